@@ -1,0 +1,2 @@
+//! beamvm's core: a BEAM-class process virtual machine in pure Rust.
+pub mod term;

@@ -1,0 +1,3 @@
+"""Type stub for the native extension module."""
+
+__version__: str
