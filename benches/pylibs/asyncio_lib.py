@@ -182,7 +182,8 @@ async def _spinner(deadline: int) -> None:
 
 async def _ticker(t: h.Ticker) -> None:
     while not t.done():
-        await asyncio.sleep(t.wait_s())
+        if (d := t.wait_s()) > 0:  # a late ticker catches up without sleeping
+            await asyncio.sleep(d)
         t.tick()
 
 

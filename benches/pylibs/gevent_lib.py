@@ -171,7 +171,8 @@ def b5(p: dict) -> h.Metrics:
 
 def _ticker(t: h.Ticker) -> None:
     while not t.done():
-        gevent.sleep(t.wait_s())
+        if (d := t.wait_s()) > 0:  # a late ticker catches up without sleeping
+            gevent.sleep(d)
         t.tick()
 
 

@@ -117,9 +117,9 @@ class Ticker:
     """Absolute-schedule ticker bookkeeping for B7/B8.
 
     The ticker wants to wake at start + k*period for k = 1..count.  ``wait_ns()``
-    says how long to sleep for the next tick (0 when late: a starved ticker catches
-    up at once and every missed tick records its full lateness); ``tick()`` records
-    the lateness of the tick just woken for.
+    says how long to sleep for the next tick (0 when late: a starved ticker then
+    catches up without sleeping, and every missed tick records its full lateness);
+    ``tick()`` records the lateness of the tick just woken for.
     """
 
     def __init__(self, start_ns: int, period_ms: int, duration_ms: int):
