@@ -1,0 +1,264 @@
+"""The Python half of the scheduler protocol: budget cell, PREEMPT, requests, primitives, kill.
+
+The native scheduler drives a Python process as a generator (see ``_compiler.compile_process``)
+and interprets what it yields:
+
+* ``PREEMPT`` -- the reduction budget of this slice is spent: requeue the process and later
+  resume it with ``gen.send(None)``.
+* a ``Request`` -- a blocking VM operation made by a primitive (``receive``, ``sleep``, ...):
+  resume with ``gen.send(result)`` or fail it with ``gen.throw(exc)``.
+* ``StopIteration`` -- the process returned; its value is ``exc.value``. Any other exception
+  ends the process with that exception as exit reason.
+
+Reductions. Each scheduler thread owns a budget cell (a list reachable through the
+thread-local ``_TL.b``: ``[remaining, kill_state, slice_start]``). Before every resume the
+driver calls ``set_budget(n)`` on the thread that resumes; after the generator yields or
+finishes, ``used()`` is the number of reductions the slice consumed. Compiled code keeps a
+frame-local copy of ``remaining`` and decrements it at function entry and at every loop
+back-edge (a frame-local counter is 1.5-2x cheaper than writing a shared cell), publishing it
+to the cell before it calls or yields, returns or raises, and re-reading it after each
+resume. The cell is per thread, so processes on different scheduler threads -- which the GIL
+switch interval, C code that releases the GIL, or a free-threaded build can interleave --
+never count into each other's budget.
+
+Kill. ``kill(gen)`` throws ``ProcessKilled`` (a ``BaseException``, so ``except Exception``
+does not swallow it) into the generator with the cell in kill mode: budget checks never yield
+while a kill unwinds, so ``finally`` blocks and ``__exit__`` methods run to completion. A
+cleanup that keeps running past ``KILL_GRACE_SLICES`` slices gets ``ProcessKilled`` raised again
+at each later budget check. Never use ``gen.close()``: it raises ``GeneratorExit`` and rejects
+the yield that a budget check in cleanup code would make.
+
+This module imports nothing from the native extension and must stay cheap to import.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Generator
+from typing import Any
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "KILL_GRACE_SLICES",
+    "KILL_SLICE",
+    "PREEMPT",
+    "ProcessKilled",
+    "Request",
+    "budget_cell",
+    "is_primitive",
+    "kill",
+    "primitive",
+    "primitive_impl",
+    "register_primitive",
+    "remaining",
+    "set_budget",
+    "used",
+]
+
+#: Reductions a thread's cell holds before any ``set_budget`` (Erlang gives a process 4000).
+DEFAULT_BUDGET = 4000
+#: Reductions granted per budget check while a kill unwinds (cleanup code is not preempted).
+KILL_SLICE = 100_000
+#: How many KILL_SLICE refills cleanup code may use before ProcessKilled is raised again.
+KILL_GRACE_SLICES = 100
+
+
+class _Preempt:
+    """Type of the ``PREEMPT`` singleton."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "beamvm.PREEMPT"
+
+    def __reduce__(self) -> str:
+        return "PREEMPT"
+
+
+#: Yielded by compiled code when the slice's reduction budget is spent.
+PREEMPT = _Preempt()
+
+
+class Request:
+    """A blocking operation a primitive asks the scheduler to perform.
+
+    ``kind`` is a short string (``"receive"``, ``"sleep"``, ...); ``args`` is a tuple whose
+    meaning depends on the kind. The driver answers with ``gen.send(result)`` or
+    ``gen.throw(exc)``.
+    """
+
+    __slots__ = ("kind", "args")
+
+    def __init__(self, kind: str, args: tuple[Any, ...] = ()) -> None:
+        self.kind = kind
+        self.args = args
+
+    def __repr__(self) -> str:
+        return f"Request({self.kind!r}, {self.args!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return self.kind == other.kind and self.args == other.args
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.args))
+
+
+class ProcessKilled(BaseException):
+    """Thrown into a process's generator to kill it; ``finally`` and ``with`` exits run."""
+
+
+# --------------------------------------------------------------------------- budget cell
+
+
+class _ThreadCells(threading.local):
+    def __init__(self) -> None:
+        # [remaining reductions, kill state (0 normal, >0 grace slices left, -1 hard), start]
+        self.b = [DEFAULT_BUDGET, 0, DEFAULT_BUDGET]
+
+
+#: Per-thread budget cells; compiled code reads ``_TL.b``.
+_TL = _ThreadCells()
+
+
+def budget_cell() -> list[int]:
+    """Return this thread's budget cell ``[remaining, kill_state, slice_start]``."""
+    return _TL.b
+
+
+def set_budget(n: int) -> None:
+    """Give the next slice on this thread ``n`` (>= 1) reductions; call before each resume."""
+    b = _TL.b
+    b[0] = b[2] = n if n > 0 else 1
+
+
+def remaining() -> int:
+    """Reductions left in this thread's current slice (as last published by compiled code)."""
+    return _TL.b[0]
+
+
+def used() -> int:
+    """Reductions the slice consumed since the last ``set_budget`` on this thread."""
+    b = _TL.b
+    r = b[0]
+    return b[2] - (r if r > 0 else 0)
+
+
+def _refill(b: list[int]) -> int:
+    """Slow path of a budget check, after the PREEMPT yield (or instead of it during a kill)."""
+    state = b[1]
+    if not state:
+        return b[0]
+    b[0] = KILL_SLICE
+    if state > 0:
+        state -= 1
+        b[1] = state if state else -1
+        if state:
+            return KILL_SLICE
+    raise ProcessKilled("cleanup ran past the kill grace budget")
+
+
+def kill(
+    gen: Generator[Any, Any, Any],
+    exc: BaseException | None = None,
+    handle: Callable[[Request], Any] | None = None,
+) -> BaseException | None:
+    """Kill a process generator: throw ``exc`` (default ``ProcessKilled()``) and unwind it.
+
+    Budget checks do not yield while the kill unwinds. A ``Request`` yielded by cleanup code
+    is answered with ``handle(request)`` when a handler is given, otherwise it fails with
+    ``ProcessKilled``. Returns the exception the generator finished with, or ``None`` if the
+    cleanup code swallowed the kill and returned normally.
+    """
+    if exc is None:
+        exc = ProcessKilled()
+    b = _TL.b
+    saved = b[:]
+    b[0] = KILL_SLICE
+    b[1] = KILL_GRACE_SLICES
+    try:
+        out = gen.throw(exc)
+        while True:
+            if handle is not None and isinstance(out, Request):
+                try:
+                    reply = handle(out)
+                except BaseException as e:  # noqa: BLE001 -- forwarded into the process
+                    out = gen.throw(e)
+                    continue
+                out = gen.send(reply)
+            else:
+                out = gen.throw(ProcessKilled())
+    except StopIteration:
+        return None
+    except BaseException as e:  # noqa: BLE001 -- the process's final exception
+        return e
+    finally:
+        b[:] = saved
+
+
+# --------------------------------------------------------------------------- primitives
+
+_PRIMITIVES: dict[Callable[..., Any], Callable[..., Generator[Any, Any, Any]]] = {}
+_REGISTER_HOOKS: list[Callable[[Callable[..., Any]], None]] = []
+
+
+def _outside_process(name: str) -> RuntimeError:
+    return RuntimeError(
+        f"{name}() must be called inside a beamvm process "
+        "(spawned with beamvm.spawn or run by beamvm.run)"
+    )
+
+
+def register_primitive(
+    plain: Callable[..., Any], impl: Callable[..., Generator[Any, Any, Any]]
+) -> None:
+    """Make calls to ``plain`` from compiled process code run ``yield from impl(...)``.
+
+    ``plain`` must be a Python function (the object user code calls, e.g. ``beamvm.receive``);
+    ``impl`` is a generator function taking the same arguments that yields ``Request`` objects
+    and returns the primitive's result.
+    """
+    import types
+
+    if not isinstance(plain, types.FunctionType):
+        raise TypeError("a primitive's public function must be a Python function (def)")
+    _PRIMITIVES[plain] = impl
+    for hook in _REGISTER_HOOKS:
+        hook(plain)
+
+
+def primitive(
+    impl: Callable[..., Generator[Any, Any, Any]],
+) -> Callable[..., Any]:
+    """Turn a generator implementation into a public primitive (use as a decorator).
+
+    Returns a plain function with ``impl``'s name, signature and docstring. Called from a
+    process (compiled code) it runs ``impl`` as a suspension point; called anywhere else it
+    raises ``RuntimeError`` saying it must run inside a beamvm process.
+    """
+    name = getattr(impl, "__name__", "primitive")
+
+    @functools.wraps(impl)
+    def plain(*args: Any, **kwargs: Any) -> Any:
+        raise _outside_process(name)
+
+    register_primitive(plain, impl)
+    return plain
+
+
+def is_primitive(fn: object) -> bool:
+    """Whether ``fn`` is a registered primitive's public function."""
+    try:
+        return fn in _PRIMITIVES
+    except TypeError:
+        return False
+
+
+def primitive_impl(fn: Callable[..., Any]) -> Callable[..., Generator[Any, Any, Any]] | None:
+    """Return the generator implementation registered for ``fn``, or ``None``."""
+    try:
+        return _PRIMITIVES.get(fn)
+    except TypeError:
+        return None
