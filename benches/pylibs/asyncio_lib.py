@@ -67,8 +67,7 @@ async def b2(p: dict) -> h.Metrics:
     size, total = p["ring"], p["ring"] * p["laps"]
     done = asyncio.get_running_loop().create_future()
     qs = [asyncio.Queue() for _ in range(size)]
-    tasks = [asyncio.create_task(_ring_node(qs[i], qs[(i + 1) % size], done))
-             for i in range(size)]
+    tasks = [asyncio.create_task(_ring_node(qs[i], qs[(i + 1) % size], done)) for i in range(size)]
     await asyncio.sleep(0)
     t0 = ns()
     qs[0].put_nowait(total - 1)  # the token counts the hops still to make
@@ -172,8 +171,10 @@ async def b5(p: dict) -> h.Metrics:
     t2 = ns()
     assert len(stash) == p["unmatched"]
     await _kill([task])
-    return {"ref_receive_us": ((t1 - t0) / n / 1e3, "us"),
-            "tag_receive_us": ((t2 - t1) / n / 1e3, "us")}
+    return {
+        "ref_receive_us": ((t1 - t0) / n / 1e3, "us"),
+        "tag_receive_us": ((t2 - t1) / n / 1e3, "us"),
+    }
 
 
 async def _spinner(deadline: int) -> None:
@@ -210,8 +211,7 @@ async def b8(p: dict) -> h.Metrics:
     start = ns()
     t = h.Ticker(start, p["period_ms"], p["duration_ms"])
     ticker = asyncio.create_task(_ticker(t))
-    gtask = asyncio.create_task(
-        _garbage(live, start + p["duration_ms"] * 1_000_000, p["batch"]))
+    gtask = asyncio.create_task(_garbage(live, start + p["duration_ms"] * 1_000_000, p["batch"]))
     await asyncio.gather(ticker, gtask)
     return {**t.metrics(), **h.gc_metrics(g0)}
 
@@ -223,8 +223,7 @@ async def b10(p: dict) -> h.Metrics:
     return out
 
 
-WORKLOADS = {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B7": b7, "B8": b8,
-             "B10": b10}
+WORKLOADS = {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B7": b7, "B8": b8, "B10": b10}
 
 
 def run_main(loop_factory=None, skipped: dict | None = None) -> int:
@@ -232,6 +231,7 @@ def run_main(loop_factory=None, skipped: dict | None = None) -> int:
         def run(p: dict) -> h.Metrics:
             with asyncio.Runner(loop_factory=loop_factory) as runner:
                 return runner.run(fn(p))
+
         return run
 
     return h.main({k: wrap(v) for k, v in WORKLOADS.items()}, skipped or SKIPPED)

@@ -8,10 +8,9 @@ Idiom: a process is a greenlet (``gevent.spawn``); its mailbox is a
 from __future__ import annotations
 
 import gevent
+import harness as h
 from gevent.event import AsyncResult, Event
 from gevent.queue import Queue
-
-import harness as h
 
 ns = h.ns
 
@@ -165,8 +164,10 @@ def b5(p: dict) -> h.Metrics:
     t2 = ns()
     assert len(stash) == p["unmatched"]
     _kill([g])
-    return {"ref_receive_us": ((t1 - t0) / n / 1e3, "us"),
-            "tag_receive_us": ((t2 - t1) / n / 1e3, "us")}
+    return {
+        "ref_receive_us": ((t1 - t0) / n / 1e3, "us"),
+        "tag_receive_us": ((t2 - t1) / n / 1e3, "us"),
+    }
 
 
 def _ticker(t: h.Ticker) -> None:
@@ -212,8 +213,7 @@ def b10(p: dict) -> h.Metrics:
     return out
 
 
-WORKLOADS = {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B7": b7, "B8": b8,
-             "B10": b10}
+WORKLOADS = {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B7": b7, "B8": b8, "B10": b10}
 
 if __name__ == "__main__":
     raise SystemExit(h.main(WORKLOADS, SKIPPED))

@@ -44,15 +44,23 @@ SIZES: dict[str, dict[str, tuple[int, int]]] = {
     # B8: the allocator holds live_nodes small cyclic structures (~400 B each, ~100 MB)
     # and replaces them in turn while it makes cyclic garbage, so CPython runs full
     # (generation 2) collections over a realistic heap, as BENCHMARKS.md observed.
-    "B8": {"period_ms": (10, 10), "duration_ms": (2_000, 500),
-           "live_nodes": (250_000, 50_000), "batch": (200, 200)},
-    "B10": {"idle": (100_000, 10_000), "round_trips": (1_000_000, 20_000),
-            "warmup": (10_000, 1_000)},
+    "B8": {
+        "period_ms": (10, 10),
+        "duration_ms": (2_000, 500),
+        "live_nodes": (250_000, 50_000),
+        "batch": (200, 200),
+    },
+    "B10": {
+        "idle": (100_000, 10_000),
+        "round_trips": (1_000_000, 20_000),
+        "warmup": (10_000, 1_000),
+    },
 }
 
 
-def params_for(workload: str, quick: bool, caps: dict | None = None,
-               overrides: dict | None = None) -> dict:
+def params_for(
+    workload: str, quick: bool, caps: dict | None = None, overrides: dict | None = None
+) -> dict:
     """Sizes for one run: full or quick, then per-system caps, then CLI overrides."""
     p = {k: (v[1] if quick else v[0]) for k, v in SIZES.get(workload, {}).items()}
     for key, cap in (caps or {}).get(workload, {}).items():
@@ -74,8 +82,14 @@ def percentile(sorted_samples, q: float) -> float:
     return float(sorted_samples[idx])
 
 
-def latency_metrics(samples: Iterable[float], prefix: str, unit: str, scale: float = 1.0,
-                    with_max: bool = False, with_mean: bool = False) -> Metrics:
+def latency_metrics(
+    samples: Iterable[float],
+    prefix: str,
+    unit: str,
+    scale: float = 1.0,
+    with_max: bool = False,
+    with_mean: bool = False,
+) -> Metrics:
     """p50/p99 (and optionally max/mean) of raw samples, each divided by ``scale``."""
     s = sorted(samples)
     out: Metrics = {
@@ -196,17 +210,29 @@ def _parse_set(values: list[str]) -> dict:
     return out
 
 
-def main(workloads: dict[str, Workload], skipped: dict[str, str] | None = None,
-         caps: dict | None = None, argv: list[str] | None = None) -> int:
+def main(
+    workloads: dict[str, Workload],
+    skipped: dict[str, str] | None = None,
+    caps: dict | None = None,
+    argv: list[str] | None = None,
+) -> int:
     """CLI entry point shared by every workload module (the JSON-line contract)."""
     skipped = skipped or {}
     ap = argparse.ArgumentParser(description="Run one repetition of one workload.")
     ap.add_argument("workload", nargs="?")
     ap.add_argument("--quick", action="store_true", help="small sizes for development")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=INT",
-                    help="override a size parameter, e.g. --set n=200000")
-    ap.add_argument("--list", action="store_true",
-                    help="print the workloads this module defines and skips, as JSON")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=INT",
+        help="override a size parameter, e.g. --set n=200000",
+    )
+    ap.add_argument(
+        "--list",
+        action="store_true",
+        help="print the workloads this module defines and skips, as JSON",
+    )
     args = ap.parse_args(argv)
     if args.list:
         print(json.dumps({"workloads": sorted(workloads), "skipped": skipped}))
@@ -219,6 +245,16 @@ def main(workloads: dict[str, Workload], skipped: dict[str, str] | None = None,
     p = params_for(args.workload, args.quick, caps, _parse_set(args.set))
     metrics = workloads[args.workload](dict(p))
     for metric, (value, unit) in metrics.items():
-        print(json.dumps({"workload": args.workload, "metric": metric, "value": value,
-                          "unit": unit, "params": p}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "workload": args.workload,
+                    "metric": metric,
+                    "value": value,
+                    "unit": unit,
+                    "params": p,
+                }
+            ),
+            flush=True,
+        )
     return 0

@@ -15,9 +15,8 @@ from __future__ import annotations
 import threading
 import time
 
-import pykka
-
 import harness as h
+import pykka
 
 ns = h.ns
 
@@ -85,8 +84,7 @@ def b2(p: dict) -> h.Metrics:
     size, total = p["ring"], p["ring"] * p["laps"]
     done = threading.Event()
     refs = [RingNode.start(done) for _ in range(size)]
-    pykka.get_all([refs[i].ask(("next", refs[(i + 1) % size]), block=False)
-                   for i in range(size)])
+    pykka.get_all([refs[i].ask(("next", refs[(i + 1) % size]), block=False) for i in range(size)])
     t0 = ns()
     refs[0].tell(total - 1)  # the token counts the hops still to make
     done.wait()
@@ -222,8 +220,10 @@ def b5(p: dict) -> h.Metrics:
     (t0, t1, t2), stashed = client.proxy().result().get()
     assert stashed == p["unmatched"], stashed
     _kill([client, server])
-    return {"ref_receive_us": ((t1 - t0) / n / 1e3, "us"),
-            "tag_receive_us": ((t2 - t1) / n / 1e3, "us")}
+    return {
+        "ref_receive_us": ((t1 - t0) / n / 1e3, "us"),
+        "tag_receive_us": ((t2 - t1) / n / 1e3, "us"),
+    }
 
 
 class Spinner(Actor):
@@ -265,9 +265,10 @@ def b8(p: dict) -> h.Metrics:
     g0 = h.gen2_collections()
     start = ns()
     t = h.Ticker(start, p["period_ms"], p["duration_ms"])
-    futures = [actors[0].ask(t, block=False),
-               actors[1].ask((live, start + p["duration_ms"] * 1_000_000, p["batch"]),
-                             block=False)]
+    futures = [
+        actors[0].ask(t, block=False),
+        actors[1].ask((live, start + p["duration_ms"] * 1_000_000, p["batch"]), block=False),
+    ]
     pykka.get_all(futures)
     _kill(actors)
     return {**t.metrics(), **h.gc_metrics(g0)}
@@ -280,8 +281,7 @@ def b10(p: dict) -> h.Metrics:
     return out
 
 
-WORKLOADS = {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B7": b7, "B8": b8,
-             "B10": b10}
+WORKLOADS = {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B7": b7, "B8": b8, "B10": b10}
 
 if __name__ == "__main__":
     try:

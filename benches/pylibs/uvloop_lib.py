@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import uvloop
-
 import asyncio_lib
+import uvloop
 
 if __name__ == "__main__":
     raise SystemExit(asyncio_lib.run_main(uvloop.new_event_loop))
