@@ -27,7 +27,6 @@ the last callee/result per nesting depth stay referenced until overwritten or th
 """
 
 from __future__ import annotations
-
 import __future__
 
 import ast
@@ -218,9 +217,7 @@ class _Rewriter(ast.NodeTransformer):
     def visit_With(self, node: ast.With) -> list[ast.stmt]:
         self.generic_visit(node)
         for item in node.items:
-            item.context_expr = ast.Call(
-                func=_name(_WL), args=[item.context_expr], keywords=[]
-            )
+            item.context_expr = ast.Call(func=_name(_WL), args=[item.context_expr], keywords=[])
         return [node, *_resync()]
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
@@ -432,7 +429,7 @@ def _same_signature(a: types.CodeType, b: types.CodeType) -> bool:
 
 _NOT_COMPILABLE = object()
 _TEMPLATES: dict[types.CodeType, Any] = {}
-_CLOSURE_FNS: weakref.WeakKeyDictionary[types.FunctionType, types.FunctionType] = (
+_COMPILED_FNS: weakref.WeakKeyDictionary[types.FunctionType, types.FunctionType] = (
     weakref.WeakKeyDictionary()
 )
 _DISPATCH_LIMIT = 100_000
@@ -467,16 +464,14 @@ def _make(fn: types.FunctionType, tmpl: types.CodeType) -> types.FunctionType:
 
 
 def _compiled_for(fn: types.FunctionType) -> types.FunctionType | None:
-    """The compiled generator function for a Python function, or None if not compilable."""
+    """Return the compiled generator function for ``fn``, or None if it is not compilable."""
     tmpl = _template(fn.__code__, fn)
     if tmpl is None:
         return None
-    if fn.__closure__:
-        g = _CLOSURE_FNS.get(fn)
-        if g is None:
-            g = _CLOSURE_FNS[fn] = _make(fn, tmpl)
-        return g
-    return _make(fn, tmpl)
+    g = _COMPILED_FNS.get(fn)
+    if g is None:
+        g = _COMPILED_FNS[fn] = _make(fn, tmpl)
+    return g
 
 
 class _Dispatch(dict):  # type: ignore[type-arg]
@@ -501,7 +496,7 @@ class _Dispatch(dict):  # type: ignore[type-arg]
         if tf is types.FunctionType:
             if f.__closure__:
                 g = _compiled_for(f)
-                return f if g is None else g  # per-function cache lives in _CLOSURE_FNS
+                return f if g is None else g  # per-function cache lives in _COMPILED_FNS
             g = _compiled_for(f)
             out = f if g is None else g
             self._store(f, out)
@@ -509,8 +504,10 @@ class _Dispatch(dict):  # type: ignore[type-arg]
         if isinstance(f, type) or tf is types.BuiltinFunctionType:
             # classes and module-level builtins are long-lived; bound builtin methods
             # (``lst.append``) are never stored (they would keep their object alive).
-            if tf is type or getattr(f, "__self__", None) is None or isinstance(
-                f.__self__, types.ModuleType
+            if (
+                tf is type
+                or getattr(f, "__self__", None) is None
+                or isinstance(f.__self__, types.ModuleType)
             ):
                 self._store(f, f)
         return f
