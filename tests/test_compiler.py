@@ -644,3 +644,30 @@ def test_budget_accounting_and_threads():
     t.join()
     assert other == [R.DEFAULT_BUDGET]  # each scheduler thread has its own cell
     assert R.remaining() == 50
+
+
+def test_process_cells_follow_processes_across_threads():
+    # The multi-threaded protocol: each process owns a cell; enter(cell, n) before a resume.
+    procs = [C.compile_process(calls_busy_helper) for _ in range(2)]
+    cells = [R.new_cell() for _ in range(2)]
+    preempts = [0, 0]
+    results = [None, None]
+
+    def resume(i):
+        R.enter(cells[i], 500)
+        try:
+            out = procs[i].send(None)
+        except StopIteration as e:
+            results[i] = e.value
+            return
+        assert out is R.PREEMPT and R.used(cells[i]) == 500
+        preempts[i] += 1
+
+    while None in results:
+        for i in (0, 1):
+            if results[i] is None:
+                t = threading.Thread(target=resume, args=(i,))  # a different thread each time
+                t.start()
+                t.join()
+    assert results == [50_001, 50_001]
+    assert 99 <= preempts[0] <= 101 and preempts[0] == preempts[1]

@@ -32,6 +32,7 @@ import __future__
 import ast
 import functools
 import inspect
+import operator
 import textwrap
 import threading
 import types
@@ -62,6 +63,7 @@ _D = "_bvm_D"  # dispatch table
 _BFT = "_bvm_BFT"  # types.BuiltinFunctionType (fast plain path)
 _RF = "_bvm_refill"  # slow path after a preemption yield
 _WL = "_bvm_wl"  # with-item wrapper that warns about thread locks
+_SET = "_bvm_SET"  # operator.setitem (publishing the count inside an expression)
 _B = "_bvm_B"  # local: this thread's budget cell
 _N = "_bvm_n"  # local: remaining reductions
 _RV = "_bvm_rv"  # local: return value
@@ -119,7 +121,6 @@ def _slow_path() -> ast.stmt:
     #     _bvm_B[0] = _bvm_n
     #     if not _bvm_B[1]:
     #         yield _bvm_P
-    #         _bvm_B = _bvm_TL.b
     #     _bvm_n = _bvm_refill(_bvm_B)
     return ast.If(
         test=ast.Compare(left=_name(_N), ops=[ast.LtE()], comparators=[_const(0)]),
@@ -127,10 +128,7 @@ def _slow_path() -> ast.stmt:
             _publish(),
             ast.If(
                 test=ast.UnaryOp(op=ast.Not(), operand=_sub(_name(_B), 1)),
-                body=[
-                    ast.Expr(value=ast.Yield(value=_name(_P))),
-                    ast.Assign(targets=[_name(_B, True)], value=_tl_b()),
-                ],
+                body=[ast.Expr(value=ast.Yield(value=_name(_P)))],
                 orelse=[],
             ),
             ast.Assign(
@@ -150,9 +148,8 @@ def _tick() -> list[ast.stmt]:
 def _resync() -> list[ast.stmt]:
     # After an exception or a with-exit: a callee may have consumed reductions and published
     # them without this frame seeing its return. Take the smaller count (conservative).
-    # _bvm_B = _bvm_TL.b; if _bvm_B[0] < _bvm_n: _bvm_n = _bvm_B[0]
+    # if _bvm_B[0] < _bvm_n: _bvm_n = _bvm_B[0]
     return [
-        ast.Assign(targets=[_name(_B, True)], value=_tl_b()),
         ast.If(
             test=ast.Compare(left=_sub(_name(_B), 0), ops=[ast.Lt()], comparators=[_name(_N)]),
             body=[ast.Assign(targets=[_name(_N, True)], value=_sub(_name(_B), 0))],
@@ -259,21 +256,13 @@ class _Rewriter(ast.NodeTransformer):
                 ast.Compare(left=_name(h), ops=[ast.Is()], comparators=[_name(f)]),
             ],
         )
-        # compiled: (_bvm_B.__setitem__(0, _bvm_n), (yield from _bvm_r),
-        #            (_bvm_n := (_bvm_B := _bvm_TL.b)[0]))[1]
+        # compiled: (_bvm_SET(_bvm_B, 0, _bvm_n), (yield from _bvm_r), (_bvm_n := _bvm_B[0]))[1]
         run = _sub(
             ast.Tuple(
                 elts=[
-                    ast.Call(
-                        func=ast.Attribute(value=_name(_B), attr="__setitem__", ctx=ast.Load()),
-                        args=[_const(0), _name(_N)],
-                        keywords=[],
-                    ),
+                    ast.Call(func=_name(_SET), args=[_name(_B), _const(0), _name(_N)], keywords=[]),
                     ast.YieldFrom(value=_name(r)),
-                    ast.NamedExpr(
-                        target=_name(_N, True),
-                        value=_sub(ast.NamedExpr(target=_name(_B, True), value=_tl_b()), 0),
-                    ),
+                    ast.NamedExpr(target=_name(_N, True), value=_sub(_name(_B), 0)),
                 ],
                 ctx=ast.Load(),
             ),
@@ -302,7 +291,7 @@ def _shift_columns(tree: ast.AST, indent: int) -> None:
                 node.end_col_offset += indent
 
 
-_RUNTIME_NAMES = (_P, _TL, _D, _BFT, _RF, _WL)
+_RUNTIME_NAMES = (_P, _TL, _D, _BFT, _RF, _WL, _SET)
 
 
 def _build_template(fn: types.FunctionType) -> types.CodeType | None:
@@ -527,6 +516,7 @@ _RUNTIME_CELLS.update(
         _BFT: types.CellType(types.BuiltinFunctionType),
         _RF: types.CellType(_runtime._refill),
         _WL: types.CellType(_warn_lock),
+        _SET: types.CellType(operator.setitem),
     }
 )
 

@@ -10,16 +10,20 @@ and interprets what it yields:
 * ``StopIteration`` -- the process returned; its value is ``exc.value``. Any other exception
   ends the process with that exception as exit reason.
 
-Reductions. Each scheduler thread owns a budget cell (a list reachable through the
-thread-local ``_TL.b``: ``[remaining, kill_state, slice_start]``). Before every resume the
-driver calls ``set_budget(n)`` on the thread that resumes; after the generator yields or
-finishes, ``used()`` is the number of reductions the slice consumed. Compiled code keeps a
-frame-local copy of ``remaining`` and decrements it at function entry and at every loop
-back-edge (a frame-local counter is 1.5-2x cheaper than writing a shared cell), publishing it
-to the cell before it calls or yields, returns or raises, and re-reading it after each
-resume. The cell is per thread, so processes on different scheduler threads -- which the GIL
-switch interval, C code that releases the GIL, or a free-threaded build can interleave --
-never count into each other's budget.
+Reductions. A budget cell is a list ``[remaining, kill_state, slice_start]``. Each process
+should own one (``new_cell()``); before every resume the driver calls ``enter(cell, n)`` on the
+thread that resumes, which points this thread's ``_TL.b`` at the cell and grants ``n``
+reductions; after the generator yields or finishes, ``used(cell)`` is what the slice
+consumed. Compiled code fetches the cell from ``_TL.b`` once per call (at entry) and keeps
+it for the life of the frame, together with a frame-local copy of ``remaining`` that it
+decrements at entry and at every loop back-edge (1.5-2x cheaper than writing a shared
+cell); it publishes the count to the cell before calling compiled code and yielding, and
+when it returns or raises, and re-reads it after each resume. Because the cell belongs to
+the process, frames resumed on another scheduler thread keep counting into the right cell,
+and processes interleaved on different threads (GIL switch interval, C code releasing the
+GIL, free-threaded builds) never count into each other's budget. A single-threaded driver
+may skip ``new_cell``/``enter`` and use ``set_budget(n)``/``used()``, which act on the current
+thread's default cell (shared by every process resumed on that thread, which is fine there).
 
 Kill. ``kill(gen)`` throws ``ProcessKilled`` (a ``BaseException``, so ``except Exception``
 does not swallow it) into the generator with the cell in kill mode: budget checks never yield
@@ -46,8 +50,10 @@ __all__ = [
     "ProcessKilled",
     "Request",
     "budget_cell",
+    "enter",
     "is_primitive",
     "kill",
+    "new_cell",
     "primitive",
     "primitive_impl",
     "register_primitive",
@@ -115,33 +121,47 @@ class ProcessKilled(BaseException):
 
 class _ThreadCells(threading.local):
     def __init__(self) -> None:
-        # [remaining reductions, kill state (0 normal, >0 grace slices left, -1 hard), start]
-        self.b = [DEFAULT_BUDGET, 0, DEFAULT_BUDGET]
+        self.b = new_cell()
 
 
-#: Per-thread budget cells; compiled code reads ``_TL.b``.
+def new_cell(budget: int = DEFAULT_BUDGET) -> list[int]:
+    """Return a fresh budget cell ``[remaining, kill_state, slice_start]`` for one process."""
+    # kill_state: 0 normal, > 0 kill grace slices left, -1 grace exhausted.
+    return [budget, 0, budget]
+
+
+#: Per-thread pointer to the running process's cell; compiled code reads ``_TL.b``.
 _TL = _ThreadCells()
 
 
+def enter(cell: list[int], n: int) -> None:
+    """Make ``cell`` this thread's current cell and grant it ``n`` (>= 1) reductions.
+
+    Call on the scheduler thread right before resuming the process that owns ``cell``.
+    """
+    cell[0] = cell[2] = n if n > 0 else 1
+    _TL.b = cell
+
+
 def budget_cell() -> list[int]:
-    """Return this thread's budget cell ``[remaining, kill_state, slice_start]``."""
+    """Return this thread's current budget cell."""
     return _TL.b
 
 
 def set_budget(n: int) -> None:
-    """Give the next slice on this thread ``n`` (>= 1) reductions; call before each resume."""
+    """Grant ``n`` (>= 1) reductions to this thread's current cell (single-threaded drivers)."""
     b = _TL.b
     b[0] = b[2] = n if n > 0 else 1
 
 
-def remaining() -> int:
-    """Reductions left in this thread's current slice (as last published by compiled code)."""
-    return _TL.b[0]
+def remaining(cell: list[int] | None = None) -> int:
+    """Reductions left in the slice (as last published by compiled code)."""
+    return (cell if cell is not None else _TL.b)[0]
 
 
-def used() -> int:
-    """Reductions the slice consumed since the last ``set_budget`` on this thread."""
-    b = _TL.b
+def used(cell: list[int] | None = None) -> int:
+    """Reductions consumed since the last ``enter``/``set_budget`` (default: this thread's)."""
+    b = cell if cell is not None else _TL.b
     r = b[0]
     return b[2] - (r if r > 0 else 0)
 
@@ -164,17 +184,21 @@ def kill(
     gen: Generator[Any, Any, Any],
     exc: BaseException | None = None,
     handle: Callable[[Request], Any] | None = None,
+    cell: list[int] | None = None,
 ) -> BaseException | None:
     """Kill a process generator: throw ``exc`` (default ``ProcessKilled()``) and unwind it.
 
     Budget checks do not yield while the kill unwinds. A ``Request`` yielded by cleanup code
     is answered with ``handle(request)`` when a handler is given, otherwise it fails with
     ``ProcessKilled``. Returns the exception the generator finished with, or ``None`` if the
-    cleanup code swallowed the kill and returned normally.
+    cleanup code swallowed the kill and returned normally. ``cell`` is the process's budget
+    cell (default: this thread's current cell); it becomes this thread's current cell.
     """
     if exc is None:
         exc = ProcessKilled()
-    b = _TL.b
+    prev = _TL.b
+    b = cell if cell is not None else prev
+    _TL.b = b
     saved = b[:]
     b[0] = KILL_SLICE
     b[1] = KILL_GRACE_SLICES
@@ -196,6 +220,7 @@ def kill(
         return e
     finally:
         b[:] = saved
+        _TL.b = prev
 
 
 # --------------------------------------------------------------------------- primitives
