@@ -62,11 +62,11 @@ BEAM_REF: dict[tuple[str, str], tuple[str, float | None]] = {
     ("B1", "spawn_us"): ("2.0 (1.5 warm)", 2.0),
     ("B1", "bytes_per_process"): ("2,647", 2647.0),
     ("B1", "teardown_us"): ("1.5", 1.5),
-    ("B2", "msgs_per_s"): ("4.1 M", 4.1e6),
+    ("B2", "msgs_per_s"): ("4.1", 4.1e6),
     ("B3", "round_trip_p50"): ("490-530", 510.0),
     ("B3", "round_trip_p99"): ("560-750", 650.0),
     ("B3", "round_trip_mean"): ("~480", 480.0),
-    ("B4", "msgs_per_s"): ("5.1 M (11.9 M off_heap)", 5.1e6),
+    ("B4", "msgs_per_s"): ("5.1 (11.9 off_heap)", 5.1e6),
     ("B5", "ref_receive_us"): ("0.14-0.6 (receive marker)", 0.37),
     ("B5", "tag_receive_us"): ("121 (linear scan)", 121.0),
     ("B7", "lateness_p50"): ("1.00", 1.0),
@@ -313,7 +313,7 @@ def fmt(v: float, unit: str = "") -> str:
     if v is None or v != v:
         return "-"
     if unit == "msgs/s":
-        return f"{v / 1e6:.3g} M" if v >= 1e5 else f"{v / 1e3:.3g} k"
+        return f"{v / 1e6:.3g}"
     a = abs(v)
     if a >= 1000:
         return f"{v:,.0f}"
@@ -326,7 +326,7 @@ def fmt(v: float, unit: str = "") -> str:
     return f"{v:.3g}"
 
 
-UNIT_LABEL = {"us": "µs", "msgs/s": "msg/s"}
+UNIT_LABEL = {"us": "µs", "msgs/s": "M msg/s"}
 
 
 def fmt_params(p: dict) -> str:
@@ -443,8 +443,9 @@ def write_report(results: list[dict], statuses: dict, meta: dict) -> None:
     for (s, w, m), ref in LIB_REF.items():
         r = next((x for x in by_key.get((s, w), []) if x["metric"] == m), None)
         if r is not None and ref:
+            unit = UNIT_LABEL.get(r["unit"], r["unit"])
             cmp_rows.append(
-                f"| {s} | {w} | {m} | {fmt(r['median'], r['unit'])} | "
+                f"| {s} | {w} | {m} ({unit}) | {fmt(r['median'], r['unit'])} | "
                 f"{fmt(ref, r['unit'])} | {r['median'] / ref:.2f} |"
             )
     if cmp_rows:
