@@ -382,6 +382,7 @@ def write_report(results: list[dict], statuses: dict, meta: dict) -> None:
         f"- command: `{meta['command']}`",
         f"- run at: {meta['run_at']}; machine: {meta['machine']}",
         f"- libraries: {meta['versions'] or 'n/a'}",
+        f"- 1-minute load average of the (shared, 2-core) machine: {meta['load']}",
         f"- mode: {'quick (development sizes)' if meta['quick'] else 'full sizes'}; "
         f"repetitions: {meta['reps']} (beamvm-native takes its own medians)",
         "",
@@ -558,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         w, _, kv = s.partition(".")
         sets.setdefault(w, []).append(kv)
 
+    load_start = os.getloadavg()
     unavailable = ensure_requirements(systems, not args.no_report)
     modules: dict[str, tuple[Path, dict]] = {}
     statuses: dict[tuple[str, str], dict] = {}
@@ -672,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": machine_info(),
                 "versions": lib_versions(),
                 "quick": args.quick,
+                "load": f"{load_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end",
                 "reps": args.reps,
                 "merged": merged,
             },
