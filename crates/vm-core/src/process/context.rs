@@ -1,0 +1,513 @@
+//! `Cx`: what a running process can do. A body gets one per slice.
+//!
+//! Everything a process does to the world goes through here: sends, spawns, receives,
+//! links, monitors, exits, timers, names, its heap. Costs are charged in reductions
+//! against the slice budget, as in BEAM; a body checks [`Cx::should_yield`] and
+//! returns [`Step::Yield`] when the budget is spent.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::mailbox::Key;
+use super::signal::Signal;
+use super::{Body, Priority, Private, Process, Step};
+use crate::error::{Error, Result};
+use crate::term::{Atom, Fragment, Heap, Pid, Ref, Term, View, Word};
+use crate::vm::{SpawnOpts, VmInner};
+
+/// Reductions charged per send (BEAM charges one per BIF call plus queue work).
+pub const SEND_COST: i64 = 1;
+/// A send to a process with a long queue costs one more reduction per this many
+/// queued messages, capped at a slice: producers flooding a slow consumer slow down
+/// (BEAM's sender punishment).
+pub const SEND_PUNISH_PER: usize = 256;
+/// Reductions per spawn (a spawn allocates and initialises a control block).
+pub const SPAWN_COST: i64 = 10;
+/// Reductions per received message.
+pub const RECV_COST: i64 = 1;
+
+/// The running process's view of the VM. See the module docs.
+pub struct Cx<'a> {
+    pub(crate) vm: &'a Arc<VmInner>,
+    pub(crate) proc: &'a Arc<Process>,
+    pub(crate) p: &'a mut Private,
+    pub(crate) budget: i64,
+    pub(crate) buf: &'a mut Vec<Signal>,
+}
+
+impl<'a> Cx<'a> {
+    /// This process's pid.
+    pub fn self_pid(&self) -> Pid {
+        self.proc.pid
+    }
+
+    // ---------------------------------------------------------------- reductions
+
+    /// Charges `n` reductions.
+    #[inline]
+    pub fn bump(&mut self, n: i64) {
+        self.budget -= n;
+    }
+
+    /// Reductions left in this slice.
+    #[inline]
+    pub fn budget_left(&self) -> i64 {
+        self.budget
+    }
+
+    /// True when the slice's budget is spent (or the process must exit): return
+    /// [`Step::Yield`].
+    #[inline]
+    pub fn should_yield(&self) -> bool {
+        self.budget <= 0 || self.p.exiting.is_some()
+    }
+
+    // ---------------------------------------------------------------- messages
+
+    /// Sends `msg` to `to`. Like Erlang's `!`, sending to a dead process is not an
+    /// error (the message is dropped); the result says whether it was delivered to a
+    /// live process's inbox.
+    pub fn send(&mut self, to: Pid, msg: Fragment) -> bool {
+        let (ok, qlen) = self.vm.send_signal(to, Signal::Message(msg));
+        self.budget -= SEND_COST + (qlen / SEND_PUNISH_PER).min(4000) as i64;
+        ok
+    }
+
+    /// Sends to a registered name; `Err(BadArg)` if no process has it (as Erlang).
+    pub fn send_named(&mut self, name: Atom, msg: Fragment) -> Result<()> {
+        let pid = self
+            .vm
+            .registry
+            .whereis(name)
+            .ok_or_else(|| Error::BadArg(format!("no process is registered as {name:?}")))?;
+        self.send(pid, msg);
+        Ok(())
+    }
+
+    /// Moves arrived signals into the mailbox, handling non-message signals.
+    pub(crate) fn drain(&mut self) {
+        if self.proc.inbox.is_empty() {
+            return;
+        }
+        self.buf.clear();
+        self.proc.inbox.take_all(self.buf);
+        let mut sigs = std::mem::take(self.buf);
+        for s in sigs.drain(..) {
+            self.handle_signal(s);
+        }
+        *self.buf = sigs;
+        self.publish_queue_len();
+    }
+
+    pub(crate) fn publish_queue_len(&self) {
+        self.proc
+            .queued
+            .store(self.p.mailbox.len() as u32, Ordering::Relaxed);
+    }
+
+    fn handle_signal(&mut self, s: Signal) {
+        let me = self.proc.pid;
+        match s {
+            Signal::Message(m) => self.p.mailbox.push(m),
+            Signal::Link(from) => {
+                self.p.rel().links.insert(from);
+            }
+            Signal::Unlink(from) => {
+                if let Some(r) = self.p.rel.as_deref_mut() {
+                    r.links.remove(&from);
+                }
+            }
+            Signal::Exit {
+                from,
+                reason,
+                linked,
+            } => {
+                if linked {
+                    let was_linked = self
+                        .p
+                        .rel
+                        .as_deref_mut()
+                        .is_some_and(|r| r.links.remove(&from));
+                    if !was_linked {
+                        return; // unlinked meanwhile: Erlang ignores it
+                    }
+                }
+                let r = reason.view();
+                let is_kill = r.as_atom() == Some(Atom::KILL);
+                let is_normal = r.as_atom() == Some(Atom::NORMAL);
+                if is_kill && !linked {
+                    self.set_exiting(Fragment::immediate(Word::atom(Atom::KILLED)));
+                } else if self.p.trap_exit {
+                    let msg = Term::Tuple(vec![
+                        Term::Atom(Atom::EXIT),
+                        Term::Pid(from),
+                        reason.to_term(),
+                    ]);
+                    self.p.mailbox.push(Fragment::from_term(&msg));
+                } else if is_normal {
+                    if from == me && !linked {
+                        self.set_exiting(reason);
+                    }
+                } else {
+                    self.set_exiting(reason);
+                }
+            }
+            Signal::Monitor { from, mref } => {
+                self.p.rel().monitored_by.insert(mref.0, from);
+            }
+            Signal::Demonitor(mref) => {
+                if let Some(r) = self.p.rel.as_deref_mut() {
+                    r.monitored_by.remove(&mref.0);
+                }
+            }
+            Signal::Down { mref, pid, reason } => {
+                let active = self
+                    .p
+                    .rel
+                    .as_deref_mut()
+                    .and_then(|r| r.monitoring.remove(&mref.0))
+                    .is_some();
+                if active {
+                    let msg = Term::Tuple(vec![
+                        Term::Atom(Atom::DOWN),
+                        Term::Ref(mref),
+                        Term::Atom(Atom::PROCESS),
+                        Term::Pid(pid),
+                        reason.to_term(),
+                    ]);
+                    self.p.mailbox.push(Fragment::from_term(&msg));
+                }
+            }
+            Signal::Timeout(generation) => {
+                if generation == self.p.wait_gen && self.p.deadline.is_some() {
+                    self.p.wait_timer = None;
+                    self.p.timed_out = true;
+                }
+            }
+            Signal::Wake => {}
+        }
+    }
+
+    fn set_exiting(&mut self, reason: Fragment) {
+        if self.p.exiting.is_none() {
+            self.p.exiting = Some(reason);
+        }
+    }
+
+    /// True when a signal has decided that this process ends (the body should return
+    /// promptly; the scheduler ends it after this slice).
+    pub fn is_exiting(&self) -> bool {
+        self.p.exiting.is_some()
+    }
+
+    fn received(&mut self) {
+        self.budget -= RECV_COST;
+        self.clear_wait();
+        self.publish_queue_len();
+    }
+
+    /// The next message in arrival order, if any.
+    pub fn recv(&mut self) -> Option<Fragment> {
+        self.drain();
+        let m = self.p.mailbox.pop_front()?;
+        self.received();
+        Some(m)
+    }
+
+    /// Selective receive: the first message `pred` accepts, scanning only messages this
+    /// pending receive has not rejected before (the save position).
+    pub fn recv_where(&mut self, mut pred: impl FnMut(View<'_>) -> bool) -> Option<Fragment> {
+        self.drain();
+        let m = self.p.mailbox.take_where(&mut pred)?;
+        self.received();
+        Some(m)
+    }
+
+    /// Keyed selective receive: the first message carrying `key` (a reference among
+    /// its first tuple elements, or its tag) that `pred` accepts. Its cost does not
+    /// depend on how many unrelated messages are queued.
+    pub fn recv_keyed(
+        &mut self,
+        key: Key,
+        mut pred: impl FnMut(View<'_>) -> bool,
+    ) -> Option<Fragment> {
+        self.drain();
+        let m = self.p.mailbox.take_keyed(key, &mut pred)?;
+        self.received();
+        Some(m)
+    }
+
+    /// Messages queued for this process.
+    pub fn message_queue_len(&mut self) -> usize {
+        self.drain();
+        self.p.mailbox.len()
+    }
+
+    /// Returns the step that suspends this process until a signal arrives; with a
+    /// timeout, also until the timeout (counted from the first `wait` of the pending
+    /// receive, so spurious wake-ups do not extend it). A zero timeout times out at
+    /// once. After waking, check [`Cx::timed_out`].
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Step {
+        if let Some(t) = timeout {
+            if self.p.deadline.is_none() {
+                if t.is_zero() {
+                    self.p.timed_out = true;
+                    return Step::Yield;
+                }
+                let at = Instant::now() + t;
+                self.p.deadline = Some(at);
+                self.p.wait_gen += 1;
+                let id = self
+                    .vm
+                    .timers
+                    .receive_timeout(at, self.proc.pid, self.p.wait_gen);
+                self.p.wait_timer = Some(id);
+            }
+        }
+        Step::Wait
+    }
+
+    /// True (once) when the pending receive's timeout has passed; resets the receive.
+    pub fn timed_out(&mut self) -> bool {
+        self.drain();
+        let expired =
+            self.p.timed_out || self.p.deadline.is_some_and(|d| Instant::now() >= d);
+        if expired {
+            self.clear_wait();
+        }
+        expired
+    }
+
+    /// Abandons the pending receive (its save position and timeout).
+    pub fn cancel_receive(&mut self) {
+        self.clear_wait();
+    }
+
+    fn clear_wait(&mut self) {
+        self.p.mailbox.reset_save();
+        self.p.timed_out = false;
+        if self.p.deadline.take().is_some() {
+            if let Some(id) = self.p.wait_timer.take() {
+                self.vm.timers.cancel(id);
+            }
+            self.p.wait_gen += 1;
+        }
+    }
+
+    // ---------------------------------------------------------------- processes
+
+    /// Spawns a process.
+    pub fn spawn(&mut self, body: impl Body) -> Result<Pid> {
+        self.spawn_opts(Box::new(body), SpawnOpts::default())
+            .map(|(p, _)| p)
+    }
+
+    /// Spawns a process linked to this one, atomically.
+    pub fn spawn_link(&mut self, body: impl Body) -> Result<Pid> {
+        let opts = SpawnOpts {
+            link: true,
+            ..SpawnOpts::default()
+        };
+        self.spawn_opts(Box::new(body), opts).map(|(p, _)| p)
+    }
+
+    /// Spawns a process monitored by this one, atomically; returns the monitor ref.
+    pub fn spawn_monitor(&mut self, body: impl Body) -> Result<(Pid, Ref)> {
+        let opts = SpawnOpts {
+            monitor: true,
+            ..SpawnOpts::default()
+        };
+        let (pid, r) = self.spawn_opts(Box::new(body), opts)?;
+        r.map(|r| (pid, r))
+            .ok_or_else(|| Error::BadArg("monitor was not created".into()))
+    }
+
+    /// Spawns with options; returns the pid and the monitor ref when asked for.
+    pub fn spawn_opts(
+        &mut self,
+        body: Box<dyn Body>,
+        opts: SpawnOpts,
+    ) -> Result<(Pid, Option<Ref>)> {
+        self.budget -= SPAWN_COST;
+        let me = self.proc.pid;
+        let (pid, mref) = self.vm.spawn_with(body, opts, Some(me))?;
+        if opts.link {
+            self.p.rel().links.insert(pid);
+        }
+        if let Some(r) = mref {
+            self.p.rel().monitoring.insert(r.0, pid);
+        }
+        Ok((pid, mref))
+    }
+
+    /// Links this process to `pid` (bidirectional, idempotent). If `pid` does not
+    /// exist: a process trapping exits gets `{'EXIT', Pid, noproc}` and `Ok`; one that
+    /// does not gets `Err(NoProc)`, as erlang:link/1.
+    pub fn link(&mut self, pid: Pid) -> Result<()> {
+        let me = self.proc.pid;
+        if pid == me {
+            return Ok(());
+        }
+        self.budget -= SEND_COST;
+        if !self.p.rel().links.insert(pid) {
+            return Ok(()); // already linked
+        }
+        let (ok, _) = self.vm.send_signal(pid, Signal::Link(me));
+        if ok {
+            return Ok(());
+        }
+        self.p.rel().links.remove(&pid);
+        if self.p.trap_exit {
+            let msg = Term::Tuple(vec![
+                Term::Atom(Atom::EXIT),
+                Term::Pid(pid),
+                Term::Atom(Atom::NOPROC),
+            ]);
+            self.p.mailbox.push(Fragment::from_term(&msg));
+            self.publish_queue_len();
+            Ok(())
+        } else {
+            Err(Error::NoProc)
+        }
+    }
+
+    /// Removes the link to `pid`, if any (idempotent).
+    pub fn unlink(&mut self, pid: Pid) {
+        let me = self.proc.pid;
+        let had = self
+            .p
+            .rel
+            .as_deref_mut()
+            .is_some_and(|r| r.links.remove(&pid));
+        if had {
+            self.vm.send_signal(pid, Signal::Unlink(me));
+        }
+    }
+
+    /// Monitors `pid`: exactly one `{'DOWN', Ref, process, Pid, Reason}` will arrive
+    /// (`noproc` at once if it is not alive), unless demonitored first.
+    pub fn monitor(&mut self, pid: Pid) -> Ref {
+        self.budget -= SEND_COST;
+        let me = self.proc.pid;
+        let mref = Ref::new();
+        self.p.rel().monitoring.insert(mref.0, pid);
+        let (ok, _) = self.vm.send_signal(pid, Signal::Monitor { from: me, mref });
+        if !ok {
+            let down = Signal::Down {
+                mref,
+                pid,
+                reason: Fragment::immediate(Word::atom(Atom::NOPROC)),
+            };
+            self.handle_signal(down);
+            self.publish_queue_len();
+        }
+        mref
+    }
+
+    /// Removes a monitor. With `flush`, also removes its DOWN message if one already
+    /// arrived. Returns true if the monitor was still active.
+    pub fn demonitor(&mut self, mref: Ref, flush: bool) -> bool {
+        let target = self
+            .p
+            .rel
+            .as_deref_mut()
+            .and_then(|r| r.monitoring.remove(&mref.0));
+        if let Some(t) = target {
+            self.vm.send_signal(t, Signal::Demonitor(mref));
+        }
+        if flush {
+            self.drain();
+            self.p.mailbox.remove_all(&mut |v| {
+                v.tuple_len() == Some(5)
+                    && v.tuple_get(0).and_then(|e| e.as_atom()) == Some(Atom::DOWN)
+                    && v.tuple_get(1).and_then(|e| e.as_ref()) == Some(mref)
+            });
+            self.publish_queue_len();
+        }
+        target.is_some()
+    }
+
+    /// Sends an exit signal to `pid` (erlang:exit/2). To oneself it takes effect at
+    /// the next receive or slice boundary.
+    pub fn exit(&mut self, pid: Pid, reason: Fragment) {
+        self.budget -= SEND_COST;
+        let me = self.proc.pid;
+        let sig = Signal::Exit {
+            from: me,
+            reason,
+            linked: false,
+        };
+        if pid == me {
+            self.handle_signal(sig);
+        } else {
+            self.vm.send_signal(pid, sig);
+        }
+    }
+
+    /// Sets trap_exit; returns the old value.
+    pub fn trap_exit(&mut self, on: bool) -> bool {
+        std::mem::replace(&mut self.p.trap_exit, on)
+    }
+
+    /// Sets this process's priority; returns the old one.
+    pub fn set_priority(&mut self, prio: Priority) -> Priority {
+        Priority::from_u8(self.proc.priority.swap(prio as u8, Ordering::Relaxed))
+    }
+
+    /// Processes linked to this one.
+    pub fn links(&self) -> Vec<Pid> {
+        self.p
+            .rel
+            .as_deref()
+            .map(|r| r.links.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    // ---------------------------------------------------------------- names, timers
+
+    /// Registers this process (or another) under `name`.
+    pub fn register(&mut self, name: Atom, pid: Pid) -> Result<()> {
+        self.vm.register(name, pid)
+    }
+
+    /// Removes a registration.
+    pub fn unregister(&mut self, name: Atom) -> Result<()> {
+        self.vm.registry.unregister(name).map(|_| ())
+    }
+
+    /// The pid registered as `name`.
+    pub fn whereis(&self, name: Atom) -> Option<Pid> {
+        self.vm.registry.whereis(name)
+    }
+
+    /// Sends `msg` to `to` after `after`; the returned ref cancels it.
+    pub fn send_after(&mut self, after: Duration, to: Pid, msg: Fragment) -> Ref {
+        self.budget -= SEND_COST;
+        self.vm.send_after(after, to, msg)
+    }
+
+    /// Cancels a timer; the time it had left, or None if it already fired or never
+    /// existed.
+    pub fn cancel_timer(&mut self, r: Ref) -> Option<Duration> {
+        self.vm.timers.cancel(r.0)
+    }
+
+    // ---------------------------------------------------------------- heap
+
+    /// This process's heap (for terms a native body keeps between slices).
+    pub fn heap(&mut self) -> &mut Heap {
+        &mut self.p.heap
+    }
+
+    /// The process's registers: the GC roots. Words that must survive a GC (which
+    /// runs between slices) must live here; they are updated in place.
+    pub fn regs(&mut self) -> &mut Vec<Word> {
+        &mut self.p.regs
+    }
+
+    /// The VM this process runs in.
+    pub fn vm(&self) -> crate::VmRef {
+        crate::VmRef(self.vm.clone())
+    }
+}

@@ -1,0 +1,322 @@
+//! The private message queue of a process: arrival order, selective receive with a
+//! save position, and an index that makes keyed receives independent of queue length.
+//!
+//! Only the process's owner touches a `Mailbox` (it lives in the process's private
+//! state), so nothing here is synchronised. Messages move here from the lock-free
+//! [`Inbox`](super::inbox::Inbox) when the owner drains it.
+//!
+//! Invariants:
+//!
+//! * Every message gets a sequence number at arrival; numbers increase strictly, so the
+//!   queue (`q`) is sorted by sequence and a message can be found by binary search even
+//!   after compaction removed the slots of taken messages.
+//! * A taken message leaves a tombstone (`None`) until the front is popped past it or
+//!   the queue is compacted (when tombstones outnumber live messages). Removing from
+//!   the middle is therefore O(1) amortised, never an O(n) shift.
+//! * `save` is the sequence number from which the *pending* selective receive resumes:
+//!   messages before it were already rejected by that receive and are not rescanned.
+//!   It resets to the front when a receive takes a message, times out, or is cancelled
+//!   (Erlang's save pointer has the same life cycle).
+//! * The index maps keys (a reference found in the first elements of a tuple, or the
+//!   tuple's tag — its first element when that is an atom or small integer) to the
+//!   sequence numbers of messages carrying them. It exists only while the queue is long
+//!   (`INDEX_THRESHOLD`): arrivals from then on are indexed, the few older messages are
+//!   scanned. Entries of messages taken by other receives go stale and are skipped and
+//!   dropped lazily; the index is rebuilt when stale entries dominate and dropped when
+//!   the queue empties. A keyed receive thus costs a hash lookup plus a scan of at most
+//!   `INDEX_THRESHOLD` unindexed messages, whatever the queue length — BEAM gets this
+//!   only for references created after a receive marker; we get it for tags too.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::term::{Fragment, Kind, Ref, View};
+
+/// Queue length from which arrivals are indexed. Below it a linear scan of a few
+/// dozen messages (a few ns each) is cheaper than maintaining a hash index on every
+/// arrival, which would tax the common short-queue message path.
+pub const INDEX_THRESHOLD: usize = 32;
+
+/// How many leading tuple elements are searched for references when indexing
+/// (covers `{reply, Ref, Value}`, `{Ref, Value}` and `{'DOWN', Ref, process, Pid, R}`).
+pub const REF_SCAN_ELEMS: usize = 3;
+
+/// What a keyed receive looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A reference among the first [`REF_SCAN_ELEMS`] elements of a tuple message.
+    Ref(u64),
+    /// The first element of a tuple message, an atom.
+    Atom(u32),
+    /// The first element of a tuple message, a small integer.
+    Int(i64),
+}
+
+impl Key {
+    /// The key for a reference.
+    pub fn of_ref(r: Ref) -> Key {
+        Key::Ref(r.0)
+    }
+}
+
+/// Calls `f` for each key a message can be found by.
+pub fn keys_of(v: View<'_>, mut f: impl FnMut(Key)) {
+    let Some(n) = v.tuple_len() else { return };
+    if n == 0 {
+        return;
+    }
+    for i in 0..n.min(REF_SCAN_ELEMS) {
+        let Some(e) = v.tuple_get(i) else { break };
+        match e.kind() {
+            Kind::Ref => {
+                if let Some(r) = e.as_ref() {
+                    f(Key::of_ref(r));
+                }
+            }
+            Kind::Atom if i == 0 => {
+                if let Some(a) = e.as_atom() {
+                    f(Key::Atom(a.index()));
+                }
+            }
+            Kind::Int if i == 0 => {
+                if let Some(x) = e.as_int() {
+                    f(Key::Int(x));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn has_key(v: View<'_>, key: Key) -> bool {
+    let mut found = false;
+    keys_of(v, |k| found |= k == key);
+    found
+}
+
+#[derive(Default)]
+struct Index {
+    /// Sequence numbers per key, ascending.
+    by_key: HashMap<Key, VecDeque<u64>>,
+    /// First sequence number that was indexed; older messages are scanned.
+    start: u64,
+    /// Total entries (live + stale), to decide when to rebuild.
+    entries: usize,
+}
+
+/// A process's private queue. See the module docs for the invariants.
+#[derive(Default)]
+pub struct Mailbox {
+    q: VecDeque<(u64, Option<Fragment>)>,
+    next_seq: u64,
+    live: usize,
+    bytes: usize,
+    save: u64,
+    index: Option<Box<Index>>,
+}
+
+impl Mailbox {
+    /// Messages queued (not yet received).
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// True when no message is queued.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Bytes held by queued messages (their fragments).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends an arrived message.
+    pub fn push(&mut self, m: Fragment) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += m.byte_size();
+        if self.index.is_none() && self.live >= INDEX_THRESHOLD {
+            self.index = Some(Box::new(Index {
+                start: seq,
+                ..Index::default()
+            }));
+        }
+        if let Some(ix) = self.index.as_deref_mut() {
+            keys_of(m.view(), |k| {
+                ix.by_key.entry(k).or_default().push_back(seq);
+                ix.entries += 1;
+            });
+        }
+        self.q.push_back((seq, Some(m)));
+        self.live += 1;
+    }
+
+    /// Takes the first message in arrival order.
+    pub fn pop_front(&mut self) -> Option<Fragment> {
+        while let Some((_, slot)) = self.q.pop_front() {
+            if let Some(m) = slot {
+                self.after_take(&m);
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    /// Selective receive: the first message at or after the save position that
+    /// `pred` accepts. When none does, the save position moves to the end so the next
+    /// call (after more arrivals) scans only the new messages.
+    pub fn take_where(&mut self, pred: &mut dyn FnMut(View<'_>) -> bool) -> Option<Fragment> {
+        let start = self.pos_of(self.save);
+        for i in start..self.q.len() {
+            let hit = match &self.q[i].1 {
+                Some(m) => pred(m.view()),
+                None => false,
+            };
+            if hit {
+                return self.take_at(i);
+            }
+        }
+        self.save = self.next_seq;
+        None
+    }
+
+    /// Keyed receive: the first message carrying `key` that `pred` accepts. Does not
+    /// use or move the save position (it does not scan unrelated messages at all).
+    pub fn take_keyed(
+        &mut self,
+        key: Key,
+        pred: &mut dyn FnMut(View<'_>) -> bool,
+    ) -> Option<Fragment> {
+        let unindexed_end = match self.index.as_deref() {
+            None => self.next_seq,
+            Some(ix) => ix.start,
+        };
+        // Messages that arrived before indexing began: at most INDEX_THRESHOLD of them.
+        for i in 0..self.q.len() {
+            let (seq, slot) = &self.q[i];
+            if *seq >= unindexed_end {
+                break;
+            }
+            if let Some(m) = slot {
+                if has_key(m.view(), key) && pred(m.view()) {
+                    return self.take_at(i);
+                }
+            }
+        }
+        let ix = self.index.as_deref_mut()?;
+        let seqs = ix.by_key.get_mut(&key)?;
+        let mut k = 0;
+        while k < seqs.len() {
+            let seq = seqs[k];
+            let pos = match self.q.binary_search_by_key(&seq, |e| e.0) {
+                Ok(p) if self.q[p].1.is_some() => p,
+                _ => {
+                    // Stale: taken by another receive. Drop the entry.
+                    seqs.remove(k);
+                    ix.entries -= 1;
+                    continue;
+                }
+            };
+            let accept = match &self.q[pos].1 {
+                Some(m) => pred(m.view()),
+                None => false,
+            };
+            if accept {
+                seqs.remove(k);
+                ix.entries -= 1;
+                if seqs.is_empty() {
+                    ix.by_key.remove(&key);
+                }
+                return self.take_at(pos);
+            }
+            k += 1;
+        }
+        None
+    }
+
+    /// Forgets the pending receive's save position (it timed out or was abandoned).
+    pub fn reset_save(&mut self) {
+        self.save = 0;
+    }
+
+    /// Removes every queued message `pred` accepts (used by `demonitor(flush)`).
+    pub fn remove_all(&mut self, pred: &mut dyn FnMut(View<'_>) -> bool) -> usize {
+        let mut n = 0;
+        for i in 0..self.q.len() {
+            let hit = matches!(&self.q[i].1, Some(m) if pred(m.view()));
+            if hit {
+                if let Some(m) = self.q[i].1.take() {
+                    self.after_take(&m);
+                    n += 1;
+                }
+            }
+        }
+        self.tidy();
+        n
+    }
+
+    /// Drops every queued message (process exit).
+    pub fn clear(&mut self) {
+        self.q.clear();
+        self.index = None;
+        self.live = 0;
+        self.bytes = 0;
+        self.save = 0;
+    }
+
+    fn pos_of(&self, seq: u64) -> usize {
+        match self.q.binary_search_by_key(&seq, |e| e.0) {
+            Ok(p) | Err(p) => p,
+        }
+    }
+
+    fn take_at(&mut self, i: usize) -> Option<Fragment> {
+        let m = self.q[i].1.take()?;
+        self.after_take(&m);
+        self.save = 0;
+        self.tidy();
+        Some(m)
+    }
+
+    fn after_take(&mut self, m: &Fragment) {
+        self.live -= 1;
+        self.bytes -= m.byte_size();
+        if self.live == 0 {
+            self.index = None;
+            self.save = 0;
+        }
+    }
+
+    /// Pops leading tombstones; compacts when tombstones dominate; rebuilds the index
+    /// when stale entries dominate it.
+    fn tidy(&mut self) {
+        while matches!(self.q.front(), Some((_, None))) {
+            self.q.pop_front();
+        }
+        let dead = self.q.len() - self.live;
+        if dead > 64 && dead > self.live {
+            self.q.retain(|e| e.1.is_some());
+        }
+        if let Some(ix) = self.index.as_deref() {
+            if ix.entries > 2 * self.live + 2 * INDEX_THRESHOLD {
+                self.rebuild_index();
+            }
+        }
+    }
+
+    fn rebuild_index(&mut self) {
+        let mut ix = Index {
+            start: self.q.front().map(|e| e.0).unwrap_or(self.next_seq),
+            ..Index::default()
+        };
+        for (seq, slot) in &self.q {
+            if let Some(m) = slot {
+                keys_of(m.view(), |k| {
+                    ix.by_key.entry(k).or_default().push_back(*seq);
+                    ix.entries += 1;
+                });
+            }
+        }
+        self.index = Some(Box::new(ix));
+    }
+}

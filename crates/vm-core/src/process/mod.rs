@@ -1,0 +1,292 @@
+//! Processes: the control block, its run state machine and its private state.
+//!
+//! A [`Process`] is shared (`Arc`) between the process table, run queues and whoever
+//! holds it for a moment; it has two halves:
+//!
+//! * the **shared half** — pid, run state, priority, the lock-free inbox and published
+//!   counters — which any thread may touch through atomics;
+//! * the **private half** ([`Private`]: the body, the mailbox, links, monitors, heap,
+//!   flags) behind a mutex that only the scheduler running the process takes (so it is
+//!   never contended on the hot path; introspection takes it briefly).
+//!
+//! ## Run state
+//!
+//! ```text
+//!            notify                 picked                slice ends: Wait
+//!   IDLE ───────────────▶ QUEUED ───────────▶ RUNNING ───────────────────────▶ IDLE
+//!                                    ▲            │ notify                      
+//!                         Yield      │            ▼                             
+//!                     ───────────────┴──── NOTIFIED (a signal came while running;
+//!                                                    Wait becomes QUEUED again)
+//!   any ──exit──▶ DONE (terminal)
+//! ```
+//!
+//! `notify` (after every push to the inbox) moves IDLE to QUEUED and its caller, and
+//! only its caller, enqueues the process: a process is in at most one run queue. A
+//! signal that arrives while the process runs sets NOTIFIED so that a body returning
+//! `Wait` after its last look at the mailbox is not put to sleep on a non-empty inbox
+//! (no lost wake-up).
+
+pub mod context;
+pub mod inbox;
+pub mod mailbox;
+pub mod signal;
+pub mod table;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::term::{Atom, Fragment, Heap, Pid, Word};
+use context::Cx;
+use inbox::Inbox;
+use mailbox::Mailbox;
+use signal::Signal;
+
+pub(crate) const IDLE: u8 = 0;
+pub(crate) const QUEUED: u8 = 1;
+pub(crate) const RUNNING: u8 = 2;
+pub(crate) const NOTIFIED: u8 = 3;
+pub(crate) const DONE: u8 = 4;
+
+/// Scheduling priority, as in Erlang.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Priority {
+    /// Runs before everything else.
+    Max = 0,
+    /// Runs before normal and low.
+    High = 1,
+    /// The default.
+    Normal = 2,
+    /// Runs when nothing else is runnable, and every few normal picks.
+    Low = 3,
+}
+
+impl Priority {
+    pub(crate) fn from_u8(v: u8) -> Priority {
+        match v {
+            0 => Priority::Max,
+            1 => Priority::High,
+            3 => Priority::Low,
+            _ => Priority::Normal,
+        }
+    }
+
+    /// Erlang's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Max => "max",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    /// Parses Erlang's name.
+    pub fn from_name(s: &str) -> Option<Priority> {
+        Some(match s {
+            "max" => Priority::Max,
+            "high" => Priority::High,
+            "normal" => Priority::Normal,
+            "low" => Priority::Low,
+            _ => return None,
+        })
+    }
+}
+
+/// What a body asks for when it hands the scheduler back.
+pub enum Step {
+    /// Budget spent or voluntary yield: go to the back of the run queue.
+    Yield,
+    /// Sleep until a signal arrives (or the receive timeout set with
+    /// [`Cx::wait`] fires).
+    Wait,
+    /// End the process with this reason (`normal` for a clean end).
+    Exit(Fragment),
+}
+
+/// Which kind of body a process has; the scheduler batches consecutive slices of the
+/// same non-native class under one [`SliceHook`](crate::SliceHook) entry (the Python
+/// binding uses it to hold the GIL across a batch instead of per slice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyClass {
+    /// Plain Rust: needs nothing around its slices.
+    Native,
+    /// Needs the VM's slice hook entered while it runs.
+    Hooked,
+}
+
+/// A process body: a resumable state machine the scheduler drives one slice at a time.
+///
+/// Native bodies are Rust state machines rather than futures or threads: a slice is one
+/// call of `resume`, which must return within its reduction budget (check
+/// [`Cx::should_yield`] in loops and return [`Step::Yield`]). This is the same protocol
+/// the Python driver implements with generators, so both kinds are scheduled by the
+/// same code, and a waiting process costs only its control block (no stack).
+pub trait Body: Send + 'static {
+    /// Runs one slice.
+    fn resume(&mut self, cx: &mut Cx<'_>) -> Step;
+
+    /// Called once when the process is being killed by a signal while suspended, before
+    /// the body is dropped, so that cleanup code (Python `finally` blocks) can run.
+    fn terminate(&mut self, _cx: &mut Cx<'_>, _reason: &Fragment) {}
+
+    /// The class of this body (see [`BodyClass`]).
+    fn class(&self) -> BodyClass {
+        BodyClass::Native
+    }
+
+    /// A short description of what the process runs (for process_info).
+    fn label(&self) -> String {
+        String::from("native")
+    }
+}
+
+impl<F> Body for F
+where
+    F: FnMut(&mut Cx<'_>) -> Step + Send + 'static,
+{
+    fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
+        self(cx)
+    }
+}
+
+/// Links and monitors, boxed because most processes have none.
+#[derive(Default)]
+pub(crate) struct Relations {
+    pub links: HashSet<Pid>,
+    /// Monitors this process holds on others: ref -> target.
+    pub monitoring: HashMap<u64, Pid>,
+    /// Monitors others hold on this process: ref -> monitoring process.
+    pub monitored_by: HashMap<u64, Pid>,
+}
+
+/// The private half of a process (see the module docs).
+pub struct Private {
+    pub(crate) body: Option<Box<dyn Body>>,
+    pub(crate) mailbox: Mailbox,
+    pub(crate) rel: Option<Box<Relations>>,
+    pub(crate) heap: Heap,
+    pub(crate) regs: Vec<Word>,
+    pub(crate) trap_exit: bool,
+    pub(crate) name: Option<Atom>,
+    /// Set when a signal decided this process must end, with the reason.
+    pub(crate) exiting: Option<Fragment>,
+    /// Receive-timeout state: generation of the current timed wait, its timer id.
+    pub(crate) wait_gen: u64,
+    pub(crate) wait_timer: Option<u64>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) timed_out: bool,
+}
+
+impl Private {
+    pub(crate) fn new(body: Box<dyn Body>) -> Private {
+        Private {
+            body: Some(body),
+            mailbox: Mailbox::default(),
+            rel: None,
+            heap: Heap::new(),
+            regs: Vec::new(),
+            trap_exit: false,
+            name: None,
+            exiting: None,
+            wait_gen: 0,
+            wait_timer: None,
+            deadline: None,
+            timed_out: false,
+        }
+    }
+
+    pub(crate) fn rel(&mut self) -> &mut Relations {
+        self.rel.get_or_insert_with(Default::default)
+    }
+}
+
+/// A process control block. See the module docs.
+pub struct Process {
+    /// This process's identifier.
+    pub pid: Pid,
+    pub(crate) state: AtomicU8,
+    pub(crate) priority: AtomicU8,
+    pub(crate) inbox: Inbox<Signal>,
+    /// Published counters, readable without stopping the process.
+    pub(crate) reductions: AtomicU64,
+    pub(crate) queued: AtomicU32,
+    pub(crate) heap_bytes: AtomicUsize,
+    pub(crate) minor_gcs: AtomicU32,
+    pub(crate) major_gcs: AtomicU32,
+    pub(crate) has_timers: AtomicBool,
+    pub(crate) private: Mutex<Private>,
+}
+
+impl Process {
+    pub(crate) fn new(pid: Pid, body: Box<dyn Body>, priority: Priority) -> Process {
+        Process {
+            pid,
+            state: AtomicU8::new(IDLE),
+            priority: AtomicU8::new(priority as u8),
+            inbox: Inbox::new(),
+            reductions: AtomicU64::new(0),
+            queued: AtomicU32::new(0),
+            heap_bytes: AtomicUsize::new(0),
+            minor_gcs: AtomicU32::new(0),
+            major_gcs: AtomicU32::new(0),
+            has_timers: AtomicBool::new(false),
+            private: Mutex::new(Private::new(body)),
+        }
+    }
+
+    /// Locks the private half. A poisoned lock (a panic escaped while it was held,
+    /// which the scheduler's catch_unwind prevents) is recovered: the data is still
+    /// structurally valid, and the process will be ended by its exit path.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Private> {
+        self.private.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the process runnable after a push. Returns true when the caller must
+    /// enqueue it (it was idle).
+    pub(crate) fn notify(&self) -> bool {
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match s {
+                IDLE => QUEUED,
+                RUNNING => NOTIFIED,
+                _ => return false,
+            };
+            match self
+                .state
+                .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return s == IDLE,
+                Err(cur) => s = cur,
+            }
+        }
+    }
+
+    /// Current priority.
+    pub fn priority(&self) -> Priority {
+        Priority::from_u8(self.priority.load(Ordering::Relaxed))
+    }
+
+    /// True once the process has ended.
+    pub fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DONE
+    }
+
+    /// Messages waiting (inbox + private queue), as last published.
+    pub fn message_queue_len(&self) -> usize {
+        self.inbox.len() + self.queued.load(Ordering::Relaxed) as usize
+    }
+
+    /// Human-readable run status, Erlang's vocabulary.
+    pub fn status(&self) -> &'static str {
+        match self.state.load(Ordering::Acquire) {
+            IDLE => "waiting",
+            QUEUED => "runnable",
+            RUNNING | NOTIFIED => "running",
+            _ => "exiting",
+        }
+    }
+}

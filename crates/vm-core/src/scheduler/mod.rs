@@ -1,0 +1,530 @@
+//! Schedulers: one OS thread each, run queues per priority, stealing, parking.
+//!
+//! ## Queues
+//!
+//! Each scheduler owns four FIFO `crossbeam_deque::Worker`s, one per priority, and
+//! every other scheduler can steal from them; one global `Injector` per priority takes
+//! processes made runnable by threads that are not schedulers (the timer thread, an
+//! outside sender). A process made runnable on a scheduler thread goes to that
+//! scheduler's own queue (cache-warm, no contention), as BEAM enqueues on the waker's
+//! run queue.
+//!
+//! Pick order: max, then high, then normal and low, where low gets one pick in every
+//! [`LOW_EVERY`] when both are runnable (so low progresses under normal load, as in
+//! BEAM). Max, high and low are rare, so a VM-wide counter of queued rare-priority
+//! processes lets the common case skip their queues. Every [`GLOBAL_EVERY`] picks
+//! the injector is consulted before the local queue, so injected work is not starved
+//! by a busy local queue.
+//!
+//! ## Parking and waking
+//!
+//! A scheduler with nothing to run or steal spins briefly ([`SPIN_ROUNDS`]), then
+//! registers in the idle set and re-checks every queue before `park()`ing, while a
+//! waker pushes first and then checks the idle count; both sides put a SeqCst fence
+//! between their write and their read, so at least one of them sees the other (no lost
+//! wake-up). A wake pops one idle scheduler and unparks it. Local pushes wake a sibling
+//! only when the local queue holds surplus work (≥ [`WAKE_SURPLUS`] processes):
+//! a token passed around a ring then stays on one warm core instead of bouncing
+//! between cores on every message, while independent work spreads out.
+//!
+//! An idle VM therefore has all schedulers parked in the kernel and uses no CPU.
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{fence, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::Instant;
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+
+use crate::process::context::Cx;
+use crate::process::{BodyClass, Process, Step, IDLE, NOTIFIED, QUEUED, RUNNING};
+use crate::term::{Atom, Fragment, Term};
+use crate::vm::VmInner;
+
+/// Low priority gets one pick in this many when normal work is also runnable.
+pub const LOW_EVERY: u64 = 8;
+/// The global injector is checked first once in this many picks (tokio uses 61).
+pub const GLOBAL_EVERY: u64 = 61;
+/// Rounds of looking for work before parking. Each round checks every queue; a few
+/// microseconds in all, which catches the common "message arrives right after" case
+/// without burning a core on an idle VM.
+pub const SPIN_ROUNDS: u32 = 64;
+/// A local push wakes a parked sibling when the local queue holds this many.
+pub const WAKE_SURPLUS: usize = 2;
+
+const PRIOS: usize = 4;
+const NORMAL: usize = 2;
+
+/// Per-scheduler counters (read by statistics).
+#[derive(Default)]
+pub struct SchedStats {
+    /// Nanoseconds spent not parked, since start.
+    pub busy_ns: AtomicU64,
+    /// Slices run.
+    pub slices: AtomicU64,
+    /// Reductions executed.
+    pub reductions: AtomicU64,
+    /// Nanoseconds spent in the longest slice so far.
+    pub longest_slice_ns: AtomicU64,
+}
+
+/// Scheduler state shared by all threads of one VM.
+pub struct Shared {
+    injectors: [Injector<Arc<Process>>; PRIOS],
+    stealers: Vec<[Stealer<Arc<Process>>; PRIOS]>,
+    rare_queued: AtomicIsize,
+    idle: Mutex<Vec<usize>>,
+    num_idle: AtomicUsize,
+    threads: Vec<OnceLock<Thread>>,
+    online: AtomicUsize,
+    pub(crate) stats: Vec<SchedStats>,
+}
+
+/// The queues one scheduler thread owns.
+pub struct Workers([Worker<Arc<Process>>; PRIOS]);
+
+thread_local! {
+    /// The scheduler running on this thread: (vm id, its workers). Set for the life of
+    /// the scheduler loop; null elsewhere.
+    static CURRENT: Cell<(u64, *const Workers)> = const { Cell::new((0, std::ptr::null())) };
+}
+
+impl Shared {
+    pub(crate) fn new(n: usize, online: usize) -> (Shared, Vec<Workers>) {
+        let workers: Vec<Workers> = (0..n)
+            .map(|_| Workers(std::array::from_fn(|_| Worker::new_fifo())))
+            .collect();
+        let stealers = workers
+            .iter()
+            .map(|w| std::array::from_fn(|i| w.0[i].stealer()))
+            .collect();
+        let shared = Shared {
+            injectors: std::array::from_fn(|_| Injector::new()),
+            stealers,
+            rare_queued: AtomicIsize::new(0),
+            idle: Mutex::new(Vec::new()),
+            num_idle: AtomicUsize::new(0),
+            threads: (0..n).map(|_| OnceLock::new()).collect(),
+            online: AtomicUsize::new(online),
+            stats: (0..n).map(|_| SchedStats::default()).collect(),
+        };
+        (shared, workers)
+    }
+
+    pub(crate) fn register_thread(&self, i: usize, t: Thread) {
+        let _ = self.threads[i].set(t);
+    }
+
+    pub(crate) fn all_registered(&self) {
+        self.wake_all();
+    }
+
+    /// Schedulers.
+    pub fn count(&self) -> usize {
+        self.stealers.len()
+    }
+
+    /// Schedulers taking work.
+    pub fn online(&self) -> usize {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_online(&self, n: usize) -> crate::Result<usize> {
+        if n == 0 || n > self.count() {
+            return Err(crate::Error::BadArg(format!(
+                "schedulers_online must be between 1 and {}, got {n}",
+                self.count()
+            )));
+        }
+        let old = self.online.swap(n, Ordering::AcqRel);
+        self.wake_all();
+        Ok(old)
+    }
+
+    /// Run queue lengths per scheduler (all priorities), then the global queue.
+    pub fn run_queue_lengths(&self) -> (Vec<usize>, usize) {
+        let per = self
+            .stealers
+            .iter()
+            .map(|s| s.iter().map(|q| q.len()).sum())
+            .collect();
+        let global = self.injectors.iter().map(|q| q.len()).sum();
+        (per, global)
+    }
+
+    /// Makes `p` (already in state QUEUED) runnable.
+    pub(crate) fn enqueue(&self, vm: &VmInner, p: Arc<Process>) {
+        let prio = p.priority.load(Ordering::Relaxed) as usize % PRIOS;
+        if prio != NORMAL {
+            self.rare_queued.fetch_add(1, Ordering::AcqRel);
+        }
+        let (id, w) = CURRENT.with(|c| c.get());
+        if id == vm.id && !w.is_null() {
+            // SAFETY: CURRENT holds a pointer to the `Workers` owned by this thread's
+            // scheduler loop; it is set when the loop starts and cleared before the
+            // `Workers` is dropped, and only this thread reads it. `Worker::push` takes
+            // `&self`, so no aliasing `&mut` exists.
+            let q = unsafe { &(*w).0[prio] };
+            q.push(p);
+            if q.len() >= WAKE_SURPLUS {
+                self.wake_one();
+            }
+        } else {
+            self.injectors[prio].push(p);
+            self.wake_one();
+        }
+    }
+
+    fn wake_one(&self) {
+        fence(Ordering::SeqCst);
+        if self.num_idle.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Prefer online schedulers.
+        let online = self.online();
+        let pos = idle.iter().rposition(|&i| i < online);
+        if let Some(pos) = pos {
+            let i = idle.swap_remove(pos);
+            self.num_idle.fetch_sub(1, Ordering::SeqCst);
+            drop(idle);
+            if let Some(t) = self.threads[i].get() {
+                t.unpark();
+            }
+        }
+    }
+
+    pub(crate) fn wake_all(&self) {
+        for t in self.threads.iter().filter_map(|t| t.get()) {
+            t.unpark();
+        }
+    }
+
+    /// Drops every queued process reference (shutdown).
+    pub(crate) fn drain(&self) {
+        for inj in &self.injectors {
+            while !matches!(inj.steal(), Steal::Empty) {}
+        }
+        for s in &self.stealers {
+            for q in s {
+                while !matches!(q.steal(), Steal::Empty) {}
+            }
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        self.injectors.iter().any(|q| !q.is_empty())
+            || self.stealers.iter().any(|s| s.iter().any(|q| !q.is_empty()))
+    }
+}
+
+struct Sched<'a> {
+    vm: &'a Arc<VmInner>,
+    index: usize,
+    workers: &'a Workers,
+    ticks: u64,
+    low_ticks: u64,
+    rng: u64,
+    buf: Vec<crate::process::signal::Signal>,
+    hook_entered: bool,
+    batch_start: Instant,
+}
+
+impl Sched<'_> {
+    fn shared(&self) -> &Shared {
+        &self.vm.sched
+    }
+
+    fn steal_into(&mut self, prio: usize) -> Option<Arc<Process>> {
+        let sh = &self.vm.sched;
+        let local = &self.workers.0[prio];
+        loop {
+            match sh.injectors[prio].steal_batch_and_pop(local) {
+                Steal::Success(p) => return Some(p),
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+        let n = sh.stealers.len();
+        if n > 1 {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let start = (self.rng as usize) % n;
+            for k in 0..n {
+                let j = (start + k) % n;
+                if j == self.index {
+                    continue;
+                }
+                loop {
+                    match sh.stealers[j][prio].steal_batch_and_pop(local) {
+                        Steal::Success(p) => return Some(p),
+                        Steal::Retry => continue,
+                        Steal::Empty => break,
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn pop(&mut self, prio: usize) -> Option<Arc<Process>> {
+        if prio == NORMAL && self.ticks % GLOBAL_EVERY == 0 {
+            if let Steal::Success(p) = self.vm.sched.injectors[prio].steal() {
+                return Some(p);
+            }
+        }
+        if let Some(p) = self.workers.0[prio].pop() {
+            return Some(p);
+        }
+        self.steal_into(prio)
+    }
+
+    fn next(&mut self) -> Option<(Arc<Process>, usize)> {
+        self.ticks += 1;
+        let rare = self.shared().rare_queued.load(Ordering::Acquire) > 0;
+        if rare {
+            for prio in [0, 1] {
+                if let Some(p) = self.pop(prio) {
+                    return Some((p, prio));
+                }
+            }
+            self.low_ticks += 1;
+            if self.low_ticks % LOW_EVERY == 0 {
+                if let Some(p) = self.pop(3) {
+                    return Some((p, 3));
+                }
+            }
+        }
+        if let Some(p) = self.pop(NORMAL) {
+            return Some((p, NORMAL));
+        }
+        if rare {
+            if let Some(p) = self.pop(3) {
+                return Some((p, 3));
+            }
+        }
+        None
+    }
+
+    fn leave_hook(&mut self) {
+        if self.hook_entered {
+            if let Some(h) = &self.vm.config.slice_hook {
+                h.leave();
+            }
+            self.hook_entered = false;
+        }
+    }
+
+    fn enter_hook(&mut self) {
+        if self.hook_entered && self.batch_start.elapsed() >= self.vm.config.batch_time {
+            self.leave_hook();
+        }
+        if !self.hook_entered {
+            if let Some(h) = &self.vm.config.slice_hook {
+                h.enter();
+                self.hook_entered = true;
+                self.batch_start = Instant::now();
+            }
+        }
+    }
+
+    fn run_one(&mut self, p: Arc<Process>, prio: usize) {
+        if prio != NORMAL {
+            self.shared().rare_queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        p.state.store(RUNNING, Ordering::Release);
+        let mut g = p.lock();
+        let Some(mut body) = g.body.take() else {
+            // Already finished (shutdown race); nothing to run.
+            return;
+        };
+        match body.class() {
+            BodyClass::Hooked => self.enter_hook(),
+            BodyClass::Native => self.leave_hook(),
+        }
+        let budget = i64::from(self.vm.config.reductions);
+        let t0 = Instant::now();
+        let mut cx = Cx {
+            vm: self.vm,
+            proc: &p,
+            p: &mut g,
+            budget,
+            buf: &mut self.buf,
+        };
+        cx.drain();
+        let step = if cx.p.exiting.is_some() {
+            None
+        } else {
+            match catch_unwind(AssertUnwindSafe(|| body.resume(&mut cx))) {
+                Ok(s) => Some(s),
+                Err(e) => Some(Step::Exit(panic_reason(e))),
+            }
+        };
+        let mut used = (budget - cx.budget).max(1) as u64;
+        let exiting = cx.p.exiting.take();
+        if let Some(reason) = exiting {
+            // Killed by a signal: let the body clean up, then end it.
+            let _ = catch_unwind(AssertUnwindSafe(|| body.terminate(&mut cx, &reason)));
+            drop(cx);
+            g.body = Some(body);
+            self.account(&p, used, t0);
+            self.vm.finish(&p, g, reason);
+            return;
+        }
+        drop(cx);
+        if g.heap.needs_gc() {
+            let gp = &mut *g;
+            let report = gp.heap.gc(&mut gp.regs);
+            used += report.reductions as u64;
+            if report.major {
+                p.major_gcs.fetch_add(1, Ordering::Relaxed);
+            } else {
+                p.minor_gcs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        p.heap_bytes.store(g.heap.byte_size(), Ordering::Relaxed);
+        self.account(&p, used, t0);
+        match step {
+            Some(Step::Exit(reason)) => {
+                g.body = Some(body);
+                self.vm.finish(&p, g, reason);
+            }
+            Some(Step::Yield) | None => {
+                g.body = Some(body);
+                drop(g);
+                p.state.store(QUEUED, Ordering::Release);
+                self.vm.sched.enqueue(self.vm, p);
+            }
+            Some(Step::Wait) => {
+                g.body = Some(body);
+                drop(g);
+                if p
+                    .state
+                    .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    // NOTIFIED: a signal arrived during the slice; run again later.
+                    debug_assert_eq!(p.state.load(Ordering::Relaxed), NOTIFIED);
+                    p.state.store(QUEUED, Ordering::Release);
+                    self.vm.sched.enqueue(self.vm, p);
+                }
+            }
+        }
+    }
+
+    fn account(&self, p: &Process, used: u64, t0: Instant) {
+        p.reductions.fetch_add(used, Ordering::Relaxed);
+        let st = &self.vm.sched.stats[self.index];
+        st.slices.fetch_add(1, Ordering::Relaxed);
+        st.reductions.fetch_add(used, Ordering::Relaxed);
+        let ns = t0.elapsed().as_nanos() as u64;
+        if ns > st.longest_slice_ns.load(Ordering::Relaxed) {
+            st.longest_slice_ns.store(ns, Ordering::Relaxed);
+        }
+    }
+
+    fn park(&mut self) {
+        self.leave_hook();
+        let sh = &self.vm.sched;
+        {
+            let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.push(self.index);
+            sh.num_idle.fetch_add(1, Ordering::SeqCst);
+        }
+        fence(Ordering::SeqCst);
+        let online = self.index < sh.online();
+        if (online && sh.has_work()) || self.vm.stopping.load(Ordering::Acquire) {
+            self.unidle();
+            return;
+        }
+        let st = &sh.stats[self.index];
+        std::thread::park();
+        let _ = st;
+        self.unidle();
+    }
+
+    fn unidle(&self) {
+        let sh = &self.vm.sched;
+        let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pos) = idle.iter().position(|&i| i == self.index) {
+            idle.swap_remove(pos);
+            sh.num_idle.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn panic_reason(e: Box<dyn std::any::Any + Send>) -> Fragment {
+    let msg = if let Some(s) = e.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = e.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    };
+    Fragment::from_term(&Term::Tuple(vec![
+        Term::Atom(Atom::new("panic")),
+        Term::binary(msg.into_bytes()),
+    ]))
+}
+
+/// The scheduler thread's main loop.
+pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
+    CURRENT.with(|c| c.set((vm.id, &workers as *const Workers)));
+    let mut s = Sched {
+        vm: &vm,
+        index,
+        workers: &workers,
+        ticks: 0,
+        low_ticks: 0,
+        rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1),
+        buf: Vec::new(),
+        hook_entered: false,
+        batch_start: Instant::now(),
+    };
+    let mut busy_since = Instant::now();
+    let mut spins = 0;
+    loop {
+        if vm.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        if index >= vm.sched.online() {
+            // Offline: hand local work to the others and sleep until brought back.
+            for q in &workers.0 {
+                while let Some(p) = q.pop() {
+                    let prio = p.priority.load(Ordering::Relaxed) as usize % PRIOS;
+                    vm.sched.injectors[prio].push(p);
+                }
+            }
+            s.park();
+            continue;
+        }
+        match s.next() {
+            Some((p, prio)) => {
+                spins = 0;
+                s.run_one(p, prio);
+            }
+            None => {
+                spins += 1;
+                if spins < SPIN_ROUNDS {
+                    std::hint::spin_loop();
+                    std::thread::yield_now();
+                    continue;
+                }
+                spins = 0;
+                let st = &vm.sched.stats[index];
+                st.busy_ns
+                    .fetch_add(busy_since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                s.park();
+                busy_since = Instant::now();
+            }
+        }
+    }
+    s.leave_hook();
+    vm.sched.stats[index]
+        .busy_ns
+        .fetch_add(busy_since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    CURRENT.with(|c| c.set((0, std::ptr::null())));
+}

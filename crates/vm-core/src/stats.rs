@@ -1,0 +1,287 @@
+//! Introspection: `process_info`, `processes`, `memory`, `system_info`, `statistics`.
+//!
+//! Everything here reads published atomics or walks the process table under epoch
+//! guards: no query stops the world or blocks a scheduler. `process_info` on one
+//! process also reads its private half (links, monitors, heap), taking its lock for a
+//! moment; if the process is running it waits for the end of its slice at most.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::process::Process;
+use crate::term::{atom_count, atom_table_bytes, binary_bytes, Atom, Pid};
+use crate::vm::VmRef;
+
+/// Bytes of a control block with no messages, heap or relations (the fixed cost of a
+/// process, counted in `memory().processes`).
+pub fn process_base_bytes() -> usize {
+    std::mem::size_of::<Process>() + 2 * std::mem::size_of::<usize>()
+}
+
+/// A snapshot of one process.
+#[derive(Debug, Clone)]
+pub struct ProcessInfo {
+    /// The pid.
+    pub pid: Pid,
+    /// waiting, runnable, running or exiting.
+    pub status: &'static str,
+    /// max, high, normal or low.
+    pub priority: &'static str,
+    /// Reductions executed so far.
+    pub reductions: u64,
+    /// Messages queued.
+    pub message_queue_len: usize,
+    /// Bytes: control block + heap + queued messages.
+    pub memory: usize,
+    /// Heap words (young + old).
+    pub heap_size: usize,
+    /// Young generation words.
+    pub young_heap_size: usize,
+    /// Old generation words.
+    pub old_heap_size: usize,
+    /// Minor collections.
+    pub minor_gcs: u64,
+    /// Major (fullsweep) collections.
+    pub major_gcs: u64,
+    /// Linked processes.
+    pub links: Vec<Pid>,
+    /// Processes this one monitors.
+    pub monitors: Vec<Pid>,
+    /// Processes monitoring this one.
+    pub monitored_by: Vec<Pid>,
+    /// trap_exit flag.
+    pub trap_exit: bool,
+    /// Registered name.
+    pub registered_name: Option<Atom>,
+    /// What the process runs (its body's label).
+    pub current: String,
+}
+
+/// `erlang:memory()`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    /// processes + binary + atom + system.
+    pub total: usize,
+    /// Control blocks, heaps and mailboxes.
+    pub processes: usize,
+    /// Refcounted binaries (each counted once, however many holders).
+    pub binary: usize,
+    /// The atom table.
+    pub atom: usize,
+    /// The rest of the VM's bookkeeping (process table chunks, timers, queues).
+    pub system: usize,
+}
+
+/// `erlang:system_info/1` items.
+#[derive(Debug, Clone)]
+pub struct SystemInfo {
+    /// Scheduler threads.
+    pub schedulers: usize,
+    /// Schedulers taking work.
+    pub schedulers_online: usize,
+    /// Dirty CPU pool size.
+    pub dirty_cpu_schedulers: usize,
+    /// Dirty IO pool size.
+    pub dirty_io_schedulers: usize,
+    /// `+P`.
+    pub process_limit: usize,
+    /// Live processes.
+    pub process_count: usize,
+    /// Reductions per slice.
+    pub reductions_per_slice: u32,
+    /// Atoms interned.
+    pub atom_count: usize,
+    /// Atom table limit.
+    pub atom_limit: usize,
+    /// Registered names.
+    pub registered: usize,
+    /// Live timers.
+    pub timers: usize,
+    /// Crate version.
+    pub version: &'static str,
+}
+
+/// `erlang:statistics/1` items.
+#[derive(Debug, Clone)]
+pub struct Statistics {
+    /// Per scheduler: (busy, total) wall time since start (scheduler_wall_time).
+    pub scheduler_wall_time: Vec<(Duration, Duration)>,
+    /// Per scheduler: slices run.
+    pub slices: Vec<u64>,
+    /// Per scheduler: run queue length.
+    pub run_queue_lengths: Vec<usize>,
+    /// Processes in the global (injector) queues.
+    pub global_run_queue: usize,
+    /// Reductions executed by all processes.
+    pub total_reductions: u64,
+    /// Context switches (slices).
+    pub context_switches: u64,
+    /// Processes spawned since start.
+    pub spawned: usize,
+    /// Processes exited since start.
+    pub exited: u64,
+    /// Longest slice seen per scheduler.
+    pub longest_slice: Vec<Duration>,
+}
+
+fn words(n: usize) -> usize {
+    n * 8
+}
+
+impl VmRef {
+    /// A snapshot of `pid`, or None if it is not alive.
+    pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
+        let p = self.0.table.get(pid)?;
+        let g = p.lock();
+        let stats = g.heap.stats();
+        let (links, monitors, monitored_by) = match g.rel.as_deref() {
+            Some(r) => (
+                r.links.iter().copied().collect(),
+                r.monitoring.values().copied().collect(),
+                r.monitored_by.values().copied().collect(),
+            ),
+            None => (Vec::new(), Vec::new(), Vec::new()),
+        };
+        let current = g.body.as_ref().map(|b| b.label()).unwrap_or_default();
+        let info = ProcessInfo {
+            pid,
+            status: p.status(),
+            priority: p.priority().name(),
+            reductions: p.reductions.load(Ordering::Relaxed),
+            message_queue_len: p.inbox.len() + g.mailbox.len(),
+            memory: process_base_bytes() + g.heap.byte_size() + g.mailbox.bytes(),
+            heap_size: stats.young_words + stats.old_words,
+            young_heap_size: stats.young_words,
+            old_heap_size: stats.old_words,
+            minor_gcs: stats.minor_gcs,
+            major_gcs: stats.major_gcs,
+            links,
+            monitors,
+            monitored_by,
+            trap_exit: g.trap_exit,
+            registered_name: self.0.registry.name_of(pid),
+            current,
+        };
+        Some(info)
+    }
+
+    /// Pids of all live processes.
+    pub fn processes(&self) -> Vec<Pid> {
+        self.0.table.pids()
+    }
+
+    /// Memory by category.
+    pub fn memory(&self) -> Memory {
+        let mut processes = 0;
+        self.0.table.for_each(|p| {
+            processes += process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed);
+        });
+        let binary = binary_bytes();
+        let atom = atom_table_bytes();
+        let limit = self.0.table.limit();
+        let system = limit.div_ceil(crate::process::table::CHUNK) * 16
+            + self.0.table.count().next_power_of_two().min(limit) * 12
+            + self.0.timers.bytes();
+        let _ = words(0);
+        Memory {
+            total: processes + binary + atom + system,
+            processes,
+            binary,
+            atom,
+            system,
+        }
+    }
+
+    /// System facts.
+    pub fn system_info(&self) -> SystemInfo {
+        let c = &self.0.config;
+        SystemInfo {
+            schedulers: self.0.sched.count(),
+            schedulers_online: self.0.sched.online(),
+            dirty_cpu_schedulers: c.dirty_cpu,
+            dirty_io_schedulers: c.dirty_io,
+            process_limit: self.0.table.limit(),
+            process_count: self.0.table.count(),
+            reductions_per_slice: c.reductions,
+            atom_count: atom_count(),
+            atom_limit: crate::term::MAX_ATOMS,
+            registered: self.0.registry.names().len(),
+            timers: self.0.timers.count(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    /// Scheduler and process statistics.
+    pub fn statistics(&self) -> Statistics {
+        let sh = &self.0.sched;
+        let up = self.0.started.elapsed();
+        let (rq, global) = sh.run_queue_lengths();
+        let mut total_reductions = 0;
+        let mut switches = 0;
+        let mut wall = Vec::new();
+        let mut slices = Vec::new();
+        let mut longest = Vec::new();
+        for s in &sh.stats {
+            let r = s.reductions.load(Ordering::Relaxed);
+            let n = s.slices.load(Ordering::Relaxed);
+            total_reductions += r;
+            switches += n;
+            slices.push(n);
+            wall.push((
+                Duration::from_nanos(s.busy_ns.load(Ordering::Relaxed)).min(up),
+                up,
+            ));
+            longest.push(Duration::from_nanos(
+                s.longest_slice_ns.load(Ordering::Relaxed),
+            ));
+        }
+        Statistics {
+            scheduler_wall_time: wall,
+            slices,
+            run_queue_lengths: rq,
+            global_run_queue: global,
+            total_reductions,
+            context_switches: switches,
+            spawned: self.0.table.spawned(),
+            exited: self.0.exits.load(Ordering::Relaxed),
+            longest_slice: longest,
+        }
+    }
+
+    /// The `n` processes with the largest value of `by` ("message_queue_len",
+    /// "memory" or "reductions"), largest first. Walks the table without stopping any
+    /// process, keeping a bounded heap of the best `n`.
+    pub fn top(&self, n: usize, by: &str) -> crate::Result<Vec<(Pid, u64)>> {
+        let key: fn(&Process) -> u64 = match by {
+            "message_queue_len" => |p| p.message_queue_len() as u64,
+            "memory" => |p| (process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed)) as u64,
+            "reductions" => |p| p.reductions.load(Ordering::Relaxed),
+            other => {
+                return Err(crate::Error::BadArg(format!(
+                    "top(by={other:?}): expected message_queue_len, memory or reductions"
+                )))
+            }
+        };
+        let mut heap = std::collections::BinaryHeap::new();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.0.table.for_each(|p| {
+            let v = key(p);
+            if heap.len() < n {
+                heap.push(std::cmp::Reverse((v, p.pid)));
+            } else if let Some(std::cmp::Reverse((min, _))) = heap.peek() {
+                if v > *min {
+                    heap.pop();
+                    heap.push(std::cmp::Reverse((v, p.pid)));
+                }
+            }
+        });
+        let mut out: Vec<(Pid, u64)> = heap
+            .into_iter()
+            .map(|std::cmp::Reverse((v, p))| (p, v))
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1));
+        Ok(out)
+    }
+}

@@ -1,0 +1,439 @@
+//! The VM: process table, schedulers, timers, registry, and the operations that need
+//! all of them (spawn, signal delivery, process exit).
+//!
+//! [`Vm`] owns the threads (dropping it shuts the VM down and joins them);
+//! [`VmRef`] is a cheap handle for everything else — sending, spawning and
+//! introspection from outside any process, or from a body.
+//!
+//! Process exit runs on the scheduler thread of the dying process, with its private
+//! half locked: links, monitors, names and timers are all cleaned up there, in this
+//! order — mark DONE, leave the table (no new lookups), close the inbox (no new
+//! signals; the ones that raced in are answered: `noproc` to late links and monitors),
+//! signal links and monitors, release the name, cancel timers, free heap and mailbox.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::VmConfig;
+use crate::error::{Error, Result};
+use crate::process::signal::Signal;
+use crate::process::table::ProcessTable;
+use crate::process::{Body, Priority, Private, Process, Relations, DONE, QUEUED};
+use crate::registry::Registry;
+use crate::scheduler::Shared as SchedShared;
+use crate::term::{Atom, Fragment, Heap, Pid, Ref, Word};
+use crate::timer::Timers;
+
+static NEXT_VM_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Options for spawning.
+#[derive(Clone, Copy, Debug)]
+pub struct SpawnOpts {
+    /// Link the new process to the spawner (atomically).
+    pub link: bool,
+    /// Monitor the new process from the spawner (atomically).
+    pub monitor: bool,
+    /// Initial priority.
+    pub priority: Priority,
+    /// Start with trap_exit set.
+    pub trap_exit: bool,
+}
+
+impl Default for SpawnOpts {
+    fn default() -> Self {
+        SpawnOpts {
+            link: false,
+            monitor: false,
+            priority: Priority::Normal,
+            trap_exit: false,
+        }
+    }
+}
+
+/// Shared VM state. Reached through [`VmRef`] / [`Vm`].
+pub struct VmInner {
+    pub(crate) id: u64,
+    pub(crate) config: VmConfig,
+    pub(crate) table: ProcessTable,
+    pub(crate) sched: SchedShared,
+    pub(crate) timers: Timers,
+    pub(crate) registry: Registry,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) started: Instant,
+    pub(crate) exits: AtomicU64,
+    pub(crate) registered: Mutex<()>,
+}
+
+impl VmInner {
+    /// Delivers a signal; returns (delivered, receiver's queue length before).
+    pub(crate) fn send_signal(&self, to: Pid, sig: Signal) -> (bool, usize) {
+        let r = self.table.with(to, |p| {
+            let qlen = p.message_queue_len();
+            match p.inbox.push(sig) {
+                Ok(()) => {
+                    let wake = p.notify();
+                    (true, qlen, wake)
+                }
+                Err(_) => (false, 0, false),
+            }
+        });
+        match r {
+            Some((ok, qlen, wake)) => {
+                if wake {
+                    if let Some(p) = self.table.get(to) {
+                        self.sched.enqueue(self, p);
+                    }
+                }
+                (ok, qlen)
+            }
+            None => (false, 0),
+        }
+    }
+
+    pub(crate) fn spawn_with(
+        &self,
+        body: Box<dyn Body>,
+        opts: SpawnOpts,
+        parent: Option<Pid>,
+    ) -> Result<(Pid, Option<Ref>)> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(Error::NotRunning);
+        }
+        let mref = (opts.monitor && parent.is_some()).then(Ref::new);
+        let proc = self
+            .table
+            .insert(|pid| {
+                let p = Process::new(pid, body, opts.priority);
+                {
+                    let mut g = p.lock();
+                    g.trap_exit = opts.trap_exit;
+                    if let Some(parent) = parent {
+                        if opts.link || mref.is_some() {
+                            let mut rel = Relations::default();
+                            if opts.link {
+                                rel.links.insert(parent);
+                            }
+                            if let Some(r) = mref {
+                                rel.monitored_by.insert(r.0, parent);
+                            }
+                            g.rel = Some(Box::new(rel));
+                        }
+                    }
+                }
+                p
+            })
+            .map_err(|_| Error::SystemLimit)?;
+        let pid = proc.pid;
+        proc.state.store(QUEUED, Ordering::Release);
+        self.sched.enqueue(self, proc);
+        Ok((pid, mref))
+    }
+
+    pub(crate) fn register(&self, name: Atom, pid: Pid) -> Result<()> {
+        // Serialise register against exits releasing names, so a name is never left
+        // pointing at a process that has already run its exit path.
+        let _g = self.registered.lock().unwrap_or_else(|e| e.into_inner());
+        if name == Atom::UNDEFINED {
+            return Err(Error::BadArg("'undefined' cannot be registered".into()));
+        }
+        let alive = self.table.with(pid, |p| !p.is_done()).unwrap_or(false);
+        if !alive {
+            return Err(Error::BadArg(format!("{pid} is not alive")));
+        }
+        self.registry.register(name, pid)
+    }
+
+    pub(crate) fn send_after(&self, after: Duration, to: Pid, msg: Fragment) -> Ref {
+        let id = self.timers.send_at(Instant::now() + after, to, msg);
+        self.table
+            .with(to, |p| p.has_timers.store(true, Ordering::Relaxed));
+        Ref(id)
+    }
+
+    /// Ends process `proc` (its private half locked in `g`) with `reason`.
+    pub(crate) fn finish(
+        &self,
+        proc: &Arc<Process>,
+        mut g: MutexGuard<'_, Private>,
+        reason: Fragment,
+    ) {
+        let me = proc.pid;
+        proc.state.store(DONE, Ordering::Release);
+        self.table.remove(me);
+        let mut late = Vec::new();
+        proc.inbox.close(&mut late);
+        let noproc = || Fragment::immediate(Word::atom(Atom::NOPROC));
+        for s in late {
+            match s {
+                Signal::Link(from) => {
+                    let exit = Signal::Exit {
+                        from: me,
+                        reason: noproc(),
+                        linked: true,
+                    };
+                    self.send_signal(from, exit);
+                }
+                Signal::Monitor { from, mref } => {
+                    let down = Signal::Down {
+                        mref,
+                        pid: me,
+                        reason: noproc(),
+                    };
+                    self.send_signal(from, down);
+                }
+                _ => {}
+            }
+        }
+        if let Some(rel) = g.rel.take() {
+            for l in rel.links {
+                let exit = Signal::Exit {
+                    from: me,
+                    reason: reason.clone(),
+                    linked: true,
+                };
+                self.send_signal(l, exit);
+            }
+            for (mref, by) in rel.monitored_by {
+                let down = Signal::Down {
+                    mref: Ref(mref),
+                    pid: me,
+                    reason: reason.clone(),
+                };
+                self.send_signal(by, down);
+            }
+            for (mref, target) in rel.monitoring {
+                self.send_signal(target, Signal::Demonitor(Ref(mref)));
+            }
+        }
+        {
+            let _r = self.registered.lock().unwrap_or_else(|e| e.into_inner());
+            self.registry.release(me);
+        }
+        if let Some(id) = g.wait_timer.take() {
+            self.timers.cancel(id);
+        }
+        if proc.has_timers.load(Ordering::Relaxed) {
+            self.timers.cancel_for(me);
+        }
+        g.mailbox.clear();
+        g.heap = Heap::new();
+        g.regs = Vec::new();
+        g.exiting = None;
+        let body = g.body.take();
+        drop(g);
+        drop(body);
+        proc.queued.store(0, Ordering::Relaxed);
+        proc.heap_bytes.store(0, Ordering::Relaxed);
+        self.exits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A cheap, cloneable handle to a running VM.
+#[derive(Clone)]
+pub struct VmRef(pub(crate) Arc<VmInner>);
+
+impl VmRef {
+    /// Spawns a process from outside any process.
+    pub fn spawn(&self, body: impl Body) -> Result<Pid> {
+        self.0
+            .spawn_with(Box::new(body), SpawnOpts::default(), None)
+            .map(|(p, _)| p)
+    }
+
+    /// Spawns with options (link/monitor need a parent process and are ignored here).
+    pub fn spawn_opts(&self, body: Box<dyn Body>, opts: SpawnOpts) -> Result<Pid> {
+        self.0.spawn_with(body, opts, None).map(|(p, _)| p)
+    }
+
+    /// Sends a message from outside any process; false if `to` is not alive.
+    pub fn send(&self, to: Pid, msg: Fragment) -> bool {
+        self.0.send_signal(to, Signal::Message(msg)).0
+    }
+
+    /// Sends to a registered name.
+    pub fn send_named(&self, name: Atom, msg: Fragment) -> Result<()> {
+        let pid = self
+            .0
+            .registry
+            .whereis(name)
+            .ok_or_else(|| Error::BadArg(format!("no process is registered as {name:?}")))?;
+        self.send(pid, msg);
+        Ok(())
+    }
+
+    /// Sends an exit signal from outside any process (the sender is shown as `pid`
+    /// itself is not — Erlang would use the caller; we use the target's own pid, so
+    /// `normal` is treated as the process exiting itself). `kill` kills.
+    pub fn exit(&self, pid: Pid, reason: Fragment) -> bool {
+        let from = Pid {
+            index: u32::MAX >> 4,
+            serial: 0,
+        };
+        self.0
+            .send_signal(
+                pid,
+                Signal::Exit {
+                    from,
+                    reason,
+                    linked: false,
+                },
+            )
+            .0
+    }
+
+    /// Registers `pid` as `name`.
+    pub fn register(&self, name: Atom, pid: Pid) -> Result<()> {
+        self.0.register(name, pid)
+    }
+
+    /// Removes a registration.
+    pub fn unregister(&self, name: Atom) -> Result<()> {
+        self.0.registry.unregister(name).map(|_| ())
+    }
+
+    /// The pid registered as `name`.
+    pub fn whereis(&self, name: Atom) -> Option<Pid> {
+        self.0.registry.whereis(name)
+    }
+
+    /// Sends `msg` to `to` after `after`.
+    pub fn send_after(&self, after: Duration, to: Pid, msg: Fragment) -> Ref {
+        self.0.send_after(after, to, msg)
+    }
+
+    /// Cancels a timer: the time it had left, or None.
+    pub fn cancel_timer(&self, r: Ref) -> Option<Duration> {
+        self.0.timers.cancel(r.0)
+    }
+
+    /// Time left on a timer.
+    pub fn read_timer(&self, r: Ref) -> Option<Duration> {
+        self.0.timers.read(r.0)
+    }
+
+    /// True if `pid` is alive.
+    pub fn is_alive(&self, pid: Pid) -> bool {
+        self.0.table.with(pid, |p| !p.is_done()).unwrap_or(false)
+    }
+
+    /// Live process count.
+    pub fn process_count(&self) -> usize {
+        self.0.table.count()
+    }
+
+    /// The VM's configuration.
+    pub fn config(&self) -> &VmConfig {
+        &self.0.config
+    }
+
+    /// True while the VM runs.
+    pub fn is_running(&self) -> bool {
+        !self.0.stopping.load(Ordering::Acquire)
+    }
+
+    /// Sets the number of schedulers taking work (1..=schedulers); returns the old one.
+    pub fn set_schedulers_online(&self, n: usize) -> Result<usize> {
+        self.0.sched.set_online(n)
+    }
+}
+
+/// A running VM. Dropping it (or calling [`Vm::shutdown`]) stops every scheduler,
+/// joins every thread and frees every process.
+pub struct Vm {
+    handle: VmRef,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Vm {
+    /// Starts a VM with `config`.
+    pub fn start(config: VmConfig) -> Result<Vm> {
+        config.validate()?;
+        let (sched, workers) = SchedShared::new(config.schedulers, config.schedulers_online);
+        let inner = Arc::new(VmInner {
+            id: NEXT_VM_ID.fetch_add(1, Ordering::Relaxed),
+            table: ProcessTable::new(config.process_limit),
+            config,
+            sched,
+            timers: Timers::default(),
+            registry: Registry::default(),
+            stopping: AtomicBool::new(false),
+            started: Instant::now(),
+            exits: AtomicU64::new(0),
+            registered: Mutex::new(()),
+        });
+        let mut threads = Vec::new();
+        let vm = inner.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("beamvm-timer".into())
+                .spawn(move || vm.timers.run(Arc::downgrade(&vm)))
+                .map_err(|e| Error::BadArg(format!("cannot start timer thread: {e}")))?,
+        );
+        for (i, w) in workers.into_iter().enumerate() {
+            let vm = inner.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("beamvm-sched-{i}"))
+                .spawn(move || crate::scheduler::run(vm, i, w))
+                .map_err(|e| Error::BadArg(format!("cannot start scheduler thread: {e}")))?;
+            inner.sched.register_thread(i, t.thread().clone());
+            threads.push(t);
+        }
+        inner.sched.all_registered();
+        Ok(Vm {
+            handle: VmRef(inner),
+            threads,
+        })
+    }
+
+    /// Starts a VM with default settings.
+    pub fn with_defaults() -> Result<Vm> {
+        Vm::start(VmConfig::default())
+    }
+
+    /// A handle for sending, spawning and introspection.
+    pub fn handle(&self) -> VmRef {
+        self.handle.clone()
+    }
+
+    /// Stops the VM: schedulers finish their current slice and exit, every thread is
+    /// joined, every remaining process is freed (bodies dropped, heaps and mailboxes
+    /// freed; no exit signals are sent). Idempotent.
+    pub fn shutdown(&mut self) {
+        let inner = &self.handle.0;
+        inner.stopping.store(true, Ordering::Release);
+        inner.sched.wake_all();
+        inner.timers.stop();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        for p in inner.table.drain() {
+            p.state.store(DONE, Ordering::Release);
+            let mut late = Vec::new();
+            p.inbox.close(&mut late);
+            drop(late);
+            let mut g = p.lock();
+            let body = g.body.take();
+            g.mailbox.clear();
+            g.heap = Heap::new();
+            g.rel = None;
+            drop(g);
+            drop(body);
+        }
+        inner.sched.drain();
+    }
+}
+
+impl std::ops::Deref for Vm {
+    type Target = VmRef;
+    fn deref(&self) -> &VmRef {
+        &self.handle
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,285 @@
+//! Mailboxes: arrival order, selective receive with a save position, timeouts,
+//! per-sender ordering under stress, and keyed receives that do not scan.
+mod common;
+use common::*;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use vm_core::{Cx, Key, Ref, Step, Term, Vm};
+
+/// Spawns a collector that, once it has `n` messages queued, runs `f` once and exits.
+fn when_queued<F>(vm: &Vm, n: usize, mut f: F) -> vm_core::Pid
+where
+    F: FnMut(&mut Cx<'_>) + Send + 'static,
+{
+    vm.spawn(body(move |cx: &mut Cx<'_>| {
+        if cx.message_queue_len() >= n {
+            f(cx);
+            return Step::Exit(int(0));
+        }
+        Step::Wait
+    }))
+    .unwrap()
+}
+
+#[test]
+fn receive_in_arrival_order() {
+    let vm = vm(2);
+    let (tx, rx) = mpsc::channel();
+    let p = when_queued(&vm, 100, move |cx| {
+        let mut got = Vec::new();
+        while let Some(m) = cx.recv() {
+            got.push(m.view().as_int().unwrap());
+        }
+        tx.send(got).unwrap();
+    });
+    for i in 0..100 {
+        vm.send(p, int(i));
+    }
+    assert_eq!(recv_timeout(&rx, 5), (0..100).collect::<Vec<_>>());
+}
+
+#[test]
+fn selective_receive_takes_first_match_and_keeps_the_rest_in_order() {
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let p = when_queued(&vm, 10, move |cx| {
+        let even = cx.recv_where(|v| v.as_int().is_some_and(|i| i % 2 == 0 && i > 4));
+        let rest: Vec<i64> = std::iter::from_fn(|| cx.recv())
+            .map(|m| m.view().as_int().unwrap())
+            .collect();
+        tx.send((even.map(|m| m.view().as_int().unwrap()), rest))
+            .unwrap();
+    });
+    for i in 0..10 {
+        vm.send(p, int(i));
+    }
+    let (even, rest) = recv_timeout(&rx, 5);
+    assert_eq!(even, Some(6));
+    assert_eq!(rest, vec![0, 1, 2, 3, 4, 5, 7, 8, 9]);
+}
+
+#[test]
+fn selective_receive_does_not_rescan_rejected_messages() {
+    let vm = vm(1);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let (tx, rx) = mpsc::channel();
+    let mut seen_rounds = Vec::new();
+    let p = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            let before = c2.load(Ordering::Relaxed);
+            let got = cx.recv_where(|v| {
+                c2.fetch_add(1, Ordering::Relaxed);
+                v.eq_term(&Term::atom("wanted"))
+            });
+            seen_rounds.push(c2.load(Ordering::Relaxed) - before);
+            if got.is_some() {
+                tx.send(seen_rounds.clone()).unwrap();
+                return Step::Exit(int(0));
+            }
+            Step::Wait
+        }))
+        .unwrap();
+    // Three batches of unrelated messages, each waking the receiver.
+    for batch in 0..3 {
+        for i in 0..50 {
+            vm.send(p, int(batch * 100 + i));
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    vm.send(p, term(Term::atom("wanted")));
+    let rounds = recv_timeout(&rx, 5);
+    // Each wake-up examines only what arrived since the previous one.
+    let total: usize = rounds.iter().sum();
+    assert_eq!(total, 151, "each message examined exactly once: {rounds:?}");
+}
+
+#[test]
+fn receive_timeout_fires_and_a_message_cancels_it() {
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let t0 = Instant::now();
+    vm.spawn(body(move |cx: &mut Cx<'_>| {
+        if cx.recv().is_some() {
+            tx.send("message").unwrap();
+            return Step::Exit(int(0));
+        }
+        if cx.timed_out() {
+            tx.send("timeout").unwrap();
+            return Step::Exit(int(0));
+        }
+        cx.wait(Some(Duration::from_millis(50)))
+    }))
+    .unwrap();
+    assert_eq!(recv_timeout(&rx, 5), "timeout");
+    assert!(t0.elapsed() >= Duration::from_millis(50));
+
+    let (tx, rx) = mpsc::channel();
+    let p = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            if cx.recv().is_some() {
+                tx.send("message").unwrap();
+                return Step::Exit(int(0));
+            }
+            if cx.timed_out() {
+                tx.send("timeout").unwrap();
+                return Step::Exit(int(0));
+            }
+            cx.wait(Some(Duration::from_millis(500)))
+        }))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    vm.send(p, int(1));
+    assert_eq!(recv_timeout(&rx, 5), "message");
+    assert_eq!(
+        vm.system_info().timers,
+        0,
+        "the receive timer was cancelled"
+    );
+}
+
+#[test]
+fn message_queue_len_counts_queued_messages() {
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let p = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            if cx.message_queue_len() == 25 {
+                cx.recv();
+                tx.send(cx.message_queue_len()).unwrap();
+                return Step::Exit(int(0));
+            }
+            Step::Wait
+        }))
+        .unwrap();
+    for i in 0..25 {
+        vm.send(p, int(i));
+    }
+    assert_eq!(recv_timeout(&rx, 5), 24);
+}
+
+/// 8 sender threads × 100,000 numbered messages: each sender's sequence arrives in
+/// order and nothing is lost.
+#[test]
+fn per_sender_order_under_stress() {
+    const SENDERS: i64 = 8;
+    const N: i64 = 100_000;
+    let vm = vm(2);
+    let (tx, rx) = mpsc::channel();
+    let mut next = vec![0i64; SENDERS as usize];
+    let mut total = 0;
+    let p = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            while let Some(m) = cx.recv() {
+                let v = m.view();
+                let s = v.tuple_get(0).and_then(|e| e.as_int()).unwrap() as usize;
+                let i = v.tuple_get(1).and_then(|e| e.as_int()).unwrap();
+                if i != next[s] {
+                    tx.send(Err(format!("sender {s}: got {i}, expected {}", next[s])))
+                        .unwrap();
+                    return Step::Exit(int(1));
+                }
+                next[s] += 1;
+                total += 1;
+                if total == SENDERS * N {
+                    tx.send(Ok(total)).unwrap();
+                    return Step::Exit(int(0));
+                }
+                if cx.should_yield() {
+                    return Step::Yield;
+                }
+            }
+            Step::Wait
+        }))
+        .unwrap();
+    let hs: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let h = vm.handle();
+            std::thread::spawn(move || {
+                for i in 0..N {
+                    h.send(p, term(Term::Tuple(vec![Term::Int(s), Term::Int(i)])));
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert_eq!(recv_timeout(&rx, 60), Ok(SENDERS * N));
+}
+
+/// With 50,000 unmatched messages queued, a receive keyed by a fresh reference or by
+/// a tag examines only candidates (a few), not the queue.
+#[test]
+fn keyed_receive_does_not_scan_unrelated_messages() {
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let r = Ref::new();
+    let examined = Arc::new(AtomicUsize::new(0));
+    let ex = examined.clone();
+    let p = when_queued(&vm, 50_002, move |cx| {
+        let by_ref = cx.recv_keyed(Key::of_ref(r), |_| {
+            ex.fetch_add(1, Ordering::Relaxed);
+            true
+        });
+        let by_ref_n = ex.swap(0, Ordering::Relaxed);
+        let by_tag = cx.recv_keyed(Key::Atom(vm_core::Atom::new("rare_tag").index()), |_| {
+            ex.fetch_add(1, Ordering::Relaxed);
+            true
+        });
+        let by_tag_n = ex.swap(0, Ordering::Relaxed);
+        let missing = cx.recv_keyed(Key::Atom(vm_core::Atom::new("absent_tag").index()), |_| {
+            ex.fetch_add(1, Ordering::Relaxed);
+            true
+        });
+        tx.send((
+            by_ref.map(|m| m.to_term()),
+            by_ref_n,
+            by_tag.map(|m| m.to_term()),
+            by_tag_n,
+            missing.is_none(),
+            ex.load(Ordering::Relaxed),
+            cx.message_queue_len(),
+        ))
+        .unwrap();
+    });
+    for i in 0..50_000 {
+        vm.send(
+            p,
+            term(Term::Tuple(vec![Term::atom("noise"), Term::Int(i)])),
+        );
+    }
+    let reply = Term::Tuple(vec![Term::atom("reply"), Term::Ref(r), Term::Int(42)]);
+    vm.send(p, term(reply.clone()));
+    let tagged = Term::Tuple(vec![Term::atom("rare_tag"), Term::Int(7)]);
+    vm.send(p, term(tagged.clone()));
+    let (a, an, b, bn, missing, mn, left) = recv_timeout(&rx, 30);
+    assert_eq!(a, Some(reply));
+    assert_eq!(b, Some(tagged));
+    assert!(missing);
+    assert!(
+        an <= 1 && bn <= 1 && mn == 0,
+        "examined {an}, {bn}, {mn} messages"
+    );
+    assert_eq!(left, 50_000);
+}
+
+#[test]
+fn keyed_receive_in_a_short_queue_finds_the_match() {
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let r = Ref::new();
+    let p = when_queued(&vm, 3, move |cx| {
+        let m = cx.recv_keyed(Key::of_ref(r), |_| true).map(|m| m.to_term());
+        tx.send((m, cx.recv().map(|m| m.to_term()))).unwrap();
+    });
+    vm.send(p, int(1));
+    vm.send(p, term(Term::Tuple(vec![Term::Ref(r), Term::Int(2)])));
+    vm.send(p, int(3));
+    let (m, first) = recv_timeout(&rx, 5);
+    assert_eq!(m, Some(Term::Tuple(vec![Term::Ref(r), Term::Int(2)])));
+    assert_eq!(first, Some(Term::Int(1)));
+}
