@@ -28,11 +28,12 @@
 //!   that for a simpler collector and no aging bookkeeping), then empty the young
 //!   generation. Cost is proportional to the young survivors only.
 //! - **Major** (fullsweep): Cheney-copy everything reachable from both generations
-//!   into a fresh old generation, dropping the old regions whole. Happens when the
-//!   old generation plus what a minor could promote would pass `old_limit` (sized
-//!   at [`OLD_GROWTH`] times the live data after the last major, on the heap-size
-//!   series), or after [`FULLSWEEP_AFTER`] minors in a row, or on demand
-//!   ([`Heap::gc_major`]).
+//!   into a fresh old generation, dropping the old regions whole. [`Heap::gc`] does
+//!   a major instead of a minor when the old generation has reached `old_limit`
+//!   (the heap-size series value >= [`OLD_GROWTH`] times the live data after the
+//!   last major, at least [`MIN_OLD_SIZE`]) — like BEAM, which goes fullsweep when
+//!   the old heap is full — or after [`FULLSWEEP_AFTER`] minors in a row. Callers
+//!   can force one with [`Heap::gc_major`] (`erlang:garbage_collect/0`).
 //! - **Sizes**: the young generation's GC threshold follows BEAM's heap-size series
 //!   (233, 376, 610, 987, ... : `a(n) = a(n-1) + a(n-2) + 1`, then +20% per step
 //!   past ~1M words). After each GC it is set to the smallest size that holds
@@ -237,8 +238,8 @@ impl Heap {
     /// are the live words; they are rewritten in place.
     pub fn gc(&mut self, roots: &mut [Word]) -> GcReport {
         let extra = self.extra.get_or_insert_with(Extra::new);
-        let major = extra.minors_since_major >= FULLSWEEP_AFTER
-            || self.old.len() + self.young.len() > extra.old_limit;
+        let major =
+            extra.minors_since_major >= FULLSWEEP_AFTER || self.old.len() >= extra.old_limit;
         if major {
             self.gc_major(roots)
         } else {

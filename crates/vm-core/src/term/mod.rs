@@ -28,7 +28,10 @@ pub use atom::{atom_count, atom_table_bytes, Atom, MAX_ATOMS, MAX_ATOM_CHARS};
 pub use binary::{binary_bytes, Binary, RefcBin, HEAP_BINARY_MAX};
 pub use builder::FragmentBuilder;
 pub use fragment::Fragment;
-pub use heap::{GcReport, Heap, HeapStats, FULLSWEEP_AFTER, GC_WORDS_PER_REDUCTION, MIN_HEAP_SIZE};
+pub use heap::{
+    heap_size_at_least, GcReport, Heap, HeapStats, FULLSWEEP_AFTER, GC_WORDS_PER_REDUCTION,
+    MIN_HEAP_SIZE, MIN_OLD_SIZE, OLD_GROWTH, YOUNG_GROWTH,
+};
 pub use owned::Term;
 pub use pid::{Pid, Ref, MAX_PID_INDEX, PID_INDEX_BITS};
 pub use view::{Kind, ListIter, MapIter, TupleIter, View};
