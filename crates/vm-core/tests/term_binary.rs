@@ -18,7 +18,7 @@ fn ten_holders_cost_one_buffer() {
     let msg = Term::tuple(vec![Term::atom("data"), Term::refc_binary(bin.clone())]);
 
     let frags: Vec<Fragment> = (0..10).map(|_| Fragment::from_term(&msg)).collect();
-    let clones: Vec<Fragment> = frags.iter().map(|f| f.clone()).collect();
+    let clones: Vec<Fragment> = frags.to_vec();
     let mut heaps: Vec<(Heap, Word)> = (0..10)
         .map(|i| {
             let mut h = Heap::new();

@@ -220,6 +220,12 @@ impl Atom {
         ((index as usize) < atom_count()).then_some(Atom(index))
     }
 
+    /// An atom from an index this module handed out (read back from a word).
+    #[inline]
+    pub(crate) const fn from_index_unchecked(index: u32) -> Atom {
+        Atom(index)
+    }
+
     /// `true` / `false` as atoms.
     pub fn from_bool(b: bool) -> Atom {
         if b {

@@ -12,8 +12,8 @@
 //!
 //! Invariants: the builder's words are always parseable (objects are written whole);
 //! the stack holds only words valid in them. Misuse (popping more terms than were
-//! pushed, finishing with zero or several terms) returns a [`TermError`] and leaves
-//! the builder unchanged; nothing panics. Map keys are sorted in term order and
+//! pushed, finishing with zero or several terms) returns a [`TermError`]; a failed
+//! container call leaves the builder unchanged. Nothing panics. Map keys are sorted in term order and
 //! duplicates resolved last-wins, as `maps:from_list/1` does.
 
 use num_bigint::BigInt;
@@ -175,8 +175,8 @@ impl FragmentBuilder {
         Ok(self.push(Word::ptr(false, YOUNG, off)))
     }
 
-    /// The one finished term as a fragment. Errors (and keeps the builder) unless
-    /// exactly one term is pending.
+    /// The one finished term as a fragment; an error unless exactly one term is
+    /// pending.
     pub fn finish(self) -> Result<Fragment, TermError> {
         match self.stack.len() {
             0 => Err(TermError::BuilderEmpty),

@@ -19,6 +19,10 @@
 use std::fmt;
 
 use super::encode;
+use super::word::{header, SUB_TUPLE, YOUNG};
+
+/// Largest tuple `from_term` writes through the all-immediates fast path.
+const FLAT_TUPLE_MAX: usize = 8;
 use super::view::{Src, View};
 use super::{RefcBin, Term, TermError, Word};
 
@@ -74,10 +78,36 @@ impl Fragment {
         if let Some(w) = encode::immediate_of(t) {
             return Fragment::immediate(w);
         }
+        if let Term::Tuple(elems) = t {
+            // Fast path for the common `{tag, pid, value}` message: no size pass.
+            if let Some(f) = Fragment::flat_tuple(elems) {
+                return f;
+            }
+        }
         let mut words = Vec::with_capacity(encode::words_needed(t));
         let mut bins = Vec::new();
         let root = encode::write_term(&mut words, &mut bins, t);
         Fragment::from_parts(root, words, bins)
+    }
+
+    /// A tuple of immediates, written in one go (`None` if an element is boxed).
+    #[inline]
+    fn flat_tuple(elems: &[Term]) -> Option<Fragment> {
+        if elems.len() > FLAT_TUPLE_MAX {
+            return None;
+        }
+        let mut buf = [0u64; FLAT_TUPLE_MAX];
+        for (slot, e) in buf.iter_mut().zip(elems) {
+            *slot = encode::immediate_of(e)?.to_bits();
+        }
+        let mut words = Vec::with_capacity(1 + elems.len());
+        words.push(header(SUB_TUPLE, elems.len() as u64));
+        words.extend_from_slice(&buf[..elems.len()]);
+        Some(Fragment {
+            root: Word::ptr(false, YOUNG, 0),
+            words: words.into_boxed_slice(),
+            bins: None,
+        })
     }
 
     /// A deep copy of a term in a heap or another fragment (refc binaries shared).

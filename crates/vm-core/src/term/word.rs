@@ -162,9 +162,10 @@ impl Word {
         }
     }
     #[inline]
-    pub fn as_atom(self) -> Option<Atom> {
+    pub const fn as_atom(self) -> Option<Atom> {
         if self.is_atom() {
-            Atom::from_index((self.0 >> PTR_SHIFT) as u32)
+            // Atom words are only made from `Atom`s (no public raw constructor).
+            Some(Atom::from_index_unchecked((self.0 >> PTR_SHIFT) as u32))
         } else {
             None
         }
