@@ -530,7 +530,8 @@ fn b7(out: &mut Out, quick: bool) {
                 if stop.load(Ordering::Relaxed) {
                     return Step::Exit(int(0));
                 }
-                for _ in 0..100 {
+                // One reduction ~ one BEAM function call's worth of work (~10 ns).
+                for _ in 0..10 {
                     x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
                 }
                 std::hint::black_box(x);

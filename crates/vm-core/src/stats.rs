@@ -281,7 +281,7 @@ impl VmRef {
             .into_iter()
             .map(|std::cmp::Reverse((v, p))| (p, v))
             .collect();
-        out.sort_by(|a, b| b.1.cmp(&a.1));
+        out.sort_by_key(|e| std::cmp::Reverse(e.1));
         Ok(out)
     }
 }

@@ -69,27 +69,17 @@ pub struct VmInner {
 impl VmInner {
     /// Delivers a signal; returns (delivered, receiver's queue length before).
     pub(crate) fn send_signal(&self, to: Pid, sig: Signal) -> (bool, usize) {
-        let r = self.table.with(to, |p| {
-            let qlen = p.message_queue_len();
-            match p.inbox.push(sig) {
-                Ok(()) => {
-                    let wake = p.notify();
-                    (true, qlen, wake)
-                }
-                Err(_) => (false, 0, false),
-            }
-        });
-        match r {
-            Some((ok, qlen, wake)) => {
-                if wake {
-                    if let Some(p) = self.table.get(to) {
-                        self.sched.enqueue(self, p);
-                    }
-                }
-                (ok, qlen)
-            }
-            None => (false, 0),
+        let Some(p) = self.table.get(to) else {
+            return (false, 0);
+        };
+        let qlen = p.message_queue_len();
+        if p.inbox.push(sig).is_err() {
+            return (false, 0);
         }
+        if p.notify() {
+            self.sched.enqueue(self, p);
+        }
+        (true, qlen)
     }
 
     pub(crate) fn spawn_with(

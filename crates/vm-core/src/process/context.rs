@@ -271,8 +271,7 @@ impl<'a> Cx<'a> {
     /// True (once) when the pending receive's timeout has passed; resets the receive.
     pub fn timed_out(&mut self) -> bool {
         self.drain();
-        let expired =
-            self.p.timed_out || self.p.deadline.is_some_and(|d| Instant::now() >= d);
+        let expired = self.p.timed_out || self.p.deadline.is_some_and(|d| Instant::now() >= d);
         if expired {
             self.clear_wait();
         }

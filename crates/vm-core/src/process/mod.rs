@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::term::{Atom, Fragment, Heap, Pid, Word};
+use crate::term::{Fragment, Heap, Pid, Word};
 use context::Cx;
 use inbox::Inbox;
 use mailbox::Mailbox;
@@ -171,7 +171,6 @@ pub struct Private {
     pub(crate) heap: Heap,
     pub(crate) regs: Vec<Word>,
     pub(crate) trap_exit: bool,
-    pub(crate) name: Option<Atom>,
     /// Set when a signal decided this process must end, with the reason.
     pub(crate) exiting: Option<Fragment>,
     /// Receive-timeout state: generation of the current timed wait, its timer id.
@@ -190,7 +189,6 @@ impl Private {
             heap: Heap::new(),
             regs: Vec::new(),
             trap_exit: false,
-            name: None,
             exiting: None,
             wait_gen: 0,
             wait_timer: None,

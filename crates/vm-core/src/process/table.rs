@@ -97,10 +97,7 @@ impl ProcessTable {
     }
 
     /// Inserts a process built by `make` for the pid it is given.
-    pub fn insert(
-        &self,
-        make: impl FnOnce(Pid) -> Process,
-    ) -> Result<Arc<Process>, SystemLimit> {
+    pub fn insert(&self, make: impl FnOnce(Pid) -> Process) -> Result<Arc<Process>, SystemLimit> {
         if self.live.fetch_add(1, Ordering::AcqRel) >= self.limit {
             self.live.fetch_sub(1, Ordering::AcqRel);
             return Err(SystemLimit);

@@ -37,6 +37,7 @@ use std::thread::Thread;
 use std::time::Instant;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use crossbeam_utils::CachePadded;
 
 use crate::process::context::Cx;
 use crate::process::{BodyClass, Process, Step, IDLE, NOTIFIED, QUEUED, RUNNING};
@@ -53,6 +54,8 @@ pub const GLOBAL_EVERY: u64 = 61;
 pub const SPIN_ROUNDS: u32 = 64;
 /// A local push wakes a parked sibling when the local queue holds this many.
 pub const WAKE_SURPLUS: usize = 2;
+/// Consecutive picks from the LIFO slot before it must yield to the queue.
+pub const LIFO_MAX: u32 = 16;
 
 const PRIOS: usize = 4;
 const NORMAL: usize = 2;
@@ -79,11 +82,19 @@ pub struct Shared {
     num_idle: AtomicUsize,
     threads: Vec<OnceLock<Thread>>,
     online: AtomicUsize,
-    pub(crate) stats: Vec<SchedStats>,
+    pub(crate) stats: Vec<CachePadded<SchedStats>>,
 }
 
-/// The queues one scheduler thread owns.
-pub struct Workers([Worker<Arc<Process>>; PRIOS]);
+/// The queues one scheduler thread owns, plus its LIFO slot: the process most recently
+/// made runnable by this scheduler's own running process (typically the receiver of a
+/// message it just sent). It runs next, on this warm core, and cannot be stolen — the
+/// same trick as tokio's LIFO slot and BEAM's direct hand-off — so a request/response
+/// pair does not bounce between cores. [`LIFO_MAX`] consecutive slot picks at most,
+/// then the slot goes to the back of the queue so nothing starves.
+pub struct Workers {
+    queues: [Worker<Arc<Process>>; PRIOS],
+    slot: Cell<Option<Arc<Process>>>,
+}
 
 thread_local! {
     /// The scheduler running on this thread: (vm id, its workers). Set for the life of
@@ -94,11 +105,14 @@ thread_local! {
 impl Shared {
     pub(crate) fn new(n: usize, online: usize) -> (Shared, Vec<Workers>) {
         let workers: Vec<Workers> = (0..n)
-            .map(|_| Workers(std::array::from_fn(|_| Worker::new_fifo())))
+            .map(|_| Workers {
+                queues: std::array::from_fn(|_| Worker::new_fifo()),
+                slot: Cell::new(None),
+            })
             .collect();
         let stealers = workers
             .iter()
-            .map(|w| std::array::from_fn(|i| w.0[i].stealer()))
+            .map(|w| std::array::from_fn(|i| w.queues[i].stealer()))
             .collect();
         let shared = Shared {
             injectors: std::array::from_fn(|_| Injector::new()),
@@ -108,7 +122,9 @@ impl Shared {
             num_idle: AtomicUsize::new(0),
             threads: (0..n).map(|_| OnceLock::new()).collect(),
             online: AtomicUsize::new(online),
-            stats: (0..n).map(|_| SchedStats::default()).collect(),
+            stats: (0..n)
+                .map(|_| CachePadded::new(SchedStats::default()))
+                .collect(),
         };
         (shared, workers)
     }
@@ -164,9 +180,18 @@ impl Shared {
         if id == vm.id && !w.is_null() {
             // SAFETY: CURRENT holds a pointer to the `Workers` owned by this thread's
             // scheduler loop; it is set when the loop starts and cleared before the
-            // `Workers` is dropped, and only this thread reads it. `Worker::push` takes
-            // `&self`, so no aliasing `&mut` exists.
-            let q = unsafe { &(*w).0[prio] };
+            // `Workers` is dropped, and only this thread reads it. `Worker::push` and
+            // `Cell::replace` take `&self`, so no aliasing `&mut` exists.
+            let w = unsafe { &*w };
+            let p = if prio == NORMAL {
+                match w.slot.replace(Some(p)) {
+                    Some(prev) => prev,
+                    None => return,
+                }
+            } else {
+                p
+            };
+            let q = &w.queues[prio];
             q.push(p);
             if q.len() >= WAKE_SURPLUS {
                 self.wake_one();
@@ -216,7 +241,10 @@ impl Shared {
 
     fn has_work(&self) -> bool {
         self.injectors.iter().any(|q| !q.is_empty())
-            || self.stealers.iter().any(|s| s.iter().any(|q| !q.is_empty()))
+            || self
+                .stealers
+                .iter()
+                .any(|s| s.iter().any(|q| !q.is_empty()))
     }
 }
 
@@ -226,6 +254,7 @@ struct Sched<'a> {
     workers: &'a Workers,
     ticks: u64,
     low_ticks: u64,
+    lifo_streak: u32,
     rng: u64,
     buf: Vec<crate::process::signal::Signal>,
     hook_entered: bool,
@@ -239,7 +268,7 @@ impl Sched<'_> {
 
     fn steal_into(&mut self, prio: usize) -> Option<Arc<Process>> {
         let sh = &self.vm.sched;
-        let local = &self.workers.0[prio];
+        let local = &self.workers.queues[prio];
         loop {
             match sh.injectors[prio].steal_batch_and_pop(local) {
                 Steal::Success(p) => return Some(p),
@@ -271,12 +300,32 @@ impl Sched<'_> {
     }
 
     fn pop(&mut self, prio: usize) -> Option<Arc<Process>> {
-        if prio == NORMAL && self.ticks % GLOBAL_EVERY == 0 {
-            if let Steal::Success(p) = self.vm.sched.injectors[prio].steal() {
-                return Some(p);
+        if prio == NORMAL {
+            // Processes woken from outside (timers, other threads) wait in the injector:
+            // move them behind the local queue every pick, so a woken process waits for
+            // at most one round of the local queue, and take one first once in
+            // GLOBAL_EVERY picks.
+            let inj = &self.vm.sched.injectors[prio];
+            if !inj.is_empty() {
+                if self.ticks.is_multiple_of(GLOBAL_EVERY) {
+                    if let Steal::Success(p) = inj.steal() {
+                        self.lifo_streak = 0;
+                        return Some(p);
+                    }
+                }
+                let _ = inj.steal_batch(&self.workers.queues[prio]);
             }
+            if let Some(p) = self.workers.slot.take() {
+                // Past the streak limit the slot yields to queued work, if there is any.
+                if self.lifo_streak < LIFO_MAX || self.workers.queues[prio].is_empty() {
+                    self.lifo_streak += 1;
+                    return Some(p);
+                }
+                self.workers.queues[prio].push(p);
+            }
+            self.lifo_streak = 0;
         }
-        if let Some(p) = self.workers.0[prio].pop() {
+        if let Some(p) = self.workers.queues[prio].pop() {
             return Some(p);
         }
         self.steal_into(prio)
@@ -292,7 +341,7 @@ impl Sched<'_> {
                 }
             }
             self.low_ticks += 1;
-            if self.low_ticks % LOW_EVERY == 0 {
+            if self.low_ticks.is_multiple_of(LOW_EVERY) {
                 if let Some(p) = self.pop(3) {
                     return Some((p, 3));
                 }
@@ -365,16 +414,15 @@ impl Sched<'_> {
         };
         let mut used = (budget - cx.budget).max(1) as u64;
         let exiting = cx.p.exiting.take();
+        let _ = &cx;
         if let Some(reason) = exiting {
             // Killed by a signal: let the body clean up, then end it.
             let _ = catch_unwind(AssertUnwindSafe(|| body.terminate(&mut cx, &reason)));
-            drop(cx);
             g.body = Some(body);
             self.account(&p, used, t0);
             self.vm.finish(&p, g, reason);
             return;
         }
-        drop(cx);
         if g.heap.needs_gc() {
             let gp = &mut *g;
             let report = gp.heap.gc(&mut gp.regs);
@@ -396,22 +444,35 @@ impl Sched<'_> {
                 g.body = Some(body);
                 drop(g);
                 p.state.store(QUEUED, Ordering::Release);
-                self.vm.sched.enqueue(self.vm, p);
+                self.requeue(p);
             }
             Some(Step::Wait) => {
                 g.body = Some(body);
                 drop(g);
-                if p
-                    .state
+                if p.state
                     .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
                     .is_err()
                 {
                     // NOTIFIED: a signal arrived during the slice; run again later.
                     debug_assert_eq!(p.state.load(Ordering::Relaxed), NOTIFIED);
                     p.state.store(QUEUED, Ordering::Release);
-                    self.vm.sched.enqueue(self.vm, p);
+                    self.requeue(p);
                 }
             }
+        }
+    }
+
+    /// Puts a process that used its slice at the back of this scheduler's queue for
+    /// its priority (never in the LIFO slot: that would let it run again at once).
+    fn requeue(&self, p: Arc<Process>) {
+        let prio = p.priority.load(Ordering::Relaxed) as usize % PRIOS;
+        if prio != NORMAL {
+            self.vm.sched.rare_queued.fetch_add(1, Ordering::AcqRel);
+        }
+        let q = &self.workers.queues[prio];
+        q.push(p);
+        if q.len() >= WAKE_SURPLUS {
+            self.vm.sched.wake_one();
         }
     }
 
@@ -479,6 +540,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         workers: &workers,
         ticks: 0,
         low_ticks: 0,
+        lifo_streak: 0,
         rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1),
         buf: Vec::new(),
         hook_entered: false,
@@ -492,7 +554,10 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         }
         if index >= vm.sched.online() {
             // Offline: hand local work to the others and sleep until brought back.
-            for q in &workers.0 {
+            if let Some(p) = workers.slot.take() {
+                vm.sched.injectors[NORMAL].push(p);
+            }
+            for q in &workers.queues {
                 while let Some(p) = q.pop() {
                     let prio = p.priority.load(Ordering::Relaxed) as usize % PRIOS;
                     vm.sched.injectors[prio].push(p);
@@ -523,6 +588,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         }
     }
     s.leave_hook();
+    drop(workers.slot.take());
     vm.sched.stats[index]
         .busy_ns
         .fetch_add(busy_since.elapsed().as_nanos() as u64, Ordering::Relaxed);

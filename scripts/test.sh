@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust workspace (fmt, clippy, tests) and pytest against a freshly
+# installed beamvm. Installs what it needs itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace
+
+echo "== python environment"
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q "maturin>=1.5,<2" "pytest>=7" ruff
+echo "== ruff"
+.venv/bin/ruff check python tests benches
+echo "== build and install beamvm"
+.venv/bin/python -m pip install -q .
+echo "== pytest"
+.venv/bin/python -m pytest -q tests
