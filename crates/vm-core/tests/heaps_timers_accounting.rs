@@ -1,0 +1,220 @@
+//! Process heaps and GC seen through the VM, shared binaries across processes, timers,
+//! names, and the accounting queries.
+mod common;
+use common::*;
+
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use vm_core::term::binary_bytes;
+use vm_core::{Atom, Cx, Error, Step, Term};
+
+/// Tests that measure the global binary counter run one at a time.
+static BINARY_LOCK: Mutex<()> = Mutex::new(());
+
+#[test]
+fn per_process_gc_runs_between_slices_keeps_live_data_and_is_reported() {
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let live = Term::Tuple(vec![
+        Term::atom("keep"),
+        Term::List((0..50).map(Term::Int).collect()),
+    ]);
+    let live2 = live.clone();
+    let mut slices = 0;
+    let p = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            if slices == 0 {
+                let w = cx.heap().alloc_term(&live2);
+                cx.regs().push(w);
+            }
+            slices += 1;
+            // Garbage: terms built and dropped (not in registers).
+            for i in 0..200 {
+                let t = Term::Tuple(vec![Term::Int(i), Term::List(vec![Term::Int(i); 20])]);
+                cx.heap().alloc_term(&t);
+            }
+            cx.bump(4000);
+            if slices == 300 {
+                let w = cx.regs()[0];
+                let intact = cx.heap().view(w).to_term();
+                tx.send(intact).unwrap();
+                return Step::Wait;
+            }
+            Step::Yield
+        }))
+        .unwrap();
+    let intact = recv_timeout(&rx, 30);
+    assert_eq!(intact, live, "the live term survived every collection");
+    let info = vm.process_info(p).unwrap();
+    assert!(info.minor_gcs > 0, "minor collections happened: {info:?}");
+    // 300 slices × 200 × ~25 words of garbage = 1.5M words; the heap stays far below.
+    assert!(info.heap_size < 200_000, "heap stayed bounded: {info:?}");
+    assert!(
+        info.reductions > 300 * 4000,
+        "GC work is charged as reductions"
+    );
+}
+
+#[test]
+fn a_100mb_binary_sent_to_10_processes_is_shared_and_freed_with_its_last_holder() {
+    let _g = BINARY_LOCK.lock().unwrap();
+    let vm = vm(2);
+    let base = binary_bytes();
+    let big = term(Term::binary(vec![9u8; 100 * 1024 * 1024]));
+    assert!(binary_bytes() >= base + 100 * 1024 * 1024);
+    let (tx, rx) = mpsc::channel();
+    let mut holders = Vec::new();
+    for _ in 0..10 {
+        let tx = tx.clone();
+        let mut held = Vec::new();
+        let p = vm
+            .spawn(body(move |cx: &mut Cx<'_>| {
+                while let Some(m) = cx.recv() {
+                    let len = m.view().as_bytes().map(|b| b.len()).unwrap_or(0);
+                    held.push(m);
+                    tx.send(len).unwrap();
+                }
+                Step::Wait
+            }))
+            .unwrap();
+        vm.send(p, big.clone());
+        holders.push(p);
+    }
+    for _ in 0..10 {
+        assert_eq!(recv_timeout(&rx, 10), 100 * 1024 * 1024);
+    }
+    drop(big);
+    let with_holders = binary_bytes() - base;
+    assert!(
+        with_holders <= 100 * 1024 * 1024 + 1024 * 1024,
+        "10 holders must share one copy: {with_holders} bytes"
+    );
+    for (i, p) in holders.iter().enumerate() {
+        vm.exit(*p, term(atom("kill")));
+        if i < 9 {
+            assert!(eventually(5, || !vm.is_alive(*p)));
+            assert!(
+                binary_bytes() >= base + 100 * 1024 * 1024,
+                "still held by others"
+            );
+        }
+    }
+    assert!(
+        eventually(5, || binary_bytes() < base + 1024 * 1024),
+        "memory returns when the last holder dies"
+    );
+}
+
+#[test]
+fn send_after_delivers_late_enough_and_cancel_prevents_it() {
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let p = vm.spawn(forwarder(tx)).unwrap();
+    let t0 = Instant::now();
+    vm.send_after(Duration::from_millis(30), p, int(1));
+    let r = vm.send_after(Duration::from_millis(40), p, int(2));
+    let left = vm.cancel_timer(r).expect("was pending");
+    assert!(left > Duration::from_millis(10) && left <= Duration::from_millis(40));
+    assert_eq!(vm.cancel_timer(r), None, "cancelling twice gives None");
+    assert_eq!(recv_timeout(&rx, 5), Term::Int(1));
+    assert!(t0.elapsed() >= Duration::from_millis(30));
+    assert!(
+        rx.recv_timeout(Duration::from_millis(80)).is_err(),
+        "cancelled timer never fires"
+    );
+}
+
+#[test]
+fn names_register_whereis_send_and_errors() {
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let p = vm.spawn(forwarder(tx)).unwrap();
+    let q = vm.spawn(idle()).unwrap();
+    let name = Atom::new("names_test_server");
+    vm.register(name, p).unwrap();
+    assert_eq!(vm.whereis(name), Some(p));
+    vm.send_named(name, int(3)).unwrap();
+    assert_eq!(recv_timeout(&rx, 5), Term::Int(3));
+    assert!(
+        matches!(vm.register(name, q), Err(Error::BadArg(_))),
+        "name taken"
+    );
+    assert!(
+        matches!(
+            vm.register(Atom::new("names_test_other"), p),
+            Err(Error::BadArg(_))
+        ),
+        "process already named"
+    );
+    assert!(matches!(
+        vm.send_named(Atom::new("names_test_nobody"), int(0)),
+        Err(Error::BadArg(_))
+    ));
+    vm.unregister(name).unwrap();
+    assert_eq!(vm.whereis(name), None);
+    assert!(matches!(vm.unregister(name), Err(Error::BadArg(_))));
+    vm.exit(q, term(atom("kill")));
+    assert!(eventually(5, || !vm.is_alive(q)));
+    assert!(
+        matches!(vm.register(name, q), Err(Error::BadArg(_))),
+        "dead process"
+    );
+}
+
+#[test]
+fn process_info_processes_memory_and_system_info() {
+    let vm = vm(2);
+    let (tx, rx) = mpsc::channel();
+    let mut started = false;
+    let p = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            if !started {
+                started = true;
+                cx.trap_exit(true);
+                let w = cx
+                    .heap()
+                    .alloc_term(&Term::List((0..100).map(Term::Int).collect()));
+                cx.regs().push(w);
+                tx.send(()).unwrap();
+            }
+            Step::Wait
+        }))
+        .unwrap();
+    recv_timeout(&rx, 5);
+    for i in 0..5 {
+        vm.send(p, int(i));
+    }
+    assert!(eventually(5, || {
+        let i = vm.process_info(p).unwrap();
+        i.message_queue_len == 5 && i.status == "waiting"
+    }));
+    let info = vm.process_info(p).unwrap();
+    assert_eq!(info.status, "waiting");
+    assert_eq!(info.priority, "normal");
+    assert!(info.trap_exit);
+    assert!(info.reductions > 0);
+    assert!(
+        info.heap_size >= 200,
+        "a 100-element list is at least 200 words"
+    );
+    assert!(info.memory > info.heap_size * 8);
+    assert!(vm.processes().contains(&p));
+    let m = vm.memory();
+    assert_eq!(m.total, m.processes + m.binary + m.atom + m.system);
+    assert!(m.processes >= info.memory - 1000 && m.atom > 0);
+    let si = vm.system_info();
+    assert_eq!(si.schedulers, 2);
+    assert_eq!(si.process_limit, 262_144);
+    assert_eq!(si.process_count, 1);
+    assert_eq!(si.reductions_per_slice, 4000);
+    let st = vm.statistics();
+    assert_eq!(st.scheduler_wall_time.len(), 2);
+    assert!(st.total_reductions > 0 && st.context_switches > 0);
+    let top = vm.top(1, "message_queue_len").unwrap();
+    assert_eq!(top, vec![(p, 5)]);
+    assert!(matches!(vm.top(1, "bogus"), Err(Error::BadArg(_))));
+    vm.exit(p, term(atom("kill")));
+    assert!(eventually(5, || vm.process_info(p).is_none()));
+}
