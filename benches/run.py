@@ -433,6 +433,12 @@ def write_report(results: list[dict], statuses: dict, meta: dict) -> None:
                 (fmt_params(r["params"]) for r in by_key.get((s, w), []) if r.get("params")), ""
             )
             if st["status"] == "ok":
+                rows = by_key.get((s, w), [])
+                reps = rows[0]["reps"] if rows else None
+                if isinstance(reps, int) and reps != meta["reps"]:
+                    params += f"; {reps} repetition{'s' if reps > 1 else ''}"
+                if rows and rows[0].get("run_at", meta["run_at"]) != meta["run_at"]:
+                    params += f"; measured {rows[0]['run_at']}"
                 if params:
                     notes.append(f"- {s}: {params}")
             else:
@@ -509,6 +515,32 @@ def write_plot(by_key: dict, systems: list[str]) -> None:
     log(f"wrote {DOCS / 'benchmarks.png'}")
 
 
+def load_results() -> tuple[dict, list[dict], dict]:
+    """Read benches/results/latest.jsonl: (run metadata, metric rows, statuses)."""
+    meta: dict = {
+        "command": "(unknown)",
+        "run_at": "",
+        "machine": "",
+        "versions": "",
+        "quick": False,
+        "load": "(not recorded)",
+        "reps": 3,
+        "merged": [],
+    }
+    results: list[dict] = []
+    statuses: dict[tuple[str, str], dict] = {}
+    for line in RESULTS.read_text().splitlines():
+        d = json.loads(line)
+        if "meta" in d:
+            meta.update(d["meta"])
+        elif "metric" in d:
+            results.append(d)
+            statuses.setdefault((d["system"], d["workload"]), {"status": "ok", "note": ""})
+        else:
+            statuses[(d["system"], d["workload"])] = {"status": d["status"], "note": d["note"]}
+    return meta, results, statuses
+
+
 # ---------------------------------------------------------------------- main
 def _csv(text: str, allowed: list[str], what: str) -> list[str]:
     items = [x.strip() for x in text.split(",") if x.strip()]
@@ -550,7 +582,16 @@ def main(argv: list[str] | None = None) -> int:
         "(system, workload) pairs not run now",
     )
     ap.add_argument("--no-report", action="store_true", help="do not write docs/")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rewrite docs/ from benches/results/latest.jsonl",
+    )
     args = ap.parse_args(argv)
+    if args.report_only:
+        meta, results, statuses = load_results()
+        write_report(results, statuses, meta)
+        return 0
     systems = _csv(args.systems, ALL_SYSTEMS, "systems")
     workloads = _csv(args.workloads, ALL_WORKLOADS, "workloads")
     timeout = args.timeout or (120 if args.quick else 600)
@@ -644,41 +685,34 @@ def main(argv: list[str] | None = None) -> int:
     merged: list[str] = []
     if args.merge and RESULTS.exists():
         done = set(statuses)
-        for line in RESULTS.read_text().splitlines():
-            d = json.loads(line)
-            key = (d["system"], d["workload"])
-            if key in done:
-                continue
-            if "metric" in d:
-                results.append(d)
-            else:
-                statuses.setdefault(key, {"status": d["status"], "note": d["note"]})
-            if f"{key[0]} {key[1]}" not in merged:
+        _, old_results, old_statuses = load_results()
+        for key in [*old_statuses, *((d["system"], d["workload"]) for d in old_results)]:
+            if key not in done and f"{key[0]} {key[1]}" not in merged:
                 merged.append(f"{key[0]} {key[1]}")
-        for key in {(d["system"], d["workload"]) for d in results}:
-            statuses.setdefault(key, {"status": "ok", "note": ""})
+        results += [d for d in old_results if (d["system"], d["workload"]) not in done]
+        for key, st in old_statuses.items():
+            if key not in done:
+                statuses[key] = st
     if not args.no_report:
+        meta = {
+            "command": "python benches/run.py " + " ".join(argv or sys.argv[1:]),
+            "run_at": run_at,
+            "machine": machine_info(),
+            "versions": lib_versions(),
+            "quick": args.quick,
+            "load": f"{load_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end",
+            "reps": args.reps,
+            "merged": merged,
+        }
         RESULTS.parent.mkdir(exist_ok=True)
         with RESULTS.open("w") as f:
+            f.write(json.dumps({"meta": meta}) + "\n")
             for r in results:
                 f.write(json.dumps(r) + "\n")
             for (s, w), st in statuses.items():
                 if st["status"] != "ok":
                     f.write(json.dumps({"system": s, "workload": w, **st}) + "\n")
-        write_report(
-            results,
-            statuses,
-            {
-                "command": "python benches/run.py " + " ".join(argv or sys.argv[1:]),
-                "run_at": run_at,
-                "machine": machine_info(),
-                "versions": lib_versions(),
-                "quick": args.quick,
-                "load": f"{load_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end",
-                "reps": args.reps,
-                "merged": merged,
-            },
-        )
+        write_report(results, statuses, meta)
     return 0
 
 
