@@ -1,5 +1,225 @@
-"""beamvm: a BEAM-class process virtual machine for Python."""
+"""beamvm: a BEAM-class process virtual machine for Python.
 
-from beamvm._native import __version__
+Ordinary Python functions run as isolated processes that the native scheduler preempts by
+reduction budget; they talk by copying messages (``send`` / ``receive``), and fail as
+Erlang processes do (links, monitors, exit signals, ``trap_exit``).
 
-__all__ = ["__version__"]
+```python
+import beamvm
+from beamvm import ANY, Atom, receive, self_pid, send, spawn
+
+def echo():
+    while True:
+        match receive():
+            case (sender, msg):
+                send(sender, msg)
+
+def main():
+    pid = spawn(echo)
+    send(pid, (self_pid(), "hi"))
+    return receive(timeout=1.0)
+
+assert beamvm.run(main) == "hi"
+```
+
+Messages: see ``beamvm._native`` / crates/vm-python/src/convert.rs for the mapping. In short:
+int, float, str, bytes, bool, None, tuple, list, dict, Atom, Pid, Ref (and Binary) travel;
+``True``/``False``/``None`` are the atoms ``true``/``false``/``undefined``; bytes over 64
+bytes arrive as a zero-copy :class:`Binary` (equal to the bytes). Anything else raises
+``TypeError``. Spawn arguments are passed by reference (not copied), like ``threading``.
+
+Exit reasons: a process that returns exits ``Atom('normal')``; ``exit(reason)`` exits with
+``reason``; an uncaught exception exits with ``(Atom('error'), 'ExceptionType', 'message')``,
+which is what linked processes (``('EXIT', pid, reason)`` when trapping exits) and monitors
+(``('DOWN', ref, Atom('process'), pid, reason)``) see. A crash with no linked process is
+reported on the ``beamvm`` logger (to stderr by default) with its traceback.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from beamvm import _compiler, _runtime
+from beamvm._native import (
+    Atom,
+    BadArg,
+    Binary,
+    NoProc,
+    Pid,
+    ProcessExit,
+    Ref,
+    SystemLimit,
+    Timeout,
+    __version__,
+    cancel_timer,
+    demonitor,
+    exit,
+    is_alive,
+    is_running,
+    link,
+    make_ref,
+    memory,
+    monitor,
+    process_flag,
+    process_info,
+    processes,
+    read_timer,
+    register,
+    self_pid,
+    send,
+    send_after,
+    spawn,
+    spawn_link,
+    spawn_monitor,
+    spawn_opt,
+    start,
+    statistics,
+    stop,
+    system_info,
+    unlink,
+    unregister,
+    whereis,
+)
+from beamvm import _native
+
+__all__ = [
+    "ANY",
+    "Atom",
+    "BadArg",
+    "Binary",
+    "NoProc",
+    "Pid",
+    "ProcessExit",
+    "ProcessKilled",
+    "Ref",
+    "SystemLimit",
+    "Timeout",
+    "__version__",
+    "cancel_timer",
+    "demonitor",
+    "exit",
+    "is_alive",
+    "is_running",
+    "link",
+    "make_ref",
+    "memory",
+    "monitor",
+    "process_flag",
+    "process_info",
+    "processes",
+    "read_timer",
+    "receive",
+    "register",
+    "run",
+    "self_pid",
+    "send",
+    "send_after",
+    "sleep",
+    "spawn",
+    "spawn_link",
+    "spawn_monitor",
+    "spawn_opt",
+    "start",
+    "statistics",
+    "stop",
+    "system_info",
+    "unlink",
+    "unregister",
+    "whereis",
+]
+
+ProcessKilled = _runtime.ProcessKilled
+
+log = logging.getLogger("beamvm")
+
+
+class _Any:
+    """Type of :data:`ANY`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "beamvm.ANY"
+
+    def __reduce__(self) -> str:
+        return "ANY"
+
+
+#: Wildcard for receive patterns: matches any value.
+ANY = _Any()
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<no default>"
+
+
+_MISSING: Any = _Missing()
+
+
+@_runtime.primitive
+def receive(pattern: Any = ANY, timeout: float | None = None, default: Any = _MISSING) -> Any:
+    """Take the first message matching ``pattern`` from the mailbox, waiting for one.
+
+    ``pattern``: ``ANY`` (the default: the next message), a literal, a type (``int``,
+    ``str``, ``Pid``, ...), or a tuple/list/dict of those, e.g.
+    ``(Atom('reply'), ref, ANY)``. Messages that do not match stay queued, in order.
+    ``timeout`` in seconds (None: wait forever; 0: only look); when it expires,
+    ``default`` is returned if given, else :class:`Timeout` is raised. A pattern whose
+    tuple holds a literal ``Ref`` among its first three elements, or a literal atom/int
+    first, is found by index: its cost does not grow with unrelated queued messages.
+    """
+    return (yield _runtime.Request("receive", (pattern, timeout, default)))
+
+
+@_runtime.primitive
+def sleep(seconds: float) -> None:
+    """Suspend the calling process for ``seconds`` (messages stay queued)."""
+    yield _runtime.Request("sleep", (seconds,))
+
+
+def run(main: Callable[..., Any], /, *args: Any, **config: Any) -> Any:
+    """Start the VM, run ``main(*args)`` as a process, stop the VM, return main's result.
+
+    Settings (keyword arguments; defaults from the ``BEAMVM_*`` environment variables, else
+    erl's): ``schedulers`` (threads, default: cores), ``schedulers_online``,
+    ``process_limit`` (default 262,144), ``reductions`` (per slice, default 4000),
+    ``dirty_cpu``, ``dirty_io`` (pool sizes), ``batch_time`` (seconds a scheduler keeps
+    the GIL across Python slices). An exception raised by main is re-raised here; if
+    main is killed by an exit signal, :class:`ProcessExit` is raised with the reason.
+    Ctrl-C stops the VM and raises ``KeyboardInterrupt``.
+    """
+    return _native.run(main, args, config)
+
+
+def _report_crash(pid: Pid, exc: BaseException) -> None:
+    """Error report for a process that crashed with no linked process to notice."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    log.error("process %r crashed: %s: %s\n%s", pid, type(exc).__name__, exc, tb.rstrip())
+
+
+_native._setup(
+    _runtime.enter,
+    _runtime.used,
+    _runtime.kill,
+    _runtime.new_cell,
+    _compiler.compile_process,
+    _runtime.PREEMPT,
+    _runtime.Request,
+    ANY,
+    _MISSING,
+    _report_crash,
+)
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    # Scheduler threads must not touch the interpreter while it finalises.
+    if _native.is_running():
+        _native.stop()

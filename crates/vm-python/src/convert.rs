@@ -1,0 +1,247 @@
+//! Python values <-> terms.
+//!
+//! | Python | term | back |
+//! |---|---|---|
+//! | `True` / `False` | atoms `true` / `false` | `True` / `False` |
+//! | `None` | atom `undefined` | `None` |
+//! | `int` (any size) | integer | `int` |
+//! | `float` | float | `float` |
+//! | `str` | `{'$str', <<UTF-8>>}` | `str` |
+//! | `bytes`, `bytearray` | binary (shared refc binary over 64 bytes) | `bytes`; `beamvm.Binary` over 64 bytes |
+//! | `beamvm.Binary` | the same shared binary (no copy) | `beamvm.Binary` |
+//! | `tuple` / `list` / `dict` | tuple / list / map | `tuple` / `list` / `dict` |
+//! | `Atom`, `Pid`, `Ref` | atom, pid, reference | the same |
+//!
+//! So Python values round-trip exactly, except that the atoms `true`, `false` and
+//! `undefined` arrive as `True`, `False` and `None`, a tuple `(Atom('$str'), b'...')`
+//! arrives as a `str`, and bytes over 64 bytes arrive as a zero-copy `beamvm.Binary`
+//! (equal to the bytes it holds). Anything else raises `TypeError` naming its type.
+//! Every conversion builds a fresh object graph: a received message is an
+//! independent copy.
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
+};
+use std::sync::OnceLock;
+use vm_core::term::{FragmentBuilder, Kind, RefcBin};
+use vm_core::{Atom, Fragment, Term, View};
+
+use crate::types::{PyAtom, PyBinary, PyPid, PyRef};
+
+/// Deepest nesting converted (a guard against self-referencing containers).
+pub const MAX_DEPTH: usize = 2000;
+
+/// The atom that tags a Python `str` inside a term.
+pub fn str_tag() -> Atom {
+    static A: OnceLock<Atom> = OnceLock::new();
+    *A.get_or_init(|| Atom::new("$str"))
+}
+
+fn no_term_form(obj: &Bound<'_, PyAny>) -> PyErr {
+    let tn = obj
+        .get_type()
+        .qualname()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| "?".into());
+    PyTypeError::new_err(format!(
+        "cannot convert an object of type '{tn}' to a beamvm term (messages and exit \
+         reasons may hold int, float, str, bytes, bool, None, tuple, list, dict, Atom, \
+         Pid, Ref and Binary)"
+    ))
+}
+
+/// Converts a Python value into a message fragment.
+pub fn to_fragment(obj: &Bound<'_, PyAny>) -> PyResult<Fragment> {
+    let mut b = FragmentBuilder::new();
+    push(&mut b, obj, 0)?;
+    b.finish()
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Converts a Python value into an owned term (patterns, literals).
+pub fn to_term(obj: &Bound<'_, PyAny>) -> PyResult<Term> {
+    Ok(to_fragment(obj)?.to_term())
+}
+
+fn bad(e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+fn push(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<()> {
+    if depth > MAX_DEPTH {
+        return Err(PyValueError::new_err(format!(
+            "value nested more than {MAX_DEPTH} levels deep (a container that contains itself?)"
+        )));
+    }
+    if obj.is_none() {
+        b.atom(Atom::UNDEFINED);
+    } else if let Ok(s) = obj.downcast_exact::<PyString>() {
+        b.atom(str_tag());
+        b.binary(s.to_str()?.as_bytes());
+        b.tuple(2).map_err(bad)?;
+    } else if let Ok(v) = obj.downcast_exact::<PyInt>() {
+        match v.extract::<i64>() {
+            Ok(i) => {
+                b.int(i);
+            }
+            Err(_) => {
+                let big: num_bigint::BigInt = v.extract()?;
+                b.bigint(&big);
+            }
+        }
+    } else if let Ok(v) = obj.downcast_exact::<PyBool>() {
+        b.bool(v.is_true());
+    } else if let Ok(t) = obj.downcast_exact::<PyTuple>() {
+        for e in t.iter() {
+            push(b, &e, depth + 1)?;
+        }
+        b.tuple(t.len()).map_err(bad)?;
+    } else if let Ok(l) = obj.downcast_exact::<PyList>() {
+        let n = l.len();
+        for e in l.iter() {
+            push(b, &e, depth + 1)?;
+        }
+        if l.len() != n {
+            return Err(PyValueError::new_err("list changed size during conversion"));
+        }
+        b.list(n).map_err(bad)?;
+    } else if let Ok(f) = obj.downcast_exact::<PyFloat>() {
+        b.float(f.value());
+    } else if let Ok(by) = obj.downcast_exact::<PyBytes>() {
+        b.binary(by.as_bytes());
+    } else if let Ok(d) = obj.downcast_exact::<PyDict>() {
+        let n = d.len();
+        for (k, v) in d.iter() {
+            push(b, &k, depth + 1)?;
+            push(b, &v, depth + 1)?;
+        }
+        b.map(n).map_err(bad)?;
+    } else if let Ok(a) = obj.downcast_exact::<PyAtom>() {
+        b.atom(a.get().0);
+    } else if let Ok(p) = obj.downcast_exact::<PyPid>() {
+        b.pid(p.get().0);
+    } else if let Ok(r) = obj.downcast_exact::<PyRef>() {
+        b.reference(r.get().0);
+    } else if let Ok(bin) = obj.downcast_exact::<PyBinary>() {
+        b.refc_binary(bin.get().0.clone());
+    } else if let Ok(ba) = obj.downcast::<PyByteArray>() {
+        let v = ba.to_vec();
+        if v.len() > vm_core::term::HEAP_BINARY_MAX {
+            b.refc_binary(RefcBin::from_vec(v));
+        } else {
+            b.binary(&v);
+        }
+    } else if obj.is_instance_of::<PyBool>() {
+        b.bool(obj.is_truthy()?);
+    } else if let Ok(v) = obj.downcast::<PyInt>() {
+        // int subclasses (IntEnum, ...) travel as plain ints.
+        let plain = py_int(v)?;
+        push(b, &plain, depth + 1)?;
+    } else if let Ok(s) = obj.downcast::<PyString>() {
+        b.atom(str_tag());
+        b.binary(s.to_str()?.as_bytes());
+        b.tuple(2).map_err(bad)?;
+    } else if let Ok(t) = obj.downcast::<PyTuple>() {
+        // namedtuples and other tuple subclasses travel as plain tuples.
+        for e in t.iter() {
+            push(b, &e, depth + 1)?;
+        }
+        b.tuple(t.len()).map_err(bad)?;
+    } else if let Ok(f) = obj.downcast::<PyFloat>() {
+        b.float(f.value());
+    } else {
+        return Err(no_term_form(obj));
+    }
+    Ok(())
+}
+
+fn py_int<'py>(v: &Bound<'py, PyInt>) -> PyResult<Bound<'py, PyAny>> {
+    v.py().get_type::<PyInt>().call1((v,))
+}
+
+/// Converts a term into fresh Python objects.
+pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
+    Ok(match v.kind() {
+        Kind::Int => v.as_int().unwrap_or(0).into_py(py),
+        Kind::BigInt => match v.as_bigint() {
+            Some(b) => b.into_py(py),
+            None => 0.into_py(py),
+        },
+        Kind::Float => v.as_float().unwrap_or(0.0).into_py(py),
+        Kind::Atom => {
+            let a = v.as_atom().unwrap_or(Atom::UNDEFINED);
+            if a == Atom::TRUE {
+                true.into_py(py)
+            } else if a == Atom::FALSE {
+                false.into_py(py)
+            } else if a == Atom::UNDEFINED {
+                py.None()
+            } else {
+                PyAtom(a).into_py(py)
+            }
+        }
+        Kind::Binary => match v.as_refc_binary() {
+            Some(rb) => PyBinary(rb).into_py(py),
+            None => PyBytes::new(py, v.as_bytes().unwrap_or(&[])).into_any().unbind(),
+        },
+        Kind::Tuple => {
+            let n = v.tuple_len().unwrap_or(0);
+            if n == 2 {
+                if let (Some(t), Some(s)) = (v.tuple_get(0), v.tuple_get(1)) {
+                    if t.as_atom() == Some(str_tag()) {
+                        if let Some(bytes) = s.as_bytes() {
+                            let st = std::str::from_utf8(bytes)
+                                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+                            return Ok(PyString::new(py, st).into_any().unbind());
+                        }
+                    }
+                }
+            }
+            let mut items = Vec::with_capacity(n);
+            if let Some(it) = v.tuple_iter() {
+                for e in it {
+                    items.push(to_py(py, e)?);
+                }
+            }
+            PyTuple::new(py, items)?.into_any().unbind()
+        }
+        Kind::Nil => PyList::empty(py).into_any().unbind(),
+        Kind::List => {
+            let l = PyList::empty(py);
+            if let Some(it) = v.list_iter() {
+                for e in it {
+                    l.append(to_py(py, e)?)?;
+                }
+            }
+            l.into_any().unbind()
+        }
+        Kind::Map => {
+            let d = PyDict::new(py);
+            if let Some(it) = v.map_iter() {
+                for (k, val) in it {
+                    d.set_item(to_py(py, k)?, to_py(py, val)?)?;
+                }
+            }
+            d.into_any().unbind()
+        }
+        Kind::Pid => PyPid(v.as_pid().unwrap_or_default_pid()).into_py(py),
+        Kind::Ref => PyRef(v.as_ref().unwrap_or(vm_core::Ref(0))).into_py(py),
+    })
+}
+
+trait PidDefault {
+    fn unwrap_or_default_pid(self) -> vm_core::Pid;
+}
+
+impl PidDefault for Option<vm_core::Pid> {
+    fn unwrap_or_default_pid(self) -> vm_core::Pid {
+        self.unwrap_or(vm_core::Pid::new(0, 0))
+    }
+}
+
+/// Converts a fragment into fresh Python objects.
+pub fn frag_to_py(py: Python<'_>, f: &Fragment) -> PyResult<PyObject> {
+    to_py(py, f.view())
+}

@@ -1,0 +1,481 @@
+//! The Python process driver: a [`Body`] that runs a compiled process generator.
+//!
+//! Protocol (docs/preemption.md): each slice, `_runtime.enter(cell, budget)` then
+//! `gen.send(value)` (or `gen.throw(exc)`), then `_runtime.used(cell)` is charged to
+//! the slice. What the generator yields decides the step: `PREEMPT` -> `Yield`; a
+//! `Request` -> performed here (a receive tries the mailbox at once and, if nothing
+//! matches, the request is kept and the process suspends with `Wait`, so no scheduler
+//! thread ever blocks); returning -> exit `normal`; raising -> exit with the exception
+//! as reason (plus an error report when no process is linked to see it).
+//!
+//! While the generator runs, a pointer to the slice's [`Cx`] sits in a thread-local
+//! (see [`with_cx`]), so the `_native` functions Python calls (send, spawn, link, ...)
+//! act on the current process. It is cleared before `resume` returns.
+//!
+//! GIL: the class is [`BodyClass::Hooked`]; the VM's [`GilHook`] holds the GIL across a
+//! batch of Python slices on a scheduler thread, and `resume`'s own `with_gil` is then
+//! a nested, cheap acquire. Nothing here relies on the GIL for the VM's own safety.
+
+use std::cell::Cell;
+use std::os::raw::c_int;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyStopIteration, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+use pyo3::{ffi, intern};
+use vm_core::{Atom, Body, BodyClass, Cx, Fragment, Key, SliceHook, Step, Term};
+
+use crate::convert::{frag_to_py, to_fragment};
+use crate::pattern::{self, Pattern};
+use crate::runtime::{rt, Timeout};
+
+extern "C" {
+    // pyo3-ffi 0.23 declares it without its return value.
+    #[link_name = "PyIter_Send"]
+    fn py_iter_send(
+        iter: *mut ffi::PyObject,
+        arg: *mut ffi::PyObject,
+        presult: *mut *mut ffi::PyObject,
+    ) -> c_int;
+}
+
+// --------------------------------------------------------------------------- GIL hook
+
+thread_local! {
+    static GIL_STATE: Cell<Option<ffi::PyGILState_STATE>> = const { Cell::new(None) };
+    static CURRENT: Cell<*mut ()> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// Holds the GIL across a batch of Python slices on a scheduler thread.
+pub struct GilHook;
+
+impl SliceHook for GilHook {
+    fn enter(&self) {
+        // SAFETY: the interpreter is initialised (we are its extension module) and
+        // beamvm stops the VM at exit (atexit) before finalisation.
+        let s = unsafe { ffi::PyGILState_Ensure() };
+        GIL_STATE.with(|c| c.set(Some(s)));
+    }
+
+    fn leave(&self) {
+        if let Some(s) = GIL_STATE.with(|c| c.take()) {
+            // SAFETY: paired with the Ensure in `enter` on this thread.
+            unsafe { ffi::PyGILState_Release(s) }
+        }
+    }
+}
+
+// --------------------------------------------------------------------------- current cx
+
+struct CurrentGuard(*mut ());
+
+impl CurrentGuard {
+    fn set(cx: *mut Cx<'_>) -> CurrentGuard {
+        let prev = CURRENT.with(|c| c.replace(cx as *mut ()));
+        CurrentGuard(prev)
+    }
+}
+
+impl Drop for CurrentGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.0));
+    }
+}
+
+/// Runs `f` with the current process's context, or returns None outside a process.
+pub fn with_cx<R>(f: impl FnOnce(&mut Cx<'_>) -> R) -> Option<R> {
+    let p = CURRENT.with(|c| c.get());
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the pointer is set by `resume`/`terminate` for the duration of a call
+    // into Python on this thread and cleared before they return; the driver does not
+    // touch the context while Python runs, and `f` must not call back into Python code
+    // that re-enters `with_cx`.
+    let cx = unsafe { &mut *(p as *mut Cx<'static>) };
+    Some(f(cx))
+}
+
+/// True when called from a running process on this thread.
+pub fn in_process() -> bool {
+    CURRENT.with(|c| !c.get().is_null())
+}
+
+// --------------------------------------------------------------------------- main slot
+
+/// How `beamvm.run`'s main process ended.
+pub enum Outcome {
+    Returned(PyObject),
+    Raised(PyObject),
+    Exited(Fragment),
+}
+
+/// Where the main process leaves its outcome for `beamvm.run`.
+#[derive(Default)]
+pub struct MainSlot {
+    pub outcome: Mutex<Option<Outcome>>,
+    pub cv: Condvar,
+}
+
+impl MainSlot {
+    fn set(&self, o: Outcome) {
+        let mut g = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            *g = Some(o);
+        }
+        self.cv.notify_all();
+    }
+}
+
+// --------------------------------------------------------------------------- the body
+
+enum Next {
+    Send(PyObject),
+    Throw(PyObject),
+}
+
+enum Pending {
+    Receive {
+        pat: Pattern,
+        key: Option<Key>,
+        timeout: Option<Duration>,
+        default: Option<PyObject>,
+    },
+    Sleep,
+}
+
+/// A Python process (see the module docs).
+pub struct PyProcess {
+    gen: Option<Py<PyAny>>,
+    cell: Option<Py<PyAny>>,
+    next: Option<Next>,
+    pending: Option<Pending>,
+    sleep_for: Duration,
+    label: String,
+    main: Option<Arc<MainSlot>>,
+}
+
+impl PyProcess {
+    pub fn new(gen: Py<PyAny>, cell: Py<PyAny>, label: String, main: Option<Arc<MainSlot>>) -> Self {
+        PyProcess {
+            gen: Some(gen),
+            cell: Some(cell),
+            next: None,
+            pending: None,
+            sleep_for: Duration::ZERO,
+            label,
+            main,
+        }
+    }
+
+    fn poll(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> PyResult<Result<Next, Step>> {
+        match self.pending.as_ref() {
+            Some(Pending::Receive {
+                pat,
+                key,
+                timeout,
+                default,
+            }) => {
+                let m = match (pat, key) {
+                    (Pattern::Any, _) => cx.recv(),
+                    (p, Some(k)) => cx.recv_keyed(*k, |v| p.matches(v)),
+                    (p, None) => cx.recv_where(|v| p.matches(v)),
+                };
+                if let Some(m) = m {
+                    self.pending = None;
+                    return match frag_to_py(py, &m) {
+                        Ok(v) => Ok(Ok(Next::Send(v))),
+                        Err(e) => Ok(Ok(Next::Throw(e.into_value(py).into_any()))),
+                    };
+                }
+                if timeout.is_some() && cx.timed_out() {
+                    let out = match default {
+                        Some(d) => Next::Send(d.clone_ref(py)),
+                        None => Next::Throw(
+                            Timeout::new_err("receive timed out")
+                                .into_value(py)
+                                .into_any(),
+                        ),
+                    };
+                    self.pending = None;
+                    return Ok(Ok(out));
+                }
+                Ok(Err(cx.wait(*timeout)))
+            }
+            Some(Pending::Sleep) => {
+                if cx.timed_out() {
+                    self.pending = None;
+                    return Ok(Ok(Next::Send(py.None())));
+                }
+                Ok(Err(cx.wait(Some(self.sleep_for))))
+            }
+            None => Ok(Ok(Next::Send(py.None()))),
+        }
+    }
+
+    fn request(&mut self, py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+        let r = rt(py);
+        let kind = out.getattr(intern!(py, "kind"))?;
+        let args = out.getattr(intern!(py, "args"))?;
+        let args = args.downcast::<PyTuple>()?;
+        let kind = kind.downcast::<PyString>()?.to_str()?;
+        match kind {
+            "receive" => {
+                let pat_obj = args.get_item(0)?;
+                let pat = pattern::compile(&pat_obj, r.any.bind(py))?;
+                let key = pat.key();
+                let timeout = parse_timeout(&args.get_item(1)?)?;
+                let d = args.get_item(2)?;
+                let default = if d.is(r.missing.bind(py)) {
+                    None
+                } else {
+                    Some(d.unbind())
+                };
+                self.pending = Some(Pending::Receive {
+                    pat,
+                    key,
+                    timeout,
+                    default,
+                });
+            }
+            "sleep" => {
+                let t = parse_timeout(&args.get_item(0)?)?.unwrap_or(Duration::MAX);
+                self.sleep_for = t;
+                self.pending = Some(Pending::Sleep);
+            }
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown beamvm request kind {other:?}"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> Step {
+        let r = rt(py);
+        loop {
+            if self.pending.is_some() {
+                match self.poll(py, cx) {
+                    Ok(Ok(n)) => self.next = Some(n),
+                    Ok(Err(step)) => return step,
+                    Err(e) => {
+                        self.pending = None;
+                        self.next = Some(Next::Throw(e.into_value(py).into_any()));
+                    }
+                }
+            }
+            if cx.should_yield() {
+                return Step::Yield;
+            }
+            let Some(gen) = self.gen.as_ref() else {
+                return Step::Exit(Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
+            };
+            let gen = gen.bind(py).clone();
+            let Some(cell) = self.cell.as_ref() else {
+                return Step::Exit(Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
+            };
+            let cell = cell.bind(py).clone();
+            let budget = cx.budget_left().max(1);
+            if let Err(e) = r.enter.bind(py).call1((&cell, budget)) {
+                return self.crashed(py, cx, e);
+            }
+            let res = match self.next.take().unwrap_or_else(|| Next::Send(py.None())) {
+                Next::Send(v) => send(py, &gen, v.bind(py)),
+                Next::Throw(e) => gen
+                    .call_method1(intern!(py, "throw"), (e,))
+                    .map(Sent::Yielded),
+            };
+            let used = r
+                .used
+                .bind(py)
+                .call1((&cell,))
+                .and_then(|u| u.extract::<i64>())
+                .unwrap_or(1);
+            cx.bump(used.max(1));
+            match res {
+                Ok(Sent::Yielded(out)) => {
+                    if out.is(r.preempt.bind(py)) {
+                        return Step::Yield;
+                    }
+                    if out.is_instance(r.request.bind(py)).unwrap_or(false) {
+                        if let Err(e) = self.request(py, &out) {
+                            self.next = Some(Next::Throw(e.into_value(py).into_any()));
+                        }
+                        continue;
+                    }
+                    let e = PyTypeError::new_err(format!(
+                        "a beamvm process yielded {}; process code must not yield \
+                         (generator functions cannot be processes' own code)",
+                        out.repr().map(|s| s.to_string()).unwrap_or_default()
+                    ));
+                    self.next = Some(Next::Throw(e.into_value(py).into_any()));
+                }
+                Ok(Sent::Returned(v)) => {
+                    self.gen = None;
+                    if let Some(m) = &self.main {
+                        m.set(Outcome::Returned(v.unbind()));
+                    }
+                    return Step::Exit(Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
+                }
+                Err(e) if e.is_instance_of::<PyStopIteration>(py) => {
+                    // StopIteration from `throw` when the generator returns.
+                    self.gen = None;
+                    let v = e
+                        .value(py)
+                        .getattr("value")
+                        .map(|v| v.unbind())
+                        .unwrap_or_else(|_| py.None());
+                    if let Some(m) = &self.main {
+                        m.set(Outcome::Returned(v));
+                    }
+                    return Step::Exit(Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
+                }
+                Err(e) => return self.crashed(py, cx, e),
+            }
+        }
+    }
+
+    fn crashed(&mut self, py: Python<'_>, cx: &mut Cx<'_>, e: PyErr) -> Step {
+        self.gen = None;
+        let r = rt(py);
+        let exc = e.into_value(py).into_any();
+        let exc = exc.bind(py);
+        let (reason, report) = exit_reason(py, exc);
+        if let Some(m) = &self.main {
+            m.set(Outcome::Raised(exc.clone().unbind()));
+        } else if report && cx.links().is_empty() {
+            let pid = crate::types::PyPid(cx.self_pid());
+            let _ = r.report.bind(py).call1((pid, exc));
+        }
+        Step::Exit(reason)
+    }
+}
+
+enum Sent<'py> {
+    Yielded(Bound<'py, PyAny>),
+    Returned(Bound<'py, PyAny>),
+}
+
+fn send<'py>(py: Python<'py>, gen: &Bound<'py, PyAny>, v: &Bound<'py, PyAny>) -> PyResult<Sent<'py>> {
+    let mut out: *mut ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: gen and v are live objects; PyIter_Send returns a new reference in `out`
+    // for PYGEN_NEXT and PYGEN_RETURN and sets an exception for PYGEN_ERROR.
+    let rc = unsafe { py_iter_send(gen.as_ptr(), v.as_ptr(), &mut out) };
+    match rc {
+        1 => Ok(Sent::Yielded(unsafe { Bound::from_owned_ptr(py, out) })),
+        0 => Ok(Sent::Returned(unsafe { Bound::from_owned_ptr(py, out) })),
+        _ => Err(PyErr::fetch(py)),
+    }
+}
+
+/// Parses a timeout in seconds (None: forever).
+pub fn parse_timeout(t: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
+    if t.is_none() {
+        return Ok(None);
+    }
+    let s: f64 = t.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "timeout must be a number of seconds or None, not {}",
+            t.get_type().qualname().map(|s| s.to_string()).unwrap_or_default()
+        ))
+    })?;
+    if s.is_nan() || s < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "timeout must be >= 0 seconds, got {s}"
+        )));
+    }
+    if s.is_infinite() || s > 1e9 {
+        return Ok(None);
+    }
+    Ok(Some(Duration::from_secs_f64(s)))
+}
+
+/// The exit reason for an exception that ended a process, and whether it is a crash
+/// worth an error report. `beamvm.ProcessExit(reason)` (raised by `exit(reason)`)
+/// exits with `reason`; any other exception with
+/// `(Atom('error'), 'ExceptionType', 'message')`.
+pub fn exit_reason(py: Python<'_>, exc: &Bound<'_, PyAny>) -> (Fragment, bool) {
+    if exc.is_instance_of::<crate::runtime::ProcessExit>() {
+        let reason = exc
+            .getattr("reason")
+            .ok()
+            .and_then(|r| to_fragment(&r).ok())
+            .unwrap_or_else(|| Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
+        return (reason, false);
+    }
+    let tn = exc
+        .get_type()
+        .qualname()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| "Exception".into());
+    let msg = exc.str().map(|s| s.to_string()).unwrap_or_default();
+    let _ = py;
+    let t = Term::Tuple(vec![
+        Term::Atom(Atom::ERROR),
+        str_term(&tn),
+        str_term(&msg),
+    ]);
+    (Fragment::from_term(&t), true)
+}
+
+fn str_term(s: &str) -> Term {
+    Term::Tuple(vec![
+        Term::Atom(crate::convert::str_tag()),
+        Term::binary(s.as_bytes().to_vec()),
+    ])
+}
+
+impl Body for PyProcess {
+    fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
+        Python::with_gil(|py| {
+            let cxp: *mut Cx<'_> = cx;
+            let _g = CurrentGuard::set(cxp);
+            // SAFETY: see `with_cx`; the driver and Python never use the context at
+            // the same time.
+            let cx = unsafe { &mut *cxp };
+            self.run(py, cx)
+        })
+    }
+
+    fn terminate(&mut self, cx: &mut Cx<'_>, reason: &Fragment) {
+        Python::with_gil(|py| {
+            if let Some(m) = &self.main {
+                m.set(Outcome::Exited(reason.clone()));
+            }
+            let Some(gen) = self.gen.take() else { return };
+            let cxp: *mut Cx<'_> = cx;
+            let _g = CurrentGuard::set(cxp);
+            let r = rt(py);
+            let _ = r
+                .kill
+                .bind(py)
+                .call1((gen.bind(py), py.None(), py.None(), self.cell.as_ref()));
+            self.pending = None;
+            self.next = None;
+            drop(gen);
+        });
+    }
+
+    fn class(&self) -> BodyClass {
+        BodyClass::Hooked
+    }
+
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+}
+
+impl Drop for PyProcess {
+    fn drop(&mut self) {
+        Python::with_gil(|_py| {
+            self.gen = None;
+            self.cell = None;
+            self.next = None;
+            self.pending = None;
+            self.main = None;
+        });
+    }
+}

@@ -1,0 +1,242 @@
+//! Receive patterns: a Python pattern compiled once into a matcher over [`View`]s, so
+//! a selective receive never calls Python per queued message.
+//!
+//! A pattern is a Python value in which `beamvm.ANY` matches anything and a type
+//! (`int`, `float`, `str`, `bytes`, `bool`, `tuple`, `list`, `dict`, `Atom`, `Pid`,
+//! `Ref`) matches any value of that type; tuples and lists match element-wise (same
+//! length), dicts match maps that have at least the pattern's keys (literal keys) with
+//! matching values (Erlang's map patterns); anything else is a literal compared by
+//! exact term equality (`1` does not match `1.0`).
+//!
+//! The key of a pattern drives the mailbox's index (keyed receive, cost independent
+//! of the queue length): a literal `Ref` among the first three elements of a tuple
+//! pattern, else a literal atom / small int as its first element.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use vm_core::process::mailbox::REF_SCAN_ELEMS;
+use vm_core::term::Kind;
+use vm_core::{Atom, Key, Term, View};
+
+use crate::convert::{str_tag, to_term};
+use crate::types::{PyAtom, PyBinary, PyPid, PyRef};
+
+/// A value type a pattern can match by kind.
+#[derive(Clone, Copy, Debug)]
+pub enum TypeTest {
+    Int,
+    Float,
+    Str,
+    Bytes,
+    Bool,
+    Tuple,
+    List,
+    Dict,
+    Atom,
+    Pid,
+    Ref,
+    NoneT,
+}
+
+/// A compiled pattern.
+#[derive(Clone, Debug)]
+pub enum Pattern {
+    Any,
+    Type(TypeTest),
+    Literal(Term),
+    Tuple(Vec<Pattern>),
+    List(Vec<Pattern>),
+    Map(Vec<(Term, Pattern)>),
+}
+
+/// Compiles a Python pattern; `any` is the `beamvm.ANY` object.
+pub fn compile(obj: &Bound<'_, PyAny>, any: &Bound<'_, PyAny>) -> PyResult<Pattern> {
+    let p = compile_inner(obj, any, 0)?;
+    Ok(p)
+}
+
+fn compile_inner(obj: &Bound<'_, PyAny>, any: &Bound<'_, PyAny>, depth: usize) -> PyResult<Pattern> {
+    if depth > crate::convert::MAX_DEPTH {
+        return Err(pyo3::exceptions::PyValueError::new_err("pattern nested too deeply"));
+    }
+    if obj.is(any) {
+        return Ok(Pattern::Any);
+    }
+    if let Ok(t) = obj.downcast::<PyType>() {
+        let py = obj.py();
+        let tt = if t.is(&py.get_type::<PyBool>()) {
+            TypeTest::Bool
+        } else if t.is(&py.get_type::<PyInt>()) {
+            TypeTest::Int
+        } else if t.is(&py.get_type::<PyFloat>()) {
+            TypeTest::Float
+        } else if t.is(&py.get_type::<PyString>()) {
+            TypeTest::Str
+        } else if t.is(&py.get_type::<PyBytes>()) || t.is(&py.get_type::<PyBinary>()) {
+            TypeTest::Bytes
+        } else if t.is(&py.get_type::<PyTuple>()) {
+            TypeTest::Tuple
+        } else if t.is(&py.get_type::<PyList>()) {
+            TypeTest::List
+        } else if t.is(&py.get_type::<PyDict>()) {
+            TypeTest::Dict
+        } else if t.is(&py.get_type::<PyAtom>()) {
+            TypeTest::Atom
+        } else if t.is(&py.get_type::<PyPid>()) {
+            TypeTest::Pid
+        } else if t.is(&py.get_type::<PyRef>()) {
+            TypeTest::Ref
+        } else if t.is(&py.None().bind(py).get_type()) {
+            TypeTest::NoneT
+        } else {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "a type in a receive pattern must be one of int, float, str, bytes, bool, \
+                 tuple, list, dict, Atom, Pid, Ref, type(None); got {}",
+                t.qualname()?
+            )));
+        };
+        return Ok(Pattern::Type(tt));
+    }
+    let subs = |items: Vec<Bound<'_, PyAny>>| -> PyResult<Vec<Pattern>> {
+        items
+            .iter()
+            .map(|e| compile_inner(e, any, depth + 1))
+            .collect()
+    };
+    let p = if let Ok(t) = obj.downcast_exact::<PyTuple>() {
+        Pattern::Tuple(subs(t.iter().collect())?)
+    } else if let Ok(l) = obj.downcast_exact::<PyList>() {
+        Pattern::List(subs(l.iter().collect())?)
+    } else if let Ok(d) = obj.downcast_exact::<PyDict>() {
+        let mut v = Vec::with_capacity(d.len());
+        for (k, val) in d.iter() {
+            v.push((to_term(&k)?, compile_inner(&val, any, depth + 1)?));
+        }
+        Pattern::Map(v)
+    } else {
+        return Ok(Pattern::Literal(to_term(obj)?));
+    };
+    // A container with no wildcard inside is one literal (one comparison).
+    if is_literal(&p) {
+        return Ok(Pattern::Literal(to_term(obj)?));
+    }
+    Ok(p)
+}
+
+fn is_literal(p: &Pattern) -> bool {
+    match p {
+        Pattern::Literal(_) => true,
+        Pattern::Tuple(v) | Pattern::List(v) => v.iter().all(is_literal),
+        _ => false,
+    }
+}
+
+fn type_ok(t: TypeTest, v: View<'_>) -> bool {
+    let k = v.kind();
+    match t {
+        TypeTest::Int => matches!(k, Kind::Int | Kind::BigInt),
+        TypeTest::Float => k == Kind::Float,
+        TypeTest::Str => is_str(v),
+        TypeTest::Bytes => k == Kind::Binary,
+        TypeTest::Bool => matches!(v.as_atom(), Some(Atom::TRUE) | Some(Atom::FALSE)),
+        TypeTest::Tuple => k == Kind::Tuple && !is_str(v),
+        TypeTest::List => matches!(k, Kind::List | Kind::Nil),
+        TypeTest::Dict => k == Kind::Map,
+        TypeTest::Atom => {
+            k == Kind::Atom
+                && !matches!(
+                    v.as_atom(),
+                    Some(Atom::TRUE) | Some(Atom::FALSE) | Some(Atom::UNDEFINED)
+                )
+        }
+        TypeTest::Pid => k == Kind::Pid,
+        TypeTest::Ref => k == Kind::Ref,
+        TypeTest::NoneT => v.as_atom() == Some(Atom::UNDEFINED),
+    }
+}
+
+fn is_str(v: View<'_>) -> bool {
+    v.tuple_len() == Some(2)
+        && v.tuple_get(0).and_then(|t| t.as_atom()) == Some(str_tag())
+        && v.tuple_get(1).map(|b| b.kind() == Kind::Binary).unwrap_or(false)
+}
+
+impl Pattern {
+    /// Whether `v` matches.
+    pub fn matches(&self, v: View<'_>) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Type(t) => type_ok(*t, v),
+            Pattern::Literal(t) => v.eq_term(t),
+            Pattern::Tuple(ps) => {
+                if v.tuple_len() != Some(ps.len()) {
+                    return false;
+                }
+                ps.iter()
+                    .enumerate()
+                    .all(|(i, p)| v.tuple_get(i).is_some_and(|e| p.matches(e)))
+            }
+            Pattern::List(ps) => {
+                if ps.is_empty() {
+                    return v.is_nil();
+                }
+                let Some(it) = v.list_iter() else { return false };
+                let mut n = 0;
+                for e in it {
+                    if n >= ps.len() || !ps[n].matches(e) {
+                        return false;
+                    }
+                    n += 1;
+                }
+                n == ps.len()
+            }
+            Pattern::Map(kvs) => {
+                if v.kind() != Kind::Map {
+                    return false;
+                }
+                kvs.iter()
+                    .all(|(k, p)| v.map_get(k).is_some_and(|e| p.matches(e)))
+            }
+        }
+    }
+
+    /// The mailbox key every message matching this pattern carries, if any.
+    pub fn key(&self) -> Option<Key> {
+        let elems: Vec<&Pattern> = match self {
+            Pattern::Tuple(ps) => ps.iter().collect(),
+            Pattern::Literal(Term::Tuple(ts)) => {
+                return key_of_terms(ts);
+            }
+            _ => return None,
+        };
+        if elems.is_empty() {
+            return None;
+        }
+        for p in elems.iter().take(REF_SCAN_ELEMS) {
+            if let Pattern::Literal(Term::Ref(r)) = p {
+                return Some(Key::of_ref(*r));
+            }
+        }
+        match elems[0] {
+            Pattern::Literal(Term::Atom(a)) => Some(Key::Atom(a.index())),
+            Pattern::Literal(Term::Int(i)) => Some(Key::Int(*i)),
+            _ => None,
+        }
+    }
+}
+
+fn key_of_terms(ts: &[Term]) -> Option<Key> {
+    if ts.is_empty() {
+        return None;
+    }
+    for t in ts.iter().take(REF_SCAN_ELEMS) {
+        if let Term::Ref(r) = t {
+            return Some(Key::of_ref(*r));
+        }
+    }
+    match &ts[0] {
+        Term::Atom(a) => Some(Key::Atom(a.index())),
+        Term::Int(i) => Some(Key::Int(*i)),
+        _ => None,
+    }
+}
