@@ -139,10 +139,14 @@ impl VmConfig {
             )));
         }
         if self.reductions == 0 {
-            return Err(Error::BadArg("reductions per slice must be at least 1".into()));
+            return Err(Error::BadArg(
+                "reductions per slice must be at least 1".into(),
+            ));
         }
         if self.dirty_cpu == 0 || self.dirty_io == 0 {
-            return Err(Error::BadArg("dirty pools need at least one thread each".into()));
+            return Err(Error::BadArg(
+                "dirty pools need at least one thread each".into(),
+            ));
         }
         Ok(())
     }

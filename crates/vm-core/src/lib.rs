@@ -10,6 +10,7 @@
 //! [`Fragment`]s. docs/semantics.md states the guarantees and the tests that check them.
 
 pub mod config;
+pub mod dirty;
 pub mod error;
 pub mod process;
 pub mod registry;
@@ -20,6 +21,7 @@ pub mod timer;
 pub mod vm;
 
 pub use config::{SliceHook, VmConfig};
+pub use dirty::{DirtyJob, DirtyKind, DirtyResult};
 pub use error::{Error, Result};
 pub use process::context::Cx;
 pub use process::mailbox::Key;

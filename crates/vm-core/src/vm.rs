@@ -17,12 +17,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::VmConfig;
+use crate::dirty::DirtyPools;
 use crate::error::{Error, Result};
 use crate::process::signal::Signal;
 use crate::process::table::ProcessTable;
 use crate::process::{Body, Priority, Private, Process, Relations, DONE, QUEUED};
 use crate::registry::Registry;
 use crate::scheduler::Shared as SchedShared;
+use crate::term::Term;
 use crate::term::{Atom, Fragment, Heap, Pid, Ref, Word};
 use crate::timer::Timers;
 
@@ -64,6 +66,8 @@ pub struct VmInner {
     pub(crate) started: Instant,
     pub(crate) exits: AtomicU64,
     pub(crate) registered: Mutex<()>,
+    pub(crate) dirty: DirtyPools,
+    pub(crate) system_monitor: Mutex<Option<Pid>>,
 }
 
 impl VmInner {
@@ -133,6 +137,35 @@ impl VmInner {
             return Err(Error::BadArg(format!("{pid} is not alive")));
         }
         self.registry.register(name, pid)
+    }
+
+    /// Sends a long_schedule event to the system monitor, if one is set:
+    /// `{monitor, Pid, long_schedule, [{timeout, Ms}, {in, Label}]}` (BEAM's shape).
+    pub(crate) fn report_long_schedule(&self, pid: Pid, took: Duration, label: &str) {
+        let Some(mon) = *self
+            .system_monitor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        else {
+            return;
+        };
+        let info = Term::List(vec![
+            Term::Tuple(vec![
+                Term::atom("timeout"),
+                Term::Int(took.as_millis() as i64),
+            ]),
+            Term::Tuple(vec![
+                Term::atom("in"),
+                Term::binary(label.as_bytes().to_vec()),
+            ]),
+        ]);
+        let msg = Term::Tuple(vec![
+            Term::atom("monitor"),
+            Term::Pid(pid),
+            Term::atom("long_schedule"),
+            info,
+        ]);
+        self.send_signal(mon, Signal::Message(Fragment::from_term(&msg)));
     }
 
     pub(crate) fn send_after(&self, after: Duration, to: Pid, msg: Fragment) -> Ref {
@@ -323,6 +356,17 @@ impl VmRef {
         !self.0.stopping.load(Ordering::Acquire)
     }
 
+    /// Sets (or clears) the process that receives system monitor events
+    /// (`long_schedule`); returns the previous one. Like `erlang:system_monitor/2`.
+    pub fn set_system_monitor(&self, pid: Option<Pid>) -> Option<Pid> {
+        let mut g = self
+            .0
+            .system_monitor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *g, pid)
+    }
+
     /// Sets the number of schedulers taking work (1..=schedulers); returns the old one.
     pub fn set_schedulers_online(&self, n: usize) -> Result<usize> {
         self.0.sched.set_online(n)
@@ -334,6 +378,7 @@ impl VmRef {
 pub struct Vm {
     handle: VmRef,
     threads: Vec<JoinHandle<()>>,
+    dirty_threads: Vec<JoinHandle<()>>,
 }
 
 impl Vm {
@@ -341,6 +386,7 @@ impl Vm {
     pub fn start(config: VmConfig) -> Result<Vm> {
         config.validate()?;
         let (sched, workers) = SchedShared::new(config.schedulers, config.schedulers_online);
+        let config_dirty = (config.dirty_cpu, config.dirty_io);
         let inner = Arc::new(VmInner {
             id: NEXT_VM_ID.fetch_add(1, Ordering::Relaxed),
             table: ProcessTable::new(config.process_limit),
@@ -352,6 +398,8 @@ impl Vm {
             started: Instant::now(),
             exits: AtomicU64::new(0),
             registered: Mutex::new(()),
+            dirty: DirtyPools::new(config_dirty.0, config_dirty.1),
+            system_monitor: Mutex::new(None),
         });
         let mut threads = Vec::new();
         let vm = inner.clone();
@@ -361,6 +409,15 @@ impl Vm {
                 .spawn(move || vm.timers.run(Arc::downgrade(&vm)))
                 .map_err(|e| Error::BadArg(format!("cannot start timer thread: {e}")))?,
         );
+        let weak = Arc::downgrade(&inner);
+        threads.push(
+            std::thread::Builder::new()
+                .name("beamvm-watchdog".into())
+                .spawn(move || crate::scheduler::watchdog::run(weak))
+                .map_err(|e| Error::BadArg(format!("cannot start watchdog thread: {e}")))?,
+        );
+        let dirty_threads = DirtyPools::start(&inner)
+            .map_err(|e| Error::BadArg(format!("cannot start dirty pool threads: {e}")))?;
         for (i, w) in workers.into_iter().enumerate() {
             let vm = inner.clone();
             let t = std::thread::Builder::new()
@@ -374,6 +431,7 @@ impl Vm {
         Ok(Vm {
             handle: VmRef(inner),
             threads,
+            dirty_threads,
         })
     }
 
@@ -395,8 +453,19 @@ impl Vm {
         inner.stopping.store(true, Ordering::Release);
         inner.sched.wake_all();
         inner.timers.stop();
+        inner.dirty.stop();
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        // Dirty threads finish their current job first; a job that blocks for a long
+        // time (a dirty IO call) must not hold up shutdown, so threads still running a
+        // job are detached (they exit when it returns; its result is dropped).
+        let busy = inner.dirty.cpu.running.load(Ordering::Acquire)
+            + inner.dirty.io.running.load(Ordering::Acquire);
+        for t in self.dirty_threads.drain(..) {
+            if busy == 0 {
+                let _ = t.join();
+            }
         }
         for p in inner.table.drain() {
             p.state.store(DONE, Ordering::Release);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::mailbox::Key;
 use super::signal::Signal;
 use super::{Body, Priority, Private, Process, Step};
+use crate::dirty::{DirtyJob, DirtyKind, DirtyResult};
 use crate::error::{Error, Result};
 use crate::term::{Atom, Fragment, Heap, Pid, Ref, Term, View, Word};
 use crate::vm::{SpawnOpts, VmInner};
@@ -186,6 +187,12 @@ impl<'a> Cx<'a> {
                 }
             }
             Signal::Wake => {}
+            Signal::Dirty { id, result } => {
+                if self.p.dirty_pending == Some(id) {
+                    self.p.dirty_pending = None;
+                    self.p.dirty_result = Some(result);
+                }
+            }
         }
     }
 
@@ -490,6 +497,34 @@ impl<'a> Cx<'a> {
     /// existed.
     pub fn cancel_timer(&mut self, r: Ref) -> Option<Duration> {
         self.vm.timers.cancel(r.0)
+    }
+
+    // ---------------------------------------------------------------- dirty pools
+
+    /// Runs `job` on a dirty pool and suspends this process until it finishes (return
+    /// the step this gives). Other processes keep running meanwhile. After waking, take
+    /// the outcome with [`Cx::dirty_result`] (None while the job still runs: wait
+    /// again). One dirty job per process at a time: `Err(BadArg)` otherwise.
+    pub fn dirty(&mut self, kind: DirtyKind, job: DirtyJob) -> Result<Step> {
+        if self.p.dirty_pending.is_some() {
+            return Err(Error::BadArg(
+                "this process already waits for a dirty job".into(),
+            ));
+        }
+        let id = self.vm.dirty.submit(kind, self.proc.pid, job);
+        self.p.dirty_pending = Some(id);
+        Ok(Step::Wait)
+    }
+
+    /// The outcome of this process's dirty job, once it finished.
+    pub fn dirty_result(&mut self) -> Option<DirtyResult> {
+        self.drain();
+        self.p.dirty_result.take()
+    }
+
+    /// True while a dirty job of this process runs.
+    pub fn dirty_pending(&self) -> bool {
+        self.p.dirty_pending.is_some()
     }
 
     // ---------------------------------------------------------------- heap

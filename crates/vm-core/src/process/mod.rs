@@ -178,6 +178,9 @@ pub struct Private {
     pub(crate) wait_timer: Option<u64>,
     pub(crate) deadline: Option<Instant>,
     pub(crate) timed_out: bool,
+    /// The dirty job this process waits for, and its result once it came.
+    pub(crate) dirty_pending: Option<u64>,
+    pub(crate) dirty_result: Option<crate::dirty::DirtyResult>,
 }
 
 impl Private {
@@ -194,6 +197,8 @@ impl Private {
             wait_timer: None,
             deadline: None,
             timed_out: false,
+            dirty_pending: None,
+            dirty_result: None,
         }
     }
 

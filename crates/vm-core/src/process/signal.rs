@@ -57,6 +57,13 @@ pub enum Signal {
     },
     /// A receive timeout fired for the wait numbered `generation`.
     Timeout(u64),
-    /// Wake the process without any content (used by the runtime, e.g. dirty calls).
+    /// Wake the process without any content.
     Wake,
+    /// A dirty-pool job of this process finished.
+    Dirty {
+        /// The job id returned when it was submitted.
+        id: u64,
+        /// Its result.
+        result: crate::dirty::DirtyResult,
+    },
 }

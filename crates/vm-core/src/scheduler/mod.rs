@@ -29,6 +29,9 @@
 //!
 //! An idle VM therefore has all schedulers parked in the kernel and uses no CPU.
 
+mod slot;
+pub mod watchdog;
+
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{fence, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
@@ -43,6 +46,7 @@ use crate::process::context::Cx;
 use crate::process::{BodyClass, Process, Step, IDLE, NOTIFIED, QUEUED, RUNNING};
 use crate::term::{Atom, Fragment, Term};
 use crate::vm::VmInner;
+pub use slot::LifoSlot;
 
 /// Low priority gets one pick in this many when normal work is also runnable.
 pub const LOW_EVERY: u64 = 8;
@@ -71,6 +75,14 @@ pub struct SchedStats {
     pub reductions: AtomicU64,
     /// Nanoseconds spent in the longest slice so far.
     pub longest_slice_ns: AtomicU64,
+    /// When the current slice began (ns since VM start, +1); 0 when not in a slice.
+    pub slice_start_ns: AtomicU64,
+    /// The slice start the watchdog last took over (so it acts once per slice).
+    pub taken_over: AtomicU64,
+    /// Times the watchdog handed this scheduler's work to the others.
+    pub takeovers: AtomicU64,
+    /// Slices longer than the long_schedule threshold.
+    pub long_schedules: AtomicU64,
 }
 
 /// Scheduler state shared by all threads of one VM.
@@ -83,6 +95,7 @@ pub struct Shared {
     threads: Vec<OnceLock<Thread>>,
     online: AtomicUsize,
     pub(crate) stats: Vec<CachePadded<SchedStats>>,
+    pub(crate) slots: Vec<CachePadded<LifoSlot>>,
 }
 
 /// The queues one scheduler thread owns, plus its LIFO slot: the process most recently
@@ -93,7 +106,7 @@ pub struct Shared {
 /// then the slot goes to the back of the queue so nothing starves.
 pub struct Workers {
     queues: [Worker<Arc<Process>>; PRIOS],
-    slot: Cell<Option<Arc<Process>>>,
+    index: usize,
 }
 
 thread_local! {
@@ -105,9 +118,11 @@ thread_local! {
 impl Shared {
     pub(crate) fn new(n: usize, online: usize) -> (Shared, Vec<Workers>) {
         let workers: Vec<Workers> = (0..n)
-            .map(|_| Workers {
+            .map(|_| ())
+            .enumerate()
+            .map(|(index, _)| Workers {
                 queues: std::array::from_fn(|_| Worker::new_fifo()),
-                slot: Cell::new(None),
+                index,
             })
             .collect();
         let stealers = workers
@@ -124,6 +139,9 @@ impl Shared {
             online: AtomicUsize::new(online),
             stats: (0..n)
                 .map(|_| CachePadded::new(SchedStats::default()))
+                .collect(),
+            slots: (0..n)
+                .map(|_| CachePadded::new(LifoSlot::default()))
                 .collect(),
         };
         (shared, workers)
@@ -184,7 +202,7 @@ impl Shared {
             // `Cell::replace` take `&self`, so no aliasing `&mut` exists.
             let w = unsafe { &*w };
             let p = if prio == NORMAL {
-                match w.slot.replace(Some(p)) {
+                match self.slots[w.index].put(p) {
                     Some(prev) => prev,
                     None => return,
                 }
@@ -227,8 +245,22 @@ impl Shared {
         }
     }
 
+    /// Hands scheduler `i`'s unstealable work (its LIFO slot) to the global queue and
+    /// wakes an idle scheduler to steal the rest (the watchdog, for a stuck slice).
+    pub(crate) fn hand_over(&self, i: usize) {
+        if let Some(p) = self.slots[i].take() {
+            self.injectors[NORMAL].push(p);
+        }
+        if self.has_work() {
+            self.wake_one();
+        }
+    }
+
     /// Drops every queued process reference (shutdown).
     pub(crate) fn drain(&self) {
+        for s in &self.slots {
+            drop(s.take());
+        }
         for inj in &self.injectors {
             while !matches!(inj.steal(), Steal::Empty) {}
         }
@@ -315,7 +347,7 @@ impl Sched<'_> {
                 }
                 let _ = inj.steal_batch(&self.workers.queues[prio]);
             }
-            if let Some(p) = self.workers.slot.take() {
+            if let Some(p) = self.shared().slots[self.index].take() {
                 // Past the streak limit the slot yields to queued work, if there is any.
                 if self.lifo_streak < LIFO_MAX || self.workers.queues[prio].is_empty() {
                     self.lifo_streak += 1;
@@ -396,6 +428,11 @@ impl Sched<'_> {
         }
         let budget = i64::from(self.vm.config.reductions);
         let t0 = Instant::now();
+        let st = &self.vm.sched.stats[self.index];
+        st.slice_start_ns.store(
+            (t0 - self.vm.started).as_nanos() as u64 + 1,
+            Ordering::Release,
+        );
         let mut cx = Cx {
             vm: self.vm,
             proc: &p,
@@ -418,8 +455,8 @@ impl Sched<'_> {
         if let Some(reason) = exiting {
             // Killed by a signal: let the body clean up, then end it.
             let _ = catch_unwind(AssertUnwindSafe(|| body.terminate(&mut cx, &reason)));
+            self.account(&p, used, t0, &|| body.label());
             g.body = Some(body);
-            self.account(&p, used, t0);
             self.vm.finish(&p, g, reason);
             return;
         }
@@ -434,7 +471,7 @@ impl Sched<'_> {
             }
         }
         p.heap_bytes.store(g.heap.byte_size(), Ordering::Relaxed);
-        self.account(&p, used, t0);
+        self.account(&p, used, t0, &|| body.label());
         match step {
             Some(Step::Exit(reason)) => {
                 g.body = Some(body);
@@ -476,14 +513,20 @@ impl Sched<'_> {
         }
     }
 
-    fn account(&self, p: &Process, used: u64, t0: Instant) {
+    fn account(&self, p: &Process, used: u64, t0: Instant, label: &dyn Fn() -> String) {
         p.reductions.fetch_add(used, Ordering::Relaxed);
         let st = &self.vm.sched.stats[self.index];
+        st.slice_start_ns.store(0, Ordering::Release);
         st.slices.fetch_add(1, Ordering::Relaxed);
         st.reductions.fetch_add(used, Ordering::Relaxed);
-        let ns = t0.elapsed().as_nanos() as u64;
+        let el = t0.elapsed();
+        let ns = el.as_nanos() as u64;
         if ns > st.longest_slice_ns.load(Ordering::Relaxed) {
             st.longest_slice_ns.store(ns, Ordering::Relaxed);
+        }
+        if el >= self.vm.config.long_schedule {
+            st.long_schedules.fetch_add(1, Ordering::Relaxed);
+            self.vm.report_long_schedule(p.pid, el, &label());
         }
     }
 
@@ -554,7 +597,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         }
         if index >= vm.sched.online() {
             // Offline: hand local work to the others and sleep until brought back.
-            if let Some(p) = workers.slot.take() {
+            if let Some(p) = vm.sched.slots[index].take() {
                 vm.sched.injectors[NORMAL].push(p);
             }
             for q in &workers.queues {
@@ -588,7 +631,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         }
     }
     s.leave_hook();
-    drop(workers.slot.take());
+    drop(vm.sched.slots[index].take());
     vm.sched.stats[index]
         .busy_ns
         .fetch_add(busy_since.elapsed().as_nanos() as u64, Ordering::Relaxed);

@@ -1,0 +1,227 @@
+//! Dirty pools and the long-schedule watchdog.
+mod common;
+use common::*;
+
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use vm_core::{Cx, DirtyKind, Step, Term, Vm, VmConfig};
+
+fn vm_pools(schedulers: usize, cpu: usize, io: usize) -> Vm {
+    Vm::start(VmConfig {
+        schedulers,
+        schedulers_online: schedulers,
+        dirty_cpu: cpu,
+        dirty_io: io,
+        ..VmConfig::default()
+    })
+    .unwrap()
+}
+
+/// A process that runs `job` on a dirty pool and reports (its result, elapsed).
+fn dirty_caller(kind: DirtyKind, ms: u64, tx: mpsc::Sender<(u64, Duration)>) -> impl vm_core::Body {
+    let mut started: Option<Instant> = None;
+    body(move |cx: &mut Cx<'_>| {
+        if started.is_none() {
+            started = Some(Instant::now());
+            return cx
+                .dirty(
+                    kind,
+                    Box::new(move || {
+                        std::thread::sleep(Duration::from_millis(ms));
+                        Box::new(ms * 2)
+                    }),
+                )
+                .unwrap();
+        }
+        match cx.dirty_result() {
+            None => Step::Wait,
+            Some(r) => {
+                let v = *r.unwrap().downcast::<u64>().unwrap();
+                tx.send((v, started.unwrap().elapsed())).unwrap();
+                Step::Exit(int(0))
+            }
+        }
+    })
+}
+
+#[test]
+fn ten_blocking_calls_on_dirty_io_run_in_parallel_while_a_ticker_keeps_time() {
+    let vm = vm_pools(1, 1, 10);
+    assert_eq!(vm.system_info().dirty_io_schedulers, 10);
+    // A 10 ms ticker measuring its lateness.
+    let (ltx, lrx) = mpsc::channel();
+    let mut due = Instant::now() + Duration::from_millis(10);
+    let mut late = Vec::new();
+    vm.spawn(body(move |cx: &mut Cx<'_>| {
+        if cx.timed_out() {
+            late.push(Instant::now().saturating_duration_since(due));
+            due += Duration::from_millis(10);
+            if late.len() == 40 {
+                ltx.send(std::mem::take(&mut late)).unwrap();
+                return Step::Exit(int(0));
+            }
+        }
+        let wait = due.saturating_duration_since(Instant::now());
+        cx.wait(Some(wait.max(Duration::from_micros(1))))
+    }))
+    .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let t0 = Instant::now();
+    for _ in 0..10 {
+        vm.spawn(dirty_caller(DirtyKind::Io, 200, tx.clone()))
+            .unwrap();
+    }
+    for _ in 0..10 {
+        let (v, _) = recv_timeout(&rx, 10);
+        assert_eq!(v, 400, "the job's result reaches the process");
+    }
+    let all = t0.elapsed();
+    assert!(all < Duration::from_secs(1), "10 × 200 ms took {all:?}");
+    let mut late = recv_timeout(&lrx, 10);
+    late.sort();
+    let p99 = late[late.len() * 99 / 100];
+    assert!(
+        p99 <= Duration::from_millis(5),
+        "ticker p99 lateness {p99:?}"
+    );
+}
+
+#[test]
+fn a_process_killed_during_its_dirty_call_is_cleaned_up_and_the_thread_reused() {
+    let vm = vm_pools(1, 1, 1);
+    let payload = Arc::new(());
+    let p2 = payload.clone();
+    let (started_tx, started_rx) = mpsc::channel();
+    let mut once = false;
+    let victim = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            if !once {
+                once = true;
+                let p = p2.clone();
+                let st = started_tx.clone();
+                return cx
+                    .dirty(
+                        DirtyKind::Io,
+                        Box::new(move || {
+                            st.send(()).unwrap();
+                            std::thread::sleep(Duration::from_millis(200));
+                            Box::new(p)
+                        }),
+                    )
+                    .unwrap();
+            }
+            Step::Wait
+        }))
+        .unwrap();
+    recv_timeout(&started_rx, 5);
+    let t0 = Instant::now();
+    vm.exit(victim, term(atom("kill")));
+    assert!(eventually(5, || !vm.is_alive(victim)));
+    assert!(
+        t0.elapsed() < Duration::from_millis(150),
+        "killed without waiting for the job"
+    );
+    // The job's result (holding `payload`) is dropped once the job ends.
+    assert!(
+        eventually(5, || Arc::strong_count(&payload) == 1),
+        "result leaked"
+    );
+    // The single IO thread is reused.
+    let (tx, rx) = mpsc::channel();
+    vm.spawn(dirty_caller(DirtyKind::Io, 10, tx)).unwrap();
+    assert_eq!(recv_timeout(&rx, 5).0, 20);
+}
+
+#[test]
+fn a_panicking_dirty_job_returns_an_error_and_the_pool_survives() {
+    let vm = vm_pools(1, 1, 1);
+    let (tx, rx) = mpsc::channel();
+    let mut once = false;
+    vm.spawn(body(move |cx: &mut Cx<'_>| {
+        if !once {
+            once = true;
+            return cx
+                .dirty(DirtyKind::Cpu, Box::new(|| panic!("dirty boom")))
+                .unwrap();
+        }
+        match cx.dirty_result() {
+            None => Step::Wait,
+            Some(r) => {
+                tx.send(r.err()).unwrap();
+                Step::Exit(int(0))
+            }
+        }
+    }))
+    .unwrap();
+    assert_eq!(recv_timeout(&rx, 5).as_deref(), Some("dirty boom"));
+    let (tx, rx) = mpsc::channel();
+    vm.spawn(dirty_caller(DirtyKind::Cpu, 1, tx)).unwrap();
+    assert_eq!(recv_timeout(&rx, 5).0, 2);
+}
+
+/// A slice stuck for 300 ms: the process it just woke (in the stuck scheduler's
+/// hand-off slot) is taken over by the other scheduler within a few ms, and the
+/// long_schedule event reaches the system monitor.
+#[test]
+fn watchdog_hands_a_stuck_schedulers_work_to_the_others_and_reports_it() {
+    let vm = vm(2);
+    let (mtx, mrx) = mpsc::channel();
+    let monitor = vm.spawn(forwarder(mtx)).unwrap();
+    assert_eq!(vm.set_system_monitor(Some(monitor)), None);
+    let (ttx, trx) = mpsc::channel();
+    let waker = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            if let Some(m) = cx.recv() {
+                let sent = m.view().as_int().unwrap() as u64;
+                ttx.send(sent).unwrap();
+                return Step::Exit(int(0));
+            }
+            Step::Wait
+        }))
+        .unwrap();
+    let base = Instant::now();
+    let mut once = false;
+    let hog = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            if once {
+                return Step::Exit(int(0));
+            }
+            once = true;
+            let sent = base.elapsed().as_micros() as i64;
+            cx.send(waker, int(sent));
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(300) {
+                std::hint::spin_loop();
+            }
+            Step::Yield
+        }))
+        .unwrap();
+    let sent_us = recv_timeout(&trx, 5);
+    let got_us = base.elapsed().as_micros() as u64;
+    let delay = Duration::from_micros(got_us - sent_us);
+    assert!(
+        delay < Duration::from_millis(20),
+        "woken process waited {delay:?}"
+    );
+    match recv_timeout(&mrx, 5) {
+        Term::Tuple(v) => {
+            assert_eq!(v[0], atom("monitor"));
+            assert_eq!(v[1], Term::Pid(hog));
+            assert_eq!(v[2], atom("long_schedule"));
+            let Term::List(info) = &v[3] else {
+                panic!("info list")
+            };
+            let Term::Tuple(t) = &info[0] else {
+                panic!("timeout entry")
+            };
+            assert!(matches!(t[1], Term::Int(ms) if ms >= 290), "reported {t:?}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    let st = vm.statistics();
+    assert!(st
+        .longest_slice
+        .iter()
+        .any(|d| *d >= Duration::from_millis(290)));
+}
