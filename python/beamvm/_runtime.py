@@ -229,7 +229,22 @@ _PRIMITIVES: dict[Callable[..., Any], Callable[..., Generator[Any, Any, Any]]] =
 _REGISTER_HOOKS: list[Callable[[Callable[..., Any]], None]] = []
 
 
+def _no_process() -> bool:
+    return False
+
+
+#: Set by the native binding: whether the calling thread runs a beamvm process right now.
+in_process: Callable[[], bool] = _no_process
+
+
 def _outside_process(name: str) -> RuntimeError:
+    if in_process():
+        return RuntimeError(
+            f"{name}() was called from code beamvm does not compile (a lambda, a list/set/"
+            "dict comprehension, a generator expression, or a plain call from C code), so it "
+            "cannot suspend the process there: call it from a def's own body, e.g. replace "
+            "the comprehension with a for loop"
+        )
     return RuntimeError(
         f"{name}() must be called inside a beamvm process "
         "(spawned with beamvm.spawn or run by beamvm.run)"
