@@ -4,7 +4,7 @@
 //! prints one JSON object per line:
 //! `{"workload": "B2", "metric": "...", "value": median, "unit": "...", "median": ..,
 //!   "min": .., "max": .., "reps": N}`.
-//! Names: B1 B1b B2 B3 B4 B5 B6 B7 B9 B10 CASCADE MONITOR (default: all).
+//! Names: B1 B1b B2 B3 B4 B5 B6 B7 B9 B10 CASCADE MONITOR TOP (default: all).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -579,6 +579,60 @@ fn b7(out: &mut Out, quick: bool) {
     );
 }
 
+// ------------------------------------------------------------------ TOP (issue 5)
+
+fn top(out: &mut Out, quick: bool) {
+    let n = if quick { 100_000 } else { 1_000_000 };
+    let vm = vm(cores(), n + 100);
+    let (tx, rx) = mpsc::channel();
+    let mut spawned = 0;
+    vm.spawn(body(move |cx: &mut Cx<'_>| {
+        while spawned < n {
+            cx.spawn(wait_forever()).expect("spawn");
+            spawned += 1;
+            if cx.should_yield() {
+                return Step::Yield;
+            }
+        }
+        tx.send(()).ok();
+        Step::Exit(int(0))
+    }))
+    .expect("spawner");
+    rx.recv().ok();
+    while vm.process_count() < n {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for by in ["message_queue_len", "memory", "reductions"] {
+        let t = Instant::now();
+        let r = vm.top(10, by).expect("top");
+        assert_eq!(r.len(), 10);
+        out.add(
+            "TOP",
+            &format!("top10_by_{by}_1M"),
+            "ms",
+            t.elapsed().as_secs_f64() * 1e3,
+        );
+    }
+    let interval = Duration::from_millis(100);
+    let t = Instant::now();
+    vm.proc_window(10, "reductions", interval)
+        .expect("proc_window");
+    let walk = t.elapsed().saturating_sub(interval);
+    out.add(
+        "TOP",
+        "proc_window10_1M_excluding_interval",
+        "ms",
+        walk.as_secs_f64() * 1e3,
+    );
+    let t = Instant::now();
+    let m = vm.memory();
+    assert!(m.processes > 0);
+    out.add("TOP", "memory_1M", "ms", t.elapsed().as_secs_f64() * 1e3);
+    let t = Instant::now();
+    let _ = vm.statistics();
+    out.add("TOP", "statistics", "ms", t.elapsed().as_secs_f64() * 1e3);
+}
+
 // ------------------------------------------------------------------ issue 3
 
 fn cascade(out: &mut Out, quick: bool) {
@@ -695,7 +749,7 @@ fn main() {
     }
     args.retain(|a| !a.starts_with("--"));
     let all = [
-        "B1", "B1b", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10", "CASCADE", "MONITOR",
+        "B1", "B1b", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10", "CASCADE", "MONITOR", "TOP",
     ];
     let names: Vec<String> = if args.is_empty() {
         all.iter().map(|s| s.to_string()).collect()
@@ -723,6 +777,7 @@ fn main() {
                 "B10" => b3(&mut out, quick, 100_000, "B10"),
                 "CASCADE" => cascade(&mut out, quick),
                 "MONITOR" => monitor_rt(&mut out, quick),
+                "TOP" => top(&mut out, quick),
                 other => {
                     eprintln!("unknown workload {other}; known: {all:?}");
                     std::process::exit(2);

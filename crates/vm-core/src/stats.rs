@@ -122,6 +122,38 @@ pub struct Statistics {
     pub exited: u64,
     /// Longest slice seen per scheduler.
     pub longest_slice: Vec<Duration>,
+    /// Slices longer than the long_schedule threshold, all schedulers.
+    pub long_schedules: u64,
+    /// Times the watchdog handed a stuck scheduler's work to the others.
+    pub watchdog_takeovers: u64,
+    /// Garbage collections, all processes.
+    pub gcs: u64,
+    /// Bytes reclaimed by garbage collection.
+    pub gc_reclaimed_bytes: u64,
+    /// Dirty CPU pool: (busy, total) thread time since start (total = threads × uptime).
+    pub dirty_cpu_wall_time: (Duration, Duration),
+    /// Dirty IO pool: (busy, total) thread time since start.
+    pub dirty_io_wall_time: (Duration, Duration),
+    /// Jobs waiting for a dirty CPU / IO thread.
+    pub dirty_queued: (usize, usize),
+    /// Jobs completed by the dirty CPU / IO pools.
+    pub dirty_completed: (u64, u64),
+}
+
+impl Statistics {
+    /// Utilisation per scheduler, busy / total, 0.0..=1.0.
+    pub fn scheduler_utilisation(&self) -> Vec<f64> {
+        self.scheduler_wall_time
+            .iter()
+            .map(|(b, t)| {
+                if t.is_zero() {
+                    0.0
+                } else {
+                    b.as_secs_f64() / t.as_secs_f64()
+                }
+            })
+            .collect()
+    }
 }
 
 fn words(n: usize) -> usize {
@@ -221,7 +253,12 @@ impl VmRef {
         let mut wall = Vec::new();
         let mut slices = Vec::new();
         let mut longest = Vec::new();
+        let (mut long_schedules, mut takeovers, mut gcs, mut reclaimed) = (0, 0, 0, 0);
         for s in &sh.stats {
+            long_schedules += s.long_schedules.load(Ordering::Relaxed);
+            takeovers += s.takeovers.load(Ordering::Relaxed);
+            gcs += s.gcs.load(Ordering::Relaxed);
+            reclaimed += s.reclaimed_bytes.load(Ordering::Relaxed);
             let r = s.reductions.load(Ordering::Relaxed);
             let n = s.slices.load(Ordering::Relaxed);
             total_reductions += r;
@@ -245,43 +282,102 @@ impl VmRef {
             spawned: self.0.table.spawned(),
             exited: self.0.exits.load(Ordering::Relaxed),
             longest_slice: longest,
+            long_schedules,
+            watchdog_takeovers: takeovers,
+            gcs,
+            gc_reclaimed_bytes: reclaimed,
+            dirty_cpu_wall_time: pool_wall(&self.0.dirty.cpu, up),
+            dirty_io_wall_time: pool_wall(&self.0.dirty.io, up),
+            dirty_queued: (self.0.dirty.cpu.queued(), self.0.dirty.io.queued()),
+            dirty_completed: (
+                self.0.dirty.cpu.completed.load(Ordering::Relaxed),
+                self.0.dirty.io.completed.load(Ordering::Relaxed),
+            ),
         }
+    }
+
+    /// recon's `proc_window`: the `n` processes whose `by` ("reductions" or
+    /// "message_queue_len" growth, or "memory" growth) grew most over `interval`.
+    /// Two lock-free walks of the table, `interval` apart; processes born in between
+    /// count from zero. Blocks the caller for `interval`, no process.
+    pub fn proc_window(
+        &self,
+        n: usize,
+        by: &str,
+        interval: Duration,
+    ) -> crate::Result<Vec<(Pid, u64)>> {
+        let key = top_key(by)?;
+        let mut before = std::collections::HashMap::with_capacity(self.0.table.count());
+        self.0.table.for_each(|p| {
+            before.insert(p.pid, key(p));
+        });
+        std::thread::sleep(interval);
+        let mut heap = std::collections::BinaryHeap::new();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.0.table.for_each(|p| {
+            let v = key(p).saturating_sub(before.get(&p.pid).copied().unwrap_or(0));
+            push_top(&mut heap, n, v, p.pid);
+        });
+        Ok(sorted_top(heap))
     }
 
     /// The `n` processes with the largest value of `by` ("message_queue_len",
     /// "memory" or "reductions"), largest first. Walks the table without stopping any
     /// process, keeping a bounded heap of the best `n`.
     pub fn top(&self, n: usize, by: &str) -> crate::Result<Vec<(Pid, u64)>> {
-        let key: fn(&Process) -> u64 = match by {
-            "message_queue_len" => |p| p.message_queue_len() as u64,
-            "memory" => |p| (process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed)) as u64,
-            "reductions" => |p| p.reductions.load(Ordering::Relaxed),
-            other => {
-                return Err(crate::Error::BadArg(format!(
-                    "top(by={other:?}): expected message_queue_len, memory or reductions"
-                )))
-            }
-        };
+        let key = top_key(by)?;
         let mut heap = std::collections::BinaryHeap::new();
         if n == 0 {
             return Ok(Vec::new());
         }
-        self.0.table.for_each(|p| {
-            let v = key(p);
-            if heap.len() < n {
-                heap.push(std::cmp::Reverse((v, p.pid)));
-            } else if let Some(std::cmp::Reverse((min, _))) = heap.peek() {
-                if v > *min {
-                    heap.pop();
-                    heap.push(std::cmp::Reverse((v, p.pid)));
-                }
-            }
-        });
-        let mut out: Vec<(Pid, u64)> = heap
-            .into_iter()
-            .map(|std::cmp::Reverse((v, p))| (p, v))
-            .collect();
-        out.sort_by_key(|e| std::cmp::Reverse(e.1));
-        Ok(out)
+        self.0
+            .table
+            .for_each(|p| push_top(&mut heap, n, key(p), p.pid));
+        Ok(sorted_top(heap))
     }
+}
+
+type TopHeap = std::collections::BinaryHeap<std::cmp::Reverse<(u64, Pid)>>;
+
+fn top_key(by: &str) -> crate::Result<fn(&Process) -> u64> {
+    Ok(match by {
+        "message_queue_len" => |p| p.message_queue_len() as u64,
+        "memory" => |p| (process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed)) as u64,
+        "reductions" => |p| p.reductions.load(Ordering::Relaxed),
+        other => {
+            return Err(crate::Error::BadArg(format!(
+                "by={other:?}: expected message_queue_len, memory or reductions"
+            )))
+        }
+    })
+}
+
+fn push_top(heap: &mut TopHeap, n: usize, v: u64, pid: Pid) {
+    if heap.len() < n {
+        heap.push(std::cmp::Reverse((v, pid)));
+    } else if let Some(std::cmp::Reverse((min, _))) = heap.peek() {
+        if v > *min {
+            heap.pop();
+            heap.push(std::cmp::Reverse((v, pid)));
+        }
+    }
+}
+
+fn sorted_top(heap: TopHeap) -> Vec<(Pid, u64)> {
+    let mut out: Vec<(Pid, u64)> = heap
+        .into_iter()
+        .map(|std::cmp::Reverse((v, p))| (p, v))
+        .collect();
+    out.sort_by_key(|e| std::cmp::Reverse(e.1));
+    out
+}
+
+fn pool_wall(pool: &crate::dirty::Pool, up: Duration) -> (Duration, Duration) {
+    let total = up * pool.size() as u32;
+    (
+        Duration::from_nanos(pool.busy_ns.load(Ordering::Relaxed)).min(total),
+        total,
+    )
 }

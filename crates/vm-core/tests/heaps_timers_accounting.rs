@@ -218,3 +218,35 @@ fn process_info_processes_memory_and_system_info() {
     vm.exit(p, term(atom("kill")));
     assert!(eventually(5, || vm.process_info(p).is_none()));
 }
+
+#[test]
+fn proc_window_finds_the_busiest_process_and_statistics_add_up() {
+    let vm = vm(2);
+    for _ in 0..50 {
+        vm.spawn(idle()).unwrap();
+    }
+    let busy = vm
+        .spawn(body(|cx: &mut Cx<'_>| {
+            cx.bump(4000);
+            Step::Yield
+        }))
+        .unwrap();
+    let top = vm
+        .proc_window(3, "reductions", Duration::from_millis(50))
+        .unwrap();
+    assert_eq!(
+        top[0].0, busy,
+        "the spinner used the most reductions in the window"
+    );
+    assert!(top[0].1 > 4000);
+    assert!(matches!(
+        vm.proc_window(3, "nope", Duration::ZERO),
+        Err(Error::BadArg(_))
+    ));
+    vm.exit(busy, term(atom("kill")));
+    let st = vm.statistics();
+    let u = st.scheduler_utilisation();
+    assert_eq!(u.len(), 2);
+    assert!(u.iter().all(|x| (0.0..=1.0).contains(x)));
+    assert!(st.dirty_cpu_wall_time.1 > Duration::ZERO);
+}

@@ -83,6 +83,10 @@ pub struct SchedStats {
     pub takeovers: AtomicU64,
     /// Slices longer than the long_schedule threshold.
     pub long_schedules: AtomicU64,
+    /// Garbage collections run by this scheduler.
+    pub gcs: AtomicU64,
+    /// Bytes those collections reclaimed.
+    pub reclaimed_bytes: AtomicU64,
 }
 
 /// Scheduler state shared by all threads of one VM.
@@ -464,6 +468,10 @@ impl Sched<'_> {
             let gp = &mut *g;
             let report = gp.heap.gc(&mut gp.regs);
             used += report.reductions as u64;
+            let st = &self.vm.sched.stats[self.index];
+            st.gcs.fetch_add(1, Ordering::Relaxed);
+            st.reclaimed_bytes
+                .fetch_add(report.reclaimed_words as u64 * 8, Ordering::Relaxed);
             if report.major {
                 p.major_gcs.fetch_add(1, Ordering::Relaxed);
             } else {
