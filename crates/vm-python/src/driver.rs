@@ -400,7 +400,8 @@ pub fn parse_timeout(t: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
 pub fn exit_reason(py: Python<'_>, exc: &Bound<'_, PyAny>) -> (Fragment, bool) {
     if exc.is_instance_of::<crate::runtime::ProcessExit>() {
         let reason = exc
-            .getattr("reason")
+            .getattr("args")
+            .and_then(|a| a.get_item(0))
             .ok()
             .and_then(|r| to_fragment(&r).ok())
             .unwrap_or_else(|| Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
