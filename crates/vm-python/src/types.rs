@@ -36,8 +36,9 @@ impl PyAtom {
         self.0.as_str()
     }
 
-    fn __repr__(&self) -> String {
-        format!("Atom({:?})", self.0.as_str())
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let r = pyo3::types::PyString::new(py, self.0.as_str()).repr()?;
+        Ok(format!("Atom({r})"))
     }
 
     fn __str__(&self) -> &'static str {

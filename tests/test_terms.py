@@ -1,0 +1,188 @@
+"""Messages: conversions both ways, isolation (received messages are copies), zero-copy
+binaries, and values with no term form."""
+
+from __future__ import annotations
+
+import collections
+import enum
+
+import pytest
+
+import beamvm
+from beamvm import Atom, Binary, Pid, Ref, receive, self_pid, send, spawn
+from beamvm._native import roundtrip
+
+
+def run(fn, *args, **cfg):
+    cfg.setdefault("schedulers", 2)
+    return beamvm.run(fn, *args, **cfg)
+
+
+VALUES = [
+    0, 1, -1, 2**59, -(2**59), 2**63 - 1, -(2**63), 2**64, -(2**200), 10**100,
+    0.0, -1.5, float("inf"), 1e300,
+    "", "héllo ☃", "x" * 1000,
+    b"", b"\x00\xff", b"y" * 64,
+    True, False, None,
+    (), (1,), (1, (2, (3,))),
+    [], [1, [2, []]], {}, {"a": 1, 2: "b", (1, 2): [None]},
+    Atom("ok"), Atom("with space"),
+]
+
+
+@pytest.mark.parametrize("v", VALUES, ids=repr)
+def test_roundtrip_exact(v):
+    back = roundtrip(v)
+    assert back == v
+    assert type(back) is type(v)
+
+
+def test_roundtrip_through_a_process():
+    def main(values):
+        out = []
+        me = self_pid()
+        for v in values:
+            send(me, v)
+            out.append(receive())
+        return out
+
+    assert run(main, VALUES) == VALUES
+
+
+def test_pid_and_ref_roundtrip():
+    def main():
+        r = beamvm.make_ref()
+        send(self_pid(), (self_pid(), r))
+        return receive(), (self_pid(), r)
+
+    got, want = run(main)
+    assert got == want and isinstance(got[0], Pid) and isinstance(got[1], Ref)
+
+
+def test_nan_float():
+    assert roundtrip(float("nan")) != roundtrip(float("nan"))  # still a NaN
+
+
+def test_subclasses_travel_as_base_types():
+    class Color(enum.IntEnum):
+        RED = 1
+
+    P = collections.namedtuple("P", "x y")
+    assert roundtrip(Color.RED) == 1 and type(roundtrip(Color.RED)) is int
+    assert roundtrip(P(1, 2)) == (1, 2) and type(roundtrip(P(1, 2))) is tuple
+    assert roundtrip(bytearray(b"ab")) == b"ab"
+
+
+def test_atom_api():
+    a = Atom("ok")
+    assert a.name == "ok" and str(a) == "ok" and repr(a) == "Atom('ok')"
+    assert a == Atom("ok") and a != "ok" and hash(a) == hash(Atom("ok"))
+    assert sorted([Atom("b"), Atom("a")]) == [Atom("a"), Atom("b")]
+    import pickle
+
+    assert pickle.loads(pickle.dumps(a)) == a
+    with pytest.raises(ValueError):
+        Atom("x" * 300)
+
+
+@pytest.mark.parametrize(
+    "bad", [object(), {1, 2}, lambda: 1, 1j, [1, object()], {"k": object()}],
+    ids=["object", "set", "lambda", "complex", "nested", "dict-value"])
+def test_no_term_form_is_type_error(bad):
+    with pytest.raises(TypeError, match="cannot convert an object of type"):
+        roundtrip(bad)
+
+
+def test_type_error_names_the_type():
+    class Widget:
+        pass
+
+    with pytest.raises(TypeError, match="'.*Widget'"):
+        roundtrip([Widget()])
+
+
+def test_self_referencing_list_is_rejected():
+    a = []
+    a.append(a)
+    with pytest.raises(ValueError, match="nested"):
+        roundtrip(a)
+
+
+def test_send_bad_value_raises_in_sender():
+    def main():
+        try:
+            send(self_pid(), {1, 2})
+        except TypeError as e:
+            return "set" in str(e)
+
+    assert run(main) is True
+
+
+def test_isolation_received_message_is_a_copy():
+    def mutator(parent):
+        m = receive()
+        m["list"].append("mutated")
+        m["nested"][0][0] = "changed"
+        send(parent, m)
+
+    def main():
+        original = {"list": [1, 2], "nested": [[0]]}
+        pid = spawn(mutator, self_pid())
+        send(pid, original)
+        back = receive(timeout=2)
+        return original, back
+
+    original, back = run(main)
+    assert original == {"list": [1, 2], "nested": [[0]]}
+    assert back == {"list": [1, 2, "mutated"], "nested": [["changed"]]}
+
+
+def test_isolation_sender_mutation_after_send():
+    def main():
+        msg = [1, 2, 3]
+        send(self_pid(), msg)
+        msg.append(4)
+        return receive()
+
+    assert run(main) == [1, 2, 3]
+
+
+def test_large_binary_is_shared_and_zero_copy():
+    big = bytes(range(256)) * 4096  # 1 MiB
+
+    def relay(to):
+        m = receive()
+        send(to, m)
+        send(to, m)
+
+    def main():
+        me = self_pid()
+        r = spawn(relay, me)
+        send(r, big)
+        a = receive(timeout=2)
+        b = receive(timeout=2)
+        mv = memoryview(a)
+        return a, b, mv.readonly, len(mv), mv.nbytes, a.address == b.address
+
+    a, b, ro, n, nbytes, same = run(main)
+    assert isinstance(a, Binary) and isinstance(b, Binary)
+    assert a == big and bytes(a) == big and len(a) == len(big) and hash(a) == hash(big)
+    assert ro and n == len(big) and nbytes == len(big)
+    assert same  # both receivers see one buffer: no copy between processes
+
+
+def test_small_bytes_arrive_as_bytes():
+    assert type(roundtrip(b"x" * 64)) is bytes
+    assert type(roundtrip(b"x" * 65)) is Binary
+
+
+def test_binary_object_api():
+    b = Binary(b"z" * 100)
+    assert b == b"z" * 100 and b != b"z" and b == Binary(b"z" * 100)
+    assert bytes(b) == b"z" * 100
+    assert memoryview(b)[:3].tobytes() == b"zzz"
+    assert "100 bytes" in repr(b)
+    again = roundtrip(b)
+    assert again.address == b.address  # re-sent without a copy
+    with pytest.raises(TypeError):
+        memoryview(b)[0:1] = b"a"  # read-only
