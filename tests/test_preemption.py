@@ -1,0 +1,255 @@
+"""Preemption: CPU-bound Python processes share one scheduler fairly; compiled code keeps
+Python's semantics (recursion, generators, closures, try/finally, with, exceptions,
+tracebacks)."""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+import beamvm
+from beamvm import ANY, Atom, receive, self_pid, send, spawn
+
+
+def run(fn, *args, **cfg):
+    cfg.setdefault("schedulers", 2)
+    return beamvm.run(fn, *args, **cfg)
+
+
+def spinner(parent, deadline):
+    x = 0
+    while True:
+        x += 1
+        if x & 0x3FFF == 0 and time.monotonic() > deadline:
+            break
+    send(parent, ("spun", x))
+
+
+def ticker(parent, period, duration):
+    start = time.monotonic()
+    late = []
+    k = 1
+    while k * period <= duration:
+        target = start + k * period
+        now = time.monotonic()
+        if now < target:
+            beamvm.sleep(target - now)
+            now = time.monotonic()
+        late.append(now - target)
+        k += 1
+    send(parent, ("ticks", late))
+
+
+def test_fairness_one_scheduler_ticker_p99_and_spinners_advance():
+    def main():
+        me = self_pid()
+        deadline = time.monotonic() + 2.3
+        for _ in range(4):
+            spawn(spinner, me, deadline)
+        spawn(ticker, me, 0.010, 2.0)
+        late = None
+        counts = []
+        for _ in range(5):
+            m = receive(timeout=10)
+            if m[0] == "ticks":
+                late = m[1]
+            else:
+                counts.append(m[1])
+        return late, counts
+
+    # The machine running the suite may be shared: a run disturbed by other load gets
+    # up to two more tries; every run must show the spinners advancing.
+    p99s = []
+    for _ in range(3):
+        late, counts = run(main, schedulers=1)
+        late = sorted(late)
+        assert len(late) >= 190
+        assert len(counts) == 4 and min(counts) > 0.2 * max(counts), counts
+        p99s.append(late[int(len(late) * 0.99) - 1])
+        if p99s[-1] <= 0.005:
+            break
+    assert min(p99s) <= 0.005, f"ticker p99 lateness per run (ms): {[x * 1e3 for x in p99s]}"
+
+
+def test_busy_process_does_not_block_messages():
+    def hog():
+        x = 0
+        while True:
+            x += 1
+
+    def pinger(n):
+        me = self_pid()
+        t0 = time.monotonic()
+        for i in range(n):
+            send(me, i)
+            receive()
+        return time.monotonic() - t0
+
+    def main():
+        h = spawn(hog)
+        dt = pinger(200)
+        beamvm.exit(h, Atom("kill"))
+        return dt
+
+    assert run(main, schedulers=1) < 5.0
+
+
+def test_deep_recursion():
+    def depth(n):
+        if n == 0:
+            return 0
+        return 1 + depth(n - 1)
+
+    def main():
+        return depth(900)
+
+    assert run(main) == 900
+
+
+def test_recursion_error_is_catchable():
+    def forever(n):
+        return forever(n + 1)
+
+    def main():
+        try:
+            forever(0)
+        except RecursionError:
+            return "recursion error"
+
+    assert run(main) == "recursion error"
+
+
+def test_generators_closures_and_nonlocal():
+    def counter():
+        n = 0
+
+        def inc():
+            nonlocal n
+            n += 1
+            return n
+
+        return inc
+
+    def gen(k):
+        for i in range(k):
+            yield i * i
+
+    def main():
+        inc = counter()
+        for _ in range(5):
+            inc()
+        total = 0
+        for v in gen(1000):
+            total += v
+        return inc(), total, list(gen(4)), sum(x for x in range(10))
+
+    assert run(main) == (6, sum(i * i for i in range(1000)), [0, 1, 4, 9], 45)
+
+
+def test_try_finally_with_and_exceptions():
+    log = []
+
+    class CM:
+        def __enter__(self):
+            log.append("enter")
+            return self
+
+        def __exit__(self, t, e, tb):
+            log.append(("exit", t.__name__ if t else None))
+            return t is KeyError
+
+    def body():
+        for i in range(20000):  # long enough to be preempted inside the blocks
+            pass
+        raise KeyError("k")
+
+    def main():
+        out = []
+        try:
+            try:
+                body()
+            finally:
+                out.append("finally")
+        except KeyError as e:
+            out.append(("caught", e.args[0]))
+        with CM():
+            body()
+        out.append("after with")
+        try:
+            with CM():
+                raise ValueError("v")
+        except ValueError:
+            out.append("value error propagated")
+        return out
+
+    out = run(main, reductions=100)
+    assert out == ["finally", ("caught", "k"), "after with", "value error propagated"]
+    assert log == ["enter", ("exit", "KeyError"), "enter", ("exit", "ValueError")]
+
+
+def test_traceback_points_at_user_code():
+    def inner():
+        x = {}
+        return x["missing"]
+
+    def outer():
+        return inner()
+
+    def main():
+        try:
+            outer()
+        except KeyError as e:
+            return traceback.format_exception(type(e), e, e.__traceback__)
+
+    tb = "".join(run(main))
+    assert "test_preemption.py" in tb and "in inner" in tb and "in outer" in tb
+    assert 'return x["missing"]' in tb
+
+
+def test_many_cpu_bound_processes_all_finish():
+    def work(parent, n):
+        s = 0
+        for i in range(n):
+            s += i
+        send(parent, s)
+
+    def main():
+        me = self_pid()
+        for _ in range(20):
+            spawn(work, me, 50_000)
+        out = []
+        for _ in range(20):
+            out.append(receive(int, timeout=30))
+        return out
+
+    assert run(main) == [sum(range(50_000))] * 20
+
+
+def test_process_priorities_run():
+    def main():
+        me = self_pid()
+        for prio in ("low", "normal", "high", "max"):
+            beamvm.spawn_opt(send, (me, prio), priority=prio)
+        got = set()
+        for _ in range(4):
+            got.add(receive(str, timeout=5))
+        return got
+
+    assert run(main) == {"low", "normal", "high", "max"}
+
+
+def test_receive_any_pattern_under_preemption():
+    def producer(to, n):
+        for i in range(n):
+            send(to, (Atom("item"), i))
+        send(to, (Atom("done"), n))
+
+    def main():
+        spawn(producer, self_pid(), 5000)
+        n = receive((Atom("done"), ANY), timeout=10)[1]
+        total = 0
+        for _ in range(n):
+            total += receive((Atom("item"), int), timeout=5)[1]
+        return total
+
+    assert run(main, reductions=500) == sum(range(5000))
