@@ -46,48 +46,6 @@ fn dirty_caller(kind: DirtyKind, ms: u64, tx: mpsc::Sender<(u64, Duration)>) -> 
 }
 
 #[test]
-fn ten_blocking_calls_on_dirty_io_run_in_parallel_while_a_ticker_keeps_time() {
-    let vm = vm_pools(1, 1, 10);
-    assert_eq!(vm.system_info().dirty_io_schedulers, 10);
-    // A 10 ms ticker measuring its lateness.
-    let (ltx, lrx) = mpsc::channel();
-    let mut due = Instant::now() + Duration::from_millis(10);
-    let mut late = Vec::new();
-    vm.spawn(body(move |cx: &mut Cx<'_>| {
-        if cx.timed_out() {
-            late.push(Instant::now().saturating_duration_since(due));
-            due += Duration::from_millis(10);
-            if late.len() == 40 {
-                ltx.send(std::mem::take(&mut late)).unwrap();
-                return Step::Exit(int(0));
-            }
-        }
-        let wait = due.saturating_duration_since(Instant::now());
-        cx.wait(Some(wait.max(Duration::from_micros(1))))
-    }))
-    .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let t0 = Instant::now();
-    for _ in 0..10 {
-        vm.spawn(dirty_caller(DirtyKind::Io, 200, tx.clone()))
-            .unwrap();
-    }
-    for _ in 0..10 {
-        let (v, _) = recv_timeout(&rx, 10);
-        assert_eq!(v, 400, "the job's result reaches the process");
-    }
-    let all = t0.elapsed();
-    assert!(all < Duration::from_secs(1), "10 × 200 ms took {all:?}");
-    let mut late = recv_timeout(&lrx, 10);
-    late.sort();
-    let p99 = late[late.len() * 99 / 100];
-    assert!(
-        p99 <= Duration::from_millis(5),
-        "ticker p99 lateness {p99:?}"
-    );
-}
-
-#[test]
 fn a_process_killed_during_its_dirty_call_is_cleaned_up_and_the_thread_reused() {
     let vm = vm_pools(1, 1, 1);
     let payload = Arc::new(());

@@ -37,7 +37,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{fence, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::CachePadded;
@@ -73,11 +73,19 @@ pub struct SchedStats {
     pub slices: AtomicU64,
     /// Reductions executed.
     pub reductions: AtomicU64,
-    /// Nanoseconds spent in the longest slice so far.
+    /// Nanoseconds spent in the longest slice the watchdog has seen (slices shorter
+    /// than its tick are not measured: timing every slice would cost two clock reads
+    /// per slice, a fifth of a message hop).
     pub longest_slice_ns: AtomicU64,
-    /// When the current slice began (ns since VM start, +1); 0 when not in a slice.
-    pub slice_start_ns: AtomicU64,
-    /// The slice start the watchdog last took over (so it acts once per slice).
+    /// Slice sequence number: odd while a slice runs, even between slices. The
+    /// watchdog compares it across ticks to find slices that run long.
+    pub slice_seq: AtomicU64,
+    /// The slice (sequence number) the watchdog found running past the long_schedule
+    /// threshold, and when it first saw it (ns since VM start); the scheduler reports
+    /// it when the slice ends.
+    pub long_seq: AtomicU64,
+    pub long_seen_ns: AtomicU64,
+    /// The slice the watchdog last took over (so it acts once per slice).
     pub taken_over: AtomicU64,
     /// Times the watchdog handed this scheduler's work to the others.
     pub takeovers: AtomicU64,
@@ -291,6 +299,7 @@ struct Sched<'a> {
     ticks: u64,
     low_ticks: u64,
     lifo_streak: u32,
+    seq: u64,
     rng: u64,
     buf: Vec<crate::process::signal::Signal>,
     hook_entered: bool,
@@ -431,12 +440,11 @@ impl Sched<'_> {
             BodyClass::Native => self.leave_hook(),
         }
         let budget = i64::from(self.vm.config.reductions);
-        let t0 = Instant::now();
-        let st = &self.vm.sched.stats[self.index];
-        st.slice_start_ns.store(
-            (t0 - self.vm.started).as_nanos() as u64 + 1,
-            Ordering::Release,
-        );
+        self.seq += 2;
+        let seq = self.seq + 1; // odd: in a slice
+        self.vm.sched.stats[self.index]
+            .slice_seq
+            .store(seq, Ordering::Release);
         let mut cx = Cx {
             vm: self.vm,
             proc: &p,
@@ -459,7 +467,7 @@ impl Sched<'_> {
         if let Some(reason) = exiting {
             // Killed by a signal: let the body clean up, then end it.
             let _ = catch_unwind(AssertUnwindSafe(|| body.terminate(&mut cx, &reason)));
-            self.account(&p, used, t0, &|| body.label());
+            self.account(&p, used, seq, &|| body.label());
             g.body = Some(body);
             self.vm.finish(&p, g, reason);
             return;
@@ -479,7 +487,7 @@ impl Sched<'_> {
             }
         }
         p.heap_bytes.store(g.heap.byte_size(), Ordering::Relaxed);
-        self.account(&p, used, t0, &|| body.label());
+        self.account(&p, used, seq, &|| body.label());
         match step {
             Some(Step::Exit(reason)) => {
                 g.body = Some(body);
@@ -521,20 +529,25 @@ impl Sched<'_> {
         }
     }
 
-    fn account(&self, p: &Process, used: u64, t0: Instant, label: &dyn Fn() -> String) {
+    fn account(&self, p: &Process, used: u64, seq: u64, label: &dyn Fn() -> String) {
         p.reductions.fetch_add(used, Ordering::Relaxed);
         let st = &self.vm.sched.stats[self.index];
-        st.slice_start_ns.store(0, Ordering::Release);
+        st.slice_seq.store(seq + 1, Ordering::Release);
         st.slices.fetch_add(1, Ordering::Relaxed);
         st.reductions.fetch_add(used, Ordering::Relaxed);
-        let el = t0.elapsed();
-        let ns = el.as_nanos() as u64;
-        if ns > st.longest_slice_ns.load(Ordering::Relaxed) {
-            st.longest_slice_ns.store(ns, Ordering::Relaxed);
-        }
-        if el >= self.vm.config.long_schedule {
-            st.long_schedules.fetch_add(1, Ordering::Relaxed);
-            self.vm.report_long_schedule(p.pid, el, &label());
+        if st.long_seq.load(Ordering::Acquire) == seq {
+            // The watchdog saw this slice running past the threshold.
+            let seen = Duration::from_nanos(st.long_seen_ns.load(Ordering::Acquire));
+            let el =
+                self.vm.started.elapsed().saturating_sub(seen) + crate::scheduler::watchdog::TICK;
+            let ns = el.as_nanos() as u64;
+            if ns > st.longest_slice_ns.load(Ordering::Relaxed) {
+                st.longest_slice_ns.store(ns, Ordering::Relaxed);
+            }
+            if el >= self.vm.config.long_schedule {
+                st.long_schedules.fetch_add(1, Ordering::Relaxed);
+                self.vm.report_long_schedule(p.pid, el, &label());
+            }
         }
     }
 
@@ -592,6 +605,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         ticks: 0,
         low_ticks: 0,
         lifo_streak: 0,
+        seq: 0,
         rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1),
         buf: Vec::new(),
         hook_entered: false,
