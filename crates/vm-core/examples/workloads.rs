@@ -147,6 +147,33 @@ fn b1(out: &mut Out, n: usize) {
     );
 }
 
+fn b1_fresh(out: &mut Out, quick: bool) {
+    let exe = std::env::current_exe().expect("own path");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["--reps", "1", "B1"]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let res = cmd.output().expect("run B1 in a fresh process");
+    for line in String::from_utf8_lossy(&res.stdout).lines() {
+        let field = |k: &str| {
+            let i = line.find(&format!("\"{k}\": "))? + k.len() + 4;
+            let rest = &line[i..];
+            let end = rest.find([',', '}'])?;
+            Some(rest[..end].trim().trim_matches('"').to_string())
+        };
+        if let (Some(m), Some(v)) = (field("metric"), field("value")) {
+            if let Ok(v) = v.parse::<f64>() {
+                let unit = match m.as_str() {
+                    "bytes_per_idle_process" => "bytes",
+                    _ => "us/process",
+                };
+                out.add("B1", &m, unit, v);
+            }
+        }
+    }
+}
+
 fn b1b(out: &mut Out) {
     let vm = vm(1, 1000);
     for _ in 0..1000 {
@@ -762,6 +789,10 @@ fn main() {
     for name in &names {
         for _ in 0..reps {
             match name.as_str() {
+                // RSS deltas are only meaningful in a fresh process (freed memory is
+                // reused by later repetitions), so each repetition re-runs this
+                // program for one B1 repetition.
+                "B1" if reps > 1 => b1_fresh(&mut out, quick),
                 "B1" => b1(&mut out, if quick { 100_000 } else { 1_000_000 }),
                 "B1b" => b1b(&mut out),
                 "B2" => b2(&mut out, quick),

@@ -209,9 +209,11 @@ impl<'a> Cx<'a> {
     }
 
     fn received(&mut self) {
+        // The published queue length is refreshed when the inbox is drained and at the
+        // end of the slice, not per message: senders read it on every send, and a
+        // per-message store would bounce its cache line between the cores.
         self.budget -= RECV_COST;
         self.clear_wait();
-        self.publish_queue_len();
     }
 
     /// The next message in arrival order, if any.

@@ -36,6 +36,8 @@ pub mod table;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+use crossbeam_utils::CachePadded;
 use std::time::Instant;
 
 use crate::term::{Fragment, Heap, Pid, Word};
@@ -213,7 +215,10 @@ pub struct Process {
     pub pid: Pid,
     pub(crate) state: AtomicU8,
     pub(crate) priority: AtomicU8,
-    pub(crate) inbox: Inbox<Signal>,
+    /// On a cache line of its own: every sender CASes it, while the owner writes the
+    /// counters and the lock below on every slice; sharing a line would make each
+    /// cross-core send pay for the owner's bookkeeping (false sharing).
+    pub(crate) inbox: CachePadded<Inbox<Signal>>,
     /// Published counters, readable without stopping the process.
     pub(crate) reductions: AtomicU64,
     pub(crate) queued: AtomicU32,
@@ -230,7 +235,7 @@ impl Process {
             pid,
             state: AtomicU8::new(IDLE),
             priority: AtomicU8::new(priority as u8),
-            inbox: Inbox::new(),
+            inbox: CachePadded::new(Inbox::new()),
             reductions: AtomicU64::new(0),
             queued: AtomicU32::new(0),
             heap_bytes: AtomicUsize::new(0),

@@ -462,6 +462,7 @@ impl Sched<'_> {
             }
         };
         let mut used = (budget - cx.budget).max(1) as u64;
+        cx.publish_queue_len();
         let exiting = cx.p.exiting.take();
         let _ = &cx;
         if let Some(reason) = exiting {
