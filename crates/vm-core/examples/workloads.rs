@@ -768,7 +768,9 @@ fn monitor_rt(out: &mut Out, quick: bool) {
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
+    // benches/run.py passes quick mode as BEAMVM_BENCH_QUICK=1.
+    let quick = args.iter().any(|a| a == "--quick")
+        || std::env::var("BEAMVM_BENCH_QUICK").is_ok_and(|v| v == "1");
     let mut reps = 3;
     if let Some(i) = args.iter().position(|a| a == "--reps") {
         reps = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(3);
