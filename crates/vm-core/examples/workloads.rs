@@ -94,11 +94,10 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
 
 // ------------------------------------------------------------------ B1
 
-fn b1(out: &mut Out, n: usize) {
-    let vm = vm(cores(), n + 16);
-    let rss0 = rss_bytes();
+/// Spawns `n` processes that wait forever, from one spawner process (yielding when
+/// its budget is spent), and returns once every spawn call returned.
+fn spawn_idle(vm: &Vm, n: usize) {
     let (tx, rx) = mpsc::channel();
-    let t0 = Instant::now();
     let mut spawned = 0usize;
     vm.spawn(body(move |cx: &mut Cx<'_>| {
         while spawned < n {
@@ -113,6 +112,13 @@ fn b1(out: &mut Out, n: usize) {
     }))
     .expect("spawner");
     rx.recv().ok();
+}
+
+fn b1(out: &mut Out, n: usize) {
+    let vm = vm(cores(), n + 16);
+    let rss0 = rss_bytes();
+    let t0 = Instant::now();
+    spawn_idle(&vm, n);
     let spawn_time = t0.elapsed();
     while vm.process_count() > n {
         std::thread::sleep(Duration::from_millis(1));
@@ -611,21 +617,7 @@ fn b7(out: &mut Out, quick: bool) {
 fn top(out: &mut Out, quick: bool) {
     let n = if quick { 100_000 } else { 1_000_000 };
     let vm = vm(cores(), n + 100);
-    let (tx, rx) = mpsc::channel();
-    let mut spawned = 0;
-    vm.spawn(body(move |cx: &mut Cx<'_>| {
-        while spawned < n {
-            cx.spawn(wait_forever()).expect("spawn");
-            spawned += 1;
-            if cx.should_yield() {
-                return Step::Yield;
-            }
-        }
-        tx.send(()).ok();
-        Step::Exit(int(0))
-    }))
-    .expect("spawner");
-    rx.recv().ok();
+    spawn_idle(&vm, n);
     while vm.process_count() < n {
         std::thread::sleep(Duration::from_millis(1));
     }

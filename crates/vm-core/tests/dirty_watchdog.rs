@@ -5,45 +5,7 @@ use common::*;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use vm_core::{Cx, DirtyKind, Step, Term, Vm, VmConfig};
-
-fn vm_pools(schedulers: usize, cpu: usize, io: usize) -> Vm {
-    Vm::start(VmConfig {
-        schedulers,
-        schedulers_online: schedulers,
-        dirty_cpu: cpu,
-        dirty_io: io,
-        ..VmConfig::default()
-    })
-    .unwrap()
-}
-
-/// A process that runs `job` on a dirty pool and reports (its result, elapsed).
-fn dirty_caller(kind: DirtyKind, ms: u64, tx: mpsc::Sender<(u64, Duration)>) -> impl vm_core::Body {
-    let mut started: Option<Instant> = None;
-    body(move |cx: &mut Cx<'_>| {
-        if started.is_none() {
-            started = Some(Instant::now());
-            return cx
-                .dirty(
-                    kind,
-                    Box::new(move || {
-                        std::thread::sleep(Duration::from_millis(ms));
-                        Box::new(ms * 2)
-                    }),
-                )
-                .unwrap();
-        }
-        match cx.dirty_result() {
-            None => Step::Wait,
-            Some(r) => {
-                let v = *r.unwrap().downcast::<u64>().unwrap();
-                tx.send((v, started.unwrap().elapsed())).unwrap();
-                Step::Exit(int(0))
-            }
-        }
-    })
-}
+use vm_core::{Cx, DirtyKind, Step, Term};
 
 #[test]
 fn a_process_killed_during_its_dirty_call_is_cleaned_up_and_the_thread_reused() {

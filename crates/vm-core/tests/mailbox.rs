@@ -97,12 +97,12 @@ fn selective_receive_does_not_rescan_rejected_messages() {
     assert_eq!(total, 151, "each message examined exactly once: {rounds:?}");
 }
 
-#[test]
-fn receive_timeout_fires_and_a_message_cancels_it() {
-    let vm = vm(1);
-    let (tx, rx) = mpsc::channel();
-    let t0 = Instant::now();
-    vm.spawn(body(move |cx: &mut Cx<'_>| {
+/// Waits for one message with a timeout; reports "message" or "timeout".
+fn receive_or_timeout(
+    ms: u64,
+    tx: mpsc::Sender<&'static str>,
+) -> impl FnMut(&mut Cx<'_>) -> Step + Send + 'static {
+    move |cx: &mut Cx<'_>| {
         if cx.recv().is_some() {
             tx.send("message").unwrap();
             return Step::Exit(int(0));
@@ -111,26 +111,21 @@ fn receive_timeout_fires_and_a_message_cancels_it() {
             tx.send("timeout").unwrap();
             return Step::Exit(int(0));
         }
-        cx.wait(Some(Duration::from_millis(50)))
-    }))
-    .unwrap();
+        cx.wait(Some(Duration::from_millis(ms)))
+    }
+}
+
+#[test]
+fn receive_timeout_fires_and_a_message_cancels_it() {
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let t0 = Instant::now();
+    vm.spawn(receive_or_timeout(50, tx)).unwrap();
     assert_eq!(recv_timeout(&rx, 5), "timeout");
     assert!(t0.elapsed() >= Duration::from_millis(50));
 
     let (tx, rx) = mpsc::channel();
-    let p = vm
-        .spawn(body(move |cx: &mut Cx<'_>| {
-            if cx.recv().is_some() {
-                tx.send("message").unwrap();
-                return Step::Exit(int(0));
-            }
-            if cx.timed_out() {
-                tx.send("timeout").unwrap();
-                return Step::Exit(int(0));
-            }
-            cx.wait(Some(Duration::from_millis(500)))
-        }))
-        .unwrap();
+    let p = vm.spawn(receive_or_timeout(500, tx)).unwrap();
     std::thread::sleep(Duration::from_millis(20));
     vm.send(p, int(1));
     assert_eq!(recv_timeout(&rx, 5), "message");

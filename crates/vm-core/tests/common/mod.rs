@@ -4,7 +4,9 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use vm_core::{Cx, Fragment, Pid, Step, Term, Vm, VmConfig};
+use std::time::Instant;
+
+use vm_core::{Cx, DirtyKind, Fragment, Pid, Step, Term, Vm, VmConfig};
 
 /// A VM with `n` schedulers.
 pub fn vm(n: usize) -> Vm {
@@ -91,4 +93,47 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(2));
     }
     f()
+}
+
+/// A VM with the given scheduler and dirty pool sizes.
+pub fn vm_pools(schedulers: usize, cpu: usize, io: usize) -> Vm {
+    Vm::start(VmConfig {
+        schedulers,
+        schedulers_online: schedulers,
+        dirty_cpu: cpu,
+        dirty_io: io,
+        ..VmConfig::default()
+    })
+    .unwrap()
+}
+
+/// A process that sleeps `ms` on a dirty pool (the job returns `ms * 2`) and reports (its result, elapsed).
+pub fn dirty_caller(
+    kind: DirtyKind,
+    ms: u64,
+    tx: mpsc::Sender<(u64, Duration)>,
+) -> impl vm_core::Body {
+    let mut started: Option<Instant> = None;
+    body(move |cx: &mut Cx<'_>| {
+        if started.is_none() {
+            started = Some(Instant::now());
+            return cx
+                .dirty(
+                    kind,
+                    Box::new(move || {
+                        std::thread::sleep(Duration::from_millis(ms));
+                        Box::new(ms * 2)
+                    }),
+                )
+                .unwrap();
+        }
+        match cx.dirty_result() {
+            None => Step::Wait,
+            Some(r) => {
+                let v = *r.unwrap().downcast::<u64>().unwrap();
+                tx.send((v, started.unwrap().elapsed())).unwrap();
+                Step::Exit(int(0))
+            }
+        }
+    })
 }
