@@ -159,7 +159,7 @@ def test_try_finally_with_and_exceptions():
             return t is KeyError
 
     def body():
-        for i in range(20000):  # long enough to be preempted inside the blocks
+        for _i in range(20000):  # long enough to be preempted inside the blocks
             pass
         raise KeyError("k")
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import collections
 import enum
 
-import pytest
-
 import beamvm
+import pytest
 from beamvm import Atom, Binary, Pid, Ref, receive, self_pid, send, spawn
 from beamvm._native import roundtrip
 

@@ -43,7 +43,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from beamvm import _compiler, _runtime
+from beamvm import _compiler, _native, _runtime
 from beamvm._native import (
     Atom,
     BadArg,
@@ -84,7 +84,6 @@ from beamvm._native import (
     unregister,
     whereis,
 )
-from beamvm import _native
 
 __all__ = [
     "ANY",
