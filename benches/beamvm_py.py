@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "pylibs"))
-import harness as h  # noqa: E402
-
 import beamvm  # noqa: E402
+import harness as h  # noqa: E402
 from beamvm import ANY, Atom, exit, receive, self_pid, send, spawn  # noqa: E402
 
 ns = h.ns
