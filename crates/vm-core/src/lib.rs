@@ -26,6 +26,6 @@ pub use error::{Error, Result};
 pub use process::context::Cx;
 pub use process::mailbox::Key;
 pub use process::{Body, BodyClass, Priority, Step};
-pub use stats::{Memory, ProcessInfo, Statistics, SystemInfo};
+pub use stats::{Memory, ProcessInfo, ProcessSummary, Statistics, SystemInfo};
 pub use term::{Atom, Fragment, Pid, Ref, Term, View, Word};
 pub use vm::{SpawnOpts, Vm, VmRef};

@@ -57,6 +57,28 @@ pub struct ProcessInfo {
     pub current: String,
 }
 
+/// What a `top` listing shows about a process, read without waiting for it.
+#[derive(Debug, Clone)]
+pub struct ProcessSummary {
+    /// The pid.
+    pub pid: Pid,
+    /// waiting, runnable, running or exiting.
+    pub status: &'static str,
+    /// max, high, normal or low.
+    pub priority: &'static str,
+    /// Reductions executed so far.
+    pub reductions: u64,
+    /// Messages queued.
+    pub message_queue_len: usize,
+    /// Bytes: control block + heap (as `top(_, "memory")` ranks; queued messages not
+    /// included, unlike `process_info`).
+    pub memory: usize,
+    /// Registered name.
+    pub registered_name: Option<Atom>,
+    /// The body's label, or None when the process is in a slice (its lock is taken).
+    pub current: Option<String>,
+}
+
 /// `erlang:memory()`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Memory {
@@ -197,6 +219,27 @@ impl VmRef {
         Some(info)
     }
 
+    /// A summary of `pid` from its published counters, or None if it is not alive.
+    /// Never waits: unlike `process_info` it only *tries* the process's lock (for the
+    /// label), so it is safe on a process that is running, even the caller itself.
+    pub fn process_summary(&self, pid: Pid) -> Option<ProcessSummary> {
+        let p = self.0.table.get(pid)?;
+        let current = match p.private.try_lock() {
+            Ok(g) => g.body.as_ref().map(|b| b.label()),
+            Err(_) => None,
+        };
+        Some(ProcessSummary {
+            pid,
+            status: p.status(),
+            priority: p.priority().name(),
+            reductions: p.reductions.load(Ordering::Relaxed),
+            message_queue_len: p.message_queue_len(),
+            memory: process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed),
+            registered_name: self.0.registry.name_of(pid),
+            current,
+        })
+    }
+
     /// Pids of all live processes.
     pub fn processes(&self) -> Vec<Pid> {
         self.0.table.pids()
@@ -264,10 +307,7 @@ impl VmRef {
             total_reductions += r;
             switches += n;
             slices.push(n);
-            wall.push((
-                Duration::from_nanos(s.busy_ns.load(Ordering::Relaxed)).min(up),
-                up,
-            ));
+            wall.push((Duration::from_nanos(busy_ns(s, up)).min(up), up));
             longest.push(Duration::from_nanos(
                 s.longest_slice_ns.load(Ordering::Relaxed),
             ));
@@ -372,6 +412,25 @@ fn sorted_top(heap: TopHeap) -> Vec<(Pid, u64)> {
         .collect();
     out.sort_by_key(|e| std::cmp::Reverse(e.1));
     out
+}
+
+/// A scheduler's busy time up to `up` (ns): the closed periods plus the one in
+/// progress. A park between the loads changes `busy_start_ns` (it is zeroed before the
+/// period is added), so an unchanged start means `busy_ns` was read consistently.
+fn busy_ns(s: &crate::scheduler::SchedStats, up: Duration) -> u64 {
+    let up = up.as_nanos() as u64 + 1;
+    loop {
+        let start = s.busy_start_ns.load(Ordering::Acquire);
+        let closed = s.busy_ns.load(Ordering::Acquire);
+        if s.busy_start_ns.load(Ordering::Acquire) == start {
+            let open = if start == 0 {
+                0
+            } else {
+                up.saturating_sub(start)
+            };
+            return closed + open;
+        }
+    }
 }
 
 fn pool_wall(pool: &crate::dirty::Pool, up: Duration) -> (Duration, Duration) {

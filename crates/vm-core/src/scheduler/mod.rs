@@ -67,8 +67,12 @@ const NORMAL: usize = 2;
 /// Per-scheduler counters (read by statistics).
 #[derive(Default)]
 pub struct SchedStats {
-    /// Nanoseconds spent not parked, since start.
+    /// Nanoseconds spent not parked, since start, up to the current busy period.
     pub busy_ns: AtomicU64,
+    /// When the current busy period began (ns since VM start, +1); 0 while parked.
+    /// `statistics` adds the period in progress, so a scheduler that never parks
+    /// still reads as busy (busy_ns alone grows only when it parks).
+    pub busy_start_ns: AtomicU64,
     /// Slices run.
     pub slices: AtomicU64,
     /// Reductions executed.
@@ -613,6 +617,10 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         batch_start: Instant::now(),
     };
     let mut busy_since = Instant::now();
+    let since_start = |t: Instant| t.duration_since(vm.started).as_nanos() as u64 + 1;
+    let st = &vm.sched.stats[index];
+    st.busy_start_ns
+        .store(since_start(busy_since), Ordering::Release);
     let mut spins = 0;
     loop {
         if vm.stopping.load(Ordering::Acquire) {
@@ -645,18 +653,21 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
                     continue;
                 }
                 spins = 0;
-                let st = &vm.sched.stats[index];
+                // Period closed before it is added: a reader never counts it twice.
+                st.busy_start_ns.store(0, Ordering::Release);
                 st.busy_ns
-                    .fetch_add(busy_since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    .fetch_add(busy_since.elapsed().as_nanos() as u64, Ordering::Release);
                 s.park();
                 busy_since = Instant::now();
+                st.busy_start_ns
+                    .store(since_start(busy_since), Ordering::Release);
             }
         }
     }
     s.leave_hook();
     drop(vm.sched.slots[index].take());
-    vm.sched.stats[index]
-        .busy_ns
-        .fetch_add(busy_since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    st.busy_start_ns.store(0, Ordering::Release);
+    st.busy_ns
+        .fetch_add(busy_since.elapsed().as_nanos() as u64, Ordering::Release);
     CURRENT.with(|c| c.set((0, std::ptr::null())));
 }
