@@ -23,6 +23,7 @@ use vm_core::{Atom, Error, Pid, Priority, SpawnOpts, Vm, VmConfig, VmRef};
 
 pub mod convert;
 pub mod driver;
+mod introspect; // observer: top, proc_window, statistics_full, system monitor, snapshot
 pub mod pattern;
 pub mod runtime;
 pub mod types;
@@ -791,5 +792,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(statistics, m)?)?;
     m.add_function(wrap_pyfunction!(roundtrip, m)?)?;
     m.add_function(wrap_pyfunction!(in_process_, m)?)?;
+    introspect::register(m)?; // introspect.rs
     Ok(())
 }

@@ -1,0 +1,301 @@
+//! Live introspection for operators: `top`, `proc_window`, `statistics_full`,
+//! `set_system_monitor` and `snapshot` (what `beamvm.observer` serves and
+//! `python -m beamvm top` shows).
+//!
+//! Invariants:
+//! * Nothing here stops the world. The core's queries read published atomics or walk
+//!   the process table lock-free (tens of ms per million processes); every walk runs
+//!   with the GIL released, so Python processes keep running while an observer thread
+//!   looks, and a process that calls these functions holds no one else up.
+//! * Nothing here waits for a process: `snapshot` describes the listed processes with
+//!   `process_summary` (published counters; the label only if the process's lock is
+//!   free), never `process_info`, which waits for a running process's slice to end (a
+//!   busy process keeps re-taking its lock, so that wait can last hundreds of ms) and
+//!   would deadlock on the caller's own process.
+//! * Callable from processes and from plain threads; a stopped VM is a RuntimeError
+//!   that says how to start one, a bad argument a ValueError.
+
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use vm_core::{Pid, Statistics, VmRef};
+
+use crate::types::PyPid;
+
+/// The keys `top` and `proc_window` rank by.
+const BY: [&str; 3] = ["message_queue_len", "memory", "reductions"];
+
+fn handle() -> PyResult<VmRef> {
+    crate::HANDLE
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .ok_or_else(|| {
+            PyRuntimeError::new_err(
+                "the VM is not running; call beamvm.start() or use beamvm.run()",
+            )
+        })
+}
+
+fn check_by(by: &str) -> PyResult<()> {
+    if BY.contains(&by) {
+        Ok(())
+    } else {
+        Err(PyValueError::new_err(format!(
+            "by={by:?}: expected 'message_queue_len', 'memory' or 'reductions'"
+        )))
+    }
+}
+
+fn check_n(n: i64) -> PyResult<usize> {
+    usize::try_from(n).map_err(|_| PyValueError::new_err(format!("n must be >= 0, got {n}")))
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn ratio(busy: Duration, total: Duration) -> f64 {
+    if total.is_zero() {
+        0.0
+    } else {
+        (busy.as_secs_f64() / total.as_secs_f64()).clamp(0.0, 1.0)
+    }
+}
+
+fn ranked(v: Vec<(Pid, u64)>) -> Vec<(PyPid, u64)> {
+    v.into_iter().map(|(p, n)| (PyPid(p), n)).collect()
+}
+
+/// The `n` processes with the largest `by` (`message_queue_len`, `memory` in bytes or
+/// `reductions`), largest first, as `(pid, value)`. One lock-free walk of the process
+/// table with the GIL released (~tens of ms per million processes).
+#[pyfunction]
+#[pyo3(signature = (n=10, by="message_queue_len"))]
+pub fn top(py: Python<'_>, n: i64, by: &str) -> PyResult<Vec<(PyPid, u64)>> {
+    check_by(by)?;
+    let n = check_n(n)?;
+    let v = handle()?;
+    let by = by.to_owned();
+    let out = py
+        .allow_threads(move || v.top(n, &by))
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(ranked(out))
+}
+
+/// recon's `proc_window`: the `n` processes whose `by` grew most over `interval`
+/// seconds, largest growth first, as `(pid, growth)`. Blocks the caller (not the VM)
+/// for `interval`, with the GIL released; called from a process, it holds that
+/// process's scheduler thread meanwhile (the watchdog hands its queue to the others).
+#[pyfunction]
+#[pyo3(signature = (n=10, by="reductions", interval=1.0))]
+pub fn proc_window(py: Python<'_>, n: i64, by: &str, interval: f64) -> PyResult<Vec<(PyPid, u64)>> {
+    check_by(by)?;
+    let n = check_n(n)?;
+    if !interval.is_finite() || interval < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "interval must be a finite number of seconds >= 0, got {interval}"
+        )));
+    }
+    let v = handle()?;
+    let by = by.to_owned();
+    let out = py
+        .allow_threads(move || v.proc_window(n, &by, Duration::from_secs_f64(interval)))
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(ranked(out))
+}
+
+fn stats_dict<'py>(py: Python<'py>, s: &Statistics) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let wall: Vec<(f64, f64)> = s
+        .scheduler_wall_time
+        .iter()
+        .map(|(b, t)| (secs(*b), secs(*t)))
+        .collect();
+    let uptime = s
+        .scheduler_wall_time
+        .first()
+        .map(|(_, t)| secs(*t))
+        .unwrap_or(0.0);
+    d.set_item("uptime", uptime)?;
+    d.set_item("scheduler_wall_time", wall)?;
+    d.set_item("scheduler_utilisation", s.scheduler_utilisation())?;
+    d.set_item("slices", s.slices.clone())?;
+    d.set_item("run_queue_lengths", s.run_queue_lengths.clone())?;
+    d.set_item("global_run_queue", s.global_run_queue)?;
+    d.set_item("total_reductions", s.total_reductions)?;
+    d.set_item("context_switches", s.context_switches)?;
+    d.set_item("spawned", s.spawned)?;
+    d.set_item("exited", s.exited)?;
+    let longest: Vec<f64> = s.longest_slice.iter().map(|d| secs(*d)).collect();
+    d.set_item("longest_slice", longest)?;
+    d.set_item("long_schedules", s.long_schedules)?;
+    d.set_item("watchdog_takeovers", s.watchdog_takeovers)?;
+    d.set_item("gcs", s.gcs)?;
+    d.set_item("gc_reclaimed_bytes", s.gc_reclaimed_bytes)?;
+    let (cb, ct) = s.dirty_cpu_wall_time;
+    let (ib, it) = s.dirty_io_wall_time;
+    d.set_item("dirty_cpu_wall_time", (secs(cb), secs(ct)))?;
+    d.set_item("dirty_io_wall_time", (secs(ib), secs(it)))?;
+    d.set_item("dirty_cpu_utilisation", ratio(cb, ct))?;
+    d.set_item("dirty_io_utilisation", ratio(ib, it))?;
+    d.set_item("dirty_cpu_queued", s.dirty_queued.0)?;
+    d.set_item("dirty_io_queued", s.dirty_queued.1)?;
+    d.set_item("dirty_cpu_completed", s.dirty_completed.0)?;
+    d.set_item("dirty_io_completed", s.dirty_completed.1)?;
+    Ok(d)
+}
+
+/// Everything in the core's `Statistics`, durations in float seconds: `uptime`,
+/// `scheduler_wall_time` (per scheduler `(busy, total)`), `scheduler_utilisation`
+/// (busy / total since start, per scheduler), `slices`, `run_queue_lengths`,
+/// `global_run_queue`, `total_reductions`, `context_switches`, `spawned`, `exited`,
+/// `longest_slice`, `long_schedules`, `watchdog_takeovers`, `gcs`,
+/// `gc_reclaimed_bytes`, `dirty_cpu_wall_time` / `dirty_io_wall_time` (`(busy,
+/// total)`, total = threads x uptime), `dirty_cpu_utilisation`,
+/// `dirty_io_utilisation`, `dirty_cpu_queued`, `dirty_io_queued`,
+/// `dirty_cpu_completed`, `dirty_io_completed`. Reads counters only.
+#[pyfunction]
+pub fn statistics_full(py: Python<'_>) -> PyResult<Py<PyDict>> {
+    let v = handle()?;
+    let s = py.allow_threads(move || v.statistics());
+    Ok(stats_dict(py, &s)?.unbind())
+}
+
+/// Sets (or with None clears) the process that receives system monitor events, like
+/// `erlang:system_monitor/2`; returns the previous one. Events are messages
+/// `(Atom('monitor'), pid, Atom('long_schedule'), [(Atom('timeout'), ms), (Atom('in'),
+/// label)])` for every slice that ran past the long_schedule threshold (10 ms).
+#[pyfunction]
+#[pyo3(signature = (pid))]
+pub fn set_system_monitor(pid: Option<&Bound<'_, PyAny>>) -> PyResult<Option<PyPid>> {
+    let pid = match pid {
+        None => None,
+        Some(p) => Some(p.downcast::<PyPid>().map(|p| p.get().0).map_err(|_| {
+            PyTypeError::new_err(format!(
+                "set_system_monitor takes a beamvm.Pid or None, not {}",
+                p.get_type()
+                    .qualname()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            ))
+        })?),
+    };
+    Ok(handle()?.set_system_monitor(pid).map(PyPid))
+}
+
+/// What one snapshot gathers, without the GIL.
+struct Gathered {
+    system: vm_core::SystemInfo,
+    memory: vm_core::Memory,
+    stats: Statistics,
+    tops: Vec<(&'static str, Vec<(Pid, u64)>)>,
+    infos: Vec<vm_core::ProcessSummary>,
+    took: Duration,
+}
+
+fn gather(v: &VmRef, n: usize) -> vm_core::Result<Gathered> {
+    let t0 = std::time::Instant::now();
+    let system = v.system_info();
+    let memory = v.memory();
+    let stats = v.statistics();
+    let mut tops = Vec::with_capacity(BY.len());
+    let mut wanted: Vec<Pid> = Vec::new();
+    for by in BY {
+        let t = v.top(n, by)?;
+        wanted.extend(t.iter().map(|(p, _)| *p));
+        tops.push((by, t));
+    }
+    wanted.sort();
+    wanted.dedup();
+    let infos = wanted
+        .into_iter()
+        .filter_map(|p| v.process_summary(p))
+        .collect();
+    Ok(Gathered {
+        system,
+        memory,
+        stats,
+        tops,
+        infos,
+        took: t0.elapsed(),
+    })
+}
+
+/// One observer snapshot as a dict: `system_info`, `memory`, `statistics` (as
+/// `statistics_full`), `process_count`, `top` (`{by: [{pid, value, name, current,
+/// status, message_queue_len, memory, reductions}, ...]}` for each of
+/// message_queue_len, memory and reductions, `n` each) and `took` (seconds spent
+/// gathering). All walks run with the GIL released; per-process details are read
+/// without waiting (`current` is None while the process is in a slice; a process that
+/// died meanwhile keeps only pid and value).
+#[pyfunction]
+#[pyo3(signature = (n=10))]
+pub fn snapshot(py: Python<'_>, n: i64) -> PyResult<Py<PyDict>> {
+    let n = check_n(n)?;
+    let v = handle()?;
+    let g = py
+        .allow_threads(move || gather(&v, n))
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let d = PyDict::new(py);
+    let s = &g.system;
+    let si = PyDict::new(py);
+    si.set_item("schedulers", s.schedulers)?;
+    si.set_item("schedulers_online", s.schedulers_online)?;
+    si.set_item("dirty_cpu_schedulers", s.dirty_cpu_schedulers)?;
+    si.set_item("dirty_io_schedulers", s.dirty_io_schedulers)?;
+    si.set_item("process_limit", s.process_limit)?;
+    si.set_item("process_count", s.process_count)?;
+    si.set_item("reductions_per_slice", s.reductions_per_slice)?;
+    si.set_item("atom_count", s.atom_count)?;
+    si.set_item("atom_limit", s.atom_limit)?;
+    si.set_item("registered", s.registered)?;
+    si.set_item("timers", s.timers)?;
+    si.set_item("version", s.version)?;
+    d.set_item("system_info", si)?;
+    let m = &g.memory;
+    let md = PyDict::new(py);
+    md.set_item("total", m.total)?;
+    md.set_item("processes", m.processes)?;
+    md.set_item("binary", m.binary)?;
+    md.set_item("atom", m.atom)?;
+    md.set_item("system", m.system)?;
+    d.set_item("memory", md)?;
+    d.set_item("statistics", stats_dict(py, &g.stats)?)?;
+    d.set_item("process_count", s.process_count)?;
+    let top = PyDict::new(py);
+    for (by, list) in &g.tops {
+        let rows = PyList::empty(py);
+        for (pid, value) in list {
+            let row = PyDict::new(py);
+            row.set_item("pid", PyPid(*pid))?;
+            row.set_item("value", *value)?;
+            if let Some(i) = g.infos.iter().find(|i| i.pid == *pid) {
+                row.set_item("name", i.registered_name.map(|a| a.as_str().to_owned()))?;
+                row.set_item("current", i.current.as_deref())?;
+                row.set_item("priority", i.priority)?;
+                row.set_item("status", i.status)?;
+                row.set_item("message_queue_len", i.message_queue_len)?;
+                row.set_item("memory", i.memory)?;
+                row.set_item("reductions", i.reductions)?;
+            }
+            rows.append(row)?;
+        }
+        top.set_item(*by, rows)?;
+    }
+    d.set_item("top", top)?;
+    d.set_item("took", secs(g.took))?;
+    Ok(d.unbind())
+}
+
+/// Adds this module's functions to `beamvm._native`.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(top, m)?)?;
+    m.add_function(wrap_pyfunction!(proc_window, m)?)?;
+    m.add_function(wrap_pyfunction!(statistics_full, m)?)?;
+    m.add_function(wrap_pyfunction!(set_system_monitor, m)?)?;
+    m.add_function(wrap_pyfunction!(snapshot, m)?)?;
+    Ok(())
+}
