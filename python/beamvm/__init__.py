@@ -84,6 +84,7 @@ from beamvm._native import (
     unregister,
     whereis,
 )
+from beamvm.observer import proc_window, set_system_monitor, statistics_full, top  # observer
 
 __all__ = [
     "ANY",
@@ -108,6 +109,7 @@ __all__ = [
     "memory",
     "monitor",
     "process_flag",
+    "proc_window",  # observer
     "process_info",
     "processes",
     "read_timer",
@@ -117,6 +119,7 @@ __all__ = [
     "self_pid",
     "send",
     "send_after",
+    "set_system_monitor",  # observer
     "sleep",
     "spawn",
     "spawn_link",
@@ -124,8 +127,10 @@ __all__ = [
     "spawn_opt",
     "start",
     "statistics",
+    "statistics_full",  # observer
     "stop",
     "system_info",
+    "top",  # observer
     "unlink",
     "unregister",
     "whereis",
