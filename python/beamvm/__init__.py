@@ -167,7 +167,6 @@ class _Missing:
 _MISSING: Any = _Missing()
 
 
-@_runtime.primitive
 def receive(pattern: Any = ANY, timeout: float | None = None, default: Any = _MISSING) -> Any:
     """Take the first message matching ``pattern`` from the mailbox, waiting for one.
 
@@ -178,8 +177,14 @@ def receive(pattern: Any = ANY, timeout: float | None = None, default: Any = _MI
     ``default`` is returned if given, else :class:`Timeout` is raised. A pattern whose
     tuple holds a literal ``Ref`` among its first three elements, or a literal atom/int
     first, is found by index: its cost does not grow with unrelated queued messages.
+
+    A primitive: process code runs the native ``_native._receive`` instead, which takes a
+    message already queued without suspending the process.
     """
-    return (yield _runtime.Request("receive", (pattern, timeout, default)))
+    raise _runtime._outside_process("receive")
+
+
+_runtime.register_primitive(receive, _native._receive)
 
 
 @_runtime.primitive
@@ -220,6 +225,7 @@ _native._setup(
     ANY,
     _MISSING,
     _report_crash,
+    _runtime._TL,
 )
 
 

@@ -21,10 +21,10 @@ use std::os::raw::c_int;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyStopIteration, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyBaseException, PyStopIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyTuple};
-use pyo3::{ffi, intern};
+use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::{ffi, intern, PyTypeInfo};
 use vm_core::{Atom, Body, BodyClass, Cx, Fragment, Key, SliceHook, Step, Term};
 
 use crate::convert::{frag_to_py, to_fragment};
@@ -46,6 +46,8 @@ extern "C" {
 thread_local! {
     static GIL_STATE: Cell<Option<ffi::PyGILState_STATE>> = const { Cell::new(None) };
     static CURRENT: Cell<*mut ()> = const { Cell::new(std::ptr::null_mut()) };
+    /// The budget cell this thread last made `_runtime._TL.b` (see [`enter_cell`]).
+    static TL_CELL: Cell<*mut ffi::PyObject> = const { Cell::new(std::ptr::null_mut()) };
 }
 
 /// Holds the GIL across a batch of Python slices on a scheduler thread.
@@ -103,6 +105,183 @@ pub fn in_process() -> bool {
     CURRENT.with(|c| !c.get().is_null())
 }
 
+// --------------------------------------------------------------------------- budget cell
+
+/// `_runtime.enter(cell, n)` done natively: grant `n` (>= 1) reductions to the
+/// process's budget cell (`[remaining, kill_state, slice_start]`) and make it this
+/// thread's current cell (`_runtime._TL.b`), which compiled code reads at entry.
+///
+/// `_TL.b` is only assigned when this thread last assigned a different cell: on a
+/// scheduler thread nothing but this driver assigns `_TL.b` (`_runtime.kill` restores
+/// what it found), and `_TL.b` holds a strong reference to the cell we assigned, so
+/// the remembered pointer cannot be freed and reused while it is current.
+fn enter_cell(py: Python<'_>, cell: &Bound<'_, PyAny>, n: i64) -> PyResult<()> {
+    let list = cell.downcast_exact::<PyList>()?;
+    let n = n.max(1).into_pyobject(py)?;
+    list.set_item(0, &n)?;
+    list.set_item(2, &n)?;
+    let p = cell.as_ptr();
+    if TL_CELL.with(|c| c.get()) != p {
+        rt(py).tl.bind(py).setattr(intern!(py, "b"), cell)?;
+        TL_CELL.with(|c| c.set(p));
+    }
+    Ok(())
+}
+
+/// `_runtime.used(cell)` done natively: reductions consumed since [`enter_cell`].
+fn used_cell(cell: &Bound<'_, PyAny>) -> i64 {
+    let Ok(list) = cell.downcast_exact::<PyList>() else {
+        return 1;
+    };
+    let get = |i: usize| {
+        list.get_item(i)
+            .and_then(|v| v.extract::<i64>())
+            .unwrap_or(0)
+    };
+    get(2) - get(0).max(0)
+}
+
+// --------------------------------------------------------------------------- receive op
+
+/// Raises `StopIteration(v)` from a native iterator so that `yield from` evaluates to
+/// `v`. A tuple or exception value must travel inside an instance (a bare one would be
+/// read as the exception's arguments).
+fn stop_with(py: Python<'_>, v: PyObject) -> PyErr {
+    let b = v.bind(py);
+    if b.is_instance_of::<PyTuple>() || b.is_instance_of::<PyBaseException>() {
+        match PyStopIteration::type_object(py).call1((b,)) {
+            Ok(inst) => PyErr::from_value(inst),
+            Err(e) => e,
+        }
+    } else {
+        PyStopIteration::new_err(v)
+    }
+}
+
+/// One call of `beamvm.receive` in process code: `yield from _receive(pattern, timeout,
+/// default)` runs it.
+///
+/// The pattern is compiled once, here. Inside a process the first `__next__` tries the
+/// mailbox directly and, when a message matches, finishes at once (`StopIteration`
+/// carrying the message): a receive that finds its message queued never goes back to
+/// the driver. Otherwise it yields itself; the driver keeps it as the pending receive,
+/// polls the mailbox with its compiled pattern, and resumes the generator after storing
+/// the message in `result` (or throws `Timeout` into it). Outside a process (a test
+/// driver) it yields the protocol's `Request("receive", (pattern, timeout, default))`
+/// and finishes with whatever is sent back.
+#[pyclass(module = "beamvm._native", name = "_ReceiveOp", freelist = 64)]
+pub struct ReceiveOp {
+    pat: Pattern,
+    key: Option<Key>,
+    timeout: Option<Duration>,
+    /// The value returned on timeout (None: raise `Timeout`).
+    default: Option<PyObject>,
+    /// The Python arguments, kept for the `Request` a non-VM driver sees.
+    args: Option<Py<PyTuple>>,
+    /// 0: not started; 1: yielded, waiting for the driver; 2: finished.
+    state: u8,
+    result: Option<PyObject>,
+}
+
+fn any_obj() -> PyObject {
+    Python::with_gil(|py| rt(py).any.clone_ref(py))
+}
+
+fn missing_obj() -> PyObject {
+    Python::with_gil(|py| rt(py).missing.clone_ref(py))
+}
+
+/// The implementation of `beamvm.receive` (see [`ReceiveOp`]).
+#[pyfunction]
+#[pyo3(signature = (pattern = any_obj(), timeout = None, default = missing_obj()))]
+pub fn _receive(
+    py: Python<'_>,
+    pattern: PyObject,
+    timeout: Option<&Bound<'_, PyAny>>,
+    default: PyObject,
+) -> PyResult<ReceiveOp> {
+    let r = rt(py);
+    let pat = pattern::compile(pattern.bind(py), r.any.bind(py))?;
+    let key = pat.key();
+    let t = match timeout {
+        Some(t) => parse_timeout(t)?,
+        None => None,
+    };
+    let in_proc = in_process();
+    let args = if in_proc {
+        None
+    } else {
+        let t: PyObject = timeout.map_or_else(|| py.None(), |t| t.clone().unbind());
+        Some(PyTuple::new(py, [pattern, t, default.clone_ref(py)])?.unbind())
+    };
+    let default = if default.is(&r.missing) {
+        None
+    } else {
+        Some(default)
+    };
+    Ok(ReceiveOp {
+        pat,
+        key,
+        timeout: t,
+        default,
+        args,
+        state: 0,
+        result: None,
+    })
+}
+
+impl ReceiveOp {
+    /// Takes the first matching message from the current process's mailbox.
+    fn try_take(&self, cx: &mut Cx<'_>) -> Option<Fragment> {
+        match (&self.pat, self.key) {
+            (Pattern::Any, _) => cx.recv(),
+            (p, Some(k)) => cx.recv_keyed(k, |v| p.matches(v)),
+            (p, None) => cx.recv_where(|v| p.matches(v)),
+        }
+    }
+}
+
+#[pymethods]
+impl ReceiveOp {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(mut slf: PyRefMut<'_, Self>) -> PyResult<PyObject> {
+        let py = slf.py();
+        match slf.state {
+            0 => {
+                if slf.args.is_none() {
+                    let m = with_cx(|cx| slf.try_take(cx)).flatten();
+                    if let Some(m) = m {
+                        slf.state = 2;
+                        return Err(stop_with(py, frag_to_py(py, &m)?));
+                    }
+                    slf.state = 1;
+                    return Ok(slf.into_pyobject(py)?.into_any().unbind());
+                }
+                slf.state = 1;
+                let args = slf.args.as_ref().map(|a| a.clone_ref(py));
+                Ok(rt(py).request.call1(py, ("receive", args))?)
+            }
+            1 => {
+                slf.state = 2;
+                let v = slf.result.take().unwrap_or_else(|| py.None());
+                Err(stop_with(py, v))
+            }
+            _ => Err(PyStopIteration::new_err(())),
+        }
+    }
+
+    /// Finishes the receive with `value` (what a driver sends back).
+    fn send(mut slf: PyRefMut<'_, Self>, value: PyObject) -> PyErr {
+        let py = slf.py();
+        slf.state = 2;
+        slf.result = None;
+        stop_with(py, value)
+    }
+}
+
 // --------------------------------------------------------------------------- main slot
 
 /// How `beamvm.run`'s main process ended.
@@ -137,12 +316,9 @@ enum Next {
 }
 
 enum Pending {
-    Receive {
-        pat: Pattern,
-        key: Option<Key>,
-        timeout: Option<Duration>,
-        default: Option<PyObject>,
-    },
+    /// The op, and whether the generator yielded the op itself (then the message is
+    /// stored in the op and the generator resumed with None) rather than a `Request`.
+    Receive(Py<ReceiveOp>, bool),
     Sleep,
 }
 
@@ -172,27 +348,32 @@ impl PyProcess {
 
     fn poll(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> PyResult<Result<Next, Step>> {
         match self.pending.as_ref() {
-            Some(Pending::Receive {
-                pat,
-                key,
-                timeout,
-                default,
-            }) => {
-                let m = match (pat, key) {
-                    (Pattern::Any, _) => cx.recv(),
-                    (p, Some(k)) => cx.recv_keyed(*k, |v| p.matches(v)),
-                    (p, None) => cx.recv_where(|v| p.matches(v)),
-                };
+            Some(Pending::Receive(op, direct)) => {
+                let direct = *direct;
+                let op = op.bind(py).clone();
+                let m = op.borrow().try_take(cx);
                 if let Some(m) = m {
                     self.pending = None;
                     return match frag_to_py(py, &m) {
+                        Ok(v) if direct => {
+                            op.borrow_mut().result = Some(v);
+                            Ok(Ok(Next::Send(py.None())))
+                        }
                         Ok(v) => Ok(Ok(Next::Send(v))),
                         Err(e) => Ok(Ok(Next::Throw(e.into_value(py).into_any()))),
                     };
                 }
+                let (timeout, default) = {
+                    let o = op.borrow();
+                    (o.timeout, o.default.as_ref().map(|d| d.clone_ref(py)))
+                };
                 if timeout.is_some() && cx.timed_out() {
                     let out = match default {
-                        Some(d) => Next::Send(d.clone_ref(py)),
+                        Some(d) if direct => {
+                            op.borrow_mut().result = Some(d);
+                            Next::Send(py.None())
+                        }
+                        Some(d) => Next::Send(d),
                         None => Next::Throw(
                             Timeout::new_err("receive timed out")
                                 .into_value(py)
@@ -202,7 +383,7 @@ impl PyProcess {
                     self.pending = None;
                     return Ok(Ok(out));
                 }
-                Ok(Err(cx.wait(*timeout)))
+                Ok(Err(cx.wait(timeout)))
             }
             Some(Pending::Sleep) => {
                 if cx.timed_out() {
@@ -216,29 +397,20 @@ impl PyProcess {
     }
 
     fn request(&mut self, py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<()> {
-        let r = rt(py);
         let kind = out.getattr(intern!(py, "kind"))?;
         let args = out.getattr(intern!(py, "args"))?;
         let args = args.downcast::<PyTuple>()?;
         let kind = kind.downcast::<PyString>()?.to_str()?;
         match kind {
             "receive" => {
-                let pat_obj = args.get_item(0)?;
-                let pat = pattern::compile(&pat_obj, r.any.bind(py))?;
-                let key = pat.key();
-                let timeout = parse_timeout(&args.get_item(1)?)?;
-                let d = args.get_item(2)?;
-                let default = if d.is(r.missing.bind(py)) {
-                    None
-                } else {
-                    Some(d.unbind())
-                };
-                self.pending = Some(Pending::Receive {
-                    pat,
-                    key,
-                    timeout,
-                    default,
-                });
+                // A Request-style receive (from a primitive written in Python).
+                let op = _receive(
+                    py,
+                    args.get_item(0)?.unbind(),
+                    Some(&args.get_item(1)?),
+                    args.get_item(2)?.unbind(),
+                )?;
+                self.pending = Some(Pending::Receive(Py::new(py, op)?, false));
             }
             "sleep" => {
                 let t = parse_timeout(&args.get_item(0)?)?.unwrap_or(Duration::MAX);
@@ -279,7 +451,7 @@ impl PyProcess {
             };
             let cell = cell.bind(py).clone();
             let budget = cx.budget_left().max(1);
-            if let Err(e) = r.enter.bind(py).call1((&cell, budget)) {
+            if let Err(e) = enter_cell(py, &cell, budget) {
                 return self.crashed(py, cx, e);
             }
             let res = match self.next.take().unwrap_or_else(|| Next::Send(py.None())) {
@@ -288,17 +460,15 @@ impl PyProcess {
                     .call_method1(intern!(py, "throw"), (e,))
                     .map(Sent::Yielded),
             };
-            let used = r
-                .used
-                .bind(py)
-                .call1((&cell,))
-                .and_then(|u| u.extract::<i64>())
-                .unwrap_or(1);
-            cx.bump(used.max(1));
+            cx.bump(used_cell(&cell).max(1));
             match res {
                 Ok(Sent::Yielded(out)) => {
                     if out.is(r.preempt.bind(py)) {
                         return Step::Yield;
+                    }
+                    if let Ok(op) = out.downcast_exact::<ReceiveOp>() {
+                        self.pending = Some(Pending::Receive(op.clone().unbind(), true));
+                        continue;
                     }
                     if out.is_instance(r.request.bind(py)).unwrap_or(false) {
                         if let Err(e) = self.request(py, &out) {

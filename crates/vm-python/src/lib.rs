@@ -427,18 +427,21 @@ fn spawn_opt(
 /// pid is not an error (the message is dropped); to an unregistered name it is.
 #[pyfunction]
 fn send<'py>(dest: &Bound<'py, PyAny>, msg: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let frag = to_fragment(msg)?;
-    if let Ok(p) = dest.downcast::<PyPid>() {
+    let mut frag = Some(to_fragment(msg)?);
+    if let Ok(p) = dest.downcast_exact::<PyPid>() {
         let pid = p.get().0;
-        if with_cx(|cx| cx.send(pid, frag.clone())).is_none() {
-            vm()?.send(pid, frag);
+        // The fragment moves into the closure only when a process is running here.
+        if with_cx(|cx| cx.send(pid, frag.take().expect("fragment"))).is_none() {
+            vm()?.send(pid, frag.take().expect("fragment"));
         }
         return Ok(msg.clone());
     }
     let name = atom_of(dest, "send's destination (a Pid or a registered name)")?;
-    match with_cx(|cx| cx.send_named(name, frag.clone())) {
+    match with_cx(|cx| cx.send_named(name, frag.take().expect("fragment"))) {
         Some(r) => r.map_err(vm_err)?,
-        None => vm()?.send_named(name, frag).map_err(vm_err)?,
+        None => vm()?
+            .send_named(name, frag.take().expect("fragment"))
+            .map_err(vm_err)?,
     }
     Ok(msg.clone())
 }
@@ -761,6 +764,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BadArg", py.get_type::<BadArg>())?;
     m.add("ProcessExit", py.get_type::<ProcessExit>())?;
     m.add_function(wrap_pyfunction!(runtime::_setup, m)?)?;
+    m.add_class::<driver::ReceiveOp>()?;
+    m.add_function(wrap_pyfunction!(driver::_receive, m)?)?;
     m.add_function(wrap_pyfunction!(start, m)?)?;
     m.add_function(wrap_pyfunction!(stop, m)?)?;
     m.add_function(wrap_pyfunction!(is_running, m)?)?;

@@ -51,6 +51,8 @@ pub struct Runtime {
     pub any: PyObject,
     pub missing: PyObject,
     pub report: PyObject,
+    /// `_runtime._TL`: the per-thread holder of the current budget cell (`.b`).
+    pub tl: PyObject,
 }
 
 static RT: GILOnceCell<Runtime> = GILOnceCell::new();
@@ -87,6 +89,7 @@ pub fn _setup(
     any: PyObject,
     missing: PyObject,
     report: PyObject,
+    tl: PyObject,
 ) -> PyResult<()> {
     let _ = RT.set(
         py,
@@ -101,6 +104,7 @@ pub fn _setup(
             any,
             missing,
             report,
+            tl,
         },
     );
     Ok(())
