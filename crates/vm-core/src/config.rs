@@ -11,11 +11,17 @@ pub const DEFAULT_PROCESS_LIMIT: usize = 262_144;
 pub const DEFAULT_REDUCTIONS: u32 = 4000;
 /// Default dirty IO pool size, as `erl +SDio`.
 pub const DEFAULT_DIRTY_IO: usize = 10;
-/// Longest time a scheduler keeps a [`SliceHook`] entered across a batch of hooked
-/// slices before leaving it so other threads can enter (the GIL): long enough to
-/// amortise the hand-over (tens of µs), short enough to keep other schedulers' Python
-/// latency around a millisecond.
+/// Longest time a scheduler keeps a [`SliceHook`] entered (the GIL) while it runs
+/// native slices between hooked ones. Consecutive hooked slices keep it regardless:
+/// CPython's switch interval hands the GIL to waiting threads (see the scheduler's
+/// `enter_hook`).
 pub const DEFAULT_BATCH_TIME: Duration = Duration::from_millis(2);
+/// Stack size of scheduler and dirty-pool threads. Python processes resume nested
+/// generators recursively on the C stack (a compiled call chain N deep is N native
+/// frames), and terms are converted recursively; the default 2 MiB of a Rust thread is
+/// too little for Python's own recursion limit. Address space only: pages are committed
+/// as they are touched.
+pub const THREAD_STACK_SIZE: usize = 64 << 20;
 /// Default long-schedule threshold (a slice running longer is reported).
 pub const DEFAULT_LONG_SCHEDULE: Duration = Duration::from_millis(10);
 

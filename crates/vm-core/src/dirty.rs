@@ -174,13 +174,18 @@ impl DirtyPools {
                     DirtyKind::Io => format!("beamvm-dio-{i}"),
                 };
                 let vm2 = vm.clone();
-                threads.push(std::thread::Builder::new().name(name).spawn(move || {
-                    let pool = match kind {
-                        DirtyKind::Cpu => &vm2.dirty.cpu,
-                        DirtyKind::Io => &vm2.dirty.io,
-                    };
-                    pool.run(weak);
-                })?);
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(name)
+                        .stack_size(crate::config::THREAD_STACK_SIZE)
+                        .spawn(move || {
+                            let pool = match kind {
+                                DirtyKind::Cpu => &vm2.dirty.cpu,
+                                DirtyKind::Io => &vm2.dirty.io,
+                            };
+                            pool.run(weak);
+                        })?,
+                );
             }
         }
         Ok(threads)

@@ -422,6 +422,7 @@ impl Vm {
             let vm = inner.clone();
             let t = std::thread::Builder::new()
                 .name(format!("beamvm-sched-{i}"))
+                .stack_size(crate::config::THREAD_STACK_SIZE)
                 .spawn(move || crate::scheduler::run(vm, i, w))
                 .map_err(|e| Error::BadArg(format!("cannot start scheduler thread: {e}")))?;
             inner.sched.register_thread(i, t.thread().clone());

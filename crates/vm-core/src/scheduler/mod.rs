@@ -416,10 +416,14 @@ impl Sched<'_> {
         }
     }
 
+    /// Enters the slice hook (the GIL) unless already entered. A batch of consecutive
+    /// hooked slices keeps it: releasing and re-taking the GIL at once would defeat
+    /// CPython's own hand-over, which lets a waiting thread ask the holder to drop the
+    /// GIL after the switch interval (5 ms) *unless the GIL changed hands meanwhile* —
+    /// a release/re-take every batch counts as a change, so waiters would starve (a
+    /// plain Python thread beside one spinning process waited 1.8 s). The interpreter
+    /// therefore bounds the batch, at its switch interval.
     fn enter_hook(&mut self) {
-        if self.hook_entered && self.batch_start.elapsed() >= self.vm.config.batch_time {
-            self.leave_hook();
-        }
         if !self.hook_entered {
             if let Some(h) = &self.vm.config.slice_hook {
                 h.enter();
@@ -441,7 +445,14 @@ impl Sched<'_> {
         };
         match body.class() {
             BodyClass::Hooked => self.enter_hook(),
-            BodyClass::Native => self.leave_hook(),
+            // A native slice between hooked ones keeps the hook for up to batch_time
+            // (dropping the GIL for a few microseconds helps no one and makes it
+            // change hands, see enter_hook); past that, other threads get their turn.
+            BodyClass::Native => {
+                if self.hook_entered && self.batch_start.elapsed() >= self.vm.config.batch_time {
+                    self.leave_hook();
+                }
+            }
         }
         let budget = i64::from(self.vm.config.reductions);
         self.seq += 2;
