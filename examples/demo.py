@@ -29,7 +29,7 @@ def echo() -> None:
 
 
 def hog() -> None:
-    """A busy loop that never yields by itself: the scheduler preempts it anyway."""
+    """Loop forever without yielding: the scheduler preempts it anyway."""
     x = 0
     while True:
         x += 1

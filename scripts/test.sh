@@ -22,7 +22,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q "maturin>=1.5,<2" "pytest>=7" ruff
 echo "== ruff"
-.venv/bin/ruff check python tests benches
+.venv/bin/ruff check python tests benches examples
 echo "== build and install beamvm"
 .venv/bin/python -m pip install -q .
 echo "== pytest"
