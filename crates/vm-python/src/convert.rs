@@ -24,9 +24,12 @@ use pyo3::prelude::*;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
 };
+use pyo3::sync::GILOnceCell;
+use pyo3::{ffi, PyTypeInfo};
 use std::sync::OnceLock;
 use vm_core::term::{FragmentBuilder, Kind, RefcBin};
-use vm_core::{Atom, Fragment, Term, View};
+use vm_core::{Atom, Fragment, Pid, Term, View, Word};
+
 
 use crate::types::{PyAtom, PyBinary, PyPid, PyRef};
 
@@ -52,9 +55,83 @@ fn no_term_form(obj: &Bound<'_, PyAny>) -> PyErr {
     ))
 }
 
+/// Raw type pointers of the classes the fast paths test by identity (a pyclass
+/// downcast goes through PyO3's lazy type object on every call).
+struct Types {
+    atom: usize,
+    pid: usize,
+}
+
+fn types(py: Python<'_>) -> &'static Types {
+    static T: GILOnceCell<Types> = GILOnceCell::new();
+    T.get_or_init(py, || Types {
+        atom: PyAtom::type_object_raw(py) as usize,
+        pid: PyPid::type_object_raw(py) as usize,
+    })
+}
+
+/// A value that needs no heap words: None, a bool, an int that fits `i64`, an Atom,
+/// a Pid. Exact types only (subclasses take the general path).
+#[derive(Clone, Copy)]
+enum Imm {
+    Atom(Atom),
+    Int(i64),
+    Pid(Pid),
+}
+
+#[inline]
+fn immediate(obj: &Bound<'_, PyAny>) -> Option<Imm> {
+    let py = obj.py();
+    let ty = obj.get_type_ptr();
+    // SAFETY: comparing type pointers; the value is read only when the type matched.
+    unsafe {
+        if obj.is_none() {
+            Some(Imm::Atom(Atom::UNDEFINED))
+        } else if ty == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+            let mut overflow = 0;
+            let v = ffi::PyLong_AsLongLongAndOverflow(obj.as_ptr(), &mut overflow);
+            if overflow != 0 {
+                return None;
+            }
+            if v == -1 && !ffi::PyErr_Occurred().is_null() {
+                ffi::PyErr_Clear();
+                return None;
+            }
+            Some(Imm::Int(v))
+        } else if ty == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
+            Some(Imm::Atom(Atom::from_bool(obj.as_ptr() == ffi::Py_True())))
+        } else if ty as usize == types(py).pid {
+            Some(Imm::Pid(obj.downcast_unchecked::<PyPid>().get().0))
+        } else if ty as usize == types(py).atom {
+            Some(Imm::Atom(obj.downcast_unchecked::<PyAtom>().get().0))
+        } else {
+            None
+        }
+    }
+}
+
+#[inline]
+fn push_imm(b: &mut FragmentBuilder, v: Imm) {
+    match v {
+        Imm::Atom(a) => b.atom(a),
+        Imm::Int(i) => b.int(i),
+        Imm::Pid(p) => b.pid(p),
+    };
+}
+
 /// Converts a Python value into a message fragment.
 pub fn to_fragment(obj: &Bound<'_, PyAny>) -> PyResult<Fragment> {
-    let mut b = FragmentBuilder::new();
+    if let Some(v) = immediate(obj) {
+        let w = match v {
+            Imm::Atom(a) => Some(Word::atom(a)),
+            Imm::Int(i) => Word::small_int(i),
+            Imm::Pid(p) => Word::try_pid(p),
+        };
+        if let Some(w) = w {
+            return Ok(Fragment::immediate(w));
+        }
+    }
+    let mut b = FragmentBuilder::with_capacity(16);
     push(&mut b, obj, 0)?;
     b.finish()
         .map_err(|e| PyValueError::new_err(e.to_string()))
@@ -75,8 +152,8 @@ fn push(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResu
             "value nested more than {MAX_DEPTH} levels deep (a container that contains itself?)"
         )));
     }
-    if obj.is_none() {
-        b.atom(Atom::UNDEFINED);
+    if let Some(v) = immediate(obj) {
+        push_imm(b, v);
     } else if let Ok(s) = obj.downcast_exact::<PyString>() {
         b.atom(str_tag());
         b.binary(s.to_str()?.as_bytes());
@@ -199,13 +276,18 @@ pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
                     }
                 }
             }
-            let mut items = Vec::with_capacity(n);
+            // SAFETY: a new tuple of n slots, each set once below; a slot left NULL by
+            // an early error return is fine for the tuple's dealloc.
+            let t = unsafe {
+                Bound::from_owned_ptr_or_err(py, ffi::PyTuple_New(n as ffi::Py_ssize_t))?
+            };
             if let Some(it) = v.tuple_iter() {
-                for e in it {
-                    items.push(to_py(py, e)?);
+                for (i, e) in it.enumerate().take(n) {
+                    let item = to_py(py, e)?;
+                    unsafe { ffi::PyTuple_SET_ITEM(t.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr()) };
                 }
             }
-            PyTuple::new(py, items)?.into_any().unbind()
+            t.unbind()
         }
         Kind::Nil => PyList::empty(py).into_any().unbind(),
         Kind::List => {

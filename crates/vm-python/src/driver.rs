@@ -184,11 +184,16 @@ pub struct ReceiveOp {
 }
 
 fn any_obj() -> PyObject {
-    Python::with_gil(|py| rt(py).any.clone_ref(py))
+    // SAFETY: only evaluated as a default argument inside the `_receive` wrapper, which
+    // runs with the GIL held.
+    let py = unsafe { Python::assume_gil_acquired() };
+    rt(py).any.clone_ref(py)
 }
 
 fn missing_obj() -> PyObject {
-    Python::with_gil(|py| rt(py).missing.clone_ref(py))
+    // SAFETY: as in `any_obj`.
+    let py = unsafe { Python::assume_gil_acquired() };
+    rt(py).missing.clone_ref(py)
 }
 
 /// The implementation of `beamvm.receive` (see [`ReceiveOp`]).
