@@ -101,6 +101,8 @@ __all__ = [
     "__version__",
     "cancel_timer",
     "demonitor",
+    "dirty_cpu",
+    "dirty_io",
     "exit",
     "is_alive",
     "is_running",
@@ -193,6 +195,31 @@ def sleep(seconds: float) -> None:
     yield _runtime.Request("sleep", (seconds,))
 
 
+@_runtime.primitive
+def dirty_cpu(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn(*args, **kwargs)`` on the dirty CPU pool and return its result.
+
+    For long computations in C code (hashlib, zlib, numpy, ...): the calling process is
+    suspended and its scheduler keeps running other processes; the pool thread takes the
+    GIL to call ``fn``, so C code that releases the GIL runs in parallel with them. An
+    exception raised by ``fn`` is re-raised here (with its traceback). Python code in
+    ``fn`` holds the GIL like any thread. A process killed meanwhile ends at once; the
+    call runs to completion on the pool and its result is dropped. Pool size: the
+    ``dirty_cpu`` setting (default: one thread per scheduler).
+    """
+    return (yield _runtime.Request("dirty", ("cpu", fn, args, kwargs or None)))
+
+
+@_runtime.primitive
+def dirty_io(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn(*args, **kwargs)`` on the dirty IO pool and return its result.
+
+    For blocking calls (``time.sleep``, file and socket I/O, ``subprocess``): as
+    :func:`dirty_cpu`, on the pool sized by the ``dirty_io`` setting (default 10).
+    """
+    return (yield _runtime.Request("dirty", ("io", fn, args, kwargs or None)))
+
+
 def run(main: Callable[..., Any], /, *args: Any, **config: Any) -> Any:
     """Start the VM, run ``main(*args)`` as a process, stop the VM, return main's result.
 
@@ -229,8 +256,15 @@ _native._setup(
 )
 
 
+#: Seconds the interpreter's exit waits for dirty calls still running.
+_DIRTY_EXIT_WAIT = 10.0
+
+
 @atexit.register
 def _stop_at_exit() -> None:
     # Scheduler threads must not touch the interpreter while it finalises.
     if _native.is_running():
         _native.stop()
+    # Dirty calls still running on detached pool threads must return before the
+    # interpreter finalises (a blocking call longer than this is abandoned).
+    _native._quiesce_dirty(_DIRTY_EXIT_WAIT)

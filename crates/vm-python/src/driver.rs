@@ -18,10 +18,13 @@
 
 use std::cell::Cell;
 use std::os::raw::c_int;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyBaseException, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyBaseException, PyRuntimeError, PyStopIteration, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 use pyo3::{ffi, intern, PyTypeInfo};
@@ -325,6 +328,83 @@ enum Pending {
     /// stored in the op and the generator resumed with None) rather than a `Request`.
     Receive(Py<ReceiveOp>, bool),
     Sleep,
+    /// A call running on a dirty pool; the outcome arrives as a signal.
+    Dirty,
+}
+
+// --------------------------------------------------------------------------- dirty calls
+
+/// What a dirty job hands back: the call's return value or the exception it raised
+/// (with its traceback). Dropped with the GIL held, whichever thread drops it (a pool
+/// thread when the process died meanwhile), so no reference waits for a later
+/// acquisition.
+struct DirtyOutcome(Option<Result<PyObject, PyObject>>);
+
+impl Drop for DirtyOutcome {
+    fn drop(&mut self) {
+        if let Some(v) = self.0.take() {
+            if DIRTY_EXITING.load(Ordering::Acquire) {
+                // The interpreter is finalising: touching it now would crash.
+                std::mem::forget(v);
+            } else {
+                Python::with_gil(|_py| drop(v));
+            }
+        }
+    }
+}
+
+/// Dirty jobs inside a Python call right now. The VM detaches pool threads still
+/// running a job at shutdown, so at interpreter exit [`quiesce_dirty`] waits for
+/// these before Python finalises (a thread holding the GIL then would crash it).
+static DIRTY_ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// Set at interpreter exit: jobs that have not started calling Python do not start.
+static DIRTY_EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Called at interpreter exit after the VM stopped: stops new dirty Python calls and
+/// waits up to `timeout` seconds for running ones to return. Returns how many still
+/// run.
+#[pyfunction]
+pub fn _quiesce_dirty(py: Python<'_>, timeout: f64) -> usize {
+    DIRTY_EXITING.store(true, Ordering::Release);
+    let until = std::time::Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
+    py.allow_threads(|| {
+        while DIRTY_ACTIVE.load(Ordering::Acquire) > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    DIRTY_ACTIVE.load(Ordering::Acquire)
+}
+
+/// The job for `beamvm.dirty_cpu/dirty_io(fn, *args, **kwargs)`: runs on a pool
+/// thread, takes the GIL to call `fn` (C code that releases the GIL, such as
+/// `time.sleep`, hashlib or zlib, then runs in parallel with the schedulers), and
+/// drops its references under the same GIL hold.
+fn dirty_job(f: PyObject, args: Py<PyTuple>, kwargs: Option<PyObject>) -> vm_core::DirtyJob {
+    Box::new(move || {
+        if DIRTY_EXITING.load(Ordering::Acquire) {
+            // Leaked on purpose: the interpreter is going away.
+            std::mem::forget((f, args, kwargs));
+            return Box::new(DirtyOutcome(None)) as Box<dyn std::any::Any + Send>;
+        }
+        DIRTY_ACTIVE.fetch_add(1, Ordering::AcqRel);
+        let out = Python::with_gil(|py| {
+            let kw = kwargs
+                .as_ref()
+                .and_then(|k| k.bind(py).downcast::<pyo3::types::PyDict>().ok().cloned());
+            let r = f.bind(py).call(args.bind(py), kw.as_ref());
+            let out = match r {
+                Ok(v) => Ok(v.unbind()),
+                Err(e) => Err(e.into_value(py).into_any()),
+            };
+            drop(kw);
+            drop(f);
+            drop(args);
+            drop(kwargs);
+            out
+        });
+        DIRTY_ACTIVE.fetch_sub(1, Ordering::AcqRel);
+        Box::new(DirtyOutcome(Some(out))) as Box<dyn std::any::Any + Send>
+    })
 }
 
 /// A Python process (see the module docs).
@@ -390,6 +470,32 @@ impl PyProcess {
                 }
                 Ok(Err(cx.wait(timeout)))
             }
+            Some(Pending::Dirty) => match cx.dirty_result() {
+                None => Ok(Err(cx.wait(None))),
+                Some(r) => {
+                    self.pending = None;
+                    let out = match r {
+                        Ok(b) => match b.downcast::<DirtyOutcome>() {
+                            Ok(mut o) => match o.0.take() {
+                                Some(Ok(v)) => Next::Send(v),
+                                Some(Err(e)) => Next::Throw(e),
+                                None => Next::Send(py.None()),
+                            },
+                            Err(_) => Next::Throw(
+                                PyRuntimeError::new_err("a dirty job returned a foreign value")
+                                    .into_value(py)
+                                    .into_any(),
+                            ),
+                        },
+                        Err(panic) => Next::Throw(
+                            PyRuntimeError::new_err(format!("dirty job panicked: {panic}"))
+                                .into_value(py)
+                                .into_any(),
+                        ),
+                    };
+                    Ok(Ok(out))
+                }
+            },
             Some(Pending::Sleep) => {
                 if cx.timed_out() {
                     self.pending = None;
@@ -401,7 +507,7 @@ impl PyProcess {
         }
     }
 
-    fn request(&mut self, py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn request(&mut self, py: Python<'_>, cx: &mut Cx<'_>, out: &Bound<'_, PyAny>) -> PyResult<()> {
         let kind = out.getattr(intern!(py, "kind"))?;
         let args = out.getattr(intern!(py, "args"))?;
         let args = args.downcast::<PyTuple>()?;
@@ -416,6 +522,21 @@ impl PyProcess {
                     args.get_item(2)?.unbind(),
                 )?;
                 self.pending = Some(Pending::Receive(Py::new(py, op)?, false));
+            }
+            "dirty" => {
+                // ("cpu" | "io", fn, args, kwargs)
+                let kind = match args.get_item(0)?.downcast::<PyString>()?.to_str()? {
+                    "cpu" => vm_core::DirtyKind::Cpu,
+                    "io" => vm_core::DirtyKind::Io,
+                    k => return Err(PyValueError::new_err(format!("unknown dirty pool {k:?}"))),
+                };
+                let f = args.get_item(1)?.unbind();
+                let fargs = args.get_item(2)?.downcast_into::<PyTuple>()?.unbind();
+                let kw = args.get_item(3)?;
+                let kw = if kw.is_none() { None } else { Some(kw.unbind()) };
+                cx.dirty(kind, dirty_job(f, fargs, kw))
+                    .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+                self.pending = Some(Pending::Dirty);
             }
             "sleep" => {
                 let t = parse_timeout(&args.get_item(0)?)?.unwrap_or(Duration::MAX);
@@ -476,7 +597,7 @@ impl PyProcess {
                         continue;
                     }
                     if out.is_instance(r.request.bind(py)).unwrap_or(false) {
-                        if let Err(e) = self.request(py, &out) {
+                        if let Err(e) = self.request(py, cx, &out) {
                             self.next = Some(Next::Throw(e.into_value(py).into_any()));
                         }
                         continue;
