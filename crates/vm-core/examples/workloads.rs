@@ -95,23 +95,36 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
 // ------------------------------------------------------------------ B1
 
 /// Spawns `n` processes that wait forever, from one spawner process (yielding when
-/// its budget is spent), and returns once every spawn call returned.
+/// its budget is spent), and returns once every one of them has run its first slice
+/// and blocked in receive.
 fn spawn_idle(vm: &Vm, n: usize) {
-    let (tx, rx) = mpsc::channel();
+    let started = Arc::new(AtomicU64::new(0));
+    let s2 = started.clone();
     let mut spawned = 0usize;
     vm.spawn(body(move |cx: &mut Cx<'_>| {
         while spawned < n {
-            cx.spawn(wait_forever()).expect("spawn");
+            let s3 = s2.clone();
+            let mut first = true;
+            cx.spawn(body(move |cx: &mut Cx<'_>| {
+                if first {
+                    first = false;
+                    s3.fetch_add(1, Ordering::Relaxed);
+                }
+                while cx.recv().is_some() {}
+                Step::Wait
+            }))
+            .expect("spawn");
             spawned += 1;
             if cx.should_yield() {
                 return Step::Yield;
             }
         }
-        tx.send(()).ok();
         Step::Exit(int(0))
     }))
     .expect("spawner");
-    rx.recv().ok();
+    while started.load(Ordering::Relaxed) < n as u64 {
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }
 
 fn b1(out: &mut Out, n: usize) {

@@ -187,7 +187,7 @@ impl VmRef {
     pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
         let p = self.0.table.get(pid)?;
         let g = p.lock();
-        let stats = g.heap.stats();
+        let stats = g.mem.as_deref().map(|m| m.heap.stats()).unwrap_or_default();
         let (links, monitors, monitored_by) = match g.rel.as_deref() {
             Some(r) => (
                 r.links.iter().copied().collect(),
@@ -203,7 +203,7 @@ impl VmRef {
             priority: p.priority().name(),
             reductions: p.reductions.load(Ordering::Relaxed),
             message_queue_len: p.inbox.len() + g.mailbox.len(),
-            memory: process_base_bytes() + g.heap.byte_size() + g.mailbox.bytes(),
+            memory: process_base_bytes() + g.heap_bytes() + g.mailbox.bytes(),
             heap_size: stats.young_words + stats.old_words,
             young_heap_size: stats.young_words,
             old_heap_size: stats.old_words,

@@ -25,7 +25,7 @@ use crate::process::{Body, Priority, Private, Process, Relations, DONE, QUEUED};
 use crate::registry::Registry;
 use crate::scheduler::Shared as SchedShared;
 use crate::term::Term;
-use crate::term::{Atom, Fragment, Heap, Pid, Ref, Word};
+use crate::term::{Atom, Fragment, Pid, Ref, Word};
 use crate::timer::Timers;
 
 static NEXT_VM_ID: AtomicU64 = AtomicU64::new(1);
@@ -234,15 +234,14 @@ impl VmInner {
             let _r = self.registered.lock().unwrap_or_else(|e| e.into_inner());
             self.registry.release(me);
         }
-        if let Some(id) = g.wait_timer.take() {
+        if let Some(id) = g.pend.take().and_then(|w| w.wait_timer) {
             self.timers.cancel(id);
         }
         if proc.has_timers.load(Ordering::Relaxed) {
             self.timers.cancel_for(me);
         }
         g.mailbox.clear();
-        g.heap = Heap::new();
-        g.regs = Vec::new();
+        g.mem = None;
         g.exiting = None;
         let body = g.body.take();
         drop(g);
@@ -476,7 +475,8 @@ impl Vm {
             let mut g = p.lock();
             let body = g.body.take();
             g.mailbox.clear();
-            g.heap = Heap::new();
+            g.mem = None;
+            g.pend = None;
             g.rel = None;
             drop(g);
             drop(body);

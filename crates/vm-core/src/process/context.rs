@@ -181,16 +181,20 @@ impl<'a> Cx<'a> {
                 }
             }
             Signal::Timeout(generation) => {
-                if generation == self.p.wait_gen && self.p.deadline.is_some() {
-                    self.p.wait_timer = None;
-                    self.p.timed_out = true;
+                if let Some(w) = self.p.pend.as_deref_mut() {
+                    if generation == w.wait_gen && w.deadline.is_some() {
+                        w.wait_timer = None;
+                        w.timed_out = true;
+                    }
                 }
             }
             Signal::Wake => {}
             Signal::Dirty { id, result } => {
-                if self.p.dirty_pending == Some(id) {
-                    self.p.dirty_pending = None;
-                    self.p.dirty_result = Some(result);
+                if let Some(w) = self.p.pend.as_deref_mut() {
+                    if w.dirty_pending == Some(id) {
+                        w.dirty_pending = None;
+                        w.dirty_result = Some(result);
+                    }
                 }
             }
         }
@@ -259,19 +263,18 @@ impl<'a> Cx<'a> {
     /// once. After waking, check [`Cx::timed_out`].
     pub fn wait(&mut self, timeout: Option<Duration>) -> Step {
         if let Some(t) = timeout {
-            if self.p.deadline.is_none() {
+            let pid = self.proc.pid;
+            let timers = &self.vm.timers;
+            let w = self.p.pend();
+            if w.deadline.is_none() {
                 if t.is_zero() {
-                    self.p.timed_out = true;
+                    w.timed_out = true;
                     return Step::Yield;
                 }
                 let at = Instant::now() + t;
-                self.p.deadline = Some(at);
-                self.p.wait_gen += 1;
-                let id = self
-                    .vm
-                    .timers
-                    .receive_timeout(at, self.proc.pid, self.p.wait_gen);
-                self.p.wait_timer = Some(id);
+                w.deadline = Some(at);
+                w.wait_gen += 1;
+                w.wait_timer = Some(timers.receive_timeout(at, pid, w.wait_gen));
             }
         }
         Step::Wait
@@ -280,7 +283,11 @@ impl<'a> Cx<'a> {
     /// True (once) when the pending receive's timeout has passed; resets the receive.
     pub fn timed_out(&mut self) -> bool {
         self.drain();
-        let expired = self.p.timed_out || self.p.deadline.is_some_and(|d| Instant::now() >= d);
+        let expired = self
+            .p
+            .pend
+            .as_deref()
+            .is_some_and(|w| w.timed_out || w.deadline.is_some_and(|d| Instant::now() >= d));
         if expired {
             self.clear_wait();
         }
@@ -294,12 +301,14 @@ impl<'a> Cx<'a> {
 
     fn clear_wait(&mut self) {
         self.p.mailbox.reset_save();
-        self.p.timed_out = false;
-        if self.p.deadline.take().is_some() {
-            if let Some(id) = self.p.wait_timer.take() {
-                self.vm.timers.cancel(id);
+        if let Some(w) = self.p.pend.as_deref_mut() {
+            w.timed_out = false;
+            if w.deadline.take().is_some() {
+                if let Some(id) = w.wait_timer.take() {
+                    self.vm.timers.cancel(id);
+                }
+                w.wait_gen += 1;
             }
-            self.p.wait_gen += 1;
         }
     }
 
@@ -508,38 +517,49 @@ impl<'a> Cx<'a> {
     /// the outcome with [`Cx::dirty_result`] (None while the job still runs: wait
     /// again). One dirty job per process at a time: `Err(BadArg)` otherwise.
     pub fn dirty(&mut self, kind: DirtyKind, job: DirtyJob) -> Result<Step> {
-        if self.p.dirty_pending.is_some() {
+        if self
+            .p
+            .pend
+            .as_deref()
+            .is_some_and(|w| w.dirty_pending.is_some())
+        {
             return Err(Error::BadArg(
                 "this process already waits for a dirty job".into(),
             ));
         }
         let id = self.vm.dirty.submit(kind, self.proc.pid, job);
-        self.p.dirty_pending = Some(id);
+        self.p.pend().dirty_pending = Some(id);
         Ok(Step::Wait)
     }
 
     /// The outcome of this process's dirty job, once it finished.
     pub fn dirty_result(&mut self) -> Option<DirtyResult> {
         self.drain();
-        self.p.dirty_result.take()
+        self.p
+            .pend
+            .as_deref_mut()
+            .and_then(|w| w.dirty_result.take())
     }
 
     /// True while a dirty job of this process runs.
     pub fn dirty_pending(&self) -> bool {
-        self.p.dirty_pending.is_some()
+        self.p
+            .pend
+            .as_deref()
+            .is_some_and(|w| w.dirty_pending.is_some())
     }
 
     // ---------------------------------------------------------------- heap
 
     /// This process's heap (for terms a native body keeps between slices).
     pub fn heap(&mut self) -> &mut Heap {
-        &mut self.p.heap
+        &mut self.p.mem().heap
     }
 
     /// The process's registers: the GC roots. Words that must survive a GC (which
     /// runs between slices) must live here; they are updated in place.
     pub fn regs(&mut self) -> &mut Vec<Word> {
-        &mut self.p.regs
+        &mut self.p.mem().regs
     }
 
     /// The VM this process runs in.

@@ -488,9 +488,8 @@ impl Sched<'_> {
             self.vm.finish(&p, g, reason);
             return;
         }
-        if g.heap.needs_gc() {
-            let gp = &mut *g;
-            let report = gp.heap.gc(&mut gp.regs);
+        if let Some(m) = g.mem.as_deref_mut().filter(|m| m.heap.needs_gc()) {
+            let report = m.heap.gc(&mut m.regs);
             used += report.reductions as u64;
             let st = &self.vm.sched.stats[self.index];
             st.gcs.fetch_add(1, Ordering::Relaxed);
@@ -502,7 +501,7 @@ impl Sched<'_> {
                 p.minor_gcs.fetch_add(1, Ordering::Relaxed);
             }
         }
-        p.heap_bytes.store(g.heap.byte_size(), Ordering::Relaxed);
+        p.heap_bytes.store(g.heap_bytes(), Ordering::Relaxed);
         self.account(&p, used, seq, &|| body.label());
         match step {
             Some(Step::Exit(reason)) => {
