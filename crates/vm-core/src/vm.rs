@@ -76,7 +76,9 @@ impl VmInner {
         let Some(p) = self.table.get(to) else {
             return (false, 0);
         };
-        let qlen = p.message_queue_len();
+        // The inbox's own count (on the line the push touches anyway) sizes the send
+        // cost; the published mailbox length would be one more cache miss per send.
+        let qlen = p.inbox.len();
         if p.inbox.push(sig).is_err() {
             return (false, 0);
         }

@@ -222,10 +222,40 @@ impl<'a> Cx<'a> {
 
     /// The next message in arrival order, if any.
     pub fn recv(&mut self) -> Option<Fragment> {
-        self.drain();
-        let m = self.p.mailbox.pop_front()?;
+        let m = if self.p.mailbox.is_empty() {
+            // Fast path: the first arrived message goes straight to the caller without
+            // passing through the private queue (the common case of a process that
+            // keeps up with its mail).
+            self.take_first_arrival()?
+        } else {
+            self.drain();
+            self.p.mailbox.pop_front()?
+        };
         self.received();
         Some(m)
+    }
+
+    /// With an empty mailbox: drains the inbox, handing back the first message and
+    /// handling every other signal as `drain` does, in order.
+    fn take_first_arrival(&mut self) -> Option<Fragment> {
+        if self.proc.inbox.is_empty() {
+            return None;
+        }
+        self.buf.clear();
+        self.proc.inbox.take_all(self.buf);
+        let mut sigs = std::mem::take(self.buf);
+        let mut first = None;
+        for s in sigs.drain(..) {
+            match s {
+                Signal::Message(m) if first.is_none() && self.p.mailbox.is_empty() => {
+                    first = Some(m);
+                }
+                other => self.handle_signal(other),
+            }
+        }
+        *self.buf = sigs;
+        self.publish_queue_len();
+        first
     }
 
     /// Selective receive: the first message `pred` accepts, scanning only messages this

@@ -545,11 +545,13 @@ impl Sched<'_> {
     }
 
     fn account(&self, p: &Process, used: u64, seq: u64, label: &dyn Fn() -> String) {
-        p.reductions.fetch_add(used, Ordering::Relaxed);
+        // Single-writer counters (the process's, while it runs here; this scheduler's
+        // own): a load and a store, no locked read-modify-write.
+        bump(&p.reductions, used);
         let st = &self.vm.sched.stats[self.index];
         st.slice_seq.store(seq + 1, Ordering::Release);
-        st.slices.fetch_add(1, Ordering::Relaxed);
-        st.reductions.fetch_add(used, Ordering::Relaxed);
+        bump(&st.slices, 1);
+        bump(&st.reductions, used);
         if st.long_seq.load(Ordering::Acquire) == seq {
             // The watchdog saw this slice running past the threshold.
             let seen = Duration::from_nanos(st.long_seen_ns.load(Ordering::Acquire));
@@ -594,6 +596,12 @@ impl Sched<'_> {
             sh.num_idle.fetch_sub(1, Ordering::SeqCst);
         }
     }
+}
+
+/// Adds to a counter that only the calling thread writes (readers may see it lag).
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
 fn panic_reason(e: Box<dyn std::any::Any + Send>) -> Fragment {
