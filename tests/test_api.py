@@ -495,3 +495,40 @@ def test_many_processes():
         return sorted(out)
 
     assert run(main) == list(range(2000))
+
+
+def test_spawn_arguments_with_a_term_form_are_copied():
+    def child(parent, data, *, opts):
+        receive("go")
+        send(parent, (data, opts))
+
+    def main():
+        data = [1, {"k": [2, 3]}, "s"]
+        opts = {"n": [4]}
+        pid = spawn(child, self_pid(), data, opts=opts)
+        data[1]["k"].append(99)  # the parent mutates after spawning
+        opts["n"].clear()
+        send(pid, "go")
+        return receive(timeout=5)
+
+    assert beamvm.run(main, schedulers=2) == ([1, {"k": [2, 3]}, "s"], {"n": [4]})
+
+
+def test_spawn_arguments_without_a_term_form_are_shared():
+    class Box:
+        def __init__(self):
+            self.items = []
+
+    def child(parent, box, seen, fn):
+        receive("go")
+        send(parent, (box.items[:], sorted(seen), fn()))
+
+    def main():
+        box, seen = Box(), {1}
+        pid = spawn(child, self_pid(), box, seen, lambda: box.items[-1])
+        box.items.append("late")  # visible: passed by reference
+        seen.add(2)  # a set has no term form: shared too
+        send(pid, "go")
+        return receive(timeout=5)
+
+    assert beamvm.run(main, schedulers=2) == (["late"], [1, 2], "late")

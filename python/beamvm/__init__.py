@@ -26,7 +26,10 @@ Messages: see ``beamvm._native`` / crates/vm-python/src/convert.rs for the mappi
 int, float, str, bytes, bool, None, tuple, list, dict, Atom, Pid, Ref (and Binary) travel;
 ``True``/``False``/``None`` are the atoms ``true``/``false``/``undefined``; bytes over 64
 bytes arrive as a zero-copy :class:`Binary` (equal to the bytes). Anything else raises
-``TypeError``. Spawn arguments are passed by reference (not copied), like ``threading``.
+``TypeError``. Spawn arguments are copied the same way (the child never sees the parent
+mutate them); an argument with no term form (a function, a set, an arbitrary object, or a
+container holding one) is passed by reference and shared. ``beamvm.run(main, *args)``
+passes main's arguments by reference.
 
 Exit reasons: a process that returns exits ``Atom('normal')``; ``exit(reason)`` exits with
 ``reason``; an uncaught exception exits with ``(Atom('error'), 'ExceptionType', 'message')``,

@@ -238,6 +238,37 @@ fn py_int<'py>(v: &Bound<'py, PyInt>) -> PyResult<Bound<'py, PyAny>> {
     v.py().get_type::<PyInt>().call1((v,))
 }
 
+/// An independent copy of `obj` made through its term form (what a receiver of it as
+/// a message would see), or None when it has no term form (it, or a value inside it,
+/// is a function, a set, an arbitrary object, ...).
+pub fn copy_value(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<PyObject>> {
+    if immediate(obj).is_some() {
+        // Immutable and shared anyway: no copy needed.
+        return Ok(Some(obj.clone().unbind()));
+    }
+    // Cheap refusal for the common objects with no term form (no error is built).
+    let convertible = obj.is_instance_of::<PyString>()
+        || obj.is_instance_of::<PyTuple>()
+        || obj.is_instance_of::<PyList>()
+        || obj.is_instance_of::<PyDict>()
+        || obj.is_instance_of::<PyBytes>()
+        || obj.is_instance_of::<PyByteArray>()
+        || obj.is_instance_of::<PyInt>()
+        || obj.is_instance_of::<PyFloat>()
+        || obj.downcast_exact::<PyAtom>().is_ok()
+        || obj.downcast_exact::<PyRef>().is_ok()
+        || obj.downcast_exact::<PyPid>().is_ok()
+        || obj.downcast_exact::<PyBinary>().is_ok();
+    if !convertible {
+        return Ok(None);
+    }
+    match to_fragment(obj) {
+        Ok(f) => frag_to_py(py, &f).map(Some),
+        Err(e) if e.is_instance_of::<PyTypeError>(py) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Converts a term into fresh Python objects.
 pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
     Ok(match v.kind() {

@@ -230,7 +230,7 @@ fn run(
 ) -> PyResult<PyObject> {
     start_vm(py, config)?;
     let slot = Arc::new(MainSlot::default());
-    let body = match make_body(py, main, args, None, Some(slot.clone())) {
+    let body = match make_body(py, main, args, None, Some(slot.clone()), false) {
         Ok(b) => b,
         Err(e) => {
             stop_vm(py)?;
@@ -283,6 +283,7 @@ fn make_body(
     args: &Bound<'_, PyTuple>,
     kwargs: Option<&Bound<'_, PyDict>>,
     main: Option<Arc<MainSlot>>,
+    copy: bool,
 ) -> PyResult<PyProcess> {
     runtime::ready(py)?;
     if !f.is_callable() {
@@ -292,7 +293,28 @@ fn make_body(
         )));
     }
     let r = rt(py);
-    let gen = r.compile_process.call1(py, (f, args, kwargs))?;
+    let gen = if copy {
+        // Erlang copies spawn arguments: a child never sees its parent mutate them.
+        let copied: Vec<PyObject> = args
+            .iter()
+            .map(|a| Ok(convert::copy_value(py, &a)?.unwrap_or_else(|| a.unbind())))
+            .collect::<PyResult<_>>()?;
+        let args = PyTuple::new(py, copied)?;
+        let kw = match kwargs {
+            Some(k) => {
+                let d = PyDict::new(py);
+                for (key, v) in k.iter() {
+                    let v2 = convert::copy_value(py, &v)?.unwrap_or_else(|| v.unbind());
+                    d.set_item(key, v2)?;
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        r.compile_process.call1(py, (f, args, kw))?
+    } else {
+        r.compile_process.call1(py, (f, args, kwargs))?
+    };
     let cell = r.new_cell.call0(py)?;
     let label = match f.getattr(pyo3::intern!(py, "__qualname__")) {
         Ok(q) => q.to_string(),
@@ -309,20 +331,25 @@ fn spawn_impl(
     opts: SpawnOpts,
     name: &str,
 ) -> PyResult<(Pid, Option<vm_core::Ref>)> {
-    let body = Box::new(make_body(py, f, args, kwargs, None)?);
-    match with_cx(|cx| cx.spawn_opts(body, opts)) {
+    if !in_process() && (opts.link || opts.monitor) {
+        return Err(outside(name));
+    }
+    let mut body = Some(Box::new(make_body(py, f, args, kwargs, None, true)?));
+    // The body moves into the closure only when a process is running here.
+    match with_cx(|cx| cx.spawn_opts(body.take().expect("body"), opts)) {
         Some(r) => r.map_err(vm_err),
-        None => {
-            if opts.link || opts.monitor {
-                return Err(outside(name));
-            }
-            let body = Box::new(make_body(py, f, args, kwargs, None)?);
-            vm()?.spawn_opts(body, opts).map(|p| (p, None)).map_err(vm_err)
-        }
+        None => vm()?
+            .spawn_opts(body.take().expect("body"), opts)
+            .map(|p| (p, None))
+            .map_err(vm_err),
     }
 }
 
 /// Spawns `f(*args, **kwargs)` as a process; returns its pid.
+///
+/// Arguments are copied as messages are (through their term form), so the child never
+/// sees the caller mutate them; an argument with no term form (a function, a set, an
+/// arbitrary object, or a container holding one) is passed by reference, shared.
 #[pyfunction]
 #[pyo3(signature = (f, /, *args, **kwargs))]
 fn spawn(
@@ -337,7 +364,8 @@ fn spawn(
     spawn_impl(py, f, args, kwargs, SpawnOpts::default(), "spawn").map(|(p, _)| PyPid(p))
 }
 
-/// Spawns `f(*args, **kwargs)` linked to the calling process; returns its pid.
+/// Spawns `f(*args, **kwargs)` linked to the calling process; returns its pid. Arguments
+/// are copied as in `spawn`.
 #[pyfunction]
 #[pyo3(signature = (f, /, *args, **kwargs))]
 fn spawn_link(
@@ -357,6 +385,7 @@ fn spawn_link(
 }
 
 /// Spawns `f(*args, **kwargs)` monitored by the calling process; returns `(pid, ref)`.
+/// Arguments are copied as in `spawn`.
 #[pyfunction]
 #[pyo3(signature = (f, /, *args, **kwargs))]
 fn spawn_monitor(
