@@ -185,8 +185,10 @@ impl VmInner {
         reason: Fragment,
     ) {
         let me = proc.pid;
-        proc.state.store(DONE, Ordering::Release);
+        // Leave the table first: once a pid reads as not alive, its slot already
+        // counts as free for the process limit.
         self.table.remove(me);
+        proc.state.store(DONE, Ordering::Release);
         let mut late = Vec::new();
         proc.inbox.close(&mut late);
         let noproc = || Fragment::immediate(Word::atom(Atom::NOPROC));

@@ -27,7 +27,7 @@ fn stale_pid_never_reaches_a_new_process() {
     // Limit 1: the second process must reuse the first one's slot.
     let vm = vm_limit(1, 1);
     let first = vm.spawn(body(|_: &mut Cx<'_>| Step::Exit(int(0)))).unwrap();
-    assert!(eventually(5, || !vm.is_alive(first)));
+    assert!(eventually(5, || !vm.is_alive(first) && vm.process_count() == 0));
     let (tx, rx) = mpsc::channel();
     let second = vm
         .spawn(forwarder(tx))
