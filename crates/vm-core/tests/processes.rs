@@ -58,7 +58,7 @@ fn process_limit_gives_system_limit_and_vm_keeps_working() {
     // Existing processes still work.
     let (tx, rx) = mpsc::channel();
     vm.exit(pids[0], term(atom("kill")));
-    assert!(eventually(5, || !vm.is_alive(pids[0])));
+    assert!(eventually(5, || !vm.is_alive(pids[0]) && vm.process_count() == 9));
     let p = vm.spawn(forwarder(tx)).expect("room again after an exit");
     vm.send(p, int(7));
     assert_eq!(recv_timeout(&rx, 5), Term::Int(7));
