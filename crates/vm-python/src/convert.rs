@@ -21,15 +21,14 @@
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
 };
-use pyo3::sync::GILOnceCell;
 use pyo3::{ffi, PyTypeInfo};
 use std::sync::OnceLock;
 use vm_core::term::{FragmentBuilder, Kind, RefcBin};
 use vm_core::{Atom, Fragment, Pid, Term, View, Word};
-
 
 use crate::types::{PyAtom, PyBinary, PyPid, PyRef};
 
@@ -133,8 +132,7 @@ pub fn to_fragment(obj: &Bound<'_, PyAny>) -> PyResult<Fragment> {
     }
     let mut b = FragmentBuilder::with_capacity(16);
     push(&mut b, obj, 0)?;
-    b.finish()
-        .map_err(|e| PyValueError::new_err(e.to_string()))
+    b.finish().map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// Converts a Python value into an owned term (patterns, literals).
@@ -292,7 +290,9 @@ pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
         }
         Kind::Binary => match v.as_refc_binary() {
             Some(rb) => PyBinary(rb).into_py(py),
-            None => PyBytes::new(py, v.as_bytes().unwrap_or(&[])).into_any().unbind(),
+            None => PyBytes::new(py, v.as_bytes().unwrap_or(&[]))
+                .into_any()
+                .unbind(),
         },
         Kind::Tuple => {
             let n = v.tuple_len().unwrap_or(0);
@@ -315,7 +315,9 @@ pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
             if let Some(it) = v.tuple_iter() {
                 for (i, e) in it.enumerate().take(n) {
                     let item = to_py(py, e)?;
-                    unsafe { ffi::PyTuple_SET_ITEM(t.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr()) };
+                    unsafe {
+                        ffi::PyTuple_SET_ITEM(t.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr())
+                    };
                 }
             }
             t.unbind()

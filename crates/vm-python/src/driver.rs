@@ -419,7 +419,12 @@ pub struct PyProcess {
 }
 
 impl PyProcess {
-    pub fn new(gen: Py<PyAny>, cell: Py<PyAny>, label: String, main: Option<Arc<MainSlot>>) -> Self {
+    pub fn new(
+        gen: Py<PyAny>,
+        cell: Py<PyAny>,
+        label: String,
+        main: Option<Arc<MainSlot>>,
+    ) -> Self {
         PyProcess {
             gen: Some(gen),
             cell: Some(cell),
@@ -533,7 +538,11 @@ impl PyProcess {
                 let f = args.get_item(1)?.unbind();
                 let fargs = args.get_item(2)?.downcast_into::<PyTuple>()?.unbind();
                 let kw = args.get_item(3)?;
-                let kw = if kw.is_none() { None } else { Some(kw.unbind()) };
+                let kw = if kw.is_none() {
+                    None
+                } else {
+                    Some(kw.unbind())
+                };
                 cx.dirty(kind, dirty_job(f, fargs, kw))
                     .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
                 self.pending = Some(Pending::Dirty);
@@ -655,7 +664,11 @@ enum Sent<'py> {
     Returned(Bound<'py, PyAny>),
 }
 
-fn send<'py>(py: Python<'py>, gen: &Bound<'py, PyAny>, v: &Bound<'py, PyAny>) -> PyResult<Sent<'py>> {
+fn send<'py>(
+    py: Python<'py>,
+    gen: &Bound<'py, PyAny>,
+    v: &Bound<'py, PyAny>,
+) -> PyResult<Sent<'py>> {
     let mut out: *mut ffi::PyObject = std::ptr::null_mut();
     // SAFETY: gen and v are live objects; PyIter_Send returns a new reference in `out`
     // for PYGEN_NEXT and PYGEN_RETURN and sets an exception for PYGEN_ERROR.
@@ -675,7 +688,10 @@ pub fn parse_timeout(t: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
     let s: f64 = t.extract().map_err(|_| {
         PyTypeError::new_err(format!(
             "timeout must be a number of seconds or None, not {}",
-            t.get_type().qualname().map(|s| s.to_string()).unwrap_or_default()
+            t.get_type()
+                .qualname()
+                .map(|s| s.to_string())
+                .unwrap_or_default()
         ))
     })?;
     if s.is_nan() || s < 0.0 {
@@ -710,11 +726,7 @@ pub fn exit_reason(py: Python<'_>, exc: &Bound<'_, PyAny>) -> (Fragment, bool) {
         .unwrap_or_else(|_| "Exception".into());
     let msg = exc.str().map(|s| s.to_string()).unwrap_or_default();
     let _ = py;
-    let t = Term::Tuple(vec![
-        Term::Atom(Atom::ERROR),
-        str_term(&tn),
-        str_term(&msg),
-    ]);
+    let t = Term::Tuple(vec![Term::Atom(Atom::ERROR), str_term(&tn), str_term(&msg)]);
     (Fragment::from_term(&t), true)
 }
 

@@ -135,9 +135,7 @@ fn config_from(cfg: Option<&Bound<'_, PyDict>>) -> PyResult<VmConfig> {
                     dirty_cpu_set = true;
                 }
                 "dirty_io" | "dirty_io_schedulers" => c.dirty_io = n()?,
-                "batch_time" => {
-                    c.batch_time = parse_timeout(&v)?.unwrap_or(Duration::from_secs(1))
-                }
+                "batch_time" => c.batch_time = parse_timeout(&v)?.unwrap_or(Duration::from_secs(1)),
                 other => {
                     return Err(PyTypeError::new_err(format!(
                         "unknown beamvm setting {other:?} (known: schedulers, \
@@ -552,7 +550,11 @@ fn exit(args: &Bound<'_, PyTuple>) -> PyResult<bool> {
 /// Sets a process flag and returns its old value: `trap_exit` (bool), `priority`
 /// ('low', 'normal', 'high', 'max').
 #[pyfunction]
-fn process_flag(py: Python<'_>, flag: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+fn process_flag(
+    py: Python<'_>,
+    flag: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<PyObject> {
     let f = atom_of(flag, "process_flag's flag")?;
     match f.as_str() {
         "trap_exit" => {
@@ -608,7 +610,11 @@ fn make_ref() -> PyRef {
 /// Sends `msg` to `dest` (a pid, or a name resolved now) after `seconds`; returns a
 /// timer reference for `cancel_timer`.
 #[pyfunction]
-fn send_after(seconds: &Bound<'_, PyAny>, dest: &Bound<'_, PyAny>, msg: &Bound<'_, PyAny>) -> PyResult<PyRef> {
+fn send_after(
+    seconds: &Bound<'_, PyAny>,
+    dest: &Bound<'_, PyAny>,
+    msg: &Bound<'_, PyAny>,
+) -> PyResult<PyRef> {
     let t = parse_timeout(seconds)?
         .ok_or_else(|| PyValueError::new_err("send_after needs a finite delay"))?;
     let frag = to_fragment(msg)?;
@@ -616,14 +622,20 @@ fn send_after(seconds: &Bound<'_, PyAny>, dest: &Bound<'_, PyAny>, msg: &Bound<'
     let pid = if let Ok(p) = dest.downcast::<PyPid>() {
         p.get().0
     } else {
-        let name = atom_of(dest, "send_after's destination (a Pid or a registered name)")?;
-        v.whereis(name)
-            .ok_or_else(|| BadArg::new_err(format!("no process is registered as {:?}", name.as_str())))?
+        let name = atom_of(
+            dest,
+            "send_after's destination (a Pid or a registered name)",
+        )?;
+        v.whereis(name).ok_or_else(|| {
+            BadArg::new_err(format!("no process is registered as {:?}", name.as_str()))
+        })?
     };
-    Ok(PyRef(match with_cx(|cx| cx.send_after(t, pid, frag.clone())) {
-        Some(r) => r,
-        None => v.send_after(t, pid, frag),
-    }))
+    Ok(PyRef(
+        match with_cx(|cx| cx.send_after(t, pid, frag.clone())) {
+            Some(r) => r,
+            None => v.send_after(t, pid, frag),
+        },
+    ))
 }
 
 /// Cancels a timer; returns the seconds it had left, or None if it already fired.

@@ -55,9 +55,15 @@ pub fn compile(obj: &Bound<'_, PyAny>, any: &Bound<'_, PyAny>) -> PyResult<Patte
     Ok(p)
 }
 
-fn compile_inner(obj: &Bound<'_, PyAny>, any: &Bound<'_, PyAny>, depth: usize) -> PyResult<Pattern> {
+fn compile_inner(
+    obj: &Bound<'_, PyAny>,
+    any: &Bound<'_, PyAny>,
+    depth: usize,
+) -> PyResult<Pattern> {
     if depth > crate::convert::MAX_DEPTH {
-        return Err(pyo3::exceptions::PyValueError::new_err("pattern nested too deeply"));
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "pattern nested too deeply",
+        ));
     }
     if obj.is(any) {
         return Ok(Pattern::Any);
@@ -158,7 +164,9 @@ fn type_ok(t: TypeTest, v: View<'_>) -> bool {
 fn is_str(v: View<'_>) -> bool {
     v.tuple_len() == Some(2)
         && v.tuple_get(0).and_then(|t| t.as_atom()) == Some(str_tag())
-        && v.tuple_get(1).map(|b| b.kind() == Kind::Binary).unwrap_or(false)
+        && v.tuple_get(1)
+            .map(|b| b.kind() == Kind::Binary)
+            .unwrap_or(false)
 }
 
 impl Pattern {
@@ -180,7 +188,9 @@ impl Pattern {
                 if ps.is_empty() {
                     return v.is_nil();
                 }
-                let Some(it) = v.list_iter() else { return false };
+                let Some(it) = v.list_iter() else {
+                    return false;
+                };
                 let mut n = 0;
                 for e in it {
                     if n >= ps.len() || !ps[n].matches(e) {

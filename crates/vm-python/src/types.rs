@@ -175,7 +175,12 @@ impl PyBinary {
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .join("");
-        format!("Binary(<{} bytes: {}{}>)", s.len(), head, if s.len() > 16 { "..." } else { "" })
+        format!(
+            "Binary(<{} bytes: {}{}>)",
+            s.len(),
+            head,
+            if s.len() > 16 { "..." } else { "" }
+        )
     }
 
     fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
@@ -193,9 +198,10 @@ impl PyBinary {
         } else if other.is_instance_of::<pyo3::types::PyByteArray>()
             || other.is_instance_of::<pyo3::types::PyMemoryView>()
         {
-            theirs = other.call_method0("__bytes__").or_else(|_| {
-                py.get_type::<PyBytes>().call1((other,))
-            })?.extract()?;
+            theirs = other
+                .call_method0("__bytes__")
+                .or_else(|_| py.get_type::<PyBytes>().call1((other,)))?
+                .extract()?;
             &theirs
         } else {
             return Ok(py.NotImplemented());
