@@ -33,7 +33,7 @@ use vm_core::{Atom, Fragment, Pid, Term, View, Word};
 use crate::types::{PyAtom, PyBinary, PyPid, PyRef};
 
 /// Deepest nesting converted (a guard against self-referencing containers).
-pub const MAX_DEPTH: usize = 2000;
+pub const MAX_DEPTH: usize = 1000;
 
 /// The atom that tags a Python `str` inside a term.
 pub fn str_tag() -> Atom {
