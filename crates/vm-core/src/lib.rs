@@ -25,6 +25,7 @@ pub use dirty::{DirtyJob, DirtyKind, DirtyResult};
 pub use error::{Error, Result};
 pub use process::context::Cx;
 pub use process::mailbox::Key;
+pub use process::table::EXTERNAL_PID;
 pub use process::{Body, BodyClass, Priority, Step};
 pub use stats::{Memory, ProcessInfo, ProcessSummary, Statistics, SystemInfo};
 pub use term::{Atom, Fragment, Pid, Ref, Term, View, Word};

@@ -20,7 +20,7 @@ use crate::config::VmConfig;
 use crate::dirty::DirtyPools;
 use crate::error::{Error, Result};
 use crate::process::signal::Signal;
-use crate::process::table::ProcessTable;
+use crate::process::table::{ProcessTable, EXTERNAL_PID};
 use crate::process::{Body, Priority, Private, Process, Relations, DONE, QUEUED};
 use crate::registry::Registry;
 use crate::scheduler::Shared as SchedShared;
@@ -289,24 +289,17 @@ impl VmRef {
         Ok(())
     }
 
-    /// Sends an exit signal from outside any process (the sender is shown as `pid`
-    /// itself is not — Erlang would use the caller; we use the target's own pid, so
-    /// `normal` is treated as the process exiting itself). `kill` kills.
+    /// Sends an exit signal from outside any process (erlang:exit/2 from code that is
+    /// not a process). The sender appears as [`EXTERNAL_PID`]: a trapping target gets
+    /// `{'EXIT', EXTERNAL_PID, Reason}`; `kill` kills; `normal` is ignored by a
+    /// process that does not trap exits.
     pub fn exit(&self, pid: Pid, reason: Fragment) -> bool {
-        let from = Pid {
-            index: u32::MAX >> 4,
-            serial: 0,
+        let sig = Signal::Exit {
+            from: EXTERNAL_PID,
+            reason,
+            linked: false,
         };
-        self.0
-            .send_signal(
-                pid,
-                Signal::Exit {
-                    from,
-                    reason,
-                    linked: false,
-                },
-            )
-            .0
+        self.0.send_signal(pid, sig).0
     }
 
     /// Registers `pid` as `name`.

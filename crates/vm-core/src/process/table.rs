@@ -31,8 +31,16 @@ use crate::term::Pid;
 /// large enough that the chunk directory for 2^28 processes stays under 1 MiB.
 pub const CHUNK: usize = 4096;
 
-/// The largest process limit (pid indices have 28 bits).
-pub const MAX_PROCESS_LIMIT: usize = 1 << 28;
+/// The largest process limit: pid indices have 28 bits, and the top index is kept for
+/// [`EXTERNAL_PID`].
+pub const MAX_PROCESS_LIMIT: usize = (1 << 28) - 1;
+
+/// The pid that stands for code outside the VM (a Rust thread or the Python main
+/// thread) when it sends an exit signal; no process ever has it.
+pub const EXTERNAL_PID: Pid = Pid {
+    index: (1 << 28) - 1,
+    serial: 0,
+};
 
 #[derive(Default)]
 struct Slot {
