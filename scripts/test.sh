@@ -14,6 +14,17 @@ echo "== loom model check of the lock-free inbox"
 LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3} RUSTFLAGS="--cfg loom" \
   cargo test --release -p vm-core --lib loom --target-dir target/loom
 
+echo "== system packages"
+# tmux: tests/test_top_cli.py drives `python -m beamvm top` in a real terminal.
+if ! command -v tmux >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null \
+      || echo "warning: could not install tmux; the terminal test will be skipped"
+  else
+    echo "warning: tmux missing and cannot be installed here; the terminal test will be skipped"
+  fi
+fi
+
 echo "== python environment"
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
