@@ -183,13 +183,15 @@ def receive(pattern: Any = ANY, timeout: float | None = None, default: Any = _MI
     tuple holds a literal ``Ref`` among its first three elements, or a literal atom/int
     first, is found by index: its cost does not grow with unrelated queued messages.
 
-    A primitive: process code runs the native ``_native._receive`` instead, which takes a
-    message already queued without suspending the process.
+    A primitive: compiled process code calls the native ``_native._recv`` instead, which
+    returns a message already queued without suspending the process, or an op that the
+    process's frame yields to the driver while it waits.
     """
     raise _runtime._outside_process("receive")
 
 
 _runtime.register_primitive(receive, _native._receive)
+_compiler.set_fast_receive(receive, _native._recv, (_native._ReceiveOp, _runtime.Request))
 
 
 @_runtime.primitive

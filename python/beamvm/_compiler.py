@@ -64,6 +64,8 @@ _BFT = "_bvm_BFT"  # types.BuiltinFunctionType (fast plain path)
 _RF = "_bvm_refill"  # slow path after a preemption yield
 _WL = "_bvm_wl"  # with-item wrapper that warns about thread locks
 _SET = "_bvm_SET"  # operator.setitem (publishing the count inside an expression)
+_RCV = "_bvm_RCV"  # the fast receive function (see set_fast_receive)
+_RW = "_bvm_RW"  # types the fast receive returns when the frame must yield instead
 _B = "_bvm_B"  # local: this thread's budget cell
 _N = "_bvm_n"  # local: remaining reductions
 _RV = "_bvm_rv"  # local: return value
@@ -245,6 +247,19 @@ class _Rewriter(ast.NodeTransformer):
         call = ast.Call(func=lookup, args=node.args, keywords=node.keywords)
         ast.copy_location(call, node)
         # plain: (_bvm_r := call) is _bvm_h or _bvm_h is _bvm_f
+        #        or (_bvm_h is _bvm_RCV and type(_bvm_r) not in _bvm_RW)
+        # (the fast receive returned a message: no yield at all)
+        fast_done = ast.BoolOp(
+            op=ast.And(),
+            values=[
+                ast.Compare(left=_name(h), ops=[ast.Is()], comparators=[_name(_RCV)]),
+                ast.Compare(
+                    left=ast.Call(func=_name("type"), args=[_name(r)], keywords=[]),
+                    ops=[ast.NotIn()],
+                    comparators=[_name(_RW)],
+                ),
+            ],
+        )
         test = ast.BoolOp(
             op=ast.Or(),
             values=[
@@ -254,14 +269,23 @@ class _Rewriter(ast.NodeTransformer):
                     comparators=[_name(h)],
                 ),
                 ast.Compare(left=_name(h), ops=[ast.Is()], comparators=[_name(f)]),
+                fast_done,
             ],
         )
-        # compiled: (_bvm_SET(_bvm_B, 0, _bvm_n), (yield from _bvm_r), (_bvm_n := _bvm_B[0]))[1]
+        # suspend: (_bvm_SET(_bvm_B, 0, _bvm_n),
+        #           ((yield _bvm_r) if _bvm_h is _bvm_RCV else (yield from _bvm_r)),
+        #           (_bvm_n := _bvm_B[0]))[1]
+        # A waiting fast receive is yielded straight to the driver, which sends the message.
+        wait = ast.IfExp(
+            test=ast.Compare(left=_name(h), ops=[ast.Is()], comparators=[_name(_RCV)]),
+            body=ast.Yield(value=_name(r)),
+            orelse=ast.YieldFrom(value=_name(r)),
+        )
         run = _sub(
             ast.Tuple(
                 elts=[
                     ast.Call(func=_name(_SET), args=[_name(_B), _const(0), _name(_N)], keywords=[]),
-                    ast.YieldFrom(value=_name(r)),
+                    wait,
                     ast.NamedExpr(target=_name(_N, True), value=_sub(_name(_B), 0)),
                 ],
                 ctx=ast.Load(),
@@ -291,7 +315,7 @@ def _shift_columns(tree: ast.AST, indent: int) -> None:
                 node.end_col_offset += indent
 
 
-_RUNTIME_NAMES = (_P, _TL, _D, _BFT, _RF, _WL, _SET)
+_RUNTIME_NAMES = (_P, _TL, _D, _BFT, _RF, _WL, _SET, _RCV, _RW)
 
 
 def _build_template(fn: types.FunctionType) -> types.CodeType | None:
@@ -476,7 +500,7 @@ class _Dispatch(dict):  # type: ignore[type-arg]
                 return f
             return f if g is func else types.MethodType(g, f.__self__)
         try:
-            impl = _runtime._PRIMITIVES.get(f)
+            impl = _FAST.get(f) or _runtime._PRIMITIVES.get(f)
         except TypeError:  # unhashable callable: plain, not cached
             return f
         if impl is not None:
@@ -517,8 +541,31 @@ _RUNTIME_CELLS.update(
         _RF: types.CellType(_runtime._refill),
         _WL: types.CellType(_warn_lock),
         _SET: types.CellType(operator.setitem),
+        # Placeholders until set_fast_receive: nothing is the fast receive.
+        _RCV: types.CellType(object()),
+        _RW: types.CellType(()),
     }
 )
+
+#: Public primitive -> its fast implementation (see set_fast_receive).
+_FAST: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def set_fast_receive(
+    plain: Callable[..., Any], fast: Callable[..., Any], wait_types: tuple[type, ...]
+) -> None:
+    """Make compiled calls to the primitive ``plain`` call ``fast`` plainly.
+
+    ``fast`` takes ``plain``'s arguments and returns either the result (the call is done,
+    nothing is yielded) or an instance of one of ``wait_types``, which the compiled frame
+    yields as it is (a single yield to the driver, no ``yield from`` level); the driver
+    resumes the frame with ``send(result)`` or ``throw(exc)``. ``plain`` keeps its
+    registered generator implementation for ``compile_process`` and other primitives.
+    """
+    _FAST[plain] = fast
+    _RUNTIME_CELLS[_RCV].cell_contents = fast
+    _RUNTIME_CELLS[_RW].cell_contents = tuple(wait_types)
+    _DISPATCH.pop(plain, None)
 
 
 def _on_register(plain: Callable[..., Any]) -> None:
@@ -578,6 +625,9 @@ def compile_process(
         args = (*fn.args, *args)
         kwargs = {**fn.keywords, **kwargs}
         fn = fn.func
+    impl = _runtime.primitive_impl(fn)
+    if impl is not None:
+        return impl(*args, **kwargs)
     if isinstance(fn, types.MethodType | types.FunctionType):
         h = _DISPATCH[fn]
         if h is not fn:

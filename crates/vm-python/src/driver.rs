@@ -184,6 +184,10 @@ pub struct ReceiveOp {
     /// 0: not started; 1: yielded, waiting for the driver; 2: finished.
     state: u8,
     result: Option<PyObject>,
+    /// Set when `__next__` yielded the op (a `yield from` runs it): the driver then
+    /// stores the message in `result` and resumes with None. Clear when compiled code
+    /// yielded the op returned by [`_recv`] itself: the driver sends the message.
+    via_iter: bool,
 }
 
 fn any_obj() -> PyObject {
@@ -235,7 +239,34 @@ pub fn _receive(
         args,
         state: 0,
         result: None,
+        via_iter: false,
     })
+}
+
+/// The fast path of `beamvm.receive` that compiled code calls plainly (see
+/// `_compiler.set_fast_receive`). Inside a process it returns a matching queued message
+/// at once; otherwise it returns a waiting `_ReceiveOp` that the compiled frame yields
+/// itself (one yield, no `yield from` level): the driver keeps it as the pending
+/// receive and resumes the frame with `send(message)` or `throw(Timeout)`. Outside a
+/// process (a test driver) it returns `Request("receive", (pattern, timeout, default))`
+/// for the frame to yield. Argument errors raise at the call, as before.
+#[pyfunction]
+#[pyo3(signature = (pattern = any_obj(), timeout = None, default = missing_obj()))]
+pub fn _recv(
+    py: Python<'_>,
+    pattern: PyObject,
+    timeout: Option<&Bound<'_, PyAny>>,
+    default: PyObject,
+) -> PyResult<PyObject> {
+    let mut op = _receive(py, pattern, timeout, default)?;
+    if let Some(args) = op.args.take() {
+        return rt(py).request.call1(py, ("receive", args));
+    }
+    if let Some(m) = with_cx(|cx| op.try_take(cx)).flatten() {
+        return frag_to_py(py, &m);
+    }
+    op.state = 1;
+    Ok(Py::new(py, op)?.into_any())
 }
 
 impl ReceiveOp {
@@ -266,6 +297,7 @@ impl ReceiveOp {
                         return Err(stop_with(py, frag_to_py(py, &m)?));
                     }
                     slf.state = 1;
+                    slf.via_iter = true;
                     return Ok(slf.into_pyobject(py)?.into_any().unbind());
                 }
                 slf.state = 1;
@@ -602,7 +634,8 @@ impl PyProcess {
                         return Step::Yield;
                     }
                     if let Ok(op) = out.downcast_exact::<ReceiveOp>() {
-                        self.pending = Some(Pending::Receive(op.clone().unbind(), true));
+                        let direct = op.borrow().via_iter;
+                        self.pending = Some(Pending::Receive(op.clone().unbind(), direct));
                         continue;
                     }
                     if out.is_instance(r.request.bind(py)).unwrap_or(false) {

@@ -807,6 +807,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(runtime::_setup, m)?)?;
     m.add_class::<driver::ReceiveOp>()?;
     m.add_function(wrap_pyfunction!(driver::_receive, m)?)?;
+    m.add_function(wrap_pyfunction!(driver::_recv, m)?)?;
     m.add_function(wrap_pyfunction!(driver::_quiesce_dirty, m)?)?;
     m.add_function(wrap_pyfunction!(start, m)?)?;
     m.add_function(wrap_pyfunction!(stop, m)?)?;
