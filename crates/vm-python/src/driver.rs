@@ -26,6 +26,7 @@ use pyo3::exceptions::{
     PyBaseException, PyRuntimeError, PyStopIteration, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyList, PyString, PyTuple};
 use pyo3::{ffi, intern, PyTypeInfo};
 use vm_core::{Atom, Body, BodyClass, Cx, Fragment, Key, SliceHook, Step, Term};
@@ -243,6 +244,27 @@ pub fn _receive(
     })
 }
 
+static ANY_WAIT: GILOnceCell<Py<ReceiveOp>> = GILOnceCell::new();
+
+/// The op `_recv` returns for every `receive()` (any message, no timeout) that waits.
+fn any_wait_op(py: Python<'_>) -> PyResult<&Py<ReceiveOp>> {
+    ANY_WAIT.get_or_try_init(py, || {
+        Py::new(
+            py,
+            ReceiveOp {
+                pat: Pattern::Any,
+                key: None,
+                timeout: None,
+                default: None,
+                args: None,
+                state: 1,
+                result: None,
+                via_iter: false,
+            },
+        )
+    })
+}
+
 /// The fast path of `beamvm.receive` that compiled code calls plainly (see
 /// `_compiler.set_fast_receive`). Inside a process it returns a matching queued message
 /// at once; otherwise it returns a waiting `_ReceiveOp` that the compiled frame yields
@@ -258,6 +280,16 @@ pub fn _recv(
     timeout: Option<&Bound<'_, PyAny>>,
     default: PyObject,
 ) -> PyResult<PyObject> {
+    let r = rt(py);
+    if timeout.is_none() && pattern.is(&r.any) && default.is(&r.missing) {
+        // `receive()`: the next message, no timeout -- no pattern to compile, and a
+        // shared op (the driver never mutates an op that compiled code yielded).
+        match with_cx(|cx| cx.recv()) {
+            Some(Some(m)) => return frag_to_py(py, &m),
+            Some(None) => return Ok(any_wait_op(py)?.clone_ref(py).into_any()),
+            None => {}
+        }
+    }
     let mut op = _receive(py, pattern, timeout, default)?;
     if let Some(args) = op.args.take() {
         return rt(py).request.call1(py, ("receive", args));
