@@ -4,6 +4,7 @@ introspection, and errors for bad input."""
 from __future__ import annotations
 
 import time
+import traceback
 
 import beamvm
 import pytest
@@ -532,3 +533,36 @@ def test_spawn_arguments_without_a_term_form_are_shared():
         return receive(timeout=5)
 
     assert beamvm.run(main, schedulers=2) == (["late"], [1, 2], "late")
+
+
+def test_waiting_receive_gets_tuples_and_exceptions_as_values():
+    """A receive that waits is resumed with the message itself (tuples and exception
+    instances are values, not StopIteration arguments); receive() can be a process body."""
+
+    def sender(to):
+        beamvm.sleep(0.01)
+        send(to, (1, 2))
+        send(to, ())
+        send(to, "last")
+
+    def main():
+        spawn(sender, self_pid())
+        a = receive()  # waits: the shared op for receive()
+        b = receive(tuple)  # waits or finds it: a compiled pattern
+        c = receive(str, timeout=1.0)
+        echo = spawn(receive)  # the primitive itself as a process body
+        send(echo, "x")
+        return a, b, c, isinstance(echo, Pid)
+
+    assert run(main) == ((1, 2), (), "last", True)
+
+
+def test_receive_timeout_traceback_points_at_user_code():
+    def main():
+        try:
+            receive(timeout=0.01)
+        except Timeout as e:
+            return [f.name for f in traceback.extract_tb(e.__traceback__)]
+        return None
+
+    assert run(main) == ["main"]

@@ -671,3 +671,24 @@ def test_process_cells_follow_processes_across_threads():
                 t.join()
     assert results == [50_001, 50_001]
     assert 99 <= preempts[0] <= 101 and preempts[0] == preempts[1]
+
+
+def test_fast_receive_outside_vm_yields_a_request():
+    """Compiled calls to beamvm.receive run the native fast path; driven by a toy
+    driver (no VM), it yields Request("receive", ...) and returns what is sent back."""
+    beamvm = pytest.importorskip("beamvm")
+
+    def body():
+        got = beamvm.receive((beamvm.ANY, 1), timeout=2)
+        return got, beamvm.receive()
+
+    g = C.compile_function(body)()
+    R.set_budget(1000)
+    req = g.send(None)
+    assert isinstance(req, R.Request) and req.kind == "receive"
+    assert req.args[0] == (beamvm.ANY, 1) and req.args[1] == 2
+    req2 = g.send(("m", 1))
+    assert req2.kind == "receive" and req2.args[0] is beamvm.ANY
+    with pytest.raises(StopIteration) as e:
+        g.send((1, 2))
+    assert e.value.value == (("m", 1), (1, 2))
