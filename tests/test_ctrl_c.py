@@ -11,6 +11,7 @@ import time
 
 PROGRAM = textwrap.dedent(
     """
+    import os
     import signal
     import sys
     import beamvm
@@ -19,10 +20,7 @@ PROGRAM = textwrap.dedent(
     # handler so the test does not depend on how it was launched.
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def spin():
-        x = 0
-        while True:
-            x += 1
+    SPIN
 
     def main():
         for _ in range(3):
@@ -39,11 +37,11 @@ PROGRAM = textwrap.dedent(
 )
 
 
-def test_ctrl_c_stops_the_vm_and_raises_keyboard_interrupt() -> None:
+def _interrupt(args: list[str]) -> tuple[int, str, str]:
     env = dict(os.environ)
     env.setdefault("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.Popen(
-        [sys.executable, "-c", PROGRAM],
+        [sys.executable, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -59,5 +57,31 @@ def test_ctrl_c_stops_the_vm_and_raises_keyboard_interrupt() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 3, (proc.returncode, out, err)
+    return proc.returncode, out, err
+
+
+SPIN = "def spin():\n        x = 0\n        while True:\n            x += 1\n"
+# Code made with exec() has no source file, so it cannot be compiled for preemption.
+SPIN_NO_SOURCE = 'exec("def spin():\\n    x = 0\\n    while True:\\n        x += 1\\n")'
+
+
+def test_ctrl_c_stops_the_vm_and_raises_keyboard_interrupt(tmp_path) -> None:
+    prog = tmp_path / "prog.py"
+    prog.write_text(PROGRAM.replace("SPIN", SPIN))
+    rc, out, err = _interrupt([str(prog)])
+    assert rc == 3, (rc, out, err)
     assert "interrupted; running: False" in out, (out, err)
+
+
+def test_ctrl_c_with_unpreemptible_code_still_returns_and_warns(tmp_path) -> None:
+    # A busy loop that cannot be preempted holds its scheduler forever. Stopping must
+    # still return (after a bounded wait) and say why. The stuck thread keeps running
+    # Python, and CPython 3.11 cannot finalise the interpreter under it, so this
+    # program leaves with os._exit (documented).
+    prog = tmp_path / "prog.py"
+    src = PROGRAM.replace("SPIN", SPIN_NO_SOURCE).replace("sys.exit(3)", "os._exit(3)")
+    prog.write_text(src)
+    rc, out, err = _interrupt([str(prog)])
+    assert rc == 3, (rc, out, err)
+    assert "interrupted; running: False" in out, (out, err)
+    assert "did not stop" in err and "cannot be preempted" in err, err

@@ -68,6 +68,16 @@ pub struct VmInner {
     pub(crate) registered: Mutex<()>,
     pub(crate) dirty: DirtyPools,
     pub(crate) system_monitor: Mutex<Option<Pid>>,
+    /// VM threads (schedulers, timer, watchdog) that have returned, for shutdown.
+    pub(crate) exited: (Mutex<usize>, std::sync::Condvar),
+}
+
+impl VmInner {
+    fn thread_exited(&self) {
+        let mut n = self.exited.0.lock().unwrap_or_else(|e| e.into_inner());
+        *n += 1;
+        self.exited.1.notify_all();
+    }
 }
 
 impl VmInner {
@@ -396,20 +406,27 @@ impl Vm {
             registered: Mutex::new(()),
             dirty: DirtyPools::new(config_dirty.0, config_dirty.1),
             system_monitor: Mutex::new(None),
+            exited: (Mutex::new(0), std::sync::Condvar::new()),
         });
         let mut threads = Vec::new();
         let vm = inner.clone();
         threads.push(
             std::thread::Builder::new()
                 .name("beamvm-timer".into())
-                .spawn(move || vm.timers.run(Arc::downgrade(&vm)))
+                .spawn(move || {
+                    vm.timers.run(Arc::downgrade(&vm));
+                    vm.thread_exited();
+                })
                 .map_err(|e| Error::BadArg(format!("cannot start timer thread: {e}")))?,
         );
-        let weak = Arc::downgrade(&inner);
+        let vm = inner.clone();
         threads.push(
             std::thread::Builder::new()
                 .name("beamvm-watchdog".into())
-                .spawn(move || crate::scheduler::watchdog::run(weak))
+                .spawn(move || {
+                    crate::scheduler::watchdog::run(Arc::downgrade(&vm));
+                    vm.thread_exited();
+                })
                 .map_err(|e| Error::BadArg(format!("cannot start watchdog thread: {e}")))?,
         );
         let dirty_threads = DirtyPools::start(&inner)
@@ -419,7 +436,10 @@ impl Vm {
             let t = std::thread::Builder::new()
                 .name(format!("beamvm-sched-{i}"))
                 .stack_size(crate::config::THREAD_STACK_SIZE)
-                .spawn(move || crate::scheduler::run(vm, i, w))
+                .spawn(move || {
+                    crate::scheduler::run(vm.clone(), i, w);
+                    vm.thread_exited();
+                })
                 .map_err(|e| Error::BadArg(format!("cannot start scheduler thread: {e}")))?;
             inner.sched.register_thread(i, t.thread().clone());
             threads.push(t);
@@ -444,15 +464,56 @@ impl Vm {
 
     /// Stops the VM: schedulers finish their current slice and exit, every thread is
     /// joined, every remaining process is freed (bodies dropped, heaps and mailboxes
-    /// freed; no exit signals are sent). Idempotent.
+    /// freed; no exit signals are sent). Idempotent. Waits as long as it takes: see
+    /// [`Vm::shutdown_within`] for a bounded wait.
     pub fn shutdown(&mut self) {
-        let inner = &self.handle.0;
+        self.shutdown_within(None);
+    }
+
+    /// Stops the VM like [`Vm::shutdown`], waiting at most `limit` for the VM's
+    /// threads. A scheduler stuck in a slice that never ends (a native call that does
+    /// not return, code that cannot be preempted) cannot be stopped; after `limit` such
+    /// threads are left running, detached, with the process they run, and the number
+    /// of them is returned (0 when everything stopped).
+    pub fn shutdown_within(&mut self, limit: Option<Duration>) -> usize {
+        let inner = self.handle.0.clone();
         inner.stopping.store(true, Ordering::Release);
         inner.sched.wake_all();
         inner.timers.stop();
         inner.dirty.stop();
+        let want = self.threads.len();
+        let all_exited = {
+            let deadline = limit.map(|l| Instant::now() + l);
+            let mut n = inner.exited.0.lock().unwrap_or_else(|e| e.into_inner());
+            while *n < want {
+                match deadline {
+                    None => n = inner.exited.1.wait(n).unwrap_or_else(|e| e.into_inner()),
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        n = inner
+                            .exited
+                            .1
+                            .wait_timeout(n, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                }
+            }
+            *n >= want
+        };
+        let mut stuck = 0;
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            // A thread that reported its exit is about to finish: join it. After a
+            // timeout, the ones still running are detached (dropping the handle does
+            // not stop them).
+            if all_exited || t.is_finished() {
+                let _ = t.join();
+            } else {
+                stuck += 1;
+            }
         }
         // Dirty threads finish their current job first; a job that blocks for a long
         // time (a dirty IO call) must not hold up shutdown, so threads still running a
@@ -469,7 +530,10 @@ impl Vm {
             let mut late = Vec::new();
             p.inbox.close(&mut late);
             drop(late);
-            let mut g = p.lock();
+            // A process whose lock is held belongs to a stuck scheduler: leave it.
+            let Ok(mut g) = p.private.try_lock() else {
+                continue;
+            };
             let body = g.body.take();
             g.mailbox.clear();
             g.mem = None;
@@ -479,6 +543,7 @@ impl Vm {
             drop(body);
         }
         inner.sched.drain();
+        stuck
     }
 }
 

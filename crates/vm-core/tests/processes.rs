@@ -290,3 +290,27 @@ fn work_is_stolen_across_schedulers() {
         "only one scheduler ran processes: {names:?}"
     );
 }
+
+#[test]
+fn shutdown_within_leaves_a_stuck_scheduler_and_returns() {
+    use std::sync::atomic::AtomicBool;
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    let mut vm = vm(2);
+    let (tx, rx) = mpsc::channel();
+    vm.spawn(body(move |_: &mut Cx<'_>| {
+        tx.send(()).ok();
+        // A slice that does not return until released (code that cannot be preempted).
+        while !RELEASE.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Step::Exit(int(0))
+    }))
+    .unwrap();
+    recv_timeout(&rx, 5);
+    let t0 = Instant::now();
+    let stuck = vm.shutdown_within(Some(Duration::from_millis(200)));
+    assert_eq!(stuck, 1, "the stuck scheduler is reported and left running");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(!vm.is_running());
+    RELEASE.store(true, Ordering::Release);
+}

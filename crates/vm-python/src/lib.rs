@@ -178,6 +178,9 @@ fn start_vm(py: Python<'_>, cfg: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
     Ok(())
 }
 
+/// How long stopping the VM waits for schedulers to finish their slice.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 fn stop_vm(py: Python<'_>) -> PyResult<bool> {
     if in_process() {
         return Err(PyRuntimeError::new_err(
@@ -188,10 +191,30 @@ fn stop_vm(py: Python<'_>) -> PyResult<bool> {
     *HANDLE.write().unwrap_or_else(|e| e.into_inner()) = None;
     match v {
         Some(mut v) => {
-            py.allow_threads(move || {
-                v.shutdown();
-                drop(v);
+            let stuck = py.allow_threads(move || {
+                let stuck = v.shutdown_within(Some(STOP_WAIT));
+                if stuck > 0 {
+                    // Dropping would wait again; the stuck threads keep what they use.
+                    std::mem::forget(v);
+                }
+                stuck
             });
+            if stuck > 0 {
+                let msg = format!(
+                    "beamvm: {stuck} scheduler thread(s) did not stop within {} s: a process \
+                     is running code that cannot be preempted (a C call, or a function \
+                     without source such as one defined in `python -c`); it was left \
+                     running. Move long calls to beamvm.dirty_cpu/dirty_io.",
+                    STOP_WAIT.as_secs()
+                );
+                let c = std::ffi::CString::new(msg.clone()).unwrap_or_default();
+                let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+                if PyErr::warn(py, &category, &c, 1).is_err() {
+                    // Warnings cannot be raised right now (e.g. while a Ctrl-C is being
+                    // handled, a second KeyboardInterrupt comes back): say it plainly.
+                    eprintln!("{msg}");
+                }
+            }
             Ok(true)
         }
         None => Ok(false),
