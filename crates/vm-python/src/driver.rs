@@ -12,9 +12,10 @@
 //! (see [`with_cx`]), so the `_native` functions Python calls (send, spawn, link, ...)
 //! act on the current process. It is cleared before `resume` returns.
 //!
-//! GIL: the class is [`BodyClass::Hooked`]; the VM's [`GilHook`] holds the GIL across a
-//! batch of Python slices on a scheduler thread, and `resume`'s own `with_gil` is then
-//! a nested, cheap acquire. Nothing here relies on the GIL for the VM's own safety.
+//! GIL: the class is [`BodyClass::Hooked`]; the VM's [`GilHook`] runs a batch of Python
+//! slices on a scheduler thread inside one `Python::with_gil`, and `resume` uses that
+//! batch's GIL (see [`with_batch_gil`]). Nothing here relies on the GIL for the VM's
+//! own safety.
 
 use std::cell::Cell;
 use std::os::raw::c_int;
@@ -48,28 +49,49 @@ extern "C" {
 // --------------------------------------------------------------------------- GIL hook
 
 thread_local! {
-    static GIL_STATE: Cell<Option<ffi::PyGILState_STATE>> = const { Cell::new(None) };
+    /// True while this thread runs a batch inside [`GilHook::batch`]'s `with_gil`.
+    static IN_BATCH: Cell<bool> = const { Cell::new(false) };
     static CURRENT: Cell<*mut ()> = const { Cell::new(std::ptr::null_mut()) };
     /// The budget cell this thread last made `_runtime._TL.b` (see [`enter_cell`]).
     static TL_CELL: Cell<*mut ffi::PyObject> = const { Cell::new(std::ptr::null_mut()) };
 }
 
-/// Holds the GIL across a batch of Python slices on a scheduler thread.
+/// Holds the GIL across a batch of Python slices on a scheduler thread: the whole
+/// batch runs inside one `Python::with_gil`, so pyo3's GIL count stays above zero and
+/// each slice's [`with_batch_gil`] is free (no `PyGILState_Ensure`, no reference-pool
+/// update per slice).
 pub struct GilHook;
 
 impl SliceHook for GilHook {
-    fn enter(&self) {
-        // SAFETY: the interpreter is initialised (we are its extension module) and
-        // beamvm stops the VM at exit (atexit) before finalisation.
-        let s = unsafe { ffi::PyGILState_Ensure() };
-        GIL_STATE.with(|c| c.set(Some(s)));
+    fn batch(&self, run: &mut dyn FnMut()) {
+        // The interpreter is initialised (we are its extension module) and beamvm stops
+        // the VM at exit (atexit) before finalisation.
+        Python::with_gil(|_py| {
+            struct Reset(bool);
+            impl Drop for Reset {
+                fn drop(&mut self) {
+                    IN_BATCH.with(|c| c.set(self.0));
+                }
+            }
+            let _reset = Reset(IN_BATCH.with(|c| c.replace(true)));
+            run();
+        })
     }
+}
 
-    fn leave(&self) {
-        if let Some(s) = GIL_STATE.with(|c| c.take()) {
-            // SAFETY: paired with the Ensure in `enter` on this thread.
-            unsafe { ffi::PyGILState_Release(s) }
-        }
+/// Runs `f` with the GIL: the batch's own when called inside [`GilHook::batch`] on
+/// this thread, otherwise a `Python::with_gil` of its own.
+fn with_batch_gil<R>(f: impl FnOnce(Python<'_>) -> R) -> R {
+    if IN_BATCH.with(|c| c.get()) {
+        // SAFETY: IN_BATCH is true only while this thread runs inside the
+        // `Python::with_gil` closure of `GilHook::batch` (it is reset when the closure
+        // ends, even by unwinding), and the scheduler calls bodies from that closure, not
+        // from code that released the GIL (`allow_threads`) inside it. So this thread
+        // holds the GIL and pyo3's GIL count is above zero, which is what
+        // `assume_gil_acquired` requires.
+        f(unsafe { Python::assume_gil_acquired() })
+    } else {
+        Python::with_gil(f)
     }
 }
 
@@ -804,7 +826,7 @@ fn str_term(s: &str) -> Term {
 
 impl Body for PyProcess {
     fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
-        Python::with_gil(|py| {
+        with_batch_gil(|py| {
             let cxp: *mut Cx<'_> = cx;
             let _g = CurrentGuard::set(cxp);
             // SAFETY: see `with_cx`; the driver and Python never use the context at
@@ -815,7 +837,7 @@ impl Body for PyProcess {
     }
 
     fn terminate(&mut self, cx: &mut Cx<'_>, reason: &Fragment) {
-        Python::with_gil(|py| {
+        with_batch_gil(|py| {
             if let Some(m) = &self.main {
                 m.set(Outcome::Exited(reason.clone()));
             }

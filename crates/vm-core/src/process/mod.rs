@@ -107,9 +107,9 @@ pub enum Step {
     Exit(Fragment),
 }
 
-/// Which kind of body a process has; the scheduler batches consecutive slices of the
-/// same non-native class under one [`SliceHook`](crate::SliceHook) entry (the Python
-/// binding uses it to hold the GIL across a batch instead of per slice).
+/// Which kind of body a process has; the scheduler runs consecutive hooked slices
+/// inside one [`SliceHook::batch`](crate::SliceHook::batch) call (the Python binding
+/// holds the GIL across the batch instead of taking it per slice). Read once, at spawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyClass {
     /// Plain Rust: needs nothing around its slices.
@@ -258,11 +258,16 @@ pub struct Process {
     pub(crate) minor_gcs: AtomicU32,
     pub(crate) major_gcs: AtomicU32,
     pub(crate) has_timers: AtomicBool,
+    /// The body's class is [`BodyClass::Hooked`] (fixed at spawn: a body's class never
+    /// changes), so the scheduler can batch the slice under the hook without taking
+    /// the private lock first.
+    pub(crate) hooked: bool,
     pub(crate) private: Mutex<Private>,
 }
 
 impl Process {
     pub(crate) fn new(pid: Pid, body: Box<dyn Body>, priority: Priority) -> Process {
+        let hooked = body.class() == BodyClass::Hooked;
         Process {
             pid,
             state: AtomicU8::new(IDLE),
@@ -274,6 +279,7 @@ impl Process {
             minor_gcs: AtomicU32::new(0),
             major_gcs: AtomicU32::new(0),
             has_timers: AtomicBool::new(false),
+            hooked,
             private: Mutex::new(Private::new(body)),
         }
     }

@@ -42,8 +42,9 @@ use std::time::{Duration, Instant};
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::CachePadded;
 
+use crate::config::SliceHook;
 use crate::process::context::Cx;
-use crate::process::{BodyClass, Process, Step, IDLE, NOTIFIED, QUEUED, RUNNING};
+use crate::process::{Process, Step, IDLE, NOTIFIED, QUEUED, RUNNING};
 use crate::term::{Atom, Fragment, Term};
 use crate::vm::VmInner;
 pub use slot::LifoSlot;
@@ -306,8 +307,11 @@ struct Sched<'a> {
     seq: u64,
     rng: u64,
     buf: Vec<crate::process::signal::Signal>,
-    hook_entered: bool,
-    batch_start: Instant,
+    /// Rounds spent looking for work since the last pick (see [`SPIN_ROUNDS`]).
+    spins: u32,
+    /// A native process picked inside a batch past `batch_time`: it runs next, after
+    /// the batch (it is QUEUED and in no run queue meanwhile).
+    stash: Option<(Arc<Process>, usize)>,
 }
 
 impl Sched<'_> {
@@ -407,30 +411,50 @@ impl Sched<'_> {
         None
     }
 
-    fn leave_hook(&mut self) {
-        if self.hook_entered {
-            if let Some(h) = &self.vm.config.slice_hook {
-                h.leave();
+    /// Runs `p`, a hooked process, and the picks after it inside one
+    /// [`SliceHook::batch`] call. The batch keeps the hook (the GIL) across consecutive
+    /// hooked slices: releasing and re-taking the GIL at once would defeat CPython's own
+    /// hand-over, which lets a waiting thread ask the holder to drop the GIL after the
+    /// switch interval (5 ms) *unless the GIL changed hands meanwhile* — a release/re-take
+    /// every slice counts as a change, so waiters would starve (a plain Python thread
+    /// beside one spinning process waited 1.8 s). The interpreter therefore bounds the
+    /// batch, at its switch interval. Native slices picked meanwhile run inside the batch
+    /// for up to `batch_time` (dropping the GIL for a few microseconds helps no one and
+    /// makes it change hands); a native pick past that ends the batch and runs right
+    /// after it, so other threads get their turn. The batch also covers the spin for
+    /// work, and ends before the scheduler parks, goes offline or stops.
+    fn run_batch(&mut self, hook: &dyn SliceHook, p: Arc<Process>, prio: usize) {
+        let mut first = Some((p, prio));
+        let batch_time = self.vm.config.batch_time;
+        hook.batch(&mut || {
+            let start = Instant::now();
+            let mut pick = first.take();
+            loop {
+                match pick {
+                    Some((p, prio)) => {
+                        self.spins = 0;
+                        if !p.hooked && start.elapsed() >= batch_time {
+                            self.stash = Some((p, prio));
+                            return;
+                        }
+                        self.run_one(p, prio);
+                    }
+                    None => {
+                        self.spins += 1;
+                        if self.spins >= SPIN_ROUNDS {
+                            return;
+                        }
+                        std::hint::spin_loop();
+                        std::thread::yield_now();
+                    }
+                }
+                if self.vm.stopping.load(Ordering::Acquire) || self.index >= self.shared().online()
+                {
+                    return;
+                }
+                pick = self.next();
             }
-            self.hook_entered = false;
-        }
-    }
-
-    /// Enters the slice hook (the GIL) unless already entered. A batch of consecutive
-    /// hooked slices keeps it: releasing and re-taking the GIL at once would defeat
-    /// CPython's own hand-over, which lets a waiting thread ask the holder to drop the
-    /// GIL after the switch interval (5 ms) *unless the GIL changed hands meanwhile* —
-    /// a release/re-take every batch counts as a change, so waiters would starve (a
-    /// plain Python thread beside one spinning process waited 1.8 s). The interpreter
-    /// therefore bounds the batch, at its switch interval.
-    fn enter_hook(&mut self) {
-        if !self.hook_entered {
-            if let Some(h) = &self.vm.config.slice_hook {
-                h.enter();
-                self.hook_entered = true;
-                self.batch_start = Instant::now();
-            }
-        }
+        });
     }
 
     fn run_one(&mut self, p: Arc<Process>, prio: usize) {
@@ -443,17 +467,6 @@ impl Sched<'_> {
             // Already finished (shutdown race); nothing to run.
             return;
         };
-        match body.class() {
-            BodyClass::Hooked => self.enter_hook(),
-            // A native slice between hooked ones keeps the hook for up to batch_time
-            // (dropping the GIL for a few microseconds helps no one and makes it
-            // change hands, see enter_hook); past that, other threads get their turn.
-            BodyClass::Native => {
-                if self.hook_entered && self.batch_start.elapsed() >= self.vm.config.batch_time {
-                    self.leave_hook();
-                }
-            }
-        }
         let budget = i64::from(self.vm.config.reductions);
         self.seq += 2;
         let seq = self.seq + 1; // odd: in a slice
@@ -569,7 +582,6 @@ impl Sched<'_> {
     }
 
     fn park(&mut self) {
-        self.leave_hook();
         let sh = &self.vm.sched;
         {
             let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -631,21 +643,24 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         seq: 0,
         rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1),
         buf: Vec::new(),
-        hook_entered: false,
-        batch_start: Instant::now(),
+        spins: 0,
+        stash: None,
     };
     let mut busy_since = Instant::now();
     let since_start = |t: Instant| t.duration_since(vm.started).as_nanos() as u64 + 1;
     let st = &vm.sched.stats[index];
     st.busy_start_ns
         .store(since_start(busy_since), Ordering::Release);
-    let mut spins = 0;
+    let hook = vm.config.slice_hook.as_deref();
     loop {
         if vm.stopping.load(Ordering::Acquire) {
             break;
         }
         if index >= vm.sched.online() {
             // Offline: hand local work to the others and sleep until brought back.
+            if let Some((p, prio)) = s.stash.take() {
+                vm.sched.injectors[prio].push(p);
+            }
             if let Some(p) = vm.sched.slots[index].take() {
                 vm.sched.injectors[NORMAL].push(p);
             }
@@ -658,19 +673,27 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
             s.park();
             continue;
         }
-        match s.next() {
+        let pick = match s.stash.take() {
+            Some(p) => Some(p),
+            None => s.next(),
+        };
+        match pick {
             Some((p, prio)) => {
-                spins = 0;
-                s.run_one(p, prio);
+                s.spins = 0;
+                match hook {
+                    Some(h) if p.hooked => s.run_batch(h, p, prio),
+                    _ => s.run_one(p, prio),
+                }
             }
             None => {
-                spins += 1;
-                if spins < SPIN_ROUNDS {
+                // A batch that ran out of work has spun already: park at once.
+                s.spins += 1;
+                if s.spins < SPIN_ROUNDS {
                     std::hint::spin_loop();
                     std::thread::yield_now();
                     continue;
                 }
-                spins = 0;
+                s.spins = 0;
                 // Period closed before it is added: a reader never counts it twice.
                 st.busy_start_ns.store(0, Ordering::Release);
                 st.busy_ns
@@ -682,7 +705,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
             }
         }
     }
-    s.leave_hook();
+    drop(s.stash.take());
     drop(vm.sched.slots[index].take());
     st.busy_start_ns.store(0, Ordering::Release);
     st.busy_ns

@@ -1,0 +1,152 @@
+//! The slice hook's batching rules: hooked slices run inside `SliceHook::batch`;
+//! native slices picked meanwhile run inside it for up to `batch_time`, and after it
+//! past that; the batch ends before the scheduler parks.
+mod common;
+use common::*;
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::Duration;
+
+use vm_core::{Body, BodyClass, Cx, Pid, SliceHook, Step, Vm, VmConfig};
+
+thread_local! {
+    static IN_BATCH: Cell<bool> = const { Cell::new(false) };
+}
+
+fn in_batch() -> bool {
+    IN_BATCH.with(|c| c.get())
+}
+
+#[derive(Default)]
+struct CountingHook {
+    /// Batches open now (on any scheduler thread).
+    open: AtomicUsize,
+    batches: AtomicUsize,
+}
+
+impl SliceHook for CountingHook {
+    fn batch(&self, run: &mut dyn FnMut()) {
+        assert!(!in_batch(), "batches nest");
+        IN_BATCH.with(|c| c.set(true));
+        self.open.fetch_add(1, Ordering::SeqCst);
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        run();
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        IN_BATCH.with(|c| c.set(false));
+    }
+}
+
+/// A body of class `Hooked`.
+struct Hooked<F>(F);
+
+impl<F> Body for Hooked<F>
+where
+    F: FnMut(&mut Cx<'_>) -> Step + Send + 'static,
+{
+    fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
+        (self.0)(cx)
+    }
+
+    fn class(&self) -> BodyClass {
+        BodyClass::Hooked
+    }
+}
+
+struct Counts {
+    hooked_in: AtomicUsize,
+    hooked_out: AtomicUsize,
+    native_in: AtomicUsize,
+    native_out: AtomicUsize,
+}
+
+/// Ping-pong between a hooked and a native process, `rounds` times, on one scheduler.
+fn ping_pong(batch_time: Duration, rounds: usize) -> (Vm, Arc<CountingHook>, Arc<Counts>) {
+    let hook = Arc::new(CountingHook::default());
+    let vm = Vm::start(VmConfig {
+        schedulers: 1,
+        schedulers_online: 1,
+        slice_hook: Some(hook.clone()),
+        batch_time,
+        ..VmConfig::default()
+    })
+    .expect("vm starts");
+    let counts = Arc::new(Counts {
+        hooked_in: AtomicUsize::new(0),
+        hooked_out: AtomicUsize::new(0),
+        native_in: AtomicUsize::new(0),
+        native_out: AtomicUsize::new(0),
+    });
+    let (tx, rx) = mpsc::channel();
+    let peer: Arc<OnceLock<Pid>> = Arc::new(OnceLock::new());
+    let (c, p) = (counts.clone(), peer.clone());
+    let native = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            while let Some(m) = cx.recv() {
+                let n = if in_batch() {
+                    &c.native_in
+                } else {
+                    &c.native_out
+                };
+                n.fetch_add(1, Ordering::SeqCst);
+                if let Some(&to) = p.get() {
+                    cx.send(to, m);
+                }
+            }
+            Step::Wait
+        }))
+        .unwrap();
+    let c = counts.clone();
+    let mut seen = 0;
+    let hooked = vm
+        .spawn(Hooked(move |cx: &mut Cx<'_>| {
+            while let Some(m) = cx.recv() {
+                let n = if in_batch() {
+                    &c.hooked_in
+                } else {
+                    &c.hooked_out
+                };
+                n.fetch_add(1, Ordering::SeqCst);
+                seen += 1;
+                if seen == rounds {
+                    let _ = tx.send(());
+                    return Step::Exit(int(0));
+                }
+                cx.send(native, m);
+            }
+            Step::Wait
+        }))
+        .unwrap();
+    peer.set(hooked).unwrap();
+    vm.send(hooked, int(0));
+    recv_timeout(&rx, 10);
+    (vm, hook, counts)
+}
+
+#[test]
+fn hooked_slices_run_in_a_batch_and_native_ones_join_it_within_batch_time() {
+    let (vm, hook, c) = ping_pong(Duration::from_secs(60), 1000);
+    assert_eq!(c.hooked_out.load(Ordering::SeqCst), 0);
+    assert_eq!(c.hooked_in.load(Ordering::SeqCst), 1000);
+    // The native replies are picked inside the open batch.
+    assert!(c.native_in.load(Ordering::SeqCst) >= 990);
+    // One batch (or a few, if the scheduler ran dry between the first messages).
+    assert!(hook.batches.load(Ordering::SeqCst) < 10);
+    // Idle now: the batch ended before the scheduler parked.
+    assert!(eventually(5, || hook.open.load(Ordering::SeqCst) == 0));
+    drop(vm);
+}
+
+#[test]
+fn a_native_pick_past_batch_time_runs_after_the_batch() {
+    let (vm, hook, c) = ping_pong(Duration::ZERO, 500);
+    assert_eq!(c.hooked_out.load(Ordering::SeqCst), 0);
+    assert_eq!(c.hooked_in.load(Ordering::SeqCst), 500);
+    assert_eq!(c.native_in.load(Ordering::SeqCst), 0);
+    assert_eq!(c.native_out.load(Ordering::SeqCst), 499);
+    // Every native slice ended a batch.
+    assert!(hook.batches.load(Ordering::SeqCst) >= 499);
+    assert!(eventually(5, || hook.open.load(Ordering::SeqCst) == 0));
+    drop(vm);
+}
