@@ -17,7 +17,7 @@
 //! batch's GIL (see [`with_batch_gil`]). Nothing here relies on the GIL for the VM's
 //! own safety.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -28,7 +28,7 @@ use pyo3::exceptions::{
 };
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3::{ffi, intern, PyTypeInfo};
 use vm_core::{Atom, Body, BodyClass, Cx, Fragment, Key, SliceHook, Step, Term};
 
@@ -143,12 +143,12 @@ pub fn in_process() -> bool {
 /// the remembered pointer cannot be freed and reused while it is current.
 fn enter_cell(py: Python<'_>, cell: &Bound<'_, PyAny>, n: i64) -> PyResult<()> {
     let list = cell.downcast_exact::<PyList>()?;
-    let n = n.max(1).into_pyobject(py)?;
+    let n = budget_int(py, n.max(1))?;
     list.set_item(0, &n)?;
     list.set_item(2, &n)?;
     let p = cell.as_ptr();
     if TL_CELL.with(|c| c.get()) != p {
-        rt(py).tl.bind(py).setattr(intern!(py, "b"), cell)?;
+        tl_dict(py)?.set_item(intern!(py, "b"), cell)?;
         TL_CELL.with(|c| c.set(p));
     }
     Ok(())
@@ -165,6 +165,52 @@ fn used_cell(cell: &Bound<'_, PyAny>) -> i64 {
             .unwrap_or(0)
     };
     get(2) - get(0).max(0)
+}
+
+thread_local! {
+    /// The int object for the budget this thread granted last (normally the VM's
+    /// reductions per slice): CPython caches only ints up to 256, so writing the cell
+    /// would otherwise allocate an int per resume.
+    static BUDGET_INT: RefCell<Option<(i64, Py<PyAny>)>> = const { RefCell::new(None) };
+    /// `_runtime._TL`'s dict for this thread, with the `_TL` it belongs to.
+    static TL_DICT: RefCell<Option<(*mut ffi::PyObject, Py<PyDict>)>> = const { RefCell::new(None) };
+}
+
+/// `n` as a Python int, reusing this thread's cached object when `n` is unchanged.
+fn budget_int(py: Python<'_>, n: i64) -> PyResult<Bound<'_, PyAny>> {
+    BUDGET_INT.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((v, o)) = c.as_ref() {
+            if *v == n {
+                return Ok(o.bind(py).clone());
+            }
+        }
+        let o = n.into_pyobject(py)?.into_any();
+        *c = Some((n, o.clone().unbind()));
+        Ok(o)
+    })
+}
+
+/// This thread's `__dict__` of `_runtime._TL` (a `threading.local`): assigning `b` in
+/// it is what `_TL.b = cell` does (`_ThreadCells` defines no descriptor `b`, so
+/// `local_setattro` ends in a store into this dict) without the attribute machinery.
+/// The per-thread dict lives as long as the thread; the cache is keyed by the `_TL`
+/// object (kept alive by the runtime, so its address is not reused).
+fn tl_dict(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let tl = rt(py).tl.bind(py);
+    TL_DICT.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((k, d)) = c.as_ref() {
+            if *k == tl.as_ptr() {
+                return Ok(d.bind(py).clone());
+            }
+        }
+        let d = tl
+            .getattr(intern!(py, "__dict__"))?
+            .downcast_into::<PyDict>()?;
+        *c = Some((tl.as_ptr(), d.clone().unbind()));
+        Ok(d)
+    })
 }
 
 // --------------------------------------------------------------------------- receive op
