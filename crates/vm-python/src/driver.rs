@@ -19,7 +19,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::os::raw::c_int;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -270,6 +270,22 @@ fn missing_obj() -> PyObject {
     // SAFETY: as in `any_obj`.
     let py = unsafe { Python::assume_gil_acquired() };
     rt(py).missing.clone_ref(py)
+}
+
+static RECEIVE_OP_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
+
+/// `type(obj) is _ReceiveOp`, by a cached type pointer (pyo3's lazy type lookup costs
+/// more than the rest of the check, on every yield).
+fn is_receive_op(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
+    let mut t = RECEIVE_OP_TYPE.load(Ordering::Relaxed);
+    if t.is_null() {
+        // The type object is created once and kept alive by pyo3 for the life of the
+        // interpreter, so its address never changes or gets reused.
+        t = ReceiveOp::type_object_raw(py);
+        RECEIVE_OP_TYPE.store(t, Ordering::Relaxed);
+    }
+    // SAFETY: `obj` is a live object (we hold a reference), so reading its type is valid.
+    unsafe { ffi::Py_TYPE(obj.as_ptr()) == t }
 }
 
 /// The implementation of `beamvm.receive` (see [`ReceiveOp`]).
@@ -733,7 +749,10 @@ impl PyProcess {
                     if out.is(r.preempt.bind(py)) {
                         return Step::Yield;
                     }
-                    if let Ok(op) = out.downcast_exact::<ReceiveOp>() {
+                    if is_receive_op(py, &out) {
+                        // SAFETY: `is_receive_op` checked that the object's type is
+                        // exactly `ReceiveOp`'s.
+                        let op = unsafe { out.downcast_unchecked::<ReceiveOp>() };
                         let direct = op.borrow().via_iter;
                         self.pending = Some(Pending::Receive(op.clone().unbind(), direct));
                         continue;
