@@ -30,6 +30,7 @@ from __future__ import annotations
 import __future__
 
 import ast
+import builtins
 import functools
 import inspect
 import operator
@@ -160,11 +161,25 @@ def _resync() -> list[ast.stmt]:
     ]
 
 
-class _Rewriter(ast.NodeTransformer):
-    """Rewrites the body of one function (not nested scopes)."""
+_K = "_bvm_k"  # prefix: per-function cells holding a global callee's value at compile time
 
-    def __init__(self) -> None:
+
+class _Rewriter(ast.NodeTransformer):
+    """Rewrites the body of one function (not nested scopes).
+
+    ``local_names`` are the function's locals, cells and free variables; ``env`` maps a
+    global name to the value it had when the template was built (used only to choose
+    the shape of a call site: the generated guard re-checks it at run time).
+    """
+
+    def __init__(
+        self, local_names: frozenset[str] = frozenset(), env: dict[str, Any] | None = None
+    ) -> None:
         self.depth = 0
+        self.local_names = local_names
+        self.env = env or {}
+        #: global name -> name of the cell that holds its value (see ``_guarded``)
+        self.guards: dict[str, str] = {}
 
     # Scopes whose code is not this frame's (or where yield is not allowed): leave alone.
     def _leave(self, node: ast.AST) -> ast.AST:
@@ -281,19 +296,88 @@ class _Rewriter(ast.NodeTransformer):
             body=ast.Yield(value=_name(r)),
             orelse=ast.YieldFrom(value=_name(r)),
         )
-        run = _sub(
-            ast.Tuple(
-                elts=[
-                    ast.Call(func=_name(_SET), args=[_name(_B), _const(0), _name(_N)], keywords=[]),
-                    wait,
-                    ast.NamedExpr(target=_name(_N, True), value=_sub(_name(_B), 0)),
-                ],
-                ctx=ast.Load(),
-            ),
-            1,
-        )
+        run = _suspend(wait)
         out = ast.IfExp(test=test, body=_name(r), orelse=run)
+        out = self._guarded(node, out, r)
         return ast.copy_location(out, node)
+
+    def _guarded(self, node: ast.Call, generic: ast.expr, r: str) -> ast.expr:
+        """Specialise a call of a global plain callable or of the fast receive.
+
+        Plain callables are builtins, classes and native functions. ``NAME(args)``
+        becomes ``K(args) if NAME is K else <generic dispatch>``, where the cell ``K``
+        holds NAME's value when the function was compiled: a handful of bytecodes
+        instead of the dispatch expression (the guard keeps it correct if NAME is
+        rebound later). The fast receive gets the same guard around its own shape.
+        """
+        f = node.func
+        if not isinstance(f, ast.Name) or f.id in self.local_names or f.id not in self.env:
+            return generic
+        value = self.env[f.id]
+        fast = _FAST.get(value) if _hashable(value) else None
+        if fast is None and not _is_plain(value):
+            return generic
+        k = self.guards.setdefault(f.id, f"{_K}{len(self.guards)}")
+        args = [_copy(a) for a in node.args]
+        kws = [_copy(kw) for kw in node.keywords]
+        if fast is None:
+            body: ast.expr = ast.Call(func=_name(k), args=args, keywords=kws)
+        else:
+            # (r if type(r := RCV(args)) not in RW else <yield r to the driver>)
+            got = ast.NamedExpr(
+                target=_name(r, True), value=ast.Call(func=_name(_RCV), args=args, keywords=kws)
+            )
+            body = ast.IfExp(
+                test=ast.Compare(
+                    left=ast.Call(func=_name("type"), args=[got], keywords=[]),
+                    ops=[ast.NotIn()],
+                    comparators=[_name(_RW)],
+                ),
+                body=_name(r),
+                orelse=_suspend(ast.Yield(value=_name(r))),
+            )
+        test = ast.Compare(left=_name(f.id), ops=[ast.Is()], comparators=[_name(k)])
+        return ast.IfExp(test=test, body=body, orelse=generic)
+
+
+def _suspend(wait: ast.expr) -> ast.expr:
+    """``(SET(B, 0, n), <wait>, (n := B[0]))[1]``: publish the count, wait, re-read it."""
+    return _sub(
+        ast.Tuple(
+            elts=[
+                ast.Call(func=_name(_SET), args=[_name(_B), _const(0), _name(_N)], keywords=[]),
+                wait,
+                ast.NamedExpr(target=_name(_N, True), value=_sub(_name(_B), 0)),
+            ],
+            ctx=ast.Load(),
+        ),
+        1,
+    )
+
+
+def _copy(node: ast.AST) -> Any:
+    import copy
+
+    return copy.deepcopy(node)
+
+
+def _hashable(v: Any) -> bool:
+    try:
+        hash(v)
+    except TypeError:
+        return False
+    return True
+
+
+def _is_plain(v: Any) -> bool:
+    """Whether compiled code calls ``v`` plainly (never suspends through it)."""
+    if not callable(v) or not _hashable(v):
+        return False
+    if isinstance(v, types.FunctionType) or isinstance(v, types.MethodType):
+        return False  # may be compiled (then it is called with yield from)
+    if v in _FAST or v in _runtime._PRIMITIVES:
+        return False
+    return isinstance(v, type) or type(v) is types.BuiltinFunctionType
 
 
 def _class_for_mangling(qualname: str) -> str | None:
@@ -347,7 +431,11 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
     # call must still look the name up in the globals); co_name is restored below.
     fdef.name = "_bvm_def"
 
-    body = _Rewriter().visit(ast.Module(body=fdef.body, type_ignores=[])).body
+    local_names = frozenset((*code.co_varnames, *code.co_cellvars, *code.co_freevars))
+    env = {n: _global_value(fn, n) for n in code.co_names}
+    env = {n: v for n, v in env.items() if v is not _UNBOUND}
+    rewriter = _Rewriter(local_names, env)
+    body = rewriter.visit(ast.Module(body=fdef.body, type_ignores=[])).body
     entry: list[ast.stmt] = [
         ast.Assign(targets=[_name(_B, True)], value=_tl_b()),
         ast.Assign(
@@ -387,7 +475,9 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
         name="_bvm_factory",
         args=ast.arguments(
             posonlyargs=[],
-            args=[ast.arg(arg=v) for v in (*freevars, *_RUNTIME_NAMES)],
+            args=[
+                ast.arg(arg=v) for v in (*freevars, *_RUNTIME_NAMES, *rewriter.guards.values())
+            ],
             vararg=None,
             kwonlyargs=[],
             kw_defaults=[],
@@ -411,7 +501,9 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
     tmpl = _find_code(top, fdef.name, fdef.lineno)
     if tmpl is None or not _same_signature(tmpl, code):
         return None
-    return tmpl.replace(co_name=code.co_name, co_qualname=code.co_qualname)
+    out = tmpl.replace(co_name=code.co_name, co_qualname=code.co_qualname)
+    _GUARDS[out] = {k: name for name, k in rewriter.guards.items()}
+    return out
 
 
 def _find_code(co: types.CodeType, name: str, lineno: int) -> types.CodeType | None:
@@ -433,7 +525,8 @@ def _same_signature(a: types.CodeType, b: types.CodeType) -> bool:
         and a.co_kwonlyargcount == b.co_kwonlyargcount
         and a.co_flags & 12 == b.co_flags & 12
         and a.co_varnames[:n] == b.co_varnames[:n]
-        and set(a.co_freevars) - set(_RUNTIME_NAMES) <= set(b.co_freevars)
+        and {v for v in a.co_freevars if not v.startswith(_K)} - set(_RUNTIME_NAMES)
+        <= set(b.co_freevars)
     )
 
 
@@ -441,7 +534,22 @@ def _same_signature(a: types.CodeType, b: types.CodeType) -> bool:
 
 
 _NOT_COMPILABLE = object()
+_UNBOUND = object()
+_NEVER = object()
 _TEMPLATES: dict[types.CodeType, Any] = {}
+#: template -> {guard cell name: global name} (see _Rewriter._guarded)
+_GUARDS: dict[types.CodeType, dict[str, str]] = {}
+
+
+def _global_value(fn: types.FunctionType, name: str) -> Any:
+    """Return the value of ``name`` for ``fn`` as a global or builtin, else ``_UNBOUND``."""
+    g = fn.__globals__
+    if name in g:
+        return g[name]
+    b = g.get("__builtins__", builtins)
+    if isinstance(b, types.ModuleType):
+        b = b.__dict__
+    return b.get(name, _UNBOUND)
 _COMPILED_FNS: weakref.WeakKeyDictionary[types.FunctionType, types.FunctionType] = (
     weakref.WeakKeyDictionary()
 )
@@ -463,9 +571,18 @@ def _make(fn: types.FunctionType, tmpl: types.CodeType) -> types.FunctionType:
     orig = fn.__code__.co_freevars
     cells = fn.__closure__ or ()
     by_name = dict(zip(orig, cells, strict=True))
-    closure = tuple(
-        _RUNTIME_CELLS[v] if v in _RUNTIME_CELLS else by_name[v] for v in tmpl.co_freevars
-    )
+    guards = _GUARDS.get(tmpl, {})
+
+    def cell(v: str) -> types.CellType:
+        if v in _RUNTIME_CELLS:
+            return _RUNTIME_CELLS[v]
+        if v in guards:
+            # The callee's value now; if it is unbound, a value no callee can be.
+            value = _global_value(fn, guards[v])
+            return types.CellType(_NEVER if value is _UNBOUND else value)
+        return by_name[v]
+
+    closure = tuple(cell(v) for v in tmpl.co_freevars)
     g = types.FunctionType(tmpl, fn.__globals__, fn.__name__, fn.__defaults__, closure or None)
     g.__kwdefaults__ = fn.__kwdefaults__
     g.__qualname__ = fn.__qualname__
