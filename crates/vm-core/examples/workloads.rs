@@ -643,30 +643,31 @@ fn b8(out: &mut Out, quick: bool) {
         Term::List((0..40).map(Term::Int).collect()),
         Term::binary(vec![7u8; 48]),
     ]);
-    vm.spawn(body(move |cx: &mut Cx<'_>| {
-        if !started {
-            started = true;
-            // ~8 MB live: 100,000 two-word cons cells of small tuples.
-            let live = Term::List(
-                (0..100_000)
-                    .map(|i| Term::Tuple(vec![Term::Int(i), Term::Int(i)]))
-                    .collect(),
-            );
-            let w = cx.heap().alloc_term(&live);
-            cx.regs().push(w);
-        }
-        loop {
-            if s2.load(Ordering::Relaxed) {
-                return Step::Exit(int(0));
+    let alloc = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            if !started {
+                started = true;
+                // ~8 MB live: 100,000 two-word cons cells of small tuples.
+                let live = Term::List(
+                    (0..100_000)
+                        .map(|i| Term::Tuple(vec![Term::Int(i), Term::Int(i)]))
+                        .collect(),
+                );
+                let w = cx.heap().alloc_term(&live);
+                cx.regs().push(w);
             }
-            cx.heap().alloc_term(&garbage);
-            cx.bump(10);
-            if cx.should_yield() {
-                return Step::Yield;
+            loop {
+                if s2.load(Ordering::Relaxed) {
+                    return Step::Exit(int(0));
+                }
+                cx.heap().alloc_term(&garbage);
+                cx.bump(10);
+                if cx.should_yield() {
+                    return Step::Yield;
+                }
             }
-        }
-    }))
-    .expect("allocator");
+        }))
+        .expect("allocator");
     let (tx, rx) = mpsc::channel();
     let period = Duration::from_millis(10);
     let ticks = (secs * 100.0) as usize;
@@ -692,6 +693,12 @@ fn b8(out: &mut Out, quick: bool) {
     .expect("ticker");
     let mut l = rx.recv().expect("b8 result");
     let st = vm.statistics();
+    if let Some(info) = vm.process_info(alloc) {
+        out.add("B8", "allocator_major_gcs", "count", info.major_gcs as f64);
+        out.add("B8", "allocator_heap_words", "words", info.heap_size as f64);
+    }
+    let longest = st.longest_slice.iter().max().copied().unwrap_or_default();
+    out.add("B8", "longest_slice", "ms", longest.as_secs_f64() * 1e3);
     stop.store(true, Ordering::Relaxed);
     l.sort_unstable();
     out.add("B8", "lateness_p50", "ms", pct(&l, 0.5) as f64 / 1000.0);

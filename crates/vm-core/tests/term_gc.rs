@@ -95,19 +95,49 @@ fn major_when_old_generation_is_full() {
 }
 
 #[test]
-fn fullsweep_after_n_minors() {
+fn fullsweep_after_n_promoting_minors() {
     let mut h = Heap::new();
     let t = Term::tuple(vec![Term::Int(1), Term::Float(2.5)]);
-    let mut roots = [h.alloc_term(&t)];
+    let mut roots = [h.alloc_term(&t), Word::NIL];
     for i in 0..FULLSWEEP_AFTER {
+        // Something new and live in the young generation each time: every minor
+        // promotes, so each one brings the fullsweep closer.
+        roots[1] = h.alloc_term(&Term::tuple(vec![Term::Int(i as i64)]));
         let rep = h.gc(&mut roots);
         assert!(!rep.major, "gc {i} is minor");
     }
+    roots[1] = h.alloc_term(&Term::tuple(vec![Term::Int(-1)]));
     let rep = h.gc(&mut roots);
-    assert!(rep.major, "gc after FULLSWEEP_AFTER minors is major");
+    assert!(
+        rep.major,
+        "gc after FULLSWEEP_AFTER promoting minors is major"
+    );
     assert!(h.view(roots[0]).eq_term(&t));
     assert_eq!(h.stats().major_gcs, 1);
     assert_eq!(h.stats().minor_gcs, FULLSWEEP_AFTER as u64);
+}
+
+#[test]
+fn minors_that_promote_nothing_never_force_a_major() {
+    // A large live set and only short-lived garbage: after the first promotion the
+    // live set is old, later minors find nothing young alive, and no fullsweep copies
+    // the live set again.
+    let mut h = Heap::new();
+    let live = Term::List((0..1000).map(Term::Int).collect());
+    let mut roots = [h.alloc_term(&live)];
+    // Settle: the live set moves to the old generation and sizes its limit.
+    h.gc_major(&mut roots);
+    let majors = h.stats().major_gcs;
+    for _ in 0..10 * FULLSWEEP_AFTER {
+        for i in 0..100 {
+            h.alloc_term(&Term::tuple(vec![Term::Int(i), Term::atom("garbage")]));
+        }
+        let rep = h.gc(&mut roots);
+        assert!(!rep.major);
+        assert_eq!(rep.live_words, 0);
+    }
+    assert_eq!(h.stats().major_gcs, majors);
+    assert!(h.view(roots[0]).eq_term(&live));
 }
 
 #[test]

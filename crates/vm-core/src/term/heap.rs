@@ -64,7 +64,7 @@ pub const MIN_OLD_SIZE: usize = 4 * MIN_HEAP_SIZE;
 /// reaches the old generation sooner, and old garbage keeps refc binaries alive
 /// (BEAM's classic "binary leak", whose standard cure is a low `fullsweep_after`).
 /// 16 bounds that retention to 16 collections while keeping majors to at most
-/// one in 17 GCs.
+/// one in 17 GCs. Only minors that promoted something count (see `gc_minor`).
 pub const FULLSWEEP_AFTER: u32 = 16;
 /// Words of GC copying charged as one reduction (a reduction is ~tens of ns of
 /// work; copying 10 words with their scan is about that).
@@ -268,7 +268,14 @@ impl Heap {
         let promoted = ev.from_young;
         let reclaimed = young_before - promoted;
         extra.minor_gcs += 1;
-        extra.minors_since_major += 1;
+        // Only a minor that promoted something can have put (future) garbage in the old
+        // generation; one that promoted nothing leaves the old generation as the last
+        // major left it, so it does not bring the next major closer. (A process that
+        // makes only short-lived garbage beside a large live set then never pays for
+        // copying that set again: B8's lateness p99 was dominated by such majors.)
+        if promoted > 0 {
+            extra.minors_since_major += 1;
+        }
         extra.reclaimed_total += reclaimed as u64;
         self.reset_young(promoted);
         GcReport {
