@@ -566,3 +566,19 @@ def test_receive_timeout_traceback_points_at_user_code():
         return None
 
     assert run(main) == ["main"]
+
+
+def test_spawn_with_a_self_containing_argument_shares_it():
+    # A container that contains itself has no term form: it is passed by reference
+    # (like any argument with no term form), not rejected.
+    cyclic = [1, 2]
+    cyclic.append(cyclic)
+
+    def child(parent, arg):
+        send(parent, arg is cyclic)
+
+    def main():
+        spawn(child, self_pid(), cyclic)
+        return receive(timeout=5)
+
+    assert run(main) is True

@@ -262,7 +262,11 @@ pub fn copy_value(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<PyO
     }
     match to_fragment(obj) {
         Ok(f) => frag_to_py(py, &f).map(Some),
-        Err(e) if e.is_instance_of::<PyTypeError>(py) => Ok(None),
+        // No term form: a value of another type inside, or a container that contains
+        // itself (or is nested past MAX_DEPTH). Shared by reference, as documented.
+        Err(e) if e.is_instance_of::<PyTypeError>(py) || e.is_instance_of::<PyValueError>(py) => {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
