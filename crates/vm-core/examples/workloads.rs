@@ -139,13 +139,13 @@ fn b1(out: &mut Out, n: usize) {
     let rss1 = rss_bytes();
     out.add(
         "B1",
-        "spawn",
-        "us/process",
+        "spawn_us",
+        "us",
         spawn_time.as_secs_f64() * 1e6 / n as f64,
     );
     out.add(
         "B1",
-        "bytes_per_idle_process",
+        "bytes_per_process",
         "bytes",
         rss1.saturating_sub(rss0) as f64 / n as f64,
     );
@@ -160,8 +160,8 @@ fn b1(out: &mut Out, n: usize) {
     }
     out.add(
         "B1",
-        "teardown",
-        "us/process",
+        "teardown_us",
+        "us",
         t1.elapsed().as_secs_f64() * 1e6 / n as f64,
     );
 }
@@ -184,8 +184,8 @@ fn b1_fresh(out: &mut Out, quick: bool) {
         if let (Some(m), Some(v)) = (field("metric"), field("value")) {
             if let Ok(v) = v.parse::<f64>() {
                 let unit = match m.as_str() {
-                    "bytes_per_idle_process" => "bytes",
-                    _ => "us/process",
+                    "bytes_per_process" => "bytes",
+                    _ => "us",
                 };
                 out.add("B1", &m, unit, v);
             }
@@ -272,12 +272,7 @@ fn ring(vm: &Vm, n: usize, laps: usize, rings: usize) -> f64 {
 fn b2(out: &mut Out, quick: bool) {
     let laps = if quick { 10 } else { 100 };
     let vm = vm(cores(), 100_000);
-    out.add(
-        "B2",
-        "ring_10k_x_laps",
-        "msgs/s",
-        ring(&vm, 10_000, laps, 1),
-    );
+    out.add("B2", "msgs_per_s", "msgs/s", ring(&vm, 10_000, laps, 1));
 }
 
 fn b9(out: &mut Out, quick: bool) {
@@ -423,7 +418,11 @@ fn b4(out: &mut Out, quick: bool, schedulers: usize) {
     let t0 = Instant::now();
     go.store(true, Ordering::Release);
     let end = rx.recv().expect("fan-in result");
-    let name = format!("fan_in_{schedulers}_schedulers");
+    let name = if schedulers == 1 {
+        "msgs_per_s".to_string()
+    } else {
+        format!("msgs_per_s_{schedulers}_schedulers")
+    };
     out.add(
         "B4",
         &name,
@@ -512,9 +511,9 @@ fn b5(out: &mut Out, quick: bool) {
     }))
     .expect("b5");
     let (r, t, s) = rx.recv().expect("b5 result");
-    out.add("B5", "ref_keyed_receive", "us", r);
-    out.add("B5", "tag_keyed_receive", "us", t);
-    out.add("B5", "plain_scan_receive", "us", s);
+    out.add("B5", "ref_receive_us", "us", r);
+    out.add("B5", "tag_receive_us", "us", t);
+    out.add("B5", "plain_scan_receive_us", "us", s);
 }
 
 // ------------------------------------------------------------------ B6
@@ -870,7 +869,8 @@ fn main() {
     }
     args.retain(|a| !a.starts_with("--"));
     let all = [
-        "B1", "B1b", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10", "CASCADE", "MONITOR", "TOP",
+        "B1", "B1b", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "CASCADE", "MONITOR",
+        "TOP",
     ];
     let names: Vec<String> = if args.is_empty() {
         all.iter().map(|s| s.to_string()).collect()
