@@ -563,6 +563,49 @@ fn b6(out: &mut Out) {
 
 // ------------------------------------------------------------------ B7
 
+/// Spawns the 10 ms ticker of B7/B8: it asks to wake every 10 ms for `secs` and sends
+/// back how late (µs) each wake-up was.
+fn spawn_ticker(vm: &Vm, secs: f64) -> mpsc::Receiver<Vec<u64>> {
+    let (tx, rx) = mpsc::channel();
+    let period = Duration::from_millis(10);
+    let ticks = (secs * 100.0) as usize;
+    let mut due = Instant::now() + period;
+    let mut late: Vec<u64> = Vec::new();
+    let mut first = true;
+    vm.spawn(body(move |cx: &mut Cx<'_>| {
+        if first {
+            first = false;
+            due = Instant::now() + period;
+        } else if cx.timed_out() {
+            let now = Instant::now();
+            late.push(now.saturating_duration_since(due).as_micros() as u64);
+            if late.len() == ticks {
+                tx.send(std::mem::take(&mut late)).ok();
+                return Step::Exit(int(0));
+            }
+            due += period;
+        }
+        let wait = due.saturating_duration_since(Instant::now());
+        cx.wait(Some(wait.max(Duration::from_micros(1))))
+    }))
+    .expect("ticker");
+    rx
+}
+
+/// Lateness p50 / p99 / max in ms.
+fn report_lateness(out: &mut Out, workload: &str, mut l: Vec<u64>) {
+    l.sort_unstable();
+    out.add(workload, "lateness_p50", "ms", pct(&l, 0.5) as f64 / 1000.0);
+    out.add(
+        workload,
+        "lateness_p99",
+        "ms",
+        pct(&l, 0.99) as f64 / 1000.0,
+    );
+    let max = *l.last().unwrap_or(&0) as f64 / 1000.0;
+    out.add(workload, "lateness_max", "ms", max);
+}
+
 fn b7(out: &mut Out, quick: bool) {
     let secs = if quick { 0.5 } else { 2.0 };
     let vm = vm(1, 1000);
@@ -588,40 +631,10 @@ fn b7(out: &mut Out, quick: bool) {
         }))
         .expect("spinner");
     }
-    let (tx, rx) = mpsc::channel();
-    let period = Duration::from_millis(10);
-    let ticks = (secs * 100.0) as usize;
-    let mut due = Instant::now() + period;
-    let mut late: Vec<u64> = Vec::new();
-    let mut first = true;
-    vm.spawn(body(move |cx: &mut Cx<'_>| {
-        if first {
-            first = false;
-            due = Instant::now() + period;
-        } else if cx.timed_out() {
-            let now = Instant::now();
-            late.push(now.saturating_duration_since(due).as_micros() as u64);
-            if late.len() == ticks {
-                tx.send(std::mem::take(&mut late)).ok();
-                return Step::Exit(int(0));
-            }
-            due += period;
-        }
-        let wait = due.saturating_duration_since(Instant::now());
-        cx.wait(Some(wait.max(Duration::from_micros(1))))
-    }))
-    .expect("ticker");
-    let mut l = rx.recv().expect("b7 result");
+    let rx = spawn_ticker(&vm, secs);
+    let l = rx.recv().expect("b7 result");
     stop.store(true, Ordering::Relaxed);
-    l.sort_unstable();
-    out.add("B7", "lateness_p50", "ms", pct(&l, 0.5) as f64 / 1000.0);
-    out.add("B7", "lateness_p99", "ms", pct(&l, 0.99) as f64 / 1000.0);
-    out.add(
-        "B7",
-        "lateness_max",
-        "ms",
-        *l.last().unwrap_or(&0) as f64 / 1000.0,
-    );
+    report_lateness(out, "B7", l);
 }
 
 // ------------------------------------------------------------------ B8
@@ -667,30 +680,8 @@ fn b8(out: &mut Out, quick: bool) {
             }
         }))
         .expect("allocator");
-    let (tx, rx) = mpsc::channel();
-    let period = Duration::from_millis(10);
-    let ticks = (secs * 100.0) as usize;
-    let mut due = Instant::now() + period;
-    let mut late: Vec<u64> = Vec::new();
-    let mut first = true;
-    vm.spawn(body(move |cx: &mut Cx<'_>| {
-        if first {
-            first = false;
-            due = Instant::now() + period;
-        } else if cx.timed_out() {
-            let now = Instant::now();
-            late.push(now.saturating_duration_since(due).as_micros() as u64);
-            if late.len() == ticks {
-                tx.send(std::mem::take(&mut late)).ok();
-                return Step::Exit(int(0));
-            }
-            due += period;
-        }
-        let wait = due.saturating_duration_since(Instant::now());
-        cx.wait(Some(wait.max(Duration::from_micros(1))))
-    }))
-    .expect("ticker");
-    let mut l = rx.recv().expect("b8 result");
+    let rx = spawn_ticker(&vm, secs);
+    let l = rx.recv().expect("b8 result");
     let st = vm.statistics();
     if let Some(info) = vm.process_info(alloc) {
         out.add("B8", "allocator_major_gcs", "count", info.major_gcs as f64);
@@ -699,15 +690,7 @@ fn b8(out: &mut Out, quick: bool) {
     let longest = st.longest_slice.iter().max().copied().unwrap_or_default();
     out.add("B8", "longest_slice", "ms", longest.as_secs_f64() * 1e3);
     stop.store(true, Ordering::Relaxed);
-    l.sort_unstable();
-    out.add("B8", "lateness_p50", "ms", pct(&l, 0.5) as f64 / 1000.0);
-    out.add("B8", "lateness_p99", "ms", pct(&l, 0.99) as f64 / 1000.0);
-    out.add(
-        "B8",
-        "lateness_max",
-        "ms",
-        *l.last().unwrap_or(&0) as f64 / 1000.0,
-    );
+    report_lateness(out, "B8", l);
     out.add("B8", "allocator_gcs", "count", st.gcs as f64);
 }
 
