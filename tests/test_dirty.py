@@ -13,26 +13,7 @@ import traceback
 import beamvm
 import pytest
 from beamvm import ANY, Atom, receive, self_pid, send, spawn
-
-
-def ticker(parent, period, duration):
-    start = time.monotonic()
-    late = []
-    k = 1
-    while k * period <= duration:
-        target = start + k * period
-        now = time.monotonic()
-        if now < target:
-            beamvm.sleep(target - now)
-            now = time.monotonic()
-        late.append(now - target)
-        k += 1
-    send(parent, ("ticks", late))
-
-
-def p99(late):
-    late = sorted(late)
-    return late[max(int(len(late) * 0.99) - 1, 0)]
+from proc_helpers import p99, ticker
 
 
 def sleeper(parent, seconds):

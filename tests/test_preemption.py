@@ -9,6 +9,7 @@ import traceback
 
 import beamvm
 from beamvm import ANY, Atom, receive, self_pid, send, spawn
+from proc_helpers import ticker
 
 
 def run(fn, *args, **cfg):
@@ -25,19 +26,6 @@ def spinner(parent, deadline):
     send(parent, ("spun", x))
 
 
-def ticker(parent, period, duration):
-    start = time.monotonic()
-    late = []
-    k = 1
-    while k * period <= duration:
-        target = start + k * period
-        now = time.monotonic()
-        if now < target:
-            beamvm.sleep(target - now)
-            now = time.monotonic()
-        late.append(now - target)
-        k += 1
-    send(parent, ("ticks", late))
 
 
 def test_fairness_one_scheduler_ticker_p99_and_spinners_advance():
