@@ -4,6 +4,8 @@
 //! * [`process`]: control blocks, the lock-free inbox, mailboxes with selective
 //!   receive, signals (links, monitors, exits), the [`Cx`] a body runs with.
 //! * [`scheduler`]: scheduler threads, priority run queues, stealing, parking.
+//! * [`dirty`]: the dirty CPU and IO pools for blocking or long calls; the scheduler's
+//!   watchdog hands a stuck scheduler's work to the others and reports long slices.
 //! * [`timer`], [`registry`], [`stats`]: timers, names, introspection.
 //!
 //! Start a [`Vm`], spawn [`Body`]s (closures `FnMut(&mut Cx) -> Step` work), send
