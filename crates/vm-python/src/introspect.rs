@@ -107,7 +107,7 @@ pub fn proc_window(py: Python<'_>, n: i64, by: &str, interval: f64) -> PyResult<
     Ok(ranked(out))
 }
 
-fn stats_dict<'py>(py: Python<'py>, s: &Statistics) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &Statistics) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     let wall: Vec<(f64, f64)> = s
         .scheduler_wall_time

@@ -780,25 +780,11 @@ fn system_info(py: Python<'_>) -> PyResult<Py<PyDict>> {
     Ok(d.unbind())
 }
 
-/// Scheduler and process statistics.
+/// Scheduler and process statistics (the same dict as `statistics_full`).
 #[pyfunction]
 fn statistics(py: Python<'_>) -> PyResult<Py<PyDict>> {
     let s = vm()?.statistics();
-    let d = PyDict::new(py);
-    let wall: Vec<(f64, f64)> = s
-        .scheduler_wall_time
-        .iter()
-        .map(|(a, b)| (a.as_secs_f64(), b.as_secs_f64()))
-        .collect();
-    d.set_item("scheduler_wall_time", wall)?;
-    d.set_item("run_queue_lengths", s.run_queue_lengths)?;
-    d.set_item("total_reductions", s.total_reductions)?;
-    d.set_item("context_switches", s.context_switches)?;
-    d.set_item("spawned", s.spawned)?;
-    d.set_item("exited", s.exited)?;
-    let longest: Vec<f64> = s.longest_slice.iter().map(|d| d.as_secs_f64()).collect();
-    d.set_item("longest_slice", longest)?;
-    Ok(d.unbind())
+    Ok(introspect::stats_dict(py, &s)?.unbind())
 }
 
 /// Converts a value to its term form and back (what a receiver would see).
