@@ -18,6 +18,12 @@ pub fn process_base_bytes() -> usize {
     std::mem::size_of::<Process>() + 2 * std::mem::size_of::<usize>()
 }
 
+/// Published bytes of a process (control block + heap; queued messages are counted
+/// only by `process_info`, which reads the private mailbox).
+fn published_memory(p: &Process) -> usize {
+    process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed)
+}
+
 /// A snapshot of one process.
 #[derive(Debug, Clone)]
 pub struct ProcessInfo {
@@ -178,10 +184,6 @@ impl Statistics {
     }
 }
 
-fn words(n: usize) -> usize {
-    n * 8
-}
-
 impl VmRef {
     /// A snapshot of `pid`, or None if it is not alive.
     pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
@@ -234,7 +236,7 @@ impl VmRef {
             priority: p.priority().name(),
             reductions: p.reductions.load(Ordering::Relaxed),
             message_queue_len: p.message_queue_len(),
-            memory: process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed),
+            memory: published_memory(&p),
             registered_name: self.0.registry.name_of(pid),
             current,
         })
@@ -249,7 +251,7 @@ impl VmRef {
     pub fn memory(&self) -> Memory {
         let mut processes = 0;
         self.0.table.for_each(|p| {
-            processes += process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed);
+            processes += published_memory(p);
         });
         let binary = binary_bytes();
         let atom = atom_table_bytes();
@@ -257,7 +259,6 @@ impl VmRef {
         let system = limit.div_ceil(crate::process::table::CHUNK) * 16
             + self.0.table.count().next_power_of_two().min(limit) * 12
             + self.0.timers.bytes();
-        let _ = words(0);
         Memory {
             total: processes + binary + atom + system,
             processes,
@@ -384,7 +385,7 @@ type TopHeap = std::collections::BinaryHeap<std::cmp::Reverse<(u64, Pid)>>;
 fn top_key(by: &str) -> crate::Result<fn(&Process) -> u64> {
     Ok(match by {
         "message_queue_len" => |p| p.message_queue_len() as u64,
-        "memory" => |p| (process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed)) as u64,
+        "memory" => |p| published_memory(p) as u64,
         "reductions" => |p| p.reductions.load(Ordering::Relaxed),
         other => {
             return Err(crate::Error::BadArg(format!(
