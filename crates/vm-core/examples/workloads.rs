@@ -801,11 +801,10 @@ fn monitor_rt(out: &mut Out, quick: bool) {
     let n = if quick { 10_000 } else { 100_000 };
     let vm = vm(cores(), 1000);
     let (tx, rx) = mpsc::channel();
-    let target = vm.spawn(wait_forever()).expect("target");
     let mut i = 0;
     let mut start = None;
     let mut pending: Option<Ref> = None;
-    // monitor + demonitor on a live process, then monitor a dead one (noproc DOWN).
+    // spawn_monitor a process that exits at once, then wait for its DOWN.
     vm.spawn(body(move |cx: &mut Cx<'_>| {
         let t0 = *start.get_or_insert_with(Instant::now);
         loop {
@@ -823,7 +822,6 @@ fn monitor_rt(out: &mut Out, quick: bool) {
             let (_, r) = cx
                 .spawn_monitor(|_: &mut Cx<'_>| Step::Exit(Fragment::from_term(&Term::atom("x"))))
                 .expect("spawn_monitor");
-            let _ = target;
             pending = Some(r);
             if cx.should_yield() {
                 return Step::Yield;

@@ -592,18 +592,16 @@ fn nothing_leaks_over_100k_lifecycles() {
         }
         let me = cx.self_pid();
         for _ in 0..100 {
-            let c = cx
-                .spawn_link(body(move |cx: &mut Cx<'_>| {
-                    let blob = Term::binary(vec![7u8; 1000]);
-                    cx.send_after(Duration::from_secs(3600), cx.self_pid(), int(1));
-                    cx.monitor(me);
-                    let f = term(blob);
-                    let w = cx.heap().attach(f);
-                    cx.regs().push(w);
-                    Step::Exit(term(atom("done")))
-                }))
-                .unwrap();
-            let _ = c;
+            cx.spawn_link(body(move |cx: &mut Cx<'_>| {
+                let blob = Term::binary(vec![7u8; 1000]);
+                cx.send_after(Duration::from_secs(3600), cx.self_pid(), int(1));
+                cx.monitor(me);
+                let f = term(blob);
+                let w = cx.heap().attach(f);
+                cx.regs().push(w);
+                Step::Exit(term(atom("done")))
+            }))
+            .unwrap();
         }
         Step::Wait
     }))

@@ -492,7 +492,6 @@ impl Sched<'_> {
         let mut used = (budget - cx.budget).max(1) as u64;
         cx.publish_queue_len();
         let exiting = cx.p.exiting.take();
-        let _ = &cx;
         if let Some(reason) = exiting {
             // Killed by a signal: let the body clean up, then end it.
             let _ = catch_unwind(AssertUnwindSafe(|| body.terminate(&mut cx, &reason)));
@@ -594,9 +593,7 @@ impl Sched<'_> {
             self.unidle();
             return;
         }
-        let st = &sh.stats[self.index];
         std::thread::park();
-        let _ = st;
         self.unidle();
     }
 
