@@ -202,7 +202,7 @@ def test_bad_input(vm):
 
 def test_stopped_vm_says_how_to_start():
     assert not beamvm.is_running()
-    msg = r"the VM is not running; call beamvm.start\(\) or use beamvm.run\(\)"
+    msg = r"beamvm is not running: use beamvm.run\(main\) or beamvm.start\(\) first"
     for call in (
         beamvm.top,
         beamvm.proc_window,

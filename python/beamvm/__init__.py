@@ -247,17 +247,15 @@ def _report_crash(pid: Pid, exc: BaseException) -> None:
 
 _runtime.in_process = _native.in_process_
 _native._setup(
-    _runtime.enter,
-    _runtime.used,
-    _runtime.kill,
-    _runtime.new_cell,
-    _compiler.compile_process,
-    _runtime.PREEMPT,
-    _runtime.Request,
-    ANY,
-    _MISSING,
-    _report_crash,
-    _runtime._TL,
+    kill=_runtime.kill,
+    new_cell=_runtime.new_cell,
+    compile_process=_compiler.compile_process,
+    preempt=_runtime.PREEMPT,
+    request=_runtime.Request,
+    any=ANY,
+    missing=_MISSING,
+    report=_report_crash,
+    tl=_runtime._TL,
 )
 
 

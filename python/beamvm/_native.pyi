@@ -76,8 +76,7 @@ class ProcessExit(BaseException):
     """exit(reason) in a process; raised by run() when main was killed."""
 
 def _setup(
-    enter: Callable[..., Any],
-    used: Callable[..., Any],
+    *,
     kill: Callable[..., Any],
     new_cell: Callable[..., Any],
     compile_process: Callable[..., Any],
@@ -88,8 +87,18 @@ def _setup(
     report: Callable[..., Any],
     tl: Any,
 ) -> None: ...
-def _receive(pattern: Any = ..., timeout: float | None = None, default: Any = ...) -> Any:
+def _receive(pattern: Any = ..., timeout: float | None = None, default: Any = ...) -> _ReceiveOp:
     """Start a receive: the iterator process code runs with ``yield from`` (``receive``)."""
+
+def _recv(pattern: Any = ..., timeout: float | None = None, default: Any = ...) -> Any:
+    """Fast receive for compiled code: a queued match, or an op for the frame to yield."""
+
+class _ReceiveOp:
+    """A receive waiting in a process (driven by the native scheduler)."""
+
+    def __iter__(self) -> _ReceiveOp: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: Any) -> BaseException: ...
 
 def _quiesce_dirty(timeout: float) -> int: ...
 def start(**config: Any) -> None: ...

@@ -1,4 +1,5 @@
-//! Live introspection for operators: `top`, `proc_window`, `statistics_full`,
+//! Introspection: `process_info`, `processes`, `memory`, `system_info`, `statistics`,
+//! and the live views for operators, `top`, `proc_window`, `statistics_full`,
 //! `set_system_monitor` and `snapshot` (what `beamvm.observer` serves and
 //! `python -m beamvm top` shows).
 //!
@@ -17,26 +18,21 @@
 
 use std::time::Duration;
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use vm_core::{Pid, Statistics, VmRef};
 
+use crate::args::pid_of;
+use crate::driver::with_cx;
+use crate::errors::outside;
 use crate::types::PyPid;
 
 /// The keys `top` and `proc_window` rank by.
 const BY: [&str; 3] = ["message_queue_len", "memory", "reductions"];
 
 fn handle() -> PyResult<VmRef> {
-    crate::HANDLE
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .ok_or_else(|| {
-            PyRuntimeError::new_err(
-                "the VM is not running; call beamvm.start() or use beamvm.run()",
-            )
-        })
+    crate::lifecycle::vm()
 }
 
 fn check_by(by: &str) -> PyResult<()> {
@@ -290,6 +286,114 @@ pub fn snapshot(py: Python<'_>, n: i64) -> PyResult<Py<PyDict>> {
     Ok(d.unbind())
 }
 
+fn pids(py: Python<'_>, v: &[Pid]) -> PyResult<Py<PyList>> {
+    Ok(PyList::new(py, v.iter().map(|p| PyPid(*p)))?.unbind())
+}
+
+/// A snapshot of a process (default: the caller) as a dict, or None if it is dead.
+#[pyfunction]
+#[pyo3(signature = (pid=None))]
+pub fn process_info(
+    py: Python<'_>,
+    pid: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<Py<PyDict>>> {
+    let me = with_cx(|cx| cx.self_pid());
+    let pid = match pid {
+        Some(p) => pid_of(p, "process_info's argument")?,
+        None => me.ok_or_else(|| outside("process_info (without a pid)"))?,
+    };
+    let v = handle()?;
+    let d = PyDict::new(py);
+    if Some(pid) == me {
+        // The caller's own control block is locked by its scheduler while it runs:
+        // answer from its context and the published counters.
+        let (links, qlen, trap) = with_cx(|cx| {
+            let links = cx.links();
+            let q = cx.message_queue_len();
+            let old = cx.trap_exit(false);
+            cx.trap_exit(old);
+            (links, q, old)
+        })
+        .unwrap_or_default();
+        d.set_item("pid", PyPid(pid))?;
+        d.set_item("status", "running")?;
+        d.set_item("message_queue_len", qlen)?;
+        d.set_item("links", pids(py, &links)?)?;
+        d.set_item("trap_exit", trap)?;
+        d.set_item("registered_name", py.None())?;
+        return Ok(Some(d.unbind()));
+    }
+    let Some(info) = py.allow_threads(|| v.process_info(pid)) else {
+        return Ok(None);
+    };
+    d.set_item("pid", PyPid(info.pid))?;
+    d.set_item("status", info.status)?;
+    d.set_item("priority", info.priority)?;
+    d.set_item("reductions", info.reductions)?;
+    d.set_item("message_queue_len", info.message_queue_len)?;
+    d.set_item("memory", info.memory)?;
+    d.set_item("heap_size", info.heap_size)?;
+    d.set_item("minor_gcs", info.minor_gcs)?;
+    d.set_item("major_gcs", info.major_gcs)?;
+    d.set_item("links", pids(py, &info.links)?)?;
+    d.set_item("monitors", pids(py, &info.monitors)?)?;
+    d.set_item("monitored_by", pids(py, &info.monitored_by)?)?;
+    d.set_item("trap_exit", info.trap_exit)?;
+    d.set_item(
+        "registered_name",
+        info.registered_name.map(|a| a.as_str().to_owned()),
+    )?;
+    d.set_item("current_function", info.current)?;
+    Ok(Some(d.unbind()))
+}
+
+/// Pids of all live processes.
+#[pyfunction]
+pub fn processes(py: Python<'_>) -> PyResult<Py<PyList>> {
+    let v = handle()?;
+    pids(py, &v.processes())
+}
+
+/// Memory by category in bytes: total, processes, binary, atom, system.
+#[pyfunction]
+pub fn memory(py: Python<'_>) -> PyResult<Py<PyDict>> {
+    let m = handle()?.memory();
+    let d = PyDict::new(py);
+    d.set_item("total", m.total)?;
+    d.set_item("processes", m.processes)?;
+    d.set_item("binary", m.binary)?;
+    d.set_item("atom", m.atom)?;
+    d.set_item("system", m.system)?;
+    Ok(d.unbind())
+}
+
+/// System facts: schedulers, dirty pools, limits, counts, version.
+#[pyfunction]
+pub fn system_info(py: Python<'_>) -> PyResult<Py<PyDict>> {
+    let s = handle()?.system_info();
+    let d = PyDict::new(py);
+    d.set_item("schedulers", s.schedulers)?;
+    d.set_item("schedulers_online", s.schedulers_online)?;
+    d.set_item("dirty_cpu_schedulers", s.dirty_cpu_schedulers)?;
+    d.set_item("dirty_io_schedulers", s.dirty_io_schedulers)?;
+    d.set_item("process_limit", s.process_limit)?;
+    d.set_item("process_count", s.process_count)?;
+    d.set_item("reductions_per_slice", s.reductions_per_slice)?;
+    d.set_item("atom_count", s.atom_count)?;
+    d.set_item("atom_limit", s.atom_limit)?;
+    d.set_item("registered", s.registered)?;
+    d.set_item("timers", s.timers)?;
+    d.set_item("version", s.version)?;
+    Ok(d.unbind())
+}
+
+/// Scheduler and process statistics (the same dict as `statistics_full`).
+#[pyfunction]
+pub fn statistics(py: Python<'_>) -> PyResult<Py<PyDict>> {
+    let s = handle()?.statistics();
+    Ok(stats_dict(py, &s)?.unbind())
+}
+
 /// Adds this module's functions to `beamvm._native`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(top, m)?)?;
@@ -297,5 +401,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(statistics_full, m)?)?;
     m.add_function(wrap_pyfunction!(set_system_monitor, m)?)?;
     m.add_function(wrap_pyfunction!(snapshot, m)?)?;
+    m.add_function(wrap_pyfunction!(process_info, m)?)?;
+    m.add_function(wrap_pyfunction!(processes, m)?)?;
+    m.add_function(wrap_pyfunction!(memory, m)?)?;
+    m.add_function(wrap_pyfunction!(system_info, m)?)?;
+    m.add_function(wrap_pyfunction!(statistics, m)?)?;
     Ok(())
 }

@@ -1,48 +1,12 @@
 //! The Python objects the driver needs (from beamvm._runtime, beamvm._compiler and the
-//! public package), handed over once by `beamvm/__init__.py` through `_setup`, and the
-//! exceptions the extension raises.
+//! public package), handed over once by `beamvm/__init__.py` through `_setup`.
 
-use pyo3::create_exception;
-use pyo3::exceptions::{PyBaseException, PyException, PyRuntimeError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 
-create_exception!(
-    beamvm,
-    Timeout,
-    PyException,
-    "A receive with a timeout and no default got no matching message in time."
-);
-create_exception!(
-    beamvm,
-    SystemLimit,
-    PyException,
-    "A VM limit was hit (e.g. the process table is full: raise process_limit)."
-);
-create_exception!(
-    beamvm,
-    NoProc,
-    PyException,
-    "The target process does not exist (link to a dead pid without trap_exit)."
-);
-create_exception!(
-    beamvm,
-    BadArg,
-    PyException,
-    "The VM rejected an argument (e.g. registering a name that is taken)."
-);
-create_exception!(
-    beamvm,
-    ProcessExit,
-    PyBaseException,
-    "Raised by exit(reason) to end the calling process with that reason; raised by \
-     beamvm.run when its main process was killed by an exit signal (args[0] = reason)."
-);
-
 /// The Python protocol objects.
 pub struct Runtime {
-    pub enter: PyObject,
-    pub used: PyObject,
     pub kill: PyObject,
     pub new_cell: PyObject,
     pub compile_process: PyObject,
@@ -74,13 +38,12 @@ pub fn ready(py: Python<'_>) -> PyResult<()> {
     }
 }
 
-/// Installs the runtime objects (called once by beamvm/__init__.py).
+/// Installs the runtime objects (called once by beamvm/__init__.py, by keyword).
 #[pyfunction]
+#[pyo3(signature = (*, kill, new_cell, compile_process, preempt, request, any, missing, report, tl))]
 #[allow(clippy::too_many_arguments)]
 pub fn _setup(
     py: Python<'_>,
-    enter: PyObject,
-    used: PyObject,
     kill: PyObject,
     new_cell: PyObject,
     compile_process: PyObject,
@@ -94,8 +57,6 @@ pub fn _setup(
     let _ = RT.set(
         py,
         Runtime {
-            enter,
-            used,
             kill,
             new_cell,
             compile_process,

@@ -1,0 +1,409 @@
+//! The process API: spawning, messages, links, monitors, exits, flags, names,
+//! timers. Each function works from inside a process (through the current process's
+//! context, [`with_cx`]) and, where Erlang allows it, from plain Python code outside any
+//! process (through the VM handle, as the VM's [`vm_core::EXTERNAL_PID`]).
+
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use vm_core::{Pid, Priority, SpawnOpts};
+
+use crate::args::{atom_of, parse_priority, parse_timeout, pid_of, ref_of};
+use crate::convert::{self, frag_to_py, to_fragment};
+use crate::driver::{in_process, with_cx, PyProcess};
+use crate::errors::{outside, vm_err, BadArg, ProcessExit};
+use crate::lifecycle::{vm, MainSlot};
+use crate::runtime::{self, rt};
+use crate::types::{PyPid, PyRef};
+
+pub(crate) fn make_body(
+    py: Python<'_>,
+    f: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    main: Option<Arc<MainSlot>>,
+    copy: bool,
+) -> PyResult<PyProcess> {
+    runtime::ready(py)?;
+    if !f.is_callable() {
+        return Err(PyTypeError::new_err(format!(
+            "a process must be callable, not {}",
+            f.get_type().qualname()?
+        )));
+    }
+    let r = rt(py);
+    let gen = if copy {
+        // Erlang copies spawn arguments: a child never sees its parent mutate them.
+        let copied: Vec<PyObject> = args
+            .iter()
+            .map(|a| Ok(convert::copy_value(py, &a)?.unwrap_or_else(|| a.unbind())))
+            .collect::<PyResult<_>>()?;
+        let args = PyTuple::new(py, copied)?;
+        let kw = match kwargs {
+            Some(k) => {
+                let d = PyDict::new(py);
+                for (key, v) in k.iter() {
+                    let v2 = convert::copy_value(py, &v)?.unwrap_or_else(|| v.unbind());
+                    d.set_item(key, v2)?;
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        r.compile_process.call1(py, (f, args, kw))?
+    } else {
+        r.compile_process.call1(py, (f, args, kwargs))?
+    };
+    let cell = r.new_cell.call0(py)?;
+    let label = match f.getattr(pyo3::intern!(py, "__qualname__")) {
+        Ok(q) => q.to_string(),
+        Err(_) => f.get_type().qualname()?.to_string(),
+    };
+    Ok(PyProcess::new(gen, cell, label, main))
+}
+
+fn spawn_impl(
+    py: Python<'_>,
+    f: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    opts: SpawnOpts,
+    name: &str,
+) -> PyResult<(Pid, Option<vm_core::Ref>)> {
+    if !in_process() && (opts.link || opts.monitor) {
+        return Err(outside(name));
+    }
+    let mut body = Some(Box::new(make_body(py, f, args, kwargs, None, true)?));
+    // The body moves into the closure only when a process is running here.
+    match with_cx(|cx| cx.spawn_opts(body.take().expect("body"), opts)) {
+        Some(r) => r.map_err(vm_err),
+        None => vm()?
+            .spawn_opts(body.take().expect("body"), opts)
+            .map(|p| (p, None))
+            .map_err(vm_err),
+    }
+}
+
+/// Spawns `f(*args, **kwargs)` as a process; returns its pid.
+///
+/// Arguments are copied as messages are (through their term form), so the child never
+/// sees the caller mutate them; an argument with no term form (a function, a set, an
+/// arbitrary object, or a container holding one) is passed by reference, shared.
+#[pyfunction]
+#[pyo3(signature = (f, /, *args, **kwargs))]
+pub(crate) fn spawn(
+    py: Python<'_>,
+    f: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<PyPid> {
+    if !in_process() {
+        vm()?;
+    }
+    spawn_impl(py, f, args, kwargs, SpawnOpts::default(), "spawn").map(|(p, _)| PyPid(p))
+}
+
+/// Spawns `f(*args, **kwargs)` linked to the calling process; returns its pid. Arguments
+/// are copied as in `spawn`.
+#[pyfunction]
+#[pyo3(signature = (f, /, *args, **kwargs))]
+pub(crate) fn spawn_link(
+    py: Python<'_>,
+    f: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<PyPid> {
+    if !in_process() {
+        return Err(outside("spawn_link"));
+    }
+    let opts = SpawnOpts {
+        link: true,
+        ..SpawnOpts::default()
+    };
+    spawn_impl(py, f, args, kwargs, opts, "spawn_link").map(|(p, _)| PyPid(p))
+}
+
+/// Spawns `f(*args, **kwargs)` monitored by the calling process; returns `(pid, ref)`.
+/// Arguments are copied as in `spawn`.
+#[pyfunction]
+#[pyo3(signature = (f, /, *args, **kwargs))]
+pub(crate) fn spawn_monitor(
+    py: Python<'_>,
+    f: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<(PyPid, PyRef)> {
+    if !in_process() {
+        return Err(outside("spawn_monitor"));
+    }
+    let opts = SpawnOpts {
+        monitor: true,
+        ..SpawnOpts::default()
+    };
+    let (p, r) = spawn_impl(py, f, args, kwargs, opts, "spawn_monitor")?;
+    Ok((PyPid(p), PyRef(r.unwrap_or(vm_core::Ref(0)))))
+}
+
+/// Spawns with options: `spawn_opt(f, args=(), kwargs=None, *, link=False,
+/// monitor=False, priority='normal', trap_exit=False)`; returns the pid, or
+/// `(pid, ref)` when `monitor` is set.
+#[pyfunction]
+#[pyo3(signature = (f, args=None, kwargs=None, *, link=false, monitor=false, priority=None, trap_exit=false))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn spawn_opt(
+    py: Python<'_>,
+    f: &Bound<'_, PyAny>,
+    args: Option<&Bound<'_, PyTuple>>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    link: bool,
+    monitor: bool,
+    priority: Option<&Bound<'_, PyAny>>,
+    trap_exit: bool,
+) -> PyResult<PyObject> {
+    let empty = PyTuple::empty(py);
+    let args = args.unwrap_or(&empty);
+    let opts = SpawnOpts {
+        link,
+        monitor,
+        priority: match priority {
+            Some(p) => parse_priority(p)?,
+            None => Priority::Normal,
+        },
+        trap_exit,
+    };
+    if !in_process() {
+        vm()?;
+    }
+    let (p, r) = spawn_impl(py, f, args, kwargs, opts, "spawn_opt")?;
+    Ok(match r {
+        Some(r) if monitor => (PyPid(p), PyRef(r)).into_py(py),
+        _ => PyPid(p).into_py(py),
+    })
+}
+
+/// Sends `msg` (copied) to a pid or registered name; returns `msg`. Sending to a dead
+/// pid is not an error (the message is dropped); to an unregistered name it is.
+#[pyfunction]
+pub(crate) fn send<'py>(
+    dest: &Bound<'py, PyAny>,
+    msg: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut frag = Some(to_fragment(msg)?);
+    if let Ok(p) = dest.downcast_exact::<PyPid>() {
+        let pid = p.get().0;
+        // The fragment moves into the closure only when a process is running here.
+        if with_cx(|cx| cx.send(pid, frag.take().expect("fragment"))).is_none() {
+            vm()?.send(pid, frag.take().expect("fragment"));
+        }
+        return Ok(msg.clone());
+    }
+    let name = atom_of(dest, "send's destination (a Pid or a registered name)")?;
+    match with_cx(|cx| cx.send_named(name, frag.take().expect("fragment"))) {
+        Some(r) => r.map_err(vm_err)?,
+        None => vm()?
+            .send_named(name, frag.take().expect("fragment"))
+            .map_err(vm_err)?,
+    }
+    Ok(msg.clone())
+}
+
+/// The calling process's pid.
+#[pyfunction]
+pub(crate) fn self_pid() -> PyResult<PyPid> {
+    with_cx(|cx| PyPid(cx.self_pid())).ok_or_else(|| outside("self_pid"))
+}
+
+/// Links the calling process to `pid` (NoProc if it is dead and exits are not trapped).
+#[pyfunction]
+pub(crate) fn link(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let pid = pid_of(pid, "link's argument")?;
+    with_cx(|cx| cx.link(pid))
+        .ok_or_else(|| outside("link"))?
+        .map_err(vm_err)?;
+    Ok(true)
+}
+
+/// Removes the link to `pid`, if any.
+#[pyfunction]
+pub(crate) fn unlink(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let pid = pid_of(pid, "unlink's argument")?;
+    with_cx(|cx| cx.unlink(pid)).ok_or_else(|| outside("unlink"))?;
+    Ok(true)
+}
+
+/// Monitors `pid` (or a registered name): one `(Atom('DOWN'), ref, Atom('process'),
+/// pid, reason)` message will come (`reason` = `Atom('noproc')` if it is not alive).
+#[pyfunction]
+pub(crate) fn monitor(target: &Bound<'_, PyAny>) -> PyResult<PyRef> {
+    let pid = if target.downcast::<PyPid>().is_ok() {
+        pid_of(target, "monitor's argument")?
+    } else {
+        let name = atom_of(target, "monitor's argument (a Pid or a registered name)")?;
+        match vm()?.whereis(name) {
+            Some(p) => p,
+            None => Pid::new(vm_core::term::MAX_PID_INDEX, u32::MAX),
+        }
+    };
+    with_cx(|cx| PyRef(cx.monitor(pid))).ok_or_else(|| outside("monitor"))
+}
+
+/// Removes a monitor; with `flush`, also its DOWN message if it arrived. Returns
+/// whether the monitor was still active.
+#[pyfunction]
+#[pyo3(signature = (ref_, flush=false))]
+pub(crate) fn demonitor(ref_: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> {
+    let r = ref_of(ref_, "demonitor's argument")?;
+    with_cx(|cx| cx.demonitor(r, flush)).ok_or_else(|| outside("demonitor"))
+}
+
+/// `exit(reason)` ends the calling process with `reason` (raises ProcessExit);
+/// `exit(pid, reason)` sends an exit signal (`Atom('kill')` cannot be trapped).
+#[pyfunction]
+#[pyo3(signature = (*args))]
+pub(crate) fn exit(args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+    match args.len() {
+        1 => {
+            let reason = args.get_item(0)?;
+            to_fragment(&reason)?;
+            Err(ProcessExit::new_err((reason.unbind(),)))
+        }
+        2 => {
+            let pid = pid_of(&args.get_item(0)?, "exit's first argument")?;
+            let reason = to_fragment(&args.get_item(1)?)?;
+            if with_cx(|cx| cx.exit(pid, reason.clone())).is_none() {
+                vm()?.exit(pid, reason);
+            }
+            Ok(true)
+        }
+        n => Err(PyTypeError::new_err(format!(
+            "exit() takes exit(reason) or exit(pid, reason), got {n} arguments"
+        ))),
+    }
+}
+
+/// Sets a process flag and returns its old value: `trap_exit` (bool), `priority`
+/// ('low', 'normal', 'high', 'max').
+#[pyfunction]
+pub(crate) fn process_flag(
+    py: Python<'_>,
+    flag: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<PyObject> {
+    let f = atom_of(flag, "process_flag's flag")?;
+    match f.as_str() {
+        "trap_exit" => {
+            let on = value.is_truthy()?;
+            let old = with_cx(|cx| cx.trap_exit(on)).ok_or_else(|| outside("process_flag"))?;
+            Ok(old.into_py(py))
+        }
+        "priority" => {
+            let p = parse_priority(value)?;
+            let old = with_cx(|cx| cx.set_priority(p)).ok_or_else(|| outside("process_flag"))?;
+            Ok(old.name().into_py(py))
+        }
+        other => Err(PyValueError::new_err(format!(
+            "unknown process flag {other:?} (known: 'trap_exit', 'priority')"
+        ))),
+    }
+}
+
+/// Registers `pid` (default: the calling process) under `name`.
+#[pyfunction]
+#[pyo3(signature = (name, pid=None))]
+pub(crate) fn register(name: &Bound<'_, PyAny>, pid: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    let name = atom_of(name, "a registered name")?;
+    let pid = match pid {
+        Some(p) => pid_of(p, "register's pid")?,
+        None => with_cx(|cx| cx.self_pid()).ok_or_else(|| outside("register (without a pid)"))?,
+    };
+    vm()?.register(name, pid).map_err(vm_err)?;
+    Ok(true)
+}
+
+/// Removes a registered name.
+#[pyfunction]
+pub(crate) fn unregister(name: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let name = atom_of(name, "a registered name")?;
+    vm()?.unregister(name).map_err(vm_err)?;
+    Ok(true)
+}
+
+/// The pid registered as `name`, or None.
+#[pyfunction]
+pub(crate) fn whereis(name: &Bound<'_, PyAny>) -> PyResult<Option<PyPid>> {
+    let name = atom_of(name, "a registered name")?;
+    Ok(vm()?.whereis(name).map(PyPid))
+}
+
+/// A new unique reference.
+#[pyfunction]
+pub(crate) fn make_ref() -> PyRef {
+    PyRef(vm_core::Ref::new())
+}
+
+/// Sends `msg` to `dest` (a pid, or a name resolved now) after `seconds`; returns a
+/// timer reference for `cancel_timer`.
+#[pyfunction]
+pub(crate) fn send_after(
+    seconds: &Bound<'_, PyAny>,
+    dest: &Bound<'_, PyAny>,
+    msg: &Bound<'_, PyAny>,
+) -> PyResult<PyRef> {
+    let t = parse_timeout(seconds)?
+        .ok_or_else(|| PyValueError::new_err("send_after needs a finite delay"))?;
+    let frag = to_fragment(msg)?;
+    let v = vm()?;
+    let pid = if let Ok(p) = dest.downcast::<PyPid>() {
+        p.get().0
+    } else {
+        let name = atom_of(
+            dest,
+            "send_after's destination (a Pid or a registered name)",
+        )?;
+        v.whereis(name).ok_or_else(|| {
+            BadArg::new_err(format!("no process is registered as {:?}", name.as_str()))
+        })?
+    };
+    Ok(PyRef(
+        match with_cx(|cx| cx.send_after(t, pid, frag.clone())) {
+            Some(r) => r,
+            None => v.send_after(t, pid, frag),
+        },
+    ))
+}
+
+/// Cancels a timer; returns the seconds it had left, or None if it already fired.
+#[pyfunction]
+pub(crate) fn cancel_timer(ref_: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+    let r = ref_of(ref_, "cancel_timer's argument")?;
+    Ok(vm()?.cancel_timer(r).map(|d| d.as_secs_f64()))
+}
+
+/// Seconds left on a timer, or None.
+#[pyfunction]
+pub(crate) fn read_timer(ref_: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+    let r = ref_of(ref_, "read_timer's argument")?;
+    Ok(vm()?.read_timer(r).map(|d| d.as_secs_f64()))
+}
+
+/// Whether `pid` is alive.
+#[pyfunction]
+pub(crate) fn is_alive(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let pid = pid_of(pid, "is_alive's argument")?;
+    Ok(vm()?.is_alive(pid))
+}
+
+/// Converts a value to its term form and back (what a receiver would see).
+#[pyfunction]
+pub(crate) fn roundtrip(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    let f = to_fragment(obj)?;
+    frag_to_py(py, &f)
+}
+
+/// Whether the caller runs inside a beamvm process.
+#[pyfunction]
+pub(crate) fn in_process_() -> bool {
+    in_process()
+}

@@ -1,0 +1,436 @@
+//! The Python process driver: a [`Body`] that runs a compiled process generator.
+//!
+//! Protocol (docs/preemption.md): each slice, `_runtime.enter(cell, budget)` then
+//! `gen.send(value)` (or `gen.throw(exc)`), then `_runtime.used(cell)` is charged to
+//! the slice. What the generator yields decides the step: `PREEMPT` -> `Yield`; a
+//! `Request` -> performed here (a receive tries the mailbox at once and, if nothing
+//! matches, the request is kept and the process suspends with `Wait`, so no scheduler
+//! thread ever blocks); returning -> exit `normal`; raising -> exit with the exception
+//! as reason (plus an error report when no process is linked to see it).
+//!
+//! While the generator runs, a pointer to the slice's [`Cx`] sits in a thread-local
+//! (see [`with_cx`]), so the `_native` functions Python calls (send, spawn, link, ...)
+//! act on the current process. It is cleared before `resume` returns.
+//!
+//! GIL: the class is [`BodyClass::Hooked`]; the VM's [`GilHook`] runs a batch of Python
+//! slices on a scheduler thread inside one `Python::with_gil`, and `resume` uses that
+//! batch's GIL (see [`with_batch_gil`]). Nothing here relies on the GIL for the VM's
+//! own safety.
+
+mod budget;
+mod current;
+mod dirty;
+mod gil;
+mod receive;
+
+use std::os::raw::c_int;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+use pyo3::{ffi, intern};
+use vm_core::{Atom, Body, BodyClass, Cx, Fragment, Step, Term};
+
+use crate::args::parse_timeout;
+use crate::convert::{frag_to_py, to_fragment};
+use crate::errors::Timeout;
+use crate::lifecycle::{MainSlot, Outcome};
+use crate::runtime::rt;
+use budget::{enter_cell, used_cell};
+use current::CurrentGuard;
+pub(crate) use current::{in_process, with_cx};
+pub(crate) use dirty::_quiesce_dirty;
+use dirty::{dirty_job, DirtyOutcome};
+use gil::with_batch_gil;
+pub(crate) use gil::GilHook;
+pub(crate) use receive::{_receive, _recv, ReceiveOp};
+use receive::{is_receive_op, Delivery};
+
+extern "C" {
+    // pyo3-ffi 0.23 declares it without its return value.
+    #[link_name = "PyIter_Send"]
+    fn py_iter_send(
+        iter: *mut ffi::PyObject,
+        arg: *mut ffi::PyObject,
+        presult: *mut *mut ffi::PyObject,
+    ) -> c_int;
+}
+
+// --------------------------------------------------------------------------- the body
+
+enum Next {
+    Send(PyObject),
+    Throw(PyObject),
+}
+
+enum Pending {
+    /// A receive waiting for a message, and how to hand it over.
+    Receive(Py<ReceiveOp>, Delivery),
+    Sleep,
+    /// A call running on a dirty pool; the outcome arrives as a signal.
+    Dirty,
+}
+
+/// A Python process (see the module docs).
+pub(crate) struct PyProcess {
+    gen: Option<Py<PyAny>>,
+    cell: Option<Py<PyAny>>,
+    next: Option<Next>,
+    pending: Option<Pending>,
+    sleep_for: Duration,
+    label: String,
+    main: Option<Arc<MainSlot>>,
+}
+
+impl PyProcess {
+    pub(crate) fn new(
+        gen: Py<PyAny>,
+        cell: Py<PyAny>,
+        label: String,
+        main: Option<Arc<MainSlot>>,
+    ) -> Self {
+        PyProcess {
+            gen: Some(gen),
+            cell: Some(cell),
+            next: None,
+            pending: None,
+            sleep_for: Duration::ZERO,
+            label,
+            main,
+        }
+    }
+
+    fn poll(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> PyResult<Result<Next, Step>> {
+        match self.pending.as_ref() {
+            Some(Pending::Receive(op, delivery)) => {
+                let into_op = *delivery == Delivery::StoreInOp;
+                let op = op.bind(py).clone();
+                let m = op.borrow().try_take(cx);
+                if let Some(m) = m {
+                    self.pending = None;
+                    return match frag_to_py(py, &m) {
+                        Ok(v) if into_op => {
+                            op.borrow_mut().result = Some(v);
+                            Ok(Ok(Next::Send(py.None())))
+                        }
+                        Ok(v) => Ok(Ok(Next::Send(v))),
+                        Err(e) => Ok(Ok(Next::Throw(e.into_value(py).into_any()))),
+                    };
+                }
+                let (timeout, default) = {
+                    let o = op.borrow();
+                    (o.timeout, o.default.as_ref().map(|d| d.clone_ref(py)))
+                };
+                if timeout.is_some() && cx.timed_out() {
+                    let out = match default {
+                        Some(d) if into_op => {
+                            op.borrow_mut().result = Some(d);
+                            Next::Send(py.None())
+                        }
+                        Some(d) => Next::Send(d),
+                        None => Next::Throw(
+                            Timeout::new_err("receive timed out")
+                                .into_value(py)
+                                .into_any(),
+                        ),
+                    };
+                    self.pending = None;
+                    return Ok(Ok(out));
+                }
+                Ok(Err(cx.wait(timeout)))
+            }
+            Some(Pending::Dirty) => match cx.dirty_result() {
+                None => Ok(Err(cx.wait(None))),
+                Some(r) => {
+                    self.pending = None;
+                    let out = match r {
+                        Ok(b) => match b.downcast::<DirtyOutcome>() {
+                            Ok(mut o) => match o.0.take() {
+                                Some(Ok(v)) => Next::Send(v),
+                                Some(Err(e)) => Next::Throw(e),
+                                None => Next::Send(py.None()),
+                            },
+                            Err(_) => Next::Throw(
+                                PyRuntimeError::new_err("a dirty job returned a foreign value")
+                                    .into_value(py)
+                                    .into_any(),
+                            ),
+                        },
+                        Err(panic) => Next::Throw(
+                            PyRuntimeError::new_err(format!("dirty job panicked: {panic}"))
+                                .into_value(py)
+                                .into_any(),
+                        ),
+                    };
+                    Ok(Ok(out))
+                }
+            },
+            Some(Pending::Sleep) => {
+                if cx.timed_out() {
+                    self.pending = None;
+                    return Ok(Ok(Next::Send(py.None())));
+                }
+                Ok(Err(cx.wait(Some(self.sleep_for))))
+            }
+            None => Ok(Ok(Next::Send(py.None()))),
+        }
+    }
+
+    fn request(&mut self, py: Python<'_>, cx: &mut Cx<'_>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+        let kind = out.getattr(intern!(py, "kind"))?;
+        let args = out.getattr(intern!(py, "args"))?;
+        let args = args.downcast::<PyTuple>()?;
+        let kind = kind.downcast::<PyString>()?.to_str()?;
+        match kind {
+            "receive" => {
+                // A Request-style receive (from a primitive written in Python).
+                let op = _receive(
+                    py,
+                    args.get_item(0)?.unbind(),
+                    Some(&args.get_item(1)?),
+                    args.get_item(2)?.unbind(),
+                )?;
+                self.pending = Some(Pending::Receive(Py::new(py, op)?, Delivery::SendToFrame));
+            }
+            "dirty" => {
+                // ("cpu" | "io", fn, args, kwargs)
+                let kind = match args.get_item(0)?.downcast::<PyString>()?.to_str()? {
+                    "cpu" => vm_core::DirtyKind::Cpu,
+                    "io" => vm_core::DirtyKind::Io,
+                    k => return Err(PyValueError::new_err(format!("unknown dirty pool {k:?}"))),
+                };
+                let f = args.get_item(1)?.unbind();
+                let fargs = args.get_item(2)?.downcast_into::<PyTuple>()?.unbind();
+                let kw = args.get_item(3)?;
+                let kw = if kw.is_none() {
+                    None
+                } else {
+                    Some(kw.unbind())
+                };
+                cx.dirty(kind, dirty_job(f, fargs, kw))
+                    .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+                self.pending = Some(Pending::Dirty);
+            }
+            "sleep" => {
+                let t = parse_timeout(&args.get_item(0)?)?.unwrap_or(Duration::MAX);
+                self.sleep_for = t;
+                self.pending = Some(Pending::Sleep);
+            }
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown beamvm request kind {other:?}"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> Step {
+        let r = rt(py);
+        loop {
+            if self.pending.is_some() {
+                match self.poll(py, cx) {
+                    Ok(Ok(n)) => self.next = Some(n),
+                    Ok(Err(step)) => return step,
+                    Err(e) => {
+                        self.pending = None;
+                        self.next = Some(Next::Throw(e.into_value(py).into_any()));
+                    }
+                }
+            }
+            if cx.should_yield() {
+                return Step::Yield;
+            }
+            let Some(gen) = self.gen.as_ref() else {
+                return Step::Exit(Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
+            };
+            let gen = gen.bind(py).clone();
+            let Some(cell) = self.cell.as_ref() else {
+                return Step::Exit(Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
+            };
+            let cell = cell.bind(py).clone();
+            let budget = cx.budget_left().max(1);
+            if let Err(e) = enter_cell(py, &cell, budget) {
+                return self.crashed(py, cx, e);
+            }
+            let res = match self.next.take().unwrap_or_else(|| Next::Send(py.None())) {
+                Next::Send(v) => send(py, &gen, v.bind(py)),
+                Next::Throw(e) => gen
+                    .call_method1(intern!(py, "throw"), (e,))
+                    .map(Sent::Yielded),
+            };
+            cx.bump(used_cell(&cell).max(1));
+            match res {
+                Ok(Sent::Yielded(out)) => {
+                    if out.is(r.preempt.bind(py)) {
+                        return Step::Yield;
+                    }
+                    if is_receive_op(py, &out) {
+                        // SAFETY: `is_receive_op` checked that the object's type is
+                        // exactly `ReceiveOp`'s.
+                        let op = unsafe { out.downcast_unchecked::<ReceiveOp>() };
+                        let delivery = op.borrow().delivery;
+                        self.pending = Some(Pending::Receive(op.clone().unbind(), delivery));
+                        continue;
+                    }
+                    if out.is_instance(r.request.bind(py)).unwrap_or(false) {
+                        if let Err(e) = self.request(py, cx, &out) {
+                            self.next = Some(Next::Throw(e.into_value(py).into_any()));
+                        }
+                        continue;
+                    }
+                    let e = PyTypeError::new_err(format!(
+                        "a beamvm process yielded {}; process code must not yield \
+                         (generator functions cannot be processes' own code)",
+                        out.repr().map(|s| s.to_string()).unwrap_or_default()
+                    ));
+                    self.next = Some(Next::Throw(e.into_value(py).into_any()));
+                }
+                Ok(Sent::Returned(v)) => {
+                    self.gen = None;
+                    if let Some(m) = &self.main {
+                        m.set(Outcome::Returned(v.unbind()));
+                    }
+                    return Step::Exit(Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
+                }
+                Err(e) if e.is_instance_of::<PyStopIteration>(py) => {
+                    // StopIteration from `throw` when the generator returns.
+                    self.gen = None;
+                    let v = e
+                        .value(py)
+                        .getattr("value")
+                        .map(|v| v.unbind())
+                        .unwrap_or_else(|_| py.None());
+                    if let Some(m) = &self.main {
+                        m.set(Outcome::Returned(v));
+                    }
+                    return Step::Exit(Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
+                }
+                Err(e) => return self.crashed(py, cx, e),
+            }
+        }
+    }
+
+    fn crashed(&mut self, py: Python<'_>, cx: &mut Cx<'_>, e: PyErr) -> Step {
+        self.gen = None;
+        let r = rt(py);
+        let exc = e.into_value(py).into_any();
+        let exc = exc.bind(py);
+        let (reason, report) = exit_reason(py, exc);
+        if let Some(m) = &self.main {
+            m.set(Outcome::Raised(exc.clone().unbind()));
+        } else if report && cx.links().is_empty() {
+            let pid = crate::types::PyPid(cx.self_pid());
+            let _ = r.report.bind(py).call1((pid, exc));
+        }
+        Step::Exit(reason)
+    }
+}
+
+enum Sent<'py> {
+    Yielded(Bound<'py, PyAny>),
+    Returned(Bound<'py, PyAny>),
+}
+
+fn send<'py>(
+    py: Python<'py>,
+    gen: &Bound<'py, PyAny>,
+    v: &Bound<'py, PyAny>,
+) -> PyResult<Sent<'py>> {
+    let mut out: *mut ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: gen and v are live objects; PyIter_Send returns a new reference in `out`
+    // for PYGEN_NEXT and PYGEN_RETURN and sets an exception for PYGEN_ERROR.
+    let rc = unsafe { py_iter_send(gen.as_ptr(), v.as_ptr(), &mut out) };
+    match rc {
+        1 => Ok(Sent::Yielded(unsafe { Bound::from_owned_ptr(py, out) })),
+        0 => Ok(Sent::Returned(unsafe { Bound::from_owned_ptr(py, out) })),
+        _ => Err(PyErr::fetch(py)),
+    }
+}
+
+/// Parses a timeout in seconds (None: forever).
+/// The exit reason for an exception that ended a process, and whether it is a crash
+/// worth an error report. `beamvm.ProcessExit(reason)` (raised by `exit(reason)`)
+/// exits with `reason`; any other exception with
+/// `(Atom('error'), 'ExceptionType', 'message')`.
+pub(crate) fn exit_reason(py: Python<'_>, exc: &Bound<'_, PyAny>) -> (Fragment, bool) {
+    if exc.is_instance_of::<crate::errors::ProcessExit>() {
+        let reason = exc
+            .getattr("args")
+            .and_then(|a| a.get_item(0))
+            .ok()
+            .and_then(|r| to_fragment(&r).ok())
+            .unwrap_or_else(|| Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
+        return (reason, false);
+    }
+    let tn = exc
+        .get_type()
+        .qualname()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| "Exception".into());
+    let msg = exc.str().map(|s| s.to_string()).unwrap_or_default();
+    let _ = py;
+    let t = Term::Tuple(vec![Term::Atom(Atom::ERROR), str_term(&tn), str_term(&msg)]);
+    (Fragment::from_term(&t), true)
+}
+
+fn str_term(s: &str) -> Term {
+    Term::Tuple(vec![
+        Term::Atom(crate::convert::str_tag()),
+        Term::binary(s.as_bytes().to_vec()),
+    ])
+}
+
+impl Body for PyProcess {
+    fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
+        with_batch_gil(|py| {
+            let cxp: *mut Cx<'_> = cx;
+            let _g = CurrentGuard::set(cxp);
+            // SAFETY: see `with_cx`; the driver and Python never use the context at
+            // the same time.
+            let cx = unsafe { &mut *cxp };
+            self.run(py, cx)
+        })
+    }
+
+    fn terminate(&mut self, cx: &mut Cx<'_>, reason: &Fragment) {
+        with_batch_gil(|py| {
+            if let Some(m) = &self.main {
+                m.set(Outcome::Exited(reason.clone()));
+            }
+            let Some(gen) = self.gen.take() else { return };
+            let cxp: *mut Cx<'_> = cx;
+            let _g = CurrentGuard::set(cxp);
+            let r = rt(py);
+            let _ = r
+                .kill
+                .bind(py)
+                .call1((gen.bind(py), py.None(), py.None(), self.cell.as_ref()));
+            self.pending = None;
+            self.next = None;
+            drop(gen);
+        });
+    }
+
+    fn class(&self) -> BodyClass {
+        BodyClass::Hooked
+    }
+
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+}
+
+impl Drop for PyProcess {
+    fn drop(&mut self) {
+        Python::with_gil(|_py| {
+            self.gen = None;
+            self.cell = None;
+            self.next = None;
+            self.pending = None;
+            self.main = None;
+        });
+    }
+}

@@ -1,0 +1,309 @@
+//! The VM's life cycle from Python: `start`, `stop`, `is_running`, `run`, and the one
+//! accessor ([`vm`]) every other function uses to reach the running VM.
+//!
+//! Invariants:
+//! * One VM per interpreter. [`STATE`] says whether it is stopped, starting or
+//!   running; [`HANDLE`] is the cheap handle the API functions clone.
+//! * Lock order: the GIL may be held while [`STATE`] is locked, never the other way
+//!   round, and [`STATE`] is never held across `allow_threads` (a thread holding the
+//!   GIL that calls `start`/`stop` would otherwise wait for the lock while its holder
+//!   waits for the GIL). Starting marks the state `Starting`, releases the lock,
+//!   starts the VM with the GIL released, then stores it; a concurrent start sees
+//!   `Starting` and fails at once.
+//! * Every start gets a new generation number: `run` waits for *its* VM's main process
+//!   and notices when that VM is stopped by someone else (`beamvm.stop()` from a
+//!   thread), instead of waiting forever.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use vm_core::{Fragment, Vm, VmConfig, VmRef};
+
+use crate::api::make_body;
+use crate::args::parse_seconds;
+use crate::convert::frag_to_py;
+use crate::driver::{in_process, GilHook};
+use crate::errors::{not_running, vm_err, ProcessExit};
+use crate::runtime;
+
+/// Whether the VM runs.
+enum State {
+    Stopped,
+    /// A thread is starting it (the lock is not held meanwhile).
+    Starting,
+    Running(Vm),
+}
+
+static STATE: Mutex<State> = Mutex::new(State::Stopped);
+static HANDLE: RwLock<Option<VmRef>> = RwLock::new(None);
+/// Incremented at every successful start; read by `run` to recognise its own VM.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// How stopping the VM waits for schedulers to finish their slice.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// The running VM's handle, or the "not running" error.
+pub(crate) fn vm() -> PyResult<VmRef> {
+    current().ok_or_else(not_running)
+}
+
+/// The running VM's handle, if any.
+pub(crate) fn current() -> Option<VmRef> {
+    HANDLE.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn lock_state() -> std::sync::MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// --------------------------------------------------------------------------- main slot
+
+/// How `beamvm.run`'s main process ended.
+pub(crate) enum Outcome {
+    Returned(PyObject),
+    Raised(PyObject),
+    Exited(Fragment),
+}
+
+/// Where the main process leaves its outcome for `beamvm.run`.
+#[derive(Default)]
+pub(crate) struct MainSlot {
+    pub(crate) outcome: Mutex<Option<Outcome>>,
+    pub(crate) cv: Condvar,
+}
+
+impl MainSlot {
+    /// Records the outcome (the first one wins) and wakes `run`.
+    pub(crate) fn set(&self, o: Outcome) {
+        let mut g = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            *g = Some(o);
+        }
+        self.cv.notify_all();
+    }
+}
+
+// --------------------------------------------------------------------------- start/stop
+
+fn config_from(cfg: Option<&Bound<'_, PyDict>>) -> PyResult<VmConfig> {
+    let mut c = VmConfig::from_env().map_err(vm_err)?;
+    let mut online_set = false;
+    let mut dirty_cpu_set = false;
+    if let Some(d) = cfg {
+        for (k, v) in d.iter() {
+            let key: String = k.extract()?;
+            let n = || -> PyResult<usize> {
+                v.extract::<usize>().map_err(|_| {
+                    PyTypeError::new_err(format!("{key} must be a positive int, got {v}"))
+                })
+            };
+            match key.as_str() {
+                "schedulers" => c.schedulers = n()?,
+                "schedulers_online" => {
+                    c.schedulers_online = n()?;
+                    online_set = true;
+                }
+                "process_limit" => c.process_limit = n()?,
+                "reductions" => {
+                    c.reductions = u32::try_from(n()?)
+                        .map_err(|_| PyValueError::new_err("reductions is too large"))?
+                }
+                "dirty_cpu" | "dirty_cpu_schedulers" => {
+                    c.dirty_cpu = n()?;
+                    dirty_cpu_set = true;
+                }
+                "dirty_io" | "dirty_io_schedulers" => c.dirty_io = n()?,
+                "batch_time" => {
+                    c.batch_time =
+                        parse_seconds(&v, "batch_time")?.unwrap_or(Duration::from_secs(1))
+                }
+                other => {
+                    return Err(PyTypeError::new_err(format!(
+                        "unknown beamvm setting {other:?} (known: schedulers, \
+                         schedulers_online, process_limit, reductions, dirty_cpu, dirty_io, \
+                         batch_time)"
+                    )))
+                }
+            }
+        }
+        if d.contains("schedulers")? {
+            if !online_set {
+                c.schedulers_online = c.schedulers;
+            }
+            if !dirty_cpu_set {
+                c.dirty_cpu = c.schedulers;
+            }
+        }
+    }
+    c.slice_hook = Some(Arc::new(GilHook));
+    Ok(c)
+}
+
+fn start_vm(py: Python<'_>, cfg: Option<&Bound<'_, PyDict>>) -> PyResult<u64> {
+    runtime::ready(py)?;
+    if in_process() {
+        return Err(PyRuntimeError::new_err(
+            "beamvm cannot be started from inside a beamvm process",
+        ));
+    }
+    let c = config_from(cfg)?;
+    {
+        let mut g = lock_state();
+        match *g {
+            State::Stopped => *g = State::Starting,
+            State::Starting | State::Running(_) => {
+                return Err(PyRuntimeError::new_err(
+                    "beamvm is already running (one VM per interpreter; call beamvm.stop() \
+                     first)",
+                ))
+            }
+        }
+    }
+    match py.allow_threads(|| Vm::start(c)) {
+        Ok(v) => {
+            let gen = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
+            *HANDLE.write().unwrap_or_else(|e| e.into_inner()) = Some(v.handle());
+            *lock_state() = State::Running(v);
+            Ok(gen)
+        }
+        Err(e) => {
+            *lock_state() = State::Stopped;
+            Err(vm_err(e))
+        }
+    }
+}
+
+fn stop_vm(py: Python<'_>) -> PyResult<bool> {
+    if in_process() {
+        return Err(PyRuntimeError::new_err(
+            "beamvm cannot be stopped from inside a beamvm process (return from main instead)",
+        ));
+    }
+    let v = {
+        let mut g = lock_state();
+        match std::mem::replace(&mut *g, State::Stopped) {
+            State::Running(v) => Some(v),
+            State::Starting => {
+                // Another thread is starting it: leave that to finish.
+                *g = State::Starting;
+                None
+            }
+            State::Stopped => None,
+        }
+    };
+    let Some(mut v) = v else {
+        return Ok(false);
+    };
+    *HANDLE.write().unwrap_or_else(|e| e.into_inner()) = None;
+    let stuck = py.allow_threads(move || {
+        let stuck = v.shutdown_within(Some(STOP_WAIT));
+        if stuck > 0 {
+            // Dropping would wait again; the stuck threads keep what they use.
+            std::mem::forget(v);
+        }
+        stuck
+    });
+    if stuck > 0 {
+        let msg = format!(
+            "beamvm: {stuck} scheduler thread(s) did not stop within {} s: a process is \
+             running code that cannot be preempted (a C call, or a function without source \
+             such as one defined in `python -c`); it was left running. Move long calls to \
+             beamvm.dirty_cpu/dirty_io.",
+            STOP_WAIT.as_secs()
+        );
+        let c = std::ffi::CString::new(msg.clone()).unwrap_or_default();
+        let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+        if PyErr::warn(py, &category, &c, 1).is_err() {
+            // Warnings cannot be raised right now (e.g. while a Ctrl-C is being
+            // handled, a second KeyboardInterrupt comes back): say it plainly.
+            eprintln!("{msg}");
+        }
+    }
+    Ok(true)
+}
+
+/// Starts the VM for embedding (settings as keyword arguments; see `beamvm.run`).
+#[pyfunction]
+#[pyo3(signature = (**config))]
+pub(crate) fn start(py: Python<'_>, config: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    start_vm(py, config).map(|_| ())
+}
+
+/// Stops the VM: every process is dropped; returns False if it was not running.
+#[pyfunction]
+pub(crate) fn stop(py: Python<'_>) -> PyResult<bool> {
+    stop_vm(py)
+}
+
+/// Whether the VM is running.
+#[pyfunction]
+pub(crate) fn is_running() -> bool {
+    current().is_some()
+}
+
+/// Starts the VM, runs `main(*args)` as a process, stops the VM, returns main's result.
+#[pyfunction]
+#[pyo3(signature = (main, args, config=None))]
+pub(crate) fn run(
+    py: Python<'_>,
+    main: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    config: Option<&Bound<'_, PyDict>>,
+) -> PyResult<PyObject> {
+    let gen = start_vm(py, config)?;
+    let slot = Arc::new(MainSlot::default());
+    let body = match make_body(py, main, args, None, Some(slot.clone()), false) {
+        Ok(b) => b,
+        Err(e) => {
+            stop_vm(py)?;
+            return Err(e);
+        }
+    };
+    if let Err(e) = vm().and_then(|v| v.spawn(body).map_err(vm_err)) {
+        stop_vm(py)?;
+        return Err(e);
+    }
+    loop {
+        let done = py.allow_threads(|| {
+            let g = slot.outcome.lock().unwrap_or_else(|e| e.into_inner());
+            let (g, _) = slot
+                .cv
+                .wait_timeout_while(g, Duration::from_millis(50), |o| o.is_none())
+                .unwrap_or_else(|e| e.into_inner());
+            g.is_some()
+        });
+        if done {
+            break;
+        }
+        if current().is_none() || GENERATION.load(Ordering::Acquire) != gen {
+            // Stopped by someone else (beamvm.stop() from another thread).
+            return Err(PyRuntimeError::new_err(
+                "beamvm was stopped (beamvm.stop() from another thread) before the main \
+                 process of beamvm.run returned",
+            ));
+        }
+        if let Err(e) = py.check_signals() {
+            stop_vm(py)?;
+            return Err(e);
+        }
+    }
+    stop_vm(py)?;
+    let outcome = slot
+        .outcome
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    match outcome {
+        Some(Outcome::Returned(v)) => Ok(v),
+        Some(Outcome::Raised(e)) => Err(PyErr::from_value(e.into_bound(py))),
+        Some(Outcome::Exited(reason)) => {
+            let r = frag_to_py(py, &reason)?;
+            Err(ProcessExit::new_err((r,)))
+        }
+        None => Err(PyRuntimeError::new_err("the main process vanished")),
+    }
+}
