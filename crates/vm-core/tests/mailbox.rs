@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use vm_core::process::mailbox::KeyElem;
 use vm_core::{Cx, Key, Ref, Step, Term, Vm};
 
 /// Spawns a collector that, once it has `n` messages queued, runs `f` once and exits.
@@ -260,6 +261,39 @@ fn keyed_receive_does_not_scan_unrelated_messages() {
         "examined {an}, {bn}, {mn} messages"
     );
     assert_eq!(left, 50_000);
+}
+
+#[test]
+fn a_text_tag_is_indexed_like_an_atom_tag() {
+    // A Python receive for ("job", ANY) keys on the text tag: with 50,000 unrelated
+    // messages (binary and text tags alike) it examines only the one it takes.
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let examined = Arc::new(AtomicUsize::new(0));
+    let ex = examined.clone();
+    let p = when_queued(&vm, 50_001, move |cx| {
+        let pattern = [Term::str("job")];
+        let key = Key::for_pattern(pattern.iter().map(KeyElem::of_term)).unwrap();
+        let got = cx.recv_keyed(key, |v| {
+            ex.fetch_add(1, Ordering::Relaxed);
+            v.tuple_get(0).and_then(|t| t.as_str()) == Some("job")
+        });
+        tx.send((got.map(|m| m.to_term()), ex.load(Ordering::Relaxed)))
+            .unwrap();
+    });
+    for i in 0..50_000 {
+        let tag = if i % 2 == 0 {
+            Term::binary(b"job".to_vec())
+        } else {
+            Term::str("noise")
+        };
+        vm.send(p, term(Term::Tuple(vec![tag, Term::Int(i)])));
+    }
+    let job = Term::Tuple(vec![Term::str("job"), Term::Int(7)]);
+    vm.send(p, term(job.clone()));
+    let (got, n) = recv_timeout(&rx, 30);
+    assert_eq!(got, Some(job));
+    assert!(n <= 1, "examined {n} messages");
 }
 
 #[test]

@@ -4,42 +4,48 @@
 //! |---|---|---|
 //! | `True` / `False` | atoms `true` / `false` | `True` / `False` |
 //! | `None` | atom `undefined` | `None` |
-//! | `int` (any size) | integer | `int` |
-//! | `float` | float | `float` |
-//! | `str` | `{'$str', <<UTF-8>>}` | `str` |
+//! | `int` (any size; subclasses such as `IntEnum` too) | integer | `int` |
+//! | `float` (and subclasses) | float | `float` |
+//! | `str` (and subclasses) | text: UTF-8 bytes of their own kind (see vm-core's `word.rs`) | `str` |
 //! | `bytes`, `bytearray` | binary (shared refc binary over 64 bytes) | `bytes`; `beamvm.Binary` over 64 bytes |
 //! | `beamvm.Binary` | the same shared binary (no copy) | `beamvm.Binary` |
-//! | `tuple` / `list` / `dict` | tuple / list / map | `tuple` / `list` / `dict` |
+//! | `tuple` (and subclasses: namedtuple) / `list` (and subclasses) | tuple / list | `tuple` / `list` |
+//! | `dict` and its subclasses (`OrderedDict`, `defaultdict`, `Counter`, ...) | map | `dict` |
 //! | `Atom`, `Pid`, `Ref` | atom, pid, reference | the same |
 //!
 //! So Python values round-trip exactly, except that the atoms `true`, `false` and
-//! `undefined` arrive as `True`, `False` and `None`, a tuple `(Atom('$str'), b'...')`
-//! arrives as a `str`, and bytes over 64 bytes arrive as a zero-copy `beamvm.Binary`
-//! (equal to the bytes it holds). Anything else raises `TypeError` naming its type.
-//! Every conversion builds a fresh object graph: a received message is an
-//! independent copy.
+//! `undefined` arrive as `True`, `False` and `None`, subclasses arrive as their base
+//! type, and bytes over 64 bytes arrive as a zero-copy `beamvm.Binary` (equal to the
+//! bytes it holds). A `str` is text, a kind of term no other value converts to, so no
+//! message can forge one. Anything else raises `TypeError` naming its type. Every
+//! conversion builds a fresh object graph: a received message is an independent copy.
+//!
+//! Depth: both directions walk containers with an explicit stack, so nesting is
+//! bounded by memory, never by the C stack (a 100,000-deep tuple converts). A
+//! container that contains itself has no term form; it is found by tracking the
+//! containers on the current path once the path is deeper than [`CYCLE_CHECK_DEPTH`]
+//! (shallow values, the common case, pay nothing for the check).
+//!
+//! No substitution: a term that cannot be read back as the Python value of its kind
+//! (which the VM never produces) is an error, never a made-up value.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use std::collections::HashSet;
+
+use pyo3::exceptions::{PySystemError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
-};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use pyo3::{ffi, PyTypeInfo};
-use std::sync::OnceLock;
-use vm_core::term::{FragmentBuilder, Kind, RefcBin};
+use vm_core::term::{FragmentBuilder, Kind, ListIter, MapIter, RefcBin, TupleIter};
 use vm_core::{Atom, Fragment, Pid, Term, View, Word};
 
 use crate::types::{PyAtom, PyBinary, PyPid, PyRef};
 
-/// Deepest nesting converted (a guard against self-referencing containers).
-pub const MAX_DEPTH: usize = 1000;
-
-/// The atom that tags a Python `str` inside a term.
-pub fn str_tag() -> Atom {
-    static A: OnceLock<Atom> = OnceLock::new();
-    *A.get_or_init(|| Atom::new("$str"))
-}
+/// Path depth from which `to_fragment` tracks the containers on the path to detect
+/// one that contains itself. Below it a cycle cannot hide for long (it deepens the
+/// path by one per lap), and tracking would cost a hash insert per container of every
+/// message; 512 keeps ordinary nested data out of the check.
+pub const CYCLE_CHECK_DEPTH: usize = 512;
 
 fn no_term_form(obj: &Bound<'_, PyAny>) -> PyErr {
     let tn = obj
@@ -52,6 +58,12 @@ fn no_term_form(obj: &Bound<'_, PyAny>) -> PyErr {
          reasons may hold int, float, str, bytes, bool, None, tuple, list, dict, Atom, \
          Pid, Ref and Binary)"
     ))
+}
+
+fn self_containing() -> PyErr {
+    PyValueError::new_err(
+        "cannot convert a container that contains itself to a beamvm term (terms are trees)",
+    )
 }
 
 /// Raw type pointers of the classes the fast paths test by identity (a pyclass
@@ -82,7 +94,9 @@ enum Imm {
 fn immediate(obj: &Bound<'_, PyAny>) -> Option<Imm> {
     let py = obj.py();
     let ty = obj.get_type_ptr();
-    // SAFETY: comparing type pointers; the value is read only when the type matched.
+    // SAFETY: comparing type pointers; the value is read only when the type matched
+    // (an exact int is read with the C API made for it, an Atom/Pid through its own
+    // pyclass layout after the exact type check).
     unsafe {
         if obj.is_none() {
             Some(Imm::Atom(Atom::UNDEFINED))
@@ -131,8 +145,8 @@ pub fn to_fragment(obj: &Bound<'_, PyAny>) -> PyResult<Fragment> {
         }
     }
     let mut b = FragmentBuilder::with_capacity(16);
-    push(&mut b, obj, 0)?;
-    b.finish().map_err(|e| PyValueError::new_err(e.to_string()))
+    push(&mut b, obj)?;
+    b.finish().map_err(bad)
 }
 
 /// Converts a Python value into an owned term (patterns, literals).
@@ -144,19 +158,112 @@ fn bad(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
 
-fn push(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<()> {
-    if depth > MAX_DEPTH {
-        return Err(PyValueError::new_err(format!(
-            "value nested more than {MAX_DEPTH} levels deep (a container that contains itself?)"
-        )));
+/// A container being converted: its children are pushed one by one, then the
+/// container itself (the builder's postfix protocol).
+enum Open<'py> {
+    Tuple {
+        t: Bound<'py, PyTuple>,
+        i: usize,
+    },
+    List {
+        l: Bound<'py, PyList>,
+        i: usize,
+        n: usize,
+    },
+    Map {
+        d: Bound<'py, PyDict>,
+        it: pyo3::types::iter::BoundDictIterator<'py>,
+        value: Option<Bound<'py, PyAny>>,
+        n: usize,
+    },
+}
+
+impl<'py> Open<'py> {
+    fn ptr(&self) -> usize {
+        match self {
+            Open::Tuple { t, .. } => t.as_ptr() as usize,
+            Open::List { l, .. } => l.as_ptr() as usize,
+            Open::Map { d, .. } => d.as_ptr() as usize,
+        }
     }
+
+    /// The next child to convert, or None when all were pushed.
+    fn next_child(&mut self) -> PyResult<Option<Bound<'py, PyAny>>> {
+        Ok(match self {
+            Open::Tuple { t, i } => {
+                let e = t.get_item(*i).ok();
+                *i += 1;
+                e
+            }
+            Open::List { l, i, n } => {
+                if *i >= *n {
+                    None
+                } else {
+                    // Conversion runs no Python code, so the list cannot change
+                    // meanwhile; still, a shorter list is an error, not a short term.
+                    let e = l.get_item(*i).map_err(|_| {
+                        PyValueError::new_err("list changed size during conversion")
+                    })?;
+                    *i += 1;
+                    Some(e)
+                }
+            }
+            Open::Map { it, value, .. } => match value.take() {
+                Some(v) => Some(v),
+                None => match it.next() {
+                    Some((k, v)) => {
+                        *value = Some(v);
+                        Some(k)
+                    }
+                    None => None,
+                },
+            },
+        })
+    }
+
+    /// Names the finished container to the builder.
+    fn close(self, b: &mut FragmentBuilder) -> PyResult<()> {
+        match self {
+            Open::Tuple { t, .. } => b.tuple(t.len()).map(|_| ()).map_err(bad),
+            Open::List { l, n, .. } => {
+                if l.len() != n {
+                    return Err(PyValueError::new_err("list changed size during conversion"));
+                }
+                b.list(n).map(|_| ()).map_err(bad)
+            }
+            Open::Map { d, n, .. } => {
+                if d.len() != n {
+                    return Err(PyValueError::new_err("dict changed size during conversion"));
+                }
+                b.map(n).map(|_| ()).map_err(bad)
+            }
+        }
+    }
+}
+
+/// Pushes a scalar onto the builder, or returns the container to open.
+fn scalar_or_open<'py>(
+    b: &mut FragmentBuilder,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Option<Open<'py>>> {
     if let Some(v) = immediate(obj) {
         push_imm(b, v);
-    } else if let Ok(s) = obj.downcast_exact::<PyString>() {
-        b.atom(str_tag());
-        b.binary(s.to_str()?.as_bytes());
-        b.tuple(2).map_err(bad)?;
-    } else if let Ok(v) = obj.downcast_exact::<PyInt>() {
+    } else if let Ok(s) = obj.downcast::<PyString>() {
+        b.str(s.to_str()?);
+    } else if let Ok(t) = obj.downcast::<PyTuple>() {
+        // Tuple subclasses (namedtuples, ...) travel as plain tuples.
+        return Ok(Some(Open::Tuple { t: t.clone(), i: 0 }));
+    } else if let Ok(l) = obj.downcast::<PyList>() {
+        let n = l.len();
+        return Ok(Some(Open::List {
+            l: l.clone(),
+            i: 0,
+            n,
+        }));
+    } else if let Ok(v) = obj.downcast::<PyInt>() {
+        // Big ints, and int subclasses (IntEnum, ...) read as plain ints: the digits are
+        // read directly, no `__int__`/`__index__` of the subclass runs. (`bool`, which
+        // cannot be subclassed, was taken by `immediate`.)
         match v.extract::<i64>() {
             Ok(i) => {
                 b.int(i);
@@ -166,33 +273,20 @@ fn push(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResu
                 b.bigint(&big);
             }
         }
-    } else if let Ok(v) = obj.downcast_exact::<PyBool>() {
-        b.bool(v.is_true());
-    } else if let Ok(t) = obj.downcast_exact::<PyTuple>() {
-        for e in t.iter() {
-            push(b, &e, depth + 1)?;
-        }
-        b.tuple(t.len()).map_err(bad)?;
-    } else if let Ok(l) = obj.downcast_exact::<PyList>() {
-        let n = l.len();
-        for e in l.iter() {
-            push(b, &e, depth + 1)?;
-        }
-        if l.len() != n {
-            return Err(PyValueError::new_err("list changed size during conversion"));
-        }
-        b.list(n).map_err(bad)?;
-    } else if let Ok(f) = obj.downcast_exact::<PyFloat>() {
+    } else if let Ok(f) = obj.downcast::<PyFloat>() {
         b.float(f.value());
     } else if let Ok(by) = obj.downcast_exact::<PyBytes>() {
         b.binary(by.as_bytes());
-    } else if let Ok(d) = obj.downcast_exact::<PyDict>() {
+    } else if let Ok(d) = obj.downcast::<PyDict>() {
+        // dict and its subclasses (OrderedDict, defaultdict, Counter, ...): a map, read
+        // from the dict's own storage (their entries, in any order: maps are sorted).
         let n = d.len();
-        for (k, v) in d.iter() {
-            push(b, &k, depth + 1)?;
-            push(b, &v, depth + 1)?;
-        }
-        b.map(n).map_err(bad)?;
+        return Ok(Some(Open::Map {
+            d: d.clone(),
+            it: d.iter(),
+            value: None,
+            n,
+        }));
     } else if let Ok(a) = obj.downcast_exact::<PyAtom>() {
         b.atom(a.get().0);
     } else if let Ok(p) = obj.downcast_exact::<PyPid>() {
@@ -201,6 +295,8 @@ fn push(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResu
         b.reference(r.get().0);
     } else if let Ok(bin) = obj.downcast_exact::<PyBinary>() {
         b.refc_binary(bin.get().0.clone());
+    } else if let Ok(by) = obj.downcast::<PyBytes>() {
+        b.binary(by.as_bytes());
     } else if let Ok(ba) = obj.downcast::<PyByteArray>() {
         let v = ba.to_vec();
         if v.len() > vm_core::term::HEAP_BINARY_MAX {
@@ -208,32 +304,46 @@ fn push(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResu
         } else {
             b.binary(&v);
         }
-    } else if obj.is_instance_of::<PyBool>() {
-        b.bool(obj.is_truthy()?);
-    } else if let Ok(v) = obj.downcast::<PyInt>() {
-        // int subclasses (IntEnum, ...) travel as plain ints.
-        let plain = py_int(v)?;
-        push(b, &plain, depth + 1)?;
-    } else if let Ok(s) = obj.downcast::<PyString>() {
-        b.atom(str_tag());
-        b.binary(s.to_str()?.as_bytes());
-        b.tuple(2).map_err(bad)?;
-    } else if let Ok(t) = obj.downcast::<PyTuple>() {
-        // namedtuples and other tuple subclasses travel as plain tuples.
-        for e in t.iter() {
-            push(b, &e, depth + 1)?;
-        }
-        b.tuple(t.len()).map_err(bad)?;
-    } else if let Ok(f) = obj.downcast::<PyFloat>() {
-        b.float(f.value());
     } else {
         return Err(no_term_form(obj));
     }
-    Ok(())
+    Ok(None)
 }
 
-fn py_int<'py>(v: &Bound<'py, PyInt>) -> PyResult<Bound<'py, PyAny>> {
-    v.py().get_type::<PyInt>().call1((v,))
+/// Converts `root` onto the builder, depth-first with an explicit stack (see the
+/// module docs for depth and cycles).
+fn push(b: &mut FragmentBuilder, root: &Bound<'_, PyAny>) -> PyResult<()> {
+    let mut stack: Vec<Open<'_>> = Vec::new();
+    // Containers on the path, tracked once the path is deeper than CYCLE_CHECK_DEPTH.
+    let mut on_path: Option<HashSet<usize>> = None;
+    let mut next = Some(root.clone());
+    loop {
+        if let Some(obj) = next.take() {
+            if let Some(open) = scalar_or_open(b, &obj)? {
+                if stack.len() >= CYCLE_CHECK_DEPTH {
+                    let path = on_path.get_or_insert_with(|| stack.iter().map(Open::ptr).collect());
+                    if !path.insert(open.ptr()) {
+                        return Err(self_containing());
+                    }
+                }
+                stack.push(open);
+            }
+        }
+        let Some(top) = stack.last_mut() else {
+            return Ok(());
+        };
+        match top.next_child()? {
+            Some(child) => next = Some(child),
+            None => {
+                if let Some(open) = stack.pop() {
+                    if let Some(path) = on_path.as_mut() {
+                        path.remove(&open.ptr());
+                    }
+                    open.close(b)?;
+                }
+            }
+        }
+    }
 }
 
 /// An independent copy of `obj` made through its term form (what a receiver of it as
@@ -263,7 +373,7 @@ pub fn copy_value(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<PyO
     match to_fragment(obj) {
         Ok(f) => frag_to_py(py, &f).map(Some),
         // No term form: a value of another type inside, or a container that contains
-        // itself (or is nested past MAX_DEPTH). Shared by reference, as documented.
+        // itself. Shared by reference, as documented.
         Err(e) if e.is_instance_of::<PyTypeError>(py) || e.is_instance_of::<PyValueError>(py) => {
             Ok(None)
         }
@@ -271,93 +381,161 @@ pub fn copy_value(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<PyO
     }
 }
 
-/// Converts a term into fresh Python objects.
-pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
-    Ok(match v.kind() {
-        Kind::Int => v.as_int().unwrap_or(0).into_py(py),
-        Kind::BigInt => match v.as_bigint() {
-            Some(b) => b.into_py(py),
-            None => 0.into_py(py),
+/// A term the VM made that does not read back as its kind: never produced by vm-core,
+/// reported rather than replaced by a made-up value.
+fn unreadable(kind: Kind) -> PyErr {
+    PySystemError::new_err(format!(
+        "beamvm: a term of kind {kind:?} could not be read (a bug in beamvm; please report it)"
+    ))
+}
+
+/// A container being rebuilt: its children's Python values collect on the value stack
+/// and the container is made from them when its iterator is done. `got` counts the
+/// children taken; `want` is what the container's header promised (None for a list,
+/// whose length is its spine's).
+struct Building<'a> {
+    kind: Kind,
+    children: Children<'a>,
+    got: usize,
+    want: Option<usize>,
+}
+
+enum Children<'a> {
+    Tuple(TupleIter<'a>),
+    List(ListIter<'a>),
+    /// A map's keys and values in turn (the value of the last key taken waits here).
+    Map(MapIter<'a>, Option<View<'a>>),
+}
+
+impl<'a> Building<'a> {
+    fn next_child(&mut self) -> Option<View<'a>> {
+        let e = match &mut self.children {
+            Children::Tuple(it) => it.next(),
+            Children::List(it) => it.next(),
+            Children::Map(it, value) => value.take().or_else(|| {
+                let (k, v) = it.next()?;
+                *value = Some(v);
+                Some(k)
+            }),
+        };
+        self.got += e.is_some() as usize;
+        e
+    }
+
+    /// Builds the container from the last `got` values on `vals`.
+    fn close(self, py: Python<'_>, vals: &mut Vec<PyObject>) -> PyResult<PyObject> {
+        if self.want.is_some_and(|w| w != self.got) || self.got > vals.len() {
+            return Err(unreadable(self.kind));
+        }
+        let items = vals.split_off(vals.len() - self.got);
+        Ok(match self.children {
+            Children::Tuple(_) => PyTuple::new(py, items)?.into_any().unbind(),
+            Children::List(_) => PyList::new(py, items)?.into_any().unbind(),
+            Children::Map(..) => {
+                let d = PyDict::new(py);
+                let mut it = items.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    d.set_item(k, v)?;
+                }
+                d.into_any().unbind()
+            }
+        })
+    }
+}
+
+/// A scalar's Python value, or the container to rebuild.
+fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Building<'a>>> {
+    let kind = v.kind();
+    let missing = || unreadable(kind);
+    Ok(Ok(match kind {
+        Kind::Int => v.as_int().ok_or_else(missing)?.into_py(py),
+        Kind::BigInt => v.as_bigint().ok_or_else(missing)?.into_py(py),
+        Kind::Float => v.as_float().ok_or_else(missing)?.into_py(py),
+        Kind::Atom => match v.as_atom().ok_or_else(missing)? {
+            Atom::TRUE => true.into_py(py),
+            Atom::FALSE => false.into_py(py),
+            Atom::UNDEFINED => py.None(),
+            a => PyAtom(a).into_py(py),
         },
-        Kind::Float => v.as_float().unwrap_or(0.0).into_py(py),
-        Kind::Atom => {
-            let a = v.as_atom().unwrap_or(Atom::UNDEFINED);
-            if a == Atom::TRUE {
-                true.into_py(py)
-            } else if a == Atom::FALSE {
-                false.into_py(py)
-            } else if a == Atom::UNDEFINED {
-                py.None()
-            } else {
-                PyAtom(a).into_py(py)
+        Kind::Str => {
+            let s = v.as_str_bytes().ok_or_else(missing)?;
+            // SAFETY: `s` is a live slice of `s.len()` bytes (borrowed from the term for
+            // this call); PyUnicode_DecodeUTF8 copies it and returns a new reference or
+            // NULL with an exception set, which `from_owned_ptr_or_err` turns into Err.
+            unsafe {
+                Bound::from_owned_ptr_or_err(
+                    py,
+                    ffi::PyUnicode_DecodeUTF8(
+                        s.as_ptr().cast(),
+                        s.len() as ffi::Py_ssize_t,
+                        c"strict".as_ptr(),
+                    ),
+                )?
+                .unbind()
             }
         }
         Kind::Binary => match v.as_refc_binary() {
             Some(rb) => PyBinary(rb).into_py(py),
-            None => PyBytes::new(py, v.as_bytes().unwrap_or(&[]))
+            None => PyBytes::new(py, v.as_bytes().ok_or_else(missing)?)
                 .into_any()
                 .unbind(),
         },
-        Kind::Tuple => {
-            let n = v.tuple_len().unwrap_or(0);
-            if n == 2 {
-                if let (Some(t), Some(s)) = (v.tuple_get(0), v.tuple_get(1)) {
-                    if t.as_atom() == Some(str_tag()) {
-                        if let Some(bytes) = s.as_bytes() {
-                            let st = std::str::from_utf8(bytes)
-                                .map_err(|e| PyValueError::new_err(e.to_string()))?;
-                            return Ok(PyString::new(py, st).into_any().unbind());
-                        }
-                    }
-                }
-            }
-            // SAFETY: a new tuple of n slots, each set once below; a slot left NULL by
-            // an early error return is fine for the tuple's dealloc.
-            let t = unsafe {
-                Bound::from_owned_ptr_or_err(py, ffi::PyTuple_New(n as ffi::Py_ssize_t))?
-            };
-            if let Some(it) = v.tuple_iter() {
-                for (i, e) in it.enumerate().take(n) {
-                    let item = to_py(py, e)?;
-                    unsafe {
-                        ffi::PyTuple_SET_ITEM(t.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr())
-                    };
-                }
-            }
-            t.unbind()
-        }
         Kind::Nil => PyList::empty(py).into_any().unbind(),
+        Kind::Pid => PyPid(v.as_pid().ok_or_else(missing)?).into_py(py),
+        Kind::Ref => PyRef(v.as_ref().ok_or_else(missing)?).into_py(py),
+        Kind::Tuple => {
+            return Ok(Err(Building {
+                kind,
+                children: Children::Tuple(v.tuple_iter().ok_or_else(missing)?),
+                got: 0,
+                want: Some(v.tuple_len().ok_or_else(missing)?),
+            }))
+        }
         Kind::List => {
-            let l = PyList::empty(py);
-            if let Some(it) = v.list_iter() {
-                for e in it {
-                    l.append(to_py(py, e)?)?;
-                }
-            }
-            l.into_any().unbind()
+            return Ok(Err(Building {
+                kind,
+                children: Children::List(v.list_iter().ok_or_else(missing)?),
+                got: 0,
+                want: None,
+            }))
         }
         Kind::Map => {
-            let d = PyDict::new(py);
-            if let Some(it) = v.map_iter() {
-                for (k, val) in it {
-                    d.set_item(to_py(py, k)?, to_py(py, val)?)?;
+            return Ok(Err(Building {
+                kind,
+                children: Children::Map(v.map_iter().ok_or_else(missing)?, None),
+                got: 0,
+                want: Some(2 * v.map_len().ok_or_else(missing)?),
+            }))
+        }
+    }))
+}
+
+/// Converts a term into fresh Python objects, depth-first with an explicit stack.
+pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
+    let first = match leaf_or_open(py, v)? {
+        Ok(leaf) => return Ok(leaf),
+        Err(open) => open,
+    };
+    let mut stack = vec![first];
+    let mut vals: Vec<PyObject> = Vec::new();
+    while let Some(top) = stack.last_mut() {
+        match top.next_child() {
+            Some(child) => match leaf_or_open(py, child)? {
+                Ok(leaf) => vals.push(leaf),
+                Err(open) => stack.push(open),
+            },
+            None => {
+                if let Some(done) = stack.pop() {
+                    let obj = done.close(py, &mut vals)?;
+                    if stack.is_empty() {
+                        return Ok(obj);
+                    }
+                    vals.push(obj);
                 }
             }
-            d.into_any().unbind()
         }
-        Kind::Pid => PyPid(v.as_pid().unwrap_or_default_pid()).into_py(py),
-        Kind::Ref => PyRef(v.as_ref().unwrap_or(vm_core::Ref(0))).into_py(py),
-    })
-}
-
-trait PidDefault {
-    fn unwrap_or_default_pid(self) -> vm_core::Pid;
-}
-
-impl PidDefault for Option<vm_core::Pid> {
-    fn unwrap_or_default_pid(self) -> vm_core::Pid {
-        self.unwrap_or(vm_core::Pid::new(0, 0))
     }
+    Err(unreadable(Kind::Tuple))
 }
 
 /// Converts a fragment into fresh Python objects.

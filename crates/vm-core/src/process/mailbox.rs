@@ -18,7 +18,8 @@
 //!   It resets to the front when a receive takes a message, times out, or is cancelled
 //!   (Erlang's save pointer has the same life cycle).
 //! * The index maps keys (a reference found in the first elements of a tuple, or the
-//!   tuple's tag — its first element when that is an atom or small integer) to the
+//!   tuple's tag — its first element when that is an atom, small integer or text;
+//!   the policy is [`Key::of_elem`], which receive patterns use too) to the
 //!   sequence numbers of messages carrying them. It exists only while the queue is long
 //!   (`INDEX_THRESHOLD`): arrivals from then on are indexed, the few older messages are
 //!   scanned. Entries of messages taken by other receives go stale and are skipped and
@@ -29,7 +30,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::term::{Fragment, Kind, Ref, View};
+use crate::term::{Atom, Fragment, Kind, Ref, Term, View};
 
 /// Queue length from which arrivals are indexed. Below it a linear scan of a few
 /// dozen messages (a few ns each) is cheaper than maintaining a hash index on every
@@ -49,6 +50,44 @@ pub enum Key {
     Atom(u32),
     /// The first element of a tuple message, a small integer.
     Int(i64),
+    /// The first element of a tuple message, a text (a hash of its UTF-8 bytes; the
+    /// receive's own match settles collisions).
+    Str(u64),
+}
+
+/// One element of a tuple, as the index sees it: what a message holds there, or what
+/// a receive pattern fixes there (`Other` for anything else, a wildcard included).
+#[derive(Clone, Copy, Debug)]
+pub enum KeyElem<'a> {
+    Ref(Ref),
+    Atom(Atom),
+    Int(i64),
+    Str(&'a [u8]),
+    Other,
+}
+
+impl<'a> KeyElem<'a> {
+    /// What a message's element is, for the index.
+    pub fn of_view(e: View<'a>) -> KeyElem<'a> {
+        match e.kind() {
+            Kind::Ref => e.as_ref().map_or(KeyElem::Other, KeyElem::Ref),
+            Kind::Atom => e.as_atom().map_or(KeyElem::Other, KeyElem::Atom),
+            Kind::Int => e.as_int().map_or(KeyElem::Other, KeyElem::Int),
+            Kind::Str => e.as_str_bytes().map_or(KeyElem::Other, KeyElem::Str),
+            _ => KeyElem::Other,
+        }
+    }
+
+    /// What a literal in a pattern is, for the index.
+    pub fn of_term(t: &'a Term) -> KeyElem<'a> {
+        match t {
+            Term::Ref(r) => KeyElem::Ref(*r),
+            Term::Atom(a) => KeyElem::Atom(*a),
+            Term::Int(i) => KeyElem::Int(*i),
+            Term::Str(b) => KeyElem::Str(b.as_slice()),
+            _ => KeyElem::Other,
+        }
+    }
 }
 
 impl Key {
@@ -56,33 +95,51 @@ impl Key {
     pub fn of_ref(r: Ref) -> Key {
         Key::Ref(r.0)
     }
+
+    /// The index policy, in one place: the key that element `i` of a tuple message
+    /// is found by, if any. A reference among the first [`REF_SCAN_ELEMS`] elements;
+    /// the tag (element 0) when it is an atom, a small integer or a text.
+    pub fn of_elem(i: usize, e: KeyElem<'_>) -> Option<Key> {
+        match e {
+            KeyElem::Ref(r) if i < REF_SCAN_ELEMS => Some(Key::of_ref(r)),
+            KeyElem::Atom(a) if i == 0 => Some(Key::Atom(a.index())),
+            KeyElem::Int(x) if i == 0 => Some(Key::Int(x)),
+            KeyElem::Str(b) if i == 0 => Some(Key::Str(str_hash(b))),
+            _ => None,
+        }
+    }
+
+    /// The key a receive for a tuple pattern can use, from what the pattern fixes in
+    /// its leading elements (see [`Key::of_elem`]): every message the pattern matches
+    /// carries it. A reference wins over a tag (it is the more selective).
+    pub fn for_pattern<'a>(elems: impl IntoIterator<Item = KeyElem<'a>>) -> Option<Key> {
+        let mut tag = None;
+        for (i, e) in elems.into_iter().take(REF_SCAN_ELEMS).enumerate() {
+            match Key::of_elem(i, e) {
+                Some(k @ Key::Ref(_)) => return Some(k),
+                Some(k) => tag = tag.or(Some(k)),
+                None => {}
+            }
+        }
+        tag
+    }
+}
+
+/// FNV-1a over a text's bytes: a key for the index, equal for equal texts in any
+/// representation (inline, refcounted, owned).
+fn str_hash(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &c| {
+        (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Calls `f` for each key a message can be found by.
 pub fn keys_of(v: View<'_>, mut f: impl FnMut(Key)) {
     let Some(n) = v.tuple_len() else { return };
-    if n == 0 {
-        return;
-    }
     for i in 0..n.min(REF_SCAN_ELEMS) {
         let Some(e) = v.tuple_get(i) else { break };
-        match e.kind() {
-            Kind::Ref => {
-                if let Some(r) = e.as_ref() {
-                    f(Key::of_ref(r));
-                }
-            }
-            Kind::Atom if i == 0 => {
-                if let Some(a) = e.as_atom() {
-                    f(Key::Atom(a.index()));
-                }
-            }
-            Kind::Int if i == 0 => {
-                if let Some(x) = e.as_int() {
-                    f(Key::Int(x));
-                }
-            }
-            _ => {}
+        if let Some(k) = Key::of_elem(i, KeyElem::of_view(e)) {
+            f(k);
         }
     }
 }

@@ -84,6 +84,12 @@ impl FragmentBuilder {
         let w = encode::write_bytes(&mut self.words, &mut self.bins, bytes);
         self.push(w)
     }
+    /// Text (a Python `str`): copies its UTF-8 bytes, inline up to `HEAP_BINARY_MAX`,
+    /// else into a new refc buffer.
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        let w = encode::write_str(&mut self.words, &mut self.bins, s);
+        self.push(w)
+    }
     /// Shares an existing refcounted buffer (no copy, whatever its size).
     pub fn refc_binary(&mut self, bin: RefcBin) -> &mut Self {
         let w = encode::write_refc(&mut self.words, &mut self.bins, bin);

@@ -61,7 +61,7 @@ pub fn gen_int(r: &mut Rng) -> Term {
 }
 
 pub fn gen_leaf(r: &mut Rng) -> Term {
-    match r.below(9) {
+    match r.below(10) {
         0 | 1 => gen_int(r),
         2 => Term::Float(match r.below(5) {
             0 => -0.0,
@@ -87,6 +87,14 @@ pub fn gen_leaf(r: &mut Rng) -> Term {
             r.next() as u32,
         )),
         7 => Term::Ref(Ref(r.next())),
+        8 => {
+            // Text, inline or refcounted, ASCII or not.
+            let len = r.below(2 * HEAP_BINARY_MAX as u64) as usize;
+            let s: String = (0..len)
+                .map(|_| ['a', 'é', '☃', '"', 'z'][r.below(5) as usize])
+                .collect();
+            Term::str(&s)
+        }
         _ => Term::nil(),
     }
 }
@@ -127,6 +135,9 @@ pub fn build(b: &mut FragmentBuilder, t: &Term) {
         }
         Term::Binary(bin) => {
             b.binary(bin.as_slice());
+        }
+        Term::Str(bin) => {
+            b.str(std::str::from_utf8(bin.as_slice()).unwrap());
         }
         Term::Pid(p) => {
             b.pid(*p);

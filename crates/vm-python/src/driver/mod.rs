@@ -372,15 +372,12 @@ pub(crate) fn exit_reason(py: Python<'_>, exc: &Bound<'_, PyAny>) -> (Fragment, 
         .unwrap_or_else(|_| "Exception".into());
     let msg = exc.str().map(|s| s.to_string()).unwrap_or_default();
     let _ = py;
-    let t = Term::Tuple(vec![Term::Atom(Atom::ERROR), str_term(&tn), str_term(&msg)]);
+    let t = Term::Tuple(vec![
+        Term::Atom(Atom::ERROR),
+        Term::str(&tn),
+        Term::str(&msg),
+    ]);
     (Fragment::from_term(&t), true)
-}
-
-fn str_term(s: &str) -> Term {
-    Term::Tuple(vec![
-        Term::Atom(crate::convert::str_tag()),
-        Term::binary(s.as_bytes().to_vec()),
-    ])
 }
 
 impl Body for PyProcess {
