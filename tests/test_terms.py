@@ -310,3 +310,30 @@ def test_binary_object_api():
     assert again.address == b.address  # re-sent without a copy
     with pytest.raises(TypeError):
         memoryview(b)[0:1] = b"a"  # read-only
+
+
+def test_a_100k_deep_exit_reason_reaches_links_and_monitors():
+    from beamvm import exit as bexit
+    from beamvm import process_flag, spawn_link, spawn_monitor
+
+    def child():
+        bexit(_nest(100_000, Atom("bottom"), lambda v: (v,)))
+
+    def main():
+        process_flag("trap_exit", True)
+        spawn_link(child)
+        spawn_monitor(child)
+        got = []
+        for _ in range(2):
+            got.append(receive(timeout=5))
+        return got
+
+    def step(v):
+        return v[0] if type(v) is tuple else None
+
+    got = sorted((m[0].name, _depth(m[-1], step)) for m in run(main))
+    assert got == [
+        ("DOWN", (100_000, Atom("bottom"))),
+        ("EXIT", (100_000, Atom("bottom"))),
+    ]
+

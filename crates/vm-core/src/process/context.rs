@@ -14,7 +14,7 @@ use super::signal::Signal;
 use super::{Body, Priority, Private, Process, Step};
 use crate::dirty::{DirtyJob, DirtyKind, DirtyResult};
 use crate::error::{Error, Result};
-use crate::term::{Atom, Fragment, Heap, Pid, Ref, Term, View, Word};
+use crate::term::{Atom, Fragment, FragmentBuilder, Heap, Pid, Ref, Term, View, Word};
 use crate::vm::{SpawnOpts, VmInner};
 
 /// Reductions charged per send (BEAM charges one per BIF call plus queue work).
@@ -27,6 +27,23 @@ pub const SEND_PUNISH_PER: usize = 256;
 pub const SPAWN_COST: i64 = 10;
 /// Reductions per received message.
 pub const RECV_COST: i64 = 1;
+
+/// `{Head..., Reason}` (an `'EXIT'` or `'DOWN'` message): `head` pushes the first
+/// `arity - 1` elements; the reason is copied word by word, without recursion, since
+/// a reason may be nested arbitrarily deep.
+fn around_reason(
+    arity: usize,
+    reason: &Fragment,
+    head: impl FnOnce(&mut FragmentBuilder),
+) -> Fragment {
+    let mut b = FragmentBuilder::with_capacity(arity + 8 + reason.word_count());
+    head(&mut b);
+    b.view(reason.view());
+    // Cannot fail: exactly `arity` terms were pushed.
+    let _ = b.tuple(arity);
+    b.finish()
+        .unwrap_or_else(|_| Fragment::copy_of(reason.view()))
+}
 
 /// The running process's view of the VM. See the module docs.
 pub struct Cx<'a> {
@@ -140,12 +157,10 @@ impl<'a> Cx<'a> {
                 if is_kill && !linked {
                     self.set_exiting(Fragment::immediate(Word::atom(Atom::KILLED)));
                 } else if self.p.trap_exit {
-                    let msg = Term::Tuple(vec![
-                        Term::Atom(Atom::EXIT),
-                        Term::Pid(from),
-                        reason.to_term(),
-                    ]);
-                    self.p.mailbox.push(Fragment::from_term(&msg));
+                    let msg = around_reason(3, &reason, |b| {
+                        b.atom(Atom::EXIT).pid(from);
+                    });
+                    self.p.mailbox.push(msg);
                 } else if is_normal {
                     if from == me && !linked {
                         self.set_exiting(reason);
@@ -170,14 +185,13 @@ impl<'a> Cx<'a> {
                     .and_then(|r| r.monitoring.remove(&mref.0))
                     .is_some();
                 if active {
-                    let msg = Term::Tuple(vec![
-                        Term::Atom(Atom::DOWN),
-                        Term::Ref(mref),
-                        Term::Atom(Atom::PROCESS),
-                        Term::Pid(pid),
-                        reason.to_term(),
-                    ]);
-                    self.p.mailbox.push(Fragment::from_term(&msg));
+                    let msg = around_reason(5, &reason, |b| {
+                        b.atom(Atom::DOWN)
+                            .reference(mref)
+                            .atom(Atom::PROCESS)
+                            .pid(pid);
+                    });
+                    self.p.mailbox.push(msg);
                 }
             }
             Signal::Timeout(generation) => {
