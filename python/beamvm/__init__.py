@@ -31,9 +31,11 @@ mutate them); an argument with no term form (a function, a set, an arbitrary obj
 container holding one) is passed by reference and shared. ``beamvm.run(main, *args)``
 passes main's arguments by reference.
 
-Exit reasons: a process that returns exits ``Atom('normal')``; ``exit(reason)`` exits with
-``reason``; an uncaught exception exits with ``(Atom('error'), 'ExceptionType', 'message')``,
-which is what linked processes (``('EXIT', pid, reason)`` when trapping exits) and monitors
+Exit reasons: a process that returns exits ``NORMAL`` (``Atom('normal')``); ``exit(reason)``
+exits with ``reason``; ``exit(pid, KILL)`` kills (``NORMAL``, ``KILL`` and ``SHUTDOWN`` are
+the atoms exit signals give a meaning to; their str spellings are refused by ``exit``); an
+uncaught exception exits with ``(Atom('error'), 'ExceptionType', 'message')``, which is
+what linked processes (``('EXIT', pid, reason)`` when trapping exits) and monitors
 (``('DOWN', ref, Atom('process'), pid, reason)``) see. A crash with no linked process is
 reported on the ``beamvm`` logger (to stderr by default) with its traceback.
 """
@@ -48,6 +50,9 @@ from typing import Any
 
 from beamvm import _compiler, _native, _runtime
 from beamvm._native import (
+    KILL,
+    NORMAL,
+    SHUTDOWN,
     Atom,
     BadArg,
     Binary,
@@ -91,6 +96,9 @@ from beamvm.observer import proc_window, set_system_monitor, statistics_full, to
 
 __all__ = [
     "ANY",
+    "KILL",
+    "NORMAL",
+    "SHUTDOWN",
     "Atom",
     "BadArg",
     "Binary",

@@ -8,9 +8,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::process::Process;
+use crate::process::{Private, Process};
 use crate::term::{atom_count, atom_table_bytes, binary_bytes, Atom, Pid};
-use crate::vm::VmRef;
+use crate::vm::{VmInner, VmRef};
 
 /// Bytes of a control block with no messages, heap or relations (the fixed cost of a
 /// process, counted in `memory().processes`).
@@ -22,6 +22,44 @@ pub fn process_base_bytes() -> usize {
 /// only by `process_info`, which reads the private mailbox).
 fn published_memory(p: &Process) -> usize {
     process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed)
+}
+
+/// `process_info` of `p`, whose private half `g` the caller holds.
+pub(crate) fn info_of(
+    vm: &VmInner,
+    p: &Process,
+    g: &Private,
+    status: &'static str,
+    current: String,
+) -> ProcessInfo {
+    let stats = g.mem.as_deref().map(|m| m.heap.stats()).unwrap_or_default();
+    let (links, monitors, monitored_by) = match g.rel.as_deref() {
+        Some(r) => (
+            r.links.iter().copied().collect(),
+            r.monitoring.values().copied().collect(),
+            r.monitored_by.values().copied().collect(),
+        ),
+        None => (Vec::new(), Vec::new(), Vec::new()),
+    };
+    ProcessInfo {
+        pid: p.pid,
+        status,
+        priority: p.priority().name(),
+        reductions: p.reductions.load(Ordering::Relaxed),
+        message_queue_len: p.inbox.len() + g.mailbox.len(),
+        memory: process_base_bytes() + g.heap_bytes() + g.mailbox.bytes(),
+        heap_size: stats.young_words + stats.old_words,
+        young_heap_size: stats.young_words,
+        old_heap_size: stats.old_words,
+        minor_gcs: stats.minor_gcs,
+        major_gcs: stats.major_gcs,
+        links,
+        monitors,
+        monitored_by,
+        trap_exit: g.trap_exit,
+        registered_name: vm.registry.name_of(p.pid),
+        current,
+    }
 }
 
 /// A snapshot of one process.
@@ -189,36 +227,8 @@ impl VmRef {
     pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
         let p = self.0.table.get(pid)?;
         let g = p.lock();
-        let stats = g.mem.as_deref().map(|m| m.heap.stats()).unwrap_or_default();
-        let (links, monitors, monitored_by) = match g.rel.as_deref() {
-            Some(r) => (
-                r.links.iter().copied().collect(),
-                r.monitoring.values().copied().collect(),
-                r.monitored_by.values().copied().collect(),
-            ),
-            None => (Vec::new(), Vec::new(), Vec::new()),
-        };
         let current = g.body.as_ref().map(|b| b.label()).unwrap_or_default();
-        let info = ProcessInfo {
-            pid,
-            status: p.status(),
-            priority: p.priority().name(),
-            reductions: p.reductions.load(Ordering::Relaxed),
-            message_queue_len: p.inbox.len() + g.mailbox.len(),
-            memory: process_base_bytes() + g.heap_bytes() + g.mailbox.bytes(),
-            heap_size: stats.young_words + stats.old_words,
-            young_heap_size: stats.young_words,
-            old_heap_size: stats.old_words,
-            minor_gcs: stats.minor_gcs,
-            major_gcs: stats.major_gcs,
-            links,
-            monitors,
-            monitored_by,
-            trap_exit: g.trap_exit,
-            registered_name: self.0.registry.name_of(pid),
-            current,
-        };
-        Some(info)
+        Some(info_of(&self.0, &p, &g, p.status(), current))
     }
 
     /// A summary of `pid` from its published counters, or None if it is not alive.

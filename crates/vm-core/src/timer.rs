@@ -9,7 +9,10 @@
 //!
 //! Timers are kept per destination pid as well, so a process's exit cancels every
 //! timer aimed at it (Erlang cancels BIF timers whose destination dies) and nothing
-//! lingers until its deadline.
+//! lingers until its deadline. A timer aimed at a registered *name*
+//! (`erlang:send_after/3` with an atom) resolves the name when it fires and is
+//! dropped if no process has it then; it belongs to no process, so it is indexed
+//! under [`EXTERNAL_PID`], which never exits.
 //!
 //! Resolution: the condvar wait wakes within tens of microseconds of the deadline on
 //! Linux, finer than BEAM's 1 ms timer resolution.
@@ -20,11 +23,14 @@ use std::sync::{Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::process::signal::Signal;
-use crate::term::{Fragment, Pid, Ref};
+use crate::process::table::EXTERNAL_PID;
+use crate::term::{Atom, Fragment, Pid, Ref};
 use crate::vm::VmInner;
 
 enum Action {
     Send(Fragment),
+    /// Send to whoever holds the name when the timer fires (nobody: dropped).
+    SendNamed(Atom, Fragment),
     Timeout(u64),
 }
 
@@ -71,6 +77,12 @@ impl Timers {
     /// Schedules `msg` to `to` at `at`; returns the timer id.
     pub fn send_at(&self, at: Instant, to: Pid, msg: Fragment) -> u64 {
         self.add(at, to, Action::Send(msg))
+    }
+
+    /// Schedules `msg` to the process registered as `name` when the timer fires;
+    /// returns the timer id.
+    pub fn send_named_at(&self, at: Instant, name: Atom, msg: Fragment) -> u64 {
+        self.add(at, EXTERNAL_PID, Action::SendNamed(name, msg))
     }
 
     /// Schedules a receive timeout for `pid`'s wait number `generation`.
@@ -181,9 +193,13 @@ impl Timers {
             }
             let Some(vm) = vm.upgrade() else { return };
             for (to, action) in due.drain(..) {
-                let sig = match action {
-                    Action::Send(m) => Signal::Message(m),
-                    Action::Timeout(g) => Signal::Timeout(g),
+                let (to, sig) = match action {
+                    Action::Send(m) => (to, Signal::Message(m)),
+                    Action::SendNamed(name, m) => match vm.registry.whereis(name) {
+                        Some(pid) => (pid, Signal::Message(m)),
+                        None => continue,
+                    },
+                    Action::Timeout(g) => (to, Signal::Timeout(g)),
                 };
                 vm.send_signal(to, sig);
             }

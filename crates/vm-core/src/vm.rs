@@ -294,7 +294,7 @@ impl VmRef {
             .0
             .registry
             .whereis(name)
-            .ok_or_else(|| Error::BadArg(format!("no process is registered as {name:?}")))?;
+            .ok_or_else(|| Error::BadArg(format!("no process is registered as {name}")))?;
         self.send(pid, msg);
         Ok(())
     }
@@ -330,6 +330,16 @@ impl VmRef {
     /// Sends `msg` to `to` after `after`.
     pub fn send_after(&self, after: Duration, to: Pid, msg: Fragment) -> Ref {
         self.0.send_after(after, to, msg)
+    }
+
+    /// Sends `msg` after `after` to the process registered as `name` at that time
+    /// (`erlang:send_after/3` with an atom): never an error; dropped if no process
+    /// has the name when the timer fires.
+    pub fn send_after_named(&self, after: Duration, name: Atom, msg: Fragment) -> Ref {
+        Ref(self
+            .0
+            .timers
+            .send_named_at(Instant::now() + after, name, msg))
     }
 
     /// Cancels a timer: the time it had left, or None.

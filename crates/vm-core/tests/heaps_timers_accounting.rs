@@ -127,6 +127,25 @@ fn send_after_delivers_late_enough_and_cancel_prevents_it() {
 }
 
 #[test]
+fn send_after_to_a_name_resolves_it_when_the_timer_fires() {
+    // erlang:send_after/3 with an atom: looked up at expiry, never an error.
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let name = Atom::new("timer_named_target");
+    vm.send_after_named(Duration::from_millis(40), name, int(1));
+    vm.send_after_named(Duration::from_millis(5), Atom::new("timer_nobody"), int(2));
+    let p = vm.spawn(forwarder(tx)).unwrap();
+    vm.register(name, p).unwrap(); // registered after the timer was set
+    assert_eq!(recv_timeout(&rx, 5), Term::Int(1));
+    let r = vm.send_after_named(Duration::from_millis(20), name, int(3));
+    assert!(vm.cancel_timer(r).is_some());
+    assert!(
+        rx.recv_timeout(Duration::from_millis(80)).is_err(),
+        "cancelled named timer never fires; the unregistered one was dropped"
+    );
+}
+
+#[test]
 fn names_register_whereis_send_and_errors() {
     let vm = vm(1);
     let (tx, rx) = mpsc::channel();

@@ -291,6 +291,10 @@ fn pids(py: Python<'_>, v: &[Pid]) -> PyResult<Py<PyList>> {
 }
 
 /// A snapshot of a process (default: the caller) as a dict, or None if it is dead.
+/// The keys are the same for every process; for the calling process `status` is
+/// `'running'` and `current_function` is the function that called `process_info`
+/// (for another process: the function it was spawned with). Asking about oneself
+/// reads one's own state and never waits.
 #[pyfunction]
 #[pyo3(signature = (pid=None))]
 pub fn process_info(
@@ -303,29 +307,21 @@ pub fn process_info(
         None => me.ok_or_else(|| outside("process_info (without a pid)"))?,
     };
     let v = handle()?;
-    let d = PyDict::new(py);
-    if Some(pid) == me {
-        // The caller's own control block is locked by its scheduler while it runs:
-        // answer from its context and the published counters.
-        let (links, qlen, trap) = with_cx(|cx| {
-            let links = cx.links();
-            let q = cx.message_queue_len();
-            let old = cx.trap_exit(false);
-            cx.trap_exit(old);
-            (links, q, old)
-        })
-        .unwrap_or_default();
-        d.set_item("pid", PyPid(pid))?;
-        d.set_item("status", "running")?;
-        d.set_item("message_queue_len", qlen)?;
-        d.set_item("links", pids(py, &links)?)?;
-        d.set_item("trap_exit", trap)?;
-        d.set_item("registered_name", py.None())?;
-        return Ok(Some(d.unbind()));
-    }
-    let Some(info) = py.allow_threads(|| v.process_info(pid)) else {
-        return Ok(None);
+    let info = if Some(pid) == me {
+        let caller = py
+            .import("sys")?
+            .call_method1("_getframe", (0,))?
+            .getattr("f_code")?
+            .getattr("co_qualname")?
+            .extract::<String>()?;
+        with_cx(|cx| cx.process_info(caller)).ok_or_else(|| outside("process_info"))?
+    } else {
+        match py.allow_threads(|| v.process_info(pid)) {
+            Some(info) => info,
+            None => return Ok(None),
+        }
     };
+    let d = PyDict::new(py);
     d.set_item("pid", PyPid(info.pid))?;
     d.set_item("status", info.status)?;
     d.set_item("priority", info.priority)?;

@@ -57,6 +57,13 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NoProc", py.get_type::<NoProc>())?;
     m.add("BadArg", py.get_type::<BadArg>())?;
     m.add("ProcessExit", py.get_type::<ProcessExit>())?;
+    // The atoms exit signals give a meaning to (a str spelling is refused by `exit`).
+    m.add("NORMAL", PyAtom(vm_core::Atom::NORMAL))?;
+    m.add("KILL", PyAtom(vm_core::Atom::KILL))?;
+    m.add("SHUTDOWN", PyAtom(vm_core::Atom::SHUTDOWN))?;
+    // Unpickling pids and references.
+    m.add_function(wrap_pyfunction!(types::_pid, m)?)?;
+    m.add_function(wrap_pyfunction!(types::_ref, m)?)?;
     // The protocol with beamvm's Python half.
     m.add_function(wrap_pyfunction!(runtime::_setup, m)?)?;
     m.add_class::<driver::ReceiveOp>()?;

@@ -2,7 +2,10 @@
 //! `Binary`.
 //!
 //! All four are immutable (`frozen`), hashable and comparable, so they work as dict
-//! keys and inside patterns. `Binary` wraps a refcounted VM buffer and exposes it
+//! keys and inside patterns. `copy.copy`/`copy.deepcopy` return the object itself;
+//! `Atom`, `Pid` and `Ref` pickle (a pid or reference records its node and the VM's
+//! creation, through [`pid_parts`] / [`pid_from_parts`] and [`ref_parts`] /
+//! [`ref_from_parts`], the one place that knows what identifies them). `Binary` wraps a refcounted VM buffer and exposes it
 //! through the buffer protocol without copying; it compares equal to `bytes` with the
 //! same content (and hashes like them), and `bytes(b)` copies it out.
 
@@ -12,7 +15,7 @@ use std::os::raw::{c_int, c_void};
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyTuple};
 use vm_core::term::RefcBin;
 use vm_core::{Atom, Pid, Ref};
 
@@ -103,6 +106,71 @@ impl PyPid {
             Err(_) => py.NotImplemented(),
         }
     }
+
+    /// Pickles as `beamvm._native._pid(node, index, serial, creation)`.
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let f = py.import("beamvm._native")?.getattr("_pid")?;
+        Ok((f, pid_parts(self.0).into_pyobject(py)?))
+    }
+
+    fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __deepcopy__<'py>(slf: Bound<'py, Self>, _memo: &Bound<'py, PyAny>) -> Bound<'py, Self> {
+        slf
+    }
+}
+
+/// The name of this node (distribution is not available yet: Erlang's name for a node
+/// that is not alive).
+const NODE: &str = "nonode@nohost";
+
+/// What identifies a pid beyond this VM: `(node, index, serial, creation)`.
+pub(crate) fn pid_parts(p: Pid) -> (&'static str, u32, u32, u32) {
+    (NODE, p.index, p.serial, 0)
+}
+
+/// The pid `pid_parts` described; a pid of another node or VM cannot be used here.
+pub(crate) fn pid_from_parts(node: &str, index: u32, serial: u32, creation: u32) -> PyResult<Pid> {
+    if node != NODE || creation != 0 {
+        return Err(PyValueError::new_err(format!(
+            "the pid <{index}.{serial}> of node {node:?} (creation {creation}) does not belong \
+             to this node ({NODE:?}, creation 0)"
+        )));
+    }
+    Ok(Pid::new(index, serial))
+}
+
+/// What identifies a reference beyond this VM: `(node, number, creation)`.
+pub(crate) fn ref_parts(r: Ref) -> (&'static str, u64, u32) {
+    (NODE, r.0, 0)
+}
+
+/// The reference `ref_parts` described; one of another node or VM cannot be used here.
+pub(crate) fn ref_from_parts(node: &str, number: u64, creation: u32) -> PyResult<Ref> {
+    if node != NODE || creation != 0 {
+        return Err(PyValueError::new_err(format!(
+            "the reference #Ref<{number}> of node {node:?} (creation {creation}) does not \
+             belong to this node ({NODE:?}, creation 0)"
+        )));
+    }
+    Ok(Ref(number))
+}
+
+/// Rebuilds a pickled `Pid` (see `Pid.__reduce__`).
+#[pyfunction]
+pub(crate) fn _pid(node: &str, index: u32, serial: u32, creation: u32) -> PyResult<PyPid> {
+    pid_from_parts(node, index, serial, creation).map(PyPid)
+}
+
+/// Rebuilds a pickled `Ref` (see `Ref.__reduce__`).
+#[pyfunction]
+pub(crate) fn _ref(node: &str, number: u64, creation: u32) -> PyResult<PyRef> {
+    ref_from_parts(node, number, creation).map(PyRef)
 }
 
 /// A unique reference (`make_ref()`), shown as `#Ref<0.N>`.
@@ -128,6 +196,23 @@ impl PyRef {
             Ok(o) => op.matches(self.0.cmp(&o.get().0)).into_py(py),
             Err(_) => py.NotImplemented(),
         }
+    }
+
+    /// Pickles as `beamvm._native._ref(node, number, creation)`.
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let f = py.import("beamvm._native")?.getattr("_ref")?;
+        Ok((f, ref_parts(self.0).into_pyobject(py)?))
+    }
+
+    fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __deepcopy__<'py>(slf: Bound<'py, Self>, _memo: &Bound<'py, PyAny>) -> Bound<'py, Self> {
+        slf
     }
 }
 

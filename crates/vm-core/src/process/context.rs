@@ -98,7 +98,7 @@ impl<'a> Cx<'a> {
             .vm
             .registry
             .whereis(name)
-            .ok_or_else(|| Error::BadArg(format!("no process is registered as {name:?}")))?;
+            .ok_or_else(|| Error::BadArg(format!("no process is registered as {name}")))?;
         self.send(pid, msg);
         Ok(())
     }
@@ -516,6 +516,13 @@ impl<'a> Cx<'a> {
         Priority::from_u8(self.proc.priority.swap(prio as u8, Ordering::Relaxed))
     }
 
+    /// `process_info` of this process, from its own state (it is running, so nobody
+    /// else can read its private half now); `current` is what it runs.
+    pub fn process_info(&mut self, current: String) -> crate::ProcessInfo {
+        self.drain();
+        crate::stats::info_of(self.vm, self.proc, self.p, "running", current)
+    }
+
     /// Processes linked to this one.
     pub fn links(&self) -> Vec<Pid> {
         self.p
@@ -546,6 +553,13 @@ impl<'a> Cx<'a> {
     pub fn send_after(&mut self, after: Duration, to: Pid, msg: Fragment) -> Ref {
         self.budget -= SEND_COST;
         self.vm.send_after(after, to, msg)
+    }
+
+    /// Sends `msg` after `after` to the process registered as `name` when the timer
+    /// fires (see [`crate::VmRef::send_after_named`]).
+    pub fn send_after_named(&mut self, after: Duration, name: Atom, msg: Fragment) -> Ref {
+        self.budget -= SEND_COST;
+        self.vm().send_after_named(after, name, msg)
     }
 
     /// Cancels a timer; the time it had left, or None if it already fired or never

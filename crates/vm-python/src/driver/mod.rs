@@ -350,19 +350,20 @@ fn send<'py>(
     }
 }
 
-/// Parses a timeout in seconds (None: forever).
 /// The exit reason for an exception that ended a process, and whether it is a crash
 /// worth an error report. `beamvm.ProcessExit(reason)` (raised by `exit(reason)`)
-/// exits with `reason`; any other exception with
-/// `(Atom('error'), 'ExceptionType', 'message')`.
+/// exits with `reason` (`normal` when it has none; the str `repr(reason)` when the
+/// reason has no term form, which is an abnormal exit like any other); any other
+/// exception with `(Atom('error'), 'ExceptionType', 'message')`.
 pub(crate) fn exit_reason(py: Python<'_>, exc: &Bound<'_, PyAny>) -> (Fragment, bool) {
     if exc.is_instance_of::<crate::errors::ProcessExit>() {
-        let reason = exc
-            .getattr("args")
-            .and_then(|a| a.get_item(0))
-            .ok()
-            .and_then(|r| to_fragment(&r).ok())
-            .unwrap_or_else(|| Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
+        let reason = match exc.getattr("args").and_then(|a| a.get_item(0)) {
+            Err(_) => Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)),
+            Ok(r) => to_fragment(&r).unwrap_or_else(|_| {
+                let repr = r.repr().map(|s| s.to_string()).unwrap_or_default();
+                Fragment::from_term(&Term::str(&repr))
+            }),
+        };
         return (reason, false);
     }
     let tn = exc
