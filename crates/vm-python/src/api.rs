@@ -14,7 +14,7 @@ use crate::args::{
     atom_of, existing_atom_of, parse_priority, parse_timeout, pid_of, ref_of, spelled,
 };
 use crate::convert::{self, frag_to_py, to_fragment};
-use crate::driver::{in_process, with_cx, PyProcess};
+use crate::driver::{copy_context, in_process, with_cx, PyProcess};
 use crate::errors::{outside, vm_err, BadArg, ProcessExit};
 use crate::lifecycle::{vm, MainSlot};
 use crate::runtime::{self, rt};
@@ -63,7 +63,10 @@ pub(crate) fn make_body(
         Ok(q) => q.to_string(),
         Err(_) => f.get_type().qualname()?.to_string(),
     };
-    Ok(PyProcess::new(gen, cell, label, main))
+    // The spawner's current context, copied: the child starts with the parent's
+    // context variables, as a thread started with `copy_context().run` does.
+    let ctx = copy_context(py)?;
+    Ok(PyProcess::new(gen, cell, label, main, ctx))
 }
 
 fn spawn_impl(

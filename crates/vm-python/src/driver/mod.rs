@@ -18,6 +18,7 @@
 //! own safety.
 
 mod budget;
+mod context;
 mod current;
 mod dirty;
 mod gil;
@@ -39,6 +40,8 @@ use crate::errors::Timeout;
 use crate::lifecycle::{MainSlot, Outcome};
 use crate::runtime::rt;
 use budget::{enter_cell, used_cell};
+pub(crate) use context::copy_current as copy_context;
+use context::Entered;
 use current::CurrentGuard;
 pub(crate) use current::{in_process, with_cx};
 pub(crate) use dirty::_quiesce_dirty;
@@ -82,6 +85,9 @@ pub(crate) struct PyProcess {
     sleep_for: Duration,
     label: String,
     main: Option<Arc<MainSlot>>,
+    /// The process's own `contextvars.Context`: every slice runs inside it (see
+    /// `context.rs`).
+    ctx: Option<Py<PyAny>>,
 }
 
 impl PyProcess {
@@ -90,6 +96,7 @@ impl PyProcess {
         cell: Py<PyAny>,
         label: String,
         main: Option<Arc<MainSlot>>,
+        ctx: Py<PyAny>,
     ) -> Self {
         PyProcess {
             gen: Some(gen),
@@ -99,6 +106,7 @@ impl PyProcess {
             sleep_for: Duration::ZERO,
             label,
             main,
+            ctx: Some(ctx),
         }
     }
 
@@ -229,6 +237,12 @@ impl PyProcess {
 
     fn run(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> Step {
         let r = rt(py);
+        // The process's context, entered for the whole slice (left on every return).
+        let ctx = self.ctx.as_ref().map(|c| c.bind(py).clone());
+        let _entered = match ctx.as_ref().map(Entered::enter).transpose() {
+            Ok(e) => e,
+            Err(e) => return self.crashed(py, cx, e),
+        };
         loop {
             if self.pending.is_some() {
                 match self.poll(py, cx) {
@@ -401,6 +415,10 @@ impl Body for PyProcess {
             let Some(gen) = self.gen.take() else { return };
             let cxp: *mut Cx<'_> = cx;
             let _g = CurrentGuard::set(cxp);
+            let ctx = self.ctx.as_ref().map(|c| c.bind(py).clone());
+            // Cleanup code runs in the process's context too; if it cannot be entered,
+            // cleanup runs in the thread's.
+            let _entered = ctx.as_ref().and_then(|c| Entered::enter(c).ok());
             let r = rt(py);
             let _ = r
                 .kill
@@ -429,6 +447,7 @@ impl Drop for PyProcess {
             self.next = None;
             self.pending = None;
             self.main = None;
+            self.ctx = None;
         });
     }
 }
