@@ -28,6 +28,20 @@ pub const SPAWN_COST: i64 = 10;
 /// Reductions per received message.
 pub const RECV_COST: i64 = 1;
 
+/// Signals a scheduler's drain buffer keeps room for between drains; a flood that
+/// made it bigger gives the memory back (48 bytes per signal: 48 MB after a drain of a
+/// million messages, held for the life of the scheduler otherwise).
+const KEEP_DRAIN_BUF: usize = 4096;
+
+/// The (empty) drain buffer to keep: `sigs` itself unless a flood grew it.
+fn keep_small(sigs: Vec<Signal>) -> Vec<Signal> {
+    if sigs.capacity() > KEEP_DRAIN_BUF {
+        Vec::with_capacity(KEEP_DRAIN_BUF)
+    } else {
+        sigs
+    }
+}
+
 /// `{Head..., Reason}` (an `'EXIT'` or `'DOWN'` message): `head` pushes the first
 /// `arity - 1` elements; the reason is copied word by word, without recursion, since
 /// a reason may be nested arbitrarily deep.
@@ -114,7 +128,7 @@ impl<'a> Cx<'a> {
         for s in sigs.drain(..) {
             self.handle_signal(s);
         }
-        *self.buf = sigs;
+        *self.buf = keep_small(sigs);
         self.publish_queue_len();
     }
 
@@ -267,7 +281,7 @@ impl<'a> Cx<'a> {
                 other => self.handle_signal(other),
             }
         }
-        *self.buf = sigs;
+        *self.buf = keep_small(sigs);
         self.publish_queue_len();
         first
     }

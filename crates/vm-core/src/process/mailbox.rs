@@ -37,6 +37,12 @@ use crate::term::{Atom, Fragment, Kind, Ref, Term, View};
 /// arrival, which would tax the common short-queue message path.
 pub const INDEX_THRESHOLD: usize = 32;
 
+/// Queue slots a mailbox keeps allocated when it empties: a flood that was drained
+/// gives its memory back (a VecDeque keeps its capacity otherwise: 40 bytes per slot,
+/// 42 MB after a million messages), while a mailbox that just handles steady traffic
+/// keeps its small buffer.
+pub const KEEP_SLOTS: usize = 1024;
+
 /// How many leading tuple elements are searched for references when indexing
 /// (covers `{reply, Ref, Value}`, `{Ref, Value}` and `{'DOWN', Ref, process, Pid, R}`).
 pub const REF_SCAN_ELEMS: usize = 3;
@@ -213,10 +219,22 @@ impl Mailbox {
         while let Some((_, slot)) = self.q.pop_front() {
             if let Some(m) = slot {
                 self.after_take(&m);
+                if self.q.is_empty() {
+                    self.release_storage();
+                }
                 return Some(m);
             }
         }
         None
+    }
+
+    /// Gives back the queue's storage past [`KEEP_SLOTS`] when it holds far fewer
+    /// messages than it has room for (after a flood drained).
+    fn release_storage(&mut self) {
+        let cap = self.q.capacity();
+        if cap > KEEP_SLOTS && cap > 4 * self.q.len() {
+            self.q.shrink_to((2 * self.q.len()).max(KEEP_SLOTS));
+        }
     }
 
     /// Selective receive: the first message at or after the save position that
@@ -312,9 +330,10 @@ impl Mailbox {
         n
     }
 
-    /// Drops every queued message (process exit).
+    /// Drops every queued message and the queue's storage (process exit: the control
+    /// block itself may be freed later, when the process table's epoch reclaims it).
     pub fn clear(&mut self) {
-        self.q.clear();
+        self.q = VecDeque::new();
         self.index = None;
         self.live = 0;
         self.bytes = 0;
@@ -354,6 +373,7 @@ impl Mailbox {
         if dead > 64 && dead > self.live {
             self.q.retain(|e| e.1.is_some());
         }
+        self.release_storage();
         if let Some(ix) = self.index.as_deref() {
             if ix.entries > 2 * self.live + 2 * INDEX_THRESHOLD {
                 self.rebuild_index();
