@@ -18,7 +18,7 @@
 //! Linux, finer than BEAM's 1 ms timer resolution.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -27,11 +27,25 @@ use crate::process::table::EXTERNAL_PID;
 use crate::term::{Atom, Fragment, Pid, Ref};
 use crate::vm::VmInner;
 
+/// Slots or map capacity below which the timer service never compacts or shrinks:
+/// the few KB a working set of timers needs are kept.
+const TIDY_FROM: usize = 1024;
+
 enum Action {
     Send(Fragment),
     /// Send to whoever holds the name when the timer fires (nobody: dropped).
     SendNamed(Atom, Fragment),
     Timeout(u64),
+}
+
+impl Action {
+    /// Bytes of the message held (refcounted binaries are counted as binaries).
+    fn bytes(&self) -> usize {
+        match self {
+            Action::Send(m) | Action::SendNamed(_, m) => m.byte_size(),
+            Action::Timeout(_) => 0,
+        }
+    }
 }
 
 struct Entry {
@@ -44,7 +58,11 @@ struct Entry {
 struct State {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     entries: HashMap<u64, Entry>,
-    by_pid: HashMap<Pid, Vec<u64>>,
+    /// Timer ids by destination (a set: cancelling one of a process's 100,000 timers
+    /// is O(1), not a scan).
+    by_pid: HashMap<Pid, HashSet<u64>>,
+    /// Bytes of the messages the timers hold (their fragments' words).
+    msg_bytes: usize,
     stop: bool,
 }
 
@@ -65,8 +83,9 @@ impl Timers {
         let mut s = self.lock();
         let wake = s.heap.peek().is_none_or(|Reverse((first, _))| at < *first);
         s.heap.push(Reverse((at, id)));
+        s.msg_bytes += action.bytes();
         s.entries.insert(id, Entry { at, to, action });
-        s.by_pid.entry(to).or_default().push(id);
+        s.by_pid.entry(to).or_default().insert(id);
         drop(s);
         if wake {
             self.cv.notify_one();
@@ -90,11 +109,20 @@ impl Timers {
         self.add(at, pid, Action::Timeout(generation))
     }
 
+    /// Removes entry `id` (its message's bytes leave the count).
+    fn take(s: &mut State, id: u64) -> Option<Entry> {
+        let e = s.entries.remove(&id)?;
+        s.msg_bytes -= e.action.bytes();
+        Some(e)
+    }
+
     fn unindex(s: &mut State, id: u64, to: Pid) {
         if let Some(v) = s.by_pid.get_mut(&to) {
-            v.retain(|&x| x != id);
+            v.remove(&id);
             if v.is_empty() {
                 s.by_pid.remove(&to);
+            } else if v.capacity() > TIDY_FROM && v.capacity() > 4 * v.len() {
+                v.shrink_to(2 * v.len());
             }
         }
     }
@@ -103,9 +131,37 @@ impl Timers {
     /// does not exist.
     pub fn cancel(&self, id: u64) -> Option<Duration> {
         let mut s = self.lock();
-        let e = s.entries.remove(&id)?;
+        let e = Self::take(&mut s, id)?;
         Self::unindex(&mut s, id, e.to);
+        Self::tidy(&mut s);
         Some(e.at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Gives memory back once cancelled timers dominate: drops the heap slots of
+    /// cancelled timers (lazy deletion would keep them until their deadlines, an hour
+    /// away for a typical `send_after` that is then cancelled) and shrinks the maps
+    /// that emptied. Each compaction is O(slots) and happens only when at least three
+    /// quarters of the slots are dead, so cancelling costs O(1) amortised.
+    fn tidy(s: &mut State) {
+        if s.heap.len() > TIDY_FROM && s.heap.len() > 4 * s.entries.len() {
+            let entries = &s.entries;
+            let kept: Vec<_> = s
+                .heap
+                .iter()
+                .filter(|Reverse((_, id))| entries.contains_key(id))
+                .copied()
+                .collect();
+            s.heap = kept.into();
+        }
+        if s.heap.capacity() > TIDY_FROM && s.heap.capacity() > 4 * s.heap.len() {
+            s.heap.shrink_to(2 * s.heap.len());
+        }
+        if s.entries.capacity() > TIDY_FROM && s.entries.capacity() > 4 * s.entries.len() {
+            s.entries.shrink_to(2 * s.entries.len());
+        }
+        if s.by_pid.capacity() > TIDY_FROM && s.by_pid.capacity() > 4 * s.by_pid.len() {
+            s.by_pid.shrink_to(2 * s.by_pid.len());
+        }
     }
 
     /// Time left on timer `id`.
@@ -121,21 +177,10 @@ impl Timers {
         let mut s = self.lock();
         if let Some(ids) = s.by_pid.remove(&pid) {
             for id in ids {
-                s.entries.remove(&id);
+                Self::take(&mut s, id);
             }
         }
-        // Drop heap slots of cancelled timers when they dominate, so a burst of
-        // cancelled long timers does not hold memory until their deadlines.
-        if s.heap.len() > 1024 && s.heap.len() > 4 * s.entries.len() {
-            let entries = &s.entries;
-            let kept: Vec<_> = s
-                .heap
-                .iter()
-                .filter(|Reverse((_, id))| entries.contains_key(id))
-                .copied()
-                .collect();
-            s.heap = kept.into();
-        }
+        Self::tidy(&mut s);
     }
 
     /// Live timers.
@@ -143,10 +188,16 @@ impl Timers {
         self.lock().entries.len()
     }
 
-    /// Approximate bytes used by timer bookkeeping.
+    /// Approximate bytes used by timers: the bookkeeping (heap slots, entries, the
+    /// per-process index, at their allocated capacities) and the messages they hold.
     pub fn bytes(&self) -> usize {
         let s = self.lock();
-        s.heap.capacity() * 24 + s.entries.capacity() * 96 + s.by_pid.capacity() * 40
+        let ids: usize = s.by_pid.values().map(|v| v.capacity() * 16).sum();
+        s.heap.capacity() * std::mem::size_of::<Reverse<(Instant, u64)>>()
+            + s.entries.capacity() * (std::mem::size_of::<(u64, Entry)>() + 1)
+            + s.by_pid.capacity() * (std::mem::size_of::<(Pid, HashSet<u64>)>() + 1)
+            + ids
+            + s.msg_bytes
     }
 
     /// Stops the timer thread.
@@ -171,7 +222,7 @@ impl Timers {
                             break;
                         }
                         s.heap.pop();
-                        if let Some(e) = s.entries.remove(&id) {
+                        if let Some(e) = Self::take(&mut s, id) {
                             Self::unindex(&mut s, id, e.to);
                             due.push((e.to, e.action));
                         }
