@@ -8,6 +8,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::process::inbox::node_bytes;
+use crate::process::signal::Signal;
 use crate::process::{Private, Process};
 use crate::term::{atom_count, atom_table_bytes, binary_bytes, Atom, Pid};
 use crate::vm::{VmInner, VmRef};
@@ -18,10 +20,18 @@ pub fn process_base_bytes() -> usize {
     std::mem::size_of::<Process>() + 2 * std::mem::size_of::<usize>()
 }
 
-/// Published bytes of a process (control block + heap; queued messages are counted
-/// only by `process_info`, which reads the private mailbox).
+/// Published bytes of a process: control block, heap, and its queued signals (the
+/// inbox's, counted as they are pushed, and the mailbox's, published by its owner).
 fn published_memory(p: &Process) -> usize {
-    process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed)
+    process_base_bytes()
+        + p.heap_bytes.load(Ordering::Relaxed)
+        + inbox_bytes(p)
+        + p.mailbox_bytes.load(Ordering::Relaxed)
+}
+
+/// Bytes held by signals waiting in `p`'s inbox (nodes and what they carry).
+fn inbox_bytes(p: &Process) -> usize {
+    p.inbox.len() * node_bytes::<Signal>() + p.inbox.bytes()
 }
 
 /// `process_info` of `p`, whose private half `g` the caller holds.
@@ -47,7 +57,7 @@ pub(crate) fn info_of(
         priority: p.priority().name(),
         reductions: p.reductions.load(Ordering::Relaxed),
         message_queue_len: p.inbox.len() + g.mailbox.len(),
-        memory: process_base_bytes() + g.heap_bytes() + g.mailbox.bytes(),
+        memory: process_base_bytes() + g.heap_bytes() + inbox_bytes(p) + g.mailbox.heap_bytes(),
         heap_size: stats.young_words + stats.old_words,
         young_heap_size: stats.young_words,
         old_heap_size: stats.old_words,

@@ -89,7 +89,8 @@ impl VmInner {
         // The inbox's own count (on the line the push touches anyway) sizes the send
         // cost; the published mailbox length would be one more cache miss per send.
         let qlen = p.inbox.len();
-        if p.inbox.push(sig).is_err() {
+        let bytes = sig.heap_bytes();
+        if p.inbox.push_sized(sig, bytes).is_err() {
             return (false, 0);
         }
         if p.notify() {
@@ -261,6 +262,7 @@ impl VmInner {
         drop(g);
         drop(body);
         proc.queued.store(0, Ordering::Relaxed);
+        proc.mailbox_bytes.store(0, Ordering::Relaxed);
         proc.heap_bytes.store(0, Ordering::Relaxed);
         self.exits.fetch_add(1, Ordering::Relaxed);
     }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use vm_core::term::binary_bytes;
-use vm_core::{Atom, Cx, Error, Step, Term};
+use vm_core::{Atom, Cx, Error, Fragment, Step, Term};
 
 /// Tests that measure the global binary counter run one at a time.
 static BINARY_LOCK: Mutex<()> = Mutex::new(());
@@ -171,6 +171,49 @@ fn cancelled_timers_give_their_memory_back() {
         after.iter().all(|&m| m < base + 200_000),
         "system memory after each cycle {after:?}, before {base}"
     );
+}
+
+#[test]
+fn memory_counts_queued_messages_in_inboxes_and_mailboxes() {
+    // Before: memory() counted control blocks and heaps only, so a million queued
+    // messages weighed nothing.
+    let vm = vm(1);
+    let base = vm.memory().processes;
+    // Never receives: the messages stay in its inbox.
+    let unread = vm.spawn(|_: &mut Cx<'_>| Step::Wait).unwrap();
+    // Drains everything into its mailbox, takes nothing.
+    let hoarder = vm
+        .spawn(|cx: &mut Cx<'_>| {
+            let _ = cx.recv_where(|_| false);
+            Step::Wait
+        })
+        .unwrap();
+    let msg = Term::Tuple(vec![Term::atom("data"), Term::binary(vec![7; 60])]);
+    let words = Fragment::from_term(&msg).byte_size();
+    for _ in 0..100_000 {
+        vm.send(unread, term(msg.clone()));
+        vm.send(hoarder, term(msg.clone()));
+    }
+    assert!(eventually(10, || vm
+        .process_info(hoarder)
+        .unwrap()
+        .message_queue_len
+        == 100_000));
+    let held = 100_000 * words;
+    let grown = vm.memory().processes - base;
+    assert!(
+        grown >= 2 * held && grown < 2 * held * 4,
+        "200,000 queued messages of {words} bytes: memory().processes grew {grown}"
+    );
+    let info = vm.process_info(unread).unwrap();
+    assert!(
+        info.memory >= held,
+        "process_info counts the inbox: {}",
+        info.memory
+    );
+    vm.exit(unread, term(atom("kill")));
+    vm.exit(hoarder, term(atom("kill")));
+    assert!(eventually(10, || vm.memory().processes < base + 100_000));
 }
 
 #[test]

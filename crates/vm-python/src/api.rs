@@ -66,7 +66,7 @@ pub(crate) fn make_body(
     // The spawner's current context, copied: the child starts with the parent's
     // context variables, as a thread started with `copy_context().run` does.
     let ctx = copy_context(py)?;
-    Ok(PyProcess::new(gen, cell, label, main, ctx))
+    Ok(PyProcess::new(py, gen, cell, label, main, ctx))
 }
 
 fn spawn_impl(

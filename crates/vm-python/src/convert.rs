@@ -7,7 +7,8 @@
 //! | `int` (any size; subclasses such as `IntEnum` too) | integer | `int` |
 //! | `float` (and subclasses) | float | `float` |
 //! | `str` (and subclasses) | text: UTF-8 bytes of their own kind (see vm-core's `word.rs`) | `str` |
-//! | `bytes`, `bytearray` | binary (shared refc binary over 64 bytes) | `bytes`; `beamvm.Binary` over 64 bytes |
+//! | `bytes` | binary; over 64 bytes the `bytes` object itself is shared, not copied | `bytes`; `beamvm.Binary` over 64 bytes |
+//! | `bytearray` | binary (a copy: it is mutable) | `bytes`; `beamvm.Binary` over 64 bytes |
 //! | `beamvm.Binary` | the same shared binary (no copy) | `beamvm.Binary` |
 //! | `tuple` (and subclasses: namedtuple) / `list` (and subclasses) | tuple / list | `tuple` / `list` |
 //! | `dict` and its subclasses (`OrderedDict`, `defaultdict`, `Counter`, ...) | map | `dict` |
@@ -29,14 +30,15 @@
 //! No substitution: a term that cannot be read back as the Python value of its kind
 //! (which the VM never produces) is an error, never a made-up value.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{LazyLock, Mutex};
 
 use pyo3::exceptions::{PySystemError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use pyo3::{ffi, PyTypeInfo};
-use vm_core::term::{FragmentBuilder, Kind, ListIter, MapIter, RefcBin, TupleIter};
+use vm_core::term::{FragmentBuilder, Kind, ListIter, MapIter, RefcBin, TupleIter, WeakRefcBin};
 use vm_core::{Atom, Fragment, Pid, Term, View, Word};
 
 use crate::types::{PyAtom, PyBinary, PyPid, PyRef};
@@ -275,8 +277,8 @@ fn scalar_or_open<'py>(
         }
     } else if let Ok(f) = obj.downcast::<PyFloat>() {
         b.float(f.value());
-    } else if let Ok(by) = obj.downcast_exact::<PyBytes>() {
-        b.binary(by.as_bytes());
+    } else if let Ok(by) = obj.downcast::<PyBytes>() {
+        bytes(b, by);
     } else if let Ok(d) = obj.downcast::<PyDict>() {
         // dict and its subclasses (OrderedDict, defaultdict, Counter, ...): a map, read
         // from the dict's own storage (their entries, in any order: maps are sorted).
@@ -295,8 +297,6 @@ fn scalar_or_open<'py>(
         b.reference(r.get().0);
     } else if let Ok(bin) = obj.downcast_exact::<PyBinary>() {
         b.refc_binary(bin.get().0.clone());
-    } else if let Ok(by) = obj.downcast::<PyBytes>() {
-        b.binary(by.as_bytes());
     } else if let Ok(ba) = obj.downcast::<PyByteArray>() {
         let v = ba.to_vec();
         if v.len() > vm_core::term::HEAP_BINARY_MAX {
@@ -309,6 +309,75 @@ fn scalar_or_open<'py>(
     }
     Ok(None)
 }
+
+/// A `bytes` (or subclass) value: copied inline up to 64 bytes; above, shared without a
+/// copy (see [`shared_bytes`]).
+fn bytes(b: &mut FragmentBuilder, by: &Bound<'_, PyBytes>) {
+    let data = by.as_bytes();
+    if data.len() > vm_core::term::HEAP_BINARY_MAX {
+        b.refc_binary(shared_bytes(by));
+    } else {
+        b.binary(data);
+    }
+}
+
+/// A refcounted binary over a Python `bytes` object's own data, holding a reference
+/// to it: no copy, whatever its size, and the object lives until the binary's last
+/// holder (a message, a heap, a `Binary`) is gone.
+///
+/// The reference may be dropped on a scheduler thread that does not hold the GIL;
+/// pyo3 then queues the decref and performs it the next time a thread takes the GIL
+/// through pyo3 (every Python slice batch, every return from `allow_threads` such as
+/// `run`'s wait loop), so the object is freed soon after, never touched without the
+/// GIL.
+///
+/// One object gives one binary however often it is sent ([`SHARED`]), so its memory is
+/// counted once in `memory()['binary']`.
+pub(crate) fn shared_bytes(by: &Bound<'_, PyBytes>) -> RefcBin {
+    let key = by.as_ptr() as usize;
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    // A live entry means the object is alive (the binary holds a reference to it), so
+    // its address is not reused by another object.
+    if let Some(bin) = shared.map.get(&key).and_then(WeakRefcBin::upgrade) {
+        return bin;
+    }
+    let data = by.as_bytes();
+    let owner: Box<dyn Send + Sync> = Box::new(by.clone().unbind());
+    // SAFETY: `data` is the bytes object's own buffer: `owner` holds a strong reference
+    // to the object, so the buffer stays allocated as long as the owner lives, and a
+    // bytes object is immutable (CPython writes a bytes buffer only while building a
+    // fresh object no one else references), so nothing writes it meanwhile.
+    let bin = unsafe { RefcBin::from_foreign(data.as_ptr(), data.len(), owner) };
+    shared.insert(key, &bin);
+    bin
+}
+
+/// The binaries made from Python `bytes` objects that are still held somewhere, by
+/// object address; dead entries are swept when they outnumber the live ones.
+struct Shared {
+    map: HashMap<usize, WeakRefcBin>,
+    live_after_sweep: usize,
+}
+
+impl Shared {
+    fn insert(&mut self, key: usize, bin: &RefcBin) {
+        if self.map.len() >= 2 * self.live_after_sweep + 64 {
+            self.map.retain(|_, w| w.upgrade().is_some());
+            self.live_after_sweep = self.map.len();
+            if self.map.capacity() > 4 * self.map.len() + 64 {
+                self.map.shrink_to_fit();
+            }
+        }
+        self.map.insert(key, bin.downgrade());
+    }
+}
+
+static SHARED: LazyLock<Mutex<Shared>> = LazyLock::new(|| {
+    Mutex::new(Shared {
+        map: HashMap::new(),
+        live_after_sweep: 0,
+    })
+});
 
 /// Converts `root` onto the builder, depth-first with an explicit stack (see the
 /// module docs for depth and cycles).

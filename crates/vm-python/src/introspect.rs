@@ -251,13 +251,8 @@ pub fn snapshot(py: Python<'_>, n: i64) -> PyResult<Py<PyDict>> {
     si.set_item("timers", s.timers)?;
     si.set_item("version", s.version)?;
     d.set_item("system_info", si)?;
-    let m = &g.memory;
     let md = PyDict::new(py);
-    md.set_item("total", m.total)?;
-    md.set_item("processes", m.processes)?;
-    md.set_item("binary", m.binary)?;
-    md.set_item("atom", m.atom)?;
-    md.set_item("system", m.system)?;
+    memory_into(&md, &g.memory)?;
     d.set_item("memory", md)?;
     d.set_item("statistics", stats_dict(py, &g.stats)?)?;
     d.set_item("process_count", s.process_count)?;
@@ -350,17 +345,47 @@ pub fn processes(py: Python<'_>) -> PyResult<Py<PyList>> {
     pids(py, &v.processes())
 }
 
-/// Memory by category in bytes: total, processes, binary, atom, system.
+/// Memory by category in bytes: `processes` (control blocks, heaps, queued messages in
+/// inboxes and mailboxes, and the Python objects of process frames as measured at
+/// spawn), `binary` (shared binaries, each counted once, Python `bytes` shared without
+/// a copy included), `atom`, `system` (process table, timers and the messages they
+/// hold), `allocator` (what the allocator keeps committed beyond those: caches that
+/// `release_memory()` returns, and fragmentation), and `total`, their sum.
 #[pyfunction]
 pub fn memory(py: Python<'_>) -> PyResult<Py<PyDict>> {
-    let m = handle()?.memory();
+    let v = handle()?;
+    let m = py.allow_threads(move || v.memory());
     let d = PyDict::new(py);
-    d.set_item("total", m.total)?;
-    d.set_item("processes", m.processes)?;
+    memory_into(&d, &m)?;
+    Ok(d.unbind())
+}
+
+/// Fills `d` with `memory()`'s keys from the core's counters plus what vm-python knows.
+fn memory_into(d: &Bound<'_, PyDict>, m: &vm_core::Memory) -> PyResult<()> {
+    // What the VM allocated through mimalloc: all its counted structures except the
+    // foreign binaries (Python `bytes`) and Python's objects.
+    let in_mimalloc = m.total - vm_core::term::foreign_binary_bytes().min(m.binary);
+    let allocator = crate::alloc::cached(in_mimalloc);
+    let processes = m.processes + crate::alloc::python_process_bytes();
+    d.set_item(
+        "total",
+        processes + m.binary + m.atom + m.system + allocator,
+    )?;
+    d.set_item("processes", processes)?;
     d.set_item("binary", m.binary)?;
     d.set_item("atom", m.atom)?;
     d.set_item("system", m.system)?;
-    Ok(d.unbind())
+    d.set_item("allocator", allocator)?;
+    Ok(())
+}
+
+/// Returns the memory the allocator keeps for reuse to the OS now (what
+/// `memory()['allocator']` counts as cache); the number of bytes that came back. The
+/// allocator does this by itself over time when threads keep allocating; an idle VM
+/// after a burst keeps its pages until this is called.
+#[pyfunction]
+pub fn release_memory(py: Python<'_>) -> usize {
+    py.allow_threads(crate::alloc::release)
 }
 
 /// System facts: schedulers, dirty pools, limits, counts, version.
@@ -400,6 +425,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(process_info, m)?)?;
     m.add_function(wrap_pyfunction!(processes, m)?)?;
     m.add_function(wrap_pyfunction!(memory, m)?)?;
+    m.add_function(wrap_pyfunction!(release_memory, m)?)?;
     m.add_function(wrap_pyfunction!(system_info, m)?)?;
     m.add_function(wrap_pyfunction!(statistics, m)?)?;
     Ok(())

@@ -12,6 +12,8 @@
 //! * [`convert`]: Python values <-> terms (the table of what maps to what).
 //! * [`pattern`]: receive patterns compiled to matchers over term views.
 //! * [`types`]: `Atom`, `Pid`, `Ref`, `Binary` (zero-copy shared bytes).
+//! * [`alloc`]: what the VM holds outside its counters (allocator caches, Python
+//!   process objects) and releasing the caches.
 //! * [`args`]: argument parsing shared by the API (names, pids, refs, timeouts).
 //! * [`errors`]: the exceptions, and the one mapping from `vm_core::Error` to them.
 //! * [`runtime`]: the Python protocol objects handed over by `beamvm/__init__.py`.
@@ -24,6 +26,7 @@
 
 #![allow(deprecated)] // IntoPy::into_py: still the plain way in pyo3 0.23
 
+mod alloc;
 mod api;
 mod args;
 pub mod convert;
@@ -64,6 +67,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Unpickling pids and references.
     m.add_function(wrap_pyfunction!(types::_pid, m)?)?;
     m.add_function(wrap_pyfunction!(types::_ref, m)?)?;
+    m.add_function(wrap_pyfunction!(alloc::_allocator_stats, m)?)?;
     // The protocol with beamvm's Python half.
     m.add_function(wrap_pyfunction!(runtime::_setup, m)?)?;
     m.add_class::<driver::ReceiveOp>()?;

@@ -227,9 +227,10 @@ pub struct PyBinary(pub RefcBin);
 
 #[pymethods]
 impl PyBinary {
+    /// Shares the `bytes` object's own buffer (no copy).
     #[new]
-    fn new(data: &[u8]) -> Self {
-        PyBinary(RefcBin::from_slice(data))
+    fn new(data: &Bound<'_, PyBytes>) -> Self {
+        PyBinary(crate::convert::shared_bytes(data))
     }
 
     fn __len__(&self) -> usize {

@@ -136,6 +136,9 @@ impl<'a> Cx<'a> {
         self.proc
             .queued
             .store(self.p.mailbox.len() as u32, Ordering::Relaxed);
+        self.proc
+            .mailbox_bytes
+            .store(self.p.mailbox.heap_bytes(), Ordering::Relaxed);
     }
 
     fn handle_signal(&mut self, s: Signal) {

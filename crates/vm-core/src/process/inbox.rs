@@ -20,18 +20,27 @@
 //! order sent (Erlang's only ordering guarantee).
 //!
 //! `len` counts pushed-but-not-taken signals; it is advisory (introspection and the
-//! send cost of a long queue) and may lag the chain by one in-flight push.
+//! send cost of a long queue) and may lag the chain by one in-flight push. `bytes`
+//! likewise counts the heap bytes the queued signals hold (what their senders declared
+//! with [`Inbox::push_sized`]; each node remembers its own), for `memory()`.
 
 use std::ptr;
 
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 struct Node<T> {
     next: *mut Node<T>,
+    /// Heap bytes `value` holds (as declared by `push_sized`).
+    bytes: usize,
     value: T,
+}
+
+/// Bytes of one queued node around a value of type `T` (for memory accounting).
+pub const fn node_bytes<T>() -> usize {
+    std::mem::size_of::<Node<T>>()
 }
 
 /// The address used as the "closed" marker. It is never dereferenced.
@@ -44,6 +53,7 @@ fn closed<T>() -> *mut Node<T> {
 pub struct Inbox<T> {
     head: AtomicPtr<Node<T>>,
     len: AtomicU32,
+    bytes: AtomicUsize,
 }
 
 // SAFETY: the inbox owns the `T`s in its nodes and moves them between threads; that is
@@ -67,6 +77,7 @@ impl<T> Inbox<T> {
         Inbox {
             head: AtomicPtr::new(ptr::null_mut()),
             len: AtomicU32::new(0),
+            bytes: AtomicUsize::new(0),
         }
     }
 
@@ -76,18 +87,34 @@ impl<T> Inbox<T> {
         Inbox {
             head: AtomicPtr::new(ptr::null_mut()),
             len: AtomicU32::new(0),
+            bytes: AtomicUsize::new(0),
         }
     }
 
     /// Pushes `value`; returns it back if the inbox is closed.
     pub fn push(&self, value: T) -> Result<(), T> {
+        self.push_sized(value, 0)
+    }
+
+    /// Pushes `value`, which holds `bytes` of heap memory (counted in [`Inbox::bytes`]
+    /// until it is taken); returns it back if the inbox is closed.
+    pub fn push_sized(&self, value: T, bytes: usize) -> Result<(), T> {
         let node = Box::into_raw(Box::new(Node {
             next: ptr::null_mut(),
+            bytes,
             value,
         }));
+        // Counted before the node is published, so a take that detaches it never
+        // subtracts bytes not yet added (the count may run ahead, never below zero).
+        if bytes > 0 {
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
         let mut head = self.head.load(Ordering::Acquire);
         loop {
             if head == closed() {
+                if bytes > 0 {
+                    self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                }
                 // SAFETY: `node` came from `Box::into_raw` above and was never shared.
                 let node = unsafe { Box::from_raw(node) };
                 return Err(node.value);
@@ -128,9 +155,7 @@ impl<T> Inbox<T> {
                 Err(h) => head = h,
             }
         }
-        let n = Self::drain_chain(head, out);
-        self.len.fetch_sub(n as u32, Ordering::Relaxed);
-        n
+        self.detached(head, out)
     }
 
     /// Closes the inbox: later pushes fail. Returns what was pushed before, in order.
@@ -139,8 +164,16 @@ impl<T> Inbox<T> {
         if head.is_null() || head == closed() {
             return 0;
         }
-        let n = Self::drain_chain(head, out);
+        self.detached(head, out)
+    }
+
+    /// Moves a detached chain into `out` and takes it off the counters.
+    fn detached(&self, head: *mut Node<T>, out: &mut Vec<T>) -> usize {
+        let (n, bytes) = Self::drain_chain(head, out);
         self.len.fetch_sub(n as u32, Ordering::Relaxed);
+        if bytes > 0 {
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
         n
     }
 
@@ -160,19 +193,27 @@ impl<T> Inbox<T> {
         self.len.load(Ordering::Relaxed) as usize
     }
 
-    fn drain_chain(mut cur: *mut Node<T>, out: &mut Vec<T>) -> usize {
+    /// Heap bytes held by the signals pushed and not yet taken (advisory, as `len`).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Returns (signals, their declared bytes).
+    fn drain_chain(mut cur: *mut Node<T>, out: &mut Vec<T>) -> (usize, usize) {
         // The chain is newest-first; collect then reverse the appended part.
         let start = out.len();
+        let mut bytes = 0;
         while !cur.is_null() {
             // SAFETY: every node in a detached chain was created by `push` with
             // `Box::into_raw`, published once, and detached by exactly one swap/CAS, so
             // this thread now owns it exclusively; each node is freed exactly once here.
             let node = unsafe { Box::from_raw(cur) };
             cur = node.next;
+            bytes += node.bytes;
             out.push(node.value);
         }
         out[start..].reverse();
-        out.len() - start
+        (out.len() - start, bytes)
     }
 }
 

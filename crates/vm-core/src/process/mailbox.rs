@@ -193,6 +193,20 @@ impl Mailbox {
         self.bytes
     }
 
+    /// Bytes the mailbox holds in all: the messages, the queue's storage (at its
+    /// capacity) and the index.
+    pub fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(u64, Option<Fragment>)>();
+        // Each key's deque holds at least 4 sequence numbers once it has one (the
+        // standard library's smallest non-empty VecDeque).
+        let index = self.index.as_deref().map_or(0, |ix| {
+            std::mem::size_of::<Index>()
+                + ix.by_key.capacity() * (std::mem::size_of::<(Key, VecDeque<u64>)>() + 1)
+                + 8 * ix.entries.max(4 * ix.by_key.len())
+        });
+        self.bytes + self.q.capacity() * slot + index
+    }
+
     /// Appends an arrived message.
     pub fn push(&mut self, m: Fragment) {
         let seq = self.next_seq;

@@ -254,6 +254,8 @@ pub struct Process {
     /// Published counters, readable without stopping the process.
     pub(crate) reductions: AtomicU64,
     pub(crate) queued: AtomicU32,
+    /// Bytes the private mailbox holds (published with `queued`).
+    pub(crate) mailbox_bytes: AtomicUsize,
     pub(crate) heap_bytes: AtomicUsize,
     pub(crate) minor_gcs: AtomicU32,
     pub(crate) major_gcs: AtomicU32,
@@ -275,6 +277,7 @@ impl Process {
             inbox: LinePadded(Inbox::new()),
             reductions: AtomicU64::new(0),
             queued: AtomicU32::new(0),
+            mailbox_bytes: AtomicUsize::new(0),
             heap_bytes: AtomicUsize::new(0),
             minor_gcs: AtomicU32::new(0),
             major_gcs: AtomicU32::new(0),

@@ -67,3 +67,15 @@ pub enum Signal {
         result: crate::dirty::DirtyResult,
     },
 }
+
+impl Signal {
+    /// Heap bytes the signal holds (its term's words; shared binaries are counted as
+    /// binaries): what it weighs while queued.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Signal::Message(m) => m.byte_size(),
+            Signal::Exit { reason, .. } | Signal::Down { reason, .. } => reason.byte_size(),
+            _ => 0,
+        }
+    }
+}

@@ -88,17 +88,23 @@ pub(crate) struct PyProcess {
     /// The process's own `contextvars.Context`: every slice runs inside it (see
     /// `context.rs`).
     ctx: Option<Py<PyAny>>,
+    /// This process's share of `memory()` (its Python objects, measured at spawn).
+    _counted: crate::alloc::Counted,
 }
 
 impl PyProcess {
     pub(crate) fn new(
+        py: Python<'_>,
         gen: Py<PyAny>,
         cell: Py<PyAny>,
         label: String,
         main: Option<Arc<MainSlot>>,
         ctx: Py<PyAny>,
     ) -> Self {
+        let objs = [gen.bind(py), cell.bind(py), ctx.bind(py)];
+        let _counted = crate::alloc::Counted::new(py, &objs, std::mem::size_of::<PyProcess>());
         PyProcess {
+            _counted,
             gen: Some(gen),
             cell: Some(cell),
             next: None,
@@ -334,12 +340,35 @@ impl PyProcess {
         let exc = exc.bind(py);
         let (reason, report) = exit_reason(py, exc);
         if let Some(m) = &self.main {
+            // `run` re-raises it, frames and all.
             m.set(Outcome::Raised(exc.clone().unbind()));
-        } else if report && cx.links().is_empty() {
-            let pid = crate::types::PyPid(cx.self_pid());
-            let _ = r.report.bind(py).call1((pid, exc));
+        } else {
+            if report && cx.links().is_empty() {
+                let pid = crate::types::PyPid(cx.self_pid());
+                let _ = r.report.bind(py).call1((pid, exc));
+            }
+            release_frames(py, exc);
         }
         Step::Exit(reason)
+    }
+}
+
+/// Clears the locals of every frame in `exc`'s traceback (`traceback.clear_frames`),
+/// so what an ended process's frames held (a Binary, an open file) is released at once
+/// even if the exception sits in a reference cycle until the cyclic GC. Nothing to do
+/// for anything but an exception with a traceback.
+fn release_frames(py: Python<'_>, exc: &Bound<'_, PyAny>) {
+    let Ok(tb) = exc.getattr(intern!(py, "__traceback__")) else {
+        return;
+    };
+    if tb.is_none() {
+        return;
+    }
+    let cleared = py
+        .import(intern!(py, "traceback"))
+        .and_then(|m| m.call_method1(intern!(py, "clear_frames"), (tb,)));
+    if let Err(e) = cleared {
+        e.write_unraisable(py, Some(exc));
     }
 }
 
@@ -420,13 +449,19 @@ impl Body for PyProcess {
             // cleanup runs in the thread's.
             let _entered = ctx.as_ref().and_then(|c| Entered::enter(c).ok());
             let r = rt(py);
-            let _ = r
-                .kill
-                .bind(py)
-                .call1((gen.bind(py), py.None(), py.None(), self.cell.as_ref()));
+            let out =
+                r.kill
+                    .bind(py)
+                    .call1((gen.bind(py), py.None(), py.None(), self.cell.as_ref()));
             self.pending = None;
             self.next = None;
             drop(gen);
+            // The exception the kill ended with holds the process's frames through its
+            // traceback, in a cycle with `kill`'s own frame: release them now, not when
+            // the cyclic GC runs (never, with gc disabled).
+            if let Ok(exc) = out {
+                release_frames(py, &exc);
+            }
         });
     }
 
