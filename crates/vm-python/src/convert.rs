@@ -21,11 +21,12 @@
 //! message can forge one. Anything else raises `TypeError` naming its type. Every
 //! conversion builds a fresh object graph: a received message is an independent copy.
 //!
-//! Depth: both directions walk containers with an explicit stack, so nesting is
-//! bounded by memory, never by the C stack (a 100,000-deep tuple converts). A
-//! container that contains itself has no term form; it is found by tracking the
-//! containers on the current path once the path is deeper than [`CYCLE_CHECK_DEPTH`]
-//! (shallow values, the common case, pay nothing for the check).
+//! Depth: both directions recurse for the first [`RECURSION_DEPTH`] levels (no
+//! allocation for the common shallow message) and walk deeper containers with an
+//! explicit stack, so nesting is bounded by memory, never by the C stack (a
+//! 100,000-deep tuple converts). A container that contains itself has no term form; it
+//! is found by tracking the containers on the path once the explicit walk is deeper
+//! than [`CYCLE_CHECK_DEPTH`] (shallow values, the common case, pay nothing for it).
 //!
 //! No substitution: a term that cannot be read back as the Python value of its kind
 //! (which the VM never produces) is an error, never a made-up value.
@@ -193,9 +194,14 @@ impl<'py> Open<'py> {
     fn next_child(&mut self) -> PyResult<Option<Bound<'py, PyAny>>> {
         Ok(match self {
             Open::Tuple { t, i } => {
-                let e = t.get_item(*i).ok();
+                // Checked first: reading past the end would build (and drop) an
+                // IndexError, which costs more than the whole conversion.
+                if *i >= t.len() {
+                    return Ok(None);
+                }
+                let e = t.get_item(*i)?;
                 *i += 1;
-                e
+                Some(e)
             }
             Open::List { l, i, n } => {
                 if *i >= *n {
@@ -379,30 +385,64 @@ static SHARED: LazyLock<Mutex<Shared>> = LazyLock::new(|| {
     })
 });
 
-/// Converts `root` onto the builder, depth-first with an explicit stack (see the
-/// module docs for depth and cycles).
+/// Nesting converted by plain recursion (both ways) before an explicit stack takes
+/// over: the common shallow message allocates no stack, and the C stack used stays
+/// bounded (64 small frames) whatever the depth.
+const RECURSION_DEPTH: usize = 64;
+
+/// Converts `root` onto the builder, depth-first (see the module docs for depth and
+/// cycles).
 fn push(b: &mut FragmentBuilder, root: &Bound<'_, PyAny>) -> PyResult<()> {
-    let mut stack: Vec<Open<'_>> = Vec::new();
-    // Containers on the path, tracked once the path is deeper than CYCLE_CHECK_DEPTH.
-    let mut on_path: Option<HashSet<usize>> = None;
-    let mut next = Some(root.clone());
-    loop {
-        if let Some(obj) = next.take() {
-            if let Some(open) = scalar_or_open(b, &obj)? {
-                if stack.len() >= CYCLE_CHECK_DEPTH {
-                    let path = on_path.get_or_insert_with(|| stack.iter().map(Open::ptr).collect());
-                    if !path.insert(open.ptr()) {
-                        return Err(self_containing());
-                    }
-                }
-                stack.push(open);
+    push_rec(b, root, 0)
+}
+
+fn push_rec(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<()> {
+    // The common message shapes first, without building an `Open`.
+    if let Some(v) = immediate(obj) {
+        push_imm(b, v);
+        return Ok(());
+    }
+    if depth < RECURSION_DEPTH {
+        if let Ok(t) = obj.downcast_exact::<PyTuple>() {
+            for e in t.iter() {
+                push_rec(b, &e, depth + 1)?;
             }
-        }
-        let Some(top) = stack.last_mut() else {
+            b.tuple(t.len()).map_err(bad)?;
             return Ok(());
-        };
+        }
+    }
+    let Some(mut open) = scalar_or_open(b, obj)? else {
+        return Ok(());
+    };
+    if depth >= RECURSION_DEPTH {
+        return push_deep(b, open);
+    }
+    while let Some(child) = open.next_child()? {
+        push_rec(b, &child, depth + 1)?;
+    }
+    open.close(b)
+}
+
+/// Converts the rest of a deep value, from the container `first`, with an explicit
+/// stack; a container that contains itself is found by tracking the path once it is
+/// deeper than [`CYCLE_CHECK_DEPTH`] here (a cycle repeats along any long path).
+fn push_deep<'py>(b: &mut FragmentBuilder, first: Open<'py>) -> PyResult<()> {
+    let mut stack: Vec<Open<'py>> = vec![first];
+    let mut on_path: Option<HashSet<usize>> = None;
+    while let Some(top) = stack.last_mut() {
         match top.next_child()? {
-            Some(child) => next = Some(child),
+            Some(child) => {
+                if let Some(open) = scalar_or_open(b, &child)? {
+                    if stack.len() >= CYCLE_CHECK_DEPTH {
+                        let path =
+                            on_path.get_or_insert_with(|| stack.iter().map(Open::ptr).collect());
+                        if !path.insert(open.ptr()) {
+                            return Err(self_containing());
+                        }
+                    }
+                    stack.push(open);
+                }
+            }
             None => {
                 if let Some(open) = stack.pop() {
                     if let Some(path) = on_path.as_mut() {
@@ -413,6 +453,7 @@ fn push(b: &mut FragmentBuilder, root: &Bound<'_, PyAny>) -> PyResult<()> {
             }
         }
     }
+    Ok(())
 }
 
 /// An independent copy of `obj` made through its term form (what a receiver of it as
@@ -579,12 +620,80 @@ fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Bu
     }))
 }
 
-/// Converts a term into fresh Python objects, depth-first with an explicit stack.
+/// Converts a term into fresh Python objects, depth-first (see the module docs).
 pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
-    let first = match leaf_or_open(py, v)? {
+    to_py_rec(py, v, 0)
+}
+
+fn to_py_rec(py: Python<'_>, v: View<'_>, depth: usize) -> PyResult<PyObject> {
+    // Tuples, the common message shape, first, without building a `Building`.
+    if depth < RECURSION_DEPTH {
+        if let Some(it) = v.tuple_iter() {
+            return tuple_to_py(py, it, depth);
+        }
+    }
+    let mut open = match leaf_or_open(py, v)? {
         Ok(leaf) => return Ok(leaf),
         Err(open) => open,
     };
+    if depth >= RECURSION_DEPTH {
+        return to_py_deep(py, open);
+    }
+    match open.children {
+        Children::Tuple(it) => tuple_to_py(py, it, depth),
+        Children::List(_) => {
+            let l = PyList::empty(py);
+            while let Some(child) = open.next_child() {
+                l.append(to_py_rec(py, child, depth + 1)?)?;
+            }
+            Ok(l.into_any().unbind())
+        }
+        Children::Map(..) => {
+            let d = PyDict::new(py);
+            while let Some(k) = open.next_child() {
+                let k = to_py_rec(py, k, depth + 1)?;
+                let Some(val) = open.next_child() else {
+                    return Err(unreadable(open.kind));
+                };
+                d.set_item(k, to_py_rec(py, val, depth + 1)?)?;
+            }
+            if open.want.is_some_and(|w| w != open.got) {
+                return Err(unreadable(open.kind));
+            }
+            Ok(d.into_any().unbind())
+        }
+    }
+}
+
+/// A tuple's elements converted into a new tuple.
+fn tuple_to_py(py: Python<'_>, it: TupleIter<'_>, depth: usize) -> PyResult<PyObject> {
+    let n = it.len();
+    // SAFETY: PyTuple_New returns a new tuple of `n` empty (NULL) slots, or NULL with an
+    // exception set (reported by `from_owned_ptr_or_err`).
+    let t = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyTuple_New(n as ffi::Py_ssize_t))? };
+    let mut filled = 0;
+    for child in it {
+        if filled >= n {
+            return Err(unreadable(Kind::Tuple));
+        }
+        let item = to_py_rec(py, child, depth + 1)?;
+        // SAFETY: `t` is a fresh tuple no one else references; slot `filled < n` is
+        // still empty and is set exactly once; SET_ITEM steals `item`'s reference.
+        unsafe { ffi::PyTuple_SET_ITEM(t.as_ptr(), filled as ffi::Py_ssize_t, item.into_ptr()) };
+        filled += 1;
+    }
+    if filled != n {
+        // Never hand out a tuple with empty slots (dropping it is safe: a tuple's
+        // deallocation skips them).
+        return Err(unreadable(Kind::Tuple));
+    }
+    Ok(t.into_any().unbind())
+}
+
+/// Converts the rest of a deep term, from the container `first`, with an explicit
+/// stack: children's values collect on a value stack and each container is built from
+/// them when its iterator is done.
+fn to_py_deep(py: Python<'_>, first: Building<'_>) -> PyResult<PyObject> {
     let mut stack = vec![first];
     let mut vals: Vec<PyObject> = Vec::new();
     while let Some(top) = stack.last_mut() {

@@ -295,6 +295,11 @@ impl PyBinary {
         Ok(op.matches(mine.cmp(o)).into_py(py))
     }
 
+    /// The buffer protocol (PEP 3118): a read-only, one-dimensional view of the bytes.
+    ///
+    /// # Safety
+    /// Called by CPython with `view` pointing at a `Py_buffer` it owns (or NULL, which
+    /// is refused), as `bf_getbuffer` is.
     unsafe fn __getbuffer__(
         slf: Bound<'_, Self>,
         view: *mut pyo3::ffi::Py_buffer,
@@ -307,31 +312,44 @@ impl PyBinary {
             return Err(PyBufferError::new_err("beamvm.Binary is read-only"));
         }
         let bytes = slf.get().0.as_slice();
-        (*view).obj = slf.clone().into_any().into_ptr();
-        (*view).buf = bytes.as_ptr() as *mut c_void;
-        (*view).len = bytes.len() as isize;
-        (*view).readonly = 1;
-        (*view).itemsize = 1;
-        (*view).format = if flags & pyo3::ffi::PyBUF_FORMAT == pyo3::ffi::PyBUF_FORMAT {
-            c"B".as_ptr() as *mut _
-        } else {
-            std::ptr::null_mut()
-        };
-        (*view).ndim = 1;
-        (*view).shape = if flags & pyo3::ffi::PyBUF_ND == pyo3::ffi::PyBUF_ND {
-            &mut (*view).len
-        } else {
-            std::ptr::null_mut()
-        };
-        (*view).strides = if flags & pyo3::ffi::PyBUF_STRIDES == pyo3::ffi::PyBUF_STRIDES {
-            &mut (*view).itemsize
-        } else {
-            std::ptr::null_mut()
-        };
-        (*view).suboffsets = std::ptr::null_mut();
-        (*view).internal = std::ptr::null_mut();
+        // SAFETY: `view` is non-NULL and points at a Py_buffer the caller lets us fill
+        // (the `bf_getbuffer` contract). `obj` takes a new reference to this Binary,
+        // which CPython releases with the view, so `buf` (its shared buffer, immutable
+        // and alive as long as the Binary) stays valid for the view's whole life; the
+        // bytes are exposed read-only. `shape` and `strides` point into the view itself
+        // (`len`, `itemsize`), which outlives every reader of them.
+        unsafe {
+            (*view).obj = slf.clone().into_any().into_ptr();
+            (*view).buf = bytes.as_ptr() as *mut c_void;
+            (*view).len = bytes.len() as isize;
+            (*view).readonly = 1;
+            (*view).itemsize = 1;
+            (*view).format = if flags & pyo3::ffi::PyBUF_FORMAT == pyo3::ffi::PyBUF_FORMAT {
+                c"B".as_ptr() as *mut _
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).ndim = 1;
+            (*view).shape = if flags & pyo3::ffi::PyBUF_ND == pyo3::ffi::PyBUF_ND {
+                &mut (*view).len
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).strides = if flags & pyo3::ffi::PyBUF_STRIDES == pyo3::ffi::PyBUF_STRIDES {
+                &mut (*view).itemsize
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).suboffsets = std::ptr::null_mut();
+            (*view).internal = std::ptr::null_mut();
+        }
         Ok(())
     }
 
+    /// Nothing to release: the view's reference to this Binary (`obj`) keeps the bytes
+    /// alive and CPython drops it.
+    ///
+    /// # Safety
+    /// Called by CPython with a view this Binary filled; it is not read.
     unsafe fn __releasebuffer__(&self, _view: *mut pyo3::ffi::Py_buffer) {}
 }

@@ -38,6 +38,7 @@ impl FragmentBuilder {
     }
 
     /// Preallocates `words` words of term data.
+    #[inline]
     pub fn with_capacity(words: usize) -> FragmentBuilder {
         FragmentBuilder {
             words: Vec::with_capacity(words),
@@ -124,6 +125,7 @@ impl FragmentBuilder {
     }
 
     /// Pops `arity` terms into a tuple (first pushed = first element).
+    #[inline]
     pub fn tuple(&mut self, arity: usize) -> Result<&mut Self, TermError> {
         let start = self.check(arity)?;
         let off = self.words.len();
@@ -183,6 +185,7 @@ impl FragmentBuilder {
 
     /// The one finished term as a fragment; an error unless exactly one term is
     /// pending.
+    #[inline]
     pub fn finish(self) -> Result<Fragment, TermError> {
         match self.stack.len() {
             0 => Err(TermError::BuilderEmpty),
