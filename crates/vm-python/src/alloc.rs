@@ -19,6 +19,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 
 static PY_PROCESS_BYTES: AtomicUsize = AtomicUsize::new(0);
 
@@ -32,24 +33,30 @@ pub(crate) fn python_process_bytes() -> usize {
 pub(crate) struct Counted(usize);
 
 impl Counted {
-    /// Counts a process whose objects (`objs`) and Rust body (`body` bytes) weigh what
-    /// `sys.getsizeof` and `size_of` say.
-    pub(crate) fn new(py: Python<'_>, objs: &[&Bound<'_, PyAny>], body: usize) -> Counted {
-        let getsizeof = py
-            .import("sys")
-            .and_then(|sys| sys.getattr("getsizeof"))
-            .ok();
-        let mut n = body;
-        for o in objs {
-            n += getsizeof
-                .as_ref()
-                .and_then(|f| f.call1((o,)).ok())
-                .and_then(|v| v.extract::<usize>().ok())
-                .unwrap_or(0);
-        }
+    /// Counts a process whose generator is `gen` (measured with `sys.getsizeof`: its
+    /// frame is inside it), plus `fixed` bytes for what every process has alike (its
+    /// budget cell, context and Rust body, measured once by the caller).
+    pub(crate) fn new(gen: &Bound<'_, PyAny>, fixed: usize) -> Counted {
+        let n = fixed + sizeof(gen.py(), gen);
         PY_PROCESS_BYTES.fetch_add(n, Ordering::Relaxed);
         Counted(n)
     }
+}
+
+/// `sys.getsizeof(obj)` (0 if it fails: the count is advisory). For a generator it
+/// includes the frame (locals and stack), which is allocated inside it.
+pub(crate) fn sizeof(py: Python<'_>, obj: &Bound<'_, PyAny>) -> usize {
+    static GETSIZEOF: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+    GETSIZEOF
+        .get_or_try_init(py, || {
+            py.import("sys")
+                .and_then(|sys| sys.getattr("getsizeof"))
+                .map(Bound::unbind)
+        })
+        .ok()
+        .and_then(|f| f.call1(py, (obj,)).ok())
+        .and_then(|v| v.extract::<usize>(py).ok())
+        .unwrap_or(0)
 }
 
 impl Drop for Counted {

@@ -101,8 +101,14 @@ impl PyProcess {
         main: Option<Arc<MainSlot>>,
         ctx: Py<PyAny>,
     ) -> Self {
-        let objs = [gen.bind(py), cell.bind(py), ctx.bind(py)];
-        let _counted = crate::alloc::Counted::new(py, &objs, std::mem::size_of::<PyProcess>());
+        // Every process's cell and context weigh the same: measured once.
+        static FIXED: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let fixed = *FIXED.get_or_init(|| {
+            crate::alloc::sizeof(py, cell.bind(py))
+                + crate::alloc::sizeof(py, ctx.bind(py))
+                + std::mem::size_of::<PyProcess>()
+        });
+        let _counted = crate::alloc::Counted::new(gen.bind(py), fixed);
         PyProcess {
             _counted,
             gen: Some(gen),
@@ -353,22 +359,33 @@ impl PyProcess {
     }
 }
 
-/// Clears the locals of every frame in `exc`'s traceback (`traceback.clear_frames`),
-/// so what an ended process's frames held (a Binary, an open file) is released at once
-/// even if the exception sits in a reference cycle until the cyclic GC. Nothing to do
-/// for anything but an exception with a traceback.
+/// Releases what an ended process's frames held (a Binary, an open file) at once:
+/// drops the traceback of `exc` and of the exceptions chained to it (`__context__`,
+/// `__cause__`). The kill's exception sits in a reference cycle with `kill`'s own frame
+/// (a local of that frame holds it, its traceback holds the frame), which kept every
+/// frame of the process alive until the cyclic GC ran (never, with gc disabled);
+/// without the traceback the frames are freed by reference counting.
 fn release_frames(py: Python<'_>, exc: &Bound<'_, PyAny>) {
-    let Ok(tb) = exc.getattr(intern!(py, "__traceback__")) else {
-        return;
-    };
-    if tb.is_none() {
-        return;
-    }
-    let cleared = py
-        .import(intern!(py, "traceback"))
-        .and_then(|m| m.call_method1(intern!(py, "clear_frames"), (tb,)));
-    if let Err(e) = cleared {
-        e.write_unraisable(py, Some(exc));
+    // A chain longer than this is cut there (chains are short; this bounds a cycle).
+    const MAX_CHAIN: usize = 64;
+    let mut next = Some(exc.clone());
+    for _ in 0..MAX_CHAIN {
+        let Some(e) = next.take() else { break };
+        if !e.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+            break;
+        }
+        if let Err(err) = e.setattr(intern!(py, "__traceback__"), py.None()) {
+            err.write_unraisable(py, Some(&e));
+        }
+        next = e
+            .getattr(intern!(py, "__context__"))
+            .ok()
+            .filter(|c| !c.is_none())
+            .or_else(|| {
+                e.getattr(intern!(py, "__cause__"))
+                    .ok()
+                    .filter(|c| !c.is_none())
+            });
     }
 }
 
