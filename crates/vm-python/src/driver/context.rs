@@ -36,7 +36,8 @@ pub(crate) fn copy_current(py: Python<'_>) -> PyResult<Py<PyAny>> {
     let modules = unsafe { Bound::from_borrowed_ptr(py, ffi::PyImport_GetModuleDict()) };
     let modules = modules.downcast_into::<PyDict>()?;
     if let Some(decimal) = modules.get_item(intern!(py, "decimal"))? {
-        let _in_child = Entered::enter(&ctx)?;
+        // SAFETY: `ctx` outlives the guard (both local; the guard is dropped first).
+        let _in_child = unsafe { Entered::enter(&ctx)? };
         let own = decimal
             .call_method0(intern!(py, "getcontext"))?
             .call_method0(intern!(py, "copy"))?;
@@ -45,33 +46,42 @@ pub(crate) fn copy_current(py: Python<'_>) -> PyResult<Py<PyAny>> {
     Ok(ctx.unbind())
 }
 
-/// A context entered for the length of a slice; leaving it is the drop.
+/// A context entered for the length of a slice; leaving it is the drop. It holds the
+/// context by pointer, without a reference of its own: the caller keeps the context
+/// alive for as long as the guard lives (the process owns its context).
 pub(crate) struct Entered<'py> {
-    ctx: Bound<'py, PyAny>,
+    py: Python<'py>,
+    ctx: *mut ffi::PyObject,
 }
 
 impl<'py> Entered<'py> {
     /// Enters `ctx` on this thread (fails if it is already entered, e.g. by another
     /// thread: a process never runs on two threads at once, so that is a bug).
-    pub(crate) fn enter(ctx: &Bound<'py, PyAny>) -> PyResult<Entered<'py>> {
+    ///
+    /// # Safety
+    /// `ctx` must stay alive until the returned guard is dropped.
+    pub(crate) unsafe fn enter(ctx: &Bound<'py, PyAny>) -> PyResult<Entered<'py>> {
         // SAFETY: `ctx` is a live `contextvars.Context` (made by `copy_current`) and the
         // GIL is held (it is a `Bound<'py, _>`). PyContext_Enter returns 0, or -1 with
         // an exception set.
         if unsafe { ffi::PyContext_Enter(ctx.as_ptr()) } != 0 {
             return Err(PyErr::fetch(ctx.py()));
         }
-        Ok(Entered { ctx: ctx.clone() })
+        Ok(Entered {
+            py: ctx.py(),
+            ctx: ctx.as_ptr(),
+        })
     }
 }
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        // SAFETY: the context was entered on this thread by `enter` and the GIL is
-        // still held (`'py`). PyContext_Exit fails only if code inside the slice
-        // entered another context and did not leave it (a C extension's bug): that is
-        // reported as unraisable, the process goes on.
-        if unsafe { ffi::PyContext_Exit(self.ctx.as_ptr()) } != 0 {
-            PyErr::fetch(self.ctx.py()).write_unraisable(self.ctx.py(), Some(&self.ctx));
+        // SAFETY: the context was entered on this thread by `enter`, is still alive
+        // (`enter`'s contract) and the GIL is still held (`'py`). PyContext_Exit fails
+        // only if code inside the slice entered another context and did not leave it (a
+        // C extension's bug): that is reported as unraisable, the process goes on.
+        if unsafe { ffi::PyContext_Exit(self.ctx) } != 0 {
+            PyErr::fetch(self.py).write_unraisable(self.py, None);
         }
     }
 }

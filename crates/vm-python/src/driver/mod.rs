@@ -250,8 +250,13 @@ impl PyProcess {
     fn run(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> Step {
         let r = rt(py);
         // The process's context, entered for the whole slice (left on every return).
-        let ctx = self.ctx.as_ref().map(|c| c.bind(py).clone());
-        let _entered = match ctx.as_ref().map(Entered::enter).transpose() {
+        let entered = match self.ctx.as_ref() {
+            // SAFETY: the context is `self.ctx`, which nothing in `run` replaces or drops,
+            // and `self` outlives this call, so it outlives the guard.
+            Some(c) => unsafe { Entered::enter(c.bind(py)) }.map(Some),
+            None => Ok(None),
+        };
+        let _entered = match entered {
             Ok(e) => e,
             Err(e) => return self.crashed(py, cx, e),
         };
@@ -461,10 +466,11 @@ impl Body for PyProcess {
             let Some(gen) = self.gen.take() else { return };
             let cxp: *mut Cx<'_> = cx;
             let _g = CurrentGuard::set(cxp);
-            let ctx = self.ctx.as_ref().map(|c| c.bind(py).clone());
             // Cleanup code runs in the process's context too; if it cannot be entered,
             // cleanup runs in the thread's.
-            let _entered = ctx.as_ref().and_then(|c| Entered::enter(c).ok());
+            let ctx = self.ctx.as_ref().map(|c| c.bind(py).clone());
+            // SAFETY: `ctx` is a local reference that outlives the guard (declared after).
+            let _entered = ctx.as_ref().and_then(|c| unsafe { Entered::enter(c) }.ok());
             let r = rt(py);
             let out =
                 r.kill
