@@ -16,7 +16,11 @@
 //! how its pieces map onto the VM.
 
 pub mod atoms;
+pub mod cookie;
 pub mod etf;
+pub mod flags;
+pub mod handshake;
+mod random;
 pub mod term;
 
 pub use term::{Atom, BitBinary, Fun, FunKind, Pid, Port, Ref, Term};
