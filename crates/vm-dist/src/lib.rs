@@ -16,6 +16,8 @@
 //! how its pieces map onto the VM.
 
 pub mod atoms;
+pub mod connection;
+pub mod control;
 pub mod cookie;
 pub mod etf;
 pub mod flags;

@@ -32,6 +32,8 @@ pub enum EncodeError {
     TooLarge(&'static str),
     /// A reference with no words or more than five.
     BadRef,
+    /// A trace token on a control message that has no `_TT` form.
+    NoTraceForm,
 }
 
 impl fmt::Display for EncodeError {
@@ -41,6 +43,9 @@ impl fmt::Display for EncodeError {
             EncodeError::NonFiniteFloat => write!(f, "NaN and infinities have no Erlang form"),
             EncodeError::TooLarge(what) => write!(f, "{what} too large for the external format"),
             EncodeError::BadRef => write!(f, "a reference has 1 to 5 words"),
+            EncodeError::NoTraceForm => {
+                write!(f, "this control message has no trace-token form")
+            }
         }
     }
 }
