@@ -19,6 +19,7 @@ pub mod atoms;
 pub mod connection;
 pub mod control;
 pub mod cookie;
+pub mod epmd;
 pub mod etf;
 pub mod flags;
 pub mod handshake;
