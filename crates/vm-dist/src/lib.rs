@@ -23,6 +23,7 @@ pub mod epmd;
 pub mod etf;
 pub mod flags;
 pub mod handshake;
+pub mod node;
 mod random;
 pub mod term;
 

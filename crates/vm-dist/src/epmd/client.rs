@@ -69,7 +69,12 @@ impl Registration {
 }
 
 /// Registers `alive` (the part before `@`) with the distribution `port`.
-pub fn register(epmd: SocketAddr, alive: &str, port: u16, hidden: bool) -> io::Result<Registration> {
+pub fn register(
+    epmd: SocketAddr,
+    alive: &str,
+    port: u16,
+    hidden: bool,
+) -> io::Result<Registration> {
     let entry = NodeEntry {
         name: alive.to_owned(),
         port,

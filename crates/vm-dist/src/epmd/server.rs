@@ -78,7 +78,9 @@ pub struct EpmdServer {
 
 impl std::fmt::Debug for EpmdServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EpmdServer").field("addr", &self.addr).finish()
+        f.debug_struct("EpmdServer")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
