@@ -51,8 +51,17 @@ fn rust_node(epmd_port: u16) -> RustNode {
     RustNode(Node::start(config(epmd_port, COOKIE)).expect("node starts"))
 }
 
+/// Stops an echo mailbox's thread when dropped.
+struct Echo(Arc<AtomicBool>);
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// A mailbox registered as `echo` that sends `T` back to `Pid` for every `{Pid, T}`.
-fn start_echo(node: &Node) -> Arc<AtomicBool> {
+fn start_echo(node: &Node) -> Echo {
     let mut mb = node.mailbox();
     node.register("echo", &mb);
     let stop = Arc::new(AtomicBool::new(false));
@@ -70,7 +79,30 @@ fn start_echo(node: &Node) -> Arc<AtomicBool> {
             }
         }
     });
-    stop
+    Echo(stop)
+}
+
+/// A Rust node with an `echo` mailbox and an erl node, both on a fresh built-in EPMD;
+/// `None` (test skipped) without erl.
+struct EchoSetup {
+    erl: Erl,
+    _echo: Echo,
+    node: RustNode,
+}
+
+fn echo_setup() -> Option<EchoSetup> {
+    if !have_erl() {
+        return None;
+    }
+    let port = free_port();
+    let node = rust_node(port);
+    let echo = start_echo(&node);
+    let erl = Erl::start(&unique("erl"), COOKIE, port, &[]);
+    Some(EchoSetup {
+        erl,
+        _echo: echo,
+        node,
+    })
 }
 
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -224,13 +256,14 @@ fn the_rust_node_registers_with_the_system_epmd_when_one_runs() {
 
 #[test]
 fn send_and_registered_send_both_ways() {
-    if !have_erl() {
+    let Some(EchoSetup {
+        ref mut erl,
+        ref node,
+        ..
+    }) = echo_setup()
+    else {
         return;
-    }
-    let port = free_port();
-    let node = rust_node(port);
-    let stop = start_echo(&node);
-    let mut erl = Erl::start(&unique("erl"), COOKIE, port, &[]);
+    };
     let rs = node.name().to_owned();
     // erl -> registered name on the Rust node -> back to erl's pid.
     assert_eq!(
@@ -275,7 +308,6 @@ fn send_and_registered_send_both_ways() {
         erl.eval("lists:all(fun(I) -> receive I -> true after 10000 -> false end end, lists:seq(0, 999))."),
         "true"
     );
-    stop.store(true, Ordering::Release);
 }
 
 /// Erlang code that builds random terms of every kind the format has, sends each to
@@ -324,13 +356,14 @@ end)().
 
 #[test]
 fn random_erlang_terms_echo_back_exactly() {
-    if !have_erl() {
+    let Some(EchoSetup {
+        ref mut erl,
+        ref node,
+        ..
+    }) = echo_setup()
+    else {
         return;
-    }
-    let port = free_port();
-    let node = rust_node(port);
-    let stop = start_echo(&node);
-    let mut erl = Erl::start(&unique("erl"), COOKIE, port, &[]);
+    };
     let rs = node.name().to_owned();
     assert_eq!(erl.eval(&format!("RS = '{rs}', ok.")), "ok");
     for seed in 1..=3 {
@@ -338,18 +371,18 @@ fn random_erlang_terms_echo_back_exactly() {
         let out = erl.eval_within(GEN, Duration::from_secs(120));
         assert_eq!(out, "{300,0,[]}", "seed {seed}");
     }
-    stop.store(true, Ordering::Release);
 }
 
 #[test]
 fn a_100_mb_binary_round_trips() {
-    if !have_erl() {
+    let Some(EchoSetup {
+        ref mut erl,
+        ref node,
+        ..
+    }) = echo_setup()
+    else {
         return;
-    }
-    let port = free_port();
-    let node = rust_node(port);
-    let stop = start_echo(&node);
-    let mut erl = Erl::start(&unique("erl"), COOKIE, port, &[]);
+    };
     let rs = node.name().to_owned();
     let out = erl.eval_within(
         &format!(
@@ -360,7 +393,6 @@ fn a_100_mb_binary_round_trips() {
         Duration::from_secs(180),
     );
     assert_eq!(out, "{104857600,true}");
-    stop.store(true, Ordering::Release);
 }
 
 #[test]
@@ -568,7 +600,7 @@ fn two_rust_nodes_cluster_through_the_builtin_epmd_and_survive_its_owner_leaving
     let b = rust_node(port);
     assert!(a.runs_builtin_epmd());
     assert!(!b.runs_builtin_epmd());
-    let stop = start_echo(&b);
+    let _echo = start_echo(&b);
     let mut mb = a.mailbox();
     mb.send_named(
         "echo",
@@ -590,5 +622,4 @@ fn two_rust_nodes_cluster_through_the_builtin_epmd_and_survive_its_owner_leaving
     }));
     let c = rust_node(port);
     assert!(c.ping(b.name(), Duration::from_secs(5)));
-    stop.store(true, Ordering::Release);
 }
