@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +23,10 @@ use crate::term::{Atom, Pid, Ref, Term};
 const READ_CHUNK: usize = 256 * 1024;
 /// The writer coalesces queued frames into one write up to this size.
 const COALESCE: usize = 256 * 1024;
+/// Most handshakes in progress at once; connections past it are closed at once, so a
+/// flood of idle connections cannot pile up threads (each gives up after
+/// SETUP_TIMEOUT anyway).
+const MAX_HANDSHAKES: usize = 64;
 /// How often the ticker looks at the connections, at most (shorter tick intervals are
 /// served at their own pace).
 const TICKER_PERIOD: Duration = Duration::from_millis(250);
@@ -120,16 +124,28 @@ fn drive(
 }
 
 pub(super) fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    let in_progress = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         if inner.stopping.load(Ordering::Acquire) {
             return;
         }
         let Ok(stream) = stream else { continue };
+        if in_progress.load(Ordering::Acquire) >= MAX_HANDSHAKES {
+            log::warn!(
+                "{}: {MAX_HANDSHAKES} handshakes in progress, refusing a connection",
+                inner.name
+            );
+            continue;
+        }
+        in_progress.fetch_add(1, Ordering::AcqRel);
         let inner2 = inner.clone();
-        let _ = std::thread::Builder::new()
+        let counter = in_progress.clone();
+        let spawned = std::thread::Builder::new()
             .name("dist-handshake".into())
             .spawn(move || {
-                if let Err(e) = accept(&inner2, stream) {
+                let result = accept(&inner2, stream);
+                counter.fetch_sub(1, Ordering::AcqRel);
+                if let Err(e) = result {
                     match e {
                         DistError::Handshake(HandshakeError::BadCookie { peer }) => log::error!(
                             "{}: connection attempt from {peer} refused: wrong cookie",
@@ -139,6 +155,9 @@ pub(super) fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                     }
                 }
             });
+        if spawned.is_err() {
+            in_progress.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
