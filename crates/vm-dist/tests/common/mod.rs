@@ -1,6 +1,6 @@
 //! Helpers for tests against a real Erlang: find `erl`, start nodes that are always
 //! stopped, talk to them through a tiny eval loop on their stdin.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
