@@ -208,10 +208,8 @@ impl<I: AtomInterner> Connection<I> {
         }
         let len = len as usize;
         if avail.len() < 4 + len {
-            // Make room for the rest at once when the frame is large, instead of
-            // doubling through every size on the way.
-            let missing = 4 + len - avail.len();
-            self.buf.reserve(missing);
+            // Nothing is reserved on the length's word: the buffer grows (doubling) as
+            // bytes arrive, so memory follows what the peer really sent.
             return Ok(None);
         }
         let frame_start = self.start + 4;

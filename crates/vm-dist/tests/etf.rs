@@ -372,6 +372,11 @@ fn compressed_terms_must_inflate_to_their_stated_size() {
     assert_eq!(used, ok.len());
     // Truncated stream.
     assert!(etf::decode(&ok[..ok.len() - 3]).is_err());
+    // A large one (16 MiB from a few KiB of zlib) inflates whole.
+    let big = etf::encode(&Term::binary(vec![9u8; 16 << 20])).unwrap();
+    let z = compressed(&big[1..], (big.len() - 1) as u32);
+    assert!(z.len() < 100_000);
+    assert_eq!(etf::decode(&z).unwrap(), Term::binary(vec![9u8; 16 << 20]));
 }
 
 #[test]

@@ -38,6 +38,11 @@ pub const DEFAULT_MAX_DEPTH: usize = 512;
 /// stops at the stated size, and no stated size above this is accepted.
 pub const DEFAULT_MAX_DECOMPRESSED: usize = 1 << 30;
 
+/// Most elements reserved ahead of decoding them. A count on the wire is checked
+/// against the bytes left, but one byte of input can become a 40-byte `Term`; beyond
+/// this, vectors grow as elements are actually decoded.
+const MAX_PREALLOC: usize = 4096;
+
 /// Most words a reference may carry (OTP's ERTS_MAX_REF_NUMBERS on 64-bit builds).
 const MAX_REF_WORDS: usize = 5;
 
@@ -191,16 +196,18 @@ pub fn decode_prefix(
 /// Inflates the zlib stream at the start of `input` to exactly `size` bytes; returns
 /// the bytes and how much of `input` the stream took.
 fn inflate(input: &[u8], size: usize) -> Result<(Vec<u8>, usize), DecodeError> {
-    /// Output grows by at most this much per step, so a false stated size costs
-    /// memory only as fast as real data inflates.
+    /// First output allocation; a false stated size costs memory only as fast as
+    /// real data inflates.
     const STEP: usize = 64 * 1024;
     let mut z = Decompress::new(true);
     let mut out: Vec<u8> = Vec::new();
     loop {
         // Room for one byte past the stated size, so a stream that is too long is
-        // seen as such.
-        let target = (size + 1).min(out.len() + STEP);
-        out.reserve_exact(target.saturating_sub(out.len()));
+        // seen as such; growth doubles (bounded by twice what really came out).
+        if out.len() == out.capacity() {
+            let target = (size + 1).min(out.len().max(STEP) * 2);
+            out.reserve_exact(target.saturating_sub(out.len()));
+        }
         let before = (z.total_in(), z.total_out());
         let in_pos = (z.total_in() as usize).min(input.len());
         let status = z
@@ -517,7 +524,7 @@ impl<'a> Decoder<'a, '_, '_> {
     fn tuple(&mut self, n: usize) -> Result<Term, DecodeError> {
         let n = self.r.count(n, 1, "tuple")?;
         self.enter()?;
-        let mut elems = Vec::with_capacity(n);
+        let mut elems = Vec::with_capacity(n.min(MAX_PREALLOC));
         for _ in 0..n {
             elems.push(self.term()?);
         }
@@ -533,7 +540,7 @@ impl<'a> Decoder<'a, '_, '_> {
         let tail = loop {
             let n = self.r.u32()? as usize;
             let n = self.r.count(n, 1, "list")?;
-            elems.reserve(n);
+            elems.reserve(n.min(MAX_PREALLOC));
             for _ in 0..n {
                 elems.push(self.term()?);
             }
@@ -560,8 +567,8 @@ impl<'a> Decoder<'a, '_, '_> {
         let n = self.r.u32()? as usize;
         let n = self.r.count(n, 2, "map")?;
         self.enter()?;
-        let mut pairs = Vec::with_capacity(n);
-        let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(n);
+        let mut pairs = Vec::with_capacity(n.min(MAX_PREALLOC));
+        let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(n.min(MAX_PREALLOC));
         for _ in 0..n {
             let k = self.term()?;
             let v = self.term()?;
