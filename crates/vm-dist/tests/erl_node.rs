@@ -623,3 +623,96 @@ fn two_rust_nodes_cluster_through_the_builtin_epmd_and_survive_its_owner_leaving
     let c = rust_node(port);
     assert!(c.ping(b.name(), Duration::from_secs(5)));
 }
+
+#[test]
+fn links_unlinks_and_exit_signals_from_erl_reach_the_mailbox() {
+    let Some(EchoSetup {
+        ref mut erl,
+        ref node,
+        ..
+    }) = echo_setup()
+    else {
+        return;
+    };
+    assert!(
+        node.ping(node.name(), Duration::from_secs(1)),
+        "a node pings itself"
+    );
+    let mut mb = node.mailbox();
+    node.register("target", &mb);
+    let rs = node.name().to_owned();
+    // erl learns the mailbox's pid, links to it from a process that then dies.
+    assert_eq!(
+        erl.eval(&format!("{{target, '{rs}'}} ! {{whoami, self()}}, ok.")),
+        "ok"
+    );
+    match mb.recv_message(Duration::from_secs(10)) {
+        Some(Term::Tuple(t)) if t.len() == 2 => {
+            let Term::Pid(p) = &t[1] else { panic!("{t:?}") };
+            mb.send(
+                p,
+                Term::tuple(vec![Term::atom("you_are"), Term::Pid(mb.pid().clone())]),
+            )
+            .unwrap();
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        erl.eval("receive {you_are, T0} -> put(t, T0), ok after 10000 -> timeout end."),
+        "ok"
+    );
+    assert_eq!(
+        erl.eval("T = get(t), spawn(fun() -> link(T), timer:sleep(100), exit(boom) end), ok."),
+        "ok"
+    );
+    match mb.recv(Duration::from_secs(10)) {
+        Some(Delivery::Exit {
+            reason,
+            linked: true,
+            from,
+        }) => {
+            assert_eq!(reason, Term::atom("boom"));
+            assert_eq!(from.node.as_str(), erl.name);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Link then unlink (UNLINK_ID, acknowledged): the later exit does not arrive.
+    assert_eq!(
+        erl.eval("spawn(fun() -> link(T), unlink(T), timer:sleep(100), exit(quiet) end), ok."),
+        "ok"
+    );
+    // exit/2 from erl arrives as an unlinked exit signal.
+    assert_eq!(erl.eval("exit(T, shoo)."), "true");
+    match mb.recv(Duration::from_secs(10)) {
+        Some(Delivery::Exit {
+            reason,
+            linked: false,
+            ..
+        }) => assert_eq!(reason, Term::atom("shoo")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(mb.recv(Duration::from_millis(500)), None);
+    // A monitor from erl on the mailbox fires when the mailbox goes away.
+    // (The message after the monitor, from the same process over the same connection,
+    // arrives after it: once it is here, the monitor is in place.)
+    assert_eq!(
+        erl.eval("MRef = erlang:monitor(process, T), T ! sync, ok."),
+        "ok"
+    );
+    assert_eq!(
+        mb.recv_message(Duration::from_secs(10)),
+        Some(Term::atom("sync"))
+    );
+    drop(mb);
+    assert_eq!(
+        erl.eval("receive {'DOWN', MRef, process, T, R} -> R after 10000 -> timeout end."),
+        "normal"
+    );
+    // And on a name nobody has: noproc at once.
+    assert_eq!(
+        erl.eval(&format!(
+            "M2 = erlang:monitor(process, {{nobody, '{rs}'}}), receive {{'DOWN', M2, process, _, R2}} -> R2 after 10000 -> timeout end."
+        )),
+        "noproc"
+    );
+}

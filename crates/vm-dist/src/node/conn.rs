@@ -519,7 +519,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
             } else if let Some(id) = local_id(inner, &to) {
                 lock(&inner.tables)
                     .monitors_in
-                    .insert(reference.ids.clone(), (id, from));
+                    .insert(reference.clone(), (id, from));
             } else {
                 let _ = conn.send(
                     &Control::MonitorPExit {
@@ -533,7 +533,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
             }
         }
         Control::DemonitorP { reference, .. } => {
-            lock(&inner.tables).monitors_in.remove(&reference.ids);
+            lock(&inner.tables).monitors_in.remove(&reference);
         }
         Control::MonitorPExit {
             from,
@@ -541,7 +541,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
             reason,
             ..
         } => {
-            let entry = lock(&inner.tables).monitors_out.remove(&reference.ids);
+            let entry = lock(&inner.tables).monitors_out.remove(&reference);
             if let Some((id, _, _)) = entry {
                 inner.deliver(
                     id,

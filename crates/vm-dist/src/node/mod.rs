@@ -160,10 +160,10 @@ struct Tables {
     names: HashMap<String, u32>,
     /// (local mailbox id, remote pid).
     links: HashSet<(u32, Pid)>,
-    /// Monitors we hold on remote processes: ref words → (local id, remote).
-    monitors_out: HashMap<Vec<u32>, (u32, ProcRef, String)>,
+    /// Monitors we hold on remote processes: ref → (local id, remote, its node).
+    monitors_out: HashMap<Ref, (u32, ProcRef, String)>,
     /// Monitors remote processes hold on our mailboxes: ref words → (local id, watcher).
-    monitors_in: HashMap<Vec<u32>, (u32, Pid)>,
+    monitors_in: HashMap<Ref, (u32, Pid)>,
     node_watchers: Vec<Sender<NodeEvent>>,
     exposed: HashMap<(String, String), Exposed>,
 }
@@ -358,8 +358,11 @@ impl Node {
         self.inner.connect(node).map(|_| ())
     }
 
-    /// `net_adm:ping(Node)`: `true` for pong.
+    /// `net_adm:ping(Node)`: `true` for pong (always for this node itself).
     pub fn ping(&self, node: &str, timeout: Duration) -> bool {
+        if node == self.name() {
+            return true;
+        }
         let mut mb = self.mailbox();
         let req = Term::tuple(vec![
             Term::atom("is_auth"),
@@ -451,9 +454,9 @@ impl Inner {
                 .collect();
             t.links.retain(|(l, _)| *l != pid.id);
             let mut watchers = Vec::new();
-            t.monitors_in.retain(|words, (l, w)| {
+            t.monitors_in.retain(|r, (l, w)| {
                 if *l == pid.id {
-                    watchers.push((words.clone(), w.clone()));
+                    watchers.push((r.clone(), w.clone()));
                     false
                 } else {
                     true
@@ -472,17 +475,13 @@ impl Inner {
                 },
             );
         }
-        for (words, watcher) in watchers {
+        for (reference, watcher) in watchers {
             let _ = self.send_control(
                 watcher.node.as_str(),
                 Control::MonitorPExit {
                     from: ProcRef::Pid(pid.clone()),
                     to: watcher.clone(),
-                    reference: Ref {
-                        node: self.name.clone(),
-                        creation: self.creation,
-                        ids: words,
-                    },
+                    reference,
                     reason: Term::atom("normal"),
                 },
             );
@@ -493,6 +492,10 @@ impl Inner {
     fn connect(self: &Arc<Self>, node: &str) -> Result<Arc<conn::Conn>, DistError> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(DistError::Stopped);
+        }
+        if node == self.name.as_str() {
+            // Never a connection to ourselves (callers deliver locally).
+            return Err(DistError::BadName(node.to_owned()));
         }
         if let Some(c) = lock(&self.tables).conns.get(node) {
             return Ok(c.clone());
@@ -598,7 +601,7 @@ impl Inner {
     fn monitor(self: &Arc<Self>, from: &Pid, to: &Pid) -> Result<Ref, DistError> {
         let r = self.make_ref();
         lock(&self.tables).monitors_out.insert(
-            r.ids.clone(),
+            r.clone(),
             (
                 from.id,
                 ProcRef::Pid(to.clone()),
@@ -654,9 +657,9 @@ impl Inner {
                 }
             });
             let mut downs = Vec::new();
-            t.monitors_out.retain(|words, (l, p, n)| {
+            t.monitors_out.retain(|r, (l, p, n)| {
                 if *n == node {
-                    downs.push((*l, words.clone(), p.clone()));
+                    downs.push((*l, r.clone(), p.clone()));
                     false
                 } else {
                     true
@@ -676,15 +679,11 @@ impl Inner {
                 },
             );
         }
-        for (l, words, p) in downs {
+        for (l, reference, p) in downs {
             self.deliver(
                 l,
                 Delivery::Down {
-                    reference: Ref {
-                        node: self.name.clone(),
-                        creation: self.creation,
-                        ids: words,
-                    },
+                    reference,
                     process: p,
                     reason: noconnection.clone(),
                 },
