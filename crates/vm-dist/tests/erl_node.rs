@@ -256,14 +256,10 @@ fn the_rust_node_registers_with_the_system_epmd_when_one_runs() {
 
 #[test]
 fn send_and_registered_send_both_ways() {
-    let Some(EchoSetup {
-        ref mut erl,
-        ref node,
-        ..
-    }) = echo_setup()
-    else {
+    let Some(mut setup) = echo_setup() else {
         return;
     };
+    let (erl, node) = (&mut setup.erl, &setup.node);
     let rs = node.name().to_owned();
     // erl -> registered name on the Rust node -> back to erl's pid.
     assert_eq!(
@@ -356,14 +352,10 @@ end)().
 
 #[test]
 fn random_erlang_terms_echo_back_exactly() {
-    let Some(EchoSetup {
-        ref mut erl,
-        ref node,
-        ..
-    }) = echo_setup()
-    else {
+    let Some(mut setup) = echo_setup() else {
         return;
     };
+    let (erl, node) = (&mut setup.erl, &setup.node);
     let rs = node.name().to_owned();
     assert_eq!(erl.eval(&format!("RS = '{rs}', ok.")), "ok");
     for seed in 1..=3 {
@@ -375,14 +367,10 @@ fn random_erlang_terms_echo_back_exactly() {
 
 #[test]
 fn a_100_mb_binary_round_trips() {
-    let Some(EchoSetup {
-        ref mut erl,
-        ref node,
-        ..
-    }) = echo_setup()
-    else {
+    let Some(mut setup) = echo_setup() else {
         return;
     };
+    let (erl, node) = (&mut setup.erl, &setup.node);
     let rs = node.name().to_owned();
     let out = erl.eval_within(
         &format!(
@@ -626,14 +614,10 @@ fn two_rust_nodes_cluster_through_the_builtin_epmd_and_survive_its_owner_leaving
 
 #[test]
 fn links_unlinks_and_exit_signals_from_erl_reach_the_mailbox() {
-    let Some(EchoSetup {
-        ref mut erl,
-        ref node,
-        ..
-    }) = echo_setup()
-    else {
+    let Some(mut setup) = echo_setup() else {
         return;
     };
+    let (erl, node) = (&mut setup.erl, &setup.node);
     assert!(
         node.ping(node.name(), Duration::from_secs(1)),
         "a node pings itself"
