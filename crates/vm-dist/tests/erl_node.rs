@@ -306,9 +306,8 @@ fn send_and_registered_send_both_ways() {
     );
 }
 
-/// Erlang code that builds random terms of every kind the format has, sends each to
-/// the echo mailbox and compares what comes back (a fun, so its variables are fresh on
-/// each run).
+/// Erlang code that builds random terms of every kind the format has and counts those
+/// for which the fun stored as `check` in the process dictionary is true (a fun, so its variables are fresh on each run).
 const GEN: &str = r#"(fun() ->
     Atoms = ['', a, list_to_atom([104, 233, 108, 108, 111]), list_to_atom([26085, 26412, 35486]),
              'with space', list_to_atom(lists:duplicate(255, $x)), list_to_atom([16#1F600]),
@@ -345,7 +344,8 @@ const GEN: &str = r#"(fun() ->
         end
     end,
     Terms = [Gen(rand:uniform(5)) || _ <- lists:seq(1, 300)],
-    Bad = [T || T <- Terms, begin {echo, RS} ! {self(), T}, receive Back -> Back =/= T orelse term_to_binary(Back) =/= term_to_binary(T) after 10000 -> true end end],
+    Check = get(check),
+    Bad = [T || T <- Terms, Check(T)],
     {length(Terms), length(Bad), lists:sublist(Bad, 3)}
 end)().
 "#;
@@ -358,11 +358,56 @@ fn random_erlang_terms_echo_back_exactly() {
     let (erl, node) = (&mut setup.erl, &setup.node);
     let rs = node.name().to_owned();
     assert_eq!(erl.eval(&format!("RS = '{rs}', ok.")), "ok");
+    // Echoed back: erl compares with =:= and its own encodings of both.
+    assert_eq!(
+        erl.eval(
+            "Echo = fun(T) -> {echo, RS} ! {self(), T}, receive Back -> \
+             Back =/= T orelse term_to_binary(Back) =/= term_to_binary(T) \
+             after 10000 -> true end end, ok."
+        ),
+        "ok"
+    );
+    // Our encoding of what arrived is byte for byte erl's own
+    // term_to_binary(T, [{minor_version, 2}]) (UTF-8 atoms, as toward a peer).
+    let mut canon = node.mailbox();
+    let canon_pid = canon.pid().clone();
+    node.register("canon", &canon);
+    let canon_thread = std::thread::spawn(move || {
+        let mut mismatches = 0;
+        while let Some(Term::Tuple(t)) = canon.recv_message(Duration::from_secs(30)) {
+            let [Term::Pid(p), term, Term::Binary(otp)] = t.as_slice() else {
+                break;
+            };
+            let same = vm_dist::etf::encode(term).ok().as_ref() == Some(otp);
+            if !same {
+                mismatches += 1;
+                eprintln!("encoding differs from OTP's for {term:?}");
+            }
+            let _ = canon.send(p, Term::atom(if same { "true" } else { "false" }));
+        }
+        mismatches
+    });
+    assert_eq!(
+        erl.eval(
+            "Canon = fun(T) -> {canon, RS} ! {self(), T, term_to_binary(T, [{minor_version, 2}])}, \
+             receive Same -> Same =/= true after 10000 -> true end end, ok."
+        ),
+        "ok"
+    );
     for seed in 1..=3 {
-        assert_eq!(erl.eval(&format!("rand:seed(exsss, {seed}), ok.")), "ok");
-        let out = erl.eval_within(GEN, Duration::from_secs(120));
-        assert_eq!(out, "{300,0,[]}", "seed {seed}");
+        for check in ["Echo", "Canon"] {
+            assert_eq!(
+                erl.eval(&format!(
+                    "rand:seed(exsss, {seed}), put(check, {check}), ok."
+                )),
+                "ok"
+            );
+            let out = erl.eval_within(GEN, Duration::from_secs(120));
+            assert_eq!(out, "{300,0,[]}", "seed {seed}, {check}");
+        }
     }
+    node.send(None, &canon_pid, Term::atom("stop")).unwrap();
+    assert_eq!(canon_thread.join().unwrap(), 0);
 }
 
 #[test]
