@@ -1,5 +1,5 @@
-//! B12: distribution on loopback, erl↔erl beside the Rust node (blocking driver) ↔ erl,
-//! in one run.
+//! B12: distribution on loopback, erl↔erl beside the Rust node (blocking driver) ↔ erl
+//! and Rust node ↔ Rust node, in one run.
 //!
 //! ```sh
 //! cargo run --release -p vm-dist --example b12            # 3 fresh node pairs each
@@ -8,7 +8,8 @@
 //!
 //! For each pair: round trip of a small message between a process on each node (p50,
 //! p99), one-way small-message throughput, 1 MiB binary throughput, rpc:call round
-//! trip, and the first ping of the fresh pair (connection setup). Medians over the
+//! trip (erl↔erl and Rust↔erl: `rpc:call` made by erl; Rust↔Rust: a rex call), and the
+//! first ping of the fresh pair (connection setup). Medians over the
 //! pairs are printed. Both pairs use a built-in EPMD on a free port; nothing outlives
 //! the run. Needs `erl` and `erlc` (Debian's erlang-base).
 
@@ -17,6 +18,7 @@ mod erl;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,26 +122,27 @@ fn oneway(mb: &mut Mailbox, node: &str, n: usize, msg: &Term) -> f64 {
     t0.elapsed().as_secs_f64()
 }
 
-fn rust_pair(i: usize, epmd: u16, ebin: &str, s: &Sizes) -> Result {
-    let mut cfg = NodeConfig::new(&unique("b12r", i));
+fn rust_node(name: &str, epmd: u16) -> Node {
+    let mut cfg = NodeConfig::new(name);
     cfg.cookie = Some(Cookie::new(COOKIE));
     cfg.listen = IpAddr::V4(Ipv4Addr::LOCALHOST);
     cfg.epmd_port = epmd;
     cfg.start_epmd = false;
     let node = Node::start(cfg).expect("node");
-    let rs = node.name().to_owned();
-    node.expose("erlang", "node", Arc::new(move |_| Ok(Term::atom(&rs))));
-    let mut e = erl_node(&unique("b12e", i), epmd, ebin);
-    let en = e.name.clone();
-    let t0 = Instant::now();
-    assert!(node.ping(&en, Duration::from_secs(10)));
-    let first = t0.elapsed().as_secs_f64() * 1e3;
+    let me = node.name().to_owned();
+    node.expose("erlang", "node", Arc::new(move |_| Ok(Term::atom(&me))));
+    node
+}
+
+/// Measures from `node` against `echo` and `sink` on `peer`: round trips (µs, sorted),
+/// seconds for the small messages, seconds for the 1 MiB binaries.
+fn drive_from_rust(node: &Node, peer: &str, s: &Sizes) -> (Vec<f64>, f64, f64) {
     let mut mb = node.mailbox();
     let req = Term::tuple(vec![Term::Pid(mb.pid().clone()), Term::atom("ping")]);
     let mut rtts = Vec::with_capacity(s.rtt);
     for k in 0..s.rtt + 200 {
         let t = Instant::now();
-        mb.send_named("echo", &en, req.clone()).expect("send");
+        mb.send_named("echo", peer, req.clone()).expect("send");
         let got = mb.recv(Duration::from_secs(10));
         assert!(matches!(got, Some(Delivery::Message { .. })));
         if k >= 200 {
@@ -149,18 +152,28 @@ fn rust_pair(i: usize, epmd: u16, ebin: &str, s: &Sizes) -> Result {
     rtts.sort_by(|a, b| a.total_cmp(b));
     let small = oneway(
         &mut mb,
-        &en,
+        peer,
         s.small,
         &Term::tuple(vec![Term::atom("hello"), Term::Int(1)]),
     );
-    let big = oneway(&mut mb, &en, s.big, &Term::binary(vec![7u8; 1 << 20]));
+    let big = oneway(&mut mb, peer, s.big, &Term::binary(vec![7u8; 1 << 20]));
+    (rtts, small, big)
+}
+
+fn rust_erl_pair(i: usize, epmd: u16, ebin: &str, s: &Sizes) -> Result {
+    let node = rust_node(&unique("b12r", i), epmd);
+    let mut e = erl_node(&unique("b12e", i), epmd, ebin);
+    let en = e.name.clone();
+    let t0 = Instant::now();
+    assert!(node.ping(&en, Duration::from_secs(10)));
+    let first = t0.elapsed().as_secs_f64() * 1e3;
+    let (rtts, small, big) = drive_from_rust(&node, &en, s);
     // rpc:call from erl into the Rust node (erpc spawn request), as erl↔erl measures it.
     let (rpc50, _) = parse_stats(&e.eval(&format!(
         "b12:stats(b12:rpc('{}', {})).",
         node.name(),
         s.rpc
     )));
-    drop(mb);
     node.stop();
     Result {
         rtt_p50_us: percentile(&rtts, 50),
@@ -168,6 +181,86 @@ fn rust_pair(i: usize, epmd: u16, ebin: &str, s: &Sizes) -> Result {
         small_msgs_per_s: s.small as f64 / small,
         mib_per_s: s.big as f64 / big,
         rpc_p50_us: rpc50 / 1e3,
+        first_ping_ms: first,
+    }
+}
+
+/// The Rust node's `echo` and `sink` (as b12.erl's), until `stop` is set.
+fn rust_services(node: &Node, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    let mut echo = node.mailbox();
+    node.register("echo", &echo);
+    let mut sink = node.mailbox();
+    node.register("sink", &sink);
+    let (s1, s2) = (stop.clone(), stop.clone());
+    vec![
+        std::thread::spawn(move || {
+            while !s1.load(Ordering::Acquire) {
+                if let Some(Term::Tuple(t)) = echo.recv_message(Duration::from_millis(100)) {
+                    if let [Term::Pid(p), m] = t.as_slice() {
+                        let _ = echo.send(p, m.clone());
+                    }
+                }
+            }
+        }),
+        std::thread::spawn(move || {
+            let mut k = 0i64;
+            while !s2.load(Ordering::Acquire) {
+                match sink.recv_message(Duration::from_millis(100)) {
+                    Some(Term::Tuple(t)) if t.len() == 2 && t[0].as_atom() == Some("done") => {
+                        if let Term::Pid(p) = &t[1] {
+                            let counted = Term::tuple(vec![Term::atom("counted"), Term::Int(k)]);
+                            let _ = sink.send(p, counted);
+                        }
+                        k = 0;
+                    }
+                    Some(_) => k += 1,
+                    None => {}
+                }
+            }
+        }),
+    ]
+}
+
+fn rust_rust_pair(i: usize, epmd: u16, s: &Sizes) -> Result {
+    let a = rust_node(&unique("b12x", i), epmd);
+    let b = rust_node(&unique("b12y", i), epmd);
+    let stop = Arc::new(AtomicBool::new(false));
+    let services = rust_services(&b, &stop);
+    let t0 = Instant::now();
+    assert!(a.ping(b.name(), Duration::from_secs(10)));
+    let first = t0.elapsed().as_secs_f64() * 1e3;
+    let (rtts, small, big) = drive_from_rust(&a, b.name(), s);
+    // rpc from a into b's rex.
+    let mut mb = a.mailbox();
+    let call = Term::tuple(vec![
+        Term::atom("call"),
+        Term::atom("erlang"),
+        Term::atom("node"),
+        Term::Nil,
+        Term::atom("user"),
+    ]);
+    let mut rpcs: Vec<f64> = (0..s.rpc)
+        .map(|_| {
+            let t = Instant::now();
+            let r = mb.gen_call("rex", b.name(), call.clone(), Duration::from_secs(10));
+            assert_eq!(r.ok(), Some(Term::atom(b.name())));
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    rpcs.sort_by(|x, y| x.total_cmp(y));
+    stop.store(true, Ordering::Release);
+    for t in services {
+        let _ = t.join();
+    }
+    drop(mb);
+    a.stop();
+    b.stop();
+    Result {
+        rtt_p50_us: percentile(&rtts, 50),
+        rtt_p99_us: percentile(&rtts, 99),
+        small_msgs_per_s: s.small as f64 / small,
+        mib_per_s: s.big as f64 / big,
+        rpc_p50_us: percentile(&rpcs, 50),
         first_ping_ms: first,
     }
 }
@@ -229,10 +322,12 @@ fn main() {
     let port = epmd.local_addr().port();
     let mut erl_results = Vec::new();
     let mut rust_results = Vec::new();
+    let mut rr_results = Vec::new();
     // Interleaved, so both see the same machine state.
     for i in 0..s.pairs {
         erl_results.push(erl_pair(i, port, &ebin_s, &s));
-        rust_results.push(rust_pair(i, port, &ebin_s, &s));
+        rust_results.push(rust_erl_pair(i, port, &ebin_s, &s));
+        rr_results.push(rust_rust_pair(i, port, &s));
     }
     println!(
         "B12 on loopback, medians of {} fresh pair(s) ({} round trips, {} small msgs, {} x 1 MiB, {} rpc calls)\n",
@@ -242,6 +337,7 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     let e = summarize("erl ↔ erl", &erl_results);
     let r = summarize("Rust node (blocking driver) ↔ erl", &rust_results);
+    let rr = summarize("Rust node ↔ Rust node (blocking driver)", &rr_results);
     println!(
         "\nratios Rust/erl: round trip p50 {:.2}x, throughput {:.2}x, 1 MiB {:.2}x, rpc {:.2}x, first ping {:.2}x",
         r.rtt_p50_us / e.rtt_p50_us,
@@ -249,6 +345,12 @@ fn main() {
         r.mib_per_s / e.mib_per_s,
         r.rpc_p50_us / e.rpc_p50_us,
         r.first_ping_ms / e.first_ping_ms
+    );
+    println!(
+        "ratios Rust↔Rust/erl↔erl: round trip p50 {:.2}x, throughput {:.2}x, 1 MiB {:.2}x",
+        rr.rtt_p50_us / e.rtt_p50_us,
+        rr.small_msgs_per_s / e.small_msgs_per_s,
+        rr.mib_per_s / e.mib_per_s
     );
     epmd.stop();
     let _ = std::fs::remove_dir_all(&ebin);
