@@ -134,9 +134,9 @@ fn rust_node(name: &str, epmd: u16) -> Node {
     node
 }
 
-/// Measures from `node` against `echo` and `sink` on `peer`: round trips (µs, sorted),
-/// seconds for the small messages, seconds for the 1 MiB binaries.
-fn drive_from_rust(node: &Node, peer: &str, s: &Sizes) -> (Vec<f64>, f64, f64) {
+/// Measures from `node` against `echo` and `sink` on `peer`: the round trip and
+/// throughput fields (rpc and first ping are the caller's).
+fn drive_from_rust(node: &Node, peer: &str, s: &Sizes) -> Result {
     let mut mb = node.mailbox();
     let req = Term::tuple(vec![Term::Pid(mb.pid().clone()), Term::atom("ping")]);
     let mut rtts = Vec::with_capacity(s.rtt);
@@ -157,7 +157,14 @@ fn drive_from_rust(node: &Node, peer: &str, s: &Sizes) -> (Vec<f64>, f64, f64) {
         &Term::tuple(vec![Term::atom("hello"), Term::Int(1)]),
     );
     let big = oneway(&mut mb, peer, s.big, &Term::binary(vec![7u8; 1 << 20]));
-    (rtts, small, big)
+    Result {
+        rtt_p50_us: percentile(&rtts, 50),
+        rtt_p99_us: percentile(&rtts, 99),
+        small_msgs_per_s: s.small as f64 / small,
+        mib_per_s: s.big as f64 / big,
+        rpc_p50_us: f64::NAN,
+        first_ping_ms: f64::NAN,
+    }
 }
 
 fn rust_erl_pair(i: usize, epmd: u16, ebin: &str, s: &Sizes) -> Result {
@@ -167,7 +174,7 @@ fn rust_erl_pair(i: usize, epmd: u16, ebin: &str, s: &Sizes) -> Result {
     let t0 = Instant::now();
     assert!(node.ping(&en, Duration::from_secs(10)));
     let first = t0.elapsed().as_secs_f64() * 1e3;
-    let (rtts, small, big) = drive_from_rust(&node, &en, s);
+    let measured = drive_from_rust(&node, &en, s);
     // rpc:call from erl into the Rust node (erpc spawn request), as erl↔erl measures it.
     let (rpc50, _) = parse_stats(&e.eval(&format!(
         "b12:stats(b12:rpc('{}', {})).",
@@ -176,12 +183,9 @@ fn rust_erl_pair(i: usize, epmd: u16, ebin: &str, s: &Sizes) -> Result {
     )));
     node.stop();
     Result {
-        rtt_p50_us: percentile(&rtts, 50),
-        rtt_p99_us: percentile(&rtts, 99),
-        small_msgs_per_s: s.small as f64 / small,
-        mib_per_s: s.big as f64 / big,
         rpc_p50_us: rpc50 / 1e3,
         first_ping_ms: first,
+        ..measured
     }
 }
 
@@ -229,7 +233,7 @@ fn rust_rust_pair(i: usize, epmd: u16, s: &Sizes) -> Result {
     let t0 = Instant::now();
     assert!(a.ping(b.name(), Duration::from_secs(10)));
     let first = t0.elapsed().as_secs_f64() * 1e3;
-    let (rtts, small, big) = drive_from_rust(&a, b.name(), s);
+    let measured = drive_from_rust(&a, b.name(), s);
     // rpc from a into b's rex.
     let mut mb = a.mailbox();
     let call = Term::tuple(vec![
@@ -256,12 +260,9 @@ fn rust_rust_pair(i: usize, epmd: u16, s: &Sizes) -> Result {
     a.stop();
     b.stop();
     Result {
-        rtt_p50_us: percentile(&rtts, 50),
-        rtt_p99_us: percentile(&rtts, 99),
-        small_msgs_per_s: s.small as f64 / small,
-        mib_per_s: s.big as f64 / big,
         rpc_p50_us: percentile(&rpcs, 50),
         first_ping_ms: first,
+        ..measured
     }
 }
 
