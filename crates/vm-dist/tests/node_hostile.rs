@@ -186,3 +186,30 @@ fn a_wrong_cookie_is_refused_between_rust_nodes() {
     assert!(a.0.nodes().is_empty());
     assert!(b.0.nodes().is_empty());
 }
+
+#[test]
+fn simultaneous_connects_settle_on_one_connection() {
+    let port = free_port();
+    let _epmd_owner = node(port, 1000);
+    for round in 0..10 {
+        let a = node(port, 1000);
+        let b = node(port, 1000);
+        let (an, bn) = (a.0.name().to_owned(), b.0.name().to_owned());
+        let (a2, b2) = (a.0.clone(), b.0.clone());
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let bar2 = barrier.clone();
+        let t1 = std::thread::spawn(move || {
+            bar2.wait();
+            a2.ping(&bn, Duration::from_secs(10))
+        });
+        barrier.wait();
+        let r2 = b2.ping(&an, Duration::from_secs(10));
+        let r1 = t1.join().unwrap();
+        assert!(r1 && r2, "round {round}: {r1} {r2}");
+        assert_eq!(a.0.nodes(), vec![b.0.name().to_owned()], "round {round}");
+        assert_eq!(b.0.nodes(), vec![a.0.name().to_owned()], "round {round}");
+        // And the one connection carries traffic both ways.
+        assert!(a.0.ping(b.0.name(), Duration::from_secs(5)));
+        assert!(b.0.ping(a.0.name(), Duration::from_secs(5)));
+    }
+}

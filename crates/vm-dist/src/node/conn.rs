@@ -672,7 +672,9 @@ fn spawn_request(
 pub(super) fn ticker(inner: Arc<Inner>) {
     let period = (inner.cfg.conn.net_ticktime / 4).min(TICKER_PERIOD);
     while !inner.stopping.load(Ordering::Acquire) {
-        std::thread::sleep(period);
+        if inner.sleep_unless_stopped(period) {
+            return;
+        }
         let conns: Vec<Arc<Conn>> = lock(&inner.tables).conns.values().cloned().collect();
         let now = Instant::now();
         for c in conns {

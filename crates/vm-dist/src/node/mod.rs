@@ -181,6 +181,8 @@ pub(crate) struct Inner {
     next_ref: AtomicU64,
     next_conn: AtomicU64,
     stopping: AtomicBool,
+    /// Wakes the ticker at once when the node stops.
+    stop_signal: (Mutex<bool>, std::sync::Condvar),
     registration: Mutex<Option<Arc<Registration>>>,
     epmd_server: Mutex<Option<EpmdServer>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -272,6 +274,7 @@ impl Node {
             next_ref: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
+            stop_signal: (Mutex::new(false), std::sync::Condvar::new()),
             registration: Mutex::new(Some(Arc::new(registration))),
             epmd_server: Mutex::new(server),
             threads: Mutex::new(Vec::new()),
@@ -630,6 +633,17 @@ impl Inner {
         )
     }
 
+    /// Sleeps up to `d`, returning early (with `true`) once the node is stopping.
+    fn sleep_unless_stopped(&self, d: Duration) -> bool {
+        let guard = lock(&self.stop_signal.0);
+        let (guard, _) = self
+            .stop_signal
+            .1
+            .wait_timeout_while(guard, d, |stopped| !*stopped)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+
     fn notify(&self, ev: NodeEvent) {
         let mut t = lock(&self.tables);
         t.node_watchers.retain(|w| w.send(ev.clone()).is_ok());
@@ -697,6 +711,8 @@ impl Inner {
         if self.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
+        *lock(&self.stop_signal.0) = true;
+        self.stop_signal.1.notify_all();
         if let Some(r) = lock(&self.registration).take() {
             r.close();
         }
@@ -756,7 +772,9 @@ fn epmd_keeper(inner: Arc<Inner>) {
                 }
                 Err(e) => {
                     log::warn!("{}: EPMD registration failed: {e}", inner.name);
-                    std::thread::sleep(delay);
+                    if inner.sleep_unless_stopped(delay) {
+                        return;
+                    }
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
