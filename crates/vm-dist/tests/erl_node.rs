@@ -745,3 +745,35 @@ fn links_unlinks_and_exit_signals_from_erl_reach_the_mailbox() {
         "noproc"
     );
 }
+
+#[test]
+fn hidden_nodes_are_listed_only_as_hidden() {
+    if !have_erl() {
+        return;
+    }
+    let port = free_port();
+    let mut cfg = config(port, COOKIE);
+    cfg.hidden = true;
+    let node = RustNode(Node::start(cfg).unwrap());
+    let mut erl = Erl::start(&unique("erl"), COOKIE, port, &[]);
+    assert!(node.ping(&erl.name, Duration::from_secs(10)));
+    let rs = node.name().to_owned();
+    assert_eq!(
+        erl.eval(&format!("lists:member('{rs}', nodes()).")),
+        "false"
+    );
+    assert_eq!(
+        erl.eval(&format!("lists:member('{rs}', nodes(hidden)).")),
+        "true"
+    );
+    // An erl started with -hidden connecting to a visible Rust node: same the other way.
+    let visible = rust_node(port);
+    let mut hidden_erl = Erl::start(&unique("erlh"), COOKIE, port, &["-hidden"]);
+    let vn = visible.name().to_owned();
+    assert_eq!(hidden_erl.eval(&format!("net_adm:ping('{vn}').")), "pong");
+    assert_eq!(
+        hidden_erl.eval(&format!("lists:member('{vn}', nodes(hidden)).")),
+        "true"
+    );
+    assert_eq!(visible.nodes(), vec![hidden_erl.name.clone()]);
+}
