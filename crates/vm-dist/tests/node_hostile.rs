@@ -213,3 +213,21 @@ fn simultaneous_connects_settle_on_one_connection() {
         assert!(b.0.ping(a.0.name(), Duration::from_secs(5)));
     }
 }
+
+#[test]
+fn bad_node_names_are_refused_at_start() {
+    for name in [
+        "nohost",
+        "@host",
+        "name@",
+        &format!("{}@h", "x".repeat(300)),
+    ] {
+        let mut cfg = NodeConfig::new(name);
+        cfg.cookie = Some(Cookie::new(COOKIE));
+        cfg.epmd_port = free_port();
+        assert!(
+            matches!(Node::start(cfg), Err(vm_dist::node::DistError::BadName(_))),
+            "{name}"
+        );
+    }
+}

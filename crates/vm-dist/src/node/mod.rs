@@ -251,7 +251,8 @@ impl Node {
         let Some((alive, host)) = cfg.name.split_once('@') else {
             return Err(DistError::BadName(cfg.name.clone()));
         };
-        if alive.is_empty() || host.is_empty() {
+        // A node name is an atom: at most 255 characters.
+        if alive.is_empty() || host.is_empty() || cfg.name.chars().count() > 255 {
             return Err(DistError::BadName(cfg.name.clone()));
         }
         let cookie = match &cfg.cookie {
