@@ -4,6 +4,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== system packages"
+# Installs what the tests drive for real, with apt-get when missing (as root):
+# tmux: tests/test_top_cli.py drives `python -m beamvm top` in a real terminal.
+# erlang-base (erl, epmd; OTP 25 on Debian 12): crates/vm-dist's tests talk to real nodes.
+apt_install() { # package command
+  if ! command -v "$2" >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq || true; APT_UPDATED=1; fi
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null \
+        || echo "warning: could not install $1; the tests that need $2 will be skipped"
+    else
+      echo "warning: $2 missing and cannot be installed here; the tests that need it will be skipped"
+    fi
+  fi
+}
+apt_install tmux tmux
+apt_install erlang-base erl
+if command -v erl >/dev/null 2>&1; then
+  # erl is here: the distribution tests must run, not skip.
+  export VM_DIST_REQUIRE_ERL=1
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
@@ -13,17 +35,6 @@ cargo test --workspace
 echo "== loom model check of the lock-free inbox"
 LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3} RUSTFLAGS="--cfg loom" \
   cargo test --release -p vm-core --lib loom --target-dir target/loom
-
-echo "== system packages"
-# tmux: tests/test_top_cli.py drives `python -m beamvm top` in a real terminal.
-if ! command -v tmux >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null \
-      || echo "warning: could not install tmux; the terminal test will be skipped"
-  else
-    echo "warning: tmux missing and cannot be installed here; the terminal test will be skipped"
-  fi
-fi
 
 echo "== python environment"
 PY=${PYTHON:-python3}
