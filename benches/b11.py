@@ -99,8 +99,11 @@ def ensure_erl() -> str:
     return "" if shutil.which("escript") else "not available: escript (erlang-base) missing"
 
 
-def ensure_pkgs() -> None:
-    missing = [m for m in ("uvloop", "gevent") if importlib.util.find_spec(m) is None]
+def ensure_pkgs(servers: list[str]) -> None:
+    """Install benches/requirements.txt if a selected server's package is missing."""
+    wanted = {"uvloop-protocol": "uvloop", "gevent": "gevent"}
+    needed = {wanted[s] for s in servers if s in wanted}
+    missing = sorted(m for m in needed if importlib.util.find_spec(m) is None)
     if missing:
         log(f"missing {', '.join(missing)}: pip install -r benches/requirements.txt")
         subprocess.run(
@@ -352,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown servers: {', '.join(bad)} (known: {', '.join(SERVERS)})")
     conns, hog_conns = _ints(args.connections), _ints(args.hog_connections)
     raise_nofile(max([*conns, *hog_conns, 0]) + 1024)
-    ensure_pkgs()
+    ensure_pkgs(servers)
     loadgen = build_loadgen(args.debug_build)
     load = os.getloadavg()[0]
     variants = [("plain", conns), *([("hog", hog_conns)] if hog_conns else [])]

@@ -16,12 +16,16 @@ LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3} RUSTFLAGS="--cfg loom" \
 
 echo "== system packages"
 # tmux: tests/test_top_cli.py drives `python -m beamvm top` in a real terminal.
-if ! command -v tmux >/dev/null 2>&1; then
+# erlang-base (escript): tests/test_b11_runner.py runs the gen_tcp peer server of B11.
+missing=()
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+command -v escript >/dev/null 2>&1 || missing+=(erlang-base)
+if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null \
-      || echo "warning: could not install tmux; the terminal test will be skipped"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+      || echo "warning: could not install ${missing[*]}; the tests that need them will be skipped"
   else
-    echo "warning: tmux missing and cannot be installed here; the terminal test will be skipped"
+    echo "warning: ${missing[*]} missing and cannot be installed here; the tests that need them will be skipped"
   fi
 fi
 
