@@ -593,3 +593,114 @@ fn echo_with_200_clients_and_a_poller_thread() {
     poller.join().unwrap();
     assert_eq!(*echo.errors.lock().unwrap(), Vec::<String>::new());
 }
+
+#[test]
+fn a_5_mib_frame_arrives_whole_and_shared() {
+    let (r, sink) = setup();
+    let (mut client, _s) = pair(&r, &sink, A, opts(Packet::Len(4), ActiveOpt::Once));
+    let body: Vec<u8> = (0..5 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let frame = frame4(&body);
+    let writer = thread::spawn(move || client.write_all(&frame).map(|_| client));
+    let ev = poll_until(&r, &sink, |e| !data_of(e).is_empty());
+    let IoEvent::Tcp { data, .. } = &ev[0].1 else {
+        panic!("{ev:?}")
+    };
+    assert!(
+        matches!(data, Binary::Refc(_)),
+        "a large frame is a refcounted binary"
+    );
+    assert!(data.as_slice() == body.as_slice());
+    writer.join().unwrap().unwrap();
+}
+
+/// Routes each pid's events to its own channel: "processes" on their own threads.
+#[derive(Default)]
+struct Router {
+    inboxes: Mutex<std::collections::HashMap<Pid, std::sync::mpsc::Sender<IoEvent>>>,
+}
+
+impl IoSink for Router {
+    fn deliver(&self, to: Pid, event: IoEvent) -> bool {
+        match self.inboxes.lock().unwrap().get(&to) {
+            Some(tx) => tx.send(event).is_ok(),
+            None => false,
+        }
+    }
+}
+
+#[test]
+fn passive_echo_from_4_process_threads_beside_a_poller_thread() {
+    let router = Arc::new(Router::default());
+    let r = Arc::new(Reactor::new(router.clone()).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (r, stop) = (r.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                r.poll(Some(Duration::from_millis(10))).unwrap();
+            }
+        })
+    };
+    let workers: Vec<_> = (0..4u32)
+        .map(|t| {
+            let (r, router) = (r.clone(), router.clone());
+            thread::spawn(move || {
+                let me = Pid::new(100 + t, 0);
+                // A listener each: an accept must pair with this thread's own client.
+                let (l, addr) = listen(&r, me, SocketOpts::default());
+                let (tx, rx) = std::sync::mpsc::channel();
+                router.inboxes.lock().unwrap().insert(me, tx);
+                let wait = |what: &str| {
+                    rx.recv_timeout(PATIENCE)
+                        .unwrap_or_else(|_| panic!("{me}: no {what} event"))
+                };
+                let mut pairs = vec![];
+                for _ in 0..25 {
+                    let client = TcpStream::connect(addr).unwrap();
+                    client.set_read_timeout(Some(PATIENCE)).unwrap();
+                    let s = match r.accept(l, me).unwrap() {
+                        Accept::Ready(s) => s,
+                        Accept::Pending => match wait("accept") {
+                            IoEvent::Accepted { result: Ok(s), .. } => s,
+                            other => panic!("{other:?}"),
+                        },
+                    };
+                    pairs.push((client, s));
+                }
+                for round in 0..20u8 {
+                    for (i, (client, s)) in pairs.iter_mut().enumerate() {
+                        let msg = [round ^ i as u8 ^ t as u8; 64];
+                        client.write_all(&msg).unwrap();
+                        let mut got = Vec::new();
+                        while got.len() < 64 {
+                            let d = match r.recv(*s, me, 0).unwrap() {
+                                Recv::Data(d) => d,
+                                Recv::Pending => match wait("recv") {
+                                    IoEvent::Received { result: Ok(d), .. } => d,
+                                    other => panic!("{other:?}"),
+                                },
+                            };
+                            got.extend_from_slice(d.as_slice());
+                        }
+                        assert_eq!(got, msg);
+                        assert_eq!(r.send(*s, me, Binary::new(got)), Ok(SendStatus::Sent));
+                        let mut back = [0u8; 64];
+                        client.read_exact(&mut back).unwrap();
+                        assert_eq!(back, msg);
+                    }
+                }
+                r.owner_exited(me);
+                for (mut client, _) in pairs {
+                    assert_eq!(client.read(&mut [0u8; 1]).unwrap(), 0);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    r.wake().unwrap();
+    poller.join().unwrap();
+    assert_eq!(r.socket_count(), 0, "the owners' exits closed everything");
+}
