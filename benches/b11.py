@@ -139,8 +139,13 @@ def server_command(name: str, hog: bool) -> tuple[list[str] | None, str]:
     if name == "beamvm-native":
         if not BEAMVM_NATIVE_EXAMPLE.exists():
             return None, "not available: the vm-core echo_server example does not exist yet"
-        cmd = ["cargo", "run", "-q", "--release", "-p", "vm-core", "--example", "echo_server"]
-        return [*cmd, "--", *h], ""
+        # Built once, then run directly: the pid that prints READY is the server's,
+        # and SIGTERM reaches it (cargo run would stand in between).
+        cmd = ["cargo", "build", "-q", "--release", "-p", "vm-core", "--example", "echo_server"]
+        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+            return None, "not available: `cargo build --example echo_server` failed"
+        target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+        return [str(target / "release" / "examples" / "echo_server"), *h], ""
     return None, f"unknown server {name}"
 
 

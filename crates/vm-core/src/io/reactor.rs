@@ -173,7 +173,8 @@ impl Reactor {
         })
     }
 
-    /// Open sockets and listeners (closed-but-not-yet-released ids included).
+    /// Open sockets and listeners (closed-but-not-yet-released ids included). One
+    /// relaxed atomic load, no lock: a busy scheduler can skip polling while it is 0.
     pub fn socket_count(&self) -> usize {
         self.table.len()
     }

@@ -10,6 +10,7 @@
 //!   lock is taken (the order is socket, then table, never the reverse).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::event::SocketId;
@@ -24,11 +25,13 @@ struct Inner<T> {
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
     by_owner: HashMap<Pid, HashSet<SocketId>>,
-    live: usize,
 }
 
 pub struct Table<T> {
     inner: Mutex<Inner<T>>,
+    /// Live entries, written under the lock, read without it (a scheduler checks
+    /// "any sockets at all?" on its hot path).
+    live: AtomicUsize,
 }
 
 impl<T> Default for Table<T> {
@@ -44,8 +47,8 @@ impl<T> Table<T> {
                 slots: Vec::new(),
                 free: Vec::new(),
                 by_owner: HashMap::new(),
-                live: 0,
             }),
+            live: AtomicUsize::new(0),
         }
     }
 
@@ -73,7 +76,7 @@ impl<T> Table<T> {
         let value = Arc::new(make(id));
         slot.value = Some(value.clone());
         t.by_owner.entry(owner).or_default().insert(id);
-        t.live += 1;
+        self.live.fetch_add(1, Ordering::Relaxed);
         (id, value)
     }
 
@@ -95,7 +98,7 @@ impl<T> Table<T> {
         let value = slot.value.take()?;
         slot.generation = slot.generation.wrapping_add(1);
         t.free.push(id.index() as u32);
-        t.live -= 1;
+        self.live.fetch_sub(1, Ordering::Relaxed);
         if let Some(set) = t.by_owner.get_mut(&owner) {
             set.remove(&id);
             if set.is_empty() {
@@ -126,7 +129,7 @@ impl<T> Table<T> {
     }
 
     pub fn len(&self) -> usize {
-        self.lock().live
+        self.live.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
