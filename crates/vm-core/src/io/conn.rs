@@ -37,6 +37,12 @@ pub trait Transport: Read + Write {
     fn shutdown_write(&mut self) -> io::Result<()>;
 }
 
+/// Reads one socket may do per turn before it yields to the others: 16 x 64 KiB =
+/// 1 MiB. A peer that floods an `{active, true}` socket must not keep a scheduler in
+/// one socket's loop; the socket is queued for another turn instead (its readiness is
+/// cached, so no edge is lost).
+pub const READS_PER_TURN: usize = 16;
+
 /// Events produced by one step, in order, each with its recipient.
 pub type Out = Vec<(Pid, IoEvent)>;
 
@@ -97,6 +103,8 @@ pub struct ConnState {
     sendq: SendQueue,
     readable: bool,
     writable: bool,
+    /// The last pump stopped at [`READS_PER_TURN`] with data still wanted and waiting.
+    wants_turn: bool,
     /// The poller saw the peer's FIN (EPOLLRDHUP): read until EOF even after a short
     /// read, since data and FIN can share one edge and no further edge will come.
     peer_closed: bool,
@@ -126,6 +134,7 @@ impl ConnState {
             readable: false,
             writable: false,
             peer_closed: false,
+            wants_turn: false,
             recv_waiter: None,
             blocked_sender: None,
             shutdown_pending: false,
@@ -153,6 +162,12 @@ impl ConnState {
     /// Bytes this socket holds in user space (framer + send queue).
     pub fn buffered(&self) -> (usize, usize) {
         (self.framer.buffered(), self.sendq.queued())
+    }
+
+    /// Whether the socket must be given another turn (see [`READS_PER_TURN`]); reading
+    /// the flag clears it.
+    pub fn take_turn_request(&mut self) -> bool {
+        std::mem::take(&mut self.wants_turn)
     }
 
     fn wants_data(&self) -> bool {
@@ -189,6 +204,8 @@ impl ConnState {
     /// Delivers what may be delivered: buffered frames first, then reads while the
     /// kernel may have data and someone wants it.
     pub fn pump<S: Read>(&mut self, io: &mut S, scratch: &mut [u8], out: &mut Out) -> After {
+        let mut reads = 0;
+        self.wants_turn = false;
         loop {
             if self.closed {
                 return After::Close;
@@ -201,6 +218,11 @@ impl ConnState {
             if !self.wants_data() || !self.readable {
                 return After::Keep;
             }
+            if reads == READS_PER_TURN {
+                self.wants_turn = true;
+                return After::Keep;
+            }
+            reads += 1;
             match io.read(scratch) {
                 Ok(0) => return self.eof(out),
                 Ok(n) => {

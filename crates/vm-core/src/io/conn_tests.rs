@@ -427,3 +427,25 @@ fn close_releases_everyone_suspended() {
     assert_eq!(s, ["other:send_ready Err(Closed)", "recv error closed"]);
     assert_eq!(c.buffered(), (0, 0));
 }
+
+#[test]
+fn a_flood_on_an_active_true_socket_yields_after_a_turn_and_resumes() {
+    let mut c = conn(Packet::Raw, ActiveOpt::True);
+    let mut io = Mock::default();
+    for _ in 0..READS_PER_TURN * 2 + 3 {
+        io.chunks.push_back(vec![7u8; READ_CHUNK]);
+    }
+    let mut out = Out::new();
+    let _ = c.on_ready(&mut io, Ready::READ, &mut scratch(), &mut out);
+    assert_eq!(out.len(), READS_PER_TURN, "one turn's worth");
+    assert!(c.take_turn_request());
+    assert!(!c.take_turn_request(), "reading the request clears it");
+    // Another turn, with no new edge (none would come): it goes on where it stopped.
+    let _ = c.on_ready(&mut io, Ready::default(), &mut scratch(), &mut out);
+    let _ = c.on_ready(&mut io, Ready::default(), &mut scratch(), &mut out);
+    assert_eq!(out.len(), READS_PER_TURN * 2 + 3);
+    assert!(
+        !c.take_turn_request(),
+        "drained: nothing left to ask a turn for"
+    );
+}

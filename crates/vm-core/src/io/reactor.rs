@@ -16,6 +16,9 @@
 //! - **Sockets never outlive their owner's interest.** `owner_exited` closes every
 //!   socket the process owns (the peer sees EOF); an accepted or connected socket
 //!   whose new owner died before the event reached it is closed too.
+//! - **Bounded work per socket per poll.** A socket reads at most `READS_PER_TURN`
+//!   times per turn; one with more waiting is queued (`again`) and served at the next
+//!   poll, which then does not sleep: a flooding peer cannot hold a scheduler.
 //! - **Bounded memory per socket.** An idle connected socket holds its entry and
 //!   nothing else: no read buffer, no queue.
 
@@ -129,6 +132,9 @@ pub struct Reactor {
     waker: Waker,
     table: Table<Mutex<Entry>>,
     sink: Arc<dyn IoSink>,
+    /// Sockets that used up their turn with data still waiting (`READS_PER_TURN`):
+    /// served at the next `poll`, after its new events.
+    again: Mutex<Vec<SocketId>>,
 }
 
 thread_local! {
@@ -170,6 +176,7 @@ impl Reactor {
             waker,
             table: Table::new(),
             sink,
+            again: Mutex::new(Vec::new()),
         })
     }
 
@@ -187,6 +194,13 @@ impl Reactor {
             return Ok(0);
         };
         let Poller { poll, events } = &mut *p;
+        let again = std::mem::take(&mut *self.again.lock().unwrap_or_else(|e| e.into_inner()));
+        // Sockets waiting for another turn: look for new events, but do not sleep.
+        let timeout = if again.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
         match poll.poll(events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(0),
@@ -204,6 +218,10 @@ impl Reactor {
                 hup: ev.is_read_closed() || ev.is_error(),
             };
             self.on_ready(SocketId(ev.token().0 as u64), ready);
+        }
+        for id in again {
+            handled += 1;
+            self.on_ready(id, Ready::default());
         }
         Ok(handled)
     }
@@ -270,9 +288,16 @@ impl Reactor {
         let result = {
             let mut entry = lock(&cell);
             let r = f(self, &mut entry, &mut out);
-            if let Entry::Conn { st, .. } = &*entry {
+            if let Entry::Conn { st, .. } = &mut *entry {
                 if st.is_closed() {
                     self.release_os(&mut entry);
+                } else if st.take_turn_request() {
+                    self.again
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(id);
+                    // The poller may be asleep with no edge to come for this socket.
+                    let _ = self.waker.wake();
                 }
             }
             r
