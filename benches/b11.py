@@ -44,6 +44,7 @@ BEAMVM_NATIVE_EXAMPLE = ROOT / "crates" / "vm-core" / "examples" / "echo_server.
 SERVERS = [
     "beamvm-py",
     "beamvm-native",
+    "reactor-alone",
     "asyncio-streams",
     "asyncio-protocol",
     "uvloop-protocol",
@@ -57,6 +58,7 @@ REFERENCE = {
     "uvloop-protocol": "224k / 195k / 107k",
     "gevent": "87k / 75k / 38k",
     "erlang": "115-130k / 88-105k / 56-58k",
+    "reactor-alone": "(no reference: vm_core::io with no processes, a ceiling for native)",
 }
 METRICS = [  # (loadgen key, unit)
     ("round_trips_per_s", "1/s"),
@@ -113,17 +115,28 @@ def ensure_pkgs(servers: list[str]) -> None:
         importlib.invalidate_caches()
 
 
+# The directory of the built generator (and of reactor_echo, built with it).
+LOADGEN_DIR: list[Path] = [ROOT / "target" / "release"]
+
+
 def build_loadgen(debug: bool) -> Path:
-    cmd = ["cargo", "build", "-q", "-p", "loadgen", *([] if debug else ["--release"])]
+    cmd = ["cargo", "build", "-q", "-p", "loadgen", "--bins", *([] if debug else ["--release"])]
     log(" ".join(cmd))
     subprocess.run(cmd, cwd=ROOT, check=True)
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    return target / ("debug" if debug else "release") / "loadgen"
+    LOADGEN_DIR[0] = target / ("debug" if debug else "release")
+    return LOADGEN_DIR[0] / "loadgen"
 
 
 def server_command(name: str, hog: bool) -> tuple[list[str] | None, str]:
     """(argv, '') or (None, 'not available: why')."""
     h = ["--hog"] if hog else []
+    if name == "reactor-alone":
+        # vm_core::io's reactor with no processes (crates/loadgen/src/bin/reactor_echo.rs):
+        # a ceiling for beamvm-native, built with the generator.
+        if hog:
+            return None, "n/a: no processes beside the reactor for a hog to compete with"
+        return [str(LOADGEN_DIR[0] / "reactor_echo")], ""
     if name in ("asyncio-streams", "asyncio-protocol", "uvloop-protocol", "gevent"):
         mod = {"uvloop-protocol": "uvloop", "gevent": "gevent"}.get(name)
         if mod and importlib.util.find_spec(mod) is None:
@@ -271,7 +284,10 @@ def report(results: list[dict], statuses: dict, meta: dict) -> str:
         )
         md.append("|---" * (1 + 3 * len(conns) + 1) + "|")
         for s in systems:
-            row = [s]
+            earlier = next(
+                (r["run_at"] for r in results if r["system"] == s and r.get("run_at")), None
+            )
+            row = [f"{s} (measured {earlier})" if earlier else s]
             for c in conns:
                 rows = by.get((s, "plain", c), {})
                 if not rows:
@@ -350,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="load generator threads (1)")
     ap.add_argument("--quick", action="store_true", help="1 s runs, 100 and 1,000 connections")
     ap.add_argument("--no-report", action="store_true", help="do not write docs/ or results/")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the servers of benches/results/b11.jsonl that this run does not measure "
+        "(their rows say when they were measured)",
+    )
     ap.add_argument("--debug-build", action="store_true", help="dev-profile loadgen (tests)")
     ap.add_argument(
         "--nice",
@@ -385,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             statuses[(s, variant)] = why or "ok"
             if why:
                 line = {"system": s, "workload": "B11", "variant": variant}
-                line |= {"status": "not available", "error": why}
+                line |= {"status": why.split(":")[0], "error": why}
                 print(json.dumps(line), flush=True)
     for rep in range(args.reps):
         for s in servers:
@@ -425,6 +447,17 @@ def main(argv: list[str] | None = None) -> int:
         if st.startswith("failed"):
             line = {"system": s, "workload": "B11", "variant": variant}
             print(json.dumps(line | {"status": "failed", "error": st}), flush=True)
+    if args.merge and RESULTS.exists():
+        for line in RESULTS.read_text().splitlines():
+            d = json.loads(line)
+            if d.get("system") in servers or "meta" in d:
+                continue
+            if "metric" in d:
+                d.setdefault("run_at", "an earlier run")
+                results.append(d)
+                statuses.setdefault((d["system"], d["variant"]), "ok")
+            else:
+                statuses[(d["system"], d["variant"])] = d["status"]
     if not args.no_report:
         meta = {
             "command": "python benches/b11.py " + " ".join(argv or sys.argv[1:]),
@@ -440,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         with RESULTS.open("w") as f:
             f.write(json.dumps({"meta": meta}) + "\n")
             for r in results:
-                f.write(json.dumps(r) + "\n")
+                f.write(json.dumps(r | {"run_at": r.get("run_at", meta["run_at"])}) + "\n")
             for (s, variant), st in statuses.items():
                 if st != "ok":
                     f.write(json.dumps({"system": s, "variant": variant, "status": st}) + "\n")

@@ -44,14 +44,16 @@ def metrics(lines: list[dict], system: str, c: int, variant: str = "plain") -> d
 
 
 @pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo builds the load generator")
-def test_asyncio_echo_through_the_generator_and_unbuilt_servers_are_not_available():
-    lines = run_b11("asyncio-protocol,beamvm-py,beamvm-native", "1,50")
-    for c in (1, 50):
-        m = metrics(lines, "asyncio-protocol", c)
-        assert m["errors"] == 0, m
-        assert m["round_trips_per_s"] > 0, m
-        assert m["p50_us"] <= m["p99_us"], m
-        assert m["server_cpu_ms_per_1k"] > 0, m
+def test_echo_through_the_generator_and_unbuilt_servers_are_not_available():
+    """asyncio's Protocol and vm_core's reactor alone echo every byte back."""
+    lines = run_b11("asyncio-protocol,reactor-alone,beamvm-py,beamvm-native", "1,50")
+    for system in ("asyncio-protocol", "reactor-alone"):
+        for c in (1, 50):
+            m = metrics(lines, system, c)
+            assert m["errors"] == 0, (system, m)
+            assert m["round_trips_per_s"] > 0, (system, m)
+            assert m["p50_us"] <= m["p99_us"], (system, m)
+            assert m["server_cpu_ms_per_1k"] > 0, (system, m)
     missing = {d["system"]: d for d in lines if d.get("status") == "not available"}
     assert set(missing) == {"beamvm-py", "beamvm-native"}
     assert "does not exist yet" in missing["beamvm-py"]["error"]
