@@ -319,8 +319,10 @@ def report(results: list[dict], statuses: dict, meta: dict) -> str:
                     if plain and plain["median"]
                     else "-"
                 )
+                earlier = rows["round_trips_per_s"].get("run_at")
+                name = f"{s} (measured {earlier})" if earlier else s
                 md.append(
-                    f"| {s} | {c:,} | {cell(rows, 'round_trips_per_s', k)} | {pct} | "
+                    f"| {name} | {c:,} | {cell(rows, 'round_trips_per_s', k)} | {pct} | "
                     f"{cell(rows, 'p50_us', ms)} / {cell(rows, 'p99_us', ms)} | "
                     f"{cell(rows, 'errors', lambda v: f'{v:.0f}')} |"
                 )
@@ -369,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--merge",
         action="store_true",
-        help="keep the servers of benches/results/b11.jsonl that this run does not measure "
-        "(their rows say when they were measured)",
+        help="keep the (server, variant) results of benches/results/b11.jsonl that this run "
+        "does not measure (their rows say when they were measured)",
     )
     ap.add_argument("--debug-build", action="store_true", help="dev-profile loadgen (tests)")
     ap.add_argument(
@@ -450,8 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge and RESULTS.exists():
         for line in RESULTS.read_text().splitlines():
             d = json.loads(line)
-            if d.get("system") in servers or "meta" in d:
-                continue
+            if "meta" in d or (d.get("system"), d.get("variant")) in statuses:
+                continue  # measured (or tried) in this run
             if "metric" in d:
                 d.setdefault("run_at", "an earlier run")
                 results.append(d)
