@@ -285,7 +285,12 @@ def report(results: list[dict], statuses: dict, meta: dict) -> str:
         md.append("|---" * (1 + 3 * len(conns) + 1) + "|")
         for s in systems:
             earlier = next(
-                (r["run_at"] for r in results if r["system"] == s and r.get("run_at")), None
+                (
+                    r["run_at"]
+                    for r in results
+                    if (r["system"], r["variant"]) == (s, "plain") and r.get("run_at")
+                ),
+                None,
             )
             row = [f"{s} (measured {earlier})" if earlier else s]
             for c in conns:
@@ -314,9 +319,12 @@ def report(results: list[dict], statuses: dict, meta: dict) -> str:
                 if not rows:
                     continue
                 plain = by.get((s, "plain", c), {}).get("round_trips_per_s")
+                same_run = plain and plain.get("run_at") == rows["round_trips_per_s"].get("run_at")
                 pct = (
                     f"{100 * rows['round_trips_per_s']['median'] / plain['median']:.1f}%"
-                    if plain and plain["median"]
+                    if plain and plain["median"] and same_run
+                    else "- (other run)"
+                    if plain
                     else "-"
                 )
                 earlier = rows["round_trips_per_s"].get("run_at")
@@ -369,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 s runs, 100 and 1,000 connections")
     ap.add_argument("--no-report", action="store_true", help="do not write docs/ or results/")
     ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rewrite the B11 section of docs/benchmarks.md from benches/results/b11.jsonl",
+    )
+    ap.add_argument(
         "--merge",
         action="store_true",
         help="keep the (server, variant) results of benches/results/b11.jsonl that this run "
@@ -383,6 +396,23 @@ def main(argv: list[str] | None = None) -> int:
         "on a shared machine busy with builds; negative values need root)",
     )
     args = ap.parse_args(argv)
+    if args.report_only:
+        meta, results, statuses = {}, [], {}
+        for line in RESULTS.read_text().splitlines():
+            d = json.loads(line)
+            if "meta" in d:
+                meta = d["meta"]
+            elif "metric" in d:
+                results.append(d)
+                statuses.setdefault((d["system"], d["variant"]), "ok")
+            else:
+                statuses[(d["system"], d["variant"])] = d["status"]
+        # Rows of the run the metadata describes are not marked "measured ...".
+        for r in results:
+            if r.get("run_at") == meta.get("run_at"):
+                r.pop("run_at")
+        write_report(report(results, statuses, meta))
+        return 0
     if args.quick:
         args.warmup, args.duration = min(args.warmup, 0.5), min(args.duration, 1.0)
         if args.connections == "100,1000,10000":
@@ -450,9 +480,10 @@ def main(argv: list[str] | None = None) -> int:
             line = {"system": s, "workload": "B11", "variant": variant}
             print(json.dumps(line | {"status": "failed", "error": st}), flush=True)
     if args.merge and RESULTS.exists():
+        measured_now = set(statuses)
         for line in RESULTS.read_text().splitlines():
             d = json.loads(line)
-            if "meta" in d or (d.get("system"), d.get("variant")) in statuses:
+            if "meta" in d or (d.get("system"), d.get("variant")) in measured_now:
                 continue  # measured (or tried) in this run
             if "metric" in d:
                 d.setdefault("run_at", "an earlier run")
