@@ -464,6 +464,12 @@ def write_report(results: list[dict], statuses: dict, meta: dict) -> None:
             *cmp_rows,
             "",
         ]
+    # Keep the B11 section, which benches/b11.py writes between its markers.
+    b11_begin, b11_end = "<!-- B11 begin", "<!-- B11 end -->"
+    old_text = (DOCS / "benchmarks.md").read_text() if (DOCS / "benchmarks.md").exists() else ""
+    if b11_begin in old_text and b11_end in old_text:
+        b11 = b11_begin + old_text.split(b11_begin, 1)[1].split(b11_end, 1)[0] + b11_end
+        md += [b11, ""]
     (DOCS / "benchmarks.md").write_text("\n".join(md))
     log(f"wrote {DOCS / 'benchmarks.md'}")
     try:

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 echo "== system packages"
 # Installs what the tests drive for real, with apt-get when missing (as root):
 # tmux: tests/test_top_cli.py drives `python -m beamvm top` in a real terminal.
-# erlang-base (erl, epmd; OTP 25 on Debian 12): crates/vm-dist's tests talk to real nodes.
+# erlang-base (erl, epmd, escript; OTP 25 on Debian 12): crates/vm-dist's tests talk to real
+#   nodes; tests/test_b11_runner.py runs the gen_tcp peer server of B11.
 apt_install() { # package command
   if ! command -v "$2" >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

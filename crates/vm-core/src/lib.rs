@@ -14,6 +14,7 @@
 pub mod config;
 pub mod dirty;
 pub mod error;
+pub mod io;
 pub mod process;
 pub mod registry;
 pub mod scheduler;
