@@ -172,6 +172,18 @@ pub struct Statistics {
 }
 
 impl Statistics {
+    /// Utilisation of the dirty CPU and IO pools since start, busy / total, 0.0..=1.0.
+    pub fn dirty_utilisation(&self) -> (f64, f64) {
+        let r = |(b, t): (Duration, Duration)| {
+            if t.is_zero() {
+                0.0
+            } else {
+                (b.as_secs_f64() / t.as_secs_f64()).clamp(0.0, 1.0)
+            }
+        };
+        (r(self.dirty_cpu_wall_time), r(self.dirty_io_wall_time))
+    }
+
     /// Utilisation per scheduler, busy / total, 0.0..=1.0.
     pub fn scheduler_utilisation(&self) -> Vec<f64> {
         self.scheduler_wall_time
