@@ -26,17 +26,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::stats::{published_memory, push_top, sorted_top, ProcessInfo, ProcessSummary};
-use crate::term::Pid;
+use crate::term::{Pid, View};
 use crate::vm::VmRef;
 use crate::Memory;
 
 /// Long_schedule events kept for observers: enough for an operator to see the
 /// offenders of the last minutes without the log ever growing with a noisy system.
 pub const LONG_SCHEDULE_LOG: usize = 64;
-
-/// Longest rendering of one queued message in a queue sample (bytes); a sample is for
-/// eyes, and formatting a huge term would cost the caller time proportional to it.
-pub const SAMPLE_MESSAGE_BYTES: usize = 240;
 
 /// One slice that ran past the long_schedule threshold.
 #[derive(Debug, Clone)]
@@ -105,8 +101,8 @@ pub struct ProcessDetail {
     pub summary: ProcessSummary,
     /// `process_info`, when the process's lock was taken within the deadline.
     pub info: Option<ProcessInfo>,
-    /// The first queued messages, rendered as Erlang terms (each cut at
-    /// [`SAMPLE_MESSAGE_BYTES`]); empty when the lock was not taken.
+    /// The first queued messages, as the caller's renderer wrote them; empty when the
+    /// lock was not taken.
     pub queue_sample: Vec<String>,
     /// Messages that arrived but are not yet moved to the private queue (not sampled).
     pub in_transit: usize,
@@ -163,7 +159,15 @@ impl VmRef {
     /// `pid`'s details with up to `sample` of its queued messages, or None if it is
     /// not alive. Tries the process's lock until `wait` has passed; a process holding
     /// it longer (in a long slice) is described by its published counters only.
-    pub fn process_detail(&self, pid: Pid, sample: usize, wait: Duration) -> Option<ProcessDetail> {
+    /// Messages are rendered by `render` (e.g. [`render_bounded`] of the view, the
+    /// Erlang form), under the process's lock: keep it bounded.
+    pub fn process_detail(
+        &self,
+        pid: Pid,
+        sample: usize,
+        wait: Duration,
+        render: &dyn Fn(View<'_>) -> String,
+    ) -> Option<ProcessDetail> {
         let summary = self.process_summary(pid)?;
         let p = self.0.table.get(pid)?;
         let deadline = Instant::now() + wait;
@@ -194,7 +198,7 @@ impl VmRef {
             .mailbox
             .iter()
             .take(sample)
-            .map(|m| render_bounded(m, SAMPLE_MESSAGE_BYTES))
+            .map(|m| render(m.view()))
             .collect();
         Some(ProcessDetail {
             summary,
@@ -217,38 +221,54 @@ impl VmRef {
     }
 }
 
-/// `x`'s display form cut at `max` bytes (on a char boundary) with "..." appended.
-/// Formatting stops as soon as the limit is hit, so a huge term costs `max`, not its
-/// size.
-pub fn render_bounded(x: &dyn fmt::Display, max: usize) -> String {
-    struct Bounded {
-        out: String,
-        left: usize,
-    }
-    impl fmt::Write for Bounded {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            if s.len() <= self.left {
-                self.out.push_str(s);
-                self.left -= s.len();
-                return Ok(());
-            }
-            let mut cut = self.left;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            self.out.push_str(&s[..cut]);
-            self.left = 0;
-            Err(fmt::Error)
+/// A `fmt::Write` that keeps at most a byte budget and then fails, so that formatting
+/// stops as soon as the budget is spent: rendering a huge term costs the budget, not
+/// its size.
+pub struct Bounded {
+    out: String,
+    left: usize,
+}
+
+impl Bounded {
+    /// A writer that keeps at most `max` bytes.
+    pub fn new(max: usize) -> Bounded {
+        Bounded {
+            out: String::new(),
+            left: max,
         }
     }
-    let mut b = Bounded {
-        out: String::new(),
-        left: max,
-    };
-    if write!(b, "{x}").is_err() {
-        b.out.push_str("...");
+
+    /// The text written; "..." appended when `cut` (the write that ran out failed).
+    pub fn finish(mut self, cut: bool) -> String {
+        if cut {
+            self.out.push_str("...");
+        }
+        self.out
     }
-    b.out
+}
+
+impl fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if s.len() <= self.left {
+            self.out.push_str(s);
+            self.left -= s.len();
+            return Ok(());
+        }
+        let mut cut = self.left;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.out.push_str(&s[..cut]);
+        self.left = 0;
+        Err(fmt::Error)
+    }
+}
+
+/// `x`'s display form cut at `max` bytes (on a char boundary) with "..." appended.
+pub fn render_bounded(x: &dyn fmt::Display, max: usize) -> String {
+    let mut b = Bounded::new(max);
+    let cut = write!(b, "{x}").is_err();
+    b.finish(cut)
 }
 
 #[cfg(test)]

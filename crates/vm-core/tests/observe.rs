@@ -9,7 +9,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vm_core::{Cx, Step, Term};
+use vm_core::observe::render_bounded;
+use vm_core::{Cx, Step, Term, View};
+
+/// Erlang form, cut at 240 bytes.
+fn erl(v: View<'_>) -> String {
+    render_bounded(&v, 240)
+}
 
 /// A process that never receives: what is sent to it stays queued.
 fn hoarder() -> impl FnMut(&mut Cx<'_>) -> Step + Send + 'static {
@@ -129,14 +135,16 @@ fn process_detail_samples_the_queue_in_order_and_bounds_each_message() {
     vm.send(p, term(Term::List((0..10_000).map(Term::Int).collect())));
     vm.send(p, int(4));
     assert!(eventually(5, || vm
-        .process_detail(p, 10, Duration::from_secs(1))
+        .process_detail(p, 10, Duration::from_secs(1), &erl)
         .is_some_and(|d| d.queue_sample.len() == 4)));
-    let d = vm.process_detail(p, 3, Duration::from_secs(1)).unwrap();
+    let d = vm
+        .process_detail(p, 3, Duration::from_secs(1), &erl)
+        .unwrap();
     assert_eq!(d.queue_sample[0], "1");
     assert_eq!(d.queue_sample[1], "{hello,<<\"x\">>}");
     assert!(d.queue_sample[2].starts_with("[0,1,2,3,"));
     assert!(d.queue_sample[2].ends_with("..."));
-    assert!(d.queue_sample[2].len() <= vm_core::observe::SAMPLE_MESSAGE_BYTES + 3);
+    assert!(d.queue_sample[2].len() <= 240 + 3);
     assert_eq!(d.queue_sample.len(), 3, "sample size is honoured");
     let info = d.info.expect("an idle process's lock is free");
     assert_eq!(info.message_queue_len, 4);
@@ -144,7 +152,7 @@ fn process_detail_samples_the_queue_in_order_and_bounds_each_message() {
     assert_eq!(d.in_transit, 0);
     vm.exit(p, term(atom("kill")));
     assert!(eventually(5, || vm
-        .process_detail(p, 3, Duration::ZERO)
+        .process_detail(p, 3, Duration::ZERO, &erl)
         .is_none()));
 }
 
@@ -156,7 +164,7 @@ fn process_detail_does_not_wait_for_a_process_in_a_long_slice() {
     recv_timeout(&rx, 5);
     let t = Instant::now();
     let d = vm
-        .process_detail(hog, 5, Duration::from_millis(50))
+        .process_detail(hog, 5, Duration::from_millis(50), &erl)
         .expect("alive");
     assert!(
         t.elapsed() < Duration::from_millis(1000),

@@ -32,6 +32,7 @@ pub mod http;
 pub mod metrics;
 pub mod process;
 pub mod relay;
+pub mod render;
 pub mod snapshot;
 
 use std::net::TcpListener;
@@ -187,13 +188,10 @@ fn is_data_route(path: &str) -> bool {
     path == "/metrics" || path.starts_with("/api/")
 }
 
-/// Binds `host:port` (port 0: the OS picks one) and serves `backend` there.
+/// Binds `host:port` (port 0: the OS picks one) and serves `backend` there. A bind
+/// error is returned as the OS gave it (its errno intact); say which address failed
+/// when reporting it.
 pub fn serve(host: &str, port: u16, backend: Backend) -> std::io::Result<HttpServer> {
-    let listener = TcpListener::bind((host, port)).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot serve the beamvm web observer on {host}:{port}: {e}"),
-        )
-    })?;
+    let listener = TcpListener::bind((host, port))?;
     HttpServer::start(listener, handler(backend))
 }

@@ -76,7 +76,7 @@ pub fn process_json(
     stacktrace: Option<&StackTraceFn>,
 ) -> Option<Value> {
     let t0 = std::time::Instant::now();
-    let d = v.process_detail(pid, sample, LOCK_WAIT)?;
+    let d = v.process_detail(pid, sample, LOCK_WAIT, &crate::render::message)?;
     let s = &d.summary;
     let info = d.info.as_ref().map(|i| {
         json!({
