@@ -16,14 +16,19 @@ LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3} RUSTFLAGS="--cfg loom" \
 
 echo "== system packages"
 # tmux: tests/test_top_cli.py drives `python -m beamvm top` in a real terminal.
-if ! command -v tmux >/dev/null 2>&1; then
+# chromium: tests/test_observer_browser.py loads the web observer in a real browser.
+apt_install() { # COMMAND PACKAGE WHAT
+  command -v "$1" >/dev/null 2>&1 && return 0
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null \
-      || echo "warning: could not install tmux; the terminal test will be skipped"
+    { [ -n "${APT_UPDATED:-}" ] || apt-get update -qq; } && APT_UPDATED=1 \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null \
+      || echo "warning: could not install $2; the $3 test will be skipped"
   else
-    echo "warning: tmux missing and cannot be installed here; the terminal test will be skipped"
+    echo "warning: $2 missing and cannot be installed here; the $3 test will be skipped"
   fi
-fi
+}
+apt_install tmux tmux terminal
+apt_install chromium chromium browser
 
 echo "== python environment"
 PY=${PYTHON:-python3}
@@ -31,7 +36,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q "maturin>=1.5,<2" "pytest>=7" ruff
+# prometheus_client: its parser checks /metrics (tests/test_web_observer.py).
+.venv/bin/python -m pip install -q "maturin>=1.5,<2" "pytest>=7" ruff "prometheus_client>=0.17"
 echo "== ruff"
 .venv/bin/ruff check python tests benches examples
 echo "== build and install beamvm"

@@ -8,6 +8,7 @@ const beamvmObserver = (() => {
   const INTERVAL = 1000;       // ms between refreshes of the overview
   const PROCESS_INTERVAL = 2000;
   const TOP_N = 10;
+  const LONG_ROWS = 12;        // most recent long_schedule events listed
   const COLORS = ["#2a6fdb", "#e4572e", "#29a35a", "#9b5de5", "#f3a712", "#17becf",
                   "#d6338a", "#6b8e23", "#8c564b", "#7f7f7f"];
   const SVGNS = "http://www.w3.org/2000/svg";
@@ -143,17 +144,16 @@ const beamvmObserver = (() => {
       const t = document.getElementById("top-" + by);
       const head = el("tr", {}, el("th", {}, "pid"), el("th", {}, "name / function"),
         el("th", { class: "num" }, "mailbox"), el("th", { class: "num" }, "memory"),
-        el("th", { class: "num" }, "reductions"), el("th", {}, "status"));
-      const body = rows.map((r) => el("tr", { "data-pid": r.pid },
+        el("th", { class: "num" }, "reductions"));
+      const body = rows.map((r) => el("tr", { "data-pid": r.pid, title: r.status || "exited" },
         el("td", {}, pidLink(r.pid)),
-        el("td", { title: r.current || "" }, r.name || r.current || ""),
+        el("td", { title: r.current || "" }, r.name || r.current || `(${r.status || "exited"})`),
         el("td", { class: "num", "data-value": r.message_queue_len ?? "" },
           r.message_queue_len === undefined ? "-" : fmtInt(r.message_queue_len)),
         el("td", { class: "num", "data-value": r.memory ?? "" },
           r.memory === undefined ? "-" : fmtBytes(r.memory)),
         el("td", { class: "num", "data-value": r.reductions ?? "" },
-          r.reductions === undefined ? "-" : fmtShort(r.reductions)),
-        el("td", {}, r.status || "exited")));
+          r.reductions === undefined ? "-" : fmtShort(r.reductions))));
       t.replaceChildren(head, ...body);
     }
 
@@ -232,7 +232,7 @@ const beamvmObserver = (() => {
         [{ name: "messages/s", values: rated.map((h) => h.msgs) }], { fmt: fmtShort });
 
       for (const by of ["message_queue_len", "memory", "reductions"]) topTable(by, s.top[by] || []);
-      const events = (s.long_schedule_events || []).map((e) => el("tr", {},
+      const events = (s.long_schedule_events || []).slice(0, LONG_ROWS).map((e) => el("tr", {},
         el("td", {}, fmtSecs(e.at)), el("td", {}, pidLink(e.pid)),
         el("td", { class: "num", "data-value": e.took }, fmtSecs(e.took)), el("td", { title: e.label }, e.label)));
       const tbody = document.querySelector("#long-schedules tbody");
