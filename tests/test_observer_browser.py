@@ -117,15 +117,15 @@ class Browser:
                     raise RuntimeError(f"{method}: {reply['error']}")
                 return reply.get("result", {})
 
-    def open(self, url: str) -> str:
-        """Open ``url`` in a new 1400x1700 tab; returns the tab's session."""
+    def open(self, url: str, height: int = 1700) -> str:
+        """Open ``url`` in a new tab 1400 pixels wide; returns the tab's session."""
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         self.call(
             "Emulation.setDeviceMetricsOverride",
             session,
             width=1400,
-            height=1700,
+            height=height,
             deviceScaleFactor=1,
             mobile=False,
         )
@@ -273,8 +273,8 @@ def test_the_screenshot(million, browser, tmp_path):
     load += [a, b]
     send(a, (b, 0))
     try:
-        tab = browser.open(web.url)
-        browser.wait_for(tab, "document.body.dataset.samples >= 12", timeout=120)
+        tab = browser.open(web.url, height=1330)
+        browser.wait_for(tab, "document.body.dataset.samples >= 20", timeout=120)
         png = browser.screenshot(tab)
     finally:
         for p in load:

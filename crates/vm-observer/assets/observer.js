@@ -183,6 +183,7 @@ const beamvmObserver = (() => {
       show("schedulers_online", si.schedulers_online);
       show("os_pid", s.os_pid);
       show("took", s.took, fmtSecs(s.took));
+      show("took_cpu", s.took_cpu, fmtSecs(s.took_cpu));
       show("process_count", s.process_count, fmtInt(s.process_count));
       show("process_limit", si.process_limit, fmtInt(si.process_limit));
       for (const k of ["waiting", "runnable", "running"])

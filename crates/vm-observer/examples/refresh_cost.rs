@@ -3,7 +3,8 @@
 //! `cargo run --release -p vm-observer --example refresh_cost -- [PROCESSES] [ROUNDS]`
 //!
 //! Spawns PROCESSES (default 1,000,000) idle native processes, then times, ROUNDS times
-//! each (default 11), the census walk alone, a whole `/api/snapshot` (census, counters,
+//! each (default 11), the census walk alone (and, for comparison, the four walks it
+//! replaces: `memory()` and three `top`s), a whole `/api/snapshot` (census, counters,
 //! the listed processes' summaries, JSON), `/metrics`, and one page refresh end to end
 //! over HTTP (request, snapshot, reply) with the snapshot cache expired. Prints the
 //! median, min and max of each.
@@ -70,6 +71,22 @@ fn main() {
         "census(10)              {}",
         stats(time(rounds, || {
             std::hint::black_box(h.census(10));
+        }))
+    );
+    let mut cpu = Vec::new();
+    for _ in 0..rounds {
+        let c0 = snapshot::thread_cpu_time();
+        std::hint::black_box(snapshot::snapshot(&h, 10));
+        cpu.push(snapshot::thread_cpu_time().saturating_sub(c0));
+    }
+    println!("/api/snapshot (CPU)     {}", stats(cpu));
+    println!(
+        "memory() + 3 x top(10)  {}   (the walks census replaces)",
+        stats(time(rounds, || {
+            std::hint::black_box(h.memory());
+            for by in snapshot::BY {
+                std::hint::black_box(h.top(10, by).expect("top"));
+            }
         }))
     );
     let mut bytes = 0;
