@@ -15,9 +15,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 
 import beamvm
 import pytest
@@ -84,6 +86,70 @@ def test_serve_http_errors_say_what_is_wrong(http):
         observer.serve_http(0, host="")
     with pytest.raises(OSError):
         observer.serve_http(0, host="no-such-host.invalid")
+
+
+def test_a_forked_child_can_close_its_copy_without_hanging(http):
+    """A child of fork() has the handle but not the server's threads: closing it there
+    (explicitly, or at exit) returns at once, and the parent keeps serving."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        try:
+            http.close()
+            observer._close_all()
+            os._exit(0 if http.closed else 1)
+        finally:
+            os._exit(2)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("close() in the forked child hung")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not http.closed
+    assert fetch(http.url)[0] == 200
+
+
+def test_requests_during_vm_starts_and_stops_never_fail(http):
+    """A client hammering every route while the VM starts, fills and stops five times
+    gets an answer every time: JSON that says running or not, never a dropped
+    connection or a crash."""
+    stop = threading.Event()
+    bad: list[object] = []
+    answered = [0]
+
+    def client():
+        routes = ["api/snapshot", "metrics", "api/process?pid=<0.3.0>", "api/snapshot?n=0"]
+        i = 0
+        while not stop.is_set():
+            status, _, body = fetch(http.url + routes[i % len(routes)])
+            i += 1
+            if status not in (200, 404, 503) or not body:
+                bad.append((routes[i % len(routes)], status, body[:200]))
+            answered[0] += 1
+
+    t = threading.Thread(target=client)
+    t.start()
+    try:
+        for _ in range(5):
+            beamvm.start(schedulers=2)
+            try:
+                for _ in range(2000):
+                    spawn(sink)
+                time.sleep(0.1)
+            finally:
+                beamvm.stop()
+    finally:
+        stop.set()
+        t.join(30)
+    assert not bad, bad[:5]
+    assert answered[0] > 10
 
 
 def test_it_serves_with_the_vm_stopped_and_follows_restarts(http):
@@ -333,6 +399,7 @@ def test_the_gil_check_catches_a_server_that_needs_the_gil():
             pass
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.handle_error = lambda *args: None  # type: ignore[method-assign] (killed clients)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:

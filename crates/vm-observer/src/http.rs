@@ -15,7 +15,8 @@
 //!   gains nothing from keep-alive, and it keeps the server stateless.
 //! * A handler that panics answers `500`; the worker lives on.
 //! * [`HttpServer::close`] (or drop) stops accepting and releases the port before it
-//!   returns; connections in hand are finished.
+//!   returns; connections in hand are finished. In a forked child (which has the
+//!   handle but none of the threads) it only marks the handle closed.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -104,6 +105,9 @@ pub struct HttpServer {
     addr: SocketAddr,
     closed: Arc<AtomicBool>,
     accept: Mutex<Option<JoinHandle<()>>>,
+    /// The OS process that started the threads: a forked child has the handle but not
+    /// the threads, and must neither wake nor join them (the join would never return).
+    owner: u32,
 }
 
 impl HttpServer {
@@ -119,6 +123,7 @@ impl HttpServer {
             addr,
             closed,
             accept: Mutex::new(Some(accept)),
+            owner: std::process::id(),
         })
     }
 
@@ -136,6 +141,13 @@ impl HttpServer {
     /// socket is closed (a new server may bind the port right after).
     pub fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if std::process::id() != self.owner {
+            // A forked child: the server runs in the parent only. Forget the handle
+            // without touching the thread (joining or detaching a thread that does not
+            // exist in this process is not defined).
+            std::mem::forget(self.accept.lock().unwrap_or_else(|e| e.into_inner()).take());
             return;
         }
         // Wake the accept thread: it sees the flag on its next connection.
