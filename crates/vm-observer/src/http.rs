@@ -20,6 +20,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -105,6 +106,9 @@ pub struct HttpServer {
     addr: SocketAddr,
     closed: Arc<AtomicBool>,
     accept: Mutex<Option<JoinHandle<()>>>,
+    /// The listening socket, shared with the accept thread so that `close` can shut it
+    /// down (waking a blocked `accept`) while it is certainly open; dropped by `close`.
+    listener: Mutex<Option<Arc<TcpListener>>>,
     /// The OS process that started the threads: a forked child has the handle but not
     /// the threads, and must neither wake nor join them (the join would never return).
     owner: u32,
@@ -116,13 +120,16 @@ impl HttpServer {
         let addr = listener.local_addr()?;
         let closed = Arc::new(AtomicBool::new(false));
         let flag = closed.clone();
+        let listener = Arc::new(listener);
+        let theirs = listener.clone();
         let accept = std::thread::Builder::new()
             .name("beamvm-observer-http".into())
-            .spawn(move || accept_loop(&listener, &flag, &handler))?;
+            .spawn(move || accept_loop(&theirs, &flag, &handler))?;
         Ok(HttpServer {
             addr,
             closed,
             accept: Mutex::new(Some(accept)),
+            listener: Mutex::new(Some(listener)),
             owner: std::process::id(),
         })
     }
@@ -150,7 +157,20 @@ impl HttpServer {
             std::mem::forget(self.accept.lock().unwrap_or_else(|e| e.into_inner()).take());
             return;
         }
-        // Wake the accept thread: it sees the flag on its next connection.
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // Wake the accept thread, which sees the flag when `accept` returns: shutting
+        // the listening socket down makes a blocked `accept` fail at once (Linux); a
+        // connection to it is the portable fallback.
+        let shut = listener.as_ref().is_some_and(|l| {
+            // SAFETY: `l` keeps the listening socket open for the whole call (this Arc
+            // is one of its two owners), so the descriptor is valid and still this
+            // socket; shutdown(2) only changes the socket's state.
+            unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) == 0 }
+        });
         let mut wake = self.addr;
         if wake.ip().is_unspecified() {
             wake.set_ip(match wake {
@@ -158,11 +178,20 @@ impl HttpServer {
                 SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             });
         }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        let woke = TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok();
         let handle = self.accept.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
-            let _ = h.join();
+            if shut || woke {
+                let _ = h.join();
+            } else {
+                // Neither could reach it: leave the thread to its next connection
+                // rather than block the caller forever.
+                drop(h);
+            }
         }
+        // The accept thread's owner went away with it: this drop closes the socket
+        // and frees the port.
+        drop(listener);
     }
 }
 
