@@ -9,6 +9,7 @@ echo "== system packages"
 # tmux: tests/test_top_cli.py drives `python -m beamvm top` in a real terminal.
 # erlang-base (erl, epmd, escript; OTP 25 on Debian 12): crates/vm-dist's tests talk to real
 #   nodes; tests/test_b11_runner.py runs the gen_tcp peer server of B11.
+# chromium: tests/test_observer_browser.py loads the web observer in a real browser.
 apt_install() { # package command
   if ! command -v "$2" >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
@@ -22,6 +23,7 @@ apt_install() { # package command
 }
 apt_install tmux tmux
 apt_install erlang-base erl
+apt_install chromium chromium
 if command -v erl >/dev/null 2>&1; then
   # erl is here: the distribution tests must run, not skip.
   export VM_DIST_REQUIRE_ERL=1
@@ -43,7 +45,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q "maturin>=1.5,<2" "pytest>=7" ruff
+# prometheus_client: its parser checks /metrics (tests/test_web_observer.py).
+.venv/bin/python -m pip install -q "maturin>=1.5,<2" "pytest>=7" ruff "prometheus_client>=0.17"
 echo "== ruff"
 .venv/bin/ruff check python tests benches examples
 echo "== build and install beamvm"

@@ -6,7 +6,8 @@
 //! * [`scheduler`]: scheduler threads, priority run queues, stealing, parking.
 //! * [`dirty`]: the dirty CPU and IO pools for blocking or long calls; the scheduler's
 //!   watchdog hands a stuck scheduler's work to the others and reports long slices.
-//! * [`timer`], [`registry`], [`stats`]: timers, names, introspection.
+//! * [`timer`], [`registry`], [`stats`]: timers, names, introspection; [`observe`]:
+//!   what a live observer reads (one-walk census, long_schedule log, queue samples).
 //!
 //! Start a [`Vm`], spawn [`Body`]s (closures `FnMut(&mut Cx) -> Step` work), send
 //! [`Fragment`]s. docs/semantics.md states the guarantees and the tests that check them.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod dirty;
 pub mod error;
 pub mod io;
+pub mod observe;
 pub mod process;
 pub mod registry;
 pub mod scheduler;
@@ -26,6 +28,7 @@ pub mod vm;
 pub use config::{SliceHook, VmConfig};
 pub use dirty::{DirtyJob, DirtyKind, DirtyResult};
 pub use error::{Error, Result};
+pub use observe::{Census, LongScheduleEvent, ProcessDetail};
 pub use process::context::Cx;
 pub use process::mailbox::Key;
 pub use process::table::EXTERNAL_PID;

@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::process::Process;
+use crate::process::{Private, Process};
 use crate::term::{atom_count, atom_table_bytes, binary_bytes, Atom, Pid};
 use crate::vm::VmRef;
 
@@ -20,7 +20,7 @@ pub fn process_base_bytes() -> usize {
 
 /// Published bytes of a process (control block + heap; queued messages are counted
 /// only by `process_info`, which reads the private mailbox).
-fn published_memory(p: &Process) -> usize {
+pub(crate) fn published_memory(p: &Process) -> usize {
     process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed)
 }
 
@@ -166,9 +166,24 @@ pub struct Statistics {
     pub dirty_queued: (usize, usize),
     /// Jobs completed by the dirty CPU / IO pools.
     pub dirty_completed: (u64, u64),
+    /// Messages sent, by processes and from outside them (timer deliveries and the
+    /// VM's own system monitor events are not counted).
+    pub messages_sent: u64,
 }
 
 impl Statistics {
+    /// Utilisation of the dirty CPU and IO pools since start, busy / total, 0.0..=1.0.
+    pub fn dirty_utilisation(&self) -> (f64, f64) {
+        let r = |(b, t): (Duration, Duration)| {
+            if t.is_zero() {
+                0.0
+            } else {
+                (b.as_secs_f64() / t.as_secs_f64()).clamp(0.0, 1.0)
+            }
+        };
+        (r(self.dirty_cpu_wall_time), r(self.dirty_io_wall_time))
+    }
+
     /// Utilisation per scheduler, busy / total, 0.0..=1.0.
     pub fn scheduler_utilisation(&self) -> Vec<f64> {
         self.scheduler_wall_time
@@ -189,6 +204,11 @@ impl VmRef {
     pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
         let p = self.0.table.get(pid)?;
         let g = p.lock();
+        Some(self.info_locked(&p, &g))
+    }
+
+    /// `process_info` of `p`, whose private half the caller has locked (`g`).
+    pub(crate) fn info_locked(&self, p: &Process, g: &Private) -> ProcessInfo {
         let stats = g.mem.as_deref().map(|m| m.heap.stats()).unwrap_or_default();
         let (links, monitors, monitored_by) = match g.rel.as_deref() {
             Some(r) => (
@@ -199,8 +219,8 @@ impl VmRef {
             None => (Vec::new(), Vec::new(), Vec::new()),
         };
         let current = g.body.as_ref().map(|b| b.label()).unwrap_or_default();
-        let info = ProcessInfo {
-            pid,
+        ProcessInfo {
+            pid: p.pid,
             status: p.status(),
             priority: p.priority().name(),
             reductions: p.reductions.load(Ordering::Relaxed),
@@ -215,10 +235,9 @@ impl VmRef {
             monitors,
             monitored_by,
             trap_exit: g.trap_exit,
-            registered_name: self.0.registry.name_of(pid),
+            registered_name: self.0.registry.name_of(p.pid),
             current,
-        };
-        Some(info)
+        }
     }
 
     /// A summary of `pid` from its published counters, or None if it is not alive.
@@ -253,6 +272,11 @@ impl VmRef {
         self.0.table.for_each(|p| {
             processes += published_memory(p);
         });
+        self.memory_with(processes)
+    }
+
+    /// Memory by category, given the processes' bytes (summed by a table walk).
+    pub(crate) fn memory_with(&self, processes: usize) -> Memory {
         let binary = binary_bytes();
         let atom = atom_table_bytes();
         let limit = self.0.table.limit();
@@ -334,6 +358,7 @@ impl VmRef {
                 self.0.dirty.cpu.completed.load(Ordering::Relaxed),
                 self.0.dirty.io.completed.load(Ordering::Relaxed),
             ),
+            messages_sent: self.messages_sent(),
         }
     }
 
@@ -380,7 +405,7 @@ impl VmRef {
     }
 }
 
-type TopHeap = std::collections::BinaryHeap<std::cmp::Reverse<(u64, Pid)>>;
+pub(crate) type TopHeap = std::collections::BinaryHeap<std::cmp::Reverse<(u64, Pid)>>;
 
 fn top_key(by: &str) -> crate::Result<fn(&Process) -> u64> {
     Ok(match by {
@@ -395,7 +420,7 @@ fn top_key(by: &str) -> crate::Result<fn(&Process) -> u64> {
     })
 }
 
-fn push_top(heap: &mut TopHeap, n: usize, v: u64, pid: Pid) {
+pub(crate) fn push_top(heap: &mut TopHeap, n: usize, v: u64, pid: Pid) {
     if heap.len() < n {
         heap.push(std::cmp::Reverse((v, pid)));
     } else if let Some(std::cmp::Reverse((min, _))) = heap.peek() {
@@ -406,7 +431,7 @@ fn push_top(heap: &mut TopHeap, n: usize, v: u64, pid: Pid) {
     }
 }
 
-fn sorted_top(heap: TopHeap) -> Vec<(Pid, u64)> {
+pub(crate) fn sorted_top(heap: TopHeap) -> Vec<(Pid, u64)> {
     let mut out: Vec<(Pid, u64)> = heap
         .into_iter()
         .map(|std::cmp::Reverse((v, p))| (p, v))

@@ -68,6 +68,8 @@ pub struct VmInner {
     pub(crate) registered: Mutex<()>,
     pub(crate) dirty: DirtyPools,
     pub(crate) system_monitor: Mutex<Option<Pid>>,
+    /// What observers read beyond the counters (crate::observe).
+    pub(crate) observe: crate::observe::ObserveState,
     /// VM threads (schedulers, timer, watchdog) that have returned, for shutdown.
     pub(crate) exited: (Mutex<usize>, std::sync::Condvar),
 }
@@ -154,6 +156,13 @@ impl VmInner {
     /// Sends a long_schedule event to the system monitor, if one is set:
     /// `{monitor, Pid, long_schedule, [{timeout, Ms}, {in, Label}]}` (BEAM's shape).
     pub(crate) fn report_long_schedule(&self, pid: Pid, took: Duration, label: &str) {
+        self.observe
+            .record_long_schedule(crate::observe::LongScheduleEvent {
+                pid,
+                took,
+                label: label.to_owned(),
+                at: self.started.elapsed(),
+            });
         let Some(mon) = *self
             .system_monitor
             .lock()
@@ -285,6 +294,10 @@ impl VmRef {
 
     /// Sends a message from outside any process; false if `to` is not alive.
     pub fn send(&self, to: Pid, msg: Fragment) -> bool {
+        self.0
+            .observe
+            .external_sends
+            .fetch_add(1, Ordering::Relaxed);
         self.0.send_signal(to, Signal::Message(msg)).0
     }
 
@@ -406,6 +419,7 @@ impl Vm {
             registered: Mutex::new(()),
             dirty: DirtyPools::new(config_dirty.0, config_dirty.1),
             system_monitor: Mutex::new(None),
+            observe: Default::default(),
             exited: (Mutex::new(0), std::sync::Condvar::new()),
         });
         let mut threads = Vec::new();

@@ -141,6 +141,7 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &Statistics) -> PyResult<Bound
     d.set_item("dirty_io_queued", s.dirty_queued.1)?;
     d.set_item("dirty_cpu_completed", s.dirty_completed.0)?;
     d.set_item("dirty_io_completed", s.dirty_completed.1)?;
+    d.set_item("messages_sent", s.messages_sent)?;
     Ok(d)
 }
 
@@ -152,7 +153,7 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &Statistics) -> PyResult<Bound
 /// `gc_reclaimed_bytes`, `dirty_cpu_wall_time` / `dirty_io_wall_time` (`(busy,
 /// total)`, total = threads x uptime), `dirty_cpu_utilisation`,
 /// `dirty_io_utilisation`, `dirty_cpu_queued`, `dirty_io_queued`,
-/// `dirty_cpu_completed`, `dirty_io_completed`. Reads counters only.
+/// `dirty_cpu_completed`, `dirty_io_completed`, `messages_sent`. Reads counters only.
 #[pyfunction]
 pub fn statistics_full(py: Python<'_>) -> PyResult<Py<PyDict>> {
     let v = handle()?;

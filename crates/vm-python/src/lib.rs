@@ -6,6 +6,7 @@
 //!   accessor every function uses to reach it.
 //! * [`api`]: the process API (spawn, send, links, monitors, exits, names, timers).
 //! * [`introspect`]: `process_info`, `memory`, `statistics`, `top`, `snapshot`, ...
+//! * [`observer_http`]: the web observer (`vm-observer`'s server on native threads).
 //! * [`driver`]: the Python process body (a compiled generator driven one slice at a
 //!   time), the GIL batch hook, the current process, the budget cell, receive, dirty
 //!   calls.
@@ -31,6 +32,7 @@ mod driver;
 mod errors;
 mod introspect;
 mod lifecycle;
+mod observer_http;
 pub mod pattern;
 mod runtime;
 pub mod types;
@@ -93,5 +95,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::in_process_, m)?)?;
     // Introspection.
     introspect::register(m)?;
+    // The web observer.
+    observer_http::register(m)?;
     Ok(())
 }

@@ -35,6 +35,8 @@ pub struct Cx<'a> {
     pub(crate) p: &'a mut Private,
     pub(crate) budget: i64,
     pub(crate) buf: &'a mut Vec<Signal>,
+    /// Messages sent in this slice (the scheduler adds them to its counter).
+    pub(crate) sent: u64,
 }
 
 impl<'a> Cx<'a> {
@@ -71,6 +73,7 @@ impl<'a> Cx<'a> {
     /// live process's inbox.
     pub fn send(&mut self, to: Pid, msg: Fragment) -> bool {
         let (ok, qlen) = self.vm.send_signal(to, Signal::Message(msg));
+        self.sent += 1;
         self.budget -= SEND_COST + (qlen / SEND_PUNISH_PER).min(4000) as i64;
         ok
     }

@@ -130,6 +130,11 @@ impl Mailbox {
         self.bytes
     }
 
+    /// Queued messages in arrival order (for introspection; receiving takes them).
+    pub fn iter(&self) -> impl Iterator<Item = &Fragment> {
+        self.q.iter().filter_map(|(_, m)| m.as_ref())
+    }
+
     /// Appends an arrived message.
     pub fn push(&mut self, m: Fragment) {
         let seq = self.next_seq;

@@ -100,6 +100,8 @@ pub struct SchedStats {
     pub gcs: AtomicU64,
     /// Bytes those collections reclaimed.
     pub reclaimed_bytes: AtomicU64,
+    /// Messages sent by processes run here (each slice's `Cx` count, added at its end).
+    pub messages_sent: AtomicU64,
 }
 
 /// Scheduler state shared by all threads of one VM.
@@ -479,6 +481,7 @@ impl Sched<'_> {
             p: &mut g,
             budget,
             buf: &mut self.buf,
+            sent: 0,
         };
         cx.drain();
         let step = if cx.p.exiting.is_some() {
@@ -490,6 +493,7 @@ impl Sched<'_> {
             }
         };
         let mut used = (budget - cx.budget).max(1) as u64;
+        bump(&self.vm.sched.stats[self.index].messages_sent, cx.sent);
         cx.publish_queue_len();
         let exiting = cx.p.exiting.take();
         if let Some(reason) = exiting {
