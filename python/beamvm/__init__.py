@@ -58,6 +58,7 @@ from beamvm._native import (
     SystemLimit,
     Timeout,
     __version__,
+    alias,
     cancel_timer,
     demonitor,
     exit,
@@ -83,6 +84,7 @@ from beamvm._native import (
     statistics,
     stop,
     system_info,
+    unalias,
     unlink,
     unregister,
     whereis,
@@ -102,6 +104,7 @@ __all__ = [
     "SystemLimit",
     "Timeout",
     "__version__",
+    "alias",
     "cancel_timer",
     "demonitor",
     "dirty_cpu",
@@ -136,6 +139,7 @@ __all__ = [
     "stop",
     "system_info",
     "top",  # observer
+    "unalias",
     "unlink",
     "unregister",
     "whereis",
@@ -172,16 +176,22 @@ class _Missing:
 _MISSING: Any = _Missing()
 
 
-def receive(pattern: Any = ANY, timeout: float | None = None, default: Any = _MISSING) -> Any:
-    """Take the first message matching ``pattern`` from the mailbox, waiting for one.
+def receive(*patterns: Any, timeout: float | None = None, default: Any = _MISSING) -> Any:
+    """Take the first message matching one of ``patterns`` from the mailbox, waiting for one.
 
-    ``pattern``: ``ANY`` (the default: the next message), a literal, a type (``int``,
-    ``str``, ``Pid``, ...), or a tuple/list/dict of those, e.g.
-    ``(Atom('reply'), ref, ANY)``. Messages that do not match stay queued, in order.
-    ``timeout`` in seconds (None: wait forever; 0: only look); when it expires,
-    ``default`` is returned if given, else :class:`Timeout` is raised. A pattern whose
-    tuple holds a literal ``Ref`` among its first three elements, or a literal atom/int
-    first, is found by index: its cost does not grow with unrelated queued messages.
+    A pattern is ``ANY``, a literal, a type (``int``, ``str``, ``Pid``, ...), or a
+    tuple/list/dict of those, e.g. ``(Atom('reply'), ref, ANY)``; no pattern means the
+    next message. With several patterns, the first queued message (in mailbox order)
+    that matches any of them is taken -- Erlang's receive with several clauses -- e.g.
+    the reply or the server's DOWN: ``receive((ref, ANY), (Atom('DOWN'), ref, ANY, ANY,
+    ANY))``; match the result to see which it was. Messages that match none stay queued,
+    in order. ``timeout`` (keyword only) in seconds (None: wait forever; 0: only look);
+    when it expires, ``default`` is returned if given, else :class:`Timeout` is raised.
+
+    Cost: a pattern whose tuple holds a literal ``Ref`` among its first three elements,
+    or a literal atom/int first, is found by index; when every pattern is such a keyed
+    pattern the receive does not look at unrelated queued messages at all, however many
+    there are. Otherwise each queued message examined costs a reduction.
 
     A primitive: compiled process code calls the native ``_native._recv`` instead, which
     returns a message already queued without suspending the process, or an op that the

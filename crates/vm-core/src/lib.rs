@@ -11,6 +11,7 @@
 //! Start a [`Vm`], spawn [`Body`]s (closures `FnMut(&mut Cx) -> Step` work), send
 //! [`Fragment`]s. docs/semantics.md states the guarantees and the tests that check them.
 
+pub mod alias;
 pub mod config;
 pub mod dirty;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod term;
 pub mod timer;
 pub mod vm;
 
+pub use alias::AliasMode;
 pub use config::{SliceHook, VmConfig};
 pub use dirty::{DirtyJob, DirtyKind, DirtyResult};
 pub use error::{Error, Result};

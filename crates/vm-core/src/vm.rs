@@ -68,6 +68,8 @@ pub struct VmInner {
     pub(crate) registered: Mutex<()>,
     pub(crate) dirty: DirtyPools,
     pub(crate) system_monitor: Mutex<Option<Pid>>,
+    /// Alias -> owner, for sends to an alias (see `alias.rs`).
+    pub(crate) aliases: crate::alias::AliasTable,
     /// VM threads (schedulers, timer, watchdog) that have returned, for shutdown.
     pub(crate) exited: (Mutex<usize>, std::sync::Condvar),
 }
@@ -224,6 +226,7 @@ impl VmInner {
             }
         }
         if let Some(rel) = g.rel.take() {
+            self.release_aliases(&rel.aliases);
             for l in rel.links {
                 let exit = Signal::Exit {
                     from: me,
@@ -406,6 +409,7 @@ impl Vm {
             registered: Mutex::new(()),
             dirty: DirtyPools::new(config_dirty.0, config_dirty.1),
             system_monitor: Mutex::new(None),
+            aliases: Default::default(),
             exited: (Mutex::new(0), std::sync::Condvar::new()),
         });
         let mut threads = Vec::new();

@@ -4,6 +4,7 @@
 //!
 //! * [`lifecycle`]: starting and stopping the VM (`start`, `stop`, `run`), the one
 //!   accessor every function uses to reach it.
+//! * [`alias`]: process aliases (`alias`, `unalias`, sends to an alias).
 //! * [`api`]: the process API (spawn, send, links, monitors, exits, names, timers).
 //! * [`introspect`]: `process_info`, `memory`, `statistics`, `top`, `snapshot`, ...
 //! * [`driver`]: the Python process body (a compiled generator driven one slice at a
@@ -24,6 +25,7 @@
 
 #![allow(deprecated)] // IntoPy::into_py: still the plain way in pyo3 0.23
 
+mod alias;
 mod api;
 mod args;
 pub mod convert;
@@ -79,6 +81,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::unlink, m)?)?;
     m.add_function(wrap_pyfunction!(api::monitor, m)?)?;
     m.add_function(wrap_pyfunction!(api::demonitor, m)?)?;
+    m.add_function(wrap_pyfunction!(alias::alias, m)?)?;
+    m.add_function(wrap_pyfunction!(alias::unalias, m)?)?;
+    m.add_function(wrap_pyfunction!(alias::_alias_count, m)?)?;
     m.add_function(wrap_pyfunction!(api::exit, m)?)?;
     m.add_function(wrap_pyfunction!(api::process_flag, m)?)?;
     m.add_function(wrap_pyfunction!(api::register, m)?)?;

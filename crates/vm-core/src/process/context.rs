@@ -111,6 +111,7 @@ impl<'a> Cx<'a> {
         let me = self.proc.pid;
         match s {
             Signal::Message(m) => self.p.mailbox.push(m),
+            Signal::AliasMessage { alias, msg } => self.alias_message(alias, msg),
             Signal::Link(from) => {
                 self.p.rel().links.insert(from);
             }
@@ -170,6 +171,7 @@ impl<'a> Cx<'a> {
                     .and_then(|r| r.monitoring.remove(&mref.0))
                     .is_some();
                 if active {
+                    self.monitor_gone(mref);
                     let msg = Term::Tuple(vec![
                         Term::Atom(Atom::DOWN),
                         Term::Ref(mref),
@@ -262,7 +264,15 @@ impl<'a> Cx<'a> {
     /// pending receive has not rejected before (the save position).
     pub fn recv_where(&mut self, mut pred: impl FnMut(View<'_>) -> bool) -> Option<Fragment> {
         self.drain();
-        let m = self.p.mailbox.take_where(&mut pred)?;
+        // Each message examined costs a reduction (BEAM's loop_rec), so a long scan
+        // counts as the work it is and is preempted like any other.
+        let mut examined = 0;
+        let m = self.p.mailbox.take_where(&mut |v| {
+            examined += 1;
+            pred(v)
+        });
+        self.budget -= examined;
+        let m = m?;
         self.received();
         Some(m)
     }
@@ -270,13 +280,27 @@ impl<'a> Cx<'a> {
     /// Keyed selective receive: the first message carrying `key` (a reference among
     /// its first tuple elements, or its tag) that `pred` accepts. Its cost does not
     /// depend on how many unrelated messages are queued.
-    pub fn recv_keyed(
+    pub fn recv_keyed(&mut self, key: Key, pred: impl FnMut(View<'_>) -> bool) -> Option<Fragment> {
+        self.recv_keyed_any(&[key], pred)
+    }
+
+    /// Keyed selective receive with several keys (a receive with several patterns,
+    /// each keyed): the first message in arrival order that carries one of `keys` and
+    /// that `pred` accepts, at a cost independent of unrelated queued messages.
+    pub fn recv_keyed_any(
         &mut self,
-        key: Key,
-        mut pred: impl FnMut(View<'_>) -> bool,
+        keys: &[Key],
+        pred: impl FnMut(View<'_>) -> bool,
     ) -> Option<Fragment> {
         self.drain();
-        let m = self.p.mailbox.take_keyed(key, &mut pred)?;
+        let mut examined = 0;
+        let mut pred = pred;
+        let m = self.p.mailbox.take_keyed_any(keys, &mut |v| {
+            examined += 1;
+            pred(v)
+        });
+        self.budget -= examined;
+        let m = m?;
         self.received();
         Some(m)
     }
@@ -462,6 +486,7 @@ impl<'a> Cx<'a> {
             .and_then(|r| r.monitoring.remove(&mref.0));
         if let Some(t) = target {
             self.vm.send_signal(t, Signal::Demonitor(mref));
+            self.monitor_gone(mref);
         }
         if flush {
             self.drain();

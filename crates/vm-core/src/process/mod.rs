@@ -161,6 +161,8 @@ pub(crate) struct Relations {
     pub monitoring: HashMap<u64, Pid>,
     /// Monitors others hold on this process: ref -> monitoring process.
     pub monitored_by: HashMap<u64, Pid>,
+    /// This process's active aliases: ref -> how the alias ends (see `alias.rs`).
+    pub aliases: HashMap<u64, crate::alias::AliasMode>,
 }
 
 /// A process's term heap and its registers (the GC roots), allocated on first use:

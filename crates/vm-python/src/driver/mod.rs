@@ -184,11 +184,18 @@ impl PyProcess {
         let args = args.downcast::<PyTuple>()?;
         let kind = kind.downcast::<PyString>()?.to_str()?;
         match kind {
-            "receive" => {
-                // A Request-style receive (from a primitive written in Python).
+            "receive" | "receive_any" => {
+                // A Request-style receive (from a primitive written in Python):
+                // (pattern, timeout, default), or (patterns, ...) for "receive_any".
+                let first = args.get_item(0)?;
+                let patterns = if kind == "receive" {
+                    PyTuple::new(py, [first])?
+                } else {
+                    first.downcast_into::<PyTuple>()?
+                };
                 let op = _receive(
                     py,
-                    args.get_item(0)?.unbind(),
+                    &patterns,
                     Some(&args.get_item(1)?),
                     args.get_item(2)?.unbind(),
                 )?;
