@@ -89,6 +89,7 @@ from beamvm._native import (
     unregister,
     whereis,
 )
+from beamvm._otp import CallError, StartError, SupervisorError  # noqa: E402 -- OTP layer
 from beamvm.observer import proc_window, set_system_monitor, statistics_full, top  # observer
 
 __all__ = [
@@ -96,11 +97,14 @@ __all__ = [
     "Atom",
     "BadArg",
     "Binary",
+    "CallError",
     "NoProc",
     "Pid",
     "ProcessExit",
     "ProcessKilled",
     "Ref",
+    "StartError",
+    "SupervisorError",
     "SystemLimit",
     "Timeout",
     "__version__",

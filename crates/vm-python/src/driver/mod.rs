@@ -372,13 +372,19 @@ pub(crate) fn exit_reason(py: Python<'_>, exc: &Bound<'_, PyAny>) -> (Fragment, 
             .unwrap_or_else(|| Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
         return (reason, false);
     }
+    // An exception that names its exit reason (beamvm.CallError: what an Erlang caller
+    // that does not catch would exit with); reported like any crash.
+    if let Ok(r) = exc.getattr(intern!(py, "__exit_reason__")) {
+        if let Ok(f) = to_fragment(&r) {
+            return (f, true);
+        }
+    }
     let tn = exc
         .get_type()
         .qualname()
         .map(|s| s.to_string())
         .unwrap_or_else(|_| "Exception".into());
     let msg = exc.str().map(|s| s.to_string()).unwrap_or_default();
-    let _ = py;
     let t = Term::Tuple(vec![Term::Atom(Atom::ERROR), str_term(&tn), str_term(&msg)]);
     (Fragment::from_term(&t), true)
 }
