@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import logging
 
-import pytest
-
 import beamvm
+import pytest
 from beamvm import (
     ANY,
     Atom,

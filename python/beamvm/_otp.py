@@ -101,6 +101,26 @@ def timeout_term(timeout: float | None) -> Any:
     return INFINITY if timeout is None else timeout
 
 
+# --------------------------------------------------------------------------- hand-off
+
+#: Objects handed to another process by reference (a child spec holds functions, which
+#: have no term form, so it cannot travel in a message): the message carries a Ref, the
+#: receiver takes the object. The sender removes what was not taken (the receiver died).
+_HANDOFF: dict[Any, Any] = {}
+
+
+def handoff(obj: Any) -> Any:
+    """Park ``obj`` for another process; return the Ref to put in the message."""
+    r = _native.make_ref()
+    _HANDOFF[r] = obj
+    return r
+
+
+def take_handoff(ref: Any) -> Any:
+    """Take a parked object (None if it was taken already or never parked)."""
+    return _HANDOFF.pop(ref, None)
+
+
 # --------------------------------------------------------------------------- names
 
 #: Via modules known by name: ``('via', 'beamvm.registry', key)`` looks up
@@ -142,6 +162,19 @@ def check_name(name: Any, what: str = "name") -> Any:
     raise TypeError(
         f"{what} must be None, a str or Atom (a locally registered name) or "
         f"('via', module, key), not {name!r}"
+    )
+
+
+def check_server(server: Any) -> None:
+    """Raise TypeError unless ``server`` is a Pid, a str/Atom name or a via tuple."""
+    if type(server) is Pid or isinstance(server, str | Atom):
+        return
+    if isinstance(server, tuple) and len(server) == 3 and server[0] in ("via", VIA):
+        _via_module(server[1])
+        return
+    raise TypeError(
+        "a server must be a Pid, a registered name (str or Atom) or ('via', module, key), "
+        f"not {server!r}"
     )
 
 

@@ -63,18 +63,20 @@ a failed start raises :class:`StartError`; bad arguments raise ``TypeError``/``V
 
 A call is built as OTP's gen.erl builds it: the caller monitors the server with the
 monitor's reference as an alias (``monitor(pid, alias='demonitor')``), sends
-``('$gen_call', (caller, [Atom('alias'), ref]), request)``, and waits in one receive for
-``(ref, reply)`` or the server's DOWN; on timeout it demonitors, which deactivates the
-alias, so a reply that comes later is dropped by the VM and never reaches the caller's
-mailbox.
+``('$gen_call', (caller, ref), request)`` (``from_`` is ``(caller, ref)``), and waits
+in one receive for ``(ref, reply)`` or the server's DOWN; on timeout it demonitors,
+which deactivates the alias, so a reply that comes later is dropped by the VM and never
+reaches the caller's mailbox. The caller's half is native (crates/vm-python/src/
+gen_call.rs): compiled process code runs it as a primitive, with no Python frame.
 """
 
 from __future__ import annotations
 
 import logging
+from types import FunctionType
 from typing import Any
 
-from beamvm import _native, _otp
+from beamvm import _native, _otp, _runtime
 from beamvm._native import (
     Atom,
     Pid,
@@ -128,7 +130,6 @@ GEN_CALL = Atom("$gen_call")
 GEN_CAST = Atom("$gen_cast")
 SYSTEM = Atom("system")
 TERMINATE = Atom("terminate")
-ALIAS = Atom("alias")
 GEN_SERVER = Atom("gen_server")
 CALL = Atom("call")
 OK = Atom("ok")
@@ -226,32 +227,17 @@ def call(server: Any, request: Any, timeout: float | None = DEFAULT_TIMEOUT) -> 
     dropped, never queued), the server's exit reason when it dies before replying, or
     ``Atom('calling_self')``.
     """
-    if timeout is not None and (type(timeout) is not float or not 0.0 <= timeout < 1e300):
-        timeout = _otp.check_timeout(timeout)
+    _otp.check_timeout(timeout)
+    _otp.check_server(server)
     if not _native.in_process_():
         raise _outside("call")
-    pid = server if type(server) is Pid else _otp.whereis(server)
-    if pid is None:
-        raise CallError((NOPROC, _mfa(server, request, timeout)))
-    me = self_pid()
-    if pid == me:
-        raise CallError((CALLING_SELF, _mfa(server, request, timeout)))
-    mref = monitor(pid, alias="demonitor")
-    send(pid, (GEN_CALL, (me, [ALIAS, mref]), request))
-    got = receive(
-        (mref, ANY), (DOWN, mref, ANY, ANY, ANY), timeout=timeout, default=_TIMED_OUT
-    )
-    if got is _TIMED_OUT:
-        demonitor(mref, flush=True)
-        # A reply that arrived just before the alias went is still ours (gen.erl).
-        got = receive((mref, ANY), timeout=0, default=_TIMED_OUT)
-        if got is _TIMED_OUT:
-            raise CallError((TIMEOUT, _mfa(server, request, timeout)))
-        return got[1]
-    if len(got) == 2:
-        demonitor(mref, flush=True)
-        return got[1]
-    raise CallError((got[4], _mfa(server, request, timeout)))
+    raise _runtime._outside_process("gen_server.call")
+
+
+# Compiled process code runs the native half of a call (crates/vm-python/src/gen_call.rs)
+# with ``yield from``: no Python frame per call. The function above is what plain code
+# outside a process reaches.
+_runtime.register_primitive(call, _native._gen_call)
 
 
 def cast(server: Any, msg: Any) -> None:
@@ -269,16 +255,10 @@ def reply(from_: Any, value: Any) -> None:
 
     Works from any process, once; a reply to a caller that gave up is dropped.
     """
-    try:
-        pid, tag = from_
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"reply's from_ must be the from_ handle_call received, not {from_!r}"
-        ) from None
-    if type(tag) is list and len(tag) == 2 and tag[0] == ALIAS:
-        send(tag[1], (tag[1], value))
-    else:
-        send(pid, (tag, value))
+    if type(from_) is not tuple or len(from_) != 2 or type(from_[1]) is not Ref:
+        raise TypeError(f"reply's from_ must be the from_ handle_call received, not {from_!r}")
+    tag = from_[1]
+    send(tag, (tag, value))
 
 
 def send_request(server: Any, request: Any) -> RequestId:
@@ -296,7 +276,7 @@ def send_request(server: Any, request: Any) -> RequestId:
         send(me, (DOWN, mref, PROCESS, server, NOPROC))
         return RequestId(mref, server)
     mref = monitor(pid, alias="demonitor")
-    send(pid, (GEN_CALL, (me, [ALIAS, mref]), request))
+    send(pid, (GEN_CALL, (me, mref), request))
     return RequestId(mref, server)
 
 
@@ -479,8 +459,39 @@ def _server_main(
     _loop(inst, parent, name, out.arg if type(out) is Continue else _MISSING)
 
 
+def _handler(inst: GenServer, name: str) -> Any:
+    """Return the function behind ``inst.<name>``, to call as ``f(inst, ...)``.
+
+    Compiled code runs a plain function through a cached dispatch entry; a bound method
+    is looked up afresh on each call, which costs more than the rest of a short handler.
+    """
+    f = getattr(type(inst), name, None)
+    if type(f) is FunctionType:
+        return f
+    return getattr(_Bound, name)
+
+
+class _Bound:
+    """Handlers that are not plain functions (static/class methods, instance attributes)."""
+
+    @staticmethod
+    def handle_call(inst: Any, request: Any, from_: Any) -> Any:
+        return inst.handle_call(request, from_)
+
+    @staticmethod
+    def handle_cast(inst: Any, msg: Any) -> Any:
+        return inst.handle_cast(msg)
+
+    @staticmethod
+    def handle_info(inst: Any, msg: Any) -> Any:
+        return inst.handle_info(msg)
+
+
 def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
     msg: Any = None
+    handle_call = _handler(inst, "handle_call")
+    handle_cast = _handler(inst, "handle_cast")
+    handle_info = _handler(inst, "handle_info")
     while True:
         try:
             if cont is not _MISSING:
@@ -494,7 +505,7 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                 tag = msg[0]
                 if tag == GEN_CALL and len(msg) == 3:
                     from_ = msg[1]
-                    out = inst.handle_call(msg[2], from_)
+                    out = handle_call(inst, msg[2], from_)
                     if out is NoReply:
                         continue
                     if type(out) is Continue:
@@ -502,15 +513,11 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                         if out.reply is _MISSING:
                             continue
                         out = out.reply
-                    t = from_[1]
-                    if type(t) is list:
-                        a = t[1]
-                        send(a, (a, out))
-                    else:
-                        send(from_[0], (t, out))
+                    a = from_[1]
+                    send(a, (a, out))
                     continue
                 if tag == GEN_CAST and len(msg) == 2:
-                    out = inst.handle_cast(msg[1])
+                    out = handle_cast(inst, msg[1])
                     if out is not None and out is not NoReply:
                         cont = _noreply(out)
                     continue
@@ -522,7 +529,7 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                     if type(req) is tuple and len(req) == 2 and req[0] == TERMINATE:
                         reason = req[1]
                         break
-            out = inst.handle_info(msg)
+            out = handle_info(inst, msg)
             if out is not None and out is not NoReply:
                 cont = _noreply(out)
         except Stop as s:
@@ -648,6 +655,18 @@ class GenServer:
     ) -> Any:
         """Start a server that is not linked to the caller; as :meth:`start_link`."""
         return _start(cls, args, kwargs, name, timeout, False)
+
+    @classmethod
+    def child_spec(cls, *args: Any, **opts: Any) -> Any:
+        """Return a child spec that starts this server with ``start_link(*args, ...)``.
+
+        ``opts``: the spec's fields (``id`` -- default the class's name --, ``restart``,
+        ``shutdown``, ``type``, ``modules``; see ``beamvm.supervisor.child_spec``); the
+        rest (``name``, ``timeout``, init's keyword arguments) go to ``start_link``.
+        """
+        from beamvm.supervisor import _class_child_spec
+
+        return _class_child_spec(cls, args, opts, "worker")
 
     def handle_call(self, request: Any, from_: Any) -> Any:
         """Answer a call (the return value is the reply). Default: crash the server."""

@@ -10,6 +10,7 @@
 //! * [`driver`]: the Python process body (a compiled generator driven one slice at a
 //!   time), the GIL batch hook, the current process, the budget cell, receive, dirty
 //!   calls.
+//! * [`gen_call`]: the caller's half of `gen_server.call`, as a native primitive.
 //! * [`convert`]: Python values <-> terms (the table of what maps to what).
 //! * [`pattern`]: receive patterns compiled to matchers over term views.
 //! * [`types`]: `Atom`, `Pid`, `Ref`, `Binary` (zero-copy shared bytes).
@@ -31,6 +32,7 @@ mod args;
 pub mod convert;
 mod driver;
 mod errors;
+mod gen_call;
 mod introspect;
 mod lifecycle;
 pub mod pattern;
@@ -65,6 +67,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(driver::_receive, m)?)?;
     m.add_function(wrap_pyfunction!(driver::_recv, m)?)?;
     m.add_function(wrap_pyfunction!(driver::_quiesce_dirty, m)?)?;
+    m.add_function(wrap_pyfunction!(gen_call::_gen_call, m)?)?;
     // Life cycle.
     m.add_function(wrap_pyfunction!(lifecycle::start, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::stop, m)?)?;

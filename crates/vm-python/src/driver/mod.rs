@@ -45,7 +45,7 @@ pub(crate) use dirty::_quiesce_dirty;
 use dirty::{dirty_job, DirtyOutcome};
 use gil::with_batch_gil;
 pub(crate) use gil::GilHook;
-pub(crate) use receive::{_receive, _recv, ReceiveOp};
+pub(crate) use receive::{_receive, _recv, stop_with, ReceiveOp};
 use receive::{is_receive_op, Delivery};
 
 extern "C" {

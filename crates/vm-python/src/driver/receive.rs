@@ -22,7 +22,7 @@ use crate::runtime::rt;
 /// Raises `StopIteration(v)` from a native iterator so that `yield from` evaluates to
 /// `v`. A tuple or exception value must travel inside an instance (a bare one would be
 /// read as the exception's arguments).
-fn stop_with(py: Python<'_>, v: PyObject) -> PyErr {
+pub(crate) fn stop_with(py: Python<'_>, v: PyObject) -> PyErr {
     let b = v.bind(py);
     if b.is_instance_of::<PyTuple>() || b.is_instance_of::<PyBaseException>() {
         match PyStopIteration::type_object(py).call1((b,)) {
@@ -78,6 +78,8 @@ pub struct ReceiveOp {
     pub(crate) result: Option<PyObject>,
     /// How the driver delivers the message this op waits for.
     pub(crate) delivery: Delivery,
+    /// Set when the op finishes a gen_server call (see `gen_call.rs`).
+    pub(crate) call: Option<Box<crate::gen_call::CallMode>>,
 }
 
 fn missing_obj() -> PyObject {
@@ -184,6 +186,7 @@ fn receive_op(
         state: 0,
         result: None,
         delivery: Delivery::SendToFrame,
+        call: None,
     })
 }
 
@@ -205,6 +208,7 @@ fn any_wait_op(py: Python<'_>) -> PyResult<&Py<ReceiveOp>> {
                 state: 1,
                 result: None,
                 delivery: Delivery::SendToFrame,
+                call: None,
             },
         )
     })
@@ -261,6 +265,40 @@ pub fn _recv(
 }
 
 impl ReceiveOp {
+    /// An op waiting (in a process) for the first message matching `pat` or one of
+    /// `alts`, all keyed by `keys`; `call` makes it finish a gen_server call.
+    pub(crate) fn keyed(
+        pat: Pattern,
+        alts: Vec<Pattern>,
+        keys: Vec<Key>,
+        timeout: Option<Duration>,
+        default: Option<PyObject>,
+        call: Option<Box<crate::gen_call::CallMode>>,
+    ) -> ReceiveOp {
+        let key = keys.first().copied();
+        ReceiveOp {
+            pat,
+            key,
+            keys: (!alts.is_empty()).then_some(keys),
+            alts,
+            timeout,
+            default,
+            args: None,
+            state: 0,
+            result: None,
+            delivery: Delivery::SendToFrame,
+            call,
+        }
+    }
+
+    /// The value the receive finishes with: the message, or what a call makes of it.
+    fn finish(&self, py: Python<'_>, v: PyObject) -> PyErr {
+        match &self.call {
+            Some(c) => c.finish(py, v),
+            None => stop_with(py, v),
+        }
+    }
+
     /// Takes the first matching message from the current process's mailbox.
     pub(crate) fn try_take(&self, cx: &mut Cx<'_>) -> Option<Fragment> {
         if !self.alts.is_empty() {
@@ -294,7 +332,7 @@ impl ReceiveOp {
                     let m = with_cx(|cx| slf.try_take(cx)).flatten();
                     if let Some(m) = m {
                         slf.state = 2;
-                        return Err(stop_with(py, frag_to_py(py, &m)?));
+                        return Err(slf.finish(py, frag_to_py(py, &m)?));
                     }
                     slf.state = 1;
                     slf.delivery = Delivery::StoreInOp;
@@ -312,7 +350,7 @@ impl ReceiveOp {
             1 => {
                 slf.state = 2;
                 let v = slf.result.take().unwrap_or_else(|| py.None());
-                Err(stop_with(py, v))
+                Err(slf.finish(py, v))
             }
             _ => Err(PyStopIteration::new_err(())),
         }
