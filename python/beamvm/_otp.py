@@ -46,6 +46,10 @@ EXIT = Atom("EXIT")
 ERROR = Atom("error")
 VIA = Atom("via")
 IGNORE = Atom("ignore")
+OK = Atom("ok")
+PROCESS = Atom("process")
+ALREADY_STARTED = Atom("already_started")
+BAD_RETURN = Atom("bad_return_value")
 
 
 class _ReasonError(Exception):
@@ -190,6 +194,16 @@ def whereis(server: Any) -> Pid | None:
         "a server must be a Pid, a registered name (str or Atom) or ('via', module, key), "
         f"not {server!r}"
     )
+
+
+def send_via(name: Any, msg: Any) -> None:
+    """Send ``msg`` to ``('via', module, key)`` through the via module (``send(name, msg)``)."""
+    if not (isinstance(name, tuple) and len(name) == 3 and name[0] in ("via", VIA)):
+        raise TypeError(
+            "send's destination must be a Pid, an alias Ref, a registered name or "
+            f"('via', module, key), not {name!r}"
+        )
+    _via_module(name[1]).send(name[2], msg)
 
 
 def register_name(name: Any, pid: Pid) -> Pid | None:

@@ -88,12 +88,17 @@ from beamvm._native import (
     spawn_opt,
 )
 from beamvm._otp import (
+    ALREADY_STARTED,
+    BAD_RETURN,
     DOWN,
+    ERROR,
     EXIT,
     IGNORE,
     KILL,
     NOPROC,
     NORMAL,
+    OK,
+    PROCESS,
     TIMEOUT,
     CallError,
     StartError,
@@ -132,11 +137,6 @@ SYSTEM = Atom("system")
 TERMINATE = Atom("terminate")
 GEN_SERVER = Atom("gen_server")
 CALL = Atom("call")
-OK = Atom("ok")
-PROCESS = Atom("process")
-ERROR = Atom("error")
-BAD_RETURN = Atom("bad_return_value")
-ALREADY_STARTED = Atom("already_started")
 CALLING_SELF = Atom("calling_self")
 
 

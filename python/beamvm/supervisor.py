@@ -73,12 +73,16 @@ from beamvm import _native, _otp, _runtime
 from beamvm import gen_server as _gs
 from beamvm._native import Atom, Pid, monitor, self_pid, send, unlink
 from beamvm._otp import (
+    ALREADY_STARTED,
+    BAD_RETURN,
     DOWN,
+    ERROR,
     EXIT,
     IGNORE,
     KILL,
     KILLED,
     NORMAL,
+    OK,
     SHUTDOWN,
     StartError,
     SupervisorError,
@@ -112,18 +116,14 @@ STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 #: Seconds a worker gets to stop after exit ``shutdown`` by default (OTP's 5000 ms).
 DEFAULT_WORKER_SHUTDOWN = 5.0
 
-OK = Atom("ok")
-ERROR = Atom("error")
 UNDEFINED = Atom("undefined")
 RESTARTING = Atom("restarting")
 TRY_AGAIN = Atom("$sup_try_again")
-ALREADY_STARTED = Atom("already_started")
 ALREADY_PRESENT = Atom("already_present")
 NOT_FOUND = Atom("not_found")
 RUNNING = Atom("running")
 MAX_CHILDREN = Atom("max_children")
 FAILED_TO_START = Atom("failed_to_start_child")
-BAD_RETURN = Atom("bad_return_value")
 _TIMED_OUT: Any = object()
 
 

@@ -183,7 +183,8 @@ pub(crate) fn spawn_opt(
     })
 }
 
-/// Sends `msg` (copied) to a pid, an alias (a Ref) or a registered name; returns `msg`.
+/// Sends `msg` (copied) to a pid, an alias (a Ref), a registered name or a `('via',
+/// module, key)` name; returns `msg`.
 /// Sending to a dead pid or an inactive alias is not an error (the message is dropped);
 /// to an unregistered name it is.
 #[pyfunction]
@@ -202,6 +203,14 @@ pub(crate) fn send<'py>(
     }
     if let Ok(r) = dest.downcast_exact::<PyRef>() {
         crate::alias::send_to_alias(r.get().0, frag.take().expect("fragment"))?;
+        return Ok(msg.clone());
+    }
+    if dest.downcast_exact::<PyTuple>().is_ok() {
+        // ('via', module, key): the via module sends (beamvm._otp.send_via).
+        let py = dest.py();
+        py.import("beamvm._otp")?
+            .getattr("send_via")?
+            .call1((dest, msg))?;
         return Ok(msg.clone());
     }
     let name = atom_of(
