@@ -109,6 +109,7 @@ __all__ = [
     "Timeout",
     "__version__",
     "alias",
+    "await_",
     "cancel_timer",
     "demonitor",
     "dirty_cpu",
@@ -237,6 +238,19 @@ def dirty_io(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     :func:`dirty_cpu`, on the pool sized by the ``dirty_io`` setting (default 10).
     """
     return (yield _runtime.Request("dirty", ("io", fn, args, kwargs or None)))
+
+
+def await_(awaitable: Any, timeout: float | None = None) -> Any:
+    """Run a coroutine (or wait for a future) on the event loop, suspending only this process.
+
+    See :func:`beamvm.aio.await_`: the loop is the one ``beamvm.aio.running`` started
+    the VM from, else a loop thread the VM starts on first use; the result is returned,
+    an exception is raised with its own type, ``timeout`` cancels the coroutine and
+    raises :class:`Timeout`, killing the process cancels the coroutine.
+    """
+    from beamvm import aio
+
+    return aio.await_(awaitable, timeout)
 
 
 def run(main: Callable[..., Any], /, *args: Any, **config: Any) -> Any:
