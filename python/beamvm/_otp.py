@@ -19,14 +19,16 @@ have returned or exited with it:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from beamvm import _native
 from beamvm._native import Atom, Pid
 
-__all__ = ["CallError", "StartError", "SupervisorError"]
+__all__ = ["CallError", "StartError", "SupervisorError", "plain"]
 
 log = logging.getLogger("beamvm")
 
@@ -50,6 +52,24 @@ OK = Atom("ok")
 PROCESS = Atom("process")
 ALREADY_STARTED = Atom("already_started")
 BAD_RETURN = Atom("bad_return_value")
+
+
+class plain:  # noqa: N801 -- used as a decorator
+    """Make process code call a function plainly, to completion, like a NIF.
+
+    Compiled process code compiles every Python function it calls, and can be preempted
+    inside it. Functions that take thread locks (logging's handlers, threading,
+    concurrent.futures) or talk to an event loop must not be interrupted half-way, and
+    gain nothing from being compiled. An instance is not a function, so compiled code
+    calls it as it is.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
 
 
 class _ReasonError(Exception):

@@ -85,7 +85,7 @@ from beamvm._native import (
 )
 from beamvm._native import self_pid as _self_pid
 from beamvm._native import send as _send
-from beamvm._otp import DOWN, TIMEOUT, CallError
+from beamvm._otp import DOWN, TIMEOUT, CallError, plain
 
 # beamvm's receive under another name (this module's ``receive`` is the coroutine one);
 # compiled code finds its fast path by the function, not by the name.
@@ -133,24 +133,7 @@ class MailboxClosed(Exception):  # noqa: N818 -- named for what it reports
 # --------------------------------------------------------------------------- loops
 
 
-class _plain:  # noqa: N801 -- used as a decorator
-    """Make process code call a function plainly, to completion, like a NIF.
-
-    Compiled process code compiles every Python function it calls, and can be preempted
-    inside it; the functions below take thread locks (threading, concurrent.futures) or
-    talk to the event loop, which must not be interrupted half-way. An instance is not a
-    function, so compiled code calls it as it is.
-    """
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
-        functools.update_wrapper(self, fn)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
-
-
-@_plain
+@plain
 def _loop_for_processes() -> asyncio.AbstractEventLoop:
     """Return the loop processes' coroutines run on: the VM's, else the bridge thread's."""
     loop = _vm_loop
@@ -206,6 +189,7 @@ async def running(**config: Any) -> AsyncIterator[None]:
         _vm_loop = prev_loop
         sys.setswitchinterval(prev_switch)
         _BRIDGES.pop(loop, None)
+        _OUTBOXES.pop(loop, None)
         if owned:
             await loop.run_in_executor(None, _native.stop)
 
@@ -219,11 +203,53 @@ def _settle(fut: asyncio.Future[Any], value: Any = None, exc: BaseException | No
         fut.set_result(value)
 
 
-@_plain
+class _Outbox:
+    """Callbacks for one loop, posted from VM threads and run in batches on the loop.
+
+    ``call_soon_threadsafe`` wakes the loop (a write to its self-pipe) per call; when
+    thousands of replies come back at once, one wake-up and one loop callback per batch
+    keep the loop responsive. Invariant: while ``scheduled`` is set, a ``flush`` is
+    queued on the loop; ``flush`` clears it *before* draining, so an item appended
+    concurrently is either drained by this flush or schedules the next one.
+    """
+
+    __slots__ = ("loop", "items", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        self.scheduled = False
+
+    def post(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.items.append((fn, args))
+        if not self.scheduled:
+            self.scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self.flush)
+            except RuntimeError:  # the loop is closed: nothing will run
+                self.scheduled = False
+                self.items.clear()
+
+    def flush(self) -> None:
+        self.scheduled = False
+        items = self.items
+        while items:
+            fn, args = items.popleft()
+            fn(*args)
+
+
+_OUTBOXES: dict[asyncio.AbstractEventLoop, _Outbox] = {}
+
+
+@plain
 def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
-    """Schedule ``fn(*args)`` on ``loop`` from any thread; dropped if the loop closed."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(fn, *args)
+    """Schedule ``fn(*args)`` on ``loop`` from any thread (batched; see _Outbox)."""
+    box = _OUTBOXES.get(loop)
+    if box is None:
+        box = _OUTBOXES[loop] = _Outbox(loop)
+    box.post(fn, args)
 
 
 # --------------------------------------------------------------------------- calls
@@ -631,12 +657,12 @@ def await_(awaitable: Awaitable[Any], timeout: float | None = None) -> Any:
     return value
 
 
-@_plain
+@plain
 def _submit(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> Any:
     return asyncio.run_coroutine_threadsafe(coro, loop)
 
 
-@_plain
+@plain
 def _cancel(cf: Any) -> None:
     cf.cancel()
 

@@ -584,6 +584,7 @@ def _server_label(name: Any) -> str:
     return f"{me!r}" if name is None else f"{name!r} ({me!r})"
 
 
+@_otp.plain  # logging takes its handlers' locks: never preempted inside
 def _report_crash(
     inst: GenServer, name: Any, msg: Any, reason: Any, exc: BaseException | None
 ) -> None:
@@ -609,6 +610,7 @@ def _report_crash(
     )
 
 
+@_otp.plain
 def _report_init_crash(cls: Any, name: Any, reason: Any, exc: BaseException) -> None:
     log.error(
         "** Generic server %s (%s) crashed in init\n** Reason == %r",
@@ -623,6 +625,16 @@ def _report_init_crash(cls: Any, name: Any, reason: Any, exc: BaseException) -> 
                 "reason": reason,
             }
         },
+    )
+
+
+@_otp.plain
+def _warn_unexpected(inst: Any, msg: Any) -> None:
+    log.warning(
+        "%s %r received an unexpected message: %s",
+        type(inst).__qualname__,
+        self_pid(),
+        _otp.truncated_repr(msg),
     )
 
 
@@ -682,12 +694,7 @@ class GenServer:
 
     def handle_info(self, msg: Any) -> Any:
         """Handle any other message. Default: log it as unexpected and go on."""
-        log.warning(
-            "%s %r received an unexpected message: %s",
-            type(self).__qualname__,
-            self_pid(),
-            _otp.truncated_repr(msg),
-        )
+        _warn_unexpected(self, msg)
         return None
 
     def handle_continue(self, arg: Any) -> Any:

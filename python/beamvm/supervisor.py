@@ -364,6 +364,7 @@ def _offender(child: _Child) -> dict[str, Any]:
     }
 
 
+@_otp.plain  # logging takes its handlers' locks: never preempted inside
 def _report(sup_name: Any, context: str, reason: Any, child: _Child) -> None:
     if not log.isEnabledFor(logging.ERROR):
         return
@@ -386,6 +387,7 @@ def _report(sup_name: Any, context: str, reason: Any, child: _Child) -> None:
     )
 
 
+@_otp.plain
 def _progress(sup_name: Any, child: _Child) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
@@ -398,6 +400,11 @@ def _progress(sup_name: Any, child: _Child) -> None:
         extra={"beamvm_report": {"label": ("supervisor", "progress"), "supervisor": sup_name,
                                  "started": started}},
     )
+
+
+@_otp.plain
+def _unexpected(kind: str, name: Any, msg: Any) -> None:
+    log.error("%s %r received unexpected message: %s", kind, name, _otp.truncated_repr(msg))
 
 
 def _shutdown(pid: Pid, shutdown: float | str) -> Any:
@@ -613,9 +620,7 @@ class _Sup(GenServer):
             if child is not None and type(child.pid) is tuple:
                 self._restart(child)
             return None
-        log.error(
-            "Supervisor %r received unexpected message: %s", self.name, _otp.truncated_repr(msg)
-        )
+        _unexpected("Supervisor", self.name, msg)
         return None
 
     def handle_call(self, request: Any, from_: Any) -> Any:
@@ -951,11 +956,7 @@ class _DynSup(GenServer):
             if self.waiting:
                 self._restart(self.waiting.pop(0))
             return None
-        log.error(
-            "DynamicSupervisor %r received unexpected message: %s",
-            self.name,
-            _otp.truncated_repr(msg),
-        )
+        _unexpected("DynamicSupervisor", self.name, msg)
         return None
 
     def _restart(self, child: _Child) -> None:
