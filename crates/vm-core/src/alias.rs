@@ -36,13 +36,13 @@
 //!   `ReplyDemonitor` are deactivated by the first message that arrives through them
 //!   (`ReplyDemonitor` also removes its monitor then, so no DOWN follows).
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use crossbeam_utils::CachePadded;
 
 use crate::process::context::{Cx, SEND_COST};
 use crate::process::signal::Signal;
+use crate::refmap::RefMap;
 use crate::term::{Fragment, Pid, Ref};
 use crate::vm::{VmInner, VmRef};
 
@@ -85,7 +85,7 @@ impl AliasMode {
 }
 
 /// One shard of the router: alias number -> owner.
-type Shard = CachePadded<Mutex<HashMap<u64, Pid>>>;
+type Shard = CachePadded<Mutex<RefMap<Pid>>>;
 
 /// The VM's alias router: alias -> owner. See the module docs.
 pub(crate) struct AliasTable {
@@ -96,14 +96,14 @@ impl Default for AliasTable {
     fn default() -> Self {
         AliasTable {
             shards: (0..ALIAS_SHARDS)
-                .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
+                .map(|_| CachePadded::new(Mutex::new(RefMap::default())))
                 .collect(),
         }
     }
 }
 
 impl AliasTable {
-    fn shard(&self, r: u64) -> MutexGuard<'_, HashMap<u64, Pid>> {
+    fn shard(&self, r: u64) -> MutexGuard<'_, RefMap<Pid>> {
         // References are consecutive numbers: the low bits spread them evenly.
         self.shards[(r as usize) % ALIAS_SHARDS]
             .lock()
@@ -142,7 +142,7 @@ impl VmInner {
     }
 
     /// Exit path: the dying process's aliases stop routing.
-    pub(crate) fn release_aliases(&self, aliases: &HashMap<u64, AliasMode>) {
+    pub(crate) fn release_aliases(&self, aliases: &RefMap<AliasMode>) {
         for r in aliases.keys() {
             self.aliases.remove(*r);
         }

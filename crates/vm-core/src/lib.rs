@@ -16,6 +16,7 @@ pub mod config;
 pub mod dirty;
 pub mod error;
 pub mod process;
+pub mod refmap;
 pub mod registry;
 pub mod scheduler;
 pub mod stats;
