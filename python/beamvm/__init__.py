@@ -46,7 +46,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from beamvm import _compiler, _native, _runtime
+from beamvm import _compiler, _native, _otp, _runtime
 from beamvm._native import (
     Atom,
     BadArg,
@@ -89,7 +89,7 @@ from beamvm._native import (
     unregister,
     whereis,
 )
-from beamvm._otp import CallError, StartError, SupervisorError  # noqa: E402 -- OTP layer
+from beamvm._otp import CallError, StartError, SupervisorError  # OTP layer
 from beamvm.observer import proc_window, set_system_monitor, statistics_full, top  # observer
 
 __all__ = [
@@ -262,9 +262,13 @@ def run(main: Callable[..., Any], /, *args: Any, **config: Any) -> Any:
     ``dirty_cpu``, ``dirty_io`` (pool sizes), ``batch_time`` (seconds a scheduler keeps
     the GIL across Python slices). An exception raised by main is re-raised here; if
     main is killed by an exit signal, :class:`ProcessExit` is raised with the reason.
-    Ctrl-C stops the VM and raises ``KeyboardInterrupt``.
+    Ctrl-C stops the VM and raises ``KeyboardInterrupt``. The OTP layer's reports
+    emitted meanwhile have been written when this returns.
     """
-    return _native.run(main, args, config)
+    try:
+        return _native.run(main, args, config)
+    finally:
+        _otp.flush_reports()
 
 
 def _report_crash(pid: Pid, exc: BaseException) -> None:

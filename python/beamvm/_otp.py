@@ -19,9 +19,12 @@ have returned or exited with it:
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import math
+import queue
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -70,6 +73,74 @@ class plain:  # noqa: N801 -- used as a decorator
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- reports
+
+
+class _Reporter:
+    """Writes the layer's reports from a thread of its own, in the order they were made.
+
+    OTP's logger hands events to its handler process, so a supervisor restarting a
+    child does not wait for a report to be formatted and written; here a daemon thread
+    plays that process. ``emit`` costs a queue put; :func:`flush_reports` waits until
+    everything emitted so far is written (``beamvm.run`` and ``aio.running`` flush when
+    they end, and so does the interpreter's exit).
+    """
+
+    def __init__(self) -> None:
+        self.q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def emit(self, level: int, msg: str, args: tuple[Any, ...], exc: Any, extra: Any) -> None:
+        self.q.put((level, msg, args, exc, extra))
+        t = self.thread
+        if t is None or not t.is_alive():
+            with self.lock:
+                if self.thread is None or not self.thread.is_alive():
+                    self.thread = threading.Thread(
+                        target=self.serve, name="beamvm-reports", daemon=True
+                    )
+                    self.thread.start()
+
+    def serve(self) -> None:
+        while True:
+            item = self.q.get()
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            level, msg, args, exc, extra = item
+            try:
+                log.log(level, msg, *args, exc_info=exc, extra=extra)
+            except Exception:  # noqa: BLE001 -- a broken handler must not stop reports
+                pass
+
+    def flush(self, timeout: float) -> bool:
+        t = self.thread
+        if t is None or not t.is_alive():
+            return True
+        done = threading.Event()
+        self.q.put(done)
+        return done.wait(timeout)
+
+
+_REPORTER = _Reporter()
+
+
+@plain
+def report(level: int, msg: str, *args: Any, exc_info: Any = None, extra: Any = None) -> None:
+    """Log a report on the ``beamvm`` logger from the reporter thread (see _Reporter)."""
+    if log.isEnabledFor(level):
+        _REPORTER.emit(level, msg, args, exc_info, extra)
+
+
+def flush_reports(timeout: float = 5.0) -> bool:
+    """Wait until every report emitted so far has been written; False on timeout."""
+    return _REPORTER.flush(timeout)
+
+
+atexit.register(flush_reports, 2.0)
 
 
 class _ReasonError(Exception):

@@ -192,6 +192,7 @@ async def running(**config: Any) -> AsyncIterator[None]:
         _OUTBOXES.pop(loop, None)
         if owned:
             await loop.run_in_executor(None, _native.stop)
+        await loop.run_in_executor(None, _otp.flush_reports)
 
 
 def _settle(fut: asyncio.Future[Any], value: Any = None, exc: BaseException | None = None) -> None:

@@ -590,7 +590,8 @@ def _report_crash(
 ) -> None:
     state = _otp.truncated_repr(inst)
     last = _otp.truncated_repr(msg)
-    log.error(
+    _otp.report(
+        logging.ERROR,
         "** Generic server %s terminating\n** Last message in was %s\n"
         "** When Server state == %s\n** Reason for termination ==\n** %r",
         _server_label(name),
@@ -612,7 +613,8 @@ def _report_crash(
 
 @_otp.plain
 def _report_init_crash(cls: Any, name: Any, reason: Any, exc: BaseException) -> None:
-    log.error(
+    _otp.report(
+        logging.ERROR,
         "** Generic server %s (%s) crashed in init\n** Reason == %r",
         _server_label(name),
         cls.__qualname__,
@@ -630,7 +632,8 @@ def _report_init_crash(cls: Any, name: Any, reason: Any, exc: BaseException) -> 
 
 @_otp.plain
 def _warn_unexpected(inst: Any, msg: Any) -> None:
-    log.warning(
+    _otp.report(
+        logging.WARNING,
         "%s %r received an unexpected message: %s",
         type(inst).__qualname__,
         self_pid(),

@@ -369,7 +369,8 @@ def _report(sup_name: Any, context: str, reason: Any, child: _Child) -> None:
     if not log.isEnabledFor(logging.ERROR):
         return
     offender = _offender(child)
-    log.error(
+    _otp.report(
+        logging.ERROR,
         "Supervisor: %r\n    errorContext: %s\n    reason: %r\n    offender: %r",
         sup_name,
         context,
@@ -392,7 +393,8 @@ def _progress(sup_name: Any, child: _Child) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
     started = _offender(child)
-    log.info(
+    _otp.report(
+        logging.INFO,
         "Supervisor %r started child %r: %r",
         sup_name,
         child.spec.id,
@@ -404,7 +406,10 @@ def _progress(sup_name: Any, child: _Child) -> None:
 
 @_otp.plain
 def _unexpected(kind: str, name: Any, msg: Any) -> None:
-    log.error("%s %r received unexpected message: %s", kind, name, _otp.truncated_repr(msg))
+    _otp.report(
+        logging.ERROR, "%s %r received unexpected message: %s", kind, name,
+        _otp.truncated_repr(msg),
+    )
 
 
 def _shutdown(pid: Pid, shutdown: float | str) -> Any:
