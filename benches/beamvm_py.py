@@ -381,6 +381,10 @@ async def _aio_ticker(t: h.Ticker) -> None:
 
 
 async def _b13c(p: dict) -> h.Metrics:
+    # The same ticker on the bare loop first: what this machine gives right now.
+    bare = h.Ticker(ns(), p["period_ms"], p["duration_ms"])
+    await _aio_ticker(bare)
+    bare_p99 = bare.metrics()["lateness_p99"]
     async with aio.running(schedulers=SCHEDULERS):
         srv = await aio.start(_Echo)
         for i in range(1000):
@@ -405,6 +409,7 @@ async def _b13c(p: dict) -> h.Metrics:
         answered = await asyncio.gather(*calls)
         assert sorted(answered) == list(range(p["in_flight"]))
         out.update(t.metrics())
+        out["bare_loop_lateness_p99"] = bare_p99
         return out
 
 
