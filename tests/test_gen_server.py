@@ -705,3 +705,46 @@ def test_no_leaked_monitors_or_aliases_after_many_calls_and_timeouts():
         return flush(), me["aliases"], srv["monitored_by"], beamvm._native._alias_count()
 
     assert run(main) == ([], 0, [], 0)
+
+
+def _hammer(parent, server, n):
+    total = 0
+    for i in range(n):
+        total += gs.call(server, ("echo", i))
+    send(parent, ("sum", total))
+
+
+def test_many_concurrent_callers_then_the_server_dies_under_them():
+    """2,000 processes x 20 calls each, all answered in full; then 500 callers blocked on a
+    server that is killed all get its exit reason. Nothing is left behind."""
+
+    def main():
+        me = self_pid()
+        srv = Suite.start()
+        for _ in range(2000):
+            spawn(_hammer, me, srv, 20)
+        sums = 0
+        for _ in range(2000):
+            sums += receive(("sum", ANY), timeout=60)[1]
+        slow = Suite.start()
+        for _ in range(500):
+            spawn(_blocked_caller, me, slow)
+        beamvm.sleep(0.2)
+        exit(slow, KILL)
+        reasons = set()
+        for _ in range(500):
+            reasons.add(receive(("failed", ANY), timeout=60)[1])
+        beamvm.sleep(0.1)
+        return sums, reasons, beamvm._native._alias_count(), process_info(srv)["monitored_by"]
+
+    sums, reasons, aliases, monitored_by = run(main)
+    assert sums == 2000 * sum(range(20))
+    assert reasons == {Atom("killed")}
+    assert aliases == 0 and monitored_by == []
+
+
+def _blocked_caller(parent, server):
+    try:
+        gs.call(server, ("delayed_answer", 30), timeout=None)
+    except CallError as e:
+        send(parent, ("failed", e.reason[0]))
