@@ -397,9 +397,10 @@ async def _b13c(p: dict) -> h.Metrics:
             samples[i] = ns() - t
         out = h.latency_metrics(samples, "aio_call", "us", scale=1e3)
         duration = p["duration_ms"]
-        slow = await aio.start(_Delayed, duration / 1e3, p["in_flight"])
+        slow = await aio.start(_Delayed, 0.3 + duration / 1e3, p["in_flight"])
         calls = [asyncio.create_task(aio.call(slow, i, timeout=None))
                  for i in range(p["in_flight"])]
+        await asyncio.sleep(0.3)  # every call made (in flight) before the measurement
         start = ns()
         deadline = start + duration * 1_000_000
         for _ in range(p["spinners"]):
