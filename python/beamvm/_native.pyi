@@ -103,6 +103,9 @@ class _ReceiveOp:
 def _gen_call(server: Any, request: Any, timeout: float | None = 5.0) -> _ReceiveOp:
     """Start a ``gen_server.call``: the op its primitive runs with ``yield from``."""
 
+def _gen_cast(server: Any, msg: Any) -> None:
+    """Send ``('$gen_cast', msg)`` to a server (``gen_server.cast``); never fails."""
+
 def _quiesce_dirty(timeout: float) -> int: ...
 def start(**config: Any) -> None: ...
 def stop() -> bool: ...

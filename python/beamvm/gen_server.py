@@ -240,14 +240,10 @@ def call(server: Any, request: Any, timeout: float | None = DEFAULT_TIMEOUT) -> 
 _runtime.register_primitive(call, _native._gen_call)
 
 
-def cast(server: Any, msg: Any) -> None:
-    """Send ``msg`` to ``server``'s ``handle_cast`` and return at once (never fails).
-
-    A cast to a dead server or an unregistered name is dropped, as in OTP.
-    """
-    pid = server if type(server) is Pid else _otp.whereis(server)
-    if pid is not None:
-        send(pid, (GEN_CAST, msg))
+#: ``cast(server, msg)``: send ``msg`` to ``server``'s ``handle_cast`` and return at once
+#: (never fails: a cast to a dead server or an unregistered name is dropped, as in OTP).
+#: Native (crates/vm-python/src/gen_call.rs): process code calls it with no Python frame.
+cast = _native._gen_cast
 
 
 def reply(from_: Any, value: Any) -> None:

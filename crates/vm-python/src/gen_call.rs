@@ -219,3 +219,31 @@ pub(crate) fn _gen_call(
         Some(Box::new(call)),
     ))
 }
+
+/// `gen_server.cast(server, msg)`: sends `('$gen_cast', msg)` to the server and returns
+/// at once; a dead server or an unknown name drops it, as in OTP (a bad via module or
+/// a server of the wrong type is still an error). Native, so that a cast costs compiled
+/// process code no Python frame.
+#[pyfunction]
+pub(crate) fn _gen_cast(
+    py: Python<'_>,
+    server: &Bound<'_, PyAny>,
+    msg: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let Some(pid) = resolve(py, server)? else {
+        return Ok(());
+    };
+    let m = to_fragment(msg)?;
+    let mut b = FragmentBuilder::new();
+    b.atom(Atom::new("$gen_cast")).view(m.view());
+    b.tuple(2).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    let frag = b
+        .finish()
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    let mut frag = Some(frag);
+    // The fragment moves into the closure only when a process is running here.
+    if with_cx(|cx| cx.send(pid, frag.take().expect("fragment"))).is_none() {
+        vm()?.send(pid, frag.take().expect("fragment"));
+    }
+    Ok(())
+}

@@ -68,6 +68,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(driver::_recv, m)?)?;
     m.add_function(wrap_pyfunction!(driver::_quiesce_dirty, m)?)?;
     m.add_function(wrap_pyfunction!(gen_call::_gen_call, m)?)?;
+    m.add_function(wrap_pyfunction!(gen_call::_gen_cast, m)?)?;
     // Life cycle.
     m.add_function(wrap_pyfunction!(lifecycle::start, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::stop, m)?)?;
