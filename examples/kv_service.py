@@ -28,9 +28,11 @@ class KVStore(GenServer):
     """The data: a dict owned by one process; everyone else asks it."""
 
     def init(self) -> None:
+        """Start empty."""
         self.data: dict = {}
 
     def handle_call(self, request, from_):
+        """Get, put, list the keys; "crash" crashes on purpose."""
         match request:
             case ("get", key):
                 return self.data.get(key)
@@ -50,9 +52,11 @@ class Worker(GenServer):
     """A pool worker: counts the words of a text, stores the count, replies when done."""
 
     def init(self, name: str) -> None:
+        """Remember the worker's name (it shows in the results)."""
         self.name = name
 
     def handle_call(self, request, from_):
+        """Count now, count later (NoReply, answered from handle_info), or crash."""
         match request:
             case ("count", doc, text):
                 words = len(text.split())
@@ -67,6 +71,7 @@ class Worker(GenServer):
                 raise ValueError(f"{self.name} was asked to crash")
 
     def handle_info(self, msg) -> None:
+        """Do a job queued by count_later and answer its caller."""
         _, from_, doc, text = msg
         gen_server.reply(from_, self.handle_call(("count", doc, text), from_))
 
@@ -80,6 +85,7 @@ DOCS = {
 
 
 def start_app() -> beamvm.Pid:
+    """Start the tree: the store and the (empty) worker pool under app_sup."""
     return supervisor.start_link(
         [
             KVStore.child_spec(id="kv", name="kv"),
@@ -94,6 +100,7 @@ def start_app() -> beamvm.Pid:
 
 
 def main() -> None:
+    """Run the service: jobs, a worker crash, a store crash."""
     start_app()
     workers = []
     for i in range(3):
@@ -135,6 +142,7 @@ def main() -> None:
 
 
 async def from_asyncio() -> None:
+    """Use the service from asyncio."""
     # The same service from a coroutine: aio.running starts the VM without blocking the
     # loop; aio.call is gen_server.call for coroutines.
     async with aio.running(schedulers=2):

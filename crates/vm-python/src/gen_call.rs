@@ -236,7 +236,8 @@ pub(crate) fn _gen_cast(
     let m = to_fragment(msg)?;
     let mut b = FragmentBuilder::new();
     b.atom(Atom::new("$gen_cast")).view(m.view());
-    b.tuple(2).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    b.tuple(2)
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
     let frag = b
         .finish()
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
