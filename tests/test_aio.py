@@ -342,3 +342,22 @@ def test_aio_functions_outside_a_mailbox_say_so():
             await aio.receive()
 
     asyncio.run(main())
+
+
+def test_a_bridge_of_a_closed_loop_is_stopped_when_a_new_loop_calls():
+    async def one_call(pid):
+        return await aio.call(pid, "get")
+
+    async def start():
+        return await aio.start(Counter, 3)
+
+    beamvm.start(schedulers=1)
+    try:
+        pid = asyncio.run(start())
+        before = len(beamvm.processes())
+        for _ in range(5):  # five loops, one after the other
+            assert asyncio.run(one_call(pid)) == 3
+        time.sleep(0.1)
+        assert len(beamvm.processes()) <= before + 1  # one bridge, not five
+    finally:
+        beamvm.stop()

@@ -273,16 +273,28 @@ class _Bridge:
             _send(self.pid, (WAKE, self.token))
 
 
+#: One bridge per loop. Entries of closed loops are swept (their bridge processes
+#: stopped, their outboxes dropped) whenever a bridge is made for a new loop.
 _BRIDGES: dict[asyncio.AbstractEventLoop, _Bridge] = {}
 
 
 def _bridge_for(loop: asyncio.AbstractEventLoop) -> _Bridge:
     b = _BRIDGES.get(loop)
     if b is None or b.pid is None or not _native.is_alive(b.pid):
+        _sweep_closed_loops()
         b = _Bridge(loop)
         b.pid = _native.spawn(_bridge_main, b)
         _BRIDGES[loop] = b
     return b
+
+
+def _sweep_closed_loops() -> None:
+    for loop in [lp for lp in _BRIDGES if lp.is_closed()]:
+        old = _BRIDGES.pop(loop)
+        if old.pid is not None and _native.is_alive(old.pid):
+            old.submit(("stop",))
+    for loop in [lp for lp in _OUTBOXES if lp.is_closed()]:
+        del _OUTBOXES[loop]
 
 
 def _bridge_main(b: _Bridge) -> None:
@@ -299,6 +311,8 @@ def _bridge_main(b: _Bridge) -> None:
                 req = b.requests.popleft()
                 if req[0] == "call":
                     _bridge_call(req, by_mref, me, b.loop)
+                elif req[0] == "stop":  # its loop is closed: nobody awaits the rest
+                    return
                 else:  # ("cancel", mref)
                     entry = by_mref.pop(req[1], None)
                     if entry is not None:
