@@ -55,6 +55,20 @@ SIZES: dict[str, dict[str, tuple[int, int]]] = {
         "round_trips": (1_000_000, 20_000),
         "warmup": (10_000, 1_000),
     },
+    # B13 (the OTP layer): a) gen_server call round trips and cast throughput; b) one
+    # supervisor restart per crash; c) asyncio bridge: aio.call round trips, then a 1 ms
+    # asyncio ticker while `in_flight` calls wait and `spinners` processes spin; d) `n`
+    # processes each awaiting asyncio.sleep(sleep_ms).
+    "B13a": {"calls": (200_000, 10_000), "warmup": (5_000, 500), "casts": (1_000_000, 50_000)},
+    "B13b": {"crashes": (1_000, 100)},
+    "B13c": {
+        "round_trips": (20_000, 2_000),
+        "in_flight": (10_000, 2_000),
+        "spinners": (4, 4),
+        "period_ms": (1, 1),
+        "duration_ms": (2_000, 500),
+    },
+    "B13d": {"n": (1_000, 1_000), "sleep_ms": (1_000, 1_000)},
 }
 
 

@@ -46,7 +46,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from beamvm import _compiler, _native, _runtime
+from beamvm import _compiler, _native, _otp, _runtime
 from beamvm._native import (
     Atom,
     BadArg,
@@ -58,6 +58,7 @@ from beamvm._native import (
     SystemLimit,
     Timeout,
     __version__,
+    alias,
     cancel_timer,
     demonitor,
     exit,
@@ -83,10 +84,12 @@ from beamvm._native import (
     statistics,
     stop,
     system_info,
+    unalias,
     unlink,
     unregister,
     whereis,
 )
+from beamvm._otp import CallError, StartError, SupervisorError  # OTP layer
 from beamvm.observer import proc_window, set_system_monitor, statistics_full, top  # observer
 
 __all__ = [
@@ -94,14 +97,19 @@ __all__ = [
     "Atom",
     "BadArg",
     "Binary",
+    "CallError",
     "NoProc",
     "Pid",
     "ProcessExit",
     "ProcessKilled",
     "Ref",
+    "StartError",
+    "SupervisorError",
     "SystemLimit",
     "Timeout",
     "__version__",
+    "alias",
+    "await_",
     "cancel_timer",
     "demonitor",
     "dirty_cpu",
@@ -136,6 +144,7 @@ __all__ = [
     "stop",
     "system_info",
     "top",  # observer
+    "unalias",
     "unlink",
     "unregister",
     "whereis",
@@ -172,16 +181,22 @@ class _Missing:
 _MISSING: Any = _Missing()
 
 
-def receive(pattern: Any = ANY, timeout: float | None = None, default: Any = _MISSING) -> Any:
-    """Take the first message matching ``pattern`` from the mailbox, waiting for one.
+def receive(*patterns: Any, timeout: float | None = None, default: Any = _MISSING) -> Any:
+    """Take the first message matching one of ``patterns`` from the mailbox, waiting for one.
 
-    ``pattern``: ``ANY`` (the default: the next message), a literal, a type (``int``,
-    ``str``, ``Pid``, ...), or a tuple/list/dict of those, e.g.
-    ``(Atom('reply'), ref, ANY)``. Messages that do not match stay queued, in order.
-    ``timeout`` in seconds (None: wait forever; 0: only look); when it expires,
-    ``default`` is returned if given, else :class:`Timeout` is raised. A pattern whose
-    tuple holds a literal ``Ref`` among its first three elements, or a literal atom/int
-    first, is found by index: its cost does not grow with unrelated queued messages.
+    A pattern is ``ANY``, a literal, a type (``int``, ``str``, ``Pid``, ...), or a
+    tuple/list/dict of those, e.g. ``(Atom('reply'), ref, ANY)``; no pattern means the
+    next message. With several patterns, the first queued message (in mailbox order)
+    that matches any of them is taken -- Erlang's receive with several clauses -- e.g.
+    the reply or the server's DOWN: ``receive((ref, ANY), (Atom('DOWN'), ref, ANY, ANY,
+    ANY))``; match the result to see which it was. Messages that match none stay queued,
+    in order. ``timeout`` (keyword only) in seconds (None: wait forever; 0: only look);
+    when it expires, ``default`` is returned if given, else :class:`Timeout` is raised.
+
+    Cost: a pattern whose tuple holds a literal ``Ref`` among its first three elements,
+    or a literal atom/int first, is found by index; when every pattern is such a keyed
+    pattern the receive does not look at unrelated queued messages at all, however many
+    there are. Otherwise each queued message examined costs a reduction.
 
     A primitive: compiled process code calls the native ``_native._recv`` instead, which
     returns a message already queued without suspending the process, or an op that the
@@ -225,6 +240,19 @@ def dirty_io(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     return (yield _runtime.Request("dirty", ("io", fn, args, kwargs or None)))
 
 
+def await_(awaitable: Any, timeout: float | None = None) -> Any:
+    """Run a coroutine (or wait for a future) on the event loop, suspending only this process.
+
+    See :func:`beamvm.aio.await_`: the loop is the one ``beamvm.aio.running`` started
+    the VM from, else a loop thread the VM starts on first use; the result is returned,
+    an exception is raised with its own type, ``timeout`` cancels the coroutine and
+    raises :class:`Timeout`, killing the process cancels the coroutine.
+    """
+    from beamvm import aio
+
+    return aio.await_(awaitable, timeout)
+
+
 def run(main: Callable[..., Any], /, *args: Any, **config: Any) -> Any:
     """Start the VM, run ``main(*args)`` as a process, stop the VM, return main's result.
 
@@ -234,9 +262,13 @@ def run(main: Callable[..., Any], /, *args: Any, **config: Any) -> Any:
     ``dirty_cpu``, ``dirty_io`` (pool sizes), ``batch_time`` (seconds a scheduler keeps
     the GIL across Python slices). An exception raised by main is re-raised here; if
     main is killed by an exit signal, :class:`ProcessExit` is raised with the reason.
-    Ctrl-C stops the VM and raises ``KeyboardInterrupt``.
+    Ctrl-C stops the VM and raises ``KeyboardInterrupt``. The OTP layer's reports
+    emitted meanwhile have been written when this returns.
     """
-    return _native.run(main, args, config)
+    try:
+        return _native.run(main, args, config)
+    finally:
+        _otp.flush_reports()
 
 
 def _report_crash(pid: Pid, exc: BaseException) -> None:

@@ -745,6 +745,11 @@ def compile_process(
     impl = _runtime.primitive_impl(fn)
     if impl is not None:
         return impl(*args, **kwargs)
+    if inspect.iscoroutinefunction(fn):  # spawn(async_fn): the one place this is decided
+        if _runtime.async_process is None:
+            import beamvm.aio  # noqa: F401 -- installs _runtime.async_process
+        assert _runtime.async_process is not None
+        return _runtime.async_process(fn, args, kwargs)
     if isinstance(fn, types.MethodType | types.FunctionType):
         h = _DISPATCH[fn]
         if h is not fn:

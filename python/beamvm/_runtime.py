@@ -236,6 +236,10 @@ def _no_process() -> bool:
 #: Set by the native binding: whether the calling thread runs a beamvm process right now.
 in_process: Callable[[], bool] = _no_process
 
+#: Set by ``beamvm.aio``: the process body for a coroutine function, ``(fn, args, kwargs)
+#: -> generator`` (``spawn(async_fn)`` runs the coroutine on the event loop, see aio.py).
+async_process: Callable[..., Generator[Any, Any, Any]] | None = None
+
 
 def _outside_process(name: str) -> RuntimeError:
     if in_process():

@@ -12,12 +12,14 @@
 //! Start a [`Vm`], spawn [`Body`]s (closures `FnMut(&mut Cx) -> Step` work), send
 //! [`Fragment`]s. docs/semantics.md states the guarantees and the tests that check them.
 
+pub mod alias;
 pub mod config;
 pub mod dirty;
 pub mod error;
 pub mod io;
 pub mod observe;
 pub mod process;
+pub mod refmap;
 pub mod registry;
 pub mod scheduler;
 pub mod stats;
@@ -25,6 +27,7 @@ pub mod term;
 pub mod timer;
 pub mod vm;
 
+pub use alias::AliasMode;
 pub use config::{SliceHook, VmConfig};
 pub use dirty::{DirtyJob, DirtyKind, DirtyResult};
 pub use error::{Error, Result};

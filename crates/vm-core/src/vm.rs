@@ -70,6 +70,8 @@ pub struct VmInner {
     pub(crate) system_monitor: Mutex<Option<Pid>>,
     /// What observers read beyond the counters (crate::observe).
     pub(crate) observe: crate::observe::ObserveState,
+    /// Alias -> owner, for sends to an alias (see `alias.rs`).
+    pub(crate) aliases: crate::alias::AliasTable,
     /// VM threads (schedulers, timer, watchdog) that have returned, for shutdown.
     pub(crate) exited: (Mutex<usize>, std::sync::Condvar),
 }
@@ -233,6 +235,7 @@ impl VmInner {
             }
         }
         if let Some(rel) = g.rel.take() {
+            self.release_aliases(&rel.aliases);
             for l in rel.links {
                 let exit = Signal::Exit {
                     from: me,
@@ -420,6 +423,7 @@ impl Vm {
             dirty: DirtyPools::new(config_dirty.0, config_dirty.1),
             system_monitor: Mutex::new(None),
             observe: Default::default(),
+            aliases: Default::default(),
             exited: (Mutex::new(0), std::sync::Condvar::new()),
         });
         let mut threads = Vec::new();

@@ -183,8 +183,10 @@ pub(crate) fn spawn_opt(
     })
 }
 
-/// Sends `msg` (copied) to a pid or registered name; returns `msg`. Sending to a dead
-/// pid is not an error (the message is dropped); to an unregistered name it is.
+/// Sends `msg` (copied) to a pid, an alias (a Ref), a registered name or a `('via',
+/// module, key)` name; returns `msg`.
+/// Sending to a dead pid or an inactive alias is not an error (the message is dropped);
+/// to an unregistered name it is.
 #[pyfunction]
 pub(crate) fn send<'py>(
     dest: &Bound<'py, PyAny>,
@@ -199,7 +201,22 @@ pub(crate) fn send<'py>(
         }
         return Ok(msg.clone());
     }
-    let name = atom_of(dest, "send's destination (a Pid or a registered name)")?;
+    if let Ok(r) = dest.downcast_exact::<PyRef>() {
+        crate::alias::send_to_alias(r.get().0, frag.take().expect("fragment"))?;
+        return Ok(msg.clone());
+    }
+    if dest.downcast_exact::<PyTuple>().is_ok() {
+        // ('via', module, key): the via module sends (beamvm._otp.send_via).
+        let py = dest.py();
+        py.import("beamvm._otp")?
+            .getattr("send_via")?
+            .call1((dest, msg))?;
+        return Ok(msg.clone());
+    }
+    let name = atom_of(
+        dest,
+        "send's destination (a Pid, an alias Ref or a registered name)",
+    )?;
     match with_cx(|cx| cx.send_named(name, frag.take().expect("fragment"))) {
         Some(r) => r.map_err(vm_err)?,
         None => vm()?
@@ -235,8 +252,15 @@ pub(crate) fn unlink(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
 
 /// Monitors `pid` (or a registered name): one `(Atom('DOWN'), ref, Atom('process'),
 /// pid, reason)` message will come (`reason` = `Atom('noproc')` if it is not alive).
+/// With `alias='demonitor'` (or `'reply_demonitor'`, `'explicit_unalias'`) the
+/// returned reference is also an alias of the caller (OTP's `{alias, Mode}` option).
 #[pyfunction]
-pub(crate) fn monitor(target: &Bound<'_, PyAny>) -> PyResult<PyRef> {
+#[pyo3(signature = (target, *, alias=None))]
+pub(crate) fn monitor(
+    target: &Bound<'_, PyAny>,
+    alias: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyRef> {
+    let mode = crate::alias::parse_monitor_alias(alias)?;
     let pid = if target.downcast::<PyPid>().is_ok() {
         pid_of(target, "monitor's argument")?
     } else {
@@ -246,7 +270,13 @@ pub(crate) fn monitor(target: &Bound<'_, PyAny>) -> PyResult<PyRef> {
             None => Pid::new(vm_core::term::MAX_PID_INDEX, u32::MAX),
         }
     };
-    with_cx(|cx| PyRef(cx.monitor(pid))).ok_or_else(|| outside("monitor"))
+    with_cx(|cx| {
+        PyRef(match mode {
+            Some(m) => cx.monitor_alias(pid, m),
+            None => cx.monitor(pid),
+        })
+    })
+    .ok_or_else(|| outside("monitor"))
 }
 
 /// Removes a monitor; with `flush`, also its DOWN message if it arrived. Returns

@@ -321,6 +321,10 @@ pub fn process_info(
         d.set_item("message_queue_len", qlen)?;
         d.set_item("links", pids(py, &links)?)?;
         d.set_item("trap_exit", trap)?;
+        d.set_item(
+            "aliases",
+            with_cx(|cx| cx.aliases().len()).unwrap_or_default(),
+        )?;
         d.set_item("registered_name", py.None())?;
         return Ok(Some(d.unbind()));
     }
@@ -339,6 +343,10 @@ pub fn process_info(
     d.set_item("links", pids(py, &info.links)?)?;
     d.set_item("monitors", pids(py, &info.monitors)?)?;
     d.set_item("monitored_by", pids(py, &info.monitored_by)?)?;
+    d.set_item(
+        "aliases",
+        py.allow_threads(|| v.aliases_of(pid)).unwrap_or(0),
+    )?;
     d.set_item("trap_exit", info.trap_exit)?;
     d.set_item(
         "registered_name",

@@ -4,12 +4,14 @@
 //!
 //! * [`lifecycle`]: starting and stopping the VM (`start`, `stop`, `run`), the one
 //!   accessor every function uses to reach it.
+//! * [`alias`]: process aliases (`alias`, `unalias`, sends to an alias).
 //! * [`api`]: the process API (spawn, send, links, monitors, exits, names, timers).
 //! * [`introspect`]: `process_info`, `memory`, `statistics`, `top`, `snapshot`, ...
 //! * [`observer_http`]: the web observer (`vm-observer`'s server on native threads).
 //! * [`driver`]: the Python process body (a compiled generator driven one slice at a
 //!   time), the GIL batch hook, the current process, the budget cell, receive, dirty
 //!   calls.
+//! * [`gen_call`]: the caller's half of `gen_server.call`, as a native primitive.
 //! * [`convert`]: Python values <-> terms (the table of what maps to what).
 //! * [`pattern`]: receive patterns compiled to matchers over term views.
 //! * [`types`]: `Atom`, `Pid`, `Ref`, `Binary` (zero-copy shared bytes).
@@ -25,11 +27,13 @@
 
 #![allow(deprecated)] // IntoPy::into_py: still the plain way in pyo3 0.23
 
+mod alias;
 mod api;
 mod args;
 pub mod convert;
 mod driver;
 mod errors;
+mod gen_call;
 mod introspect;
 mod lifecycle;
 mod observer_http;
@@ -65,6 +69,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(driver::_receive, m)?)?;
     m.add_function(wrap_pyfunction!(driver::_recv, m)?)?;
     m.add_function(wrap_pyfunction!(driver::_quiesce_dirty, m)?)?;
+    m.add_function(wrap_pyfunction!(gen_call::_gen_call, m)?)?;
+    m.add_function(wrap_pyfunction!(gen_call::_gen_cast, m)?)?;
     // Life cycle.
     m.add_function(wrap_pyfunction!(lifecycle::start, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::stop, m)?)?;
@@ -81,6 +87,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::unlink, m)?)?;
     m.add_function(wrap_pyfunction!(api::monitor, m)?)?;
     m.add_function(wrap_pyfunction!(api::demonitor, m)?)?;
+    m.add_function(wrap_pyfunction!(alias::alias, m)?)?;
+    m.add_function(wrap_pyfunction!(alias::unalias, m)?)?;
+    m.add_function(wrap_pyfunction!(alias::_alias_count, m)?)?;
     m.add_function(wrap_pyfunction!(api::exit, m)?)?;
     m.add_function(wrap_pyfunction!(api::process_flag, m)?)?;
     m.add_function(wrap_pyfunction!(api::register, m)?)?;

@@ -114,6 +114,7 @@ impl<'a> Cx<'a> {
         let me = self.proc.pid;
         match s {
             Signal::Message(m) => self.p.mailbox.push(m),
+            Signal::AliasMessage { alias, msg } => self.alias_message(alias, msg),
             Signal::Link(from) => {
                 self.p.rel().links.insert(from);
             }
@@ -173,6 +174,7 @@ impl<'a> Cx<'a> {
                     .and_then(|r| r.monitoring.remove(&mref.0))
                     .is_some();
                 if active {
+                    self.monitor_gone(mref);
                     let msg = Term::Tuple(vec![
                         Term::Atom(Atom::DOWN),
                         Term::Ref(mref),
@@ -265,7 +267,15 @@ impl<'a> Cx<'a> {
     /// pending receive has not rejected before (the save position).
     pub fn recv_where(&mut self, mut pred: impl FnMut(View<'_>) -> bool) -> Option<Fragment> {
         self.drain();
-        let m = self.p.mailbox.take_where(&mut pred)?;
+        // Each message examined costs a reduction (BEAM's loop_rec), so a long scan
+        // counts as the work it is and is preempted like any other.
+        let mut examined = 0;
+        let m = self.p.mailbox.take_where(&mut |v| {
+            examined += 1;
+            pred(v)
+        });
+        self.budget -= examined;
+        let m = m?;
         self.received();
         Some(m)
     }
@@ -273,13 +283,27 @@ impl<'a> Cx<'a> {
     /// Keyed selective receive: the first message carrying `key` (a reference among
     /// its first tuple elements, or its tag) that `pred` accepts. Its cost does not
     /// depend on how many unrelated messages are queued.
-    pub fn recv_keyed(
+    pub fn recv_keyed(&mut self, key: Key, pred: impl FnMut(View<'_>) -> bool) -> Option<Fragment> {
+        self.recv_keyed_any(&[key], pred)
+    }
+
+    /// Keyed selective receive with several keys (a receive with several patterns,
+    /// each keyed): the first message in arrival order that carries one of `keys` and
+    /// that `pred` accepts, at a cost independent of unrelated queued messages.
+    pub fn recv_keyed_any(
         &mut self,
-        key: Key,
-        mut pred: impl FnMut(View<'_>) -> bool,
+        keys: &[Key],
+        pred: impl FnMut(View<'_>) -> bool,
     ) -> Option<Fragment> {
         self.drain();
-        let m = self.p.mailbox.take_keyed(key, &mut pred)?;
+        let mut examined = 0;
+        let mut pred = pred;
+        let m = self.p.mailbox.take_keyed_any(keys, &mut |v| {
+            examined += 1;
+            pred(v)
+        });
+        self.budget -= examined;
+        let m = m?;
         self.received();
         Some(m)
     }
@@ -465,14 +489,23 @@ impl<'a> Cx<'a> {
             .and_then(|r| r.monitoring.remove(&mref.0));
         if let Some(t) = target {
             self.vm.send_signal(t, Signal::Demonitor(mref));
+            self.monitor_gone(mref);
         }
         if flush {
             self.drain();
-            self.p.mailbox.remove_all(&mut |v| {
+            // Found by the ref's index entry, not by a scan: a call's demonitor costs
+            // the same with 50,000 unrelated messages queued (gen_server's flush).
+            let mut is_down = |v: View<'_>| {
                 v.tuple_len() == Some(5)
                     && v.tuple_get(0).and_then(|e| e.as_atom()) == Some(Atom::DOWN)
                     && v.tuple_get(1).and_then(|e| e.as_ref()) == Some(mref)
-            });
+            };
+            while self
+                .p
+                .mailbox
+                .take_keyed(Key::of_ref(mref), &mut is_down)
+                .is_some()
+            {}
             self.publish_queue_len();
         }
         target.is_some()

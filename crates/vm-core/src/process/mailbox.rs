@@ -192,6 +192,18 @@ impl Mailbox {
         key: Key,
         pred: &mut dyn FnMut(View<'_>) -> bool,
     ) -> Option<Fragment> {
+        self.take_keyed_any(&[key], pred)
+    }
+
+    /// Keyed receive with several keys (a receive with several patterns, each keyed):
+    /// the first message in arrival order that carries one of `keys` and that `pred`
+    /// accepts. Like [`Mailbox::take_keyed`], its cost depends on the messages
+    /// carrying these keys (and the few unindexed ones), not on the queue length.
+    pub fn take_keyed_any(
+        &mut self,
+        keys: &[Key],
+        pred: &mut dyn FnMut(View<'_>) -> bool,
+    ) -> Option<Fragment> {
         let unindexed_end = match self.index.as_deref() {
             None => self.next_seq,
             Some(ix) => ix.start,
@@ -203,40 +215,55 @@ impl Mailbox {
                 break;
             }
             if let Some(m) = slot {
-                if has_key(m.view(), key) && pred(m.view()) {
+                let v = m.view();
+                if keys.iter().any(|k| has_key(v, *k)) && pred(v) {
                     return self.take_at(i);
                 }
             }
         }
+        // Indexed messages: the earliest accepted one over every key's list (each list
+        // is in arrival order, so the first accepted entry of each list is a candidate).
         let ix = self.index.as_deref_mut()?;
-        let seqs = ix.by_key.get_mut(&key)?;
-        let mut k = 0;
-        while k < seqs.len() {
-            let seq = seqs[k];
-            let pos = match self.q.binary_search_by_key(&seq, |e| e.0) {
-                Ok(p) if self.q[p].1.is_some() => p,
-                _ => {
-                    // Stale: taken by another receive. Drop the entry.
-                    seqs.remove(k);
-                    ix.entries -= 1;
-                    continue;
-                }
-            };
-            let accept = match &self.q[pos].1 {
-                Some(m) => pred(m.view()),
-                None => false,
-            };
-            if accept {
-                seqs.remove(k);
-                ix.entries -= 1;
-                if seqs.is_empty() {
-                    ix.by_key.remove(&key);
-                }
-                return self.take_at(pos);
+        let mut best: Option<(u64, Key, usize)> = None;
+        for (n, key) in keys.iter().enumerate() {
+            if keys[..n].contains(key) {
+                continue; // the same key twice
             }
-            k += 1;
+            let Some(seqs) = ix.by_key.get_mut(key) else {
+                continue;
+            };
+            let mut k = 0;
+            while k < seqs.len() {
+                let seq = seqs[k];
+                if best.is_some_and(|(b, _, _)| seq >= b) {
+                    break; // later than a candidate already found
+                }
+                let pos = match self.q.binary_search_by_key(&seq, |e| e.0) {
+                    Ok(p) if self.q[p].1.is_some() => p,
+                    _ => {
+                        // Stale: taken by another receive. Drop the entry.
+                        seqs.remove(k);
+                        ix.entries -= 1;
+                        continue;
+                    }
+                };
+                if matches!(&self.q[pos].1, Some(m) if pred(m.view())) {
+                    best = Some((seq, *key, k));
+                    break;
+                }
+                k += 1;
+            }
         }
-        None
+        let (seq, key, k) = best?;
+        if let Some(seqs) = ix.by_key.get_mut(&key) {
+            seqs.remove(k);
+            ix.entries -= 1;
+            if seqs.is_empty() {
+                ix.by_key.remove(&key);
+            }
+        }
+        let pos = self.q.binary_search_by_key(&seq, |e| e.0).ok()?;
+        self.take_at(pos)
     }
 
     /// Forgets the pending receive's save position (it timed out or was abandoned).

@@ -33,7 +33,7 @@ pub mod mailbox;
 pub mod signal;
 pub mod table;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -158,9 +158,11 @@ where
 pub(crate) struct Relations {
     pub links: HashSet<Pid>,
     /// Monitors this process holds on others: ref -> target.
-    pub monitoring: HashMap<u64, Pid>,
+    pub monitoring: crate::refmap::RefMap<Pid>,
     /// Monitors others hold on this process: ref -> monitoring process.
-    pub monitored_by: HashMap<u64, Pid>,
+    pub monitored_by: crate::refmap::RefMap<Pid>,
+    /// This process's active aliases: ref -> how the alias ends (see `alias.rs`).
+    pub aliases: crate::refmap::RefMap<crate::alias::AliasMode>,
 }
 
 /// A process's term heap and its registers (the GC roots), allocated on first use:

@@ -24,6 +24,14 @@ use crate::term::{Fragment, Pid, Ref};
 pub enum Signal {
     /// An ordinary message.
     Message(Fragment),
+    /// A message sent through an alias of the receiver (see `alias.rs`): queued only
+    /// if the alias is still active when the receiver handles it.
+    AliasMessage {
+        /// The alias it was sent to.
+        alias: Ref,
+        /// The message.
+        msg: Fragment,
+    },
     /// `from` linked itself to us.
     Link(Pid),
     /// `from` removed its link to us.

@@ -45,7 +45,7 @@ pub(crate) use dirty::_quiesce_dirty;
 use dirty::{dirty_job, DirtyOutcome};
 use gil::with_batch_gil;
 pub(crate) use gil::GilHook;
-pub(crate) use receive::{_receive, _recv, ReceiveOp};
+pub(crate) use receive::{_receive, _recv, stop_with, ReceiveOp};
 use receive::{is_receive_op, Delivery};
 
 extern "C" {
@@ -184,11 +184,18 @@ impl PyProcess {
         let args = args.downcast::<PyTuple>()?;
         let kind = kind.downcast::<PyString>()?.to_str()?;
         match kind {
-            "receive" => {
-                // A Request-style receive (from a primitive written in Python).
+            "receive" | "receive_any" => {
+                // A Request-style receive (from a primitive written in Python):
+                // (pattern, timeout, default), or (patterns, ...) for "receive_any".
+                let first = args.get_item(0)?;
+                let patterns = if kind == "receive" {
+                    PyTuple::new(py, [first])?
+                } else {
+                    first.downcast_into::<PyTuple>()?
+                };
                 let op = _receive(
                     py,
-                    args.get_item(0)?.unbind(),
+                    &patterns,
                     Some(&args.get_item(1)?),
                     args.get_item(2)?.unbind(),
                 )?;
@@ -365,13 +372,19 @@ pub(crate) fn exit_reason(py: Python<'_>, exc: &Bound<'_, PyAny>) -> (Fragment, 
             .unwrap_or_else(|| Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
         return (reason, false);
     }
+    // An exception that names its exit reason (beamvm.CallError: what an Erlang caller
+    // that does not catch would exit with); reported like any crash.
+    if let Ok(r) = exc.getattr(intern!(py, "__exit_reason__")) {
+        if let Ok(f) = to_fragment(&r) {
+            return (f, true);
+        }
+    }
     let tn = exc
         .get_type()
         .qualname()
         .map(|s| s.to_string())
         .unwrap_or_else(|_| "Exception".into());
     let msg = exc.str().map(|s| s.to_string()).unwrap_or_default();
-    let _ = py;
     let t = Term::Tuple(vec![Term::Atom(Atom::ERROR), str_term(&tn), str_term(&msg)]);
     (Fragment::from_term(&t), true)
 }
