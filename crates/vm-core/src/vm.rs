@@ -7,8 +7,8 @@
 //!
 //! Process exit runs on the scheduler thread of the dying process, with its private
 //! half locked: links, monitors, names and timers are all cleaned up there, in this
-//! order — mark DONE, leave the table (no new lookups), close the inbox (no new
-//! signals; the ones that raced in are answered: `noproc` to late links and monitors),
+//! order — leave the table (no new lookups), close the inbox (the process is DONE: no
+//! new signals; the ones that raced in are answered: `noproc` to late links and monitors),
 //! signal links and monitors, release the name, cancel timers, free heap and mailbox.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +21,7 @@ use crate::dirty::DirtyPools;
 use crate::error::{Error, Result};
 use crate::process::signal::Signal;
 use crate::process::table::{ProcessTable, EXTERNAL_PID};
-use crate::process::{Body, Priority, Private, Process, Relations, DONE, QUEUED};
+use crate::process::{Body, Priority, Private, Process, Relations};
 use crate::registry::Registry;
 use crate::scheduler::Shared as SchedShared;
 use crate::term::Term;
@@ -89,11 +89,10 @@ impl VmInner {
         // The inbox's own count (on the line the push touches anyway) sizes the send
         // cost; the published mailbox length would be one more cache miss per send.
         let qlen = p.inbox.len();
-        if p.inbox.push(sig).is_err() {
-            return (false, 0);
-        }
-        if p.notify() {
-            self.sched.enqueue(self, p);
+        match p.inbox.push(sig) {
+            Ok(true) => self.sched.enqueue(self, p),
+            Ok(false) => {}
+            Err(_) => return (false, 0),
         }
         (true, qlen)
     }
@@ -132,7 +131,7 @@ impl VmInner {
             })
             .map_err(|_| Error::SystemLimit)?;
         let pid = proc.pid;
-        proc.state.store(QUEUED, Ordering::Release);
+        // Created QUEUED (see `Process::new`): only this enqueue puts it in a queue.
         self.sched.enqueue(self, proc);
         Ok((pid, mref))
     }
@@ -198,7 +197,6 @@ impl VmInner {
         // Leave the table first: once a pid reads as not alive, its slot already
         // counts as free for the process limit.
         self.table.remove(me);
-        proc.state.store(DONE, Ordering::Release);
         let mut late = Vec::new();
         proc.inbox.close(&mut late);
         let noproc = || Fragment::immediate(Word::atom(Atom::NOPROC));
@@ -526,7 +524,6 @@ impl Vm {
             }
         }
         for p in inner.table.drain() {
-            p.state.store(DONE, Ordering::Release);
             let mut late = Vec::new();
             p.inbox.close(&mut late);
             drop(late);

@@ -11,21 +11,10 @@
 //!
 //! ## Run state
 //!
-//! ```text
-//!            notify                 picked                slice ends: Wait
-//!   IDLE ───────────────▶ QUEUED ───────────▶ RUNNING ───────────────────────▶ IDLE
-//!                                    ▲            │ notify                      
-//!                         Yield      │            ▼                             
-//!                     ───────────────┴──── NOTIFIED (a signal came while running;
-//!                                                    Wait becomes QUEUED again)
-//!   any ──exit──▶ DONE (terminal)
-//! ```
-//!
-//! `notify` (after every push to the inbox) moves IDLE to QUEUED and its caller, and
-//! only its caller, enqueues the process: a process is in at most one run queue. A
-//! signal that arrives while the process runs sets NOTIFIED so that a body returning
-//! `Wait` after its last look at the mailbox is not put to sleep on a non-empty inbox
-//! (no lost wake-up).
+//! Where a process stands (idle, queued, running, done) lives in the same atomic word
+//! as its inbox: see [`inbox`] for the state machine and why no wake-up is lost. The
+//! rule that matters everywhere else: a process is in at most one run queue, put there
+//! by whoever moved it to QUEUED (its spawner, or the sender whose push found it idle).
 
 pub mod context;
 pub mod inbox;
@@ -40,15 +29,9 @@ use std::time::Instant;
 
 use crate::term::{Fragment, Heap, Pid, Word};
 use context::Cx;
-use inbox::Inbox;
+use inbox::{Inbox, RunState};
 use mailbox::Mailbox;
 use signal::Signal;
-
-pub(crate) const IDLE: u8 = 0;
-pub(crate) const QUEUED: u8 = 1;
-pub(crate) const RUNNING: u8 = 2;
-pub(crate) const NOTIFIED: u8 = 3;
-pub(crate) const DONE: u8 = 4;
 
 /// Scheduling priority, as in Erlang.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -245,11 +228,11 @@ impl<T> std::ops::Deref for LinePadded<T> {
 pub struct Process {
     /// This process's identifier.
     pub pid: Pid,
-    pub(crate) state: AtomicU8,
     pub(crate) priority: AtomicU8,
-    /// On a cache line of its own: every sender CASes it, while the owner writes the
-    /// counters and the lock below on every slice; sharing a line would make each
-    /// cross-core send pay for the owner's bookkeeping (false sharing).
+    /// The inbox and the run state (one word). On a cache line of its own: every
+    /// sender CASes it, while the owner writes the counters and the lock below on every
+    /// slice; sharing a line would make each cross-core send pay for the owner's
+    /// bookkeeping (false sharing).
     pub(crate) inbox: LinePadded<Inbox<Signal>>,
     /// Published counters, readable without stopping the process.
     pub(crate) reductions: AtomicU64,
@@ -266,13 +249,14 @@ pub struct Process {
 }
 
 impl Process {
+    /// A new process, already QUEUED: spawn publishes it in the table before it
+    /// enqueues it, and a sender that finds it in between must not enqueue it too.
     pub(crate) fn new(pid: Pid, body: Box<dyn Body>, priority: Priority) -> Process {
         let hooked = body.class() == BodyClass::Hooked;
         Process {
             pid,
-            state: AtomicU8::new(IDLE),
             priority: AtomicU8::new(priority as u8),
-            inbox: LinePadded(Inbox::new()),
+            inbox: LinePadded(Inbox::new(RunState::Queued)),
             reductions: AtomicU64::new(0),
             queued: AtomicU32::new(0),
             heap_bytes: AtomicUsize::new(0),
@@ -291,26 +275,6 @@ impl Process {
         self.private.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Marks the process runnable after a push. Returns true when the caller must
-    /// enqueue it (it was idle).
-    pub(crate) fn notify(&self) -> bool {
-        let mut s = self.state.load(Ordering::Acquire);
-        loop {
-            let next = match s {
-                IDLE => QUEUED,
-                RUNNING => NOTIFIED,
-                _ => return false,
-            };
-            match self
-                .state
-                .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return s == IDLE,
-                Err(cur) => s = cur,
-            }
-        }
-    }
-
     /// Current priority.
     pub fn priority(&self) -> Priority {
         Priority::from_u8(self.priority.load(Ordering::Relaxed))
@@ -318,7 +282,7 @@ impl Process {
 
     /// True once the process has ended.
     pub fn is_done(&self) -> bool {
-        self.state.load(Ordering::Acquire) == DONE
+        self.inbox.state() == RunState::Done
     }
 
     /// Messages waiting (inbox + private queue), as last published.
@@ -328,11 +292,11 @@ impl Process {
 
     /// Human-readable run status, Erlang's vocabulary.
     pub fn status(&self) -> &'static str {
-        match self.state.load(Ordering::Acquire) {
-            IDLE => "waiting",
-            QUEUED => "runnable",
-            RUNNING | NOTIFIED => "running",
-            _ => "exiting",
+        match self.inbox.state() {
+            RunState::Idle => "waiting",
+            RunState::Queued => "runnable",
+            RunState::Running => "running",
+            RunState::Done => "exiting",
         }
     }
 }

@@ -44,7 +44,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::config::SliceHook;
 use crate::process::context::Cx;
-use crate::process::{Process, Step, IDLE, NOTIFIED, QUEUED, RUNNING};
+use crate::process::{Process, Step};
 use crate::term::{Atom, Fragment, Term};
 use crate::vm::VmInner;
 pub use slot::LifoSlot;
@@ -461,7 +461,10 @@ impl Sched<'_> {
         if prio != NORMAL {
             self.shared().rare_queued.fetch_sub(1, Ordering::AcqRel);
         }
-        p.state.store(RUNNING, Ordering::Release);
+        if !p.inbox.begin() {
+            // Not QUEUED: it exited (shutdown race); nothing to run.
+            return;
+        }
         let mut g = p.lock();
         let Some(mut body) = g.body.take() else {
             // Already finished (shutdown race); nothing to run.
@@ -523,19 +526,14 @@ impl Sched<'_> {
             Some(Step::Yield) | None => {
                 g.body = Some(body);
                 drop(g);
-                p.state.store(QUEUED, Ordering::Release);
+                p.inbox.yielded();
                 self.requeue(p);
             }
             Some(Step::Wait) => {
                 g.body = Some(body);
                 drop(g);
-                if p.state
-                    .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    // NOTIFIED: a signal arrived during the slice; run again later.
-                    debug_assert_eq!(p.state.load(Ordering::Relaxed), NOTIFIED);
-                    p.state.store(QUEUED, Ordering::Release);
+                if !p.inbox.park() {
+                    // Signals arrived since the body last looked: run it again.
                     self.requeue(p);
                 }
             }
