@@ -11,6 +11,10 @@
 //! timer aimed at it (Erlang cancels BIF timers whose destination dies) and nothing
 //! lingers until its deadline.
 //!
+//! A delay too long for the clock (`Instant::now() + delay` overflows) means never: the
+//! timer is kept (it can be read and cancelled, and reads `Duration::MAX` left) but is
+//! not in the heap. A receive timeout that long is no timeout at all.
+//!
 //! Resolution: the condvar wait wakes within tens of microseconds of the deadline on
 //! Linux, finer than BEAM's 1 ms timer resolution.
 
@@ -29,7 +33,8 @@ enum Action {
 }
 
 struct Entry {
-    at: Instant,
+    /// None: never (a delay too long for the clock).
+    at: Option<Instant>,
     to: Pid,
     action: Action,
 }
@@ -40,6 +45,19 @@ struct State {
     entries: HashMap<u64, Entry>,
     by_pid: HashMap<Pid, Vec<u64>>,
     stop: bool,
+}
+
+/// When a timer set `after` from now fires: None when that is past what the clock can
+/// represent (`Duration::MAX`, `sleep(None)` from Python): such a timer never fires.
+pub(crate) fn deadline(after: Duration) -> Option<Instant> {
+    Instant::now().checked_add(after)
+}
+
+/// Time left until `at` (`Duration::MAX` for never).
+fn time_left(at: Option<Instant>) -> Duration {
+    at.map_or(Duration::MAX, |at| {
+        at.saturating_duration_since(Instant::now())
+    })
 }
 
 /// The timer service of one VM.
@@ -54,11 +72,13 @@ impl Timers {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add(&self, at: Instant, to: Pid, action: Action) -> u64 {
+    fn add(&self, at: Option<Instant>, to: Pid, action: Action) -> u64 {
         let id = Ref::new().0;
         let mut s = self.lock();
-        let wake = s.heap.peek().is_none_or(|Reverse((first, _))| at < *first);
-        s.heap.push(Reverse((at, id)));
+        let wake = at.is_some_and(|at| s.heap.peek().is_none_or(|Reverse((first, _))| at < *first));
+        if let Some(at) = at {
+            s.heap.push(Reverse((at, id)));
+        }
         s.entries.insert(id, Entry { at, to, action });
         s.by_pid.entry(to).or_default().push(id);
         drop(s);
@@ -68,14 +88,15 @@ impl Timers {
         id
     }
 
-    /// Schedules `msg` to `to` at `at`; returns the timer id.
-    pub fn send_at(&self, at: Instant, to: Pid, msg: Fragment) -> u64 {
+    /// Schedules `msg` to `to` at `at` (None: never, but it can still be read and
+    /// cancelled); returns the timer id.
+    pub fn send_at(&self, at: Option<Instant>, to: Pid, msg: Fragment) -> u64 {
         self.add(at, to, Action::Send(msg))
     }
 
     /// Schedules a receive timeout for `pid`'s wait number `generation`.
     pub fn receive_timeout(&self, at: Instant, pid: Pid, generation: u64) -> u64 {
-        self.add(at, pid, Action::Timeout(generation))
+        self.add(Some(at), pid, Action::Timeout(generation))
     }
 
     fn unindex(s: &mut State, id: u64, to: Pid) {
@@ -93,15 +114,13 @@ impl Timers {
         let mut s = self.lock();
         let e = s.entries.remove(&id)?;
         Self::unindex(&mut s, id, e.to);
-        Some(e.at.saturating_duration_since(Instant::now()))
+        Some(time_left(e.at))
     }
 
     /// Time left on timer `id`.
     pub fn read(&self, id: u64) -> Option<Duration> {
         let s = self.lock();
-        s.entries
-            .get(&id)
-            .map(|e| e.at.saturating_duration_since(Instant::now()))
+        s.entries.get(&id).map(|e| time_left(e.at))
     }
 
     /// Cancels every timer aimed at `pid` (it exited).

@@ -11,7 +11,7 @@
 //! new signals; the ones that raced in are answered: `noproc` to late links and monitors),
 //! signal links and monitors, release the name, cancel timers, free heap and mailbox.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -179,10 +179,22 @@ impl VmInner {
         self.send_signal(mon, Signal::Message(Fragment::from_term(&msg)));
     }
 
+    /// A timer for `to`, cancelled when `to` exits. Flag, add, then check liveness:
+    /// `finish` makes the process DONE and then reads the flag, with a SeqCst fence in
+    /// between on both sides, so either the exit sees the flag (and cancels the timer,
+    /// or this check sees the exit) or this check sees the exit: a timer never outlives
+    /// its process until the deadline.
     pub(crate) fn send_after(&self, after: Duration, to: Pid, msg: Fragment) -> Ref {
-        let id = self.timers.send_at(Instant::now() + after, to, msg);
-        self.table
-            .with(to, |p| p.has_timers.store(true, Ordering::Relaxed));
+        let flagged = self
+            .table
+            .with(to, |p| p.has_timers.store(true, Ordering::Relaxed))
+            .is_some();
+        let id = self.timers.send_at(crate::timer::deadline(after), to, msg);
+        fence(Ordering::SeqCst);
+        let alive = flagged && self.table.with(to, |p| !p.is_done()).unwrap_or(false);
+        if !alive {
+            self.timers.cancel(id);
+        }
         Ref(id)
     }
 
@@ -249,6 +261,8 @@ impl VmInner {
         if let Some(id) = g.pend.take().and_then(|w| w.wait_timer) {
             self.timers.cancel(id);
         }
+        // Paired with `send_after` (see there).
+        fence(Ordering::SeqCst);
         if proc.has_timers.load(Ordering::Relaxed) {
             self.timers.cancel_for(me);
         }
@@ -481,7 +495,8 @@ impl Vm {
         inner.dirty.stop();
         let want = self.threads.len();
         let all_exited = {
-            let deadline = limit.map(|l| Instant::now() + l);
+            // A limit too long for the clock is no limit.
+            let deadline = limit.and_then(crate::timer::deadline);
             let mut n = inner.exited.0.lock().unwrap_or_else(|e| e.into_inner());
             while *n < want {
                 match deadline {

@@ -301,7 +301,10 @@ impl<'a> Cx<'a> {
                     w.timed_out = true;
                     return Step::Yield;
                 }
-                let at = Instant::now() + t;
+                let Some(at) = crate::timer::deadline(t) else {
+                    // Longer than the clock can count: no timeout.
+                    return Step::Wait;
+                };
                 w.deadline = Some(at);
                 w.wait_gen += 1;
                 w.wait_timer = Some(timers.receive_timeout(at, pid, w.wait_gen));
