@@ -1,9 +1,10 @@
 //! Introspection: `process_info`, `processes`, `memory`, `system_info`, `statistics`.
 //!
 //! Everything here reads published atomics or walks the process table under epoch
-//! guards: no query stops the world or blocks a scheduler. `process_info` on one
-//! process also reads its private half (links, monitors, heap), taking its lock for a
-//! moment; if the process is running it waits for the end of its slice at most.
+//! guards: no query stops the world, blocks a scheduler or waits for a process.
+//! `process_info` also reads a process's links and monitors, which sit behind a lock of
+//! their own that their owner holds for one update at a time, never across a slice;
+//! the body's label is read only if the process is between slices (`try_lock`).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -22,6 +23,12 @@ pub fn process_base_bytes() -> usize {
 /// only by `process_info`, which reads the private mailbox).
 fn published_memory(p: &Process) -> usize {
     process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed)
+}
+
+/// The label of `p`'s body, if `p` is between slices (never waits).
+fn label(p: &Process) -> Option<String> {
+    let g = p.private.try_lock().ok()?;
+    g.body.as_ref().map(|b| b.label())
 }
 
 /// A snapshot of one process.
@@ -59,8 +66,9 @@ pub struct ProcessInfo {
     pub trap_exit: bool,
     /// Registered name.
     pub registered_name: Option<Atom>,
-    /// What the process runs (its body's label).
-    pub current: String,
+    /// What the process runs (its body's label), or None while it is in a slice (its
+    /// body is out of reach then).
+    pub current: Option<String>,
 }
 
 /// What a `top` listing shows about a process, read without waiting for it.
@@ -185,40 +193,43 @@ impl Statistics {
 }
 
 impl VmRef {
-    /// A snapshot of `pid`, or None if it is not alive.
+    /// A snapshot of `pid`, or None if it is not alive. Never waits for the process:
+    /// everything comes from its published counters and its links and monitors (their
+    /// own lock, held only for one update), so it is safe on a running process, from
+    /// inside a process, and on the caller itself. Only the body's label needs the
+    /// process between slices: `current` is None while it runs.
     pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
         let p = self.0.table.get(pid)?;
-        let g = p.lock();
-        let stats = g.mem.as_deref().map(|m| m.heap.stats()).unwrap_or_default();
-        let (links, monitors, monitored_by) = match g.rel.as_deref() {
-            Some(r) => (
-                r.links.iter().copied().collect(),
-                r.monitoring.values().copied().collect(),
-                r.monitored_by.values().copied().collect(),
-            ),
-            None => (Vec::new(), Vec::new(), Vec::new()),
-        };
-        let current = g.body.as_ref().map(|b| b.label()).unwrap_or_default();
-        let info = ProcessInfo {
+        let (links, monitors, monitored_by) = p
+            .rel_if(|r| {
+                (
+                    r.links.iter().copied().collect(),
+                    r.monitoring.values().copied().collect(),
+                    r.monitored_by.values().copied().collect(),
+                )
+            })
+            .unwrap_or_default();
+        let young = p.heap_words[0].load(Ordering::Relaxed) as usize;
+        let old = p.heap_words[1].load(Ordering::Relaxed) as usize;
+        Some(ProcessInfo {
             pid,
             status: p.status(),
             priority: p.priority().name(),
             reductions: p.reductions.load(Ordering::Relaxed),
-            message_queue_len: p.inbox.len() + g.mailbox.len(),
-            memory: process_base_bytes() + g.heap_bytes() + g.mailbox.bytes(),
-            heap_size: stats.young_words + stats.old_words,
-            young_heap_size: stats.young_words,
-            old_heap_size: stats.old_words,
-            minor_gcs: stats.minor_gcs,
-            major_gcs: stats.major_gcs,
+            message_queue_len: p.message_queue_len(),
+            memory: published_memory(&p) + p.queued_bytes.load(Ordering::Relaxed),
+            heap_size: young + old,
+            young_heap_size: young,
+            old_heap_size: old,
+            minor_gcs: u64::from(p.minor_gcs.load(Ordering::Relaxed)),
+            major_gcs: u64::from(p.major_gcs.load(Ordering::Relaxed)),
             links,
             monitors,
             monitored_by,
-            trap_exit: g.trap_exit,
+            trap_exit: p.traps_exits(),
             registered_name: self.0.registry.name_of(pid),
-            current,
-        };
-        Some(info)
+            current: label(&p),
+        })
     }
 
     /// A summary of `pid` from its published counters, or None if it is not alive.
@@ -226,10 +237,7 @@ impl VmRef {
     /// label), so it is safe on a process that is running, even the caller itself.
     pub fn process_summary(&self, pid: Pid) -> Option<ProcessSummary> {
         let p = self.0.table.get(pid)?;
-        let current = match p.private.try_lock() {
-            Ok(g) => g.body.as_ref().map(|b| b.label()),
-            Err(_) => None,
-        };
+        let current = label(&p);
         Some(ProcessSummary {
             pid,
             status: p.status(),

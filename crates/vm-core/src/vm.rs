@@ -111,20 +111,17 @@ impl VmInner {
             .table
             .insert(|pid| {
                 let p = Process::new(pid, body, opts.priority);
-                {
-                    let mut g = p.lock();
-                    g.trap_exit = opts.trap_exit;
-                    if let Some(parent) = parent {
-                        if opts.link || mref.is_some() {
-                            let mut rel = Relations::default();
+                p.trap_exit.store(opts.trap_exit, Ordering::Relaxed);
+                if let Some(parent) = parent {
+                    if opts.link || mref.is_some() {
+                        p.rel(|rel: &mut Relations| {
                             if opts.link {
                                 rel.links.insert(parent);
                             }
                             if let Some(r) = mref {
                                 rel.monitored_by.insert(r.0, parent);
                             }
-                            g.rel = Some(Box::new(rel));
-                        }
+                        });
                     }
                 }
                 p
@@ -233,7 +230,7 @@ impl VmInner {
                 _ => {}
             }
         }
-        if let Some(rel) = g.rel.take() {
+        if let Some(rel) = proc.take_rel() {
             for l in rel.links {
                 let exit = Signal::Exit {
                     from: me,
@@ -268,12 +265,13 @@ impl VmInner {
         }
         g.mailbox.clear();
         g.mem = None;
+        proc.publish_heap(&g);
         g.exiting = None;
         let body = g.body.take();
         drop(g);
         drop(body);
         proc.queued.store(0, Ordering::Relaxed);
-        proc.heap_bytes.store(0, Ordering::Relaxed);
+        proc.queued_bytes.store(0, Ordering::Relaxed);
         self.exits.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -550,8 +548,8 @@ impl Vm {
             g.mailbox.clear();
             g.mem = None;
             g.pend = None;
-            g.rel = None;
             drop(g);
+            drop(p.take_rel());
             drop(body);
         }
         inner.sched.drain();

@@ -102,9 +102,9 @@ impl<'a> Cx<'a> {
     }
 
     pub(crate) fn publish_queue_len(&self) {
-        self.proc
-            .queued
-            .store(self.p.mailbox.len() as u32, Ordering::Relaxed);
+        let mb = &self.p.mailbox;
+        self.proc.queued.store(mb.len() as u32, Ordering::Relaxed);
+        self.proc.queued_bytes.store(mb.bytes(), Ordering::Relaxed);
     }
 
     fn handle_signal(&mut self, s: Signal) {
@@ -112,12 +112,10 @@ impl<'a> Cx<'a> {
         match s {
             Signal::Message(m) => self.p.mailbox.push(m),
             Signal::Link(from) => {
-                self.p.rel().links.insert(from);
+                self.proc.rel(|r| r.links.insert(from));
             }
             Signal::Unlink(from) => {
-                if let Some(r) = self.p.rel.as_deref_mut() {
-                    r.links.remove(&from);
-                }
+                self.proc.rel_if(|r| r.links.remove(&from));
             }
             Signal::Exit {
                 from,
@@ -125,11 +123,7 @@ impl<'a> Cx<'a> {
                 linked,
             } => {
                 if linked {
-                    let was_linked = self
-                        .p
-                        .rel
-                        .as_deref_mut()
-                        .is_some_and(|r| r.links.remove(&from));
+                    let was_linked = self.proc.rel_if(|r| r.links.remove(&from)) == Some(true);
                     if !was_linked {
                         return; // unlinked meanwhile: Erlang ignores it
                     }
@@ -139,7 +133,7 @@ impl<'a> Cx<'a> {
                 let is_normal = r.as_atom() == Some(Atom::NORMAL);
                 if is_kill && !linked {
                     self.set_exiting(Fragment::immediate(Word::atom(Atom::KILLED)));
-                } else if self.p.trap_exit {
+                } else if self.proc.traps_exits() {
                     let msg = Term::Tuple(vec![
                         Term::Atom(Atom::EXIT),
                         Term::Pid(from),
@@ -155,19 +149,16 @@ impl<'a> Cx<'a> {
                 }
             }
             Signal::Monitor { from, mref } => {
-                self.p.rel().monitored_by.insert(mref.0, from);
+                self.proc.rel(|r| r.monitored_by.insert(mref.0, from));
             }
             Signal::Demonitor(mref) => {
-                if let Some(r) = self.p.rel.as_deref_mut() {
-                    r.monitored_by.remove(&mref.0);
-                }
+                self.proc.rel_if(|r| r.monitored_by.remove(&mref.0));
             }
             Signal::Down { mref, pid, reason } => {
                 let active = self
-                    .p
-                    .rel
-                    .as_deref_mut()
-                    .and_then(|r| r.monitoring.remove(&mref.0))
+                    .proc
+                    .rel_if(|r| r.monitoring.remove(&mref.0))
+                    .flatten()
                     .is_some();
                 if active {
                     let msg = Term::Tuple(vec![
@@ -382,11 +373,15 @@ impl<'a> Cx<'a> {
         self.budget -= SPAWN_COST;
         let me = self.proc.pid;
         let (pid, mref) = self.vm.spawn_with(body, opts, Some(me))?;
-        if opts.link {
-            self.p.rel().links.insert(pid);
-        }
-        if let Some(r) = mref {
-            self.p.rel().monitoring.insert(r.0, pid);
+        if opts.link || mref.is_some() {
+            self.proc.rel(|rel| {
+                if opts.link {
+                    rel.links.insert(pid);
+                }
+                if let Some(r) = mref {
+                    rel.monitoring.insert(r.0, pid);
+                }
+            });
         }
         Ok((pid, mref))
     }
@@ -400,15 +395,15 @@ impl<'a> Cx<'a> {
             return Ok(());
         }
         self.budget -= SEND_COST;
-        if !self.p.rel().links.insert(pid) {
+        if !self.proc.rel(|r| r.links.insert(pid)) {
             return Ok(()); // already linked
         }
         let (ok, _) = self.vm.send_signal(pid, Signal::Link(me));
         if ok {
             return Ok(());
         }
-        self.p.rel().links.remove(&pid);
-        if self.p.trap_exit {
+        self.proc.rel(|r| r.links.remove(&pid));
+        if self.proc.traps_exits() {
             let msg = Term::Tuple(vec![
                 Term::Atom(Atom::EXIT),
                 Term::Pid(pid),
@@ -425,11 +420,7 @@ impl<'a> Cx<'a> {
     /// Removes the link to `pid`, if any (idempotent).
     pub fn unlink(&mut self, pid: Pid) {
         let me = self.proc.pid;
-        let had = self
-            .p
-            .rel
-            .as_deref_mut()
-            .is_some_and(|r| r.links.remove(&pid));
+        let had = self.proc.rel_if(|r| r.links.remove(&pid)) == Some(true);
         if had {
             self.vm.send_signal(pid, Signal::Unlink(me));
         }
@@ -441,7 +432,7 @@ impl<'a> Cx<'a> {
         self.budget -= SEND_COST;
         let me = self.proc.pid;
         let mref = Ref::new();
-        self.p.rel().monitoring.insert(mref.0, pid);
+        self.proc.rel(|r| r.monitoring.insert(mref.0, pid));
         let (ok, _) = self.vm.send_signal(pid, Signal::Monitor { from: me, mref });
         if !ok {
             let down = Signal::Down {
@@ -458,11 +449,7 @@ impl<'a> Cx<'a> {
     /// Removes a monitor. With `flush`, also removes its DOWN message if one already
     /// arrived. Returns true if the monitor was still active.
     pub fn demonitor(&mut self, mref: Ref, flush: bool) -> bool {
-        let target = self
-            .p
-            .rel
-            .as_deref_mut()
-            .and_then(|r| r.monitoring.remove(&mref.0));
+        let target = self.proc.rel_if(|r| r.monitoring.remove(&mref.0)).flatten();
         if let Some(t) = target {
             self.vm.send_signal(t, Signal::Demonitor(mref));
         }
@@ -497,7 +484,7 @@ impl<'a> Cx<'a> {
 
     /// Sets trap_exit; returns the old value.
     pub fn trap_exit(&mut self, on: bool) -> bool {
-        std::mem::replace(&mut self.p.trap_exit, on)
+        self.proc.trap_exit.swap(on, Ordering::Relaxed)
     }
 
     /// Sets this process's priority; returns the old one.
@@ -507,10 +494,8 @@ impl<'a> Cx<'a> {
 
     /// Processes linked to this one.
     pub fn links(&self) -> Vec<Pid> {
-        self.p
-            .rel
-            .as_deref()
-            .map(|r| r.links.iter().copied().collect())
+        self.proc
+            .rel_if(|r| r.links.iter().copied().collect())
             .unwrap_or_default()
     }
 

@@ -172,10 +172,8 @@ pub(crate) struct Pending {
 pub struct Private {
     pub(crate) body: Option<Box<dyn Body>>,
     pub(crate) mailbox: Mailbox,
-    pub(crate) rel: Option<Box<Relations>>,
     pub(crate) mem: Option<Box<ProcHeap>>,
     pub(crate) pend: Option<Box<Pending>>,
-    pub(crate) trap_exit: bool,
     /// Set when a signal decided this process must end, with the reason.
     pub(crate) exiting: Option<Fragment>,
 }
@@ -185,16 +183,10 @@ impl Private {
         Private {
             body: Some(body),
             mailbox: Mailbox::default(),
-            rel: None,
             mem: None,
             pend: None,
-            trap_exit: false,
             exiting: None,
         }
-    }
-
-    pub(crate) fn rel(&mut self) -> &mut Relations {
-        self.rel.get_or_insert_with(Default::default)
     }
 
     pub(crate) fn mem(&mut self) -> &mut ProcHeap {
@@ -203,11 +195,6 @@ impl Private {
 
     pub(crate) fn pend(&mut self) -> &mut Pending {
         self.pend.get_or_insert_with(Default::default)
-    }
-
-    /// Bytes held by the heap (0 when it was never used).
-    pub(crate) fn heap_bytes(&self) -> usize {
-        self.mem.as_deref().map_or(0, |m| m.heap.byte_size())
     }
 }
 
@@ -241,6 +228,16 @@ pub struct Process {
     pub(crate) minor_gcs: AtomicU32,
     pub(crate) major_gcs: AtomicU32,
     pub(crate) has_timers: AtomicBool,
+    /// The trap_exit flag: written by the process itself, read by introspection.
+    pub(crate) trap_exit: AtomicBool,
+    /// Links and monitors. Written only by the process itself (or at spawn, before it
+    /// is published); behind a lock of their own, held for one update or one read and
+    /// never across a slice, so introspection reads them without waiting for a slice.
+    pub(crate) rel: Mutex<Option<Box<Relations>>>,
+    /// Young and old heap words in use, published at the end of each slice.
+    pub(crate) heap_words: [AtomicU32; 2],
+    /// Bytes of the messages in the private queue, published with `queued`.
+    pub(crate) queued_bytes: AtomicUsize,
     /// The body's class is [`BodyClass::Hooked`] (fixed at spawn: a body's class never
     /// changes), so the scheduler can batch the slice under the hook without taking
     /// the private lock first.
@@ -263,6 +260,10 @@ impl Process {
             minor_gcs: AtomicU32::new(0),
             major_gcs: AtomicU32::new(0),
             has_timers: AtomicBool::new(false),
+            trap_exit: AtomicBool::new(false),
+            rel: Mutex::new(None),
+            heap_words: [AtomicU32::new(0), AtomicU32::new(0)],
+            queued_bytes: AtomicUsize::new(0),
             hooked,
             private: Mutex::new(Private::new(body)),
         }
@@ -273,6 +274,40 @@ impl Process {
     /// structurally valid, and the process will be ended by its exit path.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Private> {
         self.private.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on this process's links and monitors, allocated on first use.
+    pub(crate) fn rel<R>(&self, f: impl FnOnce(&mut Relations) -> R) -> R {
+        let mut g = self.rel.lock().unwrap_or_else(|e| e.into_inner());
+        f(g.get_or_insert_with(Default::default))
+    }
+
+    /// Runs `f` on this process's links and monitors if it has any.
+    pub(crate) fn rel_if<R>(&self, f: impl FnOnce(&mut Relations) -> R) -> Option<R> {
+        let mut g = self.rel.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_deref_mut().map(f)
+    }
+
+    /// Takes the links and monitors away (exit).
+    pub(crate) fn take_rel(&self) -> Option<Box<Relations>> {
+        self.rel.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// The trap_exit flag.
+    pub(crate) fn traps_exits(&self) -> bool {
+        self.trap_exit.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the heap's size for introspection (end of a slice).
+    pub(crate) fn publish_heap(&self, p: &Private) {
+        let (bytes, young, old) = p.mem.as_deref().map_or((0, 0, 0), |m| {
+            let h = &m.heap;
+            (h.byte_size(), h.region(false).len(), h.region(true).len())
+        });
+        let w = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.heap_bytes.store(bytes, Ordering::Relaxed);
+        self.heap_words[0].store(w(young), Ordering::Relaxed);
+        self.heap_words[1].store(w(old), Ordering::Relaxed);
     }
 
     /// Current priority.

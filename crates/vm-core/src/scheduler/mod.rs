@@ -516,7 +516,7 @@ impl Sched<'_> {
                 p.minor_gcs.fetch_add(1, Ordering::Relaxed);
             }
         }
-        p.heap_bytes.store(g.heap_bytes(), Ordering::Relaxed);
+        p.publish_heap(&g);
         self.account(&p, used, seq, &|| body.label());
         match step {
             Some(Step::Exit(reason)) => {
