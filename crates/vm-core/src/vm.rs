@@ -84,6 +84,7 @@ impl VmInner {
     /// Delivers a signal; returns (delivered, receiver's queue length before).
     pub(crate) fn send_signal(&self, to: Pid, sig: Signal) -> (bool, usize) {
         let Some(p) = self.table.get(to) else {
+            drop_guarded(sig);
             return (false, 0);
         };
         // The inbox's own count (on the line the push touches anyway) sizes the send
@@ -92,7 +93,12 @@ impl VmInner {
         match p.inbox.push(sig) {
             Ok(true) => self.sched.enqueue(self, p),
             Ok(false) => {}
-            Err(_) => return (false, 0),
+            Err(refused) => {
+                // A dirty job's result carries user code in its Drop; this may be a
+                // pool thread.
+                drop_guarded(refused);
+                return (false, 0);
+            }
         }
         (true, qlen)
     }
@@ -157,20 +163,22 @@ impl VmInner {
         else {
             return;
         };
+        // Predefined atoms only: this runs on a scheduler thread, and the atom table
+        // may be full.
         let info = Term::List(vec![
             Term::Tuple(vec![
-                Term::atom("timeout"),
+                Term::Atom(Atom::TIMEOUT),
                 Term::Int(took.as_millis() as i64),
             ]),
             Term::Tuple(vec![
-                Term::atom("in"),
+                Term::Atom(Atom::IN),
                 Term::binary(label.as_bytes().to_vec()),
             ]),
         ]);
         let msg = Term::Tuple(vec![
-            Term::atom("monitor"),
+            Term::Atom(Atom::MONITOR),
             Term::Pid(pid),
-            Term::atom("long_schedule"),
+            Term::Atom(Atom::LONG_SCHEDULE),
             info,
         ]);
         self.send_signal(mon, Signal::Message(Fragment::from_term(&msg)));
@@ -227,7 +235,7 @@ impl VmInner {
                     };
                     self.send_signal(from, down);
                 }
-                _ => {}
+                other => drop_guarded(other),
             }
         }
         if let Some(rel) = proc.take_rel() {
@@ -255,7 +263,8 @@ impl VmInner {
             let _r = self.registered.lock().unwrap_or_else(|e| e.into_inner());
             self.registry.release(me);
         }
-        if let Some(id) = g.pend.take().and_then(|w| w.wait_timer) {
+        let pend = g.pend.take();
+        if let Some(id) = pend.as_ref().and_then(|w| w.wait_timer) {
             self.timers.cancel(id);
         }
         // Paired with `send_after` (see there).
@@ -269,11 +278,20 @@ impl VmInner {
         g.exiting = None;
         let body = g.body.take();
         drop(g);
-        drop(body);
+        // User code (a body's Drop, a dirty job's result): a panic there is the
+        // body's, not the VM's.
+        drop_guarded(body);
+        drop_guarded(pend);
         proc.queued.store(0, Ordering::Relaxed);
         proc.queued_bytes.store(0, Ordering::Relaxed);
         self.exits.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Drops `x`, which may run user code (a body's `Drop`, a dirty job's result), catching
+/// a panic there: it must not unwind through the exit path or a VM thread.
+pub(crate) fn drop_guarded<T>(x: T) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(x)));
 }
 
 /// A cheap, cloneable handle to a running VM.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use vm_core::{Cx, Error, Priority, SpawnOpts, Step, Term, Vm, VmConfig};
+use vm_core::{Atom, Cx, Error, Priority, SpawnOpts, Step, Term, Vm, VmConfig};
 
 #[test]
 fn spawned_process_runs_and_exits() {
@@ -244,15 +244,41 @@ fn shutdown_joins_threads_and_frees_every_process() {
     assert_eq!(vm.spawn(idle()).unwrap_err(), Error::NotRunning);
 }
 
+/// A panicking body ends with `{panic, Message}` (seen by a monitor); the VM and other
+/// processes go on.
 #[test]
 fn panic_in_a_body_ends_only_that_process() {
     let vm = vm(2);
     let (tx, rx) = mpsc::channel();
     let survivor = vm.spawn(forwarder(tx.clone())).unwrap();
-    let crasher = vm
-        .spawn(body(|_: &mut Cx<'_>| -> Step { panic!("boom") }))
+    let mut started = false;
+    let watcher = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            if !started {
+                started = true;
+                cx.spawn_monitor(body(|_: &mut Cx<'_>| -> Step { panic!("boom") }))
+                    .unwrap();
+            }
+            if let Some(m) = cx.recv() {
+                cx.send(survivor, m);
+                return Step::Exit(int(0));
+            }
+            Step::Wait
+        }))
         .unwrap();
-    assert!(eventually(5, || !vm.is_alive(crasher)));
+    let Term::Tuple(down) = recv_timeout(&rx, 5) else {
+        panic!("a DOWN tuple")
+    };
+    assert_eq!(down[0], Term::Atom(Atom::DOWN));
+    assert_eq!(
+        down[4],
+        Term::Tuple(vec![
+            Term::Atom(Atom::PANIC),
+            Term::binary(b"boom".to_vec())
+        ]),
+        "the reason is {{panic, Message}}"
+    );
+    assert!(eventually(5, || !vm.is_alive(watcher)));
     vm.send(survivor, int(1));
     assert_eq!(recv_timeout(&rx, 5), Term::Int(1));
 }

@@ -426,37 +426,55 @@ impl Sched<'_> {
     fn run_batch(&mut self, hook: &dyn SliceHook, p: Arc<Process>, prio: usize) {
         let mut first = Some((p, prio));
         let batch_time = self.vm.config.batch_time;
-        hook.batch(&mut || {
-            let start = Instant::now();
-            let mut pick = first.take();
-            loop {
-                match pick {
-                    Some((p, prio)) => {
-                        self.spins = 0;
-                        if !p.hooked && start.elapsed() >= batch_time {
-                            self.stash = Some((p, prio));
-                            return;
+        // The hook is the embedder's code around the slices (each slice has its own
+        // perimeter): if it panics, the batch ends, and a first pick it never ran runs
+        // without it.
+        let batch = catch_unwind(AssertUnwindSafe(|| {
+            hook.batch(&mut || {
+                let start = Instant::now();
+                let mut pick = first.take();
+                loop {
+                    match pick {
+                        Some((p, prio)) => {
+                            self.spins = 0;
+                            if !p.hooked && start.elapsed() >= batch_time {
+                                self.stash = Some((p, prio));
+                                return;
+                            }
+                            self.run_one(p, prio);
                         }
-                        self.run_one(p, prio);
-                    }
-                    None => {
-                        self.spins += 1;
-                        if self.spins >= SPIN_ROUNDS {
-                            return;
+                        None => {
+                            self.spins += 1;
+                            if self.spins >= SPIN_ROUNDS {
+                                return;
+                            }
+                            std::hint::spin_loop();
+                            std::thread::yield_now();
                         }
-                        std::hint::spin_loop();
-                        std::thread::yield_now();
                     }
+                    if self.vm.stopping.load(Ordering::Acquire)
+                        || self.index >= self.shared().online()
+                    {
+                        return;
+                    }
+                    pick = self.next();
                 }
-                if self.vm.stopping.load(Ordering::Acquire) || self.index >= self.shared().online()
-                {
-                    return;
-                }
-                pick = self.next();
+            })
+        }));
+        if batch.is_err() {
+            if let Some((p, prio)) = first.take() {
+                self.run_one(p, prio);
             }
-        });
+        }
     }
 
+    /// Runs one slice of `p` inside the perimeter: a panic anywhere in it — the body
+    /// (its `resume` has a perimeter of its own that turns the panic into the exit
+    /// reason), the drain of its signals, GC, the accounting (a body's `label`), the
+    /// exit path (a body's `Drop`) — ends that process with `{panic, Message}` and
+    /// leaves this scheduler as it was between slices. The body is held outside the
+    /// perimeter while it is out of the process, so unwinding never drops it (a `Drop`
+    /// that panicked during unwinding would abort).
     fn run_one(&mut self, p: Arc<Process>, prio: usize) {
         if prio != NORMAL {
             self.shared().rare_queued.fetch_sub(1, Ordering::AcqRel);
@@ -465,20 +483,61 @@ impl Sched<'_> {
             // Not QUEUED: it exited (shutdown race); nothing to run.
             return;
         }
-        let mut g = p.lock();
-        let Some(mut body) = g.body.take() else {
-            // Already finished (shutdown race); nothing to run.
-            return;
-        };
-        let budget = i64::from(self.vm.config.reductions);
         self.seq += 2;
         let seq = self.seq + 1; // odd: in a slice
         self.vm.sched.stats[self.index]
             .slice_seq
             .store(seq, Ordering::Release);
+        let mut body = None;
+        let slice = catch_unwind(AssertUnwindSafe(|| self.slice(&p, seq, &mut body)));
+        if let Err(e) = slice {
+            self.recover(&p, seq, body, panic_reason(e));
+        }
+    }
+
+    /// Ends `p` after a panic escaped its slice, and closes the slice. The exit path
+    /// is idempotent (each step takes what it releases), so it completes whatever an
+    /// interrupted exit left.
+    fn recover(
+        &mut self,
+        p: &Arc<Process>,
+        seq: u64,
+        body: Option<Box<dyn crate::process::Body>>,
+        reason: Fragment,
+    ) {
+        self.buf.clear();
+        let vm = self.vm;
+        let done = catch_unwind(AssertUnwindSafe(|| {
+            let mut g = p.lock();
+            if body.is_some() {
+                g.body = body;
+            }
+            vm.finish(p, g, reason);
+        }));
+        debug_assert!(done.is_ok(), "the exit path panicked twice");
+        self.vm.sched.stats[self.index]
+            .slice_seq
+            .store(seq + 1, Ordering::Release);
+    }
+
+    /// One slice of `p` (see [`run_one`](Self::run_one)); `slot` holds the body while
+    /// it is out of the process.
+    fn slice(
+        &mut self,
+        p: &Arc<Process>,
+        seq: u64,
+        slot: &mut Option<Box<dyn crate::process::Body>>,
+    ) {
+        let mut g = p.lock();
+        *slot = g.body.take();
+        let Some(body) = slot.as_mut() else {
+            // Already finished (shutdown race); nothing to run.
+            return;
+        };
+        let budget = i64::from(self.vm.config.reductions);
         let mut cx = Cx {
             vm: self.vm,
-            proc: &p,
+            proc: p,
             p: &mut g,
             budget,
             buf: &mut self.buf,
@@ -498,9 +557,9 @@ impl Sched<'_> {
         if let Some(reason) = exiting {
             // Killed by a signal: let the body clean up, then end it.
             let _ = catch_unwind(AssertUnwindSafe(|| body.terminate(&mut cx, &reason)));
-            self.account(&p, used, seq, &|| body.label());
-            g.body = Some(body);
-            self.vm.finish(&p, g, reason);
+            self.account(p, used, seq, &**body);
+            g.body = slot.take();
+            self.vm.finish(p, g, reason);
             return;
         }
         if let Some(m) = g.mem.as_deref_mut().filter(|m| m.heap.needs_gc()) {
@@ -517,24 +576,20 @@ impl Sched<'_> {
             }
         }
         p.publish_heap(&g);
-        self.account(&p, used, seq, &|| body.label());
+        self.account(p, used, seq, &**body);
+        g.body = slot.take();
         match step {
-            Some(Step::Exit(reason)) => {
-                g.body = Some(body);
-                self.vm.finish(&p, g, reason);
-            }
+            Some(Step::Exit(reason)) => self.vm.finish(p, g, reason),
             Some(Step::Yield) | None => {
-                g.body = Some(body);
                 drop(g);
                 p.inbox.yielded();
-                self.requeue(p);
+                self.requeue(p.clone());
             }
             Some(Step::Wait) => {
-                g.body = Some(body);
                 drop(g);
                 if !p.inbox.park() {
                     // Signals arrived since the body last looked: run it again.
-                    self.requeue(p);
+                    self.requeue(p.clone());
                 }
             }
         }
@@ -554,7 +609,7 @@ impl Sched<'_> {
         }
     }
 
-    fn account(&self, p: &Process, used: u64, seq: u64, label: &dyn Fn() -> String) {
+    fn account(&self, p: &Process, used: u64, seq: u64, body: &dyn crate::process::Body) {
         // Single-writer counters (the process's, while it runs here; this scheduler's
         // own): a load and a store, no locked read-modify-write.
         bump(&p.reductions, used);
@@ -573,7 +628,10 @@ impl Sched<'_> {
             }
             if el >= self.vm.config.long_schedule {
                 st.long_schedules.fetch_add(1, Ordering::Relaxed);
-                self.vm.report_long_schedule(p.pid, el, &label());
+                // The label is the body's code: a panic there gives a placeholder.
+                let label = catch_unwind(AssertUnwindSafe(|| body.label()))
+                    .unwrap_or_else(|_| String::from("(label panicked)"));
+                self.vm.report_long_schedule(p.pid, el, &label);
             }
         }
     }
@@ -620,7 +678,7 @@ fn panic_reason(e: Box<dyn std::any::Any + Send>) -> Fragment {
         "panic".to_string()
     };
     Fragment::from_term(&Term::Tuple(vec![
-        Term::Atom(Atom::new("panic")),
+        Term::Atom(Atom::PANIC),
         Term::binary(msg.into_bytes()),
     ]))
 }
