@@ -199,7 +199,7 @@ impl VmRef {
     /// inside a process, and on the caller itself. Only the body's label needs the
     /// process between slices: `current` is None while it runs.
     pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
-        let p = self.0.table.get(pid)?;
+        let p = self.0.router.table.get(pid)?;
         let (links, monitors, monitored_by) = p
             .rel_if(|r| {
                 (
@@ -236,7 +236,7 @@ impl VmRef {
     /// Never waits: unlike `process_info` it only *tries* the process's lock (for the
     /// label), so it is safe on a process that is running, even the caller itself.
     pub fn process_summary(&self, pid: Pid) -> Option<ProcessSummary> {
-        let p = self.0.table.get(pid)?;
+        let p = self.0.router.table.get(pid)?;
         let current = label(&p);
         Some(ProcessSummary {
             pid,
@@ -252,20 +252,20 @@ impl VmRef {
 
     /// Pids of all live processes.
     pub fn processes(&self) -> Vec<Pid> {
-        self.0.table.pids()
+        self.0.router.table.pids()
     }
 
     /// Memory by category.
     pub fn memory(&self) -> Memory {
         let mut processes = 0;
-        self.0.table.for_each(|p| {
+        self.0.router.table.for_each(|p| {
             processes += published_memory(p);
         });
         let binary = binary_bytes();
         let atom = atom_table_bytes();
-        let limit = self.0.table.limit();
+        let limit = self.0.router.table.limit();
         let system = limit.div_ceil(crate::process::table::CHUNK) * 16
-            + self.0.table.count().next_power_of_two().min(limit) * 12
+            + self.0.router.table.count().next_power_of_two().min(limit) * 12
             + self.0.timers.bytes();
         Memory {
             total: processes + binary + atom + system,
@@ -280,12 +280,12 @@ impl VmRef {
     pub fn system_info(&self) -> SystemInfo {
         let c = &self.0.config;
         SystemInfo {
-            schedulers: self.0.sched.count(),
-            schedulers_online: self.0.sched.online(),
+            schedulers: self.0.router.sched.count(),
+            schedulers_online: self.0.router.sched.online(),
             dirty_cpu_schedulers: c.dirty_cpu,
             dirty_io_schedulers: c.dirty_io,
-            process_limit: self.0.table.limit(),
-            process_count: self.0.table.count(),
+            process_limit: self.0.router.table.limit(),
+            process_count: self.0.router.table.count(),
             reductions_per_slice: c.reductions,
             atom_count: atom_count(),
             atom_limit: crate::term::MAX_ATOMS,
@@ -297,7 +297,7 @@ impl VmRef {
 
     /// Scheduler and process statistics.
     pub fn statistics(&self) -> Statistics {
-        let sh = &self.0.sched;
+        let sh = &self.0.router.sched;
         let up = self.0.started.elapsed();
         let (rq, global) = sh.run_queue_lengths();
         let mut total_reductions = 0;
@@ -328,7 +328,7 @@ impl VmRef {
             global_run_queue: global,
             total_reductions,
             context_switches: switches,
-            spawned: self.0.table.spawned(),
+            spawned: self.0.router.table.spawned(),
             exited: self.0.exits.load(Ordering::Relaxed),
             longest_slice: longest,
             long_schedules,
@@ -356,8 +356,8 @@ impl VmRef {
         interval: Duration,
     ) -> crate::Result<Vec<(Pid, u64)>> {
         let key = top_key(by)?;
-        let mut before = std::collections::HashMap::with_capacity(self.0.table.count());
-        self.0.table.for_each(|p| {
+        let mut before = std::collections::HashMap::with_capacity(self.0.router.table.count());
+        self.0.router.table.for_each(|p| {
             before.insert(p.pid, key(p));
         });
         std::thread::sleep(interval);
@@ -365,7 +365,7 @@ impl VmRef {
         if n == 0 {
             return Ok(Vec::new());
         }
-        self.0.table.for_each(|p| {
+        self.0.router.table.for_each(|p| {
             let v = key(p).saturating_sub(before.get(&p.pid).copied().unwrap_or(0));
             push_top(&mut heap, n, v, p.pid);
         });
@@ -382,6 +382,7 @@ impl VmRef {
             return Ok(Vec::new());
         }
         self.0
+            .router
             .table
             .for_each(|p| push_top(&mut heap, n, key(p), p.pid));
         Ok(sorted_top(heap))

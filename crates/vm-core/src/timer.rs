@@ -4,8 +4,8 @@
 //! Entries live in a map by id; cancelling removes the map entry and leaves the heap
 //! slot to be skipped when it surfaces (lazy deletion keeps cancel O(1)). The thread
 //! sleeps on a condvar until the earliest deadline or until an earlier timer is added,
-//! so an idle VM with no timers uses no CPU. Firing sends through the ordinary send
-//! path, outside the timer lock.
+//! so an idle VM with no timers uses no CPU. Firing sends through the [`Router`] (the
+//! ordinary send path, all a timer needs from the VM), outside the timer lock.
 //!
 //! Timers are kept per destination pid as well, so a process's exit cancels every
 //! timer aimed at it (Erlang cancels BIF timers whose destination dies) and nothing
@@ -20,12 +20,12 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::{Condvar, Mutex, Weak};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::process::signal::Signal;
+use crate::router::Router;
 use crate::term::{Fragment, Pid, Ref};
-use crate::vm::VmInner;
 
 enum Action {
     Send(Fragment),
@@ -162,8 +162,8 @@ impl Timers {
         self.cv.notify_all();
     }
 
-    /// The timer thread's loop.
-    pub(crate) fn run(&self, vm: Weak<VmInner>) {
+    /// The timer thread's loop: fires due timers through `router` until stopped.
+    pub(crate) fn run(&self, router: &Router) {
         let mut due: Vec<(Pid, Action)> = Vec::new();
         loop {
             {
@@ -198,14 +198,60 @@ impl Timers {
                     };
                 }
             }
-            let Some(vm) = vm.upgrade() else { return };
             for (to, action) in due.drain(..) {
                 let sig = match action {
                     Action::Send(m) => Signal::Message(m),
                     Action::Timeout(g) => Signal::Timeout(g),
                 };
-                vm.send_signal(to, sig);
+                router.send(to, sig);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::tests::{bare_router, idle_process};
+    use crate::term::Word;
+
+    /// Timers fire through a bare router (no VM, no scheduler threads): in deadline
+    /// order, a receive timeout as a Timeout signal, a cancelled one never; the first
+    /// wakes the idle process (it is put on the global run queue).
+    #[test]
+    fn due_timers_are_delivered_in_order_and_cancelled_ones_not() {
+        let router = bare_router();
+        let p = idle_process(&router);
+        let timers = Timers::default();
+        let now = Instant::now();
+        let msg = |i| Fragment::immediate(Word::small_int(i).expect("small"));
+        timers.send_at(Some(now + Duration::from_millis(20)), p.pid, msg(2));
+        timers.send_at(Some(now + Duration::from_millis(5)), p.pid, msg(1));
+        let gone = timers.send_at(Some(now + Duration::from_millis(10)), p.pid, msg(9));
+        timers.receive_timeout(now + Duration::from_millis(30), p.pid, 4);
+        timers.send_at(None, p.pid, msg(8));
+        assert!(timers.cancel(gone).is_some());
+        std::thread::scope(|s| {
+            s.spawn(|| timers.run(&router));
+            let end = Instant::now() + Duration::from_secs(5);
+            while p.inbox.len() < 3 && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            timers.stop();
+        });
+        assert_eq!(router.sched.run_queue_lengths().1, 1, "woken once");
+        assert_eq!(timers.count(), 1, "the one that never fires");
+        assert!(p.inbox.begin());
+        let mut sigs = Vec::new();
+        p.inbox.take_all(&mut sigs);
+        let got: Vec<String> = sigs
+            .iter()
+            .map(|s| match s {
+                Signal::Message(m) => m.to_term().to_string(),
+                Signal::Timeout(g) => format!("timeout {g}"),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(got, ["1", "2", "timeout 4"]);
     }
 }

@@ -17,18 +17,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::VmConfig;
-use crate::dirty::DirtyPools;
+use crate::dirty::{DirtyKind, DirtyPools};
 use crate::error::{Error, Result};
 use crate::process::signal::Signal;
 use crate::process::table::{ProcessTable, EXTERNAL_PID};
 use crate::process::{Body, Priority, Private, Process, Relations};
 use crate::registry::Registry;
-use crate::scheduler::Shared as SchedShared;
+use crate::router::Router;
+use crate::scheduler::Shared;
 use crate::term::Term;
 use crate::term::{Atom, Fragment, Pid, Ref, Word};
 use crate::timer::Timers;
-
-static NEXT_VM_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Options for spawning.
 #[derive(Clone, Copy, Debug)]
@@ -56,10 +55,9 @@ impl Default for SpawnOpts {
 
 /// Shared VM state. Reached through [`VmRef`] / [`Vm`].
 pub struct VmInner {
-    pub(crate) id: u64,
     pub(crate) config: VmConfig,
-    pub(crate) table: ProcessTable,
-    pub(crate) sched: SchedShared,
+    /// Delivery: the process table and the run queues.
+    pub(crate) router: Router,
     pub(crate) timers: Timers,
     pub(crate) registry: Registry,
     pub(crate) stopping: AtomicBool,
@@ -81,28 +79,6 @@ impl VmInner {
 }
 
 impl VmInner {
-    /// Delivers a signal; returns (delivered, receiver's queue length before).
-    pub(crate) fn send_signal(&self, to: Pid, sig: Signal) -> (bool, usize) {
-        let Some(p) = self.table.get(to) else {
-            drop_guarded(sig);
-            return (false, 0);
-        };
-        // The inbox's own count (on the line the push touches anyway) sizes the send
-        // cost; the published mailbox length would be one more cache miss per send.
-        let qlen = p.inbox.len();
-        match p.inbox.push(sig) {
-            Ok(true) => self.sched.enqueue(self, p),
-            Ok(false) => {}
-            Err(refused) => {
-                // A dirty job's result carries user code in its Drop; this may be a
-                // pool thread.
-                drop_guarded(refused);
-                return (false, 0);
-            }
-        }
-        (true, qlen)
-    }
-
     pub(crate) fn spawn_with(
         &self,
         body: Box<dyn Body>,
@@ -114,6 +90,7 @@ impl VmInner {
         }
         let mref = (opts.monitor && parent.is_some()).then(Ref::new);
         let proc = self
+            .router
             .table
             .insert(|pid| {
                 let p = Process::new(pid, body, opts.priority);
@@ -135,7 +112,7 @@ impl VmInner {
             .map_err(|_| Error::SystemLimit)?;
         let pid = proc.pid;
         // Created QUEUED (see `Process::new`): only this enqueue puts it in a queue.
-        self.sched.enqueue(self, proc);
+        self.router.enqueue(proc);
         Ok((pid, mref))
     }
 
@@ -146,7 +123,11 @@ impl VmInner {
         if name == Atom::UNDEFINED {
             return Err(Error::BadArg("'undefined' cannot be registered".into()));
         }
-        let alive = self.table.with(pid, |p| !p.is_done()).unwrap_or(false);
+        let alive = self
+            .router
+            .table
+            .with(pid, |p| !p.is_done())
+            .unwrap_or(false);
         if !alive {
             return Err(Error::BadArg(format!("{pid} is not alive")));
         }
@@ -181,7 +162,8 @@ impl VmInner {
             Term::Atom(Atom::LONG_SCHEDULE),
             info,
         ]);
-        self.send_signal(mon, Signal::Message(Fragment::from_term(&msg)));
+        self.router
+            .send(mon, Signal::Message(Fragment::from_term(&msg)));
     }
 
     /// A timer for `to`, cancelled when `to` exits. Flag, add, then check liveness:
@@ -191,12 +173,18 @@ impl VmInner {
     /// its process until the deadline.
     pub(crate) fn send_after(&self, after: Duration, to: Pid, msg: Fragment) -> Ref {
         let flagged = self
+            .router
             .table
             .with(to, |p| p.has_timers.store(true, Ordering::Relaxed))
             .is_some();
         let id = self.timers.send_at(crate::timer::deadline(after), to, msg);
         fence(Ordering::SeqCst);
-        let alive = flagged && self.table.with(to, |p| !p.is_done()).unwrap_or(false);
+        let alive = flagged
+            && self
+                .router
+                .table
+                .with(to, |p| !p.is_done())
+                .unwrap_or(false);
         if !alive {
             self.timers.cancel(id);
         }
@@ -213,7 +201,7 @@ impl VmInner {
         let me = proc.pid;
         // Leave the table first: once a pid reads as not alive, its slot already
         // counts as free for the process limit.
-        self.table.remove(me);
+        self.router.table.remove(me);
         let mut late = Vec::new();
         proc.inbox.close(&mut late);
         let noproc = || Fragment::immediate(Word::atom(Atom::NOPROC));
@@ -225,7 +213,7 @@ impl VmInner {
                         reason: noproc(),
                         linked: true,
                     };
-                    self.send_signal(from, exit);
+                    self.router.send(from, exit);
                 }
                 Signal::Monitor { from, mref } => {
                     let down = Signal::Down {
@@ -233,7 +221,7 @@ impl VmInner {
                         pid: me,
                         reason: noproc(),
                     };
-                    self.send_signal(from, down);
+                    self.router.send(from, down);
                 }
                 other => drop_guarded(other),
             }
@@ -245,7 +233,7 @@ impl VmInner {
                     reason: reason.clone(),
                     linked: true,
                 };
-                self.send_signal(l, exit);
+                self.router.send(l, exit);
             }
             for (mref, by) in rel.monitored_by {
                 let down = Signal::Down {
@@ -253,10 +241,10 @@ impl VmInner {
                     pid: me,
                     reason: reason.clone(),
                 };
-                self.send_signal(by, down);
+                self.router.send(by, down);
             }
             for (mref, target) in rel.monitoring {
-                self.send_signal(target, Signal::Demonitor(Ref(mref)));
+                self.router.send(target, Signal::Demonitor(Ref(mref)));
             }
         }
         {
@@ -313,7 +301,7 @@ impl VmRef {
 
     /// Sends a message from outside any process; false if `to` is not alive.
     pub fn send(&self, to: Pid, msg: Fragment) -> bool {
-        self.0.send_signal(to, Signal::Message(msg)).0
+        self.0.router.send(to, Signal::Message(msg)).delivered
     }
 
     /// Sends to a registered name.
@@ -337,7 +325,7 @@ impl VmRef {
             reason,
             linked: false,
         };
-        self.0.send_signal(pid, sig).0
+        self.0.router.send(pid, sig).delivered
     }
 
     /// Registers `pid` as `name`.
@@ -372,12 +360,16 @@ impl VmRef {
 
     /// True if `pid` is alive.
     pub fn is_alive(&self, pid: Pid) -> bool {
-        self.0.table.with(pid, |p| !p.is_done()).unwrap_or(false)
+        self.0
+            .router
+            .table
+            .with(pid, |p| !p.is_done())
+            .unwrap_or(false)
     }
 
     /// Live process count.
     pub fn process_count(&self) -> usize {
-        self.0.table.count()
+        self.0.router.table.count()
     }
 
     /// The VM's configuration.
@@ -403,7 +395,7 @@ impl VmRef {
 
     /// Sets the number of schedulers taking work (1..=schedulers); returns the old one.
     pub fn set_schedulers_online(&self, n: usize) -> Result<usize> {
-        self.0.sched.set_online(n)
+        self.0.router.sched.set_online(n)
     }
 }
 
@@ -416,68 +408,71 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Starts a VM with `config`.
+    /// Starts a VM with `config`. If a thread cannot be started, the ones that were
+    /// are stopped and joined before the error is returned.
     pub fn start(config: VmConfig) -> Result<Vm> {
         config.validate()?;
-        let (sched, workers) = SchedShared::new(config.schedulers, config.schedulers_online);
-        let config_dirty = (config.dirty_cpu, config.dirty_io);
+        let (sched, workers) = Shared::new(config.schedulers, config.schedulers_online);
         let inner = Arc::new(VmInner {
-            id: NEXT_VM_ID.fetch_add(1, Ordering::Relaxed),
-            table: ProcessTable::new(config.process_limit),
-            config,
-            sched,
+            router: Router::new(ProcessTable::new(config.process_limit), sched),
             timers: Timers::default(),
             registry: Registry::default(),
             stopping: AtomicBool::new(false),
             started: Instant::now(),
             exits: AtomicU64::new(0),
             registered: Mutex::new(()),
-            dirty: DirtyPools::new(config_dirty.0, config_dirty.1),
+            dirty: DirtyPools::new(config.dirty_cpu, config.dirty_io),
             system_monitor: Mutex::new(None),
             exited: (Mutex::new(0), std::sync::Condvar::new()),
+            config,
         });
-        let mut threads = Vec::new();
-        let vm = inner.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("beamvm-timer".into())
-                .spawn(move || {
-                    vm.timers.run(Arc::downgrade(&vm));
-                    vm.thread_exited();
-                })
-                .map_err(|e| Error::BadArg(format!("cannot start timer thread: {e}")))?,
-        );
-        let vm = inner.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("beamvm-watchdog".into())
-                .spawn(move || {
-                    crate::scheduler::watchdog::run(Arc::downgrade(&vm));
-                    vm.thread_exited();
-                })
-                .map_err(|e| Error::BadArg(format!("cannot start watchdog thread: {e}")))?,
-        );
-        let dirty_threads = DirtyPools::start(&inner)
-            .map_err(|e| Error::BadArg(format!("cannot start dirty pool threads: {e}")))?;
-        for (i, w) in workers.into_iter().enumerate() {
-            let vm = inner.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("beamvm-sched-{i}"))
-                .stack_size(crate::config::THREAD_STACK_SIZE)
-                .spawn(move || {
-                    crate::scheduler::run(vm.clone(), i, w);
-                    vm.thread_exited();
-                })
-                .map_err(|e| Error::BadArg(format!("cannot start scheduler thread: {e}")))?;
-            inner.sched.register_thread(i, t.thread().clone());
-            threads.push(t);
+        #[cfg(test)]
+        tests::LAST_VM.with(|c| c.replace(Some(Arc::downgrade(&inner))));
+        // Each thread joins `vm` as it starts: if the next one cannot start, dropping
+        // `vm` (the `?`) shuts down and joins those that did.
+        let mut vm = Vm {
+            handle: VmRef(inner.clone()),
+            threads: Vec::new(),
+            dirty_threads: Vec::new(),
+        };
+        let v = inner.clone();
+        vm.threads
+            .push(spawn_thread("beamvm-timer".into(), None, move || {
+                v.timers.run(&v.router);
+                v.thread_exited();
+            })?);
+        let v = inner.clone();
+        vm.threads
+            .push(spawn_thread("beamvm-watchdog".into(), None, move || {
+                let long = v.config.long_schedule;
+                crate::scheduler::watchdog::run(&v.router.sched, v.started, long, &v.stopping);
+                v.thread_exited();
+            })?);
+        for kind in [DirtyKind::Cpu, DirtyKind::Io] {
+            for i in 0..inner.dirty.pool(kind).size() {
+                let name = match kind {
+                    DirtyKind::Cpu => format!("beamvm-dcpu-{i}"),
+                    DirtyKind::Io => format!("beamvm-dio-{i}"),
+                };
+                let v = inner.clone();
+                let stack = Some(crate::config::THREAD_STACK_SIZE);
+                vm.dirty_threads.push(spawn_thread(name, stack, move || {
+                    v.dirty.pool(kind).run(&v.router);
+                })?);
+            }
         }
-        inner.sched.all_registered();
-        Ok(Vm {
-            handle: VmRef(inner),
-            threads,
-            dirty_threads,
-        })
+        for (i, w) in workers.into_iter().enumerate() {
+            let v = inner.clone();
+            let stack = Some(crate::config::THREAD_STACK_SIZE);
+            let t = spawn_thread(format!("beamvm-sched-{i}"), stack, move || {
+                crate::scheduler::run(v.clone(), i, w);
+                v.thread_exited();
+            })?;
+            inner.router.sched.register_thread(i, t.thread().clone());
+            vm.threads.push(t);
+        }
+        inner.router.sched.all_registered();
+        Ok(vm)
     }
 
     /// Starts a VM with default settings.
@@ -506,7 +501,7 @@ impl Vm {
     pub fn shutdown_within(&mut self, limit: Option<Duration>) -> usize {
         let inner = self.handle.0.clone();
         inner.stopping.store(true, Ordering::Release);
-        inner.sched.wake_all();
+        inner.router.sched.wake_all();
         inner.timers.stop();
         inner.dirty.stop();
         let want = self.threads.len();
@@ -544,17 +539,8 @@ impl Vm {
                 stuck += 1;
             }
         }
-        // Dirty threads finish their current job first; a job that blocks for a long
-        // time (a dirty IO call) must not hold up shutdown, so threads still running a
-        // job are detached (they exit when it returns; its result is dropped).
-        let busy = inner.dirty.cpu.running.load(Ordering::Acquire)
-            + inner.dirty.io.running.load(Ordering::Acquire);
-        for t in self.dirty_threads.drain(..) {
-            if busy == 0 {
-                let _ = t.join();
-            }
-        }
-        for p in inner.table.drain() {
+        self.join_dirty_threads();
+        for p in inner.router.table.drain() {
             let mut late = Vec::new();
             p.inbox.close(&mut late);
             drop(late);
@@ -570,9 +556,65 @@ impl Vm {
             drop(p.take_rel());
             drop(body);
         }
-        inner.sched.drain();
+        inner.router.sched.drain();
         stuck
     }
+}
+
+impl Vm {
+    /// Joins the dirty pool threads that are idle (they return as soon as the pools
+    /// are stopped) and detaches the ones still running a job: a job that blocks for a
+    /// long time (a dirty IO call) must not hold up shutdown; such a thread exits when
+    /// its job returns, and the result is dropped.
+    fn join_dirty_threads(&mut self) {
+        let dirty = &self.handle.0.dirty;
+        let end = Instant::now() + DIRTY_EXIT_GRACE;
+        // Idle threads leave within microseconds; a thread that finishes its job now
+        // leaves too. Wait until the threads left are the ones running a job.
+        while self
+            .dirty_threads
+            .iter()
+            .filter(|t| !t.is_finished())
+            .count()
+            > dirty.running()
+            && Instant::now() < end
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        for t in self.dirty_threads.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// How long shutdown waits for idle dirty pool threads to leave (they leave within
+/// microseconds; this bounds a pathological wait, after which they are detached).
+const DIRTY_EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// Starts a VM thread. (Tests can make the n-th start on this thread fail.)
+fn spawn_thread(
+    name: String,
+    stack: Option<usize>,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    #[cfg(test)]
+    if tests::FAIL_SPAWN.with(|c| {
+        let n = c.get();
+        c.set(n.map(|n| n.wrapping_sub(1)));
+        n == Some(0)
+    }) {
+        return Err(Error::BadArg(format!(
+            "cannot start thread {name}: injected"
+        )));
+    }
+    let mut b = std::thread::Builder::new().name(name.clone());
+    if let Some(s) = stack {
+        b = b.stack_size(s);
+    }
+    b.spawn(f)
+        .map_err(|e| Error::BadArg(format!("cannot start thread {name}: {e}")))
 }
 
 impl std::ops::Deref for Vm {
@@ -585,5 +627,49 @@ impl std::ops::Deref for Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+    use std::sync::Weak;
+
+    thread_local! {
+        /// Makes the n-th VM thread start on this thread fail (0: the next).
+        pub(crate) static FAIL_SPAWN: Cell<Option<usize>> = const { Cell::new(None) };
+        /// The VM most recently started on this thread.
+        pub(crate) static LAST_VM: RefCell<Option<Weak<VmInner>>> = const { RefCell::new(None) };
+    }
+
+    /// A failure to start any one of the VM's threads returns an error, and every
+    /// thread started before it is stopped and joined (issue 8, fault 9: the old start
+    /// returned with `?` and left them running, each holding the VM alive).
+    #[test]
+    fn a_thread_that_cannot_start_leaves_no_thread_behind() {
+        let config = VmConfig {
+            schedulers: 2,
+            schedulers_online: 2,
+            dirty_cpu: 1,
+            dirty_io: 2,
+            ..VmConfig::default()
+        };
+        // timer, watchdog, 3 dirty, 2 schedulers.
+        for n in 0..7 {
+            FAIL_SPAWN.with(|c| c.set(Some(n)));
+            let r = Vm::start(config.clone());
+            FAIL_SPAWN.with(|c| c.set(None));
+            assert!(r.is_err(), "thread {n} failed to start");
+            let weak = LAST_VM
+                .with(|c| c.borrow_mut().take())
+                .expect("a VM was made");
+            assert!(
+                weak.upgrade().is_none(),
+                "thread {n}: the threads started before it still hold the VM"
+            );
+        }
+        let mut vm = Vm::start(config).expect("starts when nothing fails");
+        assert_eq!(vm.shutdown_within(Some(Duration::from_secs(5))), 0);
     }
 }

@@ -40,15 +40,18 @@ fn ten_blocking_calls_on_dirty_io_run_in_parallel_while_a_ticker_keeps_time() {
         let (v, _) = recv_timeout(&rx, 10);
         assert_eq!(v, 400, "the job's result reaches the process");
     }
+    // In parallel: ~200 ms in all; one after the other (on the scheduler, or a pool
+    // of one) it would be 2 s. The bound leaves room for a loaded machine.
     let all = t0.elapsed();
-    assert!(all < Duration::from_secs(1), "10 × 200 ms took {all:?}");
+    assert!(all < Duration::from_millis(1500), "10 × 200 ms took {all:?}");
     let mut late = recv_timeout(&lrx, 10);
     late.sort();
-    // Nearest-rank p99 of 100 samples: the second largest (one outlier from a noisy
-    // neighbour on a shared machine is tolerated, as a p99 should).
+    // Nearest-rank p99 of 100 samples: the second largest. A call that held the one
+    // scheduler would make the ticker 200 ms late; a slow machine adds a few ms (the
+    // figure itself is a benchmark: B7/B8 in the workloads runner).
     let p99 = late[98];
     assert!(
-        p99 <= Duration::from_millis(5),
+        p99 <= Duration::from_millis(50),
         "ticker p99 lateness {p99:?}"
     );
 }

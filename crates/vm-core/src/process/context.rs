@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use super::mailbox::Key;
 use super::signal::Signal;
+use super::signal::{DirtyJob, DirtyResult};
 use super::{Body, Priority, Private, Process, Step};
-use crate::dirty::{DirtyJob, DirtyKind, DirtyResult};
+use crate::dirty::DirtyKind;
 use crate::error::{Error, Result};
 use crate::term::{Atom, Fragment, Heap, Pid, Ref, Term, View, Word};
 use crate::vm::{SpawnOpts, VmInner};
@@ -70,9 +71,9 @@ impl<'a> Cx<'a> {
     /// error (the message is dropped); the result says whether it was delivered to a
     /// live process's inbox.
     pub fn send(&mut self, to: Pid, msg: Fragment) -> bool {
-        let (ok, qlen) = self.vm.send_signal(to, Signal::Message(msg));
-        self.budget -= SEND_COST + (qlen / SEND_PUNISH_PER).min(4000) as i64;
-        ok
+        let d = self.vm.router.send(to, Signal::Message(msg));
+        self.budget -= SEND_COST + (d.queue_len / SEND_PUNISH_PER).min(4000) as i64;
+        d.delivered
     }
 
     /// Sends to a registered name; `Err(BadArg)` if no process has it (as Erlang).
@@ -179,7 +180,6 @@ impl<'a> Cx<'a> {
                     }
                 }
             }
-            Signal::Wake => {}
             Signal::Dirty { id, result } => {
                 if let Some(w) = self.p.pend.as_deref_mut() {
                     if w.dirty_pending == Some(id) {
@@ -398,8 +398,7 @@ impl<'a> Cx<'a> {
         if !self.proc.rel(|r| r.links.insert(pid)) {
             return Ok(()); // already linked
         }
-        let (ok, _) = self.vm.send_signal(pid, Signal::Link(me));
-        if ok {
+        if self.vm.router.send(pid, Signal::Link(me)).delivered {
             return Ok(());
         }
         self.proc.rel(|r| r.links.remove(&pid));
@@ -422,7 +421,7 @@ impl<'a> Cx<'a> {
         let me = self.proc.pid;
         let had = self.proc.rel_if(|r| r.links.remove(&pid)) == Some(true);
         if had {
-            self.vm.send_signal(pid, Signal::Unlink(me));
+            self.vm.router.send(pid, Signal::Unlink(me));
         }
     }
 
@@ -433,8 +432,8 @@ impl<'a> Cx<'a> {
         let me = self.proc.pid;
         let mref = Ref::new();
         self.proc.rel(|r| r.monitoring.insert(mref.0, pid));
-        let (ok, _) = self.vm.send_signal(pid, Signal::Monitor { from: me, mref });
-        if !ok {
+        let sig = Signal::Monitor { from: me, mref };
+        if !self.vm.router.send(pid, sig).delivered {
             let down = Signal::Down {
                 mref,
                 pid,
@@ -451,7 +450,7 @@ impl<'a> Cx<'a> {
     pub fn demonitor(&mut self, mref: Ref, flush: bool) -> bool {
         let target = self.proc.rel_if(|r| r.monitoring.remove(&mref.0)).flatten();
         if let Some(t) = target {
-            self.vm.send_signal(t, Signal::Demonitor(mref));
+            self.vm.router.send(t, Signal::Demonitor(mref));
         }
         if flush {
             self.drain();
@@ -478,7 +477,7 @@ impl<'a> Cx<'a> {
         if pid == me {
             self.handle_signal(sig);
         } else {
-            self.vm.send_signal(pid, sig);
+            self.vm.router.send(pid, sig);
         }
     }
 

@@ -164,7 +164,7 @@ pub(crate) struct Pending {
     pub timed_out: bool,
     /// The dirty job this process waits for, and its result once it came.
     pub dirty_pending: Option<u64>,
-    pub dirty_result: Option<crate::dirty::DirtyResult>,
+    pub dirty_result: Option<signal::DirtyResult>,
 }
 
 /// The private half of a process (see the module docs). Rarely used parts are boxed

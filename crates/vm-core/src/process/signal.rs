@@ -18,7 +18,16 @@
 //! * `Down` becomes a `{'DOWN', Ref, process, Pid, Reason}` message only if the
 //!   monitor is still active (so `demonitor` suppresses later DOWNs).
 
+use std::any::Any;
+
 use crate::term::{Fragment, Pid, Ref};
+
+/// What a dirty job returns: any value (the Python binding returns Python objects), or
+/// the panic message if it panicked. It travels back in a [`Signal::Dirty`].
+pub type DirtyResult = Result<Box<dyn Any + Send>, String>;
+
+/// A job for a dirty pool (see `crate::dirty`).
+pub type DirtyJob = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
 
 /// One signal in a process's inbox.
 pub enum Signal {
@@ -57,13 +66,11 @@ pub enum Signal {
     },
     /// A receive timeout fired for the wait numbered `generation`.
     Timeout(u64),
-    /// Wake the process without any content.
-    Wake,
     /// A dirty-pool job of this process finished.
     Dirty {
         /// The job id returned when it was submitted.
         id: u64,
         /// Its result.
-        result: crate::dirty::DirtyResult,
+        result: DirtyResult,
     },
 }

@@ -104,6 +104,8 @@ pub struct SchedStats {
 
 /// Scheduler state shared by all threads of one VM.
 pub struct Shared {
+    /// Tells this VM's scheduler threads from other VMs' (see `CURRENT`).
+    id: u64,
     injectors: [Injector<Arc<Process>>; PRIOS],
     stealers: Vec<[Stealer<Arc<Process>>; PRIOS]>,
     rare_queued: AtomicIsize,
@@ -146,7 +148,9 @@ impl Shared {
             .iter()
             .map(|w| std::array::from_fn(|i| w.queues[i].stealer()))
             .collect();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let shared = Shared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             injectors: std::array::from_fn(|_| Injector::new()),
             stealers,
             rare_queued: AtomicIsize::new(0),
@@ -206,13 +210,13 @@ impl Shared {
     }
 
     /// Makes `p` (already in state QUEUED) runnable.
-    pub(crate) fn enqueue(&self, vm: &VmInner, p: Arc<Process>) {
+    pub(crate) fn enqueue(&self, p: Arc<Process>) {
         let prio = p.priority.load(Ordering::Relaxed) as usize % PRIOS;
         if prio != NORMAL {
             self.rare_queued.fetch_add(1, Ordering::AcqRel);
         }
         let (id, w) = CURRENT.with(|c| c.get());
-        if id == vm.id && !w.is_null() {
+        if id == self.id && !w.is_null() {
             // SAFETY: CURRENT holds a pointer to the `Workers` owned by this thread's
             // scheduler loop; it is set when the loop starts and cleared before the
             // `Workers` is dropped, and only this thread reads it. `Worker::push` and
@@ -316,11 +320,11 @@ struct Sched<'a> {
 
 impl Sched<'_> {
     fn shared(&self) -> &Shared {
-        &self.vm.sched
+        &self.vm.router.sched
     }
 
     fn steal_into(&mut self, prio: usize) -> Option<Arc<Process>> {
-        let sh = &self.vm.sched;
+        let sh = &self.vm.router.sched;
         let local = &self.workers.queues[prio];
         loop {
             match sh.injectors[prio].steal_batch_and_pop(local) {
@@ -358,7 +362,7 @@ impl Sched<'_> {
             // move them behind the local queue every pick, so a woken process waits for
             // at most one round of the local queue, and take one first once in
             // GLOBAL_EVERY picks.
-            let inj = &self.vm.sched.injectors[prio];
+            let inj = &self.vm.router.sched.injectors[prio];
             if !inj.is_empty() {
                 if self.ticks.is_multiple_of(GLOBAL_EVERY) {
                     if let Steal::Success(p) = inj.steal() {
@@ -485,7 +489,7 @@ impl Sched<'_> {
         }
         self.seq += 2;
         let seq = self.seq + 1; // odd: in a slice
-        self.vm.sched.stats[self.index]
+        self.vm.router.sched.stats[self.index]
             .slice_seq
             .store(seq, Ordering::Release);
         let mut body = None;
@@ -515,7 +519,7 @@ impl Sched<'_> {
             vm.finish(p, g, reason);
         }));
         debug_assert!(done.is_ok(), "the exit path panicked twice");
-        self.vm.sched.stats[self.index]
+        self.vm.router.sched.stats[self.index]
             .slice_seq
             .store(seq + 1, Ordering::Release);
     }
@@ -565,7 +569,7 @@ impl Sched<'_> {
         if let Some(m) = g.mem.as_deref_mut().filter(|m| m.heap.needs_gc()) {
             let report = m.heap.gc(&mut m.regs);
             used += report.reductions as u64;
-            let st = &self.vm.sched.stats[self.index];
+            let st = &self.vm.router.sched.stats[self.index];
             st.gcs.fetch_add(1, Ordering::Relaxed);
             st.reclaimed_bytes
                 .fetch_add(report.reclaimed_words as u64 * 8, Ordering::Relaxed);
@@ -600,12 +604,16 @@ impl Sched<'_> {
     fn requeue(&self, p: Arc<Process>) {
         let prio = p.priority.load(Ordering::Relaxed) as usize % PRIOS;
         if prio != NORMAL {
-            self.vm.sched.rare_queued.fetch_add(1, Ordering::AcqRel);
+            self.vm
+                .router
+                .sched
+                .rare_queued
+                .fetch_add(1, Ordering::AcqRel);
         }
         let q = &self.workers.queues[prio];
         q.push(p);
         if q.len() >= WAKE_SURPLUS {
-            self.vm.sched.wake_one();
+            self.vm.router.sched.wake_one();
         }
     }
 
@@ -613,7 +621,7 @@ impl Sched<'_> {
         // Single-writer counters (the process's, while it runs here; this scheduler's
         // own): a load and a store, no locked read-modify-write.
         bump(&p.reductions, used);
-        let st = &self.vm.sched.stats[self.index];
+        let st = &self.vm.router.sched.stats[self.index];
         st.slice_seq.store(seq + 1, Ordering::Release);
         bump(&st.slices, 1);
         bump(&st.reductions, used);
@@ -637,7 +645,7 @@ impl Sched<'_> {
     }
 
     fn park(&mut self) {
-        let sh = &self.vm.sched;
+        let sh = &self.vm.router.sched;
         {
             let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
             idle.push(self.index);
@@ -654,7 +662,7 @@ impl Sched<'_> {
     }
 
     fn unidle(&self) {
-        let sh = &self.vm.sched;
+        let sh = &self.vm.router.sched;
         let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(pos) = idle.iter().position(|&i| i == self.index) {
             idle.swap_remove(pos);
@@ -685,7 +693,7 @@ fn panic_reason(e: Box<dyn std::any::Any + Send>) -> Fragment {
 
 /// The scheduler thread's main loop.
 pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
-    CURRENT.with(|c| c.set((vm.id, &workers as *const Workers)));
+    CURRENT.with(|c| c.set((vm.router.sched.id, &workers as *const Workers)));
     let mut s = Sched {
         vm: &vm,
         index,
@@ -701,7 +709,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
     };
     let mut busy_since = Instant::now();
     let since_start = |t: Instant| t.duration_since(vm.started).as_nanos() as u64 + 1;
-    let st = &vm.sched.stats[index];
+    let st = &vm.router.sched.stats[index];
     st.busy_start_ns
         .store(since_start(busy_since), Ordering::Release);
     let hook = vm.config.slice_hook.as_deref();
@@ -709,18 +717,18 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         if vm.stopping.load(Ordering::Acquire) {
             break;
         }
-        if index >= vm.sched.online() {
+        if index >= vm.router.sched.online() {
             // Offline: hand local work to the others and sleep until brought back.
             if let Some((p, prio)) = s.stash.take() {
-                vm.sched.injectors[prio].push(p);
+                vm.router.sched.injectors[prio].push(p);
             }
-            if let Some(p) = vm.sched.slots[index].take() {
-                vm.sched.injectors[NORMAL].push(p);
+            if let Some(p) = vm.router.sched.slots[index].take() {
+                vm.router.sched.injectors[NORMAL].push(p);
             }
             for q in &workers.queues {
                 while let Some(p) = q.pop() {
                     let prio = p.priority.load(Ordering::Relaxed) as usize % PRIOS;
-                    vm.sched.injectors[prio].push(p);
+                    vm.router.sched.injectors[prio].push(p);
                 }
             }
             s.park();
@@ -759,7 +767,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         }
     }
     drop(s.stash.take());
-    drop(vm.sched.slots[index].take());
+    drop(vm.router.sched.slots[index].take());
     st.busy_start_ns.store(0, Ordering::Release);
     st.busy_ns
         .fetch_add(busy_since.elapsed().as_nanos() as u64, Ordering::Release);
