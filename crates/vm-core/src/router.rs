@@ -65,7 +65,7 @@ impl Router {
             queue_len: 0,
         };
         let Some(p) = self.table.get(to) else {
-            crate::vm::drop_guarded(sig);
+            crate::process::drop_guarded(sig);
             return REFUSED;
         };
         // The inbox's own count (on the line the push touches anyway) sizes the send
@@ -75,7 +75,7 @@ impl Router {
             Ok(true) => self.enqueue(p),
             Ok(false) => {}
             Err(refused) => {
-                crate::vm::drop_guarded(refused);
+                crate::process::drop_guarded(refused);
                 return REFUSED;
             }
         }

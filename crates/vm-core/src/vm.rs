@@ -19,14 +19,15 @@ use std::time::{Duration, Instant};
 use crate::config::VmConfig;
 use crate::dirty::{DirtyKind, DirtyPools};
 use crate::error::{Error, Result};
-use crate::process::signal::Signal;
+use crate::process::drop_guarded;
+use crate::process::signal::{self, Signal};
 use crate::process::table::{ProcessTable, EXTERNAL_PID};
 use crate::process::{Body, Priority, Private, Process, Relations};
 use crate::registry::Registry;
 use crate::router::Router;
 use crate::scheduler::Shared;
 use crate::term::Term;
-use crate::term::{Atom, Fragment, Pid, Ref, Word};
+use crate::term::{Atom, Fragment, Pid, Ref};
 use crate::timer::Timers;
 
 /// Options for spawning.
@@ -204,55 +205,16 @@ impl VmInner {
         self.router.table.remove(me);
         let mut late = Vec::new();
         proc.inbox.close(&mut late);
-        let noproc = || Fragment::immediate(Word::atom(Atom::NOPROC));
-        for s in late {
-            match s {
-                Signal::Link(from) => {
-                    let exit = Signal::Exit {
-                        from: me,
-                        reason: noproc(),
-                        linked: true,
-                    };
-                    self.router.send(from, exit);
-                }
-                Signal::Monitor { from, mref } => {
-                    let down = Signal::Down {
-                        mref,
-                        pid: me,
-                        reason: noproc(),
-                    };
-                    self.router.send(from, down);
-                }
-                other => drop_guarded(other),
-            }
-        }
-        if let Some(rel) = proc.take_rel() {
-            for l in rel.links {
-                let exit = Signal::Exit {
-                    from: me,
-                    reason: reason.clone(),
-                    linked: true,
-                };
-                self.router.send(l, exit);
-            }
-            for (mref, by) in rel.monitored_by {
-                let down = Signal::Down {
-                    mref: Ref(mref),
-                    pid: me,
-                    reason: reason.clone(),
-                };
-                self.router.send(by, down);
-            }
-            for (mref, target) in rel.monitoring {
-                self.router.send(target, Signal::Demonitor(Ref(mref)));
-            }
+        let mut out = Vec::new();
+        signal::exit_signals(me, &reason, proc.take_rel(), late, &mut out);
+        for (to, sig) in out {
+            self.router.send(to, sig);
         }
         {
             let _r = self.registered.lock().unwrap_or_else(|e| e.into_inner());
             self.registry.release(me);
         }
-        let pend = g.pend.take();
-        if let Some(id) = pend.as_ref().and_then(|w| w.wait_timer) {
+        if let Some(id) = g.pend.as_ref().and_then(|w| w.wait_timer) {
             self.timers.cancel(id);
         }
         // Paired with `send_after` (see there).
@@ -260,26 +222,11 @@ impl VmInner {
         if proc.has_timers.load(Ordering::Relaxed) {
             self.timers.cancel_for(me);
         }
-        g.mailbox.clear();
-        g.mem = None;
-        proc.publish_heap(&g);
-        g.exiting = None;
-        let body = g.body.take();
+        let leftovers = proc.release(&mut g);
         drop(g);
-        // User code (a body's Drop, a dirty job's result): a panic there is the
-        // body's, not the VM's.
-        drop_guarded(body);
-        drop_guarded(pend);
-        proc.queued.store(0, Ordering::Relaxed);
-        proc.queued_bytes.store(0, Ordering::Relaxed);
+        drop_guarded(leftovers);
         self.exits.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// Drops `x`, which may run user code (a body's `Drop`, a dirty job's result), catching
-/// a panic there: it must not unwind through the exit path or a VM thread.
-pub(crate) fn drop_guarded<T>(x: T) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(x)));
 }
 
 /// A cheap, cloneable handle to a running VM.
@@ -540,21 +487,19 @@ impl Vm {
             }
         }
         self.join_dirty_threads();
+        // No exit signals (every process goes): close, free, drop.
         for p in inner.router.table.drain() {
             let mut late = Vec::new();
             p.inbox.close(&mut late);
-            drop(late);
+            drop_guarded(late);
+            drop(p.take_rel());
             // A process whose lock is held belongs to a stuck scheduler: leave it.
             let Ok(mut g) = p.private.try_lock() else {
                 continue;
             };
-            let body = g.body.take();
-            g.mailbox.clear();
-            g.mem = None;
-            g.pend = None;
+            let leftovers = p.release(&mut g);
             drop(g);
-            drop(p.take_rel());
-            drop(body);
+            drop_guarded(leftovers);
         }
         inner.router.sched.drain();
         stuck

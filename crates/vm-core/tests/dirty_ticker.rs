@@ -43,7 +43,10 @@ fn ten_blocking_calls_on_dirty_io_run_in_parallel_while_a_ticker_keeps_time() {
     // In parallel: ~200 ms in all; one after the other (on the scheduler, or a pool
     // of one) it would be 2 s. The bound leaves room for a loaded machine.
     let all = t0.elapsed();
-    assert!(all < Duration::from_millis(1500), "10 × 200 ms took {all:?}");
+    assert!(
+        all < Duration::from_millis(1500),
+        "10 × 200 ms took {all:?}"
+    );
     let mut late = recv_timeout(&lrx, 10);
     late.sort();
     // Nearest-rank p99 of 100 samples: the second largest. A call that held the one

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::mailbox::Key;
 use super::signal::Signal;
-use super::signal::{DirtyJob, DirtyResult};
+use super::signal::{self, DirtyJob, DirtyResult};
 use super::{Body, Priority, Private, Process, Step};
 use crate::dirty::DirtyKind;
 use crate::error::{Error, Result};
@@ -109,92 +109,7 @@ impl<'a> Cx<'a> {
     }
 
     fn handle_signal(&mut self, s: Signal) {
-        let me = self.proc.pid;
-        match s {
-            Signal::Message(m) => self.p.mailbox.push(m),
-            Signal::Link(from) => {
-                self.proc.rel(|r| r.links.insert(from));
-            }
-            Signal::Unlink(from) => {
-                self.proc.rel_if(|r| r.links.remove(&from));
-            }
-            Signal::Exit {
-                from,
-                reason,
-                linked,
-            } => {
-                if linked {
-                    let was_linked = self.proc.rel_if(|r| r.links.remove(&from)) == Some(true);
-                    if !was_linked {
-                        return; // unlinked meanwhile: Erlang ignores it
-                    }
-                }
-                let r = reason.view();
-                let is_kill = r.as_atom() == Some(Atom::KILL);
-                let is_normal = r.as_atom() == Some(Atom::NORMAL);
-                if is_kill && !linked {
-                    self.set_exiting(Fragment::immediate(Word::atom(Atom::KILLED)));
-                } else if self.proc.traps_exits() {
-                    let msg = Term::Tuple(vec![
-                        Term::Atom(Atom::EXIT),
-                        Term::Pid(from),
-                        reason.to_term(),
-                    ]);
-                    self.p.mailbox.push(Fragment::from_term(&msg));
-                } else if is_normal {
-                    if from == me && !linked {
-                        self.set_exiting(reason);
-                    }
-                } else {
-                    self.set_exiting(reason);
-                }
-            }
-            Signal::Monitor { from, mref } => {
-                self.proc.rel(|r| r.monitored_by.insert(mref.0, from));
-            }
-            Signal::Demonitor(mref) => {
-                self.proc.rel_if(|r| r.monitored_by.remove(&mref.0));
-            }
-            Signal::Down { mref, pid, reason } => {
-                let active = self
-                    .proc
-                    .rel_if(|r| r.monitoring.remove(&mref.0))
-                    .flatten()
-                    .is_some();
-                if active {
-                    let msg = Term::Tuple(vec![
-                        Term::Atom(Atom::DOWN),
-                        Term::Ref(mref),
-                        Term::Atom(Atom::PROCESS),
-                        Term::Pid(pid),
-                        reason.to_term(),
-                    ]);
-                    self.p.mailbox.push(Fragment::from_term(&msg));
-                }
-            }
-            Signal::Timeout(generation) => {
-                if let Some(w) = self.p.pend.as_deref_mut() {
-                    if generation == w.wait_gen && w.deadline.is_some() {
-                        w.wait_timer = None;
-                        w.timed_out = true;
-                    }
-                }
-            }
-            Signal::Dirty { id, result } => {
-                if let Some(w) = self.p.pend.as_deref_mut() {
-                    if w.dirty_pending == Some(id) {
-                        w.dirty_pending = None;
-                        w.dirty_result = Some(result);
-                    }
-                }
-            }
-        }
-    }
-
-    fn set_exiting(&mut self, reason: Fragment) {
-        if self.p.exiting.is_none() {
-            self.p.exiting = Some(reason);
-        }
+        signal::apply(self.proc, self.p, s);
     }
 
     /// True when a signal has decided that this process ends (the body should return

@@ -198,6 +198,28 @@ impl Private {
     }
 }
 
+/// What a released process still owns whose `Drop` is user code (see
+/// [`Process::release`]).
+pub(crate) struct Leftovers {
+    _body: Option<Box<dyn Body>>,
+    _pend: Option<Box<Pending>>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        // One at a time: a panic in the first must not leave the second to be dropped
+        // while unwinding (a second panic would abort).
+        drop_guarded(self._body.take());
+        drop_guarded(self._pend.take());
+    }
+}
+
+/// Drops `x`, which may run user code (a body's `Drop`, a dirty job's result), catching
+/// a panic there: it must not unwind through the exit path or a VM thread.
+pub(crate) fn drop_guarded<T>(x: T) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(x)));
+}
+
 /// Aligns its content to one 64-byte cache line. (crossbeam's `CachePadded` uses 128
 /// bytes on x86_64 to defeat the adjacent-line prefetcher; inside an `Arc` that
 /// alignment costs 112 bytes of padding per process, a sixth of an idle process.)
@@ -296,6 +318,24 @@ impl Process {
     /// The trap_exit flag.
     pub(crate) fn traps_exits(&self) -> bool {
         self.trap_exit.load(Ordering::Relaxed)
+    }
+
+    /// Frees what the process holds — mailbox, heap, pending receive or dirty call,
+    /// exit reason — and publishes it as empty: the one teardown, shared by the exit
+    /// path and shutdown. Returns what may run user code when dropped (the body, a
+    /// dirty job's result), for the caller to drop outside the lock with
+    /// [`drop_guarded`].
+    pub(crate) fn release(&self, p: &mut Private) -> Leftovers {
+        p.mailbox.clear();
+        p.mem = None;
+        p.exiting = None;
+        self.publish_heap(p);
+        self.queued.store(0, Ordering::Relaxed);
+        self.queued_bytes.store(0, Ordering::Relaxed);
+        Leftovers {
+            _body: p.body.take(),
+            _pend: p.pend.take(),
+        }
     }
 
     /// Publishes the heap's size for introspection (end of a slice).
