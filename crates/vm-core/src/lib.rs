@@ -23,7 +23,7 @@ pub mod term;
 pub mod timer;
 pub mod vm;
 
-pub use config::{SliceHook, VmConfig};
+pub use config::VmConfig;
 pub use dirty::DirtyKind;
 pub use error::{Error, Result};
 pub use process::context::Cx;
@@ -31,6 +31,7 @@ pub use process::mailbox::Key;
 pub use process::signal::{DirtyJob, DirtyResult};
 pub use process::table::EXTERNAL_PID;
 pub use process::{Body, BodyClass, Priority, Step};
+pub use scheduler::SliceHook;
 pub use stats::{Memory, ProcessInfo, ProcessSummary, Statistics, SystemInfo};
 pub use term::{Atom, Fragment, Pid, Ref, Term, View, Word};
 pub use vm::{SpawnOpts, Vm, VmRef};

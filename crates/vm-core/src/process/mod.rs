@@ -48,6 +48,22 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// Every priority, highest first; a priority's [`index`](Priority::index) is its
+    /// position here (and the index of its run queues).
+    pub(crate) const ALL: [Priority; 4] = [
+        Priority::Max,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
+    /// How many priorities there are.
+    pub(crate) const COUNT: usize = Priority::ALL.len();
+
+    /// The position of this priority in [`Priority::ALL`].
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+
     pub(crate) fn from_u8(v: u8) -> Priority {
         match v {
             0 => Priority::Max,
