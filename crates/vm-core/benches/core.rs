@@ -4,7 +4,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use vm_core::process::inbox::{Inbox, RunState};
+use vm_core::internals::{Inbox, RunState};
 use vm_core::process::mailbox::{Key, Mailbox};
 use vm_core::{Cx, Fragment, Ref, Step, Term, Vm, VmConfig};
 

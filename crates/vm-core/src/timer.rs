@@ -62,7 +62,7 @@ fn time_left(at: Option<Instant>) -> Duration {
 
 /// The timer service of one VM.
 #[derive(Default)]
-pub struct Timers {
+pub(crate) struct Timers {
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -90,12 +90,12 @@ impl Timers {
 
     /// Schedules `msg` to `to` at `at` (None: never, but it can still be read and
     /// cancelled); returns the timer id.
-    pub fn send_at(&self, at: Option<Instant>, to: Pid, msg: Fragment) -> u64 {
+    pub(crate) fn send_at(&self, at: Option<Instant>, to: Pid, msg: Fragment) -> u64 {
         self.add(at, to, Action::Send(msg))
     }
 
     /// Schedules a receive timeout for `pid`'s wait number `generation`.
-    pub fn receive_timeout(&self, at: Instant, pid: Pid, generation: u64) -> u64 {
+    pub(crate) fn receive_timeout(&self, at: Instant, pid: Pid, generation: u64) -> u64 {
         self.add(Some(at), pid, Action::Timeout(generation))
     }
 
@@ -110,7 +110,7 @@ impl Timers {
 
     /// Cancels timer `id`; returns the time it had left, None if it already fired or
     /// does not exist.
-    pub fn cancel(&self, id: u64) -> Option<Duration> {
+    pub(crate) fn cancel(&self, id: u64) -> Option<Duration> {
         let mut s = self.lock();
         let e = s.entries.remove(&id)?;
         Self::unindex(&mut s, id, e.to);
@@ -118,13 +118,13 @@ impl Timers {
     }
 
     /// Time left on timer `id`.
-    pub fn read(&self, id: u64) -> Option<Duration> {
+    pub(crate) fn read(&self, id: u64) -> Option<Duration> {
         let s = self.lock();
         s.entries.get(&id).map(|e| time_left(e.at))
     }
 
     /// Cancels every timer aimed at `pid` (it exited).
-    pub fn cancel_for(&self, pid: Pid) {
+    pub(crate) fn cancel_for(&self, pid: Pid) {
         let mut s = self.lock();
         if let Some(ids) = s.by_pid.remove(&pid) {
             for id in ids {
@@ -146,18 +146,18 @@ impl Timers {
     }
 
     /// Live timers.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.lock().entries.len()
     }
 
     /// Approximate bytes used by timer bookkeeping.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         let s = self.lock();
         s.heap.capacity() * 24 + s.entries.capacity() * 96 + s.by_pid.capacity() * 40
     }
 
     /// Stops the timer thread.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.lock().stop = true;
         self.cv.notify_all();
     }

@@ -55,7 +55,7 @@ impl Default for SpawnOpts {
 }
 
 /// Shared VM state. Reached through [`VmRef`] / [`Vm`].
-pub struct VmInner {
+pub(crate) struct VmInner {
     pub(crate) config: VmConfig,
     /// Delivery: the process table and the run queues.
     pub(crate) router: Router,

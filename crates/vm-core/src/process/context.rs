@@ -19,15 +19,15 @@ use crate::term::{Atom, Fragment, Heap, Pid, Ref, Term, View, Word};
 use crate::vm::{SpawnOpts, VmInner};
 
 /// Reductions charged per send (BEAM charges one per BIF call plus queue work).
-pub const SEND_COST: i64 = 1;
+pub(crate) const SEND_COST: i64 = 1;
 /// A send to a process with a long queue costs one more reduction per this many
 /// queued messages, capped at a slice: producers flooding a slow consumer slow down
 /// (BEAM's sender punishment).
-pub const SEND_PUNISH_PER: usize = 256;
+pub(crate) const SEND_PUNISH_PER: usize = 256;
 /// Reductions per spawn (a spawn allocates and initialises a control block).
-pub const SPAWN_COST: i64 = 10;
+pub(crate) const SPAWN_COST: i64 = 10;
 /// Reductions per received message.
-pub const RECV_COST: i64 = 1;
+pub(crate) const RECV_COST: i64 = 1;
 
 /// The running process's view of the VM. See the module docs.
 pub struct Cx<'a> {

@@ -1,26 +1,32 @@
-//! Processes: the control block, its run state machine and its private state.
+//! Processes: what a process is ([`Body`], [`Step`], [`Priority`]), and inside the
+//! crate its control block, run state and private state.
 //!
-//! A [`Process`] is shared (`Arc`) between the process table, run queues and whoever
+//! A `Process` is shared (`Arc`) between the process table, run queues and whoever
 //! holds it for a moment; it has two halves:
 //!
-//! * the **shared half** — pid, run state, priority, the lock-free inbox and published
-//!   counters — which any thread may touch through atomics;
-//! * the **private half** ([`Private`]: the body, the mailbox, links, monitors, heap,
-//!   flags) behind a mutex that only the scheduler running the process takes (so it is
-//!   never contended on the hot path; introspection takes it briefly).
+//! * the **shared half** — pid, priority, the inbox with the run state, links and
+//!   monitors (behind a lock their owner takes for one update at a time), and
+//!   published counters — which any thread may read;
+//! * the **private half** (`Private`: the body, the mailbox, heap, pending receive or
+//!   dirty call, exit reason) behind a mutex that only the scheduler running the
+//!   process takes, for the whole slice. Nothing else waits on it: introspection reads
+//!   the shared half and only *tries* this lock (for the body's label).
 //!
 //! ## Run state
 //!
 //! Where a process stands (idle, queued, running, done) lives in the same atomic word
-//! as its inbox: see [`inbox`] for the state machine and why no wake-up is lost. The
+//! as its inbox: see `inbox.rs` for the state machine and why no wake-up is lost. The
 //! rule that matters everywhere else: a process is in at most one run queue, put there
 //! by whoever moved it to QUEUED (its spawner, or the sender whose push found it idle).
+//!
+//! The public part of this module is [`mailbox`] (the private message queue, its keyed
+//! receive and the key policy) and the types re-exported at the crate root.
 
-pub mod context;
-pub mod inbox;
+pub(crate) mod context;
+pub(crate) mod inbox;
 pub mod mailbox;
-pub mod signal;
-pub mod table;
+pub(crate) mod signal;
+pub(crate) mod table;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};

@@ -28,14 +28,14 @@ use super::{Private, Process, Relations};
 use crate::term::{Atom, Fragment, Pid, Ref, Term, Word};
 
 /// What a dirty job returns: any value (the Python binding returns Python objects), or
-/// the panic message if it panicked. It travels back in a [`Signal::Dirty`].
+/// the panic message if it panicked. It travels back to the process as a signal.
 pub type DirtyResult = Result<Box<dyn Any + Send>, String>;
 
 /// A job for a dirty pool (see `crate::dirty`).
 pub type DirtyJob = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
 
 /// One signal in a process's inbox.
-pub enum Signal {
+pub(crate) enum Signal {
     /// An ordinary message.
     Message(Fragment),
     /// `from` linked itself to us.
