@@ -176,15 +176,18 @@ fn max_priority_runs_first_and_low_still_progresses() {
     let order: Vec<_> = (0..4).map(|_| recv_timeout(&rx, 5)).collect();
     assert_eq!(order, vec!["max", "high", "normal", "low"]);
 
-    // Low progresses while normal processes keep the scheduler busy.
+    // Low progresses while normal processes keep the scheduler busy: it gets one pick
+    // in LOW_EVERY (8), as in BEAM.
     let low_runs = Arc::new(AtomicU64::new(0));
+    let normal_runs = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     for _ in 0..4 {
-        let stop = stop.clone();
+        let (stop, n) = (stop.clone(), normal_runs.clone());
         vm.spawn(body(move |cx: &mut Cx<'_>| {
             if stop.load(Ordering::Relaxed) {
                 return Step::Exit(int(0));
             }
+            n.fetch_add(1, Ordering::Relaxed);
             cx.bump(4000);
             Step::Yield
         }))
@@ -208,10 +211,24 @@ fn max_priority_runs_first_and_low_still_progresses() {
     )
     .unwrap();
     assert!(
-        eventually(5, || low_runs.load(Ordering::Relaxed) > 10),
+        eventually(5, || low_runs.load(Ordering::Relaxed) > 1000),
         "low starved"
     );
+    // Counted over a window once all five run (the counts are per slice, not time).
+    let (l0, n0) = (
+        low_runs.load(Ordering::Relaxed),
+        normal_runs.load(Ordering::Relaxed),
+    );
+    assert!(eventually(5, || low_runs.load(Ordering::Relaxed) > l0 + 2000));
+    let low = low_runs.load(Ordering::Relaxed) - l0;
+    let normal = normal_runs.load(Ordering::Relaxed) - n0;
     stop.store(true, Ordering::Relaxed);
+    let share = low as f64 / (low + normal) as f64;
+    assert!(
+        (0.11..=0.14).contains(&share),
+        "low had {low} of {} slices ({share:.3}), expected 1 in 8",
+        low + normal
+    );
 }
 
 #[test]
