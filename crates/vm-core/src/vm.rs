@@ -1,7 +1,9 @@
-//! The VM: process table, schedulers, timers, registry, and the operations that need
-//! all of them (spawn, signal delivery, process exit).
+//! The VM: the router (process table and run queues), schedulers, timers, dirty pools,
+//! registry, and the operations that need several of them (spawn, registration,
+//! process exit, start and shutdown).
 //!
-//! [`Vm`] owns the threads (dropping it shuts the VM down and joins them);
+//! [`Vm`] owns the threads (dropping it shuts the VM down: see [`Vm::shutdown`] for
+//! which threads are joined and which are left);
 //! [`VmRef`] is a cheap handle for everything else — sending, spawning and
 //! introspection from outside any process, or from a body.
 //!
@@ -346,8 +348,10 @@ impl VmRef {
     }
 }
 
-/// A running VM. Dropping it (or calling [`Vm::shutdown`]) stops every scheduler,
-/// joins every thread and frees every process.
+/// A running VM. Dropping it (or calling [`Vm::shutdown`]) stops it: every scheduler,
+/// the timer and the watchdog are joined, idle dirty pool threads too, and every
+/// process is freed. A dirty pool thread still inside a job (a blocking call) is left
+/// to finish it, detached.
 pub struct Vm {
     handle: VmRef,
     threads: Vec<JoinHandle<()>>,
@@ -432,10 +436,13 @@ impl Vm {
         self.handle.clone()
     }
 
-    /// Stops the VM: schedulers finish their current slice and exit, every thread is
-    /// joined, every remaining process is freed (bodies dropped, heaps and mailboxes
-    /// freed; no exit signals are sent). Idempotent. Waits as long as it takes: see
-    /// [`Vm::shutdown_within`] for a bounded wait.
+    /// Stops the VM: schedulers finish their current slice and exit; they, the timer
+    /// and the watchdog are joined, and so are the dirty pool threads that are idle
+    /// (one still running a job — a blocking call of any length — is detached and
+    /// exits when the job returns; the result is dropped). Every remaining process is
+    /// freed (bodies dropped, heaps and mailboxes freed; no exit signals are sent).
+    /// Idempotent. Waits as long as a slice takes to end: see [`Vm::shutdown_within`]
+    /// for a bounded wait.
     pub fn shutdown(&mut self) {
         self.shutdown_within(None);
     }
