@@ -329,7 +329,11 @@ impl VmRef {
             total_reductions,
             context_switches: switches,
             spawned: self.0.router.table.spawned(),
-            exited: self.0.exits.load(Ordering::Relaxed),
+            exited: sh
+                .stats
+                .iter()
+                .map(|s| s.exits.load(Ordering::Relaxed))
+                .sum(),
             longest_slice: longest,
             long_schedules,
             watchdog_takeovers: takeovers,

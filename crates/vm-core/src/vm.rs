@@ -13,7 +13,7 @@
 //! new signals; the ones that raced in are answered: `noproc` to late links and monitors),
 //! signal links and monitors, release the name, cancel timers, free heap and mailbox.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -65,7 +65,6 @@ pub(crate) struct VmInner {
     pub(crate) registry: Registry,
     pub(crate) stopping: AtomicBool,
     pub(crate) started: Instant,
-    pub(crate) exits: AtomicU64,
     pub(crate) registered: Mutex<()>,
     pub(crate) dirty: DirtyPools,
     pub(crate) system_monitor: Mutex<Option<Pid>>,
@@ -96,32 +95,36 @@ impl VmInner {
             .router
             .table
             .insert(|pid| {
-                let p = Process::new(pid, body, opts.priority);
+                let rel = parent
+                    .filter(|_| opts.link || mref.is_some())
+                    .map(|parent| {
+                        let mut rel = Relations::default();
+                        if opts.link {
+                            rel.links.insert(parent);
+                        }
+                        if let Some(r) = mref {
+                            rel.monitored_by.insert(r.0, parent);
+                        }
+                        Box::new(rel)
+                    });
+                let p = Process::with_relations(pid, body, opts.priority, rel);
                 p.trap_exit.store(opts.trap_exit, Ordering::Relaxed);
-                if let Some(parent) = parent {
-                    if opts.link || mref.is_some() {
-                        p.rel(|rel: &mut Relations| {
-                            if opts.link {
-                                rel.links.insert(parent);
-                            }
-                            if let Some(r) = mref {
-                                rel.monitored_by.insert(r.0, parent);
-                            }
-                        });
-                    }
-                }
                 p
             })
             .map_err(|_| Error::SystemLimit)?;
         let pid = proc.pid;
-        // Created QUEUED (see `Process::new`): only this enqueue puts it in a queue.
+        // Created QUEUED (see `Process::with_relations`): only this enqueue puts it in
+        // a queue.
         self.router.enqueue(proc);
         Ok((pid, mref))
     }
 
     pub(crate) fn register(&self, name: Atom, pid: Pid) -> Result<()> {
-        // Serialise register against exits releasing names, so a name is never left
-        // pointing at a process that has already run its exit path.
+        // A name is never left pointing at a process that has run its exit path: flag
+        // the process (SeqCst), then check it is alive (its inbox not closed, SeqCst),
+        // while `finish` closes the inbox and then reads the flag — one of the two sees
+        // the other. An exit that sees the flag releases names under `registered`,
+        // which this holds until the name is in, so it releases this one too.
         let _g = self.registered.lock().unwrap_or_else(|e| e.into_inner());
         if name == Atom::UNDEFINED {
             return Err(Error::BadArg("'undefined' cannot be registered".into()));
@@ -129,7 +132,10 @@ impl VmInner {
         let alive = self
             .router
             .table
-            .with(pid, |p| !p.is_done())
+            .with(pid, |p| {
+                p.named.store(true, Ordering::SeqCst);
+                !p.inbox.is_closed_seqcst()
+            })
             .unwrap_or(false);
         if !alive {
             return Err(Error::BadArg(format!("{pid} is not alive")));
@@ -169,24 +175,25 @@ impl VmInner {
             .send(mon, Signal::Message(Fragment::from_term(&msg)));
     }
 
-    /// A timer for `to`, cancelled when `to` exits. Flag, add, then check liveness:
-    /// `finish` makes the process DONE and then reads the flag, with a SeqCst fence in
-    /// between on both sides, so either the exit sees the flag (and cancels the timer,
-    /// or this check sees the exit) or this check sees the exit: a timer never outlives
-    /// its process until the deadline.
+    /// A timer for `to`, cancelled when `to` exits. Flag, add, then check liveness,
+    /// while `finish` closes the inbox (DONE) and then reads the flag: all four
+    /// accesses are SeqCst, so either the exit sees the flag (and cancels the timer,
+    /// or this check sees the exit) or this check sees the exit — a timer never
+    /// outlives its process until the deadline. (On x86 only the flag's store costs a
+    /// locked instruction, on this rare path; the exit path's are the xchg it does
+    /// anyway and a plain load.)
     pub(crate) fn send_after(&self, after: Duration, to: Pid, msg: Fragment) -> Ref {
         let flagged = self
             .router
             .table
-            .with(to, |p| p.has_timers.store(true, Ordering::Relaxed))
+            .with(to, |p| p.has_timers.store(true, Ordering::SeqCst))
             .is_some();
         let id = self.timers.send_at(crate::timer::deadline(after), to, msg);
-        fence(Ordering::SeqCst);
         let alive = flagged
             && self
                 .router
                 .table
-                .with(to, |p| !p.is_done())
+                .with(to, |p| !p.inbox.is_closed_seqcst())
                 .unwrap_or(false);
         if !alive {
             self.timers.cancel(id);
@@ -194,7 +201,8 @@ impl VmInner {
         Ref(id)
     }
 
-    /// Ends process `proc` (its private half locked in `g`) with `reason`.
+    /// Ends process `proc` (its private half locked in `g`) with `reason`. Runs on
+    /// the scheduler thread that ran its last slice (which counts the exit).
     pub(crate) fn finish(
         &self,
         proc: &Arc<Process>,
@@ -207,27 +215,25 @@ impl VmInner {
         self.router.table.remove(me);
         let mut late = Vec::new();
         proc.inbox.close(&mut late);
-        let mut out = Vec::new();
-        signal::exit_signals(me, &reason, proc.take_rel(), late, &mut out);
-        for (to, sig) in out {
+        signal::exit_signals(me, &reason, proc.take_rel(), late, |to, sig| {
             self.router.send(to, sig);
-        }
-        {
+        });
+        // Paired with `register` (see there): the inbox was closed with SeqCst. Most
+        // processes never had a name and skip both locks.
+        if proc.named.load(Ordering::SeqCst) {
             let _r = self.registered.lock().unwrap_or_else(|e| e.into_inner());
             self.registry.release(me);
         }
         if let Some(id) = g.pend.as_ref().and_then(|w| w.wait_timer) {
             self.timers.cancel(id);
         }
-        // Paired with `send_after` (see there).
-        fence(Ordering::SeqCst);
-        if proc.has_timers.load(Ordering::Relaxed) {
+        // Paired with `send_after` (see there): the inbox was closed with SeqCst.
+        if proc.has_timers.load(Ordering::SeqCst) {
             self.timers.cancel_for(me);
         }
         let leftovers = proc.release(&mut g);
         drop(g);
         drop_guarded(leftovers);
-        self.exits.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -370,7 +376,6 @@ impl Vm {
             registry: Registry::default(),
             stopping: AtomicBool::new(false),
             started: Instant::now(),
-            exits: AtomicU64::new(0),
             registered: Mutex::new(()),
             dirty: DirtyPools::new(config.dirty_cpu, config.dirty_io),
             system_monitor: Mutex::new(None),

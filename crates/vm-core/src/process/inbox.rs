@@ -225,6 +225,12 @@ impl<T> Inbox<T> {
         RunState::of(self.word.load(Ordering::Relaxed))
     }
 
+    /// True once `close` has run, read in the single SeqCst order (for a Dekker pair
+    /// with `close`; see `VmInner::send_after`).
+    pub fn is_closed_seqcst(&self) -> bool {
+        RunState::of(self.word.load(Ordering::SeqCst)) == RunState::Done
+    }
+
     /// Detaches everything pushed so far, appending it to `out` in push order.
     /// Returns how many signals were appended. Only the owner calls it, while RUNNING.
     pub fn take_all(&self, out: &mut Vec<T>) -> usize {
@@ -243,7 +249,9 @@ impl<T> Inbox<T> {
     /// Closes the inbox (DONE): later pushes fail. Returns what was pushed before, in
     /// order.
     pub fn close(&self, out: &mut Vec<T>) -> usize {
-        let old = self.word.swap(RunState::Done as usize, Ordering::Acquire);
+        // SeqCst: the exit path's Dekker pair with `send_after` (see `VmInner::finish`);
+        // on x86 the same xchg as Acquire.
+        let old = self.word.swap(RunState::Done as usize, Ordering::SeqCst);
         let n = Self::drain_chain(head(old), out);
         self.len.fetch_sub(n as u32, Ordering::Relaxed);
         n

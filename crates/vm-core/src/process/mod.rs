@@ -25,6 +25,7 @@
 pub(crate) mod context;
 pub(crate) mod inbox;
 pub mod mailbox;
+mod short_lock;
 pub(crate) mod signal;
 pub(crate) mod table;
 
@@ -37,6 +38,7 @@ use crate::term::{Fragment, Heap, Pid, Word};
 use context::Cx;
 use inbox::{Inbox, RunState};
 use mailbox::Mailbox;
+use short_lock::ShortLock;
 use signal::Signal;
 
 /// Scheduling priority, as in Erlang.
@@ -272,12 +274,15 @@ pub struct Process {
     pub(crate) minor_gcs: AtomicU32,
     pub(crate) major_gcs: AtomicU32,
     pub(crate) has_timers: AtomicBool,
+    /// Set (for good) once a name was registered for this process, so that its exit
+    /// releases names only if it may hold one (see `VmInner::register`).
+    pub(crate) named: AtomicBool,
     /// The trap_exit flag: written by the process itself, read by introspection.
     pub(crate) trap_exit: AtomicBool,
     /// Links and monitors. Written only by the process itself (or at spawn, before it
     /// is published); behind a lock of their own, held for one update or one read and
     /// never across a slice, so introspection reads them without waiting for a slice.
-    pub(crate) rel: Mutex<Option<Box<Relations>>>,
+    pub(crate) rel: ShortLock<Option<Box<Relations>>>,
     /// Young and old heap words in use, published at the end of each slice.
     pub(crate) heap_words: [AtomicU32; 2],
     /// Bytes of the messages in the private queue, published with `queued`.
@@ -292,7 +297,20 @@ pub struct Process {
 impl Process {
     /// A new process, already QUEUED: spawn publishes it in the table before it
     /// enqueues it, and a sender that finds it in between must not enqueue it too.
+    #[cfg(test)]
     pub(crate) fn new(pid: Pid, body: Box<dyn Body>, priority: Priority) -> Process {
+        Process::with_relations(pid, body, priority, None)
+    }
+
+    /// A new process (QUEUED, as [`Process::new`]) born with links and monitors (a
+    /// `spawn_link`/`spawn_monitor` child): set before anyone can see it, so spawn
+    /// needs no lock for them.
+    pub(crate) fn with_relations(
+        pid: Pid,
+        body: Box<dyn Body>,
+        priority: Priority,
+        rel: Option<Box<Relations>>,
+    ) -> Process {
         let hooked = body.class() == BodyClass::Hooked;
         Process {
             pid,
@@ -304,8 +322,9 @@ impl Process {
             minor_gcs: AtomicU32::new(0),
             major_gcs: AtomicU32::new(0),
             has_timers: AtomicBool::new(false),
+            named: AtomicBool::new(false),
             trap_exit: AtomicBool::new(false),
-            rel: Mutex::new(None),
+            rel: ShortLock::new(rel),
             heap_words: [AtomicU32::new(0), AtomicU32::new(0)],
             queued_bytes: AtomicUsize::new(0),
             hooked,
@@ -322,19 +341,17 @@ impl Process {
 
     /// Runs `f` on this process's links and monitors, allocated on first use.
     pub(crate) fn rel<R>(&self, f: impl FnOnce(&mut Relations) -> R) -> R {
-        let mut g = self.rel.lock().unwrap_or_else(|e| e.into_inner());
-        f(g.get_or_insert_with(Default::default))
+        self.rel.with(|r| f(r.get_or_insert_with(Default::default)))
     }
 
     /// Runs `f` on this process's links and monitors if it has any.
     pub(crate) fn rel_if<R>(&self, f: impl FnOnce(&mut Relations) -> R) -> Option<R> {
-        let mut g = self.rel.lock().unwrap_or_else(|e| e.into_inner());
-        g.as_deref_mut().map(f)
+        self.rel.with(|r| r.as_deref_mut().map(f))
     }
 
     /// Takes the links and monitors away (exit).
     pub(crate) fn take_rel(&self) -> Option<Box<Relations>> {
-        self.rel.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.rel.with(|r| r.take())
     }
 
     /// The trap_exit flag.

@@ -167,34 +167,34 @@ fn exiting(p: &mut Private, reason: Fragment) {
 /// What process `me`, ending with `reason`, owes the others: its reason to its links
 /// and monitors, the removal of the monitors it held, and `noproc` to the link and
 /// monitor requests in `late` (signals that arrived after its last drain; the others
-/// among them are dropped, user code in their `Drop` contained). Appends `(to, signal)`
-/// pairs to `out`.
+/// among them are dropped, user code in their `Drop` contained). Calls `out(to,
+/// signal)` for each.
 pub(crate) fn exit_signals(
     me: Pid,
     reason: &Fragment,
     rel: Option<Box<Relations>>,
     late: Vec<Signal>,
-    out: &mut Vec<(Pid, Signal)>,
+    mut out: impl FnMut(Pid, Signal),
 ) {
     let noproc = || Fragment::immediate(Word::atom(Atom::NOPROC));
     for s in late {
         match s {
-            Signal::Link(from) => out.push((
+            Signal::Link(from) => out(
                 from,
                 Signal::Exit {
                     from: me,
                     reason: noproc(),
                     linked: true,
                 },
-            )),
-            Signal::Monitor { from, mref } => out.push((
+            ),
+            Signal::Monitor { from, mref } => out(
                 from,
                 Signal::Down {
                     mref,
                     pid: me,
                     reason: noproc(),
                 },
-            )),
+            ),
             other => super::drop_guarded(other),
         }
     }
@@ -205,7 +205,7 @@ pub(crate) fn exit_signals(
             reason: reason.clone(),
             linked: true,
         };
-        out.push((l, exit));
+        out(l, exit);
     }
     for (mref, by) in rel.monitored_by {
         let down = Signal::Down {
@@ -213,10 +213,10 @@ pub(crate) fn exit_signals(
             pid: me,
             reason: reason.clone(),
         };
-        out.push((by, down));
+        out(by, down);
     }
     for (mref, target) in rel.monitoring {
-        out.push((target, Signal::Demonitor(Ref(mref))));
+        out(target, Signal::Demonitor(Ref(mref)));
     }
 }
 
@@ -356,7 +356,13 @@ mod tests {
             Signal::Message(atom(Atom::OK)),
         ];
         let mut out = Vec::new();
-        exit_signals(me.pid, &atom(Atom::SHUTDOWN), me.take_rel(), late, &mut out);
+        exit_signals(
+            me.pid,
+            &atom(Atom::SHUTDOWN),
+            me.take_rel(),
+            late,
+            |to, s| out.push((to, s)),
+        );
         let got: Vec<(Pid, String)> = out
             .into_iter()
             .map(|(to, s)| {

@@ -93,6 +93,9 @@ pub(crate) struct SchedStats {
     pub(crate) takeovers: AtomicU64,
     /// Slices longer than the long_schedule threshold.
     pub(crate) long_schedules: AtomicU64,
+    /// Processes that ended on this scheduler (counted here, not VM-wide: a shared
+    /// counter would be one more contended read-modify-write per exit).
+    pub(crate) exits: AtomicU64,
     /// Garbage collections run by this scheduler.
     pub(crate) gcs: AtomicU64,
     /// Bytes those collections reclaimed.

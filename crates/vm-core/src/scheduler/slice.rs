@@ -67,18 +67,30 @@ impl Sched<'_> {
         reason: Fragment,
     ) {
         self.buf.clear();
-        let vm = self.vm;
+        let (vm, index) = (self.vm, self.index);
         let done = catch_unwind(AssertUnwindSafe(|| {
             let mut g = p.lock();
             if body.is_some() {
                 g.body = body;
             }
             vm.finish(p, g, reason);
+            bump(&vm.router.sched.stats[index].exits, 1);
         }));
         debug_assert!(done.is_ok(), "the exit path panicked twice");
         self.vm.router.sched.stats[self.index]
             .slice_seq
             .store(seq + 1, Ordering::Release);
+    }
+
+    /// Ends `p` (the exit path, `VmInner::finish`) and counts the exit here.
+    fn end(
+        &self,
+        p: &Arc<Process>,
+        g: std::sync::MutexGuard<'_, crate::process::Private>,
+        reason: Fragment,
+    ) {
+        self.vm.finish(p, g, reason);
+        bump(&self.shared().stats[self.index].exits, 1);
     }
 
     /// One slice of `p` (see [`run_one`](Self::run_one)); `slot` holds the body while
@@ -115,7 +127,7 @@ impl Sched<'_> {
             let _ = catch_unwind(AssertUnwindSafe(|| body.terminate(&mut cx, &reason)));
             self.account(p, used, seq, &**body);
             g.body = slot.take();
-            self.vm.finish(p, g, reason);
+            self.end(p, g, reason);
             return;
         }
         if let Some(m) = g.mem.as_deref_mut().filter(|m| m.heap.needs_gc()) {
@@ -135,7 +147,7 @@ impl Sched<'_> {
         self.account(p, used, seq, &**body);
         g.body = slot.take();
         match step {
-            Some(Step::Exit(reason)) => self.vm.finish(p, g, reason),
+            Some(Step::Exit(reason)) => self.end(p, g, reason),
             Some(Step::Yield) | None => {
                 drop(g);
                 p.inbox.yielded();
