@@ -334,6 +334,56 @@ fn work_is_stolen_across_schedulers() {
     );
 }
 
+/// Taking schedulers offline moves their work to the ones online (and parks them);
+/// bringing them back spreads work again, and nothing is lost either way.
+#[test]
+fn schedulers_offline_hand_their_work_over_and_come_back() {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    let vm = vm(3);
+    let names: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicU64::new(0));
+    for _ in 0..12 {
+        let (names, stop, finished) = (names.clone(), stop.clone(), finished.clone());
+        vm.spawn(body(move |cx: &mut Cx<'_>| {
+            if stop.load(Ordering::Acquire) {
+                finished.fetch_add(1, Ordering::AcqRel);
+                return Step::Exit(int(0));
+            }
+            let me = std::thread::current().name().unwrap_or("?").to_string();
+            names.lock().unwrap().push(me);
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(100) {}
+            cx.bump(4000);
+            Step::Yield
+        }))
+        .unwrap();
+    }
+    let seen = |names: &Mutex<Vec<String>>| -> HashSet<String> {
+        std::thread::sleep(Duration::from_millis(100));
+        names.lock().unwrap().drain(..).collect()
+    };
+    seen(&names);
+    assert_eq!(vm.set_schedulers_online(1).unwrap(), 3);
+    seen(&names); // slices that were running when it changed
+    let online_one = seen(&names);
+    assert_eq!(
+        online_one,
+        HashSet::from(["beamvm-sched-0".to_string()]),
+        "only the online scheduler runs processes"
+    );
+    assert_eq!(vm.set_schedulers_online(3).unwrap(), 1);
+    assert!(
+        eventually(5, || seen(&names).len() >= 2),
+        "work spreads again once they are back"
+    );
+    stop.store(true, Ordering::Release);
+    assert!(eventually(5, || finished.load(Ordering::Acquire) == 12));
+    assert!(vm.set_schedulers_online(0).is_err());
+    assert!(vm.set_schedulers_online(4).is_err());
+}
+
 #[test]
 fn shutdown_within_leaves_a_stuck_scheduler_and_returns() {
     use std::sync::atomic::AtomicBool;
