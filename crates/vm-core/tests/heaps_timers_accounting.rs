@@ -47,6 +47,11 @@ fn per_process_gc_runs_between_slices_keeps_live_data_and_is_reported() {
         .unwrap();
     let intact = recv_timeout(&rx, 30);
     assert_eq!(intact, live, "the live term survived every collection");
+    // Counters are published at the end of each slice (process_info never waits for
+    // one): read them once the last slice has ended.
+    assert!(eventually(5, || vm
+        .process_info(p)
+        .is_some_and(|i| i.status == "waiting")));
     let info = vm.process_info(p).unwrap();
     assert!(info.minor_gcs > 0, "minor collections happened: {info:?}");
     // 300 slices × 200 × ~25 words of garbage = 1.5M words; the heap stays far below.
