@@ -193,7 +193,7 @@ pub(crate) struct Pending {
 
 /// The private half of a process (see the module docs). Rarely used parts are boxed
 /// on first use so that an idle process stays small (B1 counts every byte).
-pub struct Private {
+pub(crate) struct Private {
     pub(crate) body: Option<Box<dyn Body>>,
     pub(crate) mailbox: Mailbox,
     pub(crate) mem: Option<Box<ProcHeap>>,
@@ -258,39 +258,44 @@ impl<T> std::ops::Deref for LinePadded<T> {
 }
 
 /// A process control block. See the module docs.
-pub struct Process {
-    /// This process's identifier.
-    pub pid: Pid,
-    pub(crate) priority: AtomicU8,
-    /// The inbox and the run state (one word). On a cache line of its own: every
-    /// sender CASes it, while the owner writes the counters and the lock below on every
-    /// slice; sharing a line would make each cross-core send pay for the owner's
-    /// bookkeeping (false sharing).
+///
+/// The layout is fixed (`repr(C)`), by who touches what: the inbox word alone on the
+/// first line (every sender CASes it; the owner's bookkeeping on the same line would
+/// make each cross-core send pay for it); then one line with the pid and every
+/// published counter, so a walk of the table for `top` or `memory` reads one line per
+/// process besides the inbox's length; then the links and monitors and the private
+/// half.
+#[repr(C)]
+pub(crate) struct Process {
+    /// The inbox and the run state (one word), on a cache line of its own.
     pub(crate) inbox: LinePadded<Inbox<Signal>>,
+    /// This process's identifier.
+    pub(crate) pid: Pid,
     /// Published counters, readable without stopping the process.
     pub(crate) reductions: AtomicU64,
-    pub(crate) queued: AtomicU32,
     pub(crate) heap_bytes: AtomicUsize,
+    /// Bytes of the messages in the private queue, published with `queued`.
+    pub(crate) queued_bytes: AtomicUsize,
+    pub(crate) queued: AtomicU32,
+    /// Young and old heap words in use, published at the end of each slice.
+    pub(crate) heap_words: [AtomicU32; 2],
     pub(crate) minor_gcs: AtomicU32,
     pub(crate) major_gcs: AtomicU32,
+    pub(crate) priority: AtomicU8,
     pub(crate) has_timers: AtomicBool,
     /// Set (for good) once a name was registered for this process, so that its exit
     /// releases names only if it may hold one (see `VmInner::register`).
     pub(crate) named: AtomicBool,
     /// The trap_exit flag: written by the process itself, read by introspection.
     pub(crate) trap_exit: AtomicBool,
-    /// Links and monitors. Written only by the process itself (or at spawn, before it
-    /// is published); behind a lock of their own, held for one update or one read and
-    /// never across a slice, so introspection reads them without waiting for a slice.
-    pub(crate) rel: ShortLock<Option<Box<Relations>>>,
-    /// Young and old heap words in use, published at the end of each slice.
-    pub(crate) heap_words: [AtomicU32; 2],
-    /// Bytes of the messages in the private queue, published with `queued`.
-    pub(crate) queued_bytes: AtomicUsize,
     /// The body's class is [`BodyClass::Hooked`] (fixed at spawn: a body's class never
     /// changes), so the scheduler can batch the slice under the hook without taking
     /// the private lock first.
     pub(crate) hooked: bool,
+    /// Links and monitors. Written only by the process itself (or at spawn, before it
+    /// is published); behind a lock of their own, held for one update or one read and
+    /// never across a slice, so introspection reads them without waiting for a slice.
+    pub(crate) rel: ShortLock<Option<Box<Relations>>>,
     pub(crate) private: Mutex<Private>,
 }
 
@@ -390,22 +395,22 @@ impl Process {
     }
 
     /// Current priority.
-    pub fn priority(&self) -> Priority {
+    pub(crate) fn priority(&self) -> Priority {
         Priority::from_u8(self.priority.load(Ordering::Relaxed))
     }
 
     /// True once the process has ended.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.inbox.state() == RunState::Done
     }
 
     /// Messages waiting (inbox + private queue), as last published.
-    pub fn message_queue_len(&self) -> usize {
+    pub(crate) fn message_queue_len(&self) -> usize {
         self.inbox.len() + self.queued.load(Ordering::Relaxed) as usize
     }
 
     /// Human-readable run status, Erlang's vocabulary.
-    pub fn status(&self) -> &'static str {
+    pub(crate) fn status(&self) -> &'static str {
         match self.inbox.state() {
             RunState::Idle => "waiting",
             RunState::Queued => "runnable",
@@ -432,5 +437,33 @@ mod size_tests {
             std::mem::size_of::<Heap>()
         );
         assert!(p <= 640, "Process grew to {p} bytes");
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::Process;
+    use std::mem::offset_of;
+
+    /// The pid and the published counters share the line after the inbox's.
+    #[test]
+    fn counters_share_the_pids_line() {
+        let line = |off: usize| off / 64;
+        assert_eq!(line(offset_of!(Process, inbox)), 0);
+        let pid = line(offset_of!(Process, pid));
+        assert_eq!(pid, 1);
+        for off in [
+            offset_of!(Process, reductions),
+            offset_of!(Process, heap_bytes),
+            offset_of!(Process, queued_bytes),
+            offset_of!(Process, queued),
+            offset_of!(Process, heap_words),
+            offset_of!(Process, minor_gcs),
+            offset_of!(Process, major_gcs),
+            offset_of!(Process, priority),
+            offset_of!(Process, trap_exit),
+        ] {
+            assert_eq!(line(off), pid, "offset {off}");
+        }
     }
 }
