@@ -151,6 +151,39 @@ def b3(p: dict) -> h.Metrics:
     return _run(_ping_pong, p)
 
 
+def _loop_round_trip(server, me, n: int) -> float:
+    """Mean ns per round trip over a whole loop of ``n``: unlike B3's per-round-trip
+    samples, this includes what happens between round trips (the loop's back-edge,
+    where a process is preempted)."""
+    t0 = ns()
+    for i in range(n):
+        send(server, (me, i))
+        receive()
+    return (ns() - t0) / n
+
+
+def _b3_after_wait(p: dict) -> h.Metrics:
+    """B3, then a 0.2 s ``beamvm.sleep`` in the pinger, then B3 again, in one VM and
+    with one server: a wait must leave nothing behind that slows messaging (issue 8,
+    fault 10: Python ping-pong ran ~20-40% slower for the rest of the run)."""
+    server = spawn(_pong)
+    me = self_pid()
+    _loop_round_trip(server, me, p["warmup"])
+    before = _loop_round_trip(server, me, p["round_trips"])
+    beamvm.sleep(0.2)
+    after = _loop_round_trip(server, me, p["round_trips"])
+    _kill([server])
+    return {
+        "round_trip_mean_before_wait": (before, "ns"),
+        "round_trip_mean_after_wait": (after, "ns"),
+        "after_over_before": (after / before, "x"),
+    }
+
+
+def b3_after_wait(p: dict) -> h.Metrics:
+    return _run(_b3_after_wait, p)
+
+
 def _producer(consumer, m: int) -> None:
     receive("go")
     for i in range(m):
@@ -442,8 +475,19 @@ def b13d(p: dict) -> h.Metrics:
 
 
 WORKLOADS = {
-    "B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B7": b7, "B8": b8, "B10": b10,
-    "B13a": b13a, "B13b": b13b, "B13c": b13c, "B13d": b13d,
+    "B1": b1,
+    "B2": b2,
+    "B3": b3,
+    "B3W": b3_after_wait,
+    "B4": b4,
+    "B5": b5,
+    "B7": b7,
+    "B8": b8,
+    "B10": b10,
+    "B13a": b13a,
+    "B13b": b13b,
+    "B13c": b13c,
+    "B13d": b13d,
 }
 
 if __name__ == "__main__":

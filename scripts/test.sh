@@ -35,7 +35,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
-echo "== loom model check of the lock-free inbox"
+echo "== loom model checks (the inbox and run state word)"
 LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3} RUSTFLAGS="--cfg loom" \
   cargo test --release -p vm-core --lib loom --target-dir target/loom
 

@@ -10,14 +10,14 @@
 //!
 //! Two tables, each with one job:
 //!
-//! * the VM's [`AliasTable`] (sharded, locked per shard) maps an alias to its creator's
+//! * the router's [`AliasTable`] (sharded, locked per shard) maps an alias to its creator's
 //!   pid. It is only a *router*: a sender looks the owner up and pushes a
 //!   [`Signal::AliasMessage`] into the owner's inbox, like any other signal (so
 //!   per-pair ordering holds for alias messages too). An alias not in the table (never
 //!   created, deactivated, or its owner dead) drops the message: sending to a stale
 //!   alias is not an error, as `Alias ! Msg` in Erlang.
-//! * the owner's own set of active aliases (`Relations::aliases`, private, no lock)
-//!   is the *authority*: an alias message is queued only if its alias is still active
+//! * the owner's own set of active aliases (`Relations::aliases`, under the process's
+//!   short relations lock) is the *authority*: an alias message is queued only if its alias is still active
 //!   when the owner handles the signal. A message that was in flight when the owner
 //!   called `unalias` (or demonitored, or gave up a call) is therefore dropped too,
 //!   which the router alone could not guarantee.
@@ -28,7 +28,7 @@
 //!   window where the owner is deactivating it (set first, router second) — a message
 //!   routed in that window is dropped by the owner's check.
 //! * A dying process removes all its aliases from the router in its exit path
-//!   ([`VmInner::finish`](crate::vm::VmInner)), so the router never grows with dead
+//!   (`VmInner::finish`), so the router never grows with dead
 //!   processes' aliases and a stale alias never reaches a process that reuses the slot
 //!   (pids carry a serial besides).
 //! * Monitor aliases (`Demonitor`, `ReplyDemonitor`) are deactivated when the monitor
@@ -49,7 +49,7 @@ use crate::vm::{VmInner, VmRef};
 /// Shards of the router. Each call of `gen_server.call` inserts and removes one alias,
 /// from every scheduler at once; 64 shards keep two schedulers off the same lock
 /// almost always, at 64 small maps of fixed cost per VM.
-pub const ALIAS_SHARDS: usize = 64;
+pub(crate) const ALIAS_SHARDS: usize = 64;
 
 /// When an alias stops routing messages on its own (OTP's alias options).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -132,19 +132,10 @@ impl AliasTable {
 }
 
 impl VmInner {
-    /// Routes `msg` to the owner of `alias`; false when the alias routes nowhere (the
-    /// message is dropped, which is not an error).
-    pub(crate) fn send_to_alias(&self, alias: Ref, msg: Fragment) -> (bool, usize) {
-        match self.aliases.owner(alias) {
-            Some(owner) => self.send_signal(owner, Signal::AliasMessage { alias, msg }),
-            None => (false, 0),
-        }
-    }
-
     /// Exit path: the dying process's aliases stop routing.
     pub(crate) fn release_aliases(&self, aliases: &RefMap<AliasMode>) {
         for r in aliases.keys() {
-            self.aliases.remove(*r);
+            self.router.aliases.remove(*r);
         }
     }
 }
@@ -172,10 +163,9 @@ impl Cx<'_> {
     pub fn monitor_alias(&mut self, pid: Pid, mode: AliasMode) -> Ref {
         let mref = self.monitor(pid);
         let still_monitoring = self
-            .p
-            .rel
-            .as_deref()
-            .is_some_and(|r| r.monitoring.contains_key(&mref.0));
+            .proc
+            .rel_if(|r| r.monitoring.contains_key(&mref.0))
+            .unwrap_or(false);
         if still_monitoring || !mode.is_monitor() {
             self.activate_alias(mref, mode);
         }
@@ -183,21 +173,20 @@ impl Cx<'_> {
     }
 
     fn activate_alias(&mut self, r: Ref, mode: AliasMode) {
-        self.p.rel().aliases.insert(r.0, mode);
-        self.vm.aliases.insert(r, self.proc.pid);
+        self.proc.rel(|rel| rel.aliases.insert(r.0, mode));
+        self.vm.router.aliases.insert(r, self.proc.pid);
     }
 
     /// Deactivates an alias of this process (`unalias/1`); true if it was active.
     /// Messages sent to it afterwards — and those still in flight — are dropped.
     pub fn unalias(&mut self, r: Ref) -> bool {
         let had = self
-            .p
-            .rel
-            .as_deref_mut()
-            .and_then(|rel| rel.aliases.remove(&r.0))
+            .proc
+            .rel_if(|rel| rel.aliases.remove(&r.0))
+            .flatten()
             .is_some();
         if had {
-            self.vm.aliases.remove(r.0);
+            self.vm.router.aliases.remove(r.0);
         }
         had
     }
@@ -206,44 +195,47 @@ impl Cx<'_> {
     /// the result says whether it was routed to a live process (which may still drop
     /// it, if it deactivated the alias meanwhile).
     pub fn send_alias(&mut self, alias: Ref, msg: Fragment) -> bool {
-        let (ok, qlen) = self.vm.send_to_alias(alias, msg);
+        let d = self.vm.router.send_alias(alias, msg);
+        self.sent += 1;
         self.budget -=
-            SEND_COST + (qlen / crate::process::context::SEND_PUNISH_PER).min(4000) as i64;
-        ok
+            SEND_COST + (d.queue_len / crate::process::context::SEND_PUNISH_PER).min(4000) as i64;
+        d.delivered
     }
 
     /// The active aliases of this process.
     pub fn aliases(&self) -> Vec<Ref> {
-        self.p
-            .rel
-            .as_deref()
-            .map(|r| r.aliases.keys().map(|k| Ref(*k)).collect())
+        self.proc
+            .rel_if(|r| r.aliases.keys().map(|k| Ref(*k)).collect())
             .unwrap_or_default()
     }
 
     /// Signal handling: a message that came through `alias` is queued only if the
     /// alias is still active here (see the module docs).
     pub(crate) fn alias_message(&mut self, alias: Ref, msg: Fragment) {
-        let Some(rel) = self.p.rel.as_deref_mut() else {
-            return;
-        };
-        let Some(mode) = rel.aliases.get(&alias.0).copied() else {
+        // Decide under the relations lock; send and queue after it.
+        let verdict = self.proc.rel_if(|rel| {
+            let mode = rel.aliases.get(&alias.0).copied()?;
+            let demonitor = match mode {
+                AliasMode::Explicit | AliasMode::Demonitor => None,
+                AliasMode::Reply => {
+                    rel.aliases.remove(&alias.0);
+                    None
+                }
+                AliasMode::ReplyDemonitor => {
+                    rel.aliases.remove(&alias.0);
+                    rel.monitoring.remove(&alias.0)
+                }
+            };
+            Some((mode, demonitor))
+        });
+        let Some(Some((mode, demonitor))) = verdict else {
             return; // deactivated: dropped, never seen by the process
         };
-        match mode {
-            AliasMode::Explicit | AliasMode::Demonitor => {}
-            AliasMode::Reply => {
-                rel.aliases.remove(&alias.0);
-                self.vm.aliases.remove(alias.0);
-            }
-            AliasMode::ReplyDemonitor => {
-                rel.aliases.remove(&alias.0);
-                let target = rel.monitoring.remove(&alias.0);
-                self.vm.aliases.remove(alias.0);
-                if let Some(t) = target {
-                    self.vm.send_signal(t, Signal::Demonitor(alias));
-                }
-            }
+        if matches!(mode, AliasMode::Reply | AliasMode::ReplyDemonitor) {
+            self.vm.router.aliases.remove(alias.0);
+        }
+        if let Some(t) = demonitor {
+            self.vm.router.send(t, Signal::Demonitor(alias));
         }
         self.p.mailbox.push(msg);
     }
@@ -251,12 +243,19 @@ impl Cx<'_> {
     /// The monitor `mref` was removed (demonitored, or its DOWN delivered): a monitor
     /// alias on it is deactivated.
     pub(crate) fn monitor_gone(&mut self, mref: Ref) {
-        let Some(rel) = self.p.rel.as_deref_mut() else {
-            return;
-        };
-        if rel.aliases.get(&mref.0).is_some_and(|m| m.is_monitor()) {
-            rel.aliases.remove(&mref.0);
-            self.vm.aliases.remove(mref.0);
+        let gone = self
+            .proc
+            .rel_if(|rel| {
+                if rel.aliases.get(&mref.0).is_some_and(|m| m.is_monitor()) {
+                    rel.aliases.remove(&mref.0);
+                    true
+                } else {
+                    false
+                }
+            })
+            .unwrap_or(false);
+        if gone {
+            self.vm.router.aliases.remove(mref.0);
         }
     }
 }
@@ -265,22 +264,19 @@ impl VmRef {
     /// Sends `msg` through `alias` from outside any process. A stale alias drops it;
     /// the result says whether it was routed to a live process.
     pub fn send_alias(&self, alias: Ref, msg: Fragment) -> bool {
-        self.0.send_to_alias(alias, msg).0
+        self.0.router.send_alias(alias, msg).delivered
     }
 
     /// Aliases currently routed, all processes together (a leak check: a process
     /// that makes calls holds none between them).
     pub fn alias_count(&self) -> usize {
-        self.0.aliases.len()
+        self.0.router.aliases.len()
     }
 
-    /// The number of active aliases of `pid`, or None if it is not alive. Takes the
-    /// process's lock briefly, as `process_info` does.
+    /// The number of active aliases of `pid`, or None if it is not alive. Never waits
+    /// for the process (the relations lock is held only for single updates).
     pub fn aliases_of(&self, pid: Pid) -> Option<usize> {
-        // Not under the table's epoch pin: waiting for the lock must not hold back
-        // the reclamation of freed slots.
-        let p = self.0.table.get(pid)?;
-        let g = p.lock();
-        Some(g.rel.as_deref().map_or(0, |r| r.aliases.len()))
+        let p = self.0.router.table.get(pid)?;
+        Some(p.rel_if(|r| r.aliases.len()).unwrap_or(0))
     }
 }

@@ -118,7 +118,7 @@ impl VmRef {
         let mut c = Census::default();
         let (mut by_q, mut by_mem, mut by_reds) = Default::default();
         let mut processes_bytes = 0usize;
-        self.0.table.for_each(|p| {
+        self.0.router.table.for_each(|p| {
             c.processes += 1;
             match p.status() {
                 "waiting" => c.waiting += 1,
@@ -169,7 +169,7 @@ impl VmRef {
         render: &dyn Fn(View<'_>) -> String,
     ) -> Option<ProcessDetail> {
         let summary = self.process_summary(pid)?;
-        let p = self.0.table.get(pid)?;
+        let p = self.0.router.table.get(pid)?;
         let deadline = Instant::now() + wait;
         let guard = loop {
             match p.private.try_lock() {
@@ -193,7 +193,7 @@ impl VmRef {
         if p.is_done() {
             return None;
         }
-        let info = self.info_locked(&p, &g);
+        let info = self.process_info(pid);
         let queue_sample = g
             .mailbox
             .iter()
@@ -202,7 +202,7 @@ impl VmRef {
             .collect();
         Some(ProcessDetail {
             summary,
-            info: Some(info),
+            info,
             queue_sample,
             in_transit,
         })
@@ -212,6 +212,7 @@ impl VmRef {
     pub(crate) fn messages_sent(&self) -> u64 {
         let by_procs: u64 = self
             .0
+            .router
             .sched
             .stats
             .iter()

@@ -11,7 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 /// Hashes one `u64` (a reference number) by a multiply; see the module docs.
 #[derive(Default, Clone, Copy)]
-pub struct RefHasher(u64);
+pub(crate) struct RefHasher(u64);
 
 impl Hasher for RefHasher {
     #[inline]
@@ -34,7 +34,7 @@ impl Hasher for RefHasher {
 }
 
 /// A map from reference numbers to `V`.
-pub type RefMap<V> = HashMap<u64, V, BuildHasherDefault<RefHasher>>;
+pub(crate) type RefMap<V> = HashMap<u64, V, BuildHasherDefault<RefHasher>>;
 
 #[cfg(test)]
 mod tests {

@@ -1,14 +1,15 @@
 //! Introspection: `process_info`, `processes`, `memory`, `system_info`, `statistics`.
 //!
 //! Everything here reads published atomics or walks the process table under epoch
-//! guards: no query stops the world or blocks a scheduler. `process_info` on one
-//! process also reads its private half (links, monitors, heap), taking its lock for a
-//! moment; if the process is running it waits for the end of its slice at most.
+//! guards: no query stops the world, blocks a scheduler or waits for a process.
+//! `process_info` also reads a process's links and monitors, which sit behind a lock of
+//! their own that their owner holds for one update at a time, never across a slice;
+//! the body's label is read only if the process is between slices (`try_lock`).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::process::{Private, Process};
+use crate::process::Process;
 use crate::term::{atom_count, atom_table_bytes, binary_bytes, Atom, Pid};
 use crate::vm::VmRef;
 
@@ -22,6 +23,12 @@ pub fn process_base_bytes() -> usize {
 /// only by `process_info`, which reads the private mailbox).
 pub(crate) fn published_memory(p: &Process) -> usize {
     process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed)
+}
+
+/// The label of `p`'s body, if `p` is between slices (never waits).
+fn label(p: &Process) -> Option<String> {
+    let g = p.private.try_lock().ok()?;
+    g.body.as_ref().map(|b| b.label())
 }
 
 /// A snapshot of one process.
@@ -59,8 +66,9 @@ pub struct ProcessInfo {
     pub trap_exit: bool,
     /// Registered name.
     pub registered_name: Option<Atom>,
-    /// What the process runs (its body's label).
-    pub current: String,
+    /// What the process runs (its body's label), or None while it is in a slice (its
+    /// body is out of reach then).
+    pub current: Option<String>,
 }
 
 /// What a `top` listing shows about a process, read without waiting for it.
@@ -200,55 +208,51 @@ impl Statistics {
 }
 
 impl VmRef {
-    /// A snapshot of `pid`, or None if it is not alive.
+    /// A snapshot of `pid`, or None if it is not alive. Never waits for the process:
+    /// everything comes from its published counters and its links and monitors (their
+    /// own lock, held only for one update), so it is safe on a running process, from
+    /// inside a process, and on the caller itself. Only the body's label needs the
+    /// process between slices: `current` is None while it runs.
     pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
-        let p = self.0.table.get(pid)?;
-        let g = p.lock();
-        Some(self.info_locked(&p, &g))
-    }
-
-    /// `process_info` of `p`, whose private half the caller has locked (`g`).
-    pub(crate) fn info_locked(&self, p: &Process, g: &Private) -> ProcessInfo {
-        let stats = g.mem.as_deref().map(|m| m.heap.stats()).unwrap_or_default();
-        let (links, monitors, monitored_by) = match g.rel.as_deref() {
-            Some(r) => (
-                r.links.iter().copied().collect(),
-                r.monitoring.values().copied().collect(),
-                r.monitored_by.values().copied().collect(),
-            ),
-            None => (Vec::new(), Vec::new(), Vec::new()),
-        };
-        let current = g.body.as_ref().map(|b| b.label()).unwrap_or_default();
-        ProcessInfo {
-            pid: p.pid,
+        let p = self.0.router.table.get(pid)?;
+        let (links, monitors, monitored_by) = p
+            .rel_if(|r| {
+                (
+                    r.links.iter().copied().collect(),
+                    r.monitoring.values().copied().collect(),
+                    r.monitored_by.values().copied().collect(),
+                )
+            })
+            .unwrap_or_default();
+        let young = p.heap_words[0].load(Ordering::Relaxed) as usize;
+        let old = p.heap_words[1].load(Ordering::Relaxed) as usize;
+        Some(ProcessInfo {
+            pid,
             status: p.status(),
             priority: p.priority().name(),
             reductions: p.reductions.load(Ordering::Relaxed),
-            message_queue_len: p.inbox.len() + g.mailbox.len(),
-            memory: process_base_bytes() + g.heap_bytes() + g.mailbox.bytes(),
-            heap_size: stats.young_words + stats.old_words,
-            young_heap_size: stats.young_words,
-            old_heap_size: stats.old_words,
-            minor_gcs: stats.minor_gcs,
-            major_gcs: stats.major_gcs,
+            message_queue_len: p.message_queue_len(),
+            memory: published_memory(&p) + p.queued_bytes.load(Ordering::Relaxed),
+            heap_size: young + old,
+            young_heap_size: young,
+            old_heap_size: old,
+            minor_gcs: u64::from(p.minor_gcs.load(Ordering::Relaxed)),
+            major_gcs: u64::from(p.major_gcs.load(Ordering::Relaxed)),
             links,
             monitors,
             monitored_by,
-            trap_exit: g.trap_exit,
-            registered_name: self.0.registry.name_of(p.pid),
-            current,
-        }
+            trap_exit: p.traps_exits(),
+            registered_name: self.0.registry.name_of(pid),
+            current: label(&p),
+        })
     }
 
     /// A summary of `pid` from its published counters, or None if it is not alive.
     /// Never waits: unlike `process_info` it only *tries* the process's lock (for the
     /// label), so it is safe on a process that is running, even the caller itself.
     pub fn process_summary(&self, pid: Pid) -> Option<ProcessSummary> {
-        let p = self.0.table.get(pid)?;
-        let current = match p.private.try_lock() {
-            Ok(g) => g.body.as_ref().map(|b| b.label()),
-            Err(_) => None,
-        };
+        let p = self.0.router.table.get(pid)?;
+        let current = label(&p);
         Some(ProcessSummary {
             pid,
             status: p.status(),
@@ -263,13 +267,13 @@ impl VmRef {
 
     /// Pids of all live processes.
     pub fn processes(&self) -> Vec<Pid> {
-        self.0.table.pids()
+        self.0.router.table.pids()
     }
 
     /// Memory by category.
     pub fn memory(&self) -> Memory {
         let mut processes = 0;
-        self.0.table.for_each(|p| {
+        self.0.router.table.for_each(|p| {
             processes += published_memory(p);
         });
         self.memory_with(processes)
@@ -279,9 +283,9 @@ impl VmRef {
     pub(crate) fn memory_with(&self, processes: usize) -> Memory {
         let binary = binary_bytes();
         let atom = atom_table_bytes();
-        let limit = self.0.table.limit();
+        let limit = self.0.router.table.limit();
         let system = limit.div_ceil(crate::process::table::CHUNK) * 16
-            + self.0.table.count().next_power_of_two().min(limit) * 12
+            + self.0.router.table.count().next_power_of_two().min(limit) * 12
             + self.0.timers.bytes();
         Memory {
             total: processes + binary + atom + system,
@@ -296,12 +300,12 @@ impl VmRef {
     pub fn system_info(&self) -> SystemInfo {
         let c = &self.0.config;
         SystemInfo {
-            schedulers: self.0.sched.count(),
-            schedulers_online: self.0.sched.online(),
+            schedulers: self.0.router.sched.count(),
+            schedulers_online: self.0.router.sched.online(),
             dirty_cpu_schedulers: c.dirty_cpu,
             dirty_io_schedulers: c.dirty_io,
-            process_limit: self.0.table.limit(),
-            process_count: self.0.table.count(),
+            process_limit: self.0.router.table.limit(),
+            process_count: self.0.router.table.count(),
             reductions_per_slice: c.reductions,
             atom_count: atom_count(),
             atom_limit: crate::term::MAX_ATOMS,
@@ -313,7 +317,7 @@ impl VmRef {
 
     /// Scheduler and process statistics.
     pub fn statistics(&self) -> Statistics {
-        let sh = &self.0.sched;
+        let sh = &self.0.router.sched;
         let up = self.0.started.elapsed();
         let (rq, global) = sh.run_queue_lengths();
         let mut total_reductions = 0;
@@ -344,8 +348,12 @@ impl VmRef {
             global_run_queue: global,
             total_reductions,
             context_switches: switches,
-            spawned: self.0.table.spawned(),
-            exited: self.0.exits.load(Ordering::Relaxed),
+            spawned: self.0.router.table.spawned(),
+            exited: sh
+                .stats
+                .iter()
+                .map(|s| s.exits.load(Ordering::Relaxed))
+                .sum(),
             longest_slice: longest,
             long_schedules,
             watchdog_takeovers: takeovers,
@@ -373,8 +381,8 @@ impl VmRef {
         interval: Duration,
     ) -> crate::Result<Vec<(Pid, u64)>> {
         let key = top_key(by)?;
-        let mut before = std::collections::HashMap::with_capacity(self.0.table.count());
-        self.0.table.for_each(|p| {
+        let mut before = std::collections::HashMap::with_capacity(self.0.router.table.count());
+        self.0.router.table.for_each(|p| {
             before.insert(p.pid, key(p));
         });
         std::thread::sleep(interval);
@@ -382,7 +390,7 @@ impl VmRef {
         if n == 0 {
             return Ok(Vec::new());
         }
-        self.0.table.for_each(|p| {
+        self.0.router.table.for_each(|p| {
             let v = key(p).saturating_sub(before.get(&p.pid).copied().unwrap_or(0));
             push_top(&mut heap, n, v, p.pid);
         });
@@ -399,6 +407,7 @@ impl VmRef {
             return Ok(Vec::new());
         }
         self.0
+            .router
             .table
             .for_each(|p| push_top(&mut heap, n, key(p), p.pid));
         Ok(sorted_top(heap))

@@ -4,24 +4,28 @@
 //! Entries live in a map by id; cancelling removes the map entry and leaves the heap
 //! slot to be skipped when it surfaces (lazy deletion keeps cancel O(1)). The thread
 //! sleeps on a condvar until the earliest deadline or until an earlier timer is added,
-//! so an idle VM with no timers uses no CPU. Firing sends through the ordinary send
-//! path, outside the timer lock.
+//! so an idle VM with no timers uses no CPU. Firing sends through the [`Router`] (the
+//! ordinary send path, all a timer needs from the VM), outside the timer lock.
 //!
 //! Timers are kept per destination pid as well, so a process's exit cancels every
 //! timer aimed at it (Erlang cancels BIF timers whose destination dies) and nothing
 //! lingers until its deadline.
+//!
+//! A delay too long for the clock (`Instant::now() + delay` overflows) means never: the
+//! timer is kept (it can be read and cancelled, and reads `Duration::MAX` left) but is
+//! not in the heap. A receive timeout that long is no timeout at all.
 //!
 //! Resolution: the condvar wait wakes within tens of microseconds of the deadline on
 //! Linux, finer than BEAM's 1 ms timer resolution.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::{Condvar, Mutex, Weak};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::process::signal::Signal;
+use crate::router::Router;
 use crate::term::{Fragment, Pid, Ref};
-use crate::vm::VmInner;
 
 enum Action {
     Send(Fragment),
@@ -29,7 +33,8 @@ enum Action {
 }
 
 struct Entry {
-    at: Instant,
+    /// None: never (a delay too long for the clock).
+    at: Option<Instant>,
     to: Pid,
     action: Action,
 }
@@ -42,9 +47,22 @@ struct State {
     stop: bool,
 }
 
+/// When a timer set `after` from now fires: None when that is past what the clock can
+/// represent (`Duration::MAX`, `sleep(None)` from Python): such a timer never fires.
+pub(crate) fn deadline(after: Duration) -> Option<Instant> {
+    Instant::now().checked_add(after)
+}
+
+/// Time left until `at` (`Duration::MAX` for never).
+fn time_left(at: Option<Instant>) -> Duration {
+    at.map_or(Duration::MAX, |at| {
+        at.saturating_duration_since(Instant::now())
+    })
+}
+
 /// The timer service of one VM.
 #[derive(Default)]
-pub struct Timers {
+pub(crate) struct Timers {
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -54,11 +72,13 @@ impl Timers {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add(&self, at: Instant, to: Pid, action: Action) -> u64 {
+    fn add(&self, at: Option<Instant>, to: Pid, action: Action) -> u64 {
         let id = Ref::new().0;
         let mut s = self.lock();
-        let wake = s.heap.peek().is_none_or(|Reverse((first, _))| at < *first);
-        s.heap.push(Reverse((at, id)));
+        let wake = at.is_some_and(|at| s.heap.peek().is_none_or(|Reverse((first, _))| at < *first));
+        if let Some(at) = at {
+            s.heap.push(Reverse((at, id)));
+        }
         s.entries.insert(id, Entry { at, to, action });
         s.by_pid.entry(to).or_default().push(id);
         drop(s);
@@ -68,14 +88,15 @@ impl Timers {
         id
     }
 
-    /// Schedules `msg` to `to` at `at`; returns the timer id.
-    pub fn send_at(&self, at: Instant, to: Pid, msg: Fragment) -> u64 {
+    /// Schedules `msg` to `to` at `at` (None: never, but it can still be read and
+    /// cancelled); returns the timer id.
+    pub(crate) fn send_at(&self, at: Option<Instant>, to: Pid, msg: Fragment) -> u64 {
         self.add(at, to, Action::Send(msg))
     }
 
     /// Schedules a receive timeout for `pid`'s wait number `generation`.
-    pub fn receive_timeout(&self, at: Instant, pid: Pid, generation: u64) -> u64 {
-        self.add(at, pid, Action::Timeout(generation))
+    pub(crate) fn receive_timeout(&self, at: Instant, pid: Pid, generation: u64) -> u64 {
+        self.add(Some(at), pid, Action::Timeout(generation))
     }
 
     fn unindex(s: &mut State, id: u64, to: Pid) {
@@ -89,23 +110,21 @@ impl Timers {
 
     /// Cancels timer `id`; returns the time it had left, None if it already fired or
     /// does not exist.
-    pub fn cancel(&self, id: u64) -> Option<Duration> {
+    pub(crate) fn cancel(&self, id: u64) -> Option<Duration> {
         let mut s = self.lock();
         let e = s.entries.remove(&id)?;
         Self::unindex(&mut s, id, e.to);
-        Some(e.at.saturating_duration_since(Instant::now()))
+        Some(time_left(e.at))
     }
 
     /// Time left on timer `id`.
-    pub fn read(&self, id: u64) -> Option<Duration> {
+    pub(crate) fn read(&self, id: u64) -> Option<Duration> {
         let s = self.lock();
-        s.entries
-            .get(&id)
-            .map(|e| e.at.saturating_duration_since(Instant::now()))
+        s.entries.get(&id).map(|e| time_left(e.at))
     }
 
     /// Cancels every timer aimed at `pid` (it exited).
-    pub fn cancel_for(&self, pid: Pid) {
+    pub(crate) fn cancel_for(&self, pid: Pid) {
         let mut s = self.lock();
         if let Some(ids) = s.by_pid.remove(&pid) {
             for id in ids {
@@ -127,24 +146,24 @@ impl Timers {
     }
 
     /// Live timers.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.lock().entries.len()
     }
 
     /// Approximate bytes used by timer bookkeeping.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         let s = self.lock();
         s.heap.capacity() * 24 + s.entries.capacity() * 96 + s.by_pid.capacity() * 40
     }
 
     /// Stops the timer thread.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.lock().stop = true;
         self.cv.notify_all();
     }
 
-    /// The timer thread's loop.
-    pub(crate) fn run(&self, vm: Weak<VmInner>) {
+    /// The timer thread's loop: fires due timers through `router` until stopped.
+    pub(crate) fn run(&self, router: &Router) {
         let mut due: Vec<(Pid, Action)> = Vec::new();
         loop {
             {
@@ -179,14 +198,60 @@ impl Timers {
                     };
                 }
             }
-            let Some(vm) = vm.upgrade() else { return };
             for (to, action) in due.drain(..) {
                 let sig = match action {
                     Action::Send(m) => Signal::Message(m),
                     Action::Timeout(g) => Signal::Timeout(g),
                 };
-                vm.send_signal(to, sig);
+                router.send(to, sig);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::tests::{bare_router, idle_process};
+    use crate::term::Word;
+
+    /// Timers fire through a bare router (no VM, no scheduler threads): in deadline
+    /// order, a receive timeout as a Timeout signal, a cancelled one never; the first
+    /// wakes the idle process (it is put on the global run queue).
+    #[test]
+    fn due_timers_are_delivered_in_order_and_cancelled_ones_not() {
+        let router = bare_router();
+        let p = idle_process(&router);
+        let timers = Timers::default();
+        let now = Instant::now();
+        let msg = |i| Fragment::immediate(Word::small_int(i).expect("small"));
+        timers.send_at(Some(now + Duration::from_millis(20)), p.pid, msg(2));
+        timers.send_at(Some(now + Duration::from_millis(5)), p.pid, msg(1));
+        let gone = timers.send_at(Some(now + Duration::from_millis(10)), p.pid, msg(9));
+        timers.receive_timeout(now + Duration::from_millis(30), p.pid, 4);
+        timers.send_at(None, p.pid, msg(8));
+        assert!(timers.cancel(gone).is_some());
+        std::thread::scope(|s| {
+            s.spawn(|| timers.run(&router));
+            let end = Instant::now() + Duration::from_secs(5);
+            while p.inbox.len() < 3 && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            timers.stop();
+        });
+        assert_eq!(router.sched.run_queue_lengths().1, 1, "woken once");
+        assert_eq!(timers.count(), 1, "the one that never fires");
+        assert!(p.inbox.begin());
+        let mut sigs = Vec::new();
+        p.inbox.take_all(&mut sigs);
+        let got: Vec<String> = sigs
+            .iter()
+            .map(|s| match s {
+                Signal::Message(m) => m.to_term().to_string(),
+                Signal::Timeout(g) => format!("timeout {g}"),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(got, ["1", "2", "timeout 4"]);
     }
 }

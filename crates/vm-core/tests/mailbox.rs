@@ -262,6 +262,55 @@ fn keyed_receive_does_not_scan_unrelated_messages() {
     assert_eq!(left, 50_000);
 }
 
+/// The work behind the rule above, counted rather than timed: with 50,000 unrelated
+/// messages queued, keyed takes by reference and by tag examine a handful of messages,
+/// where the same receive done by scanning examines them all (so a linear scan would
+/// fail this test).
+#[test]
+fn keyed_take_examines_candidates_not_the_queue() {
+    use vm_core::process::mailbox::{Mailbox, INDEX_THRESHOLD};
+    let mut mb = Mailbox::default();
+    for i in 0..50_000 {
+        mb.push(term(Term::Tuple(vec![Term::atom("noise"), Term::Int(i)])));
+    }
+    let r = Ref::new();
+    let reply = Term::Tuple(vec![Term::atom("reply"), Term::Ref(r), Term::Int(42)]);
+    mb.push(term(reply.clone()));
+    let tagged = Term::Tuple(vec![Term::atom("rare_tag"), Term::Int(7)]);
+    mb.push(term(tagged.clone()));
+
+    let before = mb.examined();
+    let got = mb
+        .take_keyed(Key::of_ref(r), &mut |_| true)
+        .map(|m| m.to_term());
+    assert_eq!(got, Some(reply));
+    let tag = Key::Atom(vm_core::Atom::new("rare_tag").index());
+    let got = mb.take_keyed(tag, &mut |_| true).map(|m| m.to_term());
+    assert_eq!(got, Some(tagged));
+    let absent = Key::Atom(vm_core::Atom::new("absent_tag").index());
+    assert!(mb.take_keyed(absent, &mut |_| true).is_none());
+    let keyed = mb.examined() - before;
+    // The unindexed prefix (the first INDEX_THRESHOLD arrivals) is scanned three
+    // times, plus one candidate each for the two hits.
+    assert!(
+        keyed <= 3 * INDEX_THRESHOLD as u64 + 2,
+        "keyed takes examined {keyed} messages"
+    );
+
+    // The same search for an absent key done by scanning: every queued message.
+    let before = mb.examined();
+    assert!(mb
+        .take_where(&mut |v| v.tuple_get(0).and_then(|e| e.as_atom())
+            == vm_core::Atom::existing("absent_tag"))
+        .is_none());
+    assert_eq!(
+        mb.examined() - before,
+        50_000,
+        "a scan examines the whole queue"
+    );
+    assert_eq!(mb.len(), 50_000);
+}
+
 #[test]
 fn keyed_receive_in_a_short_queue_finds_the_match() {
     let vm = vm(1);

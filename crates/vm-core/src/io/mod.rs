@@ -26,6 +26,10 @@
 //! accept, recv, connect or a send above the high watermark is always resumed, with
 //! data or with a reason.
 
+// The reactor was written before vm-core turned these lints on; its items get their
+// docs when it is wired into the schedulers (issue 11, phase 2).
+#![allow(missing_docs, unreachable_pub)]
+
 pub mod active;
 pub mod conn;
 pub mod error;

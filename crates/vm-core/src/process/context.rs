@@ -11,22 +11,23 @@ use std::time::{Duration, Instant};
 
 use super::mailbox::Key;
 use super::signal::Signal;
+use super::signal::{self, DirtyJob, DirtyResult};
 use super::{Body, Priority, Private, Process, Step};
-use crate::dirty::{DirtyJob, DirtyKind, DirtyResult};
+use crate::dirty::DirtyKind;
 use crate::error::{Error, Result};
 use crate::term::{Atom, Fragment, Heap, Pid, Ref, Term, View, Word};
 use crate::vm::{SpawnOpts, VmInner};
 
 /// Reductions charged per send (BEAM charges one per BIF call plus queue work).
-pub const SEND_COST: i64 = 1;
+pub(crate) const SEND_COST: i64 = 1;
 /// A send to a process with a long queue costs one more reduction per this many
 /// queued messages, capped at a slice: producers flooding a slow consumer slow down
 /// (BEAM's sender punishment).
-pub const SEND_PUNISH_PER: usize = 256;
+pub(crate) const SEND_PUNISH_PER: usize = 256;
 /// Reductions per spawn (a spawn allocates and initialises a control block).
-pub const SPAWN_COST: i64 = 10;
+pub(crate) const SPAWN_COST: i64 = 10;
 /// Reductions per received message.
-pub const RECV_COST: i64 = 1;
+pub(crate) const RECV_COST: i64 = 1;
 
 /// The running process's view of the VM. See the module docs.
 pub struct Cx<'a> {
@@ -72,10 +73,10 @@ impl<'a> Cx<'a> {
     /// error (the message is dropped); the result says whether it was delivered to a
     /// live process's inbox.
     pub fn send(&mut self, to: Pid, msg: Fragment) -> bool {
-        let (ok, qlen) = self.vm.send_signal(to, Signal::Message(msg));
+        let d = self.vm.router.send(to, Signal::Message(msg));
         self.sent += 1;
-        self.budget -= SEND_COST + (qlen / SEND_PUNISH_PER).min(4000) as i64;
-        ok
+        self.budget -= SEND_COST + (d.queue_len / SEND_PUNISH_PER).min(4000) as i64;
+        d.delivered
     }
 
     /// Sends to a registered name; `Err(BadArg)` if no process has it (as Erlang).
@@ -105,109 +106,20 @@ impl<'a> Cx<'a> {
     }
 
     pub(crate) fn publish_queue_len(&self) {
-        self.proc
-            .queued
-            .store(self.p.mailbox.len() as u32, Ordering::Relaxed);
+        let mb = &self.p.mailbox;
+        self.proc.queued.store(mb.len() as u32, Ordering::Relaxed);
+        self.proc.queued_bytes.store(mb.bytes(), Ordering::Relaxed);
     }
 
     fn handle_signal(&mut self, s: Signal) {
-        let me = self.proc.pid;
         match s {
-            Signal::Message(m) => self.p.mailbox.push(m),
             Signal::AliasMessage { alias, msg } => self.alias_message(alias, msg),
-            Signal::Link(from) => {
-                self.p.rel().links.insert(from);
-            }
-            Signal::Unlink(from) => {
-                if let Some(r) = self.p.rel.as_deref_mut() {
-                    r.links.remove(&from);
-                }
-            }
-            Signal::Exit {
-                from,
-                reason,
-                linked,
-            } => {
-                if linked {
-                    let was_linked = self
-                        .p
-                        .rel
-                        .as_deref_mut()
-                        .is_some_and(|r| r.links.remove(&from));
-                    if !was_linked {
-                        return; // unlinked meanwhile: Erlang ignores it
-                    }
-                }
-                let r = reason.view();
-                let is_kill = r.as_atom() == Some(Atom::KILL);
-                let is_normal = r.as_atom() == Some(Atom::NORMAL);
-                if is_kill && !linked {
-                    self.set_exiting(Fragment::immediate(Word::atom(Atom::KILLED)));
-                } else if self.p.trap_exit {
-                    let msg = Term::Tuple(vec![
-                        Term::Atom(Atom::EXIT),
-                        Term::Pid(from),
-                        reason.to_term(),
-                    ]);
-                    self.p.mailbox.push(Fragment::from_term(&msg));
-                } else if is_normal {
-                    if from == me && !linked {
-                        self.set_exiting(reason);
-                    }
-                } else {
-                    self.set_exiting(reason);
-                }
-            }
-            Signal::Monitor { from, mref } => {
-                self.p.rel().monitored_by.insert(mref.0, from);
-            }
-            Signal::Demonitor(mref) => {
-                if let Some(r) = self.p.rel.as_deref_mut() {
-                    r.monitored_by.remove(&mref.0);
-                }
-            }
             Signal::Down { mref, pid, reason } => {
-                let active = self
-                    .p
-                    .rel
-                    .as_deref_mut()
-                    .and_then(|r| r.monitoring.remove(&mref.0))
-                    .is_some();
-                if active {
-                    self.monitor_gone(mref);
-                    let msg = Term::Tuple(vec![
-                        Term::Atom(Atom::DOWN),
-                        Term::Ref(mref),
-                        Term::Atom(Atom::PROCESS),
-                        Term::Pid(pid),
-                        reason.to_term(),
-                    ]);
-                    self.p.mailbox.push(Fragment::from_term(&msg));
-                }
+                signal::apply(self.proc, self.p, Signal::Down { mref, pid, reason });
+                // A monitor alias ends with its monitor (alias.rs).
+                self.monitor_gone(mref);
             }
-            Signal::Timeout(generation) => {
-                if let Some(w) = self.p.pend.as_deref_mut() {
-                    if generation == w.wait_gen && w.deadline.is_some() {
-                        w.wait_timer = None;
-                        w.timed_out = true;
-                    }
-                }
-            }
-            Signal::Wake => {}
-            Signal::Dirty { id, result } => {
-                if let Some(w) = self.p.pend.as_deref_mut() {
-                    if w.dirty_pending == Some(id) {
-                        w.dirty_pending = None;
-                        w.dirty_result = Some(result);
-                    }
-                }
-            }
-        }
-    }
-
-    fn set_exiting(&mut self, reason: Fragment) {
-        if self.p.exiting.is_none() {
-            self.p.exiting = Some(reason);
+            s => signal::apply(self.proc, self.p, s),
         }
     }
 
@@ -230,8 +142,13 @@ impl<'a> Cx<'a> {
         let m = if self.p.mailbox.is_empty() {
             // Fast path: the first arrived message goes straight to the caller without
             // passing through the private queue (the common case of a process that
-            // keeps up with its mail).
-            self.take_first_arrival()?
+            // keeps up with its mail). Signals handled on the way may have queued
+            // messages of their own (a trapped EXIT, a DOWN, an alias message): then
+            // the first of those is the next message.
+            match self.take_first_arrival() {
+                Some(m) => m,
+                None => self.p.mailbox.pop_front()?,
+            }
         } else {
             self.drain();
             self.p.mailbox.pop_front()?
@@ -328,7 +245,10 @@ impl<'a> Cx<'a> {
                     w.timed_out = true;
                     return Step::Yield;
                 }
-                let at = Instant::now() + t;
+                let Some(at) = crate::timer::deadline(t) else {
+                    // Longer than the clock can count: no timeout.
+                    return Step::Wait;
+                };
                 w.deadline = Some(at);
                 w.wait_gen += 1;
                 w.wait_timer = Some(timers.receive_timeout(at, pid, w.wait_gen));
@@ -406,11 +326,15 @@ impl<'a> Cx<'a> {
         self.budget -= SPAWN_COST;
         let me = self.proc.pid;
         let (pid, mref) = self.vm.spawn_with(body, opts, Some(me))?;
-        if opts.link {
-            self.p.rel().links.insert(pid);
-        }
-        if let Some(r) = mref {
-            self.p.rel().monitoring.insert(r.0, pid);
+        if opts.link || mref.is_some() {
+            self.proc.rel(|rel| {
+                if opts.link {
+                    rel.links.insert(pid);
+                }
+                if let Some(r) = mref {
+                    rel.monitoring.insert(r.0, pid);
+                }
+            });
         }
         Ok((pid, mref))
     }
@@ -424,15 +348,14 @@ impl<'a> Cx<'a> {
             return Ok(());
         }
         self.budget -= SEND_COST;
-        if !self.p.rel().links.insert(pid) {
+        if !self.proc.rel(|r| r.links.insert(pid)) {
             return Ok(()); // already linked
         }
-        let (ok, _) = self.vm.send_signal(pid, Signal::Link(me));
-        if ok {
+        if self.vm.router.send(pid, Signal::Link(me)).delivered {
             return Ok(());
         }
-        self.p.rel().links.remove(&pid);
-        if self.p.trap_exit {
+        self.proc.rel(|r| r.links.remove(&pid));
+        if self.proc.traps_exits() {
             let msg = Term::Tuple(vec![
                 Term::Atom(Atom::EXIT),
                 Term::Pid(pid),
@@ -449,13 +372,9 @@ impl<'a> Cx<'a> {
     /// Removes the link to `pid`, if any (idempotent).
     pub fn unlink(&mut self, pid: Pid) {
         let me = self.proc.pid;
-        let had = self
-            .p
-            .rel
-            .as_deref_mut()
-            .is_some_and(|r| r.links.remove(&pid));
+        let had = self.proc.rel_if(|r| r.links.remove(&pid)) == Some(true);
         if had {
-            self.vm.send_signal(pid, Signal::Unlink(me));
+            self.vm.router.send(pid, Signal::Unlink(me));
         }
     }
 
@@ -465,9 +384,9 @@ impl<'a> Cx<'a> {
         self.budget -= SEND_COST;
         let me = self.proc.pid;
         let mref = Ref::new();
-        self.p.rel().monitoring.insert(mref.0, pid);
-        let (ok, _) = self.vm.send_signal(pid, Signal::Monitor { from: me, mref });
-        if !ok {
+        self.proc.rel(|r| r.monitoring.insert(mref.0, pid));
+        let sig = Signal::Monitor { from: me, mref };
+        if !self.vm.router.send(pid, sig).delivered {
             let down = Signal::Down {
                 mref,
                 pid,
@@ -482,13 +401,9 @@ impl<'a> Cx<'a> {
     /// Removes a monitor. With `flush`, also removes its DOWN message if one already
     /// arrived. Returns true if the monitor was still active.
     pub fn demonitor(&mut self, mref: Ref, flush: bool) -> bool {
-        let target = self
-            .p
-            .rel
-            .as_deref_mut()
-            .and_then(|r| r.monitoring.remove(&mref.0));
+        let target = self.proc.rel_if(|r| r.monitoring.remove(&mref.0)).flatten();
         if let Some(t) = target {
-            self.vm.send_signal(t, Signal::Demonitor(mref));
+            self.vm.router.send(t, Signal::Demonitor(mref));
             self.monitor_gone(mref);
         }
         if flush {
@@ -524,13 +439,13 @@ impl<'a> Cx<'a> {
         if pid == me {
             self.handle_signal(sig);
         } else {
-            self.vm.send_signal(pid, sig);
+            self.vm.router.send(pid, sig);
         }
     }
 
     /// Sets trap_exit; returns the old value.
     pub fn trap_exit(&mut self, on: bool) -> bool {
-        std::mem::replace(&mut self.p.trap_exit, on)
+        self.proc.trap_exit.swap(on, Ordering::Relaxed)
     }
 
     /// Sets this process's priority; returns the old one.
@@ -540,10 +455,8 @@ impl<'a> Cx<'a> {
 
     /// Processes linked to this one.
     pub fn links(&self) -> Vec<Pid> {
-        self.p
-            .rel
-            .as_deref()
-            .map(|r| r.links.iter().copied().collect())
+        self.proc
+            .rel_if(|r| r.links.iter().copied().collect())
             .unwrap_or_default()
     }
 

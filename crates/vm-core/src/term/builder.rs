@@ -33,6 +33,7 @@ pub struct FragmentBuilder {
 }
 
 impl FragmentBuilder {
+    /// An empty builder.
     pub fn new() -> FragmentBuilder {
         FragmentBuilder::default()
     }
@@ -57,6 +58,7 @@ impl FragmentBuilder {
         self
     }
 
+    /// Pushes an integer (any size that fits `i64`).
     pub fn int(&mut self, v: i64) -> &mut Self {
         let w = encode::write_int(&mut self.words, v);
         self.push(w)
@@ -66,16 +68,20 @@ impl FragmentBuilder {
         let w = encode::write_bigint(&mut self.words, v);
         self.push(w)
     }
+    /// Pushes a float.
     pub fn float(&mut self, v: f64) -> &mut Self {
         let w = encode::write_float(&mut self.words, v);
         self.push(w)
     }
+    /// Pushes an atom.
     pub fn atom(&mut self, a: Atom) -> &mut Self {
         self.push(Word::atom(a))
     }
+    /// Pushes `true` or `false`.
     pub fn bool(&mut self, b: bool) -> &mut Self {
         self.atom(Atom::from_bool(b))
     }
+    /// Pushes the empty list.
     pub fn nil(&mut self) -> &mut Self {
         self.push(Word::NIL)
     }
@@ -89,10 +95,12 @@ impl FragmentBuilder {
         let w = encode::write_refc(&mut self.words, &mut self.bins, bin);
         self.push(w)
     }
+    /// Pushes a pid.
     pub fn pid(&mut self, p: Pid) -> &mut Self {
         let w = encode::write_pid(&mut self.words, p);
         self.push(w)
     }
+    /// Pushes a reference.
     pub fn reference(&mut self, r: Ref) -> &mut Self {
         let w = encode::write_ref(&mut self.words, r.0);
         self.push(w)

@@ -43,15 +43,26 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TermError {
     /// An atom name longer than [`MAX_ATOM_CHARS`] characters.
-    AtomTooLong { chars: usize },
+    AtomTooLong {
+        /// Its length in characters.
+        chars: usize,
+    },
     /// The atom table holds [`MAX_ATOMS`] atoms already.
     AtomTableFull,
     /// A builder container asked for more subterms than were pushed.
-    BuilderUnderflow { needed: usize, available: usize },
+    BuilderUnderflow {
+        /// Subterms the container takes.
+        needed: usize,
+        /// Subterms that were on the builder.
+        available: usize,
+    },
     /// `finish` on a builder holding no term.
     BuilderEmpty,
     /// `finish` on a builder holding more than one term (a container is missing).
-    BuilderIncomplete { pending: usize },
+    BuilderIncomplete {
+        /// Top-level terms on the builder.
+        pending: usize,
+    },
     /// A word that is not an immediate where only immediates are allowed.
     NotImmediate,
 }

@@ -24,18 +24,25 @@ use super::{Atom, Binary, Pid, Ref, RefcBin, TermError};
 /// An Erlang term, owned.
 #[derive(Clone)]
 pub enum Term {
+    /// An integer that fits `i64`.
     Int(i64),
     /// Only values outside `i64` (see [`Term::bigint`]).
     BigInt(Box<BigInt>),
+    /// A float.
     Float(f64),
+    /// An atom.
     Atom(Atom),
+    /// A binary.
     Binary(Binary),
+    /// A tuple.
     Tuple(Vec<Term>),
     /// A proper list; empty is nil.
     List(Vec<Term>),
     /// Sorted by key, unique keys (see [`Term::map`]).
     Map(Vec<(Term, Term)>),
+    /// A process identifier.
     Pid(Pid),
+    /// A reference.
     Ref(Ref),
 }
 
@@ -44,12 +51,15 @@ impl Term {
     pub fn atom(name: &str) -> Term {
         Term::Atom(Atom::new(name))
     }
+    /// An atom term, or why `name` cannot be an atom (too long, table full).
     pub fn try_atom(name: &str) -> Result<Term, TermError> {
         Atom::try_new(name).map(Term::Atom)
     }
+    /// A tuple.
     pub fn tuple(elems: Vec<Term>) -> Term {
         Term::Tuple(elems)
     }
+    /// A proper list.
     pub fn list(elems: Vec<Term>) -> Term {
         Term::List(elems)
     }
@@ -69,9 +79,11 @@ impl Term {
     pub fn binary(bytes: Vec<u8>) -> Term {
         Term::Binary(Binary::new(bytes))
     }
+    /// A binary sharing `bin`'s buffer.
     pub fn refc_binary(bin: RefcBin) -> Term {
         Term::Binary(Binary::Refc(bin))
     }
+    /// An integer.
     pub fn int(v: i64) -> Term {
         Term::Int(v)
     }
@@ -82,37 +94,45 @@ impl Term {
             Err(_) => Term::BigInt(Box::new(v)),
         }
     }
+    /// A float.
     pub fn float(v: f64) -> Term {
         Term::Float(v)
     }
+    /// A pid.
     pub fn pid(p: Pid) -> Term {
         Term::Pid(p)
     }
+    /// A reference.
     pub fn reference(r: Ref) -> Term {
         Term::Ref(r)
     }
 
+    /// True for the empty list.
     pub fn is_nil(&self) -> bool {
         matches!(self, Term::List(v) if v.is_empty())
     }
+    /// The integer, if this is one that fits `i64`.
     pub fn as_int(&self) -> Option<i64> {
         match self {
             Term::Int(i) => Some(*i),
             _ => None,
         }
     }
+    /// The atom, if this is one.
     pub fn as_atom(&self) -> Option<Atom> {
         match self {
             Term::Atom(a) => Some(*a),
             _ => None,
         }
     }
+    /// The bytes, if this is a binary.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
             Term::Binary(b) => Some(b.as_slice()),
             _ => None,
         }
     }
+    /// The elements, if this is a tuple.
     pub fn as_tuple(&self) -> Option<&[Term]> {
         match self {
             Term::Tuple(v) => Some(v),

@@ -21,11 +21,14 @@ pub const MAX_PID_INDEX: u32 = (1 << PID_INDEX_BITS) - 1;
 /// A process identifier, displayed `<0.INDEX.SERIAL>`.
 #[derive(Copy, Clone, Eq, PartialEq, Hash, Ord, PartialOrd, Debug)]
 pub struct Pid {
+    /// The process table slot.
     pub index: u32,
+    /// The slot's serial when the pid was made (tells its occupants apart).
     pub serial: u32,
 }
 
 impl Pid {
+    /// The pid of slot `index` with `serial`.
     pub const fn new(index: u32, serial: u32) -> Pid {
         Pid { index, serial }
     }

@@ -30,16 +30,23 @@ pub enum Kind {
     Int,
     /// An integer outside `i64`.
     BigInt,
+    /// A float.
     Float,
+    /// An atom.
     Atom,
+    /// A binary.
     Binary,
+    /// A tuple.
     Tuple,
     /// The empty list.
     Nil,
     /// A non-empty proper list.
     List,
+    /// A map.
     Map,
+    /// A pid.
     Pid,
+    /// A reference.
     Ref,
 }
 
@@ -111,6 +118,7 @@ impl<'a> View<'a> {
         self.boxed().filter(|&(_, _, h)| subtag(h) == sub)
     }
 
+    /// What kind of term this is.
     pub fn kind(&self) -> Kind {
         let w = self.word;
         if w.is_small_int() {
@@ -172,12 +180,14 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The float, if this is one.
     pub fn as_float(&self) -> Option<f64> {
         self.boxed_of(SUB_FLOAT)
             .map(|(words, off, _)| f64::from_bits(words[off + 1]))
     }
 
     #[inline]
+    /// The atom, if this is one.
     pub fn as_atom(&self) -> Option<Atom> {
         self.word.as_atom()
     }
@@ -192,6 +202,7 @@ impl<'a> View<'a> {
     }
 
     #[inline]
+    /// The pid, if this is one.
     pub fn as_pid(&self) -> Option<Pid> {
         if let Some(p) = self.word.as_pid() {
             return Some(p);
@@ -202,6 +213,7 @@ impl<'a> View<'a> {
         })
     }
 
+    /// The reference, if this is one.
     pub fn as_ref(&self) -> Option<Ref> {
         self.boxed_of(SUB_REF)
             .map(|(words, off, _)| Ref(words[off + 1]))
@@ -228,11 +240,13 @@ impl<'a> View<'a> {
         &self.src.bins(self.word.is_old())[payload(h) as usize]
     }
 
+    /// True for the empty list.
     pub fn is_nil(&self) -> bool {
         self.word.is_nil()
     }
 
     #[inline]
+    /// The arity, if this is a tuple.
     pub fn tuple_len(&self) -> Option<usize> {
         self.boxed_of(SUB_TUPLE)
             .map(|(_, _, h)| payload(h) as usize)
@@ -249,6 +263,7 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The elements, if this is a tuple.
     pub fn tuple_iter(&self) -> Option<TupleIter<'a>> {
         let (words, off, h) = self.boxed_of(SUB_TUPLE)?;
         Some(TupleIter {
@@ -272,6 +287,7 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The number of entries, if this is a map.
     pub fn map_len(&self) -> Option<usize> {
         self.boxed_of(SUB_MAP).map(|(_, _, h)| payload(h) as usize)
     }

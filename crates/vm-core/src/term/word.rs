@@ -94,6 +94,7 @@ impl Word {
     }
 
     #[inline]
+    /// The word for atom `a`.
     pub const fn atom(a: Atom) -> Word {
         Word(((a.index() as u64) << PTR_SHIFT) | TAG_ATOM)
     }
@@ -110,6 +111,7 @@ impl Word {
     }
 
     #[inline]
+    /// The word for pid `p`, or None if its index or serial does not fit an immediate.
     pub const fn try_pid(p: Pid) -> Option<Word> {
         if p.is_compact() {
             Some(Word(
@@ -127,18 +129,22 @@ impl Word {
     }
 
     #[inline]
+    /// True for a small integer.
     pub const fn is_small_int(self) -> bool {
         self.0 & 1 == 1
     }
     #[inline]
+    /// True for an atom.
     pub const fn is_atom(self) -> bool {
         self.0 & TAG_MASK == TAG_ATOM
     }
     #[inline]
+    /// True for a pid.
     pub const fn is_pid(self) -> bool {
         self.0 & TAG_MASK == TAG_PID
     }
     #[inline]
+    /// True for the empty list.
     pub const fn is_nil(self) -> bool {
         self.0 == TAG_NIL
     }
@@ -154,6 +160,7 @@ impl Word {
     }
 
     #[inline]
+    /// The small integer, if this is one.
     pub const fn as_small_int(self) -> Option<i64> {
         if self.is_small_int() {
             Some((self.0 as i64) >> 1)
@@ -162,6 +169,7 @@ impl Word {
         }
     }
     #[inline]
+    /// The atom, if this is one.
     pub const fn as_atom(self) -> Option<Atom> {
         if self.is_atom() {
             // Atom words are only made from `Atom`s (no public raw constructor).
@@ -171,6 +179,7 @@ impl Word {
         }
     }
     #[inline]
+    /// The pid, if this is one.
     pub const fn as_pid(self) -> Option<Pid> {
         if self.is_pid() {
             Some(Pid {
