@@ -193,7 +193,11 @@ impl VmRef {
         if p.is_done() {
             return None;
         }
-        let info = self.process_info(pid);
+        let mut info = self.process_info(pid);
+        if let Some(i) = info.as_mut() {
+            // process_info reads the label only when the lock is free; we hold it.
+            i.current = g.body.as_ref().map(|b| b.label());
+        }
         let queue_sample = g
             .mailbox
             .iter()
