@@ -10,9 +10,9 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
-echo "== loom model check of the lock-free inbox"
+echo "== loom model checks (vm-core's inbox, vm-python's interpreter-exit gate)"
 LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3} RUSTFLAGS="--cfg loom" \
-  cargo test --release -p vm-core --lib loom --target-dir target/loom
+  cargo test --release -p vm-core -p vm-python --lib loom --target-dir target/loom
 
 echo "== system packages"
 # tmux: tests/test_top_cli.py drives `python -m beamvm top` in a real terminal.

@@ -265,9 +265,10 @@ _DIRTY_EXIT_WAIT = 10.0
 
 @atexit.register
 def _stop_at_exit() -> None:
-    # Scheduler threads must not touch the interpreter while it finalises.
+    # Scheduler threads must not touch the interpreter while it finalises: stop the VM
+    # (a process stuck in a long C call is reported and left behind), then close the
+    # interpreter to VM threads and wait for the dirty calls still running Python (a
+    # blocking call longer than this is abandoned; its thread never re-enters Python).
     if _native.is_running():
         _native.stop()
-    # Dirty calls still running on detached pool threads must return before the
-    # interpreter finalises (a blocking call longer than this is abandoned).
-    _native._quiesce_dirty(_DIRTY_EXIT_WAIT)
+    _native._quiesce(_DIRTY_EXIT_WAIT)

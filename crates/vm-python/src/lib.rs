@@ -15,6 +15,8 @@
 //! * [`args`]: argument parsing shared by the API (names, pids, refs, timeouts).
 //! * [`errors`]: the exceptions, and the one mapping from `vm_core::Error` to them.
 //! * [`runtime`]: the Python protocol objects handed over by `beamvm/__init__.py`.
+//! * [`finalize`]: the interpreter's exit: VM threads never touch a finalising
+//!   interpreter.
 //!
 //! The module itself is declared here, in one place ([`_native`]).
 //!
@@ -29,6 +31,7 @@ mod args;
 pub mod convert;
 mod driver;
 mod errors;
+mod finalize;
 mod introspect;
 mod lifecycle;
 pub mod pattern;
@@ -62,7 +65,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<driver::ReceiveOp>()?;
     m.add_function(wrap_pyfunction!(driver::_receive, m)?)?;
     m.add_function(wrap_pyfunction!(driver::_recv, m)?)?;
-    m.add_function(wrap_pyfunction!(driver::_quiesce_dirty, m)?)?;
+    m.add_function(wrap_pyfunction!(finalize::_quiesce, m)?)?;
     // Life cycle.
     m.add_function(wrap_pyfunction!(lifecycle::start, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::stop, m)?)?;

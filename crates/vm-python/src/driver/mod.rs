@@ -10,7 +10,13 @@
 //!
 //! While the generator runs, a pointer to the slice's [`Cx`] sits in a thread-local
 //! (see [`with_cx`]), so the `_native` functions Python calls (send, spawn, link, ...)
-//! act on the current process. It is cleared before `resume` returns.
+//! act on the current process. It is cleared before `resume` returns. The driver
+//! itself holds the same raw pointer ([`CxPtr`]) and never a `&mut Cx` across a call
+//! into Python (see `current.rs`).
+//!
+//! Every call into process code (resuming the generator, throwing into it, killing it,
+//! reporting its crash) goes through [`crate::finalize`]'s guarded calls, so a thread
+//! that the interpreter ends at finalisation parks instead of aborting the process.
 //!
 //! GIL: the class is [`BodyClass::Hooked`]; the VM's [`GilHook`] runs a batch of Python
 //! slices on a scheduler thread inside one `Python::with_gil`, and `resume` uses that
@@ -23,7 +29,6 @@ mod dirty;
 mod gil;
 mod receive;
 
-use std::os::raw::c_int;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,27 +41,17 @@ use vm_core::{Atom, Body, BodyClass, Cx, Fragment, Step, Term};
 use crate::args::parse_timeout;
 use crate::convert::{frag_to_py, to_fragment};
 use crate::errors::Timeout;
+use crate::finalize;
 use crate::lifecycle::{MainSlot, Outcome};
 use crate::runtime::rt;
 use budget::{enter_cell, used_cell};
-use current::CurrentGuard;
 pub(crate) use current::{in_process, with_cx};
-pub(crate) use dirty::_quiesce_dirty;
+use current::{CurrentGuard, CxPtr};
 use dirty::{dirty_job, DirtyOutcome};
 use gil::with_batch_gil;
-pub(crate) use gil::GilHook;
+pub(crate) use gil::{busy_threads, GilHook};
 pub(crate) use receive::{_receive, _recv, ReceiveOp};
 use receive::{is_receive_op, Delivery};
-
-extern "C" {
-    // pyo3-ffi 0.23 declares it without its return value.
-    #[link_name = "PyIter_Send"]
-    fn py_iter_send(
-        iter: *mut ffi::PyObject,
-        arg: *mut ffi::PyObject,
-        presult: *mut *mut ffi::PyObject,
-    ) -> c_int;
-}
 
 // --------------------------------------------------------------------------- the body
 
@@ -102,12 +97,19 @@ impl PyProcess {
         }
     }
 
-    fn poll(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> PyResult<Result<Next, Step>> {
+    // `CxPtr::with` returns None only for a nested use of the context, which the
+    // driver never makes (it is not called from inside a `with` closure); the
+    // fallbacks below (no message, not timed out, yield) keep even that case safe.
+
+    fn poll(&mut self, py: Python<'_>, cx: CxPtr) -> PyResult<Result<Next, Step>> {
         match self.pending.as_ref() {
             Some(Pending::Receive(op, delivery)) => {
                 let into_op = *delivery == Delivery::StoreInOp;
                 let op = op.bind(py).clone();
-                let m = op.borrow().try_take(cx);
+                let m = {
+                    let o = op.borrow();
+                    cx.with(|c| o.try_take(c)).flatten()
+                };
                 if let Some(m) = m {
                     self.pending = None;
                     return match frag_to_py(py, &m) {
@@ -123,7 +125,7 @@ impl PyProcess {
                     let o = op.borrow();
                     (o.timeout, o.default.as_ref().map(|d| d.clone_ref(py)))
                 };
-                if timeout.is_some() && cx.timed_out() {
+                if timeout.is_some() && cx.with(|c| c.timed_out()).unwrap_or(false) {
                     let out = match default {
                         Some(d) if into_op => {
                             op.borrow_mut().result = Some(d);
@@ -139,10 +141,10 @@ impl PyProcess {
                     self.pending = None;
                     return Ok(Ok(out));
                 }
-                Ok(Err(cx.wait(timeout)))
+                Ok(Err(cx.with(|c| c.wait(timeout)).unwrap_or(Step::Yield)))
             }
-            Some(Pending::Dirty) => match cx.dirty_result() {
-                None => Ok(Err(cx.wait(None))),
+            Some(Pending::Dirty) => match cx.with(|c| c.dirty_result()).flatten() {
+                None => Ok(Err(cx.with(|c| c.wait(None)).unwrap_or(Step::Yield))),
                 Some(r) => {
                     self.pending = None;
                     let out = match r {
@@ -168,17 +170,18 @@ impl PyProcess {
                 }
             },
             Some(Pending::Sleep) => {
-                if cx.timed_out() {
+                if cx.with(|c| c.timed_out()).unwrap_or(false) {
                     self.pending = None;
                     return Ok(Ok(Next::Send(py.None())));
                 }
-                Ok(Err(cx.wait(Some(self.sleep_for))))
+                let t = self.sleep_for;
+                Ok(Err(cx.with(|c| c.wait(Some(t))).unwrap_or(Step::Yield)))
             }
             None => Ok(Ok(Next::Send(py.None()))),
         }
     }
 
-    fn request(&mut self, py: Python<'_>, cx: &mut Cx<'_>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn request(&mut self, py: Python<'_>, cx: CxPtr, out: &Bound<'_, PyAny>) -> PyResult<()> {
         let kind = out.getattr(intern!(py, "kind"))?;
         let args = out.getattr(intern!(py, "args"))?;
         let args = args.downcast::<PyTuple>()?;
@@ -209,7 +212,9 @@ impl PyProcess {
                 } else {
                     Some(kw.unbind())
                 };
-                cx.dirty(kind, dirty_job(f, fargs, kw))
+                let job = dirty_job(f, fargs, kw);
+                cx.with(|c| c.dirty(kind, job))
+                    .ok_or_else(|| PyRuntimeError::new_err("no process context"))?
                     .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
                 self.pending = Some(Pending::Dirty);
             }
@@ -227,7 +232,7 @@ impl PyProcess {
         Ok(())
     }
 
-    fn run(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> Step {
+    fn run(&mut self, py: Python<'_>, cx: CxPtr) -> Step {
         let r = rt(py);
         loop {
             if self.pending.is_some() {
@@ -240,7 +245,7 @@ impl PyProcess {
                     }
                 }
             }
-            if cx.should_yield() {
+            if cx.with(|c| c.should_yield()).unwrap_or(true) {
                 return Step::Yield;
             }
             let Some(gen) = self.gen.as_ref() else {
@@ -251,17 +256,17 @@ impl PyProcess {
                 return Step::Exit(Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
             };
             let cell = cell.bind(py).clone();
-            let budget = cx.budget_left().max(1);
+            let budget = cx.with(|c| c.budget_left()).unwrap_or(1).max(1);
             if let Err(e) = enter_cell(py, &cell, budget) {
                 return self.crashed(py, cx, e);
             }
+            // No `&mut Cx` is alive here: process code may use the context itself.
             let res = match self.next.take().unwrap_or_else(|| Next::Send(py.None())) {
                 Next::Send(v) => send(py, &gen, v.bind(py)),
-                Next::Throw(e) => gen
-                    .call_method1(intern!(py, "throw"), (e,))
-                    .map(Sent::Yielded),
+                Next::Throw(e) => throw(&gen, e.bind(py)).map(Sent::Yielded),
             };
-            cx.bump(used_cell(&cell).max(1));
+            let used = used_cell(&cell).max(1);
+            cx.with(|c| c.bump(used));
             match res {
                 Ok(Sent::Yielded(out)) => {
                     if out.is(r.preempt.bind(py)) {
@@ -313,7 +318,7 @@ impl PyProcess {
         }
     }
 
-    fn crashed(&mut self, py: Python<'_>, cx: &mut Cx<'_>, e: PyErr) -> Step {
+    fn crashed(&mut self, py: Python<'_>, cx: CxPtr, e: PyErr) -> Step {
         self.gen = None;
         let r = rt(py);
         let exc = e.into_value(py).into_any();
@@ -321,9 +326,15 @@ impl PyProcess {
         let (reason, report) = exit_reason(py, exc);
         if let Some(m) = &self.main {
             m.set(Outcome::Raised(exc.clone().unbind()));
-        } else if report && cx.links().is_empty() {
-            let pid = crate::types::PyPid(cx.self_pid());
-            let _ = r.report.bind(py).call1((pid, exc));
+        } else if report {
+            // Reported when no linked process will see it, and not while the VM stops
+            // (stopping interrupts the processes that did not end their slice).
+            let who = cx.with(|c| (c.links().is_empty() && c.vm().is_running(), c.self_pid()));
+            if let Some((true, pid)) = who {
+                if let Ok(args) = (crate::types::PyPid(pid), exc.clone()).into_pyobject(py) {
+                    let _ = finalize::call(r.report.bind(py), &args, None);
+                }
+            }
         }
         Step::Exit(reason)
     }
@@ -334,20 +345,32 @@ enum Sent<'py> {
     Returned(Bound<'py, PyAny>),
 }
 
+/// `gen.send(v)` through `PyIter_Send` (no StopIteration object when it returns).
 fn send<'py>(
     py: Python<'py>,
     gen: &Bound<'py, PyAny>,
     v: &Bound<'py, PyAny>,
 ) -> PyResult<Sent<'py>> {
     let mut out: *mut ffi::PyObject = std::ptr::null_mut();
-    // SAFETY: gen and v are live objects; PyIter_Send returns a new reference in `out`
-    // for PYGEN_NEXT and PYGEN_RETURN and sets an exception for PYGEN_ERROR.
-    let rc = unsafe { py_iter_send(gen.as_ptr(), v.as_ptr(), &mut out) };
+    // SAFETY: we hold the GIL; gen and v are live objects; `out` is a local.
+    let rc = unsafe { finalize::iter_send(gen.as_ptr(), v.as_ptr(), &mut out) };
     match rc {
+        // SAFETY: PyIter_Send returns a new reference in `out` for PYGEN_NEXT (1) and
+        // PYGEN_RETURN (0), and sets an exception for PYGEN_ERROR (-1).
         1 => Ok(Sent::Yielded(unsafe { Bound::from_owned_ptr(py, out) })),
+        // SAFETY: as above.
         0 => Ok(Sent::Returned(unsafe { Bound::from_owned_ptr(py, out) })),
         _ => Err(PyErr::fetch(py)),
     }
+}
+
+/// `gen.throw(exc)`: what the generator yields next, or its end as an exception
+/// (`StopIteration` when it returns).
+fn throw<'py>(gen: &Bound<'py, PyAny>, exc: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = gen.py();
+    let m = gen.getattr(intern!(py, "throw"))?;
+    let args = PyTuple::new(py, [exc])?;
+    finalize::call(&m, &args, None)
 }
 
 /// Parses a timeout in seconds (None: forever).
@@ -385,29 +408,32 @@ fn str_term(s: &str) -> Term {
 
 impl Body for PyProcess {
     fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
+        // From here on the context is used through this pointer only (current.rs).
+        let cx = CxPtr::new(cx);
         with_batch_gil(|py| {
-            let cxp: *mut Cx<'_> = cx;
-            let _g = CurrentGuard::set(cxp);
-            // SAFETY: see `with_cx`; the driver and Python never use the context at
-            // the same time.
-            let cx = unsafe { &mut *cxp };
+            let _g = CurrentGuard::set(cx);
             self.run(py, cx)
         })
     }
 
     fn terminate(&mut self, cx: &mut Cx<'_>, reason: &Fragment) {
+        let cx = CxPtr::new(cx);
         with_batch_gil(|py| {
             if let Some(m) = &self.main {
                 m.set(Outcome::Exited(reason.clone()));
             }
             let Some(gen) = self.gen.take() else { return };
-            let cxp: *mut Cx<'_> = cx;
-            let _g = CurrentGuard::set(cxp);
+            let _g = CurrentGuard::set(cx);
             let r = rt(py);
-            let _ = r
-                .kill
-                .bind(py)
-                .call1((gen.bind(py), py.None(), py.None(), self.cell.as_ref()));
+            let none = py.None();
+            let cell = self
+                .cell
+                .as_ref()
+                .map_or_else(|| py.None(), |c| c.clone_ref(py));
+            if let Ok(args) = PyTuple::new(py, [gen.clone_ref(py), none.clone_ref(py), none, cell])
+            {
+                let _ = finalize::call(r.kill.bind(py), &args, None);
+            }
             self.pending = None;
             self.next = None;
             drop(gen);
@@ -425,12 +451,26 @@ impl Body for PyProcess {
 
 impl Drop for PyProcess {
     fn drop(&mut self) {
-        Python::with_gil(|_py| {
-            self.gen = None;
-            self.cell = None;
-            self.next = None;
-            self.pending = None;
-            self.main = None;
-        });
+        let mut objs: Vec<PyObject> = Vec::with_capacity(4);
+        objs.extend(self.gen.take());
+        objs.extend(self.cell.take());
+        match self.next.take() {
+            Some(Next::Send(v)) | Some(Next::Throw(v)) => objs.push(v),
+            None => {}
+        }
+        if let Some(Pending::Receive(op, _)) = self.pending.take() {
+            objs.push(op.into_any());
+        }
+        if current::borrowed() {
+            // Dropped inside a `with_cx` closure (a spawn that failed): a `__del__`
+            // run now could call the API while the context is borrowed.
+            objs.into_iter().for_each(current::defer_drop);
+            return;
+        }
+        match finalize::enter() {
+            Some(_pass) => with_batch_gil(|_py| drop(objs)),
+            // The interpreter is finalising: touching it now would crash.
+            None => std::mem::forget(objs),
+        }
     }
 }
