@@ -245,7 +245,6 @@ def _report_crash(pid: Pid, exc: BaseException) -> None:
     log.error("process %r crashed: %s: %s\n%s", pid, type(exc).__name__, exc, tb.rstrip())
 
 
-_runtime.in_process = _native.in_process_
 _native._setup(
     kill=_runtime.kill,
     new_cell=_runtime.new_cell,

@@ -237,28 +237,8 @@ pub fn snapshot(py: Python<'_>, n: i64) -> PyResult<Py<PyDict>> {
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     let d = PyDict::new(py);
     let s = &g.system;
-    let si = PyDict::new(py);
-    si.set_item("schedulers", s.schedulers)?;
-    si.set_item("schedulers_online", s.schedulers_online)?;
-    si.set_item("dirty_cpu_schedulers", s.dirty_cpu_schedulers)?;
-    si.set_item("dirty_io_schedulers", s.dirty_io_schedulers)?;
-    si.set_item("process_limit", s.process_limit)?;
-    si.set_item("process_count", s.process_count)?;
-    si.set_item("reductions_per_slice", s.reductions_per_slice)?;
-    si.set_item("atom_count", s.atom_count)?;
-    si.set_item("atom_limit", s.atom_limit)?;
-    si.set_item("registered", s.registered)?;
-    si.set_item("timers", s.timers)?;
-    si.set_item("version", s.version)?;
-    d.set_item("system_info", si)?;
-    let m = &g.memory;
-    let md = PyDict::new(py);
-    md.set_item("total", m.total)?;
-    md.set_item("processes", m.processes)?;
-    md.set_item("binary", m.binary)?;
-    md.set_item("atom", m.atom)?;
-    md.set_item("system", m.system)?;
-    d.set_item("memory", md)?;
+    d.set_item("system_info", system_info_dict(py, s)?)?;
+    d.set_item("memory", memory_dict(py, &g.memory)?)?;
     d.set_item("statistics", stats_dict(py, &g.stats)?)?;
     d.set_item("process_count", s.process_count)?;
     let top = PyDict::new(py);
@@ -347,30 +327,27 @@ pub fn process_info(
     Ok(Some(d.unbind()))
 }
 
-/// Pids of all live processes.
+/// Pids of all live processes (one walk of the table, with the GIL released).
 #[pyfunction]
-pub fn processes(py: Python<'_>) -> PyResult<Py<PyList>> {
+pub(crate) fn processes(py: Python<'_>) -> PyResult<Py<PyList>> {
     let v = handle()?;
-    pids(py, &v.processes())
+    let all = py.allow_threads(move || v.processes());
+    pids(py, &all)
 }
 
-/// Memory by category in bytes: total, processes, binary, atom, system.
-#[pyfunction]
-pub fn memory(py: Python<'_>) -> PyResult<Py<PyDict>> {
-    let m = handle()?.memory();
+/// `memory()`'s dict: bytes by category.
+fn memory_dict<'py>(py: Python<'py>, m: &vm_core::Memory) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("total", m.total)?;
     d.set_item("processes", m.processes)?;
     d.set_item("binary", m.binary)?;
     d.set_item("atom", m.atom)?;
     d.set_item("system", m.system)?;
-    Ok(d.unbind())
+    Ok(d)
 }
 
-/// System facts: schedulers, dirty pools, limits, counts, version.
-#[pyfunction]
-pub fn system_info(py: Python<'_>) -> PyResult<Py<PyDict>> {
-    let s = handle()?.system_info();
+/// `system_info()`'s dict.
+fn system_info_dict<'py>(py: Python<'py>, s: &vm_core::SystemInfo) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("schedulers", s.schedulers)?;
     d.set_item("schedulers_online", s.schedulers_online)?;
@@ -384,13 +361,31 @@ pub fn system_info(py: Python<'_>) -> PyResult<Py<PyDict>> {
     d.set_item("registered", s.registered)?;
     d.set_item("timers", s.timers)?;
     d.set_item("version", s.version)?;
-    Ok(d.unbind())
+    Ok(d)
+}
+
+/// Memory by category in bytes: total, processes, binary, atom, system (one walk of
+/// the table, with the GIL released).
+#[pyfunction]
+pub(crate) fn memory(py: Python<'_>) -> PyResult<Py<PyDict>> {
+    let v = handle()?;
+    let m = py.allow_threads(move || v.memory());
+    Ok(memory_dict(py, &m)?.unbind())
+}
+
+/// System facts: schedulers, dirty pools, limits, counts, version.
+#[pyfunction]
+pub(crate) fn system_info(py: Python<'_>) -> PyResult<Py<PyDict>> {
+    let v = handle()?;
+    let s = py.allow_threads(move || v.system_info());
+    Ok(system_info_dict(py, &s)?.unbind())
 }
 
 /// Scheduler and process statistics (the same dict as `statistics_full`).
 #[pyfunction]
 pub fn statistics(py: Python<'_>) -> PyResult<Py<PyDict>> {
-    let s = handle()?.statistics();
+    let v = handle()?;
+    let s = py.allow_threads(move || v.statistics());
     Ok(stats_dict(py, &s)?.unbind())
 }
 
