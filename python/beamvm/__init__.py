@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os as _os
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -257,6 +258,10 @@ _native._setup(
     tl=_runtime._TL,
 )
 
+
+# The VM does not survive os.fork(): in the child, every call says so (and how to start
+# a new VM there) instead of acting on a copy of the parent's VM whose threads are gone.
+_os.register_at_fork(after_in_child=_native._after_fork)
 
 #: Seconds the interpreter's exit waits for dirty calls still running.
 _DIRTY_EXIT_WAIT = 10.0

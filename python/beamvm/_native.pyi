@@ -102,6 +102,9 @@ class _ReceiveOp:
 
 def _quiesce(timeout: float) -> int:
     """At exit: keep VM threads out of Python; wait for dirty calls still running."""
+def _after_fork() -> None:
+    """In the child of os.fork(): forget the parent's VM."""
+
 def start(**config: Any) -> None: ...
 def stop() -> bool: ...
 def is_running() -> bool: ...

@@ -105,6 +105,12 @@ pub(crate) fn enter() -> Option<Pass<'static>> {
     gate().enter()
 }
 
+/// After `os.fork()`, in the child: the threads counted inside the gate were the
+/// parent's, and do not exist here.
+pub(crate) fn after_fork() {
+    gate().inside.store(0, Ordering::SeqCst);
+}
+
 /// How often [`_quiesce`] looks whether the threads inside have left.
 const QUIESCE_POLL: Duration = Duration::from_millis(2);
 

@@ -71,6 +71,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lifecycle::stop, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::is_running, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::run, m)?)?;
+    m.add_function(wrap_pyfunction!(lifecycle::_after_fork, m)?)?;
     // Processes.
     m.add_function(wrap_pyfunction!(api::spawn, m)?)?;
     m.add_function(wrap_pyfunction!(api::spawn_link, m)?)?;

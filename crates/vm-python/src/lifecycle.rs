@@ -14,7 +14,7 @@
 //!   and notices when that VM is stopped by someone else (`beamvm.stop()` from a
 //!   thread), instead of waiting forever.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,12 @@ static STATE: Mutex<State> = Mutex::new(State::Stopped);
 static HANDLE: RwLock<Option<VmRef>> = RwLock::new(None);
 /// Incremented at every successful start; read by `run` to recognise its own VM.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Set in the child of an `os.fork()` made while a VM ran: the parent's VM does not
+/// exist here (its threads were not copied), which errors say. Cleared by a start.
+static FORKED_AWAY: AtomicBool = AtomicBool::new(false);
+/// Set in the child of an `os.fork()` made by process code: this thread goes on
+/// running that process's code, as a plain program (see `driver`).
+static FORKED_IN_PROCESS: AtomicBool = AtomicBool::new(false);
 
 /// How long stopping lets every scheduler end its slice by itself: a slice ends within
 /// its budget (milliseconds), so this is only reached by code that cannot be preempted.
@@ -174,6 +180,7 @@ fn start_vm(py: Python<'_>, cfg: Option<&Bound<'_, PyDict>>) -> PyResult<u64> {
             let gen = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
             *HANDLE.write().unwrap_or_else(|e| e.into_inner()) = Some(v.handle());
             *lock_state() = State::Running(v);
+            FORKED_AWAY.store(false, Ordering::Release);
             Ok(gen)
         }
         Err(e) => {
@@ -233,7 +240,7 @@ fn interrupt_stuck(py: Python<'_>) {
         .and_then(|m| m.getattr("ProcessKilled"))
         .ok();
     let deadline = Instant::now() + STOP_WAIT;
-    let mut busy = busy_threads();
+    let mut busy = busy_threads(py);
     while !busy.is_empty() && Instant::now() < deadline {
         if let Some(k) = &killed {
             for t in &busy {
@@ -248,7 +255,7 @@ fn interrupt_stuck(py: Python<'_>) {
             }
         }
         py.allow_threads(|| std::thread::sleep(STOP_POLL));
-        busy = busy_threads();
+        busy = busy_threads(py);
     }
     if busy.is_empty() {
         return;
@@ -294,6 +301,46 @@ fn describe_frame(f: &Bound<'_, PyAny>) -> PyResult<String> {
         "in {name}() at {file}:{}",
         line.map_or_else(|| "?".into(), |l| l.to_string())
     ))
+}
+
+/// Whether this is the child of an `os.fork()` made while a VM ran (and no VM was
+/// started since).
+pub(crate) fn forked_away() -> bool {
+    FORKED_AWAY.load(Ordering::Acquire)
+}
+
+/// Whether this is the child of an `os.fork()` made by process code.
+pub(crate) fn forked_in_process() -> bool {
+    FORKED_IN_PROCESS.load(Ordering::Relaxed)
+}
+
+/// `os.register_at_fork(after_in_child=...)`: the VM does not survive a fork (only the
+/// forking thread exists in the child; the VM's threads do not). Forgets the parent's
+/// VM without touching it (dropping it would wait for threads that are not there, and
+/// drop the parent's processes, running their cleanup code here), so that every API
+/// call says the VM is gone and how to start one. Our locks are taken only with the
+/// GIL held, which the forking thread holds, so none is copied locked.
+#[pyfunction]
+pub(crate) fn _after_fork(py: Python<'_>) {
+    let had = match std::mem::replace(&mut *lock_state(), State::Stopped) {
+        State::Running(v) => {
+            std::mem::forget(v);
+            true
+        }
+        State::Starting => true,
+        State::Stopped => false,
+    };
+    if let Some(h) = HANDLE.write().unwrap_or_else(|e| e.into_inner()).take() {
+        std::mem::forget(h);
+    }
+    if had {
+        FORKED_AWAY.store(true, Ordering::Release);
+    }
+    if in_process() {
+        FORKED_IN_PROCESS.store(true, Ordering::Relaxed);
+    }
+    crate::driver::forget_threads(py);
+    crate::finalize::after_fork();
 }
 
 /// Starts the VM for embedding (settings as keyword arguments; see `beamvm.run`).

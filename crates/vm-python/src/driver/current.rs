@@ -87,8 +87,13 @@ impl Drop for CurrentGuard {
     }
 }
 
-/// The current process's context, if a process runs on this thread.
+/// The current process's context, if a process runs on this thread. None in the child
+/// of an `os.fork()` made by process code: the context there is a copy of the parent's
+/// VM, which the child must not use.
 pub(crate) fn current() -> Option<CxPtr> {
+    if crate::lifecycle::forked_in_process() {
+        return None;
+    }
     NonNull::new(CURRENT.with(|c| c.get()).cast()).map(CxPtr)
 }
 

@@ -35,10 +35,12 @@ pub(crate) struct SchedThread {
     busy: AtomicBool,
 }
 
-/// Every scheduler thread that ran Python slices and still exists.
+/// Every scheduler thread that ran Python slices and still exists. Locked only with
+/// the GIL held, so that `os.fork()` (which holds the GIL) never copies it locked.
 static THREADS: Mutex<Vec<Weak<SchedThread>>> = Mutex::new(Vec::new());
 
-fn me() -> Arc<SchedThread> {
+/// This thread's entry, made on first use (call with the GIL held: see [`THREADS`]).
+fn me(_py: Python<'_>) -> Arc<SchedThread> {
     ME.with(|m| {
         m.borrow_mut()
             .get_or_insert_with(|| {
@@ -58,8 +60,13 @@ fn me() -> Arc<SchedThread> {
     })
 }
 
+/// After `os.fork()`, in the child: the parent's scheduler threads do not exist here.
+pub(crate) fn forget_threads(_py: Python<'_>) {
+    THREADS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
 /// The scheduler threads inside a batch right now.
-pub(crate) fn busy_threads() -> Vec<Arc<SchedThread>> {
+pub(crate) fn busy_threads(_py: Python<'_>) -> Vec<Arc<SchedThread>> {
     THREADS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -82,20 +89,20 @@ impl SliceHook for GilHook {
         let Some(pass) = finalize::enter() else {
             return;
         };
-        let me = me();
-        struct Reset<'a>(bool, &'a SchedThread);
-        impl Drop for Reset<'_> {
+        struct Reset(bool, Arc<SchedThread>);
+        impl Drop for Reset {
             fn drop(&mut self) {
                 IN_BATCH.with(|c| c.set(self.0));
                 self.1.busy.store(false, Ordering::Release);
             }
         }
-        me.busy.store(true, Ordering::Release);
-        Python::with_gil(|_py| {
+        Python::with_gil(|py| {
             // Holding the GIL: finalisation cannot begin until this batch lets go of
             // it, and from there on the guarded calls into process code handle it.
             drop(pass);
-            let _reset = Reset(IN_BATCH.with(|c| c.replace(true)), &me);
+            let me = me(py);
+            me.busy.store(true, Ordering::Release);
+            let _reset = Reset(IN_BATCH.with(|c| c.replace(true)), me);
             run();
         })
     }

@@ -49,7 +49,7 @@ pub(crate) use current::{in_process, with_cx};
 use current::{CurrentGuard, CxPtr};
 use dirty::{dirty_job, DirtyOutcome};
 use gil::with_batch_gil;
-pub(crate) use gil::{busy_threads, GilHook};
+pub(crate) use gil::{busy_threads, forget_threads, GilHook};
 pub(crate) use receive::{_receive, _recv, ReceiveOp};
 use receive::{is_receive_op, Delivery};
 
@@ -234,6 +234,10 @@ impl PyProcess {
 
     fn run(&mut self, py: Python<'_>, cx: CxPtr) -> Step {
         let r = rt(py);
+        // In the child of an `os.fork()` made by this process's code, this thread runs
+        // that code to its end as a plain program (see `forked_child_exit`). The fork
+        // happens inside a call into process code, so the flag is read after each one.
+        let mut forked = crate::lifecycle::forked_in_process();
         loop {
             if self.pending.is_some() {
                 match self.poll(py, cx) {
@@ -245,7 +249,7 @@ impl PyProcess {
                     }
                 }
             }
-            if cx.with(|c| c.should_yield()).unwrap_or(true) {
+            if !forked && cx.with(|c| c.should_yield()).unwrap_or(true) {
                 return Step::Yield;
             }
             let Some(gen) = self.gen.as_ref() else {
@@ -267,10 +271,21 @@ impl PyProcess {
             };
             let used = used_cell(&cell).max(1);
             cx.with(|c| c.bump(used));
+            forked = forked || crate::lifecycle::forked_in_process();
             match res {
                 Ok(Sent::Yielded(out)) => {
                     if out.is(r.preempt.bind(py)) {
+                        if forked {
+                            continue;
+                        }
                         return Step::Yield;
+                    }
+                    if forked {
+                        // A receive, sleep or dirty call: there is no VM here.
+                        self.next = Some(Next::Throw(
+                            crate::errors::forked().into_value(py).into_any(),
+                        ));
+                        continue;
                     }
                     if is_receive_op(py, &out) {
                         // SAFETY: `is_receive_op` checked that the object's type is
@@ -294,6 +309,9 @@ impl PyProcess {
                     self.next = Some(Next::Throw(e.into_value(py).into_any()));
                 }
                 Ok(Sent::Returned(v)) => {
+                    if forked {
+                        forked_child_exit(py, None);
+                    }
                     self.gen = None;
                     if let Some(m) = &self.main {
                         m.set(Outcome::Returned(v.unbind()));
@@ -302,6 +320,9 @@ impl PyProcess {
                 }
                 Err(e) if e.is_instance_of::<PyStopIteration>(py) => {
                     // StopIteration from `throw` when the generator returns.
+                    if forked {
+                        forked_child_exit(py, None);
+                    }
                     self.gen = None;
                     let v = e
                         .value(py)
@@ -313,6 +334,7 @@ impl PyProcess {
                     }
                     return Step::Exit(Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
                 }
+                Err(e) if forked => forked_child_exit(py, Some(e)),
                 Err(e) => return self.crashed(py, cx, e),
             }
         }
@@ -338,6 +360,45 @@ impl PyProcess {
         }
         Step::Exit(reason)
     }
+}
+
+/// Ends the child of an `os.fork()` made by process code, once that code has finished,
+/// as a Python program whose main code finished would: an uncaught exception is printed
+/// and the status is 1, `SystemExit` gives its status, `atexit` handlers run and the
+/// standard streams are flushed. The interpreter is not finalised (CPython does not
+/// finalise a child forked from a thread either: this thread's state belongs to the
+/// parent's VM), and the rest of the parent's VM, copied into the child, never runs.
+fn forked_child_exit(py: Python<'_>, err: Option<PyErr>) -> ! {
+    let code = match err {
+        None => 0,
+        Some(e) if e.is_instance_of::<pyo3::exceptions::PySystemExit>(py) => {
+            let c = e.value(py).getattr("code").ok();
+            match c {
+                None => 1,
+                Some(c) if c.is_none() => 0,
+                Some(c) => c.extract::<i32>().unwrap_or_else(|_| {
+                    let _ = py
+                        .import("sys")
+                        .and_then(|s| s.getattr("stderr"))
+                        .and_then(|f| f.call_method1("write", (format!("{c}\n"),)));
+                    1
+                }),
+            }
+        }
+        Some(e) => {
+            e.print(py);
+            1
+        }
+    };
+    let _ = py
+        .import("atexit")
+        .and_then(|m| m.call_method0("_run_exitfuncs"));
+    if let Ok(sys) = py.import("sys") {
+        for stream in ["stdout", "stderr"] {
+            let _ = sys.getattr(stream).and_then(|f| f.call_method0("flush"));
+        }
+    }
+    std::process::exit(code)
 }
 
 enum Sent<'py> {
