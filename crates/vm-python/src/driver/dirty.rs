@@ -46,7 +46,10 @@ pub(crate) fn dirty_job(
             let kw = kwargs
                 .as_ref()
                 .and_then(|k| k.bind(py).downcast::<PyDict>().ok().cloned());
-            let r = finalize::call(f.bind(py), args.bind(py), kw.as_ref());
+            let r = {
+                let _cap = super::recursion::Cap::apply(py);
+                finalize::call(f.bind(py), args.bind(py), kw.as_ref())
+            };
             let out = match r {
                 Ok(v) => Ok(v.unbind()),
                 Err(e) => Err(e.into_value(py).into_any()),

@@ -28,6 +28,7 @@ mod current;
 mod dirty;
 mod gil;
 mod receive;
+mod recursion;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -265,9 +266,12 @@ impl PyProcess {
                 return self.crashed(py, cx, e);
             }
             // No `&mut Cx` is alive here: process code may use the context itself.
-            let res = match self.next.take().unwrap_or_else(|| Next::Send(py.None())) {
-                Next::Send(v) => send(py, &gen, v.bind(py)),
-                Next::Throw(e) => throw(&gen, e.bind(py)).map(Sent::Yielded),
+            let res = {
+                let _cap = recursion::Cap::apply(py);
+                match self.next.take().unwrap_or_else(|| Next::Send(py.None())) {
+                    Next::Send(v) => send(py, &gen, v.bind(py)),
+                    Next::Throw(e) => throw(&gen, e.bind(py)).map(Sent::Yielded),
+                }
             };
             let used = used_cell(&cell).max(1);
             cx.with(|c| c.bump(used));
@@ -493,6 +497,7 @@ impl Body for PyProcess {
                 .map_or_else(|| py.None(), |c| c.clone_ref(py));
             if let Ok(args) = PyTuple::new(py, [gen.clone_ref(py), none.clone_ref(py), none, cell])
             {
+                let _cap = recursion::Cap::apply(py);
                 let _ = finalize::call(r.kill.bind(py), &args, None);
             }
             self.pending = None;
