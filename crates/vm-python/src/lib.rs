@@ -49,6 +49,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // Every atom the binding itself needs is made now, at import: once user code has
+    // filled the atom table, making one lazily would fail inside a scheduler thread
+    // (issue 9 s.3). The others it uses are vm-core's predefined atoms.
+    vm_core::Atom::try_new("$str")
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    convert::str_tag();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Types and exceptions.
     m.add_class::<PyAtom>()?;
