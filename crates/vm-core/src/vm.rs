@@ -357,6 +357,15 @@ impl VmRef {
         &self.0.config
     }
 
+    /// This VM's creation: a number that differs for each VM started in this OS
+    /// process (a counter per start, as Erlang's creation differs per node
+    /// incarnation). A pid that outlives its VM is told apart by it (see
+    /// [`crate::term::ExternalPid`]).
+    pub fn creation(&self) -> u32 {
+        // The low 32 bits of the start counter: 2^32 starts in one process apart.
+        self.0.id as u32
+    }
+
     /// True while the VM runs.
     pub fn is_running(&self) -> bool {
         !self.0.stopping.load(Ordering::Acquire)

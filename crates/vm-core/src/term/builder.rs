@@ -22,7 +22,7 @@ use super::encode;
 use super::order;
 use super::view::{Src, View};
 use super::word::*;
-use super::{Atom, Fragment, Pid, Ref, RefcBin, Term, TermError};
+use super::{Atom, ExternalPid, ExternalRef, Fragment, Pid, Ref, RefcBin, Term, TermError};
 
 /// Builds a [`Fragment`] term by term (see the module docs for the protocol).
 #[derive(Default)]
@@ -91,6 +91,16 @@ impl FragmentBuilder {
     }
     pub fn pid(&mut self, p: Pid) -> &mut Self {
         let w = encode::write_pid(&mut self.words, p);
+        self.push(w)
+    }
+    /// A pid of another VM.
+    pub fn external_pid(&mut self, p: &ExternalPid) -> &mut Self {
+        let w = encode::write_external_pid(&mut self.words, p);
+        self.push(w)
+    }
+    /// A reference of another VM.
+    pub fn external_ref(&mut self, r: &ExternalRef) -> &mut Self {
+        let w = encode::write_external_ref(&mut self.words, r);
         self.push(w)
     }
     pub fn reference(&mut self, r: Ref) -> &mut Self {
