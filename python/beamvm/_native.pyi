@@ -21,12 +21,33 @@ class Atom:
 
 @final
 class Pid:
-    """A process identifier, shown as ``<0.INDEX.SERIAL>``."""
+    """A process identifier: node, id, serial and the creation of the VM that made it.
+
+    Shown as ``<0.ID.SERIAL>`` for a process of the current VM; a pid of another VM (one
+    that has stopped) shows as ``<node.ID.SERIAL.CREATION>`` and is treated as a dead
+    process's everywhere.
+    """
 
     @property
-    def index(self) -> int: ...
+    def node(self) -> Atom:
+        """The node of the process (``nonode@nohost`` until distribution exists)."""
+
     @property
-    def serial(self) -> int: ...
+    def id(self) -> int:
+        """The process's id on its node."""
+
+    @property
+    def index(self) -> int:
+        """The process's slot in its VM's process table (the same as ``id``)."""
+
+    @property
+    def serial(self) -> int:
+        """The slot's reuse count when the process was made."""
+
+    @property
+    def creation(self) -> int:
+        """The creation of the VM that made the pid (a new number per start)."""
+
     def __hash__(self) -> int: ...
     def __eq__(self, other: object) -> bool: ...
     def __lt__(self, other: Pid) -> bool: ...

@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use vm_core::{Pid, Statistics, VmRef};
@@ -26,7 +26,7 @@ use vm_core::{Pid, Statistics, VmRef};
 use crate::args::pid_of;
 use crate::driver::with_cx;
 use crate::errors::outside;
-use crate::types::PyPid;
+use crate::types::{PidTarget, PyPid};
 
 /// The keys `top` and `proc_window` rank by.
 const BY: [&str; 3] = ["message_queue_len", "memory", "reductions"];
@@ -62,7 +62,7 @@ fn ratio(busy: Duration, total: Duration) -> f64 {
 }
 
 fn ranked(v: Vec<(Pid, u64)>) -> Vec<(PyPid, u64)> {
-    v.into_iter().map(|(p, n)| (PyPid(p), n)).collect()
+    v.into_iter().map(|(p, n)| (PyPid::local(p), n)).collect()
 }
 
 /// The `n` processes with the largest `by` (`message_queue_len`, `memory` in bytes or
@@ -169,17 +169,17 @@ pub fn statistics_full(py: Python<'_>) -> PyResult<Py<PyDict>> {
 pub fn set_system_monitor(pid: Option<&Bound<'_, PyAny>>) -> PyResult<Option<PyPid>> {
     let pid = match pid {
         None => None,
-        Some(p) => Some(p.downcast::<PyPid>().map(|p| p.get().0).map_err(|_| {
-            PyTypeError::new_err(format!(
-                "set_system_monitor takes a beamvm.Pid or None, not {}",
-                p.get_type()
-                    .qualname()
-                    .map(|s| s.to_string())
-                    .unwrap_or_default()
-            ))
-        })?),
+        Some(p) => match pid_of(p, "set_system_monitor's argument (a Pid or None)")? {
+            PidTarget::Local(p) => Some(p),
+            PidTarget::Foreign(e) => {
+                return Err(crate::errors::BadArg::new_err(format!(
+                    "{e} is a pid of another VM (one that has stopped), not a process \
+                     of this one: it cannot receive system monitor events"
+                )))
+            }
+        },
     };
-    Ok(handle()?.set_system_monitor(pid).map(PyPid))
+    Ok(handle()?.set_system_monitor(pid).map(PyPid::local))
 }
 
 /// What one snapshot gathers, without the GIL.
@@ -246,7 +246,7 @@ pub fn snapshot(py: Python<'_>, n: i64) -> PyResult<Py<PyDict>> {
         let rows = PyList::empty(py);
         for (pid, value) in list {
             let row = PyDict::new(py);
-            row.set_item("pid", PyPid(*pid))?;
+            row.set_item("pid", PyPid::local(*pid))?;
             row.set_item("value", *value)?;
             if let Some(i) = g.infos.iter().find(|i| i.pid == *pid) {
                 row.set_item("name", i.registered_name.map(|a| a.as_str().to_owned()))?;
@@ -267,7 +267,7 @@ pub fn snapshot(py: Python<'_>, n: i64) -> PyResult<Py<PyDict>> {
 }
 
 fn pids(py: Python<'_>, v: &[Pid]) -> PyResult<Py<PyList>> {
-    Ok(PyList::new(py, v.iter().map(|p| PyPid(*p)))?.unbind())
+    Ok(PyList::new(py, v.iter().map(|p| PyPid::local(*p)))?.unbind())
 }
 
 /// A snapshot of a process (default: the caller) as a dict, or None if it is dead.
@@ -279,7 +279,11 @@ pub fn process_info(
 ) -> PyResult<Option<Py<PyDict>>> {
     let me = with_cx(|cx| cx.self_pid());
     let pid = match pid {
-        Some(p) => pid_of(p, "process_info's argument")?,
+        Some(p) => match pid_of(p, "process_info's argument")? {
+            PidTarget::Local(p) => p,
+            // Another VM's process is dead here.
+            PidTarget::Foreign(_) => return Ok(None),
+        },
         None => me.ok_or_else(|| outside("process_info (without a pid)"))?,
     };
     let v = handle()?;
@@ -295,7 +299,7 @@ pub fn process_info(
             (links, q, old)
         })
         .unwrap_or_default();
-        d.set_item("pid", PyPid(pid))?;
+        d.set_item("pid", PyPid::local(pid))?;
         d.set_item("status", "running")?;
         d.set_item("message_queue_len", qlen)?;
         d.set_item("links", pids(py, &links)?)?;
@@ -306,7 +310,7 @@ pub fn process_info(
     let Some(info) = py.allow_threads(|| v.process_info(pid)) else {
         return Ok(None);
     };
-    d.set_item("pid", PyPid(info.pid))?;
+    d.set_item("pid", PyPid::local(info.pid))?;
     d.set_item("status", info.status)?;
     d.set_item("priority", info.priority)?;
     d.set_item("reductions", info.reductions)?;

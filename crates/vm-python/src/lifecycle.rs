@@ -14,7 +14,7 @@
 //!   and notices when that VM is stopped by someone else (`beamvm.stop()` from a
 //!   thread), instead of waiting forever.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,11 @@ static STATE: Mutex<State> = Mutex::new(State::Stopped);
 static HANDLE: RwLock<Option<VmRef>> = RwLock::new(None);
 /// Incremented at every successful start; read by `run` to recognise its own VM.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// The creation of the VM started last (0 before any): pids carry it, so that a pid
+/// kept from a VM that has stopped never reaches a process of the next one. It stays
+/// after a stop, so that pids read back from the VM that just stopped (its main's exit
+/// reason) still show as local pids.
+static CREATION: AtomicU32 = AtomicU32::new(0);
 /// Set in the child of an `os.fork()` made while a VM ran: the parent's VM does not
 /// exist here (its threads were not copied), which errors say. Cleared by a start.
 static FORKED_AWAY: AtomicBool = AtomicBool::new(false);
@@ -178,6 +183,7 @@ fn start_vm(py: Python<'_>, cfg: Option<&Bound<'_, PyDict>>) -> PyResult<u64> {
     match py.allow_threads(|| Vm::start(c)) {
         Ok(v) => {
             let gen = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
+            CREATION.store(v.creation(), Ordering::Release);
             *HANDLE.write().unwrap_or_else(|e| e.into_inner()) = Some(v.handle());
             *lock_state() = State::Running(v);
             FORKED_AWAY.store(false, Ordering::Release);
@@ -301,6 +307,11 @@ fn describe_frame(f: &Bound<'_, PyAny>) -> PyResult<String> {
         "in {name}() at {file}:{}",
         line.map_or_else(|| "?".into(), |l| l.to_string())
     ))
+}
+
+/// The creation of the current (or last stopped) VM; see [`CREATION`].
+pub(crate) fn creation() -> u32 {
+    CREATION.load(Ordering::Acquire)
 }
 
 /// Whether this is the child of an `os.fork()` made while a VM ran (and no VM was

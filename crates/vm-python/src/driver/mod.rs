@@ -357,7 +357,7 @@ impl PyProcess {
             // (stopping interrupts the processes that did not end their slice).
             let who = cx.with(|c| (c.links().is_empty() && c.vm().is_running(), c.self_pid()));
             if let Some((true, pid)) = who {
-                if let Ok(args) = (crate::types::PyPid(pid), exc.clone()).into_pyobject(py) {
+                if let Ok(args) = (crate::types::PyPid::local(pid), exc.clone()).into_pyobject(py) {
                     let _ = finalize::call(r.report.bind(py), &args, None);
                 }
             }
