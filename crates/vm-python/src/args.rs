@@ -28,26 +28,30 @@ pub(crate) fn atom_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Atom> {
 /// What a `Pid` argument names in the running VM: a local pid, or another VM's
 /// (which the caller gives the dead-process behaviour).
 pub(crate) fn pid_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<PidTarget> {
-    obj.downcast::<PyPid>().map(|p| p.get().target()).map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{what} must be a beamvm.Pid, not {}",
-            type_name(obj)
-        ))
-    })
+    obj.downcast::<PyPid>()
+        .map(|p| p.get().target())
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{what} must be a beamvm.Pid, not {}",
+                type_name(obj)
+            ))
+        })
 }
 
 /// A `Ref` argument: `Some` for a reference made by this node, `None` for another VM's
 /// (which is no monitor or timer here).
 pub(crate) fn ref_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<vm_core::Ref>> {
-    obj.downcast::<PyRef>().map(|p| match p.get().0 {
-        RefId::Local(r) => Some(r),
-        RefId::External(_) => None,
-    }).map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{what} must be a beamvm.Ref, not {}",
-            type_name(obj)
-        ))
-    })
+    obj.downcast::<PyRef>()
+        .map(|p| match p.get().0 {
+            RefId::Local(r) => Some(r),
+            RefId::External(_) => None,
+        })
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{what} must be a beamvm.Ref, not {}",
+                type_name(obj)
+            ))
+        })
 }
 
 pub(crate) fn parse_priority(obj: &Bound<'_, PyAny>) -> PyResult<Priority> {
