@@ -329,6 +329,8 @@ pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
             if let Some(it) = v.tuple_iter() {
                 for (i, e) in it.enumerate().take(n) {
                     let item = to_py(py, e)?;
+                    // SAFETY: `t` is the new tuple of `n` slots made above and `i < n`;
+                    // SET_ITEM steals the new reference `into_ptr` gives it.
                     unsafe {
                         ffi::PyTuple_SET_ITEM(t.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr())
                     };

@@ -70,7 +70,7 @@ fn ranked(v: Vec<(Pid, u64)>) -> Vec<(PyPid, u64)> {
 /// table with the GIL released (~tens of ms per million processes).
 #[pyfunction]
 #[pyo3(signature = (n=10, by="message_queue_len"))]
-pub fn top(py: Python<'_>, n: i64, by: &str) -> PyResult<Vec<(PyPid, u64)>> {
+pub(crate) fn top(py: Python<'_>, n: i64, by: &str) -> PyResult<Vec<(PyPid, u64)>> {
     check_by(by)?;
     let n = check_n(n)?;
     let v = handle()?;
@@ -87,7 +87,12 @@ pub fn top(py: Python<'_>, n: i64, by: &str) -> PyResult<Vec<(PyPid, u64)>> {
 /// process's scheduler thread meanwhile (the watchdog hands its queue to the others).
 #[pyfunction]
 #[pyo3(signature = (n=10, by="reductions", interval=1.0))]
-pub fn proc_window(py: Python<'_>, n: i64, by: &str, interval: f64) -> PyResult<Vec<(PyPid, u64)>> {
+pub(crate) fn proc_window(
+    py: Python<'_>,
+    n: i64,
+    by: &str,
+    interval: f64,
+) -> PyResult<Vec<(PyPid, u64)>> {
     check_by(by)?;
     let n = check_n(n)?;
     if !interval.is_finite() || interval < 0.0 {
@@ -154,7 +159,7 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &Statistics) -> PyResult<Bound
 /// `dirty_io_utilisation`, `dirty_cpu_queued`, `dirty_io_queued`,
 /// `dirty_cpu_completed`, `dirty_io_completed`. Reads counters only.
 #[pyfunction]
-pub fn statistics_full(py: Python<'_>) -> PyResult<Py<PyDict>> {
+pub(crate) fn statistics_full(py: Python<'_>) -> PyResult<Py<PyDict>> {
     let v = handle()?;
     let s = py.allow_threads(move || v.statistics());
     Ok(stats_dict(py, &s)?.unbind())
@@ -166,7 +171,7 @@ pub fn statistics_full(py: Python<'_>) -> PyResult<Py<PyDict>> {
 /// label)])` for every slice that ran past the long_schedule threshold (10 ms).
 #[pyfunction]
 #[pyo3(signature = (pid))]
-pub fn set_system_monitor(pid: Option<&Bound<'_, PyAny>>) -> PyResult<Option<PyPid>> {
+pub(crate) fn set_system_monitor(pid: Option<&Bound<'_, PyAny>>) -> PyResult<Option<PyPid>> {
     let pid = match pid {
         None => None,
         Some(p) => match pid_of(p, "set_system_monitor's argument (a Pid or None)")? {
@@ -229,7 +234,7 @@ fn gather(v: &VmRef, n: usize) -> vm_core::Result<Gathered> {
 /// died meanwhile keeps only pid and value).
 #[pyfunction]
 #[pyo3(signature = (n=10))]
-pub fn snapshot(py: Python<'_>, n: i64) -> PyResult<Py<PyDict>> {
+pub(crate) fn snapshot(py: Python<'_>, n: i64) -> PyResult<Py<PyDict>> {
     let n = check_n(n)?;
     let v = handle()?;
     let g = py
@@ -273,7 +278,7 @@ fn pids(py: Python<'_>, v: &[Pid]) -> PyResult<Py<PyList>> {
 /// A snapshot of a process (default: the caller) as a dict, or None if it is dead.
 #[pyfunction]
 #[pyo3(signature = (pid=None))]
-pub fn process_info(
+pub(crate) fn process_info(
     py: Python<'_>,
     pid: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<Py<PyDict>>> {
@@ -387,14 +392,14 @@ pub(crate) fn system_info(py: Python<'_>) -> PyResult<Py<PyDict>> {
 
 /// Scheduler and process statistics (the same dict as `statistics_full`).
 #[pyfunction]
-pub fn statistics(py: Python<'_>) -> PyResult<Py<PyDict>> {
+pub(crate) fn statistics(py: Python<'_>) -> PyResult<Py<PyDict>> {
     let v = handle()?;
     let s = py.allow_threads(move || v.statistics());
     Ok(stats_dict(py, &s)?.unbind())
 }
 
 /// Adds this module's functions to `beamvm._native`.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(top, m)?)?;
     m.add_function(wrap_pyfunction!(proc_window, m)?)?;
     m.add_function(wrap_pyfunction!(statistics_full, m)?)?;

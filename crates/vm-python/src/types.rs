@@ -333,29 +333,34 @@ impl PyBinary {
             return Err(PyBufferError::new_err("beamvm.Binary is read-only"));
         }
         let bytes = slf.get().0.as_slice();
-        (*view).obj = slf.clone().into_any().into_ptr();
-        (*view).buf = bytes.as_ptr() as *mut c_void;
-        (*view).len = bytes.len() as isize;
-        (*view).readonly = 1;
-        (*view).itemsize = 1;
-        (*view).format = if flags & pyo3::ffi::PyBUF_FORMAT == pyo3::ffi::PyBUF_FORMAT {
+        // SAFETY: `view` is non-null (checked) and CPython hands `__getbuffer__` a
+        // writable Py_buffer that nothing else touches until we return.
+        let v = unsafe { &mut *view };
+        v.obj = slf.clone().into_any().into_ptr();
+        v.buf = bytes.as_ptr() as *mut c_void;
+        v.len = bytes.len() as isize;
+        v.readonly = 1;
+        v.itemsize = 1;
+        v.format = if flags & pyo3::ffi::PyBUF_FORMAT == pyo3::ffi::PyBUF_FORMAT {
             c"B".as_ptr() as *mut _
         } else {
             std::ptr::null_mut()
         };
-        (*view).ndim = 1;
-        (*view).shape = if flags & pyo3::ffi::PyBUF_ND == pyo3::ffi::PyBUF_ND {
-            &mut (*view).len
+        v.ndim = 1;
+        // shape and strides point into the view itself, which the consumer keeps alive
+        // for as long as it uses them (the buffer protocol's rule).
+        v.shape = if flags & pyo3::ffi::PyBUF_ND == pyo3::ffi::PyBUF_ND {
+            &mut v.len
         } else {
             std::ptr::null_mut()
         };
-        (*view).strides = if flags & pyo3::ffi::PyBUF_STRIDES == pyo3::ffi::PyBUF_STRIDES {
-            &mut (*view).itemsize
+        v.strides = if flags & pyo3::ffi::PyBUF_STRIDES == pyo3::ffi::PyBUF_STRIDES {
+            &mut v.itemsize
         } else {
             std::ptr::null_mut()
         };
-        (*view).suboffsets = std::ptr::null_mut();
-        (*view).internal = std::ptr::null_mut();
+        v.suboffsets = std::ptr::null_mut();
+        v.internal = std::ptr::null_mut();
         Ok(())
     }
 

@@ -105,7 +105,7 @@ pub(crate) fn is_receive_op(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
 /// The implementation of `beamvm.receive` (see [`ReceiveOp`]).
 #[pyfunction]
 #[pyo3(signature = (pattern = any_obj(), timeout = None, default = missing_obj()))]
-pub fn _receive(
+pub(crate) fn _receive(
     py: Python<'_>,
     pattern: PyObject,
     timeout: Option<&Bound<'_, PyAny>>,
@@ -172,7 +172,7 @@ fn any_wait_op(py: Python<'_>) -> PyResult<&Py<ReceiveOp>> {
 /// for the frame to yield. Argument errors raise at the call, as before.
 #[pyfunction]
 #[pyo3(signature = (pattern = any_obj(), timeout = None, default = missing_obj()))]
-pub fn _recv(
+pub(crate) fn _recv(
     py: Python<'_>,
     pattern: PyObject,
     timeout: Option<&Bound<'_, PyAny>>,
