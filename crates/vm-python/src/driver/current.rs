@@ -54,7 +54,10 @@ impl CxPtr {
             fn drop(&mut self) {
                 BORROWED.with(|b| b.set(false));
                 // Objects dropped meanwhile are released now, with the context free.
-                let deferred = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+                let deferred = DEFERRED.with(|d| {
+                    let mut d = d.borrow_mut();
+                    (!d.is_empty()).then(|| std::mem::take(&mut *d))
+                });
                 drop(deferred);
             }
         }
