@@ -47,7 +47,7 @@ use crate::lifecycle::{MainSlot, Outcome};
 use crate::runtime::rt;
 use budget::{enter_cell, used_cell};
 pub(crate) use current::{in_process, with_cx};
-use current::{CurrentGuard, CxPtr};
+use current::{CurrentGuard, CxPtr, Slice};
 use dirty::{dirty_job, DirtyOutcome};
 use gil::with_batch_gil;
 pub(crate) use gil::{busy_threads, forget_threads, GilHook};
@@ -250,7 +250,11 @@ impl PyProcess {
                     }
                 }
             }
-            if !forked && cx.with(|c| c.should_yield()).unwrap_or(true) {
+            // One use of the context for both (each use is a thread-local lookup).
+            let (yield_now, budget) = cx
+                .with(|c| (c.should_yield(), c.budget_left()))
+                .unwrap_or((true, 1));
+            if !forked && yield_now {
                 return Step::Yield;
             }
             let Some(gen) = self.gen.as_ref() else {
@@ -261,8 +265,7 @@ impl PyProcess {
                 return Step::Exit(Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
             };
             let cell = cell.bind(py).clone();
-            let budget = cx.with(|c| c.budget_left()).unwrap_or(1).max(1);
-            if let Err(e) = enter_cell(py, &cell, budget) {
+            if let Err(e) = enter_cell(py, &cell, budget.max(1)) {
                 return self.crashed(py, cx, e);
             }
             // No `&mut Cx` is alive here: process code may use the context itself.
@@ -473,8 +476,9 @@ fn str_term(s: &str) -> Term {
 
 impl Body for PyProcess {
     fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
-        // From here on the context is used through this pointer only (current.rs).
-        let cx = CxPtr::new(cx);
+        // From here on the context is used through the slice only (current.rs).
+        let slice = Slice::new(cx);
+        let cx = slice.ptr();
         with_batch_gil(|py| {
             let _g = CurrentGuard::set(cx);
             self.run(py, cx)
@@ -482,7 +486,8 @@ impl Body for PyProcess {
     }
 
     fn terminate(&mut self, cx: &mut Cx<'_>, reason: &Fragment) {
-        let cx = CxPtr::new(cx);
+        let slice = Slice::new(cx);
+        let cx = slice.ptr();
         with_batch_gil(|py| {
             if let Some(m) = &self.main {
                 m.set(Outcome::Exited(reason.clone()));
