@@ -189,3 +189,33 @@ def test_child_can_start_its_own_vm(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "child: fresh VM" in out.stdout
     assert "child exit: 0" in out.stdout
+
+
+def test_fork_inside_a_dirty_call_child_ends_when_the_call_returns(tmp_path):
+    # Only the pool thread is copied into the child; it must not wait for pool jobs
+    # there forever.
+    out = _run(
+        tmp_path,
+        """
+        import os
+        import beamvm
+
+        def forking():
+            pid = os.fork()
+            if pid == 0:
+                print("child in the dirty call", flush=True)
+                return "child's result"
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status)
+
+        def main():
+            return beamvm.dirty_cpu(forking)
+
+        print("child exited", beamvm.run(main, schedulers=1), flush=True)
+        """,
+    )
+    _clean(out)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "child in the dirty call" in lines
+    assert "child exited 0" in lines

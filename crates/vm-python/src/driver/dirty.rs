@@ -50,6 +50,12 @@ pub(crate) fn dirty_job(
                 let _cap = super::recursion::Cap::apply(py);
                 finalize::call(f.bind(py), args.bind(py), kw.as_ref())
             };
+            if crate::lifecycle::forked_away() {
+                // `fn` forked, and this is the child: only this thread was copied, and
+                // the pool it belongs to does not exist here. The child ends when `fn`
+                // returns, as a child forked from a thread does.
+                super::forked_child_exit(py, r.err());
+            }
             let out = match r {
                 Ok(v) => Ok(v.unbind()),
                 Err(e) => Err(e.into_value(py).into_any()),

@@ -369,13 +369,14 @@ impl PyProcess {
     }
 }
 
-/// Ends the child of an `os.fork()` made by process code, once that code has finished,
+/// Ends the child of an `os.fork()` made by process code (or by a dirty call), once that
+/// code has finished,
 /// as a Python program whose main code finished would: an uncaught exception is printed
 /// and the status is 1, `SystemExit` gives its status, `atexit` handlers run and the
 /// standard streams are flushed. The interpreter is not finalised (CPython does not
 /// finalise a child forked from a thread either: this thread's state belongs to the
 /// parent's VM), and the rest of the parent's VM, copied into the child, never runs.
-fn forked_child_exit(py: Python<'_>, err: Option<PyErr>) -> ! {
+pub(crate) fn forked_child_exit(py: Python<'_>, err: Option<PyErr>) -> ! {
     let code = match err {
         None => 0,
         Some(e) if e.is_instance_of::<pyo3::exceptions::PySystemExit>(py) => {
