@@ -221,3 +221,21 @@ def test_ctrl_c_with_a_process_in_a_c_call_loop_returns_promptly(tmp_path):
     assert "did not stop" not in err, err
     # It used to wait 5 s for the loop; the loop is interrupted at once now.
     assert took < 4, took
+
+
+def test_exit_while_a_dirty_call_blocks_does_not_wait_for_it(tmp_path):
+    out, took = _run(
+        tmp_path,
+        """
+        import time
+        import beamvm
+
+        def main():
+            beamvm.dirty_io(time.sleep, 30)
+        """
+        + _script_ending_after("main"),
+    )
+    _no_crash(out)
+    assert out.returncode == 0, out.stderr
+    assert "end of script" in out.stdout
+    assert took < 10, "the exit waited for the blocking call"

@@ -263,16 +263,18 @@ _native._setup(
 # a new VM there) instead of acting on a copy of the parent's VM whose threads are gone.
 _os.register_at_fork(after_in_child=_native._after_fork)
 
-#: Seconds the interpreter's exit waits for dirty calls still running.
-_DIRTY_EXIT_WAIT = 10.0
+#: Seconds the interpreter's exit waits for dirty calls still running. Past it they are
+#: abandoned: a pool thread that comes back to Python while the interpreter finalises is
+#: parked for good (crates/vm-python/src/finalize.rs), so the exit need not wait longer.
+_DIRTY_EXIT_WAIT = 1.0
 
 
 @atexit.register
 def _stop_at_exit() -> None:
     # Scheduler threads must not touch the interpreter while it finalises: stop the VM
     # (a process stuck in a long C call is reported and left behind), then close the
-    # interpreter to VM threads and wait for the dirty calls still running Python (a
-    # blocking call longer than this is abandoned; its thread never re-enters Python).
+    # interpreter to VM threads and give the dirty calls still running a moment to
+    # finish (a longer one is abandoned; its thread never runs Python again).
     if _native.is_running():
         _native.stop()
     _native._quiesce(_DIRTY_EXIT_WAIT)
