@@ -55,6 +55,9 @@ def test_a_stale_pid_gets_the_dead_process_behaviour_everywhere():
         ref = beamvm.monitor(old)
         out["down"] = beamvm.receive(timeout=1)
         out["down_ref"] = out["down"][1] == ref
+        ref2 = beamvm.monitor(old)
+        out["demonitor"] = beamvm.demonitor(ref2, flush=True)
+        out["flushed"] = beamvm.receive(timeout=0.1, default="nothing")
         out["exit"] = beamvm.exit(old, Atom("kill"))  # ignored: nobody to kill
         out["unlink"] = beamvm.unlink(old)
         try:
@@ -77,6 +80,8 @@ def test_a_stale_pid_gets_the_dead_process_behaviour_everywhere():
     assert out["down"][0] == Atom("DOWN") and out["down"][2] == Atom("process")
     assert out["down"][3] == old and out["down"][4] == Atom("noproc")
     assert out["down_ref"]
+    assert out["demonitor"] is False, "the monitor had fired already"
+    assert out["flushed"] == "nothing", "flush removed its DOWN"
     assert out["exit"] is True
     assert out["unlink"] is True
     assert "another VM" in out["register"]
