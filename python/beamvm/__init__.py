@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os as _os
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -277,7 +278,6 @@ def _report_crash(pid: Pid, exc: BaseException) -> None:
     log.error("process %r crashed: %s: %s\n%s", pid, type(exc).__name__, exc, tb.rstrip())
 
 
-_runtime.in_process = _native.in_process_
 _native._setup(
     kill=_runtime.kill,
     new_cell=_runtime.new_cell,
@@ -291,15 +291,22 @@ _native._setup(
 )
 
 
-#: Seconds the interpreter's exit waits for dirty calls still running.
-_DIRTY_EXIT_WAIT = 10.0
+# The VM does not survive os.fork(): in the child, every call says so (and how to start
+# a new VM there) instead of acting on a copy of the parent's VM whose threads are gone.
+_os.register_at_fork(after_in_child=_native._after_fork)
+
+#: Seconds the interpreter's exit waits for dirty calls still running. Past it they are
+#: abandoned: a pool thread that comes back to Python while the interpreter finalises is
+#: parked for good (crates/vm-python/src/finalize.rs), so the exit need not wait longer.
+_DIRTY_EXIT_WAIT = 1.0
 
 
 @atexit.register
 def _stop_at_exit() -> None:
-    # Scheduler threads must not touch the interpreter while it finalises.
+    # Scheduler threads must not touch the interpreter while it finalises: stop the VM
+    # (a process stuck in a long C call is reported and left behind), then close the
+    # interpreter to VM threads and give the dirty calls still running a moment to
+    # finish (a longer one is abandoned; its thread never runs Python again).
     if _native.is_running():
         _native.stop()
-    # Dirty calls still running on detached pool threads must return before the
-    # interpreter finalises (a blocking call longer than this is abandoned).
-    _native._quiesce_dirty(_DIRTY_EXIT_WAIT)
+    _native._quiesce(_DIRTY_EXIT_WAIT)

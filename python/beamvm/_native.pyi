@@ -1,7 +1,64 @@
 """Type stub for the native extension module ``beamvm._native``."""
 
+import sys
 from collections.abc import Callable
 from typing import Any, final
+
+# Everything the module defines (pyo3 lists each added name); stubtest checks it.
+__all__ = [
+    "Atom",
+    "BadArg",
+    "Binary",
+    "NoProc",
+    "Pid",
+    "ProcessExit",
+    "Ref",
+    "SystemLimit",
+    "Timeout",
+    "_ReceiveOp",
+    "__version__",
+    "_after_fork",
+    "_quiesce",
+    "_receive",
+    "_recv",
+    "_setup",
+    "cancel_timer",
+    "demonitor",
+    "exit",
+    "in_process_",
+    "is_alive",
+    "is_running",
+    "link",
+    "make_ref",
+    "memory",
+    "monitor",
+    "proc_window",
+    "process_flag",
+    "process_info",
+    "processes",
+    "read_timer",
+    "register",
+    "roundtrip",
+    "run",
+    "self_pid",
+    "send",
+    "send_after",
+    "set_system_monitor",
+    "snapshot",
+    "spawn",
+    "spawn_link",
+    "spawn_monitor",
+    "spawn_opt",
+    "start",
+    "statistics",
+    "statistics_full",
+    "stop",
+    "system_info",
+    "top",
+    "unlink",
+    "unregister",
+    "whereis",
+]
 
 __version__: str
 
@@ -13,37 +70,58 @@ class Atom:
     @property
     def name(self) -> str: ...
     def __hash__(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
-    def __lt__(self, other: Atom) -> bool: ...
-    def __le__(self, other: Atom) -> bool: ...
-    def __gt__(self, other: Atom) -> bool: ...
-    def __ge__(self, other: Atom) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __lt__(self, other: Atom, /) -> bool: ...
+    def __le__(self, other: Atom, /) -> bool: ...
+    def __gt__(self, other: Atom, /) -> bool: ...
+    def __ge__(self, other: Atom, /) -> bool: ...
 
 @final
 class Pid:
-    """A process identifier, shown as ``<0.INDEX.SERIAL>``."""
+    """A process identifier: node, id, serial and the creation of the VM that made it.
+
+    Shown as ``<0.ID.SERIAL>`` for a process of the current VM; a pid of another VM (one
+    that has stopped) shows as ``<node.ID.SERIAL.CREATION>`` and is treated as a dead
+    process's everywhere.
+    """
 
     @property
-    def index(self) -> int: ...
+    def node(self) -> Atom:
+        """The node of the process (``nonode@nohost`` until distribution exists)."""
+
     @property
-    def serial(self) -> int: ...
+    def id(self) -> int:
+        """The process's id on its node."""
+
+    @property
+    def index(self) -> int:
+        """The process's slot in its VM's process table (the same as ``id``)."""
+
+    @property
+    def serial(self) -> int:
+        """The slot's reuse count when the process was made."""
+
+    @property
+    def creation(self) -> int:
+        """The creation of the VM that made the pid (a new number per start)."""
+
     def __hash__(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
-    def __lt__(self, other: Pid) -> bool: ...
-    def __le__(self, other: Pid) -> bool: ...
-    def __gt__(self, other: Pid) -> bool: ...
-    def __ge__(self, other: Pid) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __lt__(self, other: Pid, /) -> bool: ...
+    def __le__(self, other: Pid, /) -> bool: ...
+    def __gt__(self, other: Pid, /) -> bool: ...
+    def __ge__(self, other: Pid, /) -> bool: ...
 
 @final
 class Ref:
     """A unique reference, shown as ``#Ref<0.N>``."""
 
     def __hash__(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
-    def __lt__(self, other: Ref) -> bool: ...
-    def __le__(self, other: Ref) -> bool: ...
-    def __gt__(self, other: Ref) -> bool: ...
-    def __ge__(self, other: Ref) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __lt__(self, other: Ref, /) -> bool: ...
+    def __le__(self, other: Ref, /) -> bool: ...
+    def __gt__(self, other: Ref, /) -> bool: ...
+    def __ge__(self, other: Ref, /) -> bool: ...
 
 @final
 class Binary:
@@ -52,9 +130,10 @@ class Binary:
     def __new__(cls, data: bytes) -> Binary: ...
     def __len__(self) -> int: ...
     def __bytes__(self) -> bytes: ...
-    def __buffer__(self, flags: int) -> memoryview: ...
+    if sys.version_info >= (3, 12):
+        def __buffer__(self, flags: int, /) -> memoryview: ...
     def __hash__(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     @property
     def refcount(self) -> int: ...
     @property
@@ -93,6 +172,7 @@ def _receive(*patterns: Any, timeout: float | None = None, default: Any = ...) -
 def _recv(*patterns: Any, timeout: float | None = None, default: Any = ...) -> Any:
     """Fast receive for compiled code: a queued match, or an op for the frame to yield."""
 
+@final
 class _ReceiveOp:
     """A receive waiting in a process (driven by the native scheduler)."""
 
@@ -106,7 +186,11 @@ def _gen_call(server: Any, request: Any, timeout: float | None = 5.0) -> _Receiv
 def _gen_cast(server: Any, msg: Any) -> None:
     """Send ``('$gen_cast', msg)`` to a server (``gen_server.cast``); never fails."""
 
-def _quiesce_dirty(timeout: float) -> int: ...
+def _quiesce(timeout: float) -> int:
+    """At exit: keep VM threads out of Python; wait for dirty calls still running."""
+def _after_fork() -> None:
+    """In the child of os.fork(): forget the parent's VM."""
+
 def start(**config: Any) -> None: ...
 def stop() -> bool: ...
 def is_running() -> bool: ...

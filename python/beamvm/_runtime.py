@@ -229,12 +229,18 @@ _PRIMITIVES: dict[Callable[..., Any], Callable[..., Generator[Any, Any, Any]]] =
 _REGISTER_HOOKS: list[Callable[[Callable[..., Any]], None]] = []
 
 
-def _no_process() -> bool:
-    return False
+def in_process() -> bool:
+    """Whether the calling thread runs a beamvm process right now.
 
-
-#: Set by the native binding: whether the calling thread runs a beamvm process right now.
-in_process: Callable[[], bool] = _no_process
+    Asks the native binding, imported here rather than at module level so that this
+    module stays importable (and cheap to import) without it; without it, no thread ever
+    runs a process.
+    """
+    try:
+        from beamvm import _native
+    except ImportError:
+        return False
+    return _native.in_process_()
 
 #: Set by ``beamvm.aio``: the process body for a coroutine function, ``(fn, args, kwargs)
 #: -> generator`` (``spawn(async_fn)`` runs the coroutine on the event loop, see aio.py).

@@ -32,6 +32,10 @@ use crate::term::Term;
 use crate::term::{Atom, Fragment, Pid, Ref};
 use crate::timer::Timers;
 
+/// The next VM's creation: one per start in this OS process, never 0 (0 is what a
+/// pid built by hand without one carries).
+static NEXT_CREATION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
 /// Options for spawning.
 #[derive(Clone, Copy, Debug)]
 pub struct SpawnOpts {
@@ -65,6 +69,8 @@ pub(crate) struct VmInner {
     pub(crate) registry: Registry,
     pub(crate) stopping: AtomicBool,
     pub(crate) started: Instant,
+    /// This VM's creation (see [`VmRef::creation`]).
+    pub(crate) creation: u32,
     pub(crate) registered: Mutex<()>,
     pub(crate) dirty: DirtyPools,
     pub(crate) system_monitor: Mutex<Option<Pid>>,
@@ -350,6 +356,14 @@ impl VmRef {
         &self.0.config
     }
 
+    /// This VM's creation: a number that differs for each VM started in this OS
+    /// process (a counter per start, as Erlang's creation differs per node
+    /// incarnation). A pid that outlives its VM is told apart by it (see
+    /// [`crate::term::ExternalPid`]).
+    pub fn creation(&self) -> u32 {
+        self.0.creation
+    }
+
     /// True while the VM runs.
     pub fn is_running(&self) -> bool {
         !self.0.stopping.load(Ordering::Acquire)
@@ -394,6 +408,7 @@ impl Vm {
             registry: Registry::default(),
             stopping: AtomicBool::new(false),
             started: Instant::now(),
+            creation: NEXT_CREATION.fetch_add(1, Ordering::Relaxed),
             registered: Mutex::new(()),
             dirty: DirtyPools::new(config.dirty_cpu, config.dirty_io),
             system_monitor: Mutex::new(None),

@@ -25,7 +25,7 @@ pub(crate) fn alias(reply: bool) -> PyResult<PyRef> {
     } else {
         AliasMode::Explicit
     };
-    with_cx(|cx| PyRef(cx.alias(mode))).ok_or_else(|| outside("alias"))
+    with_cx(|cx| PyRef::local(cx.alias(mode))).ok_or_else(|| outside("alias"))
 }
 
 /// Deactivates an alias of the calling process; returns whether it was active. Messages
@@ -33,7 +33,8 @@ pub(crate) fn alias(reply: bool) -> PyResult<PyRef> {
 #[pyfunction]
 pub(crate) fn unalias(ref_: &Bound<'_, PyAny>) -> PyResult<bool> {
     let r = ref_of(ref_, "unalias's argument")?;
-    with_cx(|cx| cx.unalias(r)).ok_or_else(|| outside("unalias"))
+    // A reference of another VM was never an alias of this process.
+    with_cx(|cx| r.is_some_and(|r| cx.unalias(r))).ok_or_else(|| outside("unalias"))
 }
 
 /// Parses `monitor(..., alias=...)`: None (no alias) or OTP's option name.

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use vm_core::{Pid, Priority, SpawnOpts};
+use vm_core::term::FragmentBuilder;
+use vm_core::{Atom, Pid, Priority, SpawnOpts};
 
 use crate::args::{atom_of, parse_priority, parse_timeout, pid_of, ref_of};
 use crate::convert::{self, frag_to_py, to_fragment};
@@ -16,7 +17,12 @@ use crate::driver::{in_process, with_cx, PyProcess};
 use crate::errors::{outside, vm_err, BadArg, ProcessExit};
 use crate::lifecycle::{vm, MainSlot};
 use crate::runtime::{self, rt};
-use crate::types::{PyPid, PyRef};
+use crate::types::{PidTarget, PyPid, PyRef};
+
+/// A pid no process of this VM ever has: the process table never gives out its
+/// highest index (reserved for `vm_core::EXTERNAL_PID`), and no slot reaches this
+/// serial. A timer to another VM's pid targets it, so its message is dropped.
+const NEVER_ALIVE: Pid = Pid::new(vm_core::term::MAX_PID_INDEX, u32::MAX);
 
 pub(crate) fn make_body(
     py: Python<'_>,
@@ -102,7 +108,7 @@ pub(crate) fn spawn(
     if !in_process() {
         vm()?;
     }
-    spawn_impl(py, f, args, kwargs, SpawnOpts::default(), "spawn").map(|(p, _)| PyPid(p))
+    spawn_impl(py, f, args, kwargs, SpawnOpts::default(), "spawn").map(|(p, _)| PyPid::local(p))
 }
 
 /// Spawns `f(*args, **kwargs)` linked to the calling process; returns its pid. Arguments
@@ -122,7 +128,7 @@ pub(crate) fn spawn_link(
         link: true,
         ..SpawnOpts::default()
     };
-    spawn_impl(py, f, args, kwargs, opts, "spawn_link").map(|(p, _)| PyPid(p))
+    spawn_impl(py, f, args, kwargs, opts, "spawn_link").map(|(p, _)| PyPid::local(p))
 }
 
 /// Spawns `f(*args, **kwargs)` monitored by the calling process; returns `(pid, ref)`.
@@ -143,7 +149,7 @@ pub(crate) fn spawn_monitor(
         ..SpawnOpts::default()
     };
     let (p, r) = spawn_impl(py, f, args, kwargs, opts, "spawn_monitor")?;
-    Ok((PyPid(p), PyRef(r.unwrap_or(vm_core::Ref(0)))))
+    Ok((PyPid::local(p), PyRef::local(r.unwrap_or(vm_core::Ref(0)))))
 }
 
 /// Spawns with options: `spawn_opt(f, args=(), kwargs=None, *, link=False,
@@ -178,8 +184,8 @@ pub(crate) fn spawn_opt(
     }
     let (p, r) = spawn_impl(py, f, args, kwargs, opts, "spawn_opt")?;
     Ok(match r {
-        Some(r) if monitor => (PyPid(p), PyRef(r)).into_py(py),
-        _ => PyPid(p).into_py(py),
+        Some(r) if monitor => (PyPid::local(p), PyRef::local(r)).into_py(py),
+        _ => PyPid::local(p).into_py(py),
     })
 }
 
@@ -194,7 +200,10 @@ pub(crate) fn send<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut frag = Some(to_fragment(msg)?);
     if let Ok(p) = dest.downcast_exact::<PyPid>() {
-        let pid = p.get().0;
+        let PidTarget::Local(pid) = p.get().target() else {
+            // Another VM's process: as to a dead one, the message is dropped.
+            return Ok(msg.clone());
+        };
         // The fragment moves into the closure only when a process is running here.
         if with_cx(|cx| cx.send(pid, frag.take().expect("fragment"))).is_none() {
             vm()?.send(pid, frag.take().expect("fragment"));
@@ -202,7 +211,10 @@ pub(crate) fn send<'py>(
         return Ok(msg.clone());
     }
     if let Ok(r) = dest.downcast_exact::<PyRef>() {
-        crate::alias::send_to_alias(r.get().0, frag.take().expect("fragment"))?;
+        if let crate::types::RefId::Local(r) = r.get().0 {
+            crate::alias::send_to_alias(r, frag.take().expect("fragment"))?;
+        } // another VM's reference routes nowhere here: dropped, as to a dead alias
+
         return Ok(msg.clone());
     }
     if dest.downcast_exact::<PyTuple>().is_ok() {
@@ -229,24 +241,57 @@ pub(crate) fn send<'py>(
 /// The calling process's pid.
 #[pyfunction]
 pub(crate) fn self_pid() -> PyResult<PyPid> {
-    with_cx(|cx| PyPid(cx.self_pid())).ok_or_else(|| outside("self_pid"))
+    with_cx(|cx| PyPid::local(cx.self_pid())).ok_or_else(|| outside("self_pid"))
 }
 
 /// Links the calling process to `pid` (NoProc if it is dead and exits are not trapped).
 #[pyfunction]
 pub(crate) fn link(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let pid = pid_of(pid, "link's argument")?;
-    with_cx(|cx| cx.link(pid))
-        .ok_or_else(|| outside("link"))?
-        .map_err(vm_err)?;
+    let r = match pid_of(pid, "link's argument")? {
+        PidTarget::Local(pid) => with_cx(|cx| cx.link(pid)),
+        // Another VM's process is dead here: as erlang:link/1 to a dead pid.
+        PidTarget::Foreign(e) => with_cx(|cx| {
+            if !trapping(cx) {
+                return Err(vm_core::Error::NoProc);
+            }
+            let mut b = FragmentBuilder::with_capacity(8);
+            b.atom(Atom::EXIT).external_pid(&e).atom(Atom::NOPROC);
+            if let Some(m) = tuple_of(b, 3) {
+                let me = cx.self_pid();
+                cx.send(me, m);
+            }
+            Ok(())
+        }),
+    };
+    r.ok_or_else(|| outside("link"))?.map_err(vm_err)?;
     Ok(true)
+}
+
+/// The tuple of the `n` terms pushed on `b` (a message the API builds itself).
+fn tuple_of(mut b: FragmentBuilder, n: usize) -> Option<vm_core::Fragment> {
+    if b.tuple(n).is_err() {
+        return None;
+    }
+    b.finish().ok()
+}
+
+/// Whether the process traps exits.
+fn trapping(cx: &mut vm_core::Cx<'_>) -> bool {
+    let on = cx.trap_exit(false);
+    cx.trap_exit(on);
+    on
 }
 
 /// Removes the link to `pid`, if any.
 #[pyfunction]
 pub(crate) fn unlink(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let pid = pid_of(pid, "unlink's argument")?;
-    with_cx(|cx| cx.unlink(pid)).ok_or_else(|| outside("unlink"))?;
+    let target = pid_of(pid, "unlink's argument")?;
+    with_cx(|cx| {
+        if let PidTarget::Local(pid) = target {
+            cx.unlink(pid);
+        }
+    })
+    .ok_or_else(|| outside("unlink"))?;
     Ok(true)
 }
 
@@ -265,18 +310,33 @@ pub(crate) fn monitor(
         pid_of(target, "monitor's argument")?
     } else {
         let name = atom_of(target, "monitor's argument (a Pid or a registered name)")?;
-        match vm()?.whereis(name) {
+        PidTarget::Local(match vm()?.whereis(name) {
             Some(p) => p,
-            None => Pid::new(vm_core::term::MAX_PID_INDEX, u32::MAX),
-        }
+            None => NEVER_ALIVE,
+        })
     };
-    with_cx(|cx| {
-        PyRef(match mode {
+    let r = match pid {
+        PidTarget::Local(pid) => with_cx(|cx| match mode {
             Some(m) => cx.monitor_alias(pid, m),
             None => cx.monitor(pid),
-        })
-    })
-    .ok_or_else(|| outside("monitor"))
+        }),
+        // Another VM's process is dead here: the DOWN (noproc) comes at once.
+        PidTarget::Foreign(e) => with_cx(|cx| {
+            let r = vm_core::Ref::new();
+            let mut b = FragmentBuilder::with_capacity(16);
+            b.atom(Atom::DOWN)
+                .reference(r)
+                .atom(Atom::PROCESS)
+                .external_pid(&e)
+                .atom(Atom::NOPROC);
+            if let Some(m) = tuple_of(b, 5) {
+                let me = cx.self_pid();
+                cx.send(me, m);
+            }
+            r
+        }),
+    };
+    r.map(PyRef::local).ok_or_else(|| outside("monitor"))
 }
 
 /// Removes a monitor; with `flush`, also its DOWN message if it arrived. Returns
@@ -285,7 +345,7 @@ pub(crate) fn monitor(
 #[pyo3(signature = (ref_, flush=false))]
 pub(crate) fn demonitor(ref_: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> {
     let r = ref_of(ref_, "demonitor's argument")?;
-    with_cx(|cx| cx.demonitor(r, flush)).ok_or_else(|| outside("demonitor"))
+    with_cx(|cx| r.is_some_and(|r| cx.demonitor(r, flush))).ok_or_else(|| outside("demonitor"))
 }
 
 /// `exit(reason)` ends the calling process with `reason` (raises ProcessExit);
@@ -300,8 +360,12 @@ pub(crate) fn exit(args: &Bound<'_, PyTuple>) -> PyResult<bool> {
             Err(ProcessExit::new_err((reason.unbind(),)))
         }
         2 => {
-            let pid = pid_of(&args.get_item(0)?, "exit's first argument")?;
+            let target = pid_of(&args.get_item(0)?, "exit's first argument")?;
             let reason = to_fragment(&args.get_item(1)?)?;
+            let PidTarget::Local(pid) = target else {
+                // Another VM's process is dead here: the signal goes nowhere.
+                return Ok(true);
+            };
             if with_cx(|cx| cx.exit(pid, reason.clone())).is_none() {
                 vm()?.exit(pid, reason);
             }
@@ -345,7 +409,15 @@ pub(crate) fn process_flag(
 pub(crate) fn register(name: &Bound<'_, PyAny>, pid: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
     let name = atom_of(name, "a registered name")?;
     let pid = match pid {
-        Some(p) => pid_of(p, "register's pid")?,
+        Some(p) => match pid_of(p, "register's pid")? {
+            PidTarget::Local(pid) => pid,
+            PidTarget::Foreign(e) => {
+                return Err(BadArg::new_err(format!(
+                    "cannot register {e}: it is a pid of another VM (one that has \
+                     stopped), not a process of this one"
+                )))
+            }
+        },
         None => with_cx(|cx| cx.self_pid()).ok_or_else(|| outside("register (without a pid)"))?,
     };
     vm()?.register(name, pid).map_err(vm_err)?;
@@ -364,13 +436,13 @@ pub(crate) fn unregister(name: &Bound<'_, PyAny>) -> PyResult<bool> {
 #[pyfunction]
 pub(crate) fn whereis(name: &Bound<'_, PyAny>) -> PyResult<Option<PyPid>> {
     let name = atom_of(name, "a registered name")?;
-    Ok(vm()?.whereis(name).map(PyPid))
+    Ok(vm()?.whereis(name).map(PyPid::local))
 }
 
 /// A new unique reference.
 #[pyfunction]
 pub(crate) fn make_ref() -> PyRef {
-    PyRef(vm_core::Ref::new())
+    PyRef::local(vm_core::Ref::new())
 }
 
 /// Sends `msg` to `dest` (a pid, or a name resolved now) after `seconds`; returns a
@@ -386,7 +458,12 @@ pub(crate) fn send_after(
     let frag = to_fragment(msg)?;
     let v = vm()?;
     let pid = if let Ok(p) = dest.downcast::<PyPid>() {
-        p.get().0
+        match p.get().target() {
+            PidTarget::Local(pid) => pid,
+            // Another VM's process is dead here: the timer runs, its message is
+            // dropped at expiry (a pid no process of this VM ever has).
+            PidTarget::Foreign(_) => NEVER_ALIVE,
+        }
     } else {
         let name = atom_of(
             dest,
@@ -396,7 +473,7 @@ pub(crate) fn send_after(
             BadArg::new_err(format!("no process is registered as {:?}", name.as_str()))
         })?
     };
-    Ok(PyRef(
+    Ok(PyRef::local(
         match with_cx(|cx| cx.send_after(t, pid, frag.clone())) {
             Some(r) => r,
             None => v.send_after(t, pid, frag),
@@ -408,21 +485,27 @@ pub(crate) fn send_after(
 #[pyfunction]
 pub(crate) fn cancel_timer(ref_: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
     let r = ref_of(ref_, "cancel_timer's argument")?;
-    Ok(vm()?.cancel_timer(r).map(|d| d.as_secs_f64()))
+    let v = vm()?;
+    Ok(r.and_then(|r| v.cancel_timer(r)).map(|d| d.as_secs_f64()))
 }
 
 /// Seconds left on a timer, or None.
 #[pyfunction]
 pub(crate) fn read_timer(ref_: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
     let r = ref_of(ref_, "read_timer's argument")?;
-    Ok(vm()?.read_timer(r).map(|d| d.as_secs_f64()))
+    let v = vm()?;
+    Ok(r.and_then(|r| v.read_timer(r)).map(|d| d.as_secs_f64()))
 }
 
 /// Whether `pid` is alive.
 #[pyfunction]
 pub(crate) fn is_alive(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let pid = pid_of(pid, "is_alive's argument")?;
-    Ok(vm()?.is_alive(pid))
+    let target = pid_of(pid, "is_alive's argument")?;
+    let v = vm()?;
+    Ok(match target {
+        PidTarget::Local(pid) => v.is_alive(pid),
+        PidTarget::Foreign(_) => false,
+    })
 }
 
 /// Converts a value to its term form and back (what a receiver would see).

@@ -30,7 +30,7 @@ use std::sync::OnceLock;
 use vm_core::term::{FragmentBuilder, Kind, RefcBin};
 use vm_core::{Atom, Fragment, Pid, Term, View, Word};
 
-use crate::types::{PyAtom, PyBinary, PyPid, PyRef};
+use crate::types::{PidTarget, PyAtom, PyBinary, PyPid, PyRef, RefId};
 
 /// Deepest nesting converted (a guard against self-referencing containers).
 pub const MAX_DEPTH: usize = 1000;
@@ -100,7 +100,11 @@ fn immediate(obj: &Bound<'_, PyAny>) -> Option<Imm> {
         } else if ty == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
             Some(Imm::Atom(Atom::from_bool(obj.as_ptr() == ffi::Py_True())))
         } else if ty as usize == types(py).pid {
-            Some(Imm::Pid(obj.downcast_unchecked::<PyPid>().get().0))
+            match obj.downcast_unchecked::<PyPid>().get().target() {
+                PidTarget::Local(p) => Some(Imm::Pid(p)),
+                // Another VM's pid is boxed (the general path).
+                PidTarget::Foreign(_) => None,
+            }
         } else if ty as usize == types(py).atom {
             Some(Imm::Atom(obj.downcast_unchecked::<PyAtom>().get().0))
         } else {
@@ -196,9 +200,15 @@ fn push(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResu
     } else if let Ok(a) = obj.downcast_exact::<PyAtom>() {
         b.atom(a.get().0);
     } else if let Ok(p) = obj.downcast_exact::<PyPid>() {
-        b.pid(p.get().0);
+        match p.get().target() {
+            PidTarget::Local(p) => b.pid(p),
+            PidTarget::Foreign(e) => b.external_pid(&e),
+        };
     } else if let Ok(r) = obj.downcast_exact::<PyRef>() {
-        b.reference(r.get().0);
+        match r.get().0 {
+            RefId::Local(r) => b.reference(r),
+            RefId::External(r) => b.external_ref(&r),
+        };
     } else if let Ok(bin) = obj.downcast_exact::<PyBinary>() {
         b.refc_binary(bin.get().0.clone());
     } else if let Ok(ba) = obj.downcast::<PyByteArray>() {
@@ -319,6 +329,8 @@ pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
             if let Some(it) = v.tuple_iter() {
                 for (i, e) in it.enumerate().take(n) {
                     let item = to_py(py, e)?;
+                    // SAFETY: `t` is the new tuple of `n` slots made above and `i < n`;
+                    // SET_ITEM steals the new reference `into_ptr` gives it.
                     unsafe {
                         ffi::PyTuple_SET_ITEM(t.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr())
                     };
@@ -345,19 +357,17 @@ pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
             }
             d.into_any().unbind()
         }
-        Kind::Pid => PyPid(v.as_pid().unwrap_or_default_pid()).into_py(py),
-        Kind::Ref => PyRef(v.as_ref().unwrap_or(vm_core::Ref(0))).into_py(py),
+        Kind::Pid => match (v.as_pid(), v.as_external_pid()) {
+            (Some(p), _) => PyPid::local(p).into_py(py),
+            (None, Some(e)) => PyPid::external(e).into_py(py),
+            (None, None) => return Err(PyValueError::new_err("malformed pid term")),
+        },
+        Kind::Ref => match (v.as_ref(), v.as_external_ref()) {
+            (Some(r), _) => PyRef::local(r).into_py(py),
+            (None, Some(r)) => PyRef(RefId::External(r)).into_py(py),
+            (None, None) => return Err(PyValueError::new_err("malformed reference term")),
+        },
     })
-}
-
-trait PidDefault {
-    fn unwrap_or_default_pid(self) -> vm_core::Pid;
-}
-
-impl PidDefault for Option<vm_core::Pid> {
-    fn unwrap_or_default_pid(self) -> vm_core::Pid {
-        self.unwrap_or(vm_core::Pid::new(0, 0))
-    }
 }
 
 /// Converts a fragment into fresh Python objects.

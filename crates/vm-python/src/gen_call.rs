@@ -134,7 +134,7 @@ fn default_timeout_obj() -> PyObject {
 /// `whereis` accepts (a via tuple; it raises TypeError for anything else).
 fn resolve(py: Python<'_>, server: &Bound<'_, PyAny>) -> PyResult<Option<Pid>> {
     if let Ok(p) = server.downcast_exact::<PyPid>() {
-        return Ok(Some(p.get().0));
+        return Ok(local_pid(p.get()));
     }
     if server.is_instance_of::<PyString>() || server.downcast_exact::<PyAtom>().is_ok() {
         let name = atom_of(server, "a server name")?;
@@ -146,7 +146,16 @@ fn resolve(py: Python<'_>, server: &Bound<'_, PyAny>) -> PyResult<Option<Pid>> {
     if found.is_none() {
         return Ok(None);
     }
-    Ok(Some(found.downcast::<PyPid>()?.get().0))
+    Ok(local_pid(found.downcast::<PyPid>()?.get()))
+}
+
+/// The pid of a process of this VM; None for another VM's (dead here: a call to it
+/// fails with noproc).
+fn local_pid(p: &PyPid) -> Option<Pid> {
+    match p.target() {
+        crate::types::PidTarget::Local(pid) => Some(pid),
+        crate::types::PidTarget::Foreign(_) => None,
+    }
 }
 
 /// The caller's half of `gen_server.call(server, request, timeout=5.0)`: the op that

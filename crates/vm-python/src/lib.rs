@@ -18,6 +18,8 @@
 //! * [`args`]: argument parsing shared by the API (names, pids, refs, timeouts).
 //! * [`errors`]: the exceptions, and the one mapping from `vm_core::Error` to them.
 //! * [`runtime`]: the Python protocol objects handed over by `beamvm/__init__.py`.
+//! * [`finalize`]: the interpreter's exit: VM threads never touch a finalising
+//!   interpreter.
 //!
 //! The module itself is declared here, in one place ([`_native`]).
 //!
@@ -33,6 +35,7 @@ mod args;
 pub mod convert;
 mod driver;
 mod errors;
+mod finalize;
 mod gen_call;
 mod introspect;
 mod lifecycle;
@@ -52,6 +55,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // Every atom the binding itself needs is made now, at import: once user code has
+    // filled the atom table, making one lazily would fail inside a scheduler thread
+    // (issue 9 s.3). The others it uses are vm-core's predefined atoms.
+    vm_core::Atom::try_new("$str")
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    convert::str_tag();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Types and exceptions.
     m.add_class::<PyAtom>()?;
@@ -68,7 +77,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<driver::ReceiveOp>()?;
     m.add_function(wrap_pyfunction!(driver::_receive, m)?)?;
     m.add_function(wrap_pyfunction!(driver::_recv, m)?)?;
-    m.add_function(wrap_pyfunction!(driver::_quiesce_dirty, m)?)?;
+    m.add_function(wrap_pyfunction!(finalize::_quiesce, m)?)?;
     m.add_function(wrap_pyfunction!(gen_call::_gen_call, m)?)?;
     m.add_function(wrap_pyfunction!(gen_call::_gen_cast, m)?)?;
     // Life cycle.
@@ -76,6 +85,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lifecycle::stop, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::is_running, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::run, m)?)?;
+    m.add_function(wrap_pyfunction!(lifecycle::_after_fork, m)?)?;
     // Processes.
     m.add_function(wrap_pyfunction!(api::spawn, m)?)?;
     m.add_function(wrap_pyfunction!(api::spawn_link, m)?)?;

@@ -118,7 +118,7 @@ fn start(
 /// Serves the web observer of this process's VM on `host:port` (0: any free port).
 #[pyfunction]
 #[pyo3(signature = (host, port))]
-pub fn _serve_http(py: Python<'_>, host: &str, port: u16) -> PyResult<PyHttpObserver> {
+pub(crate) fn _serve_http(py: Python<'_>, host: &str, port: u16) -> PyResult<PyHttpObserver> {
     let local = Local::new(vm_source(), stacktrace_provider());
     start(py, host, port, Backend::Local(local), None)
 }
@@ -126,7 +126,7 @@ pub fn _serve_http(py: Python<'_>, host: &str, port: u16) -> PyResult<PyHttpObse
 /// Serves the web observer of the program whose observer socket is `socket`.
 #[pyfunction]
 #[pyo3(signature = (socket, host, port))]
-pub fn _serve_http_relay(
+pub(crate) fn _serve_http_relay(
     py: Python<'_>,
     socket: &str,
     host: &str,
@@ -153,7 +153,7 @@ fn shared_local() -> &'static Local {
 /// Answers a data request `target` (e.g. `/api/snapshot?n=10`) for a relay: returns
 /// `(status, content_type, body)`. Computed with the GIL released.
 #[pyfunction]
-pub fn _observer_get(py: Python<'_>, target: &str) -> PyResult<(u16, String, String)> {
+pub(crate) fn _observer_get(py: Python<'_>, target: &str) -> PyResult<(u16, String, String)> {
     let req = vm_observer::http::parse_head(&format!("GET {target} HTTP/1.1"))
         .map_err(|e| PyValueError::new_err(format!("bad observer request target: {e}")))?;
     let r = py.allow_threads(|| shared_local().answer(&req));
@@ -163,7 +163,7 @@ pub fn _observer_get(py: Python<'_>, target: &str) -> PyResult<(u16, String, Str
 }
 
 /// Adds this module's names to `beamvm._native`.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyHttpObserver>()?;
     m.add_function(wrap_pyfunction!(_serve_http, m)?)?;
     m.add_function(wrap_pyfunction!(_serve_http_relay, m)?)?;

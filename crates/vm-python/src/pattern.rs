@@ -24,28 +24,46 @@ use crate::types::{PyAtom, PyBinary, PyPid, PyRef};
 /// A value type a pattern can match by kind.
 #[derive(Clone, Copy, Debug)]
 pub enum TypeTest {
+    /// `int`: an integer of any size.
     Int,
+    /// `float`.
     Float,
+    /// `str`.
     Str,
+    /// `bytes`: a binary.
     Bytes,
+    /// `bool`: the atoms `true` and `false`.
     Bool,
+    /// `tuple` (not a str).
     Tuple,
+    /// `list`.
     List,
+    /// `dict`: a map.
     Dict,
+    /// `Atom` (not `true`, `false` or `undefined`).
     Atom,
+    /// `Pid`.
     Pid,
+    /// `Ref`.
     Ref,
+    /// `type(None)`: the atom `undefined`.
     NoneT,
 }
 
 /// A compiled pattern.
 #[derive(Clone, Debug)]
 pub enum Pattern {
+    /// `beamvm.ANY`: anything.
     Any,
+    /// A type: any value of it.
     Type(TypeTest),
+    /// A value: exactly equal terms.
     Literal(Term),
+    /// A tuple of patterns: a tuple of the same size, element-wise.
     Tuple(Vec<Pattern>),
+    /// A list of patterns: a list of the same length, element-wise.
     List(Vec<Pattern>),
+    /// A dict of literal keys to patterns: a map with at least those keys.
     Map(Vec<(Term, Pattern)>),
 }
 

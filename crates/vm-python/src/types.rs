@@ -14,6 +14,7 @@ use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use vm_core::term::RefcBin;
+use vm_core::term::{ExternalPid, ExternalRef};
 use vm_core::{Atom, Pid, Ref};
 
 /// An Erlang atom: an interned name. `Atom("ok")`.
@@ -67,53 +68,155 @@ impl PyAtom {
     }
 }
 
-/// A process identifier, shown as Erlang does: `<0.12.0>`.
+/// What a `Pid` names, seen from the running VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PidTarget {
+    /// A process of the current VM (alive or not).
+    Local(Pid),
+    /// A process of another VM: a stopped one (an earlier creation) or, later, another
+    /// node's. It gets the dead-process behaviour everywhere (docs/semantics.md).
+    Foreign(ExternalPid),
+}
+
+/// A process identifier: the node, the id and serial the node gave it, and the
+/// creation of the VM that made it (a new number each time a VM starts). A pid of the
+/// current VM shows as Erlang shows a local pid, `<0.12.0>`; any other (a pid kept
+/// from a VM that has stopped) as `<nonode@nohost.12.0.3>`, and it never reaches a
+/// process of the current VM.
 #[pyclass(frozen, name = "Pid", module = "beamvm")]
 #[derive(Clone, Copy)]
-pub struct PyPid(pub Pid);
+pub struct PyPid {
+    node: Atom,
+    pid: Pid,
+    creation: u32,
+}
+
+impl PyPid {
+    /// A pid of the current VM.
+    pub(crate) fn local(pid: Pid) -> PyPid {
+        PyPid {
+            node: Atom::NONODE,
+            pid,
+            creation: crate::lifecycle::creation(),
+        }
+    }
+
+    /// A pid of another VM (or the current VM's, given in external form).
+    pub(crate) fn external(e: ExternalPid) -> PyPid {
+        PyPid {
+            node: e.node,
+            pid: e.local_part(),
+            creation: e.creation,
+        }
+    }
+
+    /// What this pid names in the running VM.
+    pub(crate) fn target(&self) -> PidTarget {
+        if self.node == Atom::NONODE
+            && self.creation == crate::lifecycle::creation()
+            && self.pid.is_compact()
+        {
+            PidTarget::Local(self.pid)
+        } else {
+            PidTarget::Foreign(ExternalPid::new(self.node, self.pid, self.creation))
+        }
+    }
+
+    /// Term order among Python pids: node name, creation, id, serial (stable as VMs
+    /// come and go, unlike "local first").
+    fn key(&self) -> (&'static str, u32, u32, u32) {
+        (
+            self.node.as_str(),
+            self.creation,
+            self.pid.index,
+            self.pid.serial,
+        )
+    }
+}
 
 #[pymethods]
 impl PyPid {
-    /// The pid's slot in the process table.
+    /// The node the process lives (or lived) on: `Atom('nonode@nohost')` until
+    /// distribution exists.
+    #[getter]
+    fn node(&self) -> PyAtom {
+        PyAtom(self.node)
+    }
+
+    /// The pid's id on its node (its slot in that VM's process table).
+    #[getter]
+    fn id(&self) -> u32 {
+        self.pid.index
+    }
+
+    /// The pid's slot in the process table (the same as `id`).
     #[getter]
     fn index(&self) -> u32 {
-        self.0.index
+        self.pid.index
     }
 
     /// The pid's serial (a slot's reuse count).
     #[getter]
     fn serial(&self) -> u32 {
-        self.0.serial
+        self.pid.serial
+    }
+
+    /// The creation of the VM that made the pid.
+    #[getter]
+    fn creation(&self) -> u32 {
+        self.creation
     }
 
     fn __repr__(&self) -> String {
-        self.0.to_string()
+        match self.target() {
+            PidTarget::Local(p) => p.to_string(),
+            PidTarget::Foreign(e) => e.to_string(),
+        }
     }
 
     fn __hash__(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        ("pid", self.0).hash(&mut h);
+        ("pid", self.node.index(), self.pid, self.creation).hash(&mut h);
         h.finish()
     }
 
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyObject {
         let py = other.py();
         match other.downcast::<PyPid>() {
-            Ok(o) => op.matches(self.0.cmp(&o.get().0)).into_py(py),
+            Ok(o) => op.matches(self.key().cmp(&o.get().key())).into_py(py),
             Err(_) => py.NotImplemented(),
         }
     }
 }
 
+/// What a `Ref` is: one made by this node, or one of another VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum RefId {
+    /// Made by this node (`make_ref`, monitors, timers).
+    Local(Ref),
+    /// Made by another VM (arrives, later, through distribution).
+    External(ExternalRef),
+}
+
 /// A unique reference (`make_ref()`), shown as `#Ref<0.N>`.
 #[pyclass(frozen, name = "Ref", module = "beamvm")]
 #[derive(Clone, Copy)]
-pub struct PyRef(pub Ref);
+pub struct PyRef(pub(crate) RefId);
+
+impl PyRef {
+    /// A reference made by this node.
+    pub(crate) fn local(r: Ref) -> PyRef {
+        PyRef(RefId::Local(r))
+    }
+}
 
 #[pymethods]
 impl PyRef {
     fn __repr__(&self) -> String {
-        self.0.to_string()
+        match self.0 {
+            RefId::Local(r) => r.to_string(),
+            RefId::External(r) => r.to_string(),
+        }
     }
 
     fn __hash__(&self) -> u64 {
@@ -125,7 +228,16 @@ impl PyRef {
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyObject {
         let py = other.py();
         match other.downcast::<PyRef>() {
-            Ok(o) => op.matches(self.0.cmp(&o.get().0)).into_py(py),
+            Ok(o) => {
+                let ord = match (self.0, o.get().0) {
+                    (RefId::Local(a), RefId::Local(b)) => a.cmp(&b),
+                    (RefId::External(a), RefId::External(b)) => a.cmp(&b),
+                    // Term order: local references first.
+                    (RefId::Local(_), RefId::External(_)) => std::cmp::Ordering::Less,
+                    (RefId::External(_), RefId::Local(_)) => std::cmp::Ordering::Greater,
+                };
+                op.matches(ord).into_py(py)
+            }
             Err(_) => py.NotImplemented(),
         }
     }
@@ -221,29 +333,34 @@ impl PyBinary {
             return Err(PyBufferError::new_err("beamvm.Binary is read-only"));
         }
         let bytes = slf.get().0.as_slice();
-        (*view).obj = slf.clone().into_any().into_ptr();
-        (*view).buf = bytes.as_ptr() as *mut c_void;
-        (*view).len = bytes.len() as isize;
-        (*view).readonly = 1;
-        (*view).itemsize = 1;
-        (*view).format = if flags & pyo3::ffi::PyBUF_FORMAT == pyo3::ffi::PyBUF_FORMAT {
+        // SAFETY: `view` is non-null (checked) and CPython hands `__getbuffer__` a
+        // writable Py_buffer that nothing else touches until we return.
+        let v = unsafe { &mut *view };
+        v.obj = slf.clone().into_any().into_ptr();
+        v.buf = bytes.as_ptr() as *mut c_void;
+        v.len = bytes.len() as isize;
+        v.readonly = 1;
+        v.itemsize = 1;
+        v.format = if flags & pyo3::ffi::PyBUF_FORMAT == pyo3::ffi::PyBUF_FORMAT {
             c"B".as_ptr() as *mut _
         } else {
             std::ptr::null_mut()
         };
-        (*view).ndim = 1;
-        (*view).shape = if flags & pyo3::ffi::PyBUF_ND == pyo3::ffi::PyBUF_ND {
-            &mut (*view).len
+        v.ndim = 1;
+        // shape and strides point into the view itself, which the consumer keeps alive
+        // for as long as it uses them (the buffer protocol's rule).
+        v.shape = if flags & pyo3::ffi::PyBUF_ND == pyo3::ffi::PyBUF_ND {
+            &mut v.len
         } else {
             std::ptr::null_mut()
         };
-        (*view).strides = if flags & pyo3::ffi::PyBUF_STRIDES == pyo3::ffi::PyBUF_STRIDES {
-            &mut (*view).itemsize
+        v.strides = if flags & pyo3::ffi::PyBUF_STRIDES == pyo3::ffi::PyBUF_STRIDES {
+            &mut v.itemsize
         } else {
             std::ptr::null_mut()
         };
-        (*view).suboffsets = std::ptr::null_mut();
-        (*view).internal = std::ptr::null_mut();
+        v.suboffsets = std::ptr::null_mut();
+        v.internal = std::ptr::null_mut();
         Ok(())
     }
 

@@ -22,7 +22,7 @@ use super::encode;
 use super::order;
 use super::view::{Src, View};
 use super::word::*;
-use super::{Atom, Fragment, Pid, Ref, RefcBin, Term, TermError};
+use super::{Atom, ExternalPid, ExternalRef, Fragment, Pid, Ref, RefcBin, Term, TermError};
 
 /// Builds a [`Fragment`] term by term (see the module docs for the protocol).
 #[derive(Default)]
@@ -100,7 +100,17 @@ impl FragmentBuilder {
         let w = encode::write_pid(&mut self.words, p);
         self.push(w)
     }
-    /// Pushes a reference.
+    /// A pid of another VM.
+    pub fn external_pid(&mut self, p: &ExternalPid) -> &mut Self {
+        let w = encode::write_external_pid(&mut self.words, p);
+        self.push(w)
+    }
+    /// A reference of another VM.
+    pub fn external_ref(&mut self, r: &ExternalRef) -> &mut Self {
+        let w = encode::write_external_ref(&mut self.words, r);
+        self.push(w)
+    }
+    /// Pushes a local reference.
     pub fn reference(&mut self, r: Ref) -> &mut Self {
         let w = encode::write_ref(&mut self.words, r.0);
         self.push(w)

@@ -7,7 +7,8 @@
 //!   the form a message travels in. [`FragmentBuilder`] builds one directly.
 //! - [`Heap`] (`heap.rs`): a process's heap, young + old generation, copying GC.
 //! - [`View`] (`view.rs`): a borrowed read-only look at a term in a fragment or heap.
-//! - [`Atom`] (`atom.rs`), [`Pid`]/[`Ref`] (`pid.rs`), [`RefcBin`] (`binary.rs`).
+//! - [`Atom`] (`atom.rs`), [`Pid`]/[`Ref`] and their external forms
+//!   [`ExternalPid`]/[`ExternalRef`] (`pid.rs`), [`RefcBin`] (`binary.rs`).
 //!
 //! Input that can come from users (names, builder calls) is checked and reported
 //! as a [`TermError`]; nothing here panics on bad input.
@@ -33,7 +34,7 @@ pub use heap::{
     MIN_HEAP_SIZE, MIN_OLD_SIZE, OLD_GROWTH, YOUNG_GROWTH,
 };
 pub use owned::Term;
-pub use pid::{Pid, Ref, MAX_PID_INDEX, PID_INDEX_BITS};
+pub use pid::{ExternalPid, ExternalRef, Pid, Ref, MAX_PID_INDEX, MAX_REF_WORDS, PID_INDEX_BITS};
 pub use view::{Kind, ListIter, MapIter, TupleIter, View};
 pub use word::{Word, SMALL_INT_MAX, SMALL_INT_MIN};
 

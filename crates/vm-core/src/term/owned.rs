@@ -19,7 +19,7 @@ use std::hash::{Hash, Hasher};
 use num_bigint::BigInt;
 
 use super::order::{self, BigRef, Node, TermLike};
-use super::{Atom, Binary, Pid, Ref, RefcBin, TermError};
+use super::{Atom, Binary, ExternalPid, ExternalRef, Pid, Ref, RefcBin, TermError};
 
 /// An Erlang term, owned.
 #[derive(Clone)]
@@ -44,6 +44,10 @@ pub enum Term {
     Pid(Pid),
     /// A reference.
     Ref(Ref),
+    /// A pid of another VM (see [`ExternalPid`]).
+    ExternalPid(ExternalPid),
+    /// A reference of another VM (see [`ExternalRef`]).
+    ExternalRef(ExternalRef),
 }
 
 impl Term {
@@ -183,6 +187,8 @@ impl<'a> TermLike<'a> for &'a Term {
             ),
             Term::Pid(p) => Node::Pid(*p),
             Term::Ref(r) => Node::Ref(r.0),
+            Term::ExternalPid(p) => Node::ExtPid(*p),
+            Term::ExternalRef(r) => Node::ExtRef(*r),
         }
     }
 }
@@ -260,6 +266,16 @@ impl From<Atom> for Term {
 impl From<Pid> for Term {
     fn from(v: Pid) -> Term {
         Term::Pid(v)
+    }
+}
+impl From<ExternalPid> for Term {
+    fn from(v: ExternalPid) -> Term {
+        Term::ExternalPid(v)
+    }
+}
+impl From<ExternalRef> for Term {
+    fn from(v: ExternalRef) -> Term {
+        Term::ExternalRef(v)
     }
 }
 impl From<Ref> for Term {

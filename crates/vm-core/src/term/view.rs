@@ -21,7 +21,9 @@ use num_bigint::BigInt;
 use super::builder::FragmentBuilder;
 use super::order::{self, BigRef, Node, TermLike};
 use super::word::*;
-use super::{Atom, Binary, Fragment, Heap, Pid, Ref, RefcBin, Term};
+use super::{
+    Atom, Binary, ExternalPid, ExternalRef, Fragment, Heap, Pid, Ref, RefcBin, Term, MAX_REF_WORDS,
+};
 
 /// What a term is.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
@@ -44,9 +46,10 @@ pub enum Kind {
     List,
     /// A map.
     Map,
-    /// A pid.
+    /// A pid, local ([`View::as_pid`]) or of another VM ([`View::as_external_pid`]).
     Pid,
-    /// A reference.
+    /// A reference, local ([`View::as_ref`]) or of another VM
+    /// ([`View::as_external_ref`]).
     Ref,
 }
 
@@ -152,7 +155,8 @@ impl<'a> View<'a> {
             Some((SUB_HEAP_BIN | SUB_REFC_BIN, ..)) => Kind::Binary,
             Some((SUB_REF, ..)) => Kind::Ref,
             Some((SUB_MAP, ..)) => Kind::Map,
-            Some((SUB_PID, ..)) => Kind::Pid,
+            Some((SUB_PID | SUB_EXT_PID, ..)) => Kind::Pid,
+            Some((SUB_EXT_REF, ..)) => Kind::Ref,
             // Not a term word (a header): never produced by this crate.
             _ => Kind::Nil,
         }
@@ -213,7 +217,19 @@ impl<'a> View<'a> {
         })
     }
 
-    /// The reference, if this is one.
+    /// A pid of another VM.
+    pub fn as_external_pid(&self) -> Option<ExternalPid> {
+        self.boxed_of(SUB_EXT_PID)
+            .map(|(words, off, _)| ext_pid(words, off))
+    }
+
+    /// A reference of another VM.
+    pub fn as_external_ref(&self) -> Option<ExternalRef> {
+        self.boxed_of(SUB_EXT_REF)
+            .and_then(|(words, off, h)| ext_ref(words, off, h))
+    }
+
+    /// A local reference (a reference of another VM is [`View::as_external_ref`]).
     pub fn as_ref(&self) -> Option<Ref> {
         self.boxed_of(SUB_REF)
             .map(|(words, off, _)| Ref(words[off + 1]))
@@ -334,6 +350,8 @@ impl<'a> View<'a> {
             Node::Atom(a) => Term::Atom(a),
             Node::Ref(r) => Term::Ref(Ref(r)),
             Node::Pid(p) => Term::Pid(p),
+            Node::ExtRef(r) => Term::ExternalRef(r),
+            Node::ExtPid(p) => Term::ExternalPid(p),
             Node::Bin(bytes) => match self.as_refc_binary() {
                 Some(r) => Term::Binary(Binary::Refc(r)),
                 None => Term::Binary(Binary::Inline(bytes.to_vec())),
@@ -383,6 +401,35 @@ fn big_as_i64(words: &[u64], off: usize, h: u64) -> Option<i64> {
     } else {
         i64::try_from(mag).ok()
     }
+}
+
+fn ext_pid(words: &[u64], off: usize) -> ExternalPid {
+    let ids = words[off + 2];
+    ExternalPid {
+        // Written from an `Atom` by `write_external_pid`.
+        node: Atom::from_index_unchecked(words[off + 1] as u32),
+        id: (ids >> 32) as u32,
+        serial: ids as u32,
+        creation: words[off + 3] as u32,
+    }
+}
+
+fn ext_ref(words: &[u64], off: usize, h: u64) -> Option<ExternalRef> {
+    let n = payload(h) as usize;
+    let mut ws = [0u32; MAX_REF_WORDS];
+    for (i, w) in ws.iter_mut().enumerate().take(n.min(MAX_REF_WORDS)) {
+        let pair = words[off + 3 + i / 2];
+        *w = if i % 2 == 0 {
+            pair as u32
+        } else {
+            (pair >> 32) as u32
+        };
+    }
+    ExternalRef::new(
+        Atom::from_index_unchecked(words[off + 1] as u32),
+        words[off + 2] as u32,
+        &ws[..n.min(MAX_REF_WORDS)],
+    )
 }
 
 fn heap_bin_bytes(words: &[u64], off: usize, h: u64) -> &[u8] {
@@ -447,6 +494,11 @@ impl<'a> TermLike<'a> for View<'a> {
                 let raw = words[off + 1];
                 Node::Pid(Pid::new((raw >> 32) as u32, raw as u32))
             }
+            SUB_EXT_PID => Node::ExtPid(ext_pid(words, off)),
+            SUB_EXT_REF => match ext_ref(words, off, h) {
+                Some(r) => Node::ExtRef(r),
+                None => Node::Nil,
+            },
             SUB_MAP => {
                 let n = payload(h) as usize;
                 Node::Map(

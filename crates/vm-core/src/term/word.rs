@@ -33,6 +33,8 @@
 //! | REF | reference | 0 | 1 raw (u64) |
 //! | MAP | map | size n | n keys (sorted, term order) then n values |
 //! | PID | pid whose index does not fit 28 bits | 0 | 1 raw (index << 32 \| serial) |
+//! | EXT_PID | pid of another VM ([`ExternalPid`](super::ExternalPid)) | 0 | 3 raw: node atom index, id << 32 \| serial, creation |
+//! | EXT_REF | reference of another VM ([`ExternalRef`](super::ExternalRef)) | word count n (1..=5) | 2 + ceil(n/2) raw: node atom index, creation, the words two per u64 (low half first) |
 //! | FWD | forwarding marker, only during GC | new offset | — |
 //!
 //! A cons cell is two term words (head, tail) with no header; since a header is
@@ -67,6 +69,8 @@ pub(crate) const SUB_REFC_BIN: u64 = 5;
 pub(crate) const SUB_REF: u64 = 6;
 pub(crate) const SUB_MAP: u64 = 7;
 pub(crate) const SUB_PID: u64 = 8;
+pub(crate) const SUB_EXT_PID: u64 = 9;
+pub(crate) const SUB_EXT_REF: u64 = 10;
 pub(crate) const SUB_FWD: u64 = 15;
 
 /// Region of a pointer: 0 = young heap or fragment, 1 = old heap.
@@ -272,6 +276,8 @@ pub(crate) const fn raw_words(h: u64) -> usize {
     match subtag(h) {
         SUB_BIG_POS | SUB_BIG_NEG => payload(h) as usize,
         SUB_FLOAT | SUB_REF | SUB_PID => 1,
+        SUB_EXT_PID => 3,
+        SUB_EXT_REF => 2 + (payload(h) as usize).div_ceil(2),
         SUB_HEAP_BIN => (payload(h) as usize).div_ceil(8),
         _ => 0,
     }
@@ -313,5 +319,8 @@ mod tests {
         let h = header(SUB_HEAP_BIN, 17);
         assert!(is_header(h) && !Word(h).is_immediate());
         assert_eq!(object_words(h), 4);
+        assert_eq!(object_words(header(SUB_EXT_PID, 0)), 4);
+        assert_eq!(object_words(header(SUB_EXT_REF, 3)), 5);
+        assert_eq!(object_words(header(SUB_EXT_REF, 5)), 6);
     }
 }

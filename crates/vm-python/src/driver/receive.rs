@@ -108,7 +108,7 @@ pub(crate) fn is_receive_op(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
 /// The implementation of `beamvm.receive` (see [`ReceiveOp`]).
 #[pyfunction]
 #[pyo3(signature = (*patterns, timeout = None, default = missing_obj()))]
-pub fn _receive(
+pub(crate) fn _receive(
     py: Python<'_>,
     patterns: &Bound<'_, PyTuple>,
     timeout: Option<&Bound<'_, PyAny>>,
@@ -227,7 +227,7 @@ fn any_wait_op(py: Python<'_>) -> PyResult<&Py<ReceiveOp>> {
 /// `(*patterns, timeout=None, default=...)`.
 #[pyfunction]
 #[pyo3(signature = (*patterns, timeout = None, default = missing_obj()))]
-pub fn _recv(
+pub(crate) fn _recv(
     py: Python<'_>,
     patterns: &Bound<'_, PyTuple>,
     timeout: Option<&Bound<'_, PyAny>>,
