@@ -246,6 +246,9 @@ def _report_crash(pid: Pid, exc: BaseException) -> None:
 
 
 _runtime.in_process = _native.in_process_
+_runtime.overdue = _native._overdue  # time slices (crates/vm-python/src/timeslice.rs)
+_native._timeslice_setup(_compiler.yield_flag_cell())
+_native._set_stop_carrier(_compiler.stop_carrier_type())
 _native._setup(
     _runtime.enter,
     _runtime.used,

@@ -6,19 +6,35 @@ original file name and line/column numbers, so tracebacks point at the user's co
 generator function with the same signature, globals, defaults and closure cells:
 
 * Reductions: on entry and at the head of every ``for``/``while`` body (so every back-edge,
-  ``continue`` included) a frame-local counter ``_bvm_n`` is decremented; at zero the frame
-  publishes it to the thread's budget cell and yields ``PREEMPT``.
+  ``continue`` included) a frame-local counter ``_bvm_n`` is decremented and compared with
+  the yield-now flag ``_bvm_Y`` (0, or huge once the slice has run past its time: see
+  crates/vm-python/src/timeslice.rs); the slow path publishes the count to the process's
+  budget cell and yields ``PREEMPT`` when the budget is spent or the slice is overdue.
 * Calls: every call expression in the function's own body becomes a dispatch. The callee is
   looked up once per object in ``_DISPATCH`` (builtin functions skip even that): a Python
-  function with source and without ``yield``/``await`` is compiled (lazily, cached) and run
-  with ``yield from``; a bound method of one runs as its compiled function bound to the same
-  ``self``; a registered primitive runs its generator implementation with ``yield from`` (a
-  suspension point); anything else (builtins, C code, classes, lambdas, generator functions,
-  functions without source) is called plainly and runs to completion, like a NIF.
-* Not rewritten (``yield`` cannot go there, or it is not this frame's code): lambdas,
-  comprehensions and generator expressions, nested ``def``/``class`` statements (including
-  their decorators, defaults and bases), annotations. Nested functions and methods are
+  function or lambda with source and without ``yield``/``await`` is compiled (lazily,
+  cached) and run with ``yield from``; a bound method of one runs as its compiled function
+  bound to the same ``self``; a ``functools.partial`` and an instance with a Python
+  ``__call__`` run their compiled target; a registered primitive runs its generator
+  implementation with ``yield from`` (a suspension point); anything else (builtins, C
+  code, classes, generator functions, functions without source) is called plainly and runs
+  to completion, like a NIF. ``time.sleep`` and the ``acquire`` of a ``threading`` lock
+  become process-aware (``_blocking``).
+* Comprehensions are compiled too: a list/set/dict comprehension, and a generator
+  expression (or ``map``/``filter``) consumed by ``list``, ``tuple``, ``set``,
+  ``frozenset``, ``sorted``, ``dict``, ``sum``, ``min``, ``max``, ``any``, ``all`` or
+  ``str.join``, becomes a nested generator function (its own scope, as a comprehension
+  has) whose loops have budget checks and whose calls are dispatched. ``sorted``,
+  ``min``, ``max`` and ``list.sort`` with a Python ``key`` run ``_pbuiltins``' versions,
+  which call the key preemptibly.
+* Not rewritten (``yield`` cannot go there, or it is not this frame's code): comprehensions
+  that use ``:=``, ``await``, ``super``, ``locals``/``vars``/``dir``/``eval``/``exec``;
+  other generator expressions; nested ``def``/``class`` statements (including their
+  decorators, defaults and bases), annotations. Nested functions, lambdas and methods are
   compiled when they are called.
+* A ``StopIteration`` leaving a compiled function reaches its caller as ``StopIteration``
+  (plain Python semantics), not as the ``RuntimeError`` PEP 479 makes of it in a
+  generator: the function returns a carrier that the call site re-raises.
 * ``with`` on a ``threading.Lock``/``RLock`` warns once per site (``RuntimeWarning``): a
   preemption inside the block holds a thread lock across a yield.
 
@@ -31,18 +47,22 @@ import __future__
 
 import ast
 import builtins
+import copy
 import functools
 import inspect
+import linecache
 import operator
+import sys
+import sysconfig
 import textwrap
-import threading
+import time
 import types
 import warnings
 import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
-from . import _runtime
+from . import _blocking, _pbuiltins, _runtime
 
 __all__ = ["CompileError", "compile_function", "compile_process", "is_compilable"]
 
@@ -53,8 +73,8 @@ _NON_PLAIN_FLAGS = (
     | inspect.CO_ASYNC_GENERATOR
 )
 _FUTURE_MASK = 0
-for _name in __future__.all_feature_names:
-    _FUTURE_MASK |= getattr(__future__, _name).compiler_flag
+for _name_ in __future__.all_feature_names:
+    _FUTURE_MASK |= getattr(__future__, _name_).compiler_flag
 
 # Names of the helpers compiled code reaches through closure cells (never mangled: one
 # leading underscore). The cells are shared by every compiled function.
@@ -62,40 +82,72 @@ _P = "_bvm_P"  # PREEMPT
 _TL = "_bvm_TL"  # thread-local holder of the budget cell (attribute .b)
 _D = "_bvm_D"  # dispatch table
 _BFT = "_bvm_BFT"  # types.BuiltinFunctionType (fast plain path)
-_RF = "_bvm_refill"  # slow path after a preemption yield
-_WL = "_bvm_wl"  # with-item wrapper that warns about thread locks
+_RF = "_bvm_refill"  # slow path of a budget check
+_WL = "_bvm_wl"  # with-item wrapper (thread locks: warning, process-aware wait)
 _SET = "_bvm_SET"  # operator.setitem (publishing the count inside an expression)
 _RCV = "_bvm_RCV"  # the fast receive function (see set_fast_receive)
 _RW = "_bvm_RW"  # types the fast receive returns when the frame must yield instead
+_Y = "_bvm_Y"  # the yield-now flag: 0, or huge when the slice ran past its time
+_SX = "_bvm_SX"  # the StopIteration carrier type
+_RR = "_bvm_RR"  # re-raises a carried StopIteration at the call site
+_IT = "_bvm_IT"  # builtins.iter (a comprehension's first iterable, in the caller's scope)
+_GEN = "_bvm_GEN"  # _blocking.Wait (a with item that must be waited for)
+_BI = "_bvm_BI"  # the builtins module (set, sum, max... in generated code)
+_PB = "_bvm_PB"  # the _pbuiltins module
+_TS = "_bvm_TS"  # time.sleep
+_SG = "_bvm_SG"  # _blocking.sleep_gen
+_AQ = "_bvm_AQ"  # _blocking.acquire_for
+_MS = "_bvm_MS"  # "argument not given" (min/max default)
 _B = "_bvm_B"  # local: this thread's budget cell
 _N = "_bvm_n"  # local: remaining reductions
 _RV = "_bvm_rv"  # local: return value
+_X = "_bvm_x"  # local: a compiled callee's result, checked for a carried StopIteration
+_W = "_bvm_w"  # local: a with item
+_K = "_bvm_k"  # prefix: per-function cells holding a global callee's value at compile time
 
-_LOCK_TYPES: tuple[type, ...] = (type(threading.Lock()), type(threading.RLock()))
-try:
-    _LOCK_TYPES += (threading._PyRLock,)  # type: ignore[attr-defined]
-except AttributeError:  # pragma: no cover
-    pass
+_LOCK_TYPES: tuple[type, ...] = _blocking.LOCK_TYPES
 
 _LOCK_ADVICE = (
     "a threading lock is held in beamvm process code: the process can be preempted inside "
     "the 'with' block and other processes on other scheduler threads then block or lose "
     "updates; use message passing (a process that owns the state) or a process-aware "
-    "primitive instead"
+    "primitive (beamvm.sync.Lock) instead"
 )
 
 
+_STDLIB = sysconfig.get_paths()["stdlib"]
+
+
 def _warn_lock(cm: Any) -> Any:
-    if type(cm) in _LOCK_TYPES:
+    # Not for the standard library's own locks (threading, queue...): the user cannot
+    # act on those, and waiting on them is made process-aware (_blocking).
+    if type(cm) in _LOCK_TYPES and not sys._getframe(1).f_code.co_filename.startswith(_STDLIB):
         warnings.warn(_LOCK_ADVICE, RuntimeWarning, stacklevel=2)
-    return cm
+    return _blocking.with_item(cm)
 
 
 class CompileError(TypeError):
     """Raised by ``compile_function`` for a callable that cannot be compiled."""
 
 
-# --------------------------------------------------------------------------- AST rewrite
+class _StopCarrier:
+    """What a compiled function returns instead of letting a ``StopIteration`` out.
+
+    PEP 479 turns a ``StopIteration`` leaving a generator into ``RuntimeError``; compiled
+    functions are generators, plain ones are not. The call site re-raises ``exc``.
+    """
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: StopIteration) -> None:
+        self.exc = exc
+
+
+def _reraise(c: _StopCarrier) -> Any:
+    raise c.exc
+
+
+# --------------------------------------------------------------------------- AST helpers
 
 
 def _name(id_: str, store: bool = False) -> ast.Name:
@@ -110,8 +162,27 @@ def _sub(value: ast.expr, idx: int, store: bool = False) -> ast.Subscript:
     return ast.Subscript(value=value, slice=_const(idx), ctx=ast.Store() if store else ast.Load())
 
 
+def _attr(value: ast.expr, attr: str) -> ast.Attribute:
+    return ast.Attribute(value=value, attr=attr, ctx=ast.Load())
+
+
+def _raw(func: ast.expr, *args: ast.expr) -> ast.Call:
+    """Make a call the rewriter leaves as it is (generated code calling builtins)."""
+    c = ast.Call(func=func, args=list(args), keywords=[])
+    c._bvm_raw = True  # type: ignore[attr-defined]
+    return c
+
+
+def _is(a: ast.expr, b: ast.expr) -> ast.Compare:
+    return ast.Compare(left=a, ops=[ast.Is()], comparators=[b])
+
+
+def _assign(target: str, value: ast.expr) -> ast.Assign:
+    return ast.Assign(targets=[_name(target, True)], value=value)
+
+
 def _tl_b() -> ast.Attribute:
-    return ast.Attribute(value=_name(_TL), attr="b", ctx=ast.Load())
+    return _attr(_name(_TL), "b")
 
 
 def _publish() -> ast.stmt:
@@ -120,23 +191,24 @@ def _publish() -> ast.stmt:
 
 
 def _slow_path() -> ast.stmt:
-    # if _bvm_n <= 0:
+    # if _bvm_n <= _bvm_Y:          (Y: 0, or huge while the yield-now flag is raised)
     #     _bvm_B[0] = _bvm_n
-    #     if not _bvm_B[1]:
-    #         yield _bvm_P
     #     _bvm_n = _bvm_refill(_bvm_B)
+    #     if _bvm_n <= 0:
+    #         yield _bvm_P
+    #         _bvm_n = _bvm_B[0]
     return ast.If(
-        test=ast.Compare(left=_name(_N), ops=[ast.LtE()], comparators=[_const(0)]),
+        test=ast.Compare(left=_name(_N), ops=[ast.LtE()], comparators=[_name(_Y)]),
         body=[
             _publish(),
+            _assign(_N, _raw(_name(_RF), _name(_B))),
             ast.If(
-                test=ast.UnaryOp(op=ast.Not(), operand=_sub(_name(_B), 1)),
-                body=[ast.Expr(value=ast.Yield(value=_name(_P)))],
+                test=ast.Compare(left=_name(_N), ops=[ast.LtE()], comparators=[_const(0)]),
+                body=[
+                    ast.Expr(value=ast.Yield(value=_name(_P))),
+                    _assign(_N, _sub(_name(_B), 0)),
+                ],
                 orelse=[],
-            ),
-            ast.Assign(
-                targets=[_name(_N, True)],
-                value=ast.Call(func=_name(_RF), args=[_name(_B)], keywords=[]),
             ),
         ],
         orelse=[],
@@ -155,31 +227,186 @@ def _resync() -> list[ast.stmt]:
     return [
         ast.If(
             test=ast.Compare(left=_sub(_name(_B), 0), ops=[ast.Lt()], comparators=[_name(_N)]),
-            body=[ast.Assign(targets=[_name(_N, True)], value=_sub(_name(_B), 0))],
+            body=[_assign(_N, _sub(_name(_B), 0))],
             orelse=[],
         ),
     ]
 
 
-_K = "_bvm_k"  # prefix: per-function cells holding a global callee's value at compile time
+def _suspend(wait: ast.expr) -> ast.expr:
+    """``(SET(B, 0, n), <wait>, (n := B[0]))[1]``: publish the count, wait, re-read it."""
+    return _sub(
+        ast.Tuple(
+            elts=[
+                _raw(_name(_SET), _name(_B), _const(0), _name(_N)),
+                wait,
+                ast.NamedExpr(target=_name(_N, True), value=_sub(_name(_B), 0)),
+            ],
+            ctx=ast.Load(),
+        ),
+        1,
+    )
+
+
+def _unstop(value: ast.expr) -> ast.expr:
+    """``(x if type(x := <value>) is not SX else RR(x))``: re-raise a carried StopIteration."""
+    return ast.IfExp(
+        test=ast.Compare(
+            left=_raw(_name("type"), ast.NamedExpr(target=_name(_X, True), value=value)),
+            ops=[ast.IsNot()],
+            comparators=[_name(_SX)],
+        ),
+        body=_name(_X),
+        orelse=_raw(_name(_RR), _name(_X)),
+    )
+
+
+def _run_gen(call: ast.expr) -> ast.expr:
+    """``yield from`` a compiled generator call, publishing the count around it."""
+    return _unstop(_suspend(ast.YieldFrom(value=call)))
+
+
+def _wrap_body(body: list[ast.stmt], loc: ast.AST) -> list[ast.stmt]:
+    """Entry check, the body, and the handlers that publish the count on the way out."""
+    entry: list[ast.stmt] = [
+        _assign(_B, _tl_b()),
+        _assign(_N, ast.BinOp(left=_sub(_name(_B), 0), op=ast.Sub(), right=_const(1))),
+        _slow_path(),
+    ]
+    publish_if_lower = ast.If(
+        test=ast.Compare(left=_name(_N), ops=[ast.Lt()], comparators=[_sub(_name(_B), 0)]),
+        body=[_publish()],
+        orelse=[],
+    )
+    on_stop = ast.ExceptHandler(
+        type=_name("StopIteration"),
+        name=_X,
+        body=[publish_if_lower, ast.Return(value=_raw(_name(_SX), _name(_X)))],
+    )
+    on_raise = ast.ExceptHandler(
+        type=_name("BaseException"),
+        name=None,
+        body=[copy.deepcopy(publish_if_lower), ast.Raise(exc=None, cause=None)],
+    )
+    wrapped = ast.Try(
+        body=[*body, _publish()], handlers=[on_stop, on_raise], orelse=[], finalbody=[]
+    )
+    out = [*entry, wrapped]
+    for n in out:
+        ast.copy_location(n, loc)
+    return out
+
+
+def _args(names: list[str]) -> ast.arguments:
+    return ast.arguments(
+        posonlyargs=[],
+        args=[ast.arg(arg=v) for v in names],
+        vararg=None,
+        kwonlyargs=[],
+        kw_defaults=[],
+        kwarg=None,
+        defaults=[],
+    )
+
+
+def _def(name: str, params: list[str], body: list[ast.stmt]) -> ast.FunctionDef:
+    return ast.FunctionDef(
+        name=name,
+        args=_args(params),
+        body=body,
+        decorator_list=[],
+        returns=None,
+        type_params=[],
+    )
+
+
+def _locate(tree: ast.AST, loc: ast.AST) -> None:
+    """Give every generated node without a position ``loc``'s position."""
+    for n in ast.walk(tree):
+        if "lineno" in n._attributes and getattr(n, "lineno", None) is None:
+            ast.copy_location(n, loc)
+
+
+# --------------------------------------------------------------------------- the rewriter
+
+#: Names whose meaning a comprehension's own scope would change (left plain if used).
+_SCOPE_NAMES = frozenset({"super", "locals", "vars", "dir", "eval", "exec", "__class__"})
+#: Builtins consuming a whole iterable: a generator expression, map() or filter() passed
+#: to them is compiled (materialised by compiled loops, then handed to the builtin).
+_MATERIALISE = frozenset({"list", "tuple", "set", "frozenset", "sorted", "dict"})
+_STREAM = frozenset({"sum", "min", "max", "any", "all"})
+#: Elements per chunk when ``sum`` consumes a compiled generator expression.
+SUM_CHUNK = 4096
+#: Names of the hoisted functions' code objects, as tracebacks show them.
+_KIND_NAMES = {
+    "list": "<listcomp>",
+    "set": "<setcomp>",
+    "dict": "<dictcomp>",
+}
+
+
+def _hoistable(node: ast.AST) -> bool:
+    for n in ast.walk(node):
+        if isinstance(n, (ast.NamedExpr, ast.Await, ast.Yield, ast.YieldFrom)):
+            return False
+        if isinstance(n, ast.Name) and n.id in _SCOPE_NAMES:
+            return False
+        if isinstance(n, ast.comprehension) and n.is_async:
+            return False
+    return True
+
+
+def _bound_names(node: ast.AST) -> set[str]:
+    return {
+        n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    }
+
+
+class _Ctx:
+    """State shared by the rewriters of one template (its function and hoisted functions)."""
+
+    def __init__(self, env: dict[str, Any]) -> None:
+        self.env = env
+        #: global name -> name of the cell that holds its value (see ``_Rewriter._guard``)
+        self.guards: dict[str, str] = {}
+        self.hoisted = 0
+        #: hoisted function name -> the name its code object gets (``<listcomp>``...)
+        self.code_names: dict[str, str] = {}
+
+    def fresh(self, shown: str) -> str:
+        name = f"_bvm_c{self.hoisted}"
+        self.hoisted += 1
+        self.code_names[name] = shown
+        return name
 
 
 class _Rewriter(ast.NodeTransformer):
-    """Rewrites the body of one function (not nested scopes).
+    """Rewrites the body of one function (and hoists its comprehensions into new ones).
 
-    ``local_names`` are the function's locals, cells and free variables; ``env`` maps a
-    global name to the value it had when the template was built (used only to choose
-    the shape of a call site: the generated guard re-checks it at run time).
+    ``local_names`` are the function's locals, cells and free variables (and those of the
+    functions it is nested in); ``ctx.env`` maps a global name to the value it had when the
+    template was built (used only to choose the shape of a call site: the generated guard
+    re-checks it at run time).
     """
 
-    def __init__(
-        self, local_names: frozenset[str] = frozenset(), env: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, local_names: frozenset[str], ctx: _Ctx) -> None:
         self.depth = 0
         self.local_names = local_names
-        self.env = env or {}
-        #: global name -> name of the cell that holds its value (see ``_guarded``)
-        self.guards: dict[str, str] = {}
+        self.ctx = ctx
+        self.env = ctx.env
+        self.guards = ctx.guards
+        #: hoisted function definitions waiting to be placed before the current statement
+        self.pending: list[list[ast.stmt]] = []
+
+    def visit(self, node: ast.AST) -> Any:
+        if not isinstance(node, ast.stmt):
+            return super().visit(node)
+        self.pending.append([])
+        out = super().visit(node)
+        pre = self.pending.pop()
+        if not pre:
+            return out
+        return [*pre, *(out if isinstance(out, list) else [out])]
 
     # Scopes whose code is not this frame's (or where yield is not allowed): leave alone.
     def _leave(self, node: ast.AST) -> ast.AST:
@@ -189,10 +416,22 @@ class _Rewriter(ast.NodeTransformer):
     visit_AsyncFunctionDef = _leave
     visit_ClassDef = _leave
     visit_Lambda = _leave
-    visit_ListComp = _leave
-    visit_SetComp = _leave
-    visit_DictComp = _leave
     visit_GeneratorExp = _leave
+
+    def visit_ListComp(self, node: ast.ListComp) -> ast.AST:
+        if not _hoistable(node):
+            return node
+        return self._hoist(node.generators, [node.elt], "list", [], node)
+
+    def visit_SetComp(self, node: ast.SetComp) -> ast.AST:
+        if not _hoistable(node):
+            return node
+        return self._hoist(node.generators, [node.elt], "set", [], node)
+
+    def visit_DictComp(self, node: ast.DictComp) -> ast.AST:
+        if not _hoistable(node):
+            return node
+        return self._hoist(node.generators, [node.key, node.value], "dict", [], node)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
         if node.value is not None:
@@ -211,11 +450,7 @@ class _Rewriter(ast.NodeTransformer):
         if node.value is None:
             return [_publish(), node]
         value = self.visit(node.value)
-        return [
-            ast.Assign(targets=[_name(_RV, True)], value=value),
-            _publish(),
-            ast.Return(value=_name(_RV)),
-        ]
+        return [_assign(_RV, value), _publish(), ast.Return(value=_name(_RV))]
 
     def _try(self, node: ast.AST) -> ast.AST:
         self.generic_visit(node)
@@ -231,31 +466,50 @@ class _Rewriter(ast.NodeTransformer):
     def visit_With(self, node: ast.With) -> list[ast.stmt]:
         self.generic_visit(node)
         for item in node.items:
-            item.context_expr = ast.Call(func=_name(_WL), args=[item.context_expr], keywords=[])
+            # (w if type(w := WL(cm)) is not Wait else <yield from w>): a thread lock is
+            # acquired by a generator the frame runs (it may wait); anything else is as is.
+            got = ast.NamedExpr(target=_name(_W, True), value=_raw(_name(_WL), item.context_expr))
+            item.context_expr = ast.IfExp(
+                test=ast.Compare(
+                    left=_raw(_name("type"), got), ops=[ast.IsNot()], comparators=[_name(_GEN)]
+                ),
+                body=_name(_W),
+                orelse=_suspend(ast.YieldFrom(value=_name(_W))),
+            )
         return [node, *_resync()]
 
+    # ------------------------------------------------------------------ calls
+
     def visit_Call(self, node: ast.Call) -> ast.AST:
-        d = self.depth
-        self.depth += 1
-        try:
+        if getattr(node, "_bvm_raw", False):
             self.generic_visit(node)
-        finally:
-            self.depth -= 1
+            return node
+        special = self._consumer(node) or self._keyed(node) or self._list_sort(node)
+        if special is None:
+            special = self.visit_Call_plain(node)
+        return ast.copy_location(special, node)
+
+    def _dispatch(self, node: ast.Call, d: int) -> ast.expr:
+        """Build the generic call site (``node``'s parts already rewritten)."""
         f, h, r = f"_bvm_f{d}", f"_bvm_h{d}", f"_bvm_r{d}"
-        # _bvm_h := (_bvm_f if type(_bvm_f := <func>) is _bvm_BFT else _bvm_D[_bvm_f])
+        fn = node.func
+        is_builtin = ast.Compare(
+            left=_raw(_name("type"), ast.NamedExpr(target=_name(f, True), value=fn)),
+            ops=[ast.Is()],
+            comparators=[_name(_BFT)],
+        )
+        if isinstance(fn, ast.Attribute) and fn.attr == "acquire":
+            # a threading lock's acquire waits as a process, not as its scheduler thread
+            plain: ast.expr = _raw(_name(_AQ), _name(f))
+        else:
+            # time.sleep suspends the process instead of its scheduler thread
+            plain = ast.IfExp(test=_is(_name(f), _name(_TS)), body=_name(_SG), orelse=_name(f))
+        # _bvm_h := (<plain> if type(_bvm_f := <func>) is _bvm_BFT else _bvm_D[_bvm_f])
         lookup = ast.NamedExpr(
             target=_name(h, True),
             value=ast.IfExp(
-                test=ast.Compare(
-                    left=ast.Call(
-                        func=_name("type"),
-                        args=[ast.NamedExpr(target=_name(f, True), value=node.func)],
-                        keywords=[],
-                    ),
-                    ops=[ast.Is()],
-                    comparators=[_name(_BFT)],
-                ),
-                body=_name(f),
+                test=is_builtin,
+                body=plain,
                 orelse=ast.Subscript(value=_name(_D), slice=_name(f), ctx=ast.Load()),
             ),
         )
@@ -267,9 +521,9 @@ class _Rewriter(ast.NodeTransformer):
         fast_done = ast.BoolOp(
             op=ast.And(),
             values=[
-                ast.Compare(left=_name(h), ops=[ast.Is()], comparators=[_name(_RCV)]),
+                _is(_name(h), _name(_RCV)),
                 ast.Compare(
-                    left=ast.Call(func=_name("type"), args=[_name(r)], keywords=[]),
+                    left=_raw(_name("type"), _name(r)),
                     ops=[ast.NotIn()],
                     comparators=[_name(_RW)],
                 ),
@@ -278,28 +532,33 @@ class _Rewriter(ast.NodeTransformer):
         test = ast.BoolOp(
             op=ast.Or(),
             values=[
-                ast.Compare(
-                    left=ast.NamedExpr(target=_name(r, True), value=call),
-                    ops=[ast.Is()],
-                    comparators=[_name(h)],
-                ),
-                ast.Compare(left=_name(h), ops=[ast.Is()], comparators=[_name(f)]),
+                _is(ast.NamedExpr(target=_name(r, True), value=call), _name(h)),
+                _is(_name(h), _name(f)),
                 fast_done,
             ],
         )
-        # suspend: (_bvm_SET(_bvm_B, 0, _bvm_n),
-        #           ((yield _bvm_r) if _bvm_h is _bvm_RCV else (yield from _bvm_r)),
-        #           (_bvm_n := _bvm_B[0]))[1]
-        # A waiting fast receive is yielded straight to the driver, which sends the message.
-        wait = ast.IfExp(
-            test=ast.Compare(left=_name(h), ops=[ast.Is()], comparators=[_name(_RCV)]),
-            body=ast.Yield(value=_name(r)),
-            orelse=ast.YieldFrom(value=_name(r)),
+        # suspend: a waiting fast receive is yielded straight to the driver, which sends
+        # the message; anything else is a generator run with yield from (a compiled
+        # callee may return a carried StopIteration).
+        run = ast.IfExp(
+            test=_is(_name(h), _name(_RCV)),
+            body=_suspend(ast.Yield(value=_name(r))),
+            orelse=_run_gen(_name(r)),
         )
-        run = _suspend(wait)
-        out = ast.IfExp(test=test, body=_name(r), orelse=run)
-        out = self._guarded(node, out, r)
-        return ast.copy_location(out, node)
+        out: ast.expr = ast.IfExp(test=test, body=_name(r), orelse=run)
+        return self._guarded(node, out, r)
+
+    def _guard(self, name: str, value: Any = None, check: bool = False) -> str | None:
+        """Return the cell guarding the global ``name``, or None.
+
+        None when ``name`` is a local, or (with ``check``) its compile-time value is not
+        ``value``.
+        """
+        if name in self.local_names or name not in self.env:
+            return None
+        if check and self.env[name] is not value:
+            return None
+        return self.guards.setdefault(name, f"{_K}{len(self.guards)}")
 
     def _guarded(self, node: ast.Call, generic: ast.expr, r: str) -> ast.expr:
         """Specialise a call of a global plain callable or of the fast receive.
@@ -317,9 +576,10 @@ class _Rewriter(ast.NodeTransformer):
         fast = _FAST.get(value) if _hashable(value) else None
         if fast is None and not _is_plain(value):
             return generic
-        k = self.guards.setdefault(f.id, f"{_K}{len(self.guards)}")
-        args = [_copy(a) for a in node.args]
-        kws = [_copy(kw) for kw in node.keywords]
+        k = self._guard(f.id)
+        assert k is not None
+        args = [copy.deepcopy(a) for a in node.args]
+        kws = [copy.deepcopy(kw) for kw in node.keywords]
         if fast is None:
             body: ast.expr = ast.Call(func=_name(k), args=args, keywords=kws)
         else:
@@ -329,36 +589,388 @@ class _Rewriter(ast.NodeTransformer):
             )
             body = ast.IfExp(
                 test=ast.Compare(
-                    left=ast.Call(func=_name("type"), args=[got], keywords=[]),
+                    left=_raw(_name("type"), got),
                     ops=[ast.NotIn()],
                     comparators=[_name(_RW)],
                 ),
                 body=_name(r),
                 orelse=_suspend(ast.Yield(value=_name(r))),
             )
-        test = ast.Compare(left=_name(f.id), ops=[ast.Is()], comparators=[_name(k)])
+        test = _is(_name(f.id), _name(k))
         return ast.IfExp(test=test, body=body, orelse=generic)
 
+    # ------------------------------------------------------------------ rewritten builtins
 
-def _suspend(wait: ast.expr) -> ast.expr:
-    """``(SET(B, 0, n), <wait>, (n := B[0]))[1]``: publish the count, wait, re-read it."""
-    return _sub(
-        ast.Tuple(
-            elts=[
-                ast.Call(func=_name(_SET), args=[_name(_B), _const(0), _name(_N)], keywords=[]),
-                wait,
-                ast.NamedExpr(target=_name(_N, True), value=_sub(_name(_B), 0)),
+    def _builtin_guard(self, func: ast.expr, names: frozenset[str]) -> tuple[str, str] | None:
+        """(name, guard cell) when ``func`` names one of the builtins ``names`` unshadowed."""
+        if not isinstance(func, ast.Name) or func.id not in names:
+            return None
+        k = self._guard(func.id, getattr(builtins, func.id), check=True)
+        return None if k is None else (func.id, k)
+
+    def _source(
+        self, arg: ast.expr
+    ) -> (
+        tuple[list[ast.comprehension], ast.expr, list[tuple[str, ast.expr]], list[ast.expr]] | None
+    ):
+        """Take apart a generator expression, ``map(f, ...)`` or ``filter(f, it)``.
+
+        Returns (generators, element, leading (parameter, value) pairs, extra guards), or
+        None for anything else.
+        """
+        if isinstance(arg, ast.GeneratorExp):
+            if not _hoistable(arg):
+                return None
+            return arg.generators, arg.elt, [], []
+        if not isinstance(arg, ast.Call) or arg.keywords or len(arg.args) < 2:
+            return None
+        if any(isinstance(a, ast.Starred) for a in arg.args):
+            return None
+        g = self._builtin_guard(arg.func, frozenset({"map", "filter"}))
+        if g is None:
+            return None
+        name, k = g
+        guard = _is(_name(name), _name(k))
+        fn, iters = arg.args[0], arg.args[1:]
+        if name == "map":
+            v = "_bvm_mv"
+            if len(iters) == 1:
+                it, elt = iters[0], ast.Call(func=_name("_bvm_mf"), args=[_name(v)], keywords=[])
+            else:
+                it = _raw(_attr(_name(_BI), "zip"), *iters)
+                elt = ast.Call(
+                    func=_name("_bvm_mf"),
+                    args=[ast.Starred(value=_name(v), ctx=ast.Load())],
+                    keywords=[],
+                )
+            gen = ast.comprehension(target=_name(v, True), iter=it, ifs=[], is_async=0)
+            return [gen], elt, [("_bvm_mf", fn)], [guard]
+        if len(iters) != 1:
+            return None
+        v = "_bvm_fv"
+        keep = ast.IfExp(
+            test=_is(_name("_bvm_ff"), _const(None)),
+            body=_name(v),
+            orelse=ast.Call(func=_name("_bvm_ff"), args=[_name(v)], keywords=[]),
+        )
+        gen = ast.comprehension(target=_name(v, True), iter=iters[0], ifs=[keep], is_async=0)
+        return [gen], _name(v), [("_bvm_ff", fn)], [guard]
+
+    def _consumer(self, node: ast.Call) -> ast.expr | None:
+        """Compile ``F(<genexp | map | filter>, ...)`` for a builtin F that consumes it all.
+
+        Also ``str.join``. The generator runs as compiled loops.
+        """
+        if not node.args or any(isinstance(a, ast.Starred) for a in node.args):
+            return None
+        kws = {kw.arg: kw.value for kw in node.keywords}
+        if None in kws:
+            return None
+        f = node.func
+        rest = node.args[1:]
+        join = isinstance(f, ast.Attribute) and f.attr == "join" and not rest and not kws
+        g = None if join else self._builtin_guard(f, _MATERIALISE | _STREAM)
+        if not join:
+            if g is None:
+                return None
+            name = g[0]
+            if name in _MATERIALISE:
+                allowed = {"key", "reverse"} if name == "sorted" else set()
+                if rest or set(kws) - allowed:
+                    return None
+            elif name in ("any", "all"):
+                if rest or kws:
+                    return None
+            elif name == "sum":
+                if kws or len(rest) > 1:
+                    return None
+            elif rest or set(kws) - {"key", "default"}:  # min, max
+                return None
+        pristine = copy.deepcopy(node)  # the original call, for when the guard fails
+        src = self._source(node.args[0])
+        if src is None:
+            return None
+        gens, elt, lead, guards = src
+        if join:
+            # (<join of the list> if type(j := obj) in (str, bytes) else j.join(<original>))
+            obj = "_bvm_j"
+            test = ast.Compare(
+                left=_raw(
+                    _name("type"), ast.NamedExpr(target=_name(obj, True), value=self.visit(f.value))
+                ),
+                ops=[ast.In()],
+                comparators=[
+                    ast.Tuple(
+                        elts=[_attr(_name(_BI), "str"), _attr(_name(_BI), "bytes")], ctx=ast.Load()
+                    )
+                ],
+            )
+            hoisted = self._hoist(gens, [elt], "list", lead, node)
+            compiled: ast.expr = _raw(_attr(_name(obj), "join"), hoisted)
+            pristine.func = _attr(_name(obj), "join")
+            return self._either(test, guards, compiled, self.visit_Call_plain(pristine), node)
+        assert g is not None
+        name, k = g
+        guard = _is(_name(name), _name(k))
+        if name == "set":
+            compiled = self._hoist(gens, [elt], "set", lead, node)
+        elif name in _MATERIALISE:
+            hoisted = self._hoist(gens, [elt], "list", lead, node)
+            if name == "list":
+                compiled = hoisted
+            elif "key" in kws:  # sorted(genexp, key=f): the key is called preemptibly too
+                repl = ast.Call(
+                    func=_attr(_name(_PB), "sorted_"), args=[hoisted], keywords=node.keywords
+                )
+                _locate(repl, node)
+                compiled = self.visit_Call(repl)
+            else:
+                compiled = _raw(_name(k), hoisted)
+                compiled.keywords = [
+                    ast.keyword(arg=a, value=self.visit(v)) for a, v in kws.items()
+                ]
+        elif name in ("any", "all"):
+            compiled = self._hoist(gens, [elt], name, lead, node)
+        elif name == "sum":
+            start = rest[0] if rest else _const(0)
+            compiled = self._hoist(gens, [elt], "sum", [*lead, ("_bvm_acc", start)], node)
+        else:  # min, max
+            key = kws.get("key", _const(None))
+            dflt = kws.get("default", _name(_MS))
+            compiled = self._hoist(
+                gens, [elt], name, [*lead, ("_bvm_key", key), ("_bvm_dflt", dflt)], node
+            )
+        return self._either(guard, guards, compiled, self.visit_Call_plain(pristine), node)
+
+    def _keyed(self, node: ast.Call) -> ast.expr | None:
+        """``sorted/min/max(iterable, key=f, ...)``: ``_pbuiltins``' preemptible versions."""
+        g = self._builtin_guard(node.func, frozenset({"sorted", "min", "max"}))
+        if g is None or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
+            return None
+        kws = {kw.arg for kw in node.keywords}
+        if "key" not in kws or None in kws:
+            return None
+        allowed = {"key", "reverse"} if g[0] == "sorted" else {"key", "default"}
+        if kws - allowed:
+            return None
+        name, k = g
+        pristine = copy.deepcopy(node)
+        repl = ast.Call(func=_attr(_name(_PB), f"{name}_"), args=node.args, keywords=node.keywords)
+        ast.copy_location(repl, node)
+        _locate(repl, node)
+        compiled = self.visit_Call(repl)
+        return ast.IfExp(
+            test=_is(_name(name), _name(k)), body=compiled, orelse=self.visit_Call_plain(pristine)
+        )
+
+    def _list_sort(self, node: ast.Call) -> ast.expr | None:
+        """``obj.sort(key=f, ...)`` on a list: ``_pbuiltins.list_sort`` (key called preemptibly)."""
+        f = node.func
+        if not isinstance(f, ast.Attribute) or f.attr != "sort" or node.args:
+            return None
+        kws = {kw.arg for kw in node.keywords}
+        if "key" not in kws or kws - {"key", "reverse"}:
+            return None
+        obj = "_bvm_so"
+        pristine_kws = copy.deepcopy(node.keywords)
+        target = ast.NamedExpr(target=_name(obj, True), value=self.visit(f.value))
+        repl = ast.Call(
+            func=_attr(_name(_PB), "list_sort"), args=[_name(obj)], keywords=node.keywords
+        )
+        ast.copy_location(repl, node)
+        _locate(repl, node)
+        compiled = self.visit_Call(repl)
+        orig = ast.Call(func=_attr(_name(obj), "sort"), args=[], keywords=pristine_kws)
+        ast.copy_location(orig, node)
+        orig_v = self.visit_Call_plain(orig)
+        test = _is(_raw(_name("type"), target), _attr(_name(_BI), "list"))
+        return ast.IfExp(test=test, body=compiled, orelse=orig_v)
+
+    def visit_Call_plain(self, node: ast.Call) -> ast.expr:
+        """Rewrite a call as a generic dispatch (no special forms)."""
+        d = self.depth
+        self.depth += 1
+        try:
+            self.generic_visit(node)
+        finally:
+            self.depth -= 1
+        return self._dispatch(node, d)
+
+    def _either(
+        self,
+        test: ast.expr,
+        guards: list[ast.expr],
+        compiled: ast.expr,
+        orig: ast.expr,
+        loc: ast.AST,
+    ) -> ast.expr:
+        if guards:
+            test = ast.BoolOp(op=ast.And(), values=[test, *guards])
+        out = ast.IfExp(test=test, body=compiled, orelse=orig)
+        _locate(out, loc)
+        return out
+
+    # ------------------------------------------------------------------ hoisting
+
+    def _hoist(
+        self,
+        gens: list[ast.comprehension],
+        elts: list[ast.expr],
+        kind: str,
+        extra: list[tuple[str, ast.expr]],
+        loc: ast.AST,
+    ) -> ast.expr:
+        """Compile a comprehension into a nested generator function; return its call.
+
+        The function is placed before the current statement.
+
+        ``extra`` are (parameter, value) pairs evaluated at the call, in the caller's
+        scope, in order: ``map``'s and ``filter``'s function (``_bvm_mf``/``_bvm_ff``)
+        before the first iterable, the others (``sum``'s start, ``min``'s key...) after.
+        """
+        name = self.ctx.fresh(_KIND_NAMES.get(kind, "<genexpr>"))
+        lead = [(p, v) for p, v in extra if p in ("_bvm_mf", "_bvm_ff")]
+        tail = [(p, v) for p, v in extra if p not in ("_bvm_mf", "_bvm_ff")]
+        first_iter = _raw(_name(_IT), self.visit(gens[0].iter))
+        # evaluation order in the caller: lead values, the first iterable, the tail values
+        order: list[tuple[str, ast.expr]] = [
+            *[(p, self.visit(v)) for p, v in lead],
+            ("_bvm_it", first_iter),
+            *[(p, self.visit(v)) for p, v in tail],
+        ]
+        params = [p for p, _ in order]
+        body = self._emit(kind, elts)
+        for i in range(len(gens) - 1, -1, -1):
+            g = gens[i]
+            for cond in reversed(g.ifs):
+                body = [ast.If(test=cond, body=body, orelse=[])]
+            it = _name("_bvm_it") if i == 0 else g.iter
+            body = [ast.For(target=g.target, iter=it, body=body, orelse=[])]
+        fbody = [*self._prologue(kind), *body, *self._epilogue(kind)]
+        for n in fbody:
+            _locate(n, loc)
+        bound = set(params) | {n for g in gens for n in _bound_names(g.target)}
+        sub = _Rewriter(self.local_names | frozenset(bound), self.ctx)
+        new_body = sub.visit(ast.Module(body=fbody, type_ignores=[])).body
+        fdef = _def(name, params, _wrap_body(new_body, loc))
+        ast.copy_location(fdef, loc)
+        _locate(fdef, loc)
+        self.pending[-1].append(fdef)
+        call = _raw(_name(name), *[v for _, v in order])
+        ast.copy_location(call, loc)
+        out = _run_gen(call)
+        _locate(out, loc)
+        return out
+
+    def _prologue(self, kind: str) -> list[ast.stmt]:
+        if kind == "list":
+            return [_assign("_bvm_o", ast.List(elts=[], ctx=ast.Load()))]
+        if kind == "set":
+            return [_assign("_bvm_o", _raw(_attr(_name(_BI), "set")))]
+        if kind == "dict":
+            return [_assign("_bvm_o", ast.Dict(keys=[], values=[]))]
+        if kind == "sum":
+            # sum((), start) rejects a str start before anything is evaluated, as sum does
+            return [
+                _assign(
+                    "_bvm_acc",
+                    _raw(
+                        _attr(_name(_BI), "sum"),
+                        ast.Tuple(elts=[], ctx=ast.Load()),
+                        _name("_bvm_acc"),
+                    ),
+                ),
+                _assign("_bvm_o", ast.List(elts=[], ctx=ast.Load())),
+            ]
+        if kind in ("min", "max"):
+            return [_assign("_bvm_first", _const(True))]
+        return []
+
+    def _emit(self, kind: str, elts: list[ast.expr]) -> list[ast.stmt]:
+        o = _name("_bvm_o")
+        if kind == "list":
+            return [ast.Expr(_raw(_attr(o, "append"), elts[0]))]
+        if kind == "set":
+            return [ast.Expr(_raw(_attr(o, "add"), elts[0]))]
+        if kind == "dict":
+            return [ast.Expr(_raw(_name(_SET), o, elts[0], elts[1]))]
+        if kind == "any":
+            return [ast.If(test=elts[0], body=[ast.Return(value=_const(True))], orelse=[])]
+        if kind == "all":
+            return [
+                ast.If(
+                    test=ast.UnaryOp(op=ast.Not(), operand=elts[0]),
+                    body=[ast.Return(value=_const(False))],
+                    orelse=[],
+                )
+            ]
+        if kind == "sum":
+            return [
+                ast.Expr(_raw(_attr(o, "append"), elts[0])),
+                ast.If(
+                    test=ast.Compare(
+                        left=_raw(_attr(_name(_BI), "len"), o),
+                        ops=[ast.GtE()],
+                        comparators=[_const(SUM_CHUNK)],
+                    ),
+                    body=[
+                        _assign("_bvm_acc", _raw(_attr(_name(_BI), "sum"), o, _name("_bvm_acc"))),
+                        ast.Expr(_raw(_attr(o, "clear"))),
+                    ],
+                    orelse=[],
+                ),
+            ]
+        # min / max: the first extreme element wins, as in the builtins
+        cmp = ast.Gt() if kind == "max" else ast.Lt()
+        key_of_v = ast.IfExp(
+            test=_is(_name("_bvm_key"), _const(None)),
+            body=_name("_bvm_v"),
+            orelse=ast.Call(func=_name("_bvm_key"), args=[_name("_bvm_v")], keywords=[]),
+        )
+        take = [_assign("_bvm_best", _name("_bvm_v")), _assign("_bvm_bk", _name("_bvm_kv"))]
+        return [
+            _assign("_bvm_v", elts[0]),
+            _assign("_bvm_kv", key_of_v),
+            ast.If(
+                test=_name("_bvm_first"),
+                body=[*take, _assign("_bvm_first", _const(False))],
+                orelse=[
+                    ast.If(
+                        test=ast.Compare(
+                            left=_name("_bvm_kv"), ops=[cmp], comparators=[_name("_bvm_bk")]
+                        ),
+                        body=copy.deepcopy(take),
+                        orelse=[],
+                    )
+                ],
+            ),
+        ]
+
+    def _epilogue(self, kind: str) -> list[ast.stmt]:
+        if kind in ("list", "set", "dict"):
+            return [ast.Return(value=_name("_bvm_o"))]
+        if kind == "any":
+            return [ast.Return(value=_const(False))]
+        if kind == "all":
+            return [ast.Return(value=_const(True))]
+        if kind == "sum":
+            return [
+                ast.Return(value=_raw(_attr(_name(_BI), "sum"), _name("_bvm_o"), _name("_bvm_acc")))
+            ]
+        empty = ast.If(
+            test=_is(_name("_bvm_dflt"), _name(_MS)),
+            body=[
+                ast.Return(value=_raw(_attr(_name(_BI), kind), ast.Tuple(elts=[], ctx=ast.Load())))
             ],
-            ctx=ast.Load(),
-        ),
-        1,
-    )
+            orelse=[ast.Return(value=_name("_bvm_dflt"))],
+        )
+        return [
+            ast.If(test=_name("_bvm_first"), body=[empty], orelse=[]),
+            ast.Return(value=_name("_bvm_best")),
+        ]
 
 
-def _copy(node: ast.AST) -> Any:
-    import copy
-
-    return copy.deepcopy(node)
+# --------------------------------------------------------------------------- templates
 
 
 def _hashable(v: Any) -> bool:
@@ -375,7 +987,7 @@ def _is_plain(v: Any) -> bool:
         return False
     if isinstance(v, types.FunctionType) or isinstance(v, types.MethodType):
         return False  # may be compiled (then it is called with yield from)
-    if v in _FAST or v in _runtime._PRIMITIVES:
+    if v in _FAST or v in _runtime._PRIMITIVES or v is time.sleep:
         return False
     return isinstance(v, type) or type(v) is types.BuiltinFunctionType
 
@@ -399,16 +1011,19 @@ def _shift_columns(tree: ast.AST, indent: int) -> None:
                 node.end_col_offset += indent
 
 
-_RUNTIME_NAMES = (_P, _TL, _D, _BFT, _RF, _WL, _SET, _RCV, _RW)
+_RUNTIME_NAMES = (
+    _P, _TL, _D, _BFT, _RF, _WL, _SET, _RCV, _RW, _Y,
+    _SX, _RR, _IT, _GEN, _BI, _PB, _TS, _SG, _AQ, _MS,
+)  # fmt: skip
 
 
-def _build_template(fn: types.FunctionType) -> types.CodeType | None:
-    """Compile the rewritten code object for ``fn.__code__``, or None if not compilable."""
+def _def_node(fn: types.FunctionType) -> ast.FunctionDef | None:
+    """Return the ``def`` of ``fn`` from its source, positioned as in the file."""
     code = fn.__code__
-    if code.co_flags & _NON_PLAIN_FLAGS or code.co_name == "<lambda>":
-        return None
     try:
-        lines, lnum = inspect.getsourcelines(fn)
+        # The code object, not the function: inspect follows __wrapped__ (functools.wraps)
+        # from a function to the wrapped one's source.
+        lines, lnum = inspect.getsourcelines(code)
     except (OSError, TypeError):
         return None
     src = "".join(lines)
@@ -426,6 +1041,76 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
         return None
     ast.increment_lineno(mod, max(lnum, 1) - 1)
     _shift_columns(mod, indent)
+    return fdef
+
+
+_FILE_TREES: dict[str, tuple[int, ast.Module | None]] = {}
+
+
+def _file_tree(filename: str, module_globals: dict[str, Any]) -> ast.Module | None:
+    lines = linecache.getlines(filename, module_globals)
+    if not lines:
+        return None
+    key = hash(tuple(lines))
+    hit = _FILE_TREES.get(filename)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    try:
+        tree: ast.Module | None = ast.parse("".join(lines), filename)
+    except (SyntaxError, ValueError):
+        tree = None
+    _FILE_TREES[filename] = (key, tree)
+    return tree
+
+
+def _lambda_node(fn: types.FunctionType) -> ast.FunctionDef | None:
+    """Return a ``def`` equivalent to the lambda ``fn`` (``return <body>``)."""
+    code = fn.__code__
+    tree = _file_tree(code.co_filename, fn.__globals__)
+    if tree is None:
+        return None
+    line = code.co_firstlineno
+    found = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda) and n.lineno == line]
+    if len(found) > 1:
+        # several lambdas on the line: the one whose body holds the code's first position
+        pos = next(
+            (
+                (ln, col)
+                for ln, _, col, _ in code.co_positions()
+                if ln is not None and col is not None
+            ),
+            None,
+        )
+        if pos is not None:
+            found = [
+                n
+                for n in found
+                if (n.body.lineno, n.body.col_offset)
+                <= pos
+                <= (n.body.end_lineno or 0, n.body.end_col_offset or 0)
+            ]
+        if len(found) > 1:  # nested lambdas: the innermost one that holds the position
+            found.sort(key=lambda n: (n.body.lineno, n.body.col_offset))
+            found = found[-1:]
+    if len(found) != 1:
+        return None
+    lam = found[0]
+    ret = ast.Return(value=lam.body)
+    ast.copy_location(ret, lam.body)
+    fdef = _def("<lambda>", [], [ret])
+    fdef.args = lam.args
+    ast.copy_location(fdef, lam)
+    return fdef
+
+
+def _build_template(fn: types.FunctionType) -> types.CodeType | None:
+    """Compile the rewritten code object for ``fn.__code__``, or None if not compilable."""
+    code = fn.__code__
+    if code.co_flags & _NON_PLAIN_FLAGS:
+        return None
+    fdef = _lambda_node(fn) if code.co_name == "<lambda>" else _def_node(fn)
+    if fdef is None:
+        return None
     fdef.decorator_list = []
     # Renamed so that the factory scope does not bind the function's own name (a recursive
     # call must still look the name up in the globals); co_name is restored below.
@@ -434,34 +1119,10 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
     local_names = frozenset((*code.co_varnames, *code.co_cellvars, *code.co_freevars))
     env = {n: _global_value(fn, n) for n in code.co_names}
     env = {n: v for n, v in env.items() if v is not _UNBOUND}
-    rewriter = _Rewriter(local_names, env)
+    ctx = _Ctx(env)
+    rewriter = _Rewriter(local_names, ctx)
     body = rewriter.visit(ast.Module(body=fdef.body, type_ignores=[])).body
-    entry: list[ast.stmt] = [
-        ast.Assign(targets=[_name(_B, True)], value=_tl_b()),
-        ast.Assign(
-            targets=[_name(_N, True)],
-            value=ast.BinOp(left=_sub(_name(_B), 0), op=ast.Sub(), right=_const(1)),
-        ),
-        _slow_path(),
-    ]
-    on_raise = ast.ExceptHandler(
-        type=_name("BaseException"),
-        name=None,
-        body=[
-            ast.If(
-                test=ast.Compare(left=_name(_N), ops=[ast.Lt()], comparators=[_sub(_name(_B), 0)]),
-                body=[_publish()],
-                orelse=[],
-            ),
-            ast.Raise(exc=None, cause=None),
-        ],
-    )
-    wrapped = ast.Try(body=[*body, _publish()], handlers=[on_raise], orelse=[], finalbody=[])
-    loc = fdef.body[0]
-    for n in entry:
-        ast.copy_location(n, loc)
-    ast.copy_location(wrapped, loc)
-    fdef.body = [*entry, wrapped]
+    fdef.body = _wrap_body(body, fdef.body[0])
 
     freevars = [v for v in code.co_freevars if v != "__class__"]
     inner: ast.stmt = fdef
@@ -471,24 +1132,7 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
             name=cls, bases=[], keywords=[], body=[fdef], decorator_list=[], type_params=[]
         )
         ast.copy_location(inner, fdef)
-    factory = ast.FunctionDef(
-        name="_bvm_factory",
-        args=ast.arguments(
-            posonlyargs=[],
-            args=[
-                ast.arg(arg=v) for v in (*freevars, *_RUNTIME_NAMES, *rewriter.guards.values())
-            ],
-            vararg=None,
-            kwonlyargs=[],
-            kw_defaults=[],
-            kwarg=None,
-            defaults=[],
-        ),
-        body=[inner],
-        decorator_list=[],
-        returns=None,
-        type_params=[],
-    )
+    factory = _def("_bvm_factory", [*freevars, *_RUNTIME_NAMES, *ctx.guards.values()], [inner])
     ast.copy_location(factory, fdef)
     module = ast.Module(body=[factory], type_ignores=[])
     ast.fix_missing_locations(module)
@@ -501,9 +1145,29 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
     tmpl = _find_code(top, fdef.name, fdef.lineno)
     if tmpl is None or not _same_signature(tmpl, code):
         return None
+    tmpl = _rename_hoisted(tmpl, ctx.code_names, code.co_qualname)
     out = tmpl.replace(co_name=code.co_name, co_qualname=code.co_qualname)
-    _GUARDS[out] = {k: name for name, k in rewriter.guards.items()}
+    _GUARDS[out] = {k: name for name, k in ctx.guards.items()}
     return out
+
+
+def _rename_hoisted(co: types.CodeType, names: dict[str, str], qual: str) -> types.CodeType:
+    """Give hoisted comprehension functions the names tracebacks show for comprehensions."""
+    if not names:
+        return co
+    consts = []
+    changed = False
+    for c in co.co_consts:
+        if isinstance(c, types.CodeType):
+            shown = names.get(c.co_name)
+            new = _rename_hoisted(c, names, f"{qual}.<locals>.{shown}" if shown else qual)
+            if shown:
+                new = new.replace(co_name=shown, co_qualname=f"{qual}.<locals>.{shown}")
+            changed = changed or new is not c
+            consts.append(new)
+        else:
+            consts.append(c)
+    return co.replace(co_consts=tuple(consts)) if changed else co
 
 
 def _find_code(co: types.CodeType, name: str, lineno: int) -> types.CodeType | None:
@@ -550,6 +1214,8 @@ def _global_value(fn: types.FunctionType, name: str) -> Any:
     if isinstance(b, types.ModuleType):
         b = b.__dict__
     return b.get(name, _UNBOUND)
+
+
 _COMPILED_FNS: weakref.WeakKeyDictionary[types.FunctionType, types.FunctionType] = (
     weakref.WeakKeyDictionary()
 )
@@ -604,6 +1270,35 @@ def _compiled_for(fn: types.FunctionType) -> types.FunctionType | None:
     return g
 
 
+def _call_gen(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Generator[Any, Any, Any]:
+    """Run ``f(*args, **kwargs)`` from process code: its compiled form, or plainly."""
+    h = _DISPATCH[f]
+    if h is f:
+        try:
+            return f(*args, **kwargs)
+        except StopIteration as e:
+            return _StopCarrier(e)
+    return (yield from h(*args, **kwargs))
+
+
+def _partial_gen(p: functools.partial, *args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+    """Run a ``functools.partial`` called from process code: its function runs compiled."""
+    return (yield from _call_gen(p.func, (*p.args, *args), {**p.keywords, **kwargs}))
+
+
+def _asyncio_run_refused(main: Any, *args: Any, **kwargs: Any) -> Any:
+    close = getattr(main, "close", None)
+    if close is not None:
+        close()  # no "coroutine was never awaited" warning on top of this error
+    raise RuntimeError(
+        "asyncio.run() cannot be called inside a beamvm process: a process is not a thread "
+        "with an event loop of its own (it shares its scheduler thread with other "
+        "processes). Run the coroutine on a loop in a plain thread and send the result to "
+        "the process, or call a blocking version of the work with beamvm.dirty_io(...); "
+        "an asyncio bridge that lets processes await coroutines is planned"
+    )
+
+
 class _Dispatch(dict):  # type: ignore[type-arg]
     """callee -> what compiled code calls: the callee itself (plain) or a generator function."""
 
@@ -624,13 +1319,18 @@ class _Dispatch(dict):  # type: ignore[type-arg]
             self._store(f, impl)
             return impl
         if tf is types.FunctionType:
-            if f.__closure__:
+            if f.__module__ == "asyncio.runners" and f.__name__ == "run":
+                self._store(f, _asyncio_run_refused)
+                return _asyncio_run_refused
+            if f.__closure__ or f.__name__ == "<lambda>":
                 g = _compiled_for(f)
                 return f if g is None else g  # per-function cache lives in _COMPILED_FNS
             g = _compiled_for(f)
             out = f if g is None else g
             self._store(f, out)
             return out
+        if tf is functools.partial:
+            return types.MethodType(_partial_gen, f)  # not stored: partials come and go
         if isinstance(f, type) or tf is types.BuiltinFunctionType:
             # classes and module-level builtins are long-lived; bound builtin methods
             # (``lst.append``) are never stored (they would keep their object alive).
@@ -640,6 +1340,19 @@ class _Dispatch(dict):  # type: ignore[type-arg]
                 or isinstance(f.__self__, types.ModuleType)
             ):
                 self._store(f, f)
+            return f
+        # an instance with a Python __call__ (a class-based decorator, a callable object)
+        call = _CALLERS.get(tf)
+        if call is None:
+            meth = getattr(tf, "__call__", None)  # noqa: B004 -- the type's own __call__
+            call = self[meth] if isinstance(meth, types.FunctionType) else None
+            if call is meth:
+                call = None
+            if len(_CALLERS) >= _DISPATCH_LIMIT:
+                _CALLERS.clear()
+            _CALLERS[tf] = call if call is not None else False
+        if call:
+            return types.MethodType(call, f)
         return f
 
     def _store(self, k: Any, v: Any) -> None:
@@ -647,6 +1360,9 @@ class _Dispatch(dict):  # type: ignore[type-arg]
             self.clear()
         self[k] = v
 
+
+#: type -> the compiled ``__call__`` of its instances (False: none; called plainly).
+_CALLERS: dict[type, Any] = {}
 
 _DISPATCH = _Dispatch()
 _RUNTIME_CELLS.update(
@@ -656,11 +1372,23 @@ _RUNTIME_CELLS.update(
         _D: types.CellType(_DISPATCH),
         _BFT: types.CellType(types.BuiltinFunctionType),
         _RF: types.CellType(_runtime._refill),
+        # The native timer swaps this cell's int (crates/vm-python/src/timeslice.rs).
+        _Y: types.CellType(0),
         _WL: types.CellType(_warn_lock),
         _SET: types.CellType(operator.setitem),
         # Placeholders until set_fast_receive: nothing is the fast receive.
         _RCV: types.CellType(object()),
         _RW: types.CellType(()),
+        _SX: types.CellType(_StopCarrier),
+        _RR: types.CellType(_reraise),
+        _IT: types.CellType(iter),
+        _GEN: types.CellType(_blocking.Wait),
+        _BI: types.CellType(builtins),
+        _PB: types.CellType(_pbuiltins),
+        _TS: types.CellType(time.sleep),
+        _SG: types.CellType(_blocking.sleep_gen),
+        _AQ: types.CellType(_blocking.acquire_for),
+        _MS: types.CellType(_pbuiltins._MISSING),
     }
 )
 
@@ -685,6 +1413,16 @@ def set_fast_receive(
     _DISPATCH.pop(plain, None)
 
 
+def yield_flag_cell() -> types.CellType:
+    """Return the cell compiled code compares its count with (the yield-now flag)."""
+    return _RUNTIME_CELLS[_Y]
+
+
+def stop_carrier_type() -> type:
+    """Return the type a compiled body returns in place of raising ``StopIteration``."""
+    return _StopCarrier
+
+
 def _on_register(plain: Callable[..., Any]) -> None:
     _DISPATCH.pop(plain, None)
 
@@ -704,8 +1442,9 @@ def compile_function(fn: Callable[..., Any]) -> Callable[..., Generator[Any, Any
     """Return the preemptible generator-function version of the Python function ``fn``.
 
     The result takes the same arguments and, driven by the scheduler protocol, returns what
-    ``fn`` returns. Cached per code object (and per function object for closures). Raises
-    ``CompileError`` when ``fn`` is not a compilable Python function (builtins, lambdas,
+    ``fn`` returns (or a carrier for a ``StopIteration`` it raised, see ``_StopCarrier``).
+    Cached per code object (and per function object for closures). Raises
+    ``CompileError`` when ``fn`` is not a compilable Python function (builtins,
     generator/async functions, functions whose source cannot be found).
     """
     if isinstance(fn, types.MethodType):
@@ -715,15 +1454,43 @@ def compile_function(fn: Callable[..., Any]) -> Callable[..., Generator[Any, Any
     g = _compiled_for(fn)
     if g is None:
         raise CompileError(
-            f"{fn.__qualname__} cannot be compiled (no source, a lambda, or a generator/"
-            "coroutine function)"
+            f"{fn.__qualname__} cannot be compiled (no source, or a generator/coroutine function)"
         )
     return g
 
 
 def _run_plain(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return fn(*args, **kwargs)
+    try:
+        return fn(*args, **kwargs)
+    except StopIteration as e:
+        return _StopCarrier(e)
     yield  # pragma: no cover -- makes this a generator function
+
+
+def _refuse_non_plain(fn: Any) -> None:
+    target = getattr(fn, "__func__", fn)
+    if not isinstance(target, types.FunctionType):
+        return
+    flags = target.__code__.co_flags
+    name = getattr(target, "__qualname__", repr(target))
+    if flags & (inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE):
+        raise TypeError(
+            f"cannot spawn {name}: it is an async function (calling it only makes a "
+            "coroutine). Spawn a plain function; to run a coroutine, run it on an asyncio "
+            "loop outside the VM and send its result to a process (asyncio integration, "
+            "which will make async functions spawnable, is planned)"
+        )
+    if flags & inspect.CO_ASYNC_GENERATOR:
+        raise TypeError(
+            f"cannot spawn {name}: it is an async generator function; spawn a plain "
+            "function that does the work"
+        )
+    if flags & inspect.CO_GENERATOR:
+        raise TypeError(
+            f"cannot spawn {name}: it is a generator function (calling it only makes a "
+            f"generator). Spawn a plain function that consumes it, e.g. "
+            f"spawn(lambda: list({target.__name__}(...)))"
+        )
 
 
 def compile_process(
@@ -735,7 +1502,9 @@ def compile_process(
 
     Handles ``functools.partial`` and bound methods; a registered primitive runs its
     generator implementation; a callable that cannot be compiled runs once, to completion,
-    on the first ``send(None)``.
+    on the first ``send(None)``. Generator and async functions are refused (``TypeError``:
+    calling them would only make an object). The generator returns a ``_StopCarrier``
+    when ``fn`` raised ``StopIteration``.
     """
     kwargs = dict(kwargs or {})
     while isinstance(fn, functools.partial):
@@ -745,8 +1514,11 @@ def compile_process(
     impl = _runtime.primitive_impl(fn)
     if impl is not None:
         return impl(*args, **kwargs)
-    if isinstance(fn, types.MethodType | types.FunctionType):
+    _refuse_non_plain(fn)
+    try:
         h = _DISPATCH[fn]
-        if h is not fn:
-            return h(*args, **kwargs)
+    except TypeError:  # unhashable callable
+        h = fn
+    if h is not fn:
+        return h(*args, **kwargs)
     return _run_plain(fn, args, kwargs)

@@ -771,6 +771,9 @@ impl PyProcess {
                     self.next = Some(Next::Throw(e.into_value(py).into_any()));
                 }
                 Ok(Sent::Returned(v)) => {
+                    if let Some(e) = crate::compiled::carried_stop(py, &v) {
+                        return self.crashed(py, cx, e); // compiled.rs: body raised StopIteration
+                    }
                     self.gen = None;
                     if let Some(m) = &self.main {
                         m.set(Outcome::Returned(v.unbind()));
@@ -785,6 +788,9 @@ impl PyProcess {
                         .getattr("value")
                         .map(|v| v.unbind())
                         .unwrap_or_else(|_| py.None());
+                    if let Some(e) = crate::compiled::carried_stop(py, v.bind(py)) {
+                        return self.crashed(py, cx, e); // compiled.rs
+                    }
                     if let Some(m) = &self.main {
                         m.set(Outcome::Returned(v));
                     }
@@ -891,6 +897,7 @@ fn str_term(s: &str) -> Term {
 
 impl Body for PyProcess {
     fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
+        let _slice = crate::timeslice::Mark::begin(); // timeslice.rs: the slice's clock
         with_batch_gil(|py| {
             let cxp: *mut Cx<'_> = cx;
             let _g = CurrentGuard::set(cxp);
@@ -902,6 +909,7 @@ impl Body for PyProcess {
     }
 
     fn terminate(&mut self, cx: &mut Cx<'_>, reason: &Fragment) {
+        let _slice = crate::timeslice::Mark::begin(); // timeslice.rs: bounds kill cleanup
         with_batch_gil(|py| {
             if let Some(m) = &self.main {
                 m.set(Outcome::Exited(reason.clone()));

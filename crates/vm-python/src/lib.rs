@@ -21,12 +21,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use vm_core::{Atom, Error, Pid, Priority, SpawnOpts, Vm, VmConfig, VmRef};
 
+mod compiled; // compiled process code: StopIteration carried out of a generator
 pub mod convert;
 pub mod driver;
 mod introspect; // observer: top, proc_window, statistics_full, system monitor, snapshot
 pub mod pattern;
 pub mod runtime;
-pub mod types;
+mod timeslice;
+pub mod types; // slices end by time: the yield-now flag and its timer
 
 use convert::{frag_to_py, to_fragment};
 use driver::{in_process, parse_timeout, with_cx, GilHook, MainSlot, Outcome, PyProcess};
@@ -850,5 +852,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(roundtrip, m)?)?;
     m.add_function(wrap_pyfunction!(in_process_, m)?)?;
     introspect::register(m)?; // introspect.rs
+                              // timeslice.rs: slices end by time as well as by reductions
+    m.add_function(wrap_pyfunction!(timeslice::_timeslice_setup, m)?)?;
+    m.add_function(wrap_pyfunction!(timeslice::_overdue, m)?)?;
+    m.add_function(wrap_pyfunction!(timeslice::_raise_yield_flag, m)?)?;
+    m.add_function(wrap_pyfunction!(compiled::_set_stop_carrier, m)?)?; // compiled.rs
     Ok(())
 }
