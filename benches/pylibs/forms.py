@@ -420,6 +420,19 @@ def hog_dirty_cpu():
         beamvm.dirty_cpu(hashlib.sha256, HUGE_BLOB)
 
 
+def hog_large_heap():
+    live = list(range(3_000_000))  # a 3M-element live heap (one list: 3M items to traverse)
+    nodes = [[i] for i in range(300_000)]  # and 300,000 small live containers
+    keep = []
+    i = 0
+    while True:  # allocations that survive a while: young collections promote them
+        keep.append({"i": i})
+        if len(keep) > 2000:
+            keep = []
+        i += 1
+    return live, nodes  # never reached: keeps the heap alive
+
+
 def hog_long_c_call():
     while True:
         sum(range(5 * 10**6))  # one C call of ~0.1 s
@@ -515,6 +528,7 @@ FORMS: list[Form] = [
     _f("try_except", True, "raise and catch in a loop"),
     _f("with_block", True, "a `with` block in a loop"),
     _f("dirty_cpu", True, "`beamvm.dirty_cpu(hashlib.sha256, 50 MB)` in a loop"),
+    _f("large_heap", True, "holds a 3M-element list and 300k lists, allocates (cyclic GC)"),
     _f("long_c_call", False, "one C call of ~0.1 s (`sum(range(5 * 10**6))`)"),
     _f("big_int", False, "one arithmetic operation of ~0.1 s (`3 ** 10**6`)"),
     _f("property", False, "a property getter that loops ~0.1 s"),

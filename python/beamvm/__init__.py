@@ -46,7 +46,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from beamvm import _compiler, _native, _runtime
+from beamvm import _compiler, _gcpolicy, _native, _runtime
 from beamvm._native import (
     Atom,
     BadArg,
@@ -249,6 +249,7 @@ _runtime.in_process = _native.in_process_
 _runtime.overdue = _native._overdue  # time slices (crates/vm-python/src/timeslice.rs)
 _native._timeslice_setup(_compiler.yield_flag_cell())
 _native._set_stop_carrier(_compiler.stop_carrier_type())
+_gcpolicy.install(_native.is_running)  # full collections over recent objects only
 _native._setup(
     _runtime.enter,
     _runtime.used,
