@@ -37,7 +37,15 @@ from typing import Any
 
 from . import _runtime
 
-__all__ = ["LOCK_TYPES", "Wait", "acquire_for", "acquire_gen", "sleep_gen", "with_item"]
+__all__ = [
+    "LOCK_TYPES",
+    "Wait",
+    "acquire_for",
+    "acquire_gen",
+    "register_process_cm",
+    "sleep_gen",
+    "with_item",
+]
 
 log = logging.getLogger("beamvm")
 
@@ -187,6 +195,42 @@ class Wait:
         return self.gen
 
 
+#: type -> (name of its acquire method, name of its release-without-waiting method)
+_PROCESS_CMS: dict[type, tuple[str, str]] = {}
+
+
+def register_process_cm(t: type, acquire: str, release: str) -> None:
+    """Make ``with x:`` in process code, for ``x`` of type ``t``, wait as a process.
+
+    The with statement calls ``__enter__`` from C, where a process cannot suspend; for a
+    registered type the compiled ``with`` runs ``x.<acquire>()`` compiled (a suspension
+    point) and ends the block with ``x.<release>()``, which must not wait.
+    """
+    _PROCESS_CMS[t] = (acquire, release)
+
+
+class _Entered:
+    """A process-aware context manager entered by the compiled ``with``."""
+
+    __slots__ = ("cm", "release", "value")
+
+    def __init__(self, cm: Any, release: str, value: Any) -> None:
+        self.cm, self.release, self.value = cm, release, value
+
+    def __enter__(self) -> Any:
+        return self.value
+
+    def __exit__(self, *exc: object) -> None:
+        getattr(self.cm, self.release)()
+
+
+def _enter_process_cm(cm: Any, acquire: str, release: str) -> Generator[Any, Any, _Entered]:
+    from ._compiler import compile_function
+
+    value = yield from compile_function(getattr(type(cm), acquire))(cm)
+    return _Entered(cm, release, value)
+
+
 def with_item(cm: Any) -> Any:
     """Return the context manager a compiled ``with`` uses for ``cm``.
 
@@ -196,6 +240,8 @@ def with_item(cm: Any) -> Any:
     t = type(cm)
     if t in LOCK_TYPES or isinstance(cm, _CM_TYPES):
         return Wait(_with_lock(cm))
+    if t in _PROCESS_CMS:
+        return Wait(_enter_process_cm(cm, *_PROCESS_CMS[t]))
     return cm
 
 
