@@ -56,13 +56,14 @@ def test_a_heap_whose_old_objects_die_in_cycles_is_not_kept_frozen():
     # The first collection finds everything alive and freezes; the frozen garbage then
     # outgrows the live heap, a major finds it, and freezing stops.
     gc.collect()  # no VM runs: whatever an earlier test froze is handed back
+    base = gc.get_freeze_count()  # 3.12 starts with a few hundred permanent objects
 
     def main():
         spawn(cyclic_churn, self_pid(), 25)
         return receive(timeout=120)
 
     stats, frozen = beamvm.run(main, schedulers=1)
-    assert stats["frozen"] == 0.0 and frozen == 0
+    assert stats["frozen"] == 0.0 and frozen <= base
 
 
 def test_frozen_garbage_is_swept_when_it_outgrows_the_live_heap():

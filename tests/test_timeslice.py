@@ -101,6 +101,30 @@ def test_forced_yield_flag_preempts_at_the_next_check():
     assert RAN == ["before", "after", "other"]
 
 
+def spin_for(parent, seconds):
+    x = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        x += 1
+    send(parent, x)
+
+
+def test_a_process_started_after_the_scheduler_parked_counts_into_its_own_budget():
+    # The scheduler parks while main sleeps; its next batch runs under a new Python thread
+    # state, whose threading.local dict is new. The driver used to write the process's
+    # budget cell into the old dict, so compiled code counted into a default cell and
+    # yielded at every check: ~1 iteration per slice, 4x slower.
+    def main():
+        beamvm.sleep(0.02)
+        s0 = beamvm.statistics()["context_switches"]
+        spawn(spin_for, self_pid(), 0.2)
+        x = receive(timeout=10)
+        return x, beamvm.statistics()["context_switches"] - s0
+
+    iterations, slices = beamvm.run(main, schedulers=1)
+    assert iterations / slices > 100, (iterations, slices)
+
+
 def swallower(parent):
     send(parent, "ready")
     while True:

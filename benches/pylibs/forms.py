@@ -157,6 +157,10 @@ exec(  # noqa: S102 -- code without source, on purpose
 # --------------------------------------------------------------------------- forms
 
 
+def hog_idle():
+    beamvm.receive()  # nothing runs beside the ticker: the machine's own noise floor
+
+
 def hog_while_loop():
     x = 0
     while True:
@@ -483,6 +487,7 @@ def _f(name: str, preemptible: bool, what: str) -> Form:
 
 
 FORMS: list[Form] = [
+    _f("idle", True, "nothing (the ticker alone: the machine's noise floor)"),
     _f("while_loop", True, "`while True: x += 1`"),
     _f("for_range", True, "`for _ in range(10**6): pass`"),
     _f("nested_loops", True, "two nested `for` loops"),

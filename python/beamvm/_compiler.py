@@ -40,6 +40,11 @@ generator function with the same signature, globals, defaults and closure cells:
 
 The generated code keeps helper state in locals named ``_bvm_*`` (visible to ``locals()``);
 the last callee/result per nesting depth stay referenced until overwritten or the frame ends.
+
+Modules: ``_astgen`` (names and node builders of generated code), ``_comprehensions``
+(comprehensions and generator-consuming builtins, a mixin of the rewriter here),
+``_pbuiltins`` (preemptible ``sorted``/``min``/``max``), ``_blocking`` (``time.sleep``
+and thread locks in process code), ``_runtime`` (the driver protocol).
 """
 
 from __future__ import annotations
@@ -63,6 +68,45 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from . import _blocking, _pbuiltins, _runtime
+from ._astgen import (
+    _AQ,
+    _BFT,
+    _BI,
+    _D,
+    _GEN,
+    _IT,
+    _K,
+    _MS,
+    _P,
+    _PB,
+    _RCV,
+    _RF,
+    _RR,
+    _RV,
+    _RW,
+    _SET,
+    _SG,
+    _SX,
+    _TL,
+    _TS,
+    _W,
+    _WL,
+    _Y,
+    RUNTIME_NAMES,
+    _assign,
+    _def,
+    _fix_locations,
+    _is,
+    _name,
+    _publish,
+    _raw,
+    _resync,
+    _run_gen,
+    _suspend,
+    _tick,
+    _wrap_body,
+)
+from ._comprehensions import CompiledForms
 
 __all__ = ["CompileError", "compile_function", "compile_process", "is_compilable"]
 
@@ -75,35 +119,6 @@ _NON_PLAIN_FLAGS = (
 _FUTURE_MASK = 0
 for _name_ in __future__.all_feature_names:
     _FUTURE_MASK |= getattr(__future__, _name_).compiler_flag
-
-# Names of the helpers compiled code reaches through closure cells (never mangled: one
-# leading underscore). The cells are shared by every compiled function.
-_P = "_bvm_P"  # PREEMPT
-_TL = "_bvm_TL"  # thread-local holder of the budget cell (attribute .b)
-_D = "_bvm_D"  # dispatch table
-_BFT = "_bvm_BFT"  # types.BuiltinFunctionType (fast plain path)
-_RF = "_bvm_refill"  # slow path of a budget check
-_WL = "_bvm_wl"  # with-item wrapper (thread locks: warning, process-aware wait)
-_SET = "_bvm_SET"  # operator.setitem (publishing the count inside an expression)
-_RCV = "_bvm_RCV"  # the fast receive function (see set_fast_receive)
-_RW = "_bvm_RW"  # types the fast receive returns when the frame must yield instead
-_Y = "_bvm_Y"  # the yield-now flag: 0, or huge when the slice ran past its time
-_SX = "_bvm_SX"  # the StopIteration carrier type
-_RR = "_bvm_RR"  # re-raises a carried StopIteration at the call site
-_IT = "_bvm_IT"  # builtins.iter (a comprehension's first iterable, in the caller's scope)
-_GEN = "_bvm_GEN"  # _blocking.Wait (a with item that must be waited for)
-_BI = "_bvm_BI"  # the builtins module (set, sum, max... in generated code)
-_PB = "_bvm_PB"  # the _pbuiltins module
-_TS = "_bvm_TS"  # time.sleep
-_SG = "_bvm_SG"  # _blocking.sleep_gen
-_AQ = "_bvm_AQ"  # _blocking.acquire_for
-_MS = "_bvm_MS"  # "argument not given" (min/max default)
-_B = "_bvm_B"  # local: this thread's budget cell
-_N = "_bvm_n"  # local: remaining reductions
-_RV = "_bvm_rv"  # local: return value
-_X = "_bvm_x"  # local: a compiled callee's result, checked for a carried StopIteration
-_W = "_bvm_w"  # local: a with item
-_K = "_bvm_k"  # prefix: per-function cells holding a global callee's value at compile time
 
 _LOCK_TYPES: tuple[type, ...] = _blocking.LOCK_TYPES
 
@@ -150,216 +165,7 @@ def _reraise(c: _StopCarrier) -> Any:
 # --------------------------------------------------------------------------- AST helpers
 
 
-def _name(id_: str, store: bool = False) -> ast.Name:
-    return ast.Name(id=id_, ctx=ast.Store() if store else ast.Load())
-
-
-def _const(v: Any) -> ast.Constant:
-    return ast.Constant(value=v)
-
-
-def _sub(value: ast.expr, idx: int, store: bool = False) -> ast.Subscript:
-    return ast.Subscript(value=value, slice=_const(idx), ctx=ast.Store() if store else ast.Load())
-
-
-def _attr(value: ast.expr, attr: str) -> ast.Attribute:
-    return ast.Attribute(value=value, attr=attr, ctx=ast.Load())
-
-
-def _raw(func: ast.expr, *args: ast.expr) -> ast.Call:
-    """Make a call the rewriter leaves as it is (generated code calling builtins)."""
-    c = ast.Call(func=func, args=list(args), keywords=[])
-    c._bvm_raw = True  # type: ignore[attr-defined]
-    return c
-
-
-def _is(a: ast.expr, b: ast.expr) -> ast.Compare:
-    return ast.Compare(left=a, ops=[ast.Is()], comparators=[b])
-
-
-def _assign(target: str, value: ast.expr) -> ast.Assign:
-    return ast.Assign(targets=[_name(target, True)], value=value)
-
-
-def _tl_b() -> ast.Attribute:
-    return _attr(_name(_TL), "b")
-
-
-def _publish() -> ast.stmt:
-    # _bvm_B[0] = _bvm_n
-    return ast.Assign(targets=[_sub(_name(_B), 0, store=True)], value=_name(_N))
-
-
-def _slow_path() -> ast.stmt:
-    # if _bvm_n <= _bvm_Y:          (Y: 0, or huge while the yield-now flag is raised)
-    #     _bvm_B[0] = _bvm_n
-    #     _bvm_n = _bvm_refill(_bvm_B)
-    #     if _bvm_n <= 0:
-    #         yield _bvm_P
-    #         _bvm_n = _bvm_B[0]
-    return ast.If(
-        test=ast.Compare(left=_name(_N), ops=[ast.LtE()], comparators=[_name(_Y)]),
-        body=[
-            _publish(),
-            _assign(_N, _raw(_name(_RF), _name(_B))),
-            ast.If(
-                test=ast.Compare(left=_name(_N), ops=[ast.LtE()], comparators=[_const(0)]),
-                body=[
-                    ast.Expr(value=ast.Yield(value=_name(_P))),
-                    _assign(_N, _sub(_name(_B), 0)),
-                ],
-                orelse=[],
-            ),
-        ],
-        orelse=[],
-    )
-
-
-def _tick() -> list[ast.stmt]:
-    # _bvm_n -= 1; <slow path>
-    return [ast.AugAssign(target=_name(_N, True), op=ast.Sub(), value=_const(1)), _slow_path()]
-
-
-def _resync() -> list[ast.stmt]:
-    # After an exception or a with-exit: a callee may have consumed reductions and published
-    # them without this frame seeing its return. Take the smaller count (conservative).
-    # if _bvm_B[0] < _bvm_n: _bvm_n = _bvm_B[0]
-    return [
-        ast.If(
-            test=ast.Compare(left=_sub(_name(_B), 0), ops=[ast.Lt()], comparators=[_name(_N)]),
-            body=[_assign(_N, _sub(_name(_B), 0))],
-            orelse=[],
-        ),
-    ]
-
-
-def _suspend(wait: ast.expr) -> ast.expr:
-    """``(SET(B, 0, n), <wait>, (n := B[0]))[1]``: publish the count, wait, re-read it."""
-    return _sub(
-        ast.Tuple(
-            elts=[
-                _raw(_name(_SET), _name(_B), _const(0), _name(_N)),
-                wait,
-                ast.NamedExpr(target=_name(_N, True), value=_sub(_name(_B), 0)),
-            ],
-            ctx=ast.Load(),
-        ),
-        1,
-    )
-
-
-def _unstop(value: ast.expr) -> ast.expr:
-    """``(x if type(x := <value>) is not SX else RR(x))``: re-raise a carried StopIteration."""
-    return ast.IfExp(
-        test=ast.Compare(
-            left=_raw(_name("type"), ast.NamedExpr(target=_name(_X, True), value=value)),
-            ops=[ast.IsNot()],
-            comparators=[_name(_SX)],
-        ),
-        body=_name(_X),
-        orelse=_raw(_name(_RR), _name(_X)),
-    )
-
-
-def _run_gen(call: ast.expr) -> ast.expr:
-    """``yield from`` a compiled generator call, publishing the count around it."""
-    return _unstop(_suspend(ast.YieldFrom(value=call)))
-
-
-def _wrap_body(body: list[ast.stmt], loc: ast.AST) -> list[ast.stmt]:
-    """Entry check, the body, and the handlers that publish the count on the way out."""
-    entry: list[ast.stmt] = [
-        _assign(_B, _tl_b()),
-        _assign(_N, ast.BinOp(left=_sub(_name(_B), 0), op=ast.Sub(), right=_const(1))),
-        _slow_path(),
-    ]
-    publish_if_lower = ast.If(
-        test=ast.Compare(left=_name(_N), ops=[ast.Lt()], comparators=[_sub(_name(_B), 0)]),
-        body=[_publish()],
-        orelse=[],
-    )
-    on_stop = ast.ExceptHandler(
-        type=_name("StopIteration"),
-        name=_X,
-        body=[publish_if_lower, ast.Return(value=_raw(_name(_SX), _name(_X)))],
-    )
-    on_raise = ast.ExceptHandler(
-        type=_name("BaseException"),
-        name=None,
-        body=[copy.deepcopy(publish_if_lower), ast.Raise(exc=None, cause=None)],
-    )
-    wrapped = ast.Try(
-        body=[*body, _publish()], handlers=[on_stop, on_raise], orelse=[], finalbody=[]
-    )
-    out = [*entry, wrapped]
-    for n in out:
-        ast.copy_location(n, loc)
-    return out
-
-
-def _args(names: list[str]) -> ast.arguments:
-    return ast.arguments(
-        posonlyargs=[],
-        args=[ast.arg(arg=v) for v in names],
-        vararg=None,
-        kwonlyargs=[],
-        kw_defaults=[],
-        kwarg=None,
-        defaults=[],
-    )
-
-
-def _def(name: str, params: list[str], body: list[ast.stmt]) -> ast.FunctionDef:
-    return ast.FunctionDef(
-        name=name,
-        args=_args(params),
-        body=body,
-        decorator_list=[],
-        returns=None,
-        type_params=[],
-    )
-
-
-def _locate(tree: ast.AST, loc: ast.AST) -> None:
-    """Give every generated node without a position ``loc``'s position."""
-    for n in ast.walk(tree):
-        if "lineno" in n._attributes and getattr(n, "lineno", None) is None:
-            ast.copy_location(n, loc)
-
-
 # --------------------------------------------------------------------------- the rewriter
-
-#: Names whose meaning a comprehension's own scope would change (left plain if used).
-_SCOPE_NAMES = frozenset({"super", "locals", "vars", "dir", "eval", "exec", "__class__"})
-#: Builtins consuming a whole iterable: a generator expression, map() or filter() passed
-#: to them is compiled (materialised by compiled loops, then handed to the builtin).
-_MATERIALISE = frozenset({"list", "tuple", "set", "frozenset", "sorted", "dict"})
-_STREAM = frozenset({"sum", "min", "max", "any", "all"})
-#: Elements per chunk when ``sum`` consumes a compiled generator expression.
-SUM_CHUNK = 4096
-#: Names of the hoisted functions' code objects, as tracebacks show them.
-_KIND_NAMES = {
-    "list": "<listcomp>",
-    "set": "<setcomp>",
-    "dict": "<dictcomp>",
-}
-
-
-def _hoistable(node: ast.AST) -> bool:
-    for n in ast.walk(node):
-        if isinstance(n, (ast.NamedExpr, ast.Await, ast.Yield, ast.YieldFrom)):
-            return False
-        if isinstance(n, ast.Name) and n.id in _SCOPE_NAMES:
-            return False
-        if isinstance(n, ast.comprehension) and n.is_async:
-            return False
-    return True
-
-
-def _bound_names(node: ast.AST) -> set[str]:
-    return {
-        n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
-    }
 
 
 class _Ctx:
@@ -380,7 +186,7 @@ class _Ctx:
         return name
 
 
-class _Rewriter(ast.NodeTransformer):
+class _Rewriter(CompiledForms, ast.NodeTransformer):
     """Rewrites the body of one function (and hoists its comprehensions into new ones).
 
     ``local_names`` are the function's locals, cells and free variables (and those of the
@@ -417,21 +223,6 @@ class _Rewriter(ast.NodeTransformer):
     visit_ClassDef = _leave
     visit_Lambda = _leave
     visit_GeneratorExp = _leave
-
-    def visit_ListComp(self, node: ast.ListComp) -> ast.AST:
-        if not _hoistable(node):
-            return node
-        return self._hoist(node.generators, [node.elt], "list", [], node)
-
-    def visit_SetComp(self, node: ast.SetComp) -> ast.AST:
-        if not _hoistable(node):
-            return node
-        return self._hoist(node.generators, [node.elt], "set", [], node)
-
-    def visit_DictComp(self, node: ast.DictComp) -> ast.AST:
-        if not _hoistable(node):
-            return node
-        return self._hoist(node.generators, [node.key, node.value], "dict", [], node)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
         if node.value is not None:
@@ -599,193 +390,6 @@ class _Rewriter(ast.NodeTransformer):
         test = _is(_name(f.id), _name(k))
         return ast.IfExp(test=test, body=body, orelse=generic)
 
-    # ------------------------------------------------------------------ rewritten builtins
-
-    def _builtin_guard(self, func: ast.expr, names: frozenset[str]) -> tuple[str, str] | None:
-        """(name, guard cell) when ``func`` names one of the builtins ``names`` unshadowed."""
-        if not isinstance(func, ast.Name) or func.id not in names:
-            return None
-        k = self._guard(func.id, getattr(builtins, func.id), check=True)
-        return None if k is None else (func.id, k)
-
-    def _source(
-        self, arg: ast.expr
-    ) -> (
-        tuple[list[ast.comprehension], ast.expr, list[tuple[str, ast.expr]], list[ast.expr]] | None
-    ):
-        """Take apart a generator expression, ``map(f, ...)`` or ``filter(f, it)``.
-
-        Returns (generators, element, leading (parameter, value) pairs, extra guards), or
-        None for anything else.
-        """
-        if isinstance(arg, ast.GeneratorExp):
-            if not _hoistable(arg):
-                return None
-            return arg.generators, arg.elt, [], []
-        if not isinstance(arg, ast.Call) or arg.keywords or len(arg.args) < 2:
-            return None
-        if any(isinstance(a, ast.Starred) for a in arg.args):
-            return None
-        g = self._builtin_guard(arg.func, frozenset({"map", "filter"}))
-        if g is None:
-            return None
-        name, k = g
-        guard = _is(_name(name), _name(k))
-        fn, iters = arg.args[0], arg.args[1:]
-        if name == "map":
-            v = "_bvm_mv"
-            if len(iters) == 1:
-                it, elt = iters[0], ast.Call(func=_name("_bvm_mf"), args=[_name(v)], keywords=[])
-            else:
-                it = _raw(_attr(_name(_BI), "zip"), *iters)
-                elt = ast.Call(
-                    func=_name("_bvm_mf"),
-                    args=[ast.Starred(value=_name(v), ctx=ast.Load())],
-                    keywords=[],
-                )
-            gen = ast.comprehension(target=_name(v, True), iter=it, ifs=[], is_async=0)
-            return [gen], elt, [("_bvm_mf", fn)], [guard]
-        if len(iters) != 1:
-            return None
-        v = "_bvm_fv"
-        keep = ast.IfExp(
-            test=_is(_name("_bvm_ff"), _const(None)),
-            body=_name(v),
-            orelse=ast.Call(func=_name("_bvm_ff"), args=[_name(v)], keywords=[]),
-        )
-        gen = ast.comprehension(target=_name(v, True), iter=iters[0], ifs=[keep], is_async=0)
-        return [gen], _name(v), [("_bvm_ff", fn)], [guard]
-
-    def _consumer(self, node: ast.Call) -> ast.expr | None:
-        """Compile ``F(<genexp | map | filter>, ...)`` for a builtin F that consumes it all.
-
-        Also ``str.join``. The generator runs as compiled loops.
-        """
-        if not node.args or any(isinstance(a, ast.Starred) for a in node.args):
-            return None
-        kws = {kw.arg: kw.value for kw in node.keywords}
-        if None in kws:
-            return None
-        f = node.func
-        rest = node.args[1:]
-        join = isinstance(f, ast.Attribute) and f.attr == "join" and not rest and not kws
-        g = None if join else self._builtin_guard(f, _MATERIALISE | _STREAM)
-        if not join:
-            if g is None:
-                return None
-            name = g[0]
-            if name in _MATERIALISE:
-                allowed = {"key", "reverse"} if name == "sorted" else set()
-                if rest or set(kws) - allowed:
-                    return None
-            elif name in ("any", "all"):
-                if rest or kws:
-                    return None
-            elif name == "sum":
-                if kws or len(rest) > 1:
-                    return None
-            elif rest or set(kws) - {"key", "default"}:  # min, max
-                return None
-        pristine = copy.deepcopy(node)  # the original call, for when the guard fails
-        src = self._source(node.args[0])
-        if src is None:
-            return None
-        gens, elt, lead, guards = src
-        if join:
-            # (<join of the list> if type(j := obj) in (str, bytes) else j.join(<original>))
-            obj = "_bvm_j"
-            test = ast.Compare(
-                left=_raw(
-                    _name("type"), ast.NamedExpr(target=_name(obj, True), value=self.visit(f.value))
-                ),
-                ops=[ast.In()],
-                comparators=[
-                    ast.Tuple(
-                        elts=[_attr(_name(_BI), "str"), _attr(_name(_BI), "bytes")], ctx=ast.Load()
-                    )
-                ],
-            )
-            hoisted = self._hoist(gens, [elt], "list", lead, node)
-            compiled: ast.expr = _raw(_attr(_name(obj), "join"), hoisted)
-            pristine.func = _attr(_name(obj), "join")
-            return self._either(test, guards, compiled, self.visit_Call_plain(pristine), node)
-        assert g is not None
-        name, k = g
-        guard = _is(_name(name), _name(k))
-        if name == "set":
-            compiled = self._hoist(gens, [elt], "set", lead, node)
-        elif name in _MATERIALISE:
-            hoisted = self._hoist(gens, [elt], "list", lead, node)
-            if name == "list":
-                compiled = hoisted
-            elif "key" in kws:  # sorted(genexp, key=f): the key is called preemptibly too
-                repl = ast.Call(
-                    func=_attr(_name(_PB), "sorted_"), args=[hoisted], keywords=node.keywords
-                )
-                _locate(repl, node)
-                compiled = self.visit_Call(repl)
-            else:
-                compiled = _raw(_name(k), hoisted)
-                compiled.keywords = [
-                    ast.keyword(arg=a, value=self.visit(v)) for a, v in kws.items()
-                ]
-        elif name in ("any", "all"):
-            compiled = self._hoist(gens, [elt], name, lead, node)
-        elif name == "sum":
-            start = rest[0] if rest else _const(0)
-            compiled = self._hoist(gens, [elt], "sum", [*lead, ("_bvm_acc", start)], node)
-        else:  # min, max
-            key = kws.get("key", _const(None))
-            dflt = kws.get("default", _name(_MS))
-            compiled = self._hoist(
-                gens, [elt], name, [*lead, ("_bvm_key", key), ("_bvm_dflt", dflt)], node
-            )
-        return self._either(guard, guards, compiled, self.visit_Call_plain(pristine), node)
-
-    def _keyed(self, node: ast.Call) -> ast.expr | None:
-        """``sorted/min/max(iterable, key=f, ...)``: ``_pbuiltins``' preemptible versions."""
-        g = self._builtin_guard(node.func, frozenset({"sorted", "min", "max"}))
-        if g is None or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
-            return None
-        kws = {kw.arg for kw in node.keywords}
-        if "key" not in kws or None in kws:
-            return None
-        allowed = {"key", "reverse"} if g[0] == "sorted" else {"key", "default"}
-        if kws - allowed:
-            return None
-        name, k = g
-        pristine = copy.deepcopy(node)
-        repl = ast.Call(func=_attr(_name(_PB), f"{name}_"), args=node.args, keywords=node.keywords)
-        ast.copy_location(repl, node)
-        _locate(repl, node)
-        compiled = self.visit_Call(repl)
-        return ast.IfExp(
-            test=_is(_name(name), _name(k)), body=compiled, orelse=self.visit_Call_plain(pristine)
-        )
-
-    def _list_sort(self, node: ast.Call) -> ast.expr | None:
-        """``obj.sort(key=f, ...)`` on a list: ``_pbuiltins.list_sort`` (key called preemptibly)."""
-        f = node.func
-        if not isinstance(f, ast.Attribute) or f.attr != "sort" or node.args:
-            return None
-        kws = {kw.arg for kw in node.keywords}
-        if "key" not in kws or kws - {"key", "reverse"}:
-            return None
-        obj = "_bvm_so"
-        pristine_kws = copy.deepcopy(node.keywords)
-        target = ast.NamedExpr(target=_name(obj, True), value=self.visit(f.value))
-        repl = ast.Call(
-            func=_attr(_name(_PB), "list_sort"), args=[_name(obj)], keywords=node.keywords
-        )
-        ast.copy_location(repl, node)
-        _locate(repl, node)
-        compiled = self.visit_Call(repl)
-        orig = ast.Call(func=_attr(_name(obj), "sort"), args=[], keywords=pristine_kws)
-        ast.copy_location(orig, node)
-        orig_v = self.visit_Call_plain(orig)
-        test = _is(_raw(_name("type"), target), _attr(_name(_BI), "list"))
-        return ast.IfExp(test=test, body=compiled, orelse=orig_v)
-
     def visit_Call_plain(self, node: ast.Call) -> ast.expr:
         """Rewrite a call as a generic dispatch (no special forms)."""
         d = self.depth
@@ -795,179 +399,6 @@ class _Rewriter(ast.NodeTransformer):
         finally:
             self.depth -= 1
         return self._dispatch(node, d)
-
-    def _either(
-        self,
-        test: ast.expr,
-        guards: list[ast.expr],
-        compiled: ast.expr,
-        orig: ast.expr,
-        loc: ast.AST,
-    ) -> ast.expr:
-        if guards:
-            test = ast.BoolOp(op=ast.And(), values=[test, *guards])
-        out = ast.IfExp(test=test, body=compiled, orelse=orig)
-        _locate(out, loc)
-        return out
-
-    # ------------------------------------------------------------------ hoisting
-
-    def _hoist(
-        self,
-        gens: list[ast.comprehension],
-        elts: list[ast.expr],
-        kind: str,
-        extra: list[tuple[str, ast.expr]],
-        loc: ast.AST,
-    ) -> ast.expr:
-        """Compile a comprehension into a nested generator function; return its call.
-
-        The function is placed before the current statement.
-
-        ``extra`` are (parameter, value) pairs evaluated at the call, in the caller's
-        scope, in order: ``map``'s and ``filter``'s function (``_bvm_mf``/``_bvm_ff``)
-        before the first iterable, the others (``sum``'s start, ``min``'s key...) after.
-        """
-        name = self.ctx.fresh(_KIND_NAMES.get(kind, "<genexpr>"))
-        lead = [(p, v) for p, v in extra if p in ("_bvm_mf", "_bvm_ff")]
-        tail = [(p, v) for p, v in extra if p not in ("_bvm_mf", "_bvm_ff")]
-        first_iter = _raw(_name(_IT), self.visit(gens[0].iter))
-        # evaluation order in the caller: lead values, the first iterable, the tail values
-        order: list[tuple[str, ast.expr]] = [
-            *[(p, self.visit(v)) for p, v in lead],
-            ("_bvm_it", first_iter),
-            *[(p, self.visit(v)) for p, v in tail],
-        ]
-        params = [p for p, _ in order]
-        body = self._emit(kind, elts)
-        for i in range(len(gens) - 1, -1, -1):
-            g = gens[i]
-            for cond in reversed(g.ifs):
-                body = [ast.If(test=cond, body=body, orelse=[])]
-            it = _name("_bvm_it") if i == 0 else g.iter
-            body = [ast.For(target=g.target, iter=it, body=body, orelse=[])]
-        fbody = [*self._prologue(kind), *body, *self._epilogue(kind)]
-        for n in fbody:
-            _locate(n, loc)
-        bound = set(params) | {n for g in gens for n in _bound_names(g.target)}
-        sub = _Rewriter(self.local_names | frozenset(bound), self.ctx)
-        new_body = sub.visit(ast.Module(body=fbody, type_ignores=[])).body
-        fdef = _def(name, params, _wrap_body(new_body, loc))
-        ast.copy_location(fdef, loc)
-        _locate(fdef, loc)
-        self.pending[-1].append(fdef)
-        call = _raw(_name(name), *[v for _, v in order])
-        ast.copy_location(call, loc)
-        out = _run_gen(call)
-        _locate(out, loc)
-        return out
-
-    def _prologue(self, kind: str) -> list[ast.stmt]:
-        if kind == "list":
-            return [_assign("_bvm_o", ast.List(elts=[], ctx=ast.Load()))]
-        if kind == "set":
-            return [_assign("_bvm_o", _raw(_attr(_name(_BI), "set")))]
-        if kind == "dict":
-            return [_assign("_bvm_o", ast.Dict(keys=[], values=[]))]
-        if kind == "sum":
-            # sum((), start) rejects a str start before anything is evaluated, as sum does
-            return [
-                _assign(
-                    "_bvm_acc",
-                    _raw(
-                        _attr(_name(_BI), "sum"),
-                        ast.Tuple(elts=[], ctx=ast.Load()),
-                        _name("_bvm_acc"),
-                    ),
-                ),
-                _assign("_bvm_o", ast.List(elts=[], ctx=ast.Load())),
-            ]
-        if kind in ("min", "max"):
-            return [_assign("_bvm_first", _const(True))]
-        return []
-
-    def _emit(self, kind: str, elts: list[ast.expr]) -> list[ast.stmt]:
-        o = _name("_bvm_o")
-        if kind == "list":
-            return [ast.Expr(_raw(_attr(o, "append"), elts[0]))]
-        if kind == "set":
-            return [ast.Expr(_raw(_attr(o, "add"), elts[0]))]
-        if kind == "dict":
-            return [ast.Expr(_raw(_name(_SET), o, elts[0], elts[1]))]
-        if kind == "any":
-            return [ast.If(test=elts[0], body=[ast.Return(value=_const(True))], orelse=[])]
-        if kind == "all":
-            return [
-                ast.If(
-                    test=ast.UnaryOp(op=ast.Not(), operand=elts[0]),
-                    body=[ast.Return(value=_const(False))],
-                    orelse=[],
-                )
-            ]
-        if kind == "sum":
-            return [
-                ast.Expr(_raw(_attr(o, "append"), elts[0])),
-                ast.If(
-                    test=ast.Compare(
-                        left=_raw(_attr(_name(_BI), "len"), o),
-                        ops=[ast.GtE()],
-                        comparators=[_const(SUM_CHUNK)],
-                    ),
-                    body=[
-                        _assign("_bvm_acc", _raw(_attr(_name(_BI), "sum"), o, _name("_bvm_acc"))),
-                        ast.Expr(_raw(_attr(o, "clear"))),
-                    ],
-                    orelse=[],
-                ),
-            ]
-        # min / max: the first extreme element wins, as in the builtins
-        cmp = ast.Gt() if kind == "max" else ast.Lt()
-        key_of_v = ast.IfExp(
-            test=_is(_name("_bvm_key"), _const(None)),
-            body=_name("_bvm_v"),
-            orelse=ast.Call(func=_name("_bvm_key"), args=[_name("_bvm_v")], keywords=[]),
-        )
-        take = [_assign("_bvm_best", _name("_bvm_v")), _assign("_bvm_bk", _name("_bvm_kv"))]
-        return [
-            _assign("_bvm_v", elts[0]),
-            _assign("_bvm_kv", key_of_v),
-            ast.If(
-                test=_name("_bvm_first"),
-                body=[*take, _assign("_bvm_first", _const(False))],
-                orelse=[
-                    ast.If(
-                        test=ast.Compare(
-                            left=_name("_bvm_kv"), ops=[cmp], comparators=[_name("_bvm_bk")]
-                        ),
-                        body=copy.deepcopy(take),
-                        orelse=[],
-                    )
-                ],
-            ),
-        ]
-
-    def _epilogue(self, kind: str) -> list[ast.stmt]:
-        if kind in ("list", "set", "dict"):
-            return [ast.Return(value=_name("_bvm_o"))]
-        if kind == "any":
-            return [ast.Return(value=_const(False))]
-        if kind == "all":
-            return [ast.Return(value=_const(True))]
-        if kind == "sum":
-            return [
-                ast.Return(value=_raw(_attr(_name(_BI), "sum"), _name("_bvm_o"), _name("_bvm_acc")))
-            ]
-        empty = ast.If(
-            test=_is(_name("_bvm_dflt"), _name(_MS)),
-            body=[
-                ast.Return(value=_raw(_attr(_name(_BI), kind), ast.Tuple(elts=[], ctx=ast.Load())))
-            ],
-            orelse=[ast.Return(value=_name("_bvm_dflt"))],
-        )
-        return [
-            ast.If(test=_name("_bvm_first"), body=[empty], orelse=[]),
-            ast.Return(value=_name("_bvm_best")),
-        ]
 
 
 # --------------------------------------------------------------------------- templates
@@ -1009,12 +440,6 @@ def _shift_columns(tree: ast.AST, indent: int) -> None:
             node.col_offset += indent
             if getattr(node, "end_col_offset", None) is not None:
                 node.end_col_offset += indent
-
-
-_RUNTIME_NAMES = (
-    _P, _TL, _D, _BFT, _RF, _WL, _SET, _RCV, _RW, _Y,
-    _SX, _RR, _IT, _GEN, _BI, _PB, _TS, _SG, _AQ, _MS,
-)  # fmt: skip
 
 
 def _def_node(fn: types.FunctionType) -> ast.FunctionDef | None:
@@ -1132,10 +557,10 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
             name=cls, bases=[], keywords=[], body=[fdef], decorator_list=[], type_params=[]
         )
         ast.copy_location(inner, fdef)
-    factory = _def("_bvm_factory", [*freevars, *_RUNTIME_NAMES, *ctx.guards.values()], [inner])
+    factory = _def("_bvm_factory", [*freevars, *RUNTIME_NAMES, *ctx.guards.values()], [inner])
     ast.copy_location(factory, fdef)
     module = ast.Module(body=[factory], type_ignores=[])
-    ast.fix_missing_locations(module)
+    _fix_locations(module)
     try:
         top = compile(
             module, code.co_filename, "exec", flags=code.co_flags & _FUTURE_MASK, dont_inherit=True
@@ -1189,7 +614,7 @@ def _same_signature(a: types.CodeType, b: types.CodeType) -> bool:
         and a.co_kwonlyargcount == b.co_kwonlyargcount
         and a.co_flags & 12 == b.co_flags & 12
         and a.co_varnames[:n] == b.co_varnames[:n]
-        and {v for v in a.co_freevars if not v.startswith(_K)} - set(_RUNTIME_NAMES)
+        and {v for v in a.co_freevars if not v.startswith(_K)} - set(RUNTIME_NAMES)
         <= set(b.co_freevars)
     )
 

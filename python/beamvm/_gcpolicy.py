@@ -15,7 +15,9 @@ The policy (installed while a VM runs):
   and so are the survivors of each later full collection. Those traverse only what
   survived since, so their cost follows the allocation rate, not the heap size. A heap
   whose old objects keep dying in cycles (``FREEZE_BELOW_GARBAGE``) is left to CPython's
-  own schedule: freezing it would only pile garbage up for longer whole-heap passes.
+  own schedule: freezing it would only pile garbage up for longer whole-heap passes (the
+  policy looks again after ``MAJOR_EVERY`` times that pass's duration, at least
+  ``MAJOR_MIN_INTERVAL``, and leaves every collection alone until then).
 * Frozen objects that later become cyclic garbage are not collected while frozen. So the
   policy unfreezes everything and lets the next full collection traverse the whole heap
   (a "major") once the objects frozen since the last major outnumber twice those it left
@@ -82,6 +84,7 @@ class _State:
         "started",
         "majors",
         "freezes",
+        "idle_until",
     )
 
     def __init__(self) -> None:
@@ -94,6 +97,7 @@ class _State:
         self.started = 0.0
         self.majors = 0
         self.freezes = 0
+        self.idle_until = 0.0  # leave collections alone until then (garbage-heavy heap)
 
 
 _state = _State()
@@ -113,7 +117,10 @@ def _callback(phase: str, info: dict[str, Any]) -> None:
             gc.unfreeze()
         s.frozen = s.major_pending = False
         s.since = s.heap = 0
+        s.idle_until = 0.0
         return
+    if now < s.idle_until:
+        return  # a garbage-heavy heap: CPython's schedule, not even counted
     # After a full collection, generation 2 holds what it traversed and kept: the whole
     # heap after a major, only the recent survivors otherwise (counting them costs about
     # what collecting them did).
@@ -127,9 +134,10 @@ def _callback(phase: str, info: dict[str, Any]) -> None:
         s.majors += 1
         if info["collected"] > survivors * FREEZE_BELOW_GARBAGE:
             # Old objects die in cycles here: freezing would only pile them up for a
-            # longer major. Stay with CPython's schedule until a major finds the old
-            # generation (nearly) all alive.
+            # longer major. Stay with CPython's schedule for a while (without counting
+            # the heap after each collection), then look again.
             s.frozen = False
+            s.idle_until = now + max(MAJOR_MIN_INTERVAL, MAJOR_EVERY * s.major_s)
             return
     else:
         s.since += survivors

@@ -42,6 +42,7 @@
 //! one counted reference is covered. The store is an atomic pointer store; CPython reads
 //! the slot with a plain aligned load, which cannot tear.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
@@ -105,6 +106,7 @@ struct Owned(Arc<Slot>);
 
 impl Drop for Owned {
     fn drop(&mut self) {
+        FAST.with(|c| c.set(std::ptr::null()));
         SLOTS
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -122,32 +124,48 @@ thread_local! {
         SLOTS.lock().unwrap_or_else(|e| e.into_inner()).push(s.clone());
         Owned(s)
     };
+    /// `MINE`'s slot, once registered: a plain load per slice instead of the lazily
+    /// initialised, destructor-carrying `MINE`. Null before registration and after
+    /// `MINE` is destroyed at thread exit.
+    static FAST: Cell<*const Slot> = const { Cell::new(std::ptr::null()) };
+}
+
+/// This thread's slot. The reference stays valid while the thread runs: `MINE` keeps
+/// the `Arc` until the thread's destructors run, and `FAST` is cleared then.
+fn my_slot() -> &'static Slot {
+    let p = FAST.with(|c| c.get());
+    if !p.is_null() {
+        // SAFETY: `p` points into the `Arc<Slot>` that `MINE` holds for this thread;
+        // `FAST` is reset before `MINE`'s `Arc` is dropped, so a non-null `p` is live.
+        return unsafe { &*p };
+    }
+    let p = MINE.with(|Owned(s)| Arc::as_ptr(s));
+    FAST.with(|c| c.set(p));
+    // SAFETY: as above; `MINE` was just initialised and holds the slot.
+    unsafe { &*p }
 }
 
 /// Marks a Python slice on this thread for the timer, from creation to drop.
-pub struct Mark(());
+pub struct Mark(&'static Slot);
 
 impl Mark {
     /// Call when a Python slice starts (the driver's `resume`).
     pub fn begin() -> Mark {
-        MINE.with(|Owned(s)| {
-            let v = s.seq.load(Ordering::Relaxed);
-            // Single writer: this thread. Even -> odd.
-            s.seq.store(v | 1, Ordering::Release);
-        });
+        let s = my_slot();
+        let v = s.seq.load(Ordering::Relaxed);
+        // Single writer: this thread. Even -> odd.
+        s.seq.store(v | 1, Ordering::Release);
         if PARKED.load(Ordering::Relaxed) || TIMER.get().is_none() {
             wake_timer();
         }
-        Mark(())
+        Mark(s)
     }
 }
 
 impl Drop for Mark {
     fn drop(&mut self) {
-        MINE.with(|Owned(s)| {
-            let v = s.seq.load(Ordering::Relaxed);
-            s.seq.store((v | 1) + 1, Ordering::Release);
-        });
+        let v = self.0.seq.load(Ordering::Relaxed);
+        self.0.seq.store((v | 1) + 1, Ordering::Release);
     }
 }
 
@@ -263,10 +281,9 @@ pub fn _timeslice_setup(py: Python<'_>, cell: &Bound<'_, PyAny>) -> PyResult<()>
 #[pyfunction]
 pub fn _overdue() -> bool {
     set_cell(FLAG.zero.load(Ordering::Acquire));
-    MINE.with(|Owned(s)| {
-        let seq = s.seq.load(Ordering::Relaxed);
-        seq % 2 == 1 && s.overdue.load(Ordering::Acquire) == seq
-    })
+    let s = my_slot();
+    let seq = s.seq.load(Ordering::Relaxed);
+    seq % 2 == 1 && s.overdue.load(Ordering::Acquire) == seq
 }
 
 /// Raises the flag now, as the timer does (tests: a deterministic way to exercise the
@@ -276,12 +293,11 @@ pub fn _overdue() -> bool {
 #[pyo3(signature = (overdue = false))]
 pub fn _raise_yield_flag(overdue: bool) {
     if overdue {
-        MINE.with(|Owned(s)| {
-            let seq = s.seq.load(Ordering::Relaxed);
-            if seq % 2 == 1 {
-                s.overdue.store(seq, Ordering::Release);
-            }
-        });
+        let s = my_slot();
+        let seq = s.seq.load(Ordering::Relaxed);
+        if seq % 2 == 1 {
+            s.overdue.store(seq, Ordering::Release);
+        }
     }
     raise_flag();
 }
