@@ -539,3 +539,17 @@ def test_asyncio_run_in_process_code_says_what_to_do():
 
     with pytest.raises(RuntimeError, match="asyncio.run.*beamvm process.*dirty_io"):
         result(body)
+
+
+def make_lambda():
+    return lambda n: count(n) + 1
+
+
+def test_the_same_lambda_compiled_from_two_code_objects():
+    # The original function's lambda and the compiled function's lambda are two code
+    # objects with one source: each is compiled from a fresh copy of the parsed lambda.
+    plain = make_lambda()
+    assert result(plain, 10) == 11
+    from_compiled = result(make_lambda)
+    assert from_compiled.__code__ is not plain.__code__
+    assert result(from_compiled, 10) == 11

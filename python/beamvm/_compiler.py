@@ -469,7 +469,11 @@ def _def_node(fn: types.FunctionType) -> ast.FunctionDef | None:
     return fdef
 
 
+#: filename -> (hash of its lines, its parsed module): the files lambdas were found in,
+#: most recent last. Templates are cached per code object, so a file is parsed again only
+#: for lambdas not compiled yet; ``FILE_TREES_KEPT`` bounds what is kept meanwhile.
 _FILE_TREES: dict[str, tuple[int, ast.Module | None]] = {}
+FILE_TREES_KEPT = 16
 
 
 def _file_tree(filename: str, module_globals: dict[str, Any]) -> ast.Module | None:
@@ -477,14 +481,17 @@ def _file_tree(filename: str, module_globals: dict[str, Any]) -> ast.Module | No
     if not lines:
         return None
     key = hash(tuple(lines))
-    hit = _FILE_TREES.get(filename)
+    hit = _FILE_TREES.pop(filename, None)
     if hit is not None and hit[0] == key:
+        _FILE_TREES[filename] = hit
         return hit[1]
     try:
         tree: ast.Module | None = ast.parse("".join(lines), filename)
     except (SyntaxError, ValueError):
         tree = None
     _FILE_TREES[filename] = (key, tree)
+    while len(_FILE_TREES) > FILE_TREES_KEPT:
+        del _FILE_TREES[next(iter(_FILE_TREES))]
     return tree
 
 
@@ -519,7 +526,7 @@ def _lambda_node(fn: types.FunctionType) -> ast.FunctionDef | None:
             found = found[-1:]
     if len(found) != 1:
         return None
-    lam = found[0]
+    lam = copy.deepcopy(found[0])  # the rewriter changes nodes in place; the tree is shared
     ret = ast.Return(value=lam.body)
     ast.copy_location(ret, lam.body)
     fdef = _def("<lambda>", [], [ret])
