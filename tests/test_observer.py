@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import tempfile
 import threading
@@ -125,7 +126,7 @@ def test_proc_window_from_a_plain_thread(vm):
 
 
 def monitor_target():
-    time.sleep(0.05)  # an uninstrumented call: the whole sleep is one slice
+    select.select([], [], [], 0.05)  # an uninstrumented blocking call: one long slice
 
 
 def watch_long_schedules():

@@ -47,7 +47,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from beamvm import _compiler, _native, _otp, _runtime
+from beamvm import _compiler, _gcpolicy, _native, _otp, _runtime
 from beamvm._native import (
     Atom,
     BadArg,
@@ -278,6 +278,10 @@ def _report_crash(pid: Pid, exc: BaseException) -> None:
     log.error("process %r crashed: %s: %s\n%s", pid, type(exc).__name__, exc, tb.rstrip())
 
 
+_runtime.overdue = _native._overdue  # time slices (crates/vm-python/src/timeslice.rs)
+_native._timeslice_setup(_compiler.yield_flag_cell())
+_native._set_stop_carrier(_compiler.stop_carrier_type())
+_gcpolicy.install(_native.is_running)  # full collections over recent objects only
 _native._setup(
     kill=_runtime.kill,
     new_cell=_runtime.new_cell,

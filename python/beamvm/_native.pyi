@@ -191,6 +191,20 @@ def _quiesce(timeout: float) -> int:
 def _after_fork() -> None:
     """In the child of os.fork(): forget the parent's VM."""
 
+# timeslice.rs: slices end by time as well as by reductions
+def _timeslice_setup(cell: Any) -> None:
+    """Install the shared yield-now cell compiled code reads."""
+
+def _overdue() -> bool:
+    """Whether the caller's own slice is the overdue one (clears the flag)."""
+
+def _raise_yield_flag(overdue: bool = False) -> None:
+    """Raise the yield-now flag (tests)."""
+
+
+# compiled.rs: a process body that raised StopIteration
+def _set_stop_carrier(t: type) -> None:
+    """Register the type compiled code returns StopIteration in."""
 def start(**config: Any) -> None: ...
 def stop() -> bool: ...
 def is_running() -> bool: ...

@@ -18,6 +18,8 @@
 //! * [`args`]: argument parsing shared by the API (names, pids, refs, timeouts).
 //! * [`errors`]: the exceptions, and the one mapping from `vm_core::Error` to them.
 //! * [`runtime`]: the Python protocol objects handed over by `beamvm/__init__.py`.
+//! * [`timeslice`], [`compiled`]: native support for compiled process code (slices end
+//!   by time; `StopIteration` carried out of a generator).
 //! * [`finalize`]: the interpreter's exit: VM threads never touch a finalising
 //!   interpreter.
 //!
@@ -32,6 +34,7 @@
 mod alias;
 mod api;
 mod args;
+mod compiled;
 pub mod convert;
 mod driver;
 mod errors;
@@ -42,6 +45,7 @@ mod lifecycle;
 mod observer_http;
 pub mod pattern;
 mod runtime;
+mod timeslice;
 pub mod types;
 
 use pyo3::prelude::*;
@@ -116,5 +120,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     introspect::register(m)?;
     // The web observer.
     observer_http::register(m)?;
+    // Compiled process code: slices end by time (timeslice.rs); StopIteration carried
+    // out of a generator (compiled.rs).
+    m.add_function(wrap_pyfunction!(timeslice::_timeslice_setup, m)?)?;
+    m.add_function(wrap_pyfunction!(timeslice::_overdue, m)?)?;
+    m.add_function(wrap_pyfunction!(timeslice::_raise_yield_flag, m)?)?;
+    m.add_function(wrap_pyfunction!(compiled::_set_stop_carrier, m)?)?;
     Ok(())
 }

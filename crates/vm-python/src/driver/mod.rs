@@ -323,6 +323,13 @@ impl PyProcess {
                     self.next = Some(Next::Throw(e.into_value(py).into_any()));
                 }
                 Ok(Sent::Returned(v)) => {
+                    if let Some(e) = crate::compiled::carried_stop(py, &v) {
+                        // compiled.rs: the body raised StopIteration.
+                        if forked {
+                            forked_child_exit(py, Some(e));
+                        }
+                        return self.crashed(py, cx, e);
+                    }
                     if forked {
                         forked_child_exit(py, None);
                     }
@@ -343,6 +350,9 @@ impl PyProcess {
                         .getattr("value")
                         .map(|v| v.unbind())
                         .unwrap_or_else(|_| py.None());
+                    if let Some(e) = crate::compiled::carried_stop(py, v.bind(py)) {
+                        return self.crashed(py, cx, e); // compiled.rs
+                    }
                     if let Some(m) = &self.main {
                         m.set(Outcome::Returned(v));
                     }
@@ -490,7 +500,8 @@ fn str_term(s: &str) -> Term {
 
 impl Body for PyProcess {
     fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
-        // From here on the context is used through the slice only (current.rs).
+        let _clock = crate::timeslice::Mark::begin(); // timeslice.rs: the slice's clock
+                                                      // From here on the context is used through the slice only (current.rs).
         let slice = Slice::new(cx);
         let cx = slice.ptr();
         with_batch_gil(|py| {
@@ -500,6 +511,7 @@ impl Body for PyProcess {
     }
 
     fn terminate(&mut self, cx: &mut Cx<'_>, reason: &Fragment) {
+        let _clock = crate::timeslice::Mark::begin(); // timeslice.rs: bounds kill cleanup
         let slice = Slice::new(cx);
         let cx = slice.ptr();
         with_batch_gil(|py| {
