@@ -7,6 +7,7 @@ budget, long forms must be preempted, tracebacks must point at the user's lines.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import threading
 import time
@@ -520,15 +521,16 @@ async def agen_fn():
     yield 1
 
 
-def test_generator_and_async_functions_are_refused_with_advice():
-    with pytest.raises(TypeError, match="async function.*planned"):
-        C.compile_process(coro_fn)
-    with pytest.raises(TypeError, match="generator function"):
+def test_generator_functions_are_refused_with_advice_and_async_functions_compile():
+    with pytest.raises(TypeError, match="generator function.*consumes it"):
         C.compile_process(gen_fn)
     with pytest.raises(TypeError, match="async generator"):
         C.compile_process(agen_fn)
-    with pytest.raises(TypeError, match="async function"):
-        C.compile_process(functools.partial(coro_fn))
+    # An async function is a process body since beamvm.aio: it runs as a coroutine.
+    for f in (coro_fn, functools.partial(coro_fn)):
+        body = C.compile_process(f)
+        assert inspect.isgenerator(body), body
+        body.close()
 
 
 def test_asyncio_run_in_process_code_says_what_to_do():
@@ -553,3 +555,24 @@ def test_the_same_lambda_compiled_from_two_code_objects():
     from_compiled = result(make_lambda)
     assert from_compiled.__code__ is not plain.__code__
     assert result(from_compiled, 10) == 11
+
+
+def test_a_plain_function_runs_uncompiled_so_its_thread_lock_does_not_warn():
+    import threading
+    import warnings
+
+    from beamvm._otp import plain
+
+    lock = threading.Lock()
+
+    @plain
+    def locked():
+        with lock:
+            return sum(1 for _ in range(1000))
+
+    def body():
+        return locked()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert result(body) == 1000

@@ -129,11 +129,11 @@ def test_exit_while_a_process_is_in_one_long_c_call_reports_where(tmp_path):
     out, took = _run(
         tmp_path,
         """
-        import time
+        import select, time
         import beamvm
 
         def child():
-            time.sleep(4)
+            select.select([], [], [], 4)  # one C call (time.sleep would suspend)
         """
         + _script_ending_after("child", schedulers=2),
     )

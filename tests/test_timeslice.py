@@ -205,19 +205,20 @@ def gen():
     yield 1
 
 
-def test_spawn_of_async_and_generator_functions_is_a_type_error():
+def test_spawn_of_a_generator_function_is_a_type_error_and_of_an_async_one_runs_it():
     def main():
         out = []
-        for f in (coro, gen):
-            try:
-                spawn(f)
-            except TypeError as e:
-                out.append(str(e))
+        try:
+            spawn(gen)
+        except TypeError as e:
+            out.append(str(e))
+        _, ref = beamvm.spawn_monitor(coro)
+        out.append(beamvm.receive(timeout=5)[-1])
         return out
 
-    async_msg, gen_msg = beamvm.run(main)
-    assert "async function" in async_msg and "planned" in async_msg
-    assert "generator function" in gen_msg
+    gen_msg, reason = beamvm.run(main)
+    assert "generator function" in gen_msg and "spawn(lambda: list(gen(" in gen_msg
+    assert reason == beamvm.Atom("normal")
 
 
 def test_asyncio_run_in_a_process_is_a_clear_error():
@@ -289,3 +290,35 @@ def test_queue_get_in_a_process_does_not_block_its_scheduler():
             break
     # the scheduler kept running the ticker while the get waited 0.2 s for its item
     assert min(runs) < 0.15, runs
+
+
+def _deep(n):
+    if n == 0:
+        return 0
+    return sum(map(lambda x: x, [_deep(n - 1)])) + 1
+
+
+def test_a_recursion_deeper_than_a_tick_to_resume_still_advances():
+    # Resuming 20,000 compiled frames takes longer than a tick. Timed from the resume,
+    # every slice was overdue at its first check and yielded there: the process never
+    # advanced (a livelock). The slice's clock now starts after the resume.
+    import sys
+
+    def main():
+        old = sys.getrecursionlimit()
+        sys.setrecursionlimit(100_000)
+        try:
+            pid, ref = beamvm.spawn_monitor(lambda: send(parent, _deep(20_000)))
+            got = receive(ANY, timeout=120)
+            return got
+        finally:
+            sys.setrecursionlimit(old)
+
+    parent = None
+
+    def outer():
+        nonlocal parent
+        parent = self_pid()
+        return main()
+
+    assert beamvm.run(outer) == 20_000

@@ -280,6 +280,7 @@ def _report_crash(pid: Pid, exc: BaseException) -> None:
 
 _runtime.overdue = _native._overdue  # time slices (crates/vm-python/src/timeslice.rs)
 _native._timeslice_setup(_compiler.yield_flag_cell())
+_compiler.set_resumed_hook(_native._resumed)
 _native._set_stop_carrier(_compiler.stop_carrier_type())
 _gcpolicy.install(_native.is_running)  # full collections over recent objects only
 _native._setup(

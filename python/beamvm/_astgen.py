@@ -36,6 +36,7 @@ _TS = "_bvm_TS"  # time.sleep
 _SG = "_bvm_SG"  # _blocking.sleep_gen
 _AQ = "_bvm_AQ"  # _blocking.acquire_for
 _MS = "_bvm_MS"  # "argument not given" (min/max default)
+_RS = "_bvm_resumed"  # restarts the slice's clock after a budget-check yield
 _B = "_bvm_B"  # local: this thread's budget cell
 _N = "_bvm_n"  # local: remaining reductions
 _RV = "_bvm_rv"  # local: return value
@@ -45,7 +46,7 @@ _K = "_bvm_k"  # prefix: per-function cells holding a global callee's value at c
 
 RUNTIME_NAMES = (
     _P, _TL, _D, _BFT, _RF, _WL, _SET, _RCV, _RW, _Y,
-    _SX, _RR, _IT, _GEN, _BI, _PB, _TS, _SG, _AQ, _MS,
+    _SX, _RR, _IT, _GEN, _BI, _PB, _TS, _SG, _AQ, _MS, _RS,
 )  # fmt: skip
 
 
@@ -95,6 +96,7 @@ def _slow_path() -> ast.stmt:
     #     _bvm_n = _bvm_refill(_bvm_B)
     #     if _bvm_n <= 0:
     #         yield _bvm_P
+    #         _bvm_resumed()        (the slice's time starts now, not at the resume)
     #         _bvm_n = _bvm_B[0]
     return ast.If(
         test=ast.Compare(left=_name(_N), ops=[ast.LtE()], comparators=[_name(_Y)]),
@@ -105,6 +107,7 @@ def _slow_path() -> ast.stmt:
                 test=ast.Compare(left=_name(_N), ops=[ast.LtE()], comparators=[_const(0)]),
                 body=[
                     ast.Expr(value=ast.Yield(value=_name(_P))),
+                    ast.Expr(value=_raw(_name(_RS))),
                     _assign(_N, _sub(_name(_B), 0)),
                 ],
                 orelse=[],

@@ -82,6 +82,7 @@ from ._astgen import (
     _RCV,
     _RF,
     _RR,
+    _RS,
     _RV,
     _RW,
     _SET,
@@ -777,7 +778,9 @@ class _Dispatch(dict):  # type: ignore[type-arg]
         call = _CALLERS.get(tf)
         if call is None:
             meth = getattr(tf, "__call__", None)  # noqa: B004 -- the type's own __call__
-            call = self[meth] if isinstance(meth, types.FunctionType) else None
+            # A type that says so (beamvm's ``plain`` decorator) is called plainly.
+            plain = getattr(tf, "__beamvm_plain__", False)
+            call = self[meth] if isinstance(meth, types.FunctionType) and not plain else None
             if call is meth:
                 call = None
             if len(_CALLERS) >= _DISPATCH_LIMIT:
@@ -821,6 +824,8 @@ _RUNTIME_CELLS.update(
         _SG: types.CellType(_blocking.sleep_gen),
         _AQ: types.CellType(_blocking.acquire_for),
         _MS: types.CellType(_pbuiltins._MISSING),
+        # Set to timeslice.rs's _resumed by set_resumed_hook; a no-op until then.
+        _RS: types.CellType(_runtime.resumed_noop),
     }
 )
 
@@ -843,6 +848,11 @@ def set_fast_receive(
     _RUNTIME_CELLS[_RCV].cell_contents = fast
     _RUNTIME_CELLS[_RW].cell_contents = tuple(wait_types)
     _DISPATCH.pop(plain, None)
+
+
+def set_resumed_hook(fn: Callable[[], None]) -> None:
+    """Install what compiled code calls when it resumes after a budget-check yield."""
+    _RUNTIME_CELLS[_RS].cell_contents = fn
 
 
 def yield_flag_cell() -> types.CellType:

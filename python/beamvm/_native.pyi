@@ -9,6 +9,7 @@ __all__ = [
     "Atom",
     "BadArg",
     "Binary",
+    "HttpObserver",
     "NoProc",
     "Pid",
     "ProcessExit",
@@ -18,10 +19,22 @@ __all__ = [
     "_ReceiveOp",
     "__version__",
     "_after_fork",
+    "_alias_count",
+    "_gen_call",
+    "_gen_cast",
+    "_observer_get",
+    "_overdue",
     "_quiesce",
+    "_raise_yield_flag",
     "_receive",
     "_recv",
+    "_resumed",
+    "_serve_http",
+    "_serve_http_relay",
+    "_set_stop_carrier",
     "_setup",
+    "_timeslice_setup",
+    "alias",
     "cancel_timer",
     "demonitor",
     "exit",
@@ -55,6 +68,7 @@ __all__ = [
     "stop",
     "system_info",
     "top",
+    "unalias",
     "unlink",
     "unregister",
     "whereis",
@@ -180,7 +194,7 @@ class _ReceiveOp:
     def __next__(self) -> Any: ...
     def send(self, value: Any) -> BaseException: ...
 
-def _gen_call(server: Any, request: Any, timeout: float | None = 5.0) -> _ReceiveOp:
+def _gen_call(server: Any, request: Any, timeout: float | None = ...) -> _ReceiveOp:
     """Start a ``gen_server.call``: the op its primitive runs with ``yield from``."""
 
 def _gen_cast(server: Any, msg: Any) -> None:
@@ -195,8 +209,11 @@ def _after_fork() -> None:
 def _timeslice_setup(cell: Any) -> None:
     """Install the shared yield-now cell compiled code reads."""
 
-def _overdue() -> bool:
+def _overdue(first_check: bool = False) -> bool:
     """Whether the caller's own slice is the overdue one (clears the flag)."""
+
+def _resumed() -> None:
+    """Restart the calling thread's slice clock (compiled code, after a budget yield)."""
 
 def _raise_yield_flag(overdue: bool = False) -> None:
     """Raise the yield-now flag (tests)."""
@@ -272,6 +289,7 @@ def snapshot(n: int = 10) -> dict[str, Any]: ...
 # --- end introspection ---
 
 # --- web observer (crates/vm-python/src/observer_http.rs; wrapped by beamvm.observer) ---
+@final
 class HttpObserver:
     """A running web observer; ``close()`` stops it and frees the port."""
 

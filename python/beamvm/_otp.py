@@ -67,6 +67,9 @@ class plain:  # noqa: N801 -- used as a decorator
     calls it as it is.
     """
 
+    #: Read by the compiler's call dispatch: instances are called as they are.
+    __beamvm_plain__ = True
+
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
         functools.update_wrapper(self, fn)

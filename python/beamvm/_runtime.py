@@ -171,13 +171,17 @@ def used(cell: list[int] | None = None) -> int:
     return b[2] - (r if r > 0 else 0)
 
 
-def _never() -> bool:
+def _never(first_check: bool = False) -> bool:
     return False
+
+
+def resumed_noop() -> None:
+    """Stand-in for the native ``_resumed`` until the binding installs it."""
 
 
 #: Set by the native binding: clears the yield-now flag and says whether the calling
 #: thread's slice has run past its time (crates/vm-python/src/timeslice.rs).
-overdue: Callable[[], bool] = _never
+overdue: Callable[..., bool] = _never
 
 
 def _refill(b: list[int]) -> int:
@@ -194,7 +198,8 @@ def _refill(b: list[int]) -> int:
     state = b[1]
     if not state:
         if n > 0:
-            return 0 if overdue() else n
+            # b[2] - n == 1: this is the slice's first budget check (see _overdue).
+            return 0 if overdue(b[2] - n <= 1) else n
         return 0
     if state > 0:
         if n > 0 and not overdue():

@@ -43,7 +43,7 @@
 //! the slot with a plain aligned load, which cannot tear.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
@@ -74,6 +74,12 @@ struct Slot {
     overdue: AtomicU64,
     /// The sequence the timer saw at its previous look (written by the timer only).
     seen: AtomicU64,
+    /// Looks in a row that found the same slice running (written by the timer only).
+    age: AtomicU32,
+    /// The slice granted more time because its first budget check came when it was
+    /// already overdue (see [`_overdue`]), and how many looks it may then run.
+    grace: AtomicU64,
+    need: AtomicU32,
 }
 
 /// CPython's `PyCellObject` (cpython/cellobject.h, 3.11-3.13): the object header and
@@ -120,6 +126,9 @@ thread_local! {
             seq: AtomicU64::new(0),
             overdue: AtomicU64::new(0),
             seen: AtomicU64::new(0),
+            age: AtomicU32::new(0),
+            grace: AtomicU64::new(0),
+            need: AtomicU32::new(1),
         });
         SLOTS.lock().unwrap_or_else(|e| e.into_inner()).push(s.clone());
         Owned(s)
@@ -198,7 +207,18 @@ fn timer() {
                 continue;
             }
             busy = true;
-            if s.seen.swap(seq, Ordering::Relaxed) == seq {
+            if s.seen.swap(seq, Ordering::Relaxed) != seq {
+                s.age.store(0, Ordering::Relaxed);
+                continue;
+            }
+            let age = s.age.load(Ordering::Relaxed) + 1;
+            s.age.store(age, Ordering::Relaxed);
+            let need = if s.grace.load(Ordering::Acquire) == seq {
+                s.need.load(Ordering::Acquire)
+            } else {
+                1
+            };
+            if age >= need {
                 s.overdue.store(seq, Ordering::Release);
                 raise_flag();
             }
@@ -278,12 +298,54 @@ pub(crate) fn _timeslice_setup(py: Python<'_>, cell: &Bound<'_, PyAny>) -> PyRes
 
 /// Called by compiled code's slow path when the flag was seen: clears it and returns
 /// whether the calling thread's current Python slice is the one found overdue.
+///
+/// Progress. `first_check` says the caller is at its slice's first budget check: all
+/// the slice's time went into getting there, which is resuming the process (a deep
+/// chain of compiled frames resumes level by level: 20,000 levels take longer than a
+/// tick) or one long call right after it. Yielding then would make no progress, and a
+/// chain whose resume outlasts a tick would never advance (a livelock, seen with a
+/// 20,000-deep recursion). Such a slice gets, once, one more look than it has run: it
+/// advances by about what resuming it cost, so deep recursion costs a constant factor
+/// (about 2), and a loop around one long C call yields after its second call instead
+/// of its first.
 #[pyfunction]
-pub(crate) fn _overdue() -> bool {
+#[pyo3(signature = (first_check = false))]
+pub(crate) fn _overdue(first_check: bool) -> bool {
     set_cell(FLAG.zero.load(Ordering::Acquire));
     let s = my_slot();
     let seq = s.seq.load(Ordering::Relaxed);
-    seq % 2 == 1 && s.overdue.load(Ordering::Acquire) == seq
+    if seq % 2 == 0 || s.overdue.load(Ordering::Acquire) != seq {
+        return false;
+    }
+    if first_check && s.grace.load(Ordering::Acquire) != seq {
+        let age = s.age.load(Ordering::Relaxed);
+        s.need.store(age + 1, Ordering::Release);
+        s.grace.store(seq, Ordering::Release);
+        s.overdue.store(0, Ordering::Release);
+        return false;
+    }
+    true
+}
+
+/// Called by compiled code right after a budget-check yield resumes it: the slice's
+/// clock starts again here. Resuming a process is not its work: a chain of 20,000
+/// compiled frames resumes level by level and can take longer than a tick, so a slice
+/// timed from its start would be found overdue at its first check every time and the
+/// process would never advance. A new sequence number makes the timer see a new slice
+/// (its age restarts, an overdue mark for the resume no longer matches), and the slice
+/// gets no first-check grace from [`_overdue`]: its first check comes after real work.
+/// Slices that resume elsewhere (a receive, a call's reply) keep the grace.
+#[pyfunction]
+pub(crate) fn _resumed() {
+    let s = my_slot();
+    let v = s.seq.load(Ordering::Relaxed);
+    if v % 2 == 1 {
+        // Single writer of `seq`: this thread (see `Mark`). Odd stays odd.
+        let next = v + 2;
+        s.need.store(1, Ordering::Release);
+        s.grace.store(next, Ordering::Release);
+        s.seq.store(next, Ordering::Release);
+    }
 }
 
 /// Raises the flag now, as the timer does (tests: a deterministic way to exercise the
