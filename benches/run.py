@@ -31,7 +31,10 @@ ROOT = BENCHES.parent
 DOCS = ROOT / "docs"
 RESULTS = BENCHES / "results" / "latest.jsonl"
 
-ALL_WORKLOADS = ["B1", "B1b", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10"]
+ALL_WORKLOADS = [
+    "B1", "B1b", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10",
+    "B13a", "B13b", "B13c", "B13d",
+]
 LIBRARIES = {  # system -> (module path, third-party import it needs)
     "asyncio": (BENCHES / "pylibs" / "asyncio_lib.py", None),
     "uvloop": (BENCHES / "pylibs" / "uvloop_lib.py", "uvloop"),
@@ -54,6 +57,13 @@ WORKLOAD_TITLES = {
     "B8": "GC isolation: 1 process allocating (cyclic) garbage, 1 ticker as in B7",
     "B9": "B2 with 1 scheduler vs all schedulers (and 4 independent rings)",
     "B10": "B3 while 100,000 idle processes exist",
+    "B13a": "gen_server call round trip (pykka: ask; asyncio: Queue + Future server) and "
+    "cast throughput, one scheduler",
+    "B13b": "supervisor restart: a one_for_one child's crash to its replacement answering "
+    "a call, reports on the default logger level",
+    "B13c": "asyncio bridge: await aio.call round trip; 1 ms asyncio ticker while 10,000 "
+    "aio.calls are in flight and 4 processes spin",
+    "B13d": "1,000 processes each await asyncio.sleep(1): time until all are done",
 }
 
 # Erlang/OTP 25.2.3 (JIT) on the project machine, from BENCHMARKS.md:
@@ -74,6 +84,10 @@ BEAM_REF: dict[tuple[str, str], tuple[str, float | None]] = {
     ("B8", "lateness_p99"): ("1.05-1.2; 2.2 with 200 MB live", 2.2),
     ("B8", "lateness_max"): ("6.8 with 200 MB live", 6.8),
     ("B10", "round_trip_p50"): ("470-480", 475.0),
+    # Issue 10's measurements on the project machine (one scheduler).
+    ("B13a", "call_p50"): ("970", 970.0),
+    ("B13a", "casts_per_s"): ("6.1", 6.1e6),
+    ("B13b", "restart_p50"): ("197 (reports to a file); 14 logging off", 197.0),
 }
 BEAM_NOTES = {
     "B1b": "BEAM: default limit 262,144; `{error, system_limit}`, the VM keeps running.",
@@ -464,6 +478,12 @@ def write_report(results: list[dict], statuses: dict, meta: dict) -> None:
             *cmp_rows,
             "",
         ]
+    # Keep the B11 section, which benches/b11.py writes between its markers.
+    b11_begin, b11_end = "<!-- B11 begin", "<!-- B11 end -->"
+    old_text = (DOCS / "benchmarks.md").read_text() if (DOCS / "benchmarks.md").exists() else ""
+    if b11_begin in old_text and b11_end in old_text:
+        b11 = b11_begin + old_text.split(b11_begin, 1)[1].split(b11_end, 1)[0] + b11_end
+        md += [b11, ""]
     (DOCS / "benchmarks.md").write_text("\n".join(md))
     log(f"wrote {DOCS / 'benchmarks.md'}")
     try:

@@ -461,16 +461,19 @@ def test_builtins_and_plain_callables_run_plainly():
 def test_non_compilable_callables():
     assert not C.is_compilable(gen_numbers)
     assert not C.is_compilable(len)
-    assert not C.is_compilable(lambda: 1)
     ns: dict = {}
     exec("def nosrc():\n    return 7\n", ns)
     assert not C.is_compilable(ns["nosrc"])
+    exec("nosrc_lambda = lambda: 8", ns)
+    assert not C.is_compilable(ns["nosrc_lambda"])
     with pytest.raises(C.CompileError):
         C.compile_function(len)
     # compile_process runs them once, to completion
     assert result(len, [1, 2]) == 2
     assert result(ns["nosrc"]) == 7
-    assert list(result(gen_numbers, 3)) == [0, 1, 2]
+    assert result(ns["nosrc_lambda"]) == 8
+    with pytest.raises(TypeError, match="generator function"):
+        C.compile_process(gen_numbers, (3,))
 
 
 def test_compile_process_partial_and_bound_method():

@@ -73,15 +73,16 @@ def test_ctrl_c_stops_the_vm_and_raises_keyboard_interrupt(tmp_path) -> None:
     assert "interrupted; running: False" in out, (out, err)
 
 
-def test_ctrl_c_with_unpreemptible_code_still_returns_and_warns(tmp_path) -> None:
-    # A busy loop that cannot be preempted holds its scheduler forever. Stopping must
-    # still return (after a bounded wait) and say why. The stuck thread keeps running
-    # Python, and CPython 3.11 cannot finalise the interpreter under it, so this
-    # program leaves with os._exit (documented).
+def test_ctrl_c_with_unpreemptible_code_interrupts_it_and_exits_normally(tmp_path) -> None:
+    # A busy loop that cannot be preempted holds its scheduler. Stopping interrupts it
+    # (ProcessKilled raised in its thread), so the VM stops at once and the interpreter
+    # finalises normally (it used to wait 5 s, warn, and need os._exit to avoid an
+    # abort at finalisation).
     prog = tmp_path / "prog.py"
-    src = PROGRAM.replace("SPIN", SPIN_NO_SOURCE).replace("sys.exit(3)", "os._exit(3)")
-    prog.write_text(src)
+    prog.write_text(PROGRAM.replace("SPIN", SPIN_NO_SOURCE))
+    t0 = time.monotonic()
     rc, out, err = _interrupt([str(prog)])
     assert rc == 3, (rc, out, err)
     assert "interrupted; running: False" in out, (out, err)
-    assert "did not stop" in err and "cannot be preempted" in err, err
+    assert "did not stop" not in err, err
+    assert time.monotonic() - t0 < 10

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import tempfile
 import threading
@@ -13,41 +14,15 @@ import time
 import beamvm
 import pytest
 from beamvm import ANY, Atom, Pid, observer, receive, self_pid, send, spawn
+from proc_helpers import running_vm, sink, wait_until
 
-
-@pytest.fixture
-def vm():
-    beamvm.start(schedulers=2)
-    try:
-        yield
-    finally:
-        beamvm.stop()
+vm = pytest.fixture(running_vm)
 
 
 @pytest.fixture
 def sock_path():
     d = tempfile.mkdtemp(prefix="bvm-obs-")
     yield os.path.join(d, "o.sock")
-
-
-def sink():
-    while True:
-        receive(("never-sent",))
-
-
-def spinner():
-    x = 0
-    while True:
-        x += 1
-
-
-def wait_until(cond, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_top_by_mailbox_finds_the_loaded_process(vm):
@@ -152,7 +127,7 @@ def test_proc_window_from_a_plain_thread(vm):
 
 
 def monitor_target():
-    time.sleep(0.05)  # an uninstrumented call: the whole sleep is one slice
+    select.select([], [], [], 0.05)  # an uninstrumented blocking call: one long slice
 
 
 def watch_long_schedules():

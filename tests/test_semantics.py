@@ -350,15 +350,48 @@ def test_pid_and_ref_pickle_and_copy():
         assert pickle.loads(pickle.dumps(v)) == v
         assert copy.copy(v) is v and copy.deepcopy(v) is v
         assert copy.deepcopy({"k": [v]}) == {"k": [v]}
-    node, index, serial, creation = pid.__reduce__()[1]
-    assert (node, index, serial) == ("nonode@nohost", pid.index, pid.serial)
-    assert isinstance(creation, int)
-    assert ref.__reduce__()[1][0] == "nonode@nohost"
+    node, ident, serial, creation = pid.__reduce__()[1]
+    assert (node, ident, serial, creation) == (
+        "nonode@nohost",
+        pid.id,
+        pid.serial,
+        pid.creation,
+    )
+    rnode, rcreation, words = ref.__reduce__()[1]
+    assert (rnode, rcreation) == ("nonode@nohost", pid.creation)
+    assert len(words) == 2
 
 
-def test_a_pickled_pid_of_another_node_is_refused():
-    with pytest.raises(ValueError, match="other@host"):
-        beamvm._native._pid("other@host", 1, 0, 0)
+def test_a_pickled_pid_outlives_its_vm_as_a_stale_pid():
+    """A pid pickled in one VM and unpickled in the next keeps its creation: it is the
+    stopped VM's pid (dead-process behaviour), never the new VM's process in that slot."""
+    blob = pickle.dumps(run(self_pid))
+
+    def main():
+        old = pickle.loads(blob)
+        me = self_pid()
+        send(old, "for the old process")
+        return old, me, beamvm.is_alive(old), receive(timeout=0.2, default="nothing")
+
+    old, me, alive, got = run(main)
+    assert (old.id, old.serial) == (me.id, me.serial), "the same slot of a fresh table"
+    assert old != me and old.creation < me.creation
+    assert not alive and got == "nothing"
+
+
+def test_a_pickled_pid_of_another_node_is_a_pid_of_that_node():
+    def main():
+        p = beamvm._native._pid("other@host", 1, 0, 7)
+        send(p, "dropped")
+        return p, beamvm.is_alive(p), receive(timeout=0.1, default="nothing")
+
+    p, alive, got = run(main)
+    assert p.node == Atom("other@host") and (p.id, p.serial, p.creation) == (1, 0, 7)
+    assert repr(p) == "<other@host.1.0.7>"
+    assert pickle.loads(pickle.dumps(p)) == p
+    assert not alive and got == "nothing"
+    with pytest.raises(ValueError, match="words"):
+        beamvm._native._ref("other@host", 1, [])
 
 
 def test_list_subclass_travels_as_list():

@@ -17,6 +17,8 @@ SKIPPED = {
     "B1b": "no process limit to hit (tasks are plain heap objects)",
     "B6": "not meaningful: objects are shared by reference, nothing is copied",
     "B9": "one event loop runs on one core; there is no scheduler count to vary",
+    "B13b": "no supervisors in asyncio",
+    "B13c": "the asyncio bridge is beamvm's (B13c measures beamvm.aio)",
 }
 
 
@@ -223,7 +225,54 @@ async def b10(p: dict) -> h.Metrics:
     return out
 
 
-WORKLOADS = {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B7": b7, "B8": b8, "B10": b10}
+async def _server(inbox: asyncio.Queue) -> None:
+    """A request/reply server: a call is (request, Future), a cast a bare message."""
+    while True:
+        msg = await inbox.get()
+        if type(msg) is tuple and len(msg) == 2 and isinstance(msg[1], asyncio.Future):
+            request, fut = msg
+            if not fut.done():
+                fut.set_result(request)
+
+
+async def _call(inbox: asyncio.Queue, request):
+    fut = asyncio.get_running_loop().create_future()
+    inbox.put_nowait((request, fut))
+    return await fut
+
+
+async def b13a(p: dict) -> h.Metrics:
+    inbox = asyncio.Queue()
+    task = asyncio.create_task(_server(inbox))
+    for i in range(p["warmup"]):
+        await _call(inbox, i)
+    n = p["calls"]
+    samples = [0] * n
+    for i in range(n):
+        t = ns()
+        await _call(inbox, i)
+        samples[i] = ns() - t
+    out = h.latency_metrics(samples, "call", "ns", with_mean=True)
+    m = p["casts"]
+    t0 = ns()
+    for i in range(m):
+        inbox.put_nowait(i)
+    await _call(inbox, "sync")
+    out["casts_per_s"] = (m / ((ns() - t0) / 1e9), "msgs/s")
+    await _kill([task])
+    return out
+
+
+async def b13d(p: dict) -> h.Metrics:
+    t0 = ns()
+    await asyncio.gather(*(asyncio.sleep(p["sleep_ms"] / 1e3) for _ in range(p["n"])))
+    return {"all_done_s": ((ns() - t0) / 1e9, "s")}
+
+
+WORKLOADS = {
+    "B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B7": b7, "B8": b8, "B10": b10,
+    "B13a": b13a, "B13d": b13d,
+}
 
 
 def run_main(loop_factory=None, skipped: dict | None = None) -> int:

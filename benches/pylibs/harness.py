@@ -38,6 +38,8 @@ SIZES: dict[str, dict[str, tuple[int, int]]] = {
     "B1": {"n": (1_000_000, 20_000)},
     "B2": {"ring": (10_000, 1_000), "laps": (100, 10)},
     "B3": {"round_trips": (1_000_000, 20_000), "warmup": (10_000, 1_000)},
+    # B3 twice in one run, with a 0.2 s wait between (beamvm's "B3 after a wait").
+    "B3W": {"round_trips": (1_000_000, 20_000), "warmup": (10_000, 1_000)},
     "B4": {"producers": (1_000, 100), "per_producer": (1_000, 100)},
     "B5": {"unmatched": (50_000, 50_000), "receives": (1_000, 100)},
     "B7": {"spinners": (4, 4), "period_ms": (10, 10), "duration_ms": (2_000, 500)},
@@ -55,6 +57,20 @@ SIZES: dict[str, dict[str, tuple[int, int]]] = {
         "round_trips": (1_000_000, 20_000),
         "warmup": (10_000, 1_000),
     },
+    # B13 (the OTP layer): a) gen_server call round trips and cast throughput; b) one
+    # supervisor restart per crash; c) asyncio bridge: aio.call round trips, then a 1 ms
+    # asyncio ticker while `in_flight` calls wait and `spinners` processes spin; d) `n`
+    # processes each awaiting asyncio.sleep(sleep_ms).
+    "B13a": {"calls": (200_000, 10_000), "warmup": (5_000, 500), "casts": (1_000_000, 50_000)},
+    "B13b": {"crashes": (1_000, 100)},
+    "B13c": {
+        "round_trips": (20_000, 2_000),
+        "in_flight": (10_000, 2_000),
+        "spinners": (4, 4),
+        "period_ms": (1, 1),
+        "duration_ms": (2_000, 500),
+    },
+    "B13d": {"n": (1_000, 1_000), "sleep_ms": (1_000, 1_000)},
 }
 
 

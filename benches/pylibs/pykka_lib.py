@@ -24,6 +24,8 @@ SKIPPED = {
     "B1b": "the limit is the OS thread limit (~22,000 actors), not a VM process limit",
     "B6": "not meaningful: objects are shared by reference, nothing is copied",
     "B9": "actors are threads under one GIL; there is no scheduler count to vary",
+    "B13b": "pykka has no supervisors",
+    "B13c": "the asyncio bridge is beamvm's (B13c measures beamvm.aio)",
 }
 
 CAPS = {
@@ -32,6 +34,7 @@ CAPS = {
     "B3": {"round_trips": 100_000},
     "B4": {"per_producer": 100},
     "B10": {"idle": 10_000, "round_trips": 100_000},
+    "B13a": {"calls": 20_000, "casts": 100_000},
 }
 
 
@@ -281,7 +284,38 @@ def b10(p: dict) -> h.Metrics:
     return out
 
 
-WORKLOADS = {"B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B7": b7, "B8": b8, "B10": b10}
+class Server(Actor):
+    """B13a's server: ask is a call (the reply is the return value), tell a cast."""
+
+    def on_receive(self, message):
+        return message
+
+
+def b13a(p: dict) -> h.Metrics:
+    srv = Server.start()
+    for i in range(p["warmup"]):
+        srv.ask(i)
+    n = p["calls"]
+    samples = [0] * n
+    for i in range(n):
+        t = ns()
+        srv.ask(i)
+        samples[i] = ns() - t
+    out = h.latency_metrics(samples, "call", "ns", with_mean=True)
+    m = p["casts"]
+    t0 = ns()
+    for i in range(m):
+        srv.tell(i)
+    srv.ask("sync")
+    out["casts_per_s"] = (m / ((ns() - t0) / 1e9), "msgs/s")
+    _kill([srv])
+    return out
+
+
+WORKLOADS = {
+    "B1": b1, "B2": b2, "B3": b3, "B4": b4, "B5": b5, "B7": b7, "B8": b8, "B10": b10,
+    "B13a": b13a,
+}
 
 if __name__ == "__main__":
     try:

@@ -44,11 +44,12 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os as _os
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from beamvm import _compiler, _native, _runtime
+from beamvm import _compiler, _gcpolicy, _native, _otp, _runtime
 from beamvm._native import (
     KILL,
     NORMAL,
@@ -63,6 +64,7 @@ from beamvm._native import (
     SystemLimit,
     Timeout,
     __version__,
+    alias,
     cancel_timer,
     demonitor,
     exit,
@@ -89,10 +91,12 @@ from beamvm._native import (
     statistics,
     stop,
     system_info,
+    unalias,
     unlink,
     unregister,
     whereis,
 )
+from beamvm._otp import CallError, StartError, SupervisorError  # OTP layer
 from beamvm.observer import proc_window, set_system_monitor, statistics_full, top  # observer
 
 __all__ = [
@@ -103,14 +107,19 @@ __all__ = [
     "Atom",
     "BadArg",
     "Binary",
+    "CallError",
     "NoProc",
     "Pid",
     "ProcessExit",
     "ProcessKilled",
     "Ref",
+    "StartError",
+    "SupervisorError",
     "SystemLimit",
     "Timeout",
     "__version__",
+    "alias",
+    "await_",
     "cancel_timer",
     "demonitor",
     "dirty_cpu",
@@ -146,6 +155,7 @@ __all__ = [
     "stop",
     "system_info",
     "top",  # observer
+    "unalias",
     "unlink",
     "unregister",
     "whereis",
@@ -182,16 +192,22 @@ class _Missing:
 _MISSING: Any = _Missing()
 
 
-def receive(pattern: Any = ANY, timeout: float | None = None, default: Any = _MISSING) -> Any:
-    """Take the first message matching ``pattern`` from the mailbox, waiting for one.
+def receive(*patterns: Any, timeout: float | None = None, default: Any = _MISSING) -> Any:
+    """Take the first message matching one of ``patterns`` from the mailbox, waiting for one.
 
-    ``pattern``: ``ANY`` (the default: the next message), a literal, a type (``int``,
-    ``str``, ``Pid``, ...), or a tuple/list/dict of those, e.g.
-    ``(Atom('reply'), ref, ANY)``. Messages that do not match stay queued, in order.
-    ``timeout`` in seconds (None: wait forever; 0: only look); when it expires,
-    ``default`` is returned if given, else :class:`Timeout` is raised. A pattern whose
-    tuple holds a literal ``Ref`` among its first three elements, or a literal atom/int
-    first, is found by index: its cost does not grow with unrelated queued messages.
+    A pattern is ``ANY``, a literal, a type (``int``, ``str``, ``Pid``, ...), or a
+    tuple/list/dict of those, e.g. ``(Atom('reply'), ref, ANY)``; no pattern means the
+    next message. With several patterns, the first queued message (in mailbox order)
+    that matches any of them is taken -- Erlang's receive with several clauses -- e.g.
+    the reply or the server's DOWN: ``receive((ref, ANY), (Atom('DOWN'), ref, ANY, ANY,
+    ANY))``; match the result to see which it was. Messages that match none stay queued,
+    in order. ``timeout`` (keyword only) in seconds (None: wait forever; 0: only look);
+    when it expires, ``default`` is returned if given, else :class:`Timeout` is raised.
+
+    Cost: a pattern whose tuple holds a literal ``Ref`` among its first three elements,
+    or a literal atom/int first, is found by index; when every pattern is such a keyed
+    pattern the receive does not look at unrelated queued messages at all, however many
+    there are. Otherwise each queued message examined costs a reduction.
 
     A primitive: compiled process code calls the native ``_native._recv`` instead, which
     returns a message already queued without suspending the process, or an op that the
@@ -235,6 +251,19 @@ def dirty_io(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     return (yield _runtime.Request("dirty", ("io", fn, args, kwargs or None)))
 
 
+def await_(awaitable: Any, timeout: float | None = None) -> Any:
+    """Run a coroutine (or wait for a future) on the event loop, suspending only this process.
+
+    See :func:`beamvm.aio.await_`: the loop is the one ``beamvm.aio.running`` started
+    the VM from, else a loop thread the VM starts on first use; the result is returned,
+    an exception is raised with its own type, ``timeout`` cancels the coroutine and
+    raises :class:`Timeout`, killing the process cancels the coroutine.
+    """
+    from beamvm import aio
+
+    return aio.await_(awaitable, timeout)
+
+
 def run(main: Callable[..., Any], /, *args: Any, **config: Any) -> Any:
     """Start the VM, run ``main(*args)`` as a process, stop the VM, return main's result.
 
@@ -244,9 +273,13 @@ def run(main: Callable[..., Any], /, *args: Any, **config: Any) -> Any:
     ``dirty_cpu``, ``dirty_io`` (pool sizes), ``batch_time`` (seconds a scheduler keeps
     the GIL across Python slices). An exception raised by main is re-raised here; if
     main is killed by an exit signal, :class:`ProcessExit` is raised with the reason.
-    Ctrl-C stops the VM and raises ``KeyboardInterrupt``.
+    Ctrl-C stops the VM and raises ``KeyboardInterrupt``. The OTP layer's reports
+    emitted meanwhile have been written when this returns.
     """
-    return _native.run(main, args, config)
+    try:
+        return _native.run(main, args, config)
+    finally:
+        _otp.flush_reports()
 
 
 def _report_crash(pid: Pid, exc: BaseException) -> None:
@@ -255,7 +288,11 @@ def _report_crash(pid: Pid, exc: BaseException) -> None:
     log.error("process %r crashed: %s: %s\n%s", pid, type(exc).__name__, exc, tb.rstrip())
 
 
-_runtime.in_process = _native.in_process_
+_runtime.overdue = _native._overdue  # time slices (crates/vm-python/src/timeslice.rs)
+_native._timeslice_setup(_compiler.yield_flag_cell())
+_compiler.set_resumed_hook(_native._resumed)
+_native._set_stop_carrier(_compiler.stop_carrier_type())
+_gcpolicy.install(_native.is_running)  # full collections over recent objects only
 _native._setup(
     kill=_runtime.kill,
     new_cell=_runtime.new_cell,
@@ -269,15 +306,22 @@ _native._setup(
 )
 
 
-#: Seconds the interpreter's exit waits for dirty calls still running.
-_DIRTY_EXIT_WAIT = 10.0
+# The VM does not survive os.fork(): in the child, every call says so (and how to start
+# a new VM there) instead of acting on a copy of the parent's VM whose threads are gone.
+_os.register_at_fork(after_in_child=_native._after_fork)
+
+#: Seconds the interpreter's exit waits for dirty calls still running. Past it they are
+#: abandoned: a pool thread that comes back to Python while the interpreter finalises is
+#: parked for good (crates/vm-python/src/finalize.rs), so the exit need not wait longer.
+_DIRTY_EXIT_WAIT = 1.0
 
 
 @atexit.register
 def _stop_at_exit() -> None:
-    # Scheduler threads must not touch the interpreter while it finalises.
+    # Scheduler threads must not touch the interpreter while it finalises: stop the VM
+    # (a process stuck in a long C call is reported and left behind), then close the
+    # interpreter to VM threads and give the dirty calls still running a moment to
+    # finish (a longer one is abandoned; its thread never runs Python again).
     if _native.is_running():
         _native.stop()
-    # Dirty calls still running on detached pool threads must return before the
-    # interpreter finalises (a blocking call longer than this is abandoned).
-    _native._quiesce_dirty(_DIRTY_EXIT_WAIT)
+    _native._quiesce(_DIRTY_EXIT_WAIT)

@@ -7,6 +7,11 @@ or after it called ``beamvm.observer.serve(PATH)``) and shows, refreshed every
 queues, reductions/s, memory by category and the top processes by mailbox, memory and
 reductions. ``q`` or Ctrl-C quits and restores the terminal. ``--once`` prints one frame
 as plain text (two snapshots ``--interval`` apart, so rates are real) and exits.
+
+``python -m beamvm observer --attach PATH [--http 8080] [--host 127.0.0.1]`` serves the
+web observer (live charts, top tables, process pages, ``/metrics``) for the running
+program whose observer socket is PATH; it prints the page's address and serves until
+Ctrl-C. Port 0 picks a free one.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import select
 import shutil
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 ENV_VAR = "BEAMVM_OBSERVER"  # same as beamvm.observer.ENV_VAR (kept import-free here)
@@ -283,6 +288,28 @@ def top(path: str, interval: float, once: bool, out: TextIO = sys.stdout) -> int
         client.close()
 
 
+def observer_http(path: str, host: str, port: int, out: TextIO = sys.stdout) -> int:
+    """Serve the web observer for the program at ``path`` until Ctrl-C; return the status."""
+    import time
+
+    from beamvm import _native
+
+    try:
+        server = _native._serve_http_relay(path, host, port)
+    except OSError as e:
+        raise ObserverError(str(e)) from None
+    try:
+        out.write(f"beamvm web observer for {path} at {server.url} (Ctrl-C stops)\n")
+        out.flush()
+        while not server.closed:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m beamvm``."""
     p = argparse.ArgumentParser(prog="python -m beamvm", description=__doc__.split("\n")[0])
@@ -295,15 +322,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     t.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     t.add_argument("--once", action="store_true", help="print one frame as text and exit")
+    o = sub.add_parser("observer", help="web observer (charts, /metrics) for a running program")
+    o.add_argument(
+        "--attach",
+        metavar="SOCKET",
+        default=os.environ.get(ENV_VAR),
+        help=f"the program's observer socket path (default: ${ENV_VAR})",
+    )
+    o.add_argument("--http", metavar="PORT", type=int, default=8080, help="port (0: any free)")
+    o.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     args = p.parse_args(argv)
+    if args.command == "observer":
+        if not args.attach:
+            p.error(f"observer needs --attach SOCKET (or {ENV_VAR}=SOCKET in the environment)")
+        if not 0 <= args.http <= 65535:
+            p.error("--http must be a port between 0 and 65535")
+        return _reporting("observer", lambda: observer_http(args.attach, args.host, args.http))
     if not args.socket:
         p.error(f"top needs --socket PATH (or {ENV_VAR}=PATH in the environment)")
     if not args.interval > 0:
         p.error("--interval must be > 0")
+    return _reporting("top", lambda: top(args.socket, args.interval, args.once))
+
+
+def _reporting(command: str, run: Callable[[], int]) -> int:
+    """Run a command; an ObserverError becomes a one-line message and status 1."""
     try:
-        return top(args.socket, args.interval, args.once)
+        return run()
     except ObserverError as e:
-        print(f"python -m beamvm top: {e}", file=sys.stderr)
+        print(f"python -m beamvm {command}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

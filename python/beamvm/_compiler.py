@@ -6,24 +6,45 @@ original file name and line/column numbers, so tracebacks point at the user's co
 generator function with the same signature, globals, defaults and closure cells:
 
 * Reductions: on entry and at the head of every ``for``/``while`` body (so every back-edge,
-  ``continue`` included) a frame-local counter ``_bvm_n`` is decremented; at zero the frame
-  publishes it to the thread's budget cell and yields ``PREEMPT``.
+  ``continue`` included) a frame-local counter ``_bvm_n`` is decremented and compared with
+  the yield-now flag ``_bvm_Y`` (0, or huge once the slice has run past its time: see
+  crates/vm-python/src/timeslice.rs); the slow path publishes the count to the process's
+  budget cell and yields ``PREEMPT`` when the budget is spent or the slice is overdue.
 * Calls: every call expression in the function's own body becomes a dispatch. The callee is
   looked up once per object in ``_DISPATCH`` (builtin functions skip even that): a Python
-  function with source and without ``yield``/``await`` is compiled (lazily, cached) and run
-  with ``yield from``; a bound method of one runs as its compiled function bound to the same
-  ``self``; a registered primitive runs its generator implementation with ``yield from`` (a
-  suspension point); anything else (builtins, C code, classes, lambdas, generator functions,
-  functions without source) is called plainly and runs to completion, like a NIF.
-* Not rewritten (``yield`` cannot go there, or it is not this frame's code): lambdas,
-  comprehensions and generator expressions, nested ``def``/``class`` statements (including
-  their decorators, defaults and bases), annotations. Nested functions and methods are
+  function or lambda with source and without ``yield``/``await`` is compiled (lazily,
+  cached) and run with ``yield from``; a bound method of one runs as its compiled function
+  bound to the same ``self``; a ``functools.partial`` and an instance with a Python
+  ``__call__`` run their compiled target; a registered primitive runs its generator
+  implementation with ``yield from`` (a suspension point); anything else (builtins, C
+  code, classes, generator functions, functions without source) is called plainly and runs
+  to completion, like a NIF. ``time.sleep`` and the ``acquire`` of a ``threading`` lock
+  become process-aware (``_blocking``).
+* Comprehensions are compiled too: a list/set/dict comprehension, and a generator
+  expression (or ``map``/``filter``) consumed by ``list``, ``tuple``, ``set``,
+  ``frozenset``, ``sorted``, ``dict``, ``sum``, ``min``, ``max``, ``any``, ``all`` or
+  ``str.join``, becomes a nested generator function (its own scope, as a comprehension
+  has) whose loops have budget checks and whose calls are dispatched. ``sorted``,
+  ``min``, ``max`` and ``list.sort`` with a Python ``key`` run ``_pbuiltins``' versions,
+  which call the key preemptibly.
+* Not rewritten (``yield`` cannot go there, or it is not this frame's code): comprehensions
+  that use ``:=``, ``await``, ``super``, ``locals``/``vars``/``dir``/``eval``/``exec``;
+  other generator expressions; nested ``def``/``class`` statements (including their
+  decorators, defaults and bases), annotations. Nested functions, lambdas and methods are
   compiled when they are called.
+* A ``StopIteration`` leaving a compiled function reaches its caller as ``StopIteration``
+  (plain Python semantics), not as the ``RuntimeError`` PEP 479 makes of it in a
+  generator: the function returns a carrier that the call site re-raises.
 * ``with`` on a ``threading.Lock``/``RLock`` warns once per site (``RuntimeWarning``): a
   preemption inside the block holds a thread lock across a yield.
 
 The generated code keeps helper state in locals named ``_bvm_*`` (visible to ``locals()``);
 the last callee/result per nesting depth stay referenced until overwritten or the frame ends.
+
+Modules: ``_astgen`` (names and node builders of generated code), ``_comprehensions``
+(comprehensions and generator-consuming builtins, a mixin of the rewriter here),
+``_pbuiltins`` (preemptible ``sorted``/``min``/``max``), ``_blocking`` (``time.sleep``
+and thread locks in process code), ``_runtime`` (the driver protocol).
 """
 
 from __future__ import annotations
@@ -31,18 +52,62 @@ import __future__
 
 import ast
 import builtins
+import copy
 import functools
 import inspect
+import linecache
 import operator
+import sys
+import sysconfig
 import textwrap
-import threading
+import time
 import types
 import warnings
 import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
-from . import _runtime
+from . import _blocking, _pbuiltins, _runtime
+from ._astgen import (
+    _AQ,
+    _BFT,
+    _BI,
+    _D,
+    _GEN,
+    _IT,
+    _K,
+    _MS,
+    _P,
+    _PB,
+    _RCV,
+    _RF,
+    _RR,
+    _RS,
+    _RV,
+    _RW,
+    _SET,
+    _SG,
+    _SX,
+    _TL,
+    _TS,
+    _W,
+    _WL,
+    _Y,
+    RUNTIME_NAMES,
+    _assign,
+    _def,
+    _fix_locations,
+    _is,
+    _name,
+    _publish,
+    _raw,
+    _resync,
+    _run_gen,
+    _suspend,
+    _tick,
+    _wrap_body,
+)
+from ._comprehensions import CompiledForms
 
 __all__ = ["CompileError", "compile_function", "compile_process", "is_compilable"]
 
@@ -53,133 +118,102 @@ _NON_PLAIN_FLAGS = (
     | inspect.CO_ASYNC_GENERATOR
 )
 _FUTURE_MASK = 0
-for _name in __future__.all_feature_names:
-    _FUTURE_MASK |= getattr(__future__, _name).compiler_flag
+for _name_ in __future__.all_feature_names:
+    _FUTURE_MASK |= getattr(__future__, _name_).compiler_flag
 
-# Names of the helpers compiled code reaches through closure cells (never mangled: one
-# leading underscore). The cells are shared by every compiled function.
-_P = "_bvm_P"  # PREEMPT
-_TL = "_bvm_TL"  # thread-local holder of the budget cell (attribute .b)
-_D = "_bvm_D"  # dispatch table
-_BFT = "_bvm_BFT"  # types.BuiltinFunctionType (fast plain path)
-_RF = "_bvm_refill"  # slow path after a preemption yield
-_WL = "_bvm_wl"  # with-item wrapper that warns about thread locks
-_SET = "_bvm_SET"  # operator.setitem (publishing the count inside an expression)
-_RCV = "_bvm_RCV"  # the fast receive function (see set_fast_receive)
-_RW = "_bvm_RW"  # types the fast receive returns when the frame must yield instead
-_B = "_bvm_B"  # local: this thread's budget cell
-_N = "_bvm_n"  # local: remaining reductions
-_RV = "_bvm_rv"  # local: return value
-
-_LOCK_TYPES: tuple[type, ...] = (type(threading.Lock()), type(threading.RLock()))
-try:
-    _LOCK_TYPES += (threading._PyRLock,)  # type: ignore[attr-defined]
-except AttributeError:  # pragma: no cover
-    pass
+_LOCK_TYPES: tuple[type, ...] = _blocking.LOCK_TYPES
 
 _LOCK_ADVICE = (
     "a threading lock is held in beamvm process code: the process can be preempted inside "
     "the 'with' block and other processes on other scheduler threads then block or lose "
     "updates; use message passing (a process that owns the state) or a process-aware "
-    "primitive instead"
+    "primitive (beamvm.sync.Lock) instead"
 )
 
 
+_STDLIB = sysconfig.get_paths()["stdlib"]
+
+
 def _warn_lock(cm: Any) -> Any:
-    if type(cm) in _LOCK_TYPES:
+    # Not for the standard library's own locks (threading, queue...): the user cannot
+    # act on those, and waiting on them is made process-aware (_blocking).
+    if type(cm) in _LOCK_TYPES and not sys._getframe(1).f_code.co_filename.startswith(_STDLIB):
         warnings.warn(_LOCK_ADVICE, RuntimeWarning, stacklevel=2)
-    return cm
+    return _blocking.with_item(cm)
 
 
 class CompileError(TypeError):
     """Raised by ``compile_function`` for a callable that cannot be compiled."""
 
 
-# --------------------------------------------------------------------------- AST rewrite
+class _StopCarrier:
+    """What a compiled function returns instead of letting a ``StopIteration`` out.
 
-
-def _name(id_: str, store: bool = False) -> ast.Name:
-    return ast.Name(id=id_, ctx=ast.Store() if store else ast.Load())
-
-
-def _const(v: Any) -> ast.Constant:
-    return ast.Constant(value=v)
-
-
-def _sub(value: ast.expr, idx: int, store: bool = False) -> ast.Subscript:
-    return ast.Subscript(value=value, slice=_const(idx), ctx=ast.Store() if store else ast.Load())
-
-
-def _tl_b() -> ast.Attribute:
-    return ast.Attribute(value=_name(_TL), attr="b", ctx=ast.Load())
-
-
-def _publish() -> ast.stmt:
-    # _bvm_B[0] = _bvm_n
-    return ast.Assign(targets=[_sub(_name(_B), 0, store=True)], value=_name(_N))
-
-
-def _slow_path() -> ast.stmt:
-    # if _bvm_n <= 0:
-    #     _bvm_B[0] = _bvm_n
-    #     if not _bvm_B[1]:
-    #         yield _bvm_P
-    #     _bvm_n = _bvm_refill(_bvm_B)
-    return ast.If(
-        test=ast.Compare(left=_name(_N), ops=[ast.LtE()], comparators=[_const(0)]),
-        body=[
-            _publish(),
-            ast.If(
-                test=ast.UnaryOp(op=ast.Not(), operand=_sub(_name(_B), 1)),
-                body=[ast.Expr(value=ast.Yield(value=_name(_P)))],
-                orelse=[],
-            ),
-            ast.Assign(
-                targets=[_name(_N, True)],
-                value=ast.Call(func=_name(_RF), args=[_name(_B)], keywords=[]),
-            ),
-        ],
-        orelse=[],
-    )
-
-
-def _tick() -> list[ast.stmt]:
-    # _bvm_n -= 1; <slow path>
-    return [ast.AugAssign(target=_name(_N, True), op=ast.Sub(), value=_const(1)), _slow_path()]
-
-
-def _resync() -> list[ast.stmt]:
-    # After an exception or a with-exit: a callee may have consumed reductions and published
-    # them without this frame seeing its return. Take the smaller count (conservative).
-    # if _bvm_B[0] < _bvm_n: _bvm_n = _bvm_B[0]
-    return [
-        ast.If(
-            test=ast.Compare(left=_sub(_name(_B), 0), ops=[ast.Lt()], comparators=[_name(_N)]),
-            body=[ast.Assign(targets=[_name(_N, True)], value=_sub(_name(_B), 0))],
-            orelse=[],
-        ),
-    ]
-
-
-_K = "_bvm_k"  # prefix: per-function cells holding a global callee's value at compile time
-
-
-class _Rewriter(ast.NodeTransformer):
-    """Rewrites the body of one function (not nested scopes).
-
-    ``local_names`` are the function's locals, cells and free variables; ``env`` maps a
-    global name to the value it had when the template was built (used only to choose
-    the shape of a call site: the generated guard re-checks it at run time).
+    PEP 479 turns a ``StopIteration`` leaving a generator into ``RuntimeError``; compiled
+    functions are generators, plain ones are not. The call site re-raises ``exc``.
     """
 
-    def __init__(
-        self, local_names: frozenset[str] = frozenset(), env: dict[str, Any] | None = None
-    ) -> None:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: StopIteration) -> None:
+        self.exc = exc
+
+
+def _reraise(c: _StopCarrier) -> Any:
+    raise c.exc
+
+
+# --------------------------------------------------------------------------- AST helpers
+
+
+# --------------------------------------------------------------------------- the rewriter
+
+
+class _Ctx:
+    """State shared by the rewriters of one template (its function and hoisted functions)."""
+
+    def __init__(self, env: dict[str, Any]) -> None:
+        self.env = env
+        #: global name -> name of the cell that holds its value (see ``_Rewriter._guard``)
+        self.guards: dict[str, str] = {}
+        self.hoisted = 0
+        #: hoisted function name -> the name its code object gets (``<listcomp>``...)
+        self.code_names: dict[str, str] = {}
+
+    def fresh(self, shown: str) -> str:
+        name = f"_bvm_c{self.hoisted}"
+        self.hoisted += 1
+        self.code_names[name] = shown
+        return name
+
+
+class _Rewriter(CompiledForms, ast.NodeTransformer):
+    """Rewrites the body of one function (and hoists its comprehensions into new ones).
+
+    ``local_names`` are the function's locals, cells and free variables (and those of the
+    functions it is nested in); ``ctx.env`` maps a global name to the value it had when the
+    template was built (used only to choose the shape of a call site: the generated guard
+    re-checks it at run time).
+    """
+
+    def __init__(self, local_names: frozenset[str], ctx: _Ctx) -> None:
         self.depth = 0
         self.local_names = local_names
-        self.env = env or {}
-        #: global name -> name of the cell that holds its value (see ``_guarded``)
-        self.guards: dict[str, str] = {}
+        self.ctx = ctx
+        self.env = ctx.env
+        self.guards = ctx.guards
+        #: hoisted function definitions waiting to be placed before the current statement
+        self.pending: list[list[ast.stmt]] = []
+
+    def visit(self, node: ast.AST) -> Any:
+        if not isinstance(node, ast.stmt):
+            return super().visit(node)
+        self.pending.append([])
+        out = super().visit(node)
+        pre = self.pending.pop()
+        if not pre:
+            return out
+        return [*pre, *(out if isinstance(out, list) else [out])]
 
     # Scopes whose code is not this frame's (or where yield is not allowed): leave alone.
     def _leave(self, node: ast.AST) -> ast.AST:
@@ -189,9 +223,6 @@ class _Rewriter(ast.NodeTransformer):
     visit_AsyncFunctionDef = _leave
     visit_ClassDef = _leave
     visit_Lambda = _leave
-    visit_ListComp = _leave
-    visit_SetComp = _leave
-    visit_DictComp = _leave
     visit_GeneratorExp = _leave
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
@@ -211,11 +242,7 @@ class _Rewriter(ast.NodeTransformer):
         if node.value is None:
             return [_publish(), node]
         value = self.visit(node.value)
-        return [
-            ast.Assign(targets=[_name(_RV, True)], value=value),
-            _publish(),
-            ast.Return(value=_name(_RV)),
-        ]
+        return [_assign(_RV, value), _publish(), ast.Return(value=_name(_RV))]
 
     def _try(self, node: ast.AST) -> ast.AST:
         self.generic_visit(node)
@@ -231,31 +258,50 @@ class _Rewriter(ast.NodeTransformer):
     def visit_With(self, node: ast.With) -> list[ast.stmt]:
         self.generic_visit(node)
         for item in node.items:
-            item.context_expr = ast.Call(func=_name(_WL), args=[item.context_expr], keywords=[])
+            # (w if type(w := WL(cm)) is not Wait else <yield from w>): a thread lock is
+            # acquired by a generator the frame runs (it may wait); anything else is as is.
+            got = ast.NamedExpr(target=_name(_W, True), value=_raw(_name(_WL), item.context_expr))
+            item.context_expr = ast.IfExp(
+                test=ast.Compare(
+                    left=_raw(_name("type"), got), ops=[ast.IsNot()], comparators=[_name(_GEN)]
+                ),
+                body=_name(_W),
+                orelse=_suspend(ast.YieldFrom(value=_name(_W))),
+            )
         return [node, *_resync()]
 
+    # ------------------------------------------------------------------ calls
+
     def visit_Call(self, node: ast.Call) -> ast.AST:
-        d = self.depth
-        self.depth += 1
-        try:
+        if getattr(node, "_bvm_raw", False):
             self.generic_visit(node)
-        finally:
-            self.depth -= 1
+            return node
+        special = self._consumer(node) or self._keyed(node) or self._list_sort(node)
+        if special is None:
+            special = self.visit_Call_plain(node)
+        return ast.copy_location(special, node)
+
+    def _dispatch(self, node: ast.Call, d: int) -> ast.expr:
+        """Build the generic call site (``node``'s parts already rewritten)."""
         f, h, r = f"_bvm_f{d}", f"_bvm_h{d}", f"_bvm_r{d}"
-        # _bvm_h := (_bvm_f if type(_bvm_f := <func>) is _bvm_BFT else _bvm_D[_bvm_f])
+        fn = node.func
+        is_builtin = ast.Compare(
+            left=_raw(_name("type"), ast.NamedExpr(target=_name(f, True), value=fn)),
+            ops=[ast.Is()],
+            comparators=[_name(_BFT)],
+        )
+        if isinstance(fn, ast.Attribute) and fn.attr == "acquire":
+            # a threading lock's acquire waits as a process, not as its scheduler thread
+            plain: ast.expr = _raw(_name(_AQ), _name(f))
+        else:
+            # time.sleep suspends the process instead of its scheduler thread
+            plain = ast.IfExp(test=_is(_name(f), _name(_TS)), body=_name(_SG), orelse=_name(f))
+        # _bvm_h := (<plain> if type(_bvm_f := <func>) is _bvm_BFT else _bvm_D[_bvm_f])
         lookup = ast.NamedExpr(
             target=_name(h, True),
             value=ast.IfExp(
-                test=ast.Compare(
-                    left=ast.Call(
-                        func=_name("type"),
-                        args=[ast.NamedExpr(target=_name(f, True), value=node.func)],
-                        keywords=[],
-                    ),
-                    ops=[ast.Is()],
-                    comparators=[_name(_BFT)],
-                ),
-                body=_name(f),
+                test=is_builtin,
+                body=plain,
                 orelse=ast.Subscript(value=_name(_D), slice=_name(f), ctx=ast.Load()),
             ),
         )
@@ -267,9 +313,9 @@ class _Rewriter(ast.NodeTransformer):
         fast_done = ast.BoolOp(
             op=ast.And(),
             values=[
-                ast.Compare(left=_name(h), ops=[ast.Is()], comparators=[_name(_RCV)]),
+                _is(_name(h), _name(_RCV)),
                 ast.Compare(
-                    left=ast.Call(func=_name("type"), args=[_name(r)], keywords=[]),
+                    left=_raw(_name("type"), _name(r)),
                     ops=[ast.NotIn()],
                     comparators=[_name(_RW)],
                 ),
@@ -278,28 +324,33 @@ class _Rewriter(ast.NodeTransformer):
         test = ast.BoolOp(
             op=ast.Or(),
             values=[
-                ast.Compare(
-                    left=ast.NamedExpr(target=_name(r, True), value=call),
-                    ops=[ast.Is()],
-                    comparators=[_name(h)],
-                ),
-                ast.Compare(left=_name(h), ops=[ast.Is()], comparators=[_name(f)]),
+                _is(ast.NamedExpr(target=_name(r, True), value=call), _name(h)),
+                _is(_name(h), _name(f)),
                 fast_done,
             ],
         )
-        # suspend: (_bvm_SET(_bvm_B, 0, _bvm_n),
-        #           ((yield _bvm_r) if _bvm_h is _bvm_RCV else (yield from _bvm_r)),
-        #           (_bvm_n := _bvm_B[0]))[1]
-        # A waiting fast receive is yielded straight to the driver, which sends the message.
-        wait = ast.IfExp(
-            test=ast.Compare(left=_name(h), ops=[ast.Is()], comparators=[_name(_RCV)]),
-            body=ast.Yield(value=_name(r)),
-            orelse=ast.YieldFrom(value=_name(r)),
+        # suspend: a waiting fast receive is yielded straight to the driver, which sends
+        # the message; anything else is a generator run with yield from (a compiled
+        # callee may return a carried StopIteration).
+        run = ast.IfExp(
+            test=_is(_name(h), _name(_RCV)),
+            body=_suspend(ast.Yield(value=_name(r))),
+            orelse=_run_gen(_name(r)),
         )
-        run = _suspend(wait)
-        out = ast.IfExp(test=test, body=_name(r), orelse=run)
-        out = self._guarded(node, out, r)
-        return ast.copy_location(out, node)
+        out: ast.expr = ast.IfExp(test=test, body=_name(r), orelse=run)
+        return self._guarded(node, out, r)
+
+    def _guard(self, name: str, value: Any = None, check: bool = False) -> str | None:
+        """Return the cell guarding the global ``name``, or None.
+
+        None when ``name`` is a local, or (with ``check``) its compile-time value is not
+        ``value``.
+        """
+        if name in self.local_names or name not in self.env:
+            return None
+        if check and self.env[name] is not value:
+            return None
+        return self.guards.setdefault(name, f"{_K}{len(self.guards)}")
 
     def _guarded(self, node: ast.Call, generic: ast.expr, r: str) -> ast.expr:
         """Specialise a call of a global plain callable or of the fast receive.
@@ -317,9 +368,10 @@ class _Rewriter(ast.NodeTransformer):
         fast = _FAST.get(value) if _hashable(value) else None
         if fast is None and not _is_plain(value):
             return generic
-        k = self.guards.setdefault(f.id, f"{_K}{len(self.guards)}")
-        args = [_copy(a) for a in node.args]
-        kws = [_copy(kw) for kw in node.keywords]
+        k = self._guard(f.id)
+        assert k is not None
+        args = [copy.deepcopy(a) for a in node.args]
+        kws = [copy.deepcopy(kw) for kw in node.keywords]
         if fast is None:
             body: ast.expr = ast.Call(func=_name(k), args=args, keywords=kws)
         else:
@@ -329,36 +381,28 @@ class _Rewriter(ast.NodeTransformer):
             )
             body = ast.IfExp(
                 test=ast.Compare(
-                    left=ast.Call(func=_name("type"), args=[got], keywords=[]),
+                    left=_raw(_name("type"), got),
                     ops=[ast.NotIn()],
                     comparators=[_name(_RW)],
                 ),
                 body=_name(r),
                 orelse=_suspend(ast.Yield(value=_name(r))),
             )
-        test = ast.Compare(left=_name(f.id), ops=[ast.Is()], comparators=[_name(k)])
+        test = _is(_name(f.id), _name(k))
         return ast.IfExp(test=test, body=body, orelse=generic)
 
-
-def _suspend(wait: ast.expr) -> ast.expr:
-    """``(SET(B, 0, n), <wait>, (n := B[0]))[1]``: publish the count, wait, re-read it."""
-    return _sub(
-        ast.Tuple(
-            elts=[
-                ast.Call(func=_name(_SET), args=[_name(_B), _const(0), _name(_N)], keywords=[]),
-                wait,
-                ast.NamedExpr(target=_name(_N, True), value=_sub(_name(_B), 0)),
-            ],
-            ctx=ast.Load(),
-        ),
-        1,
-    )
+    def visit_Call_plain(self, node: ast.Call) -> ast.expr:
+        """Rewrite a call as a generic dispatch (no special forms)."""
+        d = self.depth
+        self.depth += 1
+        try:
+            self.generic_visit(node)
+        finally:
+            self.depth -= 1
+        return self._dispatch(node, d)
 
 
-def _copy(node: ast.AST) -> Any:
-    import copy
-
-    return copy.deepcopy(node)
+# --------------------------------------------------------------------------- templates
 
 
 def _hashable(v: Any) -> bool:
@@ -375,7 +419,7 @@ def _is_plain(v: Any) -> bool:
         return False
     if isinstance(v, types.FunctionType) or isinstance(v, types.MethodType):
         return False  # may be compiled (then it is called with yield from)
-    if v in _FAST or v in _runtime._PRIMITIVES:
+    if v in _FAST or v in _runtime._PRIMITIVES or v is time.sleep:
         return False
     return isinstance(v, type) or type(v) is types.BuiltinFunctionType
 
@@ -399,16 +443,13 @@ def _shift_columns(tree: ast.AST, indent: int) -> None:
                 node.end_col_offset += indent
 
 
-_RUNTIME_NAMES = (_P, _TL, _D, _BFT, _RF, _WL, _SET, _RCV, _RW)
-
-
-def _build_template(fn: types.FunctionType) -> types.CodeType | None:
-    """Compile the rewritten code object for ``fn.__code__``, or None if not compilable."""
+def _def_node(fn: types.FunctionType) -> ast.FunctionDef | None:
+    """Return the ``def`` of ``fn`` from its source, positioned as in the file."""
     code = fn.__code__
-    if code.co_flags & _NON_PLAIN_FLAGS or code.co_name == "<lambda>":
-        return None
     try:
-        lines, lnum = inspect.getsourcelines(fn)
+        # The code object, not the function: inspect follows __wrapped__ (functools.wraps)
+        # from a function to the wrapped one's source.
+        lines, lnum = inspect.getsourcelines(code)
     except (OSError, TypeError):
         return None
     src = "".join(lines)
@@ -426,6 +467,83 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
         return None
     ast.increment_lineno(mod, max(lnum, 1) - 1)
     _shift_columns(mod, indent)
+    return fdef
+
+
+#: filename -> (hash of its lines, its parsed module): the files lambdas were found in,
+#: most recent last. Templates are cached per code object, so a file is parsed again only
+#: for lambdas not compiled yet; ``FILE_TREES_KEPT`` bounds what is kept meanwhile.
+_FILE_TREES: dict[str, tuple[int, ast.Module | None]] = {}
+FILE_TREES_KEPT = 16
+
+
+def _file_tree(filename: str, module_globals: dict[str, Any]) -> ast.Module | None:
+    lines = linecache.getlines(filename, module_globals)
+    if not lines:
+        return None
+    key = hash(tuple(lines))
+    hit = _FILE_TREES.pop(filename, None)
+    if hit is not None and hit[0] == key:
+        _FILE_TREES[filename] = hit
+        return hit[1]
+    try:
+        tree: ast.Module | None = ast.parse("".join(lines), filename)
+    except (SyntaxError, ValueError):
+        tree = None
+    _FILE_TREES[filename] = (key, tree)
+    while len(_FILE_TREES) > FILE_TREES_KEPT:
+        del _FILE_TREES[next(iter(_FILE_TREES))]
+    return tree
+
+
+def _lambda_node(fn: types.FunctionType) -> ast.FunctionDef | None:
+    """Return a ``def`` equivalent to the lambda ``fn`` (``return <body>``)."""
+    code = fn.__code__
+    tree = _file_tree(code.co_filename, fn.__globals__)
+    if tree is None:
+        return None
+    line = code.co_firstlineno
+    found = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda) and n.lineno == line]
+    if len(found) > 1:
+        # several lambdas on the line: the one whose body holds the code's first position
+        pos = next(
+            (
+                (ln, col)
+                for ln, _, col, _ in code.co_positions()
+                if ln is not None and col is not None
+            ),
+            None,
+        )
+        if pos is not None:
+            found = [
+                n
+                for n in found
+                if (n.body.lineno, n.body.col_offset)
+                <= pos
+                <= (n.body.end_lineno or 0, n.body.end_col_offset or 0)
+            ]
+        if len(found) > 1:  # nested lambdas: the innermost one that holds the position
+            found.sort(key=lambda n: (n.body.lineno, n.body.col_offset))
+            found = found[-1:]
+    if len(found) != 1:
+        return None
+    lam = copy.deepcopy(found[0])  # the rewriter changes nodes in place; the tree is shared
+    ret = ast.Return(value=lam.body)
+    ast.copy_location(ret, lam.body)
+    fdef = _def("<lambda>", [], [ret])
+    fdef.args = lam.args
+    ast.copy_location(fdef, lam)
+    return fdef
+
+
+def _build_template(fn: types.FunctionType) -> types.CodeType | None:
+    """Compile the rewritten code object for ``fn.__code__``, or None if not compilable."""
+    code = fn.__code__
+    if code.co_flags & _NON_PLAIN_FLAGS:
+        return None
+    fdef = _lambda_node(fn) if code.co_name == "<lambda>" else _def_node(fn)
+    if fdef is None:
+        return None
     fdef.decorator_list = []
     # Renamed so that the factory scope does not bind the function's own name (a recursive
     # call must still look the name up in the globals); co_name is restored below.
@@ -434,34 +552,10 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
     local_names = frozenset((*code.co_varnames, *code.co_cellvars, *code.co_freevars))
     env = {n: _global_value(fn, n) for n in code.co_names}
     env = {n: v for n, v in env.items() if v is not _UNBOUND}
-    rewriter = _Rewriter(local_names, env)
+    ctx = _Ctx(env)
+    rewriter = _Rewriter(local_names, ctx)
     body = rewriter.visit(ast.Module(body=fdef.body, type_ignores=[])).body
-    entry: list[ast.stmt] = [
-        ast.Assign(targets=[_name(_B, True)], value=_tl_b()),
-        ast.Assign(
-            targets=[_name(_N, True)],
-            value=ast.BinOp(left=_sub(_name(_B), 0), op=ast.Sub(), right=_const(1)),
-        ),
-        _slow_path(),
-    ]
-    on_raise = ast.ExceptHandler(
-        type=_name("BaseException"),
-        name=None,
-        body=[
-            ast.If(
-                test=ast.Compare(left=_name(_N), ops=[ast.Lt()], comparators=[_sub(_name(_B), 0)]),
-                body=[_publish()],
-                orelse=[],
-            ),
-            ast.Raise(exc=None, cause=None),
-        ],
-    )
-    wrapped = ast.Try(body=[*body, _publish()], handlers=[on_raise], orelse=[], finalbody=[])
-    loc = fdef.body[0]
-    for n in entry:
-        ast.copy_location(n, loc)
-    ast.copy_location(wrapped, loc)
-    fdef.body = [*entry, wrapped]
+    fdef.body = _wrap_body(body, fdef.body[0])
 
     freevars = [v for v in code.co_freevars if v != "__class__"]
     inner: ast.stmt = fdef
@@ -471,27 +565,10 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
             name=cls, bases=[], keywords=[], body=[fdef], decorator_list=[], type_params=[]
         )
         ast.copy_location(inner, fdef)
-    factory = ast.FunctionDef(
-        name="_bvm_factory",
-        args=ast.arguments(
-            posonlyargs=[],
-            args=[
-                ast.arg(arg=v) for v in (*freevars, *_RUNTIME_NAMES, *rewriter.guards.values())
-            ],
-            vararg=None,
-            kwonlyargs=[],
-            kw_defaults=[],
-            kwarg=None,
-            defaults=[],
-        ),
-        body=[inner],
-        decorator_list=[],
-        returns=None,
-        type_params=[],
-    )
+    factory = _def("_bvm_factory", [*freevars, *RUNTIME_NAMES, *ctx.guards.values()], [inner])
     ast.copy_location(factory, fdef)
     module = ast.Module(body=[factory], type_ignores=[])
-    ast.fix_missing_locations(module)
+    _fix_locations(module)
     try:
         top = compile(
             module, code.co_filename, "exec", flags=code.co_flags & _FUTURE_MASK, dont_inherit=True
@@ -501,9 +578,29 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
     tmpl = _find_code(top, fdef.name, fdef.lineno)
     if tmpl is None or not _same_signature(tmpl, code):
         return None
+    tmpl = _rename_hoisted(tmpl, ctx.code_names, code.co_qualname)
     out = tmpl.replace(co_name=code.co_name, co_qualname=code.co_qualname)
-    _GUARDS[out] = {k: name for name, k in rewriter.guards.items()}
+    _GUARDS[out] = {k: name for name, k in ctx.guards.items()}
     return out
+
+
+def _rename_hoisted(co: types.CodeType, names: dict[str, str], qual: str) -> types.CodeType:
+    """Give hoisted comprehension functions the names tracebacks show for comprehensions."""
+    if not names:
+        return co
+    consts = []
+    changed = False
+    for c in co.co_consts:
+        if isinstance(c, types.CodeType):
+            shown = names.get(c.co_name)
+            new = _rename_hoisted(c, names, f"{qual}.<locals>.{shown}" if shown else qual)
+            if shown:
+                new = new.replace(co_name=shown, co_qualname=f"{qual}.<locals>.{shown}")
+            changed = changed or new is not c
+            consts.append(new)
+        else:
+            consts.append(c)
+    return co.replace(co_consts=tuple(consts)) if changed else co
 
 
 def _find_code(co: types.CodeType, name: str, lineno: int) -> types.CodeType | None:
@@ -525,7 +622,7 @@ def _same_signature(a: types.CodeType, b: types.CodeType) -> bool:
         and a.co_kwonlyargcount == b.co_kwonlyargcount
         and a.co_flags & 12 == b.co_flags & 12
         and a.co_varnames[:n] == b.co_varnames[:n]
-        and {v for v in a.co_freevars if not v.startswith(_K)} - set(_RUNTIME_NAMES)
+        and {v for v in a.co_freevars if not v.startswith(_K)} - set(RUNTIME_NAMES)
         <= set(b.co_freevars)
     )
 
@@ -550,6 +647,8 @@ def _global_value(fn: types.FunctionType, name: str) -> Any:
     if isinstance(b, types.ModuleType):
         b = b.__dict__
     return b.get(name, _UNBOUND)
+
+
 _COMPILED_FNS: weakref.WeakKeyDictionary[types.FunctionType, types.FunctionType] = (
     weakref.WeakKeyDictionary()
 )
@@ -604,6 +703,35 @@ def _compiled_for(fn: types.FunctionType) -> types.FunctionType | None:
     return g
 
 
+def _call_gen(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Generator[Any, Any, Any]:
+    """Run ``f(*args, **kwargs)`` from process code: its compiled form, or plainly."""
+    h = _DISPATCH[f]
+    if h is f:
+        try:
+            return f(*args, **kwargs)
+        except StopIteration as e:
+            return _StopCarrier(e)
+    return (yield from h(*args, **kwargs))
+
+
+def _partial_gen(p: functools.partial, *args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+    """Run a ``functools.partial`` called from process code: its function runs compiled."""
+    return (yield from _call_gen(p.func, (*p.args, *args), {**p.keywords, **kwargs}))
+
+
+def _asyncio_run_refused(main: Any, *args: Any, **kwargs: Any) -> Any:
+    close = getattr(main, "close", None)
+    if close is not None:
+        close()  # no "coroutine was never awaited" warning on top of this error
+    raise RuntimeError(
+        "asyncio.run() cannot be called inside a beamvm process: a process is not a thread "
+        "with an event loop of its own (it shares its scheduler thread with other "
+        "processes). Run the coroutine on a loop in a plain thread and send the result to "
+        "the process, or call a blocking version of the work with beamvm.dirty_io(...); "
+        "an asyncio bridge that lets processes await coroutines is planned"
+    )
+
+
 class _Dispatch(dict):  # type: ignore[type-arg]
     """callee -> what compiled code calls: the callee itself (plain) or a generator function."""
 
@@ -624,13 +752,18 @@ class _Dispatch(dict):  # type: ignore[type-arg]
             self._store(f, impl)
             return impl
         if tf is types.FunctionType:
-            if f.__closure__:
+            if f.__module__ == "asyncio.runners" and f.__name__ == "run":
+                self._store(f, _asyncio_run_refused)
+                return _asyncio_run_refused
+            if f.__closure__ or f.__name__ == "<lambda>":
                 g = _compiled_for(f)
                 return f if g is None else g  # per-function cache lives in _COMPILED_FNS
             g = _compiled_for(f)
             out = f if g is None else g
             self._store(f, out)
             return out
+        if tf is functools.partial:
+            return types.MethodType(_partial_gen, f)  # not stored: partials come and go
         if isinstance(f, type) or tf is types.BuiltinFunctionType:
             # classes and module-level builtins are long-lived; bound builtin methods
             # (``lst.append``) are never stored (they would keep their object alive).
@@ -640,6 +773,21 @@ class _Dispatch(dict):  # type: ignore[type-arg]
                 or isinstance(f.__self__, types.ModuleType)
             ):
                 self._store(f, f)
+            return f
+        # an instance with a Python __call__ (a class-based decorator, a callable object)
+        call = _CALLERS.get(tf)
+        if call is None:
+            meth = getattr(tf, "__call__", None)  # noqa: B004 -- the type's own __call__
+            # A type that says so (beamvm's ``plain`` decorator) is called plainly.
+            plain = getattr(tf, "__beamvm_plain__", False)
+            call = self[meth] if isinstance(meth, types.FunctionType) and not plain else None
+            if call is meth:
+                call = None
+            if len(_CALLERS) >= _DISPATCH_LIMIT:
+                _CALLERS.clear()
+            _CALLERS[tf] = call if call is not None else False
+        if call:
+            return types.MethodType(call, f)
         return f
 
     def _store(self, k: Any, v: Any) -> None:
@@ -647,6 +795,9 @@ class _Dispatch(dict):  # type: ignore[type-arg]
             self.clear()
         self[k] = v
 
+
+#: type -> the compiled ``__call__`` of its instances (False: none; called plainly).
+_CALLERS: dict[type, Any] = {}
 
 _DISPATCH = _Dispatch()
 _RUNTIME_CELLS.update(
@@ -656,11 +807,25 @@ _RUNTIME_CELLS.update(
         _D: types.CellType(_DISPATCH),
         _BFT: types.CellType(types.BuiltinFunctionType),
         _RF: types.CellType(_runtime._refill),
+        # The native timer swaps this cell's int (crates/vm-python/src/timeslice.rs).
+        _Y: types.CellType(0),
         _WL: types.CellType(_warn_lock),
         _SET: types.CellType(operator.setitem),
         # Placeholders until set_fast_receive: nothing is the fast receive.
         _RCV: types.CellType(object()),
         _RW: types.CellType(()),
+        _SX: types.CellType(_StopCarrier),
+        _RR: types.CellType(_reraise),
+        _IT: types.CellType(iter),
+        _GEN: types.CellType(_blocking.Wait),
+        _BI: types.CellType(builtins),
+        _PB: types.CellType(_pbuiltins),
+        _TS: types.CellType(time.sleep),
+        _SG: types.CellType(_blocking.sleep_gen),
+        _AQ: types.CellType(_blocking.acquire_for),
+        _MS: types.CellType(_pbuiltins._MISSING),
+        # Set to timeslice.rs's _resumed by set_resumed_hook; a no-op until then.
+        _RS: types.CellType(_runtime.resumed_noop),
     }
 )
 
@@ -685,6 +850,21 @@ def set_fast_receive(
     _DISPATCH.pop(plain, None)
 
 
+def set_resumed_hook(fn: Callable[[], None]) -> None:
+    """Install what compiled code calls when it resumes after a budget-check yield."""
+    _RUNTIME_CELLS[_RS].cell_contents = fn
+
+
+def yield_flag_cell() -> types.CellType:
+    """Return the cell compiled code compares its count with (the yield-now flag)."""
+    return _RUNTIME_CELLS[_Y]
+
+
+def stop_carrier_type() -> type:
+    """Return the type a compiled body returns in place of raising ``StopIteration``."""
+    return _StopCarrier
+
+
 def _on_register(plain: Callable[..., Any]) -> None:
     _DISPATCH.pop(plain, None)
 
@@ -704,8 +884,9 @@ def compile_function(fn: Callable[..., Any]) -> Callable[..., Generator[Any, Any
     """Return the preemptible generator-function version of the Python function ``fn``.
 
     The result takes the same arguments and, driven by the scheduler protocol, returns what
-    ``fn`` returns. Cached per code object (and per function object for closures). Raises
-    ``CompileError`` when ``fn`` is not a compilable Python function (builtins, lambdas,
+    ``fn`` returns (or a carrier for a ``StopIteration`` it raised, see ``_StopCarrier``).
+    Cached per code object (and per function object for closures). Raises
+    ``CompileError`` when ``fn`` is not a compilable Python function (builtins,
     generator/async functions, functions whose source cannot be found).
     """
     if isinstance(fn, types.MethodType):
@@ -715,15 +896,41 @@ def compile_function(fn: Callable[..., Any]) -> Callable[..., Generator[Any, Any
     g = _compiled_for(fn)
     if g is None:
         raise CompileError(
-            f"{fn.__qualname__} cannot be compiled (no source, a lambda, or a generator/"
-            "coroutine function)"
+            f"{fn.__qualname__} cannot be compiled (no source, or a generator/coroutine function)"
         )
     return g
 
 
 def _run_plain(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return fn(*args, **kwargs)
+    try:
+        return fn(*args, **kwargs)
+    except StopIteration as e:
+        return _StopCarrier(e)
     yield  # pragma: no cover -- makes this a generator function
+
+
+def _refuse_non_plain(fn: Any) -> None:
+    target = getattr(fn, "__func__", fn)
+    if not isinstance(target, types.FunctionType):
+        return
+    flags = target.__code__.co_flags
+    name = getattr(target, "__qualname__", repr(target))
+    if flags & inspect.CO_ITERABLE_COROUTINE:
+        raise TypeError(
+            f"cannot spawn {name}: it is a generator-based coroutine; spawn an async def "
+            "function (it runs on the event loop as a process, see beamvm.aio) or a plain one"
+        )
+    if flags & inspect.CO_ASYNC_GENERATOR:
+        raise TypeError(
+            f"cannot spawn {name}: it is an async generator function; spawn a plain "
+            "function that does the work"
+        )
+    if flags & inspect.CO_GENERATOR:
+        raise TypeError(
+            f"cannot spawn {name}: it is a generator function (calling it only makes a "
+            f"generator). Spawn a plain function that consumes it, e.g. "
+            f"spawn(lambda: list({target.__name__}(...)))"
+        )
 
 
 def compile_process(
@@ -735,7 +942,10 @@ def compile_process(
 
     Handles ``functools.partial`` and bound methods; a registered primitive runs its
     generator implementation; a callable that cannot be compiled runs once, to completion,
-    on the first ``send(None)``.
+    on the first ``send(None)``. An async function runs as a process on the event loop
+    (``beamvm.aio``); generator functions are refused (``TypeError``: calling them would
+    only make an object). The generator returns a ``_StopCarrier``
+    when ``fn`` raised ``StopIteration``.
     """
     kwargs = dict(kwargs or {})
     while isinstance(fn, functools.partial):
@@ -745,8 +955,16 @@ def compile_process(
     impl = _runtime.primitive_impl(fn)
     if impl is not None:
         return impl(*args, **kwargs)
-    if isinstance(fn, types.MethodType | types.FunctionType):
+    if inspect.iscoroutinefunction(fn):  # spawn(async_fn): the one place this is decided
+        if _runtime.async_process is None:
+            import beamvm.aio  # noqa: F401 -- installs _runtime.async_process
+        assert _runtime.async_process is not None
+        return _runtime.async_process(fn, args, kwargs)
+    _refuse_non_plain(fn)
+    try:
         h = _DISPATCH[fn]
-        if h is not fn:
-            return h(*args, **kwargs)
+    except TypeError:  # unhashable callable
+        h = fn
+    if h is not fn:
+        return h(*args, **kwargs)
     return _run_plain(fn, args, kwargs)

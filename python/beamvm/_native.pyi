@@ -1,7 +1,85 @@
 """Type stub for the native extension module ``beamvm._native``."""
 
+import sys
 from collections.abc import Callable
 from typing import Any, final
+
+# Everything the module defines (pyo3 lists each added name); stubtest checks it.
+__all__ = [
+    "Atom",
+    "BadArg",
+    "Binary",
+    "HttpObserver",
+    "KILL",
+    "NORMAL",
+    "NoProc",
+    "Pid",
+    "ProcessExit",
+    "Ref",
+    "SHUTDOWN",
+    "SystemLimit",
+    "Timeout",
+    "_ReceiveOp",
+    "__version__",
+    "_after_fork",
+    "_alias_count",
+    "_allocator_stats",
+    "_gen_call",
+    "_gen_cast",
+    "_observer_get",
+    "_overdue",
+    "_pid",
+    "_quiesce",
+    "_raise_yield_flag",
+    "_receive",
+    "_recv",
+    "_ref",
+    "_resumed",
+    "_serve_http",
+    "_serve_http_relay",
+    "_set_stop_carrier",
+    "_setup",
+    "_timeslice_setup",
+    "alias",
+    "cancel_timer",
+    "demonitor",
+    "exit",
+    "in_process_",
+    "is_alive",
+    "is_running",
+    "link",
+    "make_ref",
+    "memory",
+    "monitor",
+    "proc_window",
+    "process_flag",
+    "process_info",
+    "processes",
+    "read_timer",
+    "register",
+    "release_memory",
+    "roundtrip",
+    "run",
+    "self_pid",
+    "send",
+    "send_after",
+    "set_system_monitor",
+    "snapshot",
+    "spawn",
+    "spawn_link",
+    "spawn_monitor",
+    "spawn_opt",
+    "start",
+    "statistics",
+    "statistics_full",
+    "stop",
+    "system_info",
+    "top",
+    "unalias",
+    "unlink",
+    "unregister",
+    "whereis",
+]
 
 __version__: str
 
@@ -13,26 +91,47 @@ class Atom:
     @property
     def name(self) -> str: ...
     def __hash__(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
-    def __lt__(self, other: Atom) -> bool: ...
-    def __le__(self, other: Atom) -> bool: ...
-    def __gt__(self, other: Atom) -> bool: ...
-    def __ge__(self, other: Atom) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __lt__(self, other: Atom, /) -> bool: ...
+    def __le__(self, other: Atom, /) -> bool: ...
+    def __gt__(self, other: Atom, /) -> bool: ...
+    def __ge__(self, other: Atom, /) -> bool: ...
 
 @final
 class Pid:
-    """A process identifier, shown as ``<0.INDEX.SERIAL>``."""
+    """A process identifier: node, id, serial and the creation of the VM that made it.
+
+    Shown as ``<0.ID.SERIAL>`` for a process of the current VM; a pid of another VM (one
+    that has stopped) shows as ``<node.ID.SERIAL.CREATION>`` and is treated as a dead
+    process's everywhere.
+    """
 
     @property
-    def index(self) -> int: ...
+    def node(self) -> Atom:
+        """The node of the process (``nonode@nohost`` until distribution exists)."""
+
     @property
-    def serial(self) -> int: ...
+    def id(self) -> int:
+        """The process's id on its node."""
+
+    @property
+    def index(self) -> int:
+        """The process's slot in its VM's process table (the same as ``id``)."""
+
+    @property
+    def serial(self) -> int:
+        """The slot's reuse count when the process was made."""
+
+    @property
+    def creation(self) -> int:
+        """The creation of the VM that made the pid (a new number per start)."""
+
     def __hash__(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
-    def __lt__(self, other: Pid) -> bool: ...
-    def __le__(self, other: Pid) -> bool: ...
-    def __gt__(self, other: Pid) -> bool: ...
-    def __ge__(self, other: Pid) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __lt__(self, other: Pid, /) -> bool: ...
+    def __le__(self, other: Pid, /) -> bool: ...
+    def __gt__(self, other: Pid, /) -> bool: ...
+    def __ge__(self, other: Pid, /) -> bool: ...
     def __reduce__(self) -> tuple[Callable[..., Pid], tuple[str, int, int, int]]: ...
     def __copy__(self) -> Pid: ...
     def __deepcopy__(self, memo: Any, /) -> Pid: ...
@@ -42,12 +141,12 @@ class Ref:
     """A unique reference, shown as ``#Ref<0.N>``."""
 
     def __hash__(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
-    def __lt__(self, other: Ref) -> bool: ...
-    def __le__(self, other: Ref) -> bool: ...
-    def __gt__(self, other: Ref) -> bool: ...
-    def __ge__(self, other: Ref) -> bool: ...
-    def __reduce__(self) -> tuple[Callable[..., Ref], tuple[str, int, int]]: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __lt__(self, other: Ref, /) -> bool: ...
+    def __le__(self, other: Ref, /) -> bool: ...
+    def __gt__(self, other: Ref, /) -> bool: ...
+    def __ge__(self, other: Ref, /) -> bool: ...
+    def __reduce__(self) -> tuple[Callable[..., Ref], tuple[str, int, list[int]]]: ...
     def __copy__(self) -> Ref: ...
     def __deepcopy__(self, memo: Any, /) -> Ref: ...
 
@@ -58,9 +157,10 @@ class Binary:
     def __new__(cls, data: bytes) -> Binary: ...
     def __len__(self) -> int: ...
     def __bytes__(self) -> bytes: ...
-    def __buffer__(self, flags: int) -> memoryview: ...
+    if sys.version_info >= (3, 12):
+        def __buffer__(self, flags: int, /) -> memoryview: ...
     def __hash__(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     @property
     def refcount(self) -> int: ...
     @property
@@ -73,10 +173,10 @@ KILL: Atom
 #: The atom ``shutdown``: the reason a supervisor stops a child with.
 SHUTDOWN: Atom
 
-def _pid(node: str, index: int, serial: int, creation: int) -> Pid:
+def _pid(node: str, id: int, serial: int, creation: int) -> Pid:
     """Rebuild a pickled Pid."""
 
-def _ref(node: str, number: int, creation: int) -> Ref:
+def _ref(node: str, creation: int, words: list[int]) -> Ref:
     """Rebuild a pickled Ref."""
 
 class Timeout(Exception):
@@ -106,12 +206,13 @@ def _setup(
     report: Callable[..., Any],
     tl: Any,
 ) -> None: ...
-def _receive(pattern: Any = ..., timeout: float | None = None, default: Any = ...) -> _ReceiveOp:
+def _receive(*patterns: Any, timeout: float | None = None, default: Any = ...) -> _ReceiveOp:
     """Start a receive: the iterator process code runs with ``yield from`` (``receive``)."""
 
-def _recv(pattern: Any = ..., timeout: float | None = None, default: Any = ...) -> Any:
+def _recv(*patterns: Any, timeout: float | None = None, default: Any = ...) -> Any:
     """Fast receive for compiled code: a queued match, or an op for the frame to yield."""
 
+@final
 class _ReceiveOp:
     """A receive waiting in a process (driven by the native scheduler)."""
 
@@ -119,7 +220,34 @@ class _ReceiveOp:
     def __next__(self) -> Any: ...
     def send(self, value: Any) -> BaseException: ...
 
-def _quiesce_dirty(timeout: float) -> int: ...
+def _gen_call(server: Any, request: Any, timeout: float | None = ...) -> _ReceiveOp:
+    """Start a ``gen_server.call``: the op its primitive runs with ``yield from``."""
+
+def _gen_cast(server: Any, msg: Any) -> None:
+    """Send ``('$gen_cast', msg)`` to a server (``gen_server.cast``); never fails."""
+
+def _quiesce(timeout: float) -> int:
+    """At exit: keep VM threads out of Python; wait for dirty calls still running."""
+def _after_fork() -> None:
+    """In the child of os.fork(): forget the parent's VM."""
+
+# timeslice.rs: slices end by time as well as by reductions
+def _timeslice_setup(cell: Any) -> None:
+    """Install the shared yield-now cell compiled code reads."""
+
+def _overdue(first_check: bool = False) -> bool:
+    """Whether the caller's own slice is the overdue one (clears the flag)."""
+
+def _resumed() -> None:
+    """Restart the calling thread's slice clock (compiled code, after a budget yield)."""
+
+def _raise_yield_flag(overdue: bool = False) -> None:
+    """Raise the yield-now flag (tests)."""
+
+
+# compiled.rs: a process body that raised StopIteration
+def _set_stop_carrier(t: type) -> None:
+    """Register the type compiled code returns StopIteration in."""
 def start(**config: Any) -> None: ...
 def stop() -> bool: ...
 def is_running() -> bool: ...
@@ -141,12 +269,22 @@ def spawn_opt(
     priority: str | Atom | None = None,
     trap_exit: bool = False,
 ) -> Pid | tuple[Pid, Ref]: ...
-def send(dest: Pid | Atom | str, msg: Any) -> Any: ...
+def send(dest: Pid | Ref | Atom | str | tuple[Any, Any, Any], msg: Any) -> Any:
+    """Send ``msg`` to a pid, an alias, a registered name or a via name; returns ``msg``."""
 def self_pid() -> Pid: ...
 def link(pid: Pid) -> bool: ...
 def unlink(pid: Pid) -> bool: ...
-def monitor(target: Pid | Atom | str) -> Ref: ...
+def monitor(target: Pid | Atom | str, *, alias: str | Atom | None = None) -> Ref:
+    """Monitor ``target``; with ``alias='demonitor'`` the ref is also an alias."""
+
 def demonitor(ref_: Ref, flush: bool = False) -> bool: ...
+def alias(*, reply: bool = False) -> Ref:
+    """Create an alias of the calling process (OTP 24 ``alias/0,1``)."""
+
+def unalias(ref_: Ref) -> bool:
+    """Deactivate an alias of the calling process; whether it was active."""
+
+def _alias_count() -> int: ...
 def exit(*args: Any) -> bool: ...
 def process_flag(flag: str | Atom, value: Any) -> Any: ...
 def register(name: str | Atom, pid: Pid | None = None) -> bool: ...
@@ -177,3 +315,26 @@ def set_system_monitor(pid: Pid | None) -> Pid | None: ...
 def snapshot(n: int = 10) -> dict[str, Any]: ...
 
 # --- end introspection ---
+
+# --- web observer (crates/vm-python/src/observer_http.rs; wrapped by beamvm.observer) ---
+@final
+class HttpObserver:
+    """A running web observer; ``close()`` stops it and frees the port."""
+
+    @property
+    def port(self) -> int: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> HttpObserver: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+def _serve_http(host: str, port: int) -> HttpObserver: ...
+def _serve_http_relay(socket: str, host: str, port: int) -> HttpObserver: ...
+def _observer_get(target: str) -> tuple[int, str, str]: ...
+
+# --- end web observer ---

@@ -64,10 +64,15 @@ __all__ = [
 
 #: Reductions a thread's cell holds before any ``set_budget`` (Erlang gives a process 4000).
 DEFAULT_BUDGET = 4000
-#: Reductions granted per budget check while a kill unwinds (cleanup code is not preempted).
+#: Reductions granted per budget check while a kill unwinds (cleanup code is not preempted),
+#: so that ``finally`` blocks and ``__exit__`` methods with loops have room to run.
 KILL_SLICE = 100_000
-#: How many KILL_SLICE refills cleanup code may use before ProcessKilled is raised again.
-KILL_GRACE_SLICES = 100
+#: How many KILL_SLICE refills -- or time slices, whichever ends first: the native timer
+#: flags a cleanup that runs past its time like any slice -- cleanup code may use before
+#: ProcessKilled is raised again at every check. So a kill lands within a slice or two
+#: (a few ms) even in code that catches ``BaseException`` in a loop (the BEAM's kill gives
+#: no grace at all).
+KILL_GRACE_SLICES = 2
 
 
 class _Preempt:
@@ -166,17 +171,48 @@ def used(cell: list[int] | None = None) -> int:
     return b[2] - (r if r > 0 else 0)
 
 
+def _never(first_check: bool = False) -> bool:
+    return False
+
+
+def resumed_noop() -> None:
+    """Stand-in for the native ``_resumed`` until the binding installs it."""
+
+
+#: Set by the native binding: clears the yield-now flag and says whether the calling
+#: thread's slice has run past its time (crates/vm-python/src/timeslice.rs).
+overdue: Callable[..., bool] = _never
+
+
 def _refill(b: list[int]) -> int:
-    """Slow path of a budget check, after the PREEMPT yield (or instead of it during a kill)."""
+    """Slow path of a budget check; returns the frame's new count, or 0 to yield now.
+
+    Compiled code calls it with its count published in ``b[0]`` when the count ran out
+    or the yield-now flag was raised (then the count may still be positive). Outside a
+    kill: 0 when the reductions are spent or the slice has run past its time, else the
+    count unchanged. During a kill nothing yields: the cleanup gets ``KILL_SLICE``
+    reductions at a time, ``KILL_GRACE_SLICES`` times in all (a slice past its time
+    counts as one), and after that ``ProcessKilled`` is raised at every check.
+    """
+    n = b[0]
     state = b[1]
     if not state:
-        return b[0]
-    b[0] = KILL_SLICE
+        if n > 0:
+            # b[2] - n == 1: this is the slice's first budget check (see _overdue).
+            return 0 if overdue(b[2] - n <= 1) else n
+        return 0
     if state > 0:
+        if n > 0 and not overdue():
+            return n
         state -= 1
-        b[1] = state if state else -1
         if state:
+            b[1] = state
+            b[0] = KILL_SLICE
             return KILL_SLICE
+        b[1] = -1
+    # Grace exhausted: the count stays at 0, so every later check raises again (frames
+    # that catch the exception take the cell's count when their handler starts).
+    b[0] = 0
     raise ProcessKilled("cleanup ran past the kill grace budget")
 
 
@@ -229,12 +265,22 @@ _PRIMITIVES: dict[Callable[..., Any], Callable[..., Generator[Any, Any, Any]]] =
 _REGISTER_HOOKS: list[Callable[[Callable[..., Any]], None]] = []
 
 
-def _no_process() -> bool:
-    return False
+def in_process() -> bool:
+    """Whether the calling thread runs a beamvm process right now.
 
+    Asks the native binding, imported here rather than at module level so that this
+    module stays importable (and cheap to import) without it; without it, no thread ever
+    runs a process.
+    """
+    try:
+        from beamvm import _native
+    except ImportError:
+        return False
+    return _native.in_process_()
 
-#: Set by the native binding: whether the calling thread runs a beamvm process right now.
-in_process: Callable[[], bool] = _no_process
+#: Set by ``beamvm.aio``: the process body for a coroutine function, ``(fn, args, kwargs)
+#: -> generator`` (``spawn(async_fn)`` runs the coroutine on the event loop, see aio.py).
+async_process: Callable[..., Generator[Any, Any, Any]] | None = None
 
 
 def _outside_process(name: str) -> RuntimeError:

@@ -1,4 +1,4 @@
-"""Live introspection of a running VM: top processes, statistics, system monitor, observer.
+"""Live introspection of a running VM: top processes, statistics, system monitor, observers.
 
 The functions here answer the questions an operator asks a live BEAM node
 (``recon:proc_count/2``, ``recon:proc_window/3``, ``erlang:statistics/1``,
@@ -17,7 +17,15 @@ when it stops.
 
 Protocol: the client sends one line per request (empty, or a JSON object such as
 ``{"n": 20}``); the server answers each with one line of JSON (see :func:`snapshot_json`)
-and keeps the connection open for the next request.
+and keeps the connection open for the next request. A request ``{"get": "/api/..."}``
+asks for one of the web observer's data routes instead and is answered with
+``{"status": 200, "content_type": "...", "body": "..."}``: that is how
+``python -m beamvm observer --attach PATH --http PORT`` serves the page for a running
+program.
+
+The *web observer* (:func:`serve_http`) serves live charts, top tables, process pages,
+JSON and Prometheus ``/metrics`` over HTTP from native threads that never take the
+GIL (docs/observer.md).
 """
 
 from __future__ import annotations
@@ -34,13 +42,15 @@ import time
 from typing import Any, Literal
 
 from beamvm import _native
-from beamvm._native import Pid
+from beamvm._native import HttpObserver, Pid
 
 __all__ = [
     "ENV_VAR",
+    "HttpObserver",
     "Observer",
     "proc_window",
     "serve",
+    "serve_http",
     "set_system_monitor",
     "snapshot",
     "snapshot_json",
@@ -266,6 +276,8 @@ class Observer:
             req = json.loads(line) if line.strip() else {}
             if not isinstance(req, dict):
                 raise ValueError('a request is a JSON object, e.g. {"n": 10}')
+            if "get" in req:
+                return json.dumps(_relayed(req["get"]), separators=(",", ":")).encode()
             n = req.get("n", 10)
             if not isinstance(n, int) or not 0 <= n <= _MAX_N:
                 raise ValueError(f"n must be an int between 0 and {_MAX_N}")
@@ -273,6 +285,14 @@ class Observer:
         except Exception as e:  # the client gets the error; the server lives on
             out = {"error": f"{type(e).__name__}: {e}"}
         return json.dumps(out, separators=(",", ":")).encode()
+
+
+def _relayed(target: Any) -> dict[str, Any]:
+    """Answer a relayed web observer request (``{"get": "/api/snapshot?n=10"}``)."""
+    if not isinstance(target, str) or not target.startswith("/"):
+        raise ValueError('"get" takes a path such as "/api/snapshot?n=10"')
+    status, content_type, body = _native._observer_get(target)
+    return {"status": status, "content_type": content_type, "body": body}
 
 
 _LIVE: set[Observer] = set()
@@ -288,6 +308,39 @@ def serve(path: str | None = None) -> Observer:
     Attach with ``python -m beamvm top --socket PATH``.
     """
     return Observer(path or os.environ.get(ENV_VAR) or _default_path())
+
+
+def serve_http(port: int = 8080, host: str = "127.0.0.1") -> HttpObserver:
+    """Serve the web observer on ``host:port`` and return it (``.port``, ``.url``, ``.close()``).
+
+    The page (``/``) shows live charts (scheduler utilisation, run queues, memory by
+    category, processes, reductions/s, messages/s, refreshed every second), the top
+    processes by mailbox, memory and reductions, dirty pools and long_schedule events;
+    ``/process?pid=<0.5.0>`` shows one process; ``/api/snapshot`` and
+    ``/api/process?pid=...`` are the JSON behind them, ``/metrics`` the Prometheus
+    text. ``port=0`` picks a free port (read it from ``.port``).
+
+    It runs on native threads that never take the GIL, so it answers while every
+    scheduler runs busy Python processes, and it serves whether or not the VM runs (a
+    stopped VM reads as not running) until ``close()`` or interpreter exit. It binds
+    ``127.0.0.1`` by default: anyone who can reach the port sees every process, so
+    bind another address only on a trusted network. Raises ``OSError`` when the port
+    cannot be bound (e.g. already in use). See docs/observer.md.
+    """
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int, not {type(port).__name__}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be between 0 and 65535, got {port}")
+    if not isinstance(host, str) or not host:
+        raise TypeError(f"host must be a non-empty str such as '127.0.0.1', not {host!r}")
+    server = _native._serve_http(host, port)
+    _LIVE_HTTP.difference_update([h for h in _LIVE_HTTP if h.closed])
+    _LIVE_HTTP.add(server)
+    return server
+
+
+#: Servers run until ``close()`` or exit, whether or not the caller keeps the handle.
+_LIVE_HTTP: set[HttpObserver] = set()
 
 
 class _FollowVm:
@@ -324,6 +377,8 @@ def _from_env() -> _FollowVm | None:
 def _close_all() -> None:
     for o in list(_LIVE):
         o.close()
+    for h in list(_LIVE_HTTP):
+        h.close()
 
 
 _FOLLOW = _from_env()

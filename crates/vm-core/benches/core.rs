@@ -4,7 +4,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use vm_core::process::inbox::Inbox;
+use vm_core::internals::{Inbox, RunState};
 use vm_core::process::mailbox::{Key, Mailbox};
 use vm_core::{Cx, Fragment, Ref, Step, Term, Vm, VmConfig};
 
@@ -12,7 +12,7 @@ use vm_core::{Cx, Fragment, Ref, Step, Term, Vm, VmConfig};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn inbox(c: &mut Criterion) {
-    let ib = Inbox::new();
+    let ib = Inbox::new(RunState::Running);
     let mut out = Vec::with_capacity(64);
     c.bench_function("inbox push+take (batch of 64)", |b| {
         b.iter(|| {

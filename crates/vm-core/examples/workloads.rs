@@ -4,7 +4,7 @@
 //! prints one JSON object per line:
 //! `{"workload": "B2", "metric": "...", "value": median, "unit": "...", "median": ..,
 //!   "min": .., "max": .., "reps": N}`.
-//! Names: B1 B1b B2 B3 B4 B5 B6 B7 B8 B9 B10 CASCADE MONITOR TOP (default: all).
+//! Names: B1 B1b B2 B3 B3W B4 B5 B6 B7 B8 B9 B10 CASCADE MONITOR TOP (default: all).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -294,6 +294,12 @@ fn b9(out: &mut Out, quick: bool) {
 // ------------------------------------------------------------------ B3 / B10
 
 fn pingpong(vm: &Vm, rounds: usize) -> (u64, u64, f64) {
+    pingpong_after(vm, rounds, None)
+}
+
+/// Ping-pong between two processes; with `wait`, the pinger first waits that long in a
+/// receive with a timeout (as a process calling `sleep` does) and then starts.
+fn pingpong_after(vm: &Vm, rounds: usize, wait: Option<Duration>) -> (u64, u64, f64) {
     let (tx, rx) = mpsc::channel();
     let ponger = vm
         .spawn(body(|cx: &mut Cx<'_>| {
@@ -312,9 +318,17 @@ fn pingpong(vm: &Vm, rounds: usize) -> (u64, u64, f64) {
     let mut samples: Vec<u64> = Vec::with_capacity(rounds);
     let mut last = Instant::now();
     let mut started = false;
-    let start = Instant::now();
+    let mut start = Instant::now();
+    let mut waited = wait.is_none();
     vm.spawn(body(move |cx: &mut Cx<'_>| {
         let me = Fragment::from_term(&Term::Pid(cx.self_pid()));
+        if !waited {
+            if !cx.timed_out() {
+                return cx.wait(wait);
+            }
+            waited = true;
+            start = Instant::now();
+        }
         if !started {
             started = true;
             last = Instant::now();
@@ -360,6 +374,26 @@ fn b3(out: &mut Out, quick: bool, idle: usize, name: &str) {
     out.add(name, "round_trip_p50", "ns", p50 as f64);
     out.add(name, "round_trip_p99", "ns", p99 as f64);
     out.add(name, "round_trip_mean", "ns", mean);
+}
+
+/// B3 after a wait: in one VM, a ping-pong (before), then a pinger that first waits
+/// 200 ms in a receive with a timeout before its ping-pong (after). A wait must leave no
+/// state behind that slows messaging down (issue 8, fault 10): the ratio should be ~1.
+fn b3_after_wait(out: &mut Out, quick: bool) {
+    let rounds = if quick { 100_000 } else { 1_000_000 };
+    let vm = vm(cores(), 1000);
+    let (before, _, _) = pingpong(&vm, rounds);
+    let (after, p99, mean) = pingpong_after(&vm, rounds, Some(Duration::from_millis(200)));
+    out.add("B3W", "round_trip_p50_before_wait", "ns", before as f64);
+    out.add("B3W", "round_trip_p50_after_wait", "ns", after as f64);
+    out.add("B3W", "round_trip_p99_after_wait", "ns", p99 as f64);
+    out.add("B3W", "round_trip_mean_after_wait", "ns", mean);
+    out.add(
+        "B3W",
+        "after_over_before",
+        "x",
+        after as f64 / before.max(1) as f64,
+    );
 }
 
 // ------------------------------------------------------------------ B4
@@ -850,8 +884,8 @@ fn main() {
     }
     args.retain(|a| !a.starts_with("--"));
     let all = [
-        "B1", "B1b", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "CASCADE", "MONITOR",
-        "TOP",
+        "B1", "B1b", "B2", "B3", "B3W", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "CASCADE",
+        "MONITOR", "TOP",
     ];
     let names: Vec<String> = if args.is_empty() {
         all.iter().map(|s| s.to_string()).collect()
@@ -872,6 +906,7 @@ fn main() {
                 "B1b" => b1b(&mut out),
                 "B2" => b2(&mut out, quick),
                 "B3" => b3(&mut out, quick, 0, "B3"),
+                "B3W" => b3_after_wait(&mut out, quick),
                 "B4" => {
                     b4(&mut out, quick, 1);
                     b4(&mut out, quick, cores());

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::scheduler::SliceHook;
 
 /// Default process limit: `erl +P` default.
 pub const DEFAULT_PROCESS_LIMIT: usize = 262_144;
@@ -24,32 +25,6 @@ pub const DEFAULT_BATCH_TIME: Duration = Duration::from_millis(2);
 pub const THREAD_STACK_SIZE: usize = 64 << 20;
 /// Default long-schedule threshold (a slice running longer is reported).
 pub const DEFAULT_LONG_SCHEDULE: Duration = Duration::from_millis(10);
-
-/// Wraps each batch of [`BodyClass::Hooked`](crate::BodyClass) slices on a scheduler
-/// thread. The Python binding holds the GIL across the batch.
-///
-/// A batch starts when the scheduler picks a hooked process and goes on while picks
-/// keep coming: more hooked slices, native slices for up to
-/// [`VmConfig::batch_time`] (a native pick past that ends the batch and runs right
-/// after it), and the scheduler's short spin for work. It ends before the scheduler
-/// parks, goes offline or stops.
-pub trait SliceHook: Send + Sync {
-    /// Runs `run` (the whole batch) on the calling scheduler thread with the hook
-    /// entered. The default is `enter(); run(); leave()`; an implementation that can
-    /// only provide its context around a closure (pyo3's `Python::with_gil`) overrides
-    /// this instead.
-    fn batch(&self, run: &mut dyn FnMut()) {
-        self.enter();
-        run();
-        self.leave();
-    }
-    /// Called on the scheduler thread before the first hooked slice of a batch (by the
-    /// default [`batch`](SliceHook::batch)).
-    fn enter(&self) {}
-    /// Called on the same thread after the batch's last slice (by the default
-    /// [`batch`](SliceHook::batch)).
-    fn leave(&self) {}
-}
 
 /// Settings for [`Vm::start`](crate::Vm::start).
 #[derive(Clone)]

@@ -1,34 +1,72 @@
 //! beamvm's core: a BEAM-class process virtual machine in pure Rust.
 //!
-//! * [`term`]: terms, atoms, per-process heaps with generational GC, shared binaries.
-//! * [`process`]: control blocks, the lock-free inbox, mailboxes with selective
-//!   receive, signals (links, monitors, exits), the [`Cx`] a body runs with.
-//! * [`scheduler`]: scheduler threads, priority run queues, stealing, parking.
-//! * [`dirty`]: the dirty CPU and IO pools for blocking or long calls; the scheduler's
-//!   watchdog hands a stuck scheduler's work to the others and reports long slices.
-//! * [`timer`], [`registry`], [`stats`]: timers, names, introspection.
+//! The public surface:
 //!
-//! Start a [`Vm`], spawn [`Body`]s (closures `FnMut(&mut Cx) -> Step` work), send
-//! [`Fragment`]s. docs/semantics.md states the guarantees and the tests that check them.
+//! * [`Vm`] (start, shut down) and [`VmRef`] (send, spawn, names, timers, exit signals
+//!   and introspection from outside any process), configured by [`VmConfig`].
+//! * [`Body`]: a process's code, a state machine resumed one slice at a time with a
+//!   [`Cx`] (everything a process can do) and returning a [`Step`]. Closures
+//!   `FnMut(&mut Cx) -> Step` are bodies.
+//! * [`term`]: terms, atoms, per-process heaps with generational GC, shared binaries;
+//!   a message travels as a [`Fragment`].
+//! * [`process::mailbox`]: the private message queue with selective and keyed receive.
+//! * [`SliceHook`]: what an embedder (the Python binding) wraps around batches of its
+//!   processes' slices.
+//! * Introspection results: [`ProcessInfo`], [`Statistics`], [`Memory`], ...; and
+//!   [`observe`]: what a live observer reads (one-walk census, long_schedule log, queue
+//!   samples).
+//! * [`io`]: the I/O reactor (sockets owned by processes, readiness, gen_tcp's data
+//!   path).
+//! * [`AliasMode`]: process aliases (a ref that routes to its creator while active).
+//!
+//! Everything else (process table, inboxes, run queues, schedulers, timers, dirty
+//! pools, the router that delivers signals) is internal; docs/architecture.md maps it,
+//! and docs/semantics.md states the guarantees and the tests that check them.
 
+#![warn(
+    missing_docs,
+    unreachable_pub,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
+
+mod alias;
 pub mod config;
-pub mod dirty;
-pub mod error;
+mod dirty;
+mod error;
+pub mod io;
+pub mod observe;
 pub mod process;
-pub mod registry;
-pub mod scheduler;
-pub mod stats;
+mod refmap;
+mod registry;
+mod router;
+mod scheduler;
+mod stats;
 pub mod term;
-pub mod timer;
-pub mod vm;
+mod timer;
+mod vm;
 
-pub use config::{SliceHook, VmConfig};
-pub use dirty::{DirtyJob, DirtyKind, DirtyResult};
+pub use alias::AliasMode;
+pub use config::VmConfig;
+pub use dirty::DirtyKind;
 pub use error::{Error, Result};
+pub use observe::{Census, LongScheduleEvent, ProcessDetail};
 pub use process::context::Cx;
 pub use process::mailbox::Key;
-pub use process::table::EXTERNAL_PID;
+pub use process::signal::{DirtyJob, DirtyResult};
+pub use process::table::{EXTERNAL_PID, MAX_PROCESS_LIMIT};
 pub use process::{Body, BodyClass, Priority, Step};
-pub use stats::{Memory, ProcessInfo, ProcessSummary, Statistics, SystemInfo};
+pub use scheduler::SliceHook;
+pub use stats::{
+    add_body_bytes, body_bytes, process_base_bytes, set_allocator_probe, sub_body_bytes, Memory,
+    ProcessInfo, ProcessSummary, Statistics, SystemInfo,
+};
 pub use term::{Atom, Fragment, Pid, Ref, Term, View, Word};
 pub use vm::{SpawnOpts, Vm, VmRef};
+
+/// Internals exposed for the crate's own benchmarks (`benches/`), which are compiled
+/// as a separate crate. Not part of the API: no stability promise.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::process::inbox::{Inbox, RunState};
+}

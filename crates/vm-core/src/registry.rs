@@ -19,14 +19,14 @@ struct Maps {
 
 /// The name registry of one VM.
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     maps: RwLock<Maps>,
 }
 
 impl Registry {
     /// Registers `pid` as `name`. Errors (badarg, as Erlang) if the name is taken or
     /// the process already has a name. The caller checks that `pid` is alive.
-    pub fn register(&self, name: Atom, pid: Pid) -> Result<()> {
+    pub(crate) fn register(&self, name: Atom, pid: Pid) -> Result<()> {
         let mut m = self.maps.write().unwrap_or_else(|e| e.into_inner());
         if let Some(other) = m.by_name.get(&name) {
             return Err(Error::BadArg(format!(
@@ -44,7 +44,7 @@ impl Registry {
     }
 
     /// Removes `name`; returns the pid it named.
-    pub fn unregister(&self, name: Atom) -> Result<Pid> {
+    pub(crate) fn unregister(&self, name: Atom) -> Result<Pid> {
         let mut m = self.maps.write().unwrap_or_else(|e| e.into_inner());
         let pid = m
             .by_name
@@ -55,19 +55,19 @@ impl Registry {
     }
 
     /// The pid registered as `name`.
-    pub fn whereis(&self, name: Atom) -> Option<Pid> {
+    pub(crate) fn whereis(&self, name: Atom) -> Option<Pid> {
         let m = self.maps.read().unwrap_or_else(|e| e.into_inner());
         m.by_name.get(&name).copied()
     }
 
     /// The name of `pid`, if it has one.
-    pub fn name_of(&self, pid: Pid) -> Option<Atom> {
+    pub(crate) fn name_of(&self, pid: Pid) -> Option<Atom> {
         let m = self.maps.read().unwrap_or_else(|e| e.into_inner());
         m.by_pid.get(&pid).copied()
     }
 
     /// Releases whatever name `pid` holds (process exit).
-    pub fn release(&self, pid: Pid) {
+    pub(crate) fn release(&self, pid: Pid) {
         let mut m = self.maps.write().unwrap_or_else(|e| e.into_inner());
         if let Some(name) = m.by_pid.remove(&pid) {
             m.by_name.remove(&name);
@@ -75,7 +75,7 @@ impl Registry {
     }
 
     /// All registered names.
-    pub fn names(&self) -> Vec<Atom> {
+    pub(crate) fn names(&self) -> Vec<Atom> {
         let m = self.maps.read().unwrap_or_else(|e| e.into_inner());
         m.by_name.keys().copied().collect()
     }

@@ -1,18 +1,51 @@
 //! Introspection: `process_info`, `processes`, `memory`, `system_info`, `statistics`.
 //!
 //! Everything here reads published atomics or walks the process table under epoch
-//! guards: no query stops the world or blocks a scheduler. `process_info` on one
-//! process also reads its private half (links, monitors, heap), taking its lock for a
-//! moment; if the process is running it waits for the end of its slice at most.
+//! guards: no query stops the world, blocks a scheduler or waits for a process.
+//! `process_info` also reads a process's links and monitors, which sit behind a lock of
+//! their own that their owner holds for one update at a time, never across a slice;
+//! the body's label is read only if the process is between slices (`try_lock`).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::process::inbox::node_bytes;
 use crate::process::signal::Signal;
-use crate::process::{Private, Process};
+use crate::process::Process;
 use crate::term::{atom_count, atom_table_bytes, binary_bytes, Atom, Pid};
 use crate::vm::{VmInner, VmRef};
+
+/// Bytes that process bodies hold outside the VM's own structures, as their embedder
+/// declares them ([`add_body_bytes`]): a Python process's generator, frame and context
+/// live on Python's heap. Counted in `memory().processes`, so every reader of
+/// [`VmRef::memory`] (the web observer's page and metrics included) sees them.
+static BODY_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Declares `n` more bytes held by process bodies outside the VM (see [`BODY_BYTES`]);
+/// [`sub_body_bytes`] takes them off when the body is dropped.
+pub fn add_body_bytes(n: usize) {
+    BODY_BYTES.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Takes off `n` bytes declared with [`add_body_bytes`].
+pub fn sub_body_bytes(n: usize) {
+    BODY_BYTES.fetch_sub(n, Ordering::Relaxed);
+}
+
+/// Bytes declared with [`add_body_bytes`] and not taken off.
+pub fn body_bytes() -> usize {
+    BODY_BYTES.load(Ordering::Relaxed)
+}
+
+/// The embedder's allocator probe: given the bytes the VM's counters put in the global
+/// allocator, what the allocator holds beyond them (see [`Memory::allocator`]).
+static ALLOCATOR_PROBE: std::sync::OnceLock<fn(usize) -> usize> = std::sync::OnceLock::new();
+
+/// Sets the probe that measures [`Memory::allocator`] (once per process; later calls
+/// are ignored). vm-core does not choose the global allocator, so it cannot measure it.
+pub fn set_allocator_probe(probe: fn(usize) -> usize) {
+    let _ = ALLOCATOR_PROBE.set(probe);
+}
 
 /// Bytes of a control block with no messages, heap or relations (the fixed cost of a
 /// process, counted in `memory().processes`).
@@ -22,11 +55,11 @@ pub fn process_base_bytes() -> usize {
 
 /// Published bytes of a process: control block, heap, and its queued signals (the
 /// inbox's, counted as they are pushed, and the mailbox's, published by its owner).
-fn published_memory(p: &Process) -> usize {
+pub(crate) fn published_memory(p: &Process) -> usize {
     process_base_bytes()
         + p.heap_bytes.load(Ordering::Relaxed)
         + inbox_bytes(p)
-        + p.mailbox_bytes.load(Ordering::Relaxed)
+        + p.queued_bytes.load(Ordering::Relaxed)
 }
 
 /// Bytes held by signals waiting in `p`'s inbox (nodes and what they carry).
@@ -34,42 +67,45 @@ fn inbox_bytes(p: &Process) -> usize {
     p.inbox.len() * node_bytes::<Signal>() + p.inbox.bytes()
 }
 
-/// `process_info` of `p`, whose private half `g` the caller holds.
-pub(crate) fn info_of(
-    vm: &VmInner,
-    p: &Process,
-    g: &Private,
-    status: &'static str,
-    current: String,
-) -> ProcessInfo {
-    let stats = g.mem.as_deref().map(|m| m.heap.stats()).unwrap_or_default();
-    let (links, monitors, monitored_by) = match g.rel.as_deref() {
-        Some(r) => (
-            r.links.iter().copied().collect(),
-            r.monitoring.values().copied().collect(),
-            r.monitored_by.values().copied().collect(),
-        ),
-        None => (Vec::new(), Vec::new(), Vec::new()),
-    };
+/// `process_info` of `p` from its published counters and its relations (never waits
+/// for the process); `current` is what it runs, if known.
+pub(crate) fn info_of(vm: &VmInner, p: &Process, current: Option<String>) -> ProcessInfo {
+    let (links, monitors, monitored_by) = p
+        .rel_if(|r| {
+            (
+                r.links.iter().copied().collect(),
+                r.monitoring.values().copied().collect(),
+                r.monitored_by.values().copied().collect(),
+            )
+        })
+        .unwrap_or_default();
+    let young = p.heap_words[0].load(Ordering::Relaxed) as usize;
+    let old = p.heap_words[1].load(Ordering::Relaxed) as usize;
     ProcessInfo {
         pid: p.pid,
-        status,
+        status: p.status(),
         priority: p.priority().name(),
         reductions: p.reductions.load(Ordering::Relaxed),
-        message_queue_len: p.inbox.len() + g.mailbox.len(),
-        memory: process_base_bytes() + g.heap_bytes() + inbox_bytes(p) + g.mailbox.heap_bytes(),
-        heap_size: stats.young_words + stats.old_words,
-        young_heap_size: stats.young_words,
-        old_heap_size: stats.old_words,
-        minor_gcs: stats.minor_gcs,
-        major_gcs: stats.major_gcs,
+        message_queue_len: p.message_queue_len(),
+        memory: published_memory(p),
+        heap_size: young + old,
+        young_heap_size: young,
+        old_heap_size: old,
+        minor_gcs: u64::from(p.minor_gcs.load(Ordering::Relaxed)),
+        major_gcs: u64::from(p.major_gcs.load(Ordering::Relaxed)),
         links,
         monitors,
         monitored_by,
-        trap_exit: g.trap_exit,
+        trap_exit: p.traps_exits(),
         registered_name: vm.registry.name_of(p.pid),
         current,
     }
+}
+
+/// The label of `p`'s body, if `p` is between slices (never waits).
+fn label(p: &Process) -> Option<String> {
+    let g = p.private.try_lock().ok()?;
+    g.body.as_ref().map(|b| b.label())
 }
 
 /// A snapshot of one process.
@@ -107,8 +143,9 @@ pub struct ProcessInfo {
     pub trap_exit: bool,
     /// Registered name.
     pub registered_name: Option<Atom>,
-    /// What the process runs (its body's label).
-    pub current: String,
+    /// What the process runs (its body's label), or None while it is in a slice (its
+    /// body is out of reach then).
+    pub current: Option<String>,
 }
 
 /// What a `top` listing shows about a process, read without waiting for it.
@@ -136,7 +173,7 @@ pub struct ProcessSummary {
 /// `erlang:memory()`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Memory {
-    /// processes + binary + atom + system.
+    /// processes + binary + atom + system + allocator.
     pub total: usize,
     /// Control blocks, heaps and mailboxes.
     pub processes: usize,
@@ -146,6 +183,10 @@ pub struct Memory {
     pub atom: usize,
     /// The rest of the VM's bookkeeping (process table chunks, timers, queues).
     pub system: usize,
+    /// What the global allocator holds beyond the VM's counted structures (caches it
+    /// keeps for reuse, fragmentation), as the embedder's probe measures it
+    /// ([`set_allocator_probe`]); 0 without a probe.
+    pub allocator: usize,
 }
 
 /// `erlang:system_info/1` items.
@@ -214,9 +255,24 @@ pub struct Statistics {
     pub dirty_queued: (usize, usize),
     /// Jobs completed by the dirty CPU / IO pools.
     pub dirty_completed: (u64, u64),
+    /// Messages sent, by processes and from outside them (timer deliveries and the
+    /// VM's own system monitor events are not counted).
+    pub messages_sent: u64,
 }
 
 impl Statistics {
+    /// Utilisation of the dirty CPU and IO pools since start, busy / total, 0.0..=1.0.
+    pub fn dirty_utilisation(&self) -> (f64, f64) {
+        let r = |(b, t): (Duration, Duration)| {
+            if t.is_zero() {
+                0.0
+            } else {
+                (b.as_secs_f64() / t.as_secs_f64()).clamp(0.0, 1.0)
+            }
+        };
+        (r(self.dirty_cpu_wall_time), r(self.dirty_io_wall_time))
+    }
+
     /// Utilisation per scheduler, busy / total, 0.0..=1.0.
     pub fn scheduler_utilisation(&self) -> Vec<f64> {
         self.scheduler_wall_time
@@ -233,23 +289,22 @@ impl Statistics {
 }
 
 impl VmRef {
-    /// A snapshot of `pid`, or None if it is not alive.
+    /// A snapshot of `pid`, or None if it is not alive. Never waits for the process:
+    /// everything comes from its published counters and its links and monitors (their
+    /// own lock, held only for one update), so it is safe on a running process, from
+    /// inside a process, and on the caller itself. Only the body's label needs the
+    /// process between slices: `current` is None while it runs.
     pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
-        let p = self.0.table.get(pid)?;
-        let g = p.lock();
-        let current = g.body.as_ref().map(|b| b.label()).unwrap_or_default();
-        Some(info_of(&self.0, &p, &g, p.status(), current))
+        let p = self.0.router.table.get(pid)?;
+        Some(info_of(&self.0, &p, label(&p)))
     }
 
     /// A summary of `pid` from its published counters, or None if it is not alive.
     /// Never waits: unlike `process_info` it only *tries* the process's lock (for the
     /// label), so it is safe on a process that is running, even the caller itself.
     pub fn process_summary(&self, pid: Pid) -> Option<ProcessSummary> {
-        let p = self.0.table.get(pid)?;
-        let current = match p.private.try_lock() {
-            Ok(g) => g.body.as_ref().map(|b| b.label()),
-            Err(_) => None,
-        };
+        let p = self.0.router.table.get(pid)?;
+        let current = label(&p);
         Some(ProcessSummary {
             pid,
             status: p.status(),
@@ -264,27 +319,41 @@ impl VmRef {
 
     /// Pids of all live processes.
     pub fn processes(&self) -> Vec<Pid> {
-        self.0.table.pids()
+        self.0.router.table.pids()
     }
 
     /// Memory by category.
     pub fn memory(&self) -> Memory {
         let mut processes = 0;
-        self.0.table.for_each(|p| {
+        self.0.router.table.for_each(|p| {
             processes += published_memory(p);
         });
+        self.memory_with(processes)
+    }
+
+    /// Memory by category, given the processes' bytes (summed by a table walk).
+    pub(crate) fn memory_with(&self, processes: usize) -> Memory {
+        let processes = processes + body_bytes();
         let binary = binary_bytes();
         let atom = atom_table_bytes();
-        let limit = self.0.table.limit();
+        let limit = self.0.router.table.limit();
         let system = limit.div_ceil(crate::process::table::CHUNK) * 16
-            + self.0.table.count().next_power_of_two().min(limit) * 12
+            + self.0.router.table.count().next_power_of_two().min(limit) * 12
             + self.0.timers.bytes();
+        // What the VM's counters put in the global allocator: all but the binaries
+        // owned elsewhere (Python `bytes` shared in place) and the bodies' own bytes.
+        let counted = (processes - body_bytes().min(processes))
+            + (binary - crate::term::foreign_binary_bytes().min(binary))
+            + atom
+            + system;
+        let allocator = ALLOCATOR_PROBE.get().map_or(0, |probe| probe(counted));
         Memory {
-            total: processes + binary + atom + system,
+            total: processes + binary + atom + system + allocator,
             processes,
             binary,
             atom,
             system,
+            allocator,
         }
     }
 
@@ -292,12 +361,12 @@ impl VmRef {
     pub fn system_info(&self) -> SystemInfo {
         let c = &self.0.config;
         SystemInfo {
-            schedulers: self.0.sched.count(),
-            schedulers_online: self.0.sched.online(),
+            schedulers: self.0.router.sched.count(),
+            schedulers_online: self.0.router.sched.online(),
             dirty_cpu_schedulers: c.dirty_cpu,
             dirty_io_schedulers: c.dirty_io,
-            process_limit: self.0.table.limit(),
-            process_count: self.0.table.count(),
+            process_limit: self.0.router.table.limit(),
+            process_count: self.0.router.table.count(),
             reductions_per_slice: c.reductions,
             atom_count: atom_count(),
             atom_limit: crate::term::MAX_ATOMS,
@@ -309,7 +378,7 @@ impl VmRef {
 
     /// Scheduler and process statistics.
     pub fn statistics(&self) -> Statistics {
-        let sh = &self.0.sched;
+        let sh = &self.0.router.sched;
         let up = self.0.started.elapsed();
         let (rq, global) = sh.run_queue_lengths();
         let mut total_reductions = 0;
@@ -340,8 +409,12 @@ impl VmRef {
             global_run_queue: global,
             total_reductions,
             context_switches: switches,
-            spawned: self.0.table.spawned(),
-            exited: self.0.exits.load(Ordering::Relaxed),
+            spawned: self.0.router.table.spawned(),
+            exited: sh
+                .stats
+                .iter()
+                .map(|s| s.exits.load(Ordering::Relaxed))
+                .sum(),
             longest_slice: longest,
             long_schedules,
             watchdog_takeovers: takeovers,
@@ -354,6 +427,7 @@ impl VmRef {
                 self.0.dirty.cpu.completed.load(Ordering::Relaxed),
                 self.0.dirty.io.completed.load(Ordering::Relaxed),
             ),
+            messages_sent: self.messages_sent(),
         }
     }
 
@@ -368,8 +442,8 @@ impl VmRef {
         interval: Duration,
     ) -> crate::Result<Vec<(Pid, u64)>> {
         let key = top_key(by)?;
-        let mut before = std::collections::HashMap::with_capacity(self.0.table.count());
-        self.0.table.for_each(|p| {
+        let mut before = std::collections::HashMap::with_capacity(self.0.router.table.count());
+        self.0.router.table.for_each(|p| {
             before.insert(p.pid, key(p));
         });
         std::thread::sleep(interval);
@@ -377,7 +451,7 @@ impl VmRef {
         if n == 0 {
             return Ok(Vec::new());
         }
-        self.0.table.for_each(|p| {
+        self.0.router.table.for_each(|p| {
             let v = key(p).saturating_sub(before.get(&p.pid).copied().unwrap_or(0));
             push_top(&mut heap, n, v, p.pid);
         });
@@ -394,13 +468,14 @@ impl VmRef {
             return Ok(Vec::new());
         }
         self.0
+            .router
             .table
             .for_each(|p| push_top(&mut heap, n, key(p), p.pid));
         Ok(sorted_top(heap))
     }
 }
 
-type TopHeap = std::collections::BinaryHeap<std::cmp::Reverse<(u64, Pid)>>;
+pub(crate) type TopHeap = std::collections::BinaryHeap<std::cmp::Reverse<(u64, Pid)>>;
 
 fn top_key(by: &str) -> crate::Result<fn(&Process) -> u64> {
     Ok(match by {
@@ -415,7 +490,7 @@ fn top_key(by: &str) -> crate::Result<fn(&Process) -> u64> {
     })
 }
 
-fn push_top(heap: &mut TopHeap, n: usize, v: u64, pid: Pid) {
+pub(crate) fn push_top(heap: &mut TopHeap, n: usize, v: u64, pid: Pid) {
     if heap.len() < n {
         heap.push(std::cmp::Reverse((v, pid)));
     } else if let Some(std::cmp::Reverse((min, _))) = heap.peek() {
@@ -426,7 +501,7 @@ fn push_top(heap: &mut TopHeap, n: usize, v: u64, pid: Pid) {
     }
 }
 
-fn sorted_top(heap: TopHeap) -> Vec<(Pid, u64)> {
+pub(crate) fn sorted_top(heap: TopHeap) -> Vec<(Pid, u64)> {
     let mut out: Vec<(Pid, u64)> = heap
         .into_iter()
         .map(|std::cmp::Reverse((v, p))| (p, v))

@@ -4,8 +4,8 @@
 //! Entries live in a map by id; cancelling removes the map entry and leaves the heap
 //! slot to be skipped when it surfaces (lazy deletion keeps cancel O(1)). The thread
 //! sleeps on a condvar until the earliest deadline or until an earlier timer is added,
-//! so an idle VM with no timers uses no CPU. Firing sends through the ordinary send
-//! path, outside the timer lock.
+//! so an idle VM with no timers uses no CPU. Firing sends through the [`Router`] (the
+//! ordinary send path, all a timer needs from the VM), outside the timer lock.
 //!
 //! Timers are kept per destination pid as well, so a process's exit cancels every
 //! timer aimed at it (Erlang cancels BIF timers whose destination dies) and nothing
@@ -14,18 +14,23 @@
 //! dropped if no process has it then; it belongs to no process, so it is indexed
 //! under [`EXTERNAL_PID`], which never exits.
 //!
+//! A delay too long for the clock (`Instant::now() + delay` overflows) means never: the
+//! timer is kept (it can be read and cancelled, and reads `Duration::MAX` left) but is
+//! not in the heap. A receive timeout that long is no timeout at all.
+//!
 //! Resolution: the condvar wait wakes within tens of microseconds of the deadline on
 //! Linux, finer than BEAM's 1 ms timer resolution.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::sync::{Condvar, Mutex, Weak};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::process::signal::Signal;
 use crate::process::table::EXTERNAL_PID;
+use crate::registry::Registry;
+use crate::router::Router;
 use crate::term::{Atom, Fragment, Pid, Ref};
-use crate::vm::VmInner;
 
 /// Slots or map capacity below which the timer service never compacts or shrinks:
 /// the few KB a working set of timers needs are kept.
@@ -49,7 +54,8 @@ impl Action {
 }
 
 struct Entry {
-    at: Instant,
+    /// None: never (a delay too long for the clock).
+    at: Option<Instant>,
     to: Pid,
     action: Action,
 }
@@ -66,9 +72,22 @@ struct State {
     stop: bool,
 }
 
+/// When a timer set `after` from now fires: None when that is past what the clock can
+/// represent (`Duration::MAX`, `sleep(None)` from Python): such a timer never fires.
+pub(crate) fn deadline(after: Duration) -> Option<Instant> {
+    Instant::now().checked_add(after)
+}
+
+/// Time left until `at` (`Duration::MAX` for never).
+fn time_left(at: Option<Instant>) -> Duration {
+    at.map_or(Duration::MAX, |at| {
+        at.saturating_duration_since(Instant::now())
+    })
+}
+
 /// The timer service of one VM.
 #[derive(Default)]
-pub struct Timers {
+pub(crate) struct Timers {
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -78,11 +97,13 @@ impl Timers {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add(&self, at: Instant, to: Pid, action: Action) -> u64 {
+    fn add(&self, at: Option<Instant>, to: Pid, action: Action) -> u64 {
         let id = Ref::new().0;
         let mut s = self.lock();
-        let wake = s.heap.peek().is_none_or(|Reverse((first, _))| at < *first);
-        s.heap.push(Reverse((at, id)));
+        let wake = at.is_some_and(|at| s.heap.peek().is_none_or(|Reverse((first, _))| at < *first));
+        if let Some(at) = at {
+            s.heap.push(Reverse((at, id)));
+        }
         s.msg_bytes += action.bytes();
         s.entries.insert(id, Entry { at, to, action });
         s.by_pid.entry(to).or_default().insert(id);
@@ -93,20 +114,21 @@ impl Timers {
         id
     }
 
-    /// Schedules `msg` to `to` at `at`; returns the timer id.
-    pub fn send_at(&self, at: Instant, to: Pid, msg: Fragment) -> u64 {
+    /// Schedules `msg` to `to` at `at` (None: never, but it can still be read and
+    /// cancelled); returns the timer id.
+    pub(crate) fn send_at(&self, at: Option<Instant>, to: Pid, msg: Fragment) -> u64 {
         self.add(at, to, Action::Send(msg))
     }
 
     /// Schedules `msg` to the process registered as `name` when the timer fires;
     /// returns the timer id.
-    pub fn send_named_at(&self, at: Instant, name: Atom, msg: Fragment) -> u64 {
+    pub(crate) fn send_named_at(&self, at: Option<Instant>, name: Atom, msg: Fragment) -> u64 {
         self.add(at, EXTERNAL_PID, Action::SendNamed(name, msg))
     }
 
     /// Schedules a receive timeout for `pid`'s wait number `generation`.
-    pub fn receive_timeout(&self, at: Instant, pid: Pid, generation: u64) -> u64 {
-        self.add(at, pid, Action::Timeout(generation))
+    pub(crate) fn receive_timeout(&self, at: Instant, pid: Pid, generation: u64) -> u64 {
+        self.add(Some(at), pid, Action::Timeout(generation))
     }
 
     /// Removes entry `id` (its message's bytes leave the count).
@@ -129,12 +151,12 @@ impl Timers {
 
     /// Cancels timer `id`; returns the time it had left, None if it already fired or
     /// does not exist.
-    pub fn cancel(&self, id: u64) -> Option<Duration> {
+    pub(crate) fn cancel(&self, id: u64) -> Option<Duration> {
         let mut s = self.lock();
         let e = Self::take(&mut s, id)?;
         Self::unindex(&mut s, id, e.to);
         Self::tidy(&mut s);
-        Some(e.at.saturating_duration_since(Instant::now()))
+        Some(time_left(e.at))
     }
 
     /// Gives memory back once cancelled timers dominate: drops the heap slots of
@@ -165,15 +187,13 @@ impl Timers {
     }
 
     /// Time left on timer `id`.
-    pub fn read(&self, id: u64) -> Option<Duration> {
+    pub(crate) fn read(&self, id: u64) -> Option<Duration> {
         let s = self.lock();
-        s.entries
-            .get(&id)
-            .map(|e| e.at.saturating_duration_since(Instant::now()))
+        s.entries.get(&id).map(|e| time_left(e.at))
     }
 
     /// Cancels every timer aimed at `pid` (it exited).
-    pub fn cancel_for(&self, pid: Pid) {
+    pub(crate) fn cancel_for(&self, pid: Pid) {
         let mut s = self.lock();
         if let Some(ids) = s.by_pid.remove(&pid) {
             for id in ids {
@@ -184,13 +204,13 @@ impl Timers {
     }
 
     /// Live timers.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.lock().entries.len()
     }
 
     /// Approximate bytes used by timers: the bookkeeping (heap slots, entries, the
     /// per-process index, at their allocated capacities) and the messages they hold.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         let s = self.lock();
         let ids: usize = s.by_pid.values().map(|v| v.capacity() * 16).sum();
         s.heap.capacity() * std::mem::size_of::<Reverse<(Instant, u64)>>()
@@ -201,13 +221,14 @@ impl Timers {
     }
 
     /// Stops the timer thread.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.lock().stop = true;
         self.cv.notify_all();
     }
 
-    /// The timer thread's loop.
-    pub(crate) fn run(&self, vm: Weak<VmInner>) {
+    /// The timer thread's loop: fires due timers through `router` until stopped; a
+    /// timer aimed at a name resolves it in `names` when it fires.
+    pub(crate) fn run(&self, router: &Router, names: &Registry) {
         let mut due: Vec<(Pid, Action)> = Vec::new();
         loop {
             {
@@ -242,18 +263,64 @@ impl Timers {
                     };
                 }
             }
-            let Some(vm) = vm.upgrade() else { return };
             for (to, action) in due.drain(..) {
                 let (to, sig) = match action {
                     Action::Send(m) => (to, Signal::Message(m)),
-                    Action::SendNamed(name, m) => match vm.registry.whereis(name) {
+                    Action::SendNamed(name, m) => match names.whereis(name) {
                         Some(pid) => (pid, Signal::Message(m)),
                         None => continue,
                     },
                     Action::Timeout(g) => (to, Signal::Timeout(g)),
                 };
-                vm.send_signal(to, sig);
+                router.send(to, sig);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::tests::{bare_router, idle_process};
+    use crate::term::Word;
+
+    /// Timers fire through a bare router (no VM, no scheduler threads): in deadline
+    /// order, a receive timeout as a Timeout signal, a cancelled one never; the first
+    /// wakes the idle process (it is put on the global run queue).
+    #[test]
+    fn due_timers_are_delivered_in_order_and_cancelled_ones_not() {
+        let router = bare_router();
+        let p = idle_process(&router);
+        let timers = Timers::default();
+        let now = Instant::now();
+        let msg = |i| Fragment::immediate(Word::small_int(i).expect("small"));
+        timers.send_at(Some(now + Duration::from_millis(20)), p.pid, msg(2));
+        timers.send_at(Some(now + Duration::from_millis(5)), p.pid, msg(1));
+        let gone = timers.send_at(Some(now + Duration::from_millis(10)), p.pid, msg(9));
+        timers.receive_timeout(now + Duration::from_millis(30), p.pid, 4);
+        timers.send_at(None, p.pid, msg(8));
+        assert!(timers.cancel(gone).is_some());
+        std::thread::scope(|s| {
+            s.spawn(|| timers.run(&router, &Registry::default()));
+            let end = Instant::now() + Duration::from_secs(5);
+            while p.inbox.len() < 3 && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            timers.stop();
+        });
+        assert_eq!(router.sched.run_queue_lengths().1, 1, "woken once");
+        assert_eq!(timers.count(), 1, "the one that never fires");
+        assert!(p.inbox.begin());
+        let mut sigs = Vec::new();
+        p.inbox.take_all(&mut sigs);
+        let got: Vec<String> = sigs
+            .iter()
+            .map(|s| match s {
+                Signal::Message(m) => m.to_term().to_string(),
+                Signal::Timeout(g) => format!("timeout {g}"),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(got, ["1", "2", "timeout 4"]);
     }
 }

@@ -1,34 +1,40 @@
-//! The VM: process table, schedulers, timers, registry, and the operations that need
-//! all of them (spawn, signal delivery, process exit).
+//! The VM: the router (process table and run queues), schedulers, timers, dirty pools,
+//! registry, and the operations that need several of them (spawn, registration,
+//! process exit, start and shutdown).
 //!
-//! [`Vm`] owns the threads (dropping it shuts the VM down and joins them);
+//! [`Vm`] owns the threads (dropping it shuts the VM down: see [`Vm::shutdown`] for
+//! which threads are joined and which are left);
 //! [`VmRef`] is a cheap handle for everything else — sending, spawning and
 //! introspection from outside any process, or from a body.
 //!
 //! Process exit runs on the scheduler thread of the dying process, with its private
 //! half locked: links, monitors, names and timers are all cleaned up there, in this
-//! order — mark DONE, leave the table (no new lookups), close the inbox (no new
-//! signals; the ones that raced in are answered: `noproc` to late links and monitors),
+//! order — leave the table (no new lookups), close the inbox (the process is DONE: no
+//! new signals; the ones that raced in are answered: `noproc` to late links and monitors),
 //! signal links and monitors, release the name, cancel timers, free heap and mailbox.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::VmConfig;
-use crate::dirty::DirtyPools;
+use crate::dirty::{DirtyKind, DirtyPools};
 use crate::error::{Error, Result};
-use crate::process::signal::Signal;
+use crate::process::drop_guarded;
+use crate::process::signal::{self, Signal};
 use crate::process::table::{ProcessTable, EXTERNAL_PID};
-use crate::process::{Body, Priority, Private, Process, Relations, DONE, QUEUED};
+use crate::process::{Body, Priority, Private, Process, Relations};
 use crate::registry::Registry;
-use crate::scheduler::Shared as SchedShared;
+use crate::router::Router;
+use crate::scheduler::Shared;
 use crate::term::Term;
-use crate::term::{Atom, Fragment, Pid, Ref, Word};
+use crate::term::{Atom, Fragment, Pid, Ref};
 use crate::timer::Timers;
 
-static NEXT_VM_ID: AtomicU64 = AtomicU64::new(1);
+/// The next VM's creation: one per start in this OS process, never 0 (0 is what a
+/// pid built by hand without one carries).
+static NEXT_CREATION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
 /// Options for spawning.
 #[derive(Clone, Copy, Debug)]
@@ -55,19 +61,21 @@ impl Default for SpawnOpts {
 }
 
 /// Shared VM state. Reached through [`VmRef`] / [`Vm`].
-pub struct VmInner {
-    pub(crate) id: u64,
+pub(crate) struct VmInner {
     pub(crate) config: VmConfig,
-    pub(crate) table: ProcessTable,
-    pub(crate) sched: SchedShared,
+    /// Delivery: the process table and the run queues.
+    pub(crate) router: Router,
     pub(crate) timers: Timers,
     pub(crate) registry: Registry,
     pub(crate) stopping: AtomicBool,
     pub(crate) started: Instant,
-    pub(crate) exits: AtomicU64,
+    /// This VM's creation (see [`VmRef::creation`]).
+    pub(crate) creation: u32,
     pub(crate) registered: Mutex<()>,
     pub(crate) dirty: DirtyPools,
     pub(crate) system_monitor: Mutex<Option<Pid>>,
+    /// What observers read beyond the counters (crate::observe).
+    pub(crate) observe: crate::observe::ObserveState,
     /// VM threads (schedulers, timer, watchdog) that have returned, for shutdown.
     pub(crate) exited: (Mutex<usize>, std::sync::Condvar),
 }
@@ -81,24 +89,6 @@ impl VmInner {
 }
 
 impl VmInner {
-    /// Delivers a signal; returns (delivered, receiver's queue length before).
-    pub(crate) fn send_signal(&self, to: Pid, sig: Signal) -> (bool, usize) {
-        let Some(p) = self.table.get(to) else {
-            return (false, 0);
-        };
-        // The inbox's own count (on the line the push touches anyway) sizes the send
-        // cost; the published mailbox length would be one more cache miss per send.
-        let qlen = p.inbox.len();
-        let bytes = sig.heap_bytes();
-        if p.inbox.push_sized(sig, bytes).is_err() {
-            return (false, 0);
-        }
-        if p.notify() {
-            self.sched.enqueue(self, p);
-        }
-        (true, qlen)
-    }
-
     pub(crate) fn spawn_with(
         &self,
         body: Box<dyn Body>,
@@ -110,42 +100,51 @@ impl VmInner {
         }
         let mref = (opts.monitor && parent.is_some()).then(Ref::new);
         let proc = self
+            .router
             .table
             .insert(|pid| {
-                let p = Process::new(pid, body, opts.priority);
-                {
-                    let mut g = p.lock();
-                    g.trap_exit = opts.trap_exit;
-                    if let Some(parent) = parent {
-                        if opts.link || mref.is_some() {
-                            let mut rel = Relations::default();
-                            if opts.link {
-                                rel.links.insert(parent);
-                            }
-                            if let Some(r) = mref {
-                                rel.monitored_by.insert(r.0, parent);
-                            }
-                            g.rel = Some(Box::new(rel));
+                let rel = parent
+                    .filter(|_| opts.link || mref.is_some())
+                    .map(|parent| {
+                        let mut rel = Relations::default();
+                        if opts.link {
+                            rel.links.insert(parent);
                         }
-                    }
-                }
+                        if let Some(r) = mref {
+                            rel.monitored_by.insert(r.0, parent);
+                        }
+                        Box::new(rel)
+                    });
+                let p = Process::with_relations(pid, body, opts.priority, rel);
+                p.trap_exit.store(opts.trap_exit, Ordering::Relaxed);
                 p
             })
             .map_err(|_| Error::SystemLimit)?;
         let pid = proc.pid;
-        proc.state.store(QUEUED, Ordering::Release);
-        self.sched.enqueue(self, proc);
+        // Created QUEUED (see `Process::with_relations`): only this enqueue puts it in
+        // a queue.
+        self.router.enqueue(proc);
         Ok((pid, mref))
     }
 
     pub(crate) fn register(&self, name: Atom, pid: Pid) -> Result<()> {
-        // Serialise register against exits releasing names, so a name is never left
-        // pointing at a process that has already run its exit path.
+        // A name is never left pointing at a process that has run its exit path: flag
+        // the process (SeqCst), then check it is alive (its inbox not closed, SeqCst),
+        // while `finish` closes the inbox and then reads the flag — one of the two sees
+        // the other. An exit that sees the flag releases names under `registered`,
+        // which this holds until the name is in, so it releases this one too.
         let _g = self.registered.lock().unwrap_or_else(|e| e.into_inner());
         if name == Atom::UNDEFINED {
             return Err(Error::BadArg("'undefined' cannot be registered".into()));
         }
-        let alive = self.table.with(pid, |p| !p.is_done()).unwrap_or(false);
+        let alive = self
+            .router
+            .table
+            .with(pid, |p| {
+                p.named.store(true, Ordering::SeqCst);
+                !p.inbox.is_closed_seqcst()
+            })
+            .unwrap_or(false);
         if !alive {
             return Err(Error::BadArg(format!("{pid} is not alive")));
         }
@@ -155,6 +154,13 @@ impl VmInner {
     /// Sends a long_schedule event to the system monitor, if one is set:
     /// `{monitor, Pid, long_schedule, [{timeout, Ms}, {in, Label}]}` (BEAM's shape).
     pub(crate) fn report_long_schedule(&self, pid: Pid, took: Duration, label: &str) {
+        self.observe
+            .record_long_schedule(crate::observe::LongScheduleEvent {
+                pid,
+                took,
+                label: label.to_owned(),
+                at: self.started.elapsed(),
+            });
         let Some(mon) = *self
             .system_monitor
             .lock()
@@ -162,33 +168,56 @@ impl VmInner {
         else {
             return;
         };
+        // Predefined atoms only: this runs on a scheduler thread, and the atom table
+        // may be full.
         let info = Term::List(vec![
             Term::Tuple(vec![
-                Term::atom("timeout"),
+                Term::Atom(Atom::TIMEOUT),
                 Term::Int(took.as_millis() as i64),
             ]),
             Term::Tuple(vec![
-                Term::atom("in"),
+                Term::Atom(Atom::IN),
                 Term::binary(label.as_bytes().to_vec()),
             ]),
         ]);
         let msg = Term::Tuple(vec![
-            Term::atom("monitor"),
+            Term::Atom(Atom::MONITOR),
             Term::Pid(pid),
-            Term::atom("long_schedule"),
+            Term::Atom(Atom::LONG_SCHEDULE),
             info,
         ]);
-        self.send_signal(mon, Signal::Message(Fragment::from_term(&msg)));
+        self.router
+            .send(mon, Signal::Message(Fragment::from_term(&msg)));
     }
 
+    /// A timer for `to`, cancelled when `to` exits. Flag, add, then check liveness,
+    /// while `finish` closes the inbox (DONE) and then reads the flag: all four
+    /// accesses are SeqCst, so either the exit sees the flag (and cancels the timer,
+    /// or this check sees the exit) or this check sees the exit — a timer never
+    /// outlives its process until the deadline. (On x86 only the flag's store costs a
+    /// locked instruction, on this rare path; the exit path's are the xchg it does
+    /// anyway and a plain load.)
     pub(crate) fn send_after(&self, after: Duration, to: Pid, msg: Fragment) -> Ref {
-        let id = self.timers.send_at(Instant::now() + after, to, msg);
-        self.table
-            .with(to, |p| p.has_timers.store(true, Ordering::Relaxed));
+        let flagged = self
+            .router
+            .table
+            .with(to, |p| p.has_timers.store(true, Ordering::SeqCst))
+            .is_some();
+        let id = self.timers.send_at(crate::timer::deadline(after), to, msg);
+        let alive = flagged
+            && self
+                .router
+                .table
+                .with(to, |p| !p.inbox.is_closed_seqcst())
+                .unwrap_or(false);
+        if !alive {
+            self.timers.cancel(id);
+        }
         Ref(id)
     }
 
-    /// Ends process `proc` (its private half locked in `g`) with `reason`.
+    /// Ends process `proc` (its private half locked in `g`) with `reason`. Runs on
+    /// the scheduler thread that ran its last slice (which counts the exit).
     pub(crate) fn finish(
         &self,
         proc: &Arc<Process>,
@@ -198,73 +227,33 @@ impl VmInner {
         let me = proc.pid;
         // Leave the table first: once a pid reads as not alive, its slot already
         // counts as free for the process limit.
-        self.table.remove(me);
-        proc.state.store(DONE, Ordering::Release);
+        self.router.table.remove(me);
         let mut late = Vec::new();
         proc.inbox.close(&mut late);
-        let noproc = || Fragment::immediate(Word::atom(Atom::NOPROC));
-        for s in late {
-            match s {
-                Signal::Link(from) => {
-                    let exit = Signal::Exit {
-                        from: me,
-                        reason: noproc(),
-                        linked: true,
-                    };
-                    self.send_signal(from, exit);
-                }
-                Signal::Monitor { from, mref } => {
-                    let down = Signal::Down {
-                        mref,
-                        pid: me,
-                        reason: noproc(),
-                    };
-                    self.send_signal(from, down);
-                }
-                _ => {}
-            }
+        let rel = proc.take_rel();
+        if let Some(r) = rel.as_deref() {
+            // Its aliases stop routing (alias.rs).
+            self.release_aliases(&r.aliases);
         }
-        if let Some(rel) = g.rel.take() {
-            for l in rel.links {
-                let exit = Signal::Exit {
-                    from: me,
-                    reason: reason.clone(),
-                    linked: true,
-                };
-                self.send_signal(l, exit);
-            }
-            for (mref, by) in rel.monitored_by {
-                let down = Signal::Down {
-                    mref: Ref(mref),
-                    pid: me,
-                    reason: reason.clone(),
-                };
-                self.send_signal(by, down);
-            }
-            for (mref, target) in rel.monitoring {
-                self.send_signal(target, Signal::Demonitor(Ref(mref)));
-            }
-        }
-        {
+        signal::exit_signals(me, &reason, rel, late, |to, sig| {
+            self.router.send(to, sig);
+        });
+        // Paired with `register` (see there): the inbox was closed with SeqCst. Most
+        // processes never had a name and skip both locks.
+        if proc.named.load(Ordering::SeqCst) {
             let _r = self.registered.lock().unwrap_or_else(|e| e.into_inner());
             self.registry.release(me);
         }
-        if let Some(id) = g.pend.take().and_then(|w| w.wait_timer) {
+        if let Some(id) = g.pend.as_ref().and_then(|w| w.wait_timer) {
             self.timers.cancel(id);
         }
-        if proc.has_timers.load(Ordering::Relaxed) {
+        // Paired with `send_after` (see there): the inbox was closed with SeqCst.
+        if proc.has_timers.load(Ordering::SeqCst) {
             self.timers.cancel_for(me);
         }
-        g.mailbox.clear();
-        g.mem = None;
-        g.exiting = None;
-        let body = g.body.take();
+        let leftovers = proc.release(&mut g);
         drop(g);
-        drop(body);
-        proc.queued.store(0, Ordering::Relaxed);
-        proc.mailbox_bytes.store(0, Ordering::Relaxed);
-        proc.heap_bytes.store(0, Ordering::Relaxed);
-        self.exits.fetch_add(1, Ordering::Relaxed);
+        drop_guarded(leftovers);
     }
 }
 
@@ -287,7 +276,11 @@ impl VmRef {
 
     /// Sends a message from outside any process; false if `to` is not alive.
     pub fn send(&self, to: Pid, msg: Fragment) -> bool {
-        self.0.send_signal(to, Signal::Message(msg)).0
+        self.0
+            .observe
+            .external_sends
+            .fetch_add(1, Ordering::Relaxed);
+        self.0.router.send(to, Signal::Message(msg)).delivered
     }
 
     /// Sends to a registered name.
@@ -311,7 +304,7 @@ impl VmRef {
             reason,
             linked: false,
         };
-        self.0.send_signal(pid, sig).0
+        self.0.router.send(pid, sig).delivered
     }
 
     /// Registers `pid` as `name`.
@@ -341,7 +334,7 @@ impl VmRef {
         Ref(self
             .0
             .timers
-            .send_named_at(Instant::now() + after, name, msg))
+            .send_named_at(crate::timer::deadline(after), name, msg))
     }
 
     /// Cancels a timer: the time it had left, or None.
@@ -356,17 +349,29 @@ impl VmRef {
 
     /// True if `pid` is alive.
     pub fn is_alive(&self, pid: Pid) -> bool {
-        self.0.table.with(pid, |p| !p.is_done()).unwrap_or(false)
+        self.0
+            .router
+            .table
+            .with(pid, |p| !p.is_done())
+            .unwrap_or(false)
     }
 
     /// Live process count.
     pub fn process_count(&self) -> usize {
-        self.0.table.count()
+        self.0.router.table.count()
     }
 
     /// The VM's configuration.
     pub fn config(&self) -> &VmConfig {
         &self.0.config
+    }
+
+    /// This VM's creation: a number that differs for each VM started in this OS
+    /// process (a counter per start, as Erlang's creation differs per node
+    /// incarnation). A pid that outlives its VM is told apart by it (see
+    /// [`crate::term::ExternalPid`]).
+    pub fn creation(&self) -> u32 {
+        self.0.creation
     }
 
     /// True while the VM runs.
@@ -387,12 +392,14 @@ impl VmRef {
 
     /// Sets the number of schedulers taking work (1..=schedulers); returns the old one.
     pub fn set_schedulers_online(&self, n: usize) -> Result<usize> {
-        self.0.sched.set_online(n)
+        self.0.router.sched.set_online(n)
     }
 }
 
-/// A running VM. Dropping it (or calling [`Vm::shutdown`]) stops every scheduler,
-/// joins every thread and frees every process.
+/// A running VM. Dropping it (or calling [`Vm::shutdown`]) stops it: every scheduler,
+/// the timer and the watchdog are joined, idle dirty pool threads too, and every
+/// process is freed. A dirty pool thread still inside a job (a blocking call) is left
+/// to finish it, detached.
 pub struct Vm {
     handle: VmRef,
     threads: Vec<JoinHandle<()>>,
@@ -400,68 +407,72 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Starts a VM with `config`.
+    /// Starts a VM with `config`. If a thread cannot be started, the ones that were
+    /// are stopped and joined before the error is returned.
     pub fn start(config: VmConfig) -> Result<Vm> {
         config.validate()?;
-        let (sched, workers) = SchedShared::new(config.schedulers, config.schedulers_online);
-        let config_dirty = (config.dirty_cpu, config.dirty_io);
+        let (sched, workers) = Shared::new(config.schedulers, config.schedulers_online);
         let inner = Arc::new(VmInner {
-            id: NEXT_VM_ID.fetch_add(1, Ordering::Relaxed),
-            table: ProcessTable::new(config.process_limit),
-            config,
-            sched,
+            router: Router::new(ProcessTable::new(config.process_limit), sched),
             timers: Timers::default(),
             registry: Registry::default(),
             stopping: AtomicBool::new(false),
             started: Instant::now(),
-            exits: AtomicU64::new(0),
+            creation: NEXT_CREATION.fetch_add(1, Ordering::Relaxed),
             registered: Mutex::new(()),
-            dirty: DirtyPools::new(config_dirty.0, config_dirty.1),
+            dirty: DirtyPools::new(config.dirty_cpu, config.dirty_io),
             system_monitor: Mutex::new(None),
+            observe: Default::default(),
             exited: (Mutex::new(0), std::sync::Condvar::new()),
+            config,
         });
-        let mut threads = Vec::new();
-        let vm = inner.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("beamvm-timer".into())
-                .spawn(move || {
-                    vm.timers.run(Arc::downgrade(&vm));
-                    vm.thread_exited();
-                })
-                .map_err(|e| Error::BadArg(format!("cannot start timer thread: {e}")))?,
-        );
-        let vm = inner.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("beamvm-watchdog".into())
-                .spawn(move || {
-                    crate::scheduler::watchdog::run(Arc::downgrade(&vm));
-                    vm.thread_exited();
-                })
-                .map_err(|e| Error::BadArg(format!("cannot start watchdog thread: {e}")))?,
-        );
-        let dirty_threads = DirtyPools::start(&inner)
-            .map_err(|e| Error::BadArg(format!("cannot start dirty pool threads: {e}")))?;
-        for (i, w) in workers.into_iter().enumerate() {
-            let vm = inner.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("beamvm-sched-{i}"))
-                .stack_size(crate::config::THREAD_STACK_SIZE)
-                .spawn(move || {
-                    crate::scheduler::run(vm.clone(), i, w);
-                    vm.thread_exited();
-                })
-                .map_err(|e| Error::BadArg(format!("cannot start scheduler thread: {e}")))?;
-            inner.sched.register_thread(i, t.thread().clone());
-            threads.push(t);
+        #[cfg(test)]
+        tests::LAST_VM.with(|c| c.replace(Some(Arc::downgrade(&inner))));
+        // Each thread joins `vm` as it starts: if the next one cannot start, dropping
+        // `vm` (the `?`) shuts down and joins those that did.
+        let mut vm = Vm {
+            handle: VmRef(inner.clone()),
+            threads: Vec::new(),
+            dirty_threads: Vec::new(),
+        };
+        let v = inner.clone();
+        vm.threads
+            .push(spawn_thread("beamvm-timer".into(), None, move || {
+                v.timers.run(&v.router, &v.registry);
+                v.thread_exited();
+            })?);
+        let v = inner.clone();
+        vm.threads
+            .push(spawn_thread("beamvm-watchdog".into(), None, move || {
+                let long = v.config.long_schedule;
+                crate::scheduler::watchdog::run(&v.router.sched, v.started, long, &v.stopping);
+                v.thread_exited();
+            })?);
+        for kind in [DirtyKind::Cpu, DirtyKind::Io] {
+            for i in 0..inner.dirty.pool(kind).size() {
+                let name = match kind {
+                    DirtyKind::Cpu => format!("beamvm-dcpu-{i}"),
+                    DirtyKind::Io => format!("beamvm-dio-{i}"),
+                };
+                let v = inner.clone();
+                let stack = Some(crate::config::THREAD_STACK_SIZE);
+                vm.dirty_threads.push(spawn_thread(name, stack, move || {
+                    v.dirty.pool(kind).run(&v.router);
+                })?);
+            }
         }
-        inner.sched.all_registered();
-        Ok(Vm {
-            handle: VmRef(inner),
-            threads,
-            dirty_threads,
-        })
+        for (i, w) in workers.into_iter().enumerate() {
+            let v = inner.clone();
+            let stack = Some(crate::config::THREAD_STACK_SIZE);
+            let t = spawn_thread(format!("beamvm-sched-{i}"), stack, move || {
+                crate::scheduler::run(v.clone(), i, w);
+                v.thread_exited();
+            })?;
+            inner.router.sched.register_thread(i, t.thread().clone());
+            vm.threads.push(t);
+        }
+        inner.router.sched.all_registered();
+        Ok(vm)
     }
 
     /// Starts a VM with default settings.
@@ -474,10 +485,13 @@ impl Vm {
         self.handle.clone()
     }
 
-    /// Stops the VM: schedulers finish their current slice and exit, every thread is
-    /// joined, every remaining process is freed (bodies dropped, heaps and mailboxes
-    /// freed; no exit signals are sent). Idempotent. Waits as long as it takes: see
-    /// [`Vm::shutdown_within`] for a bounded wait.
+    /// Stops the VM: schedulers finish their current slice and exit; they, the timer
+    /// and the watchdog are joined, and so are the dirty pool threads that are idle
+    /// (one still running a job — a blocking call of any length — is detached and
+    /// exits when the job returns; the result is dropped). Every remaining process is
+    /// freed (bodies dropped, heaps and mailboxes freed; no exit signals are sent).
+    /// Idempotent. Waits as long as a slice takes to end: see [`Vm::shutdown_within`]
+    /// for a bounded wait.
     pub fn shutdown(&mut self) {
         self.shutdown_within(None);
     }
@@ -490,12 +504,13 @@ impl Vm {
     pub fn shutdown_within(&mut self, limit: Option<Duration>) -> usize {
         let inner = self.handle.0.clone();
         inner.stopping.store(true, Ordering::Release);
-        inner.sched.wake_all();
+        inner.router.sched.wake_all();
         inner.timers.stop();
         inner.dirty.stop();
         let want = self.threads.len();
         let all_exited = {
-            let deadline = limit.map(|l| Instant::now() + l);
+            // A limit too long for the clock is no limit.
+            let deadline = limit.and_then(crate::timer::deadline);
             let mut n = inner.exited.0.lock().unwrap_or_else(|e| e.into_inner());
             while *n < want {
                 match deadline {
@@ -527,36 +542,80 @@ impl Vm {
                 stuck += 1;
             }
         }
-        // Dirty threads finish their current job first; a job that blocks for a long
-        // time (a dirty IO call) must not hold up shutdown, so threads still running a
-        // job are detached (they exit when it returns; its result is dropped).
-        let busy = inner.dirty.cpu.running.load(Ordering::Acquire)
-            + inner.dirty.io.running.load(Ordering::Acquire);
-        for t in self.dirty_threads.drain(..) {
-            if busy == 0 {
-                let _ = t.join();
-            }
-        }
-        for p in inner.table.drain() {
-            p.state.store(DONE, Ordering::Release);
+        self.join_dirty_threads();
+        // No exit signals (every process goes): close, free, drop.
+        for p in inner.router.table.drain() {
             let mut late = Vec::new();
             p.inbox.close(&mut late);
-            drop(late);
+            drop_guarded(late);
+            drop(p.take_rel());
             // A process whose lock is held belongs to a stuck scheduler: leave it.
             let Ok(mut g) = p.private.try_lock() else {
                 continue;
             };
-            let body = g.body.take();
-            g.mailbox.clear();
-            g.mem = None;
-            g.pend = None;
-            g.rel = None;
+            let leftovers = p.release(&mut g);
             drop(g);
-            drop(body);
+            drop_guarded(leftovers);
         }
-        inner.sched.drain();
+        inner.router.sched.drain();
         stuck
     }
+}
+
+impl Vm {
+    /// Joins the dirty pool threads that are idle (they return as soon as the pools
+    /// are stopped) and detaches the ones still running a job: a job that blocks for a
+    /// long time (a dirty IO call) must not hold up shutdown; such a thread exits when
+    /// its job returns, and the result is dropped.
+    fn join_dirty_threads(&mut self) {
+        let dirty = &self.handle.0.dirty;
+        let end = Instant::now() + DIRTY_EXIT_GRACE;
+        // Idle threads leave within microseconds; a thread that finishes its job now
+        // leaves too. Wait until the threads left are the ones running a job.
+        while self
+            .dirty_threads
+            .iter()
+            .filter(|t| !t.is_finished())
+            .count()
+            > dirty.running()
+            && Instant::now() < end
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        for t in self.dirty_threads.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// How long shutdown waits for idle dirty pool threads to leave (they leave within
+/// microseconds; this bounds a pathological wait, after which they are detached).
+const DIRTY_EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// Starts a VM thread. (Tests can make the n-th start on this thread fail.)
+fn spawn_thread(
+    name: String,
+    stack: Option<usize>,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    #[cfg(test)]
+    if tests::FAIL_SPAWN.with(|c| {
+        let n = c.get();
+        c.set(n.map(|n| n.wrapping_sub(1)));
+        n == Some(0)
+    }) {
+        return Err(Error::BadArg(format!(
+            "cannot start thread {name}: injected"
+        )));
+    }
+    let mut b = std::thread::Builder::new().name(name.clone());
+    if let Some(s) = stack {
+        b = b.stack_size(s);
+    }
+    b.spawn(f)
+        .map_err(|e| Error::BadArg(format!("cannot start thread {name}: {e}")))
 }
 
 impl std::ops::Deref for Vm {
@@ -569,5 +628,49 @@ impl std::ops::Deref for Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+    use std::sync::Weak;
+
+    thread_local! {
+        /// Makes the n-th VM thread start on this thread fail (0: the next).
+        pub(crate) static FAIL_SPAWN: Cell<Option<usize>> = const { Cell::new(None) };
+        /// The VM most recently started on this thread.
+        pub(crate) static LAST_VM: RefCell<Option<Weak<VmInner>>> = const { RefCell::new(None) };
+    }
+
+    /// A failure to start any one of the VM's threads returns an error, and every
+    /// thread started before it is stopped and joined (issue 8, fault 9: the old start
+    /// returned with `?` and left them running, each holding the VM alive).
+    #[test]
+    fn a_thread_that_cannot_start_leaves_no_thread_behind() {
+        let config = VmConfig {
+            schedulers: 2,
+            schedulers_online: 2,
+            dirty_cpu: 1,
+            dirty_io: 2,
+            ..VmConfig::default()
+        };
+        // timer, watchdog, 3 dirty, 2 schedulers.
+        for n in 0..7 {
+            FAIL_SPAWN.with(|c| c.set(Some(n)));
+            let r = Vm::start(config.clone());
+            FAIL_SPAWN.with(|c| c.set(None));
+            assert!(r.is_err(), "thread {n} failed to start");
+            let weak = LAST_VM
+                .with(|c| c.borrow_mut().take())
+                .expect("a VM was made");
+            assert!(
+                weak.upgrade().is_none(),
+                "thread {n}: the threads started before it still hold the VM"
+            );
+        }
+        let mut vm = Vm::start(config).expect("starts when nothing fails");
+        assert_eq!(vm.shutdown_within(Some(Duration::from_secs(5))), 0);
     }
 }

@@ -47,6 +47,11 @@ fn per_process_gc_runs_between_slices_keeps_live_data_and_is_reported() {
         .unwrap();
     let intact = recv_timeout(&rx, 30);
     assert_eq!(intact, live, "the live term survived every collection");
+    // Counters are published at the end of each slice (process_info never waits for
+    // one): read them once the last slice has ended.
+    assert!(eventually(5, || vm
+        .process_info(p)
+        .is_some_and(|i| i.status == "waiting")));
     let info = vm.process_info(p).unwrap();
     assert!(info.minor_gcs > 0, "minor collections happened: {info:?}");
     // 300 slices × 200 × ~25 words of garbage = 1.5M words; the heap stays far below.
@@ -123,6 +128,86 @@ fn send_after_delivers_late_enough_and_cancel_prevents_it() {
     assert!(
         rx.recv_timeout(Duration::from_millis(80)).is_err(),
         "cancelled timer never fires"
+    );
+}
+
+/// Timeouts too long for the clock (`Duration::MAX`, `u64::MAX` seconds: `sleep(None)`
+/// and `sleep(inf)` from Python) mean "never" (issue 8, fault 8): no panic, the timer
+/// never fires, can be read and cancelled; a receive with such a timeout waits for a
+/// message like one without.
+#[test]
+fn huge_and_infinite_timeouts_are_infinity() {
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let p = vm.spawn(forwarder(tx.clone())).unwrap();
+    for huge in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+        let r = vm.send_after(huge, p, int(9));
+        assert_eq!(vm.read_timer(r), Some(Duration::MAX), "time left: forever");
+        assert_eq!(vm.cancel_timer(r), Some(Duration::MAX));
+        assert_eq!(vm.read_timer(r), None);
+    }
+    let forever = vm.send_after(Duration::MAX, p, int(9));
+    // A process waiting with a huge timeout, and one setting such a timer itself.
+    let mut phase = 0;
+    let waiter = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            if phase == 0 {
+                phase = 1;
+                let me = cx.self_pid();
+                let r = cx.send_after(Duration::from_secs(u64::MAX), me, int(7));
+                assert_eq!(cx.cancel_timer(r), Some(Duration::MAX));
+            }
+            if let Some(m) = cx.recv() {
+                tx.send(m.to_term()).unwrap();
+                return Step::Exit(int(0));
+            }
+            if cx.timed_out() {
+                tx.send(Term::atom("timed_out")).unwrap();
+                return Step::Exit(int(0));
+            }
+            cx.wait(Some(Duration::MAX))
+        }))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(vm.is_alive(waiter), "still waiting");
+    vm.send(waiter, int(5));
+    assert_eq!(recv_timeout(&rx, 5), Term::Int(5));
+    assert!(vm.is_alive(p));
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+    assert_eq!(vm.system_info().timers, 1, "the infinite timer to p");
+    vm.exit(p, term(atom("kill")));
+    assert!(
+        eventually(5, || vm.system_info().timers == 0),
+        "cancelled at exit"
+    );
+    assert_eq!(vm.cancel_timer(forever), None);
+}
+
+/// A timer aimed at a process that is not alive is cancelled at once instead of
+/// lingering until its deadline (issue 8, fault 9: send_after checked liveness and
+/// flagged the process after adding the timer, racing its exit).
+#[test]
+fn a_timer_for_a_dead_process_does_not_linger() {
+    let vm = vm(1);
+    let p = vm.spawn(body(|_: &mut Cx<'_>| Step::Exit(int(0)))).unwrap();
+    assert!(eventually(5, || !vm.is_alive(p)));
+    let r = vm.send_after(Duration::from_secs(3600), p, int(1));
+    assert_eq!(
+        vm.system_info().timers,
+        0,
+        "no timer kept for a dead process"
+    );
+    assert_eq!(vm.cancel_timer(r), None);
+    // Racing exits: processes that end at once while timers are set for them.
+    for _ in 0..200 {
+        let p = vm.spawn(body(|_: &mut Cx<'_>| Step::Exit(int(0)))).unwrap();
+        vm.send_after(Duration::from_secs(3600), p, int(1));
+    }
+    assert!(eventually(5, || vm.process_count() == 0));
+    assert!(
+        eventually(5, || vm.system_info().timers == 0),
+        "{} timers linger",
+        vm.system_info().timers
     );
 }
 

@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use vm_core::process::mailbox::KeyElem;
-use vm_core::{Cx, Key, Ref, Step, Term, Vm};
+use vm_core::{Atom, Cx, Key, Ref, Step, Term, Vm};
 
 /// Spawns a collector that, once it has `n` messages queued, runs `f` once and exits.
 fn when_queued<F>(vm: &Vm, n: usize, mut f: F) -> vm_core::Pid
@@ -263,6 +263,55 @@ fn keyed_receive_does_not_scan_unrelated_messages() {
     assert_eq!(left, 50_000);
 }
 
+/// The work behind the rule above, counted rather than timed: with 50,000 unrelated
+/// messages queued, keyed takes by reference and by tag examine a handful of messages,
+/// where the same receive done by scanning examines them all (so a linear scan would
+/// fail this test).
+#[test]
+fn keyed_take_examines_candidates_not_the_queue() {
+    use vm_core::process::mailbox::{Mailbox, INDEX_THRESHOLD};
+    let mut mb = Mailbox::default();
+    for i in 0..50_000 {
+        mb.push(term(Term::Tuple(vec![Term::atom("noise"), Term::Int(i)])));
+    }
+    let r = Ref::new();
+    let reply = Term::Tuple(vec![Term::atom("reply"), Term::Ref(r), Term::Int(42)]);
+    mb.push(term(reply.clone()));
+    let tagged = Term::Tuple(vec![Term::atom("rare_tag"), Term::Int(7)]);
+    mb.push(term(tagged.clone()));
+
+    let before = mb.examined();
+    let got = mb
+        .take_keyed(Key::of_ref(r), &mut |_| true)
+        .map(|m| m.to_term());
+    assert_eq!(got, Some(reply));
+    let tag = Key::Atom(vm_core::Atom::new("rare_tag").index());
+    let got = mb.take_keyed(tag, &mut |_| true).map(|m| m.to_term());
+    assert_eq!(got, Some(tagged));
+    let absent = Key::Atom(vm_core::Atom::new("absent_tag").index());
+    assert!(mb.take_keyed(absent, &mut |_| true).is_none());
+    let keyed = mb.examined() - before;
+    // The unindexed prefix (the first INDEX_THRESHOLD arrivals) is scanned three
+    // times, plus one candidate each for the two hits.
+    assert!(
+        keyed <= 3 * INDEX_THRESHOLD as u64 + 2,
+        "keyed takes examined {keyed} messages"
+    );
+
+    // The same search for an absent key done by scanning: every queued message.
+    let before = mb.examined();
+    assert!(mb
+        .take_where(&mut |v| v.tuple_get(0).and_then(|e| e.as_atom())
+            == vm_core::Atom::existing("absent_tag"))
+        .is_none());
+    assert_eq!(
+        mb.examined() - before,
+        50_000,
+        "a scan examines the whole queue"
+    );
+    assert_eq!(mb.len(), 50_000);
+}
+
 #[test]
 fn a_text_tag_is_indexed_like_an_atom_tag() {
     // A Python receive for ("job", ANY) keys on the text tag: with 50,000 unrelated
@@ -294,6 +343,48 @@ fn a_text_tag_is_indexed_like_an_atom_tag() {
     let (got, n) = recv_timeout(&rx, 30);
     assert_eq!(got, Some(job));
     assert!(n <= 1, "examined {n} messages");
+}
+
+#[test]
+fn a_bare_text_or_atom_message_is_found_by_key() {
+    // receive("stop") in Python: the message is a bare text, not a tuple. With 50,000
+    // tuples queued it is found by its key (the one it would have as a tag), and a bare
+    // atom too, without examining the tuples.
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let examined = Arc::new(AtomicUsize::new(0));
+    let ex = examined.clone();
+    let p = when_queued(&vm, 50_002, move |cx| {
+        let mut got = Vec::new();
+        for want in [Term::str("stop"), Term::Atom(Atom::OK)] {
+            let key = Key::of_bare(KeyElem::of_term(&want)).unwrap();
+            let m = cx.recv_keyed(key, |v| {
+                ex.fetch_add(1, Ordering::Relaxed);
+                v.eq_term(&want)
+            });
+            got.push(m.map(|m| m.to_term()));
+        }
+        tx.send((got, ex.load(Ordering::Relaxed))).unwrap();
+    });
+    for i in 0..50_000 {
+        // Tuples tagged with the same text and atom: a different key policy position.
+        let tag = if i % 2 == 0 {
+            Term::str("stop")
+        } else {
+            Term::Atom(Atom::OK)
+        };
+        vm.send(p, term(Term::Tuple(vec![tag, Term::Int(i)])));
+    }
+    vm.send(p, term(Term::Atom(Atom::OK)));
+    vm.send(p, term(Term::str("stop")));
+    let (got, n) = recv_timeout(&rx, 30);
+    assert_eq!(
+        got,
+        vec![Some(Term::str("stop")), Some(Term::Atom(Atom::OK))]
+    );
+    // Bare keys are apart from tag keys: the tuples tagged "stop" and ok are not
+    // examined.
+    assert!(n <= 2, "examined {n} messages");
 }
 
 #[test]

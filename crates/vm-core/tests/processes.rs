@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use vm_core::{Cx, Error, Priority, SpawnOpts, Step, Term, Vm, VmConfig};
+use vm_core::{Atom, Cx, Error, Priority, SpawnOpts, Step, Term, Vm, VmConfig};
 
 #[test]
 fn spawned_process_runs_and_exits() {
@@ -176,15 +176,18 @@ fn max_priority_runs_first_and_low_still_progresses() {
     let order: Vec<_> = (0..4).map(|_| recv_timeout(&rx, 5)).collect();
     assert_eq!(order, vec!["max", "high", "normal", "low"]);
 
-    // Low progresses while normal processes keep the scheduler busy.
+    // Low progresses while normal processes keep the scheduler busy: it gets one pick
+    // in LOW_EVERY (8), as in BEAM.
     let low_runs = Arc::new(AtomicU64::new(0));
+    let normal_runs = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     for _ in 0..4 {
-        let stop = stop.clone();
+        let (stop, n) = (stop.clone(), normal_runs.clone());
         vm.spawn(body(move |cx: &mut Cx<'_>| {
             if stop.load(Ordering::Relaxed) {
                 return Step::Exit(int(0));
             }
+            n.fetch_add(1, Ordering::Relaxed);
             cx.bump(4000);
             Step::Yield
         }))
@@ -208,10 +211,24 @@ fn max_priority_runs_first_and_low_still_progresses() {
     )
     .unwrap();
     assert!(
-        eventually(5, || low_runs.load(Ordering::Relaxed) > 10),
+        eventually(5, || low_runs.load(Ordering::Relaxed) > 1000),
         "low starved"
     );
+    // Counted over a window once all five run (the counts are per slice, not time).
+    let (l0, n0) = (
+        low_runs.load(Ordering::Relaxed),
+        normal_runs.load(Ordering::Relaxed),
+    );
+    assert!(eventually(5, || low_runs.load(Ordering::Relaxed) > l0 + 2000));
+    let low = low_runs.load(Ordering::Relaxed) - l0;
+    let normal = normal_runs.load(Ordering::Relaxed) - n0;
     stop.store(true, Ordering::Relaxed);
+    let share = low as f64 / (low + normal) as f64;
+    assert!(
+        (0.11..=0.14).contains(&share),
+        "low had {low} of {} slices ({share:.3}), expected 1 in 8",
+        low + normal
+    );
 }
 
 #[test]
@@ -244,15 +261,41 @@ fn shutdown_joins_threads_and_frees_every_process() {
     assert_eq!(vm.spawn(idle()).unwrap_err(), Error::NotRunning);
 }
 
+/// A panicking body ends with `{panic, Message}` (seen by a monitor); the VM and other
+/// processes go on.
 #[test]
 fn panic_in_a_body_ends_only_that_process() {
     let vm = vm(2);
     let (tx, rx) = mpsc::channel();
     let survivor = vm.spawn(forwarder(tx.clone())).unwrap();
-    let crasher = vm
-        .spawn(body(|_: &mut Cx<'_>| -> Step { panic!("boom") }))
+    let mut started = false;
+    let watcher = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            if !started {
+                started = true;
+                cx.spawn_monitor(body(|_: &mut Cx<'_>| -> Step { panic!("boom") }))
+                    .unwrap();
+            }
+            if let Some(m) = cx.recv() {
+                cx.send(survivor, m);
+                return Step::Exit(int(0));
+            }
+            Step::Wait
+        }))
         .unwrap();
-    assert!(eventually(5, || !vm.is_alive(crasher)));
+    let Term::Tuple(down) = recv_timeout(&rx, 5) else {
+        panic!("a DOWN tuple")
+    };
+    assert_eq!(down[0], Term::Atom(Atom::DOWN));
+    assert_eq!(
+        down[4],
+        Term::Tuple(vec![
+            Term::Atom(Atom::PANIC),
+            Term::binary(b"boom".to_vec())
+        ]),
+        "the reason is {{panic, Message}}"
+    );
+    assert!(eventually(5, || !vm.is_alive(watcher)));
     vm.send(survivor, int(1));
     assert_eq!(recv_timeout(&rx, 5), Term::Int(1));
 }
@@ -289,6 +332,56 @@ fn work_is_stolen_across_schedulers() {
         names.len() >= 2,
         "only one scheduler ran processes: {names:?}"
     );
+}
+
+/// Taking schedulers offline moves their work to the ones online (and parks them);
+/// bringing them back spreads work again, and nothing is lost either way.
+#[test]
+fn schedulers_offline_hand_their_work_over_and_come_back() {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    let vm = vm(3);
+    let names: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicU64::new(0));
+    for _ in 0..12 {
+        let (names, stop, finished) = (names.clone(), stop.clone(), finished.clone());
+        vm.spawn(body(move |cx: &mut Cx<'_>| {
+            if stop.load(Ordering::Acquire) {
+                finished.fetch_add(1, Ordering::AcqRel);
+                return Step::Exit(int(0));
+            }
+            let me = std::thread::current().name().unwrap_or("?").to_string();
+            names.lock().unwrap().push(me);
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(100) {}
+            cx.bump(4000);
+            Step::Yield
+        }))
+        .unwrap();
+    }
+    let seen = |names: &Mutex<Vec<String>>| -> HashSet<String> {
+        std::thread::sleep(Duration::from_millis(100));
+        names.lock().unwrap().drain(..).collect()
+    };
+    seen(&names);
+    assert_eq!(vm.set_schedulers_online(1).unwrap(), 3);
+    seen(&names); // slices that were running when it changed
+    let online_one = seen(&names);
+    assert_eq!(
+        online_one,
+        HashSet::from(["beamvm-sched-0".to_string()]),
+        "only the online scheduler runs processes"
+    );
+    assert_eq!(vm.set_schedulers_online(3).unwrap(), 1);
+    assert!(
+        eventually(5, || seen(&names).len() >= 2),
+        "work spreads again once they are back"
+    );
+    stop.store(true, Ordering::Release);
+    assert!(eventually(5, || finished.load(Ordering::Acquire) == 12));
+    assert!(vm.set_schedulers_online(0).is_err());
+    assert!(vm.set_schedulers_online(4).is_err());
 }
 
 #[test]

@@ -373,21 +373,83 @@ fn signals_from_one_process_arrive_in_order() {
     }
 }
 
+/// A process that ends releases its name, its timers, its links (the linked process
+/// gets the exit signal and no longer lists it), the monitors on it (one DOWN) and the
+/// monitor it held on another process (which no longer lists it).
 #[test]
 fn exit_cleans_up_name_timers_and_links() {
     let vm = vm(2);
     let h = vm.handle();
-    let p = die_on_message(&h, atom("bye"));
+    let target = vm.spawn(idle()).unwrap();
+    let mut started = false;
+    let p = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            if !started {
+                started = true;
+                cx.monitor(target);
+            }
+            if cx.recv().is_some() {
+                return Step::Exit(term(atom("bye")));
+            }
+            Step::Wait
+        }))
+        .unwrap();
+    let (ltx, lrx) = mpsc::channel();
+    let linker = vm
+        .spawn(watcher(ltx, true, move |cx| cx.link(p).unwrap()))
+        .unwrap();
+    let (mtx, mrx) = mpsc::channel();
+    vm.spawn(watcher(mtx, false, move |cx| {
+        cx.monitor(p);
+    }))
+    .unwrap();
     let name = vm_core::Atom::new("cleanup_test_name");
     vm.register(name, p).unwrap();
     vm.send_after(Duration::from_secs(3600), p, int(1));
     assert_eq!(vm.system_info().timers, 1);
+    // Every relation is in place before p dies.
+    assert!(eventually(5, || {
+        let info = h.process_info(p).expect("alive");
+        info.links == vec![linker] && info.monitored_by.len() == 1 && info.monitors == vec![target]
+    }));
+    assert!(eventually(5, || h
+        .process_info(target)
+        .is_some_and(|i| i.monitored_by == vec![p])));
     vm.send(p, int(0));
     assert!(eventually(5, || !vm.is_alive(p)));
     assert_eq!(vm.whereis(name), None, "name released");
     assert!(
         eventually(5, || vm.system_info().timers == 0),
         "timers cancelled"
+    );
+    assert_eq!(
+        recv_timeout(&lrx, 5),
+        exit_msg(p, atom("bye")),
+        "link signalled"
+    );
+    assert!(
+        eventually(5, || h
+            .process_info(linker)
+            .is_some_and(|i| i.links.is_empty())),
+        "the link is gone on the other side"
+    );
+    match recv_timeout(&mrx, 5) {
+        Term::Tuple(v) => {
+            assert_eq!(v[0], atom("DOWN"));
+            assert_eq!(v[3], Term::Pid(p));
+            assert_eq!(v[4], atom("bye"));
+        }
+        other => panic!("expected a DOWN, got {other}"),
+    }
+    assert!(
+        mrx.recv_timeout(Duration::from_millis(50)).is_err(),
+        "one DOWN"
+    );
+    assert!(
+        eventually(5, || h
+            .process_info(target)
+            .is_some_and(|i| i.monitored_by.is_empty())),
+        "the monitor p held is removed"
     );
 }
 
@@ -621,4 +683,38 @@ fn nothing_leaks_over_100k_lifecycles() {
         after.binary <= before.binary + 4096,
         "binaries leaked: {before:?} -> {after:?}"
     );
+}
+
+/// A signal that becomes a message (a trapped EXIT here) and arrives during the
+/// receiver's slice, with no plain message beside it, is received by the next `recv`
+/// of that slice: it must not sit in the mailbox while the process goes to sleep.
+#[test]
+fn exit_message_arriving_mid_slice_is_received_at_once() {
+    let vm = vm(2);
+    let h = vm.handle();
+    let child = die_on_message(&h, atom("boom"));
+    let (tx, rx) = mpsc::channel();
+    let h2 = vm.handle();
+    let mut phase = 0;
+    vm.spawn(body(move |cx: &mut Cx<'_>| {
+        if phase == 0 {
+            phase = 1;
+            cx.trap_exit(true);
+            cx.link(child).unwrap();
+            h2.send(child, int(0));
+            // Stay in this slice until the child is dead: its EXIT is then in our
+            // inbox, arrived after the slice's initial drain.
+            let t0 = std::time::Instant::now();
+            while h2.is_alive(child) && t0.elapsed() < Duration::from_secs(5) {
+                std::hint::spin_loop();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        while let Some(m) = cx.recv() {
+            let _ = tx.send(m.to_term());
+        }
+        Step::Wait
+    }))
+    .unwrap();
+    assert_eq!(recv_timeout(&rx, 5), exit_msg(child, atom("boom")));
 }

@@ -86,6 +86,16 @@ fn view_accessors() {
             Term::Atom(a) => assert_eq!(v.as_atom(), Some(*a)),
             Term::Pid(p) => assert_eq!(v.as_pid(), Some(*p)),
             Term::Ref(x) => assert_eq!(v.as_ref(), Some(*x)),
+            Term::ExternalPid(p) => {
+                assert_eq!(v.kind(), Kind::Pid);
+                assert_eq!(v.as_external_pid(), Some(*p));
+                assert_eq!(v.as_pid(), None);
+            }
+            Term::ExternalRef(x) => {
+                assert_eq!(v.kind(), Kind::Ref);
+                assert_eq!(v.as_external_ref(), Some(*x));
+                assert_eq!(v.as_ref(), None);
+            }
             Term::Binary(b) => {
                 assert_eq!(v.kind(), Kind::Binary);
                 assert_eq!(v.as_bytes(), Some(b.as_slice()));

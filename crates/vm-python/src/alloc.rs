@@ -11,24 +11,16 @@
 //!   class), and the few untracked structures. [`release`] returns the free pages at
 //!   once (`mi_collect(true)`) and reports how much resident memory came back.
 //! * **Python processes.** A process's generator, frame, budget cell and context live on
-//!   Python's heap, not mimalloc's; each process's size at spawn is added to
-//!   [`python_process_bytes`] and taken off when the process is dropped. Objects that
+//!   Python's heap, not mimalloc's; each process's size at spawn is declared to vm-core
+//!   (`vm_core::add_body_bytes`, so `memory().processes` counts it for every reader)
+//!   and taken off when the process is dropped. Objects that
 //!   a process's locals point to are Python's own, not counted (a process holding a
 //!   100 MB list is a Python-level matter).
-
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 
-static PY_PROCESS_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-/// Bytes of the Python objects of live Python processes (as measured at spawn).
-pub(crate) fn python_process_bytes() -> usize {
-    PY_PROCESS_BYTES.load(Ordering::Relaxed)
-}
-
-/// A live Python process's share of [`python_process_bytes`]; dropping it takes the
+/// A live Python process's share of `vm_core::body_bytes()`; dropping it takes the
 /// share off.
 pub(crate) struct Counted(usize);
 
@@ -38,7 +30,7 @@ impl Counted {
     /// budget cell, context and Rust body, measured once by the caller).
     pub(crate) fn new(gen: &Bound<'_, PyAny>, fixed: usize) -> Counted {
         let n = fixed + sizeof(gen.py(), gen);
-        PY_PROCESS_BYTES.fetch_add(n, Ordering::Relaxed);
+        vm_core::add_body_bytes(n);
         Counted(n)
     }
 }
@@ -61,7 +53,7 @@ pub(crate) fn sizeof(py: Python<'_>, obj: &Bound<'_, PyAny>) -> usize {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        PY_PROCESS_BYTES.fetch_sub(self.0, Ordering::Relaxed);
+        vm_core::sub_body_bytes(self.0);
     }
 }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use pyo3::exceptions::{PySystemError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
-use vm_core::{Atom, Error, Fragment, Pid, Priority, SpawnOpts, Term};
+use vm_core::term::FragmentBuilder;
+use vm_core::{Atom, Error, Fragment, Pid, Priority, SpawnOpts};
 
 use crate::args::{
     atom_of, existing_atom_of, parse_priority, parse_timeout, pid_of, ref_of, spelled,
@@ -18,7 +19,12 @@ use crate::driver::{copy_context, in_process, with_cx, PyProcess};
 use crate::errors::{outside, vm_err, BadArg, ProcessExit};
 use crate::lifecycle::{vm, MainSlot};
 use crate::runtime::{self, rt};
-use crate::types::{PyAtom, PyPid, PyRef};
+use crate::types::{PidTarget, PyAtom, PyPid, PyRef};
+
+/// A pid no process of this VM ever has: the process table never gives out its
+/// highest index (reserved for `vm_core::EXTERNAL_PID`), and no slot reaches this
+/// serial. A timer to another VM's pid targets it, so its message is dropped.
+const NEVER_ALIVE: Pid = Pid::new(vm_core::term::MAX_PID_INDEX, u32::MAX);
 
 pub(crate) fn make_body(
     py: Python<'_>,
@@ -107,7 +113,7 @@ pub(crate) fn spawn(
     if !in_process() {
         vm()?;
     }
-    spawn_impl(py, f, args, kwargs, SpawnOpts::default(), "spawn").map(|(p, _)| PyPid(p))
+    spawn_impl(py, f, args, kwargs, SpawnOpts::default(), "spawn").map(|(p, _)| PyPid::local(p))
 }
 
 /// Spawns `f(*args, **kwargs)` linked to the calling process; returns its pid. Arguments
@@ -127,7 +133,7 @@ pub(crate) fn spawn_link(
         link: true,
         ..SpawnOpts::default()
     };
-    spawn_impl(py, f, args, kwargs, opts, "spawn_link").map(|(p, _)| PyPid(p))
+    spawn_impl(py, f, args, kwargs, opts, "spawn_link").map(|(p, _)| PyPid::local(p))
 }
 
 /// Spawns `f(*args, **kwargs)` monitored by the calling process; returns `(pid, ref)`.
@@ -149,7 +155,7 @@ pub(crate) fn spawn_monitor(
     };
     let (p, r) = spawn_impl(py, f, args, kwargs, opts, "spawn_monitor")?;
     let r = r.ok_or_else(|| PySystemError::new_err("spawn_monitor: the VM made no monitor"))?;
-    Ok((PyPid(p), PyRef(r)))
+    Ok((PyPid::local(p), PyRef::local(r)))
 }
 
 /// Spawns with options: `spawn_opt(f, args=(), kwargs=None, *, link=False,
@@ -184,13 +190,15 @@ pub(crate) fn spawn_opt(
     }
     let (p, r) = spawn_impl(py, f, args, kwargs, opts, "spawn_opt")?;
     Ok(match r {
-        Some(r) if monitor => (PyPid(p), PyRef(r)).into_py(py),
-        _ => PyPid(p).into_py(py),
+        Some(r) if monitor => (PyPid::local(p), PyRef::local(r)).into_py(py),
+        _ => PyPid::local(p).into_py(py),
     })
 }
 
-/// Sends `msg` (copied) to a pid or registered name; returns `msg`. Sending to a dead
-/// pid is not an error (the message is dropped); to an unregistered name it is.
+/// Sends `msg` (copied) to a pid, an alias (a Ref), a registered name or a `('via',
+/// module, key)` name; returns `msg`.
+/// Sending to a dead pid or an inactive alias is not an error (the message is dropped);
+/// to an unregistered name it is.
 #[pyfunction]
 pub(crate) fn send<'py>(
     dest: &Bound<'py, PyAny>,
@@ -198,14 +206,35 @@ pub(crate) fn send<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut frag = Some(to_fragment(msg)?);
     if let Ok(p) = dest.downcast_exact::<PyPid>() {
-        let pid = p.get().0;
+        let PidTarget::Local(pid) = p.get().target() else {
+            // Another VM's process: as to a dead one, the message is dropped.
+            return Ok(msg.clone());
+        };
         // The fragment moves into the closure only when a process is running here.
         if with_cx(|cx| cx.send(pid, frag.take().expect("fragment"))).is_none() {
             vm()?.send(pid, frag.take().expect("fragment"));
         }
         return Ok(msg.clone());
     }
-    let name = existing_atom_of(dest, "send's destination (a Pid or a registered name)")?;
+    if let Ok(r) = dest.downcast_exact::<PyRef>() {
+        if let crate::types::RefId::Local(r) = r.get().0 {
+            crate::alias::send_to_alias(r, frag.take().expect("fragment"))?;
+        } // another VM's reference routes nowhere here: dropped, as to a dead alias
+
+        return Ok(msg.clone());
+    }
+    if dest.downcast_exact::<PyTuple>().is_ok() {
+        // ('via', module, key): the via module sends (beamvm._otp.send_via).
+        let py = dest.py();
+        py.import("beamvm._otp")?
+            .getattr("send_via")?
+            .call1((dest, msg))?;
+        return Ok(msg.clone());
+    }
+    let name = existing_atom_of(
+        dest,
+        "send's destination (a Pid, an alias Ref or a registered name)",
+    )?;
     let Some(pid) = name.map(whereis_name).transpose()?.flatten() else {
         return Err(BadArg::new_err(format!(
             "send: no process is registered as {}",
@@ -229,24 +258,57 @@ fn whereis_name(name: Atom) -> PyResult<Option<Pid>> {
 /// The calling process's pid.
 #[pyfunction]
 pub(crate) fn self_pid() -> PyResult<PyPid> {
-    with_cx(|cx| PyPid(cx.self_pid())).ok_or_else(|| outside("self_pid"))
+    with_cx(|cx| PyPid::local(cx.self_pid())).ok_or_else(|| outside("self_pid"))
 }
 
 /// Links the calling process to `pid` (NoProc if it is dead and exits are not trapped).
 #[pyfunction]
 pub(crate) fn link(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let pid = pid_of(pid, "link's argument")?;
-    with_cx(|cx| cx.link(pid))
-        .ok_or_else(|| outside("link"))?
-        .map_err(vm_err)?;
+    let r = match pid_of(pid, "link's argument")? {
+        PidTarget::Local(pid) => with_cx(|cx| cx.link(pid)),
+        // Another VM's process is dead here: as erlang:link/1 to a dead pid.
+        PidTarget::Foreign(e) => with_cx(|cx| {
+            if !trapping(cx) {
+                return Err(vm_core::Error::NoProc);
+            }
+            let mut b = FragmentBuilder::with_capacity(8);
+            b.atom(Atom::EXIT).external_pid(&e).atom(Atom::NOPROC);
+            if let Some(m) = tuple_of(b, 3) {
+                let me = cx.self_pid();
+                cx.send(me, m);
+            }
+            Ok(())
+        }),
+    };
+    r.ok_or_else(|| outside("link"))?.map_err(vm_err)?;
     Ok(true)
+}
+
+/// The tuple of the `n` terms pushed on `b` (a message the API builds itself).
+fn tuple_of(mut b: FragmentBuilder, n: usize) -> Option<vm_core::Fragment> {
+    if b.tuple(n).is_err() {
+        return None;
+    }
+    b.finish().ok()
+}
+
+/// Whether the process traps exits.
+fn trapping(cx: &mut vm_core::Cx<'_>) -> bool {
+    let on = cx.trap_exit(false);
+    cx.trap_exit(on);
+    on
 }
 
 /// Removes the link to `pid`, if any.
 #[pyfunction]
 pub(crate) fn unlink(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let pid = pid_of(pid, "unlink's argument")?;
-    with_cx(|cx| cx.unlink(pid)).ok_or_else(|| outside("unlink"))?;
+    let target = pid_of(pid, "unlink's argument")?;
+    with_cx(|cx| {
+        if let PidTarget::Local(pid) = target {
+            cx.unlink(pid);
+        }
+    })
+    .ok_or_else(|| outside("unlink"))?;
     Ok(true)
 }
 
@@ -255,37 +317,74 @@ pub(crate) fn unlink(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// A name that no process has gives at once, as Erlang does, `(Atom('DOWN'), ref,
 /// Atom('process'), (name, node), Atom('noproc'))`, `node` being this node's name
 /// (`Atom('nonode@nohost')`).
+/// With `alias='demonitor'` (or `'reply_demonitor'`, `'explicit_unalias'`) the
+/// returned reference is also an alias of the caller (OTP's `{alias, Mode}` option;
+/// not for a name no process has: its DOWN is already there).
 #[pyfunction]
-pub(crate) fn monitor(target: &Bound<'_, PyAny>) -> PyResult<PyRef> {
-    if target.downcast::<PyPid>().is_ok() {
-        let pid = pid_of(target, "monitor's argument")?;
-        return with_cx(|cx| PyRef(cx.monitor(pid))).ok_or_else(|| outside("monitor"));
-    }
-    if !in_process() {
-        return Err(outside("monitor"));
-    }
-    let what = "monitor's argument (a Pid or a registered name)";
-    if let Some(pid) = existing_atom_of(target, what)?
-        .map(whereis_name)
-        .transpose()?
-        .flatten()
-    {
-        return with_cx(|cx| PyRef(cx.monitor(pid))).ok_or_else(|| outside("monitor"));
-    }
-    // No process has the name: the DOWN comes at once, naming what was monitored. The
-    // reference is a fresh one that no monitor holds (demonitor on it returns False).
-    let name = atom_of(target, what)?;
-    let r = vm_core::Ref::new();
-    let down = Term::Tuple(vec![
-        Term::Atom(Atom::DOWN),
-        Term::Ref(r),
-        Term::Atom(Atom::PROCESS),
-        Term::Tuple(vec![Term::Atom(name), Term::Atom(Atom::NONODE)]),
-        Term::Atom(Atom::NOPROC),
-    ]);
-    let down = Fragment::from_term(&down);
-    with_cx(|cx| cx.send(cx.self_pid(), down)).ok_or_else(|| outside("monitor"))?;
-    Ok(PyRef(r))
+#[pyo3(signature = (target, *, alias=None))]
+pub(crate) fn monitor(
+    target: &Bound<'_, PyAny>,
+    alias: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyRef> {
+    let mode = crate::alias::parse_monitor_alias(alias)?;
+    let pid = if target.downcast::<PyPid>().is_ok() {
+        pid_of(target, "monitor's argument")?
+    } else {
+        if !in_process() {
+            return Err(outside("monitor"));
+        }
+        let what = "monitor's argument (a Pid or a registered name)";
+        match existing_atom_of(target, what)?
+            .map(whereis_name)
+            .transpose()?
+            .flatten()
+        {
+            Some(pid) => PidTarget::Local(pid),
+            None => {
+                // No process has the name: the DOWN comes at once, naming what was
+                // monitored. The reference is a fresh one that no monitor holds
+                // (demonitor on it returns False).
+                let name = atom_of(target, what)?;
+                let r = vm_core::Ref::new();
+                let mut b = FragmentBuilder::with_capacity(16);
+                b.atom(Atom::DOWN)
+                    .reference(r)
+                    .atom(Atom::PROCESS)
+                    .atom(name)
+                    .atom(Atom::NONODE);
+                if b.tuple(2).is_err() {
+                    return Err(PySystemError::new_err("monitor: could not build DOWN"));
+                }
+                b.atom(Atom::NOPROC);
+                let down = tuple_of(b, 5)
+                    .ok_or_else(|| PySystemError::new_err("monitor: could not build DOWN"))?;
+                with_cx(|cx| cx.send(cx.self_pid(), down)).ok_or_else(|| outside("monitor"))?;
+                return Ok(PyRef::local(r));
+            }
+        }
+    };
+    let r = match pid {
+        PidTarget::Local(pid) => with_cx(|cx| match mode {
+            Some(m) => cx.monitor_alias(pid, m),
+            None => cx.monitor(pid),
+        }),
+        // Another VM's process is dead here: the DOWN (noproc) comes at once.
+        PidTarget::Foreign(e) => with_cx(|cx| {
+            let r = vm_core::Ref::new();
+            let mut b = FragmentBuilder::with_capacity(16);
+            b.atom(Atom::DOWN)
+                .reference(r)
+                .atom(Atom::PROCESS)
+                .external_pid(&e)
+                .atom(Atom::NOPROC);
+            if let Some(m) = tuple_of(b, 5) {
+                let me = cx.self_pid();
+                cx.send(me, m);
+            }
+            r
+        }),
+    };
+    r.map(PyRef::local).ok_or_else(|| outside("monitor"))
 }
 
 /// Removes a monitor; with `flush`, also its DOWN message if it arrived. Returns
@@ -294,7 +393,7 @@ pub(crate) fn monitor(target: &Bound<'_, PyAny>) -> PyResult<PyRef> {
 #[pyo3(signature = (ref_, flush=false))]
 pub(crate) fn demonitor(ref_: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> {
     let r = ref_of(ref_, "demonitor's argument")?;
-    with_cx(|cx| cx.demonitor(r, flush)).ok_or_else(|| outside("demonitor"))
+    with_cx(|cx| r.is_some_and(|r| cx.demonitor(r, flush))).ok_or_else(|| outside("demonitor"))
 }
 
 /// An exit reason; the str spellings of the three atoms Erlang gives a meaning
@@ -336,10 +435,13 @@ pub(crate) fn exit(args: &Bound<'_, PyTuple>) -> PyResult<bool> {
             Err(ProcessExit::new_err((reason.unbind(),)))
         }
         2 => {
-            let target = args.get_item(0)?;
-            let pid = pid_of(&target, "exit's first argument")?;
+            let target = pid_of(&args.get_item(0)?, "exit's first argument")?;
             let reason_obj = args.get_item(1)?;
             let reason = exit_reason_of(&reason_obj)?;
+            let PidTarget::Local(pid) = target else {
+                // Another VM's process is dead here: the signal goes nowhere.
+                return Ok(true);
+            };
             let is_kill = reason.view().as_atom() == Some(Atom::KILL);
             match with_cx(|cx| {
                 cx.exit(pid, reason.clone());
@@ -407,7 +509,15 @@ pub(crate) fn process_flag(
 pub(crate) fn register(name: &Bound<'_, PyAny>, pid: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
     let atom = atom_of(name, "a registered name")?;
     let pid = match pid {
-        Some(p) => pid_of(p, "register's pid")?,
+        Some(p) => match pid_of(p, "register's pid")? {
+            PidTarget::Local(pid) => pid,
+            PidTarget::Foreign(e) => {
+                return Err(BadArg::new_err(format!(
+                    "cannot register {e}: it is a pid of another VM (one that has \
+                     stopped), not a process of this one"
+                )))
+            }
+        },
         None => with_cx(|cx| cx.self_pid()).ok_or_else(|| outside("register (without a pid)"))?,
     };
     vm()?
@@ -444,13 +554,13 @@ pub(crate) fn whereis(name: &Bound<'_, PyAny>) -> PyResult<Option<PyPid>> {
     let v = vm()?;
     Ok(existing_atom_of(name, "a registered name")?
         .and_then(|a| v.whereis(a))
-        .map(PyPid))
+        .map(PyPid::local))
 }
 
 /// A new unique reference.
 #[pyfunction]
 pub(crate) fn make_ref() -> PyRef {
-    PyRef(vm_core::Ref::new())
+    PyRef::local(vm_core::Ref::new())
 }
 
 /// Sends `msg` to `dest` after `seconds`; returns a timer reference for
@@ -469,7 +579,12 @@ pub(crate) fn send_after(
     let v = vm()?;
     let mut frag = Some(frag);
     let r = if let Ok(p) = dest.downcast::<PyPid>() {
-        let pid = p.get().0;
+        let pid = match p.get().target() {
+            PidTarget::Local(pid) => pid,
+            // Another VM's process is dead here: the timer runs, its message is
+            // dropped at expiry (a pid no process of this VM ever has).
+            PidTarget::Foreign(_) => NEVER_ALIVE,
+        };
         match with_cx(|cx| cx.send_after(t, pid, frag.take().expect("fragment"))) {
             Some(r) => r,
             None => v.send_after(t, pid, frag.take().expect("fragment")),
@@ -484,28 +599,34 @@ pub(crate) fn send_after(
             None => v.send_after_named(t, name, frag.take().expect("fragment")),
         }
     };
-    Ok(PyRef(r))
+    Ok(PyRef::local(r))
 }
 
 /// Cancels a timer; returns the seconds it had left, or None if it already fired.
 #[pyfunction]
 pub(crate) fn cancel_timer(ref_: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
     let r = ref_of(ref_, "cancel_timer's argument")?;
-    Ok(vm()?.cancel_timer(r).map(|d| d.as_secs_f64()))
+    let v = vm()?;
+    Ok(r.and_then(|r| v.cancel_timer(r)).map(|d| d.as_secs_f64()))
 }
 
 /// Seconds left on a timer, or None.
 #[pyfunction]
 pub(crate) fn read_timer(ref_: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
     let r = ref_of(ref_, "read_timer's argument")?;
-    Ok(vm()?.read_timer(r).map(|d| d.as_secs_f64()))
+    let v = vm()?;
+    Ok(r.and_then(|r| v.read_timer(r)).map(|d| d.as_secs_f64()))
 }
 
 /// Whether `pid` is alive.
 #[pyfunction]
 pub(crate) fn is_alive(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let pid = pid_of(pid, "is_alive's argument")?;
-    Ok(vm()?.is_alive(pid))
+    let target = pid_of(pid, "is_alive's argument")?;
+    let v = vm()?;
+    Ok(match target {
+        PidTarget::Local(pid) => v.is_alive(pid),
+        PidTarget::Foreign(_) => false,
+    })
 }
 
 /// Converts a value to its term form and back (what a receiver would see).

@@ -7,10 +7,10 @@ use std::time::Duration;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
-use vm_core::{Atom, Pid, Priority};
+use vm_core::{Atom, Priority};
 
 use crate::errors::type_name;
-use crate::types::{PyAtom, PyPid, PyRef};
+use crate::types::{PidTarget, PyAtom, PyPid, PyRef, RefId};
 
 pub(crate) fn atom_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Atom> {
     if let Ok(a) = obj.downcast::<PyAtom>() {
@@ -48,22 +48,33 @@ pub(crate) fn spelled(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| type_name(obj))
 }
 
-pub(crate) fn pid_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Pid> {
-    obj.downcast::<PyPid>().map(|p| p.get().0).map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{what} must be a beamvm.Pid, not {}",
-            type_name(obj)
-        ))
-    })
+/// What a `Pid` argument names in the running VM: a local pid, or another VM's
+/// (which the caller gives the dead-process behaviour).
+pub(crate) fn pid_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<PidTarget> {
+    obj.downcast::<PyPid>()
+        .map(|p| p.get().target())
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{what} must be a beamvm.Pid, not {}",
+                type_name(obj)
+            ))
+        })
 }
 
-pub(crate) fn ref_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<vm_core::Ref> {
-    obj.downcast::<PyRef>().map(|p| p.get().0).map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{what} must be a beamvm.Ref, not {}",
-            type_name(obj)
-        ))
-    })
+/// A `Ref` argument: `Some` for a reference made by this node, `None` for another VM's
+/// (which is no monitor or timer here).
+pub(crate) fn ref_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<vm_core::Ref>> {
+    obj.downcast::<PyRef>()
+        .map(|p| match p.get().0 {
+            RefId::Local(r) => Some(r),
+            RefId::External(_) => None,
+        })
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{what} must be a beamvm.Ref, not {}",
+                type_name(obj)
+            ))
+        })
 }
 
 pub(crate) fn parse_priority(obj: &Bound<'_, PyAny>) -> PyResult<Priority> {

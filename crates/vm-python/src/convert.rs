@@ -42,7 +42,7 @@ use pyo3::{ffi, PyTypeInfo};
 use vm_core::term::{FragmentBuilder, Kind, ListIter, MapIter, RefcBin, TupleIter, WeakRefcBin};
 use vm_core::{Atom, Fragment, Pid, Term, View, Word};
 
-use crate::types::{PyAtom, PyBinary, PyPid, PyRef};
+use crate::types::{PidTarget, PyAtom, PyBinary, PyPid, PyRef, RefId};
 
 /// Path depth from which `to_fragment` tracks the containers on the path to detect
 /// one that contains itself. Below it a cycle cannot hide for long (it deepens the
@@ -117,7 +117,11 @@ fn immediate(obj: &Bound<'_, PyAny>) -> Option<Imm> {
         } else if ty == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
             Some(Imm::Atom(Atom::from_bool(obj.as_ptr() == ffi::Py_True())))
         } else if ty as usize == types(py).pid {
-            Some(Imm::Pid(obj.downcast_unchecked::<PyPid>().get().0))
+            match obj.downcast_unchecked::<PyPid>().get().target() {
+                PidTarget::Local(p) => Some(Imm::Pid(p)),
+                // Another VM's pid is boxed (the general path).
+                PidTarget::Foreign(_) => None,
+            }
         } else if ty as usize == types(py).atom {
             Some(Imm::Atom(obj.downcast_unchecked::<PyAtom>().get().0))
         } else {
@@ -298,9 +302,15 @@ fn scalar_or_open<'py>(
     } else if let Ok(a) = obj.downcast_exact::<PyAtom>() {
         b.atom(a.get().0);
     } else if let Ok(p) = obj.downcast_exact::<PyPid>() {
-        b.pid(p.get().0);
+        match p.get().target() {
+            PidTarget::Local(p) => b.pid(p),
+            PidTarget::Foreign(e) => b.external_pid(&e),
+        };
     } else if let Ok(r) = obj.downcast_exact::<PyRef>() {
-        b.reference(r.get().0);
+        match r.get().0 {
+            RefId::Local(r) => b.reference(r),
+            RefId::External(r) => b.external_ref(&r),
+        };
     } else if let Ok(bin) = obj.downcast_exact::<PyBinary>() {
         b.refc_binary(bin.get().0.clone());
     } else if let Ok(ba) = obj.downcast::<PyByteArray>() {
@@ -591,8 +601,16 @@ fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Bu
                 .unbind(),
         },
         Kind::Nil => PyList::empty(py).into_any().unbind(),
-        Kind::Pid => PyPid(v.as_pid().ok_or_else(missing)?).into_py(py),
-        Kind::Ref => PyRef(v.as_ref().ok_or_else(missing)?).into_py(py),
+        Kind::Pid => match (v.as_pid(), v.as_external_pid()) {
+            (Some(p), _) => PyPid::local(p).into_py(py),
+            (None, Some(e)) => PyPid::external(e).into_py(py),
+            (None, None) => return Err(missing()),
+        },
+        Kind::Ref => match (v.as_ref(), v.as_external_ref()) {
+            (Some(r), _) => PyRef::local(r).into_py(py),
+            (None, Some(r)) => PyRef(RefId::External(r)).into_py(py),
+            (None, None) => return Err(missing()),
+        },
         Kind::Tuple => {
             return Ok(Err(Building {
                 kind,

@@ -65,15 +65,31 @@ pub(crate) fn vm_err(e: Error) -> PyErr {
 
 /// `name()` was called outside a process but needs one.
 pub(crate) fn outside(name: &str) -> PyErr {
+    if crate::lifecycle::forked_away() {
+        return forked();
+    }
     PyRuntimeError::new_err(format!(
         "{name}() must be called inside a beamvm process (spawned with beamvm.spawn or run \
          by beamvm.run)"
     ))
 }
 
-/// The VM is not running.
+/// The VM is not running (or, in the child of an `os.fork()`, was left in the parent).
 pub(crate) fn not_running() -> PyErr {
+    if crate::lifecycle::forked_away() {
+        return forked();
+    }
     PyRuntimeError::new_err("beamvm is not running: use beamvm.run(main) or beamvm.start() first")
+}
+
+/// A VM call in the child of an `os.fork()` made while the VM ran.
+pub(crate) fn forked() -> PyErr {
+    PyRuntimeError::new_err(
+        "beamvm's VM does not survive os.fork(): this child process has no VM (the \
+         parent's processes, names and timers stay in the parent). Start a new one here \
+         with beamvm.start() or beamvm.run(), or fork before starting the VM (or use \
+         multiprocessing's 'spawn' or 'forkserver' start method).",
+    )
 }
 
 /// The name of `obj`'s type, for error messages.

@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use vm_core::{Pid, Statistics, VmRef};
@@ -26,7 +26,7 @@ use vm_core::{Pid, Statistics, VmRef};
 use crate::args::pid_of;
 use crate::driver::with_cx;
 use crate::errors::outside;
-use crate::types::PyPid;
+use crate::types::{PidTarget, PyPid};
 
 /// The keys `top` and `proc_window` rank by.
 const BY: [&str; 3] = ["message_queue_len", "memory", "reductions"];
@@ -62,7 +62,7 @@ fn ratio(busy: Duration, total: Duration) -> f64 {
 }
 
 fn ranked(v: Vec<(Pid, u64)>) -> Vec<(PyPid, u64)> {
-    v.into_iter().map(|(p, n)| (PyPid(p), n)).collect()
+    v.into_iter().map(|(p, n)| (PyPid::local(p), n)).collect()
 }
 
 /// The `n` processes with the largest `by` (`message_queue_len`, `memory` in bytes or
@@ -70,7 +70,7 @@ fn ranked(v: Vec<(Pid, u64)>) -> Vec<(PyPid, u64)> {
 /// table with the GIL released (~tens of ms per million processes).
 #[pyfunction]
 #[pyo3(signature = (n=10, by="message_queue_len"))]
-pub fn top(py: Python<'_>, n: i64, by: &str) -> PyResult<Vec<(PyPid, u64)>> {
+pub(crate) fn top(py: Python<'_>, n: i64, by: &str) -> PyResult<Vec<(PyPid, u64)>> {
     check_by(by)?;
     let n = check_n(n)?;
     let v = handle()?;
@@ -87,7 +87,12 @@ pub fn top(py: Python<'_>, n: i64, by: &str) -> PyResult<Vec<(PyPid, u64)>> {
 /// process's scheduler thread meanwhile (the watchdog hands its queue to the others).
 #[pyfunction]
 #[pyo3(signature = (n=10, by="reductions", interval=1.0))]
-pub fn proc_window(py: Python<'_>, n: i64, by: &str, interval: f64) -> PyResult<Vec<(PyPid, u64)>> {
+pub(crate) fn proc_window(
+    py: Python<'_>,
+    n: i64,
+    by: &str,
+    interval: f64,
+) -> PyResult<Vec<(PyPid, u64)>> {
     check_by(by)?;
     let n = check_n(n)?;
     if !interval.is_finite() || interval < 0.0 {
@@ -141,6 +146,7 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &Statistics) -> PyResult<Bound
     d.set_item("dirty_io_queued", s.dirty_queued.1)?;
     d.set_item("dirty_cpu_completed", s.dirty_completed.0)?;
     d.set_item("dirty_io_completed", s.dirty_completed.1)?;
+    d.set_item("messages_sent", s.messages_sent)?;
     Ok(d)
 }
 
@@ -152,9 +158,9 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &Statistics) -> PyResult<Bound
 /// `gc_reclaimed_bytes`, `dirty_cpu_wall_time` / `dirty_io_wall_time` (`(busy,
 /// total)`, total = threads x uptime), `dirty_cpu_utilisation`,
 /// `dirty_io_utilisation`, `dirty_cpu_queued`, `dirty_io_queued`,
-/// `dirty_cpu_completed`, `dirty_io_completed`. Reads counters only.
+/// `dirty_cpu_completed`, `dirty_io_completed`, `messages_sent`. Reads counters only.
 #[pyfunction]
-pub fn statistics_full(py: Python<'_>) -> PyResult<Py<PyDict>> {
+pub(crate) fn statistics_full(py: Python<'_>) -> PyResult<Py<PyDict>> {
     let v = handle()?;
     let s = py.allow_threads(move || v.statistics());
     Ok(stats_dict(py, &s)?.unbind())
@@ -166,20 +172,20 @@ pub fn statistics_full(py: Python<'_>) -> PyResult<Py<PyDict>> {
 /// label)])` for every slice that ran past the long_schedule threshold (10 ms).
 #[pyfunction]
 #[pyo3(signature = (pid))]
-pub fn set_system_monitor(pid: Option<&Bound<'_, PyAny>>) -> PyResult<Option<PyPid>> {
+pub(crate) fn set_system_monitor(pid: Option<&Bound<'_, PyAny>>) -> PyResult<Option<PyPid>> {
     let pid = match pid {
         None => None,
-        Some(p) => Some(p.downcast::<PyPid>().map(|p| p.get().0).map_err(|_| {
-            PyTypeError::new_err(format!(
-                "set_system_monitor takes a beamvm.Pid or None, not {}",
-                p.get_type()
-                    .qualname()
-                    .map(|s| s.to_string())
-                    .unwrap_or_default()
-            ))
-        })?),
+        Some(p) => match pid_of(p, "set_system_monitor's argument (a Pid or None)")? {
+            PidTarget::Local(p) => Some(p),
+            PidTarget::Foreign(e) => {
+                return Err(crate::errors::BadArg::new_err(format!(
+                    "{e} is a pid of another VM (one that has stopped), not a process \
+                     of this one: it cannot receive system monitor events"
+                )))
+            }
+        },
     };
-    Ok(handle()?.set_system_monitor(pid).map(PyPid))
+    Ok(handle()?.set_system_monitor(pid).map(PyPid::local))
 }
 
 /// What one snapshot gathers, without the GIL.
@@ -229,7 +235,7 @@ fn gather(v: &VmRef, n: usize) -> vm_core::Result<Gathered> {
 /// died meanwhile keeps only pid and value).
 #[pyfunction]
 #[pyo3(signature = (n=10))]
-pub fn snapshot(py: Python<'_>, n: i64) -> PyResult<Py<PyDict>> {
+pub(crate) fn snapshot(py: Python<'_>, n: i64) -> PyResult<Py<PyDict>> {
     let n = check_n(n)?;
     let v = handle()?;
     let g = py
@@ -237,23 +243,8 @@ pub fn snapshot(py: Python<'_>, n: i64) -> PyResult<Py<PyDict>> {
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     let d = PyDict::new(py);
     let s = &g.system;
-    let si = PyDict::new(py);
-    si.set_item("schedulers", s.schedulers)?;
-    si.set_item("schedulers_online", s.schedulers_online)?;
-    si.set_item("dirty_cpu_schedulers", s.dirty_cpu_schedulers)?;
-    si.set_item("dirty_io_schedulers", s.dirty_io_schedulers)?;
-    si.set_item("process_limit", s.process_limit)?;
-    si.set_item("process_count", s.process_count)?;
-    si.set_item("reductions_per_slice", s.reductions_per_slice)?;
-    si.set_item("atom_count", s.atom_count)?;
-    si.set_item("atom_limit", s.atom_limit)?;
-    si.set_item("registered", s.registered)?;
-    si.set_item("timers", s.timers)?;
-    si.set_item("version", s.version)?;
-    d.set_item("system_info", si)?;
-    let md = PyDict::new(py);
-    memory_into(&md, &g.memory)?;
-    d.set_item("memory", md)?;
+    d.set_item("system_info", system_info_dict(py, s)?)?;
+    d.set_item("memory", memory_dict(py, &g.memory)?)?;
     d.set_item("statistics", stats_dict(py, &g.stats)?)?;
     d.set_item("process_count", s.process_count)?;
     let top = PyDict::new(py);
@@ -261,7 +252,7 @@ pub fn snapshot(py: Python<'_>, n: i64) -> PyResult<Py<PyDict>> {
         let rows = PyList::empty(py);
         for (pid, value) in list {
             let row = PyDict::new(py);
-            row.set_item("pid", PyPid(*pid))?;
+            row.set_item("pid", PyPid::local(*pid))?;
             row.set_item("value", *value)?;
             if let Some(i) = g.infos.iter().find(|i| i.pid == *pid) {
                 row.set_item("name", i.registered_name.map(|a| a.as_str().to_owned()))?;
@@ -282,7 +273,7 @@ pub fn snapshot(py: Python<'_>, n: i64) -> PyResult<Py<PyDict>> {
 }
 
 fn pids(py: Python<'_>, v: &[Pid]) -> PyResult<Py<PyList>> {
-    Ok(PyList::new(py, v.iter().map(|p| PyPid(*p)))?.unbind())
+    Ok(PyList::new(py, v.iter().map(|p| PyPid::local(*p)))?.unbind())
 }
 
 /// A snapshot of a process (default: the caller) as a dict, or None if it is dead.
@@ -292,17 +283,22 @@ fn pids(py: Python<'_>, v: &[Pid]) -> PyResult<Py<PyList>> {
 /// reads one's own state and never waits.
 #[pyfunction]
 #[pyo3(signature = (pid=None))]
-pub fn process_info(
+pub(crate) fn process_info(
     py: Python<'_>,
     pid: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<Py<PyDict>>> {
     let me = with_cx(|cx| cx.self_pid());
     let pid = match pid {
-        Some(p) => pid_of(p, "process_info's argument")?,
+        Some(p) => match pid_of(p, "process_info's argument")? {
+            PidTarget::Local(p) => p,
+            // Another VM's process is dead here.
+            PidTarget::Foreign(_) => return Ok(None),
+        },
         None => me.ok_or_else(|| outside("process_info (without a pid)"))?,
     };
     let v = handle()?;
-    let info = if Some(pid) == me {
+    let own = Some(pid) == me;
+    let info = if own {
         let caller = py
             .import("sys")?
             .call_method1("_getframe", (0,))?
@@ -317,7 +313,7 @@ pub fn process_info(
         }
     };
     let d = PyDict::new(py);
-    d.set_item("pid", PyPid(info.pid))?;
+    d.set_item("pid", PyPid::local(info.pid))?;
     d.set_item("status", info.status)?;
     d.set_item("priority", info.priority)?;
     d.set_item("reductions", info.reductions)?;
@@ -329,6 +325,12 @@ pub fn process_info(
     d.set_item("links", pids(py, &info.links)?)?;
     d.set_item("monitors", pids(py, &info.monitors)?)?;
     d.set_item("monitored_by", pids(py, &info.monitored_by)?)?;
+    let aliases = if own {
+        with_cx(|cx| cx.aliases().len()).unwrap_or_default()
+    } else {
+        py.allow_threads(|| v.aliases_of(pid)).unwrap_or(0)
+    };
+    d.set_item("aliases", aliases)?;
     d.set_item("trap_exit", info.trap_exit)?;
     d.set_item(
         "registered_name",
@@ -338,60 +340,30 @@ pub fn process_info(
     Ok(Some(d.unbind()))
 }
 
-/// Pids of all live processes.
+/// Pids of all live processes (one walk of the table, with the GIL released).
 #[pyfunction]
-pub fn processes(py: Python<'_>) -> PyResult<Py<PyList>> {
+pub(crate) fn processes(py: Python<'_>) -> PyResult<Py<PyList>> {
     let v = handle()?;
-    pids(py, &v.processes())
+    let all = py.allow_threads(move || v.processes());
+    pids(py, &all)
 }
 
-/// Memory by category in bytes: `processes` (control blocks, heaps, queued messages in
-/// inboxes and mailboxes, and the Python objects of process frames as measured at
-/// spawn), `binary` (shared binaries, each counted once, Python `bytes` shared without
-/// a copy included), `atom`, `system` (process table, timers and the messages they
-/// hold), `allocator` (what the allocator keeps committed beyond those: caches that
-/// `release_memory()` returns, and fragmentation), and `total`, their sum.
-#[pyfunction]
-pub fn memory(py: Python<'_>) -> PyResult<Py<PyDict>> {
-    let v = handle()?;
-    let m = py.allow_threads(move || v.memory());
+/// `memory()`'s dict: bytes by category (the Python objects of process frames are in
+/// `processes`, declared to vm-core by `alloc::Counted`; `allocator` is measured by
+/// `alloc::cached`, vm-core's allocator probe).
+fn memory_dict<'py>(py: Python<'py>, m: &vm_core::Memory) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    memory_into(&d, &m)?;
-    Ok(d.unbind())
-}
-
-/// Fills `d` with `memory()`'s keys from the core's counters plus what vm-python knows.
-fn memory_into(d: &Bound<'_, PyDict>, m: &vm_core::Memory) -> PyResult<()> {
-    // What the VM allocated through mimalloc: all its counted structures except the
-    // foreign binaries (Python `bytes`) and Python's objects.
-    let in_mimalloc = m.total - vm_core::term::foreign_binary_bytes().min(m.binary);
-    let allocator = crate::alloc::cached(in_mimalloc);
-    let processes = m.processes + crate::alloc::python_process_bytes();
-    d.set_item(
-        "total",
-        processes + m.binary + m.atom + m.system + allocator,
-    )?;
-    d.set_item("processes", processes)?;
+    d.set_item("total", m.total)?;
+    d.set_item("processes", m.processes)?;
     d.set_item("binary", m.binary)?;
     d.set_item("atom", m.atom)?;
     d.set_item("system", m.system)?;
-    d.set_item("allocator", allocator)?;
-    Ok(())
+    d.set_item("allocator", m.allocator)?;
+    Ok(d)
 }
 
-/// Returns the memory the allocator keeps for reuse to the OS now (what
-/// `memory()['allocator']` counts as cache); the number of bytes that came back. The
-/// allocator does this by itself over time when threads keep allocating; an idle VM
-/// after a burst keeps its pages until this is called.
-#[pyfunction]
-pub fn release_memory(py: Python<'_>) -> usize {
-    py.allow_threads(crate::alloc::release)
-}
-
-/// System facts: schedulers, dirty pools, limits, counts, version.
-#[pyfunction]
-pub fn system_info(py: Python<'_>) -> PyResult<Py<PyDict>> {
-    let s = handle()?.system_info();
+/// `system_info()`'s dict.
+fn system_info_dict<'py>(py: Python<'py>, s: &vm_core::SystemInfo) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("schedulers", s.schedulers)?;
     d.set_item("schedulers_online", s.schedulers_online)?;
@@ -405,18 +377,50 @@ pub fn system_info(py: Python<'_>) -> PyResult<Py<PyDict>> {
     d.set_item("registered", s.registered)?;
     d.set_item("timers", s.timers)?;
     d.set_item("version", s.version)?;
-    Ok(d.unbind())
+    Ok(d)
+}
+
+/// Memory by category in bytes: `processes` (control blocks, heaps, queued messages in
+/// inboxes and mailboxes, and the Python objects of process frames as measured at
+/// spawn), `binary` (shared binaries, each counted once, Python `bytes` shared without
+/// a copy included), `atom`, `system` (process table, timers and the messages they
+/// hold), `allocator` (what the allocator keeps committed beyond those: caches that
+/// `release_memory()` returns, and fragmentation), and `total`, their sum. One walk of
+/// the table, with the GIL released.
+#[pyfunction]
+pub(crate) fn memory(py: Python<'_>) -> PyResult<Py<PyDict>> {
+    let v = handle()?;
+    let m = py.allow_threads(move || v.memory());
+    Ok(memory_dict(py, &m)?.unbind())
+}
+
+/// Returns the memory the allocator keeps for reuse to the OS now (what
+/// `memory()['allocator']` counts as cache); the number of bytes that came back. The
+/// allocator does this by itself over time when threads keep allocating; an idle VM
+/// after a burst keeps its pages until this is called.
+#[pyfunction]
+pub(crate) fn release_memory(py: Python<'_>) -> usize {
+    py.allow_threads(crate::alloc::release)
+}
+
+/// System facts: schedulers, dirty pools, limits, counts, version.
+#[pyfunction]
+pub(crate) fn system_info(py: Python<'_>) -> PyResult<Py<PyDict>> {
+    let v = handle()?;
+    let s = py.allow_threads(move || v.system_info());
+    Ok(system_info_dict(py, &s)?.unbind())
 }
 
 /// Scheduler and process statistics (the same dict as `statistics_full`).
 #[pyfunction]
-pub fn statistics(py: Python<'_>) -> PyResult<Py<PyDict>> {
-    let s = handle()?.statistics();
+pub(crate) fn statistics(py: Python<'_>) -> PyResult<Py<PyDict>> {
+    let v = handle()?;
+    let s = py.allow_threads(move || v.statistics());
     Ok(stats_dict(py, &s)?.unbind())
 }
 
 /// Adds this module's functions to `beamvm._native`.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(top, m)?)?;
     m.add_function(wrap_pyfunction!(proc_window, m)?)?;
     m.add_function(wrap_pyfunction!(statistics_full, m)?)?;

@@ -4,11 +4,14 @@
 //!
 //! * [`lifecycle`]: starting and stopping the VM (`start`, `stop`, `run`), the one
 //!   accessor every function uses to reach it.
+//! * [`alias`]: process aliases (`alias`, `unalias`, sends to an alias).
 //! * [`api`]: the process API (spawn, send, links, monitors, exits, names, timers).
 //! * [`introspect`]: `process_info`, `memory`, `statistics`, `top`, `snapshot`, ...
+//! * [`observer_http`]: the web observer (`vm-observer`'s server on native threads).
 //! * [`driver`]: the Python process body (a compiled generator driven one slice at a
 //!   time), the GIL batch hook, the current process, the budget cell, receive, dirty
 //!   calls.
+//! * [`gen_call`]: the caller's half of `gen_server.call`, as a native primitive.
 //! * [`convert`]: Python values <-> terms (the table of what maps to what).
 //! * [`pattern`]: receive patterns compiled to matchers over term views.
 //! * [`types`]: `Atom`, `Pid`, `Ref`, `Binary` (zero-copy shared bytes).
@@ -17,6 +20,10 @@
 //! * [`args`]: argument parsing shared by the API (names, pids, refs, timeouts).
 //! * [`errors`]: the exceptions, and the one mapping from `vm_core::Error` to them.
 //! * [`runtime`]: the Python protocol objects handed over by `beamvm/__init__.py`.
+//! * [`timeslice`], [`compiled`]: native support for compiled process code (slices end
+//!   by time; `StopIteration` carried out of a generator).
+//! * [`finalize`]: the interpreter's exit: VM threads never touch a finalising
+//!   interpreter.
 //!
 //! The module itself is declared here, in one place ([`_native`]).
 //!
@@ -26,16 +33,22 @@
 
 #![allow(deprecated)] // IntoPy::into_py: still the plain way in pyo3 0.23
 
+mod alias;
 mod alloc;
 mod api;
 mod args;
+mod compiled;
 pub mod convert;
 mod driver;
 mod errors;
+mod finalize;
+mod gen_call;
 mod introspect;
 mod lifecycle;
+mod observer_http;
 pub mod pattern;
 mod runtime;
+mod timeslice;
 pub mod types;
 
 use pyo3::prelude::*;
@@ -49,6 +62,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // memory()['allocator']: what mimalloc holds beyond the VM's counters (alloc.rs).
+    vm_core::set_allocator_probe(alloc::cached);
+    // The binding makes no atom of its own at run time: the ones it needs are
+    // vm-core's predefined atoms (once user code has filled the atom table, making one
+    // lazily would fail inside a scheduler thread, issue 9 s.3), and a `str` is text,
+    // not an atom-tagged tuple.
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Types and exceptions.
     m.add_class::<PyAtom>()?;
@@ -73,12 +92,15 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<driver::ReceiveOp>()?;
     m.add_function(wrap_pyfunction!(driver::_receive, m)?)?;
     m.add_function(wrap_pyfunction!(driver::_recv, m)?)?;
-    m.add_function(wrap_pyfunction!(driver::_quiesce_dirty, m)?)?;
+    m.add_function(wrap_pyfunction!(finalize::_quiesce, m)?)?;
+    m.add_function(wrap_pyfunction!(gen_call::_gen_call, m)?)?;
+    m.add_function(wrap_pyfunction!(gen_call::_gen_cast, m)?)?;
     // Life cycle.
     m.add_function(wrap_pyfunction!(lifecycle::start, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::stop, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::is_running, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::run, m)?)?;
+    m.add_function(wrap_pyfunction!(lifecycle::_after_fork, m)?)?;
     // Processes.
     m.add_function(wrap_pyfunction!(api::spawn, m)?)?;
     m.add_function(wrap_pyfunction!(api::spawn_link, m)?)?;
@@ -90,6 +112,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::unlink, m)?)?;
     m.add_function(wrap_pyfunction!(api::monitor, m)?)?;
     m.add_function(wrap_pyfunction!(api::demonitor, m)?)?;
+    m.add_function(wrap_pyfunction!(alias::alias, m)?)?;
+    m.add_function(wrap_pyfunction!(alias::unalias, m)?)?;
+    m.add_function(wrap_pyfunction!(alias::_alias_count, m)?)?;
     m.add_function(wrap_pyfunction!(api::exit, m)?)?;
     m.add_function(wrap_pyfunction!(api::process_flag, m)?)?;
     m.add_function(wrap_pyfunction!(api::register, m)?)?;
@@ -104,5 +129,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::in_process_, m)?)?;
     // Introspection.
     introspect::register(m)?;
+    // The web observer.
+    observer_http::register(m)?;
+    // Compiled process code: slices end by time (timeslice.rs); StopIteration carried
+    // out of a generator (compiled.rs).
+    m.add_function(wrap_pyfunction!(timeslice::_timeslice_setup, m)?)?;
+    m.add_function(wrap_pyfunction!(timeslice::_overdue, m)?)?;
+    m.add_function(wrap_pyfunction!(timeslice::_resumed, m)?)?;
+    m.add_function(wrap_pyfunction!(timeslice::_raise_yield_flag, m)?)?;
+    m.add_function(wrap_pyfunction!(compiled::_set_stop_carrier, m)?)?;
     Ok(())
 }

@@ -14,9 +14,9 @@
 //!   and notices when that VM is stopped by someone else (`beamvm.stop()` from a
 //!   thread), instead of waiting forever.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -26,7 +26,7 @@ use vm_core::{Fragment, Vm, VmConfig, VmRef};
 use crate::api::make_body;
 use crate::args::parse_seconds;
 use crate::convert::frag_to_py;
-use crate::driver::{in_process, GilHook};
+use crate::driver::{busy_threads, in_process, GilHook};
 use crate::errors::{not_running, vm_err, ProcessExit};
 use crate::runtime;
 
@@ -42,9 +42,26 @@ static STATE: Mutex<State> = Mutex::new(State::Stopped);
 static HANDLE: RwLock<Option<VmRef>> = RwLock::new(None);
 /// Incremented at every successful start; read by `run` to recognise its own VM.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// The creation of the VM started last (0 before any): pids carry it, so that a pid
+/// kept from a VM that has stopped never reaches a process of the next one. It stays
+/// after a stop, so that pids read back from the VM that just stopped (its main's exit
+/// reason) still show as local pids.
+static CREATION: AtomicU32 = AtomicU32::new(0);
+/// Set in the child of an `os.fork()` made while a VM ran: the parent's VM does not
+/// exist here (its threads were not copied), which errors say. Cleared by a start.
+static FORKED_AWAY: AtomicBool = AtomicBool::new(false);
+/// Set in the child of an `os.fork()` made by process code: this thread goes on
+/// running that process's code, as a plain program (see `driver`).
+static FORKED_IN_PROCESS: AtomicBool = AtomicBool::new(false);
 
-/// How stopping the VM waits for schedulers to finish their slice.
-const STOP_WAIT: Duration = Duration::from_secs(5);
+/// How long stopping lets every scheduler end its slice by itself: a slice ends within
+/// its budget (milliseconds), so this is only reached by code that cannot be preempted.
+const STOP_GRACE: Duration = Duration::from_millis(100);
+/// How long stopping then keeps interrupting the processes that still run (raising
+/// `ProcessKilled` in their thread) before it gives up on them and reports them.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+/// Interval between two interruptions of a process that has not stopped.
+const STOP_POLL: Duration = Duration::from_millis(20);
 
 /// The running VM's handle, or the "not running" error.
 pub(crate) fn vm() -> PyResult<VmRef> {
@@ -166,8 +183,10 @@ fn start_vm(py: Python<'_>, cfg: Option<&Bound<'_, PyDict>>) -> PyResult<u64> {
     match py.allow_threads(|| Vm::start(c)) {
         Ok(v) => {
             let gen = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
+            CREATION.store(v.creation(), Ordering::Release);
             *HANDLE.write().unwrap_or_else(|e| e.into_inner()) = Some(v.handle());
             *lock_state() = State::Running(v);
+            FORKED_AWAY.store(false, Ordering::Release);
             Ok(gen)
         }
         Err(e) => {
@@ -200,7 +219,7 @@ fn stop_vm(py: Python<'_>) -> PyResult<bool> {
     };
     *HANDLE.write().unwrap_or_else(|e| e.into_inner()) = None;
     let stuck = py.allow_threads(move || {
-        let stuck = v.shutdown_within(Some(STOP_WAIT));
+        let stuck = v.shutdown_within(Some(STOP_GRACE));
         if stuck > 0 {
             // Dropping would wait again; the stuck threads keep what they use.
             std::mem::forget(v);
@@ -208,22 +227,132 @@ fn stop_vm(py: Python<'_>) -> PyResult<bool> {
         stuck
     });
     if stuck > 0 {
-        let msg = format!(
-            "beamvm: {stuck} scheduler thread(s) did not stop within {} s: a process is \
-             running code that cannot be preempted (a C call, or a function without source \
-             such as one defined in `python -c`); it was left running. Move long calls to \
-             beamvm.dirty_cpu/dirty_io.",
-            STOP_WAIT.as_secs()
-        );
-        let c = std::ffi::CString::new(msg.clone()).unwrap_or_default();
-        let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
-        if PyErr::warn(py, &category, &c, 1).is_err() {
-            // Warnings cannot be raised right now (e.g. while a Ctrl-C is being
-            // handled, a second KeyboardInterrupt comes back): say it plainly.
-            eprintln!("{msg}");
-        }
+        interrupt_stuck(py);
     }
     Ok(true)
+}
+
+/// Ends the slices that did not end when the VM stopped: code that cannot be preempted
+/// (a loop in a function without source, a loop of C calls in code run by C). Raises
+/// `ProcessKilled` in each scheduler thread still running Python, again every
+/// [`STOP_POLL`] for code that catches it, for up to [`STOP_WAIT`]; the exception
+/// unwinds the process's code (`finally` blocks run), its slice ends and the thread
+/// exits. A thread still inside one long C call after that is reported (with the
+/// Python function that made the call) and left running; the interpreter's exit does
+/// not wait for it (see `finalize.rs`).
+fn interrupt_stuck(py: Python<'_>) {
+    let killed = py
+        .import("beamvm._runtime")
+        .and_then(|m| m.getattr("ProcessKilled"))
+        .ok();
+    let deadline = Instant::now() + STOP_WAIT;
+    let mut busy = busy_threads(py);
+    while !busy.is_empty() && Instant::now() < deadline {
+        if let Some(k) = &killed {
+            for t in &busy {
+                // SAFETY: we hold the GIL (required); `k` is a live exception class,
+                // which CPython instantiates in the target thread. An id that no
+                // longer has a thread state (its batch just ended) is ignored.
+                unsafe {
+                    // pyo3-ffi declares the id as a C long; CPython 3.7+ takes an unsigned long
+                    // with the same bits.
+                    pyo3::ffi::PyThreadState_SetAsyncExc(t.ident as _, k.as_ptr());
+                }
+            }
+        }
+        py.allow_threads(|| std::thread::sleep(STOP_POLL));
+        busy = busy_threads(py);
+    }
+    if busy.is_empty() {
+        return;
+    }
+    let frames = py
+        .import("sys")
+        .and_then(|s| s.call_method0("_current_frames"))
+        .ok();
+    let mut wheres = Vec::new();
+    for t in &busy {
+        let at = frames
+            .as_ref()
+            .and_then(|f| f.get_item(t.ident).ok())
+            .and_then(|f| describe_frame(&f).ok());
+        wheres.push(at.unwrap_or_else(|| "in code with no Python frame".into()));
+    }
+    let msg = format!(
+        "beamvm: {} scheduler thread(s) did not stop within {:.1} s: a process is \
+         running code that cannot be preempted or interrupted ({}): a single long C \
+         call, or code that catches ProcessKilled. It was left running; the \
+         interpreter's exit does not wait for it. Move long calls to \
+         beamvm.dirty_cpu/dirty_io.",
+        busy.len(),
+        (STOP_GRACE + STOP_WAIT).as_secs_f64(),
+        wheres.join("; ")
+    );
+    let c = std::ffi::CString::new(msg.clone()).unwrap_or_default();
+    let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+    if PyErr::warn(py, &category, &c, 1).is_err() {
+        // Warnings cannot be raised right now (e.g. while a Ctrl-C is being
+        // handled, a second KeyboardInterrupt comes back): say it plainly.
+        eprintln!("{msg}");
+    }
+}
+
+/// `"in f() at file.py:12"` for a frame object.
+fn describe_frame(f: &Bound<'_, PyAny>) -> PyResult<String> {
+    let code = f.getattr("f_code")?;
+    let name: String = code.getattr("co_qualname")?.extract()?;
+    let file: String = code.getattr("co_filename")?.extract()?;
+    let line: Option<i64> = f.getattr("f_lineno")?.extract()?;
+    Ok(format!(
+        "in {name}() at {file}:{}",
+        line.map_or_else(|| "?".into(), |l| l.to_string())
+    ))
+}
+
+/// The creation of the current (or last stopped) VM; see [`CREATION`].
+pub(crate) fn creation() -> u32 {
+    CREATION.load(Ordering::Acquire)
+}
+
+/// Whether this is the child of an `os.fork()` made while a VM ran (and no VM was
+/// started since).
+pub(crate) fn forked_away() -> bool {
+    FORKED_AWAY.load(Ordering::Acquire)
+}
+
+/// Whether this is the child of an `os.fork()` made by process code.
+pub(crate) fn forked_in_process() -> bool {
+    FORKED_IN_PROCESS.load(Ordering::Relaxed)
+}
+
+/// `os.register_at_fork(after_in_child=...)`: the VM does not survive a fork (only the
+/// forking thread exists in the child; the VM's threads do not). Forgets the parent's
+/// VM without touching it (dropping it would wait for threads that are not there, and
+/// drop the parent's processes, running their cleanup code here), so that every API
+/// call says the VM is gone and how to start one. Our locks are taken only with the
+/// GIL held, which the forking thread holds, so none is copied locked.
+#[pyfunction]
+pub(crate) fn _after_fork(py: Python<'_>) {
+    let had = match std::mem::replace(&mut *lock_state(), State::Stopped) {
+        State::Running(v) => {
+            std::mem::forget(v);
+            true
+        }
+        State::Starting => true,
+        State::Stopped => false,
+    };
+    if let Some(h) = HANDLE.write().unwrap_or_else(|e| e.into_inner()).take() {
+        std::mem::forget(h);
+    }
+    if had {
+        FORKED_AWAY.store(true, Ordering::Release);
+    }
+    if in_process() {
+        FORKED_IN_PROCESS.store(true, Ordering::Relaxed);
+    }
+    crate::driver::forget_threads(py);
+    crate::finalize::after_fork();
+    crate::timeslice::after_fork();
 }
 
 /// Starts the VM for embedding (settings as keyword arguments; see `beamvm.run`).

@@ -11,7 +11,9 @@
 //! The key of a pattern drives the mailbox's index (keyed receive, cost independent
 //! of the queue length): what the pattern fixes in a tuple's leading elements, under
 //! the mailbox's one policy ([`Key::for_pattern`]): a literal `Ref` among the first
-//! three elements, else a literal atom, small int or str as the first element.
+//! three elements, else a literal atom, small int or str as the first element; a
+//! pattern that is a bare literal atom, small int or str keys on the message itself
+//! ([`Key::of_bare`]).
 //!
 //! Patterns are written by hand, so their nesting is limited to [`MAX_PATTERN_DEPTH`]
 //! (messages are not limited).
@@ -33,28 +35,46 @@ pub const MAX_PATTERN_DEPTH: usize = 1000;
 /// A value type a pattern can match by kind.
 #[derive(Clone, Copy, Debug)]
 pub enum TypeTest {
+    /// `int`: an integer of any size.
     Int,
+    /// `float`.
     Float,
+    /// `str`.
     Str,
+    /// `bytes`: a binary.
     Bytes,
+    /// `bool`: the atoms `true` and `false`.
     Bool,
+    /// `tuple` (not a str).
     Tuple,
+    /// `list`.
     List,
+    /// `dict`: a map.
     Dict,
+    /// `Atom` (not `true`, `false` or `undefined`).
     Atom,
+    /// `Pid`.
     Pid,
+    /// `Ref`.
     Ref,
+    /// `type(None)`: the atom `undefined`.
     NoneT,
 }
 
 /// A compiled pattern.
 #[derive(Clone, Debug)]
 pub enum Pattern {
+    /// `beamvm.ANY`: anything.
     Any,
+    /// A type: any value of it.
     Type(TypeTest),
+    /// A value: exactly equal terms.
     Literal(Term),
+    /// A tuple of patterns: a tuple of the same size, element-wise.
     Tuple(Vec<Pattern>),
+    /// A list of patterns: a list of the same length, element-wise.
     List(Vec<Pattern>),
+    /// A dict of literal keys to patterns: a map with at least those keys.
     Map(Vec<(Term, Pattern)>),
 }
 
@@ -249,6 +269,7 @@ impl Pattern {
                 _ => KeyElem::Other,
             })),
             Pattern::Literal(Term::Tuple(ts)) => Key::for_pattern(ts.iter().map(KeyElem::of_term)),
+            Pattern::Literal(t) => Key::of_bare(KeyElem::of_term(t)),
             _ => None,
         }
     }

@@ -6,29 +6,29 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 
 /// The Python protocol objects.
-pub struct Runtime {
-    pub kill: PyObject,
-    pub new_cell: PyObject,
-    pub compile_process: PyObject,
-    pub preempt: PyObject,
-    pub request: PyObject,
-    pub any: PyObject,
-    pub missing: PyObject,
-    pub report: PyObject,
+pub(crate) struct Runtime {
+    pub(crate) kill: PyObject,
+    pub(crate) new_cell: PyObject,
+    pub(crate) compile_process: PyObject,
+    pub(crate) preempt: PyObject,
+    pub(crate) request: PyObject,
+    pub(crate) any: PyObject,
+    pub(crate) missing: PyObject,
+    pub(crate) report: PyObject,
     /// `_runtime._TL`: the per-thread holder of the current budget cell (`.b`).
-    pub tl: PyObject,
+    pub(crate) tl: PyObject,
 }
 
 static RT: GILOnceCell<Runtime> = GILOnceCell::new();
 
 /// The runtime objects; `_setup` must have run (beamvm/__init__.py does it on import).
-pub fn rt(py: Python<'_>) -> &Runtime {
+pub(crate) fn rt(py: Python<'_>) -> &Runtime {
     RT.get(py)
         .expect("beamvm._native used before beamvm/__init__.py called _setup")
 }
 
 /// Whether `_setup` ran.
-pub fn ready(py: Python<'_>) -> PyResult<()> {
+pub(crate) fn ready(py: Python<'_>) -> PyResult<()> {
     if RT.get(py).is_some() {
         Ok(())
     } else {
@@ -42,7 +42,7 @@ pub fn ready(py: Python<'_>) -> PyResult<()> {
 #[pyfunction]
 #[pyo3(signature = (*, kill, new_cell, compile_process, preempt, request, any, missing, report, tl))]
 #[allow(clippy::too_many_arguments)]
-pub fn _setup(
+pub(crate) fn _setup(
     py: Python<'_>,
     kill: PyObject,
     new_cell: PyObject,

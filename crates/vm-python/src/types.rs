@@ -5,9 +5,10 @@
 //! keys and inside patterns. `copy.copy`/`copy.deepcopy` return the object itself;
 //! `Atom`, `Pid` and `Ref` pickle (a pid or reference records its node and the VM's
 //! creation, through [`pid_parts`] / [`pid_from_parts`] and [`ref_parts`] /
-//! [`ref_from_parts`], the one place that knows what identifies them). `Binary` wraps a refcounted VM buffer and exposes it
-//! through the buffer protocol without copying; it compares equal to `bytes` with the
-//! same content (and hashes like them), and `bytes(b)` copies it out.
+//! [`ref_from_parts`], the one place that knows what identifies them). `Binary` wraps
+//! a refcounted VM buffer and exposes it through the buffer protocol without copying;
+//! it compares equal to `bytes` with the same content (and hashes like them), and
+//! `bytes(b)` copies it out.
 
 use std::hash::{Hash, Hasher};
 use std::os::raw::{c_int, c_void};
@@ -17,6 +18,7 @@ use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use vm_core::term::RefcBin;
+use vm_core::term::{ExternalPid, ExternalRef};
 use vm_core::{Atom, Pid, Ref};
 
 /// An Erlang atom: an interned name. `Atom("ok")`.
@@ -70,50 +72,135 @@ impl PyAtom {
     }
 }
 
-/// A process identifier, shown as Erlang does: `<0.12.0>`.
+/// What a `Pid` names, seen from the running VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PidTarget {
+    /// A process of the current VM (alive or not).
+    Local(Pid),
+    /// A process of another VM: a stopped one (an earlier creation) or, later, another
+    /// node's. It gets the dead-process behaviour everywhere (docs/semantics.md).
+    Foreign(ExternalPid),
+}
+
+/// A process identifier: the node, the id and serial the node gave it, and the
+/// creation of the VM that made it (a new number each time a VM starts). A pid of the
+/// current VM shows as Erlang shows a local pid, `<0.12.0>`; any other (a pid kept
+/// from a VM that has stopped) as `<nonode@nohost.12.0.3>`, and it never reaches a
+/// process of the current VM.
 #[pyclass(frozen, name = "Pid", module = "beamvm")]
 #[derive(Clone, Copy)]
-pub struct PyPid(pub Pid);
+pub struct PyPid {
+    node: Atom,
+    pid: Pid,
+    creation: u32,
+}
+
+impl PyPid {
+    /// A pid of the current VM.
+    pub(crate) fn local(pid: Pid) -> PyPid {
+        PyPid {
+            node: Atom::NONODE,
+            pid,
+            creation: crate::lifecycle::creation(),
+        }
+    }
+
+    /// A pid of another VM (or the current VM's, given in external form).
+    pub(crate) fn external(e: ExternalPid) -> PyPid {
+        PyPid {
+            node: e.node,
+            pid: e.local_part(),
+            creation: e.creation,
+        }
+    }
+
+    /// What this pid names in the running VM.
+    pub(crate) fn target(&self) -> PidTarget {
+        if self.node == Atom::NONODE
+            && self.creation == crate::lifecycle::creation()
+            && self.pid.is_compact()
+        {
+            PidTarget::Local(self.pid)
+        } else {
+            PidTarget::Foreign(ExternalPid::new(self.node, self.pid, self.creation))
+        }
+    }
+
+    /// Term order among Python pids: node name, creation, id, serial (stable as VMs
+    /// come and go, unlike "local first").
+    fn key(&self) -> (&'static str, u32, u32, u32) {
+        (
+            self.node.as_str(),
+            self.creation,
+            self.pid.index,
+            self.pid.serial,
+        )
+    }
+}
 
 #[pymethods]
 impl PyPid {
-    /// The pid's slot in the process table.
+    /// The node the process lives (or lived) on: `Atom('nonode@nohost')` until
+    /// distribution exists.
+    #[getter]
+    fn node(&self) -> PyAtom {
+        PyAtom(self.node)
+    }
+
+    /// The pid's id on its node (its slot in that VM's process table).
+    #[getter]
+    fn id(&self) -> u32 {
+        self.pid.index
+    }
+
+    /// The pid's slot in the process table (the same as `id`).
     #[getter]
     fn index(&self) -> u32 {
-        self.0.index
+        self.pid.index
     }
 
     /// The pid's serial (a slot's reuse count).
     #[getter]
     fn serial(&self) -> u32 {
-        self.0.serial
+        self.pid.serial
+    }
+
+    /// The creation of the VM that made the pid.
+    #[getter]
+    fn creation(&self) -> u32 {
+        self.creation
     }
 
     fn __repr__(&self) -> String {
-        self.0.to_string()
+        match self.target() {
+            PidTarget::Local(p) => p.to_string(),
+            PidTarget::Foreign(e) => e.to_string(),
+        }
     }
 
     fn __hash__(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        ("pid", self.0).hash(&mut h);
+        ("pid", self.node.index(), self.pid, self.creation).hash(&mut h);
         h.finish()
     }
 
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyObject {
         let py = other.py();
         match other.downcast::<PyPid>() {
-            Ok(o) => op.matches(self.0.cmp(&o.get().0)).into_py(py),
+            Ok(o) => op.matches(self.key().cmp(&o.get().key())).into_py(py),
             Err(_) => py.NotImplemented(),
         }
     }
 
-    /// Pickles as `beamvm._native._pid(node, index, serial, creation)`.
+    /// Pickles as `beamvm._native._pid(node, id, serial, creation)`: a pid records its
+    /// node and the creation of its VM, so one unpickled after that VM stopped is a
+    /// pid of another VM (the dead-process behaviour), never a process of the new one.
     fn __reduce__<'py>(
         &self,
         py: Python<'py>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
         let f = py.import("beamvm._native")?.getattr("_pid")?;
-        Ok((f, pid_parts(self.0).into_pyobject(py)?))
+        Ok((f, pid_parts(self).into_pyobject(py)?))
     }
 
     fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -125,63 +212,101 @@ impl PyPid {
     }
 }
 
-/// The name of this node (distribution is not available yet: Erlang's name for a node
-/// that is not alive).
-const NODE: &str = "nonode@nohost";
-
-/// What identifies a pid beyond this VM: `(node, index, serial, creation)`.
-pub(crate) fn pid_parts(p: Pid) -> (&'static str, u32, u32, u32) {
-    (NODE, p.index, p.serial, 0)
+/// What identifies a pid beyond this VM: `(node, id, serial, creation)`.
+pub(crate) fn pid_parts(p: &PyPid) -> (&'static str, u32, u32, u32) {
+    (p.node.as_str(), p.pid.index, p.pid.serial, p.creation)
 }
 
-/// The pid `pid_parts` described; a pid of another node or VM cannot be used here.
-pub(crate) fn pid_from_parts(node: &str, index: u32, serial: u32, creation: u32) -> PyResult<Pid> {
-    if node != NODE || creation != 0 {
-        return Err(PyValueError::new_err(format!(
-            "the pid <{index}.{serial}> of node {node:?} (creation {creation}) does not belong \
-             to this node ({NODE:?}, creation 0)"
-        )));
+/// The pid `pid_parts` described: a pid of the running VM if node and creation are
+/// its own, else a pid of another VM (see [`PyPid::target`]).
+pub(crate) fn pid_from_parts(node: &str, id: u32, serial: u32, creation: u32) -> PyResult<PyPid> {
+    Ok(PyPid {
+        node: node_atom(node)?,
+        pid: Pid::new(id, serial),
+        creation,
+    })
+}
+
+/// The atom of a node name in a pickled pid or reference.
+fn node_atom(node: &str) -> PyResult<Atom> {
+    Atom::try_new(node)
+        .map_err(|e| PyValueError::new_err(format!("invalid node name {node:?}: {e}")))
+}
+
+/// What identifies a reference beyond this VM: `(node, creation, words)`, the words
+/// low first (a reference of this VM: its 64-bit number as two words, and the running
+/// VM's creation).
+pub(crate) fn ref_parts(r: &RefId) -> (&'static str, u32, Vec<u32>) {
+    match r {
+        RefId::Local(r) => (
+            Atom::NONODE.as_str(),
+            crate::lifecycle::creation(),
+            vec![r.0 as u32, (r.0 >> 32) as u32],
+        ),
+        RefId::External(e) => (e.node().as_str(), e.creation(), e.words().to_vec()),
     }
-    Ok(Pid::new(index, serial))
 }
 
-/// What identifies a reference beyond this VM: `(node, number, creation)`.
-pub(crate) fn ref_parts(r: Ref) -> (&'static str, u64, u32) {
-    (NODE, r.0, 0)
-}
-
-/// The reference `ref_parts` described; one of another node or VM cannot be used here.
-pub(crate) fn ref_from_parts(node: &str, number: u64, creation: u32) -> PyResult<Ref> {
-    if node != NODE || creation != 0 {
-        return Err(PyValueError::new_err(format!(
-            "the reference #Ref<{number}> of node {node:?} (creation {creation}) does not \
-             belong to this node ({NODE:?}, creation 0)"
-        )));
+/// The reference `ref_parts` described: this VM's if node and creation are the running
+/// VM's, else one of another VM.
+pub(crate) fn ref_from_parts(node: &str, creation: u32, words: &[u32]) -> PyResult<RefId> {
+    let atom = node_atom(node)?;
+    if let [lo, hi] = *words {
+        if atom == Atom::NONODE && creation == crate::lifecycle::creation() {
+            return Ok(RefId::Local(Ref(u64::from(lo) | (u64::from(hi) << 32))));
+        }
     }
-    Ok(Ref(number))
+    ExternalRef::new(atom, creation, words)
+        .map(RefId::External)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "a reference has 1 to {} words, not {}",
+                vm_core::term::MAX_REF_WORDS,
+                words.len()
+            ))
+        })
 }
 
 /// Rebuilds a pickled `Pid` (see `Pid.__reduce__`).
 #[pyfunction]
-pub(crate) fn _pid(node: &str, index: u32, serial: u32, creation: u32) -> PyResult<PyPid> {
-    pid_from_parts(node, index, serial, creation).map(PyPid)
+pub(crate) fn _pid(node: &str, id: u32, serial: u32, creation: u32) -> PyResult<PyPid> {
+    pid_from_parts(node, id, serial, creation)
 }
 
 /// Rebuilds a pickled `Ref` (see `Ref.__reduce__`).
 #[pyfunction]
-pub(crate) fn _ref(node: &str, number: u64, creation: u32) -> PyResult<PyRef> {
-    ref_from_parts(node, number, creation).map(PyRef)
+pub(crate) fn _ref(node: &str, creation: u32, words: Vec<u32>) -> PyResult<PyRef> {
+    ref_from_parts(node, creation, &words).map(PyRef)
+}
+
+/// What a `Ref` is: one made by this node, or one of another VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum RefId {
+    /// Made by this node (`make_ref`, monitors, timers).
+    Local(Ref),
+    /// Made by another VM (arrives, later, through distribution).
+    External(ExternalRef),
 }
 
 /// A unique reference (`make_ref()`), shown as `#Ref<0.N>`.
 #[pyclass(frozen, name = "Ref", module = "beamvm")]
 #[derive(Clone, Copy)]
-pub struct PyRef(pub Ref);
+pub struct PyRef(pub(crate) RefId);
+
+impl PyRef {
+    /// A reference made by this node.
+    pub(crate) fn local(r: Ref) -> PyRef {
+        PyRef(RefId::Local(r))
+    }
+}
 
 #[pymethods]
 impl PyRef {
     fn __repr__(&self) -> String {
-        self.0.to_string()
+        match self.0 {
+            RefId::Local(r) => r.to_string(),
+            RefId::External(r) => r.to_string(),
+        }
     }
 
     fn __hash__(&self) -> u64 {
@@ -193,18 +318,27 @@ impl PyRef {
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyObject {
         let py = other.py();
         match other.downcast::<PyRef>() {
-            Ok(o) => op.matches(self.0.cmp(&o.get().0)).into_py(py),
+            Ok(o) => {
+                let ord = match (self.0, o.get().0) {
+                    (RefId::Local(a), RefId::Local(b)) => a.cmp(&b),
+                    (RefId::External(a), RefId::External(b)) => a.cmp(&b),
+                    // Term order: local references first.
+                    (RefId::Local(_), RefId::External(_)) => std::cmp::Ordering::Less,
+                    (RefId::External(_), RefId::Local(_)) => std::cmp::Ordering::Greater,
+                };
+                op.matches(ord).into_py(py)
+            }
             Err(_) => py.NotImplemented(),
         }
     }
 
-    /// Pickles as `beamvm._native._ref(node, number, creation)`.
+    /// Pickles as `beamvm._native._ref(node, creation, words)` (see [`ref_parts`]).
     fn __reduce__<'py>(
         &self,
         py: Python<'py>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
         let f = py.import("beamvm._native")?.getattr("_ref")?;
-        Ok((f, ref_parts(self.0).into_pyobject(py)?))
+        Ok((f, ref_parts(&self.0).into_pyobject(py)?))
     }
 
     fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -312,37 +446,34 @@ impl PyBinary {
             return Err(PyBufferError::new_err("beamvm.Binary is read-only"));
         }
         let bytes = slf.get().0.as_slice();
-        // SAFETY: `view` is non-NULL and points at a Py_buffer the caller lets us fill
-        // (the `bf_getbuffer` contract). `obj` takes a new reference to this Binary,
-        // which CPython releases with the view, so `buf` (its shared buffer, immutable
-        // and alive as long as the Binary) stays valid for the view's whole life; the
-        // bytes are exposed read-only. `shape` and `strides` point into the view itself
-        // (`len`, `itemsize`), which outlives every reader of them.
-        unsafe {
-            (*view).obj = slf.clone().into_any().into_ptr();
-            (*view).buf = bytes.as_ptr() as *mut c_void;
-            (*view).len = bytes.len() as isize;
-            (*view).readonly = 1;
-            (*view).itemsize = 1;
-            (*view).format = if flags & pyo3::ffi::PyBUF_FORMAT == pyo3::ffi::PyBUF_FORMAT {
-                c"B".as_ptr() as *mut _
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).ndim = 1;
-            (*view).shape = if flags & pyo3::ffi::PyBUF_ND == pyo3::ffi::PyBUF_ND {
-                &mut (*view).len
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).strides = if flags & pyo3::ffi::PyBUF_STRIDES == pyo3::ffi::PyBUF_STRIDES {
-                &mut (*view).itemsize
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).suboffsets = std::ptr::null_mut();
-            (*view).internal = std::ptr::null_mut();
-        }
+        // SAFETY: `view` is non-null (checked) and CPython hands `__getbuffer__` a
+        // writable Py_buffer that nothing else touches until we return.
+        let v = unsafe { &mut *view };
+        v.obj = slf.clone().into_any().into_ptr();
+        v.buf = bytes.as_ptr() as *mut c_void;
+        v.len = bytes.len() as isize;
+        v.readonly = 1;
+        v.itemsize = 1;
+        v.format = if flags & pyo3::ffi::PyBUF_FORMAT == pyo3::ffi::PyBUF_FORMAT {
+            c"B".as_ptr() as *mut _
+        } else {
+            std::ptr::null_mut()
+        };
+        v.ndim = 1;
+        // shape and strides point into the view itself, which the consumer keeps alive
+        // for as long as it uses them (the buffer protocol's rule).
+        v.shape = if flags & pyo3::ffi::PyBUF_ND == pyo3::ffi::PyBUF_ND {
+            &mut v.len
+        } else {
+            std::ptr::null_mut()
+        };
+        v.strides = if flags & pyo3::ffi::PyBUF_STRIDES == pyo3::ffi::PyBUF_STRIDES {
+            &mut v.itemsize
+        } else {
+            std::ptr::null_mut()
+        };
+        v.suboffsets = std::ptr::null_mut();
+        v.internal = std::ptr::null_mut();
         Ok(())
     }
 

@@ -11,22 +11,23 @@ use std::time::{Duration, Instant};
 
 use super::mailbox::Key;
 use super::signal::Signal;
+use super::signal::{self, DirtyJob, DirtyResult};
 use super::{Body, Priority, Private, Process, Step};
-use crate::dirty::{DirtyJob, DirtyKind, DirtyResult};
+use crate::dirty::DirtyKind;
 use crate::error::{Error, Result};
-use crate::term::{Atom, Fragment, FragmentBuilder, Heap, Pid, Ref, Term, View, Word};
+use crate::term::{Atom, Fragment, Heap, Pid, Ref, Term, View, Word};
 use crate::vm::{SpawnOpts, VmInner};
 
 /// Reductions charged per send (BEAM charges one per BIF call plus queue work).
-pub const SEND_COST: i64 = 1;
+pub(crate) const SEND_COST: i64 = 1;
 /// A send to a process with a long queue costs one more reduction per this many
 /// queued messages, capped at a slice: producers flooding a slow consumer slow down
 /// (BEAM's sender punishment).
-pub const SEND_PUNISH_PER: usize = 256;
+pub(crate) const SEND_PUNISH_PER: usize = 256;
 /// Reductions per spawn (a spawn allocates and initialises a control block).
-pub const SPAWN_COST: i64 = 10;
+pub(crate) const SPAWN_COST: i64 = 10;
 /// Reductions per received message.
-pub const RECV_COST: i64 = 1;
+pub(crate) const RECV_COST: i64 = 1;
 
 /// Signals a scheduler's drain buffer keeps room for between drains; a flood that
 /// made it bigger gives the memory back (48 bytes per signal: 48 MB after a drain of a
@@ -42,23 +43,6 @@ fn keep_small(sigs: Vec<Signal>) -> Vec<Signal> {
     }
 }
 
-/// `{Head..., Reason}` (an `'EXIT'` or `'DOWN'` message): `head` pushes the first
-/// `arity - 1` elements; the reason is copied word by word, without recursion, since
-/// a reason may be nested arbitrarily deep.
-fn around_reason(
-    arity: usize,
-    reason: &Fragment,
-    head: impl FnOnce(&mut FragmentBuilder),
-) -> Fragment {
-    let mut b = FragmentBuilder::with_capacity(arity + 8 + reason.word_count());
-    head(&mut b);
-    b.view(reason.view());
-    // Cannot fail: exactly `arity` terms were pushed.
-    let _ = b.tuple(arity);
-    b.finish()
-        .unwrap_or_else(|_| Fragment::copy_of(reason.view()))
-}
-
 /// The running process's view of the VM. See the module docs.
 pub struct Cx<'a> {
     pub(crate) vm: &'a Arc<VmInner>,
@@ -66,6 +50,8 @@ pub struct Cx<'a> {
     pub(crate) p: &'a mut Private,
     pub(crate) budget: i64,
     pub(crate) buf: &'a mut Vec<Signal>,
+    /// Messages sent in this slice (the scheduler adds them to its counter).
+    pub(crate) sent: u64,
 }
 
 impl<'a> Cx<'a> {
@@ -101,9 +87,10 @@ impl<'a> Cx<'a> {
     /// error (the message is dropped); the result says whether it was delivered to a
     /// live process's inbox.
     pub fn send(&mut self, to: Pid, msg: Fragment) -> bool {
-        let (ok, qlen) = self.vm.send_signal(to, Signal::Message(msg));
-        self.budget -= SEND_COST + (qlen / SEND_PUNISH_PER).min(4000) as i64;
-        ok
+        let d = self.vm.router.send(to, Signal::Message(msg));
+        self.sent += 1;
+        self.budget -= SEND_COST + (d.queue_len / SEND_PUNISH_PER).min(4000) as i64;
+        d.delivered
     }
 
     /// Sends to a registered name; `Err(BadArg)` if no process has it (as Erlang).
@@ -133,107 +120,22 @@ impl<'a> Cx<'a> {
     }
 
     pub(crate) fn publish_queue_len(&self) {
+        let mb = &self.p.mailbox;
+        self.proc.queued.store(mb.len() as u32, Ordering::Relaxed);
         self.proc
-            .queued
-            .store(self.p.mailbox.len() as u32, Ordering::Relaxed);
-        self.proc
-            .mailbox_bytes
-            .store(self.p.mailbox.heap_bytes(), Ordering::Relaxed);
+            .queued_bytes
+            .store(mb.heap_bytes(), Ordering::Relaxed);
     }
 
     fn handle_signal(&mut self, s: Signal) {
-        let me = self.proc.pid;
         match s {
-            Signal::Message(m) => self.p.mailbox.push(m),
-            Signal::Link(from) => {
-                self.p.rel().links.insert(from);
-            }
-            Signal::Unlink(from) => {
-                if let Some(r) = self.p.rel.as_deref_mut() {
-                    r.links.remove(&from);
-                }
-            }
-            Signal::Exit {
-                from,
-                reason,
-                linked,
-            } => {
-                if linked {
-                    let was_linked = self
-                        .p
-                        .rel
-                        .as_deref_mut()
-                        .is_some_and(|r| r.links.remove(&from));
-                    if !was_linked {
-                        return; // unlinked meanwhile: Erlang ignores it
-                    }
-                }
-                let r = reason.view();
-                let is_kill = r.as_atom() == Some(Atom::KILL);
-                let is_normal = r.as_atom() == Some(Atom::NORMAL);
-                if is_kill && !linked {
-                    self.set_exiting(Fragment::immediate(Word::atom(Atom::KILLED)));
-                } else if self.p.trap_exit {
-                    let msg = around_reason(3, &reason, |b| {
-                        b.atom(Atom::EXIT).pid(from);
-                    });
-                    self.p.mailbox.push(msg);
-                } else if is_normal {
-                    if from == me && !linked {
-                        self.set_exiting(reason);
-                    }
-                } else {
-                    self.set_exiting(reason);
-                }
-            }
-            Signal::Monitor { from, mref } => {
-                self.p.rel().monitored_by.insert(mref.0, from);
-            }
-            Signal::Demonitor(mref) => {
-                if let Some(r) = self.p.rel.as_deref_mut() {
-                    r.monitored_by.remove(&mref.0);
-                }
-            }
+            Signal::AliasMessage { alias, msg } => self.alias_message(alias, msg),
             Signal::Down { mref, pid, reason } => {
-                let active = self
-                    .p
-                    .rel
-                    .as_deref_mut()
-                    .and_then(|r| r.monitoring.remove(&mref.0))
-                    .is_some();
-                if active {
-                    let msg = around_reason(5, &reason, |b| {
-                        b.atom(Atom::DOWN)
-                            .reference(mref)
-                            .atom(Atom::PROCESS)
-                            .pid(pid);
-                    });
-                    self.p.mailbox.push(msg);
-                }
+                signal::apply(self.proc, self.p, Signal::Down { mref, pid, reason });
+                // A monitor alias ends with its monitor (alias.rs).
+                self.monitor_gone(mref);
             }
-            Signal::Timeout(generation) => {
-                if let Some(w) = self.p.pend.as_deref_mut() {
-                    if generation == w.wait_gen && w.deadline.is_some() {
-                        w.wait_timer = None;
-                        w.timed_out = true;
-                    }
-                }
-            }
-            Signal::Wake => {}
-            Signal::Dirty { id, result } => {
-                if let Some(w) = self.p.pend.as_deref_mut() {
-                    if w.dirty_pending == Some(id) {
-                        w.dirty_pending = None;
-                        w.dirty_result = Some(result);
-                    }
-                }
-            }
-        }
-    }
-
-    fn set_exiting(&mut self, reason: Fragment) {
-        if self.p.exiting.is_none() {
-            self.p.exiting = Some(reason);
+            s => signal::apply(self.proc, self.p, s),
         }
     }
 
@@ -256,8 +158,13 @@ impl<'a> Cx<'a> {
         let m = if self.p.mailbox.is_empty() {
             // Fast path: the first arrived message goes straight to the caller without
             // passing through the private queue (the common case of a process that
-            // keeps up with its mail).
-            self.take_first_arrival()?
+            // keeps up with its mail). Signals handled on the way may have queued
+            // messages of their own (a trapped EXIT, a DOWN, an alias message): then
+            // the first of those is the next message.
+            match self.take_first_arrival() {
+                Some(m) => m,
+                None => self.p.mailbox.pop_front()?,
+            }
         } else {
             self.drain();
             self.p.mailbox.pop_front()?
@@ -293,7 +200,15 @@ impl<'a> Cx<'a> {
     /// pending receive has not rejected before (the save position).
     pub fn recv_where(&mut self, mut pred: impl FnMut(View<'_>) -> bool) -> Option<Fragment> {
         self.drain();
-        let m = self.p.mailbox.take_where(&mut pred)?;
+        // Each message examined costs a reduction (BEAM's loop_rec), so a long scan
+        // counts as the work it is and is preempted like any other.
+        let mut examined = 0;
+        let m = self.p.mailbox.take_where(&mut |v| {
+            examined += 1;
+            pred(v)
+        });
+        self.budget -= examined;
+        let m = m?;
         self.received();
         Some(m)
     }
@@ -301,13 +216,27 @@ impl<'a> Cx<'a> {
     /// Keyed selective receive: the first message carrying `key` (a reference among
     /// its first tuple elements, or its tag) that `pred` accepts. Its cost does not
     /// depend on how many unrelated messages are queued.
-    pub fn recv_keyed(
+    pub fn recv_keyed(&mut self, key: Key, pred: impl FnMut(View<'_>) -> bool) -> Option<Fragment> {
+        self.recv_keyed_any(&[key], pred)
+    }
+
+    /// Keyed selective receive with several keys (a receive with several patterns,
+    /// each keyed): the first message in arrival order that carries one of `keys` and
+    /// that `pred` accepts, at a cost independent of unrelated queued messages.
+    pub fn recv_keyed_any(
         &mut self,
-        key: Key,
-        mut pred: impl FnMut(View<'_>) -> bool,
+        keys: &[Key],
+        pred: impl FnMut(View<'_>) -> bool,
     ) -> Option<Fragment> {
         self.drain();
-        let m = self.p.mailbox.take_keyed(key, &mut pred)?;
+        let mut examined = 0;
+        let mut pred = pred;
+        let m = self.p.mailbox.take_keyed_any(keys, &mut |v| {
+            examined += 1;
+            pred(v)
+        });
+        self.budget -= examined;
+        let m = m?;
         self.received();
         Some(m)
     }
@@ -332,7 +261,10 @@ impl<'a> Cx<'a> {
                     w.timed_out = true;
                     return Step::Yield;
                 }
-                let at = Instant::now() + t;
+                let Some(at) = crate::timer::deadline(t) else {
+                    // Longer than the clock can count: no timeout.
+                    return Step::Wait;
+                };
                 w.deadline = Some(at);
                 w.wait_gen += 1;
                 w.wait_timer = Some(timers.receive_timeout(at, pid, w.wait_gen));
@@ -410,11 +342,15 @@ impl<'a> Cx<'a> {
         self.budget -= SPAWN_COST;
         let me = self.proc.pid;
         let (pid, mref) = self.vm.spawn_with(body, opts, Some(me))?;
-        if opts.link {
-            self.p.rel().links.insert(pid);
-        }
-        if let Some(r) = mref {
-            self.p.rel().monitoring.insert(r.0, pid);
+        if opts.link || mref.is_some() {
+            self.proc.rel(|rel| {
+                if opts.link {
+                    rel.links.insert(pid);
+                }
+                if let Some(r) = mref {
+                    rel.monitoring.insert(r.0, pid);
+                }
+            });
         }
         Ok((pid, mref))
     }
@@ -428,15 +364,14 @@ impl<'a> Cx<'a> {
             return Ok(());
         }
         self.budget -= SEND_COST;
-        if !self.p.rel().links.insert(pid) {
+        if !self.proc.rel(|r| r.links.insert(pid)) {
             return Ok(()); // already linked
         }
-        let (ok, _) = self.vm.send_signal(pid, Signal::Link(me));
-        if ok {
+        if self.vm.router.send(pid, Signal::Link(me)).delivered {
             return Ok(());
         }
-        self.p.rel().links.remove(&pid);
-        if self.p.trap_exit {
+        self.proc.rel(|r| r.links.remove(&pid));
+        if self.proc.traps_exits() {
             let msg = Term::Tuple(vec![
                 Term::Atom(Atom::EXIT),
                 Term::Pid(pid),
@@ -453,13 +388,9 @@ impl<'a> Cx<'a> {
     /// Removes the link to `pid`, if any (idempotent).
     pub fn unlink(&mut self, pid: Pid) {
         let me = self.proc.pid;
-        let had = self
-            .p
-            .rel
-            .as_deref_mut()
-            .is_some_and(|r| r.links.remove(&pid));
+        let had = self.proc.rel_if(|r| r.links.remove(&pid)) == Some(true);
         if had {
-            self.vm.send_signal(pid, Signal::Unlink(me));
+            self.vm.router.send(pid, Signal::Unlink(me));
         }
     }
 
@@ -469,9 +400,9 @@ impl<'a> Cx<'a> {
         self.budget -= SEND_COST;
         let me = self.proc.pid;
         let mref = Ref::new();
-        self.p.rel().monitoring.insert(mref.0, pid);
-        let (ok, _) = self.vm.send_signal(pid, Signal::Monitor { from: me, mref });
-        if !ok {
+        self.proc.rel(|r| r.monitoring.insert(mref.0, pid));
+        let sig = Signal::Monitor { from: me, mref };
+        if !self.vm.router.send(pid, sig).delivered {
             let down = Signal::Down {
                 mref,
                 pid,
@@ -486,21 +417,26 @@ impl<'a> Cx<'a> {
     /// Removes a monitor. With `flush`, also removes its DOWN message if one already
     /// arrived. Returns true if the monitor was still active.
     pub fn demonitor(&mut self, mref: Ref, flush: bool) -> bool {
-        let target = self
-            .p
-            .rel
-            .as_deref_mut()
-            .and_then(|r| r.monitoring.remove(&mref.0));
+        let target = self.proc.rel_if(|r| r.monitoring.remove(&mref.0)).flatten();
         if let Some(t) = target {
-            self.vm.send_signal(t, Signal::Demonitor(mref));
+            self.vm.router.send(t, Signal::Demonitor(mref));
+            self.monitor_gone(mref);
         }
         if flush {
             self.drain();
-            self.p.mailbox.remove_all(&mut |v| {
+            // Found by the ref's index entry, not by a scan: a call's demonitor costs
+            // the same with 50,000 unrelated messages queued (gen_server's flush).
+            let mut is_down = |v: View<'_>| {
                 v.tuple_len() == Some(5)
                     && v.tuple_get(0).and_then(|e| e.as_atom()) == Some(Atom::DOWN)
                     && v.tuple_get(1).and_then(|e| e.as_ref()) == Some(mref)
-            });
+            };
+            while self
+                .p
+                .mailbox
+                .take_keyed(Key::of_ref(mref), &mut is_down)
+                .is_some()
+            {}
             self.publish_queue_len();
         }
         target.is_some()
@@ -519,13 +455,13 @@ impl<'a> Cx<'a> {
         if pid == me {
             self.handle_signal(sig);
         } else {
-            self.vm.send_signal(pid, sig);
+            self.vm.router.send(pid, sig);
         }
     }
 
     /// Sets trap_exit; returns the old value.
     pub fn trap_exit(&mut self, on: bool) -> bool {
-        std::mem::replace(&mut self.p.trap_exit, on)
+        self.proc.trap_exit.swap(on, Ordering::Relaxed)
     }
 
     /// Sets this process's priority; returns the old one.
@@ -533,19 +469,19 @@ impl<'a> Cx<'a> {
         Priority::from_u8(self.proc.priority.swap(prio as u8, Ordering::Relaxed))
     }
 
-    /// `process_info` of this process, from its own state (it is running, so nobody
-    /// else can read its private half now); `current` is what it runs.
+    /// `process_info` of this process, its counters brought up to date first (its
+    /// queue and heap as they are now, not as of its last slice); `current` is what it
+    /// runs (its body is out of the process table's reach while it runs).
     pub fn process_info(&mut self, current: String) -> crate::ProcessInfo {
         self.drain();
-        crate::stats::info_of(self.vm, self.proc, self.p, "running", current)
+        self.proc.publish_heap(self.p);
+        crate::stats::info_of(self.vm, self.proc, Some(current))
     }
 
     /// Processes linked to this one.
     pub fn links(&self) -> Vec<Pid> {
-        self.p
-            .rel
-            .as_deref()
-            .map(|r| r.links.iter().copied().collect())
+        self.proc
+            .rel_if(|r| r.links.iter().copied().collect())
             .unwrap_or_default()
     }
 

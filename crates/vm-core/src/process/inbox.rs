@@ -1,35 +1,69 @@
-//! The lock-free inbox: where every signal to a process lands first.
+//! The inbox and the run state of a process, in one atomic word.
 //!
-//! Any thread may push; only the owner (the scheduler thread currently running the
-//! process) takes. The structure is an intrusive Treiber stack of boxed nodes:
+//! Every signal to a process lands here first, and the same word says whether the
+//! process is waiting, queued, running or done. Any thread may push; only the owner (the
+//! scheduler thread running the process) takes, and only the owner moves the state
+//! between RUNNING and anything else.
 //!
-//! * `push` allocates a node and CASes it onto `head`. Senders never take a lock and
-//!   never wait for each other beyond a failed CAS retry.
-//! * `take_all` swaps `head` for null and reverses the detached chain, which yields the
-//!   signals in push order. Because the owner detaches the *whole* chain at once, a node
-//!   is never popped individually while others push, so the ABA problem of a Treiber
-//!   pop cannot arise.
-//! * `close` swaps in the `CLOSED` sentinel. A push that sees `CLOSED` fails and hands
-//!   the signal back, which is how a sender learns that the process has exited
-//!   (`noproc`). Everything pushed before the close is returned by `close` itself, so a
+//! ## The word
+//!
+//! `word = head | state`: `head` is the newest node of an intrusive Treiber stack of
+//! boxed nodes (nodes hold a pointer, so they are at least 4-aligned and the two low
+//! bits are free), `state` one of [`RunState`]:
+//!
+//! ```text
+//!          push (sender enqueues)          begin (picked)        park: inbox empty
+//!   IDLE ─────────────────────────▶ QUEUED ──────────────▶ RUNNING ─────────────────▶ IDLE
+//!                                      ▲                     │ yield, or park with
+//!                                      └─────────────────────┘ signals pushed meanwhile
+//!   RUNNING ──close (the process exits)──▶ DONE (terminal; pushes are refused)
+//! ```
+//!
+//! * `push` CASes a node on top and, in the same CAS, moves IDLE to QUEUED; the pusher
+//!   that made that move, and only it, enqueues the process (a process is in at most
+//!   one run queue). Pushing to QUEUED or RUNNING leaves the state alone. A spawned
+//!   process starts QUEUED and is enqueued by its spawner.
+//! * `take_all` (owner, RUNNING) swaps the head out, keeping the state, and reverses the
+//!   detached chain into push order. The owner detaches the *whole* chain at once, so a
+//!   node is never popped individually while others push: no ABA.
+//! * `park` (owner, end of a slice that waits) CASes `null | RUNNING` to `null | IDLE`;
+//!   if anything was pushed since the owner last looked, the CAS fails and the process
+//!   is QUEUED again instead.
+//! * `close` (owner, exit) swaps in `DONE` and hands back what was pushed before, so a
 //!   signal is either delivered to the dying process's final drain or returned to its
-//!   sender: never lost.
+//!   sender (`noproc`): never lost.
 //!
-//! Ordering: pushes by one thread are linearised by their CASes in program order, and a
-//! detached chain reversed is in CAS order, so signals from one sender arrive in the
-//! order sent (Erlang's only ordering guarantee).
+//! ## Why no wake-up is lost
+//!
+//! The run state and the inbox are one memory location, and every transition is a
+//! read-modify-write of it, so all of them are totally ordered (C++/Rust coherence of
+//! RMWs; no fences, no SeqCst, no argument across two variables). A push either comes
+//! before the owner's `park` in that order — then `park` sees a non-null head and
+//! requeues — or after it — then the push sees IDLE and enqueues. (With the state in a
+//! separate word, the sender's "push then read the state" against the owner's "write
+//! RUNNING then read the inbox" is a store-buffering pattern that needs SeqCst on both
+//! sides.) The loom models at the bottom check every interleaving.
+//!
+//! Orderings: a successful push releases the node it publishes, and `take_all`/`close`
+//! acquire the chain they detach. State changes publish nothing else (the private half
+//! of a process is behind its own lock), so they need only coherence.
+//!
+//! Ordering of signals: pushes by one thread are linearised by their CASes in program
+//! order, and a detached chain reversed is in CAS order, so signals from one sender
+//! arrive in the order sent (Erlang's only ordering guarantee).
 //!
 //! `len` counts pushed-but-not-taken signals; it is advisory (introspection and the
 //! send cost of a long queue) and may lag the chain by one in-flight push. `bytes`
 //! likewise counts the heap bytes the queued signals hold (what their senders declared
 //! with [`Inbox::push_sized`]; each node remembers its own), for `memory()`.
 
+use std::marker::PhantomData;
 use std::ptr;
 
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 struct Node<T> {
     next: *mut Node<T>,
@@ -39,66 +73,84 @@ struct Node<T> {
 }
 
 /// Bytes of one queued node around a value of type `T` (for memory accounting).
-pub const fn node_bytes<T>() -> usize {
+pub(crate) const fn node_bytes<T>() -> usize {
     std::mem::size_of::<Node<T>>()
 }
 
-/// The address used as the "closed" marker. It is never dereferenced.
-fn closed<T>() -> *mut Node<T> {
-    // A dangling, well-aligned, non-null address that no allocation can return.
-    ptr::NonNull::<Node<T>>::dangling().as_ptr()
+/// The bits of the word that hold the state.
+const STATE_BITS: usize = 0b11;
+
+// The head pointer's two low bits carry the state, so nodes must be 4-aligned; they
+// contain a pointer, which is at least that on every target Rust supports with atomics.
+const _: () = assert!(std::mem::align_of::<Node<()>>() > STATE_BITS);
+
+/// Where a process stands (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum RunState {
+    /// Waiting for a signal; in no run queue.
+    Idle = 0,
+    /// In exactly one run queue (or about to be put in one by whoever queued it).
+    Queued = 1,
+    /// A scheduler is running it.
+    Running = 2,
+    /// Exited; pushes are refused.
+    Done = 3,
 }
 
-/// A multi-producer, single-consumer, closable signal queue.
+impl RunState {
+    fn of(word: usize) -> RunState {
+        match word & STATE_BITS {
+            0 => RunState::Idle,
+            1 => RunState::Queued,
+            2 => RunState::Running,
+            _ => RunState::Done,
+        }
+    }
+}
+
+fn head<T>(word: usize) -> *mut Node<T> {
+    (word & !STATE_BITS) as *mut Node<T>
+}
+
+/// A multi-producer, single-consumer, closable signal queue that carries its owner's
+/// run state (see the module docs).
 pub struct Inbox<T> {
-    head: AtomicPtr<Node<T>>,
+    word: AtomicUsize,
     len: AtomicU32,
     bytes: AtomicUsize,
+    /// The inbox owns the nodes (and their `T`s) the word points to.
+    _nodes: PhantomData<Box<Node<T>>>,
 }
 
 // SAFETY: the inbox owns the `T`s in its nodes and moves them between threads; that is
 // sound exactly when `T: Send`. All shared mutation goes through atomics.
 unsafe impl<T: Send> Send for Inbox<T> {}
-// SAFETY: `push` may be called from many threads at once (atomic CAS on `head`);
+// SAFETY: `push` may be called from many threads at once (atomic CAS on the word);
 // `take_all`/`close` detach the chain with an atomic swap, so concurrent callers each
 // get disjoint chains. No `&T` is ever handed out to other threads.
 unsafe impl<T: Send> Sync for Inbox<T> {}
 
-impl<T> Default for Inbox<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl<T> Inbox<T> {
-    /// An empty, open inbox. Allocates nothing.
-    #[cfg(not(loom))]
-    pub const fn new() -> Self {
+    /// An empty inbox in `state`. Allocates nothing.
+    pub fn new(state: RunState) -> Self {
         Inbox {
-            head: AtomicPtr::new(ptr::null_mut()),
+            word: AtomicUsize::new(state as usize),
             len: AtomicU32::new(0),
             bytes: AtomicUsize::new(0),
+            _nodes: PhantomData,
         }
     }
 
-    /// An empty, open inbox (loom build: loom's atomics are not const).
-    #[cfg(loom)]
-    pub fn new() -> Self {
-        Inbox {
-            head: AtomicPtr::new(ptr::null_mut()),
-            len: AtomicU32::new(0),
-            bytes: AtomicUsize::new(0),
-        }
-    }
-
-    /// Pushes `value`; returns it back if the inbox is closed.
-    pub fn push(&self, value: T) -> Result<(), T> {
+    /// Pushes `value`. `Ok(true)`: the process was idle and is now QUEUED, and the
+    /// caller must enqueue it. `Err(value)`: the process is done.
+    pub fn push(&self, value: T) -> Result<bool, T> {
         self.push_sized(value, 0)
     }
 
-    /// Pushes `value`, which holds `bytes` of heap memory (counted in [`Inbox::bytes`]
-    /// until it is taken); returns it back if the inbox is closed.
-    pub fn push_sized(&self, value: T, bytes: usize) -> Result<(), T> {
+    /// [`Inbox::push`] of a `value` that holds `bytes` of heap memory (counted in
+    /// [`Inbox::bytes`] until it is taken).
+    pub fn push_sized(&self, value: T, bytes: usize) -> Result<bool, T> {
         let node = Box::into_raw(Box::new(Node {
             next: ptr::null_mut(),
             bytes,
@@ -109,9 +161,10 @@ impl<T> Inbox<T> {
         if bytes > 0 {
             self.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
-        let mut head = self.head.load(Ordering::Acquire);
+        let mut cur = self.word.load(Ordering::Relaxed);
         loop {
-            if head == closed() {
+            let state = RunState::of(cur);
+            if state == RunState::Done {
                 if bytes > 0 {
                     self.bytes.fetch_sub(bytes, Ordering::Relaxed);
                 }
@@ -120,51 +173,110 @@ impl<T> Inbox<T> {
                 return Err(node.value);
             }
             // SAFETY: `node` is still exclusively ours until the CAS publishes it.
-            unsafe { (*node).next = head };
-            match self
-                .head
-                .compare_exchange_weak(head, node, Ordering::AcqRel, Ordering::Acquire)
-            {
+            unsafe { (*node).next = head(cur) };
+            let next = match state {
+                RunState::Idle => RunState::Queued,
+                s => s,
+            };
+            match self.word.compare_exchange_weak(
+                cur,
+                node as usize | next as usize,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => {
                     self.len.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok(state == RunState::Idle);
                 }
-                Err(h) => head = h,
+                Err(w) => cur = w,
             }
         }
+    }
+
+    /// QUEUED -> RUNNING, when a scheduler picks the process. False (and no change) if
+    /// it is not QUEUED: a process that is DONE is not run.
+    pub fn begin(&self) -> bool {
+        self.set_state(RunState::Queued, RunState::Running)
+    }
+
+    /// RUNNING -> QUEUED, when the slice ends with a yield: the caller requeues it.
+    pub fn yielded(&self) {
+        let ok = self.set_state(RunState::Running, RunState::Queued);
+        debug_assert!(ok, "yielded from a process that was not running");
+    }
+
+    /// End of a slice that waits: RUNNING -> IDLE if nothing was pushed since the last
+    /// `take_all`, and true. Otherwise RUNNING -> QUEUED and false: the caller requeues
+    /// it (see the module docs: this is where no wake-up can be lost).
+    pub fn park(&self) -> bool {
+        let running = RunState::Running as usize;
+        if self
+            .word
+            .compare_exchange(
+                running,
+                RunState::Idle as usize,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            return true;
+        }
+        let ok = self.set_state(RunState::Running, RunState::Queued);
+        debug_assert!(ok, "parked a process that was not running");
+        false
+    }
+
+    /// Moves the state from `from` to `to`, keeping the head; false if it was not
+    /// `from`.
+    fn set_state(&self, from: RunState, to: RunState) -> bool {
+        let mut cur = self.word.load(Ordering::Relaxed);
+        loop {
+            if RunState::of(cur) != from {
+                return false;
+            }
+            let next = (cur & !STATE_BITS) | to as usize;
+            match self
+                .word
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(w) => cur = w,
+            }
+        }
+    }
+
+    /// The run state now.
+    pub fn state(&self) -> RunState {
+        RunState::of(self.word.load(Ordering::Relaxed))
+    }
+
+    /// True once `close` has run, read in the single SeqCst order (for a Dekker pair
+    /// with `close`; see `VmInner::send_after`).
+    pub fn is_closed_seqcst(&self) -> bool {
+        RunState::of(self.word.load(Ordering::SeqCst)) == RunState::Done
     }
 
     /// Detaches everything pushed so far, appending it to `out` in push order.
-    /// Returns how many signals were appended. Does nothing on a closed inbox.
+    /// Returns how many signals were appended. Only the owner calls it, while RUNNING.
     pub fn take_all(&self, out: &mut Vec<T>) -> usize {
-        if self.head.load(Ordering::Relaxed).is_null() {
+        let running = RunState::Running as usize;
+        if self.word.load(Ordering::Relaxed) == running {
             return 0;
         }
-        let mut head = self.head.load(Ordering::Acquire);
-        loop {
-            if head.is_null() || head == closed() {
-                return 0;
-            }
-            match self.head.compare_exchange_weak(
-                head,
-                ptr::null_mut(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(h) => head = h,
-            }
-        }
-        self.detached(head, out)
+        // While RUNNING only the owner changes the state, so the swap keeps it.
+        let old = self.word.swap(running, Ordering::Acquire);
+        debug_assert_eq!(RunState::of(old), RunState::Running);
+        self.detached(head(old), out)
     }
 
-    /// Closes the inbox: later pushes fail. Returns what was pushed before, in order.
+    /// Closes the inbox (DONE): later pushes fail. Returns what was pushed before, in
+    /// order.
     pub fn close(&self, out: &mut Vec<T>) -> usize {
-        let head = self.head.swap(closed(), Ordering::AcqRel);
-        if head.is_null() || head == closed() {
-            return 0;
-        }
-        self.detached(head, out)
+        // SeqCst: the exit path's Dekker pair with `send_after` (see `VmInner::finish`);
+        // on x86 the same xchg as Acquire.
+        let old = self.word.swap(RunState::Done as usize, Ordering::SeqCst);
+        self.detached(head(old), out)
     }
 
     /// Moves a detached chain into `out` and takes it off the counters.
@@ -177,15 +289,9 @@ impl<T> Inbox<T> {
         n
     }
 
-    /// True once `close` has run.
-    pub fn is_closed(&self) -> bool {
-        self.head.load(Ordering::Acquire) == closed()
-    }
-
     /// True when nothing is waiting (a racy hint for the owner).
     pub fn is_empty(&self) -> bool {
-        let h = self.head.load(Ordering::Acquire);
-        h.is_null() || h == closed()
+        head::<T>(self.word.load(Ordering::Relaxed)).is_null()
     }
 
     /// Signals pushed and not yet taken (advisory).
@@ -205,8 +311,9 @@ impl<T> Inbox<T> {
         let mut bytes = 0;
         while !cur.is_null() {
             // SAFETY: every node in a detached chain was created by `push` with
-            // `Box::into_raw`, published once, and detached by exactly one swap/CAS, so
-            // this thread now owns it exclusively; each node is freed exactly once here.
+            // `Box::into_raw`, published once by a release CAS, and detached by exactly
+            // one acquire swap, so this thread now owns it exclusively and sees its
+            // contents; each node is freed exactly once here.
             let node = unsafe { Box::from_raw(cur) };
             cur = node.next;
             bytes += node.bytes;
@@ -224,34 +331,63 @@ impl<T> Drop for Inbox<T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
 
+    fn running<T>() -> Inbox<T> {
+        Inbox::new(RunState::Running)
+    }
+
     #[test]
     fn fifo_and_close() {
-        let ib = Inbox::new();
+        let ib = running();
         for i in 0..10 {
-            ib.push(i).unwrap();
+            assert_eq!(ib.push(i), Ok(false), "a running process is not enqueued");
         }
         assert_eq!(ib.len(), 10);
         let mut out = Vec::new();
         assert_eq!(ib.take_all(&mut out), 10);
         assert_eq!(out, (0..10).collect::<Vec<_>>());
+        assert_eq!(ib.state(), RunState::Running);
         ib.push(10).unwrap();
         let mut rest = Vec::new();
         assert_eq!(ib.close(&mut rest), 1);
         assert_eq!(rest, vec![10]);
         assert_eq!(ib.push(11), Err(11));
-        assert!(ib.is_closed());
-        assert_eq!(ib.take_all(&mut rest), 0);
+        assert_eq!(ib.state(), RunState::Done);
+        assert!(!ib.begin(), "a done process is not run");
+    }
+
+    #[test]
+    fn the_push_that_finds_it_idle_enqueues_once() {
+        let ib = Inbox::new(RunState::Queued);
+        assert_eq!(ib.push(0), Ok(false), "already queued (spawned)");
+        assert!(ib.begin());
+        let mut out = Vec::new();
+        ib.take_all(&mut out);
+        assert!(ib.park(), "nothing new: it sleeps");
+        assert_eq!(ib.state(), RunState::Idle);
+        assert_eq!(ib.push(1), Ok(true), "the first push wakes it");
+        assert_eq!(ib.push(2), Ok(false), "the next ones do not");
+        assert!(ib.begin());
+        ib.yielded();
+        assert_eq!(ib.state(), RunState::Queued);
+        assert!(ib.begin());
+        assert!(!ib.park(), "signals came: it is requeued, not parked");
+        assert_eq!(ib.state(), RunState::Queued);
+        assert!(ib.begin());
+        out.clear();
+        ib.take_all(&mut out);
+        assert_eq!(out, vec![1, 2]);
+        assert!(ib.park());
     }
 
     #[test]
     fn drop_frees_pending() {
         let v = Arc::new(());
-        let ib = Inbox::new();
+        let ib = running();
         for _ in 0..100 {
             ib.push(v.clone()).unwrap();
         }
@@ -265,7 +401,7 @@ mod tests {
     fn stress_per_sender_order_and_close() {
         const P: usize = 8;
         const N: usize = 100_000;
-        let ib = Arc::new(Inbox::<(usize, usize)>::new());
+        let ib = Arc::new(running::<(usize, usize)>());
         let mut hs = Vec::new();
         for p in 0..P {
             let ib = ib.clone();
@@ -301,21 +437,78 @@ mod tests {
         let delivered: usize = next.iter().sum();
         assert_eq!(delivered + refused, P * N, "a signal was lost");
     }
+
+    /// Senders against an owner that runs slices and parks: every value is taken, the
+    /// process is never enqueued twice, and it ends idle with an empty inbox.
+    #[test]
+    fn stress_no_lost_wakeup_and_one_queue_entry() {
+        use std::sync::atomic::AtomicUsize;
+        const P: usize = 4;
+        const N: usize = 50_000;
+        let ib = Arc::new(Inbox::<usize>::new(RunState::Queued));
+        let queued = Arc::new(AtomicUsize::new(1));
+        let hs: Vec<_> = (0..P)
+            .map(|_| {
+                let (ib, queued) = (ib.clone(), queued.clone());
+                std::thread::spawn(move || {
+                    for i in 0..N {
+                        if ib.push(i).unwrap() {
+                            assert_eq!(queued.fetch_add(1, Ordering::AcqRel), 0);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut got = 0;
+        let mut buf = Vec::new();
+        let slice = |buf: &mut Vec<usize>| {
+            if queued.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            queued.fetch_sub(1, Ordering::AcqRel);
+            assert!(ib.begin());
+            ib.take_all(buf);
+            if !ib.park() {
+                assert_eq!(queued.fetch_add(1, Ordering::AcqRel), 0);
+            }
+        };
+        while got < P * N {
+            buf.clear();
+            slice(&mut buf);
+            got += buf.len();
+            if hs.iter().all(|h| h.is_finished()) && queued.load(Ordering::Acquire) == 0 {
+                break;
+            }
+        }
+        for h in hs {
+            h.join().unwrap();
+        }
+        while queued.load(Ordering::Acquire) > 0 {
+            buf.clear();
+            slice(&mut buf);
+            got += buf.len();
+        }
+        assert_eq!(got, P * N, "a signal was left behind in an idle process");
+        assert_eq!(ib.state(), RunState::Idle);
+        assert!(ib.is_empty());
+    }
 }
 
 /// Model checks of the real `Inbox` code under loom (`RUSTFLAGS="--cfg loom" cargo test
-/// -p vm-core --lib loom`): every interleaving of two producers with a consumer that
-/// drains and then closes. Each value is delivered exactly once or handed back to its
-/// producer, and each producer's values arrive in order.
+/// -p vm-core --lib loom`).
 #[cfg(loom)]
 mod loom_tests {
-    use super::Inbox;
+    use super::{Inbox, RunState};
+    use loom::sync::atomic::{AtomicUsize, Ordering};
     use loom::sync::Arc;
 
+    /// Two producers with a consumer that drains and then closes. Each value is
+    /// delivered exactly once or handed back to its producer, and each producer's
+    /// values arrive in order.
     #[test]
     fn loom_two_producers_take_and_close() {
         loom::model(|| {
-            let ib = Arc::new(Inbox::<(u8, u8)>::new());
+            let ib = Arc::new(Inbox::<(u8, u8)>::new(RunState::Running));
             let producers: Vec<_> = (0..2u8)
                 .map(|p| {
                     let ib = ib.clone();
@@ -356,6 +549,59 @@ mod loom_tests {
                     assert!(got.iter().all(|v| v.0 != p || v.1 < first));
                 }
             }
+        });
+    }
+
+    /// The run state machine (issue 8, fault 7): a spawned (QUEUED) process whose owner
+    /// runs slices (begin, take_all, park or yield) while two senders push and enqueue
+    /// it when told to. In every interleaving: the process is in at most one run queue,
+    /// every value is taken exactly once, and once everyone is done it is IDLE with an
+    /// empty inbox — a push that found it running or queued was never left behind.
+    #[test]
+    fn loom_notify_park_no_lost_wakeup() {
+        loom::model(|| {
+            let ib = Arc::new(Inbox::<u8>::new(RunState::Queued));
+            // Run queue entries of this process: the spawner's, then the senders'.
+            let queued = Arc::new(AtomicUsize::new(1));
+            let senders: Vec<_> = (0..2u8)
+                .map(|s| {
+                    let (ib, queued) = (ib.clone(), queued.clone());
+                    loom::thread::spawn(move || {
+                        if ib.push(s).expect("never closed here") {
+                            assert_eq!(queued.fetch_add(1, Ordering::AcqRel), 0, "queued twice");
+                        }
+                    })
+                })
+                .collect();
+            let mut got = Vec::new();
+            // One slice of the owner, if the process is in a queue: `yield_first`
+            // makes it yield once before it waits.
+            let slice = |got: &mut Vec<u8>, yield_first: bool| {
+                if queued.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                queued.fetch_sub(1, Ordering::AcqRel);
+                assert!(ib.begin(), "a queued process is QUEUED");
+                ib.take_all(got);
+                if yield_first {
+                    ib.yielded();
+                    assert_eq!(queued.fetch_add(1, Ordering::AcqRel), 0, "queued twice");
+                } else if !ib.park() {
+                    assert_eq!(queued.fetch_add(1, Ordering::AcqRel), 0, "queued twice");
+                }
+            };
+            slice(&mut got, true);
+            slice(&mut got, false);
+            for s in senders {
+                s.join().unwrap();
+            }
+            while queued.load(Ordering::Acquire) > 0 {
+                slice(&mut got, false);
+            }
+            got.sort();
+            assert_eq!(got, vec![0, 1], "lost or duplicated");
+            assert_eq!(ib.state(), RunState::Idle);
+            assert!(ib.is_empty(), "a wake-up was lost");
         });
     }
 }

@@ -29,7 +29,7 @@ use crate::term::Pid;
 
 /// Slots per chunk: 4096 × 12 bytes ≈ 48 KiB, small enough to allocate on demand and
 /// large enough that the chunk directory for 2^28 processes stays under 1 MiB.
-pub const CHUNK: usize = 4096;
+pub(crate) const CHUNK: usize = 4096;
 
 /// The largest process limit: pid indices have 28 bits, and the top index is kept for
 /// [`EXTERNAL_PID`].
@@ -49,7 +49,7 @@ struct Slot {
 }
 
 /// See the module docs.
-pub struct ProcessTable {
+pub(crate) struct ProcessTable {
     chunks: Box<[OnceLock<Box<[Slot]>>]>,
     limit: usize,
     live: AtomicUsize,
@@ -60,11 +60,11 @@ pub struct ProcessTable {
 
 /// Spawning failed because the table is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SystemLimit;
+pub(crate) struct SystemLimit;
 
 impl ProcessTable {
     /// A table for at most `limit` live processes (clamped to [1, MAX_PROCESS_LIMIT]).
-    pub fn new(limit: usize) -> ProcessTable {
+    pub(crate) fn new(limit: usize) -> ProcessTable {
         let limit = limit.clamp(1, MAX_PROCESS_LIMIT);
         let n = limit.div_ceil(CHUNK);
         ProcessTable {
@@ -78,17 +78,17 @@ impl ProcessTable {
     }
 
     /// The limit.
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 
     /// Live processes.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.live.load(Ordering::Relaxed)
     }
 
     /// Processes ever spawned.
-    pub fn spawned(&self) -> usize {
+    pub(crate) fn spawned(&self) -> usize {
         self.spawned.load(Ordering::Relaxed)
     }
 
@@ -105,7 +105,10 @@ impl ProcessTable {
     }
 
     /// Inserts a process built by `make` for the pid it is given.
-    pub fn insert(&self, make: impl FnOnce(Pid) -> Process) -> Result<Arc<Process>, SystemLimit> {
+    pub(crate) fn insert(
+        &self,
+        make: impl FnOnce(Pid) -> Process,
+    ) -> Result<Arc<Process>, SystemLimit> {
         if self.live.fetch_add(1, Ordering::AcqRel) >= self.limit {
             self.live.fetch_sub(1, Ordering::AcqRel);
             return Err(SystemLimit);
@@ -139,7 +142,7 @@ impl ProcessTable {
     }
 
     /// Runs `f` on the live process `pid`, if any, without taking a reference count.
-    pub fn with<R>(&self, pid: Pid, f: impl FnOnce(&Process) -> R) -> Option<R> {
+    pub(crate) fn with<R>(&self, pid: Pid, f: impl FnOnce(&Process) -> R) -> Option<R> {
         let guard = epoch::pin();
         let p = self.lookup(pid, &guard)?;
         Some(f(p))
@@ -160,7 +163,7 @@ impl ProcessTable {
     }
 
     /// A counted reference to the live process `pid`.
-    pub fn get(&self, pid: Pid) -> Option<Arc<Process>> {
+    pub(crate) fn get(&self, pid: Pid) -> Option<Arc<Process>> {
         let guard = epoch::pin();
         let p = self.lookup(pid, &guard)?;
         let raw = p as *const Process;
@@ -174,7 +177,7 @@ impl ProcessTable {
     }
 
     /// Removes `pid`'s process; its slot becomes reusable with a new serial.
-    pub fn remove(&self, pid: Pid) -> bool {
+    pub(crate) fn remove(&self, pid: Pid) -> bool {
         let Some(slot) = self.slot(pid.index) else {
             return false;
         };
@@ -208,7 +211,7 @@ impl ProcessTable {
     }
 
     /// Pids of every live process (a snapshot; processes may come and go meanwhile).
-    pub fn pids(&self) -> Vec<Pid> {
+    pub(crate) fn pids(&self) -> Vec<Pid> {
         let mut out = Vec::with_capacity(self.count());
         self.for_each(|p| out.push(p.pid));
         out
@@ -216,7 +219,7 @@ impl ProcessTable {
 
     /// Calls `f` on every live process. Never blocks a process: it reads the table
     /// under an epoch guard, re-pinned every chunk so that reclamation keeps going.
-    pub fn for_each(&self, mut f: impl FnMut(&Process)) {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Process)) {
         let hi = self.next_fresh.load(Ordering::Acquire).min(self.limit);
         for c in 0..hi.div_ceil(CHUNK) {
             let Some(chunk) = self.chunks[c].get() else {
@@ -235,7 +238,7 @@ impl ProcessTable {
     }
 
     /// Removes every process (VM shutdown); returns them for the caller to tear down.
-    pub fn drain(&self) -> Vec<Arc<Process>> {
+    pub(crate) fn drain(&self) -> Vec<Arc<Process>> {
         let mut out = Vec::new();
         for p in self.pids() {
             if let Some(a) = self.get(p) {

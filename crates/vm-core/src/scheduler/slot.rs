@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::process::Process;
 
 /// A single-entry, swap-based slot holding at most one process.
-pub struct LifoSlot {
+pub(crate) struct LifoSlot {
     ptr: AtomicPtr<Process>,
 }
 
@@ -26,14 +26,14 @@ impl Default for LifoSlot {
 
 impl LifoSlot {
     /// Puts `p` in the slot, returning what was there.
-    pub fn put(&self, p: Arc<Process>) -> Option<Arc<Process>> {
+    pub(crate) fn put(&self, p: Arc<Process>) -> Option<Arc<Process>> {
         let raw = Arc::into_raw(p) as *mut Process;
         let old = self.ptr.swap(raw, Ordering::AcqRel);
         Self::own(old)
     }
 
     /// Takes what is in the slot.
-    pub fn take(&self) -> Option<Arc<Process>> {
+    pub(crate) fn take(&self) -> Option<Arc<Process>> {
         if self.ptr.load(Ordering::Relaxed).is_null() {
             return None;
         }
@@ -41,7 +41,8 @@ impl LifoSlot {
     }
 
     /// True if the slot holds a process (racy hint).
-    pub fn is_occupied(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_occupied(&self) -> bool {
         !self.ptr.load(Ordering::Relaxed).is_null()
     }
 

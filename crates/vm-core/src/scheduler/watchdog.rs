@@ -12,47 +12,48 @@
 //! rest of the VM keeps its latency. A slice seen running past the long_schedule
 //! threshold is flagged, and its scheduler reports it as a `long_schedule` event when
 //! it ends (see `VmInner::report_long_schedule`); durations are measured to the
-//! watchdog's tick (about a millisecond).
+//! watchdog's tick (about a millisecond). It needs only the schedulers' shared state
+//! (their counters, hand-off slots and run queues), not the VM.
 //!
 //! With every scheduler idle the watchdog sleeps [`IDLE_TICK`] between looks, a few
 //! hundred cheap wake-ups a second at most.
 
-use std::sync::atomic::Ordering;
-use std::sync::Weak;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::vm::VmInner;
+use super::Shared;
 
 /// How often a busy VM is checked.
-pub const TICK: Duration = Duration::from_millis(1);
+pub(crate) const TICK: Duration = Duration::from_millis(1);
 /// How often an idle VM is checked.
-pub const IDLE_TICK: Duration = Duration::from_millis(5);
+pub(crate) const IDLE_TICK: Duration = Duration::from_millis(5);
 /// A slice older than this is treated as stuck: its queue is handed to the others.
 /// Twice BEAM's usual slice, far below the 10 ms long_schedule report threshold.
-pub const STUCK_AFTER: Duration = Duration::from_millis(2);
+pub(crate) const STUCK_AFTER: Duration = Duration::from_millis(2);
 
-pub(crate) fn run(vm: Weak<VmInner>) {
+/// The watchdog thread's loop: looks at `sched`'s schedulers every tick until
+/// `stopping`. `started` is the clock the schedulers' timestamps count from; slices
+/// longer than `long_schedule` are flagged for a report.
+pub(crate) fn run(
+    sched: &Shared,
+    started: Instant,
+    long_schedule: Duration,
+    stopping: &AtomicBool,
+) {
     // Per scheduler: the slice sequence number seen last, and when it was first seen.
-    let mut seen: Vec<(u64, u64)> = Vec::new();
-    loop {
-        let busy = {
-            let Some(vm) = vm.upgrade() else { return };
-            if vm.stopping.load(Ordering::Acquire) {
-                return;
-            }
-            seen.resize(vm.sched.stats.len(), (0, 0));
-            check(&vm, &mut seen)
-        };
+    let mut seen = vec![(0, 0); sched.stats.len()];
+    while !stopping.load(Ordering::Acquire) {
+        let now = started.elapsed().as_nanos() as u64;
+        let busy = check(sched, now, long_schedule, &mut seen);
         std::thread::sleep(if busy { TICK } else { IDLE_TICK });
     }
 }
 
-/// One look; returns true if any scheduler was in a slice.
-fn check(vm: &VmInner, seen: &mut [(u64, u64)]) -> bool {
-    let now = vm.started.elapsed().as_nanos() as u64;
-    let sh = &vm.sched;
+/// One look at `now` (ns since the VM started); returns true if any scheduler was in a
+/// slice.
+fn check(sh: &Shared, now: u64, long_schedule: Duration, seen: &mut [(u64, u64)]) -> bool {
     let stuck_after = STUCK_AFTER.as_nanos() as u64;
-    let long = vm.config.long_schedule.as_nanos() as u64;
+    let long = long_schedule.as_nanos() as u64;
     let mut busy = false;
     for (i, st) in sh.stats.iter().enumerate() {
         let seq = st.slice_seq.load(Ordering::Acquire);
@@ -78,4 +79,49 @@ fn check(vm: &VmInner, seen: &mut [(u64, u64)]) -> bool {
         }
     }
     busy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::tests::{bare_router, idle_process};
+
+    /// On scheduler queues alone (no VM): a slice seen on two looks 3 ms apart is
+    /// stuck — the process in its hand-off slot moves to the global queue, once — and
+    /// is flagged for a long_schedule report; a new slice starts the count again.
+    #[test]
+    fn a_stuck_slice_is_taken_over_once_and_flagged() {
+        let router = bare_router();
+        let sh = &router.sched;
+        let p = idle_process(&router);
+        assert!(sh.slots[0].put(p).is_none());
+        let long = Duration::from_millis(2);
+        let mut seen = vec![(0, 0)];
+        assert!(!check(sh, 0, long, &mut seen), "between slices");
+        sh.stats[0].slice_seq.store(3, Ordering::Release); // in slice 3
+        assert!(check(sh, 1_000_000, long, &mut seen));
+        assert_eq!(sh.run_queue_lengths().1, 0, "1 ms: not stuck yet");
+        assert!(check(sh, 4_000_000, long, &mut seen));
+        assert_eq!(
+            sh.run_queue_lengths().1,
+            1,
+            "the slot's process was handed over"
+        );
+        assert!(!sh.slots[0].is_occupied());
+        assert_eq!(sh.stats[0].takeovers.load(Ordering::Relaxed), 1);
+        assert_eq!(sh.stats[0].long_seq.load(Ordering::Relaxed), 3, "flagged");
+        check(sh, 6_000_000, long, &mut seen);
+        assert_eq!(
+            sh.stats[0].takeovers.load(Ordering::Relaxed),
+            1,
+            "once per slice"
+        );
+        sh.stats[0].slice_seq.store(5, Ordering::Release);
+        check(sh, 7_000_000, long, &mut seen);
+        assert_eq!(
+            seen[0],
+            (5, 7_000_000),
+            "a new slice is timed from its first look"
+        );
+    }
 }

@@ -16,7 +16,9 @@
 //! - The well-known atoms the runtime itself needs (`ok`, `'EXIT'`, `normal`, ...)
 //!   sit at fixed indices `0..PREDEFINED.len()` and are `pub const`s on [`Atom`];
 //!   their names are served from a static array, so they work before the table is
-//!   ever touched.
+//!   ever touched — and after it is full: the runtime never interns an atom itself
+//!   (a crash reason, a system monitor event), so a full table makes only the user's
+//!   own atom creation fail ([`Atom::try_new`]), never the VM.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -129,6 +131,9 @@ predefined! {
     NOTALIVE = 66 => "notalive",
     NOT_FOUND = 67 => "not_found",
     PORT = 68 => "port",
+    PANIC = 69 => "panic",
+    IN = 70 => "in",
+    LONG_SCHEDULE = 71 => "long_schedule",
 }
 
 /// An interned atom. Equality and hashing are by index (O(1)); term order compares
@@ -137,8 +142,9 @@ predefined! {
 pub struct Atom(u32);
 
 impl Atom {
-    /// Interns `name`. Panics only when the name is invalid or the table is full;
-    /// use [`Atom::try_new`] for untrusted input.
+    /// Interns `name`. Panics when the name is invalid or the table is full: for
+    /// names fixed in the program (tests, examples). Anything a user or the runtime
+    /// supplies at run time goes through [`Atom::try_new`] or a predefined constant.
     pub fn new(name: &str) -> Atom {
         match Atom::try_new(name) {
             Ok(a) => a,

@@ -111,14 +111,17 @@ impl RefcBin {
         RefcBin::from_vec(bytes.to_vec())
     }
 
+    /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         self.0.bytes()
     }
 
+    /// Length in bytes.
     pub fn len(&self) -> usize {
         self.0.bytes().len()
     }
 
+    /// True for an empty binary.
     pub fn is_empty(&self) -> bool {
         self.0.bytes().is_empty()
     }
@@ -185,7 +188,9 @@ impl Eq for RefcBin {}
 /// hashing and order are by content, whichever the representation.
 #[derive(Clone, Debug)]
 pub enum Binary {
+    /// Bytes stored in the term itself (small binaries).
     Inline(Vec<u8>),
+    /// A shared, reference-counted buffer (binaries over [`HEAP_BINARY_MAX`](super::HEAP_BINARY_MAX) bytes).
     Refc(RefcBin),
 }
 
@@ -199,10 +204,12 @@ impl Binary {
         }
     }
 
+    /// A binary holding a copy of `bytes` (shared when large).
     pub fn from_slice(bytes: &[u8]) -> Binary {
         Binary::new(bytes.to_vec())
     }
 
+    /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Binary::Inline(v) => v,
@@ -210,10 +217,12 @@ impl Binary {
         }
     }
 
+    /// Length in bytes.
     pub fn len(&self) -> usize {
         self.as_slice().len()
     }
 
+    /// True for an empty binary.
     pub fn is_empty(&self) -> bool {
         self.as_slice().is_empty()
     }

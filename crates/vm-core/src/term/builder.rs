@@ -22,7 +22,7 @@ use super::encode;
 use super::order;
 use super::view::{Src, View};
 use super::word::*;
-use super::{Atom, Fragment, Pid, Ref, RefcBin, Term, TermError};
+use super::{Atom, ExternalPid, ExternalRef, Fragment, Pid, Ref, RefcBin, Term, TermError};
 
 /// Builds a [`Fragment`] term by term (see the module docs for the protocol).
 #[derive(Default)]
@@ -33,6 +33,7 @@ pub struct FragmentBuilder {
 }
 
 impl FragmentBuilder {
+    /// An empty builder.
     pub fn new() -> FragmentBuilder {
         FragmentBuilder::default()
     }
@@ -58,6 +59,7 @@ impl FragmentBuilder {
         self
     }
 
+    /// Pushes an integer (any size that fits `i64`).
     pub fn int(&mut self, v: i64) -> &mut Self {
         let w = encode::write_int(&mut self.words, v);
         self.push(w)
@@ -67,16 +69,20 @@ impl FragmentBuilder {
         let w = encode::write_bigint(&mut self.words, v);
         self.push(w)
     }
+    /// Pushes a float.
     pub fn float(&mut self, v: f64) -> &mut Self {
         let w = encode::write_float(&mut self.words, v);
         self.push(w)
     }
+    /// Pushes an atom.
     pub fn atom(&mut self, a: Atom) -> &mut Self {
         self.push(Word::atom(a))
     }
+    /// Pushes `true` or `false`.
     pub fn bool(&mut self, b: bool) -> &mut Self {
         self.atom(Atom::from_bool(b))
     }
+    /// Pushes the empty list.
     pub fn nil(&mut self) -> &mut Self {
         self.push(Word::NIL)
     }
@@ -96,10 +102,22 @@ impl FragmentBuilder {
         let w = encode::write_refc(&mut self.words, &mut self.bins, bin);
         self.push(w)
     }
+    /// Pushes a pid.
     pub fn pid(&mut self, p: Pid) -> &mut Self {
         let w = encode::write_pid(&mut self.words, p);
         self.push(w)
     }
+    /// A pid of another VM.
+    pub fn external_pid(&mut self, p: &ExternalPid) -> &mut Self {
+        let w = encode::write_external_pid(&mut self.words, p);
+        self.push(w)
+    }
+    /// A reference of another VM.
+    pub fn external_ref(&mut self, r: &ExternalRef) -> &mut Self {
+        let w = encode::write_external_ref(&mut self.words, r);
+        self.push(w)
+    }
+    /// Pushes a local reference.
     pub fn reference(&mut self, r: Ref) -> &mut Self {
         let w = encode::write_ref(&mut self.words, r.0);
         self.push(w)

@@ -25,7 +25,7 @@ use super::binary::HEAP_BINARY_MAX;
 use super::order::TermLike;
 use super::view::{Src, View};
 use super::word::*;
-use super::{Binary, Pid, RefcBin, Term};
+use super::{Binary, ExternalPid, ExternalRef, Pid, RefcBin, Term};
 
 /// Words a term needs when written (an upper bound for maps with duplicate keys).
 pub(crate) fn words_needed(t: &Term) -> usize {
@@ -39,6 +39,8 @@ pub(crate) fn words_needed(t: &Term) -> usize {
         }
         Term::BigInt(b) => 1 + b.magnitude().to_u64_digits().len(),
         Term::Float(_) | Term::Ref(_) => 2,
+        Term::ExternalPid(_) => 4,
+        Term::ExternalRef(r) => 3 + r.words().len().div_ceil(2),
         Term::Atom(_) => 0,
         Term::Pid(p) => {
             if p.is_compact() {
@@ -129,6 +131,28 @@ pub(crate) fn write_pid(words: &mut Vec<u64>, p: Pid) -> Word {
     Word::ptr(false, YOUNG, off)
 }
 
+pub(crate) fn write_external_pid(words: &mut Vec<u64>, p: &ExternalPid) -> Word {
+    let off = words.len();
+    words.push(header(SUB_EXT_PID, 0));
+    words.push(u64::from(p.node.index()));
+    words.push((u64::from(p.id) << 32) | u64::from(p.serial));
+    words.push(u64::from(p.creation));
+    Word::ptr(false, YOUNG, off)
+}
+
+pub(crate) fn write_external_ref(words: &mut Vec<u64>, r: &ExternalRef) -> Word {
+    let off = words.len();
+    let ws = r.words();
+    words.push(header(SUB_EXT_REF, ws.len() as u64));
+    words.push(u64::from(r.node().index()));
+    words.push(u64::from(r.creation()));
+    for pair in ws.chunks(2) {
+        let hi = pair.get(1).copied().unwrap_or(0);
+        words.push(u64::from(pair[0]) | (u64::from(hi) << 32));
+    }
+    Word::ptr(false, YOUNG, off)
+}
+
 /// A binary: inline when small, else a fresh (copied) refc buffer.
 pub(crate) fn write_bytes(words: &mut Vec<u64>, bins: &mut Vec<RefcBin>, b: &[u8]) -> Word {
     write_bytes_as(words, bins, false, b)
@@ -185,6 +209,8 @@ pub(crate) fn write_term(words: &mut Vec<u64>, bins: &mut Vec<RefcBin>, t: &Term
         Term::Atom(a) => Word::atom(*a),
         Term::Pid(p) => write_pid(words, *p),
         Term::Ref(r) => write_ref(words, r.0),
+        Term::ExternalPid(p) => write_external_pid(words, p),
+        Term::ExternalRef(r) => write_external_ref(words, r),
         Term::Binary(Binary::Refc(r)) => write_refc(words, bins, r.clone()),
         Term::Binary(Binary::Inline(v)) => write_bytes(words, bins, v),
         Term::Str(Binary::Refc(r)) => write_refc_as(words, bins, true, r.clone()),

@@ -51,6 +51,7 @@ impl Fragment {
     }
 
     #[inline]
+    /// A fragment holding one immediate word, or `NotImmediate` for a word that points into memory.
     pub fn try_immediate(w: Word) -> Result<Fragment, TermError> {
         if w.is_immediate() {
             Ok(Fragment::immediate(w))
@@ -124,10 +125,12 @@ impl Fragment {
     }
 
     #[inline]
+    /// A read-only view of the term.
     pub fn view(&self) -> View<'_> {
         View::new(self.root, Src::Frag(self))
     }
 
+    /// The term as an owned [`Term`].
     pub fn to_term(&self) -> Term {
         self.view().to_term()
     }

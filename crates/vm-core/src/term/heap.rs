@@ -118,8 +118,11 @@ pub struct HeapStats {
     pub old_capacity_words: usize,
     /// Bytes the heap holds (allocations, struct included; refc buffers excluded).
     pub heap_bytes: usize,
+    /// Minor collections run.
     pub minor_gcs: u64,
+    /// Major (fullsweep) collections run.
     pub major_gcs: u64,
+    /// Words reclaimed by all collections.
     pub reclaimed_words_total: u64,
     /// Refc binary handles held (both generations).
     pub refc_binaries: usize,
@@ -219,6 +222,7 @@ impl Heap {
     }
 
     #[inline]
+    /// A read-only view of the term `w` on this heap.
     pub fn view(&self, w: Word) -> View<'_> {
         View::new(w, Src::Heap(self))
     }
@@ -339,6 +343,7 @@ impl Heap {
         }
     }
 
+    /// Sizes and counters of this heap (walks its binary handles: for introspection, not for every slice).
     pub fn stats(&self) -> HeapStats {
         let (minor, major, reclaimed, old_bins) = match &self.extra {
             Some(e) => (e.minor_gcs, e.major_gcs, e.reclaimed_total, &e.old_bins[..]),

@@ -7,7 +7,8 @@
 //!   the form a message travels in. [`FragmentBuilder`] builds one directly.
 //! - [`Heap`] (`heap.rs`): a process's heap, young + old generation, copying GC.
 //! - [`View`] (`view.rs`): a borrowed read-only look at a term in a fragment or heap.
-//! - [`Atom`] (`atom.rs`), [`Pid`]/[`Ref`] (`pid.rs`), [`RefcBin`] (`binary.rs`).
+//! - [`Atom`] (`atom.rs`), [`Pid`]/[`Ref`] and their external forms
+//!   [`ExternalPid`]/[`ExternalRef`] (`pid.rs`), [`RefcBin`] (`binary.rs`).
 //!
 //! Input that can come from users (names, builder calls) is checked and reported
 //! as a [`TermError`]; nothing here panics on bad input.
@@ -35,7 +36,7 @@ pub use heap::{
     MIN_HEAP_SIZE, MIN_OLD_SIZE, OLD_GROWTH, YOUNG_GROWTH,
 };
 pub use owned::Term;
-pub use pid::{Pid, Ref, MAX_PID_INDEX, PID_INDEX_BITS};
+pub use pid::{ExternalPid, ExternalRef, Pid, Ref, MAX_PID_INDEX, MAX_REF_WORDS, PID_INDEX_BITS};
 pub use view::{Kind, ListIter, MapIter, TupleIter, View};
 pub use word::{Word, SMALL_INT_MAX, SMALL_INT_MIN};
 
@@ -45,15 +46,26 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TermError {
     /// An atom name longer than [`MAX_ATOM_CHARS`] characters.
-    AtomTooLong { chars: usize },
+    AtomTooLong {
+        /// Its length in characters.
+        chars: usize,
+    },
     /// The atom table holds [`MAX_ATOMS`] atoms already.
     AtomTableFull,
     /// A builder container asked for more subterms than were pushed.
-    BuilderUnderflow { needed: usize, available: usize },
+    BuilderUnderflow {
+        /// Subterms the container takes.
+        needed: usize,
+        /// Subterms that were on the builder.
+        available: usize,
+    },
     /// `finish` on a builder holding no term.
     BuilderEmpty,
     /// `finish` on a builder holding more than one term (a container is missing).
-    BuilderIncomplete { pending: usize },
+    BuilderIncomplete {
+        /// Top-level terms on the builder.
+        pending: usize,
+    },
     /// A word that is not an immediate where only immediates are allowed.
     NotImmediate,
 }

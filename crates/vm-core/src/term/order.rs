@@ -17,6 +17,8 @@
 //!   text. Text (a Python `str`, see `word.rs`) is never equal to a binary with the
 //!   same bytes; it sorts after every binary, texts byte-wise (UTF-8 byte order is
 //!   code point order).
+//!   Local pids (references) order before external ones ([`ExternalPid`],
+//!   [`ExternalRef`]: another VM's), which order by node name, creation, then id.
 //!   Numbers by value; an integer and a float of equal value order integer first
 //!   (so the order is total and agrees with `=:=`). Atoms by name, tuples by size
 //!   then elements, maps by size then keys then values, lists element-wise,
@@ -32,7 +34,7 @@ use std::hash::Hasher;
 use num_bigint::{BigInt, Sign};
 use num_traits::{FromPrimitive, ToPrimitive};
 
-use super::{Atom, Pid};
+use super::{Atom, ExternalPid, ExternalRef, Pid};
 
 /// An integer outside the `i64` range.
 #[derive(Copy, Clone)]
@@ -91,6 +93,8 @@ pub(crate) enum Node<'a, T: TermLike<'a>> {
     Atom(Atom),
     Ref(u64),
     Pid(Pid),
+    ExtRef(ExternalRef),
+    ExtPid(ExternalPid),
     Bin(&'a [u8]),
     /// Text: valid UTF-8.
     Str(&'a [u8]),
@@ -111,8 +115,8 @@ fn class<'a, T: TermLike<'a>>(n: &Node<'a, T>) -> u8 {
     match n {
         Node::Int(_) | Node::Big(_) | Node::Float(_) => 0,
         Node::Atom(_) => 1,
-        Node::Ref(_) => 2,
-        Node::Pid(_) => 3,
+        Node::Ref(_) | Node::ExtRef(_) => 2,
+        Node::Pid(_) | Node::ExtPid(_) => 3,
         Node::Tuple(..) => 4,
         Node::Map(..) => 5,
         Node::Nil => 6,
@@ -132,6 +136,8 @@ pub(crate) fn eq<'a, 'b, A: TermLike<'a>, B: TermLike<'b>>(a: A, b: B) -> bool {
         (Node::Atom(x), Node::Atom(y)) => x == y,
         (Node::Ref(x), Node::Ref(y)) => x == y,
         (Node::Pid(x), Node::Pid(y)) => x == y,
+        (Node::ExtRef(x), Node::ExtRef(y)) => x == y,
+        (Node::ExtPid(x), Node::ExtPid(y)) => x == y,
         (Node::Bin(x), Node::Bin(y)) => x == y,
         (Node::Str(x), Node::Str(y)) => x == y,
         (Node::Tuple(n, xs), Node::Tuple(m, ys)) => n == m && xs.zip(ys).all(|(x, y)| eq(x, y)),
@@ -171,6 +177,11 @@ pub(crate) fn cmp<'a, 'b, A: TermLike<'a>, B: TermLike<'b>>(a: A, b: B) -> Order
         }
         (Node::Ref(x), Node::Ref(y)) => x.cmp(&y),
         (Node::Pid(x), Node::Pid(y)) => x.cmp(&y),
+        (Node::ExtRef(x), Node::ExtRef(y)) => x.cmp(&y),
+        (Node::ExtPid(x), Node::ExtPid(y)) => x.cmp(&y),
+        // Local before external (same class).
+        (Node::Ref(_), Node::ExtRef(_)) | (Node::Pid(_), Node::ExtPid(_)) => Ordering::Less,
+        (Node::ExtRef(_), Node::Ref(_)) | (Node::ExtPid(_), Node::Pid(_)) => Ordering::Greater,
         (Node::Bin(x), Node::Bin(y)) => x.cmp(y),
         (Node::Str(x), Node::Str(y)) => x.cmp(y),
         (Node::Tuple(n, xs), Node::Tuple(m, ys)) => n.cmp(&m).then_with(|| cmp_seq(xs, ys)),
@@ -358,6 +369,22 @@ pub(crate) fn hash<'a, T: TermLike<'a>, H: Hasher>(t: T, h: &mut H) {
             h.write_u32(p.index);
             h.write_u32(p.serial);
         }
+        Node::ExtPid(p) => {
+            h.write_u8(11);
+            h.write_u32(p.node.index());
+            h.write_u32(p.id);
+            h.write_u32(p.serial);
+            h.write_u32(p.creation);
+        }
+        Node::ExtRef(r) => {
+            h.write_u8(12);
+            h.write_u32(r.node().index());
+            h.write_u32(r.creation());
+            h.write_usize(r.words().len());
+            for &w in r.words() {
+                h.write_u32(w);
+            }
+        }
         Node::Bin(b) => {
             h.write_u8(6);
             h.write_usize(b.len());
@@ -405,6 +432,8 @@ pub(crate) fn fmt<'a, T: TermLike<'a>>(t: T, f: &mut fmt::Formatter<'_>) -> fmt:
         Node::Atom(a) => write!(f, "{a}"),
         Node::Ref(r) => write!(f, "#Ref<0.{r}>"),
         Node::Pid(p) => write!(f, "{p}"),
+        Node::ExtRef(r) => write!(f, "{r}"),
+        Node::ExtPid(p) => write!(f, "{p}"),
         Node::Bin(b) => fmt_binary(b, f),
         Node::Str(b) => fmt_str(b, f),
         Node::Tuple(_, xs) => {

@@ -20,27 +20,38 @@ use std::hash::{Hash, Hasher};
 use num_bigint::BigInt;
 
 use super::order::{self, BigRef, Node, TermLike};
-use super::{Atom, Binary, Pid, Ref, RefcBin, TermError};
+use super::{Atom, Binary, ExternalPid, ExternalRef, Pid, Ref, RefcBin, TermError};
 
 /// An Erlang term, owned.
 #[derive(Clone)]
 pub enum Term {
+    /// An integer that fits `i64`.
     Int(i64),
     /// Only values outside `i64` (see [`Term::bigint`]).
     BigInt(Box<BigInt>),
+    /// A float.
     Float(f64),
+    /// An atom.
     Atom(Atom),
+    /// A binary.
     Binary(Binary),
     /// Text: UTF-8 bytes that are a distinct kind of term, never equal to a binary
     /// (a Python `str`). Distribution sends it as a UTF-8 binary.
     Str(Binary),
+    /// A tuple.
     Tuple(Vec<Term>),
     /// A proper list; empty is nil.
     List(Vec<Term>),
     /// Sorted by key, unique keys (see [`Term::map`]).
     Map(Vec<(Term, Term)>),
+    /// A process identifier.
     Pid(Pid),
+    /// A reference.
     Ref(Ref),
+    /// A pid of another VM (see [`ExternalPid`]).
+    ExternalPid(ExternalPid),
+    /// A reference of another VM (see [`ExternalRef`]).
+    ExternalRef(ExternalRef),
 }
 
 impl Term {
@@ -48,12 +59,15 @@ impl Term {
     pub fn atom(name: &str) -> Term {
         Term::Atom(Atom::new(name))
     }
+    /// An atom term, or why `name` cannot be an atom (too long, table full).
     pub fn try_atom(name: &str) -> Result<Term, TermError> {
         Atom::try_new(name).map(Term::Atom)
     }
+    /// A tuple.
     pub fn tuple(elems: Vec<Term>) -> Term {
         Term::Tuple(elems)
     }
+    /// A proper list.
     pub fn list(elems: Vec<Term>) -> Term {
         Term::List(elems)
     }
@@ -73,6 +87,7 @@ impl Term {
     pub fn binary(bytes: Vec<u8>) -> Term {
         Term::Binary(Binary::new(bytes))
     }
+    /// A binary sharing `bin`'s buffer.
     pub fn refc_binary(bin: RefcBin) -> Term {
         Term::Binary(Binary::Refc(bin))
     }
@@ -80,6 +95,7 @@ impl Term {
     pub fn str(s: &str) -> Term {
         Term::Str(Binary::new(s.as_bytes().to_vec()))
     }
+    /// An integer.
     pub fn int(v: i64) -> Term {
         Term::Int(v)
     }
@@ -90,31 +106,38 @@ impl Term {
             Err(_) => Term::BigInt(Box::new(v)),
         }
     }
+    /// A float.
     pub fn float(v: f64) -> Term {
         Term::Float(v)
     }
+    /// A pid.
     pub fn pid(p: Pid) -> Term {
         Term::Pid(p)
     }
+    /// A reference.
     pub fn reference(r: Ref) -> Term {
         Term::Ref(r)
     }
 
+    /// True for the empty list.
     pub fn is_nil(&self) -> bool {
         matches!(self, Term::List(v) if v.is_empty())
     }
+    /// The integer, if this is one that fits `i64`.
     pub fn as_int(&self) -> Option<i64> {
         match self {
             Term::Int(i) => Some(*i),
             _ => None,
         }
     }
+    /// The atom, if this is one.
     pub fn as_atom(&self) -> Option<Atom> {
         match self {
             Term::Atom(a) => Some(*a),
             _ => None,
         }
     }
+    /// The bytes, if this is a binary.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
             Term::Binary(b) => Some(b.as_slice()),
@@ -128,6 +151,7 @@ impl Term {
             _ => None,
         }
     }
+    /// The elements, if this is a tuple.
     pub fn as_tuple(&self) -> Option<&[Term]> {
         match self {
             Term::Tuple(v) => Some(v),
@@ -179,6 +203,8 @@ impl<'a> TermLike<'a> for &'a Term {
             ),
             Term::Pid(p) => Node::Pid(*p),
             Term::Ref(r) => Node::Ref(r.0),
+            Term::ExternalPid(p) => Node::ExtPid(*p),
+            Term::ExternalRef(r) => Node::ExtRef(*r),
         }
     }
 }
@@ -256,6 +282,16 @@ impl From<Atom> for Term {
 impl From<Pid> for Term {
     fn from(v: Pid) -> Term {
         Term::Pid(v)
+    }
+}
+impl From<ExternalPid> for Term {
+    fn from(v: ExternalPid) -> Term {
+        Term::ExternalPid(v)
+    }
+}
+impl From<ExternalRef> for Term {
+    fn from(v: ExternalRef) -> Term {
+        Term::ExternalRef(v)
     }
 }
 impl From<Ref> for Term {

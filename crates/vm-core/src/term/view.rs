@@ -21,7 +21,9 @@ use num_bigint::BigInt;
 use super::builder::FragmentBuilder;
 use super::order::{self, BigRef, Node, TermLike};
 use super::word::*;
-use super::{Atom, Binary, Fragment, Heap, Pid, Ref, RefcBin, Term};
+use super::{
+    Atom, Binary, ExternalPid, ExternalRef, Fragment, Heap, Pid, Ref, RefcBin, Term, MAX_REF_WORDS,
+};
 
 /// What a term is.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
@@ -30,18 +32,26 @@ pub enum Kind {
     Int,
     /// An integer outside `i64`.
     BigInt,
+    /// A float.
     Float,
+    /// An atom.
     Atom,
+    /// A binary.
     Binary,
     /// Text (a Python `str`): UTF-8 bytes, never equal to a binary.
     Str,
+    /// A tuple.
     Tuple,
     /// The empty list.
     Nil,
     /// A non-empty proper list.
     List,
+    /// A map.
     Map,
+    /// A pid, local ([`View::as_pid`]) or of another VM ([`View::as_external_pid`]).
     Pid,
+    /// A reference, local ([`View::as_ref`]) or of another VM
+    /// ([`View::as_external_ref`]).
     Ref,
 }
 
@@ -113,6 +123,7 @@ impl<'a> View<'a> {
         self.boxed().filter(|&(_, _, h)| subtag(h) == sub)
     }
 
+    /// What kind of term this is.
     pub fn kind(&self) -> Kind {
         let w = self.word;
         if w.is_small_int() {
@@ -147,7 +158,8 @@ impl<'a> View<'a> {
             Some((SUB_HEAP_STR | SUB_REFC_STR, ..)) => Kind::Str,
             Some((SUB_REF, ..)) => Kind::Ref,
             Some((SUB_MAP, ..)) => Kind::Map,
-            Some((SUB_PID, ..)) => Kind::Pid,
+            Some((SUB_PID | SUB_EXT_PID, ..)) => Kind::Pid,
+            Some((SUB_EXT_REF, ..)) => Kind::Ref,
             // Not a term word (a header): never produced by this crate.
             _ => Kind::Nil,
         }
@@ -175,12 +187,14 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The float, if this is one.
     pub fn as_float(&self) -> Option<f64> {
         self.boxed_of(SUB_FLOAT)
             .map(|(words, off, _)| f64::from_bits(words[off + 1]))
     }
 
     #[inline]
+    /// The atom, if this is one.
     pub fn as_atom(&self) -> Option<Atom> {
         self.word.as_atom()
     }
@@ -195,6 +209,7 @@ impl<'a> View<'a> {
     }
 
     #[inline]
+    /// The pid, if this is one.
     pub fn as_pid(&self) -> Option<Pid> {
         if let Some(p) = self.word.as_pid() {
             return Some(p);
@@ -205,6 +220,19 @@ impl<'a> View<'a> {
         })
     }
 
+    /// A pid of another VM.
+    pub fn as_external_pid(&self) -> Option<ExternalPid> {
+        self.boxed_of(SUB_EXT_PID)
+            .map(|(words, off, _)| ext_pid(words, off))
+    }
+
+    /// A reference of another VM.
+    pub fn as_external_ref(&self) -> Option<ExternalRef> {
+        self.boxed_of(SUB_EXT_REF)
+            .and_then(|(words, off, h)| ext_ref(words, off, h))
+    }
+
+    /// A local reference (a reference of another VM is [`View::as_external_ref`]).
     pub fn as_ref(&self) -> Option<Ref> {
         self.boxed_of(SUB_REF)
             .map(|(words, off, _)| Ref(words[off + 1]))
@@ -247,11 +275,13 @@ impl<'a> View<'a> {
         &self.src.bins(self.word.is_old())[payload(h) as usize]
     }
 
+    /// True for the empty list.
     pub fn is_nil(&self) -> bool {
         self.word.is_nil()
     }
 
     #[inline]
+    /// The arity, if this is a tuple.
     pub fn tuple_len(&self) -> Option<usize> {
         self.boxed_of(SUB_TUPLE)
             .map(|(_, _, h)| payload(h) as usize)
@@ -268,6 +298,7 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The elements, if this is a tuple.
     pub fn tuple_iter(&self) -> Option<TupleIter<'a>> {
         let (words, off, h) = self.boxed_of(SUB_TUPLE)?;
         Some(TupleIter {
@@ -291,6 +322,7 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The number of entries, if this is a map.
     pub fn map_len(&self) -> Option<usize> {
         self.boxed_of(SUB_MAP).map(|(_, _, h)| payload(h) as usize)
     }
@@ -337,6 +369,8 @@ impl<'a> View<'a> {
             Node::Atom(a) => Term::Atom(a),
             Node::Ref(r) => Term::Ref(Ref(r)),
             Node::Pid(p) => Term::Pid(p),
+            Node::ExtRef(r) => Term::ExternalRef(r),
+            Node::ExtPid(p) => Term::ExternalPid(p),
             Node::Bin(bytes) => match self.as_refc_binary() {
                 Some(r) => Term::Binary(Binary::Refc(r)),
                 None => Term::Binary(Binary::Inline(bytes.to_vec())),
@@ -390,6 +424,35 @@ fn big_as_i64(words: &[u64], off: usize, h: u64) -> Option<i64> {
     } else {
         i64::try_from(mag).ok()
     }
+}
+
+fn ext_pid(words: &[u64], off: usize) -> ExternalPid {
+    let ids = words[off + 2];
+    ExternalPid {
+        // Written from an `Atom` by `write_external_pid`.
+        node: Atom::from_index_unchecked(words[off + 1] as u32),
+        id: (ids >> 32) as u32,
+        serial: ids as u32,
+        creation: words[off + 3] as u32,
+    }
+}
+
+fn ext_ref(words: &[u64], off: usize, h: u64) -> Option<ExternalRef> {
+    let n = payload(h) as usize;
+    let mut ws = [0u32; MAX_REF_WORDS];
+    for (i, w) in ws.iter_mut().enumerate().take(n.min(MAX_REF_WORDS)) {
+        let pair = words[off + 3 + i / 2];
+        *w = if i % 2 == 0 {
+            pair as u32
+        } else {
+            (pair >> 32) as u32
+        };
+    }
+    ExternalRef::new(
+        Atom::from_index_unchecked(words[off + 1] as u32),
+        words[off + 2] as u32,
+        &ws[..n.min(MAX_REF_WORDS)],
+    )
 }
 
 fn heap_bin_bytes(words: &[u64], off: usize, h: u64) -> &[u8] {
@@ -456,6 +519,11 @@ impl<'a> TermLike<'a> for View<'a> {
                 let raw = words[off + 1];
                 Node::Pid(Pid::new((raw >> 32) as u32, raw as u32))
             }
+            SUB_EXT_PID => Node::ExtPid(ext_pid(words, off)),
+            SUB_EXT_REF => match ext_ref(words, off, h) {
+                Some(r) => Node::ExtRef(r),
+                None => Node::Nil,
+            },
             SUB_MAP => {
                 let n = payload(h) as usize;
                 Node::Map(

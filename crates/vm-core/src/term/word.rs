@@ -35,6 +35,8 @@
 //! | REF | reference | 0 | 1 raw (u64) |
 //! | MAP | map | size n | n keys (sorted, term order) then n values |
 //! | PID | pid whose index does not fit 28 bits | 0 | 1 raw (index << 32 \| serial) |
+//! | EXT_PID | pid of another VM ([`ExternalPid`](super::ExternalPid)) | 0 | 3 raw: node atom index, id << 32 \| serial, creation |
+//! | EXT_REF | reference of another VM ([`ExternalRef`](super::ExternalRef)) | word count n (1..=5) | 2 + ceil(n/2) raw: node atom index, creation, the words two per u64 (low half first) |
 //! | FWD | forwarding marker, only during GC | new offset | — |
 //!
 //! Text is a binary flagged by its subtag (HEAP_STR / REFC_STR instead of HEAP_BIN /
@@ -75,8 +77,10 @@ pub(crate) const SUB_REFC_BIN: u64 = 5;
 pub(crate) const SUB_REF: u64 = 6;
 pub(crate) const SUB_MAP: u64 = 7;
 pub(crate) const SUB_PID: u64 = 8;
-pub(crate) const SUB_HEAP_STR: u64 = 9;
-pub(crate) const SUB_REFC_STR: u64 = 10;
+pub(crate) const SUB_EXT_PID: u64 = 9;
+pub(crate) const SUB_EXT_REF: u64 = 10;
+pub(crate) const SUB_HEAP_STR: u64 = 11;
+pub(crate) const SUB_REFC_STR: u64 = 12;
 pub(crate) const SUB_FWD: u64 = 15;
 
 /// Region of a pointer: 0 = young heap or fragment, 1 = old heap.
@@ -104,6 +108,7 @@ impl Word {
     }
 
     #[inline]
+    /// The word for atom `a`.
     pub const fn atom(a: Atom) -> Word {
         Word(((a.index() as u64) << PTR_SHIFT) | TAG_ATOM)
     }
@@ -120,6 +125,7 @@ impl Word {
     }
 
     #[inline]
+    /// The word for pid `p`, or None if its index or serial does not fit an immediate.
     pub const fn try_pid(p: Pid) -> Option<Word> {
         if p.is_compact() {
             Some(Word(
@@ -137,18 +143,22 @@ impl Word {
     }
 
     #[inline]
+    /// True for a small integer.
     pub const fn is_small_int(self) -> bool {
         self.0 & 1 == 1
     }
     #[inline]
+    /// True for an atom.
     pub const fn is_atom(self) -> bool {
         self.0 & TAG_MASK == TAG_ATOM
     }
     #[inline]
+    /// True for a pid.
     pub const fn is_pid(self) -> bool {
         self.0 & TAG_MASK == TAG_PID
     }
     #[inline]
+    /// True for the empty list.
     pub const fn is_nil(self) -> bool {
         self.0 == TAG_NIL
     }
@@ -164,6 +174,7 @@ impl Word {
     }
 
     #[inline]
+    /// The small integer, if this is one.
     pub const fn as_small_int(self) -> Option<i64> {
         if self.is_small_int() {
             Some((self.0 as i64) >> 1)
@@ -172,6 +183,7 @@ impl Word {
         }
     }
     #[inline]
+    /// The atom, if this is one.
     pub const fn as_atom(self) -> Option<Atom> {
         if self.is_atom() {
             // Atom words are only made from `Atom`s (no public raw constructor).
@@ -181,6 +193,7 @@ impl Word {
         }
     }
     #[inline]
+    /// The pid, if this is one.
     pub const fn as_pid(self) -> Option<Pid> {
         if self.is_pid() {
             Some(Pid {
@@ -280,6 +293,8 @@ pub(crate) const fn raw_words(h: u64) -> usize {
     match subtag(h) {
         SUB_BIG_POS | SUB_BIG_NEG => payload(h) as usize,
         SUB_FLOAT | SUB_REF | SUB_PID => 1,
+        SUB_EXT_PID => 3,
+        SUB_EXT_REF => 2 + (payload(h) as usize).div_ceil(2),
         SUB_HEAP_BIN | SUB_HEAP_STR => (payload(h) as usize).div_ceil(8),
         _ => 0,
     }
@@ -321,5 +336,8 @@ mod tests {
         let h = header(SUB_HEAP_BIN, 17);
         assert!(is_header(h) && !Word(h).is_immediate());
         assert_eq!(object_words(h), 4);
+        assert_eq!(object_words(header(SUB_EXT_PID, 0)), 4);
+        assert_eq!(object_words(header(SUB_EXT_REF, 3)), 5);
+        assert_eq!(object_words(header(SUB_EXT_REF, 5)), 6);
     }
 }

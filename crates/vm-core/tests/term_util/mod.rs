@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 use num_bigint::{BigInt, Sign};
-use vm_core::term::{Atom, FragmentBuilder, Pid, Ref, Term, HEAP_BINARY_MAX};
+use vm_core::term::{
+    Atom, ExternalPid, ExternalRef, FragmentBuilder, Pid, Ref, Term, HEAP_BINARY_MAX, MAX_REF_WORDS,
+};
 
 /// xorshift64* — deterministic, no dependencies.
 pub struct Rng(u64);
@@ -60,8 +62,22 @@ pub fn gen_int(r: &mut Rng) -> Term {
     }
 }
 
+/// A pid or reference of another VM (another node, or an earlier creation).
+pub fn gen_external(r: &mut Rng) -> Term {
+    let node = Atom::new(["nonode@nohost", "a@host", "b@other"][r.below(3) as usize]);
+    let creation = r.below(4) as u32;
+    if r.chance(50) {
+        let pid = Pid::new(r.below(1 << 20) as u32, r.below(3) as u32);
+        Term::ExternalPid(ExternalPid::new(node, pid, creation))
+    } else {
+        let n = 1 + r.below(MAX_REF_WORDS as u64) as usize;
+        let words: Vec<u32> = (0..n).map(|_| r.next() as u32).collect();
+        Term::ExternalRef(ExternalRef::new(node, creation, &words).expect("1..=5 words"))
+    }
+}
+
 pub fn gen_leaf(r: &mut Rng) -> Term {
-    match r.below(10) {
+    match r.below(11) {
         0 | 1 => gen_int(r),
         2 => Term::Float(match r.below(5) {
             0 => -0.0,
@@ -87,7 +103,8 @@ pub fn gen_leaf(r: &mut Rng) -> Term {
             r.next() as u32,
         )),
         7 => Term::Ref(Ref(r.next())),
-        8 => {
+        8 => gen_external(r),
+        9 => {
             // Text, inline or refcounted, ASCII or not.
             let len = r.below(2 * HEAP_BINARY_MAX as u64) as usize;
             let s: String = (0..len)
@@ -144,6 +161,12 @@ pub fn build(b: &mut FragmentBuilder, t: &Term) {
         }
         Term::Ref(x) => {
             b.reference(*x);
+        }
+        Term::ExternalPid(p) => {
+            b.external_pid(p);
+        }
+        Term::ExternalRef(x) => {
+            b.external_ref(x);
         }
         Term::Tuple(v) => {
             v.iter().for_each(|e| build(b, e));

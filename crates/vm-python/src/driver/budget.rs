@@ -10,9 +10,18 @@ use pyo3::{ffi, intern};
 
 use crate::runtime::rt;
 
+extern "C" {
+    // Not declared by pyo3-ffi 0.23 (stable ABI since 3.9).
+    #[link_name = "PyThreadState_GetID"]
+    fn py_thread_state_get_id(tstate: *mut ffi::PyThreadState) -> u64;
+}
+
 thread_local! {
     /// The budget cell this thread last made `_runtime._TL.b` (see [`enter_cell`]).
     static TL_CELL: Cell<*mut ffi::PyObject> = const { Cell::new(std::ptr::null_mut()) };
+    /// The id of the Python thread state `TL_CELL` and `TL_DICT` belong to (see
+    /// [`forget_tl_if_new_thread_state`]).
+    static TL_TSTATE: Cell<u64> = const { Cell::new(0) };
 }
 
 /// `_runtime.enter(cell, n)` done natively: grant `n` (>= 1) reductions to the
@@ -28,12 +37,30 @@ pub(crate) fn enter_cell(py: Python<'_>, cell: &Bound<'_, PyAny>, n: i64) -> PyR
     let n = budget_int(py, n.max(1))?;
     list.set_item(0, &n)?;
     list.set_item(2, &n)?;
+    forget_tl_if_new_thread_state(py);
     let p = cell.as_ptr();
     if TL_CELL.with(|c| c.get()) != p {
         tl_dict(py)?.set_item(intern!(py, "b"), cell)?;
         TL_CELL.with(|c| c.set(p));
     }
     Ok(())
+}
+
+/// Drops the cached `_TL` dict and current cell when this thread runs under a new Python
+/// thread state. pyo3 deletes a thread state it created once the thread's GIL count drops
+/// to zero -- a batch ends whenever the scheduler parks -- and `threading.local` keeps its
+/// per-thread dict in the thread state: under the next one `_TL.__dict__` is a new dict
+/// (holding a default cell), so writing the process's cell into the cached old dict would
+/// leave compiled code counting into a cell no driver grants, yielding at every check
+/// (issue 8, fault 10: messaging ~40% slower for good after a wait).
+fn forget_tl_if_new_thread_state(_py: Python<'_>) {
+    // SAFETY: with the GIL held (`_py`) this thread has a current thread state, which
+    // `PyThreadState_Get` returns and `PyThreadState_GetID` only reads.
+    let id = unsafe { py_thread_state_get_id(ffi::PyThreadState_Get()) };
+    if TL_TSTATE.with(|c| c.replace(id)) != id {
+        TL_CELL.with(|c| c.set(std::ptr::null_mut()));
+        TL_DICT.with(|c| *c.borrow_mut() = None);
+    }
 }
 
 /// `_runtime.used(cell)` done natively: reductions consumed since [`enter_cell`].

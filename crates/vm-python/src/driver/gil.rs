@@ -1,34 +1,108 @@
 //! The GIL around Python slices: [`GilHook`] holds it across a batch of slices on a
 //! scheduler thread, and [`with_batch_gil`] lets each slice use that hold.
+//!
+//! Scheduler threads also register here ([`busy_threads`]): which of them is inside a
+//! batch right now, under which Python thread id, so that stopping the VM can
+//! interrupt a process that does not end its slice (`lifecycle::stop`) and name the
+//! code a stuck thread runs.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use pyo3::prelude::*;
 use vm_core::SliceHook;
 
+use crate::finalize;
+
+extern "C" {
+    // CPython's thread id (`threading.get_ident()`); not declared by pyo3-ffi 0.23.
+    fn PyThread_get_thread_ident() -> std::os::raw::c_ulong;
+}
+
 thread_local! {
     /// True while this thread runs a batch inside [`GilHook::batch`]'s `with_gil`.
     static IN_BATCH: Cell<bool> = const { Cell::new(false) };
+    /// This scheduler thread's entry in [`THREADS`] (made at its first batch).
+    static ME: RefCell<Option<Arc<SchedThread>>> = const { RefCell::new(None) };
+}
+
+/// A scheduler thread that has run Python slices.
+pub(crate) struct SchedThread {
+    /// `threading.get_ident()` of the thread (CPython's thread id).
+    pub(crate) ident: std::os::raw::c_ulong,
+    /// Inside a batch (holding or waiting for the GIL to run Python slices).
+    busy: AtomicBool,
+}
+
+/// Every scheduler thread that ran Python slices and still exists. Locked only with
+/// the GIL held, so that `os.fork()` (which holds the GIL) never copies it locked.
+static THREADS: Mutex<Vec<Weak<SchedThread>>> = Mutex::new(Vec::new());
+
+/// This thread's entry, made on first use (call with the GIL held: see [`THREADS`]).
+fn me(_py: Python<'_>) -> Arc<SchedThread> {
+    ME.with(|m| {
+        m.borrow_mut()
+            .get_or_insert_with(|| {
+                // SAFETY: PyThread_get_thread_ident has no preconditions (it returns the
+                // calling thread's id; no GIL needed).
+                let ident = unsafe { PyThread_get_thread_ident() };
+                let t = Arc::new(SchedThread {
+                    ident,
+                    busy: AtomicBool::new(false),
+                });
+                let mut all = THREADS.lock().unwrap_or_else(|e| e.into_inner());
+                all.retain(|w| w.strong_count() > 0);
+                all.push(Arc::downgrade(&t));
+                t
+            })
+            .clone()
+    })
+}
+
+/// After `os.fork()`, in the child: the parent's scheduler threads do not exist here.
+pub(crate) fn forget_threads(_py: Python<'_>) {
+    THREADS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// The scheduler threads inside a batch right now.
+pub(crate) fn busy_threads(_py: Python<'_>) -> Vec<Arc<SchedThread>> {
+    THREADS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .filter(|t| t.busy.load(Ordering::Acquire))
+        .collect()
 }
 
 /// Holds the GIL across a batch of Python slices on a scheduler thread: the whole
 /// batch runs inside one `Python::with_gil`, so pyo3's GIL count stays above zero and
 /// each slice's [`with_batch_gil`] is free (no `PyGILState_Ensure`, no reference-pool
 /// update per slice).
-pub struct GilHook;
+pub(crate) struct GilHook;
 
 impl SliceHook for GilHook {
     fn batch(&self, run: &mut dyn FnMut()) {
-        // The interpreter is initialised (we are its extension module) and beamvm stops
-        // the VM at exit (atexit) before finalisation.
-        Python::with_gil(|_py| {
-            struct Reset(bool);
-            impl Drop for Reset {
-                fn drop(&mut self) {
-                    IN_BATCH.with(|c| c.set(self.0));
-                }
+        // Taking the GIL passes the interpreter's gate: once the interpreter is
+        // exiting (the VM has been stopped) a scheduler thread runs no more Python.
+        let Some(pass) = finalize::enter() else {
+            return;
+        };
+        struct Reset(bool, Arc<SchedThread>);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                IN_BATCH.with(|c| c.set(self.0));
+                self.1.busy.store(false, Ordering::Release);
             }
-            let _reset = Reset(IN_BATCH.with(|c| c.replace(true)));
+        }
+        Python::with_gil(|py| {
+            // Holding the GIL: finalisation cannot begin until this batch lets go of
+            // it, and from there on the guarded calls into process code handle it.
+            drop(pass);
+            let me = me(py);
+            me.busy.store(true, Ordering::Release);
+            let _reset = Reset(IN_BATCH.with(|c| c.replace(true)), me);
             run();
         })
     }

@@ -10,7 +10,13 @@
 //!
 //! While the generator runs, a pointer to the slice's [`Cx`] sits in a thread-local
 //! (see [`with_cx`]), so the `_native` functions Python calls (send, spawn, link, ...)
-//! act on the current process. It is cleared before `resume` returns.
+//! act on the current process. It is cleared before `resume` returns. The driver
+//! itself holds the same raw pointer ([`CxPtr`]) and never a `&mut Cx` across a call
+//! into Python (see `current.rs`).
+//!
+//! Every call into process code (resuming the generator, throwing into it, killing it,
+//! reporting its crash) goes through [`crate::finalize`]'s guarded calls, so a thread
+//! that the interpreter ends at finalisation parks instead of aborting the process.
 //!
 //! GIL: the class is [`BodyClass::Hooked`]; the VM's [`GilHook`] runs a batch of Python
 //! slices on a scheduler thread inside one `Python::with_gil`, and `resume` uses that
@@ -23,8 +29,8 @@ mod current;
 mod dirty;
 mod gil;
 mod receive;
+mod recursion;
 
-use std::os::raw::c_int;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,29 +43,19 @@ use vm_core::{Atom, Body, BodyClass, Cx, Fragment, Step, Term};
 use crate::args::parse_timeout;
 use crate::convert::{frag_to_py, to_fragment};
 use crate::errors::Timeout;
+use crate::finalize;
 use crate::lifecycle::{MainSlot, Outcome};
 use crate::runtime::rt;
 use budget::{enter_cell, used_cell};
 pub(crate) use context::copy_current as copy_context;
 use context::Entered;
-use current::CurrentGuard;
 pub(crate) use current::{in_process, with_cx};
-pub(crate) use dirty::_quiesce_dirty;
+use current::{CurrentGuard, CxPtr, Slice};
 use dirty::{dirty_job, DirtyOutcome};
 use gil::with_batch_gil;
-pub(crate) use gil::GilHook;
-pub(crate) use receive::{_receive, _recv, ReceiveOp};
+pub(crate) use gil::{busy_threads, forget_threads, GilHook};
+pub(crate) use receive::{_receive, _recv, stop_with, ReceiveOp};
 use receive::{is_receive_op, Delivery};
-
-extern "C" {
-    // pyo3-ffi 0.23 declares it without its return value.
-    #[link_name = "PyIter_Send"]
-    fn py_iter_send(
-        iter: *mut ffi::PyObject,
-        arg: *mut ffi::PyObject,
-        presult: *mut *mut ffi::PyObject,
-    ) -> c_int;
-}
 
 // --------------------------------------------------------------------------- the body
 
@@ -122,12 +118,19 @@ impl PyProcess {
         }
     }
 
-    fn poll(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> PyResult<Result<Next, Step>> {
+    // `CxPtr::with` returns None only for a nested use of the context, which the
+    // driver never makes (it is not called from inside a `with` closure); the
+    // fallbacks below (no message, not timed out, yield) keep even that case safe.
+
+    fn poll(&mut self, py: Python<'_>, cx: CxPtr) -> PyResult<Result<Next, Step>> {
         match self.pending.as_ref() {
             Some(Pending::Receive(op, delivery)) => {
                 let into_op = *delivery == Delivery::StoreInOp;
                 let op = op.bind(py).clone();
-                let m = op.borrow().try_take(cx);
+                let m = {
+                    let o = op.borrow();
+                    cx.with(|c| o.try_take(c)).flatten()
+                };
                 if let Some(m) = m {
                     self.pending = None;
                     return match frag_to_py(py, &m) {
@@ -143,7 +146,7 @@ impl PyProcess {
                     let o = op.borrow();
                     (o.timeout, o.default.as_ref().map(|d| d.clone_ref(py)))
                 };
-                if timeout.is_some() && cx.timed_out() {
+                if timeout.is_some() && cx.with(|c| c.timed_out()).unwrap_or(false) {
                     let out = match default {
                         Some(d) if into_op => {
                             op.borrow_mut().result = Some(d);
@@ -159,10 +162,10 @@ impl PyProcess {
                     self.pending = None;
                     return Ok(Ok(out));
                 }
-                Ok(Err(cx.wait(timeout)))
+                Ok(Err(cx.with(|c| c.wait(timeout)).unwrap_or(Step::Yield)))
             }
-            Some(Pending::Dirty) => match cx.dirty_result() {
-                None => Ok(Err(cx.wait(None))),
+            Some(Pending::Dirty) => match cx.with(|c| c.dirty_result()).flatten() {
+                None => Ok(Err(cx.with(|c| c.wait(None)).unwrap_or(Step::Yield))),
                 Some(r) => {
                     self.pending = None;
                     let out = match r {
@@ -188,27 +191,35 @@ impl PyProcess {
                 }
             },
             Some(Pending::Sleep) => {
-                if cx.timed_out() {
+                if cx.with(|c| c.timed_out()).unwrap_or(false) {
                     self.pending = None;
                     return Ok(Ok(Next::Send(py.None())));
                 }
-                Ok(Err(cx.wait(Some(self.sleep_for))))
+                let t = self.sleep_for;
+                Ok(Err(cx.with(|c| c.wait(Some(t))).unwrap_or(Step::Yield)))
             }
             None => Ok(Ok(Next::Send(py.None()))),
         }
     }
 
-    fn request(&mut self, py: Python<'_>, cx: &mut Cx<'_>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn request(&mut self, py: Python<'_>, cx: CxPtr, out: &Bound<'_, PyAny>) -> PyResult<()> {
         let kind = out.getattr(intern!(py, "kind"))?;
         let args = out.getattr(intern!(py, "args"))?;
         let args = args.downcast::<PyTuple>()?;
         let kind = kind.downcast::<PyString>()?.to_str()?;
         match kind {
-            "receive" => {
-                // A Request-style receive (from a primitive written in Python).
+            "receive" | "receive_any" => {
+                // A Request-style receive (from a primitive written in Python):
+                // (pattern, timeout, default), or (patterns, ...) for "receive_any".
+                let first = args.get_item(0)?;
+                let patterns = if kind == "receive" {
+                    PyTuple::new(py, [first])?
+                } else {
+                    first.downcast_into::<PyTuple>()?
+                };
                 let op = _receive(
                     py,
-                    args.get_item(0)?.unbind(),
+                    &patterns,
                     Some(&args.get_item(1)?),
                     args.get_item(2)?.unbind(),
                 )?;
@@ -229,7 +240,9 @@ impl PyProcess {
                 } else {
                     Some(kw.unbind())
                 };
-                cx.dirty(kind, dirty_job(f, fargs, kw))
+                let job = dirty_job(f, fargs, kw);
+                cx.with(|c| c.dirty(kind, job))
+                    .ok_or_else(|| PyRuntimeError::new_err("no process context"))?
                     .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
                 self.pending = Some(Pending::Dirty);
             }
@@ -247,7 +260,7 @@ impl PyProcess {
         Ok(())
     }
 
-    fn run(&mut self, py: Python<'_>, cx: &mut Cx<'_>) -> Step {
+    fn run(&mut self, py: Python<'_>, cx: CxPtr) -> Step {
         let r = rt(py);
         // The process's context, entered for the whole slice (left on every return).
         let entered = match self.ctx.as_ref() {
@@ -260,6 +273,10 @@ impl PyProcess {
             Ok(e) => e,
             Err(e) => return self.crashed(py, cx, e),
         };
+        // In the child of an `os.fork()` made by this process's code, this thread runs
+        // that code to its end as a plain program (see `forked_child_exit`). The fork
+        // happens inside a call into process code, so the flag is read after each one.
+        let mut forked = crate::lifecycle::forked_in_process();
         loop {
             if self.pending.is_some() {
                 match self.poll(py, cx) {
@@ -271,7 +288,11 @@ impl PyProcess {
                     }
                 }
             }
-            if cx.should_yield() {
+            // One use of the context for both (each use is a thread-local lookup).
+            let (yield_now, budget) = cx
+                .with(|c| (c.should_yield(), c.budget_left()))
+                .unwrap_or((true, 1));
+            if !forked && yield_now {
                 return Step::Yield;
             }
             let Some(gen) = self.gen.as_ref() else {
@@ -282,21 +303,34 @@ impl PyProcess {
                 return Step::Exit(Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
             };
             let cell = cell.bind(py).clone();
-            let budget = cx.budget_left().max(1);
-            if let Err(e) = enter_cell(py, &cell, budget) {
+            if let Err(e) = enter_cell(py, &cell, budget.max(1)) {
                 return self.crashed(py, cx, e);
             }
-            let res = match self.next.take().unwrap_or_else(|| Next::Send(py.None())) {
-                Next::Send(v) => send(py, &gen, v.bind(py)),
-                Next::Throw(e) => gen
-                    .call_method1(intern!(py, "throw"), (e,))
-                    .map(Sent::Yielded),
+            // No `&mut Cx` is alive here: process code may use the context itself.
+            let res = {
+                let _cap = recursion::Cap::apply(py);
+                match self.next.take().unwrap_or_else(|| Next::Send(py.None())) {
+                    Next::Send(v) => send(py, &gen, v.bind(py)),
+                    Next::Throw(e) => throw(&gen, e.bind(py)).map(Sent::Yielded),
+                }
             };
-            cx.bump(used_cell(&cell).max(1));
+            let used = used_cell(&cell).max(1);
+            cx.with(|c| c.bump(used));
+            forked = forked || crate::lifecycle::forked_in_process();
             match res {
                 Ok(Sent::Yielded(out)) => {
                     if out.is(r.preempt.bind(py)) {
+                        if forked {
+                            continue;
+                        }
                         return Step::Yield;
+                    }
+                    if forked {
+                        // A receive, sleep or dirty call: there is no VM here.
+                        self.next = Some(Next::Throw(
+                            crate::errors::forked().into_value(py).into_any(),
+                        ));
+                        continue;
                     }
                     if is_receive_op(py, &out) {
                         // SAFETY: `is_receive_op` checked that the object's type is
@@ -320,6 +354,16 @@ impl PyProcess {
                     self.next = Some(Next::Throw(e.into_value(py).into_any()));
                 }
                 Ok(Sent::Returned(v)) => {
+                    if let Some(e) = crate::compiled::carried_stop(py, &v) {
+                        // compiled.rs: the body raised StopIteration.
+                        if forked {
+                            forked_child_exit(py, Some(e));
+                        }
+                        return self.crashed(py, cx, e);
+                    }
+                    if forked {
+                        forked_child_exit(py, None);
+                    }
                     self.gen = None;
                     if let Some(m) = &self.main {
                         m.set(Outcome::Returned(v.unbind()));
@@ -328,23 +372,30 @@ impl PyProcess {
                 }
                 Err(e) if e.is_instance_of::<PyStopIteration>(py) => {
                     // StopIteration from `throw` when the generator returns.
+                    if forked {
+                        forked_child_exit(py, None);
+                    }
                     self.gen = None;
                     let v = e
                         .value(py)
                         .getattr("value")
                         .map(|v| v.unbind())
                         .unwrap_or_else(|_| py.None());
+                    if let Some(e) = crate::compiled::carried_stop(py, v.bind(py)) {
+                        return self.crashed(py, cx, e); // compiled.rs
+                    }
                     if let Some(m) = &self.main {
                         m.set(Outcome::Returned(v));
                     }
                     return Step::Exit(Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
                 }
+                Err(e) if forked => forked_child_exit(py, Some(e)),
                 Err(e) => return self.crashed(py, cx, e),
             }
         }
     }
 
-    fn crashed(&mut self, py: Python<'_>, cx: &mut Cx<'_>, e: PyErr) -> Step {
+    fn crashed(&mut self, py: Python<'_>, cx: CxPtr, e: PyErr) -> Step {
         self.gen = None;
         let r = rt(py);
         let exc = e.into_value(py).into_any();
@@ -354,9 +405,18 @@ impl PyProcess {
             // `run` re-raises it, frames and all.
             m.set(Outcome::Raised(exc.clone().unbind()));
         } else {
-            if report && cx.links().is_empty() {
-                let pid = crate::types::PyPid(cx.self_pid());
-                let _ = r.report.bind(py).call1((pid, exc));
+            if report {
+                // Reported when no linked process will see it, and not while the VM
+                // stops (stopping interrupts the processes that did not end their
+                // slice).
+                let who = cx.with(|c| (c.links().is_empty() && c.vm().is_running(), c.self_pid()));
+                if let Some((true, pid)) = who {
+                    if let Ok(args) =
+                        (crate::types::PyPid::local(pid), exc.clone()).into_pyobject(py)
+                    {
+                        let _ = finalize::call(r.report.bind(py), &args, None);
+                    }
+                }
             }
             release_frames(py, exc);
         }
@@ -394,25 +454,77 @@ fn release_frames(py: Python<'_>, exc: &Bound<'_, PyAny>) {
     }
 }
 
+/// Ends the child of an `os.fork()` made by process code (or by a dirty call), once that
+/// code has finished,
+/// as a Python program whose main code finished would: an uncaught exception is printed
+/// and the status is 1, `SystemExit` gives its status, `atexit` handlers run and the
+/// standard streams are flushed. The interpreter is not finalised (CPython does not
+/// finalise a child forked from a thread either: this thread's state belongs to the
+/// parent's VM), and the rest of the parent's VM, copied into the child, never runs.
+pub(crate) fn forked_child_exit(py: Python<'_>, err: Option<PyErr>) -> ! {
+    let code = match err {
+        None => 0,
+        Some(e) if e.is_instance_of::<pyo3::exceptions::PySystemExit>(py) => {
+            let c = e.value(py).getattr("code").ok();
+            match c {
+                None => 1,
+                Some(c) if c.is_none() => 0,
+                Some(c) => c.extract::<i32>().unwrap_or_else(|_| {
+                    let _ = py
+                        .import("sys")
+                        .and_then(|s| s.getattr("stderr"))
+                        .and_then(|f| f.call_method1("write", (format!("{c}\n"),)));
+                    1
+                }),
+            }
+        }
+        Some(e) => {
+            e.print(py);
+            1
+        }
+    };
+    let _ = py
+        .import("atexit")
+        .and_then(|m| m.call_method0("_run_exitfuncs"));
+    if let Ok(sys) = py.import("sys") {
+        for stream in ["stdout", "stderr"] {
+            let _ = sys.getattr(stream).and_then(|f| f.call_method0("flush"));
+        }
+    }
+    std::process::exit(code)
+}
+
 enum Sent<'py> {
     Yielded(Bound<'py, PyAny>),
     Returned(Bound<'py, PyAny>),
 }
 
+/// `gen.send(v)` through `PyIter_Send` (no StopIteration object when it returns).
 fn send<'py>(
     py: Python<'py>,
     gen: &Bound<'py, PyAny>,
     v: &Bound<'py, PyAny>,
 ) -> PyResult<Sent<'py>> {
     let mut out: *mut ffi::PyObject = std::ptr::null_mut();
-    // SAFETY: gen and v are live objects; PyIter_Send returns a new reference in `out`
-    // for PYGEN_NEXT and PYGEN_RETURN and sets an exception for PYGEN_ERROR.
-    let rc = unsafe { py_iter_send(gen.as_ptr(), v.as_ptr(), &mut out) };
+    // SAFETY: we hold the GIL; gen and v are live objects; `out` is a local.
+    let rc = unsafe { finalize::iter_send(gen.as_ptr(), v.as_ptr(), &mut out) };
     match rc {
+        // SAFETY: PyIter_Send returns a new reference in `out` for PYGEN_NEXT (1) and
+        // PYGEN_RETURN (0), and sets an exception for PYGEN_ERROR (-1).
         1 => Ok(Sent::Yielded(unsafe { Bound::from_owned_ptr(py, out) })),
+        // SAFETY: as above.
         0 => Ok(Sent::Returned(unsafe { Bound::from_owned_ptr(py, out) })),
         _ => Err(PyErr::fetch(py)),
     }
+}
+
+/// `gen.throw(exc)`: what the generator yields next, or its end as an exception
+/// (`StopIteration` when it returns).
+fn throw<'py>(gen: &Bound<'py, PyAny>, exc: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = gen.py();
+    let m = gen.getattr(intern!(py, "throw"))?;
+    let args = PyTuple::new(py, [exc])?;
+    finalize::call(&m, &args, None)
 }
 
 /// The exit reason for an exception that ended a process, and whether it is a crash
@@ -431,13 +543,19 @@ pub(crate) fn exit_reason(py: Python<'_>, exc: &Bound<'_, PyAny>) -> (Fragment, 
         };
         return (reason, false);
     }
+    // An exception that names its exit reason (beamvm.CallError: what an Erlang caller
+    // that does not catch would exit with); reported like any crash.
+    if let Ok(r) = exc.getattr(intern!(py, "__exit_reason__")) {
+        if let Ok(f) = to_fragment(&r) {
+            return (f, true);
+        }
+    }
     let tn = exc
         .get_type()
         .qualname()
         .map(|s| s.to_string())
         .unwrap_or_else(|_| "Exception".into());
     let msg = exc.str().map(|s| s.to_string()).unwrap_or_default();
-    let _ = py;
     let t = Term::Tuple(vec![
         Term::Atom(Atom::ERROR),
         Term::str(&tn),
@@ -448,41 +566,50 @@ pub(crate) fn exit_reason(py: Python<'_>, exc: &Bound<'_, PyAny>) -> (Fragment, 
 
 impl Body for PyProcess {
     fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
+        let _clock = crate::timeslice::Mark::begin(); // timeslice.rs: the slice's clock
+                                                      // From here on the context is used through the slice only (current.rs).
+        let slice = Slice::new(cx);
+        let cx = slice.ptr();
         with_batch_gil(|py| {
-            let cxp: *mut Cx<'_> = cx;
-            let _g = CurrentGuard::set(cxp);
-            // SAFETY: see `with_cx`; the driver and Python never use the context at
-            // the same time.
-            let cx = unsafe { &mut *cxp };
+            let _g = CurrentGuard::set(cx);
             self.run(py, cx)
         })
     }
 
     fn terminate(&mut self, cx: &mut Cx<'_>, reason: &Fragment) {
+        let _clock = crate::timeslice::Mark::begin(); // timeslice.rs: bounds kill cleanup
+        let slice = Slice::new(cx);
+        let cx = slice.ptr();
         with_batch_gil(|py| {
             if let Some(m) = &self.main {
                 m.set(Outcome::Exited(reason.clone()));
             }
             let Some(gen) = self.gen.take() else { return };
-            let cxp: *mut Cx<'_> = cx;
-            let _g = CurrentGuard::set(cxp);
+            let _g = CurrentGuard::set(cx);
             // Cleanup code runs in the process's context too; if it cannot be entered,
             // cleanup runs in the thread's.
             let ctx = self.ctx.as_ref().map(|c| c.bind(py).clone());
             // SAFETY: `ctx` is a local reference that outlives the guard (declared after).
             let _entered = ctx.as_ref().and_then(|c| unsafe { Entered::enter(c) }.ok());
             let r = rt(py);
-            let out =
-                r.kill
-                    .bind(py)
-                    .call1((gen.bind(py), py.None(), py.None(), self.cell.as_ref()));
+            let none = py.None();
+            let cell = self
+                .cell
+                .as_ref()
+                .map_or_else(|| py.None(), |c| c.clone_ref(py));
+            let mut out = None;
+            if let Ok(args) = PyTuple::new(py, [gen.clone_ref(py), none.clone_ref(py), none, cell])
+            {
+                let _cap = recursion::Cap::apply(py);
+                out = finalize::call(r.kill.bind(py), &args, None).ok();
+            }
             self.pending = None;
             self.next = None;
             drop(gen);
             // The exception the kill ended with holds the process's frames through its
             // traceback, in a cycle with `kill`'s own frame: release them now, not when
             // the cyclic GC runs (never, with gc disabled).
-            if let Ok(exc) = out {
+            if let Some(exc) = out {
                 release_frames(py, &exc);
             }
         });
@@ -499,13 +626,27 @@ impl Body for PyProcess {
 
 impl Drop for PyProcess {
     fn drop(&mut self) {
-        Python::with_gil(|_py| {
-            self.gen = None;
-            self.cell = None;
-            self.next = None;
-            self.pending = None;
-            self.main = None;
-            self.ctx = None;
-        });
+        let mut objs: Vec<PyObject> = Vec::with_capacity(5);
+        objs.extend(self.gen.take());
+        objs.extend(self.cell.take());
+        objs.extend(self.ctx.take());
+        match self.next.take() {
+            Some(Next::Send(v)) | Some(Next::Throw(v)) => objs.push(v),
+            None => {}
+        }
+        if let Some(Pending::Receive(op, _)) = self.pending.take() {
+            objs.push(op.into_any());
+        }
+        if current::borrowed() {
+            // Dropped inside a `with_cx` closure (a spawn that failed): a `__del__`
+            // run now could call the API while the context is borrowed.
+            objs.into_iter().for_each(current::defer_drop);
+            return;
+        }
+        match finalize::enter() {
+            Some(_pass) => with_batch_gil(|_py| drop(objs)),
+            // The interpreter is finalising: touching it now would crash.
+            None => std::mem::forget(objs),
+        }
     }
 }

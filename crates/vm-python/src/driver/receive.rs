@@ -22,7 +22,7 @@ use crate::runtime::rt;
 /// Raises `StopIteration(v)` from a native iterator so that `yield from` evaluates to
 /// `v`. A tuple or exception value must travel inside an instance (a bare one would be
 /// read as the exception's arguments).
-fn stop_with(py: Python<'_>, v: PyObject) -> PyErr {
+pub(crate) fn stop_with(py: Python<'_>, v: PyObject) -> PyErr {
     let b = v.bind(py);
     if b.is_instance_of::<PyTuple>() || b.is_instance_of::<PyBaseException>() {
         match PyStopIteration::type_object(py).call1((b,)) {
@@ -46,10 +46,13 @@ pub(crate) enum Delivery {
     StoreInOp,
 }
 
-/// One call of `beamvm.receive` in process code: `yield from _receive(pattern, timeout,
-/// default)` runs it.
+/// One call of `beamvm.receive` in process code: `yield from _receive(*patterns,
+/// timeout=, default=)` runs it.
 ///
-/// The pattern is compiled once, here. Inside a process the first `__next__` tries the
+/// The patterns are compiled once, here; with several, the first queued message (in
+/// mailbox order) that matches any of them is taken, as Erlang's receive with several
+/// clauses. When every pattern has a key (a literal ref, or a literal tag), the receive
+/// looks only at messages carrying one of the keys. Inside a process the first `__next__` tries the
 /// mailbox directly and, when a message matches, finishes at once (`StopIteration`
 /// carrying the message): a receive that finds its message queued never goes back to
 /// the driver. Otherwise it yields itself; the driver keeps it as the pending receive,
@@ -61,6 +64,10 @@ pub(crate) enum Delivery {
 pub struct ReceiveOp {
     pat: Pattern,
     key: Option<Key>,
+    /// The other patterns of a receive with several (empty for one).
+    alts: Vec<Pattern>,
+    /// Every pattern's key, when all have one (a receive with several patterns).
+    keys: Option<Vec<Key>>,
     pub(crate) timeout: Option<Duration>,
     /// The value returned on timeout (None: raise `Timeout`).
     pub(crate) default: Option<PyObject>,
@@ -71,17 +78,13 @@ pub struct ReceiveOp {
     pub(crate) result: Option<PyObject>,
     /// How the driver delivers the message this op waits for.
     pub(crate) delivery: Delivery,
-}
-
-fn any_obj() -> PyObject {
-    // SAFETY: only evaluated as a default argument inside the `_receive` wrapper, which
-    // runs with the GIL held.
-    let py = unsafe { Python::assume_gil_acquired() };
-    rt(py).any.clone_ref(py)
+    /// Set when the op finishes a gen_server call (see `gen_call.rs`).
+    pub(crate) call: Option<Box<crate::gen_call::CallMode>>,
 }
 
 fn missing_obj() -> PyObject {
-    // SAFETY: as in `any_obj`.
+    // SAFETY: only evaluated as a default argument inside the `_receive`/`_recv`
+    // wrappers, which run with the GIL held.
     let py = unsafe { Python::assume_gil_acquired() };
     rt(py).missing.clone_ref(py)
 }
@@ -104,16 +107,54 @@ pub(crate) fn is_receive_op(py: Python<'_>, obj: &Bound<'_, PyAny>) -> bool {
 
 /// The implementation of `beamvm.receive` (see [`ReceiveOp`]).
 #[pyfunction]
-#[pyo3(signature = (pattern = any_obj(), timeout = None, default = missing_obj()))]
-pub fn _receive(
+#[pyo3(signature = (*patterns, timeout = None, default = missing_obj()))]
+pub(crate) fn _receive(
+    py: Python<'_>,
+    patterns: &Bound<'_, PyTuple>,
+    timeout: Option<&Bound<'_, PyAny>>,
+    default: PyObject,
+) -> PyResult<ReceiveOp> {
+    let r = rt(py);
+    if patterns.len() <= 1 {
+        let pattern = match patterns.len() {
+            0 => r.any.clone_ref(py),
+            _ => patterns.get_item(0)?.unbind(),
+        };
+        return receive_op(py, pattern, None, timeout, default);
+    }
+    let first = patterns.get_item(0)?.unbind();
+    receive_op(py, first, Some(patterns), timeout, default)
+}
+
+/// Builds the op for `pattern` (the only or first pattern) and, for a receive with
+/// several, the whole tuple `all`.
+fn receive_op(
     py: Python<'_>,
     pattern: PyObject,
+    all: Option<&Bound<'_, PyTuple>>,
     timeout: Option<&Bound<'_, PyAny>>,
     default: PyObject,
 ) -> PyResult<ReceiveOp> {
     let r = rt(py);
     let pat = pattern::compile(pattern.bind(py), r.any.bind(py))?;
     let key = pat.key();
+    let mut alts = Vec::new();
+    let mut keys = None;
+    if let Some(all) = all {
+        let mut ks = key.map(|k| vec![k]);
+        for p in all.iter().skip(1) {
+            let c = pattern::compile(&p, r.any.bind(py))?;
+            ks = match (ks, c.key()) {
+                (Some(mut v), Some(k)) => {
+                    v.push(k);
+                    Some(v)
+                }
+                _ => None,
+            };
+            alts.push(c);
+        }
+        keys = ks;
+    }
     let t = match timeout {
         Some(t) => parse_timeout(t)?,
         None => None,
@@ -123,7 +164,11 @@ pub fn _receive(
         None
     } else {
         let t: PyObject = timeout.map_or_else(|| py.None(), |t| t.clone().unbind());
-        Some(PyTuple::new(py, [pattern, t, default.clone_ref(py)])?.unbind())
+        let p = match all {
+            Some(all) => all.clone().into_any().unbind(),
+            None => pattern,
+        };
+        Some(PyTuple::new(py, [p, t, default.clone_ref(py)])?.unbind())
     };
     let default = if default.is(&r.missing) {
         None
@@ -133,12 +178,15 @@ pub fn _receive(
     Ok(ReceiveOp {
         pat,
         key,
+        alts,
+        keys,
         timeout: t,
         default,
         args,
         state: 0,
         result: None,
         delivery: Delivery::SendToFrame,
+        call: None,
     })
 }
 
@@ -152,12 +200,15 @@ fn any_wait_op(py: Python<'_>) -> PyResult<&Py<ReceiveOp>> {
             ReceiveOp {
                 pat: Pattern::Any,
                 key: None,
+                alts: Vec::new(),
+                keys: None,
                 timeout: None,
                 default: None,
                 args: None,
                 state: 1,
                 result: None,
                 delivery: Delivery::SendToFrame,
+                call: None,
             },
         )
     })
@@ -169,17 +220,26 @@ fn any_wait_op(py: Python<'_>) -> PyResult<&Py<ReceiveOp>> {
 /// itself (one yield, no `yield from` level): the driver keeps it as the pending
 /// receive and resumes the frame with `send(message)` or `throw(Timeout)`. Outside a
 /// process (a test driver) it returns `Request("receive", (pattern, timeout, default))`
-/// for the frame to yield. Argument errors raise at the call, as before.
+/// for the frame to yield (`Request("receive_any", (patterns, timeout, default))` for a
+/// receive with several patterns). Argument errors raise at the call, as before.
+///
+/// Takes `beamvm.receive`'s arguments as the compiled call site wrote them:
+/// `(*patterns, timeout=None, default=...)`.
 #[pyfunction]
-#[pyo3(signature = (pattern = any_obj(), timeout = None, default = missing_obj()))]
-pub fn _recv(
+#[pyo3(signature = (*patterns, timeout = None, default = missing_obj()))]
+pub(crate) fn _recv(
     py: Python<'_>,
-    pattern: PyObject,
+    patterns: &Bound<'_, PyTuple>,
     timeout: Option<&Bound<'_, PyAny>>,
     default: PyObject,
 ) -> PyResult<PyObject> {
     let r = rt(py);
-    if timeout.is_none() && pattern.is(&r.any) && default.is(&r.missing) {
+    let any_pattern = match patterns.len() {
+        0 => true,
+        1 => patterns.get_item(0)?.is(&r.any),
+        _ => false,
+    };
+    if timeout.is_none() && any_pattern && default.is(&r.missing) {
         // `receive()`: the next message, no timeout -- no pattern to compile, and a
         // shared op (the driver never mutates an op that compiled code yielded).
         match with_cx(|cx| cx.recv()) {
@@ -188,9 +248,14 @@ pub fn _recv(
             None => {}
         }
     }
-    let mut op = _receive(py, pattern, timeout, default)?;
+    let mut op = _receive(py, patterns, timeout, default)?;
     if let Some(args) = op.args.take() {
-        return rt(py).request.call1(py, ("receive", args));
+        let kind = if op.alts.is_empty() {
+            "receive"
+        } else {
+            "receive_any"
+        };
+        return rt(py).request.call1(py, (kind, args));
     }
     if let Some(m) = with_cx(|cx| op.try_take(cx)).flatten() {
         return frag_to_py(py, &m);
@@ -200,8 +265,51 @@ pub fn _recv(
 }
 
 impl ReceiveOp {
+    /// An op waiting (in a process) for the first message matching `pat` or one of
+    /// `alts`, all keyed by `keys`; `call` makes it finish a gen_server call.
+    pub(crate) fn keyed(
+        pat: Pattern,
+        alts: Vec<Pattern>,
+        keys: Vec<Key>,
+        timeout: Option<Duration>,
+        default: Option<PyObject>,
+        call: Option<Box<crate::gen_call::CallMode>>,
+    ) -> ReceiveOp {
+        let key = keys.first().copied();
+        ReceiveOp {
+            pat,
+            key,
+            keys: (!alts.is_empty()).then_some(keys),
+            alts,
+            timeout,
+            default,
+            args: None,
+            state: 0,
+            result: None,
+            delivery: Delivery::SendToFrame,
+            call,
+        }
+    }
+
+    /// The value the receive finishes with: the message, or what a call makes of it.
+    fn finish(&self, py: Python<'_>, v: PyObject) -> PyErr {
+        match &self.call {
+            Some(c) => c.finish(py, v),
+            None => stop_with(py, v),
+        }
+    }
+
     /// Takes the first matching message from the current process's mailbox.
     pub(crate) fn try_take(&self, cx: &mut Cx<'_>) -> Option<Fragment> {
+        if !self.alts.is_empty() {
+            let pats = (&self.pat, &self.alts);
+            let any =
+                |v: vm_core::View<'_>| pats.0.matches(v) || pats.1.iter().any(|p| p.matches(v));
+            return match &self.keys {
+                Some(keys) => cx.recv_keyed_any(keys, any),
+                None => cx.recv_where(any),
+            };
+        }
         match (&self.pat, self.key) {
             (Pattern::Any, _) => cx.recv(),
             (p, Some(k)) => cx.recv_keyed(k, |v| p.matches(v)),
@@ -224,7 +332,7 @@ impl ReceiveOp {
                     let m = with_cx(|cx| slf.try_take(cx)).flatten();
                     if let Some(m) = m {
                         slf.state = 2;
-                        return Err(stop_with(py, frag_to_py(py, &m)?));
+                        return Err(slf.finish(py, frag_to_py(py, &m)?));
                     }
                     slf.state = 1;
                     slf.delivery = Delivery::StoreInOp;
@@ -232,12 +340,17 @@ impl ReceiveOp {
                 }
                 slf.state = 1;
                 let args = slf.args.as_ref().map(|a| a.clone_ref(py));
-                Ok(rt(py).request.call1(py, ("receive", args))?)
+                let kind = if slf.alts.is_empty() {
+                    "receive"
+                } else {
+                    "receive_any"
+                };
+                Ok(rt(py).request.call1(py, (kind, args))?)
             }
             1 => {
                 slf.state = 2;
                 let v = slf.result.take().unwrap_or_else(|| py.None());
-                Err(stop_with(py, v))
+                Err(slf.finish(py, v))
             }
             _ => Err(PyStopIteration::new_err(())),
         }

@@ -1,0 +1,72 @@
+//! What the reactor tells the VM, and the one trait through which it tells it.
+//!
+//! The reactor never touches a process, a mailbox or a scheduler: every outcome is an
+//! [`IoEvent`] handed to an [`IoSink`] with the pid it is for. The first four variants
+//! are gen_tcp's active-mode messages (phase 2 turns them into mailbox messages:
+//! `('tcp', s, data)`, ...); the last four complete an operation a process is
+//! suspended in (phase 2 resumes it with the result).
+
+use super::error::IoError;
+use crate::term::{Binary, Pid};
+
+/// A socket's identity: a slot index and the slot's generation, so an id that
+/// outlived its socket is `closed`, never another socket (like pids, never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(pub u64);
+
+impl SocketId {
+    pub(crate) fn new(index: u32, generation: u32) -> SocketId {
+        SocketId(u64::from(generation) << 32 | u64::from(index))
+    }
+    pub(crate) fn index(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+    pub(crate) fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IoEvent {
+    /// `('tcp', s, data)`: one frame for the owner in active mode.
+    Tcp { sock: SocketId, data: Binary },
+    /// `('tcp_closed', s)`: the peer closed (the socket is closed now).
+    TcpClosed { sock: SocketId },
+    /// `('tcp_error', s, reason)`: followed by `TcpClosed`.
+    TcpError { sock: SocketId, reason: IoError },
+    /// `('tcp_passive', s)`: an `{active, N}` count ran out.
+    TcpPassive { sock: SocketId },
+    /// A suspended `accept` completed: the new socket is owned by the receiver.
+    Accepted {
+        listener: SocketId,
+        result: Result<SocketId, IoError>,
+    },
+    /// A suspended `connect` completed.
+    Connected {
+        sock: SocketId,
+        result: Result<(), IoError>,
+    },
+    /// A suspended passive `recv` completed.
+    Received {
+        sock: SocketId,
+        result: Result<Binary, IoError>,
+    },
+    /// A `send` that was told to suspend may return: its data is queued below the low
+    /// watermark (or the socket failed).
+    SendReady {
+        sock: SocketId,
+        result: Result<(), IoError>,
+    },
+}
+
+/// Where the reactor's events go: the only thing the reactor knows of the VM.
+///
+/// `deliver` is called without any reactor lock held, from whichever thread polled or
+/// operated on the socket, and must not block for long (phase 2: a lock-free mailbox
+/// push and perhaps a wake-up). It returns `false` when `to` no longer exists; the
+/// reactor then closes a socket the event would have handed over (an accepted or
+/// connected socket whose new owner died meanwhile), so no socket is ever owned by
+/// a dead process.
+pub trait IoSink: Send + Sync + 'static {
+    fn deliver(&self, to: Pid, event: IoEvent) -> bool;
+}

@@ -1,0 +1,699 @@
+//! The driver's connections: handshakes over blocking sockets, a reader and a writer
+//! thread per connection, dispatch of control messages, the ticker.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{lock, resolve, Delivery, DistError, Inner, NodeEvent, SETUP_TIMEOUT, SYSTEM_ID};
+use crate::atoms::LocalAtoms;
+use crate::connection::{ConnError, Connection, Incoming, TimerAction, TICK};
+use crate::control::{Control, DistMessage, ProcRef, Style, SPAWN_FLAG_MONITOR};
+use crate::epmd;
+use crate::handshake::{
+    simultaneous, Decision, Established, Handshake, HandshakeConfig, HandshakeError, PeerInfo,
+    Progress,
+};
+use crate::term::{Atom, Pid, Ref, Term};
+
+/// Read buffer size: large enough that a bulk transfer takes few system calls.
+const READ_CHUNK: usize = 256 * 1024;
+/// The writer coalesces queued frames into one write up to this size.
+const COALESCE: usize = 256 * 1024;
+/// Most handshakes in progress at once; connections past it are closed at once, so a
+/// flood of idle connections cannot pile up threads (each gives up after
+/// SETUP_TIMEOUT anyway).
+const MAX_HANDSHAKES: usize = 64;
+/// How often the ticker looks at the connections, at most (shorter tick intervals are
+/// served at their own pace).
+const TICKER_PERIOD: Duration = Duration::from_millis(250);
+
+/// One live connection.
+pub(crate) struct Conn {
+    pub(crate) id: u64,
+    pub(crate) peer: PeerInfo,
+    style: Style,
+    tx: Sender<Vec<u8>>,
+    stream: TcpStream,
+    state: Mutex<Connection<LocalAtoms>>,
+}
+
+impl Conn {
+    pub(crate) fn send(&self, msg: &DistMessage) -> Result<(), DistError> {
+        let mut frame = vec![0u8; 4];
+        msg.encode_into(&mut frame, self.style)?;
+        let len = u32::try_from(frame.len() - 4)
+            .map_err(|_| DistError::Encode(crate::etf::EncodeError::TooLarge("message")))?;
+        frame[..4].copy_from_slice(&len.to_be_bytes());
+        lock(&self.state).wrote(Instant::now());
+        self.tx.send(frame).map_err(|_| {
+            DistError::Io(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "connection closed",
+            ))
+        })
+    }
+
+    pub(crate) fn close(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+fn hs_config(inner: &Inner) -> HandshakeConfig {
+    HandshakeConfig {
+        name: inner.name.as_str().to_owned(),
+        creation: inner.creation,
+        flags: inner.flags,
+        cookie: inner.cookie.clone(),
+    }
+}
+
+/// Reads and writes until the handshake ends. `decide` answers the acceptor's
+/// question about the peer.
+fn drive(
+    stream: &mut TcpStream,
+    mut hs: Handshake,
+    mut decide: impl FnMut(&PeerInfo) -> Decision,
+    mut alive: impl FnMut() -> bool,
+) -> Result<Established, DistError> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let out = hs.take_output();
+        if !out.is_empty() {
+            stream.write_all(&out)?;
+        }
+        let progress = hs.advance();
+        let out = hs.take_output();
+        if !out.is_empty() {
+            stream.write_all(&out)?;
+        }
+        match progress.map_err(DistError::Handshake)? {
+            Progress::Established(e) => {
+                let out = hs.take_output();
+                stream.write_all(&out)?;
+                return Ok(e);
+            }
+            Progress::PeerHello(peer) => {
+                let d = decide(&peer);
+                let r = hs.decide(d);
+                let out = hs.take_output();
+                stream.write_all(&out)?;
+                r.map_err(DistError::Handshake)?;
+            }
+            Progress::AliveQuery => {
+                let r = hs.answer_alive(alive());
+                let out = hs.take_output();
+                stream.write_all(&out)?;
+                r.map_err(DistError::Handshake)?;
+            }
+            Progress::NeedInput => {
+                let n = stream.read(&mut buf)?;
+                if n == 0 {
+                    return Err(DistError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "peer closed during the handshake",
+                    )));
+                }
+                hs.receive(&buf[..n]);
+            }
+        }
+    }
+}
+
+pub(super) fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    let in_progress = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        if inner.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        if in_progress.load(Ordering::Acquire) >= MAX_HANDSHAKES {
+            log::warn!(
+                "{}: {MAX_HANDSHAKES} handshakes in progress, refusing a connection",
+                inner.name
+            );
+            continue;
+        }
+        in_progress.fetch_add(1, Ordering::AcqRel);
+        let inner2 = inner.clone();
+        let counter = in_progress.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dist-handshake".into())
+            .spawn(move || {
+                let result = accept(&inner2, stream);
+                counter.fetch_sub(1, Ordering::AcqRel);
+                if let Err(e) = result {
+                    match e {
+                        DistError::Handshake(HandshakeError::BadCookie { peer }) => log::error!(
+                            "{}: connection attempt from {peer} refused: wrong cookie",
+                            inner2.name
+                        ),
+                        e => log::warn!("{}: incoming connection failed: {e}", inner2.name),
+                    }
+                }
+            });
+        if spawned.is_err() {
+            in_progress.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn accept(inner: &Arc<Inner>, mut stream: TcpStream) -> Result<(), DistError> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(SETUP_TIMEOUT))?;
+    let hs = Handshake::acceptor(hs_config(inner));
+    let our_name = inner.name.as_str().to_owned();
+    let mut was_alive = false;
+    let est = drive(
+        &mut stream,
+        hs,
+        |peer| {
+            let t = lock(&inner.tables);
+            if t.conns.contains_key(&peer.name) {
+                was_alive = true;
+                Decision::Alive
+            } else if t.pending.contains(&peer.name) {
+                simultaneous(&our_name, &peer.name)
+            } else {
+                Decision::Ok
+            }
+        },
+        || false,
+    )?;
+    if was_alive {
+        // The peer says our old connection to it is dead: drop it.
+        let old = lock(&inner.tables).conns.get(&est.peer.name).cloned();
+        if let Some(old) = old {
+            old.close();
+            inner.conn_down(&old, "replaced by a new connection from the same node");
+        }
+    }
+    start_conn(inner, stream, est)?;
+    Ok(())
+}
+
+/// Connects to `node` (the caller checked there is no connection yet).
+pub(super) fn connect(inner: &Arc<Inner>, node: &str) -> Result<Arc<Conn>, DistError> {
+    let Some((alive, host)) = node.split_once('@') else {
+        return Err(DistError::BadName(node.to_owned()));
+    };
+    {
+        let mut t = lock(&inner.tables);
+        if let Some(c) = t.conns.get(node) {
+            return Ok(c.clone());
+        }
+        t.pending.insert(node.to_owned());
+    }
+    let result = (|| {
+        let epmd_addr = resolve(host, inner.cfg.epmd_port)?;
+        let entry = epmd::port_please(epmd_addr, alive)?
+            .ok_or_else(|| DistError::UnknownNode(node.to_owned()))?;
+        let addr = std::net::SocketAddr::new(epmd_addr.ip(), entry.port);
+        let mut stream = TcpStream::connect_timeout(&addr, SETUP_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(SETUP_TIMEOUT))?;
+        let hs = Handshake::initiator(hs_config(inner), node);
+        let est = drive(
+            &mut stream,
+            hs,
+            |_| Decision::NotAllowed,
+            || !lock(&inner.tables).conns.contains_key(node),
+        )?;
+        start_conn(inner, stream, est)
+    })();
+    lock(&inner.tables).pending.remove(node);
+    if let Err(DistError::Handshake(HandshakeError::BadCookie { peer })) = &result {
+        log::error!("{}: connection to {peer} refused: wrong cookie", inner.name);
+    }
+    result
+}
+
+fn start_conn(
+    inner: &Arc<Inner>,
+    stream: TcpStream,
+    est: Established,
+) -> Result<Arc<Conn>, DistError> {
+    stream.set_read_timeout(None)?;
+    let (tx, rx) = channel::<Vec<u8>>();
+    let now = Instant::now();
+    let mut state = Connection::new(
+        est.peer.clone(),
+        inner.cfg.conn.clone(),
+        inner.atoms.clone(),
+        now,
+    );
+    state.receive(&est.leftover, now);
+    let conn = Arc::new(Conn {
+        id: inner.next_conn.fetch_add(1, Ordering::Relaxed),
+        style: state.style(),
+        peer: est.peer.clone(),
+        tx,
+        stream: stream.try_clone()?,
+        state: Mutex::new(state),
+    });
+    {
+        let mut t = lock(&inner.tables);
+        if let Some(old) = t.conns.insert(est.peer.name.clone(), conn.clone()) {
+            old.close();
+        }
+    }
+    let writer_stream = stream.try_clone()?;
+    let c = conn.clone();
+    std::thread::Builder::new()
+        .name("dist-writer".into())
+        .spawn(move || writer(writer_stream, rx, c))?;
+    let (inner2, c) = (inner.clone(), conn.clone());
+    std::thread::Builder::new()
+        .name("dist-reader".into())
+        .spawn(move || reader(inner2, stream, c))?;
+    log::info!("{}: connected to {}", inner.name, est.peer.name);
+    inner.notify(NodeEvent::Up(est.peer.name));
+    Ok(conn)
+}
+
+fn writer(mut stream: TcpStream, rx: Receiver<Vec<u8>>, conn: Arc<Conn>) {
+    let mut batch: Vec<u8> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let result = if first.len() >= COALESCE {
+            stream.write_all(&first)
+        } else {
+            batch.clear();
+            batch.extend_from_slice(&first);
+            while batch.len() < COALESCE {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            stream.write_all(&batch)
+        };
+        if result.is_err() {
+            conn.close();
+            return;
+        }
+    }
+}
+
+fn reader(inner: Arc<Inner>, mut stream: TcpStream, conn: Arc<Conn>) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let why = loop {
+        // Frames that arrived with the handshake's last bytes.
+        let drained = drain(&inner, &conn);
+        if let Err(e) = drained {
+            log::error!(
+                "{}: closing connection to {}: {e}",
+                inner.name,
+                conn.peer.name
+            );
+            break e.to_string();
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break "connection closed".to_owned(),
+            Ok(n) => lock(&conn.state).receive(&buf[..n], Instant::now()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break e.to_string(),
+        }
+    };
+    conn.close();
+    inner.conn_down(&conn, &why);
+}
+
+fn drain(inner: &Arc<Inner>, conn: &Arc<Conn>) -> Result<(), ConnError> {
+    loop {
+        let next = lock(&conn.state).next()?;
+        match next {
+            None => return Ok(()),
+            Some(Incoming::Tick) => {}
+            Some(Incoming::Message(m)) => dispatch(inner, conn, m),
+        }
+    }
+}
+
+/// Replies to a gen call's `From` (`{Pid, Tag}`): through the alias when the tag is
+/// `[alias | Ref]` (gen:call since OTP 24), to the pid otherwise.
+fn gen_reply(inner: &Arc<Inner>, conn: &Conn, from: &Term, reply: Term) {
+    let Some([Term::Pid(to), tag]) = from.as_tuple() else {
+        return;
+    };
+    let msg = Term::tuple(vec![tag.clone(), reply]);
+    let alias = match &tag {
+        Term::List { elems, tail } if elems.len() == 1 && elems[0].as_atom() == Some("alias") => {
+            match tail.as_ref() {
+                Term::Ref(r) => Some(r.clone()),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let control = match alias {
+        Some(alias) => Control::AliasSend {
+            from: inner.system_pid(),
+            alias,
+            message: msg,
+        },
+        None => Control::SendSender {
+            from: inner.system_pid(),
+            to: to.clone(),
+            message: msg,
+        },
+    };
+    let _ = conn.send(&control.into());
+}
+
+/// Runs an exposed function; `Err` is the reason the call fails with.
+fn call_exposed(inner: &Inner, module: &Term, function: &Term, args: &Term) -> Result<Term, Term> {
+    let (Some(m), Some(f)) = (module.as_atom(), function.as_atom()) else {
+        return Err(Term::atom("badarg"));
+    };
+    let handler = lock(&inner.tables)
+        .exposed
+        .get(&(m.to_owned(), f.to_owned()))
+        .cloned();
+    let args = list_elems(args).ok_or_else(|| Term::atom("badarg"))?;
+    match handler {
+        Some(h) => h(args),
+        None => Err(Term::atom("undef")),
+    }
+}
+
+fn list_elems(t: &Term) -> Option<Vec<Term>> {
+    match t {
+        Term::Nil => Some(Vec::new()),
+        Term::List { elems, tail } if matches!(**tail, Term::Nil) => Some(elems.clone()),
+        Term::Charlist(b) => Some(b.iter().map(|&x| Term::Int(i64::from(x))).collect()),
+        _ => None,
+    }
+}
+
+fn local_id(inner: &Inner, to: &ProcRef) -> Option<u32> {
+    let t = lock(&inner.tables);
+    match to {
+        ProcRef::Pid(p) if inner.is_local(p) => t.mailboxes.contains_key(&p.id).then_some(p.id),
+        ProcRef::Pid(_) => None,
+        ProcRef::Name(n) => t.names.get(n.as_str()).copied(),
+    }
+}
+
+fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
+    match m.control {
+        Control::Send { to, message } => {
+            if inner.is_local(&to) {
+                inner.deliver(
+                    to.id,
+                    Delivery::Message {
+                        from: None,
+                        message,
+                    },
+                );
+            }
+        }
+        Control::SendSender { from, to, message } => {
+            if inner.is_local(&to) {
+                inner.deliver(
+                    to.id,
+                    Delivery::Message {
+                        from: Some(from),
+                        message,
+                    },
+                );
+            }
+        }
+        Control::AliasSend {
+            from,
+            alias,
+            message,
+        } => {
+            // Mailboxes make no aliases in this driver, so no alias of ours is
+            // active: dropped, as Erlang drops a message to an inactive alias.
+            log::debug!(
+                "{}: alias send from {from:?} to {alias:?} dropped: {message:?}",
+                inner.name
+            );
+        }
+        Control::RegSend {
+            from,
+            to_name,
+            message,
+        } => match to_name.as_str() {
+            "net_kernel" => net_kernel(inner, conn, message),
+            "rex" if !lock(&inner.tables).names.contains_key("rex") => rex(inner, conn, message),
+            name => {
+                let id = lock(&inner.tables).names.get(name).copied();
+                if let Some(id) = id {
+                    inner.deliver(
+                        id,
+                        Delivery::Message {
+                            from: Some(from),
+                            message,
+                        },
+                    );
+                }
+            }
+        },
+        Control::Link { from, to } => {
+            if inner.is_local(&to) && lock(&inner.tables).mailboxes.contains_key(&to.id) {
+                lock(&inner.tables).links.insert((to.id, from));
+            } else {
+                let _ = conn.send(
+                    &Control::Exit {
+                        from: to,
+                        to: from,
+                        reason: Term::atom("noproc"),
+                    }
+                    .into(),
+                );
+            }
+        }
+        Control::Unlink { from, to } => {
+            lock(&inner.tables).links.remove(&(to.id, from));
+        }
+        Control::UnlinkId { id, from, to } => {
+            lock(&inner.tables).links.remove(&(to.id, from.clone()));
+            let _ = conn.send(
+                &Control::UnlinkIdAck {
+                    id,
+                    from: to,
+                    to: from,
+                }
+                .into(),
+            );
+        }
+        Control::UnlinkIdAck { .. } | Control::GroupLeader { .. } => {}
+        Control::Exit { from, to, reason } => {
+            let linked = lock(&inner.tables).links.remove(&(to.id, from.clone()));
+            if linked && inner.is_local(&to) {
+                inner.deliver(
+                    to.id,
+                    Delivery::Exit {
+                        from,
+                        reason,
+                        linked: true,
+                    },
+                );
+            }
+        }
+        Control::Exit2 { from, to, reason } => {
+            if inner.is_local(&to) {
+                inner.deliver(
+                    to.id,
+                    Delivery::Exit {
+                        from,
+                        reason,
+                        linked: false,
+                    },
+                );
+            }
+        }
+        Control::MonitorP {
+            from,
+            to,
+            reference,
+        } => {
+            let system = matches!(&to, ProcRef::Name(n) if n.as_str() == "net_kernel" || n.as_str() == "rex")
+                || matches!(&to, ProcRef::Pid(p) if inner.is_local(p) && p.id == SYSTEM_ID);
+            if system {
+                // The node's own services never end while the node runs.
+            } else if let Some(id) = local_id(inner, &to) {
+                lock(&inner.tables)
+                    .monitors_in
+                    .insert(reference.clone(), (id, from));
+            } else {
+                let _ = conn.send(
+                    &Control::MonitorPExit {
+                        from: to,
+                        to: from,
+                        reference,
+                        reason: Term::atom("noproc"),
+                    }
+                    .into(),
+                );
+            }
+        }
+        Control::DemonitorP { reference, .. } => {
+            lock(&inner.tables).monitors_in.remove(&reference);
+        }
+        Control::MonitorPExit {
+            from,
+            reference,
+            reason,
+            ..
+        } => {
+            let entry = lock(&inner.tables).monitors_out.remove(&reference);
+            if let Some((id, _, _)) = entry {
+                inner.deliver(
+                    id,
+                    Delivery::Down {
+                        reference,
+                        process: from,
+                        reason,
+                    },
+                );
+            }
+        }
+        Control::SpawnRequest {
+            req_id,
+            from,
+            module,
+            function,
+            opts,
+            args,
+            ..
+        } => spawn_request(inner, conn, req_id, from, module, function, opts, args),
+        Control::SpawnReply { .. } => {}
+    }
+}
+
+/// net_kernel's part that peers use: `is_auth` (net_adm:ping).
+fn net_kernel(inner: &Arc<Inner>, conn: &Conn, message: Term) {
+    let Some(t) = message.as_tuple() else { return };
+    if t.len() == 3 && t[0].as_atom() == Some("$gen_call") {
+        let is_auth =
+            matches!(t[2].as_tuple(), Some(r) if r.len() == 2 && r[0].as_atom() == Some("is_auth"));
+        let reply = if is_auth {
+            Term::atom("yes")
+        } else {
+            Term::atom("error")
+        };
+        gen_reply(inner, conn, &t[1], reply);
+    }
+}
+
+/// The old rpc server: `{'$gen_call', From, {call, M, F, A, GroupLeader}}`.
+fn rex(inner: &Arc<Inner>, conn: &Conn, message: Term) {
+    let Some(t) = message.as_tuple() else { return };
+    if t.len() != 3 || t[0].as_atom() != Some("$gen_call") {
+        return;
+    }
+    let reply = match t[2].as_tuple() {
+        Some(c) if c.len() >= 4 && c[0].as_atom() == Some("call") => {
+            match call_exposed(inner, &c[1], &c[2], &c[3]) {
+                Ok(v) => v,
+                Err(reason) => Term::tuple(vec![
+                    Term::atom("badrpc"),
+                    Term::tuple(vec![Term::atom("EXIT"), reason]),
+                ]),
+            }
+        }
+        _ => Term::tuple(vec![Term::atom("badrpc"), Term::atom("badarg")]),
+    };
+    gen_reply(inner, conn, &t[1], reply);
+}
+
+/// SPAWN_REQUEST: only `erpc:execute_call(Ref, M, F, A)` of an exposed function (what
+/// `rpc:call` and `erpc:call` send). The "process" runs at once: SPAWN_REPLY with a
+/// fresh pid, then, when monitored, the exit `{Ref, return, Result}` (or
+/// `{Ref, error, Reason, []}`) as erpc's execute_call would exit.
+#[allow(clippy::too_many_arguments)]
+fn spawn_request(
+    inner: &Arc<Inner>,
+    conn: &Conn,
+    req_id: Ref,
+    from: Pid,
+    module: Atom,
+    function: Atom,
+    opts: Term,
+    args: Term,
+) {
+    let monitor = list_elems(&opts)
+        .unwrap_or_default()
+        .iter()
+        .any(|o| o.as_atom() == Some("monitor"));
+    let call = (module.as_str(), function.as_str());
+    let parts = list_elems(&args);
+    let outcome = match (call, parts.as_deref()) {
+        (("erpc", "execute_call"), Some([r, m, f, a])) => {
+            Some((r.clone(), call_exposed(inner, m, f, a)))
+        }
+        _ => None,
+    };
+    let Some((tag, result)) = outcome else {
+        let _ = conn.send(
+            &Control::SpawnReply {
+                req_id,
+                to: from,
+                flags: 0,
+                result: Term::atom("badarg"),
+            }
+            .into(),
+        );
+        return;
+    };
+    let pid = inner.pid(inner.next_id.fetch_add(1, Ordering::Relaxed));
+    let flags = if monitor { SPAWN_FLAG_MONITOR } else { 0 };
+    let _ = conn.send(
+        &Control::SpawnReply {
+            req_id: req_id.clone(),
+            to: from.clone(),
+            flags,
+            result: Term::Pid(pid.clone()),
+        }
+        .into(),
+    );
+    if monitor {
+        let reason = match result {
+            Ok(v) => Term::tuple(vec![tag, Term::atom("return"), v]),
+            Err(e) => Term::tuple(vec![tag, Term::atom("error"), e, Term::Nil]),
+        };
+        let _ = conn.send(
+            &Control::MonitorPExit {
+                from: ProcRef::Pid(pid),
+                to: from,
+                reference: req_id,
+                reason,
+            }
+            .into(),
+        );
+    }
+}
+
+pub(super) fn ticker(inner: Arc<Inner>) {
+    let period = (inner.cfg.conn.net_ticktime / 4).min(TICKER_PERIOD);
+    while !inner.stopping.load(Ordering::Acquire) {
+        if inner.sleep_unless_stopped(period) {
+            return;
+        }
+        let conns: Vec<Arc<Conn>> = lock(&inner.tables).conns.values().cloned().collect();
+        let now = Instant::now();
+        for c in conns {
+            let action = lock(&c.state).on_timer(now);
+            match action {
+                TimerAction::None => {}
+                TimerAction::SendTick(_) => {
+                    let _ = c.tx.send(TICK.to_vec());
+                }
+                TimerAction::PeerDown => {
+                    log::error!(
+                        "{}: node {} not responding, removing (timed out) connection",
+                        inner.name,
+                        c.peer.name
+                    );
+                    c.close();
+                    inner.conn_down(&c, "net_tick_timeout");
+                }
+            }
+        }
+    }
+}

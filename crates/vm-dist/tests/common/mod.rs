@@ -1,0 +1,51 @@
+//! Helpers for tests against a real Erlang: find `erl`, start nodes that are always
+//! stopped, talk to them through a tiny eval loop on their stdin.
+#![allow(dead_code, unreachable_pub, unused_imports)]
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+#[path = "../../examples/support/erl.rs"]
+mod erl;
+pub use erl::Erl;
+
+/// Whether `erl` can be run. Missing `erl` skips the test with a message, unless
+/// `VM_DIST_REQUIRE_ERL` is set (scripts/test.sh sets it once it has installed
+/// erlang-base), where it fails.
+pub fn have_erl() -> bool {
+    let ok = Command::new("erl")
+        .args(["-noshell", "-eval", "halt()."])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var_os("VM_DIST_REQUIRE_ERL").is_some() {
+            panic!("erl is required (VM_DIST_REQUIRE_ERL is set) but cannot be run");
+        }
+        eprintln!(
+            "SKIPPED: erl is not installed (apt-get install erlang-base); real-Erlang test not run"
+        );
+    }
+    ok
+}
+
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A node name unique to this test run: `prefix_PID_N@localhost`.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}@localhost",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}

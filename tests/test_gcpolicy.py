@@ -1,0 +1,99 @@
+"""CPython's cyclic GC while a VM runs (python/beamvm/_gcpolicy.py): a large live heap is
+frozen after a full collection, so later full collections do not traverse it inside other
+processes' slices; a heap whose old objects die in cycles is left to CPython's schedule;
+everything is handed back when no VM runs."""
+
+from __future__ import annotations
+
+import gc
+
+import beamvm
+from beamvm import _gcpolicy, receive, self_pid, send, spawn
+
+BIG = 300_000
+
+
+def holder(parent):
+    live = [[i] for i in range(BIG)]  # a large, all-alive heap
+    gc.collect()  # a full collection: finds nothing to free, so the policy freezes
+    frozen = gc.get_freeze_count()
+    scratch = [{"k": i} for i in range(1000)]  # survivors since the freeze
+    gc.collect()  # traverses only what survived since the freeze
+    send(parent, (frozen, len(gc.get_objects(2)), len(scratch), len(live)))
+
+
+def test_a_live_heap_is_frozen_and_later_full_collections_skip_it():
+    gc.collect()
+
+    def main():
+        spawn(holder, self_pid())
+        return receive(timeout=60)
+
+    frozen, gen2, scratch, live = beamvm.run(main, schedulers=1)
+    assert live == BIG and scratch == 1000
+    assert frozen >= BIG  # the heap moved to the permanent generation
+    assert gen2 < BIG // 10  # what a later full collection traverses: the recent part
+    gc.collect()  # no VM runs now: the permanent generation is handed back
+    assert gc.get_freeze_count() == 0
+
+
+def cyclic_churn(parent, rounds):
+    nodes = [None] * 50_000
+    gc.disable()  # only the explicit collections below: each finds a whole round's garbage
+    try:
+        for r in range(rounds):
+            for i in range(len(nodes)):  # old objects die in cycles, as in B8
+                d = {"r": r}
+                d["self"] = [d]
+                nodes[i] = d
+            gc.collect()
+    finally:
+        gc.enable()
+    send(parent, (_gcpolicy.stats(), gc.get_freeze_count()))
+
+
+def test_a_heap_whose_old_objects_die_in_cycles_is_not_kept_frozen():
+    # The first collection finds everything alive and freezes; the frozen garbage then
+    # outgrows the live heap, a major finds it, and freezing stops.
+    gc.collect()  # no VM runs: whatever an earlier test froze is handed back
+    base = gc.get_freeze_count()  # 3.12 starts with a few hundred permanent objects
+
+    def main():
+        spawn(cyclic_churn, self_pid(), 25)
+        return receive(timeout=120)
+
+    stats, frozen = beamvm.run(main, schedulers=1)
+    assert stats["frozen"] == 0.0 and frozen <= base
+
+
+def test_frozen_garbage_is_swept_when_it_outgrows_the_live_heap():
+    gc.collect()
+
+    def body(parent):
+        live = [[i] for i in range(50_000)]
+        gc.collect()  # all alive: frozen from here on
+        before = _gcpolicy.stats()["majors"]
+        keep = []
+        rounds = 0
+        gc.disable()  # only the explicit collections below
+        try:
+            while _gcpolicy.stats()["majors"] == before and rounds < 100:
+                # objects that survive a full collection (so they are frozen), then die in
+                # cycles: only a major can reclaim them
+                keep = [[j] for j in range(100_000)]
+                for x in keep:
+                    x.append(x)
+                gc.collect()
+                rounds += 1
+        finally:
+            gc.enable()
+        after = _gcpolicy.stats()["majors"]
+        send(parent, (before, after, len(live), len(keep)))
+
+    def main():
+        spawn(body, self_pid())
+        return receive(timeout=60)
+
+    before, after, live, keep = beamvm.run(main, schedulers=1)
+    assert live == 50_000 and keep == 100_000
+    assert after > before  # frozen garbage outgrew twice the live heap: a major swept it
