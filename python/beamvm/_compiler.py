@@ -388,11 +388,15 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
                 fast_done,
             ],
         )
-        # suspend: a waiting fast receive is yielded straight to the driver, which sends
-        # the message; anything else is a generator run with yield from (a compiled
-        # callee may return a carried StopIteration).
+        # suspend: a waiting receive op (the fast receive's, or a gen_server call's from
+        # the native _gen_call) or a Request is yielded straight to the driver, which
+        # resumes the frame with the result (or throws into it); anything else is a
+        # generator run with yield from (a compiled callee may return a carried
+        # StopIteration).
         run = ast.IfExp(
-            test=_is(_name(h), _name(_RCV)),
+            test=ast.Compare(
+                left=_raw(_name(_T), _name(r)), ops=[ast.In()], comparators=[_name(_RW)]
+            ),
             body=_suspend(ast.Yield(value=_name(r))),
             orelse=_run_gen(_name(r)),
         )
