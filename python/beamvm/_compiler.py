@@ -75,11 +75,13 @@ from ._astgen import (
     _BFT,
     _BI,
     _D,
+    _FT,
     _GEN,
     _IT,
     _K,
     _MS,
     _MT,
+    _OP,
     _P,
     _PB,
     _RCV,
@@ -355,13 +357,18 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
             orelse=ast.Subscript(value=_name(_D), slice=_name(f), ctx=ast.Load()),
         )
         # _bvm_h := (<plain> if (_bvm_t := type(_bvm_f := <func>)) is _bvm_BFT
+        #            else _bvm_D[_bvm_f] if _bvm_t is _bvm_FT
         #            else <method> if _bvm_t is _bvm_MT else <other>)
         lookup = ast.NamedExpr(
             target=_name(h, True),
             value=ast.IfExp(
                 test=is_builtin,
                 body=plain,
-                orelse=ast.IfExp(test=_is(_name(t), _name(_MT)), body=method, orelse=other),
+                orelse=ast.IfExp(
+                    test=_is(_name(t), _name(_FT)),
+                    body=ast.Subscript(value=_name(_D), slice=_name(f), ctx=ast.Load()),
+                    orelse=ast.IfExp(test=_is(_name(t), _name(_MT)), body=method, orelse=other),
+                ),
             ),
         )
         call = ast.Call(func=lookup, args=node.args, keywords=node.keywords)
@@ -388,14 +395,14 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
                 fast_done,
             ],
         )
-        # suspend: a waiting receive op (the fast receive's, or a gen_server call's from
-        # the native _gen_call) or a Request is yielded straight to the driver, which
-        # resumes the frame with the result (or throws into it); anything else is a
-        # generator run with yield from (a compiled callee may return a carried
-        # StopIteration).
+        # suspend: what the fast receive or the op primitive (gen_server.call's native
+        # half) returned -- a waiting receive op, or a Request outside a VM -- is yielded
+        # straight to the driver, which resumes the frame with the result (or throws
+        # into it); anything else is a generator run with yield from (a compiled callee
+        # may return a carried StopIteration).
         run = ast.IfExp(
-            test=ast.Compare(
-                left=_raw(_name(_T), _name(r)), ops=[ast.In()], comparators=[_name(_RW)]
+            test=ast.BoolOp(
+                op=ast.Or(), values=[_is(_name(h), _name(_RCV)), _is(_name(h), _name(_OP))]
             ),
             body=_suspend(ast.Yield(value=_name(r))),
             orelse=_run_gen(_name(r)),
@@ -808,8 +815,7 @@ def _is_leaf(code: types.CodeType) -> bool:
     leaf = _LEAVES.get(code)
     if leaf is None:
         leaf = not code.co_flags & _NON_PLAIN_FLAGS and not any(
-            i.opname in _NOT_LEAF_OPS or "BACKWARD" in i.opname
-            for i in dis.get_instructions(code)
+            i.opname in _NOT_LEAF_OPS or "BACKWARD" in i.opname for i in dis.get_instructions(code)
         )
         if len(_LEAVES) >= _DISPATCH_LIMIT:
             _LEAVES.clear()
@@ -948,6 +954,9 @@ _RUNTIME_CELLS.update(
         _BE: types.CellType(BaseException),
         _MT: types.CellType(types.MethodType),
         _WR: types.CellType(weakref.ReferenceType),
+        _FT: types.CellType(types.FunctionType),
+        # Placeholder until set_op_primitive: nothing is the op primitive.
+        _OP: types.CellType(object()),
     }
 )
 
@@ -970,6 +979,17 @@ def set_fast_receive(
     _RUNTIME_CELLS[_RCV].cell_contents = fast
     _RUNTIME_CELLS[_RW].cell_contents = tuple(wait_types)
     _DISPATCH.pop(plain, None)
+
+
+def set_op_primitive(impl: Callable[..., Any]) -> None:
+    """Make compiled call sites yield what the native primitive ``impl`` returns.
+
+    ``impl`` (registered for a public primitive, e.g. ``gen_server.call``'s native half)
+    returns a waiting receive op that the frame yields itself, as the fast receive's:
+    the driver resumes the frame with the result or throws into it (no ``yield from``
+    level, no ``StopIteration``). Other callers still run it with ``yield from``.
+    """
+    _RUNTIME_CELLS[_OP].cell_contents = impl
 
 
 def set_resumed_hook(fn: Callable[[], None]) -> None:
