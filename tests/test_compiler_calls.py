@@ -242,12 +242,17 @@ def test_calling_a_dead_weakref_returns_none_and_a_live_one_its_object():
     del dead_obj
     gc.collect()
 
+    holder = Target()
+    dead_method = weakref.WeakMethod(holder.ping)
+    del holder
+    gc.collect()
+
     def body():
         got = dead()
-        return got, live() is alive, live().ping()
+        return got, live() is alive, live().ping(), dead_method()
 
-    assert body() == (None, True, "pong")
-    assert result(body) == (None, True, "pong")
+    assert body() == (None, True, "pong", None)
+    assert result(body) == (None, True, "pong", None)
 
 
 # --------------------------------------------------------------------------- leaf functions

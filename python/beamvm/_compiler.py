@@ -350,9 +350,10 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
             body=_raw(_name(_MT), _name(g), _attr(_name(f), "__self__")),
             orelse=_name(f),
         )
-        # A weakref.ref is called plainly: hashing a dead one (the dict lookup) raises.
+        # A weak reference (weakref.ref, WeakMethod) is called plainly: hashing a dead
+        # one (the dict lookup) raises.
         other = ast.IfExp(
-            test=_is(_name(t), _name(_WR)),
+            test=_raw(_attr(_name(_BI), "isinstance"), _name(f), _name(_WR)),
             body=_name(f),
             orelse=ast.Subscript(value=_name(_D), slice=_name(f), ctx=ast.Load()),
         )
