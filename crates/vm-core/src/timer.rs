@@ -44,6 +44,12 @@ enum Action {
 }
 
 impl Action {
+    /// Whether the timer is indexed by its destination pid (cancelled when that process
+    /// exits): sends to a pid only.
+    fn indexed(&self) -> bool {
+        matches!(self, Action::Send(_))
+    }
+
     /// Bytes of the message held (refcounted binaries are counted as binaries).
     fn bytes(&self) -> usize {
         match self {
@@ -105,8 +111,14 @@ impl Timers {
             s.heap.push(Reverse((at, id)));
         }
         s.msg_bytes += action.bytes();
+        // A receive timeout is not indexed by pid: its process cancels it when the
+        // receive ends, and at exit (`Vm::exit`, through the pending wait's timer id).
+        // A timer to a name belongs to no process.
+        let indexed = action.indexed();
         s.entries.insert(id, Entry { at, to, action });
-        s.by_pid.entry(to).or_default().insert(id);
+        if indexed {
+            s.by_pid.entry(to).or_default().insert(id);
+        }
         drop(s);
         if wake {
             self.cv.notify_one();
@@ -152,17 +164,26 @@ impl Timers {
     /// Cancels timer `id`; returns the time it had left, None if it already fired or
     /// does not exist.
     pub(crate) fn cancel(&self, id: u64) -> Option<Duration> {
+        self.remove(id).map(time_left)
+    }
+
+    /// Cancels timer `id` without reading the clock (a receive that ended: nobody asks
+    /// for the time left); returns its deadline if it was live.
+    pub(crate) fn remove(&self, id: u64) -> Option<Option<Instant>> {
         let mut s = self.lock();
         let e = Self::take(&mut s, id)?;
-        Self::unindex(&mut s, id, e.to);
+        if e.action.indexed() {
+            Self::unindex(&mut s, id, e.to);
+        }
         Self::tidy(&mut s);
-        Some(time_left(e.at))
+        Some(e.at)
     }
 
     /// Gives memory back once cancelled timers dominate: drops the heap slots of
     /// cancelled timers (lazy deletion would keep them until their deadlines, an hour
-    /// away for a typical `send_after` that is then cancelled) and shrinks the maps
-    /// that emptied. Each compaction is O(slots) and happens only when at least three
+    /// away for a typical `send_after` that is then cancelled, and wake the timer thread
+    /// at each: a 5 s call timeout per `gen_server.call`, hundreds of thousands a
+    /// second) and shrinks the maps that emptied. Each compaction is O(slots) and happens only when at least three
     /// quarters of the slots are dead, so cancelling costs O(1) amortised.
     fn tidy(s: &mut State) {
         if s.heap.len() > TIDY_FROM && s.heap.len() > 4 * s.entries.len() {
@@ -244,7 +265,9 @@ impl Timers {
                         }
                         s.heap.pop();
                         if let Some(e) = Self::take(&mut s, id) {
-                            Self::unindex(&mut s, id, e.to);
+                            if e.action.indexed() {
+                                Self::unindex(&mut s, id, e.to);
+                            }
                             due.push((e.to, e.action));
                         }
                     }
@@ -322,5 +345,41 @@ mod tests {
             })
             .collect();
         assert_eq!(got, ["1", "2", "timeout 4"]);
+    }
+
+    /// A call's receive timeout is set and cancelled at every call: the cancelled
+    /// slots are dropped as they pile up (memory stays bounded, the timer thread is
+    /// not woken at each stale deadline), receive timeouts are not indexed by pid, and
+    /// a live timer survives every compaction.
+    #[test]
+    fn cancelled_receive_timeouts_do_not_pile_up() {
+        let timers = Timers::default();
+        let pid = Pid::new(1, 1);
+        let far = Instant::now() + Duration::from_secs(5);
+        let live = timers.send_at(
+            Some(far),
+            pid,
+            Fragment::immediate(Word::atom(crate::Atom::OK)),
+        );
+        for g in 0..20_000u64 {
+            let id = timers.receive_timeout(far, pid, g);
+            assert_eq!(timers.remove(id), Some(Some(far)));
+            assert_eq!(timers.remove(id), None, "removed once");
+        }
+        let s = timers.lock();
+        assert!(
+            s.heap.len() <= TIDY_FROM + 1,
+            "heap kept {} slots",
+            s.heap.len()
+        );
+        assert_eq!(
+            s.by_pid.get(&pid).map(HashSet::len),
+            Some(1),
+            "only the send_after"
+        );
+        drop(s);
+        assert_eq!(timers.count(), 1);
+        assert!(timers.cancel(live).is_some());
+        assert_eq!(timers.count(), 0);
     }
 }

@@ -68,6 +68,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // vm-core's predefined atoms (once user code has filled the atom table, making one
     // lazily would fail inside a scheduler thread, issue 9 s.3), and a `str` is text,
     // not an atom-tagged tuple.
+    gen_call::init_atoms()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Types and exceptions.
     m.add_class::<PyAtom>()?;
