@@ -61,7 +61,11 @@ pub(crate) fn enter_cell(py: Python<'_>, cell: &Bound<'_, PyAny>, n: i64) -> PyR
     TL.with(|tl| {
         let n = budget_int(py, tl, n.max(1))?;
         list.set_item(0, &n)?;
-        list.set_item(2, &n)?;
+        // `slice_start` usually holds this very object already (the same grant as last
+        // slice, from the cached int): then there is nothing to write.
+        if item_ptr(list, 2) != Some(n.as_ptr()) {
+            list.set_item(2, &n)?;
+        }
         let p = cell.as_ptr();
         if tl.cell.get() != p {
             tl_dict(py, tl)?.set_item(intern!(py, "b"), cell)?;
@@ -101,11 +105,39 @@ pub(crate) fn used_cell(cell: &Bound<'_, PyAny>) -> i64 {
         return 1;
     };
     let get = |i: usize| {
-        list.get_item(i)
-            .and_then(|v| v.extract::<i64>())
-            .unwrap_or(0)
+        let Some(p) = item_ptr(list, i) else { return 0 };
+        // SAFETY: `p` is a live item of `list` (see `item_ptr`), a borrowed reference
+        // used before anything can change the list. PyLong_AsLongLong accepts any
+        // object: for a non-int (or an int out of range) it returns -1 with an
+        // exception set, which is cleared here (a cell holding garbage reads as 0, as
+        // `extract` failing did).
+        unsafe {
+            let v = ffi::PyLong_AsLongLong(p);
+            if v == -1 && !ffi::PyErr_Occurred().is_null() {
+                ffi::PyErr_Clear();
+                return 0;
+            }
+            v
+        }
     };
     get(2) - get(0).max(0)
+}
+
+/// The item at `i` of `list` as a borrowed pointer, without the reference count
+/// traffic of `get_item` (twice per slice each way); None past the end.
+fn item_ptr(list: &Bound<'_, PyList>, i: usize) -> Option<*mut ffi::PyObject> {
+    // SAFETY: `list` is a live list and the GIL is held (it is a `Bound`); reading its
+    // size and, below it, an item slot is what PyList_GetItem does without the checks
+    // repeated here. The pointer is borrowed: the list keeps the item alive until it is
+    // changed, and callers use it before running any code that could change it.
+    unsafe {
+        let n = ffi::PyList_GET_SIZE(list.as_ptr());
+        if (i as ffi::Py_ssize_t) < n {
+            Some(ffi::PyList_GET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t))
+        } else {
+            None
+        }
+    }
 }
 
 /// `n` as a Python int, reusing this thread's cached object when `n` is unchanged.
