@@ -217,7 +217,9 @@ def receive(*patterns: Any, timeout: float | None = None, default: Any = _MISSIN
 
 
 _runtime.register_primitive(receive, _native._receive)
-_compiler.set_fast_receive(receive, _native._recv, (_native._ReceiveOp, _runtime.Request))
+_compiler.set_fast_receive(
+    receive, _native._recv, (_native._ReceiveOp, _runtime.Request), _native._recv_any
+)
 
 
 @_runtime.primitive

@@ -85,6 +85,7 @@ from ._astgen import (
     _P,
     _PB,
     _RCV,
+    _RCV0,
     _RF,
     _RR,
     _RS,
@@ -446,9 +447,12 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
         if fast is None:
             body: ast.expr = ast.Call(func=_name(k), args=args, keywords=kws)
         else:
-            # (r if type(r := RCV(args)) not in RW else <yield r to the driver>)
+            # (r if type(r := RCV(args)) not in RW else <yield r to the driver>); a call
+            # without arguments goes to RCV0, the same receive without a signature to
+            # parse (the common `receive()` of a message loop).
+            rcv = _RCV0 if not args and not kws else _RCV
             got = ast.NamedExpr(
-                target=_name(r, True), value=ast.Call(func=_name(_RCV), args=args, keywords=kws)
+                target=_name(r, True), value=ast.Call(func=_name(rcv), args=args, keywords=kws)
             )
             body = ast.IfExp(
                 test=ast.Compare(
@@ -937,6 +941,7 @@ _RUNTIME_CELLS.update(
         _SET: types.CellType(operator.setitem),
         # Placeholders until set_fast_receive: nothing is the fast receive.
         _RCV: types.CellType(object()),
+        _RCV0: types.CellType(object()),
         _RW: types.CellType(()),
         _SX: types.CellType(_StopCarrier),
         _RR: types.CellType(_reraise),
@@ -966,7 +971,10 @@ _FAST: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 def set_fast_receive(
-    plain: Callable[..., Any], fast: Callable[..., Any], wait_types: tuple[type, ...]
+    plain: Callable[..., Any],
+    fast: Callable[..., Any],
+    wait_types: tuple[type, ...],
+    fast0: Callable[..., Any] | None = None,
 ) -> None:
     """Make compiled calls to the primitive ``plain`` call ``fast`` plainly.
 
@@ -975,9 +983,12 @@ def set_fast_receive(
     yields as it is (a single yield to the driver, no ``yield from`` level); the driver
     resumes the frame with ``send(result)`` or ``throw(exc)``. ``plain`` keeps its
     registered generator implementation for ``compile_process`` and other primitives.
+    ``fast0`` (default ``fast``) is what a call of ``plain`` without arguments calls
+    instead: ``fast()`` with a cheaper signature to parse.
     """
     _FAST[plain] = fast
     _RUNTIME_CELLS[_RCV].cell_contents = fast
+    _RUNTIME_CELLS[_RCV0].cell_contents = fast if fast0 is None else fast0
     _RUNTIME_CELLS[_RW].cell_contents = tuple(wait_types)
     _DISPATCH.pop(plain, None)
 

@@ -33,6 +33,7 @@ __all__ = [
     "_raise_yield_flag",
     "_receive",
     "_recv",
+    "_recv_any",
     "_ref",
     "_resumed",
     "_serve_http",
@@ -211,6 +212,9 @@ def _receive(*patterns: Any, timeout: float | None = None, default: Any = ...) -
 
 def _recv(*patterns: Any, timeout: float | None = None, default: Any = ...) -> Any:
     """Fast receive for compiled code: a queued match, or an op for the frame to yield."""
+
+def _recv_any(timeout: float | None = None) -> Any:
+    """``_recv(timeout=timeout)``: the next message, or an op for the frame to yield."""
 
 @final
 class _ReceiveOp:

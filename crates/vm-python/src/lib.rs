@@ -93,6 +93,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<driver::ReceiveOp>()?;
     m.add_function(wrap_pyfunction!(driver::_receive, m)?)?;
     m.add_function(wrap_pyfunction!(driver::_recv, m)?)?;
+    m.add_function(wrap_pyfunction!(driver::_recv_any, m)?)?;
     m.add_function(wrap_pyfunction!(finalize::_quiesce, m)?)?;
     m.add_function(wrap_pyfunction!(gen_call::_gen_call, m)?)?;
     m.add_function(wrap_pyfunction!(gen_call::_gen_cast, m)?)?;

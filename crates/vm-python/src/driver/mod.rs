@@ -54,7 +54,7 @@ use current::{CurrentGuard, CxPtr, Slice};
 use dirty::{dirty_job, DirtyOutcome};
 use gil::with_batch_gil;
 pub(crate) use gil::{busy_threads, forget_threads, GilHook};
-pub(crate) use receive::{_receive, _recv, stop_with, ReceiveOp};
+pub(crate) use receive::{_receive, _recv, _recv_any, stop_with, ReceiveOp};
 use receive::{is_receive_op, Delivery};
 
 // --------------------------------------------------------------------------- the body
@@ -142,7 +142,10 @@ impl PyProcess {
                     cx.with(|c| o.try_take(c)).flatten()
                 };
                 if let Some(m) = m {
-                    self.pending = None;
+                    // The op's reference is released through `op` (a `Bound`).
+                    if let Some(Pending::Receive(held, _)) = self.pending.take() {
+                        drop(held.into_bound(py));
+                    }
                     if !into_op {
                         let out = op.borrow().deliver_message(py, &m);
                         return Ok(Ok(match out {
@@ -325,9 +328,11 @@ impl PyProcess {
             // No `&mut Cx` is alive here: process code may use the context itself.
             let res = {
                 let _cap = recursion::Cap::apply(py);
+                // As `Bound`s, released by a plain decref (a `Py`'s drop goes through
+                // pyo3's check for the GIL, a thread-local lookup, twice a slice).
                 match self.next.take().unwrap_or_else(|| Next::Send(py.None())) {
-                    Next::Send(v) => send(py, &gen, v.bind(py)),
-                    Next::Throw(e) => throw(&gen, e.bind(py)).map(Sent::Yielded),
+                    Next::Send(v) => send(py, &gen, &v.into_bound(py)),
+                    Next::Throw(e) => throw(&gen, &e.into_bound(py)).map(Sent::Yielded),
                 }
             };
             let used = used_cell(&cell).max(1);

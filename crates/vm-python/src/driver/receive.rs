@@ -264,6 +264,31 @@ pub(crate) fn _recv(
     Ok(Py::new(py, op)?.into_any())
 }
 
+/// `_recv(timeout=timeout)`: the next message, whatever it is. Compiled code calls it
+/// for `receive()` (no arguments): the general `_recv`'s `*patterns` signature costs a
+/// tuple and a longer argument parse per call, the larger part of the call on the
+/// ping-pong path (benches B3). It has a parameter, though unused there, because
+/// CPython's call specialisation has no fast path for a builtin without parameters
+/// (`METH_NOARGS`), and one for `METH_FASTCALL | METH_KEYWORDS`, which this gets.
+#[pyfunction]
+#[pyo3(signature = (timeout = None))]
+pub(crate) fn _recv_any(py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<PyObject> {
+    if timeout.is_none() {
+        match with_cx(|cx| cx.recv()) {
+            Some(Some(m)) => return frag_to_py(py, &m),
+            Some(None) => return Ok(any_wait_op(py)?.clone_ref(py).into_any()),
+            // Outside a process (or a nested use): what `_recv()` does there.
+            None => {}
+        }
+    }
+    _recv(
+        py,
+        &PyTuple::empty(py),
+        timeout,
+        rt(py).missing.clone_ref(py),
+    )
+}
+
 impl ReceiveOp {
     /// An op waiting (in a process) for the first message matching `pat` or one of
     /// `alts`, all keyed by `keys`; `call` makes it finish a gen_server call.
