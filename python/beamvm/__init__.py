@@ -70,7 +70,6 @@ from beamvm._native import (
     memory,
     monitor,
     process_flag,
-    process_info,
     processes,
     read_timer,
     register,
@@ -208,6 +207,35 @@ def receive(*patterns: Any, timeout: float | None = None, default: Any = _MISSIN
 
 _runtime.register_primitive(receive, _native._receive)
 _compiler.set_fast_receive(receive, _native._recv, (_native._ReceiveOp, _runtime.Request))
+
+
+def process_info(pid: Pid | None = None, item: str | None = None) -> Any:
+    """Facts about a process (``erlang:process_info``); None if it is not alive.
+
+    Without ``item``: a dict (pid, status, priority, reductions, message_queue_len,
+    memory, heap sizes, GC counts, links, monitors, monitored_by, aliases, trap_exit,
+    registered_name, current_function). ``item`` picks one of those keys, or
+    ``"current_stacktrace"``: the process's Python stack, innermost frame first, as
+    dicts ``{"module", "function", "file", "line"}`` (lines of the original source; None
+    while the process is in a slice on another scheduler: it is read between slices
+    only, never waiting, so it is cheap enough to ask of every process ``top`` lists).
+    ``pid`` defaults to the caller.
+    """
+    if item is None:
+        return _native.process_info(pid)
+    if item == "current_stacktrace":
+        from beamvm import _stacktrace
+
+        return _stacktrace.current_stacktrace(pid)
+    info = _native.process_info(pid)
+    if info is None:
+        return None
+    if item not in info:
+        raise ValueError(
+            f"process_info has no item {item!r}; ask for one of "
+            f"{sorted([*info, 'current_stacktrace'])}"
+        )
+    return info[item]
 
 
 @_runtime.primitive

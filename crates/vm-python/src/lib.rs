@@ -20,6 +20,8 @@
 //! * [`runtime`]: the Python protocol objects handed over by `beamvm/__init__.py`.
 //! * [`timeslice`], [`compiled`]: native support for compiled process code (slices end
 //!   by time; `StopIteration` carried out of a generator).
+//! * [`stacktrace`], [`msgtrace`]: a Python process's stack (`current_stacktrace`), the
+//!   send/receive hook of `beamvm.trace.messages`.
 //! * [`finalize`]: the interpreter's exit: VM threads never touch a finalising
 //!   interpreter.
 //!
@@ -42,9 +44,11 @@ mod finalize;
 mod gen_call;
 mod introspect;
 mod lifecycle;
+mod msgtrace;
 mod observer_http;
 pub mod pattern;
 mod runtime;
+mod stacktrace;
 mod timeslice;
 pub mod types;
 
@@ -120,6 +124,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     introspect::register(m)?;
     // The web observer.
     observer_http::register(m)?;
+    msgtrace::register(m)?;
+    stacktrace::register(m)?;
     // Compiled process code: slices end by time (timeslice.rs); StopIteration carried
     // out of a generator (compiled.rs).
     m.add_function(wrap_pyfunction!(timeslice::_timeslice_setup, m)?)?;
