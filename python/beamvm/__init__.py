@@ -43,6 +43,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os as _os
+import threading as _threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -309,6 +310,13 @@ def _report_crash(pid: Pid, exc: BaseException) -> None:
 _runtime.overdue = _native._overdue  # time slices (crates/vm-python/src/timeslice.rs)
 _native._timeslice_setup(_compiler.yield_flag_cell())
 _compiler.set_resumed_hook(_native._resumed)
+
+if _threading.gettrace() is not None or _threading.getprofile() is not None:
+    # `coverage run` (or a debugger) set a trace for every thread before beamvm was
+    # imported: the VM's scheduler threads run process code, so they get it too.
+    from beamvm import trace as _trace
+
+    _trace._adopt_thread_hooks()
 _native._set_stop_carrier(_compiler.stop_carrier_type())
 _gcpolicy.install(_native.is_running)  # full collections over recent objects only
 _native._setup(

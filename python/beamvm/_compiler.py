@@ -649,6 +649,14 @@ def _global_value(fn: types.FunctionType, name: str) -> Any:
     return b.get(name, _UNBOUND)
 
 
+#: Called as ``hook(code, template)`` when a template is built for ``code``: the hooks of
+#: ``beamvm.trace`` (sys.monitoring events on new templates of traced functions).
+TEMPLATE_HOOKS: list[Callable[[types.CodeType, types.CodeType], None]] = []
+#: ``beamvm.trace``'s hook on 3.11 while a call trace is set: ``CALL_HOOK(fn)`` returns a
+#: tracing generator function for a traced ``fn`` missing from the dispatch cache (a
+#: closure, a function first called now), else None. None when no trace is set.
+CALL_HOOK: Callable[[types.FunctionType], Any] | None = None
+
 _COMPILED_FNS: weakref.WeakKeyDictionary[types.FunctionType, types.FunctionType] = (
     weakref.WeakKeyDictionary()
 )
@@ -662,6 +670,9 @@ def _template(code: types.CodeType, fn: types.FunctionType) -> types.CodeType | 
     if t is None:
         t = _build_template(fn)
         _TEMPLATES[code] = _NOT_COMPILABLE if t is None else t
+        if t is not None and TEMPLATE_HOOKS:  # beamvm.trace / beamvm.code (see there)
+            for hook in TEMPLATE_HOOKS:
+                hook(code, t)
         return t
     return None if t is _NOT_COMPILABLE else t
 
@@ -752,6 +763,10 @@ class _Dispatch(dict):  # type: ignore[type-arg]
             self._store(f, impl)
             return impl
         if tf is types.FunctionType:
+            if CALL_HOOK is not None:  # beamvm.trace on 3.11 (see there)
+                traced = CALL_HOOK(f)
+                if traced is not None:
+                    return traced
             if f.__module__ == "asyncio.runners" and f.__name__ == "run":
                 self._store(f, _asyncio_run_refused)
                 return _asyncio_run_refused

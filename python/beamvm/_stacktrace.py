@@ -48,7 +48,7 @@ def _entry(f: FrameType) -> tuple[str, str, str, int]:
 
 
 def frames(gen: Any) -> list[tuple[str, str, str, int]]:
-    """``(module, function, file, line)`` of each frame of a suspended process.
+    """Return ``(module, function, file, line)`` of each frame of a suspended process.
 
     ``gen`` is the process's outermost generator; the list is outermost first.
     """
@@ -67,7 +67,7 @@ def frames(gen: Any) -> list[tuple[str, str, str, int]]:
 
 
 def _own_frames() -> list[tuple[str, str, str, int]]:
-    """The calling process's stack (outermost first), from its running frames."""
+    """Return the calling process's stack (outermost first), from its running frames."""
     out: list[tuple[str, str, str, int]] = []
     f: FrameType | None = sys._getframe(1)
     while f is not None and len(out) < MAX_FRAMES:
@@ -81,7 +81,7 @@ def _own_frames() -> list[tuple[str, str, str, int]]:
 
 
 def current_stacktrace(pid: Any = None) -> list[dict[str, Any]] | None:
-    """The stack of ``pid`` (default: the caller), innermost frame first, as Erlang's.
+    """Return the stack of ``pid`` (default: the caller), innermost frame first.
 
     Each frame is ``{"module", "function", "file", "line"}``. None when ``pid`` is not a
     live Python process or is running a slice right now (the stack is read only between

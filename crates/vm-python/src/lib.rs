@@ -21,7 +21,8 @@
 //! * [`timeslice`], [`compiled`]: native support for compiled process code (slices end
 //!   by time; `StopIteration` carried out of a generator).
 //! * [`stacktrace`], [`msgtrace`]: a Python process's stack (`current_stacktrace`), the
-//!   send/receive hook of `beamvm.trace.messages`.
+//!   send/receive hook of `beamvm.trace.messages`; [`threadtrace`]: `sys.settrace` on
+//!   scheduler threads.
 //! * [`finalize`]: the interpreter's exit: VM threads never touch a finalising
 //!   interpreter.
 //!
@@ -49,6 +50,7 @@ mod observer_http;
 pub mod pattern;
 mod runtime;
 mod stacktrace;
+mod threadtrace;
 mod timeslice;
 pub mod types;
 
@@ -126,6 +128,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     observer_http::register(m)?;
     msgtrace::register(m)?;
     stacktrace::register(m)?;
+    threadtrace::register(m)?;
     // Compiled process code: slices end by time (timeslice.rs); StopIteration carried
     // out of a generator (compiled.rs).
     m.add_function(wrap_pyfunction!(timeslice::_timeslice_setup, m)?)?;
