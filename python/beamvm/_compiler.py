@@ -579,6 +579,7 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
     if tmpl is None or not _same_signature(tmpl, code):
         return None
     tmpl = _rename_hoisted(tmpl, ctx.code_names, code.co_qualname)
+    tmpl = _fix_nested_qualnames(tmpl, code.co_qualname)
     out = tmpl.replace(co_name=code.co_name, co_qualname=code.co_qualname)
     _GUARDS[out] = {k: name for name, k in ctx.guards.items()}
     return out
@@ -596,6 +597,28 @@ def _rename_hoisted(co: types.CodeType, names: dict[str, str], qual: str) -> typ
             new = _rename_hoisted(c, names, f"{qual}.<locals>.{shown}" if shown else qual)
             if shown:
                 new = new.replace(co_name=shown, co_qualname=f"{qual}.<locals>.{shown}")
+            changed = changed or new is not c
+            consts.append(new)
+        else:
+            consts.append(c)
+    return co.replace(co_consts=tuple(consts)) if changed else co
+
+
+def _fix_nested_qualnames(co: types.CodeType, qual: str) -> types.CodeType:
+    """Name nested functions after the function, not the factory (``f.<locals>.g``).
+
+    Without this, a ``def`` inside compiled code makes functions whose ``__qualname__``
+    is ``_bvm_factory.<locals>._bvm_def.<locals>.g`` (tracebacks, beamvm.trace specs).
+    """
+    consts = []
+    changed = False
+    for c in co.co_consts:
+        if isinstance(c, types.CodeType):
+            new = _fix_nested_qualnames(c, qual)
+            q = new.co_qualname
+            cut = q.find("_bvm_def.<locals>.")
+            if cut >= 0 and q.startswith("_bvm_factory."):
+                new = new.replace(co_qualname=qual + q[cut + len("_bvm_def") :])
             changed = changed or new is not c
             consts.append(new)
         else:

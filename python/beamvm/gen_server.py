@@ -49,7 +49,16 @@ The instance (``self``) is the state; it lives in the server's process only. Cal
     ``terminate`` -- OTP's rule. Trap exits in ``init`` when ``terminate`` must run on
     shutdown (to flush, close, deregister).
 ``code_change(self, old_vsn, extra)``
-    Kept for OTP's shape (hot code loading is a later layer).
+    Called by ``beamvm.sys.change_code`` (usually while the server is suspended, after
+    ``beamvm.code.load``) on the new version of the class: upgrade the state in place
+    (return None) or return a new state object. A crash keeps the old class and state
+    and is the change's error.
+
+Hot code loading: after ``beamvm.code.load(module)``, the server's next message moves
+its state to the class of that name in the reloaded module (``self.__class__`` is
+reassigned when the layouts allow) and runs the new callbacks -- Erlang's fully
+qualified ``?MODULE:loop`` call. ``beamvm.sys`` suspends, inspects and upgrades a
+running server.
 
 A crash in a callback ends the server with ``(Atom('error'), 'ExceptionType', 'message')``
 after ``terminate``; unless the reason is ``normal``, ``shutdown`` or ``('shutdown',
@@ -73,6 +82,7 @@ gen_call.rs): compiled process code runs it as a primitive, with no Python frame
 from __future__ import annotations
 
 import logging
+import time
 from types import FunctionType
 from typing import Any
 
@@ -483,11 +493,37 @@ class _Bound:
         return inst.handle_info(msg)
 
 
+def _current_class(cls: type) -> type:
+    """The class named as ``cls`` in its module now (a new one after ``code.load``)."""
+    import sys
+
+    obj: Any = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        obj = getattr(obj, part, None)
+    if isinstance(obj, type) and issubclass(obj, GenServer):
+        return obj
+    return cls
+
+
+def _upgrade(inst: GenServer) -> None:
+    """Move ``inst`` to the current version of its class (after a code load)."""
+    cls = type(inst)
+    new = _current_class(cls)
+    if new is not cls:
+        try:
+            inst.__class__ = new
+        except TypeError:  # incompatible layouts (__slots__): keeps its class
+            pass
+
+
 def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
     msg: Any = None
+    code_gen = _otp.CODE_GENERATION
+    seen = code_gen[0]
     handle_call = _handler(inst, "handle_call")
     handle_cast = _handler(inst, "handle_cast")
     handle_info = _handler(inst, "handle_info")
+    stats = [0, 0, time.time()]  # messages in, replies out, start (beamvm.sys.statistics)
     while True:
         try:
             if cont is not _MISSING:
@@ -497,6 +533,13 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                     cont = _noreply(out)
                 continue
             msg = receive()
+            stats[0] += 1
+            if code_gen[0] != seen:  # a module was loaded: callbacks of the new version
+                seen = code_gen[0]
+                _upgrade(inst)
+                handle_call = _handler(inst, "handle_call")
+                handle_cast = _handler(inst, "handle_cast")
+                handle_info = _handler(inst, "handle_info")
             if type(msg) is tuple and msg:
                 tag = msg[0]
                 if tag == GEN_CALL and len(msg) == 3:
@@ -511,6 +554,7 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                         out = out.reply
                     a = from_[1]
                     send(a, (a, out))
+                    stats[1] += 1
                     continue
                 if tag == GEN_CAST and len(msg) == 2:
                     out = handle_cast(inst, msg[1])
@@ -525,6 +569,11 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                     if type(req) is tuple and len(req) == 2 and req[0] == TERMINATE:
                         reason = req[1]
                         break
+                    from beamvm import sys as _sys
+
+                    inst = _sys._handle(inst, msg[1], req, parent, stats)
+                    seen = -1  # resolve the callbacks again (change_code may have run)
+                    continue
             out = handle_info(inst, msg)
             if out is not None and out is not NoReply:
                 cont = _noreply(out)
