@@ -125,6 +125,7 @@ def _template_hook(code: types.CodeType, tmpl: types.CodeType) -> None:
             _nested(tmpl, old.codes)
 
 
+@_otp.plain  # the namespace is replaced in one go, never preempted half-way
 def load(module: Any) -> types.ModuleType:
     """Load the module's source again as its current version; return the module.
 

@@ -68,7 +68,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from beamvm import _compiler, _native
+from beamvm import _compiler, _native, _otp
 from beamvm._native import Pid
 
 __all__ = ["calls", "clear", "messages", "setprofile", "settrace"]
@@ -378,6 +378,9 @@ class _Monitor:
     def start(cls, t: _CallTrace) -> None:
         mon = sys.monitoring  # type: ignore[attr-defined]
         for tid in _TOOL_IDS:
+            if mon.get_tool(tid) == "beamvm.trace":  # left by an interpreter-level abort
+                mon.set_events(tid, 0)
+                mon.free_tool_id(tid)
             if mon.get_tool(tid) is None:
                 mon.use_tool_id(tid, "beamvm.trace")
                 cls.tool = tid
@@ -548,6 +551,7 @@ def _template_hook(code: types.CodeType, tmpl: types.CodeType) -> None:
     _Monitor.watch(t, tmpl, key)
 
 
+@_otp.plain  # never preempted (or killed) half-way: hooks are global state
 def calls(
     spec: Any,
     limit: Any,
@@ -640,6 +644,7 @@ class _MessageTrace:
             _emit(self, f"{_now()} {me!r} receive {_short(msg)}")
 
 
+@_otp.plain  # never preempted (or killed) half-way: hooks are global state
 def messages(pid: Any, limit: Any, *, io: Any = None) -> None:
     """Trace the messages ``pid`` (a Pid or a list of Pids) sends and receives.
 
@@ -676,6 +681,7 @@ def _clear_messages() -> None:
 # --------------------------------------------------------------------------- lifetime
 
 
+@_otp.plain  # never preempted (or killed) half-way: hooks are global state
 def clear() -> None:
     """Remove every trace (calls and messages); tracing then costs nothing again."""
     global _watcher
@@ -713,6 +719,7 @@ def _watch_owner() -> None:
 # --------------------------------------------------------------------------- debuggers
 
 
+@_otp.plain  # never preempted (or killed) half-way: hooks are global state
 def settrace(fn: Any) -> None:
     """``sys.settrace(fn)`` on every thread, the VM's scheduler threads included.
 
@@ -725,6 +732,7 @@ def settrace(fn: Any) -> None:
     _native._set_thread_hooks(fn, threading.getprofile())
 
 
+@_otp.plain  # never preempted (or killed) half-way: hooks are global state
 def setprofile(fn: Any) -> None:
     """``sys.setprofile(fn)`` on every thread, the VM's scheduler threads included."""
     threading.setprofile(fn)  # type: ignore[arg-type]
