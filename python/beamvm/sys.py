@@ -63,7 +63,11 @@ def _call(server: Any, req: Any, timeout: float | None) -> Any:
     me = _native.self_pid()
     mref = _native.monitor(pid, alias="demonitor")
     _native.send(pid, (gen_server.SYSTEM, (me, mref), req))
-    got = gen_server.receive_response(gen_server.RequestId(mref, server), timeout)
+    try:
+        got = gen_server.receive_response(gen_server.RequestId(mref, server), timeout)
+    except _otp.CallError as e:
+        r = e.reason  # (why, server) from receive_response: the why, as the other calls
+        raise _otp.CallError(r[0] if type(r) is tuple and len(r) == 2 else r) from None
     if type(got) is tuple and len(got) == 2 and got[0] == _otp.ERROR:
         raise _otp.CallError(got[1])
     return got
