@@ -19,17 +19,15 @@ use pyo3::types::PyList;
 use vm_core::Pid;
 
 use crate::args::pid_of;
-use crate::types::PidTarget;
 use crate::driver::PyProcess;
+use crate::types::PidTarget;
 
 /// The generator of `pid`'s body (its outermost Python frame), if it is a Python
 /// process between slices.
 fn generator_of(py: Python<'_>, pid: Pid) -> Option<PyObject> {
     let v = crate::lifecycle::vm().ok()?;
     v.with_body(pid, |b| {
-        b.as_any()?
-            .downcast_ref::<PyProcess>()?
-            .generator(py)
+        b.as_any()?.downcast_ref::<PyProcess>()?.generator(py)
     })
     .flatten()
 }
