@@ -116,9 +116,10 @@ def main() -> None:
     ap.add_argument("--ring", type=int, default=2000)
     ap.add_argument("--laps", type=int, default=20)
     ap.add_argument("--modes", default="off,unrelated,hot_match_none,hot_lines")
+    ap.add_argument("--workloads", default="calls,ring")
     args = ap.parse_args()
     modes = args.modes.split(",")
-    for workload in ("calls", "ring"):
+    for workload in args.workloads.split(","):
         once(workload, "off", args)  # warm the compiler's caches
         times: dict[str, list[float]] = {m: [] for m in modes}
         for _ in range(args.reps):
