@@ -315,3 +315,18 @@ def test_a_suspended_server_still_stops_on_terminate(tmp_path):
         return beamvm.is_alive(srv)
 
     assert run(main) is False
+
+
+def test_a_server_started_from_a_class_captured_before_the_load_runs_new_code(tmp_path):
+    # a supervisor's child spec keeps the class object it was given: a restart after a
+    # load starts that (old) class, which moves to the reloaded one on its first message
+    mod = make_module(tmp_path, COUNTER_V1)
+    captured = mod.Counter
+
+    def main():
+        rewrite(mod, COUNTER_V2)
+        code.load(mod)
+        srv = captured.start_link()
+        return gen_server.call(srv, "x"), captured is mod.Counter
+
+    assert run(main) == (("v2", 1), False)

@@ -519,7 +519,9 @@ def _upgrade(inst: GenServer) -> None:
 def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
     msg: Any = None
     code_gen = _otp.CODE_GENERATION
-    seen = code_gen[0]
+    # After any load, check the class on the first message: a server started from a
+    # class object captured earlier (a supervisor's child spec) moves to the current one.
+    seen = code_gen[0] - 1 if code_gen[0] else 0
     handle_call = _handler(inst, "handle_call")
     handle_cast = _handler(inst, "handle_cast")
     handle_info = _handler(inst, "handle_info")
