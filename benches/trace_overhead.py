@@ -41,7 +41,7 @@ def never_called(x):
 
 def caller(parent, n):
     acc = 0
-    for i in range(n):
+    for _ in range(n):
         acc = hot(acc)
     send(parent, acc)
 

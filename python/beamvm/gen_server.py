@@ -82,7 +82,6 @@ gen_call.rs): compiled process code runs it as a primitive, with no Python frame
 from __future__ import annotations
 
 import logging
-import time
 from types import FunctionType
 from typing import Any
 
@@ -494,7 +493,7 @@ class _Bound:
 
 
 def _current_class(cls: type) -> type:
-    """The class named as ``cls`` in its module now (a new one after ``code.load``)."""
+    """Return the class named as ``cls`` in its module now (a new one after a load)."""
     import sys
 
     obj: Any = sys.modules.get(cls.__module__)
@@ -519,13 +518,17 @@ def _upgrade(inst: GenServer) -> None:
 def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
     msg: Any = None
     code_gen = _otp.CODE_GENERATION
-    # After any load, check the class on the first message: a server started from a
-    # class object captured earlier (a supervisor's child spec) moves to the current one.
-    seen = code_gen[0] - 1 if code_gen[0] else 0
+    # ``seen`` is what the code generation is compared with on each message (the one
+    # check a message pays for hot code loading). After any load, the class is checked on
+    # the first message: a server started from a class object captured earlier (a
+    # supervisor's child spec) moves to the current one. While sys.statistics is on,
+    # ``seen`` is -1 so that every message takes the slow branch, which counts it.
+    loaded = code_gen[0] - 1 if code_gen[0] else 0
+    seen = loaded
     handle_call = _handler(inst, "handle_call")
     handle_cast = _handler(inst, "handle_cast")
     handle_info = _handler(inst, "handle_info")
-    stats = [0, 0, time.time()]  # messages in, replies out, start (beamvm.sys.statistics)
+    stats: Any = None  # [messages in, start time] while beamvm.sys.statistics is on
     while True:
         try:
             if cont is not _MISSING:
@@ -535,13 +538,16 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                     cont = _noreply(out)
                 continue
             msg = receive()
-            stats[0] += 1
-            if code_gen[0] != seen:  # a module was loaded: callbacks of the new version
-                seen = code_gen[0]
-                _upgrade(inst)
-                handle_call = _handler(inst, "handle_call")
-                handle_cast = _handler(inst, "handle_cast")
-                handle_info = _handler(inst, "handle_info")
+            if code_gen[0] != seen:  # a module was loaded (or statistics are on)
+                if stats is not None:
+                    stats[0] += 1
+                if code_gen[0] != loaded:  # callbacks of the new version from now on
+                    loaded = code_gen[0]
+                    _upgrade(inst)
+                    handle_call = _handler(inst, "handle_call")
+                    handle_cast = _handler(inst, "handle_cast")
+                    handle_info = _handler(inst, "handle_info")
+                seen = loaded if stats is None else -1
             if type(msg) is tuple and msg:
                 tag = msg[0]
                 if tag == GEN_CALL and len(msg) == 3:
@@ -556,7 +562,6 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                         out = out.reply
                     a = from_[1]
                     send(a, (a, out))
-                    stats[1] += 1
                     continue
                 if tag == GEN_CAST and len(msg) == 2:
                     out = handle_cast(inst, msg[1])
@@ -573,8 +578,8 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                         break
                     from beamvm import sys as _sys
 
-                    inst = _sys._handle(inst, msg[1], req, parent, stats)
-                    seen = -1  # resolve the callbacks again (change_code may have run)
+                    inst, stats = _sys._handle(inst, msg[1], req, parent, stats)
+                    seen = loaded = -1  # resolve the callbacks again (change_code may have run)
                     continue
             out = handle_info(inst, msg)
             if out is not None and out is not NoReply:

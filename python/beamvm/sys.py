@@ -6,7 +6,8 @@ bsys.suspend(pid)                            # calls made meanwhile wait in its 
 code.load(myapp.counter)                     # the new version of the module
 bsys.change_code(pid, "myapp.counter", "1", None)   # new_class.code_change(state, ...)
 bsys.resume(pid)                             # the waiting calls are answered by new code
-bsys.get_state(pid); bsys.replace_state(pid, fn); bsys.statistics(pid)
+bsys.get_state(pid); bsys.replace_state(pid, fn)
+bsys.statistics(pid, True); bsys.statistics(pid)  # collecting costs every message: opt in
 ```
 
 Each function is a system message to the server (``('system', (caller, ref), request)``,
@@ -41,6 +42,7 @@ GET_STATE = Atom("get_state")
 REPLACE_STATE = Atom("replace_state")
 CHANGE_CODE = Atom("change_code")
 STATISTICS = Atom("statistics")
+NO_STATISTICS = Atom("no_statistics")
 
 #: Objects handed between a caller and a server (they share the interpreter): ref -> obj.
 _PASS: dict[Ref, Any] = {}
@@ -94,8 +96,9 @@ def get_state(server: Any, timeout: float | None = 5.0) -> Any:
 
 
 def replace_state(server: Any, fn: Any, timeout: float | None = 5.0) -> Any:
-    """Run ``fn(state)`` in ``server``; its result (None: the state itself) is the new
-    state. Returns a deep copy of the new state; a crash in ``fn`` leaves the state as
+    """Run ``fn(state)`` in ``server``: its result (None: the state itself) is the new state.
+
+    Returns a deep copy of the new state; a crash in ``fn`` leaves the state as
     it was and raises :class:`beamvm.CallError`.
     """
     if not callable(fn):
@@ -112,8 +115,10 @@ def replace_state(server: Any, fn: Any, timeout: float | None = 5.0) -> Any:
 def change_code(
     server: Any, module: Any, old_vsn: Any, extra: Any, timeout: float | None = 5.0
 ) -> None:
-    """Move ``server``'s state to the current version of its class and call its
-    ``code_change(old_vsn, extra)`` (OTP's ``sys:change_code``).
+    """Move ``server``'s state to its class's current version, then run ``code_change``.
+
+    OTP's ``sys:change_code``: the new class's ``code_change(old_vsn, extra)`` runs on
+    the state.
 
     Only for a server whose class is defined in ``module`` (a module or its name);
     others are left as they are. Suspend the server first so that no message is handled
@@ -131,11 +136,22 @@ def change_code(
         _PASS.pop(ref, None)
 
 
-def statistics(server: Any, timeout: float | None = 5.0) -> dict[str, Any]:
-    """``start_time``, ``current_time`` (seconds since the epoch), ``reductions``,
-    ``messages_in`` (messages taken) and ``messages_out`` (replies sent) of ``server``.
+def statistics(server: Any, flag: bool | None = None, timeout: float | None = 5.0) -> Any:
+    """Collect or read ``server``'s statistics (OTP's ``sys:statistics``).
+
+    ``statistics(server, True)`` starts collecting (off by default: counting costs every
+    message), ``statistics(server, False)`` stops, and ``statistics(server)`` returns ``start_time`` (when collecting started),
+    ``current_time`` (seconds since the epoch), ``reductions`` (of the process so far)
+    and ``messages_in`` (messages taken since), or None when collection is off.
     """
-    got: dict[str, Any] = _call(server, STATISTICS, timeout)
+    if flag is not None and not isinstance(flag, bool):
+        raise TypeError(f"statistics' flag is True, False or None, not {flag!r}")
+    if flag is not None:
+        _call(server, (STATISTICS, flag), timeout)
+        return None
+    got = _call(server, STATISTICS, timeout)
+    if got == NO_STATISTICS:
+        return None
     pid = server if type(server) is Pid else _otp.whereis(server)
     info = _native.process_info(pid) if pid is not None else None
     got["reductions"] = info["reductions"] if info else 0
@@ -160,37 +176,40 @@ def _stash(obj: Any) -> Ref:
     return ref
 
 
-def _one(inst: Any, req: Any, stats: list[Any]) -> tuple[Any, Any]:
-    """Handle one system request (not suspend/resume): ``(reply, state)``."""
+def _one(inst: Any, req: Any, stats: Any) -> tuple[Any, Any, Any]:
+    """Handle one system request (not suspend/resume): ``(reply, state, stats)``."""
     from beamvm import gen_server
 
     if req == GET_STATE:
-        return (_otp.OK, _stash(inst)), inst
+        return (_otp.OK, _stash(inst)), inst, stats
     if req == STATISTICS:
-        return {
-            "start_time": stats[2],
-            "current_time": time.time(),
-            "messages_in": stats[0],
-            "messages_out": stats[1],
-        }, inst
+        if stats is None:
+            return NO_STATISTICS, inst, stats
+        return (
+            {"start_time": stats[1], "current_time": time.time(), "messages_in": stats[0]},
+            inst,
+            stats,
+        )
+    if type(req) is tuple and len(req) == 2 and req[0] == STATISTICS:
+        return _otp.OK, inst, ([0, time.time()] if req[1] else None)
     if type(req) is tuple and len(req) == 2 and req[0] == REPLACE_STATE:
         fn = _PASS.pop(req[1], None)
         if fn is None:
-            return (_otp.ERROR, Atom("badarg")), inst
+            return (_otp.ERROR, Atom("badarg")), inst, stats
         try:
             new = fn(inst)
         except Exception as e:  # noqa: BLE001 -- reported to the caller; state unchanged
-            return (_otp.ERROR, _otp.exception_reason(e)), inst
+            return (_otp.ERROR, _otp.exception_reason(e)), inst, stats
         new = inst if new is None else new
-        return (_otp.OK, _stash(new)), new
+        return (_otp.OK, _stash(new)), new, stats
     if type(req) is tuple and len(req) == 3 and req[0] == CHANGE_CODE:
         args = _PASS.pop(req[2], None)
         if args is None:
-            return (_otp.ERROR, Atom("badarg")), inst
+            return (_otp.ERROR, Atom("badarg")), inst, stats
         old_vsn, extra = args
         cls = type(inst)
         if cls.__module__ != req[1]:
-            return _otp.OK, inst
+            return _otp.OK, inst, stats
         new_cls = gen_server._current_class(cls)
         try:
             if new_cls is not cls:
@@ -201,13 +220,13 @@ def _one(inst: Any, req: Any, stats: list[Any]) -> tuple[Any, Any]:
                 inst.__class__ = cls
             except TypeError:
                 pass
-            return (_otp.ERROR, _otp.exception_reason(e)), inst
-        return _otp.OK, (inst if out is None else out)
-    return (_otp.ERROR, (Atom("unknown_system_msg"), _otp.truncated_repr(req))), inst
+            return (_otp.ERROR, _otp.exception_reason(e)), inst, stats
+        return _otp.OK, (inst if out is None else out), stats
+    return (_otp.ERROR, (Atom("unknown_system_msg"), _otp.truncated_repr(req))), inst, stats
 
 
-def _handle(inst: Any, from_: Any, req: Any, parent: Pid | None, stats: list[Any]) -> Any:
-    """A GenServer's answer to a system message; returns its (possibly new) state.
+def _handle(inst: Any, from_: Any, req: Any, parent: Pid | None, stats: Any) -> tuple[Any, Any]:
+    """Answer a system message in a GenServer; return its (possibly new) state and stats.
 
     ``suspend`` answers, then takes only system messages (and the parent's exit signal)
     until ``resume``. Raises ``gen_server.Stop`` to stop the server (a ``terminate``
@@ -218,10 +237,10 @@ def _handle(inst: Any, from_: Any, req: Any, parent: Pid | None, stats: list[Any
     if req != SUSPEND:
         if req == RESUME:  # not suspended: nothing to do
             _reply(from_, _otp.OK)
-            return inst
-        out, inst = _one(inst, req, stats)
+            return inst, stats
+        out, inst, stats = _one(inst, req, stats)
         _reply(from_, out)
-        return inst
+        return inst, stats
     _reply(from_, _otp.OK)
     sys_pat = (gen_server.SYSTEM, ANY, ANY)
     while True:
@@ -234,11 +253,11 @@ def _handle(inst: Any, from_: Any, req: Any, parent: Pid | None, stats: list[Any
         frm, r = m[1], m[2]
         if r == RESUME:
             _reply(frm, _otp.OK)
-            return inst
+            return inst, stats
         if type(r) is tuple and len(r) == 2 and r[0] == gen_server.TERMINATE:
             raise gen_server.Stop(r[1])
         if r == SUSPEND:
             _reply(frm, _otp.OK)
             continue
-        out, inst = _one(inst, r, stats)
+        out, inst, stats = _one(inst, r, stats)
         _reply(frm, out)
