@@ -140,9 +140,10 @@ def statistics(server: Any, flag: bool | None = None, timeout: float | None = 5.
     """Collect or read ``server``'s statistics (OTP's ``sys:statistics``).
 
     ``statistics(server, True)`` starts collecting (off by default: counting costs every
-    message), ``statistics(server, False)`` stops, and ``statistics(server)`` returns ``start_time`` (when collecting started),
-    ``current_time`` (seconds since the epoch), ``reductions`` (of the process so far)
-    and ``messages_in`` (messages taken since), or None when collection is off.
+    message), ``statistics(server, False)`` stops, and ``statistics(server)`` returns
+    ``start_time`` (when collecting started), ``current_time`` (seconds since the
+    epoch), ``reductions`` (of the process so far) and ``messages_in`` (messages its
+    loop took since), or None when collection is off.
     """
     if flag is not None and not isinstance(flag, bool):
         raise TypeError(f"statistics' flag is True, False or None, not {flag!r}")
