@@ -11,6 +11,9 @@ Workloads (one VM per repetition, medians printed as JSON lines):
 * ``ring``: B2's shape (a ring of processes passing a token; each hop is a receive, a
   call of ``hot`` and a send).
 
+Times are CPU seconds of the whole interpreter (``time.process_time``): on a shared,
+loaded machine they vary far less than wall time. One scheduler.
+
 Modes: ``off`` (no trace ever set), ``unrelated`` (``trace.calls`` on a function of the
 same module that is never called), ``hot_match_none`` (a trace on ``hot`` whose
 ``match`` rejects every call: the cost of the hook itself), ``hot_lines`` (a trace on
@@ -57,12 +60,12 @@ def ring_node(nxt):
 
 def _calls_main(n):
     me = self_pid()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for _ in range(4):
         spawn(caller, me, n)
     for _ in range(4):
         receive()
-    return time.perf_counter() - t0
+    return time.process_time() - t0
 
 
 def _ring_main(size, laps):
@@ -72,13 +75,13 @@ def _ring_main(size, laps):
     for _ in range(size - 1):
         nxt = spawn(ring_node, nxt)
     first = nxt
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     send(first, 0)
     for _ in range(laps):
         tok = receive()
         send(first, tok)
     receive()
-    dt = time.perf_counter() - t0
+    dt = time.process_time() - t0
     send(first, -1)
     receive()
     return dt
@@ -133,7 +136,7 @@ def main() -> None:
                     {
                         "workload": workload,
                         "mode": m,
-                        "median_s": round(med, 4),
+                        "median_cpu_s": round(med, 4),
                         "over_off": round(med / base, 3),
                         "python": sys.version.split()[0],
                     }
