@@ -301,7 +301,10 @@ class _CallTrace:
         #: original code object -> (module, qualname, arity) of the traced functions
         self.codes: dict[types.CodeType, tuple[str, str, int]] = {}
         #: code objects with monitoring events set (originals and templates), on 3.12+
-        self.monitored: dict[types.CodeType, tuple[str, str, int]] = {}
+        #: (keyed by id: a code object's hash is recomputed from its contents each time,
+        #: too slow for a per-call event; ``watched`` keeps the objects alive)
+        self.monitored: dict[int, tuple[str, str, int]] = {}
+        self.watched: list[types.CodeType] = []
         #: 3.11: function -> its tracing generator function in the dispatch cache
         self.wrapped: dict[types.FunctionType, Any] = {}
         self.active = True
@@ -314,13 +317,19 @@ class _CallTrace:
         return _matches(self.specs, *key)
 
     # -- events (both back ends) ---------------------------------------------------
-    def on_call(self, key: tuple[str, str, int], args: tuple[Any, ...]) -> bool:
-        """Report a call; True if it was reported (its return is then reported too)."""
+    def on_call(self, key: tuple[str, str, int], args: Any) -> bool:
+        """Report a call; True if it was reported (its return is then reported too).
+
+        ``args``: the argument tuple, or a function making it (called only for a call
+        of a process in scope).
+        """
         if not self.active:
             return False
         me = _me()
         if me is None or not self.scope.wants(me):
             return False
+        if callable(args):
+            args = args()
         if self.match is not None:
             try:
                 if not self.match(args):
@@ -403,11 +412,12 @@ class _Monitor:
 
     @classmethod
     def watch(cls, t: _CallTrace, code: types.CodeType, key: tuple[str, str, int]) -> None:
-        if cls.tool is None or code in t.monitored:
+        if cls.tool is None or id(code) in t.monitored:
             return
         mon = sys.monitoring  # type: ignore[attr-defined]
         ev = mon.events
-        t.monitored[code] = key
+        t.monitored[id(code)] = key
+        t.watched.append(code)
         events = ev.PY_START | (ev.PY_RETURN if t.return_trace else 0)
         mon.set_local_events(cls.tool, code, events)
 
@@ -416,7 +426,7 @@ class _Monitor:
         if cls.tool is None:
             return
         mon = sys.monitoring  # type: ignore[attr-defined]
-        for code in t.monitored:
+        for code in t.watched:
             mon.set_local_events(cls.tool, code, 0)
         mon.set_events(cls.tool, 0)
         for e in (mon.events.PY_START, mon.events.PY_RETURN, mon.events.PY_UNWIND):
@@ -445,11 +455,11 @@ def _frame_args(frame: types.FrameType, code: types.CodeType) -> tuple[Any, ...]
 
 
 def _mon_start(t: _CallTrace, code: types.CodeType) -> Any:
-    key = t.monitored.get(code)
+    key = t.monitored.get(id(code))
     if key is None:
         return None
     frame = sys._getframe(2)  # the callback's lambda is frame 1
-    if t.on_call(key, _frame_args(frame, code)) and t.return_trace:
+    if t.on_call(key, lambda: _frame_args(frame, code)) and t.return_trace:
         _reported[id(frame)] = True
     return None
 
@@ -457,14 +467,14 @@ def _mon_start(t: _CallTrace, code: types.CodeType) -> Any:
 def _mon_return(t: _CallTrace, code: types.CodeType, value: Any) -> Any:
     if not t.return_trace:
         return None
-    key = t.monitored.get(code)
+    key = t.monitored.get(id(code))
     if key is not None and _reported.pop(id(sys._getframe(2)), False):
         t.on_return(key, value)
     return None
 
 
 def _mon_unwind(t: _CallTrace, code: types.CodeType, exc: BaseException) -> Any:
-    key = t.monitored.get(code)
+    key = t.monitored.get(id(code))
     if key is not None and _reported.pop(id(sys._getframe(2)), False):
         t.on_raise(key, exc)
     return None
