@@ -250,6 +250,14 @@ def _matches(specs: list[tuple[str, str, Any]], module: str, qualname: str, arit
     return False
 
 
+def _nested_codes(code: types.CodeType) -> Iterable[types.CodeType]:
+    """Yield the code objects nested in ``code`` (its inner functions and lambdas)."""
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            yield c
+            yield from _nested_codes(c)
+
+
 def _module_functions(mod: types.ModuleType) -> Iterable[types.FunctionType]:
     """Yield the functions defined in ``mod``: top level, class methods, nested classes."""
     seen: set[int] = set()
@@ -595,6 +603,11 @@ def calls(
             if t.wants(key):
                 found.append(fn)
                 t.codes[fn.__code__] = key
+            if _MONITORING:  # nested functions and lambdas: their code is a constant
+                for c in _nested_codes(fn.__code__):
+                    nkey = (mod, c.co_qualname, _arity(c))
+                    if t.wants(nkey):
+                        t.codes[c] = nkey
     if _MONITORING:
         _Monitor.start(t)
         for code, key in list(t.codes.items()):
