@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import linecache
 import mmap
 import os
 import re
@@ -234,7 +235,11 @@ def test_the_process_page_data(vm, http):
     assert d["info"]["links"] == [repr(linked)]
     assert d["queue_sample"] == [f"('job', {i}, b'payload')" for i in range(3)]
     assert d["info"]["current_function"] == "sink"
-    assert d["current_stacktrace"] is None and d["stacktrace_available"] is False
+    # The stack of a Python process (innermost last), lines of the original source.
+    assert d["stacktrace_available"] is True
+    top = d["current_stacktrace"][-1]
+    assert (top["module"], top["function"]) == ("proc_helpers", "sink")
+    assert "receive(" in linecache.getline(top["file"], top["line"])
     beamvm.exit(hog, beamvm.KILL)
     assert wait_until(lambda: fetch(http.url + f"api/process?pid={hog!r}")[0] == 404)
     status, _, body = fetch(http.url + "api/process?pid=nonsense")

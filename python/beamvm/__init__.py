@@ -45,6 +45,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os as _os
+import threading as _threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -75,7 +76,6 @@ from beamvm._native import (
     memory,
     monitor,
     process_flag,
-    process_info,
     processes,
     read_timer,
     register,
@@ -222,6 +222,35 @@ _compiler.set_fast_receive(
 )
 
 
+def process_info(pid: Pid | None = None, item: str | None = None) -> Any:
+    """Facts about a process (``erlang:process_info``); None if it is not alive.
+
+    Without ``item``: a dict (pid, status, priority, reductions, message_queue_len,
+    memory, heap sizes, GC counts, links, monitors, monitored_by, aliases, trap_exit,
+    registered_name, current_function). ``item`` picks one of those keys, or
+    ``"current_stacktrace"``: the process's Python stack, innermost frame first, as
+    dicts ``{"module", "function", "file", "line"}`` (lines of the original source; None
+    while the process is in a slice on another scheduler: it is read between slices
+    only, never waiting, so it is cheap enough to ask of every process ``top`` lists).
+    ``pid`` defaults to the caller.
+    """
+    if item is None:
+        return _native.process_info(pid)
+    if item == "current_stacktrace":
+        from beamvm import _stacktrace
+
+        return _stacktrace.current_stacktrace(pid)
+    info = _native.process_info(pid)
+    if info is None:
+        return None
+    if item not in info:
+        raise ValueError(
+            f"process_info has no item {item!r}; ask for one of "
+            f"{sorted([*info, 'current_stacktrace'])}"
+        )
+    return info[item]
+
+
 @_runtime.primitive
 def sleep(seconds: float) -> None:
     """Suspend the calling process for ``seconds`` (messages stay queued)."""
@@ -293,6 +322,13 @@ def _report_crash(pid: Pid, exc: BaseException) -> None:
 _runtime.overdue = _native._overdue  # time slices (crates/vm-python/src/timeslice.rs)
 _native._timeslice_setup(_compiler.yield_flag_cell())
 _compiler.set_resumed_hook(_native._resumed)
+
+if _threading.gettrace() is not None or _threading.getprofile() is not None:
+    # `coverage run` (or a debugger) set a trace for every thread before beamvm was
+    # imported: the VM's scheduler threads run process code, so they get it too.
+    from beamvm import trace as _trace
+
+    _trace._adopt_thread_hooks()
 _native._set_stop_carrier(_compiler.stop_carrier_type())
 _gcpolicy.install(_native.is_running)  # full collections over recent objects only
 _native._setup(

@@ -661,6 +661,7 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
     if tmpl is None or not _same_signature(tmpl, code):
         return None
     tmpl = _rename_hoisted(tmpl, ctx.code_names, code.co_qualname)
+    tmpl = _fix_nested_qualnames(tmpl, code.co_qualname)
     out = tmpl.replace(co_name=code.co_name, co_qualname=code.co_qualname)
     _GUARDS[out] = {k: name for name, k in ctx.guards.items()}
     return out
@@ -678,6 +679,28 @@ def _rename_hoisted(co: types.CodeType, names: dict[str, str], qual: str) -> typ
             new = _rename_hoisted(c, names, f"{qual}.<locals>.{shown}" if shown else qual)
             if shown:
                 new = new.replace(co_name=shown, co_qualname=f"{qual}.<locals>.{shown}")
+            changed = changed or new is not c
+            consts.append(new)
+        else:
+            consts.append(c)
+    return co.replace(co_consts=tuple(consts)) if changed else co
+
+
+def _fix_nested_qualnames(co: types.CodeType, qual: str) -> types.CodeType:
+    """Name nested functions after the function, not the factory (``f.<locals>.g``).
+
+    Without this, a ``def`` inside compiled code makes functions whose ``__qualname__``
+    is ``_bvm_factory.<locals>._bvm_def.<locals>.g`` (tracebacks, beamvm.trace specs).
+    """
+    consts = []
+    changed = False
+    for c in co.co_consts:
+        if isinstance(c, types.CodeType):
+            new = _fix_nested_qualnames(c, qual)
+            q = new.co_qualname
+            cut = q.find("_bvm_def.<locals>.")
+            if cut >= 0 and q.startswith("_bvm_factory."):
+                new = new.replace(co_qualname=qual + q[cut + len("_bvm_def") :])
             changed = changed or new is not c
             consts.append(new)
         else:
@@ -731,6 +754,14 @@ def _global_value(fn: types.FunctionType, name: str) -> Any:
     return b.get(name, _UNBOUND)
 
 
+#: Called as ``hook(code, template)`` when a template is built for ``code``: the hooks of
+#: ``beamvm.trace`` (sys.monitoring events on new templates of traced functions).
+TEMPLATE_HOOKS: list[Callable[[types.CodeType, types.CodeType], None]] = []
+#: ``beamvm.trace``'s hook on 3.11 while a call trace is set: ``CALL_HOOK(fn)`` returns a
+#: tracing generator function for a traced ``fn`` missing from the dispatch cache (a
+#: closure, a function first called now), else None. None when no trace is set.
+CALL_HOOK: Callable[[types.FunctionType], Any] | None = None
+
 _COMPILED_FNS: weakref.WeakKeyDictionary[types.FunctionType, types.FunctionType] = (
     weakref.WeakKeyDictionary()
 )
@@ -744,6 +775,9 @@ def _template(code: types.CodeType, fn: types.FunctionType) -> types.CodeType | 
     if t is None:
         t = _build_template(fn)
         _TEMPLATES[code] = _NOT_COMPILABLE if t is None else t
+        if t is not None and TEMPLATE_HOOKS:  # beamvm.trace / beamvm.code (see there)
+            for hook in TEMPLATE_HOOKS:
+                hook(code, t)
         return t
     return None if t is _NOT_COMPILABLE else t
 
@@ -877,6 +911,10 @@ class _Dispatch(dict):  # type: ignore[type-arg]
             self._store(f, impl)
             return impl
         if tf is types.FunctionType:
+            if CALL_HOOK is not None:  # beamvm.trace on 3.11 (see there)
+                traced = CALL_HOOK(f)
+                if traced is not None:
+                    return traced
             if f.__module__ == "asyncio.runners" and f.__name__ == "run":
                 self._store(f, _asyncio_run_refused)
                 return _asyncio_run_refused

@@ -29,6 +29,7 @@ __all__ = [
     "_observer_get",
     "_overdue",
     "_pid",
+    "_process_generator",
     "_quiesce",
     "_raise_yield_flag",
     "_receive",
@@ -38,7 +39,9 @@ __all__ = [
     "_resumed",
     "_serve_http",
     "_serve_http_relay",
+    "_set_message_hook",
     "_set_stop_carrier",
+    "_set_thread_hooks",
     "_setup",
     "_timeslice_setup",
     "alias",
@@ -307,6 +310,11 @@ def _allocator_stats() -> str: ...
 def system_info() -> dict[str, Any]: ...
 def statistics() -> dict[str, Any]: ...
 def roundtrip(obj: Any) -> Any: ...
+
+# --- tracing (crates/vm-python/src/{stacktrace,msgtrace,threadtrace}.rs; beamvm.trace) ---
+def _process_generator(pid: Pid) -> Any: ...
+def _set_message_hook(hook: Callable[[str, Any, Any], Any] | None) -> None: ...
+def _set_thread_hooks(trace: Any, profile: Any) -> None: ...
 def in_process_() -> bool: ...
 
 # --- introspection (crates/vm-python/src/introspect.rs; wrapped by beamvm.observer) ---

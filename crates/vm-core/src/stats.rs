@@ -289,6 +289,16 @@ impl Statistics {
 }
 
 impl VmRef {
+    /// Runs `f` on `pid`'s body if the process is alive and between slices; None
+    /// otherwise. Never waits: a process in a slice (or exiting) is skipped, as the
+    /// label of [`VmRef::process_info`] is. `f` runs under the process's lock: keep it
+    /// short (the scheduler cannot run the process meanwhile).
+    pub fn with_body<R>(&self, pid: Pid, f: impl FnOnce(&dyn crate::Body) -> R) -> Option<R> {
+        let p = self.0.router.table.get(pid)?;
+        let g = p.private.try_lock().ok()?;
+        g.body.as_deref().map(f)
+    }
+
     /// A snapshot of `pid`, or None if it is not alive. Never waits for the process:
     /// everything comes from its published counters and its links and monitors (their
     /// own lock, held only for one update), so it is safe on a running process, from

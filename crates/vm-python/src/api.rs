@@ -204,6 +204,7 @@ pub(crate) fn send<'py>(
     dest: &Bound<'py, PyAny>,
     msg: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    crate::msgtrace::sent(dest.py(), dest, msg);
     let mut frag = Some(to_fragment(msg)?);
     if let Ok(p) = dest.downcast_exact::<PyPid>() {
         let PidTarget::Local(pid) = p.get().target() else {

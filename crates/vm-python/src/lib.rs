@@ -22,6 +22,9 @@
 //! * [`runtime`]: the Python protocol objects handed over by `beamvm/__init__.py`.
 //! * [`timeslice`], [`compiled`]: native support for compiled process code (slices end
 //!   by time; `StopIteration` carried out of a generator).
+//! * [`stacktrace`], [`msgtrace`]: a Python process's stack (`current_stacktrace`), the
+//!   send/receive hook of `beamvm.trace.messages`; [`threadtrace`]: `sys.settrace` on
+//!   scheduler threads.
 //! * [`finalize`]: the interpreter's exit: VM threads never touch a finalising
 //!   interpreter.
 //!
@@ -45,9 +48,12 @@ mod finalize;
 mod gen_call;
 mod introspect;
 mod lifecycle;
+mod msgtrace;
 mod observer_http;
 pub mod pattern;
 mod runtime;
+mod stacktrace;
+mod threadtrace;
 mod timeslice;
 pub mod types;
 
@@ -133,6 +139,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     introspect::register(m)?;
     // The web observer.
     observer_http::register(m)?;
+    msgtrace::register(m)?;
+    stacktrace::register(m)?;
+    threadtrace::register(m)?;
     // Compiled process code: slices end by time (timeslice.rs); StopIteration carried
     // out of a generator (compiled.rs).
     m.add_function(wrap_pyfunction!(timeslice::_timeslice_setup, m)?)?;

@@ -149,6 +149,13 @@ pub trait Body: Send + 'static {
     fn label(&self) -> String {
         String::from("native")
     }
+
+    /// The body as `Any`, for an embedder that inspects its own body type between
+    /// slices (the Python binding reads a process's stack from its generator); see
+    /// [`crate::VmRef::with_body`].
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 impl<F> Body for F

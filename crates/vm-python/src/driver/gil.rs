@@ -105,6 +105,7 @@ impl SliceHook for GilHook {
             let me = me(py);
             me.busy.store(true, Ordering::Release);
             let _reset = Reset(IN_BATCH.with(|c| c.replace(true)), me);
+            crate::threadtrace::apply(py); // debuggers and coverage see process code
             run();
         })
     }

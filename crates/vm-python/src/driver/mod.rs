@@ -153,7 +153,7 @@ impl PyProcess {
                             Err(e) => Next::Throw(e.into_value(py).into_any()),
                         }));
                     }
-                    return match frag_to_py(py, &m) {
+                    return match receive::traced(py, frag_to_py(py, &m)) {
                         Ok(v) => {
                             op.borrow_mut().result = Some(v);
                             Ok(Ok(Next::Send(py.None())))
@@ -642,6 +642,18 @@ impl Body for PyProcess {
 
     fn label(&self) -> String {
         self.label.clone()
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+impl PyProcess {
+    /// The process's generator (its outermost frame), while it has one; see
+    /// `crate::stacktrace`.
+    pub(crate) fn generator(&self, py: Python<'_>) -> Option<PyObject> {
+        self.gen.as_ref().map(|g| g.clone_ref(py))
     }
 }
 
