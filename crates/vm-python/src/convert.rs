@@ -30,6 +30,7 @@ use std::sync::OnceLock;
 use vm_core::term::{FragmentBuilder, Kind, RefcBin};
 use vm_core::{Atom, Fragment, Pid, Term, View, Word};
 
+use crate::tcp::PySocket;
 use crate::types::{PidTarget, PyAtom, PyBinary, PyPid, PyRef, RefId};
 
 /// Deepest nesting converted (a guard against self-referencing containers).
@@ -211,6 +212,8 @@ fn push(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResu
         };
     } else if let Ok(bin) = obj.downcast_exact::<PyBinary>() {
         b.refc_binary(bin.get().0.clone());
+    } else if let Ok(s) = obj.downcast_exact::<PySocket>() {
+        vm_core::io::messages::push_socket(b, vm_core::io::SocketId(s.get().0));
     } else if let Ok(ba) = obj.downcast::<PyByteArray>() {
         let v = ba.to_vec();
         if v.len() > vm_core::term::HEAP_BINARY_MAX {
@@ -312,11 +315,17 @@ pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
             let n = v.tuple_len().unwrap_or(0);
             if n == 2 {
                 if let (Some(t), Some(s)) = (v.tuple_get(0), v.tuple_get(1)) {
-                    if t.as_atom() == Some(str_tag()) {
+                    let tag = t.as_atom();
+                    if tag == Some(str_tag()) {
                         if let Some(bytes) = s.as_bytes() {
                             let st = std::str::from_utf8(bytes)
                                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
                             return Ok(PyString::new(py, st).into_any().unbind());
+                        }
+                    } else if tag.is_some() {
+                        // {'$socket', Id}: a beamvm.tcp socket.
+                        if let Some(id) = vm_core::io::messages::socket_of(v) {
+                            return Ok(PySocket(id.0).into_py(py));
                         }
                     }
                 }

@@ -32,9 +32,11 @@
 
 pub mod active;
 pub mod conn;
+mod driver;
 pub mod error;
 pub mod event;
 pub mod framing;
+pub mod messages;
 pub mod options;
 pub mod reactor;
 pub mod send_queue;
@@ -44,6 +46,8 @@ pub mod table;
 pub use conn::SendStatus;
 pub use error::IoError;
 pub use event::{IoEvent, IoSink, SocketId};
+pub(crate) use driver::IoState;
+pub use messages::{parse as parse_message, IoMessage, TagStyle};
 pub use options::{ActiveOpt, Packet, SetOpts, SocketOpts, MAX_PACKET_SIZE};
 pub use reactor::{Accept, ListenOpts, Reactor, Recv};
 pub use stream::{Addr, SockName};

@@ -629,6 +629,14 @@ impl Reactor {
         }
     }
 
+    /// Closes every socket (the VM is shutting down): peers see EOF, suspended
+    /// callers get `closed`.
+    pub fn close_all(&self) {
+        for id in self.table.ids() {
+            let _ = self.close(id);
+        }
+    }
+
     pub fn peername(&self, sock: SocketId) -> Result<SockName, IoError> {
         self.with_entry(sock, |_, entry, _| match entry {
             Entry::Conn { io, .. } => io.peer_name().map_err(IoError::from),

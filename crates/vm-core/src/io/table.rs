@@ -128,6 +128,12 @@ impl<T> Table<T> {
             .unwrap_or_default()
     }
 
+    /// Every live socket (shutdown closes them all).
+    pub fn ids(&self) -> Vec<SocketId> {
+        let t = self.lock();
+        t.by_owner.values().flat_map(|s| s.iter().copied()).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.live.load(Ordering::Relaxed)
     }

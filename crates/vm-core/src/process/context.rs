@@ -541,6 +541,13 @@ impl<'a> Cx<'a> {
         &mut self.p.mem().regs
     }
 
+    /// The VM's I/O reactor, for this process's socket operations (pass
+    /// [`Cx::self_pid`] as the caller; results that cannot be immediate arrive as
+    /// messages, see `crate::io::messages`).
+    pub fn io(&self) -> std::result::Result<Arc<crate::io::Reactor>, crate::io::IoError> {
+        self.vm.io.reactor(self.vm)
+    }
+
     /// The VM this process runs in.
     pub fn vm(&self) -> crate::VmRef {
         crate::VmRef(self.vm.clone())
