@@ -231,7 +231,9 @@ def _wait(sock: Socket, op: Atom, timeout: float | None) -> Any:
             got = receive((_TAG, sock, op, ANY))
         done = True
     finally:
-        if not done:  # killed (or interrupted) while waiting: stop waiting
+        # Killed while waiting: stop waiting (a generator closed after the VM stopped
+        # runs this outside any process, with nothing left to cancel).
+        if not done and _native.in_process_():
             _native._tcp_cancel(sock)
     return _outcome(got[3])
 
@@ -325,7 +327,7 @@ def connect(
         _outcome(got[3])
         ok = True
     finally:
-        if not ok:
+        if not ok and _native.in_process_():
             _native._tcp_close(s)
     return s
 
