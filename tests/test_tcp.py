@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import resource
-import socket
 import struct
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from beamvm import (
     ANY,
     Atom,
     exit,
-    monitor,
     process_info,
     receive,
     self_pid,

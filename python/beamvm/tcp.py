@@ -1,4 +1,4 @@
-"""TCP sockets owned by processes: Erlang's ``gen_tcp`` for beamvm.
+r"""TCP sockets owned by processes: Erlang's ``gen_tcp`` for beamvm.
 
 ::
 
@@ -37,7 +37,7 @@ stays in the kernel: the peer's writes block instead of the mailbox growing.
 
 **Framing** (``packet=``): ``"raw"`` (whatever arrived), ``1``/``2``/``4`` (a big-endian
 length header; each message is one frame, the header is added on send), ``"line"``
-(frames end with ``b"\\n"``, kept). ``packet_size`` limits a frame (0: 64 MiB, the
+(frames end with ``b"\n"``, kept). ``packet_size`` limits a frame (0: 64 MiB, the
 ceiling); a longer one is an error (``emsgsize``), never a huge allocation.
 
 **Errors** raise :class:`TcpError` (an ``OSError``) whose ``reason`` is Erlang's
@@ -56,6 +56,7 @@ import socket as _socket
 from typing import Any
 
 from beamvm import _native
+
 from beamvm import ANY, receive, self_pid  # isort: skip -- the package's receive (compiled fast path)
 from beamvm._native import Atom, Pid, Socket, Timeout
 
@@ -177,7 +178,9 @@ def _check_timeout(timeout: Any) -> float | None:
 
 def _check_sock(s: Any, what: str) -> Socket:
     if type(s) is not Socket:
-        raise TypeError(f"{what} must be a socket from listen, accept or connect, not {type(s).__name__}")
+        raise TypeError(
+            f"{what} must be a socket from listen, accept or connect, not {type(s).__name__}"
+        )
     return s
 
 
@@ -345,10 +348,12 @@ def send(s: Socket, data: Any) -> None:
 
 
 def recv(s: Socket, length: int = 0, timeout: float | None = None) -> Any:
-    """Read from a passive socket: a frame, or with ``packet="raw"`` what arrived
-    (``length`` > 0: exactly that many bytes). Raises :class:`TcpClosed` at EOF,
-    :class:`TcpTimeout` after ``timeout`` seconds, :class:`TcpError` ``einval`` on an
-    active socket."""
+    """Read from a passive socket: a frame, or with ``packet="raw"`` what arrived.
+
+    ``length`` > 0 (raw only): exactly that many bytes. Raises :class:`TcpClosed` at
+    EOF, :class:`TcpTimeout` after ``timeout`` seconds, :class:`TcpError` ``einval`` on
+    an active socket.
+    """
     _check_sock(s, "recv's socket")
     _check_int("length", length, 0, MAX_PACKET_SIZE)
     t = _check_timeout(timeout)
@@ -366,29 +371,37 @@ def setopts(
     packet_size: Any = _MISSING,
     nodelay: Any = _MISSING,
 ) -> None:
-    """Change options (only those given): ``active``, ``packet``, ``packet_size``,
-    ``nodelay``. On a listener: what sockets accepted later start with."""
+    """Change the options given: ``active``, ``packet``, ``packet_size``, ``nodelay``.
+
+    On a listener: what sockets accepted later start with.
+    """
     _check_sock(s, "setopts's socket")
     _native._tcp_setopts(
         s,
         packet=None if packet is _MISSING else _check_packet(packet),
-        packet_size=None if packet_size is _MISSING else _check_int("packet_size", packet_size, 0, MAX_PACKET_SIZE),
+        packet_size=None
+        if packet_size is _MISSING
+        else _check_int("packet_size", packet_size, 0, MAX_PACKET_SIZE),
         active=None if active is _MISSING else _check_active(active),
         nodelay=None if nodelay is _MISSING else _check_bool("nodelay", nodelay),
     )
 
 
 def getopts(s: Socket) -> dict[str, Any]:
-    """The options now: ``{'active', 'packet', 'packet_size', 'nodelay'}`` (``active`` an
-    int is the count left)."""
+    """Return the options now: ``{'active', 'packet', 'packet_size', 'nodelay'}``.
+
+    ``active`` an int is the count left.
+    """
     _check_sock(s, "getopts's socket")
     return _native._tcp_getopts(s)
 
 
 def controlling_process(s: Socket, pid: Pid) -> None:
-    """Make ``pid`` the owner of ``s`` (only the owner may: :class:`TcpError`
-    ``not_owner``). Messages for ``s`` already in the caller's mailbox move to ``pid``,
-    in order, as gen_tcp does."""
+    """Make ``pid`` the owner of ``s`` (only the owner may: :class:`TcpError` ``not_owner``).
+
+    Messages for ``s`` already in the caller's mailbox move to ``pid``, in order, as
+    gen_tcp does.
+    """
     _check_sock(s, "controlling_process's socket")
     if type(pid) is not Pid:
         raise TypeError(f"controlling_process's pid must be a beamvm.Pid, not {type(pid).__name__}")
@@ -404,7 +417,14 @@ def controlling_process(s: Socket, pid: Pid) -> None:
         _native._tcp_setopts(s, active=False)
     _native._tcp_controlling_process(s, pid)
     while True:
-        m = receive(("tcp", s, ANY), ("tcp_closed", s), ("tcp_error", s, ANY), ("tcp_passive", s), timeout=0, default=_MISSING)
+        m = receive(
+            ("tcp", s, ANY),
+            ("tcp_closed", s),
+            ("tcp_error", s, ANY),
+            ("tcp_passive", s),
+            timeout=0,
+            default=_MISSING,
+        )
         if m is _MISSING:
             break
         _native.send(pid, m)
@@ -422,8 +442,10 @@ def close(s: Socket) -> None:
 
 
 def shutdown(s: Socket, how: str = "read_write") -> None:
-    """Shut down ``"read"``, ``"write"`` (after queued data: the peer sees EOF) or
-    ``"read_write"``."""
+    """Shut down ``"read"``, ``"write"`` (after queued data: the peer sees EOF) or both.
+
+    ``how``: ``"read"``, ``"write"`` or ``"read_write"``.
+    """
     _check_sock(s, "shutdown's socket")
     if how not in ("read", "write", "read_write"):
         raise ValueError(f"shutdown's how must be 'read', 'write' or 'read_write', not {how!r}")
@@ -431,13 +453,13 @@ def shutdown(s: Socket, how: str = "read_write") -> None:
 
 
 def peername(s: Socket) -> Any:
-    """The peer's ``(ip, port)`` (or a Unix socket's path)."""
+    """Return the peer's ``(ip, port)`` (or a Unix socket's path)."""
     _check_sock(s, "peername's socket")
     return _native._tcp_peername(s)
 
 
 def sockname(s: Socket) -> Any:
-    """This end's ``(ip, port)`` (or a Unix socket's path)."""
+    """Return the local ``(ip, port)`` (or a Unix socket's path)."""
     _check_sock(s, "sockname's socket")
     return _native._tcp_sockname(s)
 

@@ -179,9 +179,9 @@ fn addr_of(ip: Option<&str>, port: u16, path: Option<PathBuf>) -> PyResult<Addr>
         return Ok(Addr::Unix(p));
     }
     let ip = ip.unwrap_or("127.0.0.1");
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| PyValueError::new_err(format!("host must be an IP address here, not {ip:?}")))?;
+    let ip: IpAddr = ip.parse().map_err(|_| {
+        PyValueError::new_err(format!("host must be an IP address here, not {ip:?}"))
+    })?;
     Ok(Addr::Inet(SocketAddr::new(ip, port)))
 }
 
@@ -365,7 +365,10 @@ pub(crate) fn _tcp_getopts(
 
 /// The socket's owner (`None` once it is closed).
 #[pyfunction]
-pub(crate) fn _tcp_owner(py: Python<'_>, s: &Bound<'_, PyAny>) -> PyResult<Option<crate::types::PyPid>> {
+pub(crate) fn _tcp_owner(
+    py: Python<'_>,
+    s: &Bound<'_, PyAny>,
+) -> PyResult<Option<crate::types::PyPid>> {
     let s = sock_of(s)?;
     let (_, r) = caller(py, "tcp.controlling_process")?;
     Ok(r.owner(s).map(crate::types::PyPid::local))

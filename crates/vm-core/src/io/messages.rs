@@ -38,18 +38,31 @@ pub enum TagStyle {
 
 /// The atoms of the message shapes, made once.
 pub struct Atoms {
+    /// `'$socket'`, the tag of a socket term.
     pub socket: Atom,
+    /// `'$tcp'`, the tag of a completion.
     pub completion: Atom,
+    /// `'$str'`, the Python binding's string tag.
     pub str_tag: Atom,
+    /// `tcp`.
     pub tcp: Atom,
+    /// `tcp_closed`.
     pub tcp_closed: Atom,
+    /// `tcp_error`.
     pub tcp_error: Atom,
+    /// `tcp_passive`.
     pub tcp_passive: Atom,
+    /// `accept` (a completion's operation).
     pub accept: Atom,
+    /// `connect`.
     pub connect: Atom,
+    /// `recv`.
     pub recv: Atom,
+    /// `send`.
     pub send: Atom,
+    /// `ok`.
     pub ok: Atom,
+    /// `error`.
     pub error: Atom,
 }
 
@@ -116,7 +129,11 @@ fn push_reason(b: &mut FragmentBuilder, e: IoError) {
     b.atom(Atom::try_new(e.reason()).unwrap_or(atoms().error));
 }
 
-fn push_result(b: &mut FragmentBuilder, r: Result<(), IoError>, value: impl FnOnce(&mut FragmentBuilder)) {
+fn push_result(
+    b: &mut FragmentBuilder,
+    r: Result<(), IoError>,
+    value: impl FnOnce(&mut FragmentBuilder),
+) {
     let a = atoms();
     match r {
         Ok(()) => {
@@ -229,7 +246,10 @@ fn tag_of(v: View<'_>) -> Option<Atom> {
         return Some(a);
     }
     // The string form: {'$str', <<"tcp">>}.
-    if v.kind() == Kind::Tuple && v.tuple_len() == Some(2) && v.tuple_get(0)?.as_atom()? == atoms().str_tag {
+    if v.kind() == Kind::Tuple
+        && v.tuple_len() == Some(2)
+        && v.tuple_get(0)?.as_atom()? == atoms().str_tag
+    {
         let s = std::str::from_utf8(v.tuple_get(1)?.as_bytes()?).ok()?;
         return Atom::try_new(s).ok();
     }
@@ -237,7 +257,9 @@ fn tag_of(v: View<'_>) -> Option<Atom> {
 }
 
 fn reason_of(v: View<'_>) -> String {
-    v.as_atom().map(|a| a.as_str().to_owned()).unwrap_or_default()
+    v.as_atom()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_default()
 }
 
 /// Parses a reactor message; `None` for any other term.
@@ -256,11 +278,25 @@ pub fn parse(v: View<'_>) -> Option<IoMessage> {
         let val = res.tuple_get(1)?;
         let err = || reason_of(val);
         return Some(if op == a.accept {
-            IoMessage::Accepted(sock, if ok { socket_of(val).ok_or_else(err) } else { Err(err()) })
+            IoMessage::Accepted(
+                sock,
+                if ok {
+                    socket_of(val).ok_or_else(err)
+                } else {
+                    Err(err())
+                },
+            )
         } else if op == a.connect {
             IoMessage::Connected(sock, if ok { Ok(()) } else { Err(err()) })
         } else if op == a.recv {
-            IoMessage::Received(sock, if ok { Ok(val.as_bytes()?.to_vec()) } else { Err(err()) })
+            IoMessage::Received(
+                sock,
+                if ok {
+                    Ok(val.as_bytes()?.to_vec())
+                } else {
+                    Err(err())
+                },
+            )
         } else if op == a.send {
             IoMessage::SendReady(sock, if ok { Ok(()) } else { Err(err()) })
         } else {
@@ -287,25 +323,85 @@ mod tests {
         let big = vec![9u8; 100];
         for style in [TagStyle::Atoms, TagStyle::Strings] {
             let cases = vec![
-                (IoEvent::Tcp { sock: s, data: Binary::new(b"hi".to_vec()) }, IoMessage::Tcp(s, b"hi".to_vec())),
-                (IoEvent::Tcp { sock: s, data: Binary::new(big.clone()) }, IoMessage::Tcp(s, big.clone())),
+                (
+                    IoEvent::Tcp {
+                        sock: s,
+                        data: Binary::new(b"hi".to_vec()),
+                    },
+                    IoMessage::Tcp(s, b"hi".to_vec()),
+                ),
+                (
+                    IoEvent::Tcp {
+                        sock: s,
+                        data: Binary::new(big.clone()),
+                    },
+                    IoMessage::Tcp(s, big.clone()),
+                ),
                 (IoEvent::TcpClosed { sock: s }, IoMessage::TcpClosed(s)),
-                (IoEvent::TcpError { sock: s, reason: IoError::Econnreset }, IoMessage::TcpError(s, "econnreset".into())),
+                (
+                    IoEvent::TcpError {
+                        sock: s,
+                        reason: IoError::Econnreset,
+                    },
+                    IoMessage::TcpError(s, "econnreset".into()),
+                ),
                 (IoEvent::TcpPassive { sock: s }, IoMessage::TcpPassive(s)),
-                (IoEvent::Accepted { listener: s, result: Ok(t) }, IoMessage::Accepted(s, Ok(t))),
-                (IoEvent::Accepted { listener: s, result: Err(IoError::Emfile) }, IoMessage::Accepted(s, Err("emfile".into()))),
-                (IoEvent::Connected { sock: s, result: Err(IoError::Econnrefused) }, IoMessage::Connected(s, Err("econnrefused".into()))),
-                (IoEvent::Received { sock: s, result: Ok(Binary::new(b"x".to_vec())) }, IoMessage::Received(s, Ok(b"x".to_vec()))),
-                (IoEvent::SendReady { sock: s, result: Ok(()) }, IoMessage::SendReady(s, Ok(()))),
+                (
+                    IoEvent::Accepted {
+                        listener: s,
+                        result: Ok(t),
+                    },
+                    IoMessage::Accepted(s, Ok(t)),
+                ),
+                (
+                    IoEvent::Accepted {
+                        listener: s,
+                        result: Err(IoError::Emfile),
+                    },
+                    IoMessage::Accepted(s, Err("emfile".into())),
+                ),
+                (
+                    IoEvent::Connected {
+                        sock: s,
+                        result: Err(IoError::Econnrefused),
+                    },
+                    IoMessage::Connected(s, Err("econnrefused".into())),
+                ),
+                (
+                    IoEvent::Received {
+                        sock: s,
+                        result: Ok(Binary::new(b"x".to_vec())),
+                    },
+                    IoMessage::Received(s, Ok(b"x".to_vec())),
+                ),
+                (
+                    IoEvent::SendReady {
+                        sock: s,
+                        result: Ok(()),
+                    },
+                    IoMessage::SendReady(s, Ok(())),
+                ),
             ];
             for (ev, want) in cases {
                 let m = to_message(ev, style);
                 assert_eq!(parse(m.view()), Some(want));
             }
         }
-        let m = to_message(IoEvent::Tcp { sock: s, data: Binary::new(big) }, TagStyle::Atoms);
-        assert_eq!(m.refc_binaries().len(), 1, "large data is shared, not copied");
-        let other = Fragment::from_term(&crate::term::Term::tuple(vec![crate::term::Term::atom("tcp")]));
+        let m = to_message(
+            IoEvent::Tcp {
+                sock: s,
+                data: Binary::new(big),
+            },
+            TagStyle::Atoms,
+        );
+        assert_eq!(
+            m.refc_binaries().len(),
+            1,
+            "large data is shared, not copied"
+        );
+        let other = Fragment::from_term(&crate::term::Term::tuple(vec![crate::term::Term::atom(
+            "tcp",
+        )]));
         assert_eq!(parse(other.view()), None);
     }
 }

@@ -50,6 +50,7 @@ const WAKE: Token = Token(usize::MAX);
 pub struct ListenOpts {
     /// Pending connections the kernel keeps (`backlog`).
     pub backlog: u32,
+    /// `SO_REUSEADDR` (default on: a restarted server rebinds at once).
     pub reuseaddr: bool,
     /// What each accepted socket starts with (they inherit the listener's options).
     pub socket: SocketOpts,
@@ -77,6 +78,7 @@ pub enum Accept {
 /// Outcome of `recv`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recv {
+    /// Data was buffered or readable: here it is.
     Data(Binary),
     /// Suspend until [`IoEvent::Received`].
     Pending,
@@ -163,6 +165,7 @@ fn lock(e: &Mutex<Entry>) -> MutexGuard<'_, Entry> {
 }
 
 impl Reactor {
+    /// A reactor whose events go to `sink` (one epoll instance and its waker).
     pub fn new(sink: Arc<dyn IoSink>) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
@@ -637,6 +640,7 @@ impl Reactor {
         }
     }
 
+    /// The peer's address (`enotconn` for a listener).
     pub fn peername(&self, sock: SocketId) -> Result<SockName, IoError> {
         self.with_entry(sock, |_, entry, _| match entry {
             Entry::Conn { io, .. } => io.peer_name().map_err(IoError::from),
@@ -645,6 +649,7 @@ impl Reactor {
         })
     }
 
+    /// This end's address (a listener bound to port 0 tells its port).
     pub fn sockname(&self, sock: SocketId) -> Result<SockName, IoError> {
         self.with_entry(sock, |_, entry, _| match entry {
             Entry::Conn { io, .. } => io.sock_name().map_err(IoError::from),
