@@ -399,7 +399,7 @@ impl Reactor {
 
     /// `accept` by `caller`: a waiting connection now, or `Pending`.
     pub fn accept(&self, listener: SocketId, caller: Pid) -> Result<Accept, IoError> {
-        self.with_entry(listener, |this, entry, _out| {
+        self.with_entry(listener, |this, entry, out| {
             let Entry::Listen(l) = entry else {
                 return Err(IoError::Einval);
             };
@@ -407,8 +407,15 @@ impl Reactor {
                 if let Some(id) = this.try_accept(l, caller)? {
                     return Ok(Accept::Ready(id));
                 }
+                l.waiters.push_back(caller);
+            } else {
+                // Others wait already: queue behind them, then serve the queue from
+                // what the kernel holds now. Readiness is edge-triggered, so
+                // connections left in the backlog (an acceptor backed off on emfile
+                // and retries) would otherwise wait for the next connection's edge.
+                l.waiters.push_back(caller);
+                this.serve_acceptors(listener, l, out);
             }
-            l.waiters.push_back(caller);
             Ok(Accept::Pending)
         })
     }
