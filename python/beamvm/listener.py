@@ -101,7 +101,7 @@ class _Manager(GenServer):
                 if self._room():
                     return True
                 self.parked.append(from_)
-                return NoReply()
+                return NoReply
             case ("started", pid):
                 self.conns[monitor(pid)] = pid
                 self.accepted += 1
@@ -237,11 +237,12 @@ def start(
     base, manager, conns = _names(name)
     if _native.whereis(base) is not None:
         raise ValueError(f"a listener named {name!r} is running already")
+    # Checked here, naming the option, before anything starts.
     listen_opts = {
-        "backlog": backlog,
-        "packet": packet,
-        "packet_size": packet_size,
-        "nodelay": nodelay,
+        "backlog": tcp._check_int("backlog", backlog, 1, 1 << 20),
+        "packet": tcp._check_packet(packet),
+        "packet_size": tcp._check_int("packet_size", packet_size, 0, tcp.MAX_PACKET_SIZE),
+        "nodelay": tcp._check_bool("nodelay", nodelay),
         "active": False,
     }
     children = [
