@@ -80,7 +80,9 @@ def _names(name: str) -> tuple[str, str, str]:
 class _Manager(GenServer):
     """Owns the listening socket; counts connections; parks acceptors at the limit."""
 
-    def init(self, name: str, port: int, host: str, path: Any, listen_opts: dict, limit: Any) -> Any:
+    def init(
+        self, name: str, port: int, host: str, path: Any, listen_opts: dict, limit: Any
+    ) -> Any:
         self.name, self.limit = name, limit
         self.ls = tcp.listen(port, host, path=path, **listen_opts)
         self.conns: dict[Any, Pid] = {}  # monitor ref -> connection pid
