@@ -20,14 +20,14 @@ import itertools
 import sys
 
 import beamvm
-from beamvm import ANY, Atom, listener, monitor, receive, self_pid, send, spawn, tcp, whereis
+from beamvm import Atom, listener, monitor, receive, self_pid, send, spawn, tcp, whereis
 
 DOWN = Atom("DOWN")
 _guests = itertools.count(1)
 
 
 def room(name: str) -> None:
-    """A room: members by pid; says everything to everyone; ends when empty."""
+    """Run a room: members by pid; say everything to everyone; end when empty."""
     members: dict[beamvm.Pid, str] = {}
 
     def say(line: str) -> None:
@@ -65,7 +65,7 @@ def room(name: str) -> None:
 
 
 def join_room(name: str) -> beamvm.Pid:
-    """The room's process, started if it does not exist."""
+    """Return the room's process, started if it does not exist."""
     pid = whereis(f"room:{name}")
     if pid is None:
         pid = spawn(room, name)

@@ -14,7 +14,7 @@ from beamvm import listener, receive, tcp
 
 
 def echo_conn(sock, opts):
-    """The connection's process: it owns ``sock``; data arrives as messages."""
+    """Serve one connection: this process owns ``sock``; data arrives as messages."""
     tcp.setopts(sock, active="once")
     while True:
         match receive():
