@@ -342,7 +342,8 @@ def send(s: Socket, data: Any) -> None:
     high watermark (8 KiB) is queued and the kernel takes nothing (the peer does not
     read). Raises :class:`TcpClosed` on a closed socket.
     """
-    _check_sock(s, "send's socket")
+    # The native half checks the socket and the data (naming them): no Python-level
+    # checks on this hot path.
     if not _native._tcp_send(s, data):
         _wait(s, _SEND, None)
 
@@ -375,6 +376,11 @@ def setopts(
 
     On a listener: what sockets accepted later start with.
     """
+    if packet is _MISSING and packet_size is _MISSING and nodelay is _MISSING:
+        # The hot path (re-arming active once): the native half checks the socket and
+        # the value, naming the option.
+        _native._tcp_setopts(s, None, None, None if active is _MISSING else active, None)
+        return
     _check_sock(s, "setopts's socket")
     _native._tcp_setopts(
         s,
