@@ -17,6 +17,7 @@ __all__ = [
     "ProcessExit",
     "Ref",
     "SHUTDOWN",
+    "Socket",
     "SystemLimit",
     "Timeout",
     "_ReceiveOp",
@@ -43,6 +44,22 @@ __all__ = [
     "_set_stop_carrier",
     "_set_thread_hooks",
     "_setup",
+    "_tcp_accept",
+    "_tcp_cancel",
+    "_tcp_close",
+    "_tcp_connect",
+    "_tcp_controlling_process",
+    "_tcp_getopts",
+    "_tcp_listen",
+    "_tcp_owner",
+    "_tcp_peername",
+    "_tcp_recv",
+    "_tcp_send",
+    "_tcp_setopts",
+    "_tcp_shutdown",
+    "_tcp_socket_count",
+    "_tcp_sockname",
+
     "_timeslice_setup",
     "alias",
     "cancel_timer",
@@ -350,3 +367,82 @@ def _serve_http_relay(socket: str, host: str, port: int) -> HttpObserver: ...
 def _observer_get(target: str) -> tuple[int, str, str]: ...
 
 # --- end web observer ---
+
+# tcp.rs: beamvm.tcp's native half (sockets owned by processes)
+@final
+class Socket:
+    """A socket owned by a process (``beamvm.tcp``); travels as ``('$socket', id)``."""
+
+    @property
+    def id(self) -> int: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+def _tcp_listen(
+    ip: str | None,
+    port: int,
+    path: str | None,
+    backlog: int,
+    reuseaddr: bool,
+    packet: Any,
+    packet_size: int,
+    active: Any,
+    nodelay: bool,
+) -> Socket:
+    """Listen; the caller owns the listener."""
+
+def _tcp_accept(ls: Any) -> Socket | None:
+    """Take a waiting connection, or return None (the completion comes as a message)."""
+
+def _tcp_connect(
+    ip: str | None,
+    port: int,
+    path: str | None,
+    packet: Any,
+    packet_size: int,
+    active: Any,
+    nodelay: bool,
+) -> Socket:
+    """Start a connect; the outcome comes as a message."""
+
+def _tcp_send(s: Any, data: Any) -> bool:
+    """Queue data; False: wait for the send completion."""
+
+def _tcp_recv(s: Any, length: int) -> Any:
+    """Passive read: data, or None (the completion comes as a message)."""
+
+def _tcp_setopts(
+    s: Any,
+    packet: Any = None,
+    packet_size: int | None = None,
+    active: Any = None,
+    nodelay: bool | None = None,
+) -> None:
+    """Change the options given."""
+
+def _tcp_getopts(s: Any) -> dict[str, Any]:
+    """Return the options now."""
+
+def _tcp_owner(s: Any) -> Pid | None:
+    """Return the socket's owner, None once closed."""
+
+def _tcp_controlling_process(s: Any, pid: Any) -> None:
+    """Hand the socket to pid (owner only)."""
+
+def _tcp_close(s: Any) -> None:
+    """Close (idempotent)."""
+
+def _tcp_shutdown(s: Any, how: str) -> None:
+    """Shut down read, write or read_write."""
+
+def _tcp_cancel(s: Any) -> bool:
+    """Withdraw the caller's wait on s: True if it was waiting."""
+
+def _tcp_peername(s: Any) -> Any:
+    """Return the peer's address."""
+
+def _tcp_sockname(s: Any) -> Any:
+    """Return the local address."""
+
+def _tcp_socket_count() -> int:
+    """Open sockets in the running VM."""

@@ -42,6 +42,7 @@ use pyo3::{ffi, PyTypeInfo};
 use vm_core::term::{FragmentBuilder, Kind, ListIter, MapIter, RefcBin, TupleIter, WeakRefcBin};
 use vm_core::{Atom, Fragment, Pid, Term, View, Word};
 
+use crate::tcp::PySocket;
 use crate::types::{PidTarget, PyAtom, PyBinary, PyPid, PyRef, RefId};
 
 /// Path depth from which `to_fragment` tracks the containers on the path to detect
@@ -313,6 +314,8 @@ fn scalar_or_open<'py>(
         };
     } else if let Ok(bin) = obj.downcast_exact::<PyBinary>() {
         b.refc_binary(bin.get().0.clone());
+    } else if let Ok(s) = obj.downcast_exact::<PySocket>() {
+        vm_core::io::messages::push_socket(b, vm_core::io::SocketId(s.get().0));
     } else if let Ok(ba) = obj.downcast::<PyByteArray>() {
         let v = ba.to_vec();
         if v.len() > vm_core::term::HEAP_BINARY_MAX {
@@ -612,6 +615,10 @@ fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Bu
             (None, None) => return Err(missing()),
         },
         Kind::Tuple => {
+            // {'$socket', Id}: a beamvm.tcp socket (crates/vm-core/src/io/messages.rs).
+            if let Some(id) = vm_core::io::messages::socket_of(v) {
+                return Ok(Ok(PySocket(id.0).into_py(py)));
+            }
             return Ok(Err(Building {
                 kind,
                 children: Children::Tuple(v.tuple_iter().ok_or_else(missing)?),
@@ -647,6 +654,11 @@ fn to_py_rec(py: Python<'_>, v: View<'_>, depth: usize) -> PyResult<PyObject> {
     // Tuples, the common message shape, first, without building a `Building`.
     if depth < RECURSION_DEPTH {
         if let Some(it) = v.tuple_iter() {
+            if it.len() == 2 {
+                if let Some(id) = vm_core::io::messages::socket_of(v) {
+                    return Ok(PySocket(id.0).into_py(py));
+                }
+            }
             return tuple_to_py(py, it, depth);
         }
     }

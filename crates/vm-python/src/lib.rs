@@ -17,6 +17,7 @@
 //! * [`types`]: `Atom`, `Pid`, `Ref`, `Binary` (zero-copy shared bytes).
 //! * [`alloc`]: what the VM holds outside its counters (allocator caches, Python
 //!   process objects) and releasing the caches.
+//! * [`tcp`]: `beamvm.tcp`'s native half: sockets owned by processes (`Socket`).
 //! * [`args`]: argument parsing shared by the API (names, pids, refs, timeouts).
 //! * [`errors`]: the exceptions, and the one mapping from `vm_core::Error` to them.
 //! * [`runtime`]: the Python protocol objects handed over by `beamvm/__init__.py`.
@@ -53,6 +54,7 @@ mod observer_http;
 pub mod pattern;
 mod runtime;
 mod stacktrace;
+mod tcp;
 mod threadtrace;
 mod timeslice;
 pub mod types;
@@ -144,6 +146,23 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     threadtrace::register(m)?;
     // Compiled process code: slices end by time (timeslice.rs); StopIteration carried
     // out of a generator (compiled.rs).
+    // beamvm.tcp's native half (tcp.rs).
+    m.add_class::<tcp::PySocket>()?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_listen, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_accept, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_connect, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_send, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_recv, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_setopts, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_getopts, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_owner, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_controlling_process, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_close, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_cancel, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_peername, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_sockname, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_socket_count, m)?)?;
     m.add_function(wrap_pyfunction!(timeslice::_timeslice_setup, m)?)?;
     m.add_function(wrap_pyfunction!(timeslice::_overdue, m)?)?;
     m.add_function(wrap_pyfunction!(timeslice::_resumed, m)?)?;

@@ -252,6 +252,13 @@ impl<'a> Cx<'a> {
     /// receive, so spurious wake-ups do not extend it). A zero timeout times out at
     /// once. After waking, check [`Cx::timed_out`].
     pub fn wait(&mut self, timeout: Option<Duration>) -> Step {
+        if let Some(w) = self.p.pend.as_deref_mut() {
+            if std::mem::take(&mut w.unseen) {
+                // `timed_out` drained messages the body has not looked at yet: the inbox
+                // is empty, so sleeping now would sleep on them. Look again first.
+                return Step::Yield;
+            }
+        }
         if let Some(t) = timeout {
             let pid = self.proc.pid;
             let timers = &self.vm.timers;
@@ -275,7 +282,9 @@ impl<'a> Cx<'a> {
 
     /// True (once) when the pending receive's timeout has passed; resets the receive.
     pub fn timed_out(&mut self) -> bool {
+        let before = self.p.mailbox.len();
         self.drain();
+        let grew = self.p.mailbox.len() > before;
         let expired = self
             .p
             .pend
@@ -283,6 +292,8 @@ impl<'a> Cx<'a> {
             .is_some_and(|w| w.timed_out || w.deadline.is_some_and(|d| Instant::now() >= d));
         if expired {
             self.clear_wait();
+        } else if grew {
+            self.p.pend().unseen = true;
         }
         expired
     }
@@ -571,6 +582,13 @@ impl<'a> Cx<'a> {
     /// runs between slices) must live here; they are updated in place.
     pub fn regs(&mut self) -> &mut Vec<Word> {
         &mut self.p.mem().regs
+    }
+
+    /// The VM's I/O reactor, for this process's socket operations (pass
+    /// [`Cx::self_pid`] as the caller; results that cannot be immediate arrive as
+    /// messages, see `crate::io::messages`).
+    pub fn io(&self) -> std::result::Result<Arc<crate::io::Reactor>, crate::io::IoError> {
+        self.vm.io.reactor(self.vm)
     }
 
     /// The VM this process runs in.

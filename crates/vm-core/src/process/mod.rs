@@ -195,6 +195,9 @@ pub(crate) struct Pending {
     pub wait_timer: Option<u64>,
     pub deadline: Option<Instant>,
     pub timed_out: bool,
+    /// `Cx::timed_out` moved messages into the mailbox that the body has not looked
+    /// at (it checked before they came): the next `Cx::wait` must not sleep.
+    pub unseen: bool,
     /// The dirty job this process waits for, and its result once it came.
     pub dirty_pending: Option<u64>,
     pub dirty_result: Option<signal::DirtyResult>,
