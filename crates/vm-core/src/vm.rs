@@ -307,6 +307,26 @@ impl VmRef {
         self.0.router.send(pid, sig).delivered
     }
 
+    /// Delivers an exit signal from a process of another node (the distribution
+    /// layer, which keeps the links that cross nodes, calls this): as [`VmRef::exit`],
+    /// but a trapping target sees `{'EXIT', From, Reason}` with `from` (the remote
+    /// pid's term), and with `linked` the reason `kill` is an ordinary reason, as for
+    /// a link. `false` if `pid` is not alive.
+    pub fn exit_from_remote(
+        &self,
+        pid: Pid,
+        from: Fragment,
+        reason: Fragment,
+        linked: bool,
+    ) -> bool {
+        let sig = Signal::RemoteExit {
+            from,
+            reason,
+            linked,
+        };
+        self.0.router.send(pid, sig).delivered
+    }
+
     /// Registers `pid` as `name`.
     pub fn register(&self, name: Atom, pid: Pid) -> Result<()> {
         self.0.register(name, pid)

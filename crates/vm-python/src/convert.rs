@@ -236,10 +236,33 @@ fn push(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResu
         b.tuple(t.len()).map_err(bad)?;
     } else if let Ok(f) = obj.downcast::<PyFloat>() {
         b.float(f.value());
+    } else if let Ok(m) = obj.getattr(pyo3::intern!(obj.py(), "__beamvm_term__")) {
+        // beamvm.Charlist, ImproperList, Fun, Port, BitString (python/beamvm/_wire.py):
+        // their tagged-tuple form.
+        let t = m.call0()?;
+        if t.downcast_exact::<PyTuple>().is_err() {
+            return Err(no_term_form(obj));
+        }
+        push(b, &t, depth + 1)?;
     } else {
         return Err(no_term_form(obj));
     }
     Ok(())
+}
+
+/// `beamvm._wire._from_term`, which makes the Python value of a tagged tuple.
+fn wire_from_term(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static F: GILOnceCell<PyObject> = GILOnceCell::new();
+    F.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("beamvm._wire")?.getattr("_from_term")?.unbind())
+    })
+    .map(|f| f.bind(py))
+}
+
+/// Whether `a` tags a wire-only value (dist.rs).
+fn is_wire_tag(a: Atom) -> bool {
+    let t = crate::dist::tags();
+    a == t.charlist || a == t.improper || a == t.fun || a == t.port || a == t.bits
 }
 
 fn py_int<'py>(v: &Bound<'py, PyInt>) -> PyResult<Bound<'py, PyAny>> {
@@ -310,6 +333,22 @@ pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
         },
         Kind::Tuple => {
             let n = v.tuple_len().unwrap_or(0);
+            if n == 2 || n == 3 {
+                if let Some(tag) = v.tuple_get(0).and_then(|t| t.as_atom()) {
+                    if is_wire_tag(tag) {
+                        let a = v.tuple_get(1).map(|x| to_py(py, x)).transpose()?;
+                        let c = v.tuple_get(2).map(|x| to_py(py, x)).transpose()?;
+                        let f = wire_from_term(py)?;
+                        return Ok(f
+                            .call1((
+                                PyAtom(tag),
+                                a.unwrap_or_else(|| py.None()),
+                                c.unwrap_or_else(|| py.None()),
+                            ))?
+                            .unbind());
+                    }
+                }
+            }
             if n == 2 {
                 if let (Some(t), Some(s)) = (v.tuple_get(0), v.tuple_get(1)) {
                     if t.as_atom() == Some(str_tag()) {

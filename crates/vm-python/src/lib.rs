@@ -36,6 +36,7 @@ mod api;
 mod args;
 mod compiled;
 pub mod convert;
+mod dist;
 mod driver;
 mod errors;
 mod finalize;
@@ -115,6 +116,13 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::read_timer, m)?)?;
     m.add_function(wrap_pyfunction!(api::is_alive, m)?)?;
     m.add_function(wrap_pyfunction!(api::roundtrip, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::_dist_start, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::_dist_stop, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::node, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::nodes, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::dist_ping, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::dist_expose, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::dist_monitor_node, m)?)?;
     m.add_function(wrap_pyfunction!(api::in_process_, m)?)?;
     // Introspection.
     introspect::register(m)?;

@@ -388,13 +388,15 @@ fn list_elems(t: &Term) -> Option<Vec<Term>> {
     }
 }
 
-fn local_id(inner: &Inner, to: &ProcRef) -> Option<u32> {
-    let t = lock(&inner.tables);
-    match to {
-        ProcRef::Pid(p) if inner.is_local(p) => t.mailboxes.contains_key(&p.id).then_some(p.id),
-        ProcRef::Pid(_) => None,
-        ProcRef::Name(n) => t.names.get(n.as_str()).copied(),
-    }
+/// The local process `to` names, if alive; it is watched from now on (a remote
+/// process has a relation with it).
+fn watched(inner: &Inner, to: &ProcRef) -> Option<Pid> {
+    let p = match to {
+        ProcRef::Pid(p) if inner.is_local(p) => p.clone(),
+        ProcRef::Pid(_) => return None,
+        ProcRef::Name(n) => inner.whereis(n.as_str())?,
+    };
+    inner.watch(&p).then_some(p)
 }
 
 fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
@@ -402,7 +404,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
         Control::Send { to, message } => {
             if inner.is_local(&to) {
                 inner.deliver(
-                    to.id,
+                    &to,
                     Delivery::Message {
                         from: None,
                         message,
@@ -413,7 +415,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
         Control::SendSender { from, to, message } => {
             if inner.is_local(&to) {
                 inner.deliver(
-                    to.id,
+                    &to,
                     Delivery::Message {
                         from: Some(from),
                         message,
@@ -439,12 +441,11 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
             message,
         } => match to_name.as_str() {
             "net_kernel" => net_kernel(inner, conn, message),
-            "rex" if !lock(&inner.tables).names.contains_key("rex") => rex(inner, conn, message),
+            "rex" if inner.whereis("rex").is_none() => rex(inner, conn, message),
             name => {
-                let id = lock(&inner.tables).names.get(name).copied();
-                if let Some(id) = id {
+                if let Some(to) = inner.whereis(name) {
                     inner.deliver(
-                        id,
+                        &to,
                         Delivery::Message {
                             from: Some(from),
                             message,
@@ -454,8 +455,8 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
             }
         },
         Control::Link { from, to } => {
-            if inner.is_local(&to) && lock(&inner.tables).mailboxes.contains_key(&to.id) {
-                lock(&inner.tables).links.insert((to.id, from));
+            if inner.is_local(&to) && inner.watch(&to) {
+                lock(&inner.tables).links.insert((to, from));
             } else {
                 let _ = conn.send(
                     &Control::Exit {
@@ -468,10 +469,12 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
             }
         }
         Control::Unlink { from, to } => {
-            lock(&inner.tables).links.remove(&(to.id, from));
+            lock(&inner.tables).links.remove(&(to, from));
         }
         Control::UnlinkId { id, from, to } => {
-            lock(&inner.tables).links.remove(&(to.id, from.clone()));
+            lock(&inner.tables)
+                .links
+                .remove(&(to.clone(), from.clone()));
             let _ = conn.send(
                 &Control::UnlinkIdAck {
                     id,
@@ -483,10 +486,12 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
         }
         Control::UnlinkIdAck { .. } | Control::GroupLeader { .. } => {}
         Control::Exit { from, to, reason } => {
-            let linked = lock(&inner.tables).links.remove(&(to.id, from.clone()));
+            let linked = lock(&inner.tables)
+                .links
+                .remove(&(to.clone(), from.clone()));
             if linked && inner.is_local(&to) {
                 inner.deliver(
-                    to.id,
+                    &to,
                     Delivery::Exit {
                         from,
                         reason,
@@ -498,7 +503,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
         Control::Exit2 { from, to, reason } => {
             if inner.is_local(&to) {
                 inner.deliver(
-                    to.id,
+                    &to,
                     Delivery::Exit {
                         from,
                         reason,
@@ -516,10 +521,10 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
                 || matches!(&to, ProcRef::Pid(p) if inner.is_local(p) && p.id == SYSTEM_ID);
             if system {
                 // The node's own services never end while the node runs.
-            } else if let Some(id) = local_id(inner, &to) {
+            } else if let Some(p) = watched(inner, &to) {
                 lock(&inner.tables)
                     .monitors_in
-                    .insert(reference.clone(), (id, from));
+                    .insert(reference.clone(), (p, from));
             } else {
                 let _ = conn.send(
                     &Control::MonitorPExit {
@@ -542,9 +547,9 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
             ..
         } => {
             let entry = lock(&inner.tables).monitors_out.remove(&reference);
-            if let Some((id, _, _)) = entry {
+            if let Some((p, _, _)) = entry {
                 inner.deliver(
-                    id,
+                    &p,
                     Delivery::Down {
                         reference,
                         process: from,
