@@ -14,7 +14,7 @@ import pytest
 
 import beamvm
 from beamvm import ANY, Atom, Charlist, ImproperList, receive, self_pid, send
-from beamvm import dist, rpc
+from beamvm import dist, gen_server, rpc
 
 from dist_helpers import COOKIE, ERL, ErlNode, epmd_names, erl_eval, unique
 
@@ -393,3 +393,35 @@ def test_two_beamvm_nodes_cluster_through_the_builtin_epmd(tmp_path):
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+class Counter(gen_server.GenServer):
+    def init(self, start=0):
+        self.n = start
+
+    def handle_call(self, request, from_):
+        if request == Atom("get"):
+            return self.n
+        if isinstance(request, tuple) and request[0] == Atom("add"):
+            self.n += request[1]
+            return self.n
+        raise ValueError(f"unknown request {request!r}")
+
+
+def test_gen_server_calls_across_nodes(erl):
+    def main():
+        me = beamvm.node()
+        Counter.start_link(5, name="counter")
+        # erl -> Python GenServer: the [alias | Ref] tag of OTP 24+'s gen:call.
+        assert erl_eval(erl, f"gen_server:call({{counter, '{me}'}}, get).") == 5
+        assert erl_eval(erl, f"gen_server:call({{counter, '{me}'}}, {{add, 2}}).") == 7
+        # A reply through the alias after the caller gave up is dropped (alias inactive).
+        late = erl_eval(
+            erl,
+            f"catch gen_server:call({{counter, '{me}'}}, {{add, 1}}, 0), "
+            "receive M -> {late, M} after 500 -> none end.",
+        )
+        assert late == Atom("none")
+        return True
+
+    assert run_node(main)
