@@ -10,15 +10,14 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 import beamvm
-from beamvm import ANY, Atom, Charlist, ImproperList, receive, self_pid, send
-from beamvm import dist, gen_server, rpc
-
+import pytest
+from beamvm import ANY, Atom, Charlist, ImproperList, dist, gen_server, receive, rpc, self_pid, send
 from dist_helpers import COOKIE, ERL, ErlNode, epmd_names, erl_eval, unique
 
-pytestmark = pytest.mark.skipif(ERL is None, reason="erl is not installed (apt install erlang-base)")
+pytestmark = pytest.mark.skipif(
+    ERL is None, reason="erl is not installed (apt install erlang-base)"
+)
 
 OK = Atom("ok")
 
@@ -85,9 +84,12 @@ def test_send_and_registered_send_both_ways(erl):
         erl_pid = got[1]
         assert erl_pid.node == erl.atom
         # Python -> erl: a pid of erl's and a registered name on erl; ordering kept.
-        erl_eval(erl, "register(sink, spawn(fun S() -> receive {get, F} -> "
-                      "F ! {sunk, lists:reverse(get())}; M -> put(M, 1), "
-                      "put(log, [M | case get(log) of undefined -> []; L -> L end]), S() end end)).")
+        erl_eval(
+            erl,
+            "register(sink, spawn(fun S() -> receive {get, F} -> "
+            "F ! {sunk, lists:reverse(get())}; M -> put(M, 1), "
+            "put(log, [M | case get(log) of undefined -> []; L -> L end]), S() end end)).",
+        )
         for i in range(100):
             send((Atom("sink"), erl.atom), i)
         sink = erl_eval(erl, "whereis(sink).")
@@ -106,7 +108,9 @@ RANDOM_TERMS = r"""
 rand:seed(exsss, {1, 2, 3}),
 Atom = fun() -> element(rand:uniform(5), {a, 'hello world', 'ünïcødé', '日本', true}) end,
 %% Map keys that Python can hash (a list or map key has no dict form there).
-Key = fun() -> element(rand:uniform(5), {rand:uniform(1 bsl 70), Atom(), <<"k">>, {1, 2.5}, self()}) end,
+Key = fun() ->
+        element(rand:uniform(5), {rand:uniform(1 bsl 70), Atom(), <<"k">>, {1, 2.5}, self()})
+      end,
 Gen = fun G(0) -> rand:uniform(100);
           G(D) ->
             case rand:uniform(16) of
@@ -161,13 +165,17 @@ def test_python_values_on_the_wire(erl):
         assert b == b"bin" and imp == ImproperList([1], 2) and t is True and u is None
         assert isinstance(f, beamvm.Fun)
         # str goes out as a UTF-8 binary; a Fun goes back as the same fun.
-        check = erl_eval(erl, "receive {S, F} -> {S =:= <<\"héllo\"/utf8>>, F()} after 5000 -> timeout end.")
+        check = erl_eval(
+            erl, 'receive {S, F} -> {S =:= <<"héllo"/utf8>>, F()} after 5000 -> timeout end.'
+        )
         assert check == Atom("timeout")  # nothing sent yet
         me = self_pid()
         agent = erl_eval(erl, "self().")
         assert agent.node == erl.atom
         send(agent, ("héllo", f))
-        assert erl_eval(erl, "receive {S, F} -> {S =:= <<\"héllo\"/utf8>>, F()} after 5000 -> timeout end.") == (
+        assert erl_eval(
+            erl, 'receive {S, F} -> {S =:= <<"héllo"/utf8>>, F()} after 5000 -> timeout end.'
+        ) == (
             True,
             erl.atom,
         )
@@ -237,14 +245,21 @@ def test_links_and_monitors_in_all_four_directions(erl):
         watched = beamvm.spawn(die_with, Atom("py_down"))
         ref = beamvm.make_ref()
         agent = (Atom("agent"), erl.atom)
-        send(agent, (Atom("eval"), self_pid(), ref,
-                     "process_flag(trap_exit, true), "
-                     "{V, W} = receive {pids, V0, W0} -> {V0, W0} end, "
-                     "link(V), R = monitor(process, W), "
-                     "Py ! {ready, self()}, "
-                     "E = receive {'EXIT', V, Why} -> Why after 10000 -> timeout end, "
-                     "D = receive {'DOWN', R, process, W, Why2} -> Why2 after 10000 -> timeout end, "
-                     "process_flag(trap_exit, false), {E, D}."))
+        send(
+            agent,
+            (
+                Atom("eval"),
+                self_pid(),
+                ref,
+                "process_flag(trap_exit, true), "
+                "{V, W} = receive {pids, V0, W0} -> {V0, W0} end, "
+                "link(V), R = monitor(process, W), "
+                "Py ! {ready, self()}, "
+                "E = receive {'EXIT', V, Why} -> Why after 10000 -> timeout end, "
+                "D = receive {'DOWN', R, process, W, Why2} -> Why2 after 10000 -> timeout end, "
+                "process_flag(trap_exit, false), {E, D}.",
+            ),
+        )
         send(agent, (Atom("pids"), victim, watched))
         receive((Atom("ready"), ANY), timeout=10)
         send(victim, Atom("die"))
@@ -252,10 +267,17 @@ def test_links_and_monitors_in_all_four_directions(erl):
         assert receive((ref, ANY), timeout=20)[1] == (Atom("py_reason"), Atom("py_down"))
         # exit(remote, reason) from Python: a trapping erl process sees it.
         ref = beamvm.make_ref()
-        send(agent, (Atom("eval"), self_pid(), ref,
-                     "process_flag(trap_exit, true), Py ! {agent, self()}, "
-                     "X = receive {'EXIT', Py, Why} -> Why after 10000 -> timeout end, "
-                     "process_flag(trap_exit, false), X."))
+        send(
+            agent,
+            (
+                Atom("eval"),
+                self_pid(),
+                ref,
+                "process_flag(trap_exit, true), Py ! {agent, self()}, "
+                "X = receive {'EXIT', Py, Why} -> Why after 10000 -> timeout end, "
+                "process_flag(trap_exit, false), X.",
+            ),
+        )
         agent_pid = receive((Atom("agent"), ANY), timeout=10)[1]
         beamvm.exit(agent_pid, Atom("py_exit2"))
         assert receive((ref, ANY), timeout=20)[1] == Atom("py_exit2")

@@ -294,9 +294,12 @@ def run(main: Callable[..., Any], /, *args: Any, **config: Any) -> Any:
 
 
 def start(**config: Any) -> None:
-    """Start the VM for embedding (settings as for :func:`run`, distribution included:
-    ``node="py@localhost"``, ``cookie``, ``longnames``, ``hidden``, ``dist_listen``,
-    ``net_ticktime``, ``decode_binaries``)."""
+    """Start the VM for embedding.
+
+    Settings as for :func:`run`, distribution included: ``node="py@localhost"``,
+    ``cookie``, ``longnames``, ``hidden``, ``dist_listen``, ``net_ticktime``,
+    ``decode_binaries``.
+    """
     from beamvm import dist
 
     opts = dist._options(config)
@@ -310,14 +313,14 @@ def start(**config: Any) -> None:
 
 
 def node(pid: Pid | None = None) -> Atom:
-    """This node's name, or with ``pid`` the node that process lives on."""
+    """Return this node's name, or with ``pid`` the node that process lives on."""
     if pid is not None:
         return pid.node
     return _native.node()
 
 
 def nodes() -> list[Atom]:
-    """The nodes this node is connected to."""
+    """Return the nodes this node is connected to."""
     return _native.nodes()
 
 

@@ -33,7 +33,7 @@ class Charlist(list):  # type: ignore[type-arg]
         super().__init__(items)
 
     def text(self) -> str:
-        """The characters, as Erlang's ``io_lib`` prints the string."""
+        """Return the characters, as Erlang's ``io_lib`` prints the string."""
         return "".join(map(chr, self))
 
     def __repr__(self) -> str:
@@ -137,7 +137,7 @@ class BitString:
 
 
 def _from_term(tag: Any, a: Any, b: Any = None) -> Any:
-    """The Python value of a tagged tuple (called by the native converter)."""
+    """Return the Python value of a tagged tuple (called by the native converter)."""
     if tag == _CHARLIST:
         return Charlist(a)
     if tag == _IMPROPER:

@@ -33,16 +33,24 @@ __all__ = [
 ]
 
 #: The keyword arguments of beamvm.run / beamvm.start that configure distribution.
-OPTIONS = ("node", "cookie", "longnames", "hidden", "dist_listen", "net_ticktime", "decode_binaries")
+OPTIONS = (
+    "node",
+    "cookie",
+    "longnames",
+    "hidden",
+    "dist_listen",
+    "net_ticktime",
+    "decode_binaries",
+)
 
 
 def node() -> Atom:
-    """This node's name (``Atom('nonode@nohost')`` when not distributed)."""
+    """Return this node's name (``Atom('nonode@nohost')`` when not distributed)."""
     return _native.node()
 
 
 def nodes() -> list[Atom]:
-    """The nodes this one is connected to."""
+    """Return the nodes this one is connected to."""
     return _native.nodes()
 
 
@@ -52,14 +60,19 @@ def ping(name: str | Atom, timeout: float = 5.0) -> Atom:
 
 
 def monitor_node(name: str | Atom, flag: bool = True) -> bool:
-    """``erlang:monitor_node``: the calling process gets ``(Atom('nodedown'), node)``
-    when the connection to ``name`` is lost (at once if it cannot be made)."""
+    """Monitor the connection to ``name`` (``erlang:monitor_node``).
+
+    The calling process gets ``(Atom('nodedown'), node)`` when the connection is lost
+    (at once if it cannot be made).
+    """
     return _native.dist_monitor_node(name, flag)
 
 
 def expose(name: str, module: types.ModuleType | Any) -> list[str]:
-    """Makes the public functions of ``module`` callable from other nodes as
-    ``rpc:call(Node, name, Function, Args)`` (and ``erpc:call``). Returns the names.
+    """Make the public functions of ``module`` callable from other nodes.
+
+    Erlang calls them as ``rpc:call(Node, name, Function, Args)`` (or ``erpc:call``).
+    Returns the names.
 
     Arguments arrive converted as messages are (binaries as ``bytes``, strings sent by
     Erlang as :class:`Charlist`); the result goes back the same way. An exception becomes
@@ -85,8 +98,11 @@ def _full_name(name: str, longnames: bool) -> str:
 
 
 def _options(config: dict[str, Any]) -> dict[str, Any] | None:
-    """Takes the distribution settings out of ``config`` (with the environment's
-    ``BEAMVM_NODE`` / ``BEAMVM_COOKIE``); None when this VM is not to be a node."""
+    """Take the distribution settings out of ``config``.
+
+    The environment's ``BEAMVM_NODE`` / ``BEAMVM_COOKIE`` fill in; None when this VM is
+    not to be a node.
+    """
     opts = {k: config.pop(k) for k in OPTIONS if k in config}
     name = opts.get("node") or os.environ.get("BEAMVM_NODE")
     if not name:

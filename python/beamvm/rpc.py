@@ -29,8 +29,13 @@ def _atom(x: str | Atom, what: str) -> Atom:
     raise TypeError(f"rpc.call's {what} must be a str or an Atom, not {type(x).__name__}")
 
 
-def call(node: str | Atom, module: str | Atom, function: str | Atom, args: list[Any],
-         timeout: float = 5.0) -> Any:
+def call(
+    node: str | Atom,
+    module: str | Atom,
+    function: str | Atom,
+    args: list[Any],
+    timeout: float = 5.0,
+) -> Any:
     """``rpc:call(Node, Module, Function, Args, Timeout)`` from a process."""
     import beamvm
 

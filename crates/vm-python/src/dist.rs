@@ -428,8 +428,6 @@ fn watch(host: &VmHost, pid: Pid) -> bool {
     };
     let Some(w) = host.wire() else { return false };
     let me = w.local_pid(pid);
-    let wire_name = w.name.clone();
-    let _ = wire_name;
     let glue = current();
     let mut mref = None;
     let body = move |cx: &mut Cx<'_>| -> Step {
@@ -504,7 +502,7 @@ impl Glue {
         node != self.wire().core_name
     }
 
-    fn from_pid(&self, from: Option<Pid>) -> Option<wire::Pid> {
+    fn sender(&self, from: Option<Pid>) -> Option<wire::Pid> {
         from.map(|p| self.wire().local_pid(p))
     }
 
@@ -512,7 +510,7 @@ impl Glue {
     pub(crate) fn send(&self, from: Option<Pid>, to: &ExternalPid, msg: &Fragment) -> PyResult<()> {
         let m = self.out(msg)?;
         let to = self.wire().ext_pid(to);
-        if let Err(e) = self.node.send(self.from_pid(from).as_ref(), &to, m) {
+        if let Err(e) = self.node.send(self.sender(from).as_ref(), &to, m) {
             // As in Erlang, a send to an unreachable node is not an error for the sender.
             log::info!("send to {}: {e}", to.node);
         }
@@ -528,7 +526,7 @@ impl Glue {
         msg: &Fragment,
     ) -> PyResult<()> {
         let m = self.out(msg)?;
-        let from = match self.from_pid(from) {
+        let from = match self.sender(from) {
             Some(f) => f,
             // REG_SEND needs a sender: code outside any process sends as net_kernel's
             // stand-in, as erl's shell-less sends do from a system process.
