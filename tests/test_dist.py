@@ -447,3 +447,38 @@ def test_gen_server_calls_across_nodes(erl):
         return True
 
     assert run_node(main)
+
+
+def test_example_dist_node_talks_to_an_erl_shell(tmp_path):
+    """examples/dist_node.py: erl pings it, rpc:calls pymath and calls its counter."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    name = f"{unique('ex')}@localhost"
+    node = subprocess.Popen(
+        [sys.executable, os.path.join(root, "examples", "dist_node.py"), "--node", name,
+         "--cookie", COOKIE, "--seconds", "120"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert node.stdout is not None
+        assert "up" in node.stdout.readline()
+        src = (
+            f"pong = net_adm:ping('{name}'), "
+            f"3 = rpc:call('{name}', pymath, add, [1, 2]), "
+            f"<<\"ABC\">> = rpc:call('{name}', pymath, upper, [<<\"abc\">>]), "
+            f"5 = gen_server:call({{counter, '{name}'}}, {{add, 5}}), "
+            f"{{echo, '{name}'}} ! {{self(), hi}}, "
+            "receive {echo, hi} -> ok after 10000 -> exit(no_echo) end, "
+            f"{{echo, '{name}'}} ! stop, io:format(\"all ok~n\"), init:stop()."
+        )
+        out = subprocess.run(
+            [ERL or "erl", "-sname", unique("sh") + "@localhost", "-setcookie", COOKIE,
+             "-noshell", "-eval", src],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert "all ok" in out.stdout, out.stdout + out.stderr
+        assert node.wait(60) == 0
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
