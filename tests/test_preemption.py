@@ -54,9 +54,16 @@ def test_fairness_one_scheduler_ticker_p99_and_spinners_advance():
         assert len(late) >= 190
         assert len(counts) == 4 and min(counts) > 0.2 * max(counts), counts
         p99s.append(late[int(len(late) * 0.99) - 1])
-        if p99s[-1] <= 0.005:
+        if p99s[-1] <= TICKER_P99_BOUND:
             break
-    assert min(p99s) <= 0.005, f"ticker p99 lateness per run (ms): {[x * 1e3 for x in p99s]}"
+    per_run_ms = [x * 1e3 for x in p99s]
+    assert min(p99s) <= TICKER_P99_BOUND, f"ticker p99 lateness per run (ms): {per_run_ms}"
+
+
+#: Behaviour, not speed: unpreempted spinners would hold the only scheduler for good
+#: (the ticker starves); preempted, the ticker is a few ms late at worst (B7 measures
+#: that figure; 50 ms leaves room for a loaded CI machine).
+TICKER_P99_BOUND = 0.050
 
 
 def test_busy_process_does_not_block_messages():

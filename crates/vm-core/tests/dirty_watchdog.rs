@@ -25,7 +25,7 @@ fn a_process_killed_during_its_dirty_call_is_cleaned_up_and_the_thread_reused() 
                         DirtyKind::Io,
                         Box::new(move || {
                             st.send(()).unwrap();
-                            std::thread::sleep(Duration::from_millis(200));
+                            std::thread::sleep(Duration::from_millis(1000));
                             Box::new(p)
                         }),
                     )
@@ -39,7 +39,8 @@ fn a_process_killed_during_its_dirty_call_is_cleaned_up_and_the_thread_reused() 
     vm.exit(victim, term(atom("kill")));
     assert!(eventually(5, || !vm.is_alive(victim)));
     assert!(
-        t0.elapsed() < Duration::from_millis(150),
+        // The job runs 1 s: well under that is "without waiting", even when loaded.
+        t0.elapsed() < Duration::from_millis(700),
         "killed without waiting for the job"
     );
     // The job's result (holding `payload`) is dropped once the job ends.
@@ -120,8 +121,10 @@ fn watchdog_hands_a_stuck_schedulers_work_to_the_others_and_reports_it() {
     let sent_us = recv_timeout(&trx, 5);
     let got_us = base.elapsed().as_micros() as u64;
     let delay = Duration::from_micros(got_us - sent_us);
+    // The hog holds its scheduler 300 ms: a woken process left behind it would wait
+    // that long; moved by the watchdog it waits a few ms (generous for a loaded host).
     assert!(
-        delay < Duration::from_millis(20),
+        delay < Duration::from_millis(150),
         "woken process waited {delay:?}"
     );
     match recv_timeout(&mrx, 5) {

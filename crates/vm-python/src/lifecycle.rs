@@ -368,6 +368,7 @@ pub(crate) fn _after_fork(py: Python<'_>) {
     }
     crate::driver::forget_threads(py);
     crate::finalize::after_fork();
+    crate::timeslice::after_fork();
 }
 
 /// Starts the VM for embedding (settings as keyword arguments; see `beamvm.run`).

@@ -106,6 +106,32 @@ static SLOTS: Mutex<Vec<Arc<Slot>>> = Mutex::new(Vec::new());
 /// The timer thread, once started; `PARKED` says it waits for the next slice.
 static TIMER: OnceLock<Thread> = OnceLock::new();
 static PARKED: AtomicBool = AtomicBool::new(false);
+/// Set in the child of `os.fork()`: the timer thread did not survive, and it may have
+/// held [`SLOTS`] at the fork, so the child never blocks on that lock (see
+/// [`slots_registry`]).
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// The registry of slots, or `None` in a forked child where its lock is held by a
+/// thread that no longer exists (an exiting thread's slot is then simply not removed;
+/// nothing looks at it: the child has no timer).
+fn slots_registry() -> Option<std::sync::MutexGuard<'static, Vec<Arc<Slot>>>> {
+    if FORKED.load(Ordering::Acquire) {
+        return match SLOTS.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+    }
+    Some(SLOTS.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// In the child of `os.fork()` (lifecycle's `_after_fork`): forget the parent's timer.
+/// Without this a child whose fork caught the timer inside its look deadlocked at exit
+/// (a thread-local destructor took the registry's lock). The child's code runs without
+/// time slices (a VM started in the child ends its slices by reductions only).
+pub(crate) fn after_fork() {
+    FORKED.store(true, Ordering::Release);
+}
 
 /// This thread's slot, registered for the timer while the thread lives.
 struct Owned(Arc<Slot>);
@@ -113,10 +139,9 @@ struct Owned(Arc<Slot>);
 impl Drop for Owned {
     fn drop(&mut self) {
         FAST.with(|c| c.set(std::ptr::null()));
-        SLOTS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|s| !Arc::ptr_eq(s, &self.0));
+        if let Some(mut slots) = slots_registry() {
+            slots.retain(|s| !Arc::ptr_eq(s, &self.0));
+        }
     }
 }
 
@@ -130,7 +155,9 @@ thread_local! {
             grace: AtomicU64::new(0),
             need: AtomicU32::new(1),
         });
-        SLOTS.lock().unwrap_or_else(|e| e.into_inner()).push(s.clone());
+        if let Some(mut slots) = slots_registry() {
+            slots.push(s.clone());
+        }
         Owned(s)
     };
     /// `MINE`'s slot, once registered: a plain load per slice instead of the lazily
