@@ -444,6 +444,15 @@ def test_gen_server_calls_across_nodes(erl):
             "receive M -> {late, M} after 500 -> none end.",
         )
         assert late == Atom("none")
+        # Python -> erl gen_servers: by (name, node) and by pid; a missing name is noproc.
+        assert gen_server.call((Atom("net_kernel"), erl.atom), (Atom("is_auth"), me)) == Atom(
+            "yes"
+        )
+        nk = erl_eval(erl, "whereis(net_kernel).")
+        assert gen_server.call(nk, (Atom("is_auth"), me)) == Atom("yes")
+        with pytest.raises(beamvm.CallError) as e:
+            gen_server.call((Atom("no_such_server"), erl.atom), Atom("x"), timeout=10)
+        assert e.value.reason[0] == Atom("noproc")
         return True
 
     assert run_node(main)

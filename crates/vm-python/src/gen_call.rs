@@ -38,6 +38,8 @@ const DEFAULT_TIMEOUT: f64 = 5.0;
 /// What a call op needs to finish the call.
 pub(crate) struct CallMode {
     mref: Ref,
+    /// The server is on another node: its monitor lives in the distribution layer.
+    remote: bool,
     server: PyObject,
     request: PyObject,
     timeout: PyObject,
@@ -69,6 +71,20 @@ impl CallMode {
         Ok(t.into_pyobject(py)?.into_any().unbind())
     }
 
+    /// Removes the monitor (and a DOWN of it already queued).
+    fn demonitor(&self) {
+        let mref = self.mref;
+        if !self.remote {
+            with_cx(|cx| cx.demonitor(mref, true));
+            return;
+        }
+        let me = with_cx(|cx| cx.self_pid());
+        if let (Some(me), Some(g)) = (me, crate::dist::current()) {
+            g.demonitor(me, mref);
+        }
+        with_cx(|cx| cx.recv_keyed(Key::of_ref(mref), |m| m.tuple_len() == Some(5)));
+    }
+
     fn error(&self, py: Python<'_>, why: PyObject) -> PyErr {
         let reason = match self.mfa(py) {
             Ok(mfa) => PyTuple::new(py, [why, mfa]),
@@ -89,11 +105,9 @@ impl CallMode {
         if v.is(&rt(py).missing) {
             // Timed out: after the demonitor no reply reaches the mailbox; one that is
             // already there is still ours.
-            let late = with_cx(|cx| {
-                cx.demonitor(mref, true);
-                cx.recv_keyed(Key::of_ref(mref), |m| m.tuple_len() == Some(2))
-            })
-            .flatten();
+            self.demonitor();
+            let late = with_cx(|cx| cx.recv_keyed(Key::of_ref(mref), |m| m.tuple_len() == Some(2)))
+                .flatten();
             if let Some(m) = late {
                 return match frag_to_py(py, &m).and_then(|t| t.bind(py).get_item(1)) {
                     Ok(r) => stop_with(py, r.unbind()),
@@ -105,7 +119,7 @@ impl CallMode {
         let t = v.bind(py);
         match t.len() {
             Ok(2) => {
-                with_cx(|cx| cx.demonitor(mref, true));
+                self.demonitor();
                 match t.get_item(1) {
                     Ok(r) => stop_with(py, r.unbind()),
                     Err(e) => e,
@@ -183,30 +197,50 @@ pub(crate) fn _gen_call(
     };
     let mut call = CallMode {
         mref: Ref(0),
+        remote: false,
         server: server.clone().unbind(),
         request: request.clone().unbind(),
         timeout: timeout_term,
     };
-    let Some(pid) = resolve(py, server)? else {
-        return Err(call.error(py, PyAtom(Atom::new("noproc")).into_py(py)));
-    };
     let req = to_fragment(request)?;
-    let sent = with_cx(|cx| {
-        let me = cx.self_pid();
-        if me == pid {
-            return None;
+    let remote = crate::dist::monitor_target(server)?;
+    let (pid, sent) = match remote {
+        // A server on another node: a remote monitor (whose DOWN uses a local ref) and
+        // the request over the wire; the reply comes to our pid as `{Ref, Reply}`.
+        Some(target) => {
+            call.remote = true;
+            let g = crate::dist::current().ok_or_else(|| PyRuntimeError::new_err("not a node"))?;
+            let sent = with_cx(|cx| {
+                let me = cx.self_pid();
+                let mref = g.monitor(me, target);
+                Some((me, mref))
+            });
+            let Some(Some((me, mref))) = sent else {
+                return Err(call.error(py, PyAtom(Atom::new("calling_self")).into_py(py)));
+            };
+            let msg = PyTuple::new(
+                py,
+                [
+                    PyAtom(Atom::new("$gen_call")).into_py(py),
+                    (PyPid::local(me), crate::types::PyRef::local(mref)).into_py(py),
+                    request.clone().unbind(),
+                ],
+            )?;
+            crate::api::send(server, msg.as_any())?;
+            (None, Some(Some(mref)))
         }
-        let mref = cx.monitor_alias(pid, AliasMode::Demonitor);
-        let mut b = FragmentBuilder::new();
-        b.atom(Atom::new("$gen_call")).pid(me).reference(mref);
-        let built = b.tuple(2).and_then(|b| b.view(req.view()).tuple(3)).is_ok();
-        if let Some(frag) = built.then(|| b.finish().ok()).flatten() {
-            cx.send(pid, frag);
-        }
-        Some(mref)
-    });
+        None => match resolve(py, server)? {
+            Some(pid) => (Some(pid), None),
+            None => return Err(call.error(py, PyAtom(Atom::new("noproc")).into_py(py))),
+        },
+    };
+    let sent = match (pid, sent) {
+        (_, Some(s)) => s,
+        (Some(pid), None) => local_call(pid, &req),
+        (None, None) => None,
+    };
     let mref = match sent {
-        Some(Some(r)) => r,
+        Some(r) => r,
         _ => return Err(call.error(py, PyAtom(Atom::new("calling_self")).into_py(py))),
     };
     call.mref = mref;
@@ -227,6 +261,26 @@ pub(crate) fn _gen_call(
         Some(rt(py).missing.clone_ref(py)),
         Some(Box::new(call)),
     ))
+}
+
+/// Monitors the local server `pid` with an alias and sends it the request; `None` when
+/// the caller is the server (or no process runs here).
+fn local_call(pid: Pid, req: &vm_core::Fragment) -> Option<Ref> {
+    with_cx(|cx| {
+        let me = cx.self_pid();
+        if me == pid {
+            return None;
+        }
+        let mref = cx.monitor_alias(pid, AliasMode::Demonitor);
+        let mut b = FragmentBuilder::new();
+        b.atom(Atom::new("$gen_call")).pid(me).reference(mref);
+        let built = b.tuple(2).and_then(|b| b.view(req.view()).tuple(3)).is_ok();
+        if let Some(frag) = built.then(|| b.finish().ok()).flatten() {
+            cx.send(pid, frag);
+        }
+        Some(mref)
+    })
+    .flatten()
 }
 
 /// `gen_server.cast(server, msg)`: sends `('$gen_cast', msg)` to the server and returns
