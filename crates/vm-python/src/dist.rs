@@ -429,11 +429,7 @@ fn watch(host: &VmHost, pid: Pid) -> bool {
     let Some(w) = host.wire() else { return false };
     let me = w.local_pid(pid);
     let glue = current();
-    let mut mref = None;
     let body = move |cx: &mut Cx<'_>| -> Step {
-        if mref.is_none() {
-            mref = Some(cx.monitor(pid));
-        }
         while let Some(m) = cx.recv() {
             if let Term::Tuple(t) = m.to_term() {
                 if t.len() == 5 && t[0] == Term::Atom(Atom::DOWN) {
@@ -452,11 +448,16 @@ fn watch(host: &VmHost, pid: Pid) -> bool {
         }
         cx.wait(None)
     };
-    if host.vm.spawn(body).is_err() {
-        lock(&host.watched).remove(&pid);
-        return false;
+    // The monitor is set before this returns (not when the watcher first runs), so an
+    // exit right after a remote LINK or MONITOR_P still reports its own reason.
+    let watcher = host.vm.spawn(body);
+    match watcher.ok().and_then(|w| host.vm.monitor_for(w, pid)) {
+        Some(_) => true,
+        None => {
+            lock(&host.watched).remove(&pid);
+            false
+        }
     }
-    true
 }
 
 /// A running node and its host side.

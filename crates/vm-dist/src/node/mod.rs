@@ -4,9 +4,11 @@
 //! [`Node::start`] registers with EPMD (starting the built-in server when nothing
 //! answers on the EPMD port), listens for connections, and from then on accepts
 //! peers and connects to them on first use (auto-connect, as Erlang does). Each
-//! connection has a reader thread (bytes → [`Connection`] → dispatch) and a writer
-//! thread (a queue of whole frames, coalesced into one write when several are
-//! waiting, so per-pair order is the order of sends); one ticker thread runs every
+//! connection has a reader thread (bytes → [`Connection`] → dispatch) and an output
+//! buffer of whole frames that one thread at a time writes, in order (per-pair order is
+//! the order of sends): the sender itself while the batch is small (no thread hand-off
+//! on a round trip), a writer thread for big batches; frames that pile up meanwhile
+//! coalesce into one write. One ticker thread runs every
 //! connection's timer. [`Mailbox`]es give Rust code pids; the node answers
 //! net_kernel's `is_auth` (so `net_adm:ping` gets `pong`), `rex` calls and
 //! `erpc`'s spawn requests for functions exposed with [`Node::expose`].
