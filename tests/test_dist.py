@@ -491,3 +491,108 @@ def test_example_dist_node_talks_to_an_erl_shell(tmp_path):
         if node.poll() is None:
             node.kill()
             node.wait()
+
+
+def test_an_idle_connection_survives_ticks_and_a_silent_peer_is_dropped():
+    """Ticks keep an idle connection (three net_ticktimes of silence from the programs);
+    a peer that stops answering (SIGSTOP) is declared down within net_ticktime, with
+    noconnection to links and monitors."""
+    import signal
+
+    erl = ErlNode(ticktime=2)
+
+    def main():
+        beamvm.process_flag("trap_exit", True)
+        p = erl_eval(erl, "spawn(fun() -> receive _ -> ok end end).")
+        beamvm.link(p)
+        r = beamvm.monitor(p)
+        beamvm.sleep(6.5)  # idle: only ticks cross
+        assert erl.atom in beamvm.nodes()
+        assert receive(ANY, timeout=0, default=None) is None
+        assert erl_eval(erl, "ok.") == OK
+        os.kill(erl.proc.pid, signal.SIGSTOP)
+        try:
+            assert receive((Atom("EXIT"), p, ANY), timeout=30)[2] == Atom("noconnection")
+            assert receive((Atom("DOWN"), r, ANY, ANY, ANY), timeout=30)[4] == Atom(
+                "noconnection"
+            )
+        finally:
+            os.kill(erl.proc.pid, signal.SIGCONT)
+        return True
+
+    try:
+        assert run_node(main, net_ticktime=2)
+    finally:
+        erl.stop()
+
+
+def test_unreachable_nodes_and_bad_values_fail_cleanly():
+    """Sends to a node that is not up are dropped; a link gives noconnection, a monitor
+    a DOWN with noconnection, monitor_node a nodedown; a value with no term form raises
+    TypeError before anything is sent; bad settings raise with what to do."""
+
+    def main():
+        ghost = beamvm.Atom("ghost_nowhere@localhost")
+        beamvm.process_flag("trap_exit", True)
+        rpid = erl_pid_on(ghost)
+        send(rpid, "dropped")
+        send((Atom("x"), ghost), "dropped")
+        beamvm.link(rpid)
+        assert receive((Atom("EXIT"), rpid, ANY), timeout=30)[2] == Atom("noconnection")
+        r = beamvm.monitor(rpid)
+        assert receive((Atom("DOWN"), r, ANY, ANY, ANY), timeout=30)[4] == Atom("noconnection")
+        dist.monitor_node(ghost)
+        assert receive((Atom("nodedown"), ANY), timeout=30)[1] == ghost
+        assert dist.ping(ghost) == Atom("pang")
+        with pytest.raises(TypeError):
+            send(rpid, object())
+        assert rpc.call(ghost, "erlang", "node", [])[0] == Atom("badrpc")
+        return True
+
+    assert run_node(main)
+    with pytest.raises(TypeError, match="node="):
+        beamvm.run(lambda: None, cookie="x")
+    with pytest.raises(ValueError, match="decode_binaries"):
+        beamvm.run(lambda: None, node=pynode(), decode_binaries="latin9")
+    with pytest.raises(ValueError, match="dist_listen"):
+        beamvm.run(lambda: None, node=pynode(), dist_listen="not an address")
+
+
+def erl_pid_on(node: Atom) -> beamvm.Pid:
+    """A pid of `node` (which need not be up), decoded from its external form."""
+    name = str(node).encode()
+    etf = bytes([131, 88, 119, len(name)]) + name + (77).to_bytes(4, "big") + bytes(4)
+    return dist.binary_to_term(etf + (5).to_bytes(4, "big"))
+
+
+def test_term_to_binary_round_trips_and_bad_bytes_raise():
+    """term_to_binary / binary_to_term: the wire mapping, usable without a node."""
+    v = (Atom("a"), 1, -0.0, 2**100, b"bin", "str", [1, 2], {1: 2}, Charlist("ab"),
+         ImproperList([1], 2), True, None)
+    etf = dist.term_to_binary(v)
+    assert etf[0] == 131
+    back = dist.binary_to_term(etf)
+    assert back[:5] == v[:5] and back[5] == b"str" and back[6:] == v[6:]
+    for bad in (b"", b"\x83", b"\x83\x6b\xff\xff", b"\x84abc", b"\x83\x52\x00"):
+        with pytest.raises(ValueError):
+            dist.binary_to_term(bad)
+
+
+def test_decode_binaries_utf8_hidden_and_the_environment(erl, monkeypatch):
+    """decode_binaries='utf8' gives str for UTF-8 binaries (bytes otherwise); a hidden
+    node is not in erl's nodes() but in nodes(hidden); BEAMVM_NODE/BEAMVM_COOKIE start a
+    node."""
+    monkeypatch.setenv("BEAMVM_NODE", pynode())
+    monkeypatch.setenv("BEAMVM_COOKIE", COOKIE)
+
+    def main():
+        me = beamvm.node()
+        assert str(me).startswith("py")
+        v = erl_eval(erl, "Py ! {<<\"héllo\"/utf8>>, <<255, 0>>}, ok.")
+        assert v == OK
+        assert receive(ANY, timeout=10) == ("héllo", b"\xff\x00")
+        assert me not in erl_eval(erl, "nodes().")
+        assert me in erl_eval(erl, "nodes(hidden).")
+        return True
+
+    assert beamvm.run(main, decode_binaries="utf8", hidden=True, dist_listen="127.0.0.1")

@@ -16,12 +16,14 @@ import types
 from typing import Any
 
 from beamvm import _native
-from beamvm._native import Atom
+from beamvm._native import Atom, binary_to_term, term_to_binary
 from beamvm._wire import BitString, Charlist, Fun, ImproperList, Port
 
 __all__ = [
     "BitString",
     "Charlist",
+    "binary_to_term",
+    "term_to_binary",
     "Fun",
     "ImproperList",
     "Port",

@@ -783,6 +783,49 @@ pub(crate) fn _dist_stop(py: Python<'_>) {
     crate::lifecycle::set_local_node(Atom::NONODE);
 }
 
+/// The term mapping of the running node, or of `nonode@nohost` when not distributed.
+fn codec_wire() -> Wire {
+    match current() {
+        Some(g) => {
+            let w = g.wire();
+            Wire {
+                name: w.name.clone(),
+                core_name: w.core_name,
+                creation: w.creation,
+                utf8: w.utf8,
+            }
+        }
+        None => Wire {
+            name: wire::Atom::new(Atom::NONODE.as_str()),
+            core_name: Atom::NONODE,
+            creation: 0,
+            utf8: false,
+        },
+    }
+}
+
+/// `erlang:term_to_binary(Value)`: the external term format of a Python value, as it
+/// would go on the wire.
+#[pyfunction]
+pub(crate) fn term_to_binary<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    let frag = crate::convert::to_fragment(value)?;
+    let t = codec_wire()
+        .term_out(&frag.to_term(), 0)
+        .map_err(PyValueError::new_err)?;
+    let bytes = vm_dist::etf::encode(&t).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(pyo3::types::PyBytes::new(py, &bytes))
+}
+
+/// `erlang:binary_to_term(Bytes)`: the Python value of an external term format
+/// encoding; `ValueError` for malformed input.
+#[pyfunction]
+pub(crate) fn binary_to_term(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
+    let t = vm_dist::etf::decode(data)
+        .map_err(|e| PyValueError::new_err(format!("not an external term: {e}")))?;
+    let frag = codec_wire().frag_in(&t).map_err(PyValueError::new_err)?;
+    crate::convert::frag_to_py(py, &frag)
+}
+
 /// This node's name (`Atom('nonode@nohost')` when not distributed).
 #[pyfunction]
 pub(crate) fn node() -> PyAtom {
