@@ -21,6 +21,7 @@ _seq = itertools.count()
 # `Py` bound to From) and answers {Ref, Value} (or {Ref, {Class, Reason}} on a crash).
 AGENT = r"""
 register(agent, self()),
+io:format("agent ready~n"),
 Loop = fun Loop() ->
   receive
     {eval, From, Ref, Src} ->
@@ -60,15 +61,17 @@ class ErlNode:
             args += ["-kernel", "net_ticktime", str(ticktime)]
         self.proc = subprocess.Popen(
             args + ["-eval", AGENT],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            text=True,
         )
-        deadline = time.monotonic() + 60
-        while f"name {self.short} at port" not in epmd_names():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"erl node {self.name} did not start")
-            time.sleep(0.1)
+        # EPMD lists the node as soon as net_kernel runs, before -eval has registered
+        # the agent (a message to it then would be dropped): wait for the agent's line.
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "agent ready" not in line:
+            self.stop()
+            raise RuntimeError(f"erl node {self.name} did not start: {line!r}")
 
     @property
     def atom(self) -> Atom:

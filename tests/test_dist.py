@@ -472,7 +472,9 @@ def test_example_dist_node_talks_to_an_erl_shell(tmp_path):
         assert node.stdout is not None
         assert "up" in node.stdout.readline()
         src = (
-            f"pong = net_adm:ping('{name}'), "
+            # Retry: the first connection can take a while on a loaded machine.
+            f"pong = lists:foldl(fun(_, pong) -> pong; (_, _) -> timer:sleep(500), "
+            f"net_adm:ping('{name}') end, pang, lists:seq(1, 20)), "
             f"3 = rpc:call('{name}', pymath, add, [1, 2]), "
             f"<<\"ABC\">> = rpc:call('{name}', pymath, upper, [<<\"abc\">>]), "
             f"5 = gen_server:call({{counter, '{name}'}}, {{add, 5}}), "
