@@ -807,7 +807,10 @@ fn codec_wire() -> Wire {
 /// `erlang:term_to_binary(Value)`: the external term format of a Python value, as it
 /// would go on the wire.
 #[pyfunction]
-pub(crate) fn term_to_binary<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+pub(crate) fn term_to_binary<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
     let frag = crate::convert::to_fragment(value)?;
     let t = codec_wire()
         .term_out(&frag.to_term(), 0)

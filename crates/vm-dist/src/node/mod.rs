@@ -969,8 +969,22 @@ fn epmd_keeper(inner: Arc<Inner>) {
                 inner.cfg.start_epmd,
             ) {
                 Ok((r, server)) => {
-                    *lock(&inner.registration) = Some(Arc::new(r));
+                    // Under the registration's lock, so that `stop` (which sets
+                    // `stopping` first, then takes the registration and the server)
+                    // either finds both or we see it stopping: a registration made
+                    // while stopping would never be closed (and `stop`'s join would
+                    // wait for this thread forever).
+                    let mut reg = lock(&inner.registration);
+                    if inner.stopping.load(Ordering::Acquire) {
+                        drop(reg);
+                        r.close();
+                        if let Some(mut s) = server {
+                            s.stop();
+                        }
+                        return;
+                    }
                     *lock(&inner.epmd_server) = server;
+                    *reg = Some(Arc::new(r));
                     break;
                 }
                 Err(e) => {
