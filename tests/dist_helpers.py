@@ -7,7 +7,6 @@ import itertools
 import os
 import shutil
 import subprocess
-import time
 from typing import Any
 
 import beamvm

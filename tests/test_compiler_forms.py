@@ -544,7 +544,8 @@ def test_asyncio_run_in_process_code_says_what_to_do():
 
 
 def make_lambda():
-    return lambda n: count(n) + 1
+    one = abs(-1)  # a call: make_lambda is compiled, not a leaf called plainly
+    return lambda n: count(n) + one
 
 
 def test_the_same_lambda_compiled_from_two_code_objects():

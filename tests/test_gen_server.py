@@ -479,6 +479,38 @@ def test_call_when_the_server_dies_during_the_call():
     assert (aliases, rest) == (0, [])
 
 
+REPLIES = [None, 7, "text", ("a", (Atom("b"), [1, 2])), (), (1,), {"k": (2,)}, b"\x00" * 10]
+
+
+def test_replies_arrive_intact_on_both_call_paths():
+    # A compiled call site yields the native call's receive op itself and the driver
+    # resumes the frame with the reply; other callers (a partial, spawn(gs.call, ...))
+    # run it with yield from and get the reply through StopIteration: a tuple must not
+    # be taken apart as the exception's arguments on either path.
+    import functools
+
+    def main():
+        pid = Suite.start()
+        direct = [gs.call(pid, ("echo", r)) for r in REPLIES]
+        partial = [functools.partial(gs.call, pid)(("echo", r)) for r in REPLIES]
+        me = self_pid()
+        spawned = []
+        for r in REPLIES:
+            spawn(lambda r=r: send(me, ("got", gs.call(pid, ("echo", r)))))
+            spawned.append(receive(("got", ANY), timeout=5)[1])
+        try:
+            functools.partial(gs.call, pid)(("delayed_answer", 1), timeout=0.01)
+        except CallError as e:
+            late = e.reason[0]
+        return direct, partial, spawned, late, flush(0.02)
+
+    direct, partial, spawned, late, rest = run(main)
+    for got in (direct, partial, spawned):
+        assert [type(x) for x in got] == [type(x) for x in REPLIES]
+        assert [repr(x) for x in got] == [repr(x) for x in REPLIES]
+    assert (late, rest) == (TIMEOUT, [])
+
+
 def _kill_after(pid, t):
     beamvm.sleep(t)
     exit(pid, KILL)

@@ -125,6 +125,11 @@ class Worker:
             self.n += 1
         return self.n
 
+    def own_class_step(self, n):
+        for _ in range(n):
+            self.n += 1
+        return Worker.__name__  # names its own class (a module global)
+
     @classmethod
     def cls_step(cls, n):
         return count(n)
@@ -208,6 +213,12 @@ def hog_method():
         w.step(10**5)
 
 
+def hog_method_own_class():
+    w = Worker()
+    while True:
+        w.own_class_step(10**7)
+
+
 def hog_classmethod():
     while True:
         Worker.cls_step(10**5)
@@ -274,6 +285,17 @@ def hog_genexp_for():
 def hog_genexp_join():
     while True:
         "".join(str(x) for x in range(10**5))
+
+
+def counted(n):
+    count(n)
+    return [1, 2, 3]
+
+
+def hog_genexp_first_iter():
+    while True:
+        for _ in (x for x in counted(10**7)):  # the call runs in this frame
+            pass
 
 
 def hog_lambda():
@@ -495,6 +517,7 @@ FORMS: list[Form] = [
     _f("deep_recursion", True, "recursion 800 deep"),
     _f("closure", True, "a closure with `nonlocal` and a loop"),
     _f("method", True, "a method whose body loops"),
+    _f("method_own_class", True, "a looping method that names its own class"),
     _f("classmethod", True, "a classmethod and a staticmethod that loop"),
     _f("generator_fine", True, "a generator consumed by `for`, short steps"),
     _f("generator_coarse", False, "a generator that loops ~0.1 s between yields"),
@@ -508,6 +531,7 @@ FORMS: list[Form] = [
     _f("genexp_list", True, "`list(x for x in range(10**6))`"),
     _f("genexp_for", True, "`for _ in (x * x for x in ...)`"),
     _f("genexp_join", True, '`"".join(str(x) for x in range(10**5))`'),
+    _f("genexp_first_iter", True, "`for _ in (x for x in f())`, f loops"),
     _f("lambda", True, "a lambda that calls a looping function"),
     _f("lambda_comp", True, "a lambda whose body is a comprehension"),
     _f("partial", True, "`functools.partial(count, 10**6)()`"),

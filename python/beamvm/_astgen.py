@@ -37,6 +37,15 @@ _SG = "_bvm_SG"  # _blocking.sleep_gen
 _AQ = "_bvm_AQ"  # _blocking.acquire_for
 _MS = "_bvm_MS"  # "argument not given" (min/max default)
 _RS = "_bvm_resumed"  # restarts the slice's clock after a budget-check yield
+# Builtins the generated code uses, reached through cells: user code may bind the names
+# (a parameter called ``type``, a global ``StopIteration``...), generated code never sees it.
+_T = "_bvm_T"  # builtins.type
+_SI = "_bvm_SI"  # StopIteration
+_BE = "_bvm_BE"  # BaseException
+_MT = "_bvm_MT"  # types.MethodType (bound-method calls, see _compiler._Rewriter._dispatch)
+_WR = "_bvm_WR"  # weakref.ReferenceType (called plainly: a dead ref cannot be hashed)
+_FT = "_bvm_FT"  # types.FunctionType (the dict lookup first, before the rarer shapes)
+_OP = "_bvm_OP"  # a native primitive whose op the frame yields itself (set_op_primitive)
 _B = "_bvm_B"  # local: this thread's budget cell
 _N = "_bvm_n"  # local: remaining reductions
 _RV = "_bvm_rv"  # local: return value
@@ -46,7 +55,8 @@ _K = "_bvm_k"  # prefix: per-function cells holding a global callee's value at c
 
 RUNTIME_NAMES = (
     _P, _TL, _D, _BFT, _RF, _WL, _SET, _RCV, _RW, _Y,
-    _SX, _RR, _IT, _GEN, _BI, _PB, _TS, _SG, _AQ, _MS, _RS,
+    _SX, _RR, _IT, _GEN, _BI, _PB, _TS, _SG, _AQ, _MS, _RS, _T, _SI, _BE, _MT, _WR,
+    _FT, _OP,
 )  # fmt: skip
 
 
@@ -154,7 +164,7 @@ def _unstop(value: ast.expr) -> ast.expr:
     """``(x if type(x := <value>) is not SX else RR(x))``: re-raise a carried StopIteration."""
     return ast.IfExp(
         test=ast.Compare(
-            left=_raw(_name("type"), ast.NamedExpr(target=_name(_X, True), value=value)),
+            left=_raw(_name(_T), ast.NamedExpr(target=_name(_X, True), value=value)),
             ops=[ast.IsNot()],
             comparators=[_name(_SX)],
         ),
@@ -181,12 +191,12 @@ def _wrap_body(body: list[ast.stmt], loc: ast.AST) -> list[ast.stmt]:
         orelse=[],
     )
     on_stop = ast.ExceptHandler(
-        type=_name("StopIteration"),
+        type=_name(_SI),
         name=_X,
         body=[publish_if_lower, ast.Return(value=_raw(_name(_SX), _name(_X)))],
     )
     on_raise = ast.ExceptHandler(
-        type=_name("BaseException"),
+        type=_name(_BE),
         name=None,
         body=[copy.deepcopy(publish_if_lower), ast.Raise(exc=None, cause=None)],
     )

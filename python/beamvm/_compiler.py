@@ -53,6 +53,7 @@ import __future__
 import ast
 import builtins
 import copy
+import dis
 import functools
 import inspect
 import linecache
@@ -70,13 +71,17 @@ from typing import Any
 from . import _blocking, _pbuiltins, _runtime
 from ._astgen import (
     _AQ,
+    _BE,
     _BFT,
     _BI,
     _D,
+    _FT,
     _GEN,
     _IT,
     _K,
     _MS,
+    _MT,
+    _OP,
     _P,
     _PB,
     _RCV,
@@ -87,14 +92,18 @@ from ._astgen import (
     _RW,
     _SET,
     _SG,
+    _SI,
     _SX,
+    _T,
     _TL,
     _TS,
     _W,
     _WL,
+    _WR,
     _Y,
     RUNTIME_NAMES,
     _assign,
+    _attr,
     _def,
     _fix_locations,
     _is,
@@ -103,6 +112,7 @@ from ._astgen import (
     _raw,
     _resync,
     _run_gen,
+    _sub,
     _suspend,
     _tick,
     _wrap_body,
@@ -223,7 +233,26 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
     visit_AsyncFunctionDef = _leave
     visit_ClassDef = _leave
     visit_Lambda = _leave
-    visit_GeneratorExp = _leave
+
+    def visit_GeneratorExp(self, node: ast.GeneratorExp) -> ast.expr:
+        return self._first_iterable(node)
+
+    def _first_iterable(self, node: ast.expr) -> ast.expr:
+        """Rewrite the calls of a comprehension left plain where they run in this frame.
+
+        A comprehension's (or generator expression's) first iterable is evaluated in the
+        enclosing scope, so its calls are this frame's (``for x in sup.which_children(s)``:
+        a call that may wait). ``:=`` is not allowed there and the dispatch uses it, so
+        the value goes through a local first: ``(_bvm_i := <iterable>, <comp>)[1]``
+        (evaluated at the same point, in the same order).
+        """
+        g0 = node.generators[0]  # type: ignore[attr-defined]
+        if not any(isinstance(n, ast.Call) for n in ast.walk(g0.iter)):
+            return node
+        first = ast.NamedExpr(target=_name("_bvm_i", True), value=self.visit(g0.iter))
+        g0.iter = _name("_bvm_i")
+        out = _sub(ast.Tuple(elts=[first, node], ctx=ast.Load()), 1)
+        return ast.copy_location(out, node)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
         if node.value is not None:
@@ -263,7 +292,7 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
             got = ast.NamedExpr(target=_name(_W, True), value=_raw(_name(_WL), item.context_expr))
             item.context_expr = ast.IfExp(
                 test=ast.Compare(
-                    left=_raw(_name("type"), got), ops=[ast.IsNot()], comparators=[_name(_GEN)]
+                    left=_raw(_name(_T), got), ops=[ast.IsNot()], comparators=[_name(_GEN)]
                 ),
                 body=_name(_W),
                 orelse=_suspend(ast.YieldFrom(value=_name(_W))),
@@ -285,10 +314,13 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
         """Build the generic call site (``node``'s parts already rewritten)."""
         f, h, r = f"_bvm_f{d}", f"_bvm_h{d}", f"_bvm_r{d}"
         fn = node.func
-        is_builtin = ast.Compare(
-            left=_raw(_name("type"), ast.NamedExpr(target=_name(f, True), value=fn)),
-            ops=[ast.Is()],
-            comparators=[_name(_BFT)],
+        t, g, u = "_bvm_t", "_bvm_g", "_bvm_u"  # used at once: one name for every depth
+        is_builtin = _is(
+            ast.NamedExpr(
+                target=_name(t, True),
+                value=_raw(_name(_T), ast.NamedExpr(target=_name(f, True), value=fn)),
+            ),
+            _name(_BFT),
         )
         if isinstance(fn, ast.Attribute) and fn.attr == "acquire":
             # a threading lock's acquire waits as a process, not as its scheduler thread
@@ -296,13 +328,48 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
         else:
             # time.sleep suspends the process instead of its scheduler thread
             plain = ast.IfExp(test=_is(_name(f), _name(_TS)), body=_name(_SG), orelse=_name(f))
-        # _bvm_h := (<plain> if type(_bvm_f := <func>) is _bvm_BFT else _bvm_D[_bvm_f])
+        # A bound method is a new object at each ``obj.m`` and never in the dict: look its
+        # function up and bind what it maps to (``_Dispatch.__missing__`` does the same,
+        # at the cost of a Python call per method call):
+        #   (MT(g, f.__self__) if (g := D[u := f.__func__]) is not u else f)
+        method = ast.IfExp(
+            test=ast.Compare(
+                left=ast.NamedExpr(
+                    target=_name(g, True),
+                    value=ast.Subscript(
+                        value=_name(_D),
+                        slice=ast.NamedExpr(
+                            target=_name(u, True), value=_attr(_name(f), "__func__")
+                        ),
+                        ctx=ast.Load(),
+                    ),
+                ),
+                ops=[ast.IsNot()],
+                comparators=[_name(u)],
+            ),
+            body=_raw(_name(_MT), _name(g), _attr(_name(f), "__self__")),
+            orelse=_name(f),
+        )
+        # A weak reference (weakref.ref, WeakMethod) is called plainly: hashing a dead
+        # one (the dict lookup) raises.
+        other = ast.IfExp(
+            test=_raw(_attr(_name(_BI), "isinstance"), _name(f), _name(_WR)),
+            body=_name(f),
+            orelse=ast.Subscript(value=_name(_D), slice=_name(f), ctx=ast.Load()),
+        )
+        # _bvm_h := (<plain> if (_bvm_t := type(_bvm_f := <func>)) is _bvm_BFT
+        #            else _bvm_D[_bvm_f] if _bvm_t is _bvm_FT
+        #            else <method> if _bvm_t is _bvm_MT else <other>)
         lookup = ast.NamedExpr(
             target=_name(h, True),
             value=ast.IfExp(
                 test=is_builtin,
                 body=plain,
-                orelse=ast.Subscript(value=_name(_D), slice=_name(f), ctx=ast.Load()),
+                orelse=ast.IfExp(
+                    test=_is(_name(t), _name(_FT)),
+                    body=ast.Subscript(value=_name(_D), slice=_name(f), ctx=ast.Load()),
+                    orelse=ast.IfExp(test=_is(_name(t), _name(_MT)), body=method, orelse=other),
+                ),
             ),
         )
         call = ast.Call(func=lookup, args=node.args, keywords=node.keywords)
@@ -315,7 +382,7 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
             values=[
                 _is(_name(h), _name(_RCV)),
                 ast.Compare(
-                    left=_raw(_name("type"), _name(r)),
+                    left=_raw(_name(_T), _name(r)),
                     ops=[ast.NotIn()],
                     comparators=[_name(_RW)],
                 ),
@@ -329,11 +396,15 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
                 fast_done,
             ],
         )
-        # suspend: a waiting fast receive is yielded straight to the driver, which sends
-        # the message; anything else is a generator run with yield from (a compiled
-        # callee may return a carried StopIteration).
+        # suspend: what the fast receive or the op primitive (gen_server.call's native
+        # half) returned -- a waiting receive op, or a Request outside a VM -- is yielded
+        # straight to the driver, which resumes the frame with the result (or throws
+        # into it); anything else is a generator run with yield from (a compiled callee
+        # may return a carried StopIteration).
         run = ast.IfExp(
-            test=_is(_name(h), _name(_RCV)),
+            test=ast.BoolOp(
+                op=ast.Or(), values=[_is(_name(h), _name(_RCV)), _is(_name(h), _name(_OP))]
+            ),
             body=_suspend(ast.Yield(value=_name(r))),
             orelse=_run_gen(_name(r)),
         )
@@ -381,7 +452,7 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
             )
             body = ast.IfExp(
                 test=ast.Compare(
-                    left=_raw(_name("type"), got),
+                    left=_raw(_name(_T), got),
                     ops=[ast.NotIn()],
                     comparators=[_name(_RW)],
                 ),
@@ -558,14 +629,21 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
     fdef.body = _wrap_body(body, fdef.body[0])
 
     freevars = [v for v in code.co_freevars if v != "__class__"]
-    inner: ast.stmt = fdef
+    inner: list[ast.stmt] = [fdef]
     cls = _class_for_mangling(fn.__qualname__)
     if cls is not None:
-        inner = ast.ClassDef(
+        wrapper = ast.ClassDef(
             name=cls, bases=[], keywords=[], body=[fdef], decorator_list=[], type_params=[]
         )
-        ast.copy_location(inner, fdef)
-    factory = _def("_bvm_factory", [*freevars, *RUNTIME_NAMES, *ctx.guards.values()], [inner])
+        ast.copy_location(wrapper, fdef)
+        inner = [wrapper]
+        if cls not in freevars:
+            # The wrapper class (there for name mangling and super()) binds its name in
+            # the factory, which would make the method's own ``Counter.helper(self)`` a
+            # closure variable; declared global there, the name stays the module's.
+            # (The factory never runs: only the method's code object is taken.)
+            inner.insert(0, ast.copy_location(ast.Global(names=[cls]), fdef))
+    factory = _def("_bvm_factory", [*freevars, *RUNTIME_NAMES, *ctx.guards.values()], inner)
     ast.copy_location(factory, fdef)
     module = ast.Module(body=[factory], type_ignores=[])
     _fix_locations(module)
@@ -703,6 +781,49 @@ def _compiled_for(fn: types.FunctionType) -> types.FunctionType | None:
     return g
 
 
+#: Opcodes that make a function more than a leaf: calls, loops (backward jumps, FOR_ITER),
+#: ``with`` (a thread lock's process-aware wait), imports and class bodies (they run
+#: code), generators' own opcodes.
+_NOT_LEAF_OPS = frozenset(
+    {
+        "CALL",
+        "CALL_FUNCTION_EX",
+        "CALL_KW",
+        "PRECALL",
+        "FOR_ITER",
+        "BEFORE_WITH",
+        "BEFORE_ASYNC_WITH",
+        "SETUP_WITH",
+        "IMPORT_NAME",
+        "LOAD_BUILD_CLASS",
+        "YIELD_VALUE",
+        "SEND",
+    }
+)
+_LEAVES: dict[types.CodeType, bool] = {}
+
+
+def _is_leaf(code: types.CodeType) -> bool:
+    """Whether compiled code calls a function with this code plainly: a leaf.
+
+    A leaf makes no call, has no loop (no backward jump, no ``for``), no ``with``, no
+    ``import``, no class statement: it runs a bounded number of bytecodes, so a budget
+    check in it would never yield, and it cannot reach a primitive (``receive``). Run
+    plainly it saves a generator, a ``yield from`` and its entry check (~0.25 us per call,
+    e.g. a ``handle_call`` that returns a field). What C calls from it (operators,
+    properties, ``__del__``) runs plainly whether it is compiled or not.
+    """
+    leaf = _LEAVES.get(code)
+    if leaf is None:
+        leaf = not code.co_flags & _NON_PLAIN_FLAGS and not any(
+            i.opname in _NOT_LEAF_OPS or "BACKWARD" in i.opname for i in dis.get_instructions(code)
+        )
+        if len(_LEAVES) >= _DISPATCH_LIMIT:
+            _LEAVES.clear()
+        _LEAVES[code] = leaf
+    return leaf
+
+
 def _call_gen(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Generator[Any, Any, Any]:
     """Run ``f(*args, **kwargs)`` from process code: its compiled form, or plainly."""
     h = _DISPATCH[f]
@@ -755,10 +876,13 @@ class _Dispatch(dict):  # type: ignore[type-arg]
             if f.__module__ == "asyncio.runners" and f.__name__ == "run":
                 self._store(f, _asyncio_run_refused)
                 return _asyncio_run_refused
+            leaf = _is_leaf(f.__code__)
             if f.__closure__ or f.__name__ == "<lambda>":
+                if leaf:
+                    return f
                 g = _compiled_for(f)
                 return f if g is None else g  # per-function cache lives in _COMPILED_FNS
-            g = _compiled_for(f)
+            g = None if leaf else _compiled_for(f)
             out = f if g is None else g
             self._store(f, out)
             return out
@@ -826,6 +950,14 @@ _RUNTIME_CELLS.update(
         _MS: types.CellType(_pbuiltins._MISSING),
         # Set to timeslice.rs's _resumed by set_resumed_hook; a no-op until then.
         _RS: types.CellType(_runtime.resumed_noop),
+        _T: types.CellType(type),
+        _SI: types.CellType(StopIteration),
+        _BE: types.CellType(BaseException),
+        _MT: types.CellType(types.MethodType),
+        _WR: types.CellType(weakref.ReferenceType),
+        _FT: types.CellType(types.FunctionType),
+        # Placeholder until set_op_primitive: nothing is the op primitive.
+        _OP: types.CellType(object()),
     }
 )
 
@@ -848,6 +980,17 @@ def set_fast_receive(
     _RUNTIME_CELLS[_RCV].cell_contents = fast
     _RUNTIME_CELLS[_RW].cell_contents = tuple(wait_types)
     _DISPATCH.pop(plain, None)
+
+
+def set_op_primitive(impl: Callable[..., Any]) -> None:
+    """Make compiled call sites yield what the native primitive ``impl`` returns.
+
+    ``impl`` (registered for a public primitive, e.g. ``gen_server.call``'s native half)
+    returns a waiting receive op that the frame yields itself, as the fast receive's:
+    the driver resumes the frame with the result or throws into it (no ``yield from``
+    level, no ``StopIteration``). Other callers still run it with ``yield from``.
+    """
+    _RUNTIME_CELLS[_OP].cell_contents = impl
 
 
 def set_resumed_hook(fn: Callable[[], None]) -> None:

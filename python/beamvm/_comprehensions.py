@@ -27,6 +27,7 @@ from ._astgen import (
     _MS,
     _PB,
     _SET,
+    _T,
     _assign,
     _attr,
     _const,
@@ -80,20 +81,21 @@ class CompiledForms:
     depth: int
     local_names: frozenset[str]
     pending: list[list[ast.stmt]]
+    _first_iterable: Any
 
     def visit_ListComp(self, node: ast.ListComp) -> ast.AST:
         if not _hoistable(node):
-            return node
+            return self._first_iterable(node)
         return self._hoist(node.generators, [node.elt], "list", [], node)
 
     def visit_SetComp(self, node: ast.SetComp) -> ast.AST:
         if not _hoistable(node):
-            return node
+            return self._first_iterable(node)
         return self._hoist(node.generators, [node.elt], "set", [], node)
 
     def visit_DictComp(self, node: ast.DictComp) -> ast.AST:
         if not _hoistable(node):
-            return node
+            return self._first_iterable(node)
         return self._hoist(node.generators, [node.key, node.value], "dict", [], node)
 
     def _builtin_guard(self, func: ast.expr, names: frozenset[str]) -> tuple[str, str] | None:
@@ -191,7 +193,7 @@ class CompiledForms:
             obj = "_bvm_j"
             test = ast.Compare(
                 left=_raw(
-                    _name("type"), ast.NamedExpr(target=_name(obj, True), value=self.visit(f.value))
+                    _name(_T), ast.NamedExpr(target=_name(obj, True), value=self.visit(f.value))
                 ),
                 ops=[ast.In()],
                 comparators=[
@@ -278,7 +280,7 @@ class CompiledForms:
         orig = ast.Call(func=_attr(_name(obj), "sort"), args=[], keywords=pristine_kws)
         ast.copy_location(orig, node)
         orig_v = self.visit_Call_plain(orig)
-        test = _is(_raw(_name("type"), target), _attr(_name(_BI), "list"))
+        test = _is(_raw(_name(_T), target), _attr(_name(_BI), "list"))
         return ast.IfExp(test=test, body=compiled, orelse=orig_v)
 
     def _either(

@@ -76,7 +76,7 @@ import logging
 from types import FunctionType
 from typing import Any
 
-from beamvm import _native, _otp, _runtime
+from beamvm import _compiler, _native, _otp, _runtime
 from beamvm._native import (
     Atom,
     Pid,
@@ -240,6 +240,8 @@ def call(server: Any, request: Any, timeout: float | None = DEFAULT_TIMEOUT) -> 
 # with ``yield from``: no Python frame per call. The function above is what plain code
 # outside a process reaches.
 _runtime.register_primitive(call, _native._gen_call)
+# ... and compiled call sites yield its receive op themselves (see set_op_primitive).
+_compiler.set_op_primitive(_native._gen_call)
 
 
 #: ``cast(server, msg)``: send ``msg`` to ``server``'s ``handle_cast`` and return at once

@@ -47,6 +47,9 @@ struct State {
     stop: bool,
 }
 
+/// Heap slots below which cancelled timers' slots are left to surface on their own.
+const STALE_SLOTS_MIN: usize = 1024;
+
 /// When a timer set `after` from now fires: None when that is past what the clock can
 /// represent (`Duration::MAX`, `sleep(None)` from Python): such a timer never fires.
 pub(crate) fn deadline(after: Duration) -> Option<Instant> {
@@ -79,8 +82,13 @@ impl Timers {
         if let Some(at) = at {
             s.heap.push(Reverse((at, id)));
         }
+        // A receive timeout is not indexed by pid: its process cancels it when the
+        // receive ends, and at exit (`Vm::exit`, through the pending wait's timer id).
+        let indexed = matches!(action, Action::Send(_));
         s.entries.insert(id, Entry { at, to, action });
-        s.by_pid.entry(to).or_default().push(id);
+        if indexed {
+            s.by_pid.entry(to).or_default().push(id);
+        }
         drop(s);
         if wake {
             self.cv.notify_one();
@@ -111,10 +119,37 @@ impl Timers {
     /// Cancels timer `id`; returns the time it had left, None if it already fired or
     /// does not exist.
     pub(crate) fn cancel(&self, id: u64) -> Option<Duration> {
+        self.remove(id).map(time_left)
+    }
+
+    /// Cancels timer `id` without reading the clock (a receive that ended: nobody asks
+    /// for the time left); returns its deadline if it was live.
+    pub(crate) fn remove(&self, id: u64) -> Option<Option<Instant>> {
         let mut s = self.lock();
         let e = s.entries.remove(&id)?;
-        Self::unindex(&mut s, id, e.to);
-        Some(time_left(e.at))
+        if matches!(e.action, Action::Send(_)) {
+            Self::unindex(&mut s, id, e.to);
+        }
+        Self::drop_stale_slots(&mut s);
+        Some(e.at)
+    }
+
+    /// Drops heap slots of cancelled timers when they dominate, so cancelled long
+    /// timers (a 5 s call timeout per `gen_server.call`, hundreds of thousands a
+    /// second) neither hold memory until their deadlines nor wake the timer thread at
+    /// each of them. Amortised O(1) per cancel: a pass over the heap runs only after
+    /// it has grown to 4x the live timers (and past `STALE_SLOTS_MIN`).
+    fn drop_stale_slots(s: &mut State) {
+        if s.heap.len() > STALE_SLOTS_MIN && s.heap.len() > 4 * s.entries.len() {
+            let entries = &s.entries;
+            let kept: Vec<_> = s
+                .heap
+                .iter()
+                .filter(|Reverse((_, id))| entries.contains_key(id))
+                .copied()
+                .collect();
+            s.heap = kept.into();
+        }
     }
 
     /// Time left on timer `id`.
@@ -131,18 +166,7 @@ impl Timers {
                 s.entries.remove(&id);
             }
         }
-        // Drop heap slots of cancelled timers when they dominate, so a burst of
-        // cancelled long timers does not hold memory until their deadlines.
-        if s.heap.len() > 1024 && s.heap.len() > 4 * s.entries.len() {
-            let entries = &s.entries;
-            let kept: Vec<_> = s
-                .heap
-                .iter()
-                .filter(|Reverse((_, id))| entries.contains_key(id))
-                .copied()
-                .collect();
-            s.heap = kept.into();
-        }
+        Self::drop_stale_slots(&mut s);
     }
 
     /// Live timers.
@@ -179,7 +203,9 @@ impl Timers {
                         }
                         s.heap.pop();
                         if let Some(e) = s.entries.remove(&id) {
-                            Self::unindex(&mut s, id, e.to);
+                            if matches!(e.action, Action::Send(_)) {
+                                Self::unindex(&mut s, id, e.to);
+                            }
                             due.push((e.to, e.action));
                         }
                     }
@@ -253,5 +279,41 @@ mod tests {
             })
             .collect();
         assert_eq!(got, ["1", "2", "timeout 4"]);
+    }
+
+    /// A call's receive timeout is set and cancelled at every call: the cancelled
+    /// slots are dropped as they pile up (memory stays bounded, the timer thread is
+    /// not woken at each stale deadline), receive timeouts are not indexed by pid, and
+    /// a live timer survives every compaction.
+    #[test]
+    fn cancelled_receive_timeouts_do_not_pile_up() {
+        let timers = Timers::default();
+        let pid = Pid::new(1, 1);
+        let far = Instant::now() + Duration::from_secs(5);
+        let live = timers.send_at(
+            Some(far),
+            pid,
+            Fragment::immediate(Word::atom(crate::Atom::OK)),
+        );
+        for g in 0..20_000u64 {
+            let id = timers.receive_timeout(far, pid, g);
+            assert_eq!(timers.remove(id), Some(Some(far)));
+            assert_eq!(timers.remove(id), None, "removed once");
+        }
+        let s = timers.lock();
+        assert!(
+            s.heap.len() <= STALE_SLOTS_MIN + 1,
+            "heap kept {} slots",
+            s.heap.len()
+        );
+        assert_eq!(
+            s.by_pid.get(&pid).map(Vec::len),
+            Some(1),
+            "only the send_after"
+        );
+        drop(s);
+        assert_eq!(timers.count(), 1);
+        assert!(timers.cancel(live).is_some());
+        assert_eq!(timers.count(), 0);
     }
 }

@@ -17,15 +17,17 @@
 //! `mfa` is `('gen_server', 'call', [server, request, timeout])` with the server and the
 //! timeout as the caller wrote them (`infinity` for None): OTP's exit reason exactly.
 
+use std::sync::OnceLock;
+
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyList, PyString, PyTuple};
 use vm_core::term::FragmentBuilder;
-use vm_core::{AliasMode, Atom, Key, Pid, Ref, Term};
+use vm_core::{AliasMode, Atom, Fragment, Key, Pid, Ref, Term};
 
 use crate::args::{atom_of, parse_timeout};
-use crate::convert::{frag_to_py, to_fragment};
+use crate::convert::{to_fragment, to_py};
 use crate::driver::{stop_with, with_cx, ReceiveOp};
 use crate::lifecycle::vm;
 use crate::pattern::Pattern;
@@ -43,6 +45,46 @@ pub(crate) struct CallMode {
     server: PyObject,
     request: PyObject,
     timeout: PyObject,
+}
+
+/// The atoms a call or a cast uses, made once when `_native` is imported
+/// ([`init_atoms`]): no atom table lookup per call, and a table filled by user code
+/// later cannot make a call fail (issue 9 s.3).
+struct CallAtoms {
+    gen_call: Atom,
+    gen_cast: Atom,
+    gen_server: Atom,
+    call: Atom,
+    timeout: Atom,
+    infinity: Atom,
+    calling_self: Atom,
+}
+
+static ATOMS: OnceLock<CallAtoms> = OnceLock::new();
+
+fn make_atoms() -> Result<CallAtoms, vm_core::term::TermError> {
+    Ok(CallAtoms {
+        gen_call: Atom::try_new("$gen_call")?,
+        gen_cast: Atom::try_new("$gen_cast")?,
+        gen_server: Atom::try_new("gen_server")?,
+        call: Atom::try_new("call")?,
+        timeout: Atom::try_new("timeout")?,
+        infinity: Atom::try_new("infinity")?,
+        calling_self: Atom::try_new("calling_self")?,
+    })
+}
+
+/// Makes the call atoms (at import, see `lib.rs`).
+pub(crate) fn init_atoms() -> PyResult<()> {
+    let made = make_atoms().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    let _ = ATOMS.set(made);
+    Ok(())
+}
+
+fn atoms() -> PyResult<&'static CallAtoms> {
+    ATOMS
+        .get()
+        .ok_or_else(|| PyRuntimeError::new_err("beamvm._native was not initialised"))
 }
 
 static CALL_ERROR: GILOnceCell<PyObject> = GILOnceCell::new();
@@ -63,12 +105,22 @@ impl CallMode {
                 self.timeout.clone_ref(py),
             ],
         )?;
-        let t = (
-            PyAtom(Atom::new("gen_server")),
-            PyAtom(Atom::new("call")),
-            args,
-        );
+        let a = atoms()?;
+        let t = (PyAtom(a.gen_server), PyAtom(a.call), args);
         Ok(t.into_pyobject(py)?.into_any().unbind())
+    }
+
+    fn error(&self, py: Python<'_>, why: PyObject) -> PyErr {
+        let reason = match self.mfa(py) {
+            Ok(mfa) => PyTuple::new(py, [why, mfa]),
+            Err(e) => return e,
+        };
+        let made =
+            reason.and_then(|r| otp_attr(py, &CALL_ERROR, "CallError")?.bind(py).call1((r,)));
+        match made {
+            Ok(e) => PyErr::from_value(e),
+            Err(e) => e,
+        }
     }
 
     /// Removes the monitor (and a DOWN of it already queued).
@@ -85,22 +137,9 @@ impl CallMode {
         with_cx(|cx| cx.recv_keyed(Key::of_ref(mref), |m| m.tuple_len() == Some(5)));
     }
 
-    fn error(&self, py: Python<'_>, why: PyObject) -> PyErr {
-        let reason = match self.mfa(py) {
-            Ok(mfa) => PyTuple::new(py, [why, mfa]),
-            Err(e) => return e,
-        };
-        let made =
-            reason.and_then(|r| otp_attr(py, &CALL_ERROR, "CallError")?.bind(py).call1((r,)));
-        match made {
-            Ok(e) => PyErr::from_value(e),
-            Err(e) => e,
-        }
-    }
-
     /// The outcome of the call, given what the receive finished with (see the module
-    /// docs): a `StopIteration` carrying the reply, or the `CallError`.
-    pub(crate) fn finish(&self, py: Python<'_>, v: PyObject) -> PyErr {
+    /// docs): the reply, or the `CallError` to raise.
+    pub(crate) fn outcome(&self, py: Python<'_>, v: PyObject) -> PyResult<PyObject> {
         let mref = self.mref;
         if v.is(&rt(py).missing) {
             // Timed out: after the demonitor no reply reaches the mailbox; one that is
@@ -109,26 +148,41 @@ impl CallMode {
             let late = with_cx(|cx| cx.recv_keyed(Key::of_ref(mref), |m| m.tuple_len() == Some(2)))
                 .flatten();
             if let Some(m) = late {
-                return match frag_to_py(py, &m).and_then(|t| t.bind(py).get_item(1)) {
-                    Ok(r) => stop_with(py, r.unbind()),
-                    Err(e) => e,
-                };
+                return self.reply_of(py, &m);
             }
-            return self.error(py, PyAtom(Atom::new("timeout")).into_py(py));
+            return Err(self.error(py, PyAtom(atoms()?.timeout).into_py(py)));
         }
         let t = v.bind(py);
-        match t.len() {
-            Ok(2) => {
-                self.demonitor();
-                match t.get_item(1) {
-                    Ok(r) => stop_with(py, r.unbind()),
-                    Err(e) => e,
-                }
-            }
-            _ => match t.get_item(4) {
-                Ok(reason) => self.error(py, reason.unbind()),
-                Err(e) => e,
-            },
+        if t.len()? == 2 {
+            self.demonitor();
+            return Ok(t.get_item(1)?.unbind());
+        }
+        Err(self.error(py, t.get_item(4)?.unbind()))
+    }
+
+    /// The outcome of the call from the message its receive took, converting only the
+    /// reply (or the DOWN's reason): a `(ref, reply)` or a `('DOWN', ref, ...)`.
+    pub(crate) fn reply_of(&self, py: Python<'_>, m: &Fragment) -> PyResult<PyObject> {
+        let v = m.view();
+        if v.tuple_len() == Some(2) {
+            self.demonitor();
+            return v
+                .tuple_get(1)
+                .map_or_else(|| Ok(py.None()), |r| to_py(py, r));
+        }
+        let reason = match v.tuple_get(4) {
+            Some(r) => to_py(py, r)?,
+            None => py.None(),
+        };
+        Err(self.error(py, reason))
+    }
+
+    /// [`CallMode::outcome`] as a `yield from` finishes: a `StopIteration` carrying the
+    /// reply, or the `CallError`.
+    pub(crate) fn finish(&self, py: Python<'_>, v: PyObject) -> PyErr {
+        match self.outcome(py, v) {
+            Ok(r) => stop_with(py, r),
+            Err(e) => e,
         }
     }
 }
@@ -184,6 +238,7 @@ pub(crate) fn _gen_call(
 ) -> PyResult<ReceiveOp> {
     let timeout = timeout.bind(py);
     let t = parse_timeout(timeout)?;
+    let a = atoms()?;
     if !crate::driver::in_process() {
         return Err(PyRuntimeError::new_err(
             "gen_server.call() must be called inside a beamvm process (spawned with \
@@ -191,7 +246,7 @@ pub(crate) fn _gen_call(
         ));
     }
     let timeout_term: PyObject = if timeout.is_none() {
-        PyAtom(Atom::new("infinity")).into_py(py)
+        PyAtom(a.infinity).into_py(py)
     } else {
         timeout.clone().unbind()
     };
@@ -203,45 +258,53 @@ pub(crate) fn _gen_call(
         timeout: timeout_term,
     };
     let req = to_fragment(request)?;
-    let remote = crate::dist::monitor_target(server)?;
-    let (pid, sent) = match remote {
+    let sent = match crate::dist::monitor_target(server)? {
         // A server on another node: a remote monitor (whose DOWN uses a local ref) and
         // the request over the wire; the reply comes to our pid as `{Ref, Reply}`.
         Some(target) => {
             call.remote = true;
-            let g = crate::dist::current().ok_or_else(|| PyRuntimeError::new_err("not a node"))?;
-            let sent = with_cx(|cx| {
+            let g = crate::dist::current()
+                .ok_or_else(|| PyRuntimeError::new_err("this VM is not a node"))?;
+            let Some((me, mref)) = with_cx(|cx| {
                 let me = cx.self_pid();
-                let mref = g.monitor(me, target);
-                Some((me, mref))
-            });
-            let Some(Some((me, mref))) = sent else {
-                return Err(call.error(py, PyAtom(Atom::new("calling_self")).into_py(py)));
+                (me, g.monitor(me, target))
+            }) else {
+                return Err(call.error(py, PyAtom(a.calling_self).into_py(py)));
             };
             let msg = PyTuple::new(
                 py,
                 [
-                    PyAtom(Atom::new("$gen_call")).into_py(py),
+                    PyAtom(a.gen_call).into_py(py),
                     (PyPid::local(me), crate::types::PyRef::local(mref)).into_py(py),
                     request.clone().unbind(),
                 ],
             )?;
             crate::api::send(server, msg.as_any())?;
-            (None, Some(Some(mref)))
+            Some(Some(mref))
         }
-        None => match resolve(py, server)? {
-            Some(pid) => (Some(pid), None),
-            None => return Err(call.error(py, PyAtom(Atom::new("noproc")).into_py(py))),
-        },
-    };
-    let sent = match (pid, sent) {
-        (_, Some(s)) => s,
-        (Some(pid), None) => local_call(pid, &req),
-        (None, None) => None,
+        None => {
+            let Some(pid) = resolve(py, server)? else {
+                return Err(call.error(py, PyAtom(Atom::NOPROC).into_py(py)));
+            };
+            with_cx(|cx| {
+                let me = cx.self_pid();
+                if me == pid {
+                    return None;
+                }
+                let mref = cx.monitor_alias(pid, AliasMode::Demonitor);
+                let mut b = FragmentBuilder::new();
+                b.atom(a.gen_call).pid(me).reference(mref);
+                let built = b.tuple(2).and_then(|b| b.view(req.view()).tuple(3)).is_ok();
+                if let Some(frag) = built.then(|| b.finish().ok()).flatten() {
+                    cx.send(pid, frag);
+                }
+                Some(mref)
+            })
+        }
     };
     let mref = match sent {
-        Some(r) => r,
-        _ => return Err(call.error(py, PyAtom(Atom::new("calling_self")).into_py(py))),
+        Some(Some(r)) => r,
+        _ => return Err(call.error(py, PyAtom(a.calling_self).into_py(py))),
     };
     call.mref = mref;
     let reply = Pattern::Tuple(vec![Pattern::Literal(Term::Ref(mref)), Pattern::Any]);
@@ -263,26 +326,6 @@ pub(crate) fn _gen_call(
     ))
 }
 
-/// Monitors the local server `pid` with an alias and sends it the request; `None` when
-/// the caller is the server (or no process runs here).
-fn local_call(pid: Pid, req: &vm_core::Fragment) -> Option<Ref> {
-    with_cx(|cx| {
-        let me = cx.self_pid();
-        if me == pid {
-            return None;
-        }
-        let mref = cx.monitor_alias(pid, AliasMode::Demonitor);
-        let mut b = FragmentBuilder::new();
-        b.atom(Atom::new("$gen_call")).pid(me).reference(mref);
-        let built = b.tuple(2).and_then(|b| b.view(req.view()).tuple(3)).is_ok();
-        if let Some(frag) = built.then(|| b.finish().ok()).flatten() {
-            cx.send(pid, frag);
-        }
-        Some(mref)
-    })
-    .flatten()
-}
-
 /// `gen_server.cast(server, msg)`: sends `('$gen_cast', msg)` to the server and returns
 /// at once; a dead server or an unknown name drops it, as in OTP (a bad via module or
 /// a server of the wrong type is still an error). Native, so that a cast costs compiled
@@ -298,7 +341,7 @@ pub(crate) fn _gen_cast(
     };
     let m = to_fragment(msg)?;
     let mut b = FragmentBuilder::new();
-    b.atom(Atom::new("$gen_cast")).view(m.view());
+    b.atom(atoms()?.gen_cast).view(m.view());
     b.tuple(2)
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
     let frag = b

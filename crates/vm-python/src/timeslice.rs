@@ -341,7 +341,7 @@ pub(crate) fn _overdue(first_check: bool) -> bool {
     set_cell(FLAG.zero.load(Ordering::Acquire));
     let s = my_slot();
     let seq = s.seq.load(Ordering::Relaxed);
-    if seq % 2 == 0 || s.overdue.load(Ordering::Acquire) != seq {
+    if seq.is_multiple_of(2) || s.overdue.load(Ordering::Acquire) != seq {
         return false;
     }
     if first_check && s.grace.load(Ordering::Acquire) != seq {

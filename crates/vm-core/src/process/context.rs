@@ -282,7 +282,7 @@ impl<'a> Cx<'a> {
             w.timed_out = false;
             if w.deadline.take().is_some() {
                 if let Some(id) = w.wait_timer.take() {
-                    self.vm.timers.cancel(id);
+                    self.vm.timers.remove(id);
                 }
                 w.wait_gen += 1;
             }

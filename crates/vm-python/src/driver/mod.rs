@@ -56,6 +56,16 @@ use receive::{is_receive_op, Delivery};
 
 // --------------------------------------------------------------------------- the body
 
+/// How a frame that yielded `op` itself resumes, given what its receive finished with
+/// (see [`ReceiveOp::deliver`]: a gen_server call's op turns it into the reply or the
+/// `CallError`).
+fn deliver(py: Python<'_>, op: &Bound<'_, ReceiveOp>, v: PyObject) -> Next {
+    match op.borrow().deliver(py, v) {
+        Ok(v) => Next::Send(v),
+        Err(e) => Next::Throw(e.into_value(py).into_any()),
+    }
+}
+
 enum Next {
     Send(PyObject),
     Throw(PyObject),
@@ -113,12 +123,18 @@ impl PyProcess {
                 };
                 if let Some(m) = m {
                     self.pending = None;
+                    if !into_op {
+                        let out = op.borrow().deliver_message(py, &m);
+                        return Ok(Ok(match out {
+                            Ok(v) => Next::Send(v),
+                            Err(e) => Next::Throw(e.into_value(py).into_any()),
+                        }));
+                    }
                     return match frag_to_py(py, &m) {
-                        Ok(v) if into_op => {
+                        Ok(v) => {
                             op.borrow_mut().result = Some(v);
                             Ok(Ok(Next::Send(py.None())))
                         }
-                        Ok(v) => Ok(Ok(Next::Send(v))),
                         Err(e) => Ok(Ok(Next::Throw(e.into_value(py).into_any()))),
                     };
                 }
@@ -132,7 +148,7 @@ impl PyProcess {
                             op.borrow_mut().result = Some(d);
                             Next::Send(py.None())
                         }
-                        Some(d) => Next::Send(d),
+                        Some(d) => deliver(py, &op, d),
                         None => Next::Throw(
                             Timeout::new_err("receive timed out")
                                 .into_value(py)

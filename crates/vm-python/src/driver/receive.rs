@@ -275,6 +275,9 @@ impl ReceiveOp {
         default: Option<PyObject>,
         call: Option<Box<crate::gen_call::CallMode>>,
     ) -> ReceiveOp {
+        let mut keys = keys;
+        // A call's reply and DOWN share the ref's key: one index lookup, not two.
+        keys.dedup();
         let key = keys.first().copied();
         ReceiveOp {
             pat,
@@ -296,6 +299,26 @@ impl ReceiveOp {
         match &self.call {
             Some(c) => c.finish(py, v),
             None => stop_with(py, v),
+        }
+    }
+
+    /// What a frame that yielded this op itself ([`Delivery::SendToFrame`]) is resumed
+    /// with, given what the receive finished with (the message, or the default on
+    /// timeout): that value, or for a gen_server call its outcome (the reply, or the
+    /// `CallError` to throw into the frame).
+    pub(crate) fn deliver(&self, py: Python<'_>, v: PyObject) -> PyResult<PyObject> {
+        match &self.call {
+            Some(c) => c.outcome(py, v),
+            None => Ok(v),
+        }
+    }
+
+    /// [`ReceiveOp::deliver`] for the message `m` the receive took: a call converts only
+    /// its reply.
+    pub(crate) fn deliver_message(&self, py: Python<'_>, m: &Fragment) -> PyResult<PyObject> {
+        match &self.call {
+            Some(c) => c.reply_of(py, m),
+            None => frag_to_py(py, m),
         }
     }
 
