@@ -61,6 +61,8 @@ pub(crate) struct Tags {
     pub(crate) fun: Atom,
     pub(crate) port: Atom,
     pub(crate) bits: Atom,
+    nodedown: Atom,
+    noconnection: Atom,
 }
 
 pub(crate) fn tags() -> &'static Tags {
@@ -71,6 +73,8 @@ pub(crate) fn tags() -> &'static Tags {
         fun: Atom::new("$fun"),
         port: Atom::new("$port"),
         bits: Atom::new("$bits"),
+        nodedown: Atom::new("nodedown"),
+        noconnection: Atom::new("noconnection"),
     })
 }
 
@@ -550,7 +554,7 @@ impl Glue {
             self.host.vm.exit_from_remote(
                 from,
                 Fragment::from_term(&Term::ExternalPid(*to)),
-                Fragment::from_term(&Term::atom("noconnection")),
+                Fragment::from_term(&Term::Atom(tags().noconnection)),
                 true,
             );
         }
@@ -666,7 +670,7 @@ fn node_events(glue: Arc<Glue>, rx: std::sync::mpsc::Receiver<NodeEvent>) {
                 if let Some(ws) = watchers {
                     let a = Atom::try_new(&node).unwrap_or(Atom::UNDEFINED);
                     let msg = Fragment::from_term(&Term::Tuple(vec![
-                        Term::atom("nodedown"),
+                        Term::Atom(tags().nodedown),
                         Term::Atom(a),
                     ]));
                     for p in ws {
@@ -934,7 +938,10 @@ pub(crate) fn dist_monitor_node(
         lock(&g.host.node_monitors).entry(n).or_default().push(me);
     } else {
         let a = Atom::try_new(&n).map_err(err)?;
-        let msg = Fragment::from_term(&Term::Tuple(vec![Term::atom("nodedown"), Term::Atom(a)]));
+        let msg = Fragment::from_term(&Term::Tuple(vec![
+            Term::Atom(tags().nodedown),
+            Term::Atom(a),
+        ]));
         g.host.vm.send(me, msg);
     }
     Ok(true)

@@ -67,6 +67,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
     convert::str_tag();
     gen_call::init_atoms()?;
+    // The tags of wire-only values (dist.rs), made now: a full atom table later
+    // cannot make receiving a charlist or a fun panic.
+    dist::tags();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Types and exceptions.
     m.add_class::<PyAtom>()?;
