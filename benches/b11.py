@@ -154,11 +154,14 @@ def server_command(name: str, hog: bool) -> tuple[list[str] | None, str]:
             return None, "not available: the vm-core echo_server example does not exist yet"
         # Built once, then run directly: the pid that prints READY is the server's,
         # and SIGTERM reaches it (cargo run would stand in between).
-        cmd = ["cargo", "build", "-q", "--release", "-p", "vm-core", "--example", "echo_server"]
+        # The profile of the generator (--debug-build: the dev profile, for tests).
+        profile = LOADGEN_DIR[0].name
+        release = [] if profile == "debug" else ["--release"]
+        cmd = ["cargo", "build", "-q", *release, "-p", "vm-core", "--example", "echo_server"]
         if subprocess.run(cmd, cwd=ROOT).returncode != 0:
             return None, "not available: `cargo build --example echo_server` failed"
         target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-        return [str(target / "release" / "examples" / "echo_server"), *h], ""
+        return [str(target / profile / "examples" / "echo_server"), *h], ""
     return None, f"unknown server {name}"
 
 
@@ -179,8 +182,10 @@ class Server:
                 break
         parts = line.split()
         if len(parts) != 3 or parts[0] != "READY":
-            self.stop()
+            if self.proc.poll() is None:
+                self.proc.kill()
             err = self.proc.stderr.read() if self.proc.stderr else ""
+            self.stop()
             raise RuntimeError(f"server did not print READY: {line!r} {err[-300:]!r}")
         self.port, self.pid = int(parts[1]), int(parts[2])
 

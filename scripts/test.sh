@@ -85,8 +85,9 @@ for v in $VERSIONS; do
   fi
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
   # prometheus_client: its parser checks /metrics (tests/test_web_observer.py).
+  # coverage: `coverage run` must measure process code (tests/test_trace.py).
   "$VENV/bin/python" -m pip install -q "maturin>=1.5,<2" "pytest>=7" ruff "mypy>=2.4,<3" \
-    "prometheus_client>=0.17"
+    "prometheus_client>=0.17" "coverage>=7"
   if [ -z "$FIRST" ]; then
     FIRST=$VENV
     echo "== ruff"

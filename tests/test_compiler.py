@@ -699,6 +699,70 @@ def test_fast_receive_outside_vm_yields_a_request():
     assert e.value.value == (("m", 1), (1, 2))
 
 
+#: Set to beamvm.receive by the test below (a global name, so its call sites are guarded).
+RECV = None
+
+
+def receives_twice():
+    first = RECV()
+    return first, RECV(timeout=3)
+
+
+def test_receive_without_arguments_takes_the_argument_free_fast_receive():
+    """`receive()` written without arguments calls `_native._recv_any` (no `*patterns`
+    tuple to build: the B3 ping-pong path); with arguments, `_recv`. Both behave as the
+    receive they stand for: outside a VM they yield the same Requests a toy driver
+    answers."""
+    import dis
+
+    beamvm = pytest.importorskip("beamvm")
+    if not hasattr(beamvm, "receive"):
+        pytest.skip("the native extension is not built for this interpreter")
+    global RECV
+    RECV = beamvm.receive
+    try:
+        g = C.compile_function(receives_twice)
+        loaded = {i.argval for i in dis.get_instructions(g) if i.opname == "LOAD_DEREF"}
+        assert {"_bvm_RCV0", "_bvm_RCV"} <= loaded
+        gen = g()
+        R.set_budget(1000)
+        req = gen.send(None)
+        assert isinstance(req, R.Request) and req.kind == "receive"
+        assert req.args[0] is beamvm.ANY and req.args[1] is None
+        req2 = gen.send(("first",))
+        assert req2.kind == "receive" and req2.args[1] == 3
+        with pytest.raises(StopIteration) as e:
+            gen.send("second")
+        assert e.value.value == (("first",), "second")
+    finally:
+        RECV = None
+
+
+def test_receive_without_arguments_in_a_vm_takes_messages_in_order():
+    beamvm = pytest.importorskip("beamvm")
+    if not hasattr(beamvm, "run"):
+        pytest.skip("the native extension is not built for this interpreter")
+    from beamvm import receive, self_pid, send, spawn
+
+    def echo():
+        while True:
+            m = receive()
+            if m is None:
+                return
+            send(m[0], ("echo", m[1]))
+
+    def main():
+        e = spawn(echo)
+        me = self_pid()
+        for i in range(3):
+            send(e, (me, i))
+        got = [receive() for _ in range(3)]
+        send(e, None)
+        return got
+
+    assert beamvm.run(main, schedulers=1) == [("echo", 0), ("echo", 1), ("echo", 2)]
+
+
 # --------------------------------------------------------------------------- guarded call sites
 # A call of a global name whose value is a plain callable (builtin, class) is compiled to
 # `K(args) if NAME is K else <dispatch>`; rebinding the name later must fall back.

@@ -62,7 +62,8 @@ def test_snapshot_contents(vm):
     assert first["status"] == "waiting" and first["priority"] == "normal"
     assert first["memory"] > 0
     mem = snap["memory"]
-    assert mem["total"] == mem["processes"] + mem["binary"] + mem["atom"] + mem["system"]
+    parts = ("processes", "binary", "atom", "system", "allocator")
+    assert mem["total"] == sum(mem[k] for k in parts)
     assert mem["processes"] > 0 and mem["atom"] > 0
     assert snap["system_info"]["schedulers"] == 2
     assert set(snap["top"]) == {"message_queue_len", "memory", "reductions"}

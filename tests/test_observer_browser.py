@@ -278,7 +278,7 @@ def test_the_screenshot(million, browser, tmp_path):
         png = browser.screenshot(tab)
     finally:
         for p in load:
-            beamvm.exit(p, "kill")
+            beamvm.exit(p, beamvm.KILL)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     (tmp_path / "observer.png").write_bytes(png)
     keep = os.environ.get("BEAMVM_OBSERVER_SCREENSHOT")

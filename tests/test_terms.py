@@ -103,8 +103,133 @@ def test_type_error_names_the_type():
 def test_self_referencing_list_is_rejected():
     a = []
     a.append(a)
-    with pytest.raises(ValueError, match="nested"):
+    with pytest.raises(ValueError, match="contains itself"):
         roundtrip(a)
+    d = {}
+    d["me"] = [d]
+    with pytest.raises(ValueError, match="contains itself"):
+        roundtrip(d)
+
+
+def test_a_value_shared_twice_is_not_a_cycle():
+    x = [1, 2]
+    deep = x
+    for _ in range(2000):
+        deep = (deep, x)  # x appears at every level, beside the path, never on it
+    back = roundtrip(deep)
+    for _ in range(2000):
+        assert back[1] == [1, 2]
+        back = back[0]
+    assert back == [1, 2]
+
+
+def _nest(depth, leaf, wrap):
+    v = leaf
+    for _ in range(depth):
+        v = wrap(v)
+    return v
+
+
+def _depth(v, step):
+    n = 0
+    while True:
+        inner = step(v)
+        if inner is None:
+            return n, v
+        v = inner
+        n += 1
+
+
+@pytest.mark.parametrize(
+    "wrap,step",
+    [
+        (lambda v: (v,), lambda v: v[0] if type(v) is tuple else None),
+        (lambda v: [0, v], lambda v: v[1] if type(v) is list else None),
+        (lambda v: {"k": v}, lambda v: v["k"] if type(v) is dict else None),
+    ],
+    ids=["tuple", "list", "dict"],
+)
+def test_deep_values_convert_bounded_by_memory_not_the_stack(wrap, step):
+    depth, leaf = _depth(roundtrip(_nest(100_000, "leaf", wrap)), step)
+    assert (depth, leaf) == (100_000, "leaf")
+
+
+def test_a_100k_deep_tuple_is_sent_and_received():
+    def main():
+        send(self_pid(), _nest(100_000, Atom("bottom"), lambda v: (v,)))
+        return _depth(receive(timeout=5), lambda v: v[0] if type(v) is tuple else None)
+
+    assert run(main) == (100_000, Atom("bottom"))
+
+
+def test_str_is_its_own_kind_and_cannot_be_forged():
+    # Before: str travelled as (Atom('$str'), <<utf8>>), so this tuple arrived as 'hi'.
+    forged = (Atom("$str"), b"hi")
+    assert roundtrip(forged) == forged and type(roundtrip(forged)) is tuple
+    # ... and this one was accepted by send and lost at receive with a ValueError.
+    bad = (Atom("$str"), b"\xff")
+    assert roundtrip(bad) == bad
+
+    def main():
+        me = self_pid()
+        send(me, bad)
+        send(me, "text")
+        return receive(timeout=1), receive(timeout=1)
+
+    assert run(main) == (bad, "text")
+
+
+def test_str_is_not_bytes_and_keeps_its_type():
+    for s in ["", "a", "héllo ☃", "x" * 65, "y" * 100_000, "\x00nul"]:
+        back = roundtrip(s)
+        assert back == s and type(back) is str
+    assert roundtrip(["ok", b"ok"]) == ["ok", b"ok"]
+    assert type(roundtrip(b"ok")) is bytes
+
+
+def test_str_patterns_match_only_text():
+    def main():
+        me = self_pid()
+        send(me, b"ok")
+        send(me, (b"ok", 1))
+        send(me, "ok")
+        send(me, ("ok", 2))
+        return (
+            receive("ok", timeout=0),
+            receive(("ok", int), timeout=0),
+            receive(str, timeout=0, default="none"),
+            receive(tuple, timeout=0),
+            receive(bytes, timeout=0),
+        )
+
+    assert run(main) == ("ok", ("ok", 2), "none", (b"ok", 1), b"ok")
+
+
+def test_str_subclass_travels_as_str():
+    class Name(str):
+        pass
+
+    back = roundtrip(Name("x"))
+    assert back == "x" and type(back) is str
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        collections.OrderedDict([("b", 1), ("a", 2)]),
+        collections.defaultdict(list, {"k": [1]}),
+        collections.Counter("abracadabra"),
+    ],
+    ids=["OrderedDict", "defaultdict", "Counter"],
+)
+def test_dict_subclasses_are_sent_as_maps(mapping):
+    def main(m):
+        send(self_pid(), m)
+        return receive(timeout=1)
+
+    back = run(main, mapping)
+    assert back == dict(mapping) and type(back) is dict
+    assert roundtrip(mapping) == dict(mapping) and type(roundtrip(mapping)) is dict
 
 
 def test_send_bad_value_raises_in_sender():
@@ -185,3 +310,30 @@ def test_binary_object_api():
     assert again.address == b.address  # re-sent without a copy
     with pytest.raises(TypeError):
         memoryview(b)[0:1] = b"a"  # read-only
+
+
+def test_a_100k_deep_exit_reason_reaches_links_and_monitors():
+    from beamvm import exit as bexit
+    from beamvm import process_flag, spawn_link, spawn_monitor
+
+    def child():
+        bexit(_nest(100_000, Atom("bottom"), lambda v: (v,)))
+
+    def main():
+        process_flag("trap_exit", True)
+        spawn_link(child)
+        spawn_monitor(child)
+        got = []
+        for _ in range(2):
+            got.append(receive(timeout=5))
+        return got
+
+    def step(v):
+        return v[0] if type(v) is tuple else None
+
+    got = sorted((m[0].name, _depth(m[-1], step)) for m in run(main))
+    assert got == [
+        ("DOWN", (100_000, Atom("bottom"))),
+        ("EXIT", (100_000, Atom("bottom"))),
+    ]
+

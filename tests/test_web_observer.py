@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import linecache
 import mmap
 import os
 import re
@@ -193,7 +194,7 @@ def test_the_snapshot_matches_statistics_full(vm, http):
     assert s["system_info"] == beamvm.system_info()
     mem = beamvm.memory()
     assert s["memory"]["processes"] == mem["processes"]
-    kinds = ("processes", "binary", "atom", "system")
+    kinds = ("processes", "binary", "atom", "system", "allocator")
     assert s["memory"]["total"] == sum(s["memory"][k] for k in kinds)
     row = s["top"]["message_queue_len"][0]
     assert (row["pid"], row["value"], row["name"]) == (repr(hog), 25, "web_hog")
@@ -234,8 +235,12 @@ def test_the_process_page_data(vm, http):
     assert d["info"]["links"] == [repr(linked)]
     assert d["queue_sample"] == [f"('job', {i}, b'payload')" for i in range(3)]
     assert d["info"]["current_function"] == "sink"
-    assert d["current_stacktrace"] is None and d["stacktrace_available"] is False
-    beamvm.exit(hog, "kill")
+    # The stack of a Python process (innermost last), lines of the original source.
+    assert d["stacktrace_available"] is True
+    top = d["current_stacktrace"][-1]
+    assert (top["module"], top["function"]) == ("proc_helpers", "sink")
+    assert "receive(" in linecache.getline(top["file"], top["line"])
+    beamvm.exit(hog, beamvm.KILL)
     assert wait_until(lambda: fetch(http.url + f"api/process?pid={hog!r}")[0] == 404)
     status, _, body = fetch(http.url + "api/process?pid=nonsense")
     assert status == 400 and b"<0.5.0>" in body

@@ -31,9 +31,11 @@ mutate them); an argument with no term form (a function, a set, an arbitrary obj
 container holding one) is passed by reference and shared. ``beamvm.run(main, *args)``
 passes main's arguments by reference.
 
-Exit reasons: a process that returns exits ``Atom('normal')``; ``exit(reason)`` exits with
-``reason``; an uncaught exception exits with ``(Atom('error'), 'ExceptionType', 'message')``,
-which is what linked processes (``('EXIT', pid, reason)`` when trapping exits) and monitors
+Exit reasons: a process that returns exits ``NORMAL`` (``Atom('normal')``); ``exit(reason)``
+exits with ``reason``; ``exit(pid, KILL)`` kills (``NORMAL``, ``KILL`` and ``SHUTDOWN`` are
+the atoms exit signals give a meaning to; their str spellings are refused by ``exit``); an
+uncaught exception exits with ``(Atom('error'), 'ExceptionType', 'message')``, which is
+what linked processes (``('EXIT', pid, reason)`` when trapping exits) and monitors
 (``('DOWN', ref, Atom('process'), pid, reason)``) see. A crash with no linked process is
 reported on the ``beamvm`` logger (to stderr by default) with its traceback.
 """
@@ -43,12 +45,16 @@ from __future__ import annotations
 import atexit
 import logging
 import os as _os
+import threading as _threading
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 from beamvm import _compiler, _gcpolicy, _native, _otp, _runtime
 from beamvm._native import (
+    KILL,
+    NORMAL,
+    SHUTDOWN,
     Atom,
     BadArg,
     Binary,
@@ -70,10 +76,10 @@ from beamvm._native import (
     memory,
     monitor,
     process_flag,
-    process_info,
     processes,
     read_timer,
     register,
+    release_memory,
     self_pid,
     send,
     send_after,
@@ -95,6 +101,9 @@ from beamvm.observer import proc_window, set_system_monitor, statistics_full, to
 
 __all__ = [
     "ANY",
+    "KILL",
+    "NORMAL",
+    "SHUTDOWN",
     "Atom",
     "Charlist",
     "Fun",
@@ -134,6 +143,7 @@ __all__ = [
     "read_timer",
     "receive",
     "register",
+    "release_memory",
     "run",
     "self_pid",
     "send",
@@ -212,7 +222,38 @@ def receive(*patterns: Any, timeout: float | None = None, default: Any = _MISSIN
 
 
 _runtime.register_primitive(receive, _native._receive)
-_compiler.set_fast_receive(receive, _native._recv, (_native._ReceiveOp, _runtime.Request))
+_compiler.set_fast_receive(
+    receive, _native._recv, (_native._ReceiveOp, _runtime.Request), _native._recv_any
+)
+
+
+def process_info(pid: Pid | None = None, item: str | None = None) -> Any:
+    """Facts about a process (``erlang:process_info``); None if it is not alive.
+
+    Without ``item``: a dict (pid, status, priority, reductions, message_queue_len,
+    memory, heap sizes, GC counts, links, monitors, monitored_by, aliases, trap_exit,
+    registered_name, current_function). ``item`` picks one of those keys, or
+    ``"current_stacktrace"``: the process's Python stack, innermost frame first, as
+    dicts ``{"module", "function", "file", "line"}`` (lines of the original source; None
+    while the process is in a slice on another scheduler: it is read between slices
+    only, never waiting, so it is cheap enough to ask of every process ``top`` lists).
+    ``pid`` defaults to the caller.
+    """
+    if item is None:
+        return _native.process_info(pid)
+    if item == "current_stacktrace":
+        from beamvm import _stacktrace
+
+        return _stacktrace.current_stacktrace(pid)
+    info = _native.process_info(pid)
+    if info is None:
+        return None
+    if item not in info:
+        raise ValueError(
+            f"process_info has no item {item!r}; ask for one of "
+            f"{sorted([*info, 'current_stacktrace'])}"
+        )
+    return info[item]
 
 
 @_runtime.primitive
@@ -333,6 +374,13 @@ def _report_crash(pid: Pid, exc: BaseException) -> None:
 _runtime.overdue = _native._overdue  # time slices (crates/vm-python/src/timeslice.rs)
 _native._timeslice_setup(_compiler.yield_flag_cell())
 _compiler.set_resumed_hook(_native._resumed)
+
+if _threading.gettrace() is not None or _threading.getprofile() is not None:
+    # `coverage run` (or a debugger) set a trace for every thread before beamvm was
+    # imported: the VM's scheduler threads run process code, so they get it too.
+    from beamvm import trace as _trace
+
+    _trace._adopt_thread_hooks()
 _native._set_stop_carrier(_compiler.stop_carrier_type())
 _gcpolicy.install(_native.is_running)  # full collections over recent objects only
 _native._setup(

@@ -24,6 +24,7 @@ _RF = "_bvm_refill"  # slow path of a budget check
 _WL = "_bvm_wl"  # with-item wrapper (thread locks: warning, process-aware wait)
 _SET = "_bvm_SET"  # operator.setitem (publishing the count inside an expression)
 _RCV = "_bvm_RCV"  # the fast receive function (see set_fast_receive)
+_RCV0 = "_bvm_RCV0"  # the fast receive without arguments (`receive()`)
 _RW = "_bvm_RW"  # types the fast receive returns when the frame must yield instead
 _Y = "_bvm_Y"  # the yield-now flag: 0, or huge when the slice ran past its time
 _SX = "_bvm_SX"  # the StopIteration carrier type
@@ -56,7 +57,7 @@ _K = "_bvm_k"  # prefix: per-function cells holding a global callee's value at c
 RUNTIME_NAMES = (
     _P, _TL, _D, _BFT, _RF, _WL, _SET, _RCV, _RW, _Y,
     _SX, _RR, _IT, _GEN, _BI, _PB, _TS, _SG, _AQ, _MS, _RS, _T, _SI, _BE, _MT, _WR,
-    _FT, _OP,
+    _FT, _OP, _RCV0,
 )  # fmt: skip
 
 

@@ -85,6 +85,7 @@ from ._astgen import (
     _P,
     _PB,
     _RCV,
+    _RCV0,
     _RF,
     _RR,
     _RS,
@@ -446,9 +447,12 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
         if fast is None:
             body: ast.expr = ast.Call(func=_name(k), args=args, keywords=kws)
         else:
-            # (r if type(r := RCV(args)) not in RW else <yield r to the driver>)
+            # (r if type(r := RCV(args)) not in RW else <yield r to the driver>); a call
+            # without arguments goes to RCV0, the same receive without a signature to
+            # parse (the common `receive()` of a message loop).
+            rcv = _RCV0 if not args and not kws else _RCV
             got = ast.NamedExpr(
-                target=_name(r, True), value=ast.Call(func=_name(_RCV), args=args, keywords=kws)
+                target=_name(r, True), value=ast.Call(func=_name(rcv), args=args, keywords=kws)
             )
             body = ast.IfExp(
                 test=ast.Compare(
@@ -657,6 +661,7 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
     if tmpl is None or not _same_signature(tmpl, code):
         return None
     tmpl = _rename_hoisted(tmpl, ctx.code_names, code.co_qualname)
+    tmpl = _fix_nested_qualnames(tmpl, code.co_qualname)
     out = tmpl.replace(co_name=code.co_name, co_qualname=code.co_qualname)
     _GUARDS[out] = {k: name for name, k in ctx.guards.items()}
     return out
@@ -674,6 +679,28 @@ def _rename_hoisted(co: types.CodeType, names: dict[str, str], qual: str) -> typ
             new = _rename_hoisted(c, names, f"{qual}.<locals>.{shown}" if shown else qual)
             if shown:
                 new = new.replace(co_name=shown, co_qualname=f"{qual}.<locals>.{shown}")
+            changed = changed or new is not c
+            consts.append(new)
+        else:
+            consts.append(c)
+    return co.replace(co_consts=tuple(consts)) if changed else co
+
+
+def _fix_nested_qualnames(co: types.CodeType, qual: str) -> types.CodeType:
+    """Name nested functions after the function, not the factory (``f.<locals>.g``).
+
+    Without this, a ``def`` inside compiled code makes functions whose ``__qualname__``
+    is ``_bvm_factory.<locals>._bvm_def.<locals>.g`` (tracebacks, beamvm.trace specs).
+    """
+    consts = []
+    changed = False
+    for c in co.co_consts:
+        if isinstance(c, types.CodeType):
+            new = _fix_nested_qualnames(c, qual)
+            q = new.co_qualname
+            cut = q.find("_bvm_def.<locals>.")
+            if cut >= 0 and q.startswith("_bvm_factory."):
+                new = new.replace(co_qualname=qual + q[cut + len("_bvm_def") :])
             changed = changed or new is not c
             consts.append(new)
         else:
@@ -727,6 +754,14 @@ def _global_value(fn: types.FunctionType, name: str) -> Any:
     return b.get(name, _UNBOUND)
 
 
+#: Called as ``hook(code, template)`` when a template is built for ``code``: the hooks of
+#: ``beamvm.trace`` (sys.monitoring events on new templates of traced functions).
+TEMPLATE_HOOKS: list[Callable[[types.CodeType, types.CodeType], None]] = []
+#: ``beamvm.trace``'s hook on 3.11 while a call trace is set: ``CALL_HOOK(fn)`` returns a
+#: tracing generator function for a traced ``fn`` missing from the dispatch cache (a
+#: closure, a function first called now), else None. None when no trace is set.
+CALL_HOOK: Callable[[types.FunctionType], Any] | None = None
+
 _COMPILED_FNS: weakref.WeakKeyDictionary[types.FunctionType, types.FunctionType] = (
     weakref.WeakKeyDictionary()
 )
@@ -740,6 +775,9 @@ def _template(code: types.CodeType, fn: types.FunctionType) -> types.CodeType | 
     if t is None:
         t = _build_template(fn)
         _TEMPLATES[code] = _NOT_COMPILABLE if t is None else t
+        if t is not None and TEMPLATE_HOOKS:  # beamvm.trace / beamvm.code (see there)
+            for hook in TEMPLATE_HOOKS:
+                hook(code, t)
         return t
     return None if t is _NOT_COMPILABLE else t
 
@@ -873,6 +911,10 @@ class _Dispatch(dict):  # type: ignore[type-arg]
             self._store(f, impl)
             return impl
         if tf is types.FunctionType:
+            if CALL_HOOK is not None:  # beamvm.trace on 3.11 (see there)
+                traced = CALL_HOOK(f)
+                if traced is not None:
+                    return traced
             if f.__module__ == "asyncio.runners" and f.__name__ == "run":
                 self._store(f, _asyncio_run_refused)
                 return _asyncio_run_refused
@@ -937,6 +979,7 @@ _RUNTIME_CELLS.update(
         _SET: types.CellType(operator.setitem),
         # Placeholders until set_fast_receive: nothing is the fast receive.
         _RCV: types.CellType(object()),
+        _RCV0: types.CellType(object()),
         _RW: types.CellType(()),
         _SX: types.CellType(_StopCarrier),
         _RR: types.CellType(_reraise),
@@ -966,7 +1009,10 @@ _FAST: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 def set_fast_receive(
-    plain: Callable[..., Any], fast: Callable[..., Any], wait_types: tuple[type, ...]
+    plain: Callable[..., Any],
+    fast: Callable[..., Any],
+    wait_types: tuple[type, ...],
+    fast0: Callable[..., Any] | None = None,
 ) -> None:
     """Make compiled calls to the primitive ``plain`` call ``fast`` plainly.
 
@@ -975,9 +1021,12 @@ def set_fast_receive(
     yields as it is (a single yield to the driver, no ``yield from`` level); the driver
     resumes the frame with ``send(result)`` or ``throw(exc)``. ``plain`` keeps its
     registered generator implementation for ``compile_process`` and other primitives.
+    ``fast0`` (default ``fast``) is what a call of ``plain`` without arguments calls
+    instead: ``fast()`` with a cheaper signature to parse.
     """
     _FAST[plain] = fast
     _RUNTIME_CELLS[_RCV].cell_contents = fast
+    _RUNTIME_CELLS[_RCV0].cell_contents = fast if fast0 is None else fast0
     _RUNTIME_CELLS[_RW].cell_contents = tuple(wait_types)
     _DISPATCH.pop(plain, None)
 

@@ -10,31 +10,58 @@ __all__ = [
     "BadArg",
     "Binary",
     "HttpObserver",
+    "KILL",
+    "NORMAL",
     "NoProc",
     "Pid",
     "ProcessExit",
     "Ref",
+    "SHUTDOWN",
+    "Socket",
     "SystemLimit",
     "Timeout",
     "_ReceiveOp",
     "__version__",
     "_after_fork",
     "_alias_count",
+    "_allocator_stats",
     "_dist_start",
     "_dist_stop",
     "_gen_call",
     "_gen_cast",
     "_observer_get",
     "_overdue",
+    "_pid",
+    "_process_generator",
     "_quiesce",
     "_raise_yield_flag",
     "_receive",
     "_recv",
+    "_recv_any",
+    "_ref",
     "_resumed",
     "_serve_http",
     "_serve_http_relay",
+    "_set_message_hook",
     "_set_stop_carrier",
+    "_set_thread_hooks",
     "_setup",
+    "_tcp_accept",
+    "_tcp_cancel",
+    "_tcp_close",
+    "_tcp_connect",
+    "_tcp_controlling_process",
+    "_tcp_getopts",
+    "_tcp_listen",
+    "_tcp_owner",
+    "_tcp_peername",
+    "_tcp_recv",
+    "_tcp_send",
+    "_tcp_setopts",
+    "_tcp_shutdown",
+    "_tcp_socket_count",
+    "_tcp_sockname",
+
     "_timeslice_setup",
     "alias",
     "binary_to_term",
@@ -59,6 +86,7 @@ __all__ = [
     "processes",
     "read_timer",
     "register",
+    "release_memory",
     "roundtrip",
     "run",
     "self_pid",
@@ -134,6 +162,9 @@ class Pid:
     def __le__(self, other: Pid, /) -> bool: ...
     def __gt__(self, other: Pid, /) -> bool: ...
     def __ge__(self, other: Pid, /) -> bool: ...
+    def __reduce__(self) -> tuple[Callable[..., Pid], tuple[str, int, int, int]]: ...
+    def __copy__(self) -> Pid: ...
+    def __deepcopy__(self, memo: Any, /) -> Pid: ...
 
 @final
 class Ref:
@@ -145,6 +176,9 @@ class Ref:
     def __le__(self, other: Ref, /) -> bool: ...
     def __gt__(self, other: Ref, /) -> bool: ...
     def __ge__(self, other: Ref, /) -> bool: ...
+    def __reduce__(self) -> tuple[Callable[..., Ref], tuple[str, int, list[int]]]: ...
+    def __copy__(self) -> Ref: ...
+    def __deepcopy__(self, memo: Any, /) -> Ref: ...
 
 @final
 class Binary:
@@ -161,6 +195,19 @@ class Binary:
     def refcount(self) -> int: ...
     @property
     def address(self) -> int: ...
+
+#: The atom ``normal``: the exit reason of a process that ended normally.
+NORMAL: Atom
+#: The atom ``kill``: an exit signal that cannot be trapped.
+KILL: Atom
+#: The atom ``shutdown``: the reason a supervisor stops a child with.
+SHUTDOWN: Atom
+
+def _pid(node: str, id: int, serial: int, creation: int) -> Pid:
+    """Rebuild a pickled Pid."""
+
+def _ref(node: str, creation: int, words: list[int]) -> Ref:
+    """Rebuild a pickled Ref."""
 
 class Timeout(Exception):
     """A receive timed out with no default."""
@@ -194,6 +241,9 @@ def _receive(*patterns: Any, timeout: float | None = None, default: Any = ...) -
 
 def _recv(*patterns: Any, timeout: float | None = None, default: Any = ...) -> Any:
     """Fast receive for compiled code: a queued match, or an op for the frame to yield."""
+
+def _recv_any(timeout: float | None = None) -> Any:
+    """``_recv(timeout=timeout)``: the next message, or an op for the frame to yield."""
 
 @final
 class _ReceiveOp:
@@ -281,9 +331,16 @@ def is_alive(pid: Pid) -> bool: ...
 def process_info(pid: Pid | None = None) -> dict[str, Any] | None: ...
 def processes() -> list[Pid]: ...
 def memory() -> dict[str, int]: ...
+def release_memory() -> int: ...
+def _allocator_stats() -> str: ...
 def system_info() -> dict[str, Any]: ...
 def statistics() -> dict[str, Any]: ...
 def roundtrip(obj: Any) -> Any: ...
+
+# --- tracing (crates/vm-python/src/{stacktrace,msgtrace,threadtrace}.rs; beamvm.trace) ---
+def _process_generator(pid: Pid) -> Any: ...
+def _set_message_hook(hook: Callable[[str, Any, Any], Any] | None) -> None: ...
+def _set_thread_hooks(trace: Any, profile: Any) -> None: ...
 def in_process_() -> bool: ...
 def _dist_start(
     name: str,
@@ -335,3 +392,82 @@ def _serve_http_relay(socket: str, host: str, port: int) -> HttpObserver: ...
 def _observer_get(target: str) -> tuple[int, str, str]: ...
 
 # --- end web observer ---
+
+# tcp.rs: beamvm.tcp's native half (sockets owned by processes)
+@final
+class Socket:
+    """A socket owned by a process (``beamvm.tcp``); travels as ``('$socket', id)``."""
+
+    @property
+    def id(self) -> int: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+def _tcp_listen(
+    ip: str | None,
+    port: int,
+    path: str | None,
+    backlog: int,
+    reuseaddr: bool,
+    packet: Any,
+    packet_size: int,
+    active: Any,
+    nodelay: bool,
+) -> Socket:
+    """Listen; the caller owns the listener."""
+
+def _tcp_accept(ls: Any) -> Socket | None:
+    """Take a waiting connection, or return None (the completion comes as a message)."""
+
+def _tcp_connect(
+    ip: str | None,
+    port: int,
+    path: str | None,
+    packet: Any,
+    packet_size: int,
+    active: Any,
+    nodelay: bool,
+) -> Socket:
+    """Start a connect; the outcome comes as a message."""
+
+def _tcp_send(s: Any, data: Any) -> bool:
+    """Queue data; False: wait for the send completion."""
+
+def _tcp_recv(s: Any, length: int) -> Any:
+    """Passive read: data, or None (the completion comes as a message)."""
+
+def _tcp_setopts(
+    s: Any,
+    packet: Any = None,
+    packet_size: int | None = None,
+    active: Any = None,
+    nodelay: bool | None = None,
+) -> None:
+    """Change the options given."""
+
+def _tcp_getopts(s: Any) -> dict[str, Any]:
+    """Return the options now."""
+
+def _tcp_owner(s: Any) -> Pid | None:
+    """Return the socket's owner, None once closed."""
+
+def _tcp_controlling_process(s: Any, pid: Any) -> None:
+    """Hand the socket to pid (owner only)."""
+
+def _tcp_close(s: Any) -> None:
+    """Close (idempotent)."""
+
+def _tcp_shutdown(s: Any, how: str) -> None:
+    """Shut down read, write or read_write."""
+
+def _tcp_cancel(s: Any) -> bool:
+    """Withdraw the caller's wait on s: True if it was waiting."""
+
+def _tcp_peername(s: Any) -> Any:
+    """Return the peer's address."""
+
+def _tcp_sockname(s: Any) -> Any:
+    """Return the local address."""
+
+def _tcp_socket_count() -> int:
+    """Open sockets in the running VM."""

@@ -39,6 +39,11 @@ log = logging.getLogger("beamvm")
 #: it held, bounded so that a huge state cannot flood the log.
 STATE_REPR_LIMIT = 2000
 
+#: Bumped by ``beamvm.code.load``: a GenServer compares it with the value it last saw on
+#: each message and, when it changed, resolves its class and callbacks from the module
+#: again (Erlang's fully qualified ``?MODULE:loop`` call after a code load).
+CODE_GENERATION = [0]
+
 NORMAL = Atom("normal")
 SHUTDOWN = Atom("shutdown")
 KILL = Atom("kill")

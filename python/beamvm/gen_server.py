@@ -49,7 +49,16 @@ The instance (``self``) is the state; it lives in the server's process only. Cal
     ``terminate`` -- OTP's rule. Trap exits in ``init`` when ``terminate`` must run on
     shutdown (to flush, close, deregister).
 ``code_change(self, old_vsn, extra)``
-    Kept for OTP's shape (hot code loading is a later layer).
+    Called by ``beamvm.sys.change_code`` (usually while the server is suspended, after
+    ``beamvm.code.load``) on the new version of the class: upgrade the state in place
+    (return None) or return a new state object. A crash keeps the old class and state
+    and is the change's error.
+
+Hot code loading: after ``beamvm.code.load(module)``, the server's next message moves
+its state to the class of that name in the reloaded module (``self.__class__`` is
+reassigned when the layouts allow) and runs the new callbacks -- Erlang's fully
+qualified ``?MODULE:loop`` call. ``beamvm.sys`` suspends, inspects and upgrades a
+running server.
 
 A crash in a callback ends the server with ``(Atom('error'), 'ExceptionType', 'message')``
 after ``terminate``; unless the reason is ``normal``, ``shutdown`` or ``('shutdown',
@@ -496,11 +505,43 @@ class _Bound:
         return inst.handle_info(msg)
 
 
+def _current_class(cls: type) -> type:
+    """Return the class named as ``cls`` in its module now (a new one after a load)."""
+    import sys
+
+    obj: Any = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        obj = getattr(obj, part, None)
+    if isinstance(obj, type) and issubclass(obj, GenServer):
+        return obj
+    return cls
+
+
+def _upgrade(inst: GenServer) -> None:
+    """Move ``inst`` to the current version of its class (after a code load)."""
+    cls = type(inst)
+    new = _current_class(cls)
+    if new is not cls:
+        try:
+            inst.__class__ = new
+        except TypeError:  # incompatible layouts (__slots__): keeps its class
+            pass
+
+
 def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
     msg: Any = None
+    code_gen = _otp.CODE_GENERATION
+    # ``seen`` is what the code generation is compared with on each message (the one
+    # check a message pays for hot code loading). After any load, the class is checked on
+    # the first message: a server started from a class object captured earlier (a
+    # supervisor's child spec) moves to the current one. While sys.statistics is on,
+    # ``seen`` is -1 so that every message takes the slow branch, which counts it.
+    loaded = code_gen[0] - 1 if code_gen[0] else 0
+    seen = loaded
     handle_call = _handler(inst, "handle_call")
     handle_cast = _handler(inst, "handle_cast")
     handle_info = _handler(inst, "handle_info")
+    stats: Any = None  # [messages in, start time] while beamvm.sys.statistics is on
     while True:
         try:
             if cont is not _MISSING:
@@ -510,6 +551,16 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                     cont = _noreply(out)
                 continue
             msg = receive()
+            if code_gen[0] != seen:  # a module was loaded (or statistics are on)
+                if stats is not None:
+                    stats[0] += 1
+                if code_gen[0] != loaded:  # callbacks of the new version from now on
+                    loaded = code_gen[0]
+                    _upgrade(inst)
+                    handle_call = _handler(inst, "handle_call")
+                    handle_cast = _handler(inst, "handle_cast")
+                    handle_info = _handler(inst, "handle_info")
+                seen = loaded if stats is None else -1
             if type(msg) is tuple and msg:
                 tag = msg[0]
                 if tag == GEN_CALL and len(msg) == 3:
@@ -541,6 +592,11 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                     if type(req) is tuple and len(req) == 2 and req[0] == TERMINATE:
                         reason = req[1]
                         break
+                    from beamvm import sys as _sys
+
+                    inst, stats = _sys._handle(inst, msg[1], req, parent, stats)
+                    seen = loaded = -1  # resolve the callbacks again (change_code may have run)
+                    continue
             out = handle_info(inst, msg)
             if out is not None and out is not NoReply:
                 cont = _noreply(out)

@@ -4,11 +4,15 @@
 //! prints one JSON object per line:
 //! `{"workload": "B2", "metric": "...", "value": median, "unit": "...", "median": ..,
 //!   "min": .., "max": .., "reps": N}`.
-//! Names: B1 B1b B2 B3 B3W B4 B5 B6 B7 B8 B9 B10 CASCADE MONITOR TOP (default: all).
+//! Names: B1 B1b B2 B3 B3W B4 B5 B6 B7 B8 B9 B10 CASCADE MONITOR TOP (default: all),
+//! and ECHO (by name only: TCP echo of native processes over loopback, B11 in one VM).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+
+#[path = "common/echo_native.rs"]
+mod echo_native;
 
 use vm_core::{Atom, Cx, Fragment, Key, Pid, Ref, Step, Term, Vm, VmConfig};
 
@@ -872,6 +876,85 @@ fn monitor_rt(out: &mut Out, quick: bool) {
     );
 }
 
+// ------------------------------------------------------------------ ECHO
+
+/// B11 inside one VM: the native echo server (examples/common/echo_native.rs: an
+/// acceptor, one process per connection in `{active, once}`) and 100 native client
+/// processes, each keeping one 64-byte message in flight over loopback. Round trips
+/// per second; the server, the clients and the reactor's poll thread share the cores
+/// (benches/b11.py measures the same server against the external load generator).
+fn echo(out: &mut Out, quick: bool) {
+    use vm_core::io::{parse_message, ActiveOpt, Addr, IoMessage, SetOpts, SocketOpts};
+    use vm_core::term::Binary;
+    let secs = if quick { 0.5 } else { 2.0 };
+    let conns = 100;
+    let vm = vm(cores(), 100_000);
+    let port = echo_native::start(
+        &vm.handle(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    );
+    assert!(port != 0, "echo server did not start");
+    let trips = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let msg = vec![b'x'; 64];
+    for _ in 0..conns {
+        let (trips, stop, msg) = (trips.clone(), stop.clone(), msg.clone());
+        let mut sock = None;
+        let mut got = 0usize;
+        vm.spawn(body(move |cx: &mut Cx<'_>| {
+            let Ok(r) = cx.io() else {
+                return Step::Exit(int(1));
+            };
+            let me = cx.self_pid();
+            let s = match sock {
+                Some(s) => s,
+                None => {
+                    let addr = Addr::Inet(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+                    let s = r
+                        .connect(me, &addr, SocketOpts::default())
+                        .expect("connect");
+                    sock = Some(s);
+                    return Step::Wait;
+                }
+            };
+            while let Some(m) = cx.recv() {
+                match parse_message(m.view()) {
+                    Some(IoMessage::Connected(_, Ok(()))) => {}
+                    Some(IoMessage::Tcp(_, d)) => {
+                        got += d.len();
+                        if got < msg.len() {
+                            let _ = r.setopts(s, SetOpts::active(ActiveOpt::Once));
+                            continue;
+                        }
+                        got = 0;
+                        trips.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        let _ = r.close(s);
+                        return Step::Exit(int(0));
+                    }
+                }
+                if stop.load(Ordering::Relaxed) {
+                    let _ = r.close(s);
+                    return Step::Exit(int(0));
+                }
+                let _ = r.send(s, me, Binary::new(msg.clone()));
+                let _ = r.setopts(s, SetOpts::active(ActiveOpt::Once));
+            }
+            Step::Wait
+        }))
+        .expect("client");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let n0 = trips.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let n = trips.load(Ordering::Relaxed) - n0;
+    let el = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    out.add("ECHO", "round_trips_per_s_100_conns", "1/s", n as f64 / el);
+}
+
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     // benches/run.py passes quick mode as BEAMVM_BENCH_QUICK=1.
@@ -920,9 +1003,10 @@ fn main() {
                 "CASCADE" => cascade(&mut out, quick),
                 "MONITOR" => monitor_rt(&mut out, quick),
                 "TOP" => top(&mut out, quick),
+                "ECHO" => echo(&mut out, quick),
                 other => {
                     // Skip it (and say so) rather than lose the workloads after it.
-                    eprintln!("unknown workload {other}; known: {all:?}");
+                    eprintln!("unknown workload {other}; known: {all:?} and ECHO");
                     break;
                 }
             }

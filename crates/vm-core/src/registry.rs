@@ -30,12 +30,12 @@ impl Registry {
         let mut m = self.maps.write().unwrap_or_else(|e| e.into_inner());
         if let Some(other) = m.by_name.get(&name) {
             return Err(Error::BadArg(format!(
-                "the name {name:?} is already registered to {other}"
+                "the name {name} is already registered to {other}"
             )));
         }
         if let Some(old) = m.by_pid.get(&pid) {
             return Err(Error::BadArg(format!(
-                "{pid} is already registered as {old:?}; unregister it first"
+                "{pid} is already registered as {old}; unregister it first"
             )));
         }
         m.by_name.insert(name, pid);
@@ -49,7 +49,7 @@ impl Registry {
         let pid = m
             .by_name
             .remove(&name)
-            .ok_or_else(|| Error::BadArg(format!("the name {name:?} is not registered")))?;
+            .ok_or_else(|| Error::BadArg(format!("the name {name} is not registered")))?;
         m.by_pid.remove(&pid);
         Ok(pid)
     }

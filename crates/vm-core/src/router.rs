@@ -96,7 +96,9 @@ impl Router {
         // The inbox's own count (on the line the push touches anyway) sizes the send
         // cost; the published mailbox length would be one more cache miss per send.
         let queue_len = p.inbox.len();
-        match p.inbox.push(sig) {
+        // What it weighs while queued, for `memory()` (see `Inbox::bytes`).
+        let bytes = sig.heap_bytes();
+        match p.inbox.push_sized(sig, bytes) {
             Ok(true) => self.enqueue(p),
             Ok(false) => {}
             Err(refused) => {

@@ -6,12 +6,46 @@
 //! their own that their owner holds for one update at a time, never across a slice;
 //! the body's label is read only if the process is between slices (`try_lock`).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::process::inbox::node_bytes;
+use crate::process::signal::Signal;
 use crate::process::Process;
 use crate::term::{atom_count, atom_table_bytes, binary_bytes, Atom, Pid};
-use crate::vm::VmRef;
+use crate::vm::{VmInner, VmRef};
+
+/// Bytes that process bodies hold outside the VM's own structures, as their embedder
+/// declares them ([`add_body_bytes`]): a Python process's generator, frame and context
+/// live on Python's heap. Counted in `memory().processes`, so every reader of
+/// [`VmRef::memory`] (the web observer's page and metrics included) sees them.
+static BODY_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Declares `n` more bytes held by process bodies outside the VM (see [`BODY_BYTES`]);
+/// [`sub_body_bytes`] takes them off when the body is dropped.
+pub fn add_body_bytes(n: usize) {
+    BODY_BYTES.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Takes off `n` bytes declared with [`add_body_bytes`].
+pub fn sub_body_bytes(n: usize) {
+    BODY_BYTES.fetch_sub(n, Ordering::Relaxed);
+}
+
+/// Bytes declared with [`add_body_bytes`] and not taken off.
+pub fn body_bytes() -> usize {
+    BODY_BYTES.load(Ordering::Relaxed)
+}
+
+/// The embedder's allocator probe: given the bytes the VM's counters put in the global
+/// allocator, what the allocator holds beyond them (see [`Memory::allocator`]).
+static ALLOCATOR_PROBE: std::sync::OnceLock<fn(usize) -> usize> = std::sync::OnceLock::new();
+
+/// Sets the probe that measures [`Memory::allocator`] (once per process; later calls
+/// are ignored). vm-core does not choose the global allocator, so it cannot measure it.
+pub fn set_allocator_probe(probe: fn(usize) -> usize) {
+    let _ = ALLOCATOR_PROBE.set(probe);
+}
 
 /// Bytes of a control block with no messages, heap or relations (the fixed cost of a
 /// process, counted in `memory().processes`).
@@ -19,10 +53,53 @@ pub fn process_base_bytes() -> usize {
     std::mem::size_of::<Process>() + 2 * std::mem::size_of::<usize>()
 }
 
-/// Published bytes of a process (control block + heap; queued messages are counted
-/// only by `process_info`, which reads the private mailbox).
+/// Published bytes of a process: control block, heap, and its queued signals (the
+/// inbox's, counted as they are pushed, and the mailbox's, published by its owner).
 pub(crate) fn published_memory(p: &Process) -> usize {
-    process_base_bytes() + p.heap_bytes.load(Ordering::Relaxed)
+    process_base_bytes()
+        + p.heap_bytes.load(Ordering::Relaxed)
+        + inbox_bytes(p)
+        + p.queued_bytes.load(Ordering::Relaxed)
+}
+
+/// Bytes held by signals waiting in `p`'s inbox (nodes and what they carry).
+fn inbox_bytes(p: &Process) -> usize {
+    p.inbox.len() * node_bytes::<Signal>() + p.inbox.bytes()
+}
+
+/// `process_info` of `p` from its published counters and its relations (never waits
+/// for the process); `current` is what it runs, if known.
+pub(crate) fn info_of(vm: &VmInner, p: &Process, current: Option<String>) -> ProcessInfo {
+    let (links, monitors, monitored_by) = p
+        .rel_if(|r| {
+            (
+                r.links.iter().copied().collect(),
+                r.monitoring.values().copied().collect(),
+                r.monitored_by.values().copied().collect(),
+            )
+        })
+        .unwrap_or_default();
+    let young = p.heap_words[0].load(Ordering::Relaxed) as usize;
+    let old = p.heap_words[1].load(Ordering::Relaxed) as usize;
+    ProcessInfo {
+        pid: p.pid,
+        status: p.status(),
+        priority: p.priority().name(),
+        reductions: p.reductions.load(Ordering::Relaxed),
+        message_queue_len: p.message_queue_len(),
+        memory: published_memory(p),
+        heap_size: young + old,
+        young_heap_size: young,
+        old_heap_size: old,
+        minor_gcs: u64::from(p.minor_gcs.load(Ordering::Relaxed)),
+        major_gcs: u64::from(p.major_gcs.load(Ordering::Relaxed)),
+        links,
+        monitors,
+        monitored_by,
+        trap_exit: p.traps_exits(),
+        registered_name: vm.registry.name_of(p.pid),
+        current,
+    }
 }
 
 /// The label of `p`'s body, if `p` is between slices (never waits).
@@ -96,7 +173,7 @@ pub struct ProcessSummary {
 /// `erlang:memory()`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Memory {
-    /// processes + binary + atom + system.
+    /// processes + binary + atom + system + allocator.
     pub total: usize,
     /// Control blocks, heaps and mailboxes.
     pub processes: usize,
@@ -106,6 +183,10 @@ pub struct Memory {
     pub atom: usize,
     /// The rest of the VM's bookkeeping (process table chunks, timers, queues).
     pub system: usize,
+    /// What the global allocator holds beyond the VM's counted structures (caches it
+    /// keeps for reuse, fragmentation), as the embedder's probe measures it
+    /// ([`set_allocator_probe`]); 0 without a probe.
+    pub allocator: usize,
 }
 
 /// `erlang:system_info/1` items.
@@ -208,6 +289,16 @@ impl Statistics {
 }
 
 impl VmRef {
+    /// Runs `f` on `pid`'s body if the process is alive and between slices; None
+    /// otherwise. Never waits: a process in a slice (or exiting) is skipped, as the
+    /// label of [`VmRef::process_info`] is. `f` runs under the process's lock: keep it
+    /// short (the scheduler cannot run the process meanwhile).
+    pub fn with_body<R>(&self, pid: Pid, f: impl FnOnce(&dyn crate::Body) -> R) -> Option<R> {
+        let p = self.0.router.table.get(pid)?;
+        let g = p.private.try_lock().ok()?;
+        g.body.as_deref().map(f)
+    }
+
     /// A snapshot of `pid`, or None if it is not alive. Never waits for the process:
     /// everything comes from its published counters and its links and monitors (their
     /// own lock, held only for one update), so it is safe on a running process, from
@@ -215,36 +306,7 @@ impl VmRef {
     /// process between slices: `current` is None while it runs.
     pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
         let p = self.0.router.table.get(pid)?;
-        let (links, monitors, monitored_by) = p
-            .rel_if(|r| {
-                (
-                    r.links.iter().copied().collect(),
-                    r.monitoring.values().copied().collect(),
-                    r.monitored_by.values().copied().collect(),
-                )
-            })
-            .unwrap_or_default();
-        let young = p.heap_words[0].load(Ordering::Relaxed) as usize;
-        let old = p.heap_words[1].load(Ordering::Relaxed) as usize;
-        Some(ProcessInfo {
-            pid,
-            status: p.status(),
-            priority: p.priority().name(),
-            reductions: p.reductions.load(Ordering::Relaxed),
-            message_queue_len: p.message_queue_len(),
-            memory: published_memory(&p) + p.queued_bytes.load(Ordering::Relaxed),
-            heap_size: young + old,
-            young_heap_size: young,
-            old_heap_size: old,
-            minor_gcs: u64::from(p.minor_gcs.load(Ordering::Relaxed)),
-            major_gcs: u64::from(p.major_gcs.load(Ordering::Relaxed)),
-            links,
-            monitors,
-            monitored_by,
-            trap_exit: p.traps_exits(),
-            registered_name: self.0.registry.name_of(pid),
-            current: label(&p),
-        })
+        Some(info_of(&self.0, &p, label(&p)))
     }
 
     /// A summary of `pid` from its published counters, or None if it is not alive.
@@ -281,18 +343,27 @@ impl VmRef {
 
     /// Memory by category, given the processes' bytes (summed by a table walk).
     pub(crate) fn memory_with(&self, processes: usize) -> Memory {
+        let processes = processes + body_bytes();
         let binary = binary_bytes();
         let atom = atom_table_bytes();
         let limit = self.0.router.table.limit();
         let system = limit.div_ceil(crate::process::table::CHUNK) * 16
             + self.0.router.table.count().next_power_of_two().min(limit) * 12
             + self.0.timers.bytes();
+        // What the VM's counters put in the global allocator: all but the binaries
+        // owned elsewhere (Python `bytes` shared in place) and the bodies' own bytes.
+        let counted = (processes - body_bytes().min(processes))
+            + (binary - crate::term::foreign_binary_bytes().min(binary))
+            + atom
+            + system;
+        let allocator = ALLOCATOR_PROBE.get().map_or(0, |probe| probe(counted));
         Memory {
-            total: processes + binary + atom + system,
+            total: processes + binary + atom + system + allocator,
             processes,
             binary,
             atom,
             system,
+            allocator,
         }
     }
 

@@ -9,7 +9,10 @@
 //!
 //! Timers are kept per destination pid as well, so a process's exit cancels every
 //! timer aimed at it (Erlang cancels BIF timers whose destination dies) and nothing
-//! lingers until its deadline.
+//! lingers until its deadline. A timer aimed at a registered *name*
+//! (`erlang:send_after/3` with an atom) resolves the name when it fires and is
+//! dropped if no process has it then; it belongs to no process, so it is indexed
+//! under [`EXTERNAL_PID`], which never exits.
 //!
 //! A delay too long for the clock (`Instant::now() + delay` overflows) means never: the
 //! timer is kept (it can be read and cancelled, and reads `Duration::MAX` left) but is
@@ -19,17 +22,41 @@
 //! Linux, finer than BEAM's 1 ms timer resolution.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::process::signal::Signal;
+use crate::process::table::EXTERNAL_PID;
+use crate::registry::Registry;
 use crate::router::Router;
-use crate::term::{Fragment, Pid, Ref};
+use crate::term::{Atom, Fragment, Pid, Ref};
+
+/// Slots or map capacity below which the timer service never compacts or shrinks:
+/// the few KB a working set of timers needs are kept.
+const TIDY_FROM: usize = 1024;
 
 enum Action {
     Send(Fragment),
+    /// Send to whoever holds the name when the timer fires (nobody: dropped).
+    SendNamed(Atom, Fragment),
     Timeout(u64),
+}
+
+impl Action {
+    /// Whether the timer is indexed by its destination pid (cancelled when that process
+    /// exits): sends to a pid only.
+    fn indexed(&self) -> bool {
+        matches!(self, Action::Send(_))
+    }
+
+    /// Bytes of the message held (refcounted binaries are counted as binaries).
+    fn bytes(&self) -> usize {
+        match self {
+            Action::Send(m) | Action::SendNamed(_, m) => m.byte_size(),
+            Action::Timeout(_) => 0,
+        }
+    }
 }
 
 struct Entry {
@@ -43,12 +70,13 @@ struct Entry {
 struct State {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     entries: HashMap<u64, Entry>,
-    by_pid: HashMap<Pid, Vec<u64>>,
+    /// Timer ids by destination (a set: cancelling one of a process's 100,000 timers
+    /// is O(1), not a scan).
+    by_pid: HashMap<Pid, HashSet<u64>>,
+    /// Bytes of the messages the timers hold (their fragments' words).
+    msg_bytes: usize,
     stop: bool,
 }
-
-/// Heap slots below which cancelled timers' slots are left to surface on their own.
-const STALE_SLOTS_MIN: usize = 1024;
 
 /// When a timer set `after` from now fires: None when that is past what the clock can
 /// represent (`Duration::MAX`, `sleep(None)` from Python): such a timer never fires.
@@ -82,12 +110,14 @@ impl Timers {
         if let Some(at) = at {
             s.heap.push(Reverse((at, id)));
         }
+        s.msg_bytes += action.bytes();
         // A receive timeout is not indexed by pid: its process cancels it when the
         // receive ends, and at exit (`Vm::exit`, through the pending wait's timer id).
-        let indexed = matches!(action, Action::Send(_));
+        // A timer to a name belongs to no process.
+        let indexed = action.indexed();
         s.entries.insert(id, Entry { at, to, action });
         if indexed {
-            s.by_pid.entry(to).or_default().push(id);
+            s.by_pid.entry(to).or_default().insert(id);
         }
         drop(s);
         if wake {
@@ -102,16 +132,31 @@ impl Timers {
         self.add(at, to, Action::Send(msg))
     }
 
+    /// Schedules `msg` to the process registered as `name` when the timer fires;
+    /// returns the timer id.
+    pub(crate) fn send_named_at(&self, at: Option<Instant>, name: Atom, msg: Fragment) -> u64 {
+        self.add(at, EXTERNAL_PID, Action::SendNamed(name, msg))
+    }
+
     /// Schedules a receive timeout for `pid`'s wait number `generation`.
     pub(crate) fn receive_timeout(&self, at: Instant, pid: Pid, generation: u64) -> u64 {
         self.add(Some(at), pid, Action::Timeout(generation))
     }
 
+    /// Removes entry `id` (its message's bytes leave the count).
+    fn take(s: &mut State, id: u64) -> Option<Entry> {
+        let e = s.entries.remove(&id)?;
+        s.msg_bytes -= e.action.bytes();
+        Some(e)
+    }
+
     fn unindex(s: &mut State, id: u64, to: Pid) {
         if let Some(v) = s.by_pid.get_mut(&to) {
-            v.retain(|&x| x != id);
+            v.remove(&id);
             if v.is_empty() {
                 s.by_pid.remove(&to);
+            } else if v.capacity() > TIDY_FROM && v.capacity() > 4 * v.len() {
+                v.shrink_to(2 * v.len());
             }
         }
     }
@@ -126,21 +171,22 @@ impl Timers {
     /// for the time left); returns its deadline if it was live.
     pub(crate) fn remove(&self, id: u64) -> Option<Option<Instant>> {
         let mut s = self.lock();
-        let e = s.entries.remove(&id)?;
-        if matches!(e.action, Action::Send(_)) {
+        let e = Self::take(&mut s, id)?;
+        if e.action.indexed() {
             Self::unindex(&mut s, id, e.to);
         }
-        Self::drop_stale_slots(&mut s);
+        Self::tidy(&mut s);
         Some(e.at)
     }
 
-    /// Drops heap slots of cancelled timers when they dominate, so cancelled long
-    /// timers (a 5 s call timeout per `gen_server.call`, hundreds of thousands a
-    /// second) neither hold memory until their deadlines nor wake the timer thread at
-    /// each of them. Amortised O(1) per cancel: a pass over the heap runs only after
-    /// it has grown to 4x the live timers (and past `STALE_SLOTS_MIN`).
-    fn drop_stale_slots(s: &mut State) {
-        if s.heap.len() > STALE_SLOTS_MIN && s.heap.len() > 4 * s.entries.len() {
+    /// Gives memory back once cancelled timers dominate: drops the heap slots of
+    /// cancelled timers (lazy deletion would keep them until their deadlines, an hour
+    /// away for a typical `send_after` that is then cancelled, and wake the timer thread
+    /// at each: a 5 s call timeout per `gen_server.call`, hundreds of thousands a
+    /// second) and shrinks the maps that emptied. Each compaction is O(slots) and happens only when at least three
+    /// quarters of the slots are dead, so cancelling costs O(1) amortised.
+    fn tidy(s: &mut State) {
+        if s.heap.len() > TIDY_FROM && s.heap.len() > 4 * s.entries.len() {
             let entries = &s.entries;
             let kept: Vec<_> = s
                 .heap
@@ -149,6 +195,15 @@ impl Timers {
                 .copied()
                 .collect();
             s.heap = kept.into();
+        }
+        if s.heap.capacity() > TIDY_FROM && s.heap.capacity() > 4 * s.heap.len() {
+            s.heap.shrink_to(2 * s.heap.len());
+        }
+        if s.entries.capacity() > TIDY_FROM && s.entries.capacity() > 4 * s.entries.len() {
+            s.entries.shrink_to(2 * s.entries.len());
+        }
+        if s.by_pid.capacity() > TIDY_FROM && s.by_pid.capacity() > 4 * s.by_pid.len() {
+            s.by_pid.shrink_to(2 * s.by_pid.len());
         }
     }
 
@@ -163,10 +218,10 @@ impl Timers {
         let mut s = self.lock();
         if let Some(ids) = s.by_pid.remove(&pid) {
             for id in ids {
-                s.entries.remove(&id);
+                Self::take(&mut s, id);
             }
         }
-        Self::drop_stale_slots(&mut s);
+        Self::tidy(&mut s);
     }
 
     /// Live timers.
@@ -174,10 +229,16 @@ impl Timers {
         self.lock().entries.len()
     }
 
-    /// Approximate bytes used by timer bookkeeping.
+    /// Approximate bytes used by timers: the bookkeeping (heap slots, entries, the
+    /// per-process index, at their allocated capacities) and the messages they hold.
     pub(crate) fn bytes(&self) -> usize {
         let s = self.lock();
-        s.heap.capacity() * 24 + s.entries.capacity() * 96 + s.by_pid.capacity() * 40
+        let ids: usize = s.by_pid.values().map(|v| v.capacity() * 16).sum();
+        s.heap.capacity() * std::mem::size_of::<Reverse<(Instant, u64)>>()
+            + s.entries.capacity() * (std::mem::size_of::<(u64, Entry)>() + 1)
+            + s.by_pid.capacity() * (std::mem::size_of::<(Pid, HashSet<u64>)>() + 1)
+            + ids
+            + s.msg_bytes
     }
 
     /// Stops the timer thread.
@@ -186,8 +247,9 @@ impl Timers {
         self.cv.notify_all();
     }
 
-    /// The timer thread's loop: fires due timers through `router` until stopped.
-    pub(crate) fn run(&self, router: &Router) {
+    /// The timer thread's loop: fires due timers through `router` until stopped; a
+    /// timer aimed at a name resolves it in `names` when it fires.
+    pub(crate) fn run(&self, router: &Router, names: &Registry) {
         let mut due: Vec<(Pid, Action)> = Vec::new();
         loop {
             {
@@ -202,8 +264,8 @@ impl Timers {
                             break;
                         }
                         s.heap.pop();
-                        if let Some(e) = s.entries.remove(&id) {
-                            if matches!(e.action, Action::Send(_)) {
+                        if let Some(e) = Self::take(&mut s, id) {
+                            if e.action.indexed() {
                                 Self::unindex(&mut s, id, e.to);
                             }
                             due.push((e.to, e.action));
@@ -225,9 +287,13 @@ impl Timers {
                 }
             }
             for (to, action) in due.drain(..) {
-                let sig = match action {
-                    Action::Send(m) => Signal::Message(m),
-                    Action::Timeout(g) => Signal::Timeout(g),
+                let (to, sig) = match action {
+                    Action::Send(m) => (to, Signal::Message(m)),
+                    Action::SendNamed(name, m) => match names.whereis(name) {
+                        Some(pid) => (pid, Signal::Message(m)),
+                        None => continue,
+                    },
+                    Action::Timeout(g) => (to, Signal::Timeout(g)),
                 };
                 router.send(to, sig);
             }
@@ -258,7 +324,7 @@ mod tests {
         timers.send_at(None, p.pid, msg(8));
         assert!(timers.cancel(gone).is_some());
         std::thread::scope(|s| {
-            s.spawn(|| timers.run(&router));
+            s.spawn(|| timers.run(&router, &Registry::default()));
             let end = Instant::now() + Duration::from_secs(5);
             while p.inbox.len() < 3 && Instant::now() < end {
                 std::thread::sleep(Duration::from_millis(1));
@@ -302,12 +368,12 @@ mod tests {
         }
         let s = timers.lock();
         assert!(
-            s.heap.len() <= STALE_SLOTS_MIN + 1,
+            s.heap.len() <= TIDY_FROM + 1,
             "heap kept {} slots",
             s.heap.len()
         );
         assert_eq!(
-            s.by_pid.get(&pid).map(Vec::len),
+            s.by_pid.get(&pid).map(HashSet::len),
             Some(1),
             "only the send_after"
         );

@@ -76,6 +76,8 @@ pub(crate) struct VmInner {
     pub(crate) system_monitor: Mutex<Option<Pid>>,
     /// What observers read beyond the counters (crate::observe).
     pub(crate) observe: crate::observe::ObserveState,
+    /// The I/O reactor and its poll thread, made with the first socket (io/driver.rs).
+    pub(crate) io: crate::io::IoState,
     /// VM threads (schedulers, timer, watchdog) that have returned, for shutdown.
     pub(crate) exited: (Mutex<usize>, std::sync::Condvar),
 }
@@ -251,6 +253,8 @@ impl VmInner {
         if proc.has_timers.load(Ordering::SeqCst) {
             self.timers.cancel_for(me);
         }
+        // Its sockets close (peers see EOF) before its pid's slot can be reused.
+        self.io.owner_exited(me);
         let leftovers = proc.release(&mut g);
         drop(g);
         drop_guarded(leftovers);
@@ -289,7 +293,7 @@ impl VmRef {
             .0
             .registry
             .whereis(name)
-            .ok_or_else(|| Error::BadArg(format!("no process is registered as {name:?}")))?;
+            .ok_or_else(|| Error::BadArg(format!("no process is registered as {name}")))?;
         self.send(pid, msg);
         Ok(())
     }
@@ -371,6 +375,16 @@ impl VmRef {
         self.0.send_after(after, to, msg)
     }
 
+    /// Sends `msg` after `after` to the process registered as `name` at that time
+    /// (`erlang:send_after/3` with an atom): never an error; dropped if no process
+    /// has the name when the timer fires.
+    pub fn send_after_named(&self, after: Duration, name: Atom, msg: Fragment) -> Ref {
+        Ref(self
+            .0
+            .timers
+            .send_named_at(crate::timer::deadline(after), name, msg))
+    }
+
     /// Cancels a timer: the time it had left, or None.
     pub fn cancel_timer(&self, r: Ref) -> Option<Duration> {
         self.0.timers.cancel(r.0)
@@ -424,6 +438,23 @@ impl VmRef {
         std::mem::replace(&mut *g, pid)
     }
 
+    /// The VM's I/O reactor (made with its poll thread on first use): the socket
+    /// operations of native bodies and of bindings (see `crate::io`).
+    pub fn io(&self) -> std::result::Result<Arc<crate::io::Reactor>, crate::io::IoError> {
+        self.0.io.reactor(&self.0)
+    }
+
+    /// How active socket messages spell their tag (before the first socket only; the
+    /// Python binding asks for its string form).
+    pub fn set_io_tag_style(&self, style: crate::io::TagStyle) {
+        self.0.io.set_style(style);
+    }
+
+    /// Open sockets (0 while the reactor was never used).
+    pub fn socket_count(&self) -> usize {
+        self.0.io.get().map_or(0, |r| r.socket_count())
+    }
+
     /// Sets the number of schedulers taking work (1..=schedulers); returns the old one.
     pub fn set_schedulers_online(&self, n: usize) -> Result<usize> {
         self.0.router.sched.set_online(n)
@@ -457,6 +488,7 @@ impl Vm {
             dirty: DirtyPools::new(config.dirty_cpu, config.dirty_io),
             system_monitor: Mutex::new(None),
             observe: Default::default(),
+            io: Default::default(),
             exited: (Mutex::new(0), std::sync::Condvar::new()),
             config,
         });
@@ -472,7 +504,7 @@ impl Vm {
         let v = inner.clone();
         vm.threads
             .push(spawn_thread("beamvm-timer".into(), None, move || {
-                v.timers.run(&v.router);
+                v.timers.run(&v.router, &v.registry);
                 v.thread_exited();
             })?);
         let v = inner.clone();
@@ -541,6 +573,7 @@ impl Vm {
         inner.router.sched.wake_all();
         inner.timers.stop();
         inner.dirty.stop();
+        inner.io.stop();
         let want = self.threads.len();
         let all_exited = {
             // A limit too long for the clock is no limit.

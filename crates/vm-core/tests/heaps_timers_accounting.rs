@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use vm_core::term::binary_bytes;
-use vm_core::{Atom, Cx, Error, Step, Term};
+use vm_core::{Atom, Cx, Error, Fragment, Step, Term};
 
 /// Tests that measure the global binary counter run one at a time.
 static BINARY_LOCK: Mutex<()> = Mutex::new(());
@@ -209,6 +209,96 @@ fn a_timer_for_a_dead_process_does_not_linger() {
         "{} timers linger",
         vm.system_info().timers
     );
+}
+
+#[test]
+fn send_after_to_a_name_resolves_it_when_the_timer_fires() {
+    // erlang:send_after/3 with an atom: looked up at expiry, never an error.
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let name = Atom::new("timer_named_target");
+    vm.send_after_named(Duration::from_millis(40), name, int(1));
+    vm.send_after_named(Duration::from_millis(5), Atom::new("timer_nobody"), int(2));
+    let p = vm.spawn(forwarder(tx)).unwrap();
+    vm.register(name, p).unwrap(); // registered after the timer was set
+    assert_eq!(recv_timeout(&rx, 5), Term::Int(1));
+    let r = vm.send_after_named(Duration::from_millis(20), name, int(3));
+    assert!(vm.cancel_timer(r).is_some());
+    assert!(
+        rx.recv_timeout(Duration::from_millis(80)).is_err(),
+        "cancelled named timer never fires; the unregistered one was dropped"
+    );
+}
+
+#[test]
+fn cancelled_timers_give_their_memory_back() {
+    // 100,000 timers an hour away, created and cancelled, five times: the timer
+    // service's memory returns each time (it grew by ~10-25 MB a cycle while cancelled
+    // slots waited for their deadlines).
+    let vm = vm(1);
+    let p = vm.spawn(idle()).unwrap();
+    let base = vm.memory().system;
+    let mut after = Vec::new();
+    for _ in 0..5 {
+        let refs: Vec<_> = (0..100_000)
+            .map(|i| vm.send_after(Duration::from_secs(3600), p, int(i)))
+            .collect();
+        assert!(
+            vm.memory().system > base + 5_000_000,
+            "100k timers are counted"
+        );
+        for r in refs {
+            assert!(vm.cancel_timer(r).is_some());
+        }
+        after.push(vm.memory().system);
+    }
+    assert!(
+        after.iter().all(|&m| m < base + 200_000),
+        "system memory after each cycle {after:?}, before {base}"
+    );
+}
+
+#[test]
+fn memory_counts_queued_messages_in_inboxes_and_mailboxes() {
+    // Before: memory() counted control blocks and heaps only, so a million queued
+    // messages weighed nothing.
+    let vm = vm(1);
+    let base = vm.memory().processes;
+    // Never receives: the messages stay in its inbox.
+    let unread = vm.spawn(|_: &mut Cx<'_>| Step::Wait).unwrap();
+    // Drains everything into its mailbox, takes nothing.
+    let hoarder = vm
+        .spawn(|cx: &mut Cx<'_>| {
+            let _ = cx.recv_where(|_| false);
+            Step::Wait
+        })
+        .unwrap();
+    let msg = Term::Tuple(vec![Term::atom("data"), Term::binary(vec![7; 60])]);
+    let words = Fragment::from_term(&msg).byte_size();
+    for _ in 0..100_000 {
+        vm.send(unread, term(msg.clone()));
+        vm.send(hoarder, term(msg.clone()));
+    }
+    assert!(eventually(10, || vm
+        .process_info(hoarder)
+        .unwrap()
+        .message_queue_len
+        == 100_000));
+    let held = 100_000 * words;
+    let grown = vm.memory().processes - base;
+    assert!(
+        grown >= 2 * held && grown < 2 * held * 4,
+        "200,000 queued messages of {words} bytes: memory().processes grew {grown}"
+    );
+    let info = vm.process_info(unread).unwrap();
+    assert!(
+        info.memory >= held,
+        "process_info counts the inbox: {}",
+        info.memory
+    );
+    vm.exit(unread, term(atom("kill")));
+    vm.exit(hoarder, term(atom("kill")));
+    assert!(eventually(10, || vm.memory().processes < base + 100_000));
 }
 
 #[test]

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use vm_core::{Cx, Key, Ref, Step, Term, Vm};
+use vm_core::process::mailbox::KeyElem;
+use vm_core::{Atom, Cx, Key, Ref, Step, Term, Vm};
 
 /// Spawns a collector that, once it has `n` messages queued, runs `f` once and exits.
 fn when_queued<F>(vm: &Vm, n: usize, mut f: F) -> vm_core::Pid
@@ -309,6 +310,81 @@ fn keyed_take_examines_candidates_not_the_queue() {
         "a scan examines the whole queue"
     );
     assert_eq!(mb.len(), 50_000);
+}
+
+#[test]
+fn a_text_tag_is_indexed_like_an_atom_tag() {
+    // A Python receive for ("job", ANY) keys on the text tag: with 50,000 unrelated
+    // messages (binary and text tags alike) it examines only the one it takes.
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let examined = Arc::new(AtomicUsize::new(0));
+    let ex = examined.clone();
+    let p = when_queued(&vm, 50_001, move |cx| {
+        let pattern = [Term::str("job")];
+        let key = Key::for_pattern(pattern.iter().map(KeyElem::of_term)).unwrap();
+        let got = cx.recv_keyed(key, |v| {
+            ex.fetch_add(1, Ordering::Relaxed);
+            v.tuple_get(0).and_then(|t| t.as_str()) == Some("job")
+        });
+        tx.send((got.map(|m| m.to_term()), ex.load(Ordering::Relaxed)))
+            .unwrap();
+    });
+    for i in 0..50_000 {
+        let tag = if i % 2 == 0 {
+            Term::binary(b"job".to_vec())
+        } else {
+            Term::str("noise")
+        };
+        vm.send(p, term(Term::Tuple(vec![tag, Term::Int(i)])));
+    }
+    let job = Term::Tuple(vec![Term::str("job"), Term::Int(7)]);
+    vm.send(p, term(job.clone()));
+    let (got, n) = recv_timeout(&rx, 30);
+    assert_eq!(got, Some(job));
+    assert!(n <= 1, "examined {n} messages");
+}
+
+#[test]
+fn a_bare_text_or_atom_message_is_found_by_key() {
+    // receive("stop") in Python: the message is a bare text, not a tuple. With 50,000
+    // tuples queued it is found by its key (the one it would have as a tag), and a bare
+    // atom too, without examining the tuples.
+    let vm = vm(1);
+    let (tx, rx) = mpsc::channel();
+    let examined = Arc::new(AtomicUsize::new(0));
+    let ex = examined.clone();
+    let p = when_queued(&vm, 50_002, move |cx| {
+        let mut got = Vec::new();
+        for want in [Term::str("stop"), Term::Atom(Atom::OK)] {
+            let key = Key::of_bare(KeyElem::of_term(&want)).unwrap();
+            let m = cx.recv_keyed(key, |v| {
+                ex.fetch_add(1, Ordering::Relaxed);
+                v.eq_term(&want)
+            });
+            got.push(m.map(|m| m.to_term()));
+        }
+        tx.send((got, ex.load(Ordering::Relaxed))).unwrap();
+    });
+    for i in 0..50_000 {
+        // Tuples tagged with the same text and atom: a different key policy position.
+        let tag = if i % 2 == 0 {
+            Term::str("stop")
+        } else {
+            Term::Atom(Atom::OK)
+        };
+        vm.send(p, term(Term::Tuple(vec![tag, Term::Int(i)])));
+    }
+    vm.send(p, term(Term::Atom(Atom::OK)));
+    vm.send(p, term(Term::str("stop")));
+    let (got, n) = recv_timeout(&rx, 30);
+    assert_eq!(
+        got,
+        vec![Some(Term::str("stop")), Some(Term::Atom(Atom::OK))]
+    );
+    // Bare keys are apart from tag keys: the tuples tagged "stop" and ok are not
+    // examined.
+    assert!(n <= 2, "examined {n} messages");
 }
 
 #[test]

@@ -101,6 +101,11 @@ fn view_accessors() {
                 assert_eq!(v.as_bytes(), Some(b.as_slice()));
                 assert_eq!(v.as_refc_binary().is_some(), b.len() > 64);
             }
+            Term::Str(b) => {
+                assert_eq!(v.kind(), Kind::Str);
+                assert_eq!(v.as_str_bytes(), Some(b.as_slice()));
+                assert_eq!(v.as_bytes(), None);
+            }
             Term::Tuple(xs) => {
                 assert_eq!(v.tuple_len(), Some(xs.len()));
                 for (i, x) in xs.iter().enumerate() {

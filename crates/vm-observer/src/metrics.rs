@@ -147,14 +147,17 @@ pub fn render(v: Option<&VmRef>) -> String {
     o.family(
         "beamvm_memory_bytes",
         "gauge",
-        "Memory by kind: processes (control blocks and heaps), binary (shared binaries), \
-         atom (the atom table), system (process table, timers, queues). Their sum is the total.",
+        "Memory by kind: processes (control blocks, heaps, queued messages, process \
+         frames), binary (shared binaries), atom (the atom table), system (process table, \
+         timers, queues), allocator (what the allocator holds beyond those: caches, \
+         fragmentation). Their sum is the total.",
     );
     for (kind, bytes) in [
         ("processes", m.processes),
         ("binary", m.binary),
         ("atom", m.atom),
         ("system", m.system),
+        ("allocator", m.allocator),
     ] {
         o.sample("beamvm_memory_bytes", &[("kind", kind)], bytes);
     }

@@ -5,10 +5,10 @@
 //! says so), its links and monitors, a sample of its queue, and its current stack
 //! trace when a [`StackTraceFn`] is installed.
 //!
-//! SLOT(current_stacktrace): the stack trace of a Python process is read by the
-//! call-tracing work (`process_info(pid, "current_stacktrace")`, issue 13); until it
-//! installs a provider, `current_stacktrace` is null and the page shows the slot as
-//! not available yet. A provider returns the frames innermost last, or None when the
+//! The stack trace of a Python process comes from the provider the Python binding
+//! installs (vm-python's `stacktrace.rs`, `process_info(pid, "current_stacktrace")`);
+//! without one, `current_stacktrace` is null and the page shows the slot as not
+//! available. A provider returns the frames innermost last, or None when the
 //! process has no Python stack (a native process) or it could not be read in time.
 
 use std::sync::Arc;

@@ -1,9 +1,9 @@
 //! Queued messages as a Python programmer wrote them: `("job", 3, b"payload")`, not
-//! the Erlang form `{{'$str',<<"job">>},3,<<"payload">>}`.
+//! the Erlang form `{<<"job"/utf8>>,3,<<"payload">>}`.
 //!
 //! Follows beamvm's Python conversion (crates/vm-python/src/convert.rs): the atoms
-//! `true`, `false`, `undefined` read `True`, `False`, `None`; `{'$str', Bin}` is a
-//! `str`; binaries are `bytes`; tuples, lists and maps are tuples, lists and dicts;
+//! `true`, `false`, `undefined` read `True`, `False`, `None`; text (vm-core's
+//! `Kind::Str`) is a `str`; binaries are `bytes`; tuples, lists and maps are tuples, lists and dicts;
 //! other atoms `Atom('name')`; pids and refs as their `repr`.
 //!
 //! Bounded: writing stops once [`render`]'s byte budget is spent (a huge message
@@ -79,10 +79,11 @@ fn term(b: &mut Budget, v: View<'_>, depth: usize) -> fmt::Result {
             None => b.write_str("?"),
         },
         Kind::Binary => bytes(b, v.as_bytes().unwrap_or_default()),
+        Kind::Str => match v.as_str_bytes() {
+            Some(raw) => quoted(b, &String::from_utf8_lossy(raw)),
+            None => b.write_str("?"),
+        },
         Kind::Tuple => {
-            if let Some(s) = python_str(v) {
-                return quoted(b, &s);
-            }
             b.write_str("(")?;
             let n = match v.tuple_iter() {
                 Some(it) => seq(b, it, depth)?,
@@ -121,19 +122,6 @@ fn term(b: &mut Budget, v: View<'_>, depth: usize) -> fmt::Result {
             None => b.write_str("?"),
         },
     }
-}
-
-/// The text of a Python `str` (`{'$str', <<UTF-8>>}`), if `v` is one.
-fn python_str(v: View<'_>) -> Option<String> {
-    if v.tuple_len() != Some(2) {
-        return None;
-    }
-    let tag = v.tuple_get(0)?.as_atom()?;
-    if tag.as_str() != "$str" {
-        return None;
-    }
-    let raw = v.tuple_get(1)?.as_bytes()?;
-    Some(String::from_utf8_lossy(raw).into_owned())
 }
 
 /// A Python string literal (single quotes, as `repr`).
@@ -180,10 +168,7 @@ mod tests {
     }
 
     fn s(x: &str) -> Term {
-        Term::Tuple(vec![
-            Term::atom("$str"),
-            Term::binary(x.as_bytes().to_vec()),
-        ])
+        Term::str(x)
     }
 
     #[test]
@@ -213,10 +198,13 @@ mod tests {
             r(Term::Map(vec![(s("k"), Term::List(vec![]))])),
             "{'k': []}"
         );
-        // A tuple that only looks like a str is left alone.
+        // A tuple that looks like the old str encoding is a tuple.
         assert_eq!(
-            r(Term::Tuple(vec![Term::atom("$str"), Term::Int(1)])),
-            "(Atom('$str'), 1)"
+            r(Term::Tuple(vec![
+                Term::atom("$str"),
+                Term::binary(b"x".to_vec())
+            ])),
+            "(Atom('$str'), b'x')"
         );
     }
 

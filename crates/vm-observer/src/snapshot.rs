@@ -113,6 +113,7 @@ pub fn memory_json(m: &vm_core::Memory) -> Value {
         "binary": m.binary,
         "atom": m.atom,
         "system": m.system,
+        "allocator": m.allocator,
     })
 }
 

@@ -5,19 +5,21 @@
 
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PySystemError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 use vm_core::term::FragmentBuilder;
-use vm_core::{Atom, Pid, Priority, SpawnOpts};
+use vm_core::{Atom, Error, Fragment, Pid, Priority, SpawnOpts};
 
-use crate::args::{atom_of, parse_priority, parse_timeout, pid_of, ref_of};
+use crate::args::{
+    atom_of, existing_atom_of, parse_priority, parse_timeout, pid_of, ref_of, spelled,
+};
 use crate::convert::{self, frag_to_py, to_fragment};
-use crate::driver::{in_process, with_cx, PyProcess};
+use crate::driver::{copy_context, in_process, with_cx, PyProcess};
 use crate::errors::{outside, vm_err, BadArg, ProcessExit};
 use crate::lifecycle::{vm, MainSlot};
 use crate::runtime::{self, rt};
-use crate::types::{PidTarget, PyPid, PyRef};
+use crate::types::{PidTarget, PyAtom, PyPid, PyRef};
 
 /// A pid no process of this VM ever has: the process table never gives out its
 /// highest index (reserved for `vm_core::EXTERNAL_PID`), and no slot reaches this
@@ -67,7 +69,10 @@ pub(crate) fn make_body(
         Ok(q) => q.to_string(),
         Err(_) => f.get_type().qualname()?.to_string(),
     };
-    Ok(PyProcess::new(gen, cell, label, main))
+    // The spawner's current context, copied: the child starts with the parent's
+    // context variables, as a thread started with `copy_context().run` does.
+    let ctx = copy_context(py)?;
+    Ok(PyProcess::new(py, gen, cell, label, main, ctx))
 }
 
 fn spawn_impl(
@@ -149,7 +154,8 @@ pub(crate) fn spawn_monitor(
         ..SpawnOpts::default()
     };
     let (p, r) = spawn_impl(py, f, args, kwargs, opts, "spawn_monitor")?;
-    Ok((PyPid::local(p), PyRef::local(r.unwrap_or(vm_core::Ref(0)))))
+    let r = r.ok_or_else(|| PySystemError::new_err("spawn_monitor: the VM made no monitor"))?;
+    Ok((PyPid::local(p), PyRef::local(r)))
 }
 
 /// Spawns with options: `spawn_opt(f, args=(), kwargs=None, *, link=False,
@@ -198,6 +204,7 @@ pub(crate) fn send<'py>(
     dest: &Bound<'py, PyAny>,
     msg: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    crate::msgtrace::sent(dest.py(), dest, msg);
     let mut frag = Some(to_fragment(msg)?);
     if let Ok(p) = dest.downcast_exact::<PyPid>() {
         let pid = match p.get().target() {
@@ -266,17 +273,28 @@ pub(crate) fn send<'py>(
             .call1((dest, msg))?;
         return Ok(msg.clone());
     }
-    let name = atom_of(
+    let name = existing_atom_of(
         dest,
         "send's destination (a Pid, an alias Ref or a registered name)",
     )?;
-    match with_cx(|cx| cx.send_named(name, frag.take().expect("fragment"))) {
-        Some(r) => r.map_err(vm_err)?,
-        None => vm()?
-            .send_named(name, frag.take().expect("fragment"))
-            .map_err(vm_err)?,
+    let Some(pid) = name.map(whereis_name).transpose()?.flatten() else {
+        return Err(BadArg::new_err(format!(
+            "send: no process is registered as {}",
+            spelled(dest)
+        )));
+    };
+    if with_cx(|cx| cx.send(pid, frag.take().expect("fragment"))).is_none() {
+        vm()?.send(pid, frag.take().expect("fragment"));
     }
     Ok(msg.clone())
+}
+
+/// The pid registered as `name`, asked from the current process or the VM.
+fn whereis_name(name: Atom) -> PyResult<Option<Pid>> {
+    match with_cx(|cx| cx.whereis(name)) {
+        Some(p) => Ok(p),
+        None => Ok(vm()?.whereis(name)),
+    }
 }
 
 /// The calling process's pid.
@@ -353,8 +371,12 @@ pub(crate) fn unlink(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
 
 /// Monitors `pid` (or a registered name): one `(Atom('DOWN'), ref, Atom('process'),
 /// pid, reason)` message will come (`reason` = `Atom('noproc')` if it is not alive).
+/// A name that no process has gives at once, as Erlang does, `(Atom('DOWN'), ref,
+/// Atom('process'), (name, node), Atom('noproc'))`, `node` being this node's name
+/// (`Atom('nonode@nohost')`).
 /// With `alias='demonitor'` (or `'reply_demonitor'`, `'explicit_unalias'`) the
-/// returned reference is also an alias of the caller (OTP's `{alias, Mode}` option).
+/// returned reference is also an alias of the caller (OTP's `{alias, Mode}` option;
+/// not for a name no process has: its DOWN is already there).
 #[pyfunction]
 #[pyo3(signature = (target, *, alias=None))]
 pub(crate) fn monitor(
@@ -371,11 +393,38 @@ pub(crate) fn monitor(
     let pid = if target.downcast::<PyPid>().is_ok() {
         pid_of(target, "monitor's argument")?
     } else {
-        let name = atom_of(target, "monitor's argument (a Pid or a registered name)")?;
-        PidTarget::Local(match vm()?.whereis(name) {
-            Some(p) => p,
-            None => NEVER_ALIVE,
-        })
+        if !in_process() {
+            return Err(outside("monitor"));
+        }
+        let what = "monitor's argument (a Pid or a registered name)";
+        match existing_atom_of(target, what)?
+            .map(whereis_name)
+            .transpose()?
+            .flatten()
+        {
+            Some(pid) => PidTarget::Local(pid),
+            None => {
+                // No process has the name: the DOWN comes at once, naming what was
+                // monitored. The reference is a fresh one that no monitor holds
+                // (demonitor on it returns False).
+                let name = atom_of(target, what)?;
+                let r = vm_core::Ref::new();
+                let mut b = FragmentBuilder::with_capacity(16);
+                b.atom(Atom::DOWN)
+                    .reference(r)
+                    .atom(Atom::PROCESS)
+                    .atom(name)
+                    .atom(Atom::NONODE);
+                if b.tuple(2).is_err() {
+                    return Err(PySystemError::new_err("monitor: could not build DOWN"));
+                }
+                b.atom(Atom::NOPROC);
+                let down = tuple_of(b, 5)
+                    .ok_or_else(|| PySystemError::new_err("monitor: could not build DOWN"))?;
+                with_cx(|cx| cx.send(cx.self_pid(), down)).ok_or_else(|| outside("monitor"))?;
+                return Ok(PyRef::local(r));
+            }
+        }
     };
     let r = match pid {
         PidTarget::Local(pid) => with_cx(|cx| match mode {
@@ -419,20 +468,48 @@ pub(crate) fn demonitor(ref_: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> 
     })
 }
 
+/// An exit reason; the str spellings of the three atoms Erlang gives a meaning
+/// (`'normal'`, `'kill'`, `'shutdown'`) are refused: as a str they would be ordinary
+/// reasons (`exit(pid, 'kill')` would not kill, `exit('normal')` would kill the linked
+/// processes).
+fn exit_reason_of(reason: &Bound<'_, PyAny>) -> PyResult<Fragment> {
+    if let Ok(s) = reason.downcast::<PyString>() {
+        let constant = match s.to_str()? {
+            "normal" => Some("NORMAL"),
+            "kill" => Some("KILL"),
+            "shutdown" => Some("SHUTDOWN"),
+            _ => None,
+        };
+        if let Some(c) = constant {
+            let name = s.to_str()?;
+            return Err(PyTypeError::new_err(format!(
+                "exit reason '{name}' is a str, not the atom {name}: a str is an ordinary \
+                 (abnormal, trappable) exit reason. Use beamvm.{c} (Atom('{name}'))."
+            )));
+        }
+    }
+    to_fragment(reason)
+}
+
 /// `exit(reason)` ends the calling process with `reason` (raises ProcessExit);
-/// `exit(pid, reason)` sends an exit signal (`Atom('kill')` cannot be trapped).
+/// `exit(pid, reason)` sends an exit signal (`KILL` cannot be trapped). Sent to the
+/// calling process itself, a signal that ends it (any reason but `NORMAL` when not
+/// trapping exits, `NORMAL` too as in Erlang, `KILL` always) takes effect at once: the
+/// call raises ProcessExit and the process exits with that reason (`killed` for
+/// `KILL`) even if the exception is caught.
 #[pyfunction]
 #[pyo3(signature = (*args))]
 pub(crate) fn exit(args: &Bound<'_, PyTuple>) -> PyResult<bool> {
     match args.len() {
         1 => {
             let reason = args.get_item(0)?;
-            to_fragment(&reason)?;
+            exit_reason_of(&reason)?;
             Err(ProcessExit::new_err((reason.unbind(),)))
         }
         2 => {
             let target = pid_of(&args.get_item(0)?, "exit's first argument")?;
-            let reason = to_fragment(&args.get_item(1)?)?;
+            let reason_obj = args.get_item(1)?;
+            let reason = exit_reason_of(&reason_obj)?;
             let pid = match target {
                 PidTarget::Local(pid) => pid,
                 PidTarget::Foreign(e) => {
@@ -445,10 +522,26 @@ pub(crate) fn exit(args: &Bound<'_, PyTuple>) -> PyResult<bool> {
                     return Ok(true);
                 }
             };
-            if with_cx(|cx| cx.exit(pid, reason.clone())).is_none() {
-                vm()?.exit(pid, reason);
+            let is_kill = reason.view().as_atom() == Some(Atom::KILL);
+            match with_cx(|cx| {
+                cx.exit(pid, reason.clone());
+                pid == cx.self_pid() && cx.is_exiting()
+            }) {
+                Some(true) => {
+                    let py = args.py();
+                    let ended = if is_kill {
+                        PyAtom(Atom::KILLED).into_py(py)
+                    } else {
+                        reason_obj.unbind()
+                    };
+                    Err(ProcessExit::new_err((ended,)))
+                }
+                Some(false) => Ok(true),
+                None => {
+                    vm()?.exit(pid, reason);
+                    Ok(true)
+                }
             }
-            Ok(true)
         }
         n => Err(PyTypeError::new_err(format!(
             "exit() takes exit(reason) or exit(pid, reason), got {n} arguments"
@@ -467,7 +560,15 @@ pub(crate) fn process_flag(
     let f = atom_of(flag, "process_flag's flag")?;
     match f.as_str() {
         "trap_exit" => {
-            let on = value.is_truthy()?;
+            let on = value
+                .downcast::<PyBool>()
+                .map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "process_flag('trap_exit', value) takes True or False, not {}",
+                        spelled(value)
+                    ))
+                })?
+                .is_true();
             let old = with_cx(|cx| cx.trap_exit(on)).ok_or_else(|| outside("process_flag"))?;
             Ok(old.into_py(py))
         }
@@ -486,7 +587,7 @@ pub(crate) fn process_flag(
 #[pyfunction]
 #[pyo3(signature = (name, pid=None))]
 pub(crate) fn register(name: &Bound<'_, PyAny>, pid: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
-    let name = atom_of(name, "a registered name")?;
+    let atom = atom_of(name, "a registered name")?;
     let pid = match pid {
         Some(p) => match pid_of(p, "register's pid")? {
             PidTarget::Local(pid) => pid,
@@ -499,23 +600,41 @@ pub(crate) fn register(name: &Bound<'_, PyAny>, pid: Option<&Bound<'_, PyAny>>) 
         },
         None => with_cx(|cx| cx.self_pid()).ok_or_else(|| outside("register (without a pid)"))?,
     };
-    vm()?.register(name, pid).map_err(vm_err)?;
+    vm()?
+        .register(atom, pid)
+        .map_err(|e| named(e, &format!("register({}, {pid})", spelled(name))))?;
     Ok(true)
+}
+
+/// A core error for a call on a name, saying the call as the user wrote it.
+fn named(e: Error, call: &str) -> PyErr {
+    match e {
+        Error::BadArg(why) => BadArg::new_err(format!("{call}: {why}")),
+        e => vm_err(e),
+    }
 }
 
 /// Removes a registered name.
 #[pyfunction]
 pub(crate) fn unregister(name: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let name = atom_of(name, "a registered name")?;
-    vm()?.unregister(name).map_err(vm_err)?;
+    let call = || format!("unregister({})", spelled(name));
+    let Some(atom) = existing_atom_of(name, "a registered name")? else {
+        return Err(BadArg::new_err(format!(
+            "{}: the name is not registered",
+            call()
+        )));
+    };
+    vm()?.unregister(atom).map_err(|e| named(e, &call()))?;
     Ok(true)
 }
 
-/// The pid registered as `name`, or None.
+/// The pid registered as `name`, or None. Creates no atom.
 #[pyfunction]
 pub(crate) fn whereis(name: &Bound<'_, PyAny>) -> PyResult<Option<PyPid>> {
-    let name = atom_of(name, "a registered name")?;
-    Ok(vm()?.whereis(name).map(PyPid::local))
+    let v = vm()?;
+    Ok(existing_atom_of(name, "a registered name")?
+        .and_then(|a| v.whereis(a))
+        .map(PyPid::local))
 }
 
 /// A new unique reference.
@@ -524,8 +643,10 @@ pub(crate) fn make_ref() -> PyRef {
     PyRef::local(vm_core::Ref::new())
 }
 
-/// Sends `msg` to `dest` (a pid, or a name resolved now) after `seconds`; returns a
-/// timer reference for `cancel_timer`.
+/// Sends `msg` to `dest` after `seconds`; returns a timer reference for
+/// `cancel_timer`. `dest` is a pid (the timer is cancelled if that process dies) or a
+/// registered name, looked up when the timer fires, as Erlang's `send_after/3` with
+/// an atom: never an error; the message is dropped if no process has the name then.
 #[pyfunction]
 pub(crate) fn send_after(
     seconds: &Bound<'_, PyAny>,
@@ -536,28 +657,29 @@ pub(crate) fn send_after(
         .ok_or_else(|| PyValueError::new_err("send_after needs a finite delay"))?;
     let frag = to_fragment(msg)?;
     let v = vm()?;
-    let pid = if let Ok(p) = dest.downcast::<PyPid>() {
-        match p.get().target() {
+    let mut frag = Some(frag);
+    let r = if let Ok(p) = dest.downcast::<PyPid>() {
+        let pid = match p.get().target() {
             PidTarget::Local(pid) => pid,
             // Another VM's process is dead here: the timer runs, its message is
             // dropped at expiry (a pid no process of this VM ever has).
             PidTarget::Foreign(_) => NEVER_ALIVE,
+        };
+        match with_cx(|cx| cx.send_after(t, pid, frag.take().expect("fragment"))) {
+            Some(r) => r,
+            None => v.send_after(t, pid, frag.take().expect("fragment")),
         }
     } else {
         let name = atom_of(
             dest,
             "send_after's destination (a Pid or a registered name)",
         )?;
-        v.whereis(name).ok_or_else(|| {
-            BadArg::new_err(format!("no process is registered as {:?}", name.as_str()))
-        })?
-    };
-    Ok(PyRef::local(
-        match with_cx(|cx| cx.send_after(t, pid, frag.clone())) {
+        match with_cx(|cx| cx.send_after_named(t, name, frag.take().expect("fragment"))) {
             Some(r) => r,
-            None => v.send_after(t, pid, frag),
-        },
-    ))
+            None => v.send_after_named(t, name, frag.take().expect("fragment")),
+        }
+    };
+    Ok(PyRef::local(r))
 }
 
 /// Cancels a timer; returns the seconds it had left, or None if it already fired.

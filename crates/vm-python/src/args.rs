@@ -25,6 +25,29 @@ pub(crate) fn atom_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Atom> {
     )))
 }
 
+/// A name to look up: the atom it names, or None when no atom has that name (so no
+/// process can be registered under it). Never creates an atom: looking up 5,000
+/// unknown names leaves the atom table as it was.
+pub(crate) fn existing_atom_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<Atom>> {
+    if let Ok(a) = obj.downcast::<PyAtom>() {
+        return Ok(Some(a.get().0));
+    }
+    if let Ok(s) = obj.downcast::<PyString>() {
+        return Ok(Atom::existing(s.to_str()?));
+    }
+    Err(PyTypeError::new_err(format!(
+        "{what} must be a str or beamvm.Atom, not {}",
+        obj.get_type().qualname()?
+    )))
+}
+
+/// `obj` as the user wrote it (its repr), for error messages.
+pub(crate) fn spelled(obj: &Bound<'_, PyAny>) -> String {
+    obj.repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| type_name(obj))
+}
+
 /// What a `Pid` argument names in the running VM: a local pid, or another VM's
 /// (which the caller gives the dead-process behaviour).
 pub(crate) fn pid_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<PidTarget> {

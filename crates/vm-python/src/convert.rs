@@ -4,42 +4,52 @@
 //! |---|---|---|
 //! | `True` / `False` | atoms `true` / `false` | `True` / `False` |
 //! | `None` | atom `undefined` | `None` |
-//! | `int` (any size) | integer | `int` |
-//! | `float` | float | `float` |
-//! | `str` | `{'$str', <<UTF-8>>}` | `str` |
-//! | `bytes`, `bytearray` | binary (shared refc binary over 64 bytes) | `bytes`; `beamvm.Binary` over 64 bytes |
+//! | `int` (any size; subclasses such as `IntEnum` too) | integer | `int` |
+//! | `float` (and subclasses) | float | `float` |
+//! | `str` (and subclasses) | text: UTF-8 bytes of their own kind (see vm-core's `word.rs`) | `str` |
+//! | `bytes` | binary; over 64 bytes the `bytes` object itself is shared, not copied | `bytes`; `beamvm.Binary` over 64 bytes |
+//! | `bytearray` | binary (a copy: it is mutable) | `bytes`; `beamvm.Binary` over 64 bytes |
 //! | `beamvm.Binary` | the same shared binary (no copy) | `beamvm.Binary` |
-//! | `tuple` / `list` / `dict` | tuple / list / map | `tuple` / `list` / `dict` |
+//! | `tuple` (and subclasses: namedtuple) / `list` (and subclasses) | tuple / list | `tuple` / `list` |
+//! | `dict` and its subclasses (`OrderedDict`, `defaultdict`, `Counter`, ...) | map | `dict` |
 //! | `Atom`, `Pid`, `Ref` | atom, pid, reference | the same |
 //!
 //! So Python values round-trip exactly, except that the atoms `true`, `false` and
-//! `undefined` arrive as `True`, `False` and `None`, a tuple `(Atom('$str'), b'...')`
-//! arrives as a `str`, and bytes over 64 bytes arrive as a zero-copy `beamvm.Binary`
-//! (equal to the bytes it holds). Anything else raises `TypeError` naming its type.
-//! Every conversion builds a fresh object graph: a received message is an
-//! independent copy.
+//! `undefined` arrive as `True`, `False` and `None`, subclasses arrive as their base
+//! type, and bytes over 64 bytes arrive as a zero-copy `beamvm.Binary` (equal to the
+//! bytes it holds). A `str` is text, a kind of term no other value converts to, so no
+//! message can forge one. Anything else raises `TypeError` naming its type. Every
+//! conversion builds a fresh object graph: a received message is an independent copy.
+//!
+//! Depth: both directions recurse for the first [`RECURSION_DEPTH`] levels (no
+//! allocation for the common shallow message) and walk deeper containers with an
+//! explicit stack, so nesting is bounded by memory, never by the C stack (a
+//! 100,000-deep tuple converts). A container that contains itself has no term form; it
+//! is found by tracking the containers on the path once the explicit walk is deeper
+//! than [`CYCLE_CHECK_DEPTH`] (shallow values, the common case, pay nothing for it).
+//!
+//! No substitution: a term that cannot be read back as the Python value of its kind
+//! (which the VM never produces) is an error, never a made-up value.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use std::collections::{HashMap, HashSet};
+use std::sync::{LazyLock, Mutex};
+
+use pyo3::exceptions::{PySystemError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
-};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use pyo3::{ffi, PyTypeInfo};
-use std::sync::OnceLock;
-use vm_core::term::{FragmentBuilder, Kind, RefcBin};
+use vm_core::term::{FragmentBuilder, Kind, ListIter, MapIter, RefcBin, TupleIter, WeakRefcBin};
 use vm_core::{Atom, Fragment, Pid, Term, View, Word};
 
+use crate::tcp::PySocket;
 use crate::types::{PidTarget, PyAtom, PyBinary, PyPid, PyRef, RefId};
 
-/// Deepest nesting converted (a guard against self-referencing containers).
-pub const MAX_DEPTH: usize = 1000;
-
-/// The atom that tags a Python `str` inside a term.
-pub fn str_tag() -> Atom {
-    static A: OnceLock<Atom> = OnceLock::new();
-    *A.get_or_init(|| Atom::new("$str"))
-}
+/// Path depth from which `to_fragment` tracks the containers on the path to detect
+/// one that contains itself. Below it a cycle cannot hide for long (it deepens the
+/// path by one per lap), and tracking would cost a hash insert per container of every
+/// message; 512 keeps ordinary nested data out of the check.
+pub const CYCLE_CHECK_DEPTH: usize = 512;
 
 fn no_term_form(obj: &Bound<'_, PyAny>) -> PyErr {
     let tn = obj
@@ -52,6 +62,12 @@ fn no_term_form(obj: &Bound<'_, PyAny>) -> PyErr {
          reasons may hold int, float, str, bytes, bool, None, tuple, list, dict, Atom, \
          Pid, Ref and Binary)"
     ))
+}
+
+fn self_containing() -> PyErr {
+    PyValueError::new_err(
+        "cannot convert a container that contains itself to a beamvm term (terms are trees)",
+    )
 }
 
 /// Raw type pointers of the classes the fast paths test by identity (a pyclass
@@ -82,7 +98,9 @@ enum Imm {
 fn immediate(obj: &Bound<'_, PyAny>) -> Option<Imm> {
     let py = obj.py();
     let ty = obj.get_type_ptr();
-    // SAFETY: comparing type pointers; the value is read only when the type matched.
+    // SAFETY: comparing type pointers; the value is read only when the type matched
+    // (an exact int is read with the C API made for it, an Atom/Pid through its own
+    // pyclass layout after the exact type check).
     unsafe {
         if obj.is_none() {
             Some(Imm::Atom(Atom::UNDEFINED))
@@ -135,8 +153,8 @@ pub fn to_fragment(obj: &Bound<'_, PyAny>) -> PyResult<Fragment> {
         }
     }
     let mut b = FragmentBuilder::with_capacity(16);
-    push(&mut b, obj, 0)?;
-    b.finish().map_err(|e| PyValueError::new_err(e.to_string()))
+    push(&mut b, obj)?;
+    b.finish().map_err(bad)
 }
 
 /// Converts a Python value into an owned term (patterns, literals).
@@ -148,19 +166,117 @@ fn bad(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
 
-fn push(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<()> {
-    if depth > MAX_DEPTH {
-        return Err(PyValueError::new_err(format!(
-            "value nested more than {MAX_DEPTH} levels deep (a container that contains itself?)"
-        )));
+/// A container being converted: its children are pushed one by one, then the
+/// container itself (the builder's postfix protocol).
+enum Open<'py> {
+    Tuple {
+        t: Bound<'py, PyTuple>,
+        i: usize,
+    },
+    List {
+        l: Bound<'py, PyList>,
+        i: usize,
+        n: usize,
+    },
+    Map {
+        d: Bound<'py, PyDict>,
+        it: pyo3::types::iter::BoundDictIterator<'py>,
+        value: Option<Bound<'py, PyAny>>,
+        n: usize,
+    },
+}
+
+impl<'py> Open<'py> {
+    fn ptr(&self) -> usize {
+        match self {
+            Open::Tuple { t, .. } => t.as_ptr() as usize,
+            Open::List { l, .. } => l.as_ptr() as usize,
+            Open::Map { d, .. } => d.as_ptr() as usize,
+        }
     }
+
+    /// The next child to convert, or None when all were pushed.
+    fn next_child(&mut self) -> PyResult<Option<Bound<'py, PyAny>>> {
+        Ok(match self {
+            Open::Tuple { t, i } => {
+                // Checked first: reading past the end would build (and drop) an
+                // IndexError, which costs more than the whole conversion.
+                if *i >= t.len() {
+                    return Ok(None);
+                }
+                let e = t.get_item(*i)?;
+                *i += 1;
+                Some(e)
+            }
+            Open::List { l, i, n } => {
+                if *i >= *n {
+                    None
+                } else {
+                    // Conversion runs no Python code, so the list cannot change
+                    // meanwhile; still, a shorter list is an error, not a short term.
+                    let e = l.get_item(*i).map_err(|_| {
+                        PyValueError::new_err("list changed size during conversion")
+                    })?;
+                    *i += 1;
+                    Some(e)
+                }
+            }
+            Open::Map { it, value, .. } => match value.take() {
+                Some(v) => Some(v),
+                None => match it.next() {
+                    Some((k, v)) => {
+                        *value = Some(v);
+                        Some(k)
+                    }
+                    None => None,
+                },
+            },
+        })
+    }
+
+    /// Names the finished container to the builder.
+    fn close(self, b: &mut FragmentBuilder) -> PyResult<()> {
+        match self {
+            Open::Tuple { t, .. } => b.tuple(t.len()).map(|_| ()).map_err(bad),
+            Open::List { l, n, .. } => {
+                if l.len() != n {
+                    return Err(PyValueError::new_err("list changed size during conversion"));
+                }
+                b.list(n).map(|_| ()).map_err(bad)
+            }
+            Open::Map { d, n, .. } => {
+                if d.len() != n {
+                    return Err(PyValueError::new_err("dict changed size during conversion"));
+                }
+                b.map(n).map(|_| ()).map_err(bad)
+            }
+        }
+    }
+}
+
+/// Pushes a scalar onto the builder, or returns the container to open.
+fn scalar_or_open<'py>(
+    b: &mut FragmentBuilder,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Option<Open<'py>>> {
     if let Some(v) = immediate(obj) {
         push_imm(b, v);
-    } else if let Ok(s) = obj.downcast_exact::<PyString>() {
-        b.atom(str_tag());
-        b.binary(s.to_str()?.as_bytes());
-        b.tuple(2).map_err(bad)?;
-    } else if let Ok(v) = obj.downcast_exact::<PyInt>() {
+    } else if let Ok(s) = obj.downcast::<PyString>() {
+        b.str(s.to_str()?);
+    } else if let Ok(t) = obj.downcast::<PyTuple>() {
+        // Tuple subclasses (namedtuples, ...) travel as plain tuples.
+        return Ok(Some(Open::Tuple { t: t.clone(), i: 0 }));
+    } else if let Ok(l) = obj.downcast::<PyList>() {
+        let n = l.len();
+        return Ok(Some(Open::List {
+            l: l.clone(),
+            i: 0,
+            n,
+        }));
+    } else if let Ok(v) = obj.downcast::<PyInt>() {
+        // Big ints, and int subclasses (IntEnum, ...) read as plain ints: the digits are
+        // read directly, no `__int__`/`__index__` of the subclass runs. (`bool`, which
+        // cannot be subclassed, was taken by `immediate`.)
         match v.extract::<i64>() {
             Ok(i) => {
                 b.int(i);
@@ -170,33 +286,20 @@ fn push(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResu
                 b.bigint(&big);
             }
         }
-    } else if let Ok(v) = obj.downcast_exact::<PyBool>() {
-        b.bool(v.is_true());
-    } else if let Ok(t) = obj.downcast_exact::<PyTuple>() {
-        for e in t.iter() {
-            push(b, &e, depth + 1)?;
-        }
-        b.tuple(t.len()).map_err(bad)?;
-    } else if let Ok(l) = obj.downcast_exact::<PyList>() {
-        let n = l.len();
-        for e in l.iter() {
-            push(b, &e, depth + 1)?;
-        }
-        if l.len() != n {
-            return Err(PyValueError::new_err("list changed size during conversion"));
-        }
-        b.list(n).map_err(bad)?;
-    } else if let Ok(f) = obj.downcast_exact::<PyFloat>() {
+    } else if let Ok(f) = obj.downcast::<PyFloat>() {
         b.float(f.value());
-    } else if let Ok(by) = obj.downcast_exact::<PyBytes>() {
-        b.binary(by.as_bytes());
-    } else if let Ok(d) = obj.downcast_exact::<PyDict>() {
+    } else if let Ok(by) = obj.downcast::<PyBytes>() {
+        bytes(b, by);
+    } else if let Ok(d) = obj.downcast::<PyDict>() {
+        // dict and its subclasses (OrderedDict, defaultdict, Counter, ...): a map, read
+        // from the dict's own storage (their entries, in any order: maps are sorted).
         let n = d.len();
-        for (k, v) in d.iter() {
-            push(b, &k, depth + 1)?;
-            push(b, &v, depth + 1)?;
-        }
-        b.map(n).map_err(bad)?;
+        return Ok(Some(Open::Map {
+            d: d.clone(),
+            it: d.iter(),
+            value: None,
+            n,
+        }));
     } else if let Ok(a) = obj.downcast_exact::<PyAtom>() {
         b.atom(a.get().0);
     } else if let Ok(p) = obj.downcast_exact::<PyPid>() {
@@ -211,6 +314,8 @@ fn push(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResu
         };
     } else if let Ok(bin) = obj.downcast_exact::<PyBinary>() {
         b.refc_binary(bin.get().0.clone());
+    } else if let Ok(s) = obj.downcast_exact::<PySocket>() {
+        vm_core::io::messages::push_socket(b, vm_core::io::SocketId(s.get().0));
     } else if let Ok(ba) = obj.downcast::<PyByteArray>() {
         let v = ba.to_vec();
         if v.len() > vm_core::term::HEAP_BINARY_MAX {
@@ -218,24 +323,6 @@ fn push(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResu
         } else {
             b.binary(&v);
         }
-    } else if obj.is_instance_of::<PyBool>() {
-        b.bool(obj.is_truthy()?);
-    } else if let Ok(v) = obj.downcast::<PyInt>() {
-        // int subclasses (IntEnum, ...) travel as plain ints.
-        let plain = py_int(v)?;
-        push(b, &plain, depth + 1)?;
-    } else if let Ok(s) = obj.downcast::<PyString>() {
-        b.atom(str_tag());
-        b.binary(s.to_str()?.as_bytes());
-        b.tuple(2).map_err(bad)?;
-    } else if let Ok(t) = obj.downcast::<PyTuple>() {
-        // namedtuples and other tuple subclasses travel as plain tuples.
-        for e in t.iter() {
-            push(b, &e, depth + 1)?;
-        }
-        b.tuple(t.len()).map_err(bad)?;
-    } else if let Ok(f) = obj.downcast::<PyFloat>() {
-        b.float(f.value());
     } else if let Ok(m) = obj.getattr(pyo3::intern!(obj.py(), "__beamvm_term__")) {
         // beamvm.Charlist, ImproperList, Fun, Port, BitString (python/beamvm/_wire.py):
         // their tagged-tuple form.
@@ -243,11 +330,11 @@ fn push(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResu
         if t.downcast_exact::<PyTuple>().is_err() {
             return Err(no_term_form(obj));
         }
-        push(b, &t, depth + 1)?;
+        push(b, &t)?;
     } else {
         return Err(no_term_form(obj));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// `beamvm._wire._from_term`, which makes the Python value of a tagged tuple.
@@ -259,14 +346,176 @@ fn wire_from_term(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     .map(|f| f.bind(py))
 }
 
+/// The Python value of a wire-only tagged tuple (`{'$charlist', L}`, ...: dist.rs), or
+/// `None` for any other term.
+fn wire_to_py(py: Python<'_>, v: View<'_>) -> PyResult<Option<PyObject>> {
+    let n = v.tuple_len().unwrap_or(0);
+    if n != 2 && n != 3 {
+        return Ok(None);
+    }
+    let Some(tag) = v.tuple_get(0).and_then(|t| t.as_atom()) else {
+        return Ok(None);
+    };
+    if !is_wire_tag(tag) {
+        return Ok(None);
+    }
+    let a = v.tuple_get(1).map(|x| to_py(py, x)).transpose()?;
+    let c = v.tuple_get(2).map(|x| to_py(py, x)).transpose()?;
+    let f = wire_from_term(py)?;
+    Ok(Some(
+        f.call1((
+            PyAtom(tag),
+            a.unwrap_or_else(|| py.None()),
+            c.unwrap_or_else(|| py.None()),
+        ))?
+        .unbind(),
+    ))
+}
+
 /// Whether `a` tags a wire-only value (dist.rs).
 fn is_wire_tag(a: Atom) -> bool {
     let t = crate::dist::tags();
     a == t.charlist || a == t.improper || a == t.fun || a == t.port || a == t.bits
 }
 
-fn py_int<'py>(v: &Bound<'py, PyInt>) -> PyResult<Bound<'py, PyAny>> {
-    v.py().get_type::<PyInt>().call1((v,))
+/// A `bytes` (or subclass) value: copied inline up to 64 bytes; above, shared without a
+/// copy (see [`shared_bytes`]).
+fn bytes(b: &mut FragmentBuilder, by: &Bound<'_, PyBytes>) {
+    let data = by.as_bytes();
+    if data.len() > vm_core::term::HEAP_BINARY_MAX {
+        b.refc_binary(shared_bytes(by));
+    } else {
+        b.binary(data);
+    }
+}
+
+/// A refcounted binary over a Python `bytes` object's own data, holding a reference
+/// to it: no copy, whatever its size, and the object lives until the binary's last
+/// holder (a message, a heap, a `Binary`) is gone.
+///
+/// The reference may be dropped on a scheduler thread that does not hold the GIL;
+/// pyo3 then queues the decref and performs it the next time a thread takes the GIL
+/// through pyo3 (every Python slice batch, every return from `allow_threads` such as
+/// `run`'s wait loop), so the object is freed soon after, never touched without the
+/// GIL.
+///
+/// One object gives one binary however often it is sent ([`SHARED`]), so its memory is
+/// counted once in `memory()['binary']`.
+pub(crate) fn shared_bytes(by: &Bound<'_, PyBytes>) -> RefcBin {
+    let key = by.as_ptr() as usize;
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    // A live entry means the object is alive (the binary holds a reference to it), so
+    // its address is not reused by another object.
+    if let Some(bin) = shared.map.get(&key).and_then(WeakRefcBin::upgrade) {
+        return bin;
+    }
+    let data = by.as_bytes();
+    let owner: Box<dyn Send + Sync> = Box::new(by.clone().unbind());
+    // SAFETY: `data` is the bytes object's own buffer: `owner` holds a strong reference
+    // to the object, so the buffer stays allocated as long as the owner lives, and a
+    // bytes object is immutable (CPython writes a bytes buffer only while building a
+    // fresh object no one else references), so nothing writes it meanwhile.
+    let bin = unsafe { RefcBin::from_foreign(data.as_ptr(), data.len(), owner) };
+    shared.insert(key, &bin);
+    bin
+}
+
+/// The binaries made from Python `bytes` objects that are still held somewhere, by
+/// object address; dead entries are swept when they outnumber the live ones.
+struct Shared {
+    map: HashMap<usize, WeakRefcBin>,
+    live_after_sweep: usize,
+}
+
+impl Shared {
+    fn insert(&mut self, key: usize, bin: &RefcBin) {
+        if self.map.len() >= 2 * self.live_after_sweep + 64 {
+            self.map.retain(|_, w| w.upgrade().is_some());
+            self.live_after_sweep = self.map.len();
+            if self.map.capacity() > 4 * self.map.len() + 64 {
+                self.map.shrink_to_fit();
+            }
+        }
+        self.map.insert(key, bin.downgrade());
+    }
+}
+
+static SHARED: LazyLock<Mutex<Shared>> = LazyLock::new(|| {
+    Mutex::new(Shared {
+        map: HashMap::new(),
+        live_after_sweep: 0,
+    })
+});
+
+/// Nesting converted by plain recursion (both ways) before an explicit stack takes
+/// over: the common shallow message allocates no stack, and the C stack used stays
+/// bounded (64 small frames) whatever the depth.
+const RECURSION_DEPTH: usize = 64;
+
+/// Converts `root` onto the builder, depth-first (see the module docs for depth and
+/// cycles).
+fn push(b: &mut FragmentBuilder, root: &Bound<'_, PyAny>) -> PyResult<()> {
+    push_rec(b, root, 0)
+}
+
+fn push_rec(b: &mut FragmentBuilder, obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<()> {
+    // The common message shapes first, without building an `Open`.
+    if let Some(v) = immediate(obj) {
+        push_imm(b, v);
+        return Ok(());
+    }
+    if depth < RECURSION_DEPTH {
+        if let Ok(t) = obj.downcast_exact::<PyTuple>() {
+            for e in t.iter() {
+                push_rec(b, &e, depth + 1)?;
+            }
+            b.tuple(t.len()).map_err(bad)?;
+            return Ok(());
+        }
+    }
+    let Some(mut open) = scalar_or_open(b, obj)? else {
+        return Ok(());
+    };
+    if depth >= RECURSION_DEPTH {
+        return push_deep(b, open);
+    }
+    while let Some(child) = open.next_child()? {
+        push_rec(b, &child, depth + 1)?;
+    }
+    open.close(b)
+}
+
+/// Converts the rest of a deep value, from the container `first`, with an explicit
+/// stack; a container that contains itself is found by tracking the path once it is
+/// deeper than [`CYCLE_CHECK_DEPTH`] here (a cycle repeats along any long path).
+fn push_deep<'py>(b: &mut FragmentBuilder, first: Open<'py>) -> PyResult<()> {
+    let mut stack: Vec<Open<'py>> = vec![first];
+    let mut on_path: Option<HashSet<usize>> = None;
+    while let Some(top) = stack.last_mut() {
+        match top.next_child()? {
+            Some(child) => {
+                if let Some(open) = scalar_or_open(b, &child)? {
+                    if stack.len() >= CYCLE_CHECK_DEPTH {
+                        let path =
+                            on_path.get_or_insert_with(|| stack.iter().map(Open::ptr).collect());
+                        if !path.insert(open.ptr()) {
+                            return Err(self_containing());
+                        }
+                    }
+                    stack.push(open);
+                }
+            }
+            None => {
+                if let Some(open) = stack.pop() {
+                    if let Some(path) = on_path.as_mut() {
+                        path.remove(&open.ptr());
+                    }
+                    open.close(b)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An independent copy of `obj` made through its term form (what a receiver of it as
@@ -296,7 +545,7 @@ pub fn copy_value(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<PyO
     match to_fragment(obj) {
         Ok(f) => frag_to_py(py, &f).map(Some),
         // No term form: a value of another type inside, or a container that contains
-        // itself (or is nested past MAX_DEPTH). Shared by reference, as documented.
+        // itself. Shared by reference, as documented.
         Err(e) if e.is_instance_of::<PyTypeError>(py) || e.is_instance_of::<PyValueError>(py) => {
             Ok(None)
         }
@@ -304,109 +553,252 @@ pub fn copy_value(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<PyO
     }
 }
 
-/// Converts a term into fresh Python objects.
-pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
-    Ok(match v.kind() {
-        Kind::Int => v.as_int().unwrap_or(0).into_py(py),
-        Kind::BigInt => match v.as_bigint() {
-            Some(b) => b.into_py(py),
-            None => 0.into_py(py),
+/// A term the VM made that does not read back as its kind: never produced by vm-core,
+/// reported rather than replaced by a made-up value.
+fn unreadable(kind: Kind) -> PyErr {
+    PySystemError::new_err(format!(
+        "beamvm: a term of kind {kind:?} could not be read (a bug in beamvm; please report it)"
+    ))
+}
+
+/// A container being rebuilt: its children's Python values collect on the value stack
+/// and the container is made from them when its iterator is done. `got` counts the
+/// children taken; `want` is what the container's header promised (None for a list,
+/// whose length is its spine's).
+struct Building<'a> {
+    kind: Kind,
+    children: Children<'a>,
+    got: usize,
+    want: Option<usize>,
+}
+
+enum Children<'a> {
+    Tuple(TupleIter<'a>),
+    List(ListIter<'a>),
+    /// A map's keys and values in turn (the value of the last key taken waits here).
+    Map(MapIter<'a>, Option<View<'a>>),
+}
+
+impl<'a> Building<'a> {
+    fn next_child(&mut self) -> Option<View<'a>> {
+        let e = match &mut self.children {
+            Children::Tuple(it) => it.next(),
+            Children::List(it) => it.next(),
+            Children::Map(it, value) => value.take().or_else(|| {
+                let (k, v) = it.next()?;
+                *value = Some(v);
+                Some(k)
+            }),
+        };
+        self.got += e.is_some() as usize;
+        e
+    }
+
+    /// Builds the container from the last `got` values on `vals`.
+    fn close(self, py: Python<'_>, vals: &mut Vec<PyObject>) -> PyResult<PyObject> {
+        if self.want.is_some_and(|w| w != self.got) || self.got > vals.len() {
+            return Err(unreadable(self.kind));
+        }
+        let items = vals.split_off(vals.len() - self.got);
+        Ok(match self.children {
+            Children::Tuple(_) => PyTuple::new(py, items)?.into_any().unbind(),
+            Children::List(_) => PyList::new(py, items)?.into_any().unbind(),
+            Children::Map(..) => {
+                let d = PyDict::new(py);
+                let mut it = items.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    d.set_item(k, v)?;
+                }
+                d.into_any().unbind()
+            }
+        })
+    }
+}
+
+/// A scalar's Python value, or the container to rebuild.
+fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Building<'a>>> {
+    let kind = v.kind();
+    let missing = || unreadable(kind);
+    Ok(Ok(match kind {
+        Kind::Int => v.as_int().ok_or_else(missing)?.into_py(py),
+        Kind::BigInt => v.as_bigint().ok_or_else(missing)?.into_py(py),
+        Kind::Float => v.as_float().ok_or_else(missing)?.into_py(py),
+        Kind::Atom => match v.as_atom().ok_or_else(missing)? {
+            Atom::TRUE => true.into_py(py),
+            Atom::FALSE => false.into_py(py),
+            Atom::UNDEFINED => py.None(),
+            a => PyAtom(a).into_py(py),
         },
-        Kind::Float => v.as_float().unwrap_or(0.0).into_py(py),
-        Kind::Atom => {
-            let a = v.as_atom().unwrap_or(Atom::UNDEFINED);
-            if a == Atom::TRUE {
-                true.into_py(py)
-            } else if a == Atom::FALSE {
-                false.into_py(py)
-            } else if a == Atom::UNDEFINED {
-                py.None()
-            } else {
-                PyAtom(a).into_py(py)
+        Kind::Str => {
+            let s = v.as_str_bytes().ok_or_else(missing)?;
+            // SAFETY: `s` is a live slice of `s.len()` bytes (borrowed from the term for
+            // this call); PyUnicode_DecodeUTF8 copies it and returns a new reference or
+            // NULL with an exception set, which `from_owned_ptr_or_err` turns into Err.
+            unsafe {
+                Bound::from_owned_ptr_or_err(
+                    py,
+                    ffi::PyUnicode_DecodeUTF8(
+                        s.as_ptr().cast(),
+                        s.len() as ffi::Py_ssize_t,
+                        c"strict".as_ptr(),
+                    ),
+                )?
+                .unbind()
             }
         }
         Kind::Binary => match v.as_refc_binary() {
             Some(rb) => PyBinary(rb).into_py(py),
-            None => PyBytes::new(py, v.as_bytes().unwrap_or(&[]))
+            None => PyBytes::new(py, v.as_bytes().ok_or_else(missing)?)
                 .into_any()
                 .unbind(),
         },
-        Kind::Tuple => {
-            let n = v.tuple_len().unwrap_or(0);
-            if n == 2 || n == 3 {
-                if let Some(tag) = v.tuple_get(0).and_then(|t| t.as_atom()) {
-                    if is_wire_tag(tag) {
-                        let a = v.tuple_get(1).map(|x| to_py(py, x)).transpose()?;
-                        let c = v.tuple_get(2).map(|x| to_py(py, x)).transpose()?;
-                        let f = wire_from_term(py)?;
-                        return Ok(f
-                            .call1((
-                                PyAtom(tag),
-                                a.unwrap_or_else(|| py.None()),
-                                c.unwrap_or_else(|| py.None()),
-                            ))?
-                            .unbind());
-                    }
-                }
-            }
-            if n == 2 {
-                if let (Some(t), Some(s)) = (v.tuple_get(0), v.tuple_get(1)) {
-                    if t.as_atom() == Some(str_tag()) {
-                        if let Some(bytes) = s.as_bytes() {
-                            let st = std::str::from_utf8(bytes)
-                                .map_err(|e| PyValueError::new_err(e.to_string()))?;
-                            return Ok(PyString::new(py, st).into_any().unbind());
-                        }
-                    }
-                }
-            }
-            // SAFETY: a new tuple of n slots, each set once below; a slot left NULL by
-            // an early error return is fine for the tuple's dealloc.
-            let t = unsafe {
-                Bound::from_owned_ptr_or_err(py, ffi::PyTuple_New(n as ffi::Py_ssize_t))?
-            };
-            if let Some(it) = v.tuple_iter() {
-                for (i, e) in it.enumerate().take(n) {
-                    let item = to_py(py, e)?;
-                    // SAFETY: `t` is the new tuple of `n` slots made above and `i < n`;
-                    // SET_ITEM steals the new reference `into_ptr` gives it.
-                    unsafe {
-                        ffi::PyTuple_SET_ITEM(t.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr())
-                    };
-                }
-            }
-            t.unbind()
-        }
         Kind::Nil => PyList::empty(py).into_any().unbind(),
-        Kind::List => {
-            let l = PyList::empty(py);
-            if let Some(it) = v.list_iter() {
-                for e in it {
-                    l.append(to_py(py, e)?)?;
-                }
-            }
-            l.into_any().unbind()
-        }
-        Kind::Map => {
-            let d = PyDict::new(py);
-            if let Some(it) = v.map_iter() {
-                for (k, val) in it {
-                    d.set_item(to_py(py, k)?, to_py(py, val)?)?;
-                }
-            }
-            d.into_any().unbind()
-        }
         Kind::Pid => match (v.as_pid(), v.as_external_pid()) {
             (Some(p), _) => PyPid::local(p).into_py(py),
             (None, Some(e)) => PyPid::external(e).into_py(py),
-            (None, None) => return Err(PyValueError::new_err("malformed pid term")),
+            (None, None) => return Err(missing()),
         },
         Kind::Ref => match (v.as_ref(), v.as_external_ref()) {
             (Some(r), _) => PyRef::local(r).into_py(py),
             (None, Some(r)) => PyRef(RefId::External(r)).into_py(py),
-            (None, None) => return Err(PyValueError::new_err("malformed reference term")),
+            (None, None) => return Err(missing()),
         },
-    })
+        Kind::Tuple => {
+            // {'$socket', Id}: a beamvm.tcp socket (crates/vm-core/src/io/messages.rs).
+            if let Some(id) = vm_core::io::messages::socket_of(v) {
+                return Ok(Ok(PySocket(id.0).into_py(py)));
+            }
+            if let Some(w) = wire_to_py(py, v)? {
+                return Ok(Ok(w));
+            }
+            return Ok(Err(Building {
+                kind,
+                children: Children::Tuple(v.tuple_iter().ok_or_else(missing)?),
+                got: 0,
+                want: Some(v.tuple_len().ok_or_else(missing)?),
+            }))
+        }
+        Kind::List => {
+            return Ok(Err(Building {
+                kind,
+                children: Children::List(v.list_iter().ok_or_else(missing)?),
+                got: 0,
+                want: None,
+            }))
+        }
+        Kind::Map => {
+            return Ok(Err(Building {
+                kind,
+                children: Children::Map(v.map_iter().ok_or_else(missing)?, None),
+                got: 0,
+                want: Some(2 * v.map_len().ok_or_else(missing)?),
+            }))
+        }
+    }))
+}
+
+/// Converts a term into fresh Python objects, depth-first (see the module docs).
+pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
+    to_py_rec(py, v, 0)
+}
+
+fn to_py_rec(py: Python<'_>, v: View<'_>, depth: usize) -> PyResult<PyObject> {
+    // Tuples, the common message shape, first, without building a `Building`.
+    if depth < RECURSION_DEPTH {
+        if let Some(it) = v.tuple_iter() {
+            if it.len() == 2 || it.len() == 3 {
+                if let Some(id) = vm_core::io::messages::socket_of(v) {
+                    return Ok(PySocket(id.0).into_py(py));
+                }
+                if let Some(w) = wire_to_py(py, v)? {
+                    return Ok(w);
+                }
+            }
+            return tuple_to_py(py, it, depth);
+        }
+    }
+    let mut open = match leaf_or_open(py, v)? {
+        Ok(leaf) => return Ok(leaf),
+        Err(open) => open,
+    };
+    if depth >= RECURSION_DEPTH {
+        return to_py_deep(py, open);
+    }
+    match open.children {
+        Children::Tuple(it) => tuple_to_py(py, it, depth),
+        Children::List(_) => {
+            let l = PyList::empty(py);
+            while let Some(child) = open.next_child() {
+                l.append(to_py_rec(py, child, depth + 1)?)?;
+            }
+            Ok(l.into_any().unbind())
+        }
+        Children::Map(..) => {
+            let d = PyDict::new(py);
+            while let Some(k) = open.next_child() {
+                let k = to_py_rec(py, k, depth + 1)?;
+                let Some(val) = open.next_child() else {
+                    return Err(unreadable(open.kind));
+                };
+                d.set_item(k, to_py_rec(py, val, depth + 1)?)?;
+            }
+            if open.want.is_some_and(|w| w != open.got) {
+                return Err(unreadable(open.kind));
+            }
+            Ok(d.into_any().unbind())
+        }
+    }
+}
+
+/// A tuple's elements converted into a new tuple.
+fn tuple_to_py(py: Python<'_>, it: TupleIter<'_>, depth: usize) -> PyResult<PyObject> {
+    let n = it.len();
+    // SAFETY: PyTuple_New returns a new tuple of `n` empty (NULL) slots, or NULL with an
+    // exception set (reported by `from_owned_ptr_or_err`).
+    let t = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyTuple_New(n as ffi::Py_ssize_t))? };
+    let mut filled = 0;
+    for child in it {
+        if filled >= n {
+            return Err(unreadable(Kind::Tuple));
+        }
+        let item = to_py_rec(py, child, depth + 1)?;
+        // SAFETY: `t` is a fresh tuple no one else references; slot `filled < n` is
+        // still empty and is set exactly once; SET_ITEM steals `item`'s reference.
+        unsafe { ffi::PyTuple_SET_ITEM(t.as_ptr(), filled as ffi::Py_ssize_t, item.into_ptr()) };
+        filled += 1;
+    }
+    if filled != n {
+        // Never hand out a tuple with empty slots (dropping it is safe: a tuple's
+        // deallocation skips them).
+        return Err(unreadable(Kind::Tuple));
+    }
+    Ok(t.into_any().unbind())
+}
+
+/// Converts the rest of a deep term, from the container `first`, with an explicit
+/// stack: children's values collect on a value stack and each container is built from
+/// them when its iterator is done.
+fn to_py_deep(py: Python<'_>, first: Building<'_>) -> PyResult<PyObject> {
+    let mut stack = vec![first];
+    let mut vals: Vec<PyObject> = Vec::new();
+    while let Some(top) = stack.last_mut() {
+        match top.next_child() {
+            Some(child) => match leaf_or_open(py, child)? {
+                Ok(leaf) => vals.push(leaf),
+                Err(open) => stack.push(open),
+            },
+            None => {
+                if let Some(done) = stack.pop() {
+                    let obj = done.close(py, &mut vals)?;
+                    if stack.is_empty() {
+                        return Ok(obj);
+                    }
+                    vals.push(obj);
+                }
+            }
+        }
+    }
+    Err(unreadable(Kind::Tuple))
 }
 
 /// Converts a fragment into fresh Python objects.

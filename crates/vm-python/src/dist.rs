@@ -173,11 +173,8 @@ impl Wire {
                 Term::Atom(Atom::try_new(a.as_str()).map_err(|e| e.to_string())?)
             }
             wire::Term::Binary(b) => {
-                if self.utf8 && std::str::from_utf8(b).is_ok() {
-                    Term::Tuple(vec![
-                        Term::Atom(crate::convert::str_tag()),
-                        Term::binary(b.clone()),
-                    ])
+                if let (true, Ok(text)) = (self.utf8, std::str::from_utf8(b)) {
+                    Term::str(text)
                 } else {
                     Term::binary(b.clone())
                 }
@@ -242,7 +239,8 @@ impl Wire {
             Term::BigInt(b) => wire::Term::BigInt((**b).clone()),
             Term::Float(f) => wire::Term::Float(*f),
             Term::Atom(a) => wire::Term::Atom(wire::Atom::new(a.as_str())),
-            Term::Binary(b) => wire::Term::Binary(b.as_slice().to_vec()),
+            // A str (text) goes on the wire as a UTF-8 binary.
+            Term::Binary(b) | Term::Str(b) => wire::Term::Binary(b.as_slice().to_vec()),
             Term::Tuple(v) => {
                 if let Some(w) = self.tagged_out(v, d)? {
                     return Ok(w);
@@ -279,9 +277,6 @@ impl Wire {
         };
         let tg = tags();
         Ok(Some(match (v, tag) {
-            ([_, Term::Binary(b)], t) if t == crate::convert::str_tag() => {
-                wire::Term::Binary(b.as_slice().to_vec())
-            }
             ([_, Term::List(items)], t) if t == tg.charlist => {
                 let bytes: Option<Vec<u8>> = items
                     .iter()

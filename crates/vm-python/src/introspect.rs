@@ -277,6 +277,10 @@ fn pids(py: Python<'_>, v: &[Pid]) -> PyResult<Py<PyList>> {
 }
 
 /// A snapshot of a process (default: the caller) as a dict, or None if it is dead.
+/// The keys are the same for every process; for the calling process `status` is
+/// `'running'` and `current_function` is the function that called `process_info`
+/// (for another process: the function it was spawned with). Asking about oneself
+/// reads one's own state and never waits.
 #[pyfunction]
 #[pyo3(signature = (pid=None))]
 pub(crate) fn process_info(
@@ -293,33 +297,22 @@ pub(crate) fn process_info(
         None => me.ok_or_else(|| outside("process_info (without a pid)"))?,
     };
     let v = handle()?;
-    let d = PyDict::new(py);
-    if Some(pid) == me {
-        // The caller's own control block is locked by its scheduler while it runs:
-        // answer from its context and the published counters.
-        let (links, qlen, trap) = with_cx(|cx| {
-            let links = cx.links();
-            let q = cx.message_queue_len();
-            let old = cx.trap_exit(false);
-            cx.trap_exit(old);
-            (links, q, old)
-        })
-        .unwrap_or_default();
-        d.set_item("pid", PyPid::local(pid))?;
-        d.set_item("status", "running")?;
-        d.set_item("message_queue_len", qlen)?;
-        d.set_item("links", pids(py, &links)?)?;
-        d.set_item("trap_exit", trap)?;
-        d.set_item(
-            "aliases",
-            with_cx(|cx| cx.aliases().len()).unwrap_or_default(),
-        )?;
-        d.set_item("registered_name", py.None())?;
-        return Ok(Some(d.unbind()));
-    }
-    let Some(info) = py.allow_threads(|| v.process_info(pid)) else {
-        return Ok(None);
+    let own = Some(pid) == me;
+    let info = if own {
+        let caller = py
+            .import("sys")?
+            .call_method1("_getframe", (0,))?
+            .getattr("f_code")?
+            .getattr("co_qualname")?
+            .extract::<String>()?;
+        with_cx(|cx| cx.process_info(caller)).ok_or_else(|| outside("process_info"))?
+    } else {
+        match py.allow_threads(|| v.process_info(pid)) {
+            Some(info) => info,
+            None => return Ok(None),
+        }
     };
+    let d = PyDict::new(py);
     d.set_item("pid", PyPid::local(info.pid))?;
     d.set_item("status", info.status)?;
     d.set_item("priority", info.priority)?;
@@ -332,10 +325,12 @@ pub(crate) fn process_info(
     d.set_item("links", pids(py, &info.links)?)?;
     d.set_item("monitors", pids(py, &info.monitors)?)?;
     d.set_item("monitored_by", pids(py, &info.monitored_by)?)?;
-    d.set_item(
-        "aliases",
-        py.allow_threads(|| v.aliases_of(pid)).unwrap_or(0),
-    )?;
+    let aliases = if own {
+        with_cx(|cx| cx.aliases().len()).unwrap_or_default()
+    } else {
+        py.allow_threads(|| v.aliases_of(pid)).unwrap_or(0)
+    };
+    d.set_item("aliases", aliases)?;
     d.set_item("trap_exit", info.trap_exit)?;
     d.set_item(
         "registered_name",
@@ -353,7 +348,9 @@ pub(crate) fn processes(py: Python<'_>) -> PyResult<Py<PyList>> {
     pids(py, &all)
 }
 
-/// `memory()`'s dict: bytes by category.
+/// `memory()`'s dict: bytes by category (the Python objects of process frames are in
+/// `processes`, declared to vm-core by `alloc::Counted`; `allocator` is measured by
+/// `alloc::cached`, vm-core's allocator probe).
 fn memory_dict<'py>(py: Python<'py>, m: &vm_core::Memory) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("total", m.total)?;
@@ -361,6 +358,7 @@ fn memory_dict<'py>(py: Python<'py>, m: &vm_core::Memory) -> PyResult<Bound<'py,
     d.set_item("binary", m.binary)?;
     d.set_item("atom", m.atom)?;
     d.set_item("system", m.system)?;
+    d.set_item("allocator", m.allocator)?;
     Ok(d)
 }
 
@@ -382,13 +380,27 @@ fn system_info_dict<'py>(py: Python<'py>, s: &vm_core::SystemInfo) -> PyResult<B
     Ok(d)
 }
 
-/// Memory by category in bytes: total, processes, binary, atom, system (one walk of
-/// the table, with the GIL released).
+/// Memory by category in bytes: `processes` (control blocks, heaps, queued messages in
+/// inboxes and mailboxes, and the Python objects of process frames as measured at
+/// spawn), `binary` (shared binaries, each counted once, Python `bytes` shared without
+/// a copy included), `atom`, `system` (process table, timers and the messages they
+/// hold), `allocator` (what the allocator keeps committed beyond those: caches that
+/// `release_memory()` returns, and fragmentation), and `total`, their sum. One walk of
+/// the table, with the GIL released.
 #[pyfunction]
 pub(crate) fn memory(py: Python<'_>) -> PyResult<Py<PyDict>> {
     let v = handle()?;
     let m = py.allow_threads(move || v.memory());
     Ok(memory_dict(py, &m)?.unbind())
+}
+
+/// Returns the memory the allocator keeps for reuse to the OS now (what
+/// `memory()['allocator']` counts as cache); the number of bytes that came back. The
+/// allocator does this by itself over time when threads keep allocating; an idle VM
+/// after a burst keeps its pages until this is called.
+#[pyfunction]
+pub(crate) fn release_memory(py: Python<'_>) -> usize {
+    py.allow_threads(crate::alloc::release)
 }
 
 /// System facts: schedulers, dirty pools, limits, counts, version.
@@ -417,6 +429,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(process_info, m)?)?;
     m.add_function(wrap_pyfunction!(processes, m)?)?;
     m.add_function(wrap_pyfunction!(memory, m)?)?;
+    m.add_function(wrap_pyfunction!(release_memory, m)?)?;
     m.add_function(wrap_pyfunction!(system_info, m)?)?;
     m.add_function(wrap_pyfunction!(statistics, m)?)?;
     Ok(())

@@ -15,11 +15,17 @@
 //! * [`convert`]: Python values <-> terms (the table of what maps to what).
 //! * [`pattern`]: receive patterns compiled to matchers over term views.
 //! * [`types`]: `Atom`, `Pid`, `Ref`, `Binary` (zero-copy shared bytes).
+//! * [`alloc`]: what the VM holds outside its counters (allocator caches, Python
+//!   process objects) and releasing the caches.
+//! * [`tcp`]: `beamvm.tcp`'s native half: sockets owned by processes (`Socket`).
 //! * [`args`]: argument parsing shared by the API (names, pids, refs, timeouts).
 //! * [`errors`]: the exceptions, and the one mapping from `vm_core::Error` to them.
 //! * [`runtime`]: the Python protocol objects handed over by `beamvm/__init__.py`.
 //! * [`timeslice`], [`compiled`]: native support for compiled process code (slices end
 //!   by time; `StopIteration` carried out of a generator).
+//! * [`stacktrace`], [`msgtrace`]: a Python process's stack (`current_stacktrace`), the
+//!   send/receive hook of `beamvm.trace.messages`; [`threadtrace`]: `sys.settrace` on
+//!   scheduler threads.
 //! * [`finalize`]: the interpreter's exit: VM threads never touch a finalising
 //!   interpreter.
 //!
@@ -32,6 +38,7 @@
 #![allow(deprecated)] // IntoPy::into_py: still the plain way in pyo3 0.23
 
 mod alias;
+mod alloc;
 mod api;
 mod args;
 mod compiled;
@@ -43,9 +50,13 @@ mod finalize;
 mod gen_call;
 mod introspect;
 mod lifecycle;
+mod msgtrace;
 mod observer_http;
 pub mod pattern;
 mod runtime;
+mod stacktrace;
+mod tcp;
+mod threadtrace;
 mod timeslice;
 pub mod types;
 
@@ -60,12 +71,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    // Every atom the binding itself needs is made now, at import: once user code has
-    // filled the atom table, making one lazily would fail inside a scheduler thread
-    // (issue 9 s.3). The others it uses are vm-core's predefined atoms.
-    vm_core::Atom::try_new("$str")
-        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
-    convert::str_tag();
+    // memory()['allocator']: what mimalloc holds beyond the VM's counters (alloc.rs).
+    vm_core::set_allocator_probe(alloc::cached);
+    // The binding makes no atom of its own at run time: the ones it needs are
+    // vm-core's predefined atoms (once user code has filled the atom table, making one
+    // lazily would fail inside a scheduler thread, issue 9 s.3), and a `str` is text,
+    // not an atom-tagged tuple.
     gen_call::init_atoms()?;
     // The tags of wire-only values (dist.rs), made now: a full atom table later
     // cannot make receiving a charlist or a fun panic.
@@ -81,11 +92,20 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NoProc", py.get_type::<NoProc>())?;
     m.add("BadArg", py.get_type::<BadArg>())?;
     m.add("ProcessExit", py.get_type::<ProcessExit>())?;
+    // The atoms exit signals give a meaning to (a str spelling is refused by `exit`).
+    m.add("NORMAL", PyAtom(vm_core::Atom::NORMAL))?;
+    m.add("KILL", PyAtom(vm_core::Atom::KILL))?;
+    m.add("SHUTDOWN", PyAtom(vm_core::Atom::SHUTDOWN))?;
+    // Unpickling pids and references.
+    m.add_function(wrap_pyfunction!(types::_pid, m)?)?;
+    m.add_function(wrap_pyfunction!(types::_ref, m)?)?;
+    m.add_function(wrap_pyfunction!(alloc::_allocator_stats, m)?)?;
     // The protocol with beamvm's Python half.
     m.add_function(wrap_pyfunction!(runtime::_setup, m)?)?;
     m.add_class::<driver::ReceiveOp>()?;
     m.add_function(wrap_pyfunction!(driver::_receive, m)?)?;
     m.add_function(wrap_pyfunction!(driver::_recv, m)?)?;
+    m.add_function(wrap_pyfunction!(driver::_recv_any, m)?)?;
     m.add_function(wrap_pyfunction!(finalize::_quiesce, m)?)?;
     m.add_function(wrap_pyfunction!(gen_call::_gen_call, m)?)?;
     m.add_function(wrap_pyfunction!(gen_call::_gen_cast, m)?)?;
@@ -134,8 +154,28 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     introspect::register(m)?;
     // The web observer.
     observer_http::register(m)?;
+    msgtrace::register(m)?;
+    stacktrace::register(m)?;
+    threadtrace::register(m)?;
     // Compiled process code: slices end by time (timeslice.rs); StopIteration carried
     // out of a generator (compiled.rs).
+    // beamvm.tcp's native half (tcp.rs).
+    m.add_class::<tcp::PySocket>()?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_listen, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_accept, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_connect, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_send, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_recv, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_setopts, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_getopts, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_owner, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_controlling_process, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_close, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_cancel, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_peername, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_sockname, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_socket_count, m)?)?;
     m.add_function(wrap_pyfunction!(timeslice::_timeslice_setup, m)?)?;
     m.add_function(wrap_pyfunction!(timeslice::_overdue, m)?)?;
     m.add_function(wrap_pyfunction!(timeslice::_resumed, m)?)?;

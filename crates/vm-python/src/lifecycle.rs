@@ -196,6 +196,8 @@ fn start_vm(py: Python<'_>, cfg: Option<&Bound<'_, PyDict>>) -> PyResult<u64> {
     }
     match py.allow_threads(|| Vm::start(c)) {
         Ok(v) => {
+            // Active socket messages read ("tcp", s, data) in Python (beamvm.tcp).
+            v.set_io_tag_style(vm_core::io::TagStyle::Strings);
             let gen = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
             CREATION.store(v.creation(), Ordering::Release);
             *HANDLE.write().unwrap_or_else(|e| e.into_inner()) = Some(v.handle());

@@ -8,9 +8,8 @@
 //!   so it keeps answering while Python processes hold the GIL on every scheduler,
 //!   and it outlives VM starts and stops (a stopped VM reads as `"running": false`).
 //! * Binding, closing and answering a relayed request run with the GIL released.
-//! * SLOT(current_stacktrace): no stack-trace provider is installed yet; the call
-//!   tracing work installs one here (see `vm_observer::process`), and the process page
-//!   shows the slot as not available until then.
+//! * The process page's stack trace comes from [`crate::stacktrace::provider`], which
+//!   takes the GIL for one walk of the process's frames (only that page needs it).
 
 use std::sync::{Arc, OnceLock};
 
@@ -24,7 +23,7 @@ fn vm_source() -> vm_observer::VmSource {
 
 /// The stack-trace provider for process pages (see the module docs).
 fn stacktrace_provider() -> Option<StackTraceFn> {
-    None
+    Some(crate::stacktrace::provider())
 }
 
 /// A running web observer; `close()` stops it and frees the port.

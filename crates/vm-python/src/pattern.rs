@@ -9,17 +9,28 @@
 //! exact term equality (`1` does not match `1.0`).
 //!
 //! The key of a pattern drives the mailbox's index (keyed receive, cost independent
-//! of the queue length): a literal `Ref` among the first three elements of a tuple
-//! pattern, else a literal atom / small int as its first element.
+//! of the queue length): what the pattern fixes in a tuple's leading elements, under
+//! the mailbox's one policy ([`Key::for_pattern`]): a literal `Ref` among the first
+//! three elements, else a literal atom, small int or str as the first element; a
+//! pattern that is a bare literal atom, small int or str keys on the message itself
+//! ([`Key::of_bare`]).
+//!
+//! Patterns are written by hand, so their nesting is limited to [`MAX_PATTERN_DEPTH`]
+//! (messages are not limited).
 
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
-use vm_core::process::mailbox::REF_SCAN_ELEMS;
+use vm_core::process::mailbox::KeyElem;
 use vm_core::term::Kind;
 use vm_core::{Atom, Key, Term, View};
 
-use crate::convert::{str_tag, to_term};
+use crate::convert::to_term;
+use crate::errors::type_name;
 use crate::types::{PyAtom, PyBinary, PyPid, PyRef};
+
+/// Deepest nesting of a receive pattern.
+pub const MAX_PATTERN_DEPTH: usize = 1000;
 
 /// A value type a pattern can match by kind.
 #[derive(Clone, Copy, Debug)]
@@ -78,10 +89,10 @@ fn compile_inner(
     any: &Bound<'_, PyAny>,
     depth: usize,
 ) -> PyResult<Pattern> {
-    if depth > crate::convert::MAX_DEPTH {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "pattern nested too deeply",
-        ));
+    if depth > MAX_PATTERN_DEPTH {
+        return Err(PyValueError::new_err(format!(
+            "receive pattern nested more than {MAX_PATTERN_DEPTH} levels deep"
+        )));
     }
     if obj.is(any) {
         return Ok(Pattern::Any);
@@ -113,7 +124,7 @@ fn compile_inner(
         } else if t.is(&py.None().bind(py).get_type()) {
             TypeTest::NoneT
         } else {
-            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            return Err(PyTypeError::new_err(format!(
                 "a type in a receive pattern must be one of int, float, str, bytes, bool, \
                  tuple, list, dict, Atom, Pid, Ref, type(None); got {}",
                 t.qualname()?
@@ -138,13 +149,43 @@ fn compile_inner(
         }
         Pattern::Map(v)
     } else {
-        return Ok(Pattern::Literal(to_term(obj)?));
+        return literal(obj).map(Pattern::Literal);
     };
     // A container with no wildcard inside is one literal (one comparison).
     if is_literal(&p) {
         return Ok(Pattern::Literal(to_term(obj)?));
     }
     Ok(p)
+}
+
+/// A literal value in a pattern; a value with no term form gets an error that says
+/// what a pattern can hold (a callable is the usual mistake: a predicate).
+fn literal(obj: &Bound<'_, PyAny>) -> PyResult<Term> {
+    to_term(obj).map_err(|e| {
+        let py = obj.py();
+        if !e.is_instance_of::<PyTypeError>(py) {
+            return e;
+        }
+        let what = if obj.is_callable() {
+            format!(
+                "a callable ({}) cannot be a receive pattern: patterns are values (matched \
+                 by equality), types (int, str, bytes, tuple, Atom, Pid, Ref, ...) and ANY, \
+                 combined in tuples, lists and dicts; to select by a predicate, receive \
+                 ANY and test the message in your code",
+                obj.repr()
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|_| type_name(obj))
+            )
+        } else {
+            format!(
+                "a {} cannot be part of a receive pattern: patterns are values (int, \
+                 float, str, bytes, bool, None, Atom, Pid, Ref), types (int, str, bytes, \
+                 tuple, Atom, Pid, Ref, ...) and ANY, combined in tuples, lists and dicts",
+                type_name(obj)
+            )
+        };
+        PyTypeError::new_err(what)
+    })
 }
 
 fn is_literal(p: &Pattern) -> bool {
@@ -160,10 +201,10 @@ fn type_ok(t: TypeTest, v: View<'_>) -> bool {
     match t {
         TypeTest::Int => matches!(k, Kind::Int | Kind::BigInt),
         TypeTest::Float => k == Kind::Float,
-        TypeTest::Str => is_str(v),
+        TypeTest::Str => k == Kind::Str,
         TypeTest::Bytes => k == Kind::Binary,
         TypeTest::Bool => matches!(v.as_atom(), Some(Atom::TRUE) | Some(Atom::FALSE)),
-        TypeTest::Tuple => k == Kind::Tuple && !is_str(v),
+        TypeTest::Tuple => k == Kind::Tuple,
         TypeTest::List => matches!(k, Kind::List | Kind::Nil),
         TypeTest::Dict => k == Kind::Map,
         TypeTest::Atom => {
@@ -177,14 +218,6 @@ fn type_ok(t: TypeTest, v: View<'_>) -> bool {
         TypeTest::Ref => k == Kind::Ref,
         TypeTest::NoneT => v.as_atom() == Some(Atom::UNDEFINED),
     }
-}
-
-fn is_str(v: View<'_>) -> bool {
-    v.tuple_len() == Some(2)
-        && v.tuple_get(0).and_then(|t| t.as_atom()) == Some(str_tag())
-        && v.tuple_get(1)
-            .map(|b| b.kind() == Kind::Binary)
-            .unwrap_or(false)
 }
 
 impl Pattern {
@@ -230,41 +263,14 @@ impl Pattern {
 
     /// The mailbox key every message matching this pattern carries, if any.
     pub fn key(&self) -> Option<Key> {
-        let elems: Vec<&Pattern> = match self {
-            Pattern::Tuple(ps) => ps.iter().collect(),
-            Pattern::Literal(Term::Tuple(ts)) => {
-                return key_of_terms(ts);
-            }
-            _ => return None,
-        };
-        if elems.is_empty() {
-            return None;
-        }
-        for p in elems.iter().take(REF_SCAN_ELEMS) {
-            if let Pattern::Literal(Term::Ref(r)) = p {
-                return Some(Key::of_ref(*r));
-            }
-        }
-        match elems[0] {
-            Pattern::Literal(Term::Atom(a)) => Some(Key::Atom(a.index())),
-            Pattern::Literal(Term::Int(i)) => Some(Key::Int(*i)),
+        match self {
+            Pattern::Tuple(ps) => Key::for_pattern(ps.iter().map(|p| match p {
+                Pattern::Literal(t) => KeyElem::of_term(t),
+                _ => KeyElem::Other,
+            })),
+            Pattern::Literal(Term::Tuple(ts)) => Key::for_pattern(ts.iter().map(KeyElem::of_term)),
+            Pattern::Literal(t) => Key::of_bare(KeyElem::of_term(t)),
             _ => None,
         }
-    }
-}
-
-fn key_of_terms(ts: &[Term]) -> Option<Key> {
-    if ts.is_empty() {
-        return None;
-    }
-    for t in ts.iter().take(REF_SCAN_ELEMS) {
-        if let Term::Ref(r) = t {
-            return Some(Key::of_ref(*r));
-        }
-    }
-    match &ts[0] {
-        Term::Atom(a) => Some(Key::Atom(a.index())),
-        Term::Int(i) => Some(Key::Int(*i)),
-        _ => None,
     }
 }

@@ -2,9 +2,13 @@
 //! `Binary`.
 //!
 //! All four are immutable (`frozen`), hashable and comparable, so they work as dict
-//! keys and inside patterns. `Binary` wraps a refcounted VM buffer and exposes it
-//! through the buffer protocol without copying; it compares equal to `bytes` with the
-//! same content (and hashes like them), and `bytes(b)` copies it out.
+//! keys and inside patterns. `copy.copy`/`copy.deepcopy` return the object itself;
+//! `Atom`, `Pid` and `Ref` pickle (a pid or reference records its node and the VM's
+//! creation, through [`pid_parts`] / [`pid_from_parts`] and [`ref_parts`] /
+//! [`ref_from_parts`], the one place that knows what identifies them). `Binary` wraps
+//! a refcounted VM buffer and exposes it through the buffer protocol without copying;
+//! it compares equal to `bytes` with the same content (and hashes like them), and
+//! `bytes(b)` copies it out.
 
 use std::hash::{Hash, Hasher};
 use std::os::raw::{c_int, c_void};
@@ -12,7 +16,7 @@ use std::os::raw::{c_int, c_void};
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyTuple};
 use vm_core::term::RefcBin;
 use vm_core::term::{ExternalPid, ExternalRef};
 use vm_core::{Atom, Pid, Ref};
@@ -187,6 +191,92 @@ impl PyPid {
             Err(_) => py.NotImplemented(),
         }
     }
+
+    /// Pickles as `beamvm._native._pid(node, id, serial, creation)`: a pid records its
+    /// node and the creation of its VM, so one unpickled after that VM stopped is a
+    /// pid of another VM (the dead-process behaviour), never a process of the new one.
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let f = py.import("beamvm._native")?.getattr("_pid")?;
+        Ok((f, pid_parts(self).into_pyobject(py)?))
+    }
+
+    fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __deepcopy__<'py>(slf: Bound<'py, Self>, _memo: &Bound<'py, PyAny>) -> Bound<'py, Self> {
+        slf
+    }
+}
+
+/// What identifies a pid beyond this VM: `(node, id, serial, creation)`.
+pub(crate) fn pid_parts(p: &PyPid) -> (&'static str, u32, u32, u32) {
+    (p.node.as_str(), p.pid.index, p.pid.serial, p.creation)
+}
+
+/// The pid `pid_parts` described: a pid of the running VM if node and creation are
+/// its own, else a pid of another VM (see [`PyPid::target`]).
+pub(crate) fn pid_from_parts(node: &str, id: u32, serial: u32, creation: u32) -> PyResult<PyPid> {
+    Ok(PyPid {
+        node: node_atom(node)?,
+        pid: Pid::new(id, serial),
+        creation,
+    })
+}
+
+/// The atom of a node name in a pickled pid or reference.
+fn node_atom(node: &str) -> PyResult<Atom> {
+    Atom::try_new(node)
+        .map_err(|e| PyValueError::new_err(format!("invalid node name {node:?}: {e}")))
+}
+
+/// What identifies a reference beyond this VM: `(node, creation, words)`, the words
+/// low first (a reference of this VM: its 64-bit number as two words, and the running
+/// VM's creation).
+pub(crate) fn ref_parts(r: &RefId) -> (&'static str, u32, Vec<u32>) {
+    match r {
+        RefId::Local(r) => (
+            Atom::NONODE.as_str(),
+            crate::lifecycle::creation(),
+            vec![r.0 as u32, (r.0 >> 32) as u32],
+        ),
+        RefId::External(e) => (e.node().as_str(), e.creation(), e.words().to_vec()),
+    }
+}
+
+/// The reference `ref_parts` described: this VM's if node and creation are the running
+/// VM's, else one of another VM.
+pub(crate) fn ref_from_parts(node: &str, creation: u32, words: &[u32]) -> PyResult<RefId> {
+    let atom = node_atom(node)?;
+    if let [lo, hi] = *words {
+        if atom == Atom::NONODE && creation == crate::lifecycle::creation() {
+            return Ok(RefId::Local(Ref(u64::from(lo) | (u64::from(hi) << 32))));
+        }
+    }
+    ExternalRef::new(atom, creation, words)
+        .map(RefId::External)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "a reference has 1 to {} words, not {}",
+                vm_core::term::MAX_REF_WORDS,
+                words.len()
+            ))
+        })
+}
+
+/// Rebuilds a pickled `Pid` (see `Pid.__reduce__`).
+#[pyfunction]
+pub(crate) fn _pid(node: &str, id: u32, serial: u32, creation: u32) -> PyResult<PyPid> {
+    pid_from_parts(node, id, serial, creation)
+}
+
+/// Rebuilds a pickled `Ref` (see `Ref.__reduce__`).
+#[pyfunction]
+pub(crate) fn _ref(node: &str, creation: u32, words: Vec<u32>) -> PyResult<PyRef> {
+    ref_from_parts(node, creation, &words).map(PyRef)
 }
 
 /// What a `Ref` is: one made by this node, or one of another VM.
@@ -241,6 +331,23 @@ impl PyRef {
             Err(_) => py.NotImplemented(),
         }
     }
+
+    /// Pickles as `beamvm._native._ref(node, creation, words)` (see [`ref_parts`]).
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let f = py.import("beamvm._native")?.getattr("_ref")?;
+        Ok((f, ref_parts(&self.0).into_pyobject(py)?))
+    }
+
+    fn __copy__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __deepcopy__<'py>(slf: Bound<'py, Self>, _memo: &Bound<'py, PyAny>) -> Bound<'py, Self> {
+        slf
+    }
 }
 
 /// Bytes on the VM's shared binary heap, seen without a copy.
@@ -254,9 +361,10 @@ pub struct PyBinary(pub RefcBin);
 
 #[pymethods]
 impl PyBinary {
+    /// Shares the `bytes` object's own buffer (no copy).
     #[new]
-    fn new(data: &[u8]) -> Self {
-        PyBinary(RefcBin::from_slice(data))
+    fn new(data: &Bound<'_, PyBytes>) -> Self {
+        PyBinary(crate::convert::shared_bytes(data))
     }
 
     fn __len__(&self) -> usize {
@@ -321,6 +429,11 @@ impl PyBinary {
         Ok(op.matches(mine.cmp(o)).into_py(py))
     }
 
+    /// The buffer protocol (PEP 3118): a read-only, one-dimensional view of the bytes.
+    ///
+    /// # Safety
+    /// Called by CPython with `view` pointing at a `Py_buffer` it owns (or NULL, which
+    /// is refused), as `bf_getbuffer` is.
     unsafe fn __getbuffer__(
         slf: Bound<'_, Self>,
         view: *mut pyo3::ffi::Py_buffer,
@@ -364,5 +477,10 @@ impl PyBinary {
         Ok(())
     }
 
+    /// Nothing to release: the view's reference to this Binary (`obj`) keeps the bytes
+    /// alive and CPython drops it.
+    ///
+    /// # Safety
+    /// Called by CPython with a view this Binary filled; it is not read.
     unsafe fn __releasebuffer__(&self, _view: *mut pyo3::ffi::Py_buffer) {}
 }

@@ -26,26 +26,26 @@ enum Mode {
 /// What a `set` or a delivery asks the caller to tell the owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
-pub enum Notice {
+pub(super) enum Notice {
     None,
     /// Send `('tcp_passive', s)` to the owner.
     Passive,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ActiveState {
+pub(super) struct ActiveState {
     mode: Mode,
 }
 
 impl ActiveState {
-    pub fn passive() -> ActiveState {
+    pub(super) fn passive() -> ActiveState {
         ActiveState {
             mode: Mode::Passive,
         }
     }
 
     /// Applies `setopts([{active, opt}])`.
-    pub fn set(&mut self, opt: ActiveOpt) -> Result<Notice, IoError> {
+    pub(super) fn set(&mut self, opt: ActiveOpt) -> Result<Notice, IoError> {
         let opt = opt.validate()?;
         self.mode = match opt {
             ActiveOpt::False => Mode::Passive,
@@ -71,12 +71,12 @@ impl ActiveState {
     }
 
     /// Whether a data message may be sent to the owner now.
-    pub fn may_deliver(&self) -> bool {
+    pub(super) fn may_deliver(&self) -> bool {
         self.mode != Mode::Passive
     }
 
     /// Counts one data message sent to the owner.
-    pub fn delivered(&mut self) -> Notice {
+    pub(super) fn delivered(&mut self) -> Notice {
         match self.mode {
             Mode::Once => {
                 self.mode = Mode::Passive;
@@ -95,7 +95,7 @@ impl ActiveState {
     }
 
     /// The mode as `getopts` would report it.
-    pub fn current(&self) -> ActiveOpt {
+    pub(super) fn current(&self) -> ActiveOpt {
         match self.mode {
             Mode::Passive => ActiveOpt::False,
             Mode::Always => ActiveOpt::True,

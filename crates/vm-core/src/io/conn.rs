@@ -30,10 +30,10 @@ use crate::term::{Binary, Pid};
 /// Bytes read per `read` call (the scratch buffer's size). 64 KiB: one loopback TCP
 /// segment train; large enough that bulk transfers are few syscalls, and the bound on
 /// what a non-re-armed socket can hold in user space beyond one partial frame.
-pub const READ_CHUNK: usize = 64 * 1024;
+pub(super) const READ_CHUNK: usize = 64 * 1024;
 
 /// A byte stream that can also be half-closed (a socket; a mock in tests).
-pub trait Transport: Read + Write {
+pub(super) trait Transport: Read + Write {
     fn shutdown_write(&mut self) -> io::Result<()>;
 }
 
@@ -41,14 +41,14 @@ pub trait Transport: Read + Write {
 /// 1 MiB. A peer that floods an `{active, true}` socket must not keep a scheduler in
 /// one socket's loop; the socket is queued for another turn instead (its readiness is
 /// cached, so no edge is lost).
-pub const READS_PER_TURN: usize = 16;
+pub(super) const READS_PER_TURN: usize = 16;
 
 /// Events produced by one step, in order, each with its recipient.
-pub type Out = Vec<(Pid, IoEvent)>;
+pub(super) type Out = Vec<(Pid, IoEvent)>;
 
 /// One readiness edge, as the poller saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Ready {
+pub(super) struct Ready {
     pub readable: bool,
     pub writable: bool,
     /// The peer's FIN or an error (EPOLLRDHUP / EPOLLHUP / EPOLLERR).
@@ -56,12 +56,14 @@ pub struct Ready {
 }
 
 impl Ready {
-    pub const READ: Ready = Ready {
+    #[cfg_attr(not(test), allow(dead_code))] // used by tests
+    pub(super) const READ: Ready = Ready {
         readable: true,
         writable: false,
         hup: false,
     };
-    pub const WRITE: Ready = Ready {
+    #[cfg_attr(not(test), allow(dead_code))] // used by tests
+    pub(super) const WRITE: Ready = Ready {
         readable: false,
         writable: true,
         hup: false,
@@ -71,7 +73,7 @@ impl Ready {
 /// What the reactor must do after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
-pub enum After {
+pub(super) enum After {
     Keep,
     /// The socket is finished: deregister and drop the OS socket.
     Close,
@@ -94,7 +96,7 @@ struct RecvWaiter {
 }
 
 #[derive(Debug)]
-pub struct ConnState {
+pub(super) struct ConnState {
     pub id: SocketId,
     pub owner: Pid,
     opts: SocketOpts,
@@ -119,7 +121,7 @@ pub struct ConnState {
 impl ConnState {
     /// A connected socket with validated options ([`SocketOpts::validate`]);
     /// `readable`/`writable` start unknown (false) until the first edge.
-    pub fn new(id: SocketId, owner: Pid, opts: SocketOpts) -> ConnState {
+    pub(super) fn new(id: SocketId, owner: Pid, opts: SocketOpts) -> ConnState {
         let mut active = ActiveState::passive();
         // Validated options cannot fail here, and a fresh socket has no count to run
         // out: `{active, 0}` at open is simply passive, with no notice to send.
@@ -143,11 +145,11 @@ impl ConnState {
         }
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(super) fn is_closed(&self) -> bool {
         self.closed
     }
 
-    pub fn opts(&self) -> SocketOpts {
+    pub(super) fn opts(&self) -> SocketOpts {
         SocketOpts {
             active: self.active.current(),
             ..self.opts
@@ -155,18 +157,19 @@ impl ConnState {
     }
 
     /// Hands the socket to another process (`controlling_process`).
-    pub fn set_owner(&mut self, owner: Pid) {
+    pub(super) fn set_owner(&mut self, owner: Pid) {
         self.owner = owner;
     }
 
     /// Bytes this socket holds in user space (framer + send queue).
-    pub fn buffered(&self) -> (usize, usize) {
+    #[cfg_attr(not(test), allow(dead_code))] // used by tests
+    pub(super) fn buffered(&self) -> (usize, usize) {
         (self.framer.buffered(), self.sendq.queued())
     }
 
     /// Whether the socket must be given another turn (see [`READS_PER_TURN`]); reading
     /// the flag clears it.
-    pub fn take_turn_request(&mut self) -> bool {
+    pub(super) fn take_turn_request(&mut self) -> bool {
         std::mem::take(&mut self.wants_turn)
     }
 
@@ -175,7 +178,7 @@ impl ConnState {
     }
 
     /// A readiness edge from the poller (`hup`: the peer closed its side).
-    pub fn on_ready<S: Transport>(
+    pub(super) fn on_ready<S: Transport>(
         &mut self,
         io: &mut S,
         ready: Ready,
@@ -203,7 +206,7 @@ impl ConnState {
 
     /// Delivers what may be delivered: buffered frames first, then reads while the
     /// kernel may have data and someone wants it.
-    pub fn pump<S: Read>(&mut self, io: &mut S, scratch: &mut [u8], out: &mut Out) -> After {
+    pub(super) fn pump<S: Read>(&mut self, io: &mut S, scratch: &mut [u8], out: &mut Out) -> After {
         let mut reads = 0;
         self.wants_turn = false;
         loop {
@@ -327,7 +330,7 @@ impl ConnState {
     }
 
     /// `close` by a process: best-effort flush of what is queued, then closed.
-    pub fn close<S: Transport>(&mut self, io: &mut S, out: &mut Out) -> After {
+    pub(super) fn close<S: Transport>(&mut self, io: &mut S, out: &mut Out) -> After {
         if !self.closed && self.writable {
             let _ = self.sendq.flush(io);
         }
@@ -335,7 +338,7 @@ impl ConnState {
     }
 
     /// `send(data)` by `caller` (any process may send, as in Erlang).
-    pub fn send<S: Transport>(
+    pub(super) fn send<S: Transport>(
         &mut self,
         io: &mut S,
         caller: Pid,
@@ -383,7 +386,7 @@ impl ConnState {
 
     /// A passive `recv(length)` by `caller`: `Some(result)` at once, or `None` if the
     /// caller must suspend until [`IoEvent::Received`].
-    pub fn recv<S: Read>(
+    pub(super) fn recv<S: Read>(
         &mut self,
         io: &mut S,
         caller: Pid,
@@ -422,7 +425,7 @@ impl ConnState {
     /// Forgets `caller` as a waiter (its `recv` timed out, or it died while suspended
     /// in `recv` or `send`); `true` if it was waiting, `false` if its operation had
     /// completed already (the result is on its way).
-    pub fn cancel(&mut self, caller: Pid) -> bool {
+    pub(super) fn cancel(&mut self, caller: Pid) -> bool {
         let mut found = false;
         if self.recv_waiter.is_some_and(|w| w.pid == caller) {
             self.recv_waiter = None;
@@ -436,7 +439,7 @@ impl ConnState {
     }
 
     /// Applies `setopts`; a re-armed socket delivers what it can at once.
-    pub fn setopts<S: Transport>(
+    pub(super) fn setopts<S: Transport>(
         &mut self,
         io: &mut S,
         set: SetOpts,
@@ -468,7 +471,7 @@ impl ConnState {
 
     /// `shutdown(write)`: the peer sees EOF once everything queued is written (now,
     /// if nothing is). Reading goes on.
-    pub fn shutdown_write<S: Transport>(
+    pub(super) fn shutdown_write<S: Transport>(
         &mut self,
         io: &mut S,
         out: &mut Out,

@@ -24,22 +24,39 @@ pub enum IoError {
     Emsgsize,
     /// An invalid argument (a bad option value, `recv` in active mode...).
     Einval,
+    /// The peer refused the connection (ECONNREFUSED).
     Econnrefused,
+    /// The peer reset the connection (ECONNRESET).
     Econnreset,
+    /// The connection was aborted (ECONNABORTED).
     Econnaborted,
+    /// The address is in use (EADDRINUSE).
     Eaddrinuse,
+    /// The address is not available here (EADDRNOTAVAIL).
     Eaddrnotavail,
+    /// Permission denied (EACCES, EPERM).
     Eacces,
+    /// This process is out of file descriptors (EMFILE).
     Emfile,
+    /// The system is out of file descriptors (ENFILE).
     Enfile,
+    /// No buffer space (ENOBUFS).
     Enobufs,
+    /// Out of memory (ENOMEM).
     Enomem,
+    /// Not connected (ENOTCONN; or connect still in progress).
     Enotconn,
+    /// No such file (a Unix socket path, ENOENT).
     Enoent,
+    /// No route to the host (EHOSTUNREACH).
     Ehostunreach,
+    /// The network is unreachable (ENETUNREACH).
     Enetunreach,
+    /// The network is down (ENETDOWN).
     Enetdown,
+    /// The kernel timed the connection out (ETIMEDOUT).
     Etimedout,
+    /// Address family not supported (EAFNOSUPPORT, e.g. no IPv6).
     Eafnosupport,
     /// An OS error with no name of its own here; the errno is kept.
     Posix(i32),

@@ -27,34 +27,59 @@ impl SocketId {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// What happened on a socket, for one process (see the module docs).
 pub enum IoEvent {
     /// `('tcp', s, data)`: one frame for the owner in active mode.
-    Tcp { sock: SocketId, data: Binary },
+    Tcp {
+        /// The socket.
+        sock: SocketId,
+        /// One frame (or what one read returned, for `raw`).
+        data: Binary,
+    },
     /// `('tcp_closed', s)`: the peer closed (the socket is closed now).
-    TcpClosed { sock: SocketId },
+    TcpClosed {
+        /// The socket.
+        sock: SocketId,
+    },
     /// `('tcp_error', s, reason)`: followed by `TcpClosed`.
-    TcpError { sock: SocketId, reason: IoError },
+    TcpError {
+        /// The socket.
+        sock: SocketId,
+        /// Why it failed.
+        reason: IoError,
+    },
     /// `('tcp_passive', s)`: an `{active, N}` count ran out.
-    TcpPassive { sock: SocketId },
+    TcpPassive {
+        /// The socket.
+        sock: SocketId,
+    },
     /// A suspended `accept` completed: the new socket is owned by the receiver.
     Accepted {
+        /// The listening socket.
         listener: SocketId,
+        /// The accepted socket (owned by the receiver), or why not.
         result: Result<SocketId, IoError>,
     },
     /// A suspended `connect` completed.
     Connected {
+        /// The socket.
         sock: SocketId,
+        /// Connected, or why not.
         result: Result<(), IoError>,
     },
     /// A suspended passive `recv` completed.
     Received {
+        /// The socket.
         sock: SocketId,
+        /// The data, or why none.
         result: Result<Binary, IoError>,
     },
     /// A `send` that was told to suspend may return: its data is queued below the low
     /// watermark (or the socket failed).
     SendReady {
+        /// The socket.
         sock: SocketId,
+        /// Queued below the low watermark, or the socket failed.
         result: Result<(), IoError>,
     },
 }
@@ -68,5 +93,6 @@ pub enum IoEvent {
 /// connected socket whose new owner died meanwhile), so no socket is ever owned by
 /// a dead process.
 pub trait IoSink: Send + Sync + 'static {
+    /// Hands `event` to process `to`; `false` if `to` does not exist.
     fn deliver(&self, to: Pid, event: IoEvent) -> bool;
 }

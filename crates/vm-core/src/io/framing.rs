@@ -19,7 +19,7 @@ use super::options::Packet;
 use crate::term::Binary;
 
 #[derive(Debug, Default)]
-pub struct Framer {
+pub(super) struct Framer {
     buf: Vec<u8>,
     /// Bytes of `buf` already handed out.
     start: usize,
@@ -28,22 +28,23 @@ pub struct Framer {
 }
 
 impl Framer {
-    pub fn new() -> Framer {
+    pub(super) fn new() -> Framer {
         Framer::default()
     }
 
     /// Bytes held, not yet delivered.
-    pub fn buffered(&self) -> usize {
+    pub(super) fn buffered(&self) -> usize {
         self.buf.len() - self.start
     }
 
     /// Bytes of heap this framer holds (for memory accounting).
-    pub fn capacity(&self) -> usize {
+    #[cfg_attr(not(test), allow(dead_code))] // used by tests
+    pub(super) fn capacity(&self) -> usize {
         self.buf.capacity()
     }
 
     /// Appends bytes read from the socket.
-    pub fn push(&mut self, data: &[u8]) {
+    pub(super) fn push(&mut self, data: &[u8]) {
         if self.start > 0 && self.start >= self.buf.len() / 2 {
             self.buf.drain(..self.start);
             self.scanned -= self.start;
@@ -53,7 +54,11 @@ impl Framer {
     }
 
     /// The next complete frame, `None` if more bytes are needed.
-    pub fn next_frame(&mut self, packet: Packet, limit: usize) -> Result<Option<Binary>, IoError> {
+    pub(super) fn next_frame(
+        &mut self,
+        packet: Packet,
+        limit: usize,
+    ) -> Result<Option<Binary>, IoError> {
         let have = self.buffered();
         match packet {
             Packet::Raw => Ok((have > 0).then(|| self.take(0, have))),
@@ -98,7 +103,7 @@ impl Framer {
     }
 
     /// Exactly `n` bytes (raw `recv(n)`), `None` until that many are held.
-    pub fn take_exact(&mut self, n: usize) -> Option<Binary> {
+    pub(super) fn take_exact(&mut self, n: usize) -> Option<Binary> {
         (n > 0 && self.buffered() >= n).then(|| self.take(0, n))
     }
 
@@ -124,7 +129,7 @@ impl Framer {
 }
 
 /// The header `send` puts before a frame in `{packet, N}` mode; empty otherwise.
-pub fn header(packet: Packet, len: usize) -> Result<([u8; 4], usize), IoError> {
+pub(super) fn header(packet: Packet, len: usize) -> Result<([u8; 4], usize), IoError> {
     let Packet::Len(h) = packet else {
         return Ok(([0; 4], 0));
     };

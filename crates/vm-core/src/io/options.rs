@@ -46,18 +46,22 @@ pub const MAX_PACKET_SIZE: usize = 64 << 20;
 /// gen_tcp's `{active, A}` as passed to `setopts`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActiveOpt {
+    /// Passive: data is read only by `recv`.
     False,
+    /// Every frame is delivered as a message.
     True,
+    /// One frame is delivered, then the socket is passive again.
     Once,
     /// Added to the socket's count (inet:setopts' `{active, N}`, -32768..=32767).
     N(i32),
 }
 
 /// The range inet accepts for `{active, N}` and for the resulting count.
-pub const ACTIVE_N_MIN: i32 = -32768;
-pub const ACTIVE_N_MAX: i32 = 32767;
+pub(super) const ACTIVE_N_MIN: i32 = -32768;
+pub(super) const ACTIVE_N_MAX: i32 = 32767;
 
 impl ActiveOpt {
+    /// Checks the range of `N`; `einval` outside -32768..=32767.
     pub fn validate(self) -> Result<ActiveOpt, IoError> {
         match self {
             ActiveOpt::N(n) if !(ACTIVE_N_MIN..=ACTIVE_N_MAX).contains(&n) => Err(IoError::Einval),
@@ -69,18 +73,23 @@ impl ActiveOpt {
 /// Send-queue watermarks (inet's `high_watermark` / `low_watermark`): a `send` that
 /// leaves more than `high` bytes queued tells its caller to suspend; it is woken
 /// (`IoEvent::SendReady`) when the queue drains to `low` or less. inet's defaults.
-pub const HIGH_WATERMARK: usize = 8 * 1024;
-pub const LOW_WATERMARK: usize = 4 * 1024;
+pub(super) const HIGH_WATERMARK: usize = 8 * 1024;
+pub(super) const LOW_WATERMARK: usize = 4 * 1024;
 
 /// Options of one connected socket's data path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketOpts {
+    /// How the byte stream is cut into messages.
     pub packet: Packet,
     /// Largest frame body (or line) accepted; 0 means [`MAX_PACKET_SIZE`].
     pub packet_size: usize,
+    /// What is delivered without a `recv`.
     pub active: ActiveOpt,
+    /// `TCP_NODELAY` (on by default: echo-style traffic wants no Nagle delay).
     pub nodelay: bool,
+    /// Queued bytes above which `send` tells its caller to suspend.
     pub high_watermark: usize,
+    /// Queued bytes at or below which a suspended sender is resumed.
     pub low_watermark: usize,
 }
 
@@ -109,6 +118,7 @@ impl SocketOpts {
         }
     }
 
+    /// Checks every value (`einval` for a bad one).
     pub fn validate(self) -> Result<SocketOpts, IoError> {
         self.active.validate()?;
         if let Packet::Len(n) = self.packet {
@@ -124,13 +134,18 @@ impl SocketOpts {
 /// A partial `setopts`: only the fields given change.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SetOpts {
+    /// New framing.
     pub packet: Option<Packet>,
+    /// New frame limit.
     pub packet_size: Option<usize>,
+    /// New active mode (`N` adds to the count).
     pub active: Option<ActiveOpt>,
+    /// New `TCP_NODELAY`.
     pub nodelay: Option<bool>,
 }
 
 impl SetOpts {
+    /// Only `active` changes.
     pub fn active(a: ActiveOpt) -> SetOpts {
         SetOpts {
             active: Some(a),

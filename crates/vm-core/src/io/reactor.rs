@@ -50,6 +50,7 @@ const WAKE: Token = Token(usize::MAX);
 pub struct ListenOpts {
     /// Pending connections the kernel keeps (`backlog`).
     pub backlog: u32,
+    /// `SO_REUSEADDR` (default on: a restarted server rebinds at once).
     pub reuseaddr: bool,
     /// What each accepted socket starts with (they inherit the listener's options).
     pub socket: SocketOpts,
@@ -77,6 +78,7 @@ pub enum Accept {
 /// Outcome of `recv`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recv {
+    /// Data was buffered or readable: here it is.
     Data(Binary),
     /// Suspend until [`IoEvent::Received`].
     Pending,
@@ -163,6 +165,7 @@ fn lock(e: &Mutex<Entry>) -> MutexGuard<'_, Entry> {
 }
 
 impl Reactor {
+    /// A reactor whose events go to `sink` (one epoll instance and its waker).
     pub fn new(sink: Arc<dyn IoSink>) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
@@ -396,7 +399,7 @@ impl Reactor {
 
     /// `accept` by `caller`: a waiting connection now, or `Pending`.
     pub fn accept(&self, listener: SocketId, caller: Pid) -> Result<Accept, IoError> {
-        self.with_entry(listener, |this, entry, _out| {
+        self.with_entry(listener, |this, entry, out| {
             let Entry::Listen(l) = entry else {
                 return Err(IoError::Einval);
             };
@@ -404,8 +407,15 @@ impl Reactor {
                 if let Some(id) = this.try_accept(l, caller)? {
                     return Ok(Accept::Ready(id));
                 }
+                l.waiters.push_back(caller);
+            } else {
+                // Others wait already: queue behind them, then serve the queue from
+                // what the kernel holds now. Readiness is edge-triggered, so
+                // connections left in the backlog (an acceptor backed off on emfile
+                // and retries) would otherwise wait for the next connection's edge.
+                l.waiters.push_back(caller);
+                this.serve_acceptors(listener, l, out);
             }
-            l.waiters.push_back(caller);
             Ok(Accept::Pending)
         })
     }
@@ -629,6 +639,15 @@ impl Reactor {
         }
     }
 
+    /// Closes every socket (the VM is shutting down): peers see EOF, suspended
+    /// callers get `closed`.
+    pub fn close_all(&self) {
+        for id in self.table.ids() {
+            let _ = self.close(id);
+        }
+    }
+
+    /// The peer's address (`enotconn` for a listener).
     pub fn peername(&self, sock: SocketId) -> Result<SockName, IoError> {
         self.with_entry(sock, |_, entry, _| match entry {
             Entry::Conn { io, .. } => io.peer_name().map_err(IoError::from),
@@ -637,6 +656,7 @@ impl Reactor {
         })
     }
 
+    /// This end's address (a listener bound to port 0 tells its port).
     pub fn sockname(&self, sock: SocketId) -> Result<SockName, IoError> {
         self.with_entry(sock, |_, entry, _| match entry {
             Entry::Conn { io, .. } => io.sock_name().map_err(IoError::from),

@@ -38,7 +38,7 @@ impl Chunk {
 
 /// What a flush achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flush {
+pub(super) enum Flush {
     /// Everything queued was written.
     Drained,
     /// The kernel's buffer is full; bytes remain.
@@ -46,7 +46,7 @@ pub enum Flush {
 }
 
 #[derive(Debug, Default)]
-pub struct SendQueue {
+pub(super) struct SendQueue {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     offset: usize,
@@ -54,20 +54,20 @@ pub struct SendQueue {
 }
 
 impl SendQueue {
-    pub fn new() -> SendQueue {
+    pub(super) fn new() -> SendQueue {
         SendQueue::default()
     }
 
-    pub fn queued(&self) -> usize {
+    pub(super) fn queued(&self) -> usize {
         self.queued
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.queued == 0
     }
 
     /// Queues a frame: `header` (0-4 bytes) then `data`.
-    pub fn push(&mut self, header: &[u8], data: Binary) {
+    pub(super) fn push(&mut self, header: &[u8], data: Binary) {
         if !header.is_empty() {
             let mut h = [0u8; 4];
             h[..header.len()].copy_from_slice(header);
@@ -81,7 +81,7 @@ impl SendQueue {
     }
 
     /// Writes as much as `w` accepts.
-    pub fn flush<W: Write>(&mut self, w: &mut W) -> Result<Flush, IoError> {
+    pub(super) fn flush<W: Write>(&mut self, w: &mut W) -> Result<Flush, IoError> {
         while !self.chunks.is_empty() {
             let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
@@ -126,7 +126,7 @@ impl SendQueue {
     }
 
     /// Drops everything queued (the socket is closing).
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.chunks = VecDeque::new();
         self.offset = 0;
         self.queued = 0;

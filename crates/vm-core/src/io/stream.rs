@@ -27,6 +27,7 @@ pub enum Addr {
 /// A socket's own or peer address, as `sockname`/`peername` report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SockName {
+    /// An IPv4 or IPv6 address.
     Inet(SocketAddr),
     /// Unnamed for the client end of a Unix connection.
     Unix(Option<PathBuf>),
@@ -54,7 +55,7 @@ macro_rules! each {
 impl Stream {
     /// Starts a non-blocking connect; completion is a writable edge (then
     /// [`Stream::connect_result`]).
-    pub fn connect(addr: &Addr) -> io::Result<Stream> {
+    pub(super) fn connect(addr: &Addr) -> io::Result<Stream> {
         match addr {
             Addr::Inet(a) => TcpStream::connect(*a).map(Stream::Tcp),
             Addr::Unix(p) => UnixStream::connect(p).map(Stream::Unix),
@@ -63,7 +64,7 @@ impl Stream {
 
     /// After a writable edge on a connecting socket: `Ok(true)` connected,
     /// `Ok(false)` still in progress, `Err` the connect failed.
-    pub fn connect_result(&self) -> io::Result<bool> {
+    pub(super) fn connect_result(&self) -> io::Result<bool> {
         if let Some(e) = each!(self, s => s.take_error())? {
             return Err(e);
         }
@@ -74,18 +75,18 @@ impl Stream {
         }
     }
 
-    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+    pub(super) fn set_nodelay(&self, on: bool) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_nodelay(on),
             Stream::Unix(_) => Ok(()), // no Nagle on Unix sockets
         }
     }
 
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+    pub(super) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         each!(self, s => s.shutdown(how))
     }
 
-    pub fn peer_name(&self) -> io::Result<SockName> {
+    pub(super) fn peer_name(&self) -> io::Result<SockName> {
         match self {
             Stream::Tcp(s) => s.peer_addr().map(SockName::Inet),
             Stream::Unix(s) => s
@@ -94,7 +95,7 @@ impl Stream {
         }
     }
 
-    pub fn sock_name(&self) -> io::Result<SockName> {
+    pub(super) fn sock_name(&self) -> io::Result<SockName> {
         match self {
             Stream::Tcp(s) => s.local_addr().map(SockName::Inet),
             Stream::Unix(s) => s
@@ -136,7 +137,7 @@ impl Source for Stream {
 
 impl Listener {
     /// Binds and listens with `backlog` pending connections.
-    pub fn bind(addr: &Addr, backlog: u32, reuseaddr: bool) -> io::Result<Listener> {
+    pub(super) fn bind(addr: &Addr, backlog: u32, reuseaddr: bool) -> io::Result<Listener> {
         use socket2::{Domain, SockAddr, Socket, Type};
         let (domain, sa) = match addr {
             Addr::Inet(a) => (Domain::for_address(*a), SockAddr::from(*a)),
@@ -160,14 +161,14 @@ impl Listener {
     }
 
     /// One pending connection, non-blocking.
-    pub fn accept(&self) -> io::Result<Stream> {
+    pub(super) fn accept(&self) -> io::Result<Stream> {
         match self {
             Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
             Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
         }
     }
 
-    pub fn sock_name(&self) -> io::Result<SockName> {
+    pub(super) fn sock_name(&self) -> io::Result<SockName> {
         match self {
             Listener::Tcp(l) => l.local_addr().map(SockName::Inet),
             Listener::Unix(l) => l

@@ -27,7 +27,7 @@ struct Inner<T> {
     by_owner: HashMap<Pid, HashSet<SocketId>>,
 }
 
-pub struct Table<T> {
+pub(super) struct Table<T> {
     inner: Mutex<Inner<T>>,
     /// Live entries, written under the lock, read without it (a scheduler checks
     /// "any sockets at all?" on its hot path).
@@ -41,7 +41,7 @@ impl<T> Default for Table<T> {
 }
 
 impl<T> Table<T> {
-    pub fn new() -> Table<T> {
+    pub(super) fn new() -> Table<T> {
         Table {
             inner: Mutex::new(Inner {
                 slots: Vec::new(),
@@ -59,7 +59,11 @@ impl<T> Table<T> {
     }
 
     /// Stores the socket built by `make(id)` and returns its id.
-    pub fn insert(&self, owner: Pid, make: impl FnOnce(SocketId) -> T) -> (SocketId, Arc<T>) {
+    pub(super) fn insert(
+        &self,
+        owner: Pid,
+        make: impl FnOnce(SocketId) -> T,
+    ) -> (SocketId, Arc<T>) {
         let mut t = self.lock();
         let index = match t.free.pop() {
             Some(i) => i,
@@ -80,7 +84,7 @@ impl<T> Table<T> {
         (id, value)
     }
 
-    pub fn get(&self, id: SocketId) -> Option<Arc<T>> {
+    pub(super) fn get(&self, id: SocketId) -> Option<Arc<T>> {
         let t = self.lock();
         let slot = t.slots.get(id.index())?;
         (slot.generation == id.generation())
@@ -89,7 +93,7 @@ impl<T> Table<T> {
     }
 
     /// Frees `id`'s slot; `None` if it was already gone.
-    pub fn remove(&self, id: SocketId, owner: Pid) -> Option<Arc<T>> {
+    pub(super) fn remove(&self, id: SocketId, owner: Pid) -> Option<Arc<T>> {
         let mut t = self.lock();
         let slot = t.slots.get_mut(id.index())?;
         if slot.generation != id.generation() {
@@ -108,7 +112,7 @@ impl<T> Table<T> {
         Some(value)
     }
 
-    pub fn set_owner(&self, id: SocketId, from: Pid, to: Pid) {
+    pub(super) fn set_owner(&self, id: SocketId, from: Pid, to: Pid) {
         let mut t = self.lock();
         if let Some(set) = t.by_owner.get_mut(&from) {
             set.remove(&id);
@@ -120,7 +124,7 @@ impl<T> Table<T> {
     }
 
     /// The sockets `owner` holds now.
-    pub fn owned_by(&self, owner: Pid) -> Vec<SocketId> {
+    pub(super) fn owned_by(&self, owner: Pid) -> Vec<SocketId> {
         let t = self.lock();
         t.by_owner
             .get(&owner)
@@ -128,12 +132,17 @@ impl<T> Table<T> {
             .unwrap_or_default()
     }
 
-    pub fn len(&self) -> usize {
-        self.live.load(Ordering::Relaxed)
+    /// Every live socket (shutdown closes them all).
+    pub(super) fn ids(&self) -> Vec<SocketId> {
+        let t = self.lock();
+        t.by_owner
+            .values()
+            .flat_map(|s| s.iter().copied())
+            .collect()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    pub(super) fn len(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 }
 

@@ -29,6 +29,20 @@ pub(crate) const SPAWN_COST: i64 = 10;
 /// Reductions per received message.
 pub(crate) const RECV_COST: i64 = 1;
 
+/// Signals a scheduler's drain buffer keeps room for between drains; a flood that
+/// made it bigger gives the memory back (48 bytes per signal: 48 MB after a drain of a
+/// million messages, held for the life of the scheduler otherwise).
+const KEEP_DRAIN_BUF: usize = 4096;
+
+/// The (empty) drain buffer to keep: `sigs` itself unless a flood grew it.
+fn keep_small(sigs: Vec<Signal>) -> Vec<Signal> {
+    if sigs.capacity() > KEEP_DRAIN_BUF {
+        Vec::with_capacity(KEEP_DRAIN_BUF)
+    } else {
+        sigs
+    }
+}
+
 /// The running process's view of the VM. See the module docs.
 pub struct Cx<'a> {
     pub(crate) vm: &'a Arc<VmInner>,
@@ -85,7 +99,7 @@ impl<'a> Cx<'a> {
             .vm
             .registry
             .whereis(name)
-            .ok_or_else(|| Error::BadArg(format!("no process is registered as {name:?}")))?;
+            .ok_or_else(|| Error::BadArg(format!("no process is registered as {name}")))?;
         self.send(pid, msg);
         Ok(())
     }
@@ -101,14 +115,16 @@ impl<'a> Cx<'a> {
         for s in sigs.drain(..) {
             self.handle_signal(s);
         }
-        *self.buf = sigs;
+        *self.buf = keep_small(sigs);
         self.publish_queue_len();
     }
 
     pub(crate) fn publish_queue_len(&self) {
         let mb = &self.p.mailbox;
         self.proc.queued.store(mb.len() as u32, Ordering::Relaxed);
-        self.proc.queued_bytes.store(mb.bytes(), Ordering::Relaxed);
+        self.proc
+            .queued_bytes
+            .store(mb.heap_bytes(), Ordering::Relaxed);
     }
 
     fn handle_signal(&mut self, s: Signal) {
@@ -175,7 +191,7 @@ impl<'a> Cx<'a> {
                 other => self.handle_signal(other),
             }
         }
-        *self.buf = sigs;
+        *self.buf = keep_small(sigs);
         self.publish_queue_len();
         first
     }
@@ -236,6 +252,13 @@ impl<'a> Cx<'a> {
     /// receive, so spurious wake-ups do not extend it). A zero timeout times out at
     /// once. After waking, check [`Cx::timed_out`].
     pub fn wait(&mut self, timeout: Option<Duration>) -> Step {
+        if let Some(w) = self.p.pend.as_deref_mut() {
+            if std::mem::take(&mut w.unseen) {
+                // `timed_out` drained messages the body has not looked at yet: the inbox
+                // is empty, so sleeping now would sleep on them. Look again first.
+                return Step::Yield;
+            }
+        }
         if let Some(t) = timeout {
             let pid = self.proc.pid;
             let timers = &self.vm.timers;
@@ -259,7 +282,9 @@ impl<'a> Cx<'a> {
 
     /// True (once) when the pending receive's timeout has passed; resets the receive.
     pub fn timed_out(&mut self) -> bool {
+        let before = self.p.mailbox.len();
         self.drain();
+        let grew = self.p.mailbox.len() > before;
         let expired = self
             .p
             .pend
@@ -267,6 +292,8 @@ impl<'a> Cx<'a> {
             .is_some_and(|w| w.timed_out || w.deadline.is_some_and(|d| Instant::now() >= d));
         if expired {
             self.clear_wait();
+        } else if grew {
+            self.p.pend().unseen = true;
         }
         expired
     }
@@ -453,6 +480,15 @@ impl<'a> Cx<'a> {
         Priority::from_u8(self.proc.priority.swap(prio as u8, Ordering::Relaxed))
     }
 
+    /// `process_info` of this process, its counters brought up to date first (its
+    /// queue and heap as they are now, not as of its last slice); `current` is what it
+    /// runs (its body is out of the process table's reach while it runs).
+    pub fn process_info(&mut self, current: String) -> crate::ProcessInfo {
+        self.drain();
+        self.proc.publish_heap(self.p);
+        crate::stats::info_of(self.vm, self.proc, Some(current))
+    }
+
     /// Processes linked to this one.
     pub fn links(&self) -> Vec<Pid> {
         self.proc
@@ -481,6 +517,13 @@ impl<'a> Cx<'a> {
     pub fn send_after(&mut self, after: Duration, to: Pid, msg: Fragment) -> Ref {
         self.budget -= SEND_COST;
         self.vm.send_after(after, to, msg)
+    }
+
+    /// Sends `msg` after `after` to the process registered as `name` when the timer
+    /// fires (see [`crate::VmRef::send_after_named`]).
+    pub fn send_after_named(&mut self, after: Duration, name: Atom, msg: Fragment) -> Ref {
+        self.budget -= SEND_COST;
+        self.vm().send_after_named(after, name, msg)
     }
 
     /// Cancels a timer; the time it had left, or None if it already fired or never
@@ -539,6 +582,13 @@ impl<'a> Cx<'a> {
     /// runs between slices) must live here; they are updated in place.
     pub fn regs(&mut self) -> &mut Vec<Word> {
         &mut self.p.mem().regs
+    }
+
+    /// The VM's I/O reactor, for this process's socket operations (pass
+    /// [`Cx::self_pid`] as the caller; results that cannot be immediate arrive as
+    /// messages, see `crate::io::messages`).
+    pub fn io(&self) -> std::result::Result<Arc<crate::io::Reactor>, crate::io::IoError> {
+        self.vm.io.reactor(self.vm)
     }
 
     /// The VM this process runs in.

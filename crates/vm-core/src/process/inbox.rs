@@ -53,7 +53,9 @@
 //! arrive in the order sent (Erlang's only ordering guarantee).
 //!
 //! `len` counts pushed-but-not-taken signals; it is advisory (introspection and the
-//! send cost of a long queue) and may lag the chain by one in-flight push.
+//! send cost of a long queue) and may lag the chain by one in-flight push. `bytes`
+//! likewise counts the heap bytes the queued signals hold (what their senders declared
+//! with [`Inbox::push_sized`]; each node remembers its own), for `memory()`.
 
 use std::marker::PhantomData;
 use std::ptr;
@@ -65,7 +67,14 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 struct Node<T> {
     next: *mut Node<T>,
+    /// Heap bytes `value` holds (as declared by `push_sized`).
+    bytes: usize,
     value: T,
+}
+
+/// Bytes of one queued node around a value of type `T` (for memory accounting).
+pub(crate) const fn node_bytes<T>() -> usize {
+    std::mem::size_of::<Node<T>>()
 }
 
 /// The bits of the word that hold the state.
@@ -109,6 +118,7 @@ fn head<T>(word: usize) -> *mut Node<T> {
 pub struct Inbox<T> {
     word: AtomicUsize,
     len: AtomicU32,
+    bytes: AtomicUsize,
     /// The inbox owns the nodes (and their `T`s) the word points to.
     _nodes: PhantomData<Box<Node<T>>>,
 }
@@ -127,6 +137,7 @@ impl<T> Inbox<T> {
         Inbox {
             word: AtomicUsize::new(state as usize),
             len: AtomicU32::new(0),
+            bytes: AtomicUsize::new(0),
             _nodes: PhantomData,
         }
     }
@@ -134,14 +145,29 @@ impl<T> Inbox<T> {
     /// Pushes `value`. `Ok(true)`: the process was idle and is now QUEUED, and the
     /// caller must enqueue it. `Err(value)`: the process is done.
     pub fn push(&self, value: T) -> Result<bool, T> {
+        self.push_sized(value, 0)
+    }
+
+    /// [`Inbox::push`] of a `value` that holds `bytes` of heap memory (counted in
+    /// [`Inbox::bytes`] until it is taken).
+    pub fn push_sized(&self, value: T, bytes: usize) -> Result<bool, T> {
         let node = Box::into_raw(Box::new(Node {
             next: ptr::null_mut(),
+            bytes,
             value,
         }));
+        // Counted before the node is published, so a take that detaches it never
+        // subtracts bytes not yet added (the count may run ahead, never below zero).
+        if bytes > 0 {
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
         let mut cur = self.word.load(Ordering::Relaxed);
         loop {
             let state = RunState::of(cur);
             if state == RunState::Done {
+                if bytes > 0 {
+                    self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                }
                 // SAFETY: `node` came from `Box::into_raw` above and was never shared.
                 let node = unsafe { Box::from_raw(node) };
                 return Err(node.value);
@@ -241,9 +267,7 @@ impl<T> Inbox<T> {
         // While RUNNING only the owner changes the state, so the swap keeps it.
         let old = self.word.swap(running, Ordering::Acquire);
         debug_assert_eq!(RunState::of(old), RunState::Running);
-        let n = Self::drain_chain(head(old), out);
-        self.len.fetch_sub(n as u32, Ordering::Relaxed);
-        n
+        self.detached(head(old), out)
     }
 
     /// Closes the inbox (DONE): later pushes fail. Returns what was pushed before, in
@@ -252,8 +276,16 @@ impl<T> Inbox<T> {
         // SeqCst: the exit path's Dekker pair with `send_after` (see `VmInner::finish`);
         // on x86 the same xchg as Acquire.
         let old = self.word.swap(RunState::Done as usize, Ordering::SeqCst);
-        let n = Self::drain_chain(head(old), out);
+        self.detached(head(old), out)
+    }
+
+    /// Moves a detached chain into `out` and takes it off the counters.
+    fn detached(&self, head: *mut Node<T>, out: &mut Vec<T>) -> usize {
+        let (n, bytes) = Self::drain_chain(head, out);
         self.len.fetch_sub(n as u32, Ordering::Relaxed);
+        if bytes > 0 {
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
         n
     }
 
@@ -267,9 +299,16 @@ impl<T> Inbox<T> {
         self.len.load(Ordering::Relaxed) as usize
     }
 
-    fn drain_chain(mut cur: *mut Node<T>, out: &mut Vec<T>) -> usize {
+    /// Heap bytes held by the signals pushed and not yet taken (advisory, as `len`).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Returns (signals, their declared bytes).
+    fn drain_chain(mut cur: *mut Node<T>, out: &mut Vec<T>) -> (usize, usize) {
         // The chain is newest-first; collect then reverse the appended part.
         let start = out.len();
+        let mut bytes = 0;
         while !cur.is_null() {
             // SAFETY: every node in a detached chain was created by `push` with
             // `Box::into_raw`, published once by a release CAS, and detached by exactly
@@ -277,10 +316,11 @@ impl<T> Inbox<T> {
             // contents; each node is freed exactly once here.
             let node = unsafe { Box::from_raw(cur) };
             cur = node.next;
+            bytes += node.bytes;
             out.push(node.value);
         }
         out[start..].reverse();
-        out.len() - start
+        (out.len() - start, bytes)
     }
 }
 

@@ -18,7 +18,8 @@
 //!   It resets to the front when a receive takes a message, times out, or is cancelled
 //!   (Erlang's save pointer has the same life cycle).
 //! * The index maps keys (a reference found in the first elements of a tuple, or the
-//!   tuple's tag — its first element when that is an atom or small integer) to the
+//!   tuple's tag — its first element when that is an atom, small integer or text;
+//!   the policy is [`Key::of_elem`], which receive patterns use too) to the
 //!   sequence numbers of messages carrying them. It exists only while the queue is long
 //!   (`INDEX_THRESHOLD`): arrivals from then on are indexed, the few older messages are
 //!   scanned. Entries of messages taken by other receives go stale and are skipped and
@@ -29,12 +30,18 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::term::{Fragment, Kind, Ref, View};
+use crate::term::{Atom, Fragment, Kind, Ref, Term, View};
 
 /// Queue length from which arrivals are indexed. Below it a linear scan of a few
 /// dozen messages (a few ns each) is cheaper than maintaining a hash index on every
 /// arrival, which would tax the common short-queue message path.
 pub const INDEX_THRESHOLD: usize = 32;
+
+/// Queue slots a mailbox keeps allocated when it empties: a flood that was drained
+/// gives its memory back (a VecDeque keeps its capacity otherwise: 40 bytes per slot,
+/// 42 MB after a million messages), while a mailbox that just handles steady traffic
+/// keeps its small buffer.
+pub const KEEP_SLOTS: usize = 1024;
 
 /// How many leading tuple elements are searched for references when indexing
 /// (covers `{reply, Ref, Value}`, `{Ref, Value}` and `{'DOWN', Ref, process, Pid, R}`).
@@ -49,6 +56,53 @@ pub enum Key {
     Atom(u32),
     /// The first element of a tuple message, a small integer.
     Int(i64),
+    /// The first element of a tuple message, a text (a hash of its UTF-8 bytes; the
+    /// receive's own match settles collisions).
+    Str(u64),
+    /// A message that is not a tuple: an atom, small integer or text itself (a hash of
+    /// its kind and value; the receive's own match settles collisions). Apart from the
+    /// tag keys, so a bare `stop` is not looked for among `{stop, ...}` tuples.
+    Bare(u64),
+}
+
+/// One element of a tuple, as the index sees it: what a message holds there, or what
+/// a receive pattern fixes there (`Other` for anything else, a wildcard included).
+#[derive(Clone, Copy, Debug)]
+pub enum KeyElem<'a> {
+    /// A reference.
+    Ref(Ref),
+    /// An atom.
+    Atom(Atom),
+    /// A small integer.
+    Int(i64),
+    /// A text's UTF-8 bytes.
+    Str(&'a [u8]),
+    /// Anything else (no key).
+    Other,
+}
+
+impl<'a> KeyElem<'a> {
+    /// What a message's element is, for the index.
+    pub fn of_view(e: View<'a>) -> KeyElem<'a> {
+        match e.kind() {
+            Kind::Ref => e.as_ref().map_or(KeyElem::Other, KeyElem::Ref),
+            Kind::Atom => e.as_atom().map_or(KeyElem::Other, KeyElem::Atom),
+            Kind::Int => e.as_int().map_or(KeyElem::Other, KeyElem::Int),
+            Kind::Str => e.as_str_bytes().map_or(KeyElem::Other, KeyElem::Str),
+            _ => KeyElem::Other,
+        }
+    }
+
+    /// What a literal in a pattern is, for the index.
+    pub fn of_term(t: &'a Term) -> KeyElem<'a> {
+        match t {
+            Term::Ref(r) => KeyElem::Ref(*r),
+            Term::Atom(a) => KeyElem::Atom(*a),
+            Term::Int(i) => KeyElem::Int(*i),
+            Term::Str(b) => KeyElem::Str(b.as_slice()),
+            _ => KeyElem::Other,
+        }
+    }
 }
 
 impl Key {
@@ -56,33 +110,74 @@ impl Key {
     pub fn of_ref(r: Ref) -> Key {
         Key::Ref(r.0)
     }
+
+    /// The index policy, in one place: the key that element `i` of a tuple message
+    /// is found by, if any. A reference among the first [`REF_SCAN_ELEMS`] elements;
+    /// the tag (element 0) when it is an atom, a small integer or a text.
+    pub fn of_elem(i: usize, e: KeyElem<'_>) -> Option<Key> {
+        match e {
+            KeyElem::Ref(r) if i < REF_SCAN_ELEMS => Some(Key::of_ref(r)),
+            KeyElem::Atom(a) if i == 0 => Some(Key::Atom(a.index())),
+            KeyElem::Int(x) if i == 0 => Some(Key::Int(x)),
+            KeyElem::Str(b) if i == 0 => Some(Key::Str(str_hash(b))),
+            _ => None,
+        }
+    }
+
+    /// The key of a message that is not a tuple (or of a pattern that is such a
+    /// literal): a reference's own key, else [`Key::Bare`] for an atom, small integer or
+    /// text. A text message such as a Python `"stop"` is then received by key, as its
+    /// old `('$str', ...)` tuple form was by its tag.
+    pub fn of_bare(e: KeyElem<'_>) -> Option<Key> {
+        let h = match e {
+            KeyElem::Ref(r) => return Some(Key::of_ref(r)),
+            KeyElem::Atom(a) => str_hash(&a.index().to_le_bytes()),
+            KeyElem::Int(x) => str_hash(&x.to_le_bytes()) ^ 1,
+            KeyElem::Str(b) => str_hash(b) ^ 2,
+            KeyElem::Other => return None,
+        };
+        Some(Key::Bare(h))
+    }
+
+    /// The key a receive for a tuple pattern can use, from what the pattern fixes in
+    /// its leading elements (see [`Key::of_elem`]): every message the pattern matches
+    /// carries it. A reference wins over a tag (it is the more selective).
+    pub fn for_pattern<'a>(elems: impl IntoIterator<Item = KeyElem<'a>>) -> Option<Key> {
+        let mut tag = None;
+        for (i, e) in elems.into_iter().take(REF_SCAN_ELEMS).enumerate() {
+            match Key::of_elem(i, e) {
+                Some(k @ Key::Ref(_)) => return Some(k),
+                Some(k) => tag = tag.or(Some(k)),
+                None => {}
+            }
+        }
+        tag
+    }
 }
 
-/// Calls `f` for each key a message can be found by.
+/// FNV-1a over a text's bytes (or another value's: see [`Key::of_bare`]): a key for the index, equal for equal texts in any
+/// representation (inline, refcounted, owned).
+fn str_hash(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &c| {
+        (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Calls `f` for each key a message can be found by: a tuple's (see [`Key::of_elem`]),
+/// or, for a message that is not a tuple, the key it would have as a tuple's tag (a
+/// bare `stop` atom or `"stop"` text is found as a `{stop, ...}` tag is; see
+/// [`Key::of_bare`]).
 pub fn keys_of(v: View<'_>, mut f: impl FnMut(Key)) {
-    let Some(n) = v.tuple_len() else { return };
-    if n == 0 {
+    let Some(n) = v.tuple_len() else {
+        if let Some(k) = Key::of_bare(KeyElem::of_view(v)) {
+            f(k);
+        }
         return;
-    }
+    };
     for i in 0..n.min(REF_SCAN_ELEMS) {
         let Some(e) = v.tuple_get(i) else { break };
-        match e.kind() {
-            Kind::Ref => {
-                if let Some(r) = e.as_ref() {
-                    f(Key::of_ref(r));
-                }
-            }
-            Kind::Atom if i == 0 => {
-                if let Some(a) = e.as_atom() {
-                    f(Key::Atom(a.index()));
-                }
-            }
-            Kind::Int if i == 0 => {
-                if let Some(x) = e.as_int() {
-                    f(Key::Int(x));
-                }
-            }
-            _ => {}
+        if let Some(k) = Key::of_elem(i, KeyElem::of_view(e)) {
+            f(k);
         }
     }
 }
@@ -133,6 +228,20 @@ impl Mailbox {
         self.bytes
     }
 
+    /// Bytes the mailbox holds in all: the messages, the queue's storage (at its
+    /// capacity) and the index.
+    pub fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(u64, Option<Fragment>)>();
+        // Each key's deque holds at least 4 sequence numbers once it has one (the
+        // standard library's smallest non-empty VecDeque).
+        let index = self.index.as_deref().map_or(0, |ix| {
+            std::mem::size_of::<Index>()
+                + ix.by_key.capacity() * (std::mem::size_of::<(Key, VecDeque<u64>)>() + 1)
+                + 8 * ix.entries.max(4 * ix.by_key.len())
+        });
+        self.bytes + self.q.capacity() * slot + index
+    }
+
     /// Queued messages in arrival order (for introspection; receiving takes them).
     pub fn iter(&self) -> impl Iterator<Item = &Fragment> {
         self.q.iter().filter_map(|(_, m)| m.as_ref())
@@ -178,10 +287,22 @@ impl Mailbox {
         while let Some((_, slot)) = self.q.pop_front() {
             if let Some(m) = slot {
                 self.after_take(&m);
+                if self.q.is_empty() {
+                    self.release_storage();
+                }
                 return Some(m);
             }
         }
         None
+    }
+
+    /// Gives back the queue's storage past [`KEEP_SLOTS`] when it holds far fewer
+    /// messages than it has room for (after a flood drained).
+    fn release_storage(&mut self) {
+        let cap = self.q.capacity();
+        if cap > KEEP_SLOTS && cap > 4 * self.q.len() {
+            self.q.shrink_to((2 * self.q.len()).max(KEEP_SLOTS));
+        }
     }
 
     /// Selective receive: the first message at or after the save position that
@@ -315,9 +436,10 @@ impl Mailbox {
         n
     }
 
-    /// Drops every queued message (process exit).
+    /// Drops every queued message and the queue's storage (process exit: the control
+    /// block itself may be freed later, when the process table's epoch reclaims it).
     pub fn clear(&mut self) {
-        self.q.clear();
+        self.q = VecDeque::new();
         self.index = None;
         self.live = 0;
         self.bytes = 0;
@@ -357,6 +479,7 @@ impl Mailbox {
         if dead > 64 && dead > self.live {
             self.q.retain(|e| e.1.is_some());
         }
+        self.release_storage();
         if let Some(ix) = self.index.as_deref() {
             if ix.entries > 2 * self.live + 2 * INDEX_THRESHOLD {
                 self.rebuild_index();

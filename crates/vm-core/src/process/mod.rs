@@ -149,6 +149,13 @@ pub trait Body: Send + 'static {
     fn label(&self) -> String {
         String::from("native")
     }
+
+    /// The body as `Any`, for an embedder that inspects its own body type between
+    /// slices (the Python binding reads a process's stack from its generator); see
+    /// [`crate::VmRef::with_body`].
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 impl<F> Body for F
@@ -188,6 +195,9 @@ pub(crate) struct Pending {
     pub wait_timer: Option<u64>,
     pub deadline: Option<Instant>,
     pub timed_out: bool,
+    /// `Cx::timed_out` moved messages into the mailbox that the body has not looked
+    /// at (it checked before they came): the next `Cx::wait` must not sleep.
+    pub unseen: bool,
     /// The dirty job this process waits for, and its result once it came.
     pub dirty_pending: Option<u64>,
     pub dirty_result: Option<signal::DirtyResult>,
@@ -276,7 +286,8 @@ pub(crate) struct Process {
     /// Published counters, readable without stopping the process.
     pub(crate) reductions: AtomicU64,
     pub(crate) heap_bytes: AtomicUsize,
-    /// Bytes of the messages in the private queue, published with `queued`.
+    /// Bytes the private mailbox holds (its messages, the queue's storage and the
+    /// index: `Mailbox::heap_bytes`), published with `queued`.
     pub(crate) queued_bytes: AtomicUsize,
     pub(crate) queued: AtomicU32,
     /// Young and old heap words in use, published at the end of each slice.

@@ -25,7 +25,7 @@
 use std::any::Any;
 
 use super::{Private, Process, Relations};
-use crate::term::{Atom, Fragment, Pid, Ref, Term, Word};
+use crate::term::{Atom, Fragment, FragmentBuilder, Pid, Ref, Word};
 
 /// What a dirty job returns: any value (the Python binding returns Python objects), or
 /// the panic message if it panicked. It travels back to the process as a signal.
@@ -99,6 +99,18 @@ pub(crate) enum Signal {
     },
 }
 
+impl Signal {
+    /// Heap bytes the signal holds (its term's words; shared binaries are counted as
+    /// binaries): what it weighs while queued.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match self {
+            Signal::Message(m) | Signal::AliasMessage { msg: m, .. } => m.byte_size(),
+            Signal::Exit { reason, .. } | Signal::Down { reason, .. } => reason.byte_size(),
+            _ => 0,
+        }
+    }
+}
+
 /// Applies `sig`, which arrived at `proc` (whose private half is `p`): what the
 /// receiving side of each signal does. A signal that decides the process must end sets
 /// `p.exiting` (the first reason wins); the scheduler ends it after the slice.
@@ -126,12 +138,10 @@ pub(crate) fn apply(proc: &Process, p: &mut Private, sig: Signal) {
             if r == Some(Atom::KILL) && !linked {
                 exiting(p, Fragment::immediate(Word::atom(Atom::KILLED)));
             } else if proc.traps_exits() {
-                let msg = Term::Tuple(vec![
-                    Term::Atom(Atom::EXIT),
-                    Term::Pid(from),
-                    reason.to_term(),
-                ]);
-                p.mailbox.push(Fragment::from_term(&msg));
+                let msg = around_reason(3, &reason, |b| {
+                    b.atom(Atom::EXIT).pid(from);
+                });
+                p.mailbox.push(msg);
             } else if r == Some(Atom::NORMAL) {
                 // Only a process's own exit(self(), normal) ends it with normal.
                 if from == proc.pid && !linked {
@@ -150,12 +160,10 @@ pub(crate) fn apply(proc: &Process, p: &mut Private, sig: Signal) {
             if r == Some(Atom::KILL) && !linked {
                 exiting(p, Fragment::immediate(Word::atom(Atom::KILLED)));
             } else if proc.traps_exits() {
-                let msg = Term::Tuple(vec![
-                    Term::Atom(Atom::EXIT),
-                    from.to_term(),
-                    reason.to_term(),
-                ]);
-                p.mailbox.push(Fragment::from_term(&msg));
+                let msg = around_reason(3, &reason, |b| {
+                    b.atom(Atom::EXIT).view(from.view());
+                });
+                p.mailbox.push(msg);
             } else if r != Some(Atom::NORMAL) {
                 exiting(p, reason);
             }
@@ -169,14 +177,13 @@ pub(crate) fn apply(proc: &Process, p: &mut Private, sig: Signal) {
         Signal::Down { mref, pid, reason } => {
             let active = proc.rel_if(|r| r.monitoring.remove(&mref.0)).flatten();
             if active.is_some() {
-                let msg = Term::Tuple(vec![
-                    Term::Atom(Atom::DOWN),
-                    Term::Ref(mref),
-                    Term::Atom(Atom::PROCESS),
-                    Term::Pid(pid),
-                    reason.to_term(),
-                ]);
-                p.mailbox.push(Fragment::from_term(&msg));
+                let msg = around_reason(5, &reason, |b| {
+                    b.atom(Atom::DOWN)
+                        .reference(mref)
+                        .atom(Atom::PROCESS)
+                        .pid(pid);
+                });
+                p.mailbox.push(msg);
             }
         }
         Signal::Timeout(generation) => {
@@ -196,6 +203,23 @@ pub(crate) fn apply(proc: &Process, p: &mut Private, sig: Signal) {
             }
         }
     }
+}
+
+/// `{Head..., Reason}` (an `'EXIT'` or `'DOWN'` message): `head` pushes the first
+/// `arity - 1` elements; the reason is copied word by word, without recursion, since
+/// a reason may be nested arbitrarily deep.
+fn around_reason(
+    arity: usize,
+    reason: &Fragment,
+    head: impl FnOnce(&mut FragmentBuilder),
+) -> Fragment {
+    let mut b = FragmentBuilder::with_capacity(arity + 8 + reason.word_count());
+    head(&mut b);
+    b.view(reason.view());
+    // Cannot fail: exactly `arity` terms were pushed.
+    let _ = b.tuple(arity);
+    b.finish()
+        .unwrap_or_else(|_| Fragment::copy_of(reason.view()))
 }
 
 /// Marks the process as ending with `reason`, unless a reason is set already.
@@ -265,6 +289,7 @@ pub(crate) fn exit_signals(
 mod tests {
     use super::*;
     use crate::process::{Priority, Step};
+    use crate::term::Term;
     use crate::Cx;
 
     /// A bare process (no VM): its control block and private half.

@@ -39,6 +39,7 @@ impl FragmentBuilder {
     }
 
     /// Preallocates `words` words of term data.
+    #[inline]
     pub fn with_capacity(words: usize) -> FragmentBuilder {
         FragmentBuilder {
             words: Vec::with_capacity(words),
@@ -90,6 +91,12 @@ impl FragmentBuilder {
         let w = encode::write_bytes(&mut self.words, &mut self.bins, bytes);
         self.push(w)
     }
+    /// Text (a Python `str`): copies its UTF-8 bytes, inline up to `HEAP_BINARY_MAX`,
+    /// else into a new refc buffer.
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        let w = encode::write_str(&mut self.words, &mut self.bins, s);
+        self.push(w)
+    }
     /// Shares an existing refcounted buffer (no copy, whatever its size).
     pub fn refc_binary(&mut self, bin: RefcBin) -> &mut Self {
         let w = encode::write_refc(&mut self.words, &mut self.bins, bin);
@@ -136,6 +143,7 @@ impl FragmentBuilder {
     }
 
     /// Pops `arity` terms into a tuple (first pushed = first element).
+    #[inline]
     pub fn tuple(&mut self, arity: usize) -> Result<&mut Self, TermError> {
         let start = self.check(arity)?;
         let off = self.words.len();
@@ -195,6 +203,7 @@ impl FragmentBuilder {
 
     /// The one finished term as a fragment; an error unless exactly one term is
     /// pending.
+    #[inline]
     pub fn finish(self) -> Result<Fragment, TermError> {
         match self.stack.len() {
             0 => Err(TermError::BuilderEmpty),

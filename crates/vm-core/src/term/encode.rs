@@ -49,7 +49,7 @@ pub(crate) fn words_needed(t: &Term) -> usize {
                 2
             }
         }
-        Term::Binary(b) => bin_words(b),
+        Term::Binary(b) | Term::Str(b) => bin_words(b),
         Term::Tuple(v) => 1 + v.len() + v.iter().map(words_needed).sum::<usize>(),
         Term::List(v) => 2 * v.len() + v.iter().map(words_needed).sum::<usize>(),
         Term::Map(m) => {
@@ -155,25 +155,47 @@ pub(crate) fn write_external_ref(words: &mut Vec<u64>, r: &ExternalRef) -> Word 
 
 /// A binary: inline when small, else a fresh (copied) refc buffer.
 pub(crate) fn write_bytes(words: &mut Vec<u64>, bins: &mut Vec<RefcBin>, b: &[u8]) -> Word {
+    write_bytes_as(words, bins, false, b)
+}
+
+/// Text (UTF-8, a `&str`'s bytes): inline when small, else a fresh refc buffer; the
+/// same layout as a binary under the text subtags (see `word.rs`).
+pub(crate) fn write_str(words: &mut Vec<u64>, bins: &mut Vec<RefcBin>, s: &str) -> Word {
+    write_bytes_as(words, bins, true, s.as_bytes())
+}
+
+fn write_bytes_as(words: &mut Vec<u64>, bins: &mut Vec<RefcBin>, text: bool, b: &[u8]) -> Word {
     if b.len() <= HEAP_BINARY_MAX {
-        write_heap_bin(words, b)
+        write_inline(words, if text { SUB_HEAP_STR } else { SUB_HEAP_BIN }, b)
     } else {
-        write_refc(words, bins, RefcBin::from_slice(b))
+        write_refc_as(words, bins, text, RefcBin::from_slice(b))
     }
 }
 
-pub(crate) fn write_heap_bin(words: &mut Vec<u64>, b: &[u8]) -> Word {
+/// Bytes inline after a header of subtag `sub` (HEAP_BIN or HEAP_STR).
+fn write_inline(words: &mut Vec<u64>, sub: u64, b: &[u8]) -> Word {
     let off = words.len();
     let n = b.len().div_ceil(8);
-    words.push(header(SUB_HEAP_BIN, b.len() as u64));
+    words.push(header(sub, b.len() as u64));
     words.resize(off + 1 + n, 0);
     bytemuck::cast_slice_mut::<u64, u8>(&mut words[off + 1..])[..b.len()].copy_from_slice(b);
     Word::ptr(false, YOUNG, off)
 }
 
 pub(crate) fn write_refc(words: &mut Vec<u64>, bins: &mut Vec<RefcBin>, r: RefcBin) -> Word {
+    write_refc_as(words, bins, false, r)
+}
+
+/// A shared buffer as a binary or (`text`, UTF-8 bytes only) as text.
+pub(crate) fn write_refc_as(
+    words: &mut Vec<u64>,
+    bins: &mut Vec<RefcBin>,
+    text: bool,
+    r: RefcBin,
+) -> Word {
     let off = words.len();
-    words.push(header(SUB_REFC_BIN, bins.len() as u64));
+    let sub = if text { SUB_REFC_STR } else { SUB_REFC_BIN };
+    words.push(header(sub, bins.len() as u64));
     bins.push(r);
     Word::ptr(false, YOUNG, off)
 }
@@ -191,6 +213,8 @@ pub(crate) fn write_term(words: &mut Vec<u64>, bins: &mut Vec<RefcBin>, t: &Term
         Term::ExternalRef(r) => write_external_ref(words, r),
         Term::Binary(Binary::Refc(r)) => write_refc(words, bins, r.clone()),
         Term::Binary(Binary::Inline(v)) => write_bytes(words, bins, v),
+        Term::Str(Binary::Refc(r)) => write_refc_as(words, bins, true, r.clone()),
+        Term::Str(Binary::Inline(v)) => write_bytes_as(words, bins, true, v),
         Term::Tuple(v) => {
             let off = words.len();
             words.push(header(SUB_TUPLE, v.len() as u64));
@@ -264,9 +288,9 @@ fn copy_object(dst: &mut Vec<u64>, dst_bins: &mut Vec<RefcBin>, src: Src<'_>, w:
         return Word::ptr(true, YOUNG, new);
     }
     let h = mem[off];
-    if subtag(h) == SUB_REFC_BIN {
+    if is_refc(subtag(h)) {
         let bin = src.bins(w.is_old())[payload(h) as usize].clone();
-        dst.push(header(SUB_REFC_BIN, dst_bins.len() as u64));
+        dst.push(header(subtag(h), dst_bins.len() as u64));
         dst_bins.push(bin);
     } else {
         dst.extend_from_slice(&mem[off..off + object_words(h)]);
@@ -336,8 +360,8 @@ pub(crate) fn append_relocated(
     while i < src.len() {
         let x = src[i];
         if is_header(x) {
-            if subtag(x) == SUB_REFC_BIN {
-                dst.push(header(SUB_REFC_BIN, payload(x) + bin_base as u64));
+            if is_refc(subtag(x)) {
+                dst.push(header(subtag(x), payload(x) + bin_base as u64));
                 i += 1;
             } else {
                 let end = i + 1 + raw_words(x);

@@ -61,6 +61,7 @@ impl Fragment {
     }
 
     /// Assembles a fragment from parts produced by the writers (crate-internal).
+    #[inline]
     pub(crate) fn from_parts(root: Word, words: Vec<u64>, bins: Vec<RefcBin>) -> Fragment {
         Fragment {
             root,

@@ -438,10 +438,10 @@ impl Evac<'_> {
         let new = self.to.len();
         if w.is_cons() {
             self.to.extend_from_slice(&mem[off..off + 2]);
-        } else if subtag(first) == SUB_REFC_BIN {
+        } else if is_refc(subtag(first)) {
             let bin = bins[payload(first) as usize].clone();
             self.to
-                .push(header(SUB_REFC_BIN, self.to_bins.len() as u64));
+                .push(header(subtag(first), self.to_bins.len() as u64));
             self.to_bins.push(bin);
         } else {
             self.to

@@ -26,7 +26,9 @@ mod view;
 mod word;
 
 pub use atom::{atom_count, atom_table_bytes, Atom, MAX_ATOMS, MAX_ATOM_CHARS};
-pub use binary::{binary_bytes, Binary, RefcBin, HEAP_BINARY_MAX};
+pub use binary::{
+    binary_bytes, foreign_binary_bytes, Binary, RefcBin, WeakRefcBin, HEAP_BINARY_MAX,
+};
 pub use builder::FragmentBuilder;
 pub use fragment::Fragment;
 pub use heap::{

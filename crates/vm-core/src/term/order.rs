@@ -13,7 +13,10 @@
 //!   in OTP 27). Hashing is consistent with it: equal terms feed the hasher the
 //!   same sequence, whatever their representation (inline vs refc binary, `Term` vs
 //!   `View`).
-//! - Order: number < atom < reference < pid < tuple < map < nil < list < binary.
+//! - Order: number < atom < reference < pid < tuple < map < nil < list < binary <
+//!   text. Text (a Python `str`, see `word.rs`) is never equal to a binary with the
+//!   same bytes; it sorts after every binary, texts byte-wise (UTF-8 byte order is
+//!   code point order).
 //!   Local pids (references) order before external ones ([`ExternalPid`],
 //!   [`ExternalRef`]: another VM's), which order by node name, creation, then id.
 //!   Numbers by value; an integer and a float of equal value order integer first
@@ -93,6 +96,8 @@ pub(crate) enum Node<'a, T: TermLike<'a>> {
     ExtRef(ExternalRef),
     ExtPid(ExternalPid),
     Bin(&'a [u8]),
+    /// Text: valid UTF-8.
+    Str(&'a [u8]),
     Tuple(usize, T::Elems),
     Nil,
     List(T::List),
@@ -117,6 +122,7 @@ fn class<'a, T: TermLike<'a>>(n: &Node<'a, T>) -> u8 {
         Node::Nil => 6,
         Node::List(_) => 7,
         Node::Bin(_) => 8,
+        Node::Str(_) => 9,
     }
 }
 
@@ -133,6 +139,7 @@ pub(crate) fn eq<'a, 'b, A: TermLike<'a>, B: TermLike<'b>>(a: A, b: B) -> bool {
         (Node::ExtRef(x), Node::ExtRef(y)) => x == y,
         (Node::ExtPid(x), Node::ExtPid(y)) => x == y,
         (Node::Bin(x), Node::Bin(y)) => x == y,
+        (Node::Str(x), Node::Str(y)) => x == y,
         (Node::Tuple(n, xs), Node::Tuple(m, ys)) => n == m && xs.zip(ys).all(|(x, y)| eq(x, y)),
         (Node::Nil, Node::Nil) => true,
         (Node::List(mut xs), Node::List(mut ys)) => loop {
@@ -176,6 +183,7 @@ pub(crate) fn cmp<'a, 'b, A: TermLike<'a>, B: TermLike<'b>>(a: A, b: B) -> Order
         (Node::Ref(_), Node::ExtRef(_)) | (Node::Pid(_), Node::ExtPid(_)) => Ordering::Less,
         (Node::ExtRef(_), Node::Ref(_)) | (Node::ExtPid(_), Node::Pid(_)) => Ordering::Greater,
         (Node::Bin(x), Node::Bin(y)) => x.cmp(y),
+        (Node::Str(x), Node::Str(y)) => x.cmp(y),
         (Node::Tuple(n, xs), Node::Tuple(m, ys)) => n.cmp(&m).then_with(|| cmp_seq(xs, ys)),
         (Node::Nil, Node::Nil) => Ordering::Equal,
         (Node::List(xs), Node::List(ys)) => cmp_seq(xs, ys),
@@ -382,6 +390,11 @@ pub(crate) fn hash<'a, T: TermLike<'a>, H: Hasher>(t: T, h: &mut H) {
             h.write_usize(b.len());
             h.write(b);
         }
+        Node::Str(b) => {
+            h.write_u8(11);
+            h.write_usize(b.len());
+            h.write(b);
+        }
         Node::Tuple(n, xs) => {
             h.write_u8(7);
             h.write_usize(n);
@@ -422,6 +435,7 @@ pub(crate) fn fmt<'a, T: TermLike<'a>>(t: T, f: &mut fmt::Formatter<'_>) -> fmt:
         Node::ExtRef(r) => write!(f, "{r}"),
         Node::ExtPid(p) => write!(f, "{p}"),
         Node::Bin(b) => fmt_binary(b, f),
+        Node::Str(b) => fmt_str(b, f),
         Node::Tuple(_, xs) => {
             f.write_str("{")?;
             fmt_seq(xs, f)?;
@@ -468,6 +482,20 @@ fn fmt_float(x: f64, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         Some(e) if !s[..e].contains('.') => write!(f, "{}.0{}", &s[..e], &s[e..]),
         _ => f.write_str(&s),
     }
+}
+
+/// Text as Erlang writes a UTF-8 binary literal: `<<"héllo"/utf8>>`.
+fn fmt_str(b: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    f.write_str("<<\"")?;
+    for c in String::from_utf8_lossy(b).chars() {
+        match c {
+            '"' => f.write_str("\\\"")?,
+            '\\' => f.write_str("\\\\")?,
+            c if c.is_control() => write!(f, "\\x{{{:x}}}", c as u32)?,
+            c => write!(f, "{c}")?,
+        }
+    }
+    f.write_str("\"/utf8>>")
 }
 
 fn fmt_binary(b: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {

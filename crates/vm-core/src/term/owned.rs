@@ -6,6 +6,7 @@
 //! - `Int` holds every integer that fits `i64`; `BigInt` only values outside it.
 //! - `List` is a proper list; the empty `List` is nil (`[]`).
 //! - `Map` is sorted by key in term order with unique keys.
+//! - `Str` holds valid UTF-8 (build it with [`Term::str`]).
 //!
 //! Equality is Erlang's exact `=:=` (`1 =/= 1.0`), `Hash` agrees with it, and `Ord`
 //! is Erlang's term order; all three come from `order.rs`, shared with [`View`].
@@ -34,6 +35,9 @@ pub enum Term {
     Atom(Atom),
     /// A binary.
     Binary(Binary),
+    /// Text: UTF-8 bytes that are a distinct kind of term, never equal to a binary
+    /// (a Python `str`). Distribution sends it as a UTF-8 binary.
+    Str(Binary),
     /// A tuple.
     Tuple(Vec<Term>),
     /// A proper list; empty is nil.
@@ -87,6 +91,10 @@ impl Term {
     pub fn refc_binary(bin: RefcBin) -> Term {
         Term::Binary(Binary::Refc(bin))
     }
+    /// Text: inline up to `HEAP_BINARY_MAX` bytes of UTF-8, refcounted above.
+    pub fn str(s: &str) -> Term {
+        Term::Str(Binary::new(s.as_bytes().to_vec()))
+    }
     /// An integer.
     pub fn int(v: i64) -> Term {
         Term::Int(v)
@@ -136,6 +144,13 @@ impl Term {
             _ => None,
         }
     }
+    /// The text of a `Str` term.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Term::Str(b) => std::str::from_utf8(b.as_slice()).ok(),
+            _ => None,
+        }
+    }
     /// The elements, if this is a tuple.
     pub fn as_tuple(&self) -> Option<&[Term]> {
         match self {
@@ -177,6 +192,7 @@ impl<'a> TermLike<'a> for &'a Term {
             Term::Float(f) => Node::Float(*f),
             Term::Atom(a) => Node::Atom(*a),
             Term::Binary(b) => Node::Bin(b.as_slice()),
+            Term::Str(b) => Node::Str(b.as_slice()),
             Term::Tuple(v) => Node::Tuple(v.len(), v.iter()),
             Term::List(v) if v.is_empty() => Node::Nil,
             Term::List(v) => Node::List(v.iter()),
@@ -283,7 +299,7 @@ impl From<Ref> for Term {
         Term::Ref(v)
     }
 }
-/// A string becomes a UTF-8 binary (as in Elixir).
+/// A string becomes a UTF-8 binary (as in Elixir); [`Term::str`] makes text.
 impl From<&str> for Term {
     fn from(v: &str) -> Term {
         Term::binary(v.as_bytes().to_vec())

@@ -38,6 +38,8 @@ pub enum Kind {
     Atom,
     /// A binary.
     Binary,
+    /// Text (a Python `str`): UTF-8 bytes, never equal to a binary.
+    Str,
     /// A tuple.
     Tuple,
     /// The empty list.
@@ -153,6 +155,7 @@ impl<'a> View<'a> {
             }
             Some((SUB_FLOAT, ..)) => Kind::Float,
             Some((SUB_HEAP_BIN | SUB_REFC_BIN, ..)) => Kind::Binary,
+            Some((SUB_HEAP_STR | SUB_REFC_STR, ..)) => Kind::Str,
             Some((SUB_REF, ..)) => Kind::Ref,
             Some((SUB_MAP, ..)) => Kind::Map,
             Some((SUB_PID | SUB_EXT_PID, ..)) => Kind::Pid,
@@ -249,6 +252,22 @@ impl<'a> View<'a> {
     pub fn as_refc_binary(&self) -> Option<RefcBin> {
         self.boxed_of(SUB_REFC_BIN)
             .map(|(_, _, h)| self.refc(h).clone())
+    }
+
+    /// The UTF-8 bytes of a text term, borrowed (never checked again: only `&str`
+    /// is written as text).
+    pub fn as_str_bytes(&self) -> Option<&'a [u8]> {
+        let (words, off, h) = self.boxed()?;
+        match subtag(h) {
+            SUB_HEAP_STR => Some(heap_bin_bytes(words, off, h)),
+            SUB_REFC_STR => Some(self.refc(h).as_slice()),
+            _ => None,
+        }
+    }
+
+    /// The text of a text term.
+    pub fn as_str(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.as_str_bytes()?).ok()
     }
 
     #[inline]
@@ -355,6 +374,10 @@ impl<'a> View<'a> {
             Node::Bin(bytes) => match self.as_refc_binary() {
                 Some(r) => Term::Binary(Binary::Refc(r)),
                 None => Term::Binary(Binary::Inline(bytes.to_vec())),
+            },
+            Node::Str(bytes) => match self.boxed_of(SUB_REFC_STR) {
+                Some((_, _, h)) => Term::Str(Binary::Refc(self.refc(h).clone())),
+                None => Term::Str(Binary::Inline(bytes.to_vec())),
             },
             Node::Tuple(_, xs) => Term::Tuple(xs.map(|x| x.to_term()).collect()),
             Node::Nil => Term::List(Vec::new()),
@@ -489,6 +512,8 @@ impl<'a> TermLike<'a> for View<'a> {
             SUB_FLOAT => Node::Float(f64::from_bits(words[off + 1])),
             SUB_HEAP_BIN => Node::Bin(heap_bin_bytes(words, off, h)),
             SUB_REFC_BIN => Node::Bin(self.refc(h).as_slice()),
+            SUB_HEAP_STR => Node::Str(heap_bin_bytes(words, off, h)),
+            SUB_REFC_STR => Node::Str(self.refc(h).as_slice()),
             SUB_REF => Node::Ref(words[off + 1]),
             SUB_PID => {
                 let raw = words[off + 1];

@@ -30,12 +30,20 @@
 //! | FLOAT | float | 0 | 1 raw (f64 bits) |
 //! | HEAP_BIN | binary <= 64 bytes | byte length | ceil(len/8) raw |
 //! | REFC_BIN | large binary | index into the region's refc list | none |
+//! | HEAP_STR | text (a Python `str`) <= 64 bytes of UTF-8 | byte length | ceil(len/8) raw |
+//! | REFC_STR | larger text | index into the region's refc list | none |
 //! | REF | reference | 0 | 1 raw (u64) |
 //! | MAP | map | size n | n keys (sorted, term order) then n values |
 //! | PID | pid whose index does not fit 28 bits | 0 | 1 raw (index << 32 \| serial) |
 //! | EXT_PID | pid of another VM ([`ExternalPid`](super::ExternalPid)) | 0 | 3 raw: node atom index, id << 32 \| serial, creation |
 //! | EXT_REF | reference of another VM ([`ExternalRef`](super::ExternalRef)) | word count n (1..=5) | 2 + ceil(n/2) raw: node atom index, creation, the words two per u64 (low half first) |
 //! | FWD | forwarding marker, only during GC | new offset | — |
+//!
+//! Text is a binary flagged by its subtag (HEAP_STR / REFC_STR instead of HEAP_BIN /
+//! REFC_BIN): the same bytes, but a distinct kind of term, so no binary, tuple or other
+//! value a user builds can ever be read back as text (a Python `str` must not be
+//! forgeable from bytes). Its bytes are valid UTF-8: only `&str` is ever written as
+//! text.
 //!
 //! A cons cell is two term words (head, tail) with no header; since a header is
 //! never a term, a GC can overwrite a moved cell's head with a FWD header. Memory is
@@ -71,6 +79,8 @@ pub(crate) const SUB_MAP: u64 = 7;
 pub(crate) const SUB_PID: u64 = 8;
 pub(crate) const SUB_EXT_PID: u64 = 9;
 pub(crate) const SUB_EXT_REF: u64 = 10;
+pub(crate) const SUB_HEAP_STR: u64 = 11;
+pub(crate) const SUB_REFC_STR: u64 = 12;
 pub(crate) const SUB_FWD: u64 = 15;
 
 /// Region of a pointer: 0 = young heap or fragment, 1 = old heap.
@@ -270,6 +280,13 @@ pub(crate) const fn payload(h: u64) -> u64 {
     h >> 8
 }
 
+/// Whether a subtag is a refcounted buffer (binary or text): its payload indexes the
+/// region's refc list, which copies and collections must rewrite.
+#[inline]
+pub(crate) const fn is_refc(sub: u64) -> bool {
+    matches!(sub, SUB_REFC_BIN | SUB_REFC_STR)
+}
+
 /// Words of raw (non-term) data following a header.
 #[inline]
 pub(crate) const fn raw_words(h: u64) -> usize {
@@ -278,7 +295,7 @@ pub(crate) const fn raw_words(h: u64) -> usize {
         SUB_FLOAT | SUB_REF | SUB_PID => 1,
         SUB_EXT_PID => 3,
         SUB_EXT_REF => 2 + (payload(h) as usize).div_ceil(2),
-        SUB_HEAP_BIN => (payload(h) as usize).div_ceil(8),
+        SUB_HEAP_BIN | SUB_HEAP_STR => (payload(h) as usize).div_ceil(8),
         _ => 0,
     }
 }
@@ -289,7 +306,7 @@ pub(crate) const fn object_words(h: u64) -> usize {
     match subtag(h) {
         SUB_TUPLE => 1 + payload(h) as usize,
         SUB_MAP => 1 + 2 * payload(h) as usize,
-        SUB_REFC_BIN | SUB_FWD => 1,
+        SUB_REFC_BIN | SUB_REFC_STR | SUB_FWD => 1,
         _ => 1 + raw_words(h),
     }
 }

@@ -77,7 +77,7 @@ pub fn gen_external(r: &mut Rng) -> Term {
 }
 
 pub fn gen_leaf(r: &mut Rng) -> Term {
-    match r.below(10) {
+    match r.below(11) {
         0 | 1 => gen_int(r),
         2 => Term::Float(match r.below(5) {
             0 => -0.0,
@@ -104,6 +104,14 @@ pub fn gen_leaf(r: &mut Rng) -> Term {
         )),
         7 => Term::Ref(Ref(r.next())),
         8 => gen_external(r),
+        9 => {
+            // Text, inline or refcounted, ASCII or not.
+            let len = r.below(2 * HEAP_BINARY_MAX as u64) as usize;
+            let s: String = (0..len)
+                .map(|_| ['a', 'é', '☃', '"', 'z'][r.below(5) as usize])
+                .collect();
+            Term::str(&s)
+        }
         _ => Term::nil(),
     }
 }
@@ -144,6 +152,9 @@ pub fn build(b: &mut FragmentBuilder, t: &Term) {
         }
         Term::Binary(bin) => {
             b.binary(bin.as_slice());
+        }
+        Term::Str(bin) => {
+            b.str(std::str::from_utf8(bin.as_slice()).unwrap());
         }
         Term::Pid(p) => {
             b.pid(*p);

@@ -51,6 +51,15 @@ impl Slice {
     pub(crate) fn ptr(&self) -> CxPtr {
         CxPtr(NonNull::from(self))
     }
+
+    /// Releases the objects dropped while the context was borrowed, now that it is free.
+    #[cold]
+    #[inline(never)]
+    fn release_deferred(&self) {
+        self.has_deferred.set(false);
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        drop(deferred);
+    }
 }
 
 thread_local! {
@@ -67,6 +76,7 @@ impl CxPtr {
     /// Runs `f` with the context, or returns None if it is already borrowed (a nested
     /// use, which would alias). `f` must be pure Rust: it must not call into Python
     /// (which may call back into `with_cx`).
+    #[inline]
     pub(crate) fn with<R>(self, f: impl FnOnce(&mut Cx<'_>) -> R) -> Option<R> {
         // SAFETY: a `CxPtr` is made by `Slice::ptr` from a `Slice` on the stack of the
         // `resume`/`terminate` call running on this thread, and is used (by the driver
@@ -78,12 +88,13 @@ impl CxPtr {
         }
         struct Release<'a>(&'a Slice);
         impl Drop for Release<'_> {
+            // Inlined: this runs at the end of every use of the context (several per
+            // slice); the rare release of deferred objects stays out of line.
+            #[inline(always)]
             fn drop(&mut self) {
                 self.0.borrowed.set(false);
-                if self.0.has_deferred.replace(false) {
-                    // Objects dropped meanwhile are released now, with the context free.
-                    let deferred = std::mem::take(&mut *self.0.deferred.borrow_mut());
-                    drop(deferred);
+                if self.0.has_deferred.get() {
+                    self.0.release_deferred();
                 }
             }
         }

@@ -100,9 +100,12 @@ impl SliceHook for GilHook {
             // Holding the GIL: finalisation cannot begin until this batch lets go of
             // it, and from there on the guarded calls into process code handle it.
             drop(pass);
+            // The thread state is fixed until the GIL count drops to zero again.
+            super::budget::forget_tl_if_new_thread_state(py);
             let me = me(py);
             me.busy.store(true, Ordering::Release);
             let _reset = Reset(IN_BATCH.with(|c| c.replace(true)), me);
+            crate::threadtrace::apply(py); // debuggers and coverage see process code
             run();
         })
     }
@@ -120,6 +123,10 @@ pub(crate) fn with_batch_gil<R>(f: impl FnOnce(Python<'_>) -> R) -> R {
         // `assume_gil_acquired` requires.
         f(unsafe { Python::assume_gil_acquired() })
     } else {
-        Python::with_gil(f)
+        Python::with_gil(|py| {
+            // This hold may run under a new thread state (see the batch's).
+            super::budget::forget_tl_if_new_thread_state(py);
+            f(py)
+        })
     }
 }

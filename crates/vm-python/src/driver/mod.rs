@@ -24,6 +24,7 @@
 //! own safety.
 
 mod budget;
+mod context;
 mod current;
 mod dirty;
 mod gil;
@@ -46,12 +47,14 @@ use crate::finalize;
 use crate::lifecycle::{MainSlot, Outcome};
 use crate::runtime::rt;
 use budget::{enter_cell, used_cell};
+pub(crate) use context::copy_current as copy_context;
+use context::Entered;
 pub(crate) use current::{in_process, with_cx};
 use current::{CurrentGuard, CxPtr, Slice};
 use dirty::{dirty_job, DirtyOutcome};
 use gil::with_batch_gil;
 pub(crate) use gil::{busy_threads, forget_threads, GilHook};
-pub(crate) use receive::{_receive, _recv, stop_with, ReceiveOp};
+pub(crate) use receive::{_receive, _recv, _recv_any, stop_with, ReceiveOp};
 use receive::{is_receive_op, Delivery};
 
 // --------------------------------------------------------------------------- the body
@@ -88,16 +91,32 @@ pub(crate) struct PyProcess {
     sleep_for: Duration,
     label: String,
     main: Option<Arc<MainSlot>>,
+    /// The process's own `contextvars.Context`: every slice runs inside it (see
+    /// `context.rs`).
+    ctx: Option<Py<PyAny>>,
+    /// This process's share of `memory()` (its Python objects, measured at spawn).
+    _counted: crate::alloc::Counted,
 }
 
 impl PyProcess {
     pub(crate) fn new(
+        py: Python<'_>,
         gen: Py<PyAny>,
         cell: Py<PyAny>,
         label: String,
         main: Option<Arc<MainSlot>>,
+        ctx: Py<PyAny>,
     ) -> Self {
+        // Every process's cell and context weigh the same: measured once.
+        static FIXED: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let fixed = *FIXED.get_or_init(|| {
+            crate::alloc::sizeof(py, cell.bind(py))
+                + crate::alloc::sizeof(py, ctx.bind(py))
+                + std::mem::size_of::<PyProcess>()
+        });
+        let _counted = crate::alloc::Counted::new(gen.bind(py), fixed);
         PyProcess {
+            _counted,
             gen: Some(gen),
             cell: Some(cell),
             next: None,
@@ -105,6 +124,7 @@ impl PyProcess {
             sleep_for: Duration::ZERO,
             label,
             main,
+            ctx: Some(ctx),
         }
     }
 
@@ -122,7 +142,10 @@ impl PyProcess {
                     cx.with(|c| o.try_take(c)).flatten()
                 };
                 if let Some(m) = m {
-                    self.pending = None;
+                    // The op's reference is released through `op` (a `Bound`).
+                    if let Some(Pending::Receive(held, _)) = self.pending.take() {
+                        drop(held.into_bound(py));
+                    }
                     if !into_op {
                         let out = op.borrow().deliver_message(py, &m);
                         return Ok(Ok(match out {
@@ -130,7 +153,7 @@ impl PyProcess {
                             Err(e) => Next::Throw(e.into_value(py).into_any()),
                         }));
                     }
-                    return match frag_to_py(py, &m) {
+                    return match receive::traced(py, frag_to_py(py, &m)) {
                         Ok(v) => {
                             op.borrow_mut().result = Some(v);
                             Ok(Ok(Next::Send(py.None())))
@@ -258,6 +281,17 @@ impl PyProcess {
 
     fn run(&mut self, py: Python<'_>, cx: CxPtr) -> Step {
         let r = rt(py);
+        // The process's context, entered for the whole slice (left on every return).
+        let entered = match self.ctx.as_ref() {
+            // SAFETY: the context is `self.ctx`, which nothing in `run` replaces or drops,
+            // and `self` outlives this call, so it outlives the guard.
+            Some(c) => unsafe { Entered::enter(c.bind(py)) }.map(Some),
+            None => Ok(None),
+        };
+        let _entered = match entered {
+            Ok(e) => e,
+            Err(e) => return self.crashed(py, cx, e),
+        };
         // In the child of an `os.fork()` made by this process's code, this thread runs
         // that code to its end as a plain program (see `forked_child_exit`). The fork
         // happens inside a call into process code, so the flag is read after each one.
@@ -294,9 +328,11 @@ impl PyProcess {
             // No `&mut Cx` is alive here: process code may use the context itself.
             let res = {
                 let _cap = recursion::Cap::apply(py);
+                // As `Bound`s, released by a plain decref (a `Py`'s drop goes through
+                // pyo3's check for the GIL, a thread-local lookup, twice a slice).
                 match self.next.take().unwrap_or_else(|| Next::Send(py.None())) {
-                    Next::Send(v) => send(py, &gen, v.bind(py)),
-                    Next::Throw(e) => throw(&gen, e.bind(py)).map(Sent::Yielded),
+                    Next::Send(v) => send(py, &gen, &v.into_bound(py)),
+                    Next::Throw(e) => throw(&gen, &e.into_bound(py)).map(Sent::Yielded),
                 }
             };
             let used = used_cell(&cell).max(1);
@@ -387,18 +423,55 @@ impl PyProcess {
         let exc = exc.bind(py);
         let (reason, report) = exit_reason(py, exc);
         if let Some(m) = &self.main {
+            // `run` re-raises it, frames and all.
             m.set(Outcome::Raised(exc.clone().unbind()));
-        } else if report {
-            // Reported when no linked process will see it, and not while the VM stops
-            // (stopping interrupts the processes that did not end their slice).
-            let who = cx.with(|c| (c.links().is_empty() && c.vm().is_running(), c.self_pid()));
-            if let Some((true, pid)) = who {
-                if let Ok(args) = (crate::types::PyPid::local(pid), exc.clone()).into_pyobject(py) {
-                    let _ = finalize::call(r.report.bind(py), &args, None);
+        } else {
+            if report {
+                // Reported when no linked process will see it, and not while the VM
+                // stops (stopping interrupts the processes that did not end their
+                // slice).
+                let who = cx.with(|c| (c.links().is_empty() && c.vm().is_running(), c.self_pid()));
+                if let Some((true, pid)) = who {
+                    if let Ok(args) =
+                        (crate::types::PyPid::local(pid), exc.clone()).into_pyobject(py)
+                    {
+                        let _ = finalize::call(r.report.bind(py), &args, None);
+                    }
                 }
             }
+            release_frames(py, exc);
         }
         Step::Exit(reason)
+    }
+}
+
+/// Releases what an ended process's frames held (a Binary, an open file) at once:
+/// drops the traceback of `exc` and of the exceptions chained to it (`__context__`,
+/// `__cause__`). The kill's exception sits in a reference cycle with `kill`'s own frame
+/// (a local of that frame holds it, its traceback holds the frame), which kept every
+/// frame of the process alive until the cyclic GC ran (never, with gc disabled);
+/// without the traceback the frames are freed by reference counting.
+fn release_frames(py: Python<'_>, exc: &Bound<'_, PyAny>) {
+    // A chain longer than this is cut there (chains are short; this bounds a cycle).
+    const MAX_CHAIN: usize = 64;
+    let mut next = Some(exc.clone());
+    for _ in 0..MAX_CHAIN {
+        let Some(e) = next.take() else { break };
+        if !e.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+            break;
+        }
+        if let Err(err) = e.setattr(intern!(py, "__traceback__"), py.None()) {
+            err.write_unraisable(py, Some(&e));
+        }
+        next = e
+            .getattr(intern!(py, "__context__"))
+            .ok()
+            .filter(|c| !c.is_none())
+            .or_else(|| {
+                e.getattr(intern!(py, "__cause__"))
+                    .ok()
+                    .filter(|c| !c.is_none())
+            });
     }
 }
 
@@ -475,19 +548,20 @@ fn throw<'py>(gen: &Bound<'py, PyAny>, exc: &Bound<'py, PyAny>) -> PyResult<Boun
     finalize::call(&m, &args, None)
 }
 
-/// Parses a timeout in seconds (None: forever).
 /// The exit reason for an exception that ended a process, and whether it is a crash
 /// worth an error report. `beamvm.ProcessExit(reason)` (raised by `exit(reason)`)
-/// exits with `reason`; any other exception with
-/// `(Atom('error'), 'ExceptionType', 'message')`.
+/// exits with `reason` (`normal` when it has none; the str `repr(reason)` when the
+/// reason has no term form, which is an abnormal exit like any other); any other
+/// exception with `(Atom('error'), 'ExceptionType', 'message')`.
 pub(crate) fn exit_reason(py: Python<'_>, exc: &Bound<'_, PyAny>) -> (Fragment, bool) {
     if exc.is_instance_of::<crate::errors::ProcessExit>() {
-        let reason = exc
-            .getattr("args")
-            .and_then(|a| a.get_item(0))
-            .ok()
-            .and_then(|r| to_fragment(&r).ok())
-            .unwrap_or_else(|| Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)));
+        let reason = match exc.getattr("args").and_then(|a| a.get_item(0)) {
+            Err(_) => Fragment::immediate(vm_core::Word::atom(Atom::NORMAL)),
+            Ok(r) => to_fragment(&r).unwrap_or_else(|_| {
+                let repr = r.repr().map(|s| s.to_string()).unwrap_or_default();
+                Fragment::from_term(&Term::str(&repr))
+            }),
+        };
         return (reason, false);
     }
     // An exception that names its exit reason (beamvm.CallError: what an Erlang caller
@@ -503,15 +577,12 @@ pub(crate) fn exit_reason(py: Python<'_>, exc: &Bound<'_, PyAny>) -> (Fragment, 
         .map(|s| s.to_string())
         .unwrap_or_else(|_| "Exception".into());
     let msg = exc.str().map(|s| s.to_string()).unwrap_or_default();
-    let t = Term::Tuple(vec![Term::Atom(Atom::ERROR), str_term(&tn), str_term(&msg)]);
+    let t = Term::Tuple(vec![
+        Term::Atom(Atom::ERROR),
+        Term::str(&tn),
+        Term::str(&msg),
+    ]);
     (Fragment::from_term(&t), true)
-}
-
-fn str_term(s: &str) -> Term {
-    Term::Tuple(vec![
-        Term::Atom(crate::convert::str_tag()),
-        Term::binary(s.as_bytes().to_vec()),
-    ])
 }
 
 impl Body for PyProcess {
@@ -536,20 +607,32 @@ impl Body for PyProcess {
             }
             let Some(gen) = self.gen.take() else { return };
             let _g = CurrentGuard::set(cx);
+            // Cleanup code runs in the process's context too; if it cannot be entered,
+            // cleanup runs in the thread's.
+            let ctx = self.ctx.as_ref().map(|c| c.bind(py).clone());
+            // SAFETY: `ctx` is a local reference that outlives the guard (declared after).
+            let _entered = ctx.as_ref().and_then(|c| unsafe { Entered::enter(c) }.ok());
             let r = rt(py);
             let none = py.None();
             let cell = self
                 .cell
                 .as_ref()
                 .map_or_else(|| py.None(), |c| c.clone_ref(py));
+            let mut out = None;
             if let Ok(args) = PyTuple::new(py, [gen.clone_ref(py), none.clone_ref(py), none, cell])
             {
                 let _cap = recursion::Cap::apply(py);
-                let _ = finalize::call(r.kill.bind(py), &args, None);
+                out = finalize::call(r.kill.bind(py), &args, None).ok();
             }
             self.pending = None;
             self.next = None;
             drop(gen);
+            // The exception the kill ended with holds the process's frames through its
+            // traceback, in a cycle with `kill`'s own frame: release them now, not when
+            // the cyclic GC runs (never, with gc disabled).
+            if let Some(exc) = out {
+                release_frames(py, &exc);
+            }
         });
     }
 
@@ -560,13 +643,26 @@ impl Body for PyProcess {
     fn label(&self) -> String {
         self.label.clone()
     }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+impl PyProcess {
+    /// The process's generator (its outermost frame), while it has one; see
+    /// `crate::stacktrace`.
+    pub(crate) fn generator(&self, py: Python<'_>) -> Option<PyObject> {
+        self.gen.as_ref().map(|g| g.clone_ref(py))
+    }
 }
 
 impl Drop for PyProcess {
     fn drop(&mut self) {
-        let mut objs: Vec<PyObject> = Vec::with_capacity(4);
+        let mut objs: Vec<PyObject> = Vec::with_capacity(5);
         objs.extend(self.gen.take());
         objs.extend(self.cell.take());
+        objs.extend(self.ctx.take());
         match self.next.take() {
             Some(Next::Send(v)) | Some(Next::Throw(v)) => objs.push(v),
             None => {}

@@ -243,7 +243,7 @@ pub(crate) fn _recv(
         // `receive()`: the next message, no timeout -- no pattern to compile, and a
         // shared op (the driver never mutates an op that compiled code yielded).
         match with_cx(|cx| cx.recv()) {
-            Some(Some(m)) => return frag_to_py(py, &m),
+            Some(Some(m)) => return traced(py, frag_to_py(py, &m)),
             Some(None) => return Ok(any_wait_op(py)?.clone_ref(py).into_any()),
             None => {}
         }
@@ -258,10 +258,44 @@ pub(crate) fn _recv(
         return rt(py).request.call1(py, (kind, args));
     }
     if let Some(m) = with_cx(|cx| op.try_take(cx)).flatten() {
-        return frag_to_py(py, &m);
+        return traced(py, frag_to_py(py, &m));
     }
     op.state = 1;
     Ok(Py::new(py, op)?.into_any())
+}
+
+/// `_recv(timeout=timeout)`: the next message, whatever it is. Compiled code calls it
+/// for `receive()` (no arguments): the general `_recv`'s `*patterns` signature costs a
+/// tuple and a longer argument parse per call, the larger part of the call on the
+/// ping-pong path (benches B3). It has a parameter, though unused there, because
+/// CPython's call specialisation has no fast path for a builtin without parameters
+/// (`METH_NOARGS`), and one for `METH_FASTCALL | METH_KEYWORDS`, which this gets.
+#[pyfunction]
+#[pyo3(signature = (timeout = None))]
+pub(crate) fn _recv_any(py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<PyObject> {
+    if timeout.is_none() {
+        match with_cx(|cx| cx.recv()) {
+            Some(Some(m)) => return traced(py, frag_to_py(py, &m)),
+            Some(None) => return Ok(any_wait_op(py)?.clone_ref(py).into_any()),
+            // Outside a process (or a nested use): what `_recv()` does there.
+            None => {}
+        }
+    }
+    _recv(
+        py,
+        &PyTuple::empty(py),
+        timeout,
+        rt(py).missing.clone_ref(py),
+    )
+}
+
+/// A received message, reported to the message trace (`crate::msgtrace`) if it is on.
+#[inline]
+pub(crate) fn traced(py: Python<'_>, got: PyResult<PyObject>) -> PyResult<PyObject> {
+    if let Ok(v) = &got {
+        crate::msgtrace::received(py, v);
+    }
+    got
 }
 
 impl ReceiveOp {
@@ -318,7 +352,7 @@ impl ReceiveOp {
     pub(crate) fn deliver_message(&self, py: Python<'_>, m: &Fragment) -> PyResult<PyObject> {
         match &self.call {
             Some(c) => c.reply_of(py, m),
-            None => frag_to_py(py, m),
+            None => traced(py, frag_to_py(py, m)),
         }
     }
 
@@ -355,7 +389,7 @@ impl ReceiveOp {
                     let m = with_cx(|cx| slf.try_take(cx)).flatten();
                     if let Some(m) = m {
                         slf.state = 2;
-                        return Err(slf.finish(py, frag_to_py(py, &m)?));
+                        return Err(slf.finish(py, traced(py, frag_to_py(py, &m))?));
                     }
                     slf.state = 1;
                     slf.delivery = Delivery::StoreInOp;

@@ -1,0 +1,611 @@
+"""beamvm.tcp: gen_tcp's semantics on sockets owned by processes (issue 11).
+
+Each test asserts behaviour (ordering, framing, ownership, backpressure, errors), with
+generous timeouts: the machine may be a loaded 2-core box.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import struct
+import subprocess
+import sys
+import time
+
+import beamvm
+import pytest
+from beamvm import (
+    ANY,
+    Atom,
+    exit,
+    receive,
+    self_pid,
+    send,
+    sleep,
+    spawn,
+    tcp,
+)
+
+DOWN = Atom("DOWN")
+
+
+def run(fn, *args, **cfg):
+    cfg.setdefault("schedulers", 2)
+    return beamvm.run(fn, *args, **cfg)
+
+
+def raise_fd_limit(want: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return
+    if hard != resource.RLIM_INFINITY and hard < want:
+        pytest.skip(f"needs {want} file descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def echo(sock):
+    """One connection's process: echo, active once (the issue's handler)."""
+    tcp.setopts(sock, active="once")
+    while True:
+        match receive():
+            case ("tcp", s, data):
+                tcp.send(s, data)
+                tcp.setopts(s, active="once")
+            case ("tcp_closed", _):
+                return
+
+
+def acceptor(ls, handler=echo):
+    while True:
+        s = tcp.accept(ls)
+        tcp.controlling_process(s, spawn(handler, s))
+
+
+def echo_server(**opts):
+    ls = tcp.listen(0, **opts)
+    spawn(acceptor, ls)
+    return ls, tcp.sockname(ls)[1]
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_echo_round_trips_in_order_and_sockets_travel_in_messages():
+    def main():
+        ls, port = echo_server()
+        c = tcp.connect("127.0.0.1", port)
+        got = []
+        for i in range(20):
+            tcp.send(c, b"msg %d;" % i)
+            want = len(b"msg %d;" % i)
+            buf = b""
+            while len(buf) < want:
+                buf += bytes(tcp.recv(c, 0, timeout=10))
+            got.append(buf)
+        # A socket is a value: it survives a trip through a message.
+        send(self_pid(), ("sock", c))
+        assert receive(("sock", ANY), timeout=5)[1] == c
+        peer = tcp.peername(c)
+        tcp.close(c)
+        return got, peer[1] == port
+
+    got, peer_ok = run(main)
+    assert peer_ok
+    assert got == [b"msg %d;" % i for i in range(20)]
+
+
+def test_large_data_arrives_whole_and_shared():
+    def main():
+        ls, port = echo_server()
+        c = tcp.connect("127.0.0.1", port)
+        blob = bytes(range(256)) * 4096  # 1 MiB
+        tcp.send(c, blob)
+        got = b""
+        while len(got) < len(blob):
+            got += bytes(tcp.recv(c, 0, timeout=10))
+        return got == blob
+
+    assert run(main)
+
+
+def test_ipv6_and_unix_sockets(tmp_path):
+    path = str(tmp_path / "echo.sock")
+
+    def main():
+        out = []
+        ls = tcp.listen(path=path)
+        spawn(acceptor, ls)
+        c = tcp.connect(path=path)
+        tcp.send(c, b"over unix")
+        out.append(tcp.recv(c, 9, timeout=10))
+        assert tcp.sockname(ls) == path
+        try:
+            ls6 = tcp.listen(0, "::1")
+        except tcp.TcpError as e:  # no IPv6 on this host
+            out.append(("no ipv6", e.reason))
+            return out
+        spawn(acceptor, ls6)
+        port = tcp.sockname(ls6)[1]
+        c6 = tcp.connect("::1", port)
+        tcp.send(c6, b"over v6")
+        out.append(tcp.recv(c6, 7, timeout=10))
+        out.append(tcp.peername(c6)[0])
+        return out
+
+    out = run(main)
+    assert out[0] == b"over unix"
+    if out[1][0] != "no ipv6":
+        assert out[1:] == [b"over v6", "::1"]
+
+
+def test_recv_with_length_and_line_packets():
+    def main():
+        ls = tcp.listen(0, packet="line")
+        port = tcp.sockname(ls)[1]
+        c = tcp.connect("127.0.0.1", port)
+        s = tcp.accept(ls, timeout=10)
+        tcp.send(c, b"one\ntwo\nthr")
+        tcp.send(c, b"ee\n")
+        lines = [tcp.recv(s, timeout=10) for _ in range(3)]
+        tcp.setopts(s, packet="raw")
+        tcp.send(c, b"abcdef")
+        exact = tcp.recv(s, 4, timeout=10)
+        return lines, exact, tcp.getopts(s)["packet"]
+
+    assert run(main) == ([b"one\n", b"two\n", b"three\n"], b"abcd", "raw")
+
+
+# --------------------------------------------------------------------------- active modes
+
+
+def test_active_n_delivers_exactly_n_then_tcp_passive():
+    def main():
+        ls = tcp.listen(0, packet=4)
+        port = tcp.sockname(ls)[1]
+        c = tcp.connect("127.0.0.1", port, packet=4)
+        s = tcp.accept(ls, timeout=10)
+        for i in range(10):
+            tcp.send(c, b"frame %d" % i)
+        tcp.setopts(s, active=5)
+        got = []
+        for _ in range(6):
+            got.append(receive(timeout=10))
+        # Nothing more arrives while passive: the rest waits in the kernel.
+        extra = receive(timeout=0.5, default=None)
+        sixth = tcp.recv(s, timeout=10)
+        # Counts add up (inet:setopts): 2 + 2 = 4 more (a tcp_passive in between when
+        # the first 2 were delivered before the second setopts).
+        tcp.setopts(s, active=2)
+        tcp.setopts(s, active=2)
+        more = []
+        while sum(1 for m in more if m[0] == "tcp") < 4 or more[-1][0] != "tcp_passive":
+            more.append(receive(timeout=10))
+        extra2 = receive(timeout=0.3, default=None)
+        return got, extra or extra2, sixth, more, s
+
+    got, extra, sixth, more, s = run(main)
+    assert got[:5] == [("tcp", s, b"frame %d" % i) for i in range(5)]
+    assert got[5] == ("tcp_passive", s)
+    assert extra is None
+    assert sixth == b"frame 5"
+    assert [m for m in more if m[0] == "tcp"] == [("tcp", s, b"frame %d" % i) for i in range(6, 10)]
+    assert more[-1] == ("tcp_passive", s) and len(more) in (5, 6)
+
+
+def test_active_true_and_tcp_closed():
+    def main():
+        ls = tcp.listen(0, active=True)
+        port = tcp.sockname(ls)[1]
+        c = tcp.connect("127.0.0.1", port)
+        s = tcp.accept(ls, timeout=10)
+        tcp.send(c, b"x" * 10)
+        tcp.close(c)
+        data = b""
+        while True:
+            m = receive(timeout=10)
+            if m[0] == "tcp_closed":
+                break
+            data += bytes(m[2])
+        return data, m == ("tcp_closed", s)
+
+    assert run(main) == (b"x" * 10, True)
+
+
+def test_a_receiver_that_never_rearms_blocks_the_sender_and_its_mailbox_stays_small():
+    def receiver(parent):
+        ls = tcp.listen(0, active="once")
+        send(parent, ("port", tcp.sockname(ls)[1]))
+        s = tcp.accept(ls)
+        # Never re-armed: one message, then the kernel holds the rest.
+        receive(("go",))
+        tcp.setopts(s, active=False)
+        # The mailbox holds exactly what it asked for: one message.
+        queued = []
+        while (m := receive(timeout=0, default=None)) is not None:
+            queued.append(m)
+        send(parent, ("queued", len(queued)))
+        total = sum(len(m[2]) for m in queued if m[0] == "tcp")
+        while True:
+            try:
+                total += len(tcp.recv(s, 0, timeout=30))
+            except tcp.TcpClosed:
+                break
+        send(parent, ("received", total))
+        receive(("never",), timeout=60, default=None)
+
+    def sender(parent, port, chunk, count):
+        c = tcp.connect("127.0.0.1", port)
+        for i in range(count):
+            tcp.send(c, chunk)
+            send(parent, ("sent", i + 1))
+        tcp.close(c)
+        send(parent, ("done",))
+
+    def main():
+        me = self_pid()
+        r = spawn(receiver, me)
+        port = receive(("port", ANY), timeout=10)[1]
+        chunk = b"z" * 65536
+        count = 800  # 50 MiB: far beyond what socket buffers hold
+        spawn(sender, me, port, chunk, count)
+        sent = 0
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            m = receive(("sent", ANY), timeout=0.2, default=None)
+            if m is not None:
+                sent = m[1]
+        blocked_at = sent
+        send(r, ("go",))
+        max_queue = receive(("queued", ANY), timeout=30)[1]
+        while True:
+            m = receive(("sent", ANY), ("done",), ("received", ANY), timeout=60)
+            if m[0] == "received":
+                return blocked_at, count, max_queue, m[1], len(chunk) * count
+
+    blocked_at, count, max_queue, received, total = run(main)
+    assert blocked_at < count, "the sender was never blocked"
+    assert max_queue <= 1, f"the receiver's mailbox grew to {max_queue}"
+    assert received == total
+
+
+# --------------------------------------------------------------------------- framing
+
+
+def test_packet_4_survives_one_byte_writes_and_rejects_oversize():
+    def main():
+        ls = tcp.listen(0, packet=4, packet_size=100)
+        port = tcp.sockname(ls)[1]
+        c = tcp.connect("127.0.0.1", port)  # raw: we write the headers ourselves
+        s = tcp.accept(ls, timeout=10)
+        frame = struct.pack(">I", 11) + b"hello world"
+        for b in frame:
+            tcp.send(c, bytes([b]))
+            sleep(0.002)
+        got = tcp.recv(s, timeout=10)
+        # A header announcing more than packet_size: an error, nothing buffered.
+        tcp.send(c, struct.pack(">I", 1_000_000) + b"x")
+        try:
+            tcp.recv(s, timeout=10)
+            err = None
+        except tcp.TcpError as e:
+            err = e.reason
+        return got, err
+
+    assert run(main) == (b"hello world", "emsgsize")
+
+
+def test_packet_2_adds_the_header_on_send():
+    def main():
+        ls = tcp.listen(0)
+        port = tcp.sockname(ls)[1]
+        c = tcp.connect("127.0.0.1", port, packet=2)
+        s = tcp.accept(ls, timeout=10)
+        tcp.send(c, b"abc")
+        return tcp.recv(s, 5, timeout=10)
+
+    assert run(main) == b"\x00\x03abc"
+
+
+# --------------------------------------------------------------------------- ownership
+
+
+def test_owner_death_closes_the_socket_and_the_peer_sees_eof():
+    def owner(parent, port, how):
+        c = tcp.connect("127.0.0.1", port)
+        send(parent, ("connected", c))
+        if how == "crash":
+            raise RuntimeError("owner crashes")
+        if how == "kill":
+            receive()  # killed here
+        # "return": a normal exit
+
+    def main():
+        ls = tcp.listen(0)
+        port = tcp.sockname(ls)[1]
+        out = []
+        for how in ("crash", "kill", "return"):
+            pid = spawn(owner, self_pid(), port, how)
+            s = tcp.accept(ls, timeout=10)
+            receive(("connected", ANY), timeout=10)
+            if how == "kill":
+                exit(pid, Atom("kill"))
+            try:
+                tcp.recv(s, 0, timeout=10)
+                out.append("data?")
+            except tcp.TcpClosed:
+                out.append("eof")
+        return out, tcp.socket_count()
+
+    import logging
+
+    logging.getLogger("beamvm").disabled = True
+    try:
+        out, count = run(main)
+    finally:
+        logging.getLogger("beamvm").disabled = False
+    assert out == ["eof", "eof", "eof"]
+    assert count == 4  # the listener and the three accepted ends (closed, not yet released)
+
+
+def test_controlling_process_moves_delivery_and_queued_messages():
+    def new_owner(parent):
+        got = []
+        while True:
+            m = receive(timeout=10)
+            if m[0] == "tcp_closed":
+                break
+            got.append(bytes(m[2]))
+        send(parent, ("new_owner", b"".join(got)))
+
+    def not_owner(parent, s):
+        try:
+            tcp.controlling_process(s, self_pid())
+            send(parent, ("not_owner", None))
+        except tcp.TcpError as e:
+            send(parent, ("not_owner", e.reason))
+
+    def main():
+        me = self_pid()
+        ls = tcp.listen(0, active=True)
+        port = tcp.sockname(ls)[1]
+        c = tcp.connect("127.0.0.1", port)
+        s = tcp.accept(ls, timeout=10)
+        tcp.send(c, b"before;")
+        # Wait until it is in our mailbox: it must move with the socket.
+        first = receive(("tcp", s, ANY), timeout=10)
+        send(me, first)
+        spawn(not_owner, me, s)
+        refused = receive(("not_owner", ANY), timeout=10)[1]
+        pid = spawn(new_owner, me)
+        tcp.controlling_process(s, pid)
+        tcp.send(c, b"after")
+        tcp.close(c)
+        got = receive(("new_owner", ANY), timeout=10)[1]
+        left = receive(("tcp", ANY, ANY), ("tcp_closed", ANY), timeout=0.3, default=None)
+        return refused, got, left
+
+    refused, got, left = run(main)
+    assert refused == "not_owner"
+    assert got == b"before;after"
+    assert left is None
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_errors_carry_erlang_reasons():
+    def main():
+        out = {}
+        ls = tcp.listen(0)
+        port = tcp.sockname(ls)[1]
+        try:
+            tcp.listen(port, reuseaddr=False)
+        except tcp.TcpError as e:
+            out["listen"] = e.reason
+        probe = tcp.listen(0)
+        free = tcp.sockname(probe)[1]
+        tcp.close(probe)
+        try:
+            tcp.connect("127.0.0.1", free)
+        except tcp.TcpError as e:
+            out["connect"] = e.reason
+        try:
+            tcp.accept(ls, timeout=0.2)
+        except tcp.TcpTimeout as e:
+            out["accept"] = (e.reason, isinstance(e, beamvm.Timeout))
+        c = tcp.connect("127.0.0.1", port)
+        s = tcp.accept(ls, timeout=10)
+        try:
+            tcp.recv(s, timeout=0.2)
+        except beamvm.Timeout:
+            out["recv"] = "timeout"
+        # The withdrawn recv left nothing behind: data sent now is read normally.
+        tcp.send(c, b"late")
+        out["after"] = tcp.recv(s, 4, timeout=10)
+        tcp.setopts(s, active=True)
+        try:
+            tcp.recv(s, timeout=1)
+        except tcp.TcpError as e:
+            out["active_recv"] = e.reason
+        tcp.close(s)
+        try:
+            tcp.send(s, b"x")
+        except tcp.TcpClosed as e:
+            out["closed"] = e.reason
+        return out
+
+    out = run(main)
+    assert out == {
+        "listen": "eaddrinuse",
+        "connect": "econnrefused",
+        "accept": ("timeout", True),
+        "recv": "timeout",
+        "after": b"late",
+        "closed": "closed",
+        "active_recv": "einval",
+    }
+
+
+def test_bad_options_name_the_option():
+    def main():
+        errs = []
+        for kwargs in (
+            {"packet": 3},
+            {"packet": "lines"},
+            {"packet": 4.0},
+            {"active": "twice"},
+            {"active": 40000},
+            {"active": 1.5},
+            {"backlog": 0},
+            {"packet_size": -1},
+            {"nodelay": 1},
+        ):
+            try:
+                tcp.listen(0, **kwargs)
+                errs.append(None)
+            except (TypeError, ValueError) as e:
+                errs.append((type(e).__name__, str(e).split(" ")[0]))
+        try:
+            tcp.send("not a socket", b"x")
+        except TypeError as e:
+            errs.append(("TypeError", "socket" in str(e)))
+        ls = tcp.listen(0)
+        try:
+            tcp.setopts(ls, active="sometimes")
+        except ValueError as e:
+            errs.append(("ValueError", str(e).split(" ")[0]))
+        c = tcp.connect("127.0.0.1", tcp.sockname(ls)[1])
+        try:
+            tcp.send(c, "text")
+        except TypeError as e:
+            errs.append(("TypeError", "str" in str(e)))
+        return errs
+
+    assert run(main) == [
+        ("ValueError", "packet"),
+        ("ValueError", "packet"),
+        ("TypeError", "packet"),
+        ("ValueError", "active"),
+        ("ValueError", "active"),
+        ("TypeError", "active"),
+        ("ValueError", "backlog"),
+        ("ValueError", "packet_size"),
+        ("TypeError", "nodelay"),
+        ("TypeError", True),
+        ("ValueError", "active"),
+        ("TypeError", True),
+    ]
+
+
+def test_outside_a_process_is_a_clear_error():
+    beamvm.start(schedulers=1)
+    try:
+        with pytest.raises(RuntimeError, match="inside a beamvm process"):
+            tcp.listen(0)
+    finally:
+        beamvm.stop()
+
+
+# --------------------------------------------------------------------------- scale
+
+
+def test_a_thousand_concurrent_echo_clients():
+    raise_fd_limit(4096)
+    n = 1000
+
+    def client(parent, port, i):
+        c = tcp.connect("127.0.0.1", port, timeout=60, packet=4)
+        ok = True
+        for k in range(5):
+            msg = b"client %d message %d" % (i, k)
+            tcp.send(c, msg)
+            if tcp.recv(c, timeout=60) != msg:
+                ok = False
+        tcp.close(c)
+        send(parent, ("done", i, ok))
+
+    def main():
+        ls, port = echo_server(packet=4, backlog=2048)
+        me = self_pid()
+        for i in range(n):
+            spawn(client, me, port, i)
+        results = {}
+        for _ in range(n):
+            _, i, ok = receive(("done", ANY, ANY), timeout=120)
+            results[i] = ok
+        return results
+
+    results = run(main)
+    assert len(results) == n and all(results.values())
+
+
+_IDLE_CLIENT = r"""
+import socket, sys
+n = int(sys.argv[1])
+port = int(sys.stdin.readline())
+socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+print("connected", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _rss() -> int:
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_ten_thousand_idle_connections_hold_bounded_memory(capsys):
+    n = 10_000
+    raise_fd_limit(n + 500)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def holder(sock):
+        # A connection's process, idle: waits for the peer to go.
+        tcp.setopts(sock, active="once")
+        receive()
+
+    # The client is another OS process (its own descriptors), started before the VM.
+    client = subprocess.Popen(
+        [sys.executable, "-c", _IDLE_CLIENT, str(n)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n + 100, hard)),
+    )
+
+    def main():
+        ls = tcp.listen(0, backlog=4096)
+        port = tcp.sockname(ls)[1]
+        spawn(acceptor, ls, holder)
+        sleep(0.2)
+        before = _rss()
+        client.stdin.write(f"{port}\n")
+        client.stdin.flush()
+        line = beamvm.dirty_io(client.stdout.readline)
+        assert line.strip() == "connected"
+        deadline = time.monotonic() + 120
+        while tcp.socket_count() < n + 1 and time.monotonic() < deadline:
+            sleep(0.1)
+        held = tcp.socket_count() - 1
+        sleep(0.5)
+        after = _rss()
+        client.stdin.write("\n")
+        client.stdin.flush()
+        beamvm.dirty_io(client.wait, 60)
+        deadline = time.monotonic() + 120
+        while tcp.socket_count() > 1 and time.monotonic() < deadline:
+            sleep(0.1)
+        return held, after - before, tcp.socket_count()
+
+    try:
+        held, grew, left = run(main)
+    finally:
+        client.kill()
+        client.wait()
+    per_conn = grew / held
+    with capsys.disabled():
+        print(f"\n10,000 idle connections: {per_conn:.0f} bytes each (socket + its process)")
+    assert held == n
+    # A socket entry is < 256 bytes and a parked Python process a few KiB: anything
+    # near a read buffer per connection (64 KiB) would fail this.
+    assert per_conn < 24 * 1024
+    assert left == 1, "closed connections were released (only the listener is left)"
