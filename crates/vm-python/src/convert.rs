@@ -676,7 +676,7 @@ fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Bu
                 children: Children::Tuple(v.tuple_iter().ok_or_else(missing)?),
                 got: 0,
                 want: Some(v.tuple_len().ok_or_else(missing)?),
-            }))
+            }));
         }
         Kind::List => {
             return Ok(Err(Building {

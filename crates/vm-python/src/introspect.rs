@@ -299,12 +299,20 @@ pub(crate) fn process_info(
     let v = handle()?;
     let own = Some(pid) == me;
     let info = if own {
-        let caller = py
-            .import("sys")?
-            .call_method1("_getframe", (0,))?
-            .getattr("f_code")?
-            .getattr("co_qualname")?
-            .extract::<String>()?;
+        // The innermost frame that is not beamvm's own `process_info` wrapper.
+        let mut frame = py.import("sys")?.call_method1("_getframe", (0,))?;
+        let caller = loop {
+            let code = frame.getattr("f_code")?;
+            let name = code.getattr("co_qualname")?.extract::<String>()?;
+            let file = code.getattr("co_filename")?.extract::<String>()?;
+            let sep = std::path::MAIN_SEPARATOR;
+            let wrapper = file.contains(&format!("{sep}beamvm{sep}"));
+            let back = frame.getattr("f_back")?;
+            if !wrapper || back.is_none() {
+                break name;
+            }
+            frame = back;
+        };
         with_cx(|cx| cx.process_info(caller)).ok_or_else(|| outside("process_info"))?
     } else {
         match py.allow_threads(|| v.process_info(pid)) {

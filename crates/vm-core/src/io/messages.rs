@@ -42,8 +42,6 @@ pub struct Atoms {
     pub socket: Atom,
     /// `'$tcp'`, the tag of a completion.
     pub completion: Atom,
-    /// `'$str'`, the Python binding's string tag.
-    pub str_tag: Atom,
     /// `tcp`.
     pub tcp: Atom,
     /// `tcp_closed`.
@@ -72,7 +70,6 @@ pub fn atoms() -> &'static Atoms {
     A.get_or_init(|| Atoms {
         socket: Atom::new("$socket"),
         completion: Atom::new("$tcp"),
-        str_tag: Atom::new("$str"),
         tcp: Atom::new("tcp"),
         tcp_closed: Atom::new("tcp_closed"),
         tcp_error: Atom::new("tcp_error"),
@@ -110,8 +107,8 @@ fn push_tag(b: &mut FragmentBuilder, style: TagStyle, tag: Atom) {
             b.atom(tag);
         }
         TagStyle::Strings => {
-            b.atom(atoms().str_tag).binary(tag.as_str().as_bytes());
-            let _ = b.tuple(2);
+            // Text (a Python str): vm-core's str term.
+            b.str(tag.as_str());
         }
     }
 }
@@ -245,12 +242,8 @@ fn tag_of(v: View<'_>) -> Option<Atom> {
     if let Some(a) = v.as_atom() {
         return Some(a);
     }
-    // The string form: {'$str', <<"tcp">>}.
-    if v.kind() == Kind::Tuple
-        && v.tuple_len() == Some(2)
-        && v.tuple_get(0)?.as_atom()? == atoms().str_tag
-    {
-        let s = std::str::from_utf8(v.tuple_get(1)?.as_bytes()?).ok()?;
+    // The string form: text "tcp" (a Python str).
+    if let Some(s) = v.as_str() {
         return Atom::try_new(s).ok();
     }
     None
