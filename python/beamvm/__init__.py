@@ -87,7 +87,6 @@ from beamvm._native import (
     spawn_link,
     spawn_monitor,
     spawn_opt,
-    start,
     statistics,
     stop,
     system_info,
@@ -97,6 +96,7 @@ from beamvm._native import (
     whereis,
 )
 from beamvm._otp import CallError, StartError, SupervisorError  # OTP layer
+from beamvm._wire import Charlist, Fun, ImproperList  # distribution
 from beamvm.observer import proc_window, set_system_monitor, statistics_full, top  # observer
 
 __all__ = [
@@ -105,6 +105,9 @@ __all__ = [
     "NORMAL",
     "SHUTDOWN",
     "Atom",
+    "Charlist",
+    "Fun",
+    "ImproperList",
     "BadArg",
     "Binary",
     "CallError",
@@ -131,6 +134,8 @@ __all__ = [
     "make_ref",
     "memory",
     "monitor",
+    "node",
+    "nodes",
     "process_flag",
     "proc_window",  # observer
     "process_info",
@@ -306,11 +311,58 @@ def run(main: Callable[..., Any], /, *args: Any, **config: Any) -> Any:
     main is killed by an exit signal, :class:`ProcessExit` is raised with the reason.
     Ctrl-C stops the VM and raises ``KeyboardInterrupt``. The OTP layer's reports
     emitted meanwhile have been written when this returns.
+
+    Distribution (:mod:`beamvm.dist`): ``node="py@localhost"`` (or ``BEAMVM_NODE``) makes
+    the VM a node before main runs; ``cookie`` (or ``BEAMVM_COOKIE``; default
+    ``~/.erlang.cookie``), ``longnames``, ``hidden``, ``dist_listen`` (e.g.
+    ``"127.0.0.1"``), ``net_ticktime`` (seconds, default 60), ``decode_binaries``
+    (``"utf8"``: binaries that decode arrive as ``str``).
     """
+    from beamvm import dist
+
+    opts = dist._options(config)
+    if opts is not None:
+        user_main = main
+
+        def main(*a: Any) -> Any:  # noqa: F811 - the node starts before main runs
+            dist._start(opts)
+            return user_main(*a)
+
     try:
         return _native.run(main, args, config)
     finally:
         _otp.flush_reports()
+
+
+def start(**config: Any) -> None:
+    """Start the VM for embedding.
+
+    Settings as for :func:`run`, distribution included: ``node="py@localhost"``,
+    ``cookie``, ``longnames``, ``hidden``, ``dist_listen``, ``net_ticktime``,
+    ``decode_binaries``.
+    """
+    from beamvm import dist
+
+    opts = dist._options(config)
+    _native.start(**config)
+    if opts is not None:
+        try:
+            dist._start(opts)
+        except BaseException:
+            _native.stop()
+            raise
+
+
+def node(pid: Pid | None = None) -> Atom:
+    """Return this node's name, or with ``pid`` the node that process lives on."""
+    if pid is not None:
+        return pid.node
+    return _native.node()
+
+
+def nodes() -> list[Atom]:
+    """Return the nodes this node is connected to."""
+    return _native.nodes()
 
 
 def _report_crash(pid: Pid, exc: BaseException) -> None:

@@ -25,6 +25,8 @@ __all__ = [
     "_after_fork",
     "_alias_count",
     "_allocator_stats",
+    "_dist_start",
+    "_dist_stop",
     "_gen_call",
     "_gen_cast",
     "_observer_get",
@@ -62,8 +64,12 @@ __all__ = [
 
     "_timeslice_setup",
     "alias",
+    "binary_to_term",
     "cancel_timer",
     "demonitor",
+    "dist_expose",
+    "dist_monitor_node",
+    "dist_ping",
     "exit",
     "in_process_",
     "is_alive",
@@ -72,6 +78,8 @@ __all__ = [
     "make_ref",
     "memory",
     "monitor",
+    "node",
+    "nodes",
     "proc_window",
     "process_flag",
     "process_info",
@@ -95,6 +103,7 @@ __all__ = [
     "statistics_full",
     "stop",
     "system_info",
+    "term_to_binary",
     "top",
     "unalias",
     "unlink",
@@ -129,7 +138,7 @@ class Pid:
 
     @property
     def node(self) -> Atom:
-        """The node of the process (``nonode@nohost`` until distribution exists)."""
+        """The node of the process (``nonode@nohost`` for a VM that is not a node)."""
 
     @property
     def id(self) -> int:
@@ -333,6 +342,22 @@ def _process_generator(pid: Pid) -> Any: ...
 def _set_message_hook(hook: Callable[[str, Any, Any], Any] | None) -> None: ...
 def _set_thread_hooks(trace: Any, profile: Any) -> None: ...
 def in_process_() -> bool: ...
+def _dist_start(
+    name: str,
+    cookie: str | None = None,
+    hidden: bool = False,
+    listen: str | None = None,
+    net_ticktime: float | None = None,
+    decode_binaries: str | None = None,
+) -> Atom: ...
+def _dist_stop() -> None: ...
+def node() -> Atom: ...
+def nodes() -> list[Atom]: ...
+def dist_ping(node: str | Atom, timeout: float = 5.0) -> bool: ...
+def dist_expose(module: str, function: str, f: Any) -> None: ...
+def dist_monitor_node(node: str | Atom, flag: bool) -> bool: ...
+def term_to_binary(value: Any) -> bytes: ...
+def binary_to_term(data: bytes) -> Any: ...
 
 # --- introspection (crates/vm-python/src/introspect.rs; wrapped by beamvm.observer) ---
 def top(n: int = 10, by: str = "message_queue_len") -> list[tuple[Pid, int]]: ...

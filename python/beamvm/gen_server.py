@@ -114,6 +114,7 @@ from beamvm._otp import (
 )
 
 from beamvm import ANY, receive  # isort: skip -- the package's receive (compiled fast path)
+from beamvm._wire import ImproperList  # isort: skip
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -141,6 +142,7 @@ log = logging.getLogger("beamvm")
 DEFAULT_TIMEOUT = 5.0
 
 GEN_CALL = Atom("$gen_call")
+_ALIAS = Atom("alias")
 GEN_CAST = Atom("$gen_cast")
 SYSTEM = Atom("system")
 TERMINATE = Atom("terminate")
@@ -262,10 +264,19 @@ def reply(from_: Any, value: Any) -> None:
 
     Works from any process, once; a reply to a caller that gave up is dropped.
     """
-    if type(from_) is not tuple or len(from_) != 2 or type(from_[1]) is not Ref:
+    if type(from_) is not tuple or len(from_) != 2:
         raise TypeError(f"reply's from_ must be the from_ handle_call received, not {from_!r}")
     tag = from_[1]
-    send(tag, (tag, value))
+    if type(tag) is Ref:
+        send(tag, (tag, value))
+    elif isinstance(tag, ImproperList) and tag.elems == [_ALIAS] and type(tag.tail) is Ref:
+        # An Erlang caller (OTP 24+): From = {Pid, [alias | Ref]}, answered through the
+        # alias, so a reply after the caller gave up is dropped.
+        send(tag.tail, (tag, value))
+    elif type(from_[0]) is Pid:
+        send(from_[0], (tag, value))  # an older caller's {Pid, Ref} with any tag
+    else:
+        raise TypeError(f"reply's from_ must be the from_ handle_call received, not {from_!r}")
 
 
 def send_request(server: Any, request: Any) -> RequestId:
@@ -563,7 +574,10 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                             continue
                         out = out.reply
                     a = from_[1]
-                    send(a, (a, out))
+                    if type(a) is Ref:
+                        send(a, (a, out))
+                    else:  # a caller on another node (reply() knows its tag forms)
+                        reply(from_, out)
                     continue
                 if tag == GEN_CAST and len(msg) == 2:
                     out = handle_cast(inst, msg[1])

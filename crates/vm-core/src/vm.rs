@@ -311,6 +311,50 @@ impl VmRef {
         self.0.router.send(pid, sig).delivered
     }
 
+    /// Delivers an exit signal from a process of another node (the distribution
+    /// layer, which keeps the links that cross nodes, calls this): as [`VmRef::exit`],
+    /// but a trapping target sees `{'EXIT', From, Reason}` with `from` (the remote
+    /// pid's term), and with `linked` the reason `kill` is an ordinary reason, as for
+    /// a link. `false` if `pid` is not alive.
+    pub fn exit_from_remote(
+        &self,
+        pid: Pid,
+        from: Fragment,
+        reason: Fragment,
+        linked: bool,
+    ) -> bool {
+        let sig = Signal::RemoteExit {
+            from,
+            reason,
+            linked,
+        };
+        self.0.router.send(pid, sig).delivered
+    }
+
+    /// Makes `watcher` monitor `target` now, from outside both, exactly as if `watcher`
+    /// had called `Cx::monitor(target)`: no exit of `target` after this call is missed
+    /// (the distribution layer watches a process from the moment a remote node links to
+    /// it, before the watcher has run). A `target` that is not alive gives `watcher` the
+    /// DOWN with `noproc`. `None` if `watcher` is not alive.
+    pub fn monitor_for(&self, watcher: Pid, target: Pid) -> Option<Ref> {
+        let w = self.0.router.table.get(watcher)?;
+        let mref = Ref::new();
+        w.rel(|r| r.monitoring.insert(mref.0, target));
+        let sig = Signal::Monitor {
+            from: watcher,
+            mref,
+        };
+        if !self.0.router.send(target, sig).delivered {
+            let down = Signal::Down {
+                mref,
+                pid: target,
+                reason: Fragment::immediate(crate::term::Word::atom(Atom::NOPROC)),
+            };
+            self.0.router.send(watcher, down);
+        }
+        Some(mref)
+    }
+
     /// Registers `pid` as `name`.
     pub fn register(&self, name: Atom, pid: Pid) -> Result<()> {
         self.0.register(name, pid)

@@ -718,3 +718,61 @@ fn exit_message_arriving_mid_slice_is_received_at_once() {
     .unwrap();
     assert_eq!(recv_timeout(&rx, 5), exit_msg(child, atom("boom")));
 }
+
+/// An external pid term, as the distribution layer shows another node's process.
+fn remote_pid() -> Term {
+    Term::ExternalPid(vm_core::term::ExternalPid::new(
+        vm_core::Atom::new("erl@host"),
+        Pid::new(77, 0),
+        9,
+    ))
+}
+
+#[test]
+fn an_exit_from_a_remote_process_names_it_when_trapped_and_kills_otherwise() {
+    let vm = vm(2);
+    let h = vm.handle();
+    let (tx, rx) = mpsc::channel();
+    let trapping = vm.spawn(watcher(tx, true, |_| {})).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(h.exit_from_remote(trapping, term(remote_pid()), term(atom("boom")), true));
+    assert_eq!(
+        recv_timeout(&rx, 5),
+        tuple(vec![atom("EXIT"), remote_pid(), atom("boom")])
+    );
+    // Not trapping: normal is ignored, any other reason kills; kill by exit/2 is killed.
+    let plain = h.spawn(idle()).unwrap();
+    assert!(h.exit_from_remote(plain, term(remote_pid()), term(atom("normal")), true));
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(h.is_alive(plain));
+    assert!(h.exit_from_remote(plain, term(remote_pid()), term(atom("kill")), false));
+    assert!(eventually(5, || !h.is_alive(plain)));
+    assert!(!h.exit_from_remote(plain, term(remote_pid()), term(atom("x")), false));
+}
+
+#[test]
+fn monitor_for_watches_from_the_call_on_even_before_the_watcher_runs() {
+    let vm = vm(2);
+    let h = vm.handle();
+    let target = die_on_message(&h, atom("its_reason"));
+    let (tx, rx) = mpsc::channel();
+    let w = h.spawn(forwarder(tx)).unwrap();
+    let mref = h.monitor_for(w, target).expect("watcher alive");
+    h.send(target, int(0));
+    let down = recv_timeout(&rx, 5);
+    assert_eq!(
+        down,
+        tuple(vec![
+            atom("DOWN"),
+            Term::Ref(mref),
+            atom("process"),
+            Term::Pid(target),
+            atom("its_reason")
+        ])
+    );
+    // A dead target: noproc at once.
+    let mref = h.monitor_for(w, target).expect("watcher alive");
+    let down = recv_timeout(&rx, 5);
+    assert_eq!(down.as_tuple().map(|t| t[1].clone()), Some(Term::Ref(mref)));
+    assert_eq!(down.as_tuple().map(|t| t[4].clone()), Some(atom("noproc")));
+}

@@ -207,9 +207,17 @@ pub(crate) fn send<'py>(
     crate::msgtrace::sent(dest.py(), dest, msg);
     let mut frag = Some(to_fragment(msg)?);
     if let Ok(p) = dest.downcast_exact::<PyPid>() {
-        let PidTarget::Local(pid) = p.get().target() else {
-            // Another VM's process: as to a dead one, the message is dropped.
-            return Ok(msg.clone());
+        let pid = match p.get().target() {
+            PidTarget::Local(pid) => pid,
+            PidTarget::Foreign(e) => {
+                // Another node's process goes over the wire; a stopped VM's is dead
+                // here: the message is dropped.
+                if let Some(g) = crate::dist::current().filter(|g| g.is_remote(e.node)) {
+                    let me = with_cx(|cx| cx.self_pid());
+                    g.send(me, &e, frag.as_ref().expect("fragment"))?;
+                }
+                return Ok(msg.clone());
+            }
         };
         // The fragment moves into the closure only when a process is running here.
         if with_cx(|cx| cx.send(pid, frag.take().expect("fragment"))).is_none() {
@@ -218,13 +226,46 @@ pub(crate) fn send<'py>(
         return Ok(msg.clone());
     }
     if let Ok(r) = dest.downcast_exact::<PyRef>() {
-        if let crate::types::RefId::Local(r) = r.get().0 {
-            crate::alias::send_to_alias(r, frag.take().expect("fragment"))?;
-        } // another VM's reference routes nowhere here: dropped, as to a dead alias
+        match r.get().0 {
+            crate::types::RefId::Local(r) => {
+                crate::alias::send_to_alias(r, frag.take().expect("fragment"))?;
+            }
+            // Another node's alias goes over the wire (ALIAS_SEND); a stopped VM's
+            // routes nowhere: dropped, as to a dead alias.
+            crate::types::RefId::External(e) => {
+                if let Some(g) = crate::dist::current().filter(|g| g.is_remote(e.node())) {
+                    let me = with_cx(|cx| cx.self_pid());
+                    g.alias_send(me, &e, frag.as_ref().expect("fragment"))?;
+                }
+            }
+        }
 
         return Ok(msg.clone());
     }
-    if dest.downcast_exact::<PyTuple>().is_ok() {
+    if let Ok(t) = dest.downcast_exact::<PyTuple>() {
+        if t.len() == 2 {
+            // (name, node): a registered name on a node (this one or another).
+            let name = atom_of(&t.get_item(0)?, "the name in a (name, node) destination")?;
+            let node = atom_of(&t.get_item(1)?, "the node in a (name, node) destination")?;
+            if node != crate::lifecycle::local_node() {
+                let g = crate::dist::current().ok_or_else(|| {
+                    PyTypeError::new_err(format!(
+                        "cannot send to ({name}, {node}): this VM is not a distributed node \
+                         (start it with beamvm.run(main, node='name@host'))"
+                    ))
+                })?;
+                let me = with_cx(|cx| cx.self_pid());
+                g.reg_send(me, name, node, frag.as_ref().expect("fragment"))?;
+                return Ok(msg.clone());
+            }
+            match with_cx(|cx| cx.send_named(name, frag.take().expect("fragment"))) {
+                Some(r) => r.map_err(vm_err)?,
+                None => vm()?
+                    .send_named(name, frag.take().expect("fragment"))
+                    .map_err(vm_err)?,
+            }
+            return Ok(msg.clone());
+        }
         // ('via', module, key): the via module sends (beamvm._otp.send_via).
         let py = dest.py();
         py.import("beamvm._otp")?
@@ -267,6 +308,15 @@ pub(crate) fn self_pid() -> PyResult<PyPid> {
 pub(crate) fn link(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
     let r = match pid_of(pid, "link's argument")? {
         PidTarget::Local(pid) => with_cx(|cx| cx.link(pid)),
+        PidTarget::Foreign(e) if crate::dist::current().is_some_and(|g| g.is_remote(e.node)) => {
+            let me = with_cx(|cx| cx.self_pid());
+            me.map(|me| {
+                if let Some(g) = crate::dist::current() {
+                    g.link(me, &e);
+                }
+                Ok(())
+            })
+        }
         // Another VM's process is dead here: as erlang:link/1 to a dead pid.
         PidTarget::Foreign(e) => with_cx(|cx| {
             if !trapping(cx) {
@@ -304,12 +354,18 @@ fn trapping(cx: &mut vm_core::Cx<'_>) -> bool {
 #[pyfunction]
 pub(crate) fn unlink(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
     let target = pid_of(pid, "unlink's argument")?;
-    with_cx(|cx| {
+    let me = with_cx(|cx| {
         if let PidTarget::Local(pid) = target {
             cx.unlink(pid);
         }
+        cx.self_pid()
     })
     .ok_or_else(|| outside("unlink"))?;
+    if let PidTarget::Foreign(e) = target {
+        if let Some(g) = crate::dist::current().filter(|g| g.is_remote(e.node)) {
+            g.unlink(me, &e);
+        }
+    }
     Ok(true)
 }
 
@@ -328,6 +384,12 @@ pub(crate) fn monitor(
     alias: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyRef> {
     let mode = crate::alias::parse_monitor_alias(alias)?;
+    if let Some(remote) = crate::dist::monitor_target(target)? {
+        let me = with_cx(|cx| cx.self_pid()).ok_or_else(|| outside("monitor"))?;
+        if let Some(g) = crate::dist::current() {
+            return Ok(PyRef::local(g.monitor(me, remote)));
+        }
+    }
     let pid = if target.downcast::<PyPid>().is_ok() {
         pid_of(target, "monitor's argument")?
     } else {
@@ -394,7 +456,16 @@ pub(crate) fn monitor(
 #[pyo3(signature = (ref_, flush=false))]
 pub(crate) fn demonitor(ref_: &Bound<'_, PyAny>, flush: bool) -> PyResult<bool> {
     let r = ref_of(ref_, "demonitor's argument")?;
-    with_cx(|cx| r.is_some_and(|r| cx.demonitor(r, flush))).ok_or_else(|| outside("demonitor"))
+    let (local, me) = with_cx(|cx| (r.is_some_and(|r| cx.demonitor(r, flush)), cx.self_pid()))
+        .ok_or_else(|| outside("demonitor"))?;
+    if local {
+        return Ok(true);
+    }
+    // A monitor of another node's process lives in the distribution layer.
+    Ok(match (r, crate::dist::current()) {
+        (Some(r), Some(g)) => g.demonitor(me, r),
+        _ => false,
+    })
 }
 
 /// An exit reason; the str spellings of the three atoms Erlang gives a meaning
@@ -439,9 +510,17 @@ pub(crate) fn exit(args: &Bound<'_, PyTuple>) -> PyResult<bool> {
             let target = pid_of(&args.get_item(0)?, "exit's first argument")?;
             let reason_obj = args.get_item(1)?;
             let reason = exit_reason_of(&reason_obj)?;
-            let PidTarget::Local(pid) = target else {
-                // Another VM's process is dead here: the signal goes nowhere.
-                return Ok(true);
+            let pid = match target {
+                PidTarget::Local(pid) => pid,
+                PidTarget::Foreign(e) => {
+                    // Another node's process: EXIT2 over the wire; a stopped VM's is
+                    // dead here: the signal goes nowhere.
+                    if let Some(g) = crate::dist::current().filter(|g| g.is_remote(e.node)) {
+                        let me = with_cx(|cx| cx.self_pid());
+                        g.exit(me, &e, &reason)?;
+                    }
+                    return Ok(true);
+                }
             };
             let is_kill = reason.view().as_atom() == Some(Atom::KILL);
             match with_cx(|cx| {

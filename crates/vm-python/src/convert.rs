@@ -323,10 +323,59 @@ fn scalar_or_open<'py>(
         } else {
             b.binary(&v);
         }
+    } else if let Ok(m) = obj.getattr(pyo3::intern!(obj.py(), "__beamvm_term__")) {
+        // beamvm.Charlist, ImproperList, Fun, Port, BitString (python/beamvm/_wire.py):
+        // their tagged-tuple form.
+        let t = m.call0()?;
+        if t.downcast_exact::<PyTuple>().is_err() {
+            return Err(no_term_form(obj));
+        }
+        push(b, &t)?;
     } else {
         return Err(no_term_form(obj));
     }
     Ok(None)
+}
+
+/// `beamvm._wire._from_term`, which makes the Python value of a tagged tuple.
+fn wire_from_term(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static F: GILOnceCell<PyObject> = GILOnceCell::new();
+    F.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("beamvm._wire")?.getattr("_from_term")?.unbind())
+    })
+    .map(|f| f.bind(py))
+}
+
+/// The Python value of a wire-only tagged tuple (`{'$charlist', L}`, ...: dist.rs), or
+/// `None` for any other term.
+fn wire_to_py(py: Python<'_>, v: View<'_>) -> PyResult<Option<PyObject>> {
+    let n = v.tuple_len().unwrap_or(0);
+    if n != 2 && n != 3 {
+        return Ok(None);
+    }
+    let Some(tag) = v.tuple_get(0).and_then(|t| t.as_atom()) else {
+        return Ok(None);
+    };
+    if !is_wire_tag(tag) {
+        return Ok(None);
+    }
+    let a = v.tuple_get(1).map(|x| to_py(py, x)).transpose()?;
+    let c = v.tuple_get(2).map(|x| to_py(py, x)).transpose()?;
+    let f = wire_from_term(py)?;
+    Ok(Some(
+        f.call1((
+            PyAtom(tag),
+            a.unwrap_or_else(|| py.None()),
+            c.unwrap_or_else(|| py.None()),
+        ))?
+        .unbind(),
+    ))
+}
+
+/// Whether `a` tags a wire-only value (dist.rs).
+fn is_wire_tag(a: Atom) -> bool {
+    let t = crate::dist::tags();
+    a == t.charlist || a == t.improper || a == t.fun || a == t.port || a == t.bits
 }
 
 /// A `bytes` (or subclass) value: copied inline up to 64 bytes; above, shared without a
@@ -619,6 +668,9 @@ fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Bu
             if let Some(id) = vm_core::io::messages::socket_of(v) {
                 return Ok(Ok(PySocket(id.0).into_py(py)));
             }
+            if let Some(w) = wire_to_py(py, v)? {
+                return Ok(Ok(w));
+            }
             return Ok(Err(Building {
                 kind,
                 children: Children::Tuple(v.tuple_iter().ok_or_else(missing)?),
@@ -654,9 +706,12 @@ fn to_py_rec(py: Python<'_>, v: View<'_>, depth: usize) -> PyResult<PyObject> {
     // Tuples, the common message shape, first, without building a `Building`.
     if depth < RECURSION_DEPTH {
         if let Some(it) = v.tuple_iter() {
-            if it.len() == 2 {
+            if it.len() == 2 || it.len() == 3 {
                 if let Some(id) = vm_core::io::messages::socket_of(v) {
                     return Ok(PySocket(id.0).into_py(py));
+                }
+                if let Some(w) = wire_to_py(py, v)? {
+                    return Ok(w);
                 }
             }
             return tuple_to_py(py, it, depth);

@@ -40,6 +40,8 @@ const DEFAULT_TIMEOUT: f64 = 5.0;
 /// What a call op needs to finish the call.
 pub(crate) struct CallMode {
     mref: Ref,
+    /// The server is on another node: its monitor lives in the distribution layer.
+    remote: bool,
     server: PyObject,
     request: PyObject,
     timeout: PyObject,
@@ -121,6 +123,20 @@ impl CallMode {
         }
     }
 
+    /// Removes the monitor (and a DOWN of it already queued).
+    fn demonitor(&self) {
+        let mref = self.mref;
+        if !self.remote {
+            with_cx(|cx| cx.demonitor(mref, true));
+            return;
+        }
+        let me = with_cx(|cx| cx.self_pid());
+        if let (Some(me), Some(g)) = (me, crate::dist::current()) {
+            g.demonitor(me, mref);
+        }
+        with_cx(|cx| cx.recv_keyed(Key::of_ref(mref), |m| m.tuple_len() == Some(5)));
+    }
+
     /// The outcome of the call, given what the receive finished with (see the module
     /// docs): the reply, or the `CallError` to raise.
     pub(crate) fn outcome(&self, py: Python<'_>, v: PyObject) -> PyResult<PyObject> {
@@ -128,11 +144,9 @@ impl CallMode {
         if v.is(&rt(py).missing) {
             // Timed out: after the demonitor no reply reaches the mailbox; one that is
             // already there is still ours.
-            let late = with_cx(|cx| {
-                cx.demonitor(mref, true);
-                cx.recv_keyed(Key::of_ref(mref), |m| m.tuple_len() == Some(2))
-            })
-            .flatten();
+            self.demonitor();
+            let late = with_cx(|cx| cx.recv_keyed(Key::of_ref(mref), |m| m.tuple_len() == Some(2)))
+                .flatten();
             if let Some(m) = late {
                 return self.reply_of(py, &m);
             }
@@ -140,7 +154,7 @@ impl CallMode {
         }
         let t = v.bind(py);
         if t.len()? == 2 {
-            with_cx(|cx| cx.demonitor(mref, true));
+            self.demonitor();
             return Ok(t.get_item(1)?.unbind());
         }
         Err(self.error(py, t.get_item(4)?.unbind()))
@@ -151,7 +165,7 @@ impl CallMode {
     pub(crate) fn reply_of(&self, py: Python<'_>, m: &Fragment) -> PyResult<PyObject> {
         let v = m.view();
         if v.tuple_len() == Some(2) {
-            with_cx(|cx| cx.demonitor(self.mref, true));
+            self.demonitor();
             return v
                 .tuple_get(1)
                 .map_or_else(|| Ok(py.None()), |r| to_py(py, r));
@@ -238,28 +252,56 @@ pub(crate) fn _gen_call(
     };
     let mut call = CallMode {
         mref: Ref(0),
+        remote: false,
         server: server.clone().unbind(),
         request: request.clone().unbind(),
         timeout: timeout_term,
     };
-    let Some(pid) = resolve(py, server)? else {
-        return Err(call.error(py, PyAtom(Atom::NOPROC).into_py(py)));
-    };
     let req = to_fragment(request)?;
-    let sent = with_cx(|cx| {
-        let me = cx.self_pid();
-        if me == pid {
-            return None;
+    let sent = match crate::dist::monitor_target(server)? {
+        // A server on another node: a remote monitor (whose DOWN uses a local ref) and
+        // the request over the wire; the reply comes to our pid as `{Ref, Reply}`.
+        Some(target) => {
+            call.remote = true;
+            let g = crate::dist::current()
+                .ok_or_else(|| PyRuntimeError::new_err("this VM is not a node"))?;
+            let Some((me, mref)) = with_cx(|cx| {
+                let me = cx.self_pid();
+                (me, g.monitor(me, target))
+            }) else {
+                return Err(call.error(py, PyAtom(a.calling_self).into_py(py)));
+            };
+            let msg = PyTuple::new(
+                py,
+                [
+                    PyAtom(a.gen_call).into_py(py),
+                    (PyPid::local(me), crate::types::PyRef::local(mref)).into_py(py),
+                    request.clone().unbind(),
+                ],
+            )?;
+            crate::api::send(server, msg.as_any())?;
+            Some(Some(mref))
         }
-        let mref = cx.monitor_alias(pid, AliasMode::Demonitor);
-        let mut b = FragmentBuilder::new();
-        b.atom(a.gen_call).pid(me).reference(mref);
-        let built = b.tuple(2).and_then(|b| b.view(req.view()).tuple(3)).is_ok();
-        if let Some(frag) = built.then(|| b.finish().ok()).flatten() {
-            cx.send(pid, frag);
+        None => {
+            let Some(pid) = resolve(py, server)? else {
+                return Err(call.error(py, PyAtom(Atom::NOPROC).into_py(py)));
+            };
+            with_cx(|cx| {
+                let me = cx.self_pid();
+                if me == pid {
+                    return None;
+                }
+                let mref = cx.monitor_alias(pid, AliasMode::Demonitor);
+                let mut b = FragmentBuilder::new();
+                b.atom(a.gen_call).pid(me).reference(mref);
+                let built = b.tuple(2).and_then(|b| b.view(req.view()).tuple(3)).is_ok();
+                if let Some(frag) = built.then(|| b.finish().ok()).flatten() {
+                    cx.send(pid, frag);
+                }
+                Some(mref)
+            })
         }
-        Some(mref)
-    });
+    };
     let mref = match sent {
         Some(Some(r)) => r,
         _ => return Err(call.error(py, PyAtom(a.calling_self).into_py(py))),

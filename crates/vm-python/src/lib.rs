@@ -43,6 +43,7 @@ mod api;
 mod args;
 mod compiled;
 pub mod convert;
+mod dist;
 mod driver;
 mod errors;
 mod finalize;
@@ -77,6 +78,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // lazily would fail inside a scheduler thread, issue 9 s.3), and a `str` is text,
     // not an atom-tagged tuple.
     gen_call::init_atoms()?;
+    // The tags of wire-only values (dist.rs), made now: a full atom table later
+    // cannot make receiving a charlist or a fun panic.
+    dist::tags();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Types and exceptions.
     m.add_class::<PyAtom>()?;
@@ -136,6 +140,15 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::read_timer, m)?)?;
     m.add_function(wrap_pyfunction!(api::is_alive, m)?)?;
     m.add_function(wrap_pyfunction!(api::roundtrip, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::_dist_start, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::_dist_stop, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::node, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::nodes, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::dist_ping, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::dist_expose, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::dist_monitor_node, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::term_to_binary, m)?)?;
+    m.add_function(wrap_pyfunction!(dist::binary_to_term, m)?)?;
     m.add_function(wrap_pyfunction!(api::in_process_, m)?)?;
     // Introspection.
     introspect::register(m)?;

@@ -47,6 +47,20 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 /// after a stop, so that pids read back from the VM that just stopped (its main's exit
 /// reason) still show as local pids.
 static CREATION: AtomicU32 = AtomicU32::new(0);
+/// The index of this node's name atom: `nonode@nohost` until distribution starts
+/// (dist.rs), which sets it before any process runs; local pids show it as their node.
+static LOCAL_NODE: AtomicU32 = AtomicU32::new(vm_core::Atom::NONODE.index());
+
+/// This node's name (`nonode@nohost` when not distributed).
+pub(crate) fn local_node() -> vm_core::Atom {
+    vm_core::Atom::from_index(LOCAL_NODE.load(Ordering::Acquire)).unwrap_or(vm_core::Atom::NONODE)
+}
+
+/// Sets this node's name (dist.rs, at start and stop of distribution).
+pub(crate) fn set_local_node(a: vm_core::Atom) {
+    LOCAL_NODE.store(a.index(), Ordering::Release);
+}
+
 /// Set in the child of an `os.fork()` made while a VM ran: the parent's VM does not
 /// exist here (its threads were not copied), which errors say. Cleared by a start.
 static FORKED_AWAY: AtomicBool = AtomicBool::new(false);
@@ -204,6 +218,8 @@ fn stop_vm(py: Python<'_>) -> PyResult<bool> {
             "beamvm cannot be stopped from inside a beamvm process (return from main instead)",
         ));
     }
+    // Distribution first: no connection delivers into a VM that is going away.
+    crate::dist::_dist_stop(py);
     let v = {
         let mut g = lock_state();
         match std::mem::replace(&mut *g, State::Stopped) {

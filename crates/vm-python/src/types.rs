@@ -99,7 +99,7 @@ impl PyPid {
     /// A pid of the current VM.
     pub(crate) fn local(pid: Pid) -> PyPid {
         PyPid {
-            node: Atom::NONODE,
+            node: crate::lifecycle::local_node(),
             pid,
             creation: crate::lifecycle::creation(),
         }
@@ -116,7 +116,7 @@ impl PyPid {
 
     /// What this pid names in the running VM.
     pub(crate) fn target(&self) -> PidTarget {
-        if self.node == Atom::NONODE
+        if self.node == crate::lifecycle::local_node()
             && self.creation == crate::lifecycle::creation()
             && self.pid.is_compact()
         {
@@ -140,8 +140,8 @@ impl PyPid {
 
 #[pymethods]
 impl PyPid {
-    /// The node the process lives (or lived) on: `Atom('nonode@nohost')` until
-    /// distribution exists.
+    /// The node the process lives (or lived) on: `Atom('nonode@nohost')` for a VM
+    /// that is not a distributed node.
     #[getter]
     fn node(&self) -> PyAtom {
         PyAtom(self.node)

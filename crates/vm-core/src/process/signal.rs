@@ -59,6 +59,17 @@ pub(crate) enum Signal {
         /// True when caused by a link (acts only if the link still exists).
         linked: bool,
     },
+    /// An exit signal from a process of another node (distribution, whose layer keeps
+    /// the links that cross nodes and checked this one): applied as [`Signal::Exit`],
+    /// with the sender shown as `from`, that process's term.
+    RemoteExit {
+        /// The sender's term (an external pid).
+        from: Fragment,
+        /// The exit reason.
+        reason: Fragment,
+        /// True when caused by a link.
+        linked: bool,
+    },
     /// `from` monitors us under `mref`.
     Monitor {
         /// The monitoring process.
@@ -137,6 +148,23 @@ pub(crate) fn apply(proc: &Process, p: &mut Private, sig: Signal) {
                     exiting(p, reason);
                 }
             } else {
+                exiting(p, reason);
+            }
+        }
+        Signal::RemoteExit {
+            from,
+            reason,
+            linked,
+        } => {
+            let r = reason.view().as_atom();
+            if r == Some(Atom::KILL) && !linked {
+                exiting(p, Fragment::immediate(Word::atom(Atom::KILLED)));
+            } else if proc.traps_exits() {
+                let msg = around_reason(3, &reason, |b| {
+                    b.atom(Atom::EXIT).view(from.view());
+                });
+                p.mailbox.push(msg);
+            } else if r != Some(Atom::NORMAL) {
                 exiting(p, reason);
             }
         }

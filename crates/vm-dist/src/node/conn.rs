@@ -4,8 +4,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{lock, resolve, Delivery, DistError, Inner, NodeEvent, SETUP_TIMEOUT, SYSTEM_ID};
@@ -21,8 +20,11 @@ use crate::term::{Atom, Pid, Ref, Term};
 
 /// Read buffer size: large enough that a bulk transfer takes few system calls.
 const READ_CHUNK: usize = 256 * 1024;
-/// The writer coalesces queued frames into one write up to this size.
-const COALESCE: usize = 256 * 1024;
+/// A sender writes the pending bytes itself (no thread hand-off: the round trip's
+/// latency) while they are at most this many; past it the writer thread takes them, so
+/// a sender never blocks long in a write of a big batch (a scheduler thread, possibly
+/// holding the GIL in the Python binding).
+const INLINE_LIMIT: usize = 64 * 1024;
 /// Most handshakes in progress at once; connections past it are closed at once, so a
 /// flood of idle connections cannot pile up threads (each gives up after
 /// SETUP_TIMEOUT anyway).
@@ -36,9 +38,25 @@ pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) peer: PeerInfo,
     style: Style,
-    tx: Sender<Vec<u8>>,
+    out: Mutex<Out>,
+    /// Wakes the writer thread when a batch is handed to it.
+    wake: Condvar,
     stream: TcpStream,
     state: Mutex<Connection<LocalAtoms>>,
+}
+
+/// The bytes waiting to be written, and who writes them. Exactly one thread writes at a
+/// time (`flushing`), and it takes the whole buffer each time, so bytes go out in the
+/// order they were appended: per-pair order is the order of sends. Several senders'
+/// frames coalesce into one write when they pile up while one is being written.
+#[derive(Default)]
+struct Out {
+    buf: Vec<u8>,
+    /// A thread (a sender or the writer) is writing; appenders leave the bytes to it.
+    flushing: bool,
+    /// The batch is the writer thread's to write.
+    handed: bool,
+    closed: bool,
 }
 
 impl Conn {
@@ -49,15 +67,58 @@ impl Conn {
             .map_err(|_| DistError::Encode(crate::etf::EncodeError::TooLarge("message")))?;
         frame[..4].copy_from_slice(&len.to_be_bytes());
         lock(&self.state).wrote(Instant::now());
-        self.tx.send(frame).map_err(|_| {
+        self.write(&frame)
+    }
+
+    /// Appends `bytes` to what goes out; writes them at once when nobody else is
+    /// writing and the batch is small (see [`Out`]).
+    fn write(&self, bytes: &[u8]) -> Result<(), DistError> {
+        let closed = || {
             DistError::Io(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "connection closed",
             ))
-        })
+        };
+        let mut o = lock(&self.out);
+        if o.closed {
+            return Err(closed());
+        }
+        o.buf.extend_from_slice(bytes);
+        if o.flushing {
+            return Ok(());
+        }
+        o.flushing = true;
+        loop {
+            if o.buf.len() > INLINE_LIMIT {
+                o.handed = true;
+                drop(o);
+                self.wake.notify_one();
+                return Ok(());
+            }
+            let batch = std::mem::take(&mut o.buf);
+            drop(o);
+            let r = (&self.stream).write_all(&batch);
+            o = lock(&self.out);
+            if r.is_err() {
+                o.closed = true;
+                o.flushing = false;
+                drop(o);
+                self.close();
+                return Err(closed());
+            }
+            if o.buf.is_empty() {
+                let mut b = batch;
+                b.clear();
+                o.buf = b;
+                o.flushing = false;
+                return Ok(());
+            }
+        }
     }
 
     pub(crate) fn close(&self) {
+        lock(&self.out).closed = true;
+        self.wake.notify_one();
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 }
@@ -237,7 +298,6 @@ fn start_conn(
     est: Established,
 ) -> Result<Arc<Conn>, DistError> {
     stream.set_read_timeout(None)?;
-    let (tx, rx) = channel::<Vec<u8>>();
     let now = Instant::now();
     let mut state = Connection::new(
         est.peer.clone(),
@@ -250,7 +310,8 @@ fn start_conn(
         id: inner.next_conn.fetch_add(1, Ordering::Relaxed),
         style: state.style(),
         peer: est.peer.clone(),
-        tx,
+        out: Mutex::new(Out::default()),
+        wake: Condvar::new(),
         stream: stream.try_clone()?,
         state: Mutex::new(state),
     });
@@ -260,11 +321,10 @@ fn start_conn(
             old.close();
         }
     }
-    let writer_stream = stream.try_clone()?;
     let c = conn.clone();
     std::thread::Builder::new()
         .name("dist-writer".into())
-        .spawn(move || writer(writer_stream, rx, c))?;
+        .spawn(move || writer(c))?;
     let (inner2, c) = (inner.clone(), conn.clone());
     std::thread::Builder::new()
         .name("dist-reader".into())
@@ -274,25 +334,31 @@ fn start_conn(
     Ok(conn)
 }
 
-fn writer(mut stream: TcpStream, rx: Receiver<Vec<u8>>, conn: Arc<Conn>) {
-    let mut batch: Vec<u8> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let result = if first.len() >= COALESCE {
-            stream.write_all(&first)
-        } else {
-            batch.clear();
-            batch.extend_from_slice(&first);
-            while batch.len() < COALESCE {
-                match rx.try_recv() {
-                    Ok(more) => batch.extend_from_slice(&more),
-                    Err(_) => break,
-                }
-            }
-            stream.write_all(&batch)
-        };
-        if result.is_err() {
+/// Writes the batches senders hand over (big ones: see [`Out`]) until the connection
+/// closes.
+fn writer(conn: Arc<Conn>) {
+    let mut o = lock(&conn.out);
+    loop {
+        while !o.handed && !o.closed {
+            o = conn.wake.wait(o).unwrap_or_else(|e| e.into_inner());
+        }
+        if o.closed {
+            return;
+        }
+        let batch = std::mem::take(&mut o.buf);
+        drop(o);
+        let r = (&conn.stream).write_all(&batch);
+        o = lock(&conn.out);
+        if r.is_err() {
+            o.closed = true;
+            o.flushing = false;
+            drop(o);
             conn.close();
             return;
+        }
+        if o.buf.is_empty() {
+            o.handed = false;
+            o.flushing = false;
         }
     }
 }
@@ -388,13 +454,15 @@ fn list_elems(t: &Term) -> Option<Vec<Term>> {
     }
 }
 
-fn local_id(inner: &Inner, to: &ProcRef) -> Option<u32> {
-    let t = lock(&inner.tables);
-    match to {
-        ProcRef::Pid(p) if inner.is_local(p) => t.mailboxes.contains_key(&p.id).then_some(p.id),
-        ProcRef::Pid(_) => None,
-        ProcRef::Name(n) => t.names.get(n.as_str()).copied(),
-    }
+/// The local process `to` names, if alive; it is watched from now on (a remote
+/// process has a relation with it).
+fn watched(inner: &Inner, to: &ProcRef) -> Option<Pid> {
+    let p = match to {
+        ProcRef::Pid(p) if inner.is_local(p) => p.clone(),
+        ProcRef::Pid(_) => return None,
+        ProcRef::Name(n) => inner.whereis(n.as_str())?,
+    };
+    inner.watch(&p).then_some(p)
 }
 
 fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
@@ -402,7 +470,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
         Control::Send { to, message } => {
             if inner.is_local(&to) {
                 inner.deliver(
-                    to.id,
+                    &to,
                     Delivery::Message {
                         from: None,
                         message,
@@ -413,7 +481,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
         Control::SendSender { from, to, message } => {
             if inner.is_local(&to) {
                 inner.deliver(
-                    to.id,
+                    &to,
                     Delivery::Message {
                         from: Some(from),
                         message,
@@ -439,12 +507,11 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
             message,
         } => match to_name.as_str() {
             "net_kernel" => net_kernel(inner, conn, message),
-            "rex" if !lock(&inner.tables).names.contains_key("rex") => rex(inner, conn, message),
+            "rex" if inner.whereis("rex").is_none() => rex(inner, conn, message),
             name => {
-                let id = lock(&inner.tables).names.get(name).copied();
-                if let Some(id) = id {
+                if let Some(to) = inner.whereis(name) {
                     inner.deliver(
-                        id,
+                        &to,
                         Delivery::Message {
                             from: Some(from),
                             message,
@@ -454,8 +521,8 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
             }
         },
         Control::Link { from, to } => {
-            if inner.is_local(&to) && lock(&inner.tables).mailboxes.contains_key(&to.id) {
-                lock(&inner.tables).links.insert((to.id, from));
+            if inner.is_local(&to) && inner.watch(&to) {
+                lock(&inner.tables).links.insert((to, from));
             } else {
                 let _ = conn.send(
                     &Control::Exit {
@@ -468,10 +535,12 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
             }
         }
         Control::Unlink { from, to } => {
-            lock(&inner.tables).links.remove(&(to.id, from));
+            lock(&inner.tables).links.remove(&(to, from));
         }
         Control::UnlinkId { id, from, to } => {
-            lock(&inner.tables).links.remove(&(to.id, from.clone()));
+            lock(&inner.tables)
+                .links
+                .remove(&(to.clone(), from.clone()));
             let _ = conn.send(
                 &Control::UnlinkIdAck {
                     id,
@@ -483,10 +552,12 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
         }
         Control::UnlinkIdAck { .. } | Control::GroupLeader { .. } => {}
         Control::Exit { from, to, reason } => {
-            let linked = lock(&inner.tables).links.remove(&(to.id, from.clone()));
+            let linked = lock(&inner.tables)
+                .links
+                .remove(&(to.clone(), from.clone()));
             if linked && inner.is_local(&to) {
                 inner.deliver(
-                    to.id,
+                    &to,
                     Delivery::Exit {
                         from,
                         reason,
@@ -498,7 +569,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
         Control::Exit2 { from, to, reason } => {
             if inner.is_local(&to) {
                 inner.deliver(
-                    to.id,
+                    &to,
                     Delivery::Exit {
                         from,
                         reason,
@@ -516,10 +587,10 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
                 || matches!(&to, ProcRef::Pid(p) if inner.is_local(p) && p.id == SYSTEM_ID);
             if system {
                 // The node's own services never end while the node runs.
-            } else if let Some(id) = local_id(inner, &to) {
+            } else if let Some(p) = watched(inner, &to) {
                 lock(&inner.tables)
                     .monitors_in
-                    .insert(reference.clone(), (id, from));
+                    .insert(reference.clone(), (p, from));
             } else {
                 let _ = conn.send(
                     &Control::MonitorPExit {
@@ -542,9 +613,9 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
             ..
         } => {
             let entry = lock(&inner.tables).monitors_out.remove(&reference);
-            if let Some((id, _, _)) = entry {
+            if let Some((p, _, _)) = entry {
                 inner.deliver(
-                    id,
+                    &p,
                     Delivery::Down {
                         reference,
                         process: from,
@@ -682,7 +753,7 @@ pub(super) fn ticker(inner: Arc<Inner>) {
             match action {
                 TimerAction::None => {}
                 TimerAction::SendTick(_) => {
-                    let _ = c.tx.send(TICK.to_vec());
+                    let _ = c.write(&TICK);
                 }
                 TimerAction::PeerDown => {
                     log::error!(

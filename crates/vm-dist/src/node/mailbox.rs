@@ -137,7 +137,14 @@ impl Mailbox {
     /// Monitors the remote process `to`; a [`Delivery::Down`] with the returned
     /// reference arrives when it ends or its node goes away.
     pub fn monitor(&self, to: &Pid) -> Result<Ref, super::DistError> {
-        self.node.monitor(&self.pid, to)
+        let r = self.node.make_ref();
+        self.node.monitor(
+            &self.pid,
+            to.node.as_str(),
+            ProcRef::Pid(to.clone()),
+            r.clone(),
+        );
+        Ok(r)
     }
 
     /// Sends an exit signal to `to` (`exit(To, Reason)`).

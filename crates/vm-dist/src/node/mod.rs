@@ -4,9 +4,11 @@
 //! [`Node::start`] registers with EPMD (starting the built-in server when nothing
 //! answers on the EPMD port), listens for connections, and from then on accepts
 //! peers and connects to them on first use (auto-connect, as Erlang does). Each
-//! connection has a reader thread (bytes → [`Connection`] → dispatch) and a writer
-//! thread (a queue of whole frames, coalesced into one write when several are
-//! waiting, so per-pair order is the order of sends); one ticker thread runs every
+//! connection has a reader thread (bytes → [`Connection`] → dispatch) and an output
+//! buffer of whole frames that one thread at a time writes, in order (per-pair order is
+//! the order of sends): the sender itself while the batch is small (no thread hand-off
+//! on a round trip), a writer thread for big batches; frames that pile up meanwhile
+//! coalesce into one write. One ticker thread runs every
 //! connection's timer. [`Mailbox`]es give Rust code pids; the node answers
 //! net_kernel's `is_auth` (so `net_adm:ping` gets `pong`), `rex` calls and
 //! `erpc`'s spawn requests for functions exposed with [`Node::expose`].
@@ -47,9 +49,26 @@ use crate::term::{Atom, Pid, Ref, Term};
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// First pid number handed to mailboxes; the ones below are the node's own services.
-const FIRST_MAILBOX_ID: u32 = 16;
+/// High in the 28-bit pid space, so that a [`Host`]'s processes (whose numbers are
+/// process-table slots, allocated from 0 up) never meet them in practice.
+const FIRST_MAILBOX_ID: u32 = 0x0FF0_0010;
 /// Pid number of this node's net_kernel and rex stand-ins.
-const SYSTEM_ID: u32 = 1;
+const SYSTEM_ID: u32 = 0x0FF0_0001;
+
+/// The processes of a VM that embeds the driver (the Python binding's glue): the
+/// driver hands it whatever arrives for a pid of this node that is not a [`Mailbox`]
+/// or a name it does not know, and the host tells the driver when one of its processes
+/// with links or monitors across the wire ends ([`Node::local_exited`]).
+pub trait Host: Send + Sync + 'static {
+    /// Delivers `d` to the local process `to`; `false` if no such process is alive.
+    fn deliver(&self, to: &Pid, d: Delivery) -> bool;
+    /// The local process registered as `name`.
+    fn whereis(&self, name: &str) -> Option<Pid>;
+    /// A remote process linked to or monitors `pid`: the host must call
+    /// [`Node::local_exited`] when `pid` ends. `false` if it is not alive (the
+    /// driver then answers `noproc`).
+    fn watch(&self, pid: &Pid) -> bool;
+}
 
 /// A function callable from other nodes with `rpc:call(Node, Module, Function, Args)`:
 /// `Ok(result)` or `Err(reason)` (the call then exits with `{error, Reason}` on the
@@ -158,12 +177,12 @@ struct Tables {
     pending: HashSet<String>,
     mailboxes: HashMap<u32, Sender<Delivery>>,
     names: HashMap<String, u32>,
-    /// (local mailbox id, remote pid).
-    links: HashSet<(u32, Pid)>,
-    /// Monitors we hold on remote processes: ref → (local id, remote, its node).
-    monitors_out: HashMap<Ref, (u32, ProcRef, String)>,
-    /// Monitors remote processes hold on our mailboxes: ref words → (local id, watcher).
-    monitors_in: HashMap<Ref, (u32, Pid)>,
+    /// (local pid, remote pid).
+    links: HashSet<(Pid, Pid)>,
+    /// Monitors we hold on remote processes: ref → (local pid, remote, its node).
+    monitors_out: HashMap<Ref, (Pid, ProcRef, String)>,
+    /// Monitors remote processes hold on our processes: ref → (local pid, watcher).
+    monitors_in: HashMap<Ref, (Pid, Pid)>,
     node_watchers: Vec<Sender<NodeEvent>>,
     exposed: HashMap<(String, String), Exposed>,
 }
@@ -186,6 +205,8 @@ pub(crate) struct Inner {
     registration: Mutex<Option<Arc<Registration>>>,
     epmd_server: Mutex<Option<EpmdServer>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    host: Option<Arc<dyn Host>>,
+    next_unlink: AtomicU64,
 }
 
 /// A running node.
@@ -248,6 +269,14 @@ fn register_with_epmd(
 impl Node {
     /// Starts a node: listens, registers with EPMD, accepts connections.
     pub fn start(cfg: NodeConfig) -> Result<Node, DistError> {
+        Node::start_hosted(cfg, None)
+    }
+
+    /// Starts a node whose pids are also `host`'s processes (see [`Host`]).
+    pub fn start_hosted(
+        cfg: NodeConfig,
+        embedder: Option<Arc<dyn Host>>,
+    ) -> Result<Node, DistError> {
         let Some((alive, host)) = cfg.name.split_once('@') else {
             return Err(DistError::BadName(cfg.name.clone()));
         };
@@ -279,6 +308,8 @@ impl Node {
             registration: Mutex::new(Some(Arc::new(registration))),
             epmd_server: Mutex::new(server),
             threads: Mutex::new(Vec::new()),
+            host: embedder,
+            next_unlink: AtomicU64::new(1),
             cfg,
         });
         let node = Node { inner };
@@ -388,6 +419,120 @@ impl Node {
         self.inner.send(from, to, message)
     }
 
+    /// A pid of this node for the host's process `(id, serial)`.
+    pub fn local_pid(&self, id: u32, serial: u32) -> Pid {
+        Pid {
+            node: self.inner.name.clone(),
+            id,
+            serial,
+            creation: self.inner.creation,
+        }
+    }
+
+    /// Whether `p` names a process of this node (this incarnation, or creation 0).
+    pub fn is_local(&self, p: &Pid) -> bool {
+        self.inner.is_local(p)
+    }
+
+    /// A fresh reference of this node.
+    pub fn make_ref(&self) -> Ref {
+        self.inner.make_ref()
+    }
+
+    /// Sends `message` from `from` to the process registered as `name` on `node`
+    /// (REG_SEND; dropped by the peer if the name is unknown, as in Erlang).
+    pub fn reg_send(
+        &self,
+        from: &Pid,
+        name: &str,
+        node: &str,
+        message: Term,
+    ) -> Result<(), DistError> {
+        self.inner.reg_send(from, name, node, message)
+    }
+
+    /// Sends `message` from `from` through `alias`, a reference of another node
+    /// (ALIAS_SEND: delivered only while the alias is active there).
+    pub fn alias_send(&self, from: &Pid, alias: &Ref, message: Term) -> Result<(), DistError> {
+        self.inner.send_control(
+            alias.node.as_str(),
+            Control::AliasSend {
+                from: from.clone(),
+                alias: alias.clone(),
+                message,
+            },
+        )
+    }
+
+    /// Links the local process `from` to the remote process `to` (LINK).
+    pub fn link(&self, from: &Pid, to: &Pid) -> Result<(), DistError> {
+        self.inner.link(from, to)
+    }
+
+    /// Removes the link between `from` (local) and `to` (remote): UNLINK_ID with a
+    /// fresh id; the peer answers UNLINK_ID_ACK.
+    pub fn unlink(&self, from: &Pid, to: &Pid) -> Result<(), DistError> {
+        if !lock(&self.inner.tables)
+            .links
+            .remove(&(from.clone(), to.clone()))
+        {
+            return Ok(());
+        }
+        let id = self.inner.next_unlink.fetch_add(1, Ordering::Relaxed);
+        self.inner.send_control(
+            to.node.as_str(),
+            Control::UnlinkId {
+                id,
+                from: from.clone(),
+                to: to.clone(),
+            },
+        )
+    }
+
+    /// The local process `from` monitors `to` (a pid, or a name on `node`): MONITOR_P.
+    /// A [`Delivery::Down`] with the returned reference comes when it ends, when its
+    /// node goes away (`noconnection`), or at once when the node cannot be reached.
+    pub fn monitor(&self, from: &Pid, node: &str, to: ProcRef) -> Result<Ref, DistError> {
+        let r = self.inner.make_ref();
+        self.inner.monitor(from, node, to, r.clone());
+        Ok(r)
+    }
+
+    /// [`Node::monitor`] under a reference the caller made (a host's own reference,
+    /// in this node's name).
+    pub fn monitor_with(&self, from: &Pid, node: &str, to: ProcRef, reference: Ref) {
+        self.inner.monitor(from, node, to, reference)
+    }
+
+    /// Removes a monitor made with [`Node::monitor`] (DEMONITOR_P); `false` if it was
+    /// not active.
+    pub fn demonitor(&self, from: &Pid, reference: &Ref) -> bool {
+        let entry = lock(&self.inner.tables).monitors_out.remove(reference);
+        let Some((_, to, node)) = entry else {
+            return false;
+        };
+        let _ = self.inner.send_control(
+            &node,
+            Control::DemonitorP {
+                from: from.clone(),
+                to,
+                reference: reference.clone(),
+            },
+        );
+        true
+    }
+
+    /// Sends an exit signal from `from` to the remote process `to` (`exit/2`, EXIT2).
+    pub fn exit2(&self, from: &Pid, to: &Pid, reason: Term) -> Result<(), DistError> {
+        self.inner.exit2(from, to, reason)
+    }
+
+    /// The host's process `pid` ended with `reason`: its remote links get the exit
+    /// signal and its remote monitors the DOWN; what it monitored is forgotten.
+    pub fn local_exited(&self, pid: &Pid, reason: Term) {
+        self.inner.local_exited(pid, reason)
+    }
+
     /// Stops the node: closes connections, unregisters, stops the built-in EPMD if it
     /// runs one, joins the threads.
     pub fn stop(&self) {
@@ -422,7 +567,14 @@ impl Inner {
         Ref {
             node: self.name.clone(),
             creation: self.creation,
-            ids: vec![n as u32 & 0x3ffff, (n >> 18) as u32, (n >> 50) as u32],
+            // The top bit of the last word marks the driver's own references, so that
+            // a host's references in this node's name (whose last word stays below
+            // 2^14) never equal one of them.
+            ids: vec![
+                n as u32 & 0x3ffff,
+                (n >> 18) as u32,
+                (n >> 50) as u32 | 0x8000_0000,
+            ],
         }
     }
 
@@ -438,35 +590,78 @@ impl Inner {
         }
     }
 
-    fn deliver(&self, id: u32, d: Delivery) -> bool {
-        let tx = lock(&self.tables).mailboxes.get(&id).cloned();
-        tx.is_some_and(|tx| tx.send(d).is_ok())
+    /// Whether `p` is one of the driver's own mailboxes.
+    fn is_mailbox(&self, p: &Pid) -> bool {
+        p.serial == 0 && lock(&self.tables).mailboxes.contains_key(&p.id)
+    }
+
+    /// Delivers to a local pid: a mailbox, or else the host's process.
+    fn deliver(&self, to: &Pid, d: Delivery) -> bool {
+        if to.serial == 0 {
+            let tx = lock(&self.tables).mailboxes.get(&to.id).cloned();
+            if let Some(tx) = tx {
+                return tx.send(d).is_ok();
+            }
+        }
+        match &self.host {
+            Some(h) => h.deliver(to, d),
+            None => false,
+        }
+    }
+
+    /// The local process registered as `name`: a mailbox's name, or the host's.
+    fn whereis(&self, name: &str) -> Option<Pid> {
+        let id = lock(&self.tables).names.get(name).copied();
+        match id {
+            Some(id) => Some(self.pid(id)),
+            None => self.host.as_ref().and_then(|h| h.whereis(name)),
+        }
+    }
+
+    /// Whether the local process `p` is alive; a host's process is watched from now
+    /// on (it has a remote relation).
+    fn watch(&self, p: &Pid) -> bool {
+        if self.is_mailbox(p) {
+            return true;
+        }
+        match &self.host {
+            Some(h) => h.watch(p),
+            None => false,
+        }
     }
 
     /// A mailbox was dropped: its links and monitors end as a process exit with
     /// reason `normal` would end them.
     fn mailbox_gone(self: &Arc<Self>, pid: &Pid) {
-        let (links, watchers) = {
+        {
             let mut t = lock(&self.tables);
             t.mailboxes.remove(&pid.id);
             t.names.retain(|_, id| *id != pid.id);
+        }
+        self.local_exited(pid, Term::atom("normal"));
+    }
+
+    /// A local process ended: what its remote links and monitors are owed.
+    fn local_exited(self: &Arc<Self>, pid: &Pid, reason: Term) {
+        let (links, watchers) = {
+            let mut t = lock(&self.tables);
             let links: Vec<Pid> = t
                 .links
                 .iter()
-                .filter(|(l, _)| *l == pid.id)
+                .filter(|(l, _)| l == pid)
                 .map(|(_, r)| r.clone())
                 .collect();
-            t.links.retain(|(l, _)| *l != pid.id);
+            t.links.retain(|(l, _)| l != pid);
             let mut watchers = Vec::new();
             t.monitors_in.retain(|r, (l, w)| {
-                if *l == pid.id {
+                if l == pid {
                     watchers.push((r.clone(), w.clone()));
                     false
                 } else {
                     true
                 }
             });
-            t.monitors_out.retain(|_, (l, _, _)| *l != pid.id);
+            t.monitors_out.retain(|_, (l, _, _)| l != pid);
             (links, watchers)
         };
         for remote in links {
@@ -475,7 +670,7 @@ impl Inner {
                 Control::Exit {
                     from: pid.clone(),
                     to: remote.clone(),
-                    reason: Term::atom("normal"),
+                    reason: reason.clone(),
                 },
             );
         }
@@ -486,7 +681,7 @@ impl Inner {
                     from: ProcRef::Pid(pid.clone()),
                     to: watcher.clone(),
                     reference,
-                    reason: Term::atom("normal"),
+                    reason: reason.clone(),
                 },
             );
         }
@@ -538,7 +733,7 @@ impl Inner {
     ) -> Result<(), DistError> {
         if self.is_local(to) {
             self.deliver(
-                to.id,
+                to,
                 Delivery::Message {
                     from: from.cloned(),
                     message,
@@ -569,10 +764,9 @@ impl Inner {
         message: Term,
     ) -> Result<(), DistError> {
         if node == self.name.as_str() {
-            let id = lock(&self.tables).names.get(name).copied();
-            if let Some(id) = id {
+            if let Some(to) = self.whereis(name) {
                 self.deliver(
-                    id,
+                    &to,
                     Delivery::Message {
                         from: Some(from.clone()),
                         message,
@@ -592,7 +786,7 @@ impl Inner {
     }
 
     fn link(self: &Arc<Self>, from: &Pid, to: &Pid) -> Result<(), DistError> {
-        lock(&self.tables).links.insert((from.id, to.clone()));
+        lock(&self.tables).links.insert((from.clone(), to.clone()));
         self.send_control(
             to.node.as_str(),
             Control::Link {
@@ -602,25 +796,33 @@ impl Inner {
         )
     }
 
-    fn monitor(self: &Arc<Self>, from: &Pid, to: &Pid) -> Result<Ref, DistError> {
-        let r = self.make_ref();
-        lock(&self.tables).monitors_out.insert(
-            r.clone(),
-            (
-                from.id,
-                ProcRef::Pid(to.clone()),
-                to.node.as_str().to_owned(),
-            ),
-        );
-        self.send_control(
-            to.node.as_str(),
+    fn monitor(self: &Arc<Self>, from: &Pid, node: &str, to: ProcRef, r: Ref) {
+        lock(&self.tables)
+            .monitors_out
+            .insert(r.clone(), (from.clone(), to.clone(), node.to_owned()));
+        let sent = self.send_control(
+            node,
             Control::MonitorP {
                 from: from.clone(),
-                to: ProcRef::Pid(to.clone()),
+                to: to.clone(),
                 reference: r.clone(),
             },
-        )?;
-        Ok(r)
+        );
+        if let Err(e) = sent {
+            // No connection: the DOWN comes at once, as erlang:monitor/2 gives.
+            let entry = lock(&self.tables).monitors_out.remove(&r);
+            if entry.is_some() {
+                self.deliver(
+                    from,
+                    Delivery::Down {
+                        reference: r.clone(),
+                        process: to,
+                        reason: Term::atom("noconnection"),
+                    },
+                );
+            }
+            log::debug!("{}: monitor of a process on {node} failed: {e}", self.name);
+        }
     }
 
     fn exit2(self: &Arc<Self>, from: &Pid, to: &Pid, reason: Term) -> Result<(), DistError> {
@@ -665,7 +867,7 @@ impl Inner {
             let mut exits = Vec::new();
             t.links.retain(|(l, r)| {
                 if r.node.as_str() == node {
-                    exits.push((*l, r.clone()));
+                    exits.push((l.clone(), r.clone()));
                     false
                 } else {
                     true
@@ -674,7 +876,7 @@ impl Inner {
             let mut downs = Vec::new();
             t.monitors_out.retain(|r, (l, p, n)| {
                 if *n == node {
-                    downs.push((*l, r.clone(), p.clone()));
+                    downs.push((l.clone(), r.clone(), p.clone()));
                     false
                 } else {
                     true
@@ -686,7 +888,7 @@ impl Inner {
         let noconnection = Term::atom("noconnection");
         for (l, r) in exits {
             self.deliver(
-                l,
+                &l,
                 Delivery::Exit {
                     from: r,
                     reason: noconnection.clone(),
@@ -696,7 +898,7 @@ impl Inner {
         }
         for (l, reference, p) in downs {
             self.deliver(
-                l,
+                &l,
                 Delivery::Down {
                     reference,
                     process: p,
@@ -767,8 +969,22 @@ fn epmd_keeper(inner: Arc<Inner>) {
                 inner.cfg.start_epmd,
             ) {
                 Ok((r, server)) => {
-                    *lock(&inner.registration) = Some(Arc::new(r));
+                    // Under the registration's lock, so that `stop` (which sets
+                    // `stopping` first, then takes the registration and the server)
+                    // either finds both or we see it stopping: a registration made
+                    // while stopping would never be closed (and `stop`'s join would
+                    // wait for this thread forever).
+                    let mut reg = lock(&inner.registration);
+                    if inner.stopping.load(Ordering::Acquire) {
+                        drop(reg);
+                        r.close();
+                        if let Some(mut s) = server {
+                            s.stop();
+                        }
+                        return;
+                    }
                     *lock(&inner.epmd_server) = server;
+                    *reg = Some(Arc::new(r));
                     break;
                 }
                 Err(e) => {

@@ -1,0 +1,128 @@
+"""Erlang distribution: this VM as a node of an Erlang (or beamvm) cluster.
+
+Start a node with ``beamvm.run(main, node="py@localhost", cookie="secret")`` (or
+``beamvm.start(node=...)``, or the ``BEAMVM_NODE`` / ``BEAMVM_COOKIE`` environment
+variables). Then pids of other nodes work like local ones (send, link, monitor, exit),
+``(name, node)`` is a destination, and Erlang nodes can ``rpc:call`` the Python modules
+exposed here. docs/distribution.md has the setup, the string mapping and the security
+notes (the cookie is the only authentication; traffic is not encrypted).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import types
+from typing import Any
+
+from beamvm import _native
+from beamvm._native import Atom, binary_to_term, term_to_binary
+from beamvm._wire import BitString, Charlist, Fun, ImproperList, Port
+
+__all__ = [
+    "BitString",
+    "Charlist",
+    "binary_to_term",
+    "term_to_binary",
+    "Fun",
+    "ImproperList",
+    "Port",
+    "expose",
+    "monitor_node",
+    "node",
+    "nodes",
+    "ping",
+]
+
+#: The keyword arguments of beamvm.run / beamvm.start that configure distribution.
+OPTIONS = (
+    "node",
+    "cookie",
+    "longnames",
+    "hidden",
+    "dist_listen",
+    "net_ticktime",
+    "decode_binaries",
+)
+
+
+def node() -> Atom:
+    """Return this node's name (``Atom('nonode@nohost')`` when not distributed)."""
+    return _native.node()
+
+
+def nodes() -> list[Atom]:
+    """Return the nodes this one is connected to."""
+    return _native.nodes()
+
+
+def ping(name: str | Atom, timeout: float = 5.0) -> Atom:
+    """``net_adm:ping``: ``Atom('pong')`` if ``name`` answers, else ``Atom('pang')``."""
+    return Atom("pong") if _native.dist_ping(name, timeout) else Atom("pang")
+
+
+def monitor_node(name: str | Atom, flag: bool = True) -> bool:
+    """Monitor the connection to ``name`` (``erlang:monitor_node``).
+
+    The calling process gets ``(Atom('nodedown'), node)`` when the connection is lost
+    (at once if it cannot be made).
+    """
+    return _native.dist_monitor_node(name, flag)
+
+
+def expose(name: str, module: types.ModuleType | Any) -> list[str]:
+    """Make the public functions of ``module`` callable from other nodes.
+
+    Erlang calls them as ``rpc:call(Node, name, Function, Args)`` (or ``erpc:call``).
+    Returns the names.
+
+    Arguments arrive converted as messages are (binaries as ``bytes``, strings sent by
+    Erlang as :class:`Charlist`); the result goes back the same way. An exception becomes
+    ``{badrpc, {'EXIT', {{error, 'Type', <<"message">>}, []}}}`` on the caller's side.
+    The function runs on the connection's thread (not as a process): keep it short.
+    """
+    names = []
+    for fname in dir(module):
+        if fname.startswith("_"):
+            continue
+        f = getattr(module, fname)
+        if callable(f):
+            _native.dist_expose(name, fname, f)
+            names.append(fname)
+    return names
+
+
+def _full_name(name: str, longnames: bool) -> str:
+    if "@" in name:
+        return name
+    host = socket.getfqdn() if longnames else socket.gethostname().split(".")[0]
+    return f"{name}@{host}"
+
+
+def _options(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Take the distribution settings out of ``config``.
+
+    The environment's ``BEAMVM_NODE`` / ``BEAMVM_COOKIE`` fill in; None when this VM is
+    not to be a node.
+    """
+    opts = {k: config.pop(k) for k in OPTIONS if k in config}
+    name = opts.get("node") or os.environ.get("BEAMVM_NODE")
+    if not name:
+        if opts:
+            raise TypeError(
+                f"distribution settings {sorted(opts)} need node='name@host' (or BEAMVM_NODE)"
+            )
+        return None
+    cookie = opts.get("cookie") or os.environ.get("BEAMVM_COOKIE")
+    return {
+        "name": _full_name(str(name), bool(opts.get("longnames", False))),
+        "cookie": cookie,
+        "hidden": bool(opts.get("hidden", False)),
+        "listen": opts.get("dist_listen"),
+        "net_ticktime": opts.get("net_ticktime"),
+        "decode_binaries": opts.get("decode_binaries"),
+    }
+
+
+def _start(opts: dict[str, Any]) -> Atom:
+    return _native._dist_start(**opts)
