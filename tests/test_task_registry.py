@@ -56,7 +56,14 @@ def test_async_await_and_results_without_a_term_form():
     def main():
         a = task.async_(double, 21)
         b = task.async_(make_set, 3)
-        return task.await_(a), task.await_(b), process_info()["aliases"], process_info()["links"]
+        results = task.await_(a), task.await_(b), process_info()["aliases"]
+        # The tasks' links go when their exit signals arrive, which may be just after
+        # their results (Erlang's order too): wait for that, boundedly.
+        for _ in range(500):
+            if not process_info()["links"]:
+                break
+            beamvm.sleep(0.01)
+        return (*results, process_info()["links"])
 
     assert run(main) == (42, {0, 1, 2}, 0, [])
 
