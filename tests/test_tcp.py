@@ -212,6 +212,73 @@ def test_active_true_and_tcp_closed():
     assert run(main) == (b"x" * 10, True)
 
 
+def _drain_reader(parent):
+    """Accepts one connection, waits for ``go``, then reads to EOF and reports."""
+    ls = tcp.listen(0)
+    send(parent, ("port", tcp.sockname(ls)[1]))
+    s = tcp.accept(ls, timeout=10)
+    receive(("go",))
+    total = 0
+    while True:
+        try:
+            total += len(tcp.recv(s, 0, timeout=30))
+        except tcp.TcpClosed:
+            break
+    send(parent, ("received", total))
+
+
+def test_close_writes_what_send_queued_before_the_peer_sees_eof():
+    # A send bigger than the kernel's buffers suspends with most of it queued in user
+    # space; a close by another process meanwhile must not drop what send accepted.
+    size = 32 << 20
+
+    def big_sender(parent, c):
+        try:
+            tcp.send(c, b"q" * size)
+            send(parent, ("sent", "ok"))
+        except tcp.TcpError as e:
+            send(parent, ("sent", e.reason))
+
+    def main():
+        me = self_pid()
+        r = spawn(_drain_reader, me)
+        port = receive(("port", ANY), timeout=10)[1]
+        c = tcp.connect("127.0.0.1", port)
+        spawn(big_sender, me, c)
+        sleep(0.3)  # the kernel's buffers fill; the sender suspends
+        send(r, ("go",))
+        tcp.close(c)
+        sent = receive(("sent", ANY), timeout=60)[1]
+        received = receive(("received", ANY), timeout=60)[1]
+        return sent, received
+
+    assert run(main) == ("ok", size)
+
+
+def test_several_senders_suspended_on_one_socket_all_resume():
+    chunk, rounds, senders = 256 << 10, 8, 3
+
+    def sender(parent, c, i):
+        for _ in range(rounds):
+            tcp.send(c, b"s" * chunk)
+        send(parent, ("done", i))
+
+    def main():
+        me = self_pid()
+        r = spawn(_drain_reader, me)
+        port = receive(("port", ANY), timeout=10)[1]
+        c = tcp.connect("127.0.0.1", port)
+        for i in range(senders):
+            spawn(sender, me, c, i)
+        sleep(0.3)  # every sender ends up suspended on the full socket
+        send(r, ("go",))
+        done = sorted(receive(("done", ANY), timeout=60)[1] for _ in range(senders))
+        tcp.close(c)
+        return done, receive(("received", ANY), timeout=60)[1]
+
+    assert run(main) == ([0, 1, 2], chunk * rounds * senders)
+
+
 def test_a_receiver_that_never_rearms_blocks_the_sender_and_its_mailbox_stays_small():
     def receiver(parent):
         ls = tcp.listen(0, active="once")

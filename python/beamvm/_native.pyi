@@ -50,6 +50,7 @@ __all__ = [
     "_tcp_cancel",
     "_tcp_close",
     "_tcp_connect",
+    "_tcp_drain",
     "_tcp_controlling_process",
     "_tcp_getopts",
     "_tcp_listen",
@@ -456,6 +457,9 @@ def _tcp_controlling_process(s: Any, pid: Any) -> None:
 
 def _tcp_close(s: Any) -> None:
     """Close (idempotent)."""
+
+def _tcp_drain(s: Any) -> int:
+    """Bytes still queued to send (0: close now); else wait for the send completion."""
 
 def _tcp_shutdown(s: Any, how: str) -> None:
     """Shut down read, write or read_write."""

@@ -85,6 +85,9 @@ _CONNECT = Atom("connect")
 _RECV = Atom("recv")
 _SEND = Atom("send")
 _OK = Atom("ok")
+#: Seconds ``close`` waits for queued output while the peer takes none of it
+#: (inet's INET_CLOSE_TIMEOUT): a peer that never reads cannot hold a closer forever.
+_CLOSE_STALL = 10.0
 #: The largest packet_size (64 MiB, inet's ceiling).
 MAX_PACKET_SIZE = 64 << 20
 
@@ -442,9 +445,29 @@ def controlling_process(s: Socket, pid: Pid) -> None:
 
 
 def close(s: Socket) -> None:
-    """Close ``s`` (idempotent); the peer sees EOF, waiters get ``closed``."""
+    """Close ``s`` (idempotent); the peer sees EOF, waiters get ``closed``.
+
+    Like gen_tcp's close, it first waits for what :func:`send` queued to be written
+    (nothing a ``send`` accepted is dropped), giving up when the peer takes nothing for
+    10 seconds.
+    """
     _check_sock(s, "close's socket")
-    _native._tcp_close(s)
+    try:
+        last = None
+        while _native.in_process_():
+            pending = _native._tcp_drain(s)
+            if pending == 0 or (last is not None and pending >= last):
+                break
+            last = pending
+            try:
+                _wait(s, _SEND, _CLOSE_STALL)
+                break
+            except TcpTimeout:
+                continue
+            except TcpError:
+                break  # the socket failed: nothing more can go out
+    finally:
+        _native._tcp_close(s)
 
 
 def shutdown(s: Socket, how: str = "read_write") -> None:

@@ -170,6 +170,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tcp::_tcp_getopts, m)?)?;
     m.add_function(wrap_pyfunction!(tcp::_tcp_owner, m)?)?;
     m.add_function(wrap_pyfunction!(tcp::_tcp_controlling_process, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp::_tcp_drain, m)?)?;
     m.add_function(wrap_pyfunction!(tcp::_tcp_close, m)?)?;
     m.add_function(wrap_pyfunction!(tcp::_tcp_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(tcp::_tcp_cancel, m)?)?;

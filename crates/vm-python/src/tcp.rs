@@ -389,6 +389,15 @@ pub(crate) fn _tcp_controlling_process(
     io_result(py, r.controlling_process(s, me, to))
 }
 
+/// The first half of `close`: the bytes still queued to send, 0 when the socket may
+/// be closed now; otherwise wait for `('$tcp', s, 'send', result)`.
+#[pyfunction]
+pub(crate) fn _tcp_drain(py: Python<'_>, s: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let s = sock_of(s)?;
+    let (me, r) = caller(py, "tcp.close")?;
+    Ok(r.drain(s, me))
+}
+
 /// `close`: idempotent.
 #[pyfunction]
 pub(crate) fn _tcp_close(py: Python<'_>, s: &Bound<'_, PyAny>) -> PyResult<()> {

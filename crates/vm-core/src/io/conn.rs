@@ -111,7 +111,12 @@ pub(super) struct ConnState {
     /// read, since data and FIN can share one edge and no further edge will come.
     peer_closed: bool,
     recv_waiter: Option<RecvWaiter>,
-    blocked_sender: Option<Pid>,
+    /// Senders suspended until the queue drains to the low watermark (any process may
+    /// send, so several may wait at once, as on a busy inet port).
+    blocked_senders: Vec<Pid>,
+    /// A `close` waiting for the send queue to empty (as inet's close waits for pending
+    /// output): told with `SendReady` once the last queued byte is written.
+    drain_waiter: Option<Pid>,
     /// `shutdown(write)` asked while bytes were queued: done once they are written.
     shutdown_pending: bool,
     write_closed: bool,
@@ -138,7 +143,8 @@ impl ConnState {
             peer_closed: false,
             wants_turn: false,
             recv_waiter: None,
-            blocked_sender: None,
+            blocked_senders: Vec::new(),
+            drain_waiter: None,
             shutdown_pending: false,
             write_closed: false,
             closed: false,
@@ -314,7 +320,11 @@ impl ConnState {
                 },
             ));
         }
-        if let Some(pid) = self.blocked_sender.take() {
+        let drainer = self.drain_waiter.take();
+        for pid in std::mem::take(&mut self.blocked_senders)
+            .into_iter()
+            .chain(drainer)
+        {
             let result = Err(reason);
             out.push((
                 pid,
@@ -337,6 +347,25 @@ impl ConnState {
         self.finish(IoError::Closed, out)
     }
 
+    /// The first half of a `close` by `caller`: the bytes still queued (0: close now).
+    /// Otherwise `caller` is told with `SendReady` when they are written (or the socket
+    /// fails), and the queue keeps flushing meanwhile. Bytes `send` queued are bytes the
+    /// caller was told were sent, so `close` must not drop them.
+    pub(super) fn drain<S: Transport>(&mut self, io: &mut S, caller: Pid, out: &mut Out) -> usize {
+        if self.closed {
+            return 0;
+        }
+        if let Err(e) = self.flush(io, out) {
+            let _ = self.fail(e, out);
+            return 0;
+        }
+        if self.sendq.is_empty() {
+            return 0;
+        }
+        self.drain_waiter = Some(caller);
+        self.sendq.queued()
+    }
+
     /// `send(data)` by `caller` (any process may send, as in Erlang).
     pub(super) fn send<S: Transport>(
         &mut self,
@@ -355,7 +384,9 @@ impl ConnState {
             return Err(e);
         }
         if self.sendq.queued() > self.opts.high_watermark {
-            self.blocked_sender = Some(caller);
+            if !self.blocked_senders.contains(&caller) {
+                self.blocked_senders.push(caller);
+            }
             return Ok(SendStatus::Suspend);
         }
         Ok(SendStatus::Sent)
@@ -366,7 +397,18 @@ impl ConnState {
             self.writable = false;
         }
         if self.sendq.queued() <= self.opts.low_watermark {
-            if let Some(pid) = self.blocked_sender.take() {
+            for pid in self.blocked_senders.drain(..) {
+                out.push((
+                    pid,
+                    IoEvent::SendReady {
+                        sock: self.id,
+                        result: Ok(()),
+                    },
+                ));
+            }
+        }
+        if self.sendq.is_empty() {
+            if let Some(pid) = self.drain_waiter.take() {
                 out.push((
                     pid,
                     IoEvent::SendReady {
@@ -431,8 +473,12 @@ impl ConnState {
             self.recv_waiter = None;
             found = true;
         }
-        if self.blocked_sender == Some(caller) {
-            self.blocked_sender = None;
+        if let Some(i) = self.blocked_senders.iter().position(|p| *p == caller) {
+            self.blocked_senders.swap_remove(i);
+            found = true;
+        }
+        if self.drain_waiter == Some(caller) {
+            self.drain_waiter = None;
             found = true;
         }
         found

@@ -429,6 +429,62 @@ fn close_releases_everyone_suspended() {
 }
 
 #[test]
+fn drain_keeps_what_send_queued_until_it_is_written() {
+    let mut c = conn(Packet::Raw, ActiveOpt::False);
+    let mut io = Mock {
+        room: 1000,
+        ..Mock::default()
+    };
+    let mut out = Out::new();
+    let _ = c.on_ready(&mut io, Ready::WRITE, &mut scratch(), &mut out);
+    // Below the high watermark: `send` returns, the caller thinks it sent 3000 bytes.
+    assert_eq!(
+        c.send(&mut io, OTHER, Binary::new(vec![1; 3000]), &mut out),
+        Ok(SendStatus::Sent)
+    );
+    assert_eq!(c.drain(&mut io, OTHER, &mut out), 2000, "2000 still queued");
+    assert!(out.is_empty(), "nothing to tell yet");
+    io.room = 1500;
+    let _ = c.on_ready(&mut io, Ready::WRITE, &mut scratch(), &mut out);
+    assert!(out.is_empty(), "500 bytes still queued");
+    io.room = 10_000;
+    let _ = c.on_ready(&mut io, Ready::WRITE, &mut scratch(), &mut out);
+    assert_eq!(summary(&out), ["other:send_ready Ok(())"]);
+    assert_eq!(
+        io.written.len(),
+        3000,
+        "every byte went out before the close"
+    );
+    out.clear();
+    assert_eq!(c.drain(&mut io, OTHER, &mut out), 0, "empty: close at once");
+    assert_eq!(c.close(&mut io, &mut out), After::Close);
+    assert!(out.is_empty(), "the drainer was told once");
+}
+
+#[test]
+fn a_drain_is_released_by_a_failure_and_withdrawn_by_cancel() {
+    let mut c = conn(Packet::Raw, ActiveOpt::False);
+    let mut io = Mock {
+        room: 10,
+        ..Mock::default()
+    };
+    let mut out = Out::new();
+    let _ = c.on_ready(&mut io, Ready::WRITE, &mut scratch(), &mut out);
+    let _ = c.send(&mut io, OTHER, Binary::new(vec![1; 100]), &mut out);
+    assert_eq!(c.drain(&mut io, OTHER, &mut out), 90);
+    assert!(c.cancel(OTHER), "it was waiting");
+    assert!(!c.cancel(OTHER), "and is no more");
+    assert_eq!(c.drain(&mut io, OTHER, &mut out), 90);
+    let _ = c.close(&mut io, &mut out);
+    assert_eq!(summary(&out), ["other:send_ready Err(Closed)"]);
+    assert_eq!(
+        c.drain(&mut io, OTHER, &mut out),
+        0,
+        "closed: nothing to wait for"
+    );
+}
+
+#[test]
 fn a_flood_on_an_active_true_socket_yields_after_a_turn_and_resumes() {
     let mut c = conn(Packet::Raw, ActiveOpt::True);
     let mut io = Mock::default();

@@ -554,6 +554,24 @@ impl Reactor {
         Ok(())
     }
 
+    /// The first half of a `close` by `caller` that keeps what `send` queued: the bytes
+    /// still queued, 0 when the socket may be closed now. Otherwise `caller` gets
+    /// [`IoEvent::SendReady`] once they are written or the socket fails (or withdraws
+    /// with [`Reactor::cancel`]), and then calls [`Reactor::close`].
+    pub fn drain(&self, sock: SocketId, caller: Pid) -> usize {
+        self.with_entry(sock, |_, entry, out| {
+            Ok(match entry {
+                Entry::Conn {
+                    io,
+                    st,
+                    connecting: None,
+                } => st.drain(io, caller, out),
+                _ => 0,
+            })
+        })
+        .unwrap_or(0)
+    }
+
     /// `close`: idempotent (closing a closed or stale id is `Ok`). Processes suspended
     /// on the socket are released with `closed`.
     pub fn close(&self, sock: SocketId) -> Result<(), IoError> {
