@@ -372,6 +372,7 @@ def _report_crash(pid: Pid, exc: BaseException) -> None:
 
 
 _runtime.overdue = _native._overdue  # time slices (crates/vm-python/src/timeslice.rs)
+_runtime.resume_grace = _native._resume_grace
 _native._timeslice_setup(_compiler.yield_flag_cell())
 _compiler.set_resumed_hook(_native._resumed)
 

@@ -31,6 +31,7 @@ __all__ = [
     "_gen_cast",
     "_observer_get",
     "_overdue",
+    "_resume_grace",
     "_pid",
     "_process_generator",
     "_quiesce",
@@ -271,6 +272,9 @@ def _timeslice_setup(cell: Any) -> None:
 
 def _overdue(first_check: bool = False) -> bool:
     """Whether the caller's own slice is the overdue one (clears the flag)."""
+
+def _resume_grace() -> bool:
+    """Whether the caller's slice is still within the time its resume took."""
 
 def _resumed() -> None:
     """Restart the calling thread's slice clock (compiled code, after a budget yield)."""

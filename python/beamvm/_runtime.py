@@ -182,6 +182,11 @@ def resumed_noop() -> None:
 #: Set by the native binding: clears the yield-now flag and says whether the calling
 #: thread's slice has run past its time (crates/vm-python/src/timeslice.rs).
 overdue: Callable[..., bool] = _never
+#: Set by the native binding: whether the calling thread's slice is still within the
+#: time its resume cost (timeslice.rs's ``_resume_grace``).
+resume_grace: Callable[[], bool] = _never
+#: Reductions granted at a time to a slice in its resume grace.
+RESUME_GRANT = 1000
 
 
 def _refill(b: list[int]) -> int:
@@ -200,6 +205,14 @@ def _refill(b: list[int]) -> int:
         if n > 0:
             # b[2] - n == 1: this is the slice's first budget check (see _overdue).
             return 0 if overdue(b[2] - n <= 1) else n
+        if resume_grace():
+            # Resuming this slice took longer than a look (a deep chain of frames): it
+            # runs until its time is up, not until its reductions are (see
+            # timeslice.rs's _resumed), or deep recursion would cost O(depth^2). The
+            # grant is added to the slice's budget so the reductions used stay exact.
+            b[2] += RESUME_GRANT
+            b[0] = n + RESUME_GRANT
+            return b[0]
         return 0
     if state > 0:
         if n > 0 and not overdue():

@@ -179,6 +179,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tcp::_tcp_socket_count, m)?)?;
     m.add_function(wrap_pyfunction!(timeslice::_timeslice_setup, m)?)?;
     m.add_function(wrap_pyfunction!(timeslice::_overdue, m)?)?;
+    m.add_function(wrap_pyfunction!(timeslice::_resume_grace, m)?)?;
     m.add_function(wrap_pyfunction!(timeslice::_resumed, m)?)?;
     m.add_function(wrap_pyfunction!(timeslice::_raise_yield_flag, m)?)?;
     m.add_function(wrap_pyfunction!(compiled::_set_stop_carrier, m)?)?;

@@ -362,17 +362,45 @@ pub(crate) fn _overdue(first_check: bool) -> bool {
 /// (its age restarts, an overdue mark for the resume no longer matches), and the slice
 /// gets no first-check grace from [`_overdue`]: its first check comes after real work.
 /// Slices that resume elsewhere (a receive, a call's reply) keep the grace.
+///
+/// The new slice may run as many looks as the resume took (at least one): with a
+/// fixed slice, a chain of depth d resumes in O(d) for O(1) work, so a recursion d deep
+/// cost O(d^2) (500,000 levels through `map` ran for minutes on 3.12, where nothing
+/// caps the depth); with work matched to the resume, at most half of the time goes to
+/// resuming and deep recursion stays linear. Such a process's slices last about twice
+/// its resume: the price of the depth it chose, paid by its scheduler's other processes.
 #[pyfunction]
 pub(crate) fn _resumed() {
     let s = my_slot();
     let v = s.seq.load(Ordering::Relaxed);
     if v % 2 == 1 {
+        // Looks the timer made during the resume (its age is this slice's only if the
+        // timer has seen this sequence; otherwise the resume took less than a look).
+        let resume_looks = if s.seen.load(Ordering::Relaxed) == v {
+            s.age.load(Ordering::Relaxed)
+        } else {
+            0
+        };
         // Single writer of `seq`: this thread (see `Mark`). Odd stays odd.
         let next = v + 2;
-        s.need.store(1, Ordering::Release);
+        s.need.store(resume_looks.max(1), Ordering::Release);
         s.grace.store(next, Ordering::Release);
         s.seq.store(next, Ordering::Release);
     }
+}
+
+/// Whether the calling thread's slice is in the grace [`_resumed`] gave it (its resume
+/// took more than a look) and not yet overdue: compiled code whose reductions ran out
+/// then gets more instead of yielding, so the slice's work matches its resume's cost
+/// (a reduction budget alone would end it after a fixed amount of work).
+#[pyfunction]
+pub(crate) fn _resume_grace() -> bool {
+    let s = my_slot();
+    let seq = s.seq.load(Ordering::Relaxed);
+    seq % 2 == 1
+        && s.grace.load(Ordering::Acquire) == seq
+        && s.need.load(Ordering::Acquire) > 1
+        && s.overdue.load(Ordering::Acquire) != seq
 }
 
 /// Raises the flag now, as the timer does (tests: a deterministic way to exercise the
