@@ -25,9 +25,12 @@
 //!
 //! Connections are the driver's threads (a reader and a writer per connection); the
 //! plan is to move them onto the VM's I/O reactor (docs/distribution.md).
-//! A blocking call on a scheduler thread: the first send to a node sets the
-//! connection up (EPMD look-up and handshake, bounded by the setup timeout), as BEAM's
-//! auto-connect suspends the sender.
+//! No scheduler thread waits on the network: the node runs with
+//! `background_connect`, so the first send (link, monitor, exit) to a node queues the
+//! message and a `dist-connect` thread sets the connection up (EPMD look-up and
+//! handshake, bounded by the setup timeout), then sends what queued, in order; a
+//! failed setup gives links and monitors `noconnection`. Exposed functions run in
+//! processes of their own ([`dist_expose`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +44,7 @@ use vm_core::term::{ExternalPid, ExternalRef, MAX_REF_WORDS};
 use vm_core::{Atom, Cx, Fragment, Pid, Ref, Step, Term, VmRef};
 use vm_dist::control::ProcRef;
 use vm_dist::cookie::Cookie;
-use vm_dist::node::{Delivery, Host, Node, NodeConfig, NodeEvent};
+use vm_dist::node::{Delivery, Host, Node, NodeConfig, NodeEvent, Reply};
 use vm_dist::term as wire;
 
 use crate::types::PyAtom;
@@ -715,6 +718,8 @@ pub(crate) fn _dist_start(
         cfg.cookie = Some(Cookie::new(c));
     }
     cfg.hidden = hidden;
+    // Scheduler threads send, link and monitor: they must never wait on a handshake.
+    cfg.background_connect = true;
     if let Some(l) = listen {
         cfg.listen = l.parse().map_err(|_| {
             PyValueError::new_err(format!("dist_listen {l:?} is not an IP address"))
@@ -865,54 +870,153 @@ pub(crate) fn dist_ping(py: Python<'_>, node: &Bound<'_, PyAny>, timeout: f64) -
 }
 
 /// Makes `module:function` callable from other nodes (`rpc:call`, `erpc:call`).
-/// The function runs on the connection's thread, holding the GIL; its exception
-/// becomes the error the caller sees (`{badrpc, {'EXIT', ...}}` from rpc:call).
+///
+/// Each call runs in a process of its own (as erpc runs it in a process spawned on
+/// this node): the connection's reader thread only starts a small native process,
+/// which spawns the Python process `runner(f, call)` (`beamvm.dist._run_exposed`); the
+/// reader never waits for the GIL or for the function, so a slow call stalls neither
+/// the connection nor other calls. The function's exception becomes the error the
+/// caller sees (`{badrpc, {'EXIT', ...}}` from rpc:call); a call whose process dies
+/// without answering fails with `killed`.
 #[pyfunction]
-pub(crate) fn dist_expose(module: &str, function: &str, f: PyObject) -> PyResult<()> {
+pub(crate) fn dist_expose(
+    module: &str,
+    function: &str,
+    f: PyObject,
+    runner: PyObject,
+) -> PyResult<()> {
     let g = current().ok_or_else(not_distributed)?;
     let host = g.host.clone();
-    let handler = Arc::new(
-        move |args: Vec<wire::Term>| -> Result<wire::Term, wire::Term> {
-            let Some(w) = host.wire() else {
-                return Err(wire::Term::atom("noconnection"));
-            };
-            Python::with_gil(|py| {
-                let call = || -> PyResult<wire::Term> {
-                    let mut pyargs = Vec::with_capacity(args.len());
-                    for a in &args {
-                        let frag = w.frag_in(a).map_err(PyValueError::new_err)?;
-                        pyargs.push(crate::convert::frag_to_py(py, &frag)?);
+    // Shared, not cloned per call: cloning a PyObject needs the GIL.
+    let fr = Arc::new((f, runner));
+    let handler = Arc::new(move |args: Vec<wire::Term>, reply: Reply| {
+        let call = RpcCall {
+            host: host.clone(),
+            args: Mutex::new(Some(args)),
+            reply: Mutex::new(Some(reply)),
+        };
+        let fr = fr.clone();
+        let mut call = Some(call);
+        let body = move |_cx: &mut Cx<'_>| -> Step {
+            if let Some(call) = call.take() {
+                crate::driver::with_batch_gil(|py| {
+                    let (f, runner) = &*fr;
+                    let spawned = (|| -> PyResult<()> {
+                        let args = PyTuple::new(
+                            py,
+                            [f.clone_ref(py), Py::new(py, call)?.into_any()],
+                        )?;
+                        let body = crate::api::make_body(py, runner.bind(py), &args, None, None, false)?;
+                        crate::lifecycle::vm()?
+                            .spawn_opts(Box::new(body), vm_core::SpawnOpts::default())
+                            .map_err(err)?;
+                        Ok(())
+                    })();
+                    if let Err(e) = spawned {
+                        // The call object went with the error (its reply answers
+                        // `killed` when dropped).
+                        log::warn!("rpc: cannot start a process for the call: {e}");
                     }
-                    let result = f.call1(py, PyTuple::new(py, pyargs)?)?;
-                    let frag = crate::convert::to_fragment(result.bind(py))?;
-                    w.term_out(&frag.to_term(), 0)
-                        .map_err(PyValueError::new_err)
-                };
-                call().map_err(|e| {
-                    let tn = e
-                        .get_type(py)
-                        .qualname()
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|_| "Exception".into());
-                    let msg = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
-                    wire::Term::tuple(vec![
-                        wire::Term::atom("error"),
-                        wire::Term::atom(&tn),
-                        wire::Term::binary(msg.into_bytes()),
-                    ])
-                })
-            })
-        },
-    );
-    g.node.expose(module, function, handler);
+                });
+            }
+            Step::Exit(Fragment::from_term(&Term::Atom(Atom::NORMAL)))
+        };
+        if let Err(e) = g_spawn(&host, body) {
+            log::warn!("rpc: cannot start a process for the call: {e}");
+        }
+    });
+    g.node.expose_async(module, function, handler);
     Ok(())
+}
+
+fn g_spawn(
+    host: &VmHost,
+    body: impl FnMut(&mut Cx<'_>) -> Step + Send + 'static,
+) -> Result<Pid, String> {
+    host.vm.spawn(body).map_err(|e| e.to_string())
+}
+
+/// One call of an exposed function, handed to the process that runs it
+/// (`beamvm.dist._run_exposed`): its arguments, converted in that process, and the
+/// answer to send back. Dropped unanswered, the call fails with `killed`.
+#[pyclass(module = "beamvm._native", name = "RpcCall", frozen)]
+pub(crate) struct RpcCall {
+    host: Arc<VmHost>,
+    args: Mutex<Option<Vec<wire::Term>>>,
+    reply: Mutex<Option<Reply>>,
+}
+
+impl RpcCall {
+    fn answer(&self, r: Result<wire::Term, wire::Term>) -> bool {
+        match lock(&self.reply).take() {
+            Some(reply) => {
+                reply.send(r);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[pymethods]
+impl RpcCall {
+    /// The call's arguments as Python values (once: later calls give an empty tuple).
+    fn args<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let Some(w) = self.host.wire() else {
+            return PyTuple::new(py, Vec::<PyObject>::new());
+        };
+        let args = lock(&self.args).take().unwrap_or_default();
+        let mut out = Vec::with_capacity(args.len());
+        for a in &args {
+            let frag = w.frag_in(a).map_err(PyValueError::new_err)?;
+            out.push(crate::convert::frag_to_py(py, &frag)?);
+        }
+        PyTuple::new(py, out)
+    }
+
+    /// Answers the call with `value`; False if it was answered already. A value with
+    /// no term form fails the call (and raises here).
+    fn done(&self, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let converted = crate::convert::to_fragment(value).and_then(|frag| {
+            let w = self.host.wire().ok_or_else(not_distributed)?;
+            w.term_out(&frag.to_term(), 0).map_err(PyValueError::new_err)
+        });
+        match converted {
+            Ok(t) => Ok(self.answer(Ok(t))),
+            Err(e) => {
+                self.answer(Err(error_term(value.py(), &e)));
+                Err(e)
+            }
+        }
+    }
+
+    /// Fails the call with the exception `exc` (`{error, 'Type', <<"message">>}` on
+    /// the caller's side); False if it was answered already.
+    fn fail(&self, exc: &Bound<'_, PyAny>) -> bool {
+        let e = PyErr::from_value(exc.clone());
+        self.answer(Err(error_term(exc.py(), &e)))
+    }
+}
+
+/// `{error, 'Type', <<"message">>}`: how a Python exception reads on the Erlang side.
+fn error_term(py: Python<'_>, e: &PyErr) -> wire::Term {
+    let tn = e
+        .get_type(py)
+        .qualname()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| "Exception".into());
+    let msg = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
+    wire::Term::tuple(vec![
+        wire::Term::atom("error"),
+        wire::Term::atom(&tn),
+        wire::Term::binary(msg.into_bytes()),
+    ])
 }
 
 /// `monitor_node(node, flag)`: with True, a `('nodedown', node)` message comes when
 /// the connection to `node` is lost (at once if it cannot be made).
 #[pyfunction]
 pub(crate) fn dist_monitor_node(
-    py: Python<'_>,
     node: &Bound<'_, PyAny>,
     flag: bool,
 ) -> PyResult<bool> {
@@ -928,16 +1032,31 @@ pub(crate) fn dist_monitor_node(
         }
         return Ok(true);
     }
-    let connected = py.allow_threads(|| g.node.connect(&n).is_ok());
-    if connected {
-        lock(&g.host.node_monitors).entry(n).or_default().push(me);
-    } else {
-        let a = Atom::try_new(&n).map_err(err)?;
-        let msg = Fragment::from_term(&Term::Tuple(vec![
-            Term::Atom(tags().nodedown),
-            Term::Atom(a),
-        ]));
-        g.host.vm.send(me, msg);
+    let a = Atom::try_new(&n).map_err(err)?;
+    let nodedown = Fragment::from_term(&Term::Tuple(vec![
+        Term::Atom(tags().nodedown),
+        Term::Atom(a),
+    ]));
+    // Registered first: a connection that comes up and goes down at once still
+    // reports. The connection is set up in the background (the caller's scheduler
+    // does not wait on a handshake); if that fails, `nodedown` comes then.
+    lock(&g.host.node_monitors).entry(n.clone()).or_default().push(me);
+    let host = g.host.clone();
+    let (n2, msg) = (n.clone(), nodedown.clone());
+    let on_fail = Box::new(move || {
+        let was = match lock(&host.node_monitors).get_mut(&n2) {
+            Some(v) => v.iter().position(|p| *p == me).map(|i| v.remove(i)).is_some(),
+            None => false,
+        };
+        if was {
+            host.vm.send(me, msg);
+        }
+    });
+    if g.node.connect_background(&n, on_fail).is_err() {
+        if let Some(v) = lock(&g.host.node_monitors).get_mut(&n) {
+            v.retain(|p| *p != me);
+        }
+        g.host.vm.send(me, nodedown);
     }
     Ok(true)
 }

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{lock, resolve, Delivery, DistError, Inner, NodeEvent, SETUP_TIMEOUT, SYSTEM_ID};
+use super::{
+    lock, resolve, Delivery, DistError, Inner, NodeEvent, Reply, SETUP_TIMEOUT, SYSTEM_ID,
+};
 use crate::atoms::LocalAtoms;
 use crate::connection::{ConnError, Connection, Incoming, TimerAction, TICK};
 use crate::control::{Control, DistMessage, ProcRef, Style, SPAWN_FLAG_MONITOR};
@@ -429,19 +431,22 @@ fn gen_reply(inner: &Arc<Inner>, conn: &Conn, from: &Term, reply: Term) {
     let _ = conn.send(&control.into());
 }
 
-/// Runs an exposed function; `Err` is the reason the call fails with.
-fn call_exposed(inner: &Inner, module: &Term, function: &Term, args: &Term) -> Result<Term, Term> {
+/// Starts an exposed function, which answers through `reply` (`Err` is the reason
+/// the call fails with), now or later from another thread: the reader goes on at once.
+fn call_exposed(inner: &Inner, module: &Term, function: &Term, args: &Term, reply: Reply) {
     let (Some(m), Some(f)) = (module.as_atom(), function.as_atom()) else {
-        return Err(Term::atom("badarg"));
+        return reply.send(Err(Term::atom("badarg")));
     };
     let handler = lock(&inner.tables)
         .exposed
         .get(&(m.to_owned(), f.to_owned()))
         .cloned();
-    let args = list_elems(args).ok_or_else(|| Term::atom("badarg"))?;
+    let Some(args) = list_elems(args) else {
+        return reply.send(Err(Term::atom("badarg")));
+    };
     match handler {
-        Some(h) => h(args),
-        None => Err(Term::atom("undef")),
+        Some(h) => h(args, reply),
+        None => reply.send(Err(Term::atom("undef"))),
     }
 }
 
@@ -465,7 +470,7 @@ fn watched(inner: &Inner, to: &ProcRef) -> Option<Pid> {
     inner.watch(&p).then_some(p)
 }
 
-fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
+fn dispatch(inner: &Arc<Inner>, conn: &Arc<Conn>, m: DistMessage) {
     match m.control {
         Control::Send { to, message } => {
             if inner.is_local(&to) {
@@ -653,34 +658,42 @@ fn net_kernel(inner: &Arc<Inner>, conn: &Conn, message: Term) {
 }
 
 /// The old rpc server: `{'$gen_call', From, {call, M, F, A, GroupLeader}}`.
-fn rex(inner: &Arc<Inner>, conn: &Conn, message: Term) {
+fn rex(inner: &Arc<Inner>, conn: &Arc<Conn>, message: Term) {
     let Some(t) = message.as_tuple() else { return };
     if t.len() != 3 || t[0].as_atom() != Some("$gen_call") {
         return;
     }
-    let reply = match t[2].as_tuple() {
+    match t[2].as_tuple() {
         Some(c) if c.len() >= 4 && c[0].as_atom() == Some("call") => {
-            match call_exposed(inner, &c[1], &c[2], &c[3]) {
-                Ok(v) => v,
-                Err(reason) => Term::tuple(vec![
-                    Term::atom("badrpc"),
-                    Term::tuple(vec![Term::atom("EXIT"), reason]),
-                ]),
-            }
+            let (inner2, conn2, from) = (inner.clone(), conn.clone(), t[1].clone());
+            let reply = Reply::new(move |r| {
+                let answer = match r {
+                    Ok(v) => v,
+                    Err(reason) => Term::tuple(vec![
+                        Term::atom("badrpc"),
+                        Term::tuple(vec![Term::atom("EXIT"), reason]),
+                    ]),
+                };
+                gen_reply(&inner2, &conn2, &from, answer);
+            });
+            call_exposed(inner, &c[1], &c[2], &c[3], reply);
         }
-        _ => Term::tuple(vec![Term::atom("badrpc"), Term::atom("badarg")]),
-    };
-    gen_reply(inner, conn, &t[1], reply);
+        _ => {
+            let answer = Term::tuple(vec![Term::atom("badrpc"), Term::atom("badarg")]);
+            gen_reply(inner, conn, &t[1], answer);
+        }
+    }
 }
 
 /// SPAWN_REQUEST: only `erpc:execute_call(Ref, M, F, A)` of an exposed function (what
-/// `rpc:call` and `erpc:call` send). The "process" runs at once: SPAWN_REPLY with a
-/// fresh pid, then, when monitored, the exit `{Ref, return, Result}` (or
-/// `{Ref, error, Reason, []}`) as erpc's execute_call would exit.
+/// `rpc:call` and `erpc:call` send). SPAWN_REPLY with a fresh pid goes at once; the
+/// function runs as the exposer arranged (a process, in the VM), and when it answers
+/// and the caller monitors, the exit `{Ref, return, Result}` (or
+/// `{Ref, error, Reason, []}`) goes as erpc's execute_call would exit.
 #[allow(clippy::too_many_arguments)]
 fn spawn_request(
     inner: &Arc<Inner>,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     req_id: Ref,
     from: Pid,
     module: Atom,
@@ -694,13 +707,11 @@ fn spawn_request(
         .any(|o| o.as_atom() == Some("monitor"));
     let call = (module.as_str(), function.as_str());
     let parts = list_elems(&args);
-    let outcome = match (call, parts.as_deref()) {
-        (("erpc", "execute_call"), Some([r, m, f, a])) => {
-            Some((r.clone(), call_exposed(inner, m, f, a)))
-        }
+    let call = match (call, parts.as_deref()) {
+        (("erpc", "execute_call"), Some([r, m, f, a])) => Some((r, m, f, a)),
         _ => None,
     };
-    let Some((tag, result)) = outcome else {
+    let Some((tag, m, f, a)) = call else {
         let _ = conn.send(
             &Control::SpawnReply {
                 req_id,
@@ -723,12 +734,16 @@ fn spawn_request(
         }
         .into(),
     );
-    if monitor {
+    let (tag, conn2) = (tag.clone(), conn.clone());
+    let reply = Reply::new(move |result| {
+        if !monitor {
+            return;
+        }
         let reason = match result {
             Ok(v) => Term::tuple(vec![tag, Term::atom("return"), v]),
             Err(e) => Term::tuple(vec![tag, Term::atom("error"), e, Term::Nil]),
         };
-        let _ = conn.send(
+        let _ = conn2.send(
             &Control::MonitorPExit {
                 from: ProcRef::Pid(pid),
                 to: from,
@@ -737,7 +752,8 @@ fn spawn_request(
             }
             .into(),
         );
-    }
+    });
+    call_exposed(inner, m, f, a, reply);
 }
 
 pub(super) fn ticker(inner: Arc<Inner>) {

@@ -52,7 +52,7 @@ use context::Entered;
 pub(crate) use current::{in_process, with_cx};
 use current::{CurrentGuard, CxPtr, Slice};
 use dirty::{dirty_job, DirtyOutcome};
-use gil::with_batch_gil;
+pub(crate) use gil::with_batch_gil;
 pub(crate) use gil::{busy_threads, forget_threads, GilHook};
 pub(crate) use receive::{_receive, _recv, _recv_any, stop_with, ReceiveOp};
 use receive::{is_receive_op, Delivery};
