@@ -4,7 +4,8 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::cell::RefCell;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{
@@ -35,6 +36,13 @@ const MAX_HANDSHAKES: usize = 64;
 /// served at their own pace).
 const TICKER_PERIOD: Duration = Duration::from_millis(250);
 
+fn closed() -> DistError {
+    DistError::Io(io::Error::new(
+        io::ErrorKind::NotConnected,
+        "connection closed",
+    ))
+}
+
 /// One live connection.
 pub(crate) struct Conn {
     pub(crate) id: u64,
@@ -61,8 +69,65 @@ struct Out {
     closed: bool,
 }
 
+thread_local! {
+    /// Connections this thread appended bytes to while deferring writes (see
+    /// [`DeferWrites`]); `None` when it is not deferring.
+    static DEFERRED: RefCell<Option<Vec<Arc<Conn>>>> = const { RefCell::new(None) };
+}
+
+/// While one lives on a thread, that thread's sends append their frames to the
+/// connections' output buffers without writing them; dropping the (outermost) guard
+/// writes each touched connection's buffer once. The VM's driver holds one across
+/// each slice of a Python process: a process that sends many messages in a slice
+/// makes one system call per connection instead of one per message, and a process
+/// that sends and then waits (a round trip) has its frame written when its slice ends,
+/// with no hand-off to another thread. A batch past [`INLINE_LIMIT`] is handed to the
+/// writer thread at once, and the ticker writes whatever a guard left (a slice that
+/// blocked in foreign code), so bytes never wait long.
+#[derive(Debug)]
+pub struct DeferWrites {
+    outer: bool,
+    // Thread-bound: the guard flushes the thread's own list.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl DeferWrites {
+    /// Starts deferring this thread's writes (nested guards defer to the outermost).
+    pub fn begin() -> Self {
+        let outer = DEFERRED.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = Some(Vec::new());
+                true
+            } else {
+                false
+            }
+        });
+        DeferWrites {
+            outer,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for DeferWrites {
+    fn drop(&mut self) {
+        if !self.outer {
+            return;
+        }
+        let conns = DEFERRED
+            .try_with(|d| d.borrow_mut().take())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        for c in conns {
+            let _ = c.flush();
+        }
+    }
+}
+
 impl Conn {
-    pub(crate) fn send(&self, msg: &DistMessage) -> Result<(), DistError> {
+    pub(crate) fn send(self: &Arc<Self>, msg: &DistMessage) -> Result<(), DistError> {
         let mut frame = vec![0u8; 4];
         msg.encode_into(&mut frame, self.style)?;
         let len = u32::try_from(frame.len() - 4)
@@ -73,14 +138,9 @@ impl Conn {
     }
 
     /// Appends `bytes` to what goes out; writes them at once when nobody else is
-    /// writing and the batch is small (see [`Out`]).
-    fn write(&self, bytes: &[u8]) -> Result<(), DistError> {
-        let closed = || {
-            DistError::Io(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "connection closed",
-            ))
-        };
+    /// writing, the batch is small and this thread does not defer its writes (see
+    /// [`Out`] and [`DeferWrites`]).
+    fn write(self: &Arc<Self>, bytes: &[u8]) -> Result<(), DistError> {
         let mut o = lock(&self.out);
         if o.closed {
             return Err(closed());
@@ -89,6 +149,40 @@ impl Conn {
         if o.flushing {
             return Ok(());
         }
+        if o.buf.len() <= INLINE_LIMIT && self.defer() {
+            return Ok(());
+        }
+        self.write_out(o)
+    }
+
+    /// Notes this connection on the thread's deferred list; `false` if the thread does
+    /// not defer.
+    fn defer(self: &Arc<Self>) -> bool {
+        DEFERRED
+            .try_with(|d| match &mut *d.borrow_mut() {
+                Some(v) => {
+                    if !v.iter().any(|c| Arc::ptr_eq(c, self)) {
+                        v.push(self.clone());
+                    }
+                    true
+                }
+                None => false,
+            })
+            .unwrap_or(false)
+    }
+
+    /// Writes what is buffered unless another thread is writing it already.
+    pub(crate) fn flush(&self) -> Result<(), DistError> {
+        let o = lock(&self.out);
+        if o.closed || o.flushing || o.buf.is_empty() {
+            return Ok(());
+        }
+        self.write_out(o)
+    }
+
+    /// Becomes the writer (`flushing`) and writes batches until the buffer stays
+    /// empty, handing a big batch to the writer thread instead.
+    fn write_out<'a>(&'a self, mut o: MutexGuard<'a, Out>) -> Result<(), DistError> {
         o.flushing = true;
         loop {
             if o.buf.len() > INLINE_LIMIT {
@@ -402,7 +496,7 @@ fn drain(inner: &Arc<Inner>, conn: &Arc<Conn>) -> Result<(), ConnError> {
 
 /// Replies to a gen call's `From` (`{Pid, Tag}`): through the alias when the tag is
 /// `[alias | Ref]` (gen:call since OTP 24), to the pid otherwise.
-fn gen_reply(inner: &Arc<Inner>, conn: &Conn, from: &Term, reply: Term) {
+fn gen_reply(inner: &Arc<Inner>, conn: &Arc<Conn>, from: &Term, reply: Term) {
     let Some([Term::Pid(to), tag]) = from.as_tuple() else {
         return;
     };
@@ -643,7 +737,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &Arc<Conn>, m: DistMessage) {
 }
 
 /// net_kernel's part that peers use: `is_auth` (net_adm:ping).
-fn net_kernel(inner: &Arc<Inner>, conn: &Conn, message: Term) {
+fn net_kernel(inner: &Arc<Inner>, conn: &Arc<Conn>, message: Term) {
     let Some(t) = message.as_tuple() else { return };
     if t.len() == 3 && t[0].as_atom() == Some("$gen_call") {
         let is_auth =
@@ -765,6 +859,8 @@ pub(super) fn ticker(inner: Arc<Inner>) {
         let conns: Vec<Arc<Conn>> = lock(&inner.tables).conns.values().cloned().collect();
         let now = Instant::now();
         for c in conns {
+            // Bytes a deferring thread left (its slice blocked in foreign code).
+            let _ = c.flush();
             let action = lock(&c.state).on_timer(now);
             match action {
                 TimerAction::None => {}

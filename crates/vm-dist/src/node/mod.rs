@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use conn::DeferWrites;
 pub use mailbox::{Delivery, Mailbox};
 
 use crate::atoms::LocalAtoms;
