@@ -132,7 +132,10 @@ fn a_failed_background_setup_gives_noconnection_to_links_monitors_and_on_fail() 
         }
         other => panic!("expected a noconnection exit, got {other:?}"),
     }
-    assert!(t.elapsed() < SETUP_TIMEOUT, "the ghost waited for the silent node");
+    assert!(
+        t.elapsed() < SETUP_TIMEOUT,
+        "the ghost waited for the silent node"
+    );
 
     let bound = SETUP_TIMEOUT * 3;
     let mut exit = false;
@@ -146,7 +149,10 @@ fn a_failed_background_setup_gives_noconnection_to_links_monitors_and_on_fail() 
             Some(Delivery::Down {
                 reference, reason, ..
             }) => {
-                assert_eq!((reference, reason), (mref.clone(), Term::atom("noconnection")));
+                assert_eq!(
+                    (reference, reason),
+                    (mref.clone(), Term::atom("noconnection"))
+                );
                 down = true;
             }
             other => panic!("expected noconnection, got {other:?}"),

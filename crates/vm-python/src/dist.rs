@@ -162,24 +162,28 @@ impl Wire {
         }
     }
 
-    /// Wire term → vm-core term.
-    fn term_in(&self, t: &wire::Term, depth: usize) -> Result<Term, String> {
+    /// Wire term → vm-core term, taking the wire term's buffers (a received binary
+    /// becomes the VM's without a copy).
+    fn term_in(&self, t: wire::Term, depth: usize) -> Result<Term, String> {
         if depth > MAX_DEPTH {
             return Err("term nested too deep".into());
         }
         let d = depth + 1;
         Ok(match t {
-            wire::Term::Int(i) => Term::Int(*i),
-            wire::Term::BigInt(b) => Term::bigint(b.clone()),
-            wire::Term::Float(f) => Term::Float(*f),
+            wire::Term::Int(i) => Term::Int(i),
+            wire::Term::BigInt(b) => Term::bigint(b),
+            wire::Term::Float(f) => Term::Float(f),
             wire::Term::Atom(a) => {
                 Term::Atom(Atom::try_new(a.as_str()).map_err(|e| e.to_string())?)
             }
             wire::Term::Binary(b) => {
-                if let (true, Ok(text)) = (self.utf8, std::str::from_utf8(b)) {
-                    Term::str(text)
+                if !self.utf8 {
+                    Term::binary(b)
                 } else {
-                    Term::binary(b.clone())
+                    match String::from_utf8(b) {
+                        Ok(text) => Term::str(&text),
+                        Err(e) => Term::binary(e.into_bytes()),
+                    }
                 }
             }
             wire::Term::BitBinary(b) => Term::Tuple(vec![
@@ -188,23 +192,23 @@ impl Wire {
                 Term::Int(i64::from(b.last_bits())),
             ]),
             wire::Term::Tuple(v) => Term::Tuple(
-                v.iter()
+                v.into_iter()
                     .map(|e| self.term_in(e, d))
                     .collect::<Result<_, _>>()?,
             ),
             wire::Term::Nil => Term::nil(),
             wire::Term::List { elems, tail } => {
                 let elems: Vec<Term> = elems
-                    .iter()
+                    .into_iter()
                     .map(|e| self.term_in(e, d))
                     .collect::<Result<_, _>>()?;
-                if matches!(**tail, wire::Term::Nil) {
+                if matches!(*tail, wire::Term::Nil) {
                     Term::List(elems)
                 } else {
                     Term::Tuple(vec![
                         Term::Atom(tags().improper),
                         Term::List(elems),
-                        self.term_in(tail, d)?,
+                        self.term_in(*tail, d)?,
                     ])
                 }
             }
@@ -214,20 +218,23 @@ impl Wire {
             ]),
             wire::Term::Map(pairs) => Term::map(
                 pairs
-                    .iter()
+                    .into_iter()
                     .map(|(k, v)| Ok((self.term_in(k, d)?, self.term_in(v, d)?)))
                     .collect::<Result<_, String>>()?,
             ),
-            wire::Term::Pid(p) => self.pid_in(p)?,
-            wire::Term::Ref(r) => self.ref_in(r)?,
-            wire::Term::Port(_) => Term::Tuple(vec![
-                Term::Atom(tags().port),
-                Term::binary(vm_dist::etf::encode(t).map_err(|e| e.to_string())?),
-            ]),
-            wire::Term::Fun(_) => Term::Tuple(vec![
-                Term::Atom(tags().fun),
-                Term::binary(vm_dist::etf::encode(t).map_err(|e| e.to_string())?),
-            ]),
+            wire::Term::Pid(p) => self.pid_in(&p)?,
+            wire::Term::Ref(r) => self.ref_in(&r)?,
+            t @ (wire::Term::Port(_) | wire::Term::Fun(_)) => {
+                let tag = if matches!(t, wire::Term::Port(_)) {
+                    tags().port
+                } else {
+                    tags().fun
+                };
+                Term::Tuple(vec![
+                    Term::Atom(tag),
+                    Term::binary(vm_dist::etf::encode(&t).map_err(|e| e.to_string())?),
+                ])
+            }
         })
     }
 
@@ -321,7 +328,7 @@ impl Wire {
         }))
     }
 
-    fn frag_in(&self, t: &wire::Term) -> Result<Fragment, String> {
+    fn frag_in(&self, t: wire::Term) -> Result<Fragment, String> {
         Ok(Fragment::from_term(&self.term_in(t, 0)?))
     }
 }
@@ -355,7 +362,7 @@ impl Host for VmHost {
         let pid = Pid::new(to.id, to.serial);
         let result = (|| -> Result<bool, String> {
             Ok(match d {
-                Delivery::Message { message, .. } => self.vm.send(pid, w.frag_in(&message)?),
+                Delivery::Message { message, .. } => self.vm.send(pid, w.frag_in(message)?),
                 Delivery::Exit {
                     from,
                     reason,
@@ -363,7 +370,7 @@ impl Host for VmHost {
                 } => self.vm.exit_from_remote(
                     pid,
                     Fragment::from_term(&w.pid_in(&from)?),
-                    w.frag_in(&reason)?,
+                    w.frag_in(reason)?,
                     linked,
                 ),
                 Delivery::Down {
@@ -391,7 +398,7 @@ impl Host for VmHost {
                         r,
                         Term::Atom(Atom::PROCESS),
                         who,
-                        w.term_in(&reason, 0)?,
+                        w.term_in(reason, 0)?,
                     ]);
                     self.vm.send(pid, Fragment::from_term(&msg))
                 }
@@ -829,7 +836,7 @@ pub(crate) fn term_to_binary<'py>(
 pub(crate) fn binary_to_term(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
     let t = vm_dist::etf::decode(data)
         .map_err(|e| PyValueError::new_err(format!("not an external term: {e}")))?;
-    let frag = codec_wire().frag_in(&t).map_err(PyValueError::new_err)?;
+    let frag = codec_wire().frag_in(t).map_err(PyValueError::new_err)?;
     crate::convert::frag_to_py(py, &frag)
 }
 
@@ -902,11 +909,10 @@ pub(crate) fn dist_expose(
                 crate::driver::with_batch_gil(|py| {
                     let (f, runner) = &*fr;
                     let spawned = (|| -> PyResult<()> {
-                        let args = PyTuple::new(
-                            py,
-                            [f.clone_ref(py), Py::new(py, call)?.into_any()],
-                        )?;
-                        let body = crate::api::make_body(py, runner.bind(py), &args, None, None, false)?;
+                        let args =
+                            PyTuple::new(py, [f.clone_ref(py), Py::new(py, call)?.into_any()])?;
+                        let body =
+                            crate::api::make_body(py, runner.bind(py), &args, None, None, false)?;
                         crate::lifecycle::vm()?
                             .spawn_opts(Box::new(body), vm_core::SpawnOpts::default())
                             .map_err(err)?;
@@ -967,7 +973,7 @@ impl RpcCall {
         };
         let args = lock(&self.args).take().unwrap_or_default();
         let mut out = Vec::with_capacity(args.len());
-        for a in &args {
+        for a in args {
             let frag = w.frag_in(a).map_err(PyValueError::new_err)?;
             out.push(crate::convert::frag_to_py(py, &frag)?);
         }
@@ -979,7 +985,8 @@ impl RpcCall {
     fn done(&self, value: &Bound<'_, PyAny>) -> PyResult<bool> {
         let converted = crate::convert::to_fragment(value).and_then(|frag| {
             let w = self.host.wire().ok_or_else(not_distributed)?;
-            w.term_out(&frag.to_term(), 0).map_err(PyValueError::new_err)
+            w.term_out(&frag.to_term(), 0)
+                .map_err(PyValueError::new_err)
         });
         match converted {
             Ok(t) => Ok(self.answer(Ok(t))),
@@ -1016,10 +1023,7 @@ fn error_term(py: Python<'_>, e: &PyErr) -> wire::Term {
 /// `monitor_node(node, flag)`: with True, a `('nodedown', node)` message comes when
 /// the connection to `node` is lost (at once if it cannot be made).
 #[pyfunction]
-pub(crate) fn dist_monitor_node(
-    node: &Bound<'_, PyAny>,
-    flag: bool,
-) -> PyResult<bool> {
+pub(crate) fn dist_monitor_node(node: &Bound<'_, PyAny>, flag: bool) -> PyResult<bool> {
     let g = current().ok_or_else(not_distributed)?;
     let n = node_name(node)?;
     let me = crate::driver::with_cx(|cx| cx.self_pid())
@@ -1040,12 +1044,19 @@ pub(crate) fn dist_monitor_node(
     // Registered first: a connection that comes up and goes down at once still
     // reports. The connection is set up in the background (the caller's scheduler
     // does not wait on a handshake); if that fails, `nodedown` comes then.
-    lock(&g.host.node_monitors).entry(n.clone()).or_default().push(me);
+    lock(&g.host.node_monitors)
+        .entry(n.clone())
+        .or_default()
+        .push(me);
     let host = g.host.clone();
     let (n2, msg) = (n.clone(), nodedown.clone());
     let on_fail = Box::new(move || {
         let was = match lock(&host.node_monitors).get_mut(&n2) {
-            Some(v) => v.iter().position(|p| *p == me).map(|i| v.remove(i)).is_some(),
+            Some(v) => v
+                .iter()
+                .position(|p| *p == me)
+                .map(|i| v.remove(i))
+                .is_some(),
             None => false,
         };
         if was {

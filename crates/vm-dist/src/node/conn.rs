@@ -1,10 +1,10 @@
 //! The driver's connections: handshakes over blocking sockets, a reader and a writer
 //! thread per connection, dispatch of control messages, the ticker.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::cell::RefCell;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 

@@ -436,7 +436,11 @@ impl Node {
     /// Makes `module:function/arity` callable from other nodes by `rpc:call` (erpc's
     /// spawn request) and by the old `rex` server protocol.
     pub fn expose(&self, module: &str, function: &str, f: Exposed) {
-        self.expose_async(module, function, Arc::new(move |args, reply| reply.send(f(args))));
+        self.expose_async(
+            module,
+            function,
+            Arc::new(move |args, reply| reply.send(f(args))),
+        );
     }
 
     /// [`Node::expose`] for a function that answers later ([`ExposedAsync`]).
@@ -906,9 +910,7 @@ impl Inner {
         for control in o.queue {
             match control {
                 Control::Link { from, to } => {
-                    let linked = lock(&self.tables)
-                        .links
-                        .remove(&(from.clone(), to.clone()));
+                    let linked = lock(&self.tables).links.remove(&(from.clone(), to.clone()));
                     if linked {
                         self.deliver(
                             &from,

@@ -589,7 +589,7 @@ impl Body for PyProcess {
     fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
         let _clock = crate::timeslice::Mark::begin(); // timeslice.rs: the slice's clock
                                                       // From here on the context is used through the slice only (current.rs).
-        // Distribution frames sent in this slice are written once, when it ends.
+                                                      // Distribution frames sent in this slice are written once, when it ends.
         let _dist = vm_dist::node::DeferWrites::begin();
         let slice = Slice::new(cx);
         let cx = slice.ptr();
