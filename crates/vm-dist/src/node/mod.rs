@@ -85,8 +85,11 @@ pub type ExposedAsync = Arc<dyn Fn(Vec<Term>, Reply) + Send + Sync>;
 /// answer (the process running the call was killed, say), it answers
 /// `Err(killed)`: the caller never waits forever.
 pub struct Reply {
-    send: Option<Box<dyn FnOnce(Result<Term, Term>) + Send>>,
+    send: Option<Answer>,
 }
+
+/// Where a [`Reply`]'s result goes.
+type Answer = Box<dyn FnOnce(Result<Term, Term>) + Send>;
 
 impl Reply {
     /// A reply that hands the result to `f`.
