@@ -709,3 +709,25 @@ def test_a_slow_rpc_blocks_neither_the_connection_nor_other_rpcs(erl):
         return True
 
     assert run_node(main)
+
+
+def test_watchers_of_remote_relations_are_not_in_processes(erl):
+    """A process linked to a remote one gets a watcher (distribution's own process):
+    beamvm.processes() lists the user's processes only, before and after."""
+
+    def main():
+        before = set(beamvm.processes())
+        remote = erl_eval(erl, "P = spawn(fun() -> receive stop -> ok end end), "
+                               "register(lnk, P), P.")
+        beamvm.link(remote)
+        deadline = time.monotonic() + 10
+        while erl_eval(erl, "{links, L} = process_info(whereis(lnk), links), length(L).") != 1:
+            assert time.monotonic() < deadline, "the link did not reach erl"
+            beamvm.sleep(0.02)
+        # The link is up, so the watcher runs; it is not the user's process.
+        assert set(beamvm.processes()) == before
+        beamvm.unlink(remote)
+        send(remote, Atom("stop"))
+        return True
+
+    assert run_node(main)

@@ -424,6 +424,33 @@ impl Host for VmHost {
     }
 }
 
+/// Distribution's watchers: left out of `beamvm.processes()`, as system processes
+/// are. A watcher is added right after its spawn and removes itself when its DOWN
+/// comes, which cannot be earlier: its monitor is set after the add.
+static SYSTEM: RwLock<Option<HashSet<Pid>>> = RwLock::new(None);
+
+fn system_add(pid: Pid) {
+    SYSTEM
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(pid);
+}
+
+fn system_remove(pid: Pid) {
+    if let Some(s) = SYSTEM.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        s.remove(&pid);
+    }
+}
+
+/// Removes distribution's own processes from `pids` (see [`SYSTEM`]).
+pub(crate) fn drop_system(pids: &mut Vec<Pid>) {
+    let guard = SYSTEM.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = guard.as_ref().filter(|s| !s.is_empty()) {
+        pids.retain(|p| !s.contains(p));
+    }
+}
+
 /// Starts a watcher of `pid` unless one runs; `false` if `pid` is not alive.
 fn watch(host: &VmHost, pid: Pid) -> bool {
     if !host.vm.is_alive(pid) {
@@ -436,9 +463,10 @@ fn watch(host: &VmHost, pid: Pid) -> bool {
         return false;
     };
     let Some(w) = host.wire() else { return false };
-    let me = w.local_pid(pid);
+    let me_wire = w.local_pid(pid);
     let glue = current();
     let body = move |cx: &mut Cx<'_>| -> Step {
+        let me = cx.self_pid();
         while let Some(m) = cx.recv() {
             if let Term::Tuple(t) = m.to_term() {
                 if t.len() == 5 && t[0] == Term::Atom(Atom::DOWN) {
@@ -449,8 +477,9 @@ fn watch(host: &VmHost, pid: Pid) -> bool {
                             .wire()
                             .and_then(|w| w.term_out(&t[4], 0).ok())
                             .unwrap_or_else(|| wire::Term::atom("normal"));
-                        node.local_exited(&me, reason);
+                        node.local_exited(&me_wire, reason);
                     }
+                    system_remove(me);
                     return Step::Exit(Fragment::from_term(&Term::Atom(Atom::NORMAL)));
                 }
             }
@@ -460,9 +489,15 @@ fn watch(host: &VmHost, pid: Pid) -> bool {
     // The monitor is set before this returns (not when the watcher first runs), so an
     // exit right after a remote LINK or MONITOR_P still reports its own reason.
     let watcher = host.vm.spawn(body);
+    if let Ok(w) = watcher {
+        system_add(w);
+    }
     match watcher.ok().and_then(|w| host.vm.monitor_for(w, pid)) {
         Some(_) => true,
         None => {
+            if let Ok(w) = watcher {
+                system_remove(w);
+            }
             lock(&host.watched).remove(&pid);
             false
         }
@@ -791,6 +826,7 @@ pub(crate) fn _dist_stop(py: Python<'_>) {
         });
         lock(&g.host.node).take();
     }
+    SYSTEM.write().unwrap_or_else(|e| e.into_inner()).take();
     crate::lifecycle::set_local_node(Atom::NONODE);
 }
 
