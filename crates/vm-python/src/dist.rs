@@ -488,14 +488,14 @@ fn watch(host: &VmHost, pid: Pid) -> bool {
     };
     // The monitor is set before this returns (not when the watcher first runs), so an
     // exit right after a remote LINK or MONITOR_P still reports its own reason.
-    let watcher = host.vm.spawn(body);
-    if let Ok(w) = watcher {
+    let watcher = host.vm.spawn(body).ok();
+    if let Some(w) = watcher {
         system_add(w);
     }
-    match watcher.ok().and_then(|w| host.vm.monitor_for(w, pid)) {
+    match watcher.and_then(|w| host.vm.monitor_for(w, pid)) {
         Some(_) => true,
         None => {
-            if let Ok(w) = watcher {
+            if let Some(w) = watcher {
                 system_remove(w);
             }
             lock(&host.watched).remove(&pid);
