@@ -915,10 +915,10 @@ pub(crate) fn dist_ping(py: Python<'_>, node: &Bound<'_, PyAny>, timeout: f64) -
 /// Makes `module:function` callable from other nodes (`rpc:call`, `erpc:call`).
 ///
 /// Each call runs in a process of its own (as erpc runs it in a process spawned on
-/// this node): the connection's reader thread only starts a small native process,
-/// which spawns the Python process `runner(f, call)` (`beamvm.dist._run_exposed`); the
-/// reader never waits for the GIL or for the function, so a slow call stalls neither
-/// the connection nor other calls. The function's exception becomes the error the
+/// this node): the connection's reader thread spawns an [`RpcProcess`], which becomes
+/// the Python process `runner(f, call)` (`beamvm.dist._run_exposed`) in its first
+/// slice; the reader never waits for the GIL or for the function, so a slow call
+/// stalls neither the connection nor other calls. The function's exception becomes the error the
 /// caller sees (`{badrpc, {'EXIT', ...}}` from rpc:call); a call whose process dies
 /// without answering fails with `killed`.
 #[pyfunction]
@@ -938,32 +938,15 @@ pub(crate) fn dist_expose(
             args: Mutex::new(Some(args)),
             reply: Mutex::new(Some(reply)),
         };
-        let fr = fr.clone();
-        let mut call = Some(call);
-        let body = move |_cx: &mut Cx<'_>| -> Step {
-            if let Some(call) = call.take() {
-                crate::driver::with_batch_gil(|py| {
-                    let (f, runner) = &*fr;
-                    let spawned = (|| -> PyResult<()> {
-                        let args =
-                            PyTuple::new(py, [f.clone_ref(py), Py::new(py, call)?.into_any()])?;
-                        let body =
-                            crate::api::make_body(py, runner.bind(py), &args, None, None, false)?;
-                        crate::lifecycle::vm()?
-                            .spawn_opts(Box::new(body), vm_core::SpawnOpts::default())
-                            .map_err(err)?;
-                        Ok(())
-                    })();
-                    if let Err(e) = spawned {
-                        // The call object went with the error (its reply answers
-                        // `killed` when dropped).
-                        log::warn!("rpc: cannot start a process for the call: {e}");
-                    }
-                });
-            }
-            Step::Exit(Fragment::from_term(&Term::Atom(Atom::NORMAL)))
+        let body = RpcProcess {
+            pending: Some((fr.clone(), call)),
+            body: None,
         };
-        if let Err(e) = g_spawn(&host, body) {
+        if let Err(e) = host
+            .vm
+            .spawn_opts(Box::new(body), vm_core::SpawnOpts::default())
+        {
+            // The call went with the body (its reply answers `killed` when dropped).
             log::warn!("rpc: cannot start a process for the call: {e}");
         }
     });
@@ -971,11 +954,60 @@ pub(crate) fn dist_expose(
     Ok(())
 }
 
-fn g_spawn(
-    host: &VmHost,
-    body: impl FnMut(&mut Cx<'_>) -> Step + Send + 'static,
-) -> Result<Pid, String> {
-    host.vm.spawn(body).map_err(|e| e.to_string())
+/// The process of one rpc call. The reader thread makes it without the GIL; its first
+/// slice (on a scheduler, inside a GIL batch) builds the Python process
+/// `runner(f, call)`, which it is from then on: one process per call, no hand-off.
+struct RpcProcess {
+    pending: Option<(Arc<(PyObject, PyObject)>, RpcCall)>,
+    body: Option<crate::driver::PyProcess>,
+}
+
+impl vm_core::Body for RpcProcess {
+    fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
+        if self.body.is_none() {
+            let Some((fr, call)) = self.pending.take() else {
+                return Step::Exit(Fragment::from_term(&Term::Atom(Atom::NORMAL)));
+            };
+            let made = crate::driver::with_batch_gil(|py| {
+                let (f, runner) = &*fr;
+                let args = PyTuple::new(py, [f.clone_ref(py), Py::new(py, call)?.into_any()])?;
+                crate::api::make_body(py, runner.bind(py), &args, None, None, false)
+            });
+            match made {
+                Ok(b) => self.body = Some(b),
+                Err(e) => {
+                    // The call went with the error (its reply answers `killed`).
+                    log::warn!("rpc: cannot start a process for the call: {e}");
+                    return Step::Exit(Fragment::from_term(&Term::Atom(Atom::NORMAL)));
+                }
+            }
+        }
+        match self.body.as_mut() {
+            Some(b) => b.resume(cx),
+            None => Step::Exit(Fragment::from_term(&Term::Atom(Atom::NORMAL))),
+        }
+    }
+
+    fn terminate(&mut self, cx: &mut Cx<'_>, reason: &Fragment) {
+        if let Some(b) = self.body.as_mut() {
+            b.terminate(cx, reason);
+        }
+    }
+
+    fn class(&self) -> vm_core::BodyClass {
+        vm_core::BodyClass::Hooked
+    }
+
+    fn label(&self) -> String {
+        match &self.body {
+            Some(b) => b.label(),
+            None => "rpc".into(),
+        }
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        self.body.as_ref().map(|b| b as &dyn std::any::Any)
+    }
 }
 
 /// One call of an exposed function, handed to the process that runs it
