@@ -47,7 +47,8 @@ struct Silent {
 fn silent_node(epmd_port: u16) -> Silent {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let alive = unique("silent");
+    let name = unique("silent");
+    let alive = name.split('@').next().unwrap_or("silent").to_owned();
     let registration = epmd::register(
         SocketAddr::from(([127, 0, 0, 1], epmd_port)),
         &alive,
@@ -56,7 +57,7 @@ fn silent_node(epmd_port: u16) -> Silent {
     )
     .expect("register with EPMD");
     Silent {
-        name: format!("{alive}@localhost"),
+        name,
         _listener: listener,
         _registration: registration,
     }
@@ -121,7 +122,7 @@ fn a_failed_background_setup_gives_noconnection_to_links_monitors_and_on_fail() 
     a.0.connect_background(&silent.name, Box::new(move || tx.send(()).unwrap_or(())))
         .expect("started");
     // A node EPMD does not know fails fast, alone.
-    let ghost = format!("{}@localhost", unique("ghost"));
+    let ghost = unique("ghost");
     let ghost_pid = remote_pid(&ghost);
     let mut g = a.0.mailbox();
     g.link(&ghost_pid).expect("queued");

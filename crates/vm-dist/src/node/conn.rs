@@ -28,6 +28,9 @@ const READ_CHUNK: usize = 256 * 1024;
 /// a sender never blocks long in a write of a big batch (a scheduler thread, possibly
 /// holding the GIL in the Python binding).
 const INLINE_LIMIT: usize = 64 * 1024;
+/// Largest output buffer a connection keeps between batches: a 1 MiB message and its
+/// framing fit, so a stream of them reuses one buffer; a bigger burst's goes back.
+const RETAIN_MAX: usize = 2 * 1024 * 1024 + 64 * 1024;
 /// Most handshakes in progress at once; connections past it are closed at once, so a
 /// flood of idle connections cannot pile up threads (each gives up after
 /// SETUP_TIMEOUT anyway).
@@ -62,6 +65,9 @@ pub(crate) struct Conn {
 #[derive(Default)]
 struct Out {
     buf: Vec<u8>,
+    /// The buffer of the batch written before, emptied: the next batch's `buf`, so a
+    /// stream of big messages alternates between two buffers (see [`reuse`]).
+    spare: Vec<u8>,
     /// A thread (a sender or the writer) is writing; appenders leave the bytes to it.
     flushing: bool,
     /// The batch is the writer thread's to write.
@@ -127,14 +133,33 @@ impl Drop for DeferWrites {
 }
 
 impl Conn {
+    /// Frames `msg` straight into the output buffer (no frame of its own: a fresh
+    /// buffer per big message costs the kernel's zeroing of its pages, which was most
+    /// of a 1 MiB send), then goes on as [`Conn::write`].
     pub(crate) fn send(self: &Arc<Self>, msg: &DistMessage) -> Result<(), DistError> {
-        let mut frame = vec![0u8; 4];
-        msg.encode_into(&mut frame, self.style)?;
-        let len = u32::try_from(frame.len() - 4)
-            .map_err(|_| DistError::Encode(crate::etf::EncodeError::TooLarge("message")))?;
-        frame[..4].copy_from_slice(&len.to_be_bytes());
         lock(&self.state).wrote(Instant::now());
-        self.write(&frame)
+        let mut o = lock(&self.out);
+        if o.closed {
+            return Err(closed());
+        }
+        let at = o.buf.len();
+        o.buf.extend_from_slice(&[0; 4]);
+        let encoded = msg.encode_into(&mut o.buf, self.style);
+        let len = u32::try_from(o.buf.len() - at - 4);
+        match (encoded, len) {
+            (Ok(()), Ok(len)) => o.buf[at..at + 4].copy_from_slice(&len.to_be_bytes()),
+            (Err(e), _) => {
+                o.buf.truncate(at);
+                return Err(e.into());
+            }
+            (_, Err(_)) => {
+                o.buf.truncate(at);
+                return Err(DistError::Encode(crate::etf::EncodeError::TooLarge(
+                    "message",
+                )));
+            }
+        }
+        self.appended(o)
     }
 
     /// Appends `bytes` to what goes out; writes them at once when nobody else is
@@ -146,6 +171,11 @@ impl Conn {
             return Err(closed());
         }
         o.buf.extend_from_slice(bytes);
+        self.appended(o)
+    }
+
+    /// After an append: who writes the buffer ([`Conn::write`]).
+    fn appended<'a>(self: &'a Arc<Self>, o: MutexGuard<'a, Out>) -> Result<(), DistError> {
         if o.flushing {
             return Ok(());
         }
@@ -191,7 +221,8 @@ impl Conn {
                 self.wake.notify_one();
                 return Ok(());
             }
-            let batch = std::mem::take(&mut o.buf);
+            let next = std::mem::take(&mut o.spare);
+            let batch = std::mem::replace(&mut o.buf, next);
             drop(o);
             let r = (&self.stream).write_all(&batch);
             o = lock(&self.out);
@@ -203,12 +234,11 @@ impl Conn {
                 return Err(closed());
             }
             if o.buf.is_empty() {
-                let mut b = batch;
-                b.clear();
-                o.buf = b;
+                o.buf = reuse(batch);
                 o.flushing = false;
                 return Ok(());
             }
+            o.spare = reuse(batch);
         }
     }
 
@@ -441,7 +471,8 @@ fn writer(conn: Arc<Conn>) {
         if o.closed {
             return;
         }
-        let batch = std::mem::take(&mut o.buf);
+        let next = std::mem::take(&mut o.spare);
+        let batch = std::mem::replace(&mut o.buf, next);
         drop(o);
         let r = (&conn.stream).write_all(&batch);
         o = lock(&conn.out);
@@ -453,10 +484,24 @@ fn writer(conn: Arc<Conn>) {
             return;
         }
         if o.buf.is_empty() {
+            o.buf = reuse(batch);
             o.handed = false;
             o.flushing = false;
+        } else {
+            o.spare = reuse(batch);
         }
     }
+}
+
+/// A written batch's buffer, emptied, to be the next one: bulk sends reuse one buffer
+/// instead of each getting fresh pages. One past [`RETAIN_MAX`] is let go, so an idle
+/// connection gives back what a burst took.
+fn reuse(mut batch: Vec<u8>) -> Vec<u8> {
+    if batch.capacity() > RETAIN_MAX {
+        return Vec::new();
+    }
+    batch.clear();
+    batch
 }
 
 fn reader(inner: Arc<Inner>, mut stream: TcpStream, conn: Arc<Conn>) {
