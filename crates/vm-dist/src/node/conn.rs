@@ -28,9 +28,17 @@ const READ_CHUNK: usize = 256 * 1024;
 /// a sender never blocks long in a write of a big batch (a scheduler thread, possibly
 /// holding the GIL in the Python binding).
 const INLINE_LIMIT: usize = 64 * 1024;
-/// Largest output buffer a connection keeps between batches: a 1 MiB message and its
-/// framing fit, so a stream of them reuses one buffer; a bigger burst's goes back.
-const RETAIN_MAX: usize = 2 * 1024 * 1024 + 64 * 1024;
+/// Largest output buffer a connection keeps between batches: a batch at the busy
+/// limit plus a 1 MiB message fits, so a bulk stream alternates between two buffers;
+/// a bigger burst's goes back.
+const RETAIN_MAX: usize = 4 * 1024 * 1024;
+/// Bytes waiting for the writer past which a sender waits for it to take them: erl's
+/// default `dist_buf_busy_limit` (1 MiB).
+const BUSY_LIMIT: usize = 1024 * 1024;
+/// Longest a sender waits at the busy limit: a peer that stopped reading slows its
+/// senders down but never holds a scheduler thread (and the GIL) for long; past this
+/// the bytes queue as before and the tick timeout deals with the peer.
+const BUSY_WAIT: Duration = Duration::from_millis(50);
 /// Most handshakes in progress at once; connections past it are closed at once, so a
 /// flood of idle connections cannot pile up threads (each gives up after
 /// SETUP_TIMEOUT anyway).
@@ -54,6 +62,8 @@ pub(crate) struct Conn {
     out: Mutex<Out>,
     /// Wakes the writer thread when a batch is handed to it.
     wake: Condvar,
+    /// Wakes senders waiting past [`BUSY_LIMIT`] when a batch is taken to be written.
+    drained: Condvar,
     stream: TcpStream,
     state: Mutex<Connection<LocalAtoms>>,
 }
@@ -175,8 +185,26 @@ impl Conn {
     }
 
     /// After an append: who writes the buffer ([`Conn::write`]).
-    fn appended<'a>(self: &'a Arc<Self>, o: MutexGuard<'a, Out>) -> Result<(), DistError> {
+    fn appended<'a>(self: &'a Arc<Self>, mut o: MutexGuard<'a, Out>) -> Result<(), DistError> {
         if o.flushing {
+            // Another thread writes; past the busy limit the sender waits (boundedly)
+            // until that thread takes the batch, as erl suspends a sender on a busy
+            // distribution port: the buffer stays near the limit instead of growing
+            // (and being copied as it grows) by tens of MiB in a bulk send.
+            if o.buf.len() > BUSY_LIMIT {
+                let deadline = Instant::now() + BUSY_WAIT;
+                while o.flushing && !o.closed && o.buf.len() > BUSY_LIMIT {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    o = self
+                        .drained
+                        .wait_timeout(o, left)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                }
+            }
             return Ok(());
         }
         if o.buf.len() <= INLINE_LIMIT && self.defer() {
@@ -224,6 +252,7 @@ impl Conn {
             let next = std::mem::take(&mut o.spare);
             let batch = std::mem::replace(&mut o.buf, next);
             drop(o);
+            self.drained.notify_all();
             let r = (&self.stream).write_all(&batch);
             o = lock(&self.out);
             if r.is_err() {
@@ -245,6 +274,7 @@ impl Conn {
     pub(crate) fn close(&self) {
         lock(&self.out).closed = true;
         self.wake.notify_one();
+        self.drained.notify_all();
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 }
@@ -438,6 +468,7 @@ fn start_conn(
         peer: est.peer.clone(),
         out: Mutex::new(Out::default()),
         wake: Condvar::new(),
+        drained: Condvar::new(),
         stream: stream.try_clone()?,
         state: Mutex::new(state),
     });
@@ -474,6 +505,7 @@ fn writer(conn: Arc<Conn>) {
         let next = std::mem::take(&mut o.spare);
         let batch = std::mem::replace(&mut o.buf, next);
         drop(o);
+        conn.drained.notify_all();
         let r = (&conn.stream).write_all(&batch);
         o = lock(&conn.out);
         if r.is_err() {
