@@ -222,3 +222,26 @@ fn a_slow_exposed_function_holds_up_neither_the_connection_nor_other_calls() {
     reply.send(Ok(Term::Int(42)));
     assert_eq!(slow.join().expect("slow caller"), Term::Int(42));
 }
+
+#[test]
+fn links_to_hundreds_of_unknown_nodes_at_once_all_get_noconnection() {
+    let port = free_port();
+    let a = node(port, true);
+    let mut m = a.0.mailbox();
+    let targets: Vec<Pid> = (0..300).map(|_| remote_pid(&unique("nobody"))).collect();
+    for t in &targets {
+        m.link(t).expect("queued");
+    }
+    // Past the bound on setups in progress an attempt fails at once; either way
+    // every link is answered.
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < targets.len() {
+        match m.recv(Duration::from_secs(60)) {
+            Some(Delivery::Exit { from, reason, .. }) => {
+                assert_eq!(reason, Term::atom("noconnection"));
+                assert!(seen.insert(from), "two exits for one link");
+            }
+            other => panic!("expected noconnection for every link, got {other:?}"),
+        }
+    }
+}

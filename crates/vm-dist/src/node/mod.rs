@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -45,6 +45,10 @@ use crate::etf::EncodeError;
 use crate::flags;
 use crate::handshake::HandshakeError;
 use crate::term::{Atom, Pid, Ref, Term};
+
+/// Most background connection setups at once (one thread each); see
+/// [`NodeConfig::background_connect`].
+const MAX_CONNECTING: usize = 64;
 
 /// How long connection setup may take (erl's net_setuptime default: 7 s).
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(7);
@@ -277,6 +281,8 @@ pub(crate) struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     host: Option<Arc<dyn Host>>,
     next_unlink: AtomicU64,
+    /// Background connection setups in progress (bounded by [`MAX_CONNECTING`]).
+    connecting: AtomicUsize,
 }
 
 /// A running node.
@@ -380,6 +386,7 @@ impl Node {
             threads: Mutex::new(Vec::new()),
             host: embedder,
             next_unlink: AtomicU64::new(1),
+            connecting: AtomicUsize::new(0),
             cfg,
         });
         let node = Node { inner };
@@ -848,11 +855,27 @@ impl Inner {
                         },
                     );
                     drop(t);
+                    if self.connecting.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTING {
+                        // Sends to thousands of unknown nodes at once must not make
+                        // thousands of threads: past the bound, this attempt fails at
+                        // once, as an unreachable node's would.
+                        self.connecting.fetch_sub(1, Ordering::AcqRel);
+                        log::warn!(
+                            "{}: {MAX_CONNECTING} connection setups in progress, not connecting to {node}",
+                            self.name
+                        );
+                        self.fail_outbox(node);
+                        return Ok(());
+                    }
                     let (inner, n) = (self.clone(), node.to_owned());
                     let started = std::thread::Builder::new()
                         .name("dist-connect".into())
-                        .spawn(move || inner.connect_and_flush(&n));
+                        .spawn(move || {
+                            inner.connect_and_flush(&n);
+                            inner.connecting.fetch_sub(1, Ordering::AcqRel);
+                        });
                     if let Err(e) = started {
+                        self.connecting.fetch_sub(1, Ordering::AcqRel);
                         log::error!("{}: cannot start a connect thread: {e}", self.name);
                         self.fail_outbox(node);
                     }
