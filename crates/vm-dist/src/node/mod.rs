@@ -8,7 +8,10 @@
 //! buffer of whole frames that one thread at a time writes, in order (per-pair order is
 //! the order of sends): the sender itself while the batch is small (no thread hand-off
 //! on a round trip), a writer thread for big batches; frames that pile up meanwhile
-//! coalesce into one write. One ticker thread runs every
+//! coalesce into one write, and past a busy limit a sender waits (boundedly) for the
+//! writer. A Python slice defers its writes to its end (`DeferWrites`). With
+//! [`NodeConfig::background_connect`], connections are set up on threads of their own
+//! while what is sent to the node queues in order. One ticker thread runs every
 //! connection's timer. [`Mailbox`]es give Rust code pids; the node answers
 //! net_kernel's `is_auth` (so `net_adm:ping` gets `pong`), `rex` calls and
 //! `erpc`'s spawn requests for functions exposed with [`Node::expose`].
