@@ -97,7 +97,7 @@ thread_local! {
 /// each slice of a Python process: a process that sends many messages in a slice
 /// makes one system call per connection instead of one per message, and a process
 /// that sends and then waits (a round trip) has its frame written when its slice ends,
-/// with no hand-off to another thread. A batch past [`INLINE_LIMIT`] is handed to the
+/// with no hand-off to another thread. A batch past 64 KiB is handed to the
 /// writer thread at once, and the ticker writes whatever a guard left (a slice that
 /// blocked in foreign code), so bytes never wait long.
 #[derive(Debug)]
