@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import beamvm
 import pytest
@@ -598,3 +599,135 @@ def test_decode_binaries_utf8_hidden_and_the_environment(erl, monkeypatch):
         return True
 
     assert beamvm.run(main, decode_binaries="utf8", hidden=True, dist_listen="127.0.0.1")
+
+
+class SilentNode:
+    """A node the system EPMD knows whose port accepts connections (the kernel's
+    backlog does) but never answers: a handshake with it lasts until the setup timeout
+    (7 s)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        port = self.listener.getsockname()[1]
+        self.short = unique("silent")
+        self.name = f"{self.short}@localhost"
+        name = self.short.encode()
+        # ALIVE2_REQ: port, normal node, TCP, versions 6..6, name, no extra.
+        body = (bytes([120]) + port.to_bytes(2, "big") + bytes([77, 0]) + (6).to_bytes(2, "big")
+                + (6).to_bytes(2, "big") + len(name).to_bytes(2, "big") + name + bytes(2))
+        self.epmd = socket.create_connection(("127.0.0.1", 4369), timeout=10)
+        self.epmd.sendall(len(body).to_bytes(2, "big") + body)
+        resp = self.epmd.recv(16)
+        assert resp[:1] in (b"y", b"v") and resp[1] == 0, resp
+
+    def close(self) -> None:
+        self.epmd.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def silent():
+    subprocess.run(["epmd", "-daemon"], check=False)
+    s = SilentNode()
+    yield s
+    s.close()
+
+
+def test_a_connection_being_set_up_holds_no_scheduler(silent):
+    """With one scheduler, a send, a link and a monitor to a node whose handshake hangs
+    return at once and other processes keep running; when the setup times out the link
+    and the monitor get noconnection. dist.ping from a process waits as a receive."""
+
+    def ticker(parent):
+        for i in range(3):
+            send(parent, (Atom("tick"), i))
+            beamvm.sleep(0.05)
+
+    def main():
+        beamvm.process_flag("trap_exit", True)
+        target = erl_pid_on(Atom(silent.name))
+        t = time.monotonic()
+        send(target, "queued")
+        beamvm.link(target)
+        mref = beamvm.monitor(target)
+        assert time.monotonic() - t < 3.5, "a send/link/monitor waited for the handshake"
+        beamvm.spawn(ticker, self_pid())
+        for i in range(3):
+            assert receive((Atom("tick"), ANY), timeout=3.5)[1] == i
+        assert time.monotonic() - t < 5, "other processes did not run while connecting"
+        got = receive((Atom("EXIT"), target, ANY), timeout=30)
+        assert got[2] == Atom("noconnection")
+        got = receive((Atom("DOWN"), mref, ANY, ANY, ANY), timeout=30)
+        assert got[4] == Atom("noconnection")
+        assert dist.ping(silent.name, timeout=0.5) == Atom("pang")
+        return True
+
+    assert run_node(main, schedulers=1)
+
+
+class slowmath:  # noqa: N801 - an Erlang module name
+    """Exposed: `slow` waits for a `go` message, `double` answers at once."""
+
+    @staticmethod
+    def slow(x):
+        beamvm.register("slowcall", self_pid())
+        receive(Atom("go"), timeout=60)
+        return x + 1
+
+    @staticmethod
+    def double(x):
+        return 2 * x
+
+
+def test_a_slow_rpc_blocks_neither_the_connection_nor_other_rpcs(erl):
+    """Each rpc:call into Python runs in a process: while one waits (in receive), other
+    calls on the same connection are answered, and pings go through."""
+
+    def main():
+        me = beamvm.node()
+        dist.expose("slowmath", slowmath)
+        erl_eval(
+            erl,
+            f"Agent = self(), spawn(fun() -> Agent ! {{slow_result, "
+            f"rpc:call('{me}', slowmath, slow, [41])}} end), ok.",
+        )
+        deadline = time.monotonic() + 30
+        while beamvm.whereis("slowcall") is None:
+            assert time.monotonic() < deadline, "the slow call never started"
+            beamvm.sleep(0.02)
+        assert erl_eval(erl, f"rpc:call('{me}', slowmath, double, [21]).") == 42
+        assert erl_eval(erl, f"net_adm:ping('{me}').") == Atom("pong")
+        assert beamvm.whereis("slowcall") is not None, "the slow call ended early"
+        r = erl_eval(
+            erl,
+            f"{{slowcall, '{me}'}} ! go, receive {{slow_result, R}} -> R after 30000 -> "
+            "timeout end.",
+        )
+        assert r == 42
+        return True
+
+    assert run_node(main)
+
+
+def test_watchers_of_remote_relations_are_not_in_processes(erl):
+    """A process linked to a remote one gets a watcher (distribution's own process):
+    beamvm.processes() lists the user's processes only, before and after."""
+
+    def main():
+        before = set(beamvm.processes())
+        remote = erl_eval(erl, "P = spawn(fun() -> receive stop -> ok end end), "
+                               "register(lnk, P), P.")
+        beamvm.link(remote)
+        deadline = time.monotonic() + 10
+        while erl_eval(erl, "{links, L} = process_info(whereis(lnk), links), length(L).") != 1:
+            assert time.monotonic() < deadline, "the link did not reach erl"
+            beamvm.sleep(0.02)
+        # The link is up, so the watcher runs; it is not the user's process.
+        assert set(beamvm.processes()) == before
+        beamvm.unlink(remote)
+        send(remote, Atom("stop"))
+        return True
+
+    assert run_node(main)

@@ -57,8 +57,32 @@ def nodes() -> list[Atom]:
 
 
 def ping(name: str | Atom, timeout: float = 5.0) -> Atom:
-    """``net_adm:ping``: ``Atom('pong')`` if ``name`` answers, else ``Atom('pang')``."""
-    return Atom("pong") if _native.dist_ping(name, timeout) else Atom("pang")
+    """``net_adm:ping``: ``Atom('pong')`` if ``name`` answers, else ``Atom('pang')``.
+
+    From a process, the process waits as in a ``receive`` (its scheduler runs other
+    processes meanwhile, even while the connection is being set up); from plain
+    Python code, the calling thread blocks up to ``timeout`` seconds.
+    """
+    if not _native.in_process_():
+        return Atom("pong") if _native.dist_ping(name, timeout) else Atom("pang")
+    import beamvm
+
+    n = name if isinstance(name, Atom) else Atom(str(name))
+    if n == beamvm.node():
+        return Atom("pong")
+    kernel = (Atom("net_kernel"), n)
+    mref = beamvm.monitor(kernel)
+    me = _native.self_pid()
+    beamvm.send(kernel, (Atom("$gen_call"), (me, mref), (Atom("is_auth"), beamvm.node())))
+    msg = beamvm.receive(
+        (mref, beamvm.ANY),
+        (Atom("DOWN"), mref, beamvm.ANY, beamvm.ANY, beamvm.ANY),
+        timeout=timeout,
+        default=None,
+    )
+    beamvm.demonitor(mref, flush=True)
+    ok = msg is not None and len(msg) == 2 and msg[1] == Atom("yes")
+    return Atom("pong") if ok else Atom("pang")
 
 
 def monitor_node(name: str | Atom, flag: bool = True) -> bool:
@@ -79,7 +103,9 @@ def expose(name: str, module: types.ModuleType | Any) -> list[str]:
     Arguments arrive converted as messages are (binaries as ``bytes``, strings sent by
     Erlang as :class:`Charlist`); the result goes back the same way. An exception becomes
     ``{badrpc, {'EXIT', {{error, 'Type', <<"message">>}, []}}}`` on the caller's side.
-    The function runs on the connection's thread (not as a process): keep it short.
+    Each call runs in a process of its own, as erpc runs it on an Erlang node: it may
+    ``receive``, call servers or take its time without holding up the connection or
+    other calls.
     """
     names = []
     for fname in dir(module):
@@ -87,9 +113,19 @@ def expose(name: str, module: types.ModuleType | Any) -> list[str]:
             continue
         f = getattr(module, fname)
         if callable(f):
-            _native.dist_expose(name, fname, f)
+            _native.dist_expose(name, fname, f, _run_exposed)
             names.append(fname)
     return names
+
+
+def _run_exposed(f: Any, call: _native.RpcCall) -> None:
+    """Body of the process that runs one call of an exposed function."""
+    try:
+        result = f(*call.args())
+    except Exception as e:  # noqa: BLE001 - every error is the caller's to see
+        call.fail(e)
+        return
+    call.done(result)
 
 
 def _full_name(name: str, longnames: bool) -> str:

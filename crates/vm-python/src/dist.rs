@@ -25,9 +25,12 @@
 //!
 //! Connections are the driver's threads (a reader and a writer per connection); the
 //! plan is to move them onto the VM's I/O reactor (docs/distribution.md).
-//! A blocking call on a scheduler thread: the first send to a node sets the
-//! connection up (EPMD look-up and handshake, bounded by the setup timeout), as BEAM's
-//! auto-connect suspends the sender.
+//! No scheduler thread waits on the network: the node runs with
+//! `background_connect`, so the first send (link, monitor, exit) to a node queues the
+//! message and a `dist-connect` thread sets the connection up (EPMD look-up and
+//! handshake, bounded by the setup timeout), then sends what queued, in order; a
+//! failed setup gives links and monitors `noconnection`. Exposed functions run in
+//! processes of their own ([`dist_expose`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +44,7 @@ use vm_core::term::{ExternalPid, ExternalRef, MAX_REF_WORDS};
 use vm_core::{Atom, Cx, Fragment, Pid, Ref, Step, Term, VmRef};
 use vm_dist::control::ProcRef;
 use vm_dist::cookie::Cookie;
-use vm_dist::node::{Delivery, Host, Node, NodeConfig, NodeEvent};
+use vm_dist::node::{Delivery, Host, Node, NodeConfig, NodeEvent, Reply};
 use vm_dist::term as wire;
 
 use crate::types::PyAtom;
@@ -159,24 +162,28 @@ impl Wire {
         }
     }
 
-    /// Wire term → vm-core term.
-    fn term_in(&self, t: &wire::Term, depth: usize) -> Result<Term, String> {
+    /// Wire term → vm-core term, taking the wire term's buffers (a received binary
+    /// becomes the VM's without a copy).
+    fn term_in(&self, t: wire::Term, depth: usize) -> Result<Term, String> {
         if depth > MAX_DEPTH {
             return Err("term nested too deep".into());
         }
         let d = depth + 1;
         Ok(match t {
-            wire::Term::Int(i) => Term::Int(*i),
-            wire::Term::BigInt(b) => Term::bigint(b.clone()),
-            wire::Term::Float(f) => Term::Float(*f),
+            wire::Term::Int(i) => Term::Int(i),
+            wire::Term::BigInt(b) => Term::bigint(b),
+            wire::Term::Float(f) => Term::Float(f),
             wire::Term::Atom(a) => {
                 Term::Atom(Atom::try_new(a.as_str()).map_err(|e| e.to_string())?)
             }
             wire::Term::Binary(b) => {
-                if let (true, Ok(text)) = (self.utf8, std::str::from_utf8(b)) {
-                    Term::str(text)
+                if !self.utf8 {
+                    Term::binary(b)
                 } else {
-                    Term::binary(b.clone())
+                    match String::from_utf8(b) {
+                        Ok(text) => Term::str(&text),
+                        Err(e) => Term::binary(e.into_bytes()),
+                    }
                 }
             }
             wire::Term::BitBinary(b) => Term::Tuple(vec![
@@ -185,23 +192,23 @@ impl Wire {
                 Term::Int(i64::from(b.last_bits())),
             ]),
             wire::Term::Tuple(v) => Term::Tuple(
-                v.iter()
+                v.into_iter()
                     .map(|e| self.term_in(e, d))
                     .collect::<Result<_, _>>()?,
             ),
             wire::Term::Nil => Term::nil(),
             wire::Term::List { elems, tail } => {
                 let elems: Vec<Term> = elems
-                    .iter()
+                    .into_iter()
                     .map(|e| self.term_in(e, d))
                     .collect::<Result<_, _>>()?;
-                if matches!(**tail, wire::Term::Nil) {
+                if matches!(*tail, wire::Term::Nil) {
                     Term::List(elems)
                 } else {
                     Term::Tuple(vec![
                         Term::Atom(tags().improper),
                         Term::List(elems),
-                        self.term_in(tail, d)?,
+                        self.term_in(*tail, d)?,
                     ])
                 }
             }
@@ -211,20 +218,23 @@ impl Wire {
             ]),
             wire::Term::Map(pairs) => Term::map(
                 pairs
-                    .iter()
+                    .into_iter()
                     .map(|(k, v)| Ok((self.term_in(k, d)?, self.term_in(v, d)?)))
                     .collect::<Result<_, String>>()?,
             ),
-            wire::Term::Pid(p) => self.pid_in(p)?,
-            wire::Term::Ref(r) => self.ref_in(r)?,
-            wire::Term::Port(_) => Term::Tuple(vec![
-                Term::Atom(tags().port),
-                Term::binary(vm_dist::etf::encode(t).map_err(|e| e.to_string())?),
-            ]),
-            wire::Term::Fun(_) => Term::Tuple(vec![
-                Term::Atom(tags().fun),
-                Term::binary(vm_dist::etf::encode(t).map_err(|e| e.to_string())?),
-            ]),
+            wire::Term::Pid(p) => self.pid_in(&p)?,
+            wire::Term::Ref(r) => self.ref_in(&r)?,
+            t @ (wire::Term::Port(_) | wire::Term::Fun(_)) => {
+                let tag = if matches!(t, wire::Term::Port(_)) {
+                    tags().port
+                } else {
+                    tags().fun
+                };
+                Term::Tuple(vec![
+                    Term::Atom(tag),
+                    Term::binary(vm_dist::etf::encode(&t).map_err(|e| e.to_string())?),
+                ])
+            }
         })
     }
 
@@ -318,7 +328,7 @@ impl Wire {
         }))
     }
 
-    fn frag_in(&self, t: &wire::Term) -> Result<Fragment, String> {
+    fn frag_in(&self, t: wire::Term) -> Result<Fragment, String> {
         Ok(Fragment::from_term(&self.term_in(t, 0)?))
     }
 }
@@ -352,7 +362,7 @@ impl Host for VmHost {
         let pid = Pid::new(to.id, to.serial);
         let result = (|| -> Result<bool, String> {
             Ok(match d {
-                Delivery::Message { message, .. } => self.vm.send(pid, w.frag_in(&message)?),
+                Delivery::Message { message, .. } => self.vm.send(pid, w.frag_in(message)?),
                 Delivery::Exit {
                     from,
                     reason,
@@ -360,7 +370,7 @@ impl Host for VmHost {
                 } => self.vm.exit_from_remote(
                     pid,
                     Fragment::from_term(&w.pid_in(&from)?),
-                    w.frag_in(&reason)?,
+                    w.frag_in(reason)?,
                     linked,
                 ),
                 Delivery::Down {
@@ -388,7 +398,7 @@ impl Host for VmHost {
                         r,
                         Term::Atom(Atom::PROCESS),
                         who,
-                        w.term_in(&reason, 0)?,
+                        w.term_in(reason, 0)?,
                     ]);
                     self.vm.send(pid, Fragment::from_term(&msg))
                 }
@@ -414,6 +424,33 @@ impl Host for VmHost {
     }
 }
 
+/// Distribution's watchers: left out of `beamvm.processes()`, as system processes
+/// are. A watcher is added right after its spawn and removes itself when its DOWN
+/// comes, which cannot be earlier: its monitor is set after the add.
+static SYSTEM: RwLock<Option<HashSet<Pid>>> = RwLock::new(None);
+
+fn system_add(pid: Pid) {
+    SYSTEM
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(pid);
+}
+
+fn system_remove(pid: Pid) {
+    if let Some(s) = SYSTEM.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        s.remove(&pid);
+    }
+}
+
+/// Removes distribution's own processes from `pids` (see [`SYSTEM`]).
+pub(crate) fn drop_system(pids: &mut Vec<Pid>) {
+    let guard = SYSTEM.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = guard.as_ref().filter(|s| !s.is_empty()) {
+        pids.retain(|p| !s.contains(p));
+    }
+}
+
 /// Starts a watcher of `pid` unless one runs; `false` if `pid` is not alive.
 fn watch(host: &VmHost, pid: Pid) -> bool {
     if !host.vm.is_alive(pid) {
@@ -426,9 +463,10 @@ fn watch(host: &VmHost, pid: Pid) -> bool {
         return false;
     };
     let Some(w) = host.wire() else { return false };
-    let me = w.local_pid(pid);
+    let me_wire = w.local_pid(pid);
     let glue = current();
     let body = move |cx: &mut Cx<'_>| -> Step {
+        let me = cx.self_pid();
         while let Some(m) = cx.recv() {
             if let Term::Tuple(t) = m.to_term() {
                 if t.len() == 5 && t[0] == Term::Atom(Atom::DOWN) {
@@ -439,8 +477,9 @@ fn watch(host: &VmHost, pid: Pid) -> bool {
                             .wire()
                             .and_then(|w| w.term_out(&t[4], 0).ok())
                             .unwrap_or_else(|| wire::Term::atom("normal"));
-                        node.local_exited(&me, reason);
+                        node.local_exited(&me_wire, reason);
                     }
+                    system_remove(me);
                     return Step::Exit(Fragment::from_term(&Term::Atom(Atom::NORMAL)));
                 }
             }
@@ -449,10 +488,16 @@ fn watch(host: &VmHost, pid: Pid) -> bool {
     };
     // The monitor is set before this returns (not when the watcher first runs), so an
     // exit right after a remote LINK or MONITOR_P still reports its own reason.
-    let watcher = host.vm.spawn(body);
-    match watcher.ok().and_then(|w| host.vm.monitor_for(w, pid)) {
+    let watcher = host.vm.spawn(body).ok();
+    if let Some(w) = watcher {
+        system_add(w);
+    }
+    match watcher.and_then(|w| host.vm.monitor_for(w, pid)) {
         Some(_) => true,
         None => {
+            if let Some(w) = watcher {
+                system_remove(w);
+            }
             lock(&host.watched).remove(&pid);
             false
         }
@@ -715,6 +760,8 @@ pub(crate) fn _dist_start(
         cfg.cookie = Some(Cookie::new(c));
     }
     cfg.hidden = hidden;
+    // Scheduler threads send, link and monitor: they must never wait on a handshake.
+    cfg.background_connect = true;
     if let Some(l) = listen {
         cfg.listen = l.parse().map_err(|_| {
             PyValueError::new_err(format!("dist_listen {l:?} is not an IP address"))
@@ -779,6 +826,7 @@ pub(crate) fn _dist_stop(py: Python<'_>) {
         });
         lock(&g.host.node).take();
     }
+    SYSTEM.write().unwrap_or_else(|e| e.into_inner()).take();
     crate::lifecycle::set_local_node(Atom::NONODE);
 }
 
@@ -824,7 +872,7 @@ pub(crate) fn term_to_binary<'py>(
 pub(crate) fn binary_to_term(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
     let t = vm_dist::etf::decode(data)
         .map_err(|e| PyValueError::new_err(format!("not an external term: {e}")))?;
-    let frag = codec_wire().frag_in(&t).map_err(PyValueError::new_err)?;
+    let frag = codec_wire().frag_in(t).map_err(PyValueError::new_err)?;
     crate::convert::frag_to_py(py, &frag)
 }
 
@@ -865,57 +913,185 @@ pub(crate) fn dist_ping(py: Python<'_>, node: &Bound<'_, PyAny>, timeout: f64) -
 }
 
 /// Makes `module:function` callable from other nodes (`rpc:call`, `erpc:call`).
-/// The function runs on the connection's thread, holding the GIL; its exception
-/// becomes the error the caller sees (`{badrpc, {'EXIT', ...}}` from rpc:call).
+///
+/// Each call runs in a process of its own (as erpc runs it in a process spawned on
+/// this node): the connection's reader thread spawns an [`RpcProcess`], which becomes
+/// the Python process `runner(f, call)` (`beamvm.dist._run_exposed`) in its first
+/// slice; the reader never waits for the GIL or for the function, so a slow call
+/// stalls neither the connection nor other calls. The function's exception becomes the error the
+/// caller sees (`{badrpc, {'EXIT', ...}}` from rpc:call); a call whose process dies
+/// without answering fails with `killed`.
 #[pyfunction]
-pub(crate) fn dist_expose(module: &str, function: &str, f: PyObject) -> PyResult<()> {
+pub(crate) fn dist_expose(
+    module: &str,
+    function: &str,
+    f: PyObject,
+    runner: PyObject,
+) -> PyResult<()> {
     let g = current().ok_or_else(not_distributed)?;
     let host = g.host.clone();
-    let handler = Arc::new(
-        move |args: Vec<wire::Term>| -> Result<wire::Term, wire::Term> {
-            let Some(w) = host.wire() else {
-                return Err(wire::Term::atom("noconnection"));
-            };
-            Python::with_gil(|py| {
-                let call = || -> PyResult<wire::Term> {
-                    let mut pyargs = Vec::with_capacity(args.len());
-                    for a in &args {
-                        let frag = w.frag_in(a).map_err(PyValueError::new_err)?;
-                        pyargs.push(crate::convert::frag_to_py(py, &frag)?);
-                    }
-                    let result = f.call1(py, PyTuple::new(py, pyargs)?)?;
-                    let frag = crate::convert::to_fragment(result.bind(py))?;
-                    w.term_out(&frag.to_term(), 0)
-                        .map_err(PyValueError::new_err)
-                };
-                call().map_err(|e| {
-                    let tn = e
-                        .get_type(py)
-                        .qualname()
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|_| "Exception".into());
-                    let msg = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
-                    wire::Term::tuple(vec![
-                        wire::Term::atom("error"),
-                        wire::Term::atom(&tn),
-                        wire::Term::binary(msg.into_bytes()),
-                    ])
-                })
-            })
-        },
-    );
-    g.node.expose(module, function, handler);
+    // Shared, not cloned per call: cloning a PyObject needs the GIL.
+    let fr = Arc::new((f, runner));
+    let handler = Arc::new(move |args: Vec<wire::Term>, reply: Reply| {
+        let call = RpcCall {
+            host: host.clone(),
+            args: Mutex::new(Some(args)),
+            reply: Mutex::new(Some(reply)),
+        };
+        let body = RpcProcess {
+            pending: Some((fr.clone(), call)),
+            body: None,
+        };
+        if let Err(e) = host
+            .vm
+            .spawn_opts(Box::new(body), vm_core::SpawnOpts::default())
+        {
+            // The call went with the body (its reply answers `killed` when dropped).
+            log::warn!("rpc: cannot start a process for the call: {e}");
+        }
+    });
+    g.node.expose_async(module, function, handler);
     Ok(())
+}
+
+/// The process of one rpc call. The reader thread makes it without the GIL; its first
+/// slice (on a scheduler, inside a GIL batch) builds the Python process
+/// `runner(f, call)`, which it is from then on: one process per call, no hand-off.
+struct RpcProcess {
+    pending: Option<(Arc<(PyObject, PyObject)>, RpcCall)>,
+    body: Option<crate::driver::PyProcess>,
+}
+
+impl vm_core::Body for RpcProcess {
+    fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
+        if self.body.is_none() {
+            let Some((fr, call)) = self.pending.take() else {
+                return Step::Exit(Fragment::from_term(&Term::Atom(Atom::NORMAL)));
+            };
+            let made = crate::driver::with_batch_gil(|py| {
+                let (f, runner) = &*fr;
+                let args = PyTuple::new(py, [f.clone_ref(py), Py::new(py, call)?.into_any()])?;
+                crate::api::make_body(py, runner.bind(py), &args, None, None, false)
+            });
+            match made {
+                Ok(b) => self.body = Some(b),
+                Err(e) => {
+                    // The call went with the error (its reply answers `killed`).
+                    log::warn!("rpc: cannot start a process for the call: {e}");
+                    return Step::Exit(Fragment::from_term(&Term::Atom(Atom::NORMAL)));
+                }
+            }
+        }
+        match self.body.as_mut() {
+            Some(b) => b.resume(cx),
+            None => Step::Exit(Fragment::from_term(&Term::Atom(Atom::NORMAL))),
+        }
+    }
+
+    fn terminate(&mut self, cx: &mut Cx<'_>, reason: &Fragment) {
+        if let Some(b) = self.body.as_mut() {
+            b.terminate(cx, reason);
+        }
+    }
+
+    fn class(&self) -> vm_core::BodyClass {
+        vm_core::BodyClass::Hooked
+    }
+
+    fn label(&self) -> String {
+        match &self.body {
+            Some(b) => b.label(),
+            None => "rpc".into(),
+        }
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        self.body.as_ref().map(|b| b as &dyn std::any::Any)
+    }
+}
+
+/// One call of an exposed function, handed to the process that runs it
+/// (`beamvm.dist._run_exposed`): its arguments, converted in that process, and the
+/// answer to send back. Dropped unanswered, the call fails with `killed`.
+#[pyclass(module = "beamvm._native", name = "RpcCall", frozen)]
+pub(crate) struct RpcCall {
+    host: Arc<VmHost>,
+    args: Mutex<Option<Vec<wire::Term>>>,
+    reply: Mutex<Option<Reply>>,
+}
+
+impl RpcCall {
+    fn answer(&self, r: Result<wire::Term, wire::Term>) -> bool {
+        match lock(&self.reply).take() {
+            Some(reply) => {
+                reply.send(r);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[pymethods]
+impl RpcCall {
+    /// The call's arguments as Python values (once: later calls give an empty tuple).
+    fn args<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let Some(w) = self.host.wire() else {
+            return PyTuple::new(py, Vec::<PyObject>::new());
+        };
+        let args = lock(&self.args).take().unwrap_or_default();
+        let mut out = Vec::with_capacity(args.len());
+        for a in args {
+            let frag = w.frag_in(a).map_err(PyValueError::new_err)?;
+            out.push(crate::convert::frag_to_py(py, &frag)?);
+        }
+        PyTuple::new(py, out)
+    }
+
+    /// Answers the call with `value`; False if it was answered already. A value with
+    /// no term form fails the call (and raises here).
+    fn done(&self, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let converted = crate::convert::to_fragment(value).and_then(|frag| {
+            let w = self.host.wire().ok_or_else(not_distributed)?;
+            w.term_out(&frag.to_term(), 0)
+                .map_err(PyValueError::new_err)
+        });
+        match converted {
+            Ok(t) => Ok(self.answer(Ok(t))),
+            Err(e) => {
+                self.answer(Err(error_term(value.py(), &e)));
+                Err(e)
+            }
+        }
+    }
+
+    /// Fails the call with the exception `exc` (`{error, 'Type', <<"message">>}` on
+    /// the caller's side); False if it was answered already.
+    fn fail(&self, exc: &Bound<'_, PyAny>) -> bool {
+        let e = PyErr::from_value(exc.clone());
+        self.answer(Err(error_term(exc.py(), &e)))
+    }
+}
+
+/// `{error, 'Type', <<"message">>}`: how a Python exception reads on the Erlang side.
+fn error_term(py: Python<'_>, e: &PyErr) -> wire::Term {
+    let tn = e
+        .get_type(py)
+        .qualname()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| "Exception".into());
+    let msg = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
+    wire::Term::tuple(vec![
+        wire::Term::atom("error"),
+        wire::Term::atom(&tn),
+        wire::Term::binary(msg.into_bytes()),
+    ])
 }
 
 /// `monitor_node(node, flag)`: with True, a `('nodedown', node)` message comes when
 /// the connection to `node` is lost (at once if it cannot be made).
 #[pyfunction]
-pub(crate) fn dist_monitor_node(
-    py: Python<'_>,
-    node: &Bound<'_, PyAny>,
-    flag: bool,
-) -> PyResult<bool> {
+pub(crate) fn dist_monitor_node(node: &Bound<'_, PyAny>, flag: bool) -> PyResult<bool> {
     let g = current().ok_or_else(not_distributed)?;
     let n = node_name(node)?;
     let me = crate::driver::with_cx(|cx| cx.self_pid())
@@ -928,16 +1104,38 @@ pub(crate) fn dist_monitor_node(
         }
         return Ok(true);
     }
-    let connected = py.allow_threads(|| g.node.connect(&n).is_ok());
-    if connected {
-        lock(&g.host.node_monitors).entry(n).or_default().push(me);
-    } else {
-        let a = Atom::try_new(&n).map_err(err)?;
-        let msg = Fragment::from_term(&Term::Tuple(vec![
-            Term::Atom(tags().nodedown),
-            Term::Atom(a),
-        ]));
-        g.host.vm.send(me, msg);
+    let a = Atom::try_new(&n).map_err(err)?;
+    let nodedown = Fragment::from_term(&Term::Tuple(vec![
+        Term::Atom(tags().nodedown),
+        Term::Atom(a),
+    ]));
+    // Registered first: a connection that comes up and goes down at once still
+    // reports. The connection is set up in the background (the caller's scheduler
+    // does not wait on a handshake); if that fails, `nodedown` comes then.
+    lock(&g.host.node_monitors)
+        .entry(n.clone())
+        .or_default()
+        .push(me);
+    let host = g.host.clone();
+    let (n2, msg) = (n.clone(), nodedown.clone());
+    let on_fail = Box::new(move || {
+        let was = match lock(&host.node_monitors).get_mut(&n2) {
+            Some(v) => v
+                .iter()
+                .position(|p| *p == me)
+                .map(|i| v.remove(i))
+                .is_some(),
+            None => false,
+        };
+        if was {
+            host.vm.send(me, msg);
+        }
+    });
+    if g.node.connect_background(&n, on_fail).is_err() {
+        if let Some(v) = lock(&g.host.node_monitors).get_mut(&n) {
+            v.retain(|p| *p != me);
+        }
+        g.host.vm.send(me, nodedown);
     }
     Ok(true)
 }

@@ -352,7 +352,9 @@ pub(crate) fn process_info(
 #[pyfunction]
 pub(crate) fn processes(py: Python<'_>) -> PyResult<Py<PyList>> {
     let v = handle()?;
-    let all = py.allow_threads(move || v.processes());
+    let mut all = py.allow_threads(move || v.processes());
+    // Distribution's helpers (watchers) are the system's, as erl's are not user code.
+    crate::dist::drop_system(&mut all);
     pids(py, &all)
 }
 

@@ -147,6 +147,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dist::dist_ping, m)?)?;
     m.add_function(wrap_pyfunction!(dist::dist_expose, m)?)?;
     m.add_function(wrap_pyfunction!(dist::dist_monitor_node, m)?)?;
+    m.add_class::<dist::RpcCall>()?;
     m.add_function(wrap_pyfunction!(dist::term_to_binary, m)?)?;
     m.add_function(wrap_pyfunction!(dist::binary_to_term, m)?)?;
     m.add_function(wrap_pyfunction!(api::in_process_, m)?)?;

@@ -248,7 +248,8 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
                 }
             }
             None => {
-                // A batch that ran out of work has spun already: park at once.
+                // Spin (yielding the core, holding no hook) before parking; a batch
+                // that ran out of work spun only briefly, with the hook held.
                 s.spins += 1;
                 if s.spins < SPIN_ROUNDS {
                     std::hint::spin_loop();

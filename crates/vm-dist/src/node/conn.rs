@@ -1,13 +1,16 @@
 //! The driver's connections: handshakes over blocking sockets, a reader and a writer
 //! thread per connection, dispatch of control messages, the ticker.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{lock, resolve, Delivery, DistError, Inner, NodeEvent, SETUP_TIMEOUT, SYSTEM_ID};
+use super::{
+    lock, resolve, Delivery, DistError, Inner, NodeEvent, Reply, SETUP_TIMEOUT, SYSTEM_ID,
+};
 use crate::atoms::LocalAtoms;
 use crate::connection::{ConnError, Connection, Incoming, TimerAction, TICK};
 use crate::control::{Control, DistMessage, ProcRef, Style, SPAWN_FLAG_MONITOR};
@@ -25,6 +28,17 @@ const READ_CHUNK: usize = 256 * 1024;
 /// a sender never blocks long in a write of a big batch (a scheduler thread, possibly
 /// holding the GIL in the Python binding).
 const INLINE_LIMIT: usize = 64 * 1024;
+/// Largest output buffer a connection keeps between batches: a batch at the busy
+/// limit plus a 1 MiB message fits, so a bulk stream alternates between two buffers;
+/// a bigger burst's goes back.
+const RETAIN_MAX: usize = 4 * 1024 * 1024;
+/// Bytes waiting for the writer past which a sender waits for it to take them: erl's
+/// default `dist_buf_busy_limit` (1 MiB).
+const BUSY_LIMIT: usize = 1024 * 1024;
+/// Longest a sender waits at the busy limit: a peer that stopped reading slows its
+/// senders down but never holds a scheduler thread (and the GIL) for long; past this
+/// the bytes queue as before and the tick timeout deals with the peer.
+const BUSY_WAIT: Duration = Duration::from_millis(50);
 /// Most handshakes in progress at once; connections past it are closed at once, so a
 /// flood of idle connections cannot pile up threads (each gives up after
 /// SETUP_TIMEOUT anyway).
@@ -32,6 +46,13 @@ const MAX_HANDSHAKES: usize = 64;
 /// How often the ticker looks at the connections, at most (shorter tick intervals are
 /// served at their own pace).
 const TICKER_PERIOD: Duration = Duration::from_millis(250);
+
+fn closed() -> DistError {
+    DistError::Io(io::Error::new(
+        io::ErrorKind::NotConnected,
+        "connection closed",
+    ))
+}
 
 /// One live connection.
 pub(crate) struct Conn {
@@ -41,6 +62,8 @@ pub(crate) struct Conn {
     out: Mutex<Out>,
     /// Wakes the writer thread when a batch is handed to it.
     wake: Condvar,
+    /// Wakes senders waiting past [`BUSY_LIMIT`] when a batch is taken to be written.
+    drained: Condvar,
     stream: TcpStream,
     state: Mutex<Connection<LocalAtoms>>,
 }
@@ -52,6 +75,9 @@ pub(crate) struct Conn {
 #[derive(Default)]
 struct Out {
     buf: Vec<u8>,
+    /// The buffer of the batch written before, emptied: the next batch's `buf`, so a
+    /// stream of big messages alternates between two buffers (see [`reuse`]).
+    spare: Vec<u8>,
     /// A thread (a sender or the writer) is writing; appenders leave the bytes to it.
     flushing: bool,
     /// The batch is the writer thread's to write.
@@ -59,34 +85,162 @@ struct Out {
     closed: bool,
 }
 
+thread_local! {
+    /// Connections this thread appended bytes to while deferring writes (see
+    /// [`DeferWrites`]); `None` when it is not deferring.
+    static DEFERRED: RefCell<Option<Vec<Arc<Conn>>>> = const { RefCell::new(None) };
+}
+
+/// While one lives on a thread, that thread's sends append their frames to the
+/// connections' output buffers without writing them; dropping the (outermost) guard
+/// writes each touched connection's buffer once. The VM's driver holds one across
+/// each slice of a Python process: a process that sends many messages in a slice
+/// makes one system call per connection instead of one per message, and a process
+/// that sends and then waits (a round trip) has its frame written when its slice ends,
+/// with no hand-off to another thread. A batch past 64 KiB is handed to the
+/// writer thread at once, and the ticker writes whatever a guard left (a slice that
+/// blocked in foreign code), so bytes never wait long.
+#[derive(Debug)]
+pub struct DeferWrites {
+    outer: bool,
+    // Thread-bound: the guard flushes the thread's own list.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl DeferWrites {
+    /// Starts deferring this thread's writes (nested guards defer to the outermost).
+    pub fn begin() -> Self {
+        let outer = DEFERRED.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = Some(Vec::new());
+                true
+            } else {
+                false
+            }
+        });
+        DeferWrites {
+            outer,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for DeferWrites {
+    fn drop(&mut self) {
+        if !self.outer {
+            return;
+        }
+        let conns = DEFERRED
+            .try_with(|d| d.borrow_mut().take())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        for c in conns {
+            let _ = c.flush();
+        }
+    }
+}
+
 impl Conn {
-    pub(crate) fn send(&self, msg: &DistMessage) -> Result<(), DistError> {
-        let mut frame = vec![0u8; 4];
-        msg.encode_into(&mut frame, self.style)?;
-        let len = u32::try_from(frame.len() - 4)
-            .map_err(|_| DistError::Encode(crate::etf::EncodeError::TooLarge("message")))?;
-        frame[..4].copy_from_slice(&len.to_be_bytes());
+    /// Frames `msg` straight into the output buffer (no frame of its own: a fresh
+    /// buffer per big message costs the kernel's zeroing of its pages, which was most
+    /// of a 1 MiB send), then goes on as [`Conn::write`].
+    pub(crate) fn send(self: &Arc<Self>, msg: &DistMessage) -> Result<(), DistError> {
         lock(&self.state).wrote(Instant::now());
-        self.write(&frame)
+        let mut o = lock(&self.out);
+        if o.closed {
+            return Err(closed());
+        }
+        let at = o.buf.len();
+        o.buf.extend_from_slice(&[0; 4]);
+        let encoded = msg.encode_into(&mut o.buf, self.style);
+        let len = u32::try_from(o.buf.len() - at - 4);
+        match (encoded, len) {
+            (Ok(()), Ok(len)) => o.buf[at..at + 4].copy_from_slice(&len.to_be_bytes()),
+            (Err(e), _) => {
+                o.buf.truncate(at);
+                return Err(e.into());
+            }
+            (_, Err(_)) => {
+                o.buf.truncate(at);
+                return Err(DistError::Encode(crate::etf::EncodeError::TooLarge(
+                    "message",
+                )));
+            }
+        }
+        self.appended(o)
     }
 
     /// Appends `bytes` to what goes out; writes them at once when nobody else is
-    /// writing and the batch is small (see [`Out`]).
-    fn write(&self, bytes: &[u8]) -> Result<(), DistError> {
-        let closed = || {
-            DistError::Io(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "connection closed",
-            ))
-        };
+    /// writing, the batch is small and this thread does not defer its writes (see
+    /// [`Out`] and [`DeferWrites`]).
+    fn write(self: &Arc<Self>, bytes: &[u8]) -> Result<(), DistError> {
         let mut o = lock(&self.out);
         if o.closed {
             return Err(closed());
         }
         o.buf.extend_from_slice(bytes);
+        self.appended(o)
+    }
+
+    /// After an append: who writes the buffer ([`Conn::write`]).
+    fn appended<'a>(self: &'a Arc<Self>, mut o: MutexGuard<'a, Out>) -> Result<(), DistError> {
         if o.flushing {
+            // Another thread writes; past the busy limit the sender waits (boundedly)
+            // until that thread takes the batch, as erl suspends a sender on a busy
+            // distribution port: the buffer stays near the limit instead of growing
+            // (and being copied as it grows) by tens of MiB in a bulk send.
+            if o.buf.len() > BUSY_LIMIT {
+                let deadline = Instant::now() + BUSY_WAIT;
+                while o.flushing && !o.closed && o.buf.len() > BUSY_LIMIT {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    o = self
+                        .drained
+                        .wait_timeout(o, left)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                }
+            }
             return Ok(());
         }
+        if o.buf.len() <= INLINE_LIMIT && self.defer() {
+            return Ok(());
+        }
+        self.write_out(o)
+    }
+
+    /// Notes this connection on the thread's deferred list; `false` if the thread does
+    /// not defer.
+    fn defer(self: &Arc<Self>) -> bool {
+        DEFERRED
+            .try_with(|d| match &mut *d.borrow_mut() {
+                Some(v) => {
+                    if !v.iter().any(|c| Arc::ptr_eq(c, self)) {
+                        v.push(self.clone());
+                    }
+                    true
+                }
+                None => false,
+            })
+            .unwrap_or(false)
+    }
+
+    /// Writes what is buffered unless another thread is writing it already.
+    pub(crate) fn flush(&self) -> Result<(), DistError> {
+        let o = lock(&self.out);
+        if o.closed || o.flushing || o.buf.is_empty() {
+            return Ok(());
+        }
+        self.write_out(o)
+    }
+
+    /// Becomes the writer (`flushing`) and writes batches until the buffer stays
+    /// empty, handing a big batch to the writer thread instead.
+    fn write_out<'a>(&'a self, mut o: MutexGuard<'a, Out>) -> Result<(), DistError> {
         o.flushing = true;
         loop {
             if o.buf.len() > INLINE_LIMIT {
@@ -95,8 +249,10 @@ impl Conn {
                 self.wake.notify_one();
                 return Ok(());
             }
-            let batch = std::mem::take(&mut o.buf);
+            let next = std::mem::take(&mut o.spare);
+            let batch = std::mem::replace(&mut o.buf, next);
             drop(o);
+            self.drained.notify_all();
             let r = (&self.stream).write_all(&batch);
             o = lock(&self.out);
             if r.is_err() {
@@ -107,18 +263,18 @@ impl Conn {
                 return Err(closed());
             }
             if o.buf.is_empty() {
-                let mut b = batch;
-                b.clear();
-                o.buf = b;
+                o.buf = reuse(batch);
                 o.flushing = false;
                 return Ok(());
             }
+            o.spare = reuse(batch);
         }
     }
 
     pub(crate) fn close(&self) {
         lock(&self.out).closed = true;
         self.wake.notify_one();
+        self.drained.notify_all();
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 }
@@ -312,6 +468,7 @@ fn start_conn(
         peer: est.peer.clone(),
         out: Mutex::new(Out::default()),
         wake: Condvar::new(),
+        drained: Condvar::new(),
         stream: stream.try_clone()?,
         state: Mutex::new(state),
     });
@@ -345,8 +502,10 @@ fn writer(conn: Arc<Conn>) {
         if o.closed {
             return;
         }
-        let batch = std::mem::take(&mut o.buf);
+        let next = std::mem::take(&mut o.spare);
+        let batch = std::mem::replace(&mut o.buf, next);
         drop(o);
+        conn.drained.notify_all();
         let r = (&conn.stream).write_all(&batch);
         o = lock(&conn.out);
         if r.is_err() {
@@ -357,10 +516,24 @@ fn writer(conn: Arc<Conn>) {
             return;
         }
         if o.buf.is_empty() {
+            o.buf = reuse(batch);
             o.handed = false;
             o.flushing = false;
+        } else {
+            o.spare = reuse(batch);
         }
     }
+}
+
+/// A written batch's buffer, emptied, to be the next one: bulk sends reuse one buffer
+/// instead of each getting fresh pages. One past [`RETAIN_MAX`] is let go, so an idle
+/// connection gives back what a burst took.
+fn reuse(mut batch: Vec<u8>) -> Vec<u8> {
+    if batch.capacity() > RETAIN_MAX {
+        return Vec::new();
+    }
+    batch.clear();
+    batch
 }
 
 fn reader(inner: Arc<Inner>, mut stream: TcpStream, conn: Arc<Conn>) {
@@ -400,7 +573,7 @@ fn drain(inner: &Arc<Inner>, conn: &Arc<Conn>) -> Result<(), ConnError> {
 
 /// Replies to a gen call's `From` (`{Pid, Tag}`): through the alias when the tag is
 /// `[alias | Ref]` (gen:call since OTP 24), to the pid otherwise.
-fn gen_reply(inner: &Arc<Inner>, conn: &Conn, from: &Term, reply: Term) {
+fn gen_reply(inner: &Arc<Inner>, conn: &Arc<Conn>, from: &Term, reply: Term) {
     let Some([Term::Pid(to), tag]) = from.as_tuple() else {
         return;
     };
@@ -429,19 +602,22 @@ fn gen_reply(inner: &Arc<Inner>, conn: &Conn, from: &Term, reply: Term) {
     let _ = conn.send(&control.into());
 }
 
-/// Runs an exposed function; `Err` is the reason the call fails with.
-fn call_exposed(inner: &Inner, module: &Term, function: &Term, args: &Term) -> Result<Term, Term> {
+/// Starts an exposed function, which answers through `reply` (`Err` is the reason
+/// the call fails with), now or later from another thread: the reader goes on at once.
+fn call_exposed(inner: &Inner, module: &Term, function: &Term, args: &Term, reply: Reply) {
     let (Some(m), Some(f)) = (module.as_atom(), function.as_atom()) else {
-        return Err(Term::atom("badarg"));
+        return reply.send(Err(Term::atom("badarg")));
     };
     let handler = lock(&inner.tables)
         .exposed
         .get(&(m.to_owned(), f.to_owned()))
         .cloned();
-    let args = list_elems(args).ok_or_else(|| Term::atom("badarg"))?;
+    let Some(args) = list_elems(args) else {
+        return reply.send(Err(Term::atom("badarg")));
+    };
     match handler {
-        Some(h) => h(args),
-        None => Err(Term::atom("undef")),
+        Some(h) => h(args, reply),
+        None => reply.send(Err(Term::atom("undef"))),
     }
 }
 
@@ -465,7 +641,7 @@ fn watched(inner: &Inner, to: &ProcRef) -> Option<Pid> {
     inner.watch(&p).then_some(p)
 }
 
-fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
+fn dispatch(inner: &Arc<Inner>, conn: &Arc<Conn>, m: DistMessage) {
     match m.control {
         Control::Send { to, message } => {
             if inner.is_local(&to) {
@@ -638,7 +814,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &Conn, m: DistMessage) {
 }
 
 /// net_kernel's part that peers use: `is_auth` (net_adm:ping).
-fn net_kernel(inner: &Arc<Inner>, conn: &Conn, message: Term) {
+fn net_kernel(inner: &Arc<Inner>, conn: &Arc<Conn>, message: Term) {
     let Some(t) = message.as_tuple() else { return };
     if t.len() == 3 && t[0].as_atom() == Some("$gen_call") {
         let is_auth =
@@ -653,34 +829,42 @@ fn net_kernel(inner: &Arc<Inner>, conn: &Conn, message: Term) {
 }
 
 /// The old rpc server: `{'$gen_call', From, {call, M, F, A, GroupLeader}}`.
-fn rex(inner: &Arc<Inner>, conn: &Conn, message: Term) {
+fn rex(inner: &Arc<Inner>, conn: &Arc<Conn>, message: Term) {
     let Some(t) = message.as_tuple() else { return };
     if t.len() != 3 || t[0].as_atom() != Some("$gen_call") {
         return;
     }
-    let reply = match t[2].as_tuple() {
+    match t[2].as_tuple() {
         Some(c) if c.len() >= 4 && c[0].as_atom() == Some("call") => {
-            match call_exposed(inner, &c[1], &c[2], &c[3]) {
-                Ok(v) => v,
-                Err(reason) => Term::tuple(vec![
-                    Term::atom("badrpc"),
-                    Term::tuple(vec![Term::atom("EXIT"), reason]),
-                ]),
-            }
+            let (inner2, conn2, from) = (inner.clone(), conn.clone(), t[1].clone());
+            let reply = Reply::new(move |r| {
+                let answer = match r {
+                    Ok(v) => v,
+                    Err(reason) => Term::tuple(vec![
+                        Term::atom("badrpc"),
+                        Term::tuple(vec![Term::atom("EXIT"), reason]),
+                    ]),
+                };
+                gen_reply(&inner2, &conn2, &from, answer);
+            });
+            call_exposed(inner, &c[1], &c[2], &c[3], reply);
         }
-        _ => Term::tuple(vec![Term::atom("badrpc"), Term::atom("badarg")]),
-    };
-    gen_reply(inner, conn, &t[1], reply);
+        _ => {
+            let answer = Term::tuple(vec![Term::atom("badrpc"), Term::atom("badarg")]);
+            gen_reply(inner, conn, &t[1], answer);
+        }
+    }
 }
 
 /// SPAWN_REQUEST: only `erpc:execute_call(Ref, M, F, A)` of an exposed function (what
-/// `rpc:call` and `erpc:call` send). The "process" runs at once: SPAWN_REPLY with a
-/// fresh pid, then, when monitored, the exit `{Ref, return, Result}` (or
-/// `{Ref, error, Reason, []}`) as erpc's execute_call would exit.
+/// `rpc:call` and `erpc:call` send). SPAWN_REPLY with a fresh pid goes at once; the
+/// function runs as the exposer arranged (a process, in the VM), and when it answers
+/// and the caller monitors, the exit `{Ref, return, Result}` (or
+/// `{Ref, error, Reason, []}`) goes as erpc's execute_call would exit.
 #[allow(clippy::too_many_arguments)]
 fn spawn_request(
     inner: &Arc<Inner>,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     req_id: Ref,
     from: Pid,
     module: Atom,
@@ -694,13 +878,11 @@ fn spawn_request(
         .any(|o| o.as_atom() == Some("monitor"));
     let call = (module.as_str(), function.as_str());
     let parts = list_elems(&args);
-    let outcome = match (call, parts.as_deref()) {
-        (("erpc", "execute_call"), Some([r, m, f, a])) => {
-            Some((r.clone(), call_exposed(inner, m, f, a)))
-        }
+    let call = match (call, parts.as_deref()) {
+        (("erpc", "execute_call"), Some([r, m, f, a])) => Some((r, m, f, a)),
         _ => None,
     };
-    let Some((tag, result)) = outcome else {
+    let Some((tag, m, f, a)) = call else {
         let _ = conn.send(
             &Control::SpawnReply {
                 req_id,
@@ -723,12 +905,16 @@ fn spawn_request(
         }
         .into(),
     );
-    if monitor {
+    let (tag, conn2) = (tag.clone(), conn.clone());
+    let reply = Reply::new(move |result| {
+        if !monitor {
+            return;
+        }
         let reason = match result {
             Ok(v) => Term::tuple(vec![tag, Term::atom("return"), v]),
             Err(e) => Term::tuple(vec![tag, Term::atom("error"), e, Term::Nil]),
         };
-        let _ = conn.send(
+        let _ = conn2.send(
             &Control::MonitorPExit {
                 from: ProcRef::Pid(pid),
                 to: from,
@@ -737,7 +923,8 @@ fn spawn_request(
             }
             .into(),
         );
-    }
+    });
+    call_exposed(inner, m, f, a, reply);
 }
 
 pub(super) fn ticker(inner: Arc<Inner>) {
@@ -749,6 +936,8 @@ pub(super) fn ticker(inner: Arc<Inner>) {
         let conns: Vec<Arc<Conn>> = lock(&inner.tables).conns.values().cloned().collect();
         let now = Instant::now();
         for c in conns {
+            // Bytes a deferring thread left (its slice blocked in foreign code).
+            let _ = c.flush();
             let action = lock(&c.state).on_timer(now);
             match action {
                 TimerAction::None => {}

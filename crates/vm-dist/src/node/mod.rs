@@ -8,7 +8,10 @@
 //! buffer of whole frames that one thread at a time writes, in order (per-pair order is
 //! the order of sends): the sender itself while the batch is small (no thread hand-off
 //! on a round trip), a writer thread for big batches; frames that pile up meanwhile
-//! coalesce into one write. One ticker thread runs every
+//! coalesce into one write, and past a busy limit a sender waits (boundedly) for the
+//! writer. A Python slice defers its writes to its end (`DeferWrites`). With
+//! [`NodeConfig::background_connect`], connections are set up on threads of their own
+//! while what is sent to the node queues in order. One ticker thread runs every
 //! connection's timer. [`Mailbox`]es give Rust code pids; the node answers
 //! net_kernel's `is_auth` (so `net_adm:ping` gets `pong`), `rex` calls and
 //! `erpc`'s spawn requests for functions exposed with [`Node::expose`].
@@ -27,23 +30,28 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use conn::DeferWrites;
 pub use mailbox::{Delivery, Mailbox};
 
 use crate::atoms::LocalAtoms;
 use crate::connection::ConnConfig;
-use crate::control::{Control, DistMessage, ProcRef};
+use crate::control::{Control, ProcRef};
 use crate::cookie::{Cookie, CookieError};
 use crate::epmd::{self, EpmdServer, Registration};
 use crate::etf::EncodeError;
 use crate::flags;
 use crate::handshake::HandshakeError;
 use crate::term::{Atom, Pid, Ref, Term};
+
+/// Most background connection setups at once (one thread each); see
+/// [`NodeConfig::background_connect`].
+const MAX_CONNECTING: usize = 64;
 
 /// How long connection setup may take (erl's net_setuptime default: 7 s).
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(7);
@@ -75,6 +83,53 @@ pub trait Host: Send + Sync + 'static {
 /// caller's side, as an Erlang function raising an error would).
 pub type Exposed = Arc<dyn Fn(Vec<Term>) -> Result<Term, Term> + Send + Sync>;
 
+/// A function callable from other nodes that answers later, from any thread: it gets
+/// the arguments and the [`Reply`] to complete. The connection's reader thread only
+/// starts it, so a slow function stalls neither the connection nor other calls.
+pub type ExposedAsync = Arc<dyn Fn(Vec<Term>, Reply) + Send + Sync>;
+
+/// The pending answer of one call of an [`ExposedAsync`] function. Dropped without an
+/// answer (the process running the call was killed, say), it answers
+/// `Err(killed)`: the caller never waits forever.
+pub struct Reply {
+    send: Option<Answer>,
+}
+
+/// Where a [`Reply`]'s result goes.
+type Answer = Box<dyn FnOnce(Result<Term, Term>) + Send>;
+
+impl Reply {
+    /// A reply that hands the result to `f`.
+    pub fn new(f: impl FnOnce(Result<Term, Term>) + Send + 'static) -> Self {
+        Reply {
+            send: Some(Box::new(f)),
+        }
+    }
+
+    /// Answers the call.
+    pub fn send(mut self, result: Result<Term, Term>) {
+        if let Some(f) = self.send.take() {
+            f(result);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(f) = self.send.take() {
+            f(Err(Term::atom("killed")));
+        }
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("answered", &self.send.is_none())
+            .finish()
+    }
+}
+
 /// Settings of a node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -93,6 +148,12 @@ pub struct NodeConfig {
     pub start_epmd: bool,
     /// Connection settings (net_ticktime, bounds).
     pub conn: ConnConfig,
+    /// Set connections up on a thread of their own: a send, link, monitor or exit
+    /// to a node not yet connected is queued (in order) while the connection comes
+    /// up, and the caller returns at once, as BEAM queues on a pending connection.
+    /// Off, the caller sets the connection up itself (and sees its error). A VM
+    /// embedding the driver turns it on, so no scheduler thread waits on a handshake.
+    pub background_connect: bool,
 }
 
 impl NodeConfig {
@@ -107,6 +168,7 @@ impl NodeConfig {
             epmd_port: epmd::epmd_port(),
             start_epmd: true,
             conn: ConnConfig::default(),
+            background_connect: false,
         }
     }
 }
@@ -184,7 +246,22 @@ struct Tables {
     /// Monitors remote processes hold on our processes: ref → (local pid, watcher).
     monitors_in: HashMap<Ref, (Pid, Pid)>,
     node_watchers: Vec<Sender<NodeEvent>>,
-    exposed: HashMap<(String, String), Exposed>,
+    exposed: HashMap<(String, String), ExposedAsync>,
+    /// What waits for a connection being set up in the background, by node.
+    outbox: HashMap<String, Outbox>,
+}
+
+/// Called when a background connection attempt fails.
+pub type OnFail = Box<dyn FnOnce() + Send>;
+
+/// Control messages for a node whose connection a background thread is setting up
+/// ([`NodeConfig::background_connect`]). While an outbox exists for a node, every
+/// control message to it joins the queue (even once the connection is up, until the
+/// queue is flushed), so messages go out in the order they were sent.
+#[derive(Default)]
+struct Outbox {
+    queue: Vec<Control>,
+    on_fail: Vec<OnFail>,
 }
 
 pub(crate) struct Inner {
@@ -207,6 +284,8 @@ pub(crate) struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     host: Option<Arc<dyn Host>>,
     next_unlink: AtomicU64,
+    /// Background connection setups in progress (bounded by [`MAX_CONNECTING`]).
+    connecting: AtomicUsize,
 }
 
 /// A running node.
@@ -310,6 +389,7 @@ impl Node {
             threads: Mutex::new(Vec::new()),
             host: embedder,
             next_unlink: AtomicU64::new(1),
+            connecting: AtomicUsize::new(0),
             cfg,
         });
         let node = Node { inner };
@@ -369,6 +449,15 @@ impl Node {
     /// Makes `module:function/arity` callable from other nodes by `rpc:call` (erpc's
     /// spawn request) and by the old `rex` server protocol.
     pub fn expose(&self, module: &str, function: &str, f: Exposed) {
+        self.expose_async(
+            module,
+            function,
+            Arc::new(move |args, reply| reply.send(f(args))),
+        );
+    }
+
+    /// [`Node::expose`] for a function that answers later ([`ExposedAsync`]).
+    pub fn expose_async(&self, module: &str, function: &str, f: ExposedAsync) {
         lock(&self.inner.tables)
             .exposed
             .insert((module.to_owned(), function.to_owned()), f);
@@ -391,6 +480,13 @@ impl Node {
     /// Connects to `node` unless connected.
     pub fn connect(&self, node: &str) -> Result<(), DistError> {
         self.inner.connect(node).map(|_| ())
+    }
+
+    /// Starts connecting to `node` on a background thread unless connected or
+    /// connecting, and returns at once; `on_fail` runs if that attempt fails (it is
+    /// dropped unrun when the node is connected already or the attempt succeeds).
+    pub fn connect_background(&self, node: &str, on_fail: OnFail) -> Result<(), DistError> {
+        self.inner.route(node, None, Some(on_fail))
     }
 
     /// `net_adm:ping(Node)`: `true` for pong (always for this node itself).
@@ -721,8 +817,163 @@ impl Inner {
     }
 
     fn send_control(self: &Arc<Self>, node: &str, control: Control) -> Result<(), DistError> {
+        if self.cfg.background_connect {
+            return self.route(node, Some(control), None);
+        }
         let c = self.connect(node)?;
-        c.send(&DistMessage::from(control))
+        c.send(&for_peer(control, c.peer.flags).into())
+    }
+
+    /// Sends `control` to `node` without waiting for a connection: at once when one is
+    /// up and nothing is queued, else into the node's [`Outbox`], which a
+    /// `dist-connect` thread (started here for the first message) flushes once the
+    /// connection is up, or fails (links and monitors then get `noconnection`).
+    fn route(
+        self: &Arc<Self>,
+        node: &str,
+        control: Option<Control>,
+        on_fail: Option<OnFail>,
+    ) -> Result<(), DistError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(DistError::Stopped);
+        }
+        if node == self.name.as_str() || !node.contains('@') {
+            return Err(DistError::BadName(node.to_owned()));
+        }
+        let conn = {
+            let mut t = lock(&self.tables);
+            if let Some(o) = t.outbox.get_mut(node) {
+                o.queue.extend(control);
+                o.on_fail.extend(on_fail);
+                return Ok(());
+            }
+            match t.conns.get(node) {
+                Some(c) => c.clone(),
+                None => {
+                    t.outbox.insert(
+                        node.to_owned(),
+                        Outbox {
+                            queue: control.into_iter().collect(),
+                            on_fail: on_fail.into_iter().collect(),
+                        },
+                    );
+                    drop(t);
+                    if self.connecting.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTING {
+                        // Sends to thousands of unknown nodes at once must not make
+                        // thousands of threads: past the bound, this attempt fails at
+                        // once, as an unreachable node's would.
+                        self.connecting.fetch_sub(1, Ordering::AcqRel);
+                        log::warn!(
+                            "{}: {MAX_CONNECTING} connection setups in progress, not connecting to {node}",
+                            self.name
+                        );
+                        self.fail_outbox(node);
+                        return Ok(());
+                    }
+                    let (inner, n) = (self.clone(), node.to_owned());
+                    let started = std::thread::Builder::new()
+                        .name("dist-connect".into())
+                        .spawn(move || {
+                            inner.connect_and_flush(&n);
+                            inner.connecting.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    if let Err(e) = started {
+                        self.connecting.fetch_sub(1, Ordering::AcqRel);
+                        log::error!("{}: cannot start a connect thread: {e}", self.name);
+                        self.fail_outbox(node);
+                    }
+                    return Ok(());
+                }
+            }
+        };
+        match control {
+            Some(c) => conn.send(&for_peer(c, conn.peer.flags).into()),
+            None => Ok(()),
+        }
+    }
+
+    /// A `dist-connect` thread: sets the connection to `node` up, then sends what
+    /// queued meanwhile, batch by batch until the queue stays empty (the outbox goes
+    /// in the same critical section that finds it empty, so no message is left
+    /// behind or overtaken).
+    fn connect_and_flush(self: &Arc<Self>, node: &str) {
+        let conn = match self.connect(node) {
+            Ok(c) => c,
+            Err(e) => {
+                match &e {
+                    DistError::Handshake(HandshakeError::BadCookie { .. }) => {}
+                    e => log::warn!("{}: cannot connect to {node}: {e}", self.name),
+                }
+                self.fail_outbox(node);
+                return;
+            }
+        };
+        loop {
+            let batch = {
+                let mut t = lock(&self.tables);
+                match t.outbox.get_mut(node) {
+                    Some(o) if !o.queue.is_empty() => std::mem::take(&mut o.queue),
+                    _ => {
+                        t.outbox.remove(node);
+                        return;
+                    }
+                }
+            };
+            for control in batch {
+                if let Err(e) = conn.send(&for_peer(control, conn.peer.flags).into()) {
+                    // The connection closed under us: conn_down turned its links and
+                    // monitors into noconnection; the rest is lost, as on a dead link.
+                    log::info!("{}: send to {node} failed: {e}", self.name);
+                }
+            }
+        }
+    }
+
+    /// The background connection to `node` failed: what waited for it is owed what a
+    /// lost connection gives (`noconnection` for links and monitors; sends are lost).
+    fn fail_outbox(&self, node: &str) {
+        let Some(o) = lock(&self.tables).outbox.remove(node) else {
+            return;
+        };
+        let noconnection = Term::atom("noconnection");
+        for control in o.queue {
+            match control {
+                Control::Link { from, to } => {
+                    let linked = lock(&self.tables).links.remove(&(from.clone(), to.clone()));
+                    if linked {
+                        self.deliver(
+                            &from,
+                            Delivery::Exit {
+                                from: to,
+                                reason: noconnection.clone(),
+                                linked: true,
+                            },
+                        );
+                    }
+                }
+                Control::MonitorP {
+                    from,
+                    to,
+                    reference,
+                } => {
+                    let active = lock(&self.tables).monitors_out.remove(&reference);
+                    if active.is_some() {
+                        self.deliver(
+                            &from,
+                            Delivery::Down {
+                                reference,
+                                process: to,
+                                reason: noconnection.clone(),
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        for f in o.on_fail {
+            f();
+        }
     }
 
     fn send(
@@ -741,19 +992,18 @@ impl Inner {
             );
             return Ok(());
         }
-        let c = self.connect(to.node.as_str())?;
         let control = match from {
-            Some(f) if c.peer.flags & flags::SEND_SENDER != 0 => Control::SendSender {
+            Some(f) => Control::SendSender {
                 from: f.clone(),
                 to: to.clone(),
                 message,
             },
-            _ => Control::Send {
+            None => Control::Send {
                 to: to.clone(),
                 message,
             },
         };
-        c.send(&control.into())
+        self.send_control(to.node.as_str(), control)
     }
 
     fn reg_send(
@@ -934,6 +1184,17 @@ impl Inner {
         if let Some(mut s) = lock(&self.epmd_server).take() {
             s.stop();
         }
+    }
+}
+
+/// `control` as a peer with `peer_flags` takes it: SEND_SENDER becomes SEND for a
+/// peer without the flag.
+fn for_peer(control: Control, peer_flags: u64) -> Control {
+    match control {
+        Control::SendSender { to, message, .. } if peer_flags & flags::SEND_SENDER == 0 => {
+            Control::Send { to, message }
+        }
+        c => c,
     }
 }
 

@@ -52,7 +52,7 @@ use context::Entered;
 pub(crate) use current::{in_process, with_cx};
 use current::{CurrentGuard, CxPtr, Slice};
 use dirty::{dirty_job, DirtyOutcome};
-use gil::with_batch_gil;
+pub(crate) use gil::with_batch_gil;
 pub(crate) use gil::{busy_threads, forget_threads, GilHook};
 pub(crate) use receive::{_receive, _recv, _recv_any, stop_with, ReceiveOp};
 use receive::{is_receive_op, Delivery};
@@ -589,6 +589,8 @@ impl Body for PyProcess {
     fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
         let _clock = crate::timeslice::Mark::begin(); // timeslice.rs: the slice's clock
                                                       // From here on the context is used through the slice only (current.rs).
+                                                      // Distribution frames sent in this slice are written once, when it ends.
+        let _dist = vm_dist::node::DeferWrites::begin();
         let slice = Slice::new(cx);
         let cx = slice.ptr();
         with_batch_gil(|py| {
