@@ -438,7 +438,7 @@ impl VmRef {
         std::mem::replace(&mut *g, pid)
     }
 
-    /// The VM's I/O reactor (made with its poll thread on first use): the socket
+    /// The VM's I/O reactor (made on first use; the schedulers poll it): the socket
     /// operations of native bodies and of bindings (see `crate::io`).
     pub fn io(&self) -> std::result::Result<Arc<crate::io::Reactor>, crate::io::IoError> {
         self.0.io.reactor(&self.0)
