@@ -185,7 +185,10 @@ impl Sched<'_> {
     }
 
     /// Handles whatever readiness the reactor has, without waiting; the events handled
-    /// (0 without sockets, or while another scheduler polls).
+    /// (0 without sockets, or while another scheduler polls). Out of line: the pick
+    /// path stays as small as without a reactor.
+    #[cold]
+    #[inline(never)]
     fn poll_io(&self) -> usize {
         match self.shared().idle.reactor() {
             Some(r) if r.socket_count() > 0 => r
@@ -196,6 +199,7 @@ impl Sched<'_> {
         }
     }
 
+    #[inline(always)]
     fn pick(&mut self) -> Option<(Arc<Process>, Priority)> {
         let rare = self.queues().rare();
         if rare {
