@@ -68,6 +68,12 @@ pub(crate) const LIFO_MAX: u32 = 16;
 /// worst while every scheduler is busy; an `epoll_wait` that finds nothing costs about
 /// half a microsecond, under 1% at this rate. Prime for the reason [`GLOBAL_EVERY`] is.
 pub(crate) const IO_POLL_EVERY: u64 = 31;
+/// A busy scheduler also polls once this many reductions ran since its last poll
+/// (one default slice, `DEFAULT_REDUCTIONS`): picks of a spinning process are long
+/// (a whole slice each), so counting picks alone would leave readiness waiting 31
+/// slices behind it, and it is the scheduler holding the GIL, running a Python
+/// spinner, that can run the Python processes the readiness wakes at once.
+pub(crate) const IO_POLL_REDUCTIONS: u64 = crate::config::DEFAULT_REDUCTIONS as u64;
 /// A spinning scheduler polls the reactor once in this many rounds (the first round
 /// included): work that readiness brings is found without parking.
 pub(crate) const IO_SPIN_POLL: u32 = 16;
@@ -96,6 +102,8 @@ pub(super) struct Sched<'a> {
     pub(super) stash: Option<(Arc<Process>, Priority)>,
     /// When the current busy period began (for `statistics`).
     busy_since: Cell<Instant>,
+    /// This scheduler's reduction count when it last polled the reactor.
+    io_reductions: u64,
 }
 
 impl Sched<'_> {
@@ -174,7 +182,7 @@ impl Sched<'_> {
     /// The next process to run and the priority of the queue it came from.
     pub(super) fn next(&mut self) -> Option<(Arc<Process>, Priority)> {
         self.ticks += 1;
-        if self.ticks.is_multiple_of(IO_POLL_EVERY) {
+        if self.ticks.is_multiple_of(IO_POLL_EVERY) || self.ran_a_slice_since_polling() {
             self.poll_io();
         }
         let pick = self.pick();
@@ -184,12 +192,25 @@ impl Sched<'_> {
         pick
     }
 
+    /// [`IO_POLL_REDUCTIONS`] ran since the last poll (one load of this scheduler's
+    /// own counter).
+    #[inline(always)]
+    fn ran_a_slice_since_polling(&self) -> bool {
+        let ran = self.shared().stats[self.index]
+            .reductions
+            .load(Ordering::Relaxed);
+        ran.wrapping_sub(self.io_reductions) >= IO_POLL_REDUCTIONS
+    }
+
     /// Handles whatever readiness the reactor has, without waiting; the events handled
     /// (0 without sockets, or while another scheduler polls). Out of line: the pick
     /// path stays as small as without a reactor.
     #[cold]
     #[inline(never)]
-    fn poll_io(&self) -> usize {
+    fn poll_io(&mut self) -> usize {
+        self.io_reductions = self.shared().stats[self.index]
+            .reductions
+            .load(Ordering::Relaxed);
         match self.shared().idle.reactor() {
             Some(r) if r.socket_count() > 0 => r
                 .try_poll(Some(Duration::ZERO), || false, || {})
@@ -310,6 +331,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         spins: 0,
         stash: None,
         busy_since: Cell::new(Instant::now()),
+        io_reductions: 0,
     };
     s.busy_begins();
     let st = &vm.router.sched.stats[index];
