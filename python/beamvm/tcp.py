@@ -20,8 +20,8 @@ r"""TCP sockets owned by processes: Erlang's ``gen_tcp`` for beamvm.
 
 Every function must be called inside a beamvm process. A call that must wait (``accept``,
 ``connect``, ``recv``, a ``send`` into a full kernel buffer) suspends only the calling
-process; the VM's poll thread watches the socket (epoll, no thread per socket, no GIL)
-and wakes the process with the result.
+process; the VM's schedulers watch the socket (epoll, no thread per socket, no GIL)
+and wake the process with the result.
 
 **Ownership.** A socket belongs to the process that listened, connected or accepted it
 (its *controlling process*). Active messages go to it alone; when it exits the socket is

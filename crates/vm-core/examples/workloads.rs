@@ -881,7 +881,7 @@ fn monitor_rt(out: &mut Out, quick: bool) {
 /// B11 inside one VM: the native echo server (examples/common/echo_native.rs: an
 /// acceptor, one process per connection in `{active, once}`) and 100 native client
 /// processes, each keeping one 64-byte message in flight over loopback. Round trips
-/// per second; the server, the clients and the reactor's poll thread share the cores
+/// per second; the server and the clients share the cores (the schedulers poll)
 /// (benches/b11.py measures the same server against the external load generator).
 fn echo(out: &mut Out, quick: bool) {
     use vm_core::io::{parse_message, ActiveOpt, Addr, IoMessage, SetOpts, SocketOpts};

@@ -76,7 +76,8 @@ pub(crate) struct VmInner {
     pub(crate) system_monitor: Mutex<Option<Pid>>,
     /// What observers read beyond the counters (crate::observe).
     pub(crate) observe: crate::observe::ObserveState,
-    /// The I/O reactor and its poll thread, made with the first socket (io/driver.rs).
+    /// The I/O reactor, made with the first socket and polled by the schedulers
+    /// (io/driver.rs).
     pub(crate) io: crate::io::IoState,
     /// VM threads (schedulers, timer, watchdog) that have returned, for shutdown.
     pub(crate) exited: (Mutex<usize>, std::sync::Condvar),
@@ -438,7 +439,7 @@ impl VmRef {
         std::mem::replace(&mut *g, pid)
     }
 
-    /// The VM's I/O reactor (made with its poll thread on first use): the socket
+    /// The VM's I/O reactor (made on first use; the schedulers poll it): the socket
     /// operations of native bodies and of bindings (see `crate::io`).
     pub fn io(&self) -> std::result::Result<Arc<crate::io::Reactor>, crate::io::IoError> {
         self.0.io.reactor(&self.0)

@@ -259,3 +259,91 @@ fn native_echo_server_serves_many_connections() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A process that forwards every reactor message it gets to `tx`.
+fn forwarder(tx: mpsc::Sender<IoMessage>) -> impl FnMut(&mut Cx<'_>) -> Step + Send + 'static {
+    move |cx: &mut Cx<'_>| {
+        while let Some(m) = cx.recv() {
+            if let Some(m) = parse_message(m.view()) {
+                let _ = tx.send(m);
+            }
+        }
+        Step::Wait
+    }
+}
+
+/// The schedulers poll the reactor (no poll thread): a VM whose first socket is made
+/// from outside any process, while every scheduler sleeps on its futex, still sees
+/// that socket's readiness (making the reactor wakes them, and one re-parks in epoll).
+#[test]
+fn a_first_socket_made_outside_any_process_is_polled() {
+    let vm = vm();
+    let (tx, rx) = mpsc::channel();
+    let waiter = vm.spawn(forwarder(tx)).expect("spawn");
+    // Let both schedulers run out of work and park (no reactor exists yet).
+    std::thread::sleep(Duration::from_millis(200));
+    let r = vm.handle().io().expect("io");
+    let l = r
+        .listen(waiter, &local(), ListenOpts::default())
+        .expect("listen");
+    assert_eq!(r.accept(l, waiter).expect("accept"), Accept::Pending);
+    let port = port_of(&r, l);
+    let _c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    match rx.recv_timeout(LONG) {
+        Ok(IoMessage::Accepted(s, Ok(_))) => assert_eq!(s, l),
+        other => panic!("the accept was never completed: {other:?}"),
+    }
+}
+
+/// Busy schedulers poll too: with every scheduler running a process that never waits,
+/// nobody parks in epoll, and the echo server is still served (each busy scheduler
+/// looks for readiness every few picks).
+#[test]
+fn echo_is_served_while_every_scheduler_runs_a_spinning_process() {
+    let vm = vm();
+    let port = echo_native::start(&vm.handle(), SocketAddr::from(([127, 0, 0, 1], 0)));
+    for _ in 0..2 {
+        vm.spawn(echo_native::hog()).expect("hog");
+    }
+    let mut clients: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    for round in 0..20u32 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.write_all(format!("{i:02}:{round:02}").as_bytes())
+                .expect("write");
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.set_read_timeout(Some(LONG)).expect("timeout");
+            let mut buf = [0u8; 5];
+            c.read_exact(&mut buf).expect("echo");
+            assert_eq!(&buf, format!("{i:02}:{round:02}").as_bytes());
+        }
+    }
+}
+
+/// A VM with one scheduler: it alone runs processes and polls, alternating between
+/// the two (it parks in epoll when idle, polls between picks when busy).
+#[test]
+fn one_scheduler_runs_processes_and_polls() {
+    let vm = Vm::start(VmConfig {
+        schedulers: 1,
+        schedulers_online: 1,
+        ..VmConfig::default()
+    })
+    .expect("vm");
+    let port = echo_native::start(&vm.handle(), SocketAddr::from(([127, 0, 0, 1], 0)));
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    c.set_read_timeout(Some(LONG)).expect("timeout");
+    for round in 0..50u32 {
+        // Idle between round trips (parked in epoll), then with a spinner (busy).
+        if round == 25 {
+            vm.spawn(echo_native::hog()).expect("hog");
+        }
+        let msg = format!("{round:03}");
+        c.write_all(msg.as_bytes()).expect("write");
+        let mut buf = [0u8; 3];
+        c.read_exact(&mut buf).expect("echo");
+        assert_eq!(&buf, msg.as_bytes());
+    }
+}

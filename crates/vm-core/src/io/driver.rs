@@ -7,26 +7,26 @@
 //!   timer's message takes, so there is no second wake-up path to get right). A dead
 //!   receiver makes `deliver` return `false`, and the reactor closes a socket it
 //!   would have handed over.
-//! - **Polling.** One poll thread (`beamvm-io`) waits in `epoll_wait`, started with
-//!   the VM's first socket: a VM that never opens one has no such thread, no wake-ups
-//!   and nothing on the send, spawn or exit paths but one atomic load at exit. This is
-//!   BEAM's default shape (`+IOt 1`: one poll thread hands events to schedulers as
-//!   signals); it needs no scheduler to sleep in epoll and no GIL: reading, framing
-//!   and building messages are Rust on the poll thread, and a Python process only
-//!   runs when its message arrives. (docs/io.md discusses the scheduler-parks-in-epoll
-//!   alternative and why it is not taken yet.)
+//! - **Polling.** The schedulers poll (BEAM's check_io; scheduler/worker.rs and
+//!   scheduler/idle.rs): once the VM has its first socket, an idle scheduler parks in
+//!   the reactor's `epoll_wait` (one at a time) and handles the readiness it wakes
+//!   for, and busy schedulers look without waiting every few picks. Events are handled
+//!   on a scheduler thread, so the processes they wake go to that scheduler's queues
+//!   and run there, with no hand-off between threads. No GIL is involved: reading,
+//!   framing and building messages are Rust, and a Python process only runs when its
+//!   message arrives. A VM that never opens a socket polls nothing (one relaxed load
+//!   per few picks).
 //! - **Ownership.** `VmInner::finish` calls [`IoState::owner_exited`]: the dying
 //!   process's sockets are closed (peers see EOF) before its pid can be reused.
-//! - **Shutdown.** [`IoState::stop`] closes every socket and joins the poll thread.
+//! - **Shutdown.** [`IoState::stop`] closes every socket and wakes the scheduler in
+//!   `epoll_wait`.
 //!
-//! Invariant: the reactor, once made, lives as long as the VM's shared state; the poll
-//! thread holds a strong reference to it and a weak one to the VM (so a VM dropped
-//! without `shutdown` does not leak through its own poll thread).
+//! Invariant: the reactor, once made, lives as long as the VM's shared state (the
+//! schedulers' idle set holds it too); its sink holds the VM weakly, so the two do not
+//! keep each other alive.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use super::error::IoError;
 use super::event::{IoEvent, IoSink};
@@ -36,17 +36,11 @@ use crate::process::signal::Signal;
 use crate::term::Pid;
 use crate::vm::VmInner;
 
-/// Longest single `epoll_wait` of the poll thread. Nothing needs it to wake (a stop
-/// and new work both `wake` it); it only bounds how late a lost wake-up could be
-/// noticed, at the cost of ten idle wake-ups a second while sockets exist.
-const POLL_TICK: Duration = Duration::from_millis(100);
-
 /// The reactor of one VM, made on first use.
 #[derive(Default)]
 pub(crate) struct IoState {
     reactor: OnceLock<Arc<Reactor>>,
     make: Mutex<()>,
-    thread: Mutex<Option<JoinHandle<()>>>,
     stopping: Arc<AtomicBool>,
     style: AtomicU8,
 }
@@ -82,7 +76,7 @@ impl IoState {
         self.reactor.get()
     }
 
-    /// The reactor, made (with its poll thread) on first use.
+    /// The reactor, made on first use and handed to the schedulers to poll.
     pub(crate) fn reactor(&self, vm: &Arc<VmInner>) -> Result<Arc<Reactor>, IoError> {
         if let Some(r) = self.reactor.get() {
             return Ok(r.clone());
@@ -103,20 +97,8 @@ impl IoState {
             style,
         });
         let reactor = Arc::new(Reactor::new(sink)?);
-        let (r, stop) = (reactor.clone(), self.stopping.clone());
-        let t = std::thread::Builder::new()
-            .name("beamvm-io".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Acquire) {
-                    // An error here (EBADF after a fork's close, ENOMEM) would repeat
-                    // at once: slow down rather than spin.
-                    if r.poll(Some(POLL_TICK)).is_err() {
-                        std::thread::sleep(POLL_TICK);
-                    }
-                }
-            })?;
-        *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
         let _ = self.reactor.set(reactor.clone());
+        vm.router.sched.set_reactor(reactor.clone());
         Ok(reactor)
     }
 
@@ -131,16 +113,14 @@ impl IoState {
         }
     }
 
-    /// Shutdown: no new reactor, every socket closed, the poll thread joined.
+    /// Shutdown: no new reactor, every socket closed, the scheduler in `epoll_wait`
+    /// (if any) woken.
     pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         let _g = self.make.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = self.reactor.get() {
             r.close_all();
             let _ = r.wake();
-        }
-        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = t.join();
         }
     }
 }

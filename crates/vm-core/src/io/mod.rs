@@ -3,7 +3,7 @@
 //! The reactor knows the VM only through [`IoSink`] (where its events go) and
 //! [`Pid`](crate::term::Pid) (who they are for). The VM's side is `driver`: events
 //! become messages pushed through the router (so a readiness event wakes its process
-//! like any send), one poll thread started with the VM's first socket waits in epoll,
+//! like any send), the schedulers poll the reactor once the VM has its first socket,
 //! a process's exit closes its sockets, and shutdown closes them all. Native bodies
 //! call the operations on [`Cx::io`](crate::Cx::io) with their pid; results that
 //! cannot be immediate arrive as messages ([`messages`]).
@@ -19,7 +19,8 @@
 //! - `stream`: TCP (IPv4/IPv6) and Unix domain sockets behind one type.
 //! - `table`: socket ids with generations; sockets by owner.
 //! - `event`, `error`, `options`: the vocabulary.
-//! - `driver`: the VM's side (sink, poll thread, owner exit, shutdown).
+//! - `driver`: the VM's side (sink, handing the reactor to the schedulers, owner
+//!   exit, shutdown).
 //! - [`messages`]: the terms events become, and their parser for native bodies.
 //!
 //! The guarantees, in Erlang's words: a socket belongs to one process (its owner);

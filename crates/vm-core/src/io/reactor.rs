@@ -193,21 +193,45 @@ impl Reactor {
     /// readiness and handles it. Returns the number of socket events handled; 0 at
     /// once if another thread is polling.
     pub fn poll(&self, timeout: Option<Duration>) -> io::Result<usize> {
+        self.try_poll(timeout, || true, || {}).unwrap_or(Ok(0))
+    }
+
+    /// [`Reactor::poll`] for a thread that has other things to do when another one
+    /// polls: `None` at once if the poller is taken. With the poller held, `sleep`
+    /// says whether it may wait for `timeout` (false: only look); `woke` runs after
+    /// `epoll_wait` returns and before any event is handled. A scheduler parking in
+    /// epoll joins the idle set and re-checks its queues in `sleep`, and leaves the
+    /// set in `woke`, so the processes its own events wake are not reported to a
+    /// scheduler that is no longer asleep (scheduler/idle.rs).
+    pub fn try_poll(
+        &self,
+        timeout: Option<Duration>,
+        sleep: impl FnOnce() -> bool,
+        woke: impl FnOnce(),
+    ) -> Option<io::Result<usize>> {
         let Ok(mut p) = self.poller.try_lock() else {
-            return Ok(0);
+            return None;
         };
         let Poller { poll, events } = &mut *p;
         let again = std::mem::take(&mut *self.again.lock().unwrap_or_else(|e| e.into_inner()));
         // Sockets waiting for another turn: look for new events, but do not sleep.
-        let timeout = if again.is_empty() {
+        let timeout = if again.is_empty() && sleep() {
             timeout
         } else {
             Some(Duration::ZERO)
         };
-        match poll.poll(events, timeout) {
+        let waited = poll.poll(events, timeout);
+        woke();
+        match waited {
             Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(0),
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {
+                self.requeue(again);
+                return Some(Ok(0));
+            }
+            Err(e) => {
+                self.requeue(again);
+                return Some(Err(e));
+            }
         }
         let mut handled = 0;
         for ev in events.iter() {
@@ -226,7 +250,17 @@ impl Reactor {
             handled += 1;
             self.on_ready(id, Ready::default());
         }
-        Ok(handled)
+        Some(Ok(handled))
+    }
+
+    /// Puts back sockets whose extra turn a failed `epoll_wait` did not serve.
+    fn requeue(&self, again: Vec<SocketId>) {
+        if !again.is_empty() {
+            self.again
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(again);
+        }
     }
 
     /// Interrupts a blocked [`Reactor::poll`] (a scheduler parked in epoll has work).

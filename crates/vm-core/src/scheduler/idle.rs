@@ -26,10 +26,29 @@
 //!
 //! Offline schedulers (beyond `schedulers_online`) park here too, and are never
 //! picked by `wake_one`; changing the number online wakes everyone.
+//!
+//! ## Parking in epoll
+//!
+//! Once the VM has sockets, one idle scheduler at a time parks in the reactor's
+//! `epoll_wait` instead of the futex (BEAM's check_io: the scheduler that would sleep
+//! anyway waits for readiness, handles it, and runs the processes it woke on the same
+//! core, with no thread between the socket and the process). It holds the reactor's
+//! poller, notes itself in `in_epoll`, then joins the idle set exactly as above
+//! (`park_in_poll`); its sleep is `epoll_wait`, and waking it is the reactor's waker
+//! (an eventfd) as well as `unpark`. The waker reads `in_epoll` after clearing the
+//! scheduler's bit: the parker wrote `in_epoll` before setting that bit with Release,
+//! and the waker's clearing CAS (Acquire) reads that write or a later one, so it sees
+//! `in_epoll` (or the parker's own reset, written only after `epoll_wait` returned).
+//! A stale wake-up (the eventfd written for a sleep already over) only makes a later
+//! `epoll_wait` return at once, as an unpark token does for `park`.
 
+use std::io;
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
+use std::time::Duration;
+
+use crate::io::Reactor;
 
 /// The idle set and the threads to unpark.
 pub(crate) struct Idle {
@@ -39,6 +58,11 @@ pub(crate) struct Idle {
     num_idle: AtomicUsize,
     threads: Vec<OnceLock<Thread>>,
     online: AtomicUsize,
+    /// The scheduler parked (or parking) in the reactor's `epoll_wait`, plus one; 0
+    /// when none. Written only by the holder of the reactor's poller.
+    in_epoll: AtomicUsize,
+    /// The VM's reactor, once it has one: what `in_epoll` sleeps in.
+    reactor: OnceLock<Arc<Reactor>>,
 }
 
 impl Idle {
@@ -48,7 +72,22 @@ impl Idle {
             num_idle: AtomicUsize::new(0),
             threads: (0..n).map(|_| OnceLock::new()).collect(),
             online: AtomicUsize::new(online),
+            in_epoll: AtomicUsize::new(0),
+            reactor: OnceLock::new(),
         }
+    }
+
+    /// The VM's reactor was made: from now on an idle scheduler may park in it.
+    /// Wakes everyone, so that a scheduler already asleep on its futex re-parks in
+    /// epoll (nobody else would poll the new sockets).
+    pub(crate) fn set_reactor(&self, r: Arc<Reactor>) {
+        let _ = self.reactor.set(r);
+        self.wake_all();
+    }
+
+    /// The reactor, if the VM has one.
+    pub(crate) fn reactor(&self) -> Option<&Arc<Reactor>> {
+        self.reactor.get()
     }
 
     pub(crate) fn register_thread(&self, i: usize, t: Thread) {
@@ -100,20 +139,64 @@ impl Idle {
         for t in self.threads.iter().filter_map(|t| t.get()) {
             t.unpark();
         }
+        if let Some(r) = self.reactor.get() {
+            let _ = r.wake();
+        }
     }
 
     /// Parks scheduler `i` (on its own thread) unless `keep_running` says, after it
     /// registered as idle, that there is a reason not to (work, stopping). Returns when
     /// woken (or at once).
     pub(crate) fn park(&self, i: usize, keep_running: impl FnOnce() -> bool) {
+        if self.enter(i, keep_running) {
+            std::thread::park();
+        }
+        self.leave(i);
+    }
+
+    /// Parks scheduler `i` in the reactor's `epoll_wait` (at most `timeout`) unless
+    /// `keep_running` says not to, then handles the readiness it found (waking
+    /// processes, which go to this scheduler's queues). `None` at once, without
+    /// parking, if there is no reactor or another thread holds its poller: the
+    /// caller parks on its futex instead. `woke` runs when the sleep ends, before the
+    /// events are handled.
+    pub(crate) fn park_in_poll(
+        &self,
+        i: usize,
+        timeout: Duration,
+        keep_running: impl FnOnce() -> bool,
+        woke: impl FnOnce(),
+    ) -> Option<io::Result<usize>> {
+        let r = self.reactor.get()?;
+        r.try_poll(
+            Some(timeout),
+            || {
+                self.in_epoll.store(i + 1, Ordering::Relaxed);
+                self.enter(i, keep_running)
+            },
+            || {
+                self.in_epoll.store(0, Ordering::Relaxed);
+                self.leave(i);
+                woke();
+            },
+        )
+    }
+
+    /// Joins the idle set; true if the scheduler may sleep (`keep_running` said no
+    /// after the fence).
+    fn enter(&self, i: usize, keep_running: impl FnOnce() -> bool) -> bool {
         let (w, bit) = (i / 64, 1u64 << (i % 64));
-        self.bits[w].fetch_or(bit, Ordering::Relaxed);
+        // Release: a waker that clears this bit sees `in_epoll` (module docs).
+        self.bits[w].fetch_or(bit, Ordering::Release);
         self.num_idle.fetch_add(1, Ordering::Relaxed);
         // Paired with the fence in `wake_one` (see the module docs).
         fence(Ordering::SeqCst);
-        if !keep_running() {
-            std::thread::park();
-        }
+        !keep_running()
+    }
+
+    /// Leaves the idle set after a sleep (or none).
+    fn leave(&self, i: usize) {
+        let (w, bit) = (i / 64, 1u64 << (i % 64));
         // Woken by `wake_one` (which cleared the bit), or by `wake_all`, a spurious
         // unpark or the re-check (the bit is still ours to clear).
         if self.bits[w].fetch_and(!bit, Ordering::AcqRel) & bit != 0 {
@@ -124,6 +207,11 @@ impl Idle {
     fn unpark(&self, i: usize) {
         if let Some(t) = self.threads[i].get() {
             t.unpark();
+        }
+        if self.in_epoll.load(Ordering::Relaxed) == i + 1 {
+            if let Some(r) = self.reactor.get() {
+                let _ = r.wake();
+            }
         }
     }
 }
@@ -188,5 +276,56 @@ mod tests {
         idle.wake_one();
         assert_eq!(idle.bits[0].load(Ordering::SeqCst), 1 << 5);
         std::thread::sleep(Duration::from_millis(1));
+    }
+
+    struct NoSink;
+    impl crate::io::IoSink for NoSink {
+        fn deliver(&self, _: crate::term::Pid, _: crate::io::IoEvent) -> bool {
+            false
+        }
+    }
+
+    /// A scheduler parked in epoll is woken by `wake_one` (through the reactor's
+    /// waker, since `unpark` does not reach `epoll_wait`), leaves the idle set, and
+    /// only one thread at a time can park there (the second gets `None`).
+    #[test]
+    fn wake_one_reaches_a_scheduler_parked_in_epoll() {
+        let idle = Arc::new(Idle::new(2, 2));
+        let reactor = Arc::new(Reactor::new(Arc::new(NoSink)).unwrap());
+        idle.set_reactor(reactor.clone());
+        // `set_reactor` woke everyone: take that wake-up, so the park below can only
+        // end by the one under test.
+        reactor.poll(Some(Duration::ZERO)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let parked = {
+            let idle = idle.clone();
+            std::thread::spawn(move || {
+                // Far longer than the test may take: only a wake-up ends it.
+                let r = idle.park_in_poll(0, Duration::from_secs(600), || false, || {});
+                tx.send(r.map(|r| r.is_ok())).unwrap();
+            })
+        };
+        idle.register_thread(0, parked.thread().clone());
+        while idle.in_epoll.load(Ordering::SeqCst) != 1 || idle.num_idle.load(Ordering::SeqCst) == 0
+        {
+            std::thread::yield_now();
+        }
+        // The poller is taken: another thread cannot park in epoll.
+        assert!(idle
+            .park_in_poll(1, Duration::ZERO, || true, || {})
+            .is_none());
+        idle.wake_one();
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(60)),
+            Ok(Some(true)),
+            "woken out of epoll_wait"
+        );
+        parked.join().unwrap();
+        assert_eq!(idle.num_idle.load(Ordering::SeqCst), 0);
+        assert_eq!(idle.in_epoll.load(Ordering::SeqCst), 0);
+        // The poller is free again.
+        assert!(idle
+            .park_in_poll(1, Duration::ZERO, || true, || {})
+            .is_some());
     }
 }

@@ -195,6 +195,11 @@ impl Shared {
         self.idle.wake_one();
     }
 
+    /// The VM's reactor was made: idle schedulers poll it from now on (`idle`).
+    pub(crate) fn set_reactor(&self, r: Arc<crate::io::Reactor>) {
+        self.idle.set_reactor(r);
+    }
+
     /// Wakes every scheduler (shutdown, a change of schedulers online).
     pub(crate) fn wake_all(&self) {
         self.idle.wake_all();

@@ -19,10 +19,24 @@
 //! `idle`). Before parking, the busy period is closed for `statistics`. A scheduler
 //! beyond `schedulers_online` hands its local work to the injectors and parks until
 //! brought back.
+//!
+//! ## Network I/O (BEAM's check_io)
+//!
+//! Once the VM has sockets, the schedulers poll the reactor themselves: one that runs
+//! out of work parks in `epoll_wait` if no other scheduler does (else on its futex),
+//! and handles the readiness it wakes for; the processes that readiness makes
+//! runnable land in its own queues, so an echo costs no thread hand-off. A busy
+//! scheduler looks without waiting every [`IO_POLL_EVERY`] picks, and every
+//! [`IO_SPIN_POLL`] rounds of its spin, so events are seen while no scheduler is idle.
+//! That keeps the invariant: while sockets exist, some scheduler is in `epoll_wait`
+//! or is running and will poll (a scheduler parks on its futex only when the poller
+//! is held by another, which either sleeps in epoll or is running). A VM without
+//! sockets pays one relaxed load per [`IO_POLL_EVERY`] picks.
 
+use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_deque::Steal;
 
@@ -49,6 +63,24 @@ pub(crate) const SPIN_ROUNDS: u32 = 64;
 /// Consecutive picks from the LIFO slot before it must yield to the queue: a pair of
 /// processes bouncing a message would otherwise hold the scheduler forever.
 pub(crate) const LIFO_MAX: u32 = 16;
+/// A busy scheduler polls the reactor (without waiting) once in this many picks. A
+/// pick of an echo process is a few microseconds, so readiness waits ~0.1-0.5 ms at
+/// worst while every scheduler is busy; an `epoll_wait` that finds nothing costs about
+/// half a microsecond, under 1% at this rate. Prime for the reason [`GLOBAL_EVERY`] is.
+pub(crate) const IO_POLL_EVERY: u64 = 31;
+/// A busy scheduler also polls once this many reductions ran since its last poll
+/// (one default slice, `DEFAULT_REDUCTIONS`): picks of a spinning process are long
+/// (a whole slice each), so counting picks alone would leave readiness waiting 31
+/// slices behind it, and it is the scheduler holding the GIL, running a Python
+/// spinner, that can run the Python processes the readiness wakes at once.
+pub(crate) const IO_POLL_REDUCTIONS: u64 = crate::config::DEFAULT_REDUCTIONS as u64;
+/// A spinning scheduler polls the reactor once in this many rounds (the first round
+/// included): work that readiness brings is found without parking.
+pub(crate) const IO_SPIN_POLL: u32 = 16;
+/// Longest sleep in `epoll_wait`. Wake-ups do not depend on it (the reactor's waker
+/// interrupts the wait); it bounds how long a lost one could go unnoticed, for ten
+/// idle wake-ups a second while sockets exist (the old poll thread's tick).
+pub(crate) const IO_PARK_TICK: Duration = Duration::from_millis(100);
 
 /// One scheduler thread's state.
 pub(super) struct Sched<'a> {
@@ -68,6 +100,10 @@ pub(super) struct Sched<'a> {
     /// A native process picked inside a batch past `batch_time`: it runs next, after
     /// the batch (it is QUEUED and in no run queue meanwhile).
     pub(super) stash: Option<(Arc<Process>, Priority)>,
+    /// When the current busy period began (for `statistics`).
+    busy_since: Cell<Instant>,
+    /// This scheduler's reduction count when it last polled the reactor.
+    io_reductions: u64,
 }
 
 impl Sched<'_> {
@@ -146,6 +182,46 @@ impl Sched<'_> {
     /// The next process to run and the priority of the queue it came from.
     pub(super) fn next(&mut self) -> Option<(Arc<Process>, Priority)> {
         self.ticks += 1;
+        if self.ticks.is_multiple_of(IO_POLL_EVERY) || self.ran_a_slice_since_polling() {
+            self.poll_io();
+        }
+        let pick = self.pick();
+        if pick.is_none() && self.spins.is_multiple_of(IO_SPIN_POLL) && self.poll_io() > 0 {
+            return self.pick();
+        }
+        pick
+    }
+
+    /// [`IO_POLL_REDUCTIONS`] ran since the last poll (one load of this scheduler's
+    /// own counter).
+    #[inline(always)]
+    fn ran_a_slice_since_polling(&self) -> bool {
+        let ran = self.shared().stats[self.index]
+            .reductions
+            .load(Ordering::Relaxed);
+        ran.wrapping_sub(self.io_reductions) >= IO_POLL_REDUCTIONS
+    }
+
+    /// Handles whatever readiness the reactor has, without waiting; the events handled
+    /// (0 without sockets, or while another scheduler polls). Out of line: the pick
+    /// path stays as small as without a reactor.
+    #[cold]
+    #[inline(never)]
+    fn poll_io(&mut self) -> usize {
+        self.io_reductions = self.shared().stats[self.index]
+            .reductions
+            .load(Ordering::Relaxed);
+        match self.shared().idle.reactor() {
+            Some(r) if r.socket_count() > 0 => r
+                .try_poll(Some(Duration::ZERO), || false, || {})
+                .and_then(|r| r.ok())
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    #[inline(always)]
+    fn pick(&mut self) -> Option<(Arc<Process>, Priority)> {
         let rare = self.queues().rare();
         if rare {
             for prio in [Priority::Max, Priority::High] {
@@ -181,13 +257,49 @@ impl Sched<'_> {
         }
     }
 
+    /// Parks until woken: in the reactor's `epoll_wait` if the VM has sockets and no
+    /// other scheduler is in it (then handles what it found), else on the futex.
+    /// Closes the busy period for `statistics` and opens the next one on waking.
     fn park(&mut self) {
-        let sh = self.shared();
+        let vm = self.vm;
+        let sh = &vm.router.sched;
+        let st = &sh.stats[self.index];
+        // Period closed before it is added: a reader never counts it twice.
+        st.busy_start_ns.store(0, Ordering::Release);
+        st.busy_ns.fetch_add(
+            self.busy_since.get().elapsed().as_nanos() as u64,
+            Ordering::Release,
+        );
         let online = self.index < sh.online();
-        let stopping = &self.vm.stopping;
-        sh.idle.park(self.index, || {
-            (online && sh.has_work()) || stopping.load(Ordering::Acquire)
-        });
+        let keep_running = || (online && sh.has_work()) || vm.stopping.load(Ordering::Acquire);
+        let polled = match sh.idle.reactor() {
+            Some(r) if online && r.socket_count() > 0 => {
+                sh.idle
+                    .park_in_poll(self.index, IO_PARK_TICK, keep_running, || {
+                        self.busy_begins()
+                    })
+            }
+            _ => None,
+        };
+        match polled {
+            Some(Ok(_)) => {}
+            // Nobody else polls now (an `epoll_wait` error, or another scheduler
+            // holds the poller): the futex, as without sockets.
+            Some(Err(_)) | None => {
+                sh.idle.park(self.index, keep_running);
+                self.busy_begins();
+            }
+        }
+    }
+
+    /// Opens a busy period for `statistics`.
+    fn busy_begins(&self) {
+        let now = Instant::now();
+        self.busy_since.set(now);
+        let ns = now.duration_since(self.vm.started).as_nanos() as u64 + 1;
+        self.shared().stats[self.index]
+            .busy_start_ns
+            .store(ns, Ordering::Release);
     }
 
     /// Offline: hands local work (stash, slot, queues) to the injectors.
@@ -218,12 +330,11 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         buf: Vec::new(),
         spins: 0,
         stash: None,
+        busy_since: Cell::new(Instant::now()),
+        io_reductions: 0,
     };
-    let mut busy_since = Instant::now();
-    let since_start = |t: Instant| t.duration_since(vm.started).as_nanos() as u64 + 1;
+    s.busy_begins();
     let st = &vm.router.sched.stats[index];
-    st.busy_start_ns
-        .store(since_start(busy_since), Ordering::Release);
     let hook = vm.config.slice_hook.as_deref();
     loop {
         if vm.stopping.load(Ordering::Acquire) {
@@ -257,21 +368,16 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
                     continue;
                 }
                 s.spins = 0;
-                // Period closed before it is added: a reader never counts it twice.
-                st.busy_start_ns.store(0, Ordering::Release);
-                st.busy_ns
-                    .fetch_add(busy_since.elapsed().as_nanos() as u64, Ordering::Release);
                 s.park();
-                busy_since = Instant::now();
-                st.busy_start_ns
-                    .store(since_start(busy_since), Ordering::Release);
             }
         }
     }
     drop(s.stash.take());
     drop(vm.router.sched.slots[index].take());
     st.busy_start_ns.store(0, Ordering::Release);
-    st.busy_ns
-        .fetch_add(busy_since.elapsed().as_nanos() as u64, Ordering::Release);
+    st.busy_ns.fetch_add(
+        s.busy_since.get().elapsed().as_nanos() as u64,
+        Ordering::Release,
+    );
     queue::leave();
 }
