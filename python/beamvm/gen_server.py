@@ -563,7 +563,9 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                 seen = loaded if stats is None else -1
             if type(msg) is tuple and msg:
                 tag = msg[0]
-                if tag == GEN_CALL and len(msg) == 3:
+                # ``is`` first: a received atom is the one shared object of its name
+                # (crates/vm-python/src/types.rs), and ``==`` costs a native call.
+                if (tag is GEN_CALL or tag == GEN_CALL) and len(msg) == 3:
                     from_ = msg[1]
                     out = handle_call(inst, msg[2], from_)
                     if out is NoReply:
@@ -579,7 +581,7 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                     else:  # a caller on another node (reply() knows its tag forms)
                         reply(from_, out)
                     continue
-                if tag == GEN_CAST and len(msg) == 2:
+                if (tag is GEN_CAST or tag == GEN_CAST) and len(msg) == 2:
                     out = handle_cast(inst, msg[1])
                     if out is not None and out is not NoReply:
                         cont = _noreply(out)

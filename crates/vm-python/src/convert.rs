@@ -627,7 +627,7 @@ fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Bu
             Atom::TRUE => true.into_py(py),
             Atom::FALSE => false.into_py(py),
             Atom::UNDEFINED => py.None(),
-            a => PyAtom(a).into_py(py),
+            a => PyAtom::object(py, a)?.into_any(),
         },
         Kind::Str => {
             let s = v.as_str_bytes().ok_or_else(missing)?;

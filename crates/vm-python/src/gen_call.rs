@@ -24,13 +24,12 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyList, PyString, PyTuple};
 use vm_core::term::FragmentBuilder;
-use vm_core::{AliasMode, Atom, Fragment, Key, Pid, Ref, Term};
+use vm_core::{AliasMode, Atom, Fragment, Key, Pid, Ref, View};
 
 use crate::args::{atom_of, parse_timeout};
 use crate::convert::{to_fragment, to_py};
 use crate::driver::{stop_with, with_cx, ReceiveOp};
 use crate::lifecycle::vm;
-use crate::pattern::Pattern;
 use crate::runtime::rt;
 use crate::types::{PyAtom, PyPid};
 
@@ -96,6 +95,11 @@ fn otp_attr(py: Python<'_>, cell: &GILOnceCell<PyObject>, name: &str) -> PyResul
 }
 
 impl CallMode {
+    /// The call's monitor reference (also its alias).
+    pub(crate) fn mref(&self) -> Ref {
+        self.mref
+    }
+
     fn mfa(&self, py: Python<'_>) -> PyResult<PyObject> {
         let args = PyList::new(
             py,
@@ -187,8 +191,13 @@ impl CallMode {
     }
 }
 
+static DEFAULT_TIMEOUT_OBJ: GILOnceCell<PyObject> = GILOnceCell::new();
+
+/// [`DEFAULT_TIMEOUT`] as a Python float, made once (not a new float per call).
 fn default_timeout(py: Python<'_>) -> PyObject {
-    DEFAULT_TIMEOUT.into_py(py)
+    DEFAULT_TIMEOUT_OBJ
+        .get_or_init(py, || DEFAULT_TIMEOUT.into_py(py))
+        .clone_ref(py)
 }
 
 fn default_timeout_obj() -> PyObject {
@@ -307,23 +316,25 @@ pub(crate) fn _gen_call(
         _ => return Err(call.error(py, PyAtom(a.calling_self).into_py(py))),
     };
     call.mref = mref;
-    let reply = Pattern::Tuple(vec![Pattern::Literal(Term::Ref(mref)), Pattern::Any]);
-    let down = Pattern::Tuple(vec![
-        Pattern::Literal(Term::Atom(Atom::DOWN)),
-        Pattern::Literal(Term::Ref(mref)),
-        Pattern::Any,
-        Pattern::Any,
-        Pattern::Any,
-    ]);
-    let key = Key::of_ref(mref);
-    Ok(ReceiveOp::keyed(
-        reply,
-        vec![down],
-        vec![key, key],
+    Ok(ReceiveOp::call(
+        Box::new(call),
         t,
         Some(rt(py).missing.clone_ref(py)),
-        Some(Box::new(call)),
     ))
+}
+
+/// Whether `v` answers the call whose monitor (and alias) is `mref`: its reply
+/// `(mref, reply)` or its server's `('DOWN', mref, process, pid, reason)` -- what a
+/// call's receive takes (gen.erl's receive in `do_call`).
+pub(crate) fn answers(v: View<'_>, mref: Ref) -> bool {
+    match v.tuple_len() {
+        Some(2) => v.tuple_get(0).and_then(|e| e.as_ref()) == Some(mref),
+        Some(5) => {
+            v.tuple_get(0).and_then(|e| e.as_atom()) == Some(Atom::DOWN)
+                && v.tuple_get(1).and_then(|e| e.as_ref()) == Some(mref)
+        }
+        _ => false,
+    }
 }
 
 /// `gen_server.cast(server, msg)`: sends `('$gen_cast', msg)` to the server and returns
