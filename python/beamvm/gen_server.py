@@ -436,45 +436,49 @@ def _as_term(x: Any) -> Any:
         return _otp.truncated_repr(x)
 
 
-def _server_main(
+def _init_server(
     cls: Any,
     args: tuple[Any, ...],
     kw: dict[str, Any],
     starter: Pid,
-    parent: Pid | None,
     name: Any,
     tag: Ref,
-) -> None:
+) -> tuple[GenServer, Any] | None:
+    """Run ``init`` and acknowledge the start (proc_lib's protocol).
+
+    Returns the instance and the first ``Continue`` arg to run, or None when the
+    server does not go on.
+    """
     if name is not None:
         other = _otp.register_name(name, self_pid())
         if other is not None:
             send(starter, (tag, (ERROR, (ALREADY_STARTED, other))))
-            return
+            return None
     try:
         inst = cls()
         out = inst.init(*args, **kw)
     except Stop as s:
         send(starter, (tag, (ERROR, s.reason)))
         _native.exit(s.reason)
-        return
+        return None
     except Exception as e:  # noqa: BLE001 -- a crashed init is a failed start
         reason = _otp.exception_reason(e)
         _report_init_crash(cls, name, reason, e)
         send(starter, (tag, (ERROR, reason)))
         _native.exit(reason)
-        return
+        return None
     if out is IGNORE:
         if name is not None:
             _otp.unregister_name(name)
         send(starter, (tag, IGNORE))
-        return
+        return None
     if out is not None and out is not NoReply and type(out) is not Continue:
         reason = (BAD_RETURN, _as_term(out))
         send(starter, (tag, (ERROR, reason)))
         _native.exit(reason)
-        return
+        return None
     send(starter, (tag, OK))
-    _loop(inst, parent, name, out.arg if type(out) is Continue else _MISSING)
+    return inst, (out.arg if type(out) is Continue else _MISSING)
 
 
 def _handler(inst: GenServer, name: str) -> Any:
@@ -528,7 +532,24 @@ def _upgrade(inst: GenServer) -> None:
             pass
 
 
-def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
+def _server_main(
+    cls: Any,
+    args: tuple[Any, ...],
+    kw: dict[str, Any],
+    starter: Pid,
+    parent: Pid | None,
+    name: Any,
+    tag: Ref,
+) -> None:
+    """Run the server process: ``init``, then the message loop.
+
+    The loop is in this same frame: a loop function called from here would be one more
+    generator level that every message's resumption passes through.
+    """
+    started = _init_server(cls, args, kw, starter, name, tag)
+    if started is None:
+        return
+    inst, cont = started
     msg: Any = None
     code_gen = _otp.CODE_GENERATION
     # ``seen`` is what the code generation is compared with on each message (the one

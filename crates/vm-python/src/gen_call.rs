@@ -36,6 +36,10 @@ use crate::types::{PyAtom, PyPid};
 /// Seconds a call waits by default (OTP's 5000 ms).
 const DEFAULT_TIMEOUT: f64 = 5.0;
 
+/// Words of a call request besides its request's: two tuples (headers and elements)
+/// and a reference, with room to spare.
+const CALL_WORDS: usize = 16;
+
 /// What a call op needs to finish the call.
 pub(crate) struct CallMode {
     mref: Ref,
@@ -301,7 +305,9 @@ pub(crate) fn _gen_call(
                     return None;
                 }
                 let mref = cx.monitor_alias(pid, AliasMode::Demonitor);
-                let mut b = FragmentBuilder::new();
+                // `{'$gen_call', {Pid, Ref}, Request}`: the tuples' words, the ref's
+                // and the request's, allocated once (no growth, no shrink at finish).
+                let mut b = FragmentBuilder::with_capacity(CALL_WORDS + req.word_count());
                 b.atom(a.gen_call).pid(me).reference(mref);
                 let built = b.tuple(2).and_then(|b| b.view(req.view()).tuple(3)).is_ok();
                 if let Some(frag) = built.then(|| b.finish().ok()).flatten() {
