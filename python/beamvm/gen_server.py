@@ -251,6 +251,7 @@ def call(server: Any, request: Any, timeout: float | None = DEFAULT_TIMEOUT) -> 
 _runtime.register_primitive(call, _native._gen_call)
 # ... and compiled call sites yield its receive op themselves (see set_op_primitive).
 _compiler.set_op_primitive(_native._gen_call)
+_gen_reply = _native._gen_reply
 
 
 #: ``cast(server, msg)``: send ``msg`` to ``server``'s ``handle_cast`` and return at once
@@ -267,7 +268,9 @@ def reply(from_: Any, value: Any) -> None:
     if type(from_) is not tuple or len(from_) != 2:
         raise TypeError(f"reply's from_ must be the from_ handle_call received, not {from_!r}")
     tag = from_[1]
-    if type(tag) is Ref:
+    if _gen_reply(from_, value):  # through the alias of a caller on this VM
+        pass
+    elif type(tag) is Ref:  # through the alias of a caller on another node
         send(tag, (tag, value))
     elif isinstance(tag, ImproperList) and tag.elems == [_ALIAS] and type(tag.tail) is Ref:
         # An Erlang caller (OTP 24+): From = {Pid, [alias | Ref]}, answered through the
@@ -596,10 +599,9 @@ def _server_main(
                         if out.reply is _MISSING:
                             continue
                         out = out.reply
-                    a = from_[1]
-                    if type(a) is Ref:
-                        send(a, (a, out))
-                    else:  # a caller on another node (reply() knows its tag forms)
+                    # A caller here is answered through its alias, natively; one on
+                    # another node by reply(), which knows its tag forms.
+                    if not _gen_reply(from_, out):
                         reply(from_, out)
                     continue
                 if (tag is GEN_CAST or tag == GEN_CAST) and len(msg) == 2:

@@ -343,6 +343,40 @@ pub(crate) fn answers(v: View<'_>, mref: Ref) -> bool {
     }
 }
 
+/// The server's half of answering a call: for `from_ = (Pid, Tag)` whose tag is an
+/// alias of this VM (a caller here: `gen_server.call` made it), sends `(Tag, value)`
+/// through it, as `send(tag, (tag, value))` does, without the Python tuple; a reply
+/// after the caller gave up is dropped by the VM. Returns False, sending nothing, for
+/// any other `from_` (a caller on another node): `reply` knows those forms.
+#[pyfunction]
+pub(crate) fn _gen_reply(
+    py: Python<'_>,
+    from_: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let Ok(t) = from_.downcast_exact::<PyTuple>() else {
+        return Ok(false);
+    };
+    if t.len() != 2 {
+        return Ok(false);
+    }
+    let tag = t.get_item(1)?;
+    let Ok(r) = tag.downcast_exact::<crate::types::PyRef>() else {
+        return Ok(false);
+    };
+    let crate::types::RefId::Local(mref) = r.get().0 else {
+        return Ok(false);
+    };
+    if crate::msgtrace::is_on() {
+        // The trace reports the message as Python code would have sent it.
+        let msg = PyTuple::new(py, [tag.clone(), value.clone()])?;
+        crate::api::send(&tag, msg.as_any())?;
+        return Ok(true);
+    }
+    crate::alias::send_to_alias(mref, crate::convert::tagged_fragment(mref, value)?)?;
+    Ok(true)
+}
+
 /// `gen_server.cast(server, msg)`: sends `('$gen_cast', msg)` to the server and returns
 /// at once; a dead server or an unknown name drops it, as in OTP (a bad via module or
 /// a server of the wrong type is still an error). Native, so that a cast costs compiled
