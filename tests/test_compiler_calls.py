@@ -115,7 +115,7 @@ def test_a_module_global_named_type_does_not_break_call_sites():
     g = shadows.__globals__
     g["type"] = "not the builtin"
     try:
-        C._TEMPLATES.pop(shadows.__code__, None)
+        C.forget_template(shadows.__code__)
         C._COMPILED_FNS.pop(shadows, None)
         assert result(shadows, Box(), budget=3)[0] == "worker"
     finally:
@@ -319,3 +319,66 @@ def test_an_inlined_comprehension_is_a_loop_not_a_leaf():
         return [x for x in xs]
 
     assert not C._is_leaf(comp.__code__)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+_TWIN = """\
+def twin(n):
+    i = 0
+    while i < n:
+        i += 1
+    return label()
+"""
+
+
+def _load_twin(path, label):
+    path.write_text(_TWIN)
+    g = {"__name__": path.stem, "label": lambda: label}
+    exec(compile(path.read_text(), str(path), "exec"), g)
+    return g["twin"]
+
+
+def test_equal_functions_in_two_files_compile_each_from_its_own_file(tmp_path):
+    # Equal code objects (code equality ignores co_filename): each gets its own template,
+    # so a traceback names the file the function is in.
+    a = _load_twin(tmp_path / "twin_a.py", "a")
+    b = _load_twin(tmp_path / "twin_b.py", "b")
+    assert a.__code__ == b.__code__ and a.__code__ is not b.__code__
+    assert result(a, 50, budget=3) == "a"
+    assert result(b, 50, budget=3) == "b"
+    ta, tb = C.cached_template(a.__code__), C.cached_template(b.__code__)
+    assert ta is not None and tb is not None
+    assert (ta.co_filename, tb.co_filename) == (
+        str(tmp_path / "twin_a.py"),
+        str(tmp_path / "twin_b.py"),
+    )
+
+
+def test_templates_build_once_when_threads_compile_at_once(tmp_path):
+    import threading
+
+    fns = []
+    for i in range(40):
+        path = tmp_path / f"many_{i}.py"
+        path.write_text(f"def f{i}(n):\n    while n:\n        n -= 1\n    return {i}\n")
+        g: dict = {"__name__": path.stem}
+        exec(compile(path.read_text(), str(path), "exec"), g)
+        fns.append(g[f"f{i}"])
+    errors, built = [], []
+
+    def work():
+        try:
+            built.append([C._template(f.__code__, f) for f in fns])
+        except Exception as e:  # noqa: BLE001 - any error fails the test below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert errors == []
+    assert all(t is not None for t in built[0]), "every function compiled"
+    assert all(all(x is y for x, y in zip(b, built[0], strict=True)) for b in built)

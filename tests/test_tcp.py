@@ -255,6 +255,34 @@ def test_close_writes_what_send_queued_before_the_peer_sees_eof():
     assert run(main) == ("ok", size)
 
 
+def test_close_gives_up_on_a_peer_that_never_reads(monkeypatch):
+    # inet's close waits for queued output only while the peer takes some of it.
+    monkeypatch.setattr(tcp, "_CLOSE_STALL", 0.3)
+
+    def big_sender(c):
+        try:
+            tcp.send(c, b"q" * (32 << 20))
+        except tcp.TcpError:
+            pass
+
+    def main():
+        me = self_pid()
+        spawn(_drain_reader, me)  # never told "go": it never reads
+        port = receive(("port", ANY), timeout=10)[1]
+        c = tcp.connect("127.0.0.1", port)
+        spawn(big_sender, c)
+        sleep(0.3)
+        before = tcp.socket_count()
+        t0 = time.monotonic()
+        tcp.close(c)
+        took = time.monotonic() - t0
+        return took, before - tcp.socket_count()
+
+    took, closed = run(main)
+    assert closed == 1, "the socket is closed once close returns"
+    assert 0.25 < took < 30, took
+
+
 def test_several_senders_suspended_on_one_socket_all_resume():
     chunk, rounds, senders = 256 << 10, 8, 3
 

@@ -58,9 +58,11 @@ import functools
 import inspect
 import linecache
 import operator
+import os
 import sys
 import sysconfig
 import textwrap
+import threading
 import time
 import types
 import warnings
@@ -738,7 +740,23 @@ def _same_signature(a: types.CodeType, b: types.CodeType) -> bool:
 _NOT_COMPILABLE = object()
 _UNBOUND = object()
 _NEVER = object()
-_TEMPLATES: dict[types.CodeType, Any] = {}
+#: id(code) -> (code, its template or _NOT_COMPILABLE). Keyed by identity, not by code
+#: equality: equal code objects (the same function in two files: code equality ignores
+#: co_filename) are compiled each from their own source and globals. The code object in
+#: the value keeps its id from being reused.
+_TEMPLATES: dict[int, tuple[types.CodeType, Any]] = {}
+#: Serializes template builds: scheduler threads compile at once, and CPython 3.11's
+#: parser (ast.parse) raised SystemError when two threads parsed concurrently.
+_BUILD_LOCK = threading.RLock()
+
+
+def _reset_build_lock() -> None:
+    # A fork while another thread built a template leaves the child's copy held forever.
+    global _BUILD_LOCK
+    _BUILD_LOCK = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_reset_build_lock)
 #: template -> {guard cell name: global name} (see _Rewriter._guarded)
 _GUARDS: dict[types.CodeType, dict[str, str]] = {}
 
@@ -770,11 +788,33 @@ _DISPATCH_LIMIT = 100_000
 _RUNTIME_CELLS: dict[str, types.CellType] = {}
 
 
+def cached_template(code: types.CodeType) -> types.CodeType | None:
+    """Return the template built for ``code`` (None: not built, or not compilable)."""
+    hit = _TEMPLATES.get(id(code))
+    if hit is None or hit[0] is not code or hit[1] is _NOT_COMPILABLE:
+        return None
+    t: types.CodeType = hit[1]
+    return t
+
+
+def forget_template(code: types.CodeType) -> None:
+    """Drop ``code``'s template, so the next call builds it again."""
+    hit = _TEMPLATES.get(id(code))
+    if hit is not None and hit[0] is code:
+        del _TEMPLATES[id(code)]
+
+
 def _template(code: types.CodeType, fn: types.FunctionType) -> types.CodeType | None:
-    t = _TEMPLATES.get(code)
+    hit = _TEMPLATES.get(id(code))
+    t = hit[1] if hit is not None and hit[0] is code else None
     if t is None:
-        t = _build_template(fn)
-        _TEMPLATES[code] = _NOT_COMPILABLE if t is None else t
+        with _BUILD_LOCK:
+            hit = _TEMPLATES.get(id(code))
+            if hit is not None and hit[0] is code:  # another thread built it meanwhile
+                t = hit[1]
+                return None if t is _NOT_COMPILABLE else t
+            t = _build_template(fn)
+            _TEMPLATES[id(code)] = (code, _NOT_COMPILABLE if t is None else t)
         if t is not None and TEMPLATE_HOOKS:  # beamvm.trace / beamvm.code (see there)
             for hook in TEMPLATE_HOOKS:
                 hook(code, t)

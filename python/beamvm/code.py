@@ -112,8 +112,8 @@ def _codes(fns: Iterable[types.FunctionType]) -> set[types.CodeType]:
     for fn in fns:
         _nested(fn.__code__, out)
     for c in list(out):
-        t = _compiler._TEMPLATES.get(c)
-        if isinstance(t, types.CodeType):
+        t = _compiler.cached_template(c)
+        if t is not None:
             _nested(t, out)
     return out
 
@@ -240,7 +240,7 @@ def _drop(name: str) -> None:
     if old is None:
         return
     for c in old.codes:
-        _compiler._TEMPLATES.pop(c, None)
+        _compiler.forget_template(c)
     for fn in old.functions:
         _compiler._DISPATCH.pop(fn, None)
         _compiler._COMPILED_FNS.pop(fn, None)

@@ -733,10 +733,7 @@ def start_link(
     defaults). ``name``: a str/Atom or ``('via', module, key)``. Every child is started,
     in order, before this returns; see the module docs for failures.
     """
-    specs = _check_children(children)
-    flags = _check_flags(strategy, intensity, period)
-    name = _otp.check_name(name)
-    return _gs.start_link(_Sup, "static", (specs, flags), (), name, name=name, timeout=timeout)
+    return _start(_gs.start_link, children, strategy, intensity, period, name, timeout)
 
 
 def start(
@@ -749,10 +746,24 @@ def start(
     timeout: float | None = None,
 ) -> Pid:
     """Start a supervisor that is not linked to the caller; as :func:`start_link`."""
+    return _start(_gs.start, children, strategy, intensity, period, name, timeout)
+
+
+def _start(
+    starter: Any,
+    children: list[Any],
+    strategy: str,
+    intensity: int,
+    period: float,
+    name: Any,
+    timeout: float | None,
+) -> Pid:
+    # Every argument is checked here, in the caller, before any process starts.
     specs = _check_children(children)
     flags = _check_flags(strategy, intensity, period)
     name = _otp.check_name(name)
-    return _gs.start(_Sup, "static", (specs, flags), (), name, name=name, timeout=timeout)
+    pid: Pid = starter(_Sup, "static", (specs, flags), (), name, name=name, timeout=timeout)
+    return pid
 
 
 def _call(sup: Any, request: tuple[Any, ...]) -> Any:

@@ -612,8 +612,8 @@ def calls(
         _Monitor.start(t)
         for code, key in list(t.codes.items()):
             _Monitor.watch(t, code, key)
-            tmpl = _compiler._TEMPLATES.get(code)
-            if isinstance(tmpl, types.CodeType):
+            tmpl = _compiler.cached_template(code)
+            if tmpl is not None:
                 _Monitor.watch(t, tmpl, key)
         if _template_hook not in _compiler.TEMPLATE_HOOKS:
             _compiler.TEMPLATE_HOOKS.append(_template_hook)

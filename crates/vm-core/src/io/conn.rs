@@ -70,6 +70,14 @@ impl Ready {
     };
 }
 
+/// A process suspended on the send queue (see `ConnState::send_waiters`).
+#[derive(Debug, Clone, Copy)]
+struct SendWaiter {
+    pid: Pid,
+    /// A `close` (woken when the queue is empty), not a `send` (at the low watermark).
+    until_empty: bool,
+}
+
 /// What the reactor must do after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -111,12 +119,11 @@ pub(super) struct ConnState {
     /// read, since data and FIN can share one edge and no further edge will come.
     peer_closed: bool,
     recv_waiter: Option<RecvWaiter>,
-    /// Senders suspended until the queue drains to the low watermark (any process may
-    /// send, so several may wait at once, as on a busy inet port).
-    blocked_senders: Vec<Pid>,
-    /// A `close` waiting for the send queue to empty (as inet's close waits for pending
-    /// output): told with `SendReady` once the last queued byte is written.
-    drain_waiter: Option<Pid>,
+    /// Processes suspended on the send queue (any process may send, so several may
+    /// wait at once, as on a busy inet port): senders until it drains to the low
+    /// watermark, a `close` until it is empty (inet's close waits for pending output).
+    /// One list for both keeps an idle entry small.
+    send_waiters: Vec<SendWaiter>,
     /// `shutdown(write)` asked while bytes were queued: done once they are written.
     shutdown_pending: bool,
     write_closed: bool,
@@ -143,8 +150,7 @@ impl ConnState {
             peer_closed: false,
             wants_turn: false,
             recv_waiter: None,
-            blocked_senders: Vec::new(),
-            drain_waiter: None,
+            send_waiters: Vec::new(),
             shutdown_pending: false,
             write_closed: false,
             closed: false,
@@ -320,11 +326,7 @@ impl ConnState {
                 },
             ));
         }
-        let drainer = self.drain_waiter.take();
-        for pid in std::mem::take(&mut self.blocked_senders)
-            .into_iter()
-            .chain(drainer)
-        {
+        for SendWaiter { pid, .. } in std::mem::take(&mut self.send_waiters) {
             let result = Err(reason);
             out.push((
                 pid,
@@ -362,8 +364,15 @@ impl ConnState {
         if self.sendq.is_empty() {
             return 0;
         }
-        self.drain_waiter = Some(caller);
+        self.wait_on_sendq(caller, true);
         self.sendq.queued()
+    }
+
+    fn wait_on_sendq(&mut self, pid: Pid, until_empty: bool) {
+        match self.send_waiters.iter_mut().find(|w| w.pid == pid) {
+            Some(w) => w.until_empty = until_empty,
+            None => self.send_waiters.push(SendWaiter { pid, until_empty }),
+        }
     }
 
     /// `send(data)` by `caller` (any process may send, as in Erlang).
@@ -384,9 +393,7 @@ impl ConnState {
             return Err(e);
         }
         if self.sendq.queued() > self.opts.high_watermark {
-            if !self.blocked_senders.contains(&caller) {
-                self.blocked_senders.push(caller);
-            }
+            self.wait_on_sendq(caller, false);
             return Ok(SendStatus::Suspend);
         }
         Ok(SendStatus::Sent)
@@ -396,27 +403,17 @@ impl ConnState {
         if self.writable && !self.sendq.is_empty() && self.sendq.flush(io)? == Flush::WouldBlock {
             self.writable = false;
         }
-        if self.sendq.queued() <= self.opts.low_watermark {
-            for pid in self.blocked_senders.drain(..) {
-                out.push((
-                    pid,
-                    IoEvent::SendReady {
-                        sock: self.id,
-                        result: Ok(()),
-                    },
-                ));
-            }
-        }
-        if self.sendq.is_empty() {
-            if let Some(pid) = self.drain_waiter.take() {
-                out.push((
-                    pid,
-                    IoEvent::SendReady {
-                        sock: self.id,
-                        result: Ok(()),
-                    },
-                ));
-            }
+        if !self.send_waiters.is_empty() && self.sendq.queued() <= self.opts.low_watermark {
+            let empty = self.sendq.is_empty();
+            let sock = self.id;
+            self.send_waiters.retain(|w| {
+                let go = empty || !w.until_empty;
+                if go {
+                    let result = Ok(());
+                    out.push((w.pid, IoEvent::SendReady { sock, result }));
+                }
+                !go
+            });
         }
         if self.shutdown_pending && self.sendq.is_empty() {
             self.shutdown_pending = false;
@@ -473,14 +470,9 @@ impl ConnState {
             self.recv_waiter = None;
             found = true;
         }
-        if let Some(i) = self.blocked_senders.iter().position(|p| *p == caller) {
-            self.blocked_senders.swap_remove(i);
-            found = true;
-        }
-        if self.drain_waiter == Some(caller) {
-            self.drain_waiter = None;
-            found = true;
-        }
+        let before = self.send_waiters.len();
+        self.send_waiters.retain(|w| w.pid != caller);
+        found |= self.send_waiters.len() != before;
         found
     }
 

@@ -698,7 +698,8 @@ mod size_tests {
     /// ~2.5 MB here; the limit keeps it from creeping up unnoticed.
     #[test]
     fn an_idle_connection_entry_stays_small() {
-        assert!(std::mem::size_of::<Mutex<Entry>>() <= 256);
+        let size = std::mem::size_of::<Mutex<Entry>>();
+        assert!(size <= 256, "an idle connection entry is {size} bytes");
         assert_eq!(super::super::framing::Framer::new().capacity(), 0);
     }
 }
