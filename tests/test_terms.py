@@ -84,6 +84,26 @@ def test_atom_api():
         Atom("x" * 300)
 
 
+def test_an_atom_made_or_received_is_one_shared_object_and_still_compares_by_name():
+    # The runtime's atoms and a program's first few thousand are one Python object
+    # each (no allocation per received tag; gen_server checks `tag is GEN_CALL` before
+    # `==`). Sharing must change nothing else: equality, hashing, pickling, ordering.
+    import pickle
+
+    def main():
+        send(self_pid(), (Atom("shared_tag"), [Atom("ok")], {"k": Atom("ok")}))
+        return receive()
+
+    got = beamvm.run(main)
+    tag = Atom("shared_tag")
+    assert got[0] is tag and got[1][0] is Atom("ok") and got[2]["k"] is Atom("ok")
+    assert roundtrip(tag) is tag
+    assert pickle.loads(pickle.dumps(tag)) is tag
+    assert tag == Atom("shared_tag") and hash(tag) == hash(got[0])
+    assert tag != Atom("other_tag") and not (tag == "shared_tag")
+    assert {tag: 1}[Atom("shared_tag")] == 1
+
+
 @pytest.mark.parametrize(
     "bad", [object(), {1, 2}, lambda: 1, 1j, [1, object()], {"k": object()}],
     ids=["object", "set", "lambda", "complex", "nested", "dict-value"])

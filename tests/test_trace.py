@@ -12,7 +12,8 @@ import textwrap
 
 import beamvm
 import pytest
-from beamvm import _compiler, receive, self_pid, send, spawn, trace
+from beamvm import _compiler, gen_server, receive, self_pid, send, spawn, trace
+from beamvm.gen_server import GenServer
 from proc_helpers import env_with, wait_until
 from trace_helpers import make_module
 
@@ -313,6 +314,34 @@ def test_message_traces_show_sends_and_receives_of_the_traced_process_only(mod):
         [repr(e), f"send ('echo', 1) to {me!r}"],
         [repr(e), "receive 'stop'"],
     ]
+
+
+class _TracedEcho(GenServer):
+    def init(self):
+        pass
+
+    def handle_call(self, request, from_):
+        return ("echo", request)
+
+
+def test_message_traces_show_a_gen_servers_call_and_its_reply(mod):
+    # A call from this VM is answered natively through the caller's alias (no Python
+    # tuple built): the trace must still show the reply as sent.
+    lines: list[str] = []
+
+    def main():
+        srv = _TracedEcho.start()
+        trace.messages(srv, 100, io=lines.append)
+        got = gen_server.call(srv, 7)
+        trace.clear()
+        return got, srv
+
+    got, srv = run(main)
+    assert got == ("echo", 7)
+    tails = [line.split(" ", 2)[1:] for line in lines]
+    assert [who for who, _ in tails] == [repr(srv), repr(srv)]
+    assert tails[0][1].startswith("receive (Atom('$gen_call'), (")
+    assert tails[1][1].startswith("send (") and "('echo', 7))" in tails[1][1]
 
 
 def test_message_traces_have_the_same_breaker(mod):

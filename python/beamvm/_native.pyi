@@ -30,6 +30,7 @@ __all__ = [
     "_dist_stop",
     "_gen_call",
     "_gen_cast",
+    "_gen_reply",
     "_observer_get",
     "_overdue",
     "_resume_grace",
@@ -258,6 +259,9 @@ class _ReceiveOp:
 
 def _gen_call(server: Any, request: Any, timeout: float | None = ...) -> _ReceiveOp:
     """Start a ``gen_server.call``: the op its primitive runs with ``yield from``."""
+
+def _gen_reply(from_: Any, value: Any) -> bool:
+    """Answer a call of a caller on this VM through its alias; False for any other from_."""
 
 def _gen_cast(server: Any, msg: Any) -> None:
     """Send ``('$gen_cast', msg)`` to a server (``gen_server.cast``); never fails."""

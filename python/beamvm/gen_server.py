@@ -251,6 +251,7 @@ def call(server: Any, request: Any, timeout: float | None = DEFAULT_TIMEOUT) -> 
 _runtime.register_primitive(call, _native._gen_call)
 # ... and compiled call sites yield its receive op themselves (see set_op_primitive).
 _compiler.set_op_primitive(_native._gen_call)
+_gen_reply = _native._gen_reply
 
 
 #: ``cast(server, msg)``: send ``msg`` to ``server``'s ``handle_cast`` and return at once
@@ -267,7 +268,9 @@ def reply(from_: Any, value: Any) -> None:
     if type(from_) is not tuple or len(from_) != 2:
         raise TypeError(f"reply's from_ must be the from_ handle_call received, not {from_!r}")
     tag = from_[1]
-    if type(tag) is Ref:
+    if _gen_reply(from_, value):  # through the alias of a caller on this VM
+        pass
+    elif type(tag) is Ref:  # through the alias of a caller on another node
         send(tag, (tag, value))
     elif isinstance(tag, ImproperList) and tag.elems == [_ALIAS] and type(tag.tail) is Ref:
         # An Erlang caller (OTP 24+): From = {Pid, [alias | Ref]}, answered through the
@@ -436,45 +439,49 @@ def _as_term(x: Any) -> Any:
         return _otp.truncated_repr(x)
 
 
-def _server_main(
+def _init_server(
     cls: Any,
     args: tuple[Any, ...],
     kw: dict[str, Any],
     starter: Pid,
-    parent: Pid | None,
     name: Any,
     tag: Ref,
-) -> None:
+) -> tuple[GenServer, Any] | None:
+    """Run ``init`` and acknowledge the start (proc_lib's protocol).
+
+    Returns the instance and the first ``Continue`` arg to run, or None when the
+    server does not go on.
+    """
     if name is not None:
         other = _otp.register_name(name, self_pid())
         if other is not None:
             send(starter, (tag, (ERROR, (ALREADY_STARTED, other))))
-            return
+            return None
     try:
         inst = cls()
         out = inst.init(*args, **kw)
     except Stop as s:
         send(starter, (tag, (ERROR, s.reason)))
         _native.exit(s.reason)
-        return
+        return None
     except Exception as e:  # noqa: BLE001 -- a crashed init is a failed start
         reason = _otp.exception_reason(e)
         _report_init_crash(cls, name, reason, e)
         send(starter, (tag, (ERROR, reason)))
         _native.exit(reason)
-        return
+        return None
     if out is IGNORE:
         if name is not None:
             _otp.unregister_name(name)
         send(starter, (tag, IGNORE))
-        return
+        return None
     if out is not None and out is not NoReply and type(out) is not Continue:
         reason = (BAD_RETURN, _as_term(out))
         send(starter, (tag, (ERROR, reason)))
         _native.exit(reason)
-        return
+        return None
     send(starter, (tag, OK))
-    _loop(inst, parent, name, out.arg if type(out) is Continue else _MISSING)
+    return inst, (out.arg if type(out) is Continue else _MISSING)
 
 
 def _handler(inst: GenServer, name: str) -> Any:
@@ -528,7 +535,24 @@ def _upgrade(inst: GenServer) -> None:
             pass
 
 
-def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
+def _server_main(
+    cls: Any,
+    args: tuple[Any, ...],
+    kw: dict[str, Any],
+    starter: Pid,
+    parent: Pid | None,
+    name: Any,
+    tag: Ref,
+) -> None:
+    """Run the server process: ``init``, then the message loop.
+
+    The loop is in this same frame: a loop function called from here would be one more
+    generator level that every message's resumption passes through.
+    """
+    started = _init_server(cls, args, kw, starter, name, tag)
+    if started is None:
+        return
+    inst, cont = started
     msg: Any = None
     code_gen = _otp.CODE_GENERATION
     # ``seen`` is what the code generation is compared with on each message (the one
@@ -563,7 +587,9 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                 seen = loaded if stats is None else -1
             if type(msg) is tuple and msg:
                 tag = msg[0]
-                if tag == GEN_CALL and len(msg) == 3:
+                # ``is`` first: a received atom is the one shared object of its name
+                # (crates/vm-python/src/types.rs), and ``==`` costs a native call.
+                if (tag is GEN_CALL or tag == GEN_CALL) and len(msg) == 3:
                     from_ = msg[1]
                     out = handle_call(inst, msg[2], from_)
                     if out is NoReply:
@@ -573,13 +599,12 @@ def _loop(inst: GenServer, parent: Pid | None, name: Any, cont: Any) -> None:
                         if out.reply is _MISSING:
                             continue
                         out = out.reply
-                    a = from_[1]
-                    if type(a) is Ref:
-                        send(a, (a, out))
-                    else:  # a caller on another node (reply() knows its tag forms)
+                    # A caller here is answered through its alias, natively; one on
+                    # another node by reply(), which knows its tag forms.
+                    if not _gen_reply(from_, out):
                         reply(from_, out)
                     continue
-                if tag == GEN_CAST and len(msg) == 2:
+                if (tag is GEN_CAST or tag == GEN_CAST) and len(msg) == 2:
                     out = handle_cast(inst, msg[1])
                     if out is not None and out is not NoReply:
                         cont = _noreply(out)

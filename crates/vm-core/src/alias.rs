@@ -42,6 +42,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::process::context::{Cx, SEND_COST};
 use crate::process::signal::Signal;
+use crate::process::Relations;
 use crate::refmap::RefMap;
 use crate::term::{Fragment, Pid, Ref};
 use crate::vm::{VmInner, VmRef};
@@ -131,6 +132,18 @@ impl AliasTable {
     }
 }
 
+/// Under the relations lock: deactivates a monitor alias on `mref` (one that ends
+/// with its monitor), if any. True if it did: the caller then removes it from the
+/// router, after the lock.
+pub(crate) fn end_monitor_alias(rel: &mut Relations, mref: Ref) -> bool {
+    if rel.aliases.get(&mref.0).is_some_and(|m| m.is_monitor()) {
+        rel.aliases.remove(&mref.0);
+        true
+    } else {
+        false
+    }
+}
+
 impl VmInner {
     /// Exit path: the dying process's aliases stop routing.
     pub(crate) fn release_aliases(&self, aliases: &RefMap<AliasMode>) {
@@ -161,13 +174,26 @@ impl Cx<'_> {
     /// the alias ends with the monitor; if `pid` is already dead the `noproc` DOWN is
     /// queued at once and such an alias is not active at all.
     pub fn monitor_alias(&mut self, pid: Pid, mode: AliasMode) -> Ref {
-        let mref = self.monitor(pid);
-        let still_monitoring = self
-            .proc
-            .rel_if(|r| r.monitoring.contains_key(&mref.0))
-            .unwrap_or(false);
-        if still_monitoring || !mode.is_monitor() {
-            self.activate_alias(mref, mode);
+        self.budget -= SEND_COST;
+        let me = self.proc.pid;
+        let mref = Ref::new();
+        // The monitor and its alias under one relations lock (a call's monitor costs
+        // one lock, not three), and in the router before the Monitor signal goes.
+        self.proc.rel(|r| {
+            r.monitoring.insert(mref.0, pid);
+            r.aliases.insert(mref.0, mode);
+        });
+        self.vm.router.aliases.insert(mref, me);
+        if !self
+            .vm
+            .router
+            .send(pid, Signal::Monitor { from: me, mref })
+            .delivered
+        {
+            // Not alive: the noproc DOWN is queued at once, and handling it ends a
+            // monitor alias with the monitor (`monitor_gone`), so that such an alias
+            // is never active; an explicit or reply alias stays.
+            self.monitor_noproc(mref, pid);
         }
         mref
     }
@@ -245,14 +271,7 @@ impl Cx<'_> {
     pub(crate) fn monitor_gone(&mut self, mref: Ref) {
         let gone = self
             .proc
-            .rel_if(|rel| {
-                if rel.aliases.get(&mref.0).is_some_and(|m| m.is_monitor()) {
-                    rel.aliases.remove(&mref.0);
-                    true
-                } else {
-                    false
-                }
-            })
+            .rel_if(|rel| end_monitor_alias(rel, mref))
             .unwrap_or(false);
         if gone {
             self.vm.router.aliases.remove(mref.0);

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::process::signal::Signal;
 use crate::process::table::EXTERNAL_PID;
+use crate::refmap::RefMap;
 use crate::registry::Registry;
 use crate::router::Router;
 use crate::term::{Atom, Fragment, Pid, Ref};
@@ -69,7 +70,10 @@ struct Entry {
 #[derive(Default)]
 struct State {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    entries: HashMap<u64, Entry>,
+    /// By timer id: ids come from `Ref::new` (dense, never chosen by a user), so the
+    /// reference hasher serves (SipHash here was a visible part of every
+    /// `gen_server.call`, which sets and cancels its 5 s timeout).
+    entries: RefMap<Entry>,
     /// Timer ids by destination (a set: cancelling one of a process's 100,000 timers
     /// is O(1), not a scan).
     by_pid: HashMap<Pid, HashSet<u64>>,

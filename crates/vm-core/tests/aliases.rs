@@ -291,6 +291,66 @@ fn a_monitor_alias_on_a_dead_process_is_never_active() {
 }
 
 #[test]
+fn a_monitor_alias_on_a_dead_process_leaves_only_an_explicit_alias_routed() {
+    // monitor_alias puts the alias in the router before the Monitor signal goes (one
+    // relations lock for both); on a dead target the noproc DOWN must take a monitor
+    // alias out of the router again, and leave an explicit one in place.
+    let vm = vm(2);
+    let dead = vm
+        .spawn(body(|_cx: &mut Cx<'_>| Step::Exit(int(0))))
+        .unwrap();
+    assert!(eventually(5, || !vm.is_alive(dead)));
+    let before = vm.alias_count();
+    let (tx, rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let owner = vm
+        .spawn(body(move |cx: &mut Cx<'_>| {
+            let mut seen = Vec::new();
+            for mode in [
+                AliasMode::Demonitor,
+                AliasMode::ReplyDemonitor,
+                AliasMode::Explicit,
+            ] {
+                let r = cx.monitor_alias(dead, mode);
+                let down = cx.recv().map(|m| m.to_term());
+                seen.push((
+                    mode,
+                    down == Some(noproc_down(r, dead)),
+                    cx.aliases().contains(&r),
+                ));
+            }
+            tx.send(seen).unwrap();
+            let _ = go_rx.recv_timeout(Duration::from_secs(5));
+            Step::Exit(int(0))
+        }))
+        .unwrap();
+    let seen = recv_timeout(&rx, 5);
+    assert_eq!(
+        seen,
+        vec![
+            (AliasMode::Demonitor, true, false),
+            (AliasMode::ReplyDemonitor, true, false),
+            (AliasMode::Explicit, true, true),
+        ]
+    );
+    // Only the explicit alias is routed while its owner lives; none after it exits.
+    assert_eq!(vm.alias_count(), before + 1);
+    go_tx.send(()).unwrap();
+    assert!(eventually(5, || !vm.is_alive(owner)));
+    assert!(eventually(5, || vm.alias_count() == before));
+}
+
+fn noproc_down(r: Ref, dead: Pid) -> Term {
+    tuple(vec![
+        atom("DOWN"),
+        Term::Ref(r),
+        atom("process"),
+        Term::Pid(dead),
+        atom("noproc"),
+    ])
+}
+
+#[test]
 fn after_unalias_returns_no_alias_message_is_received_under_concurrent_senders() {
     // Four threads hammer the alias; the owner takes alias messages for a while,
     // unaliases, and from then on must see only plain messages.

@@ -157,6 +157,16 @@ pub fn to_fragment(obj: &Bound<'_, PyAny>) -> PyResult<Fragment> {
     b.finish().map_err(bad)
 }
 
+/// Converts `{tag, obj}` into a message fragment without a Python tuple (a call's
+/// reply, `gen_call::_gen_reply`).
+pub(crate) fn tagged_fragment(tag: vm_core::Ref, obj: &Bound<'_, PyAny>) -> PyResult<Fragment> {
+    let mut b = FragmentBuilder::with_capacity(16);
+    b.reference(tag);
+    push(&mut b, obj)?;
+    b.tuple(2).map_err(bad)?;
+    b.finish().map_err(bad)
+}
+
 /// Converts a Python value into an owned term (patterns, literals).
 pub fn to_term(obj: &Bound<'_, PyAny>) -> PyResult<Term> {
     Ok(to_fragment(obj)?.to_term())
@@ -627,7 +637,7 @@ fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Bu
             Atom::TRUE => true.into_py(py),
             Atom::FALSE => false.into_py(py),
             Atom::UNDEFINED => py.None(),
-            a => PyAtom(a).into_py(py),
+            a => PyAtom::object(py, a)?.into_any(),
         },
         Kind::Str => {
             let s = v.as_str_bytes().ok_or_else(missing)?;

@@ -24,18 +24,21 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyList, PyString, PyTuple};
 use vm_core::term::FragmentBuilder;
-use vm_core::{AliasMode, Atom, Fragment, Key, Pid, Ref, Term};
+use vm_core::{AliasMode, Atom, Fragment, Key, Pid, Ref, View};
 
 use crate::args::{atom_of, parse_timeout};
 use crate::convert::{to_fragment, to_py};
 use crate::driver::{stop_with, with_cx, ReceiveOp};
 use crate::lifecycle::vm;
-use crate::pattern::Pattern;
 use crate::runtime::rt;
 use crate::types::{PyAtom, PyPid};
 
 /// Seconds a call waits by default (OTP's 5000 ms).
 const DEFAULT_TIMEOUT: f64 = 5.0;
+
+/// Words of a call request besides its request's: two tuples (headers and elements)
+/// and a reference, with room to spare.
+const CALL_WORDS: usize = 16;
 
 /// What a call op needs to finish the call.
 pub(crate) struct CallMode {
@@ -96,6 +99,11 @@ fn otp_attr(py: Python<'_>, cell: &GILOnceCell<PyObject>, name: &str) -> PyResul
 }
 
 impl CallMode {
+    /// The call's monitor reference (also its alias).
+    pub(crate) fn mref(&self) -> Ref {
+        self.mref
+    }
+
     fn mfa(&self, py: Python<'_>) -> PyResult<PyObject> {
         let args = PyList::new(
             py,
@@ -187,8 +195,13 @@ impl CallMode {
     }
 }
 
+static DEFAULT_TIMEOUT_OBJ: GILOnceCell<PyObject> = GILOnceCell::new();
+
+/// [`DEFAULT_TIMEOUT`] as a Python float, made once (not a new float per call).
 fn default_timeout(py: Python<'_>) -> PyObject {
-    DEFAULT_TIMEOUT.into_py(py)
+    DEFAULT_TIMEOUT_OBJ
+        .get_or_init(py, || DEFAULT_TIMEOUT.into_py(py))
+        .clone_ref(py)
 }
 
 fn default_timeout_obj() -> PyObject {
@@ -292,7 +305,9 @@ pub(crate) fn _gen_call(
                     return None;
                 }
                 let mref = cx.monitor_alias(pid, AliasMode::Demonitor);
-                let mut b = FragmentBuilder::new();
+                // `{'$gen_call', {Pid, Ref}, Request}`: the tuples' words, the ref's
+                // and the request's, allocated once (no growth, no shrink at finish).
+                let mut b = FragmentBuilder::with_capacity(CALL_WORDS + req.word_count());
                 b.atom(a.gen_call).pid(me).reference(mref);
                 let built = b.tuple(2).and_then(|b| b.view(req.view()).tuple(3)).is_ok();
                 if let Some(frag) = built.then(|| b.finish().ok()).flatten() {
@@ -307,23 +322,59 @@ pub(crate) fn _gen_call(
         _ => return Err(call.error(py, PyAtom(a.calling_self).into_py(py))),
     };
     call.mref = mref;
-    let reply = Pattern::Tuple(vec![Pattern::Literal(Term::Ref(mref)), Pattern::Any]);
-    let down = Pattern::Tuple(vec![
-        Pattern::Literal(Term::Atom(Atom::DOWN)),
-        Pattern::Literal(Term::Ref(mref)),
-        Pattern::Any,
-        Pattern::Any,
-        Pattern::Any,
-    ]);
-    let key = Key::of_ref(mref);
-    Ok(ReceiveOp::keyed(
-        reply,
-        vec![down],
-        vec![key, key],
+    Ok(ReceiveOp::call(
+        Box::new(call),
         t,
         Some(rt(py).missing.clone_ref(py)),
-        Some(Box::new(call)),
     ))
+}
+
+/// Whether `v` answers the call whose monitor (and alias) is `mref`: its reply
+/// `(mref, reply)` or its server's `('DOWN', mref, process, pid, reason)` -- what a
+/// call's receive takes (gen.erl's receive in `do_call`).
+pub(crate) fn answers(v: View<'_>, mref: Ref) -> bool {
+    match v.tuple_len() {
+        Some(2) => v.tuple_get(0).and_then(|e| e.as_ref()) == Some(mref),
+        Some(5) => {
+            v.tuple_get(0).and_then(|e| e.as_atom()) == Some(Atom::DOWN)
+                && v.tuple_get(1).and_then(|e| e.as_ref()) == Some(mref)
+        }
+        _ => false,
+    }
+}
+
+/// The server's half of answering a call: for `from_ = (Pid, Tag)` whose tag is an
+/// alias of this VM (a caller here: `gen_server.call` made it), sends `(Tag, value)`
+/// through it, as `send(tag, (tag, value))` does, without the Python tuple; a reply
+/// after the caller gave up is dropped by the VM. Returns False, sending nothing, for
+/// any other `from_` (a caller on another node): `reply` knows those forms.
+#[pyfunction]
+pub(crate) fn _gen_reply(
+    py: Python<'_>,
+    from_: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let Ok(t) = from_.downcast_exact::<PyTuple>() else {
+        return Ok(false);
+    };
+    if t.len() != 2 {
+        return Ok(false);
+    }
+    let tag = t.get_item(1)?;
+    let Ok(r) = tag.downcast_exact::<crate::types::PyRef>() else {
+        return Ok(false);
+    };
+    let crate::types::RefId::Local(mref) = r.get().0 else {
+        return Ok(false);
+    };
+    if crate::msgtrace::is_on() {
+        // The trace reports the message as Python code would have sent it.
+        let msg = PyTuple::new(py, [tag.clone(), value.clone()])?;
+        crate::api::send(&tag, msg.as_any())?;
+        return Ok(true);
+    }
+    crate::alias::send_to_alias(mref, crate::convert::tagged_fragment(mref, value)?)?;
+    Ok(true)
 }
 
 /// `gen_server.cast(server, msg)`: sends `('$gen_cast', msg)` to the server and returns

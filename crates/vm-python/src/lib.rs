@@ -109,6 +109,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(finalize::_quiesce, m)?)?;
     m.add_function(wrap_pyfunction!(gen_call::_gen_call, m)?)?;
     m.add_function(wrap_pyfunction!(gen_call::_gen_cast, m)?)?;
+    m.add_function(wrap_pyfunction!(gen_call::_gen_reply, m)?)?;
     // Life cycle.
     m.add_function(wrap_pyfunction!(lifecycle::start, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::stop, m)?)?;

@@ -65,6 +65,13 @@ pub(crate) fn sent(py: Python<'_>, dest: &Bound<'_, PyAny>, msg: &Bound<'_, PyAn
     }
 }
 
+/// Whether message tracing is on (a sender that skips building the message as a
+/// Python value asks first).
+#[inline]
+pub(crate) fn is_on() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
 /// Reports that the current process received `msg`, if message tracing is on.
 #[inline]
 pub(crate) fn received(py: Python<'_>, msg: &PyObject) {

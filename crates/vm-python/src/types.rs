@@ -12,6 +12,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::os::raw::{c_int, c_void};
+use std::sync::OnceLock;
 
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyBufferError, PyValueError};
@@ -22,17 +23,45 @@ use vm_core::term::{ExternalPid, ExternalRef};
 use vm_core::{Atom, Pid, Ref};
 
 /// An Erlang atom: an interned name. `Atom("ok")`.
+///
+/// Atoms of the first [`SHARED_ATOMS`] table slots have one Python object each, which
+/// `Atom(name)` and every message conversion return ([`PyAtom::object`]): converting
+/// an atom allocates nothing, and `tag is GEN_CALL` is a valid fast check before `==`
+/// (gen_server's loop). Equality never depends on it: `==` compares the atoms.
 #[pyclass(frozen, name = "Atom", module = "beamvm")]
 #[derive(Clone, Copy)]
 pub struct PyAtom(pub Atom);
 
+/// Atom table slots whose atoms share one Python object (64 KiB of cells). The
+/// runtime's own atoms and a program's usual tags come first in the table; an atom past
+/// this gets a new object per conversion, as all atoms did before.
+const SHARED_ATOMS: usize = 4096;
+
+static SHARED: [OnceLock<Py<PyAtom>>; SHARED_ATOMS] = [const { OnceLock::new() }; SHARED_ATOMS];
+
+impl PyAtom {
+    /// The Python object of `a`: the shared one for the first [`SHARED_ATOMS`] atoms.
+    pub(crate) fn object(py: Python<'_>, a: Atom) -> PyResult<Py<PyAtom>> {
+        let Some(cell) = SHARED.get(a.index() as usize) else {
+            return Py::new(py, PyAtom(a));
+        };
+        if let Some(o) = cell.get() {
+            return Ok(o.clone_ref(py));
+        }
+        let made = Py::new(py, PyAtom(a))?;
+        // Another thread may have set it meanwhile (between GIL hand-overs): the first
+        // wins and `made` is dropped.
+        Ok(cell.get_or_init(|| made).clone_ref(py))
+    }
+}
+
 #[pymethods]
 impl PyAtom {
     #[new]
-    fn new(name: &str) -> PyResult<Self> {
-        Atom::try_new(name)
-            .map(PyAtom)
-            .map_err(|e| PyValueError::new_err(format!("invalid atom {name:?}: {e}")))
+    fn new(py: Python<'_>, name: &str) -> PyResult<Py<Self>> {
+        let a = Atom::try_new(name)
+            .map_err(|e| PyValueError::new_err(format!("invalid atom {name:?}: {e}")))?;
+        PyAtom::object(py, a)
     }
 
     /// The atom's name.

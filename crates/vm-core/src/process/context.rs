@@ -414,24 +414,39 @@ impl<'a> Cx<'a> {
         self.proc.rel(|r| r.monitoring.insert(mref.0, pid));
         let sig = Signal::Monitor { from: me, mref };
         if !self.vm.router.send(pid, sig).delivered {
-            let down = Signal::Down {
-                mref,
-                pid,
-                reason: Fragment::immediate(Word::atom(Atom::NOPROC)),
-            };
-            self.handle_signal(down);
-            self.publish_queue_len();
+            self.monitor_noproc(mref, pid);
         }
         mref
+    }
+
+    /// A monitor of `pid` found it not alive: its `noproc` DOWN, at once.
+    pub(crate) fn monitor_noproc(&mut self, mref: Ref, pid: Pid) {
+        let down = Signal::Down {
+            mref,
+            pid,
+            reason: Fragment::immediate(Word::atom(Atom::NOPROC)),
+        };
+        self.handle_signal(down);
+        self.publish_queue_len();
     }
 
     /// Removes a monitor. With `flush`, also removes its DOWN message if one already
     /// arrived. Returns true if the monitor was still active.
     pub fn demonitor(&mut self, mref: Ref, flush: bool) -> bool {
-        let target = self.proc.rel_if(|r| r.monitoring.remove(&mref.0)).flatten();
+        // The monitor and a monitor alias on it go under one relations lock (a call's
+        // demonitor: one lock, not two).
+        let (target, alias_gone) = self
+            .proc
+            .rel_if(|r| match r.monitoring.remove(&mref.0) {
+                Some(t) => (Some(t), crate::alias::end_monitor_alias(r, mref)),
+                None => (None, false),
+            })
+            .unwrap_or((None, false));
         if let Some(t) = target {
             self.vm.router.send(t, Signal::Demonitor(mref));
-            self.monitor_gone(mref);
+        }
+        if alias_gone {
+            self.vm.router.aliases.remove(mref.0);
         }
         if flush {
             self.drain();

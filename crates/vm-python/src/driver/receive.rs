@@ -299,32 +299,25 @@ pub(crate) fn traced(py: Python<'_>, got: PyResult<PyObject>) -> PyResult<PyObje
 }
 
 impl ReceiveOp {
-    /// An op waiting (in a process) for the first message matching `pat` or one of
-    /// `alts`, all keyed by `keys`; `call` makes it finish a gen_server call.
-    pub(crate) fn keyed(
-        pat: Pattern,
-        alts: Vec<Pattern>,
-        keys: Vec<Key>,
+    /// An op waiting (in a process) for the reply to the gen_server call `call` (or
+    /// its server's DOWN): see [`ReceiveOp::try_take`]. It has no patterns of its own.
+    pub(crate) fn call(
+        call: Box<crate::gen_call::CallMode>,
         timeout: Option<Duration>,
         default: Option<PyObject>,
-        call: Option<Box<crate::gen_call::CallMode>>,
     ) -> ReceiveOp {
-        let mut keys = keys;
-        // A call's reply and DOWN share the ref's key: one index lookup, not two.
-        keys.dedup();
-        let key = keys.first().copied();
         ReceiveOp {
-            pat,
-            key,
-            keys: (!alts.is_empty()).then_some(keys),
-            alts,
+            pat: Pattern::Any,
+            key: None,
+            keys: None,
+            alts: Vec::new(),
             timeout,
             default,
             args: None,
             state: 0,
             result: None,
             delivery: Delivery::SendToFrame,
-            call,
+            call: Some(call),
         }
     }
 
@@ -358,6 +351,12 @@ impl ReceiveOp {
 
     /// Takes the first matching message from the current process's mailbox.
     pub(crate) fn try_take(&self, cx: &mut Cx<'_>) -> Option<Fragment> {
+        if let Some(c) = &self.call {
+            // A call's reply or DOWN, found by the ref's index entry; matched by shape
+            // here rather than by patterns (no pattern to build and free per call).
+            let mref = c.mref();
+            return cx.recv_keyed(Key::of_ref(mref), |v| crate::gen_call::answers(v, mref));
+        }
         if !self.alts.is_empty() {
             let pats = (&self.pat, &self.alts);
             let any =
