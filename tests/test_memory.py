@@ -216,4 +216,5 @@ def test_allocator_cache_is_reported_and_released():
     # what counts is that the held pages are gone afterwards, whoever returned them.
     assert after < 0.2 * held, (held, released, after)
     assert released <= held + 50e6, (held, released)
-    assert r0 - r1 > 0.8 * released, "the released memory left the resident set"
+    if released > 0.5 * held:  # the explicit release did the work: RSS must show it
+        assert r0 - r1 > 0.8 * released, "the released memory left the resident set"
