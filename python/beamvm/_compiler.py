@@ -788,37 +788,36 @@ _DISPATCH_LIMIT = 100_000
 _RUNTIME_CELLS: dict[str, types.CellType] = {}
 
 
+def _entry(code: types.CodeType) -> Any:
+    """Return what is cached for ``code``: a template, _NOT_COMPILABLE, or None."""
+    hit = _TEMPLATES.get(id(code))
+    return hit[1] if hit is not None and hit[0] is code else None
+
+
 def cached_template(code: types.CodeType) -> types.CodeType | None:
     """Return the template built for ``code`` (None: not built, or not compilable)."""
-    hit = _TEMPLATES.get(id(code))
-    if hit is None or hit[0] is not code or hit[1] is _NOT_COMPILABLE:
-        return None
-    t: types.CodeType = hit[1]
-    return t
+    t = _entry(code)
+    return None if t is _NOT_COMPILABLE else t
 
 
 def forget_template(code: types.CodeType) -> None:
     """Drop ``code``'s template, so the next call builds it again."""
-    hit = _TEMPLATES.get(id(code))
-    if hit is not None and hit[0] is code:
+    if _entry(code) is not None:
         del _TEMPLATES[id(code)]
 
 
 def _template(code: types.CodeType, fn: types.FunctionType) -> types.CodeType | None:
-    hit = _TEMPLATES.get(id(code))
-    t = hit[1] if hit is not None and hit[0] is code else None
+    t = _entry(code)
     if t is None:
         with _BUILD_LOCK:
-            hit = _TEMPLATES.get(id(code))
-            if hit is not None and hit[0] is code:  # another thread built it meanwhile
-                t = hit[1]
-                return None if t is _NOT_COMPILABLE else t
-            t = _build_template(fn)
-            _TEMPLATES[id(code)] = (code, _NOT_COMPILABLE if t is None else t)
-        if t is not None and TEMPLATE_HOOKS:  # beamvm.trace / beamvm.code (see there)
-            for hook in TEMPLATE_HOOKS:
+            t = _entry(code)  # another thread may have built it meanwhile
+            built = t is None
+            if built:
+                t = _build_template(fn) or _NOT_COMPILABLE
+                _TEMPLATES[id(code)] = (code, t)
+        if built and t is not _NOT_COMPILABLE and TEMPLATE_HOOKS:
+            for hook in TEMPLATE_HOOKS:  # beamvm.trace / beamvm.code (see there)
                 hook(code, t)
-        return t
     return None if t is _NOT_COMPILABLE else t
 
 
