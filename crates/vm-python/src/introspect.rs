@@ -404,8 +404,9 @@ pub(crate) fn memory(py: Python<'_>) -> PyResult<Py<PyDict>> {
     Ok(memory_dict(py, &m)?.unbind())
 }
 
-/// Returns the memory the allocator keeps for reuse to the OS now (what
-/// `memory()['allocator']` counts as cache); the number of bytes that came back. The
+/// Returns the memory the allocators keep for reuse to the OS now (what
+/// `memory()['allocator']` counts as cache, and the free pages of the C library's heaps,
+/// where Python's large objects live); the number of bytes that came back. The
 /// allocator does this by itself over time when threads keep allocating; an idle VM
 /// after a burst keeps its pages until this is called.
 #[pyfunction]
