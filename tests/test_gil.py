@@ -61,3 +61,42 @@ def test_a_plain_thread_keeps_running_while_processes_spin() -> None:
         assert counter[0] > 1000, "the plain thread was starved"
     finally:
         beamvm.stop()
+
+
+def _thread_states() -> int:
+    """The interpreter's thread states, counted through the C API."""
+    import ctypes
+
+    api = ctypes.pythonapi
+    api.PyInterpreterState_Get.restype = ctypes.c_void_p
+    api.PyInterpreterState_ThreadHead.restype = ctypes.c_void_p
+    api.PyInterpreterState_ThreadHead.argtypes = [ctypes.c_void_p]
+    api.PyThreadState_Next.restype = ctypes.c_void_p
+    api.PyThreadState_Next.argtypes = [ctypes.c_void_p]
+    n, ts = 0, api.PyInterpreterState_ThreadHead(api.PyInterpreterState_Get())
+    while ts:
+        n, ts = n + 1, api.PyThreadState_Next(ts)
+    return n
+
+
+_LOCAL = threading.local()
+
+
+def test_a_scheduler_thread_keeps_one_thread_state_until_the_vm_stops() -> None:
+    # Before: every batch of slices made and deleted a Python thread state (and
+    # mmap/munmap'ed its frame stack), so a thread-local set in one batch was gone in
+    # the next. Now a scheduler thread keeps one until it exits with the VM.
+    def main():
+        _LOCAL.mark = "set in an earlier batch"
+        seen = []
+        for _ in range(5):
+            beamvm.sleep(0.01)  # the batch ends: nothing else to run on this scheduler
+            seen.append(getattr(_LOCAL, "mark", None))
+        return seen, _thread_states()
+
+    before = _thread_states()
+    for _ in range(3):  # and no thread state is left behind by a stopped VM
+        seen, during = beamvm.run(main, schedulers=1)
+        assert seen == ["set in an earlier batch"] * 5
+        assert during == before + 1
+        assert _thread_states() == before

@@ -23,6 +23,9 @@ extern "C" {
 thread_local! {
     /// True while this thread runs a batch inside [`GilHook::batch`]'s `with_gil`.
     static IN_BATCH: Cell<bool> = const { Cell::new(false) };
+    /// This thread keeps its Python thread state between GIL holds (see
+    /// [`keep_thread_state`]); dropped at the thread's exit, which deletes it.
+    static KEPT: RefCell<Option<KeptThreadState>> = const { RefCell::new(None) };
     /// This scheduler thread's entry in [`THREADS`] (made at its first batch).
     static ME: RefCell<Option<Arc<SchedThread>>> = const { RefCell::new(None) };
 }
@@ -58,6 +61,55 @@ fn me(_py: Python<'_>) -> Arc<SchedThread> {
             })
             .clone()
     })
+}
+
+/// Makes this VM thread keep its Python thread state until it exits. Call with the GIL
+/// held (inside `Python::with_gil`).
+///
+/// A thread CPython did not start gets a thread state from `PyGILState_Ensure` when it
+/// takes the GIL, and loses it when the matching release brings its count to zero: a
+/// new thread state (and its frame stack, an `mmap`ed chunk: an `mmap` and a `munmap`,
+/// whose TLB shoot-down interrupts every core) for every batch. Most batches are short
+/// (a process woken by a message or by readiness runs one slice), so that was a large
+/// part of their cost. One extra count, taken here and given back when the thread
+/// exits, keeps the state: later holds only take and drop the GIL.
+pub(crate) fn keep_thread_state(_py: Python<'_>) {
+    KEPT.with(|k| {
+        let mut k = k.borrow_mut();
+        if k.is_none() {
+            // SAFETY: the GIL is held by this thread (caller's contract), so this is a
+            // nested Ensure: it only increments this thread state's count (returning
+            // LOCKED) and takes nothing else.
+            unsafe { pyo3::ffi::PyGILState_Ensure() };
+            *k = Some(KeptThreadState);
+        }
+    });
+}
+
+/// The extra count [`keep_thread_state`] holds on this thread's Python thread state.
+pub(crate) struct KeptThreadState;
+
+impl Drop for KeptThreadState {
+    /// At the thread's exit: gives the count back, which deletes the thread state, if
+    /// the interpreter is still there to take it (past the exit gate, the thread state
+    /// is left to the interpreter's own finalisation, which deletes every one).
+    fn drop(&mut self) {
+        let Some(_pass) = finalize::enter() else {
+            return;
+        };
+        // SAFETY: the interpreter is not finalising (the gate is open, and stays open
+        // while we are inside it). Ensure takes the GIL with this thread's kept state
+        // (its count becomes 2); the first Release (LOCKED: we held nothing before
+        // this state was made ours) drops our kept count and keeps the GIL; the second
+        // brings the count to zero, which clears and deletes the thread state and
+        // releases the GIL. Raw calls: pyo3's own thread-locals may already be gone
+        // while thread-locals are destroyed.
+        unsafe {
+            let state = pyo3::ffi::PyGILState_Ensure();
+            pyo3::ffi::PyGILState_Release(pyo3::ffi::PyGILState_STATE::PyGILState_LOCKED);
+            pyo3::ffi::PyGILState_Release(state);
+        }
+    }
 }
 
 /// After `os.fork()`, in the child: the parent's scheduler threads do not exist here.
@@ -100,6 +152,7 @@ impl SliceHook for GilHook {
             // Holding the GIL: finalisation cannot begin until this batch lets go of
             // it, and from there on the guarded calls into process code handle it.
             drop(pass);
+            keep_thread_state(py);
             // The thread state is fixed until the GIL count drops to zero again.
             super::budget::forget_tl_if_new_thread_state(py);
             let me = me(py);
