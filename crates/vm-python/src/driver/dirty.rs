@@ -43,6 +43,8 @@ pub(crate) fn dirty_job(
             return Box::new(DirtyOutcome(None)) as Box<dyn std::any::Any + Send>;
         };
         let out = Python::with_gil(|py| {
+            // One thread state for the pool thread's life, not one per call.
+            super::gil::keep_thread_state(py);
             let kw = kwargs
                 .as_ref()
                 .and_then(|k| k.bind(py).downcast::<PyDict>().ok().cloned());
