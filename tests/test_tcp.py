@@ -602,6 +602,51 @@ def test_outside_a_process_is_a_clear_error():
         beamvm.stop()
 
 
+def _plain_helper():
+    """Marked plain below: process code calls it without compiling it."""
+    return receive(timeout=0, default=None)
+
+
+_plain_helper.__beamvm_plain__ = True
+
+
+def test_calls_that_never_wait_run_plainly_from_process_code():
+    # setopts/getopts/peername/sockname/shutdown never suspend: a process calls them as
+    # it calls a native function (the re-arm of every active-once message). The marker
+    # they carry makes the call plain: a marked function that does try to suspend
+    # (receive) is refused as in any uncompiled code, and the tcp calls keep working.
+    from beamvm import _compiler
+
+    def main():
+        ls = tcp.listen(0, active=False)
+        c = tcp.connect("127.0.0.1", tcp.sockname(ls)[1], active=False)
+        s = tcp.accept(ls)
+        for _ in range(3):
+            tcp.setopts(s, active="once")
+            tcp.send(c, b"ping")
+            match receive(timeout=5):
+                case ("tcp", got, data):
+                    assert got == s and data == b"ping"
+        assert tcp.getopts(s)["active"] is False
+        assert tcp.peername(s) == tcp.sockname(c)
+        try:
+            _plain_helper()
+        except RuntimeError as e:
+            refused = str(e)
+        else:
+            refused = ""
+        tcp.close(c)
+        tcp.close(s)
+        tcp.close(ls)
+        return refused
+
+    refused = run(main)
+    assert "does not compile" in refused
+    for f in (tcp.setopts, tcp.getopts, tcp.shutdown, tcp.peername, tcp.sockname):
+        assert _compiler._DISPATCH[f] is f, f.__name__
+    assert _compiler._DISPATCH[tcp.send] is not tcp.send  # send may suspend: compiled
+
+
 # --------------------------------------------------------------------------- scale
 
 

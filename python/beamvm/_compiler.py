@@ -957,7 +957,10 @@ class _Dispatch(dict):  # type: ignore[type-arg]
             if f.__module__ == "asyncio.runners" and f.__name__ == "run":
                 self._store(f, _asyncio_run_refused)
                 return _asyncio_run_refused
-            leaf = _is_leaf(f.__code__)
+            # A function that says it never suspends (``__beamvm_plain__``, set by
+            # beamvm's own non-blocking calls such as ``tcp.setopts``) is called
+            # plainly: no generator, no ``yield from`` per call.
+            leaf = getattr(f, "__beamvm_plain__", False) is True or _is_leaf(f.__code__)
             if f.__closure__ or f.__name__ == "<lambda>":
                 if leaf:
                     return f
