@@ -647,6 +647,53 @@ def test_calls_that_never_wait_run_plainly_from_process_code():
     assert _compiler._DISPATCH[tcp.send] is not tcp.send  # send may suspend: compiled
 
 
+def test_send_runs_without_a_generator_and_still_suspends_and_traces():
+    # Process code calls tcp.send's fast form (send.__beamvm_fast__): queued data costs
+    # no generator, a full kernel buffer still suspends the sender (the receiver that
+    # never re-arms test checks the blocking itself), and a call trace of tcp.send still
+    # sees every call (the trace makes process code run send's own code again).
+    from beamvm import trace
+
+    lines: list[str] = []
+    big = b"x" * (1 << 20)
+
+    def main():
+        ls = tcp.listen(0, active=False)
+        c = tcp.connect("127.0.0.1", tcp.sockname(ls)[1], active=False)
+        s = tcp.accept(ls)
+        me = self_pid()
+
+        def reader():
+            got = 0
+            while got < 8 * len(big):
+                got += len(tcp.recv(s))
+            send(me, ("read", got))
+            receive()  # keeps s open until told
+
+        r = spawn(reader)
+        tcp.controlling_process(s, r)
+        for _ in range(8):  # 8 MiB: far past the kernel's buffers, so send suspends
+            tcp.send(c, big)
+        match receive(timeout=30):
+            case ("read", n):
+                read = n
+        trace.calls(("beamvm.tcp", "send", 2), 10, io=lines.append)
+        try:
+            tcp.send(c, b"a")
+            tcp.send(c, b"b")
+        finally:
+            trace.clear()
+        tcp.send(c, b"c")
+        tcp.close(c)
+        tcp.close(ls)
+        send(r, "stop")
+        return read
+
+    assert run(main) == 8 * len(big)
+    sends = [ln for ln in lines if "beamvm.tcp:send(" in ln]
+    assert len(sends) == 2, lines
+
+
 # --------------------------------------------------------------------------- scale
 
 

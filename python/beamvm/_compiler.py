@@ -957,9 +957,19 @@ class _Dispatch(dict):  # type: ignore[type-arg]
             if f.__module__ == "asyncio.runners" and f.__name__ == "run":
                 self._store(f, _asyncio_run_refused)
                 return _asyncio_run_refused
-            # A function that says it never suspends (``__beamvm_plain__``, set by
-            # beamvm's own non-blocking calls such as ``tcp.setopts``) is called
-            # plainly: no generator, no ``yield from`` per call.
+            # beamvm's own calls may say how process code calls them (module functions,
+            # never a closure): ``__beamvm_plain__`` never suspends, so it is called
+            # plainly (``tcp.setopts``); ``__beamvm_fast__`` is called plainly in its
+            # place and returns what the call site runs with ``yield from``: an
+            # exhausted generator when it finished without waiting (``tcp.send`` into
+            # a socket with room), else the generator that waits. Either saves the
+            # generator and the entry check of a compiled call. Not while a call trace
+            # is set (TEMPLATE_HOOKS, 3.12+): the fast form runs other code than the
+            # traced function's (beamvm.trace drops the entries cached before it).
+            fast = getattr(f, "__beamvm_fast__", None)
+            if fast is not None and not TEMPLATE_HOOKS:
+                self._store(f, fast)
+                return fast
             leaf = getattr(f, "__beamvm_plain__", False) is True or _is_leaf(f.__code__)
             if f.__closure__ or f.__name__ == "<lambda>":
                 if leaf:
