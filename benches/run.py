@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -479,18 +480,25 @@ def write_report(results: list[dict], statuses: dict, meta: dict) -> None:
             *cmp_rows,
             "",
         ]
-    # Keep the B11 section, which benches/b11.py writes between its markers.
-    b11_begin, b11_end = "<!-- B11 begin", "<!-- B11 end -->"
+    # Keep the sections other tools write between markers (`<!-- B11 begin ...` and
+    # `<!-- B11 end -->`: benches/b11.py; B12: the vm-dist example, written up by hand).
     old_text = (DOCS / "benchmarks.md").read_text() if (DOCS / "benchmarks.md").exists() else ""
-    if b11_begin in old_text and b11_end in old_text:
-        b11 = b11_begin + old_text.split(b11_begin, 1)[1].split(b11_end, 1)[0] + b11_end
-        md += [b11, ""]
+    md += kept_sections(old_text)
     (DOCS / "benchmarks.md").write_text("\n".join(md))
     log(f"wrote {DOCS / 'benchmarks.md'}")
     try:
         write_plot(by_key, systems)
     except Exception as e:  # noqa: BLE001 - the report must not die on a plot
         log(f"plot skipped: {e!r}")
+
+
+def kept_sections(text: str) -> list[str]:
+    """The `<!-- NAME begin ... --> ... <!-- NAME end -->` sections of `text`, each kept
+    whole (markers included), in their order."""
+    kept = []
+    for m in re.finditer(r"<!-- (\S+) begin.*?<!-- \1 end -->", text, re.DOTALL):
+        kept += [m.group(0), ""]
+    return kept
 
 
 def write_plot(by_key: dict, systems: list[str]) -> None:

@@ -588,3 +588,31 @@ def test_spawn_with_a_self_containing_argument_shares_it():
         return receive(timeout=5)
 
     assert run(main) is True
+
+
+def test_submodules_are_attributes_of_beamvm_without_their_own_import():
+    # As the docs write them: `async with beamvm.aio.running(...)`,
+    # `beamvm.gen_server.call(...)` after a bare `import beamvm` (a fresh interpreter:
+    # here other tests have imported them already). Unknown names still raise.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, beamvm\n"
+        "assert 'beamvm.aio' not in sys.modules and 'asyncio' not in sys.modules\n"
+        "names = ['aio', 'code', 'dist', 'gen_server', 'registry', 'rpc', 'supervisor',\n"
+        "         'sync', 'sys', 'task', 'tcp', 'trace', 'listener', 'observer']\n"
+        "print(all(getattr(beamvm, n).__name__ == 'beamvm.' + n for n in names))\n"
+        "print(callable(beamvm.aio.running), callable(beamvm.gen_server.call))\n"
+        "try:\n"
+        "    beamvm.spwan\n"
+        "except AttributeError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "True",
+        "True True",
+        "module 'beamvm' has no attribute 'spwan'",
+    ]

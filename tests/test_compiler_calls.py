@@ -255,6 +255,36 @@ def test_calling_a_dead_weakref_returns_none_and_a_live_one_its_object():
     assert result(body) == (None, True, "pong", None)
 
 
+class Unhashable:
+    __hash__ = None  # type: ignore[assignment]
+
+    def __call__(self, x):
+        total = 0
+        for i in range(x):  # a loop: compiled, were it looked up
+            total += i
+        return total
+
+
+def test_unhashable_callables_are_called_plainly():
+    # Before: any call of an unhashable callable inside a process raised
+    # "TypeError: unhashable type" (the dispatch lookup hashed it), ctypes' foreign
+    # functions included.
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    obj = Unhashable()
+
+    def body():
+        return obj(5), libc.abs(-7), spawn_result(obj)
+
+    def spawn_result(f):
+        return f(4)
+
+    assert body() == (10, 7, 6)
+    assert result(body) == (10, 7, 6)
+
+
 # --------------------------------------------------------------------------- leaf functions
 
 

@@ -555,6 +555,9 @@ def test_unreachable_nodes_and_bad_values_fail_cleanly():
     assert run_node(main)
     with pytest.raises(TypeError, match="node="):
         beamvm.run(lambda: None, cookie="x")
+    # The defaults written out (node=None, cookie=None, the flags False) ask for no node.
+    defaults = dict(node=None, cookie=None, longnames=False, hidden=False)
+    assert beamvm.run(lambda: beamvm.node(), **defaults) == Atom("nonode@nohost")
     with pytest.raises(ValueError, match="decode_binaries"):
         beamvm.run(lambda: None, node=pynode(), decode_binaries="latin9")
     with pytest.raises(ValueError, match="dist_listen"):

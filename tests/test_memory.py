@@ -34,6 +34,16 @@ def _drain_and_exit(parent, n):
     send(parent, "drained")
 
 
+def _flood_and_drain(n):
+    """Queues ``n`` messages to a process that waits, lets it drain them all and exit."""
+    pid, ref = spawn_monitor(_drain_and_exit, self_pid(), n)
+    for i in range(n):
+        send(pid, (i, "payload"))
+    send(pid, "go")
+    receive("drained", timeout=300)
+    receive((DOWN, ref, ANY, ANY, ANY), timeout=30)
+
+
 def test_rss_after_ten_flood_rounds_stays_within_1_5x_of_the_first():
     # Before: 107 -> 451 MB over 10 rounds (each round's mailbox storage stayed).
     n = 1_000_000
@@ -41,12 +51,7 @@ def test_rss_after_ten_flood_rounds_stays_within_1_5x_of_the_first():
     def main():
         after = []
         for _ in range(10):
-            pid, ref = spawn_monitor(_drain_and_exit, self_pid(), n)
-            for i in range(n):
-                send(pid, (i, "payload"))
-            send(pid, "go")
-            receive("drained", timeout=300)
-            receive((DOWN, ref, ANY, ANY, ANY), timeout=30)
+            _flood_and_drain(n)
             beamvm.sleep(0.1)
             after.append(rss())
         return after
@@ -161,6 +166,29 @@ def test_an_ended_process_releases_its_frame_at_once_even_with_gc_disabled(how, 
     assert target != str(path), "the file the process held is closed"
 
 
+def test_an_idle_vm_returns_a_drained_floods_memory_by_itself():
+    # Before: a drained million-message flood left ~180 MB resident in an idle VM for
+    # good (mimalloc purges only on threads that allocate); now a scheduler idle for
+    # half a second returns its free pages, with no release_memory() call.
+    def main():
+        gc.collect()
+        beamvm.release_memory()
+        r0 = rss()
+        _flood_and_drain(1_000_000)
+        peak = rss()
+        for _ in range(100):  # up to 10 s idle (the purge is due after 0.5 s)
+            beamvm.sleep(0.1)
+            if rss() - r0 < 0.25 * (peak - r0):
+                break
+        return r0, peak, rss()
+
+    r0, peak, idle = run(main, schedulers=2)
+    assert peak - r0 > 50e6, f"the flood built only {(peak - r0) / 1e6:.0f} MB"
+    assert idle - r0 < 0.25 * (peak - r0), (
+        f"idle RSS {idle / 1e6:.0f} MB; before the flood {r0 / 1e6:.0f}, after {peak / 1e6:.0f}"
+    )
+
+
 def _load_deltas() -> tuple[int, int]:
     """Builds ~200 MB of VM load (queued messages, timers, shared binaries, idle Python
     processes); how much memory()['total'] and RSS grew under it."""
@@ -236,15 +264,10 @@ def test_release_memory_returns_what_pythons_freed_objects_left_in_the_c_heap():
 
 
 def test_allocator_cache_is_reported_and_released():
-    # A drained flood leaves the allocator holding freed pages (an idle scheduler does not
-    # purge): memory() says how much, release_memory() gives it back.
+    # A drained flood leaves the allocator holding freed pages (until its scheduler has
+    # idled half a second): memory() says how much, release_memory() gives it back.
     def main():
-        pid, ref = spawn_monitor(_drain_and_exit, self_pid(), 1_000_000)
-        for i in range(1_000_000):
-            send(pid, (i, "payload"))
-        send(pid, "go")
-        receive("drained", timeout=300)
-        receive((DOWN, ref, ANY, ANY, ANY), timeout=30)
+        _flood_and_drain(1_000_000)
         beamvm.sleep(0.1)
         held, r0 = beamvm.memory()["allocator"], rss()
         released = beamvm.release_memory()

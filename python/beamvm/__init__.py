@@ -48,7 +48,7 @@ import os as _os
 import threading as _threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beamvm import _compiler, _gcpolicy, _native, _otp, _runtime
 from beamvm._native import (
@@ -395,6 +395,54 @@ _native._setup(
     report=_report_crash,
     tl=_runtime._TL,
 )
+
+
+#: The submodules ``beamvm.<name>`` reaches without an import of its own
+#: (``beamvm.aio.running(...)``, ``beamvm.gen_server.call(...)``): imported on first use,
+#: so ``import beamvm`` stays cheap (asyncio is loaded only for ``aio``).
+_SUBMODULES = frozenset(
+    {
+        "aio",
+        "code",
+        "dist",
+        "gen_server",
+        "listener",
+        "observer",
+        "registry",
+        "rpc",
+        "supervisor",
+        "sync",
+        "sys",
+        "task",
+        "tcp",
+        "trace",
+    }
+)
+
+if TYPE_CHECKING:
+    from beamvm import (  # noqa: F401 -- what __getattr__ provides, for type checkers
+        aio,
+        code,
+        dist,
+        gen_server,
+        listener,
+        registry,
+        rpc,
+        supervisor,
+        sync,
+        sys,
+        task,
+        tcp,
+        trace,
+    )
+else:
+
+    def __getattr__(name: str) -> Any:
+        if name in _SUBMODULES:
+            import importlib
+
+            return importlib.import_module(f"beamvm.{name}")
+        raise AttributeError(f"module 'beamvm' has no attribute {name!r}")
 
 
 # The VM does not survive os.fork(): in the child, every call says so (and how to start

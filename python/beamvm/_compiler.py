@@ -353,10 +353,11 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
             body=_raw(_name(_MT), _name(g), _attr(_name(f), "__self__")),
             orelse=_name(f),
         )
-        # A weak reference (weakref.ref, WeakMethod) is called plainly: hashing a dead
-        # one (the dict lookup) raises.
+        # Callables that cannot be hashed (a dead weak reference, a ctypes function, any
+        # type with __hash__ = None) are called plainly, without the dict lookup that
+        # would raise: one lookup by type (_PlainTypes) decides.
         other = ast.IfExp(
-            test=_raw(_attr(_name(_BI), "isinstance"), _name(f), _name(_WR)),
+            test=ast.Subscript(value=_name(_WR), slice=_name(t), ctx=ast.Load()),
             body=_name(f),
             orelse=ast.Subscript(value=_name(_D), slice=_name(f), ctx=ast.Load()),
         )
@@ -903,7 +904,7 @@ def _is_leaf(code: types.CodeType) -> bool:
 
 def _call_gen(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Generator[Any, Any, Any]:
     """Run ``f(*args, **kwargs)`` from process code: its compiled form, or plainly."""
-    h = _DISPATCH[f]
+    h = f if _PLAIN_TYPES[type(f)] else _DISPATCH[f]
     if h is f:
         try:
             return f(*args, **kwargs)
@@ -1017,6 +1018,29 @@ class _Dispatch(dict):  # type: ignore[type-arg]
 #: type -> the compiled ``__call__`` of its instances (False: none; called plainly).
 _CALLERS: dict[type, Any] = {}
 
+
+class _PlainTypes(dict):  # type: ignore[type-arg]
+    """type -> whether its instances are called plainly, without a ``_DISPATCH`` lookup.
+
+    Those that cannot be hashed (``__hash__ = None``, ctypes' foreign functions, whose
+    hash raises) and weak references (a dead one raises when hashed).
+    """
+
+    def __missing__(self, t: type) -> bool:
+        ctypes_ = sys.modules.get("_ctypes")
+        plain = (
+            getattr(t, "__hash__", None) is None
+            or issubclass(t, weakref.ReferenceType)
+            or (ctypes_ is not None and issubclass(t, ctypes_.CFuncPtr.__mro__[1]))
+        )
+        if len(self) >= _DISPATCH_LIMIT:
+            self.clear()
+        self[t] = plain
+        return plain
+
+
+_PLAIN_TYPES = _PlainTypes()
+
 _DISPATCH = _Dispatch()
 _RUNTIME_CELLS.update(
     {
@@ -1049,7 +1073,7 @@ _RUNTIME_CELLS.update(
         _SI: types.CellType(StopIteration),
         _BE: types.CellType(BaseException),
         _MT: types.CellType(types.MethodType),
-        _WR: types.CellType(weakref.ReferenceType),
+        _WR: types.CellType(_PLAIN_TYPES),
         _FT: types.CellType(types.FunctionType),
         # Placeholder until set_op_primitive: nothing is the op primitive.
         _OP: types.CellType(object()),

@@ -144,9 +144,12 @@ def _options(config: dict[str, Any]) -> dict[str, Any] | None:
     opts = {k: config.pop(k) for k in OPTIONS if k in config}
     name = opts.get("node") or os.environ.get("BEAMVM_NODE")
     if not name:
-        if opts:
+        # Settings left at their defaults (None, or False for the flags: what a caller
+        # passing its own optional values through writes) do not ask for a node.
+        given = sorted(k for k, v in opts.items() if v is not None and v is not False)
+        if given:
             raise TypeError(
-                f"distribution settings {sorted(opts)} need node='name@host' (or BEAMVM_NODE)"
+                f"distribution settings {given} need node='name@host' (or BEAMVM_NODE)"
             )
         return None
     cookie = opts.get("cookie") or os.environ.get("BEAMVM_COOKIE")

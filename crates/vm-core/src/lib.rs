@@ -58,8 +58,8 @@ pub use process::table::{EXTERNAL_PID, MAX_PROCESS_LIMIT};
 pub use process::{Body, BodyClass, Priority, Step};
 pub use scheduler::SliceHook;
 pub use stats::{
-    add_body_bytes, body_bytes, process_base_bytes, set_allocator_probe, sub_body_bytes, Memory,
-    ProcessInfo, ProcessSummary, Statistics, SystemInfo,
+    add_body_bytes, body_bytes, process_base_bytes, set_allocator_probe, set_idle_hook,
+    sub_body_bytes, Memory, ProcessInfo, ProcessSummary, Statistics, SystemInfo,
 };
 pub use term::{Atom, Fragment, Pid, Ref, Term, View, Word};
 pub use vm::{SpawnOpts, Vm, VmRef};

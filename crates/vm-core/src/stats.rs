@@ -47,6 +47,24 @@ pub fn set_allocator_probe(probe: fn(usize) -> usize) {
     let _ = ALLOCATOR_PROBE.set(probe);
 }
 
+/// The embedder's idle hook (see [`set_idle_hook`]).
+static IDLE_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets a function every scheduler thread calls once when it has been idle for half a
+/// second after running something (once per process; later calls are ignored). The
+/// embedder chooses the global allocator, so it is the one that can ask it to return
+/// the free pages an idle thread would otherwise keep (mimalloc purges only on threads
+/// that allocate). It runs on the scheduler's thread, holding nothing of the VM's, so
+/// it must not block for long; it must not panic.
+pub fn set_idle_hook(hook: fn()) {
+    let _ = IDLE_HOOK.set(hook);
+}
+
+/// The idle hook, if the embedder set one.
+pub(crate) fn idle_hook() -> Option<fn()> {
+    IDLE_HOOK.get().copied()
+}
+
 /// Bytes of a control block with no messages, heap or relations (the fixed cost of a
 /// process, counted in `memory().processes`).
 pub fn process_base_bytes() -> usize {

@@ -9,7 +9,9 @@
 //!   the VM's counters account for (the mimalloc-allocated part of processes, binaries,
 //!   atoms and system): its caches, fragmentation (a block is rounded up to its size
 //!   class), and the few untracked structures. [`release`] returns the free pages at
-//!   once (`mi_collect(true)`) and reports how much resident memory came back.
+//!   once (`mi_collect(true)`) and reports how much resident memory came back;
+//!   [`on_idle`], vm-core's idle hook, does the same on a scheduler idle for half a
+//!   second, so an idle VM does not keep a burst's pages.
 //! * **Python processes.** A process's generator, frame, budget cell and context live on
 //!   Python's heap, not mimalloc's; each process's size at spawn is declared to vm-core
 //!   (`vm_core::add_body_bytes`, so `memory().processes` counts it for every reader)
@@ -144,6 +146,43 @@ pub(crate) fn release() -> usize {
     // abandoned pages hold free, and purges the freed pages at once.
     unsafe { libmimalloc_sys::mi_collect(true) };
     before.saturating_sub(resident()) + trim_libc()
+}
+
+/// A scheduler thread went idle (vm-core's idle hook, half a second after it last ran
+/// something): mimalloc purges freed pages only on threads that allocate, so this
+/// thread's heap would keep a burst's pages forever. `mi_collect(true)` frees what its
+/// heap holds free and purges at once; then glibc's heaps are trimmed, by one idle
+/// scheduler per [`TRIM_EVERY`] (the heaps are the process's, not the thread's).
+pub(crate) fn on_idle() {
+    // SAFETY: as in `release`; called on a scheduler thread outside any VM lock.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+    static LAST_TRIM_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = since_start_ms();
+    let last = LAST_TRIM_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if (last == 0 || now.saturating_sub(last) >= TRIM_EVERY.as_millis() as u64)
+        && LAST_TRIM_MS
+            .compare_exchange(
+                last,
+                now.max(1),
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        trim_libc();
+    }
+}
+
+/// Least time between two idle trims of glibc's heaps (each walks every arena).
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Milliseconds since the first call (a monotonic clock for [`on_idle`]'s rate limit).
+fn since_start_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// glibc's `malloc_trim(0)`; the resident bytes it gave back.

@@ -73,6 +73,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     // memory()['allocator']: what mimalloc holds beyond the VM's counters (alloc.rs).
     vm_core::set_allocator_probe(alloc::cached);
+    // An idle scheduler returns the free pages it and the C heap keep (alloc.rs).
+    vm_core::set_idle_hook(alloc::on_idle);
     // The binding makes no atom of its own at run time: the ones it needs are
     // vm-core's predefined atoms (once user code has filled the atom table, making one
     // lazily would fail inside a scheduler thread, issue 9 s.3), and a `str` is text,

@@ -146,10 +146,18 @@ impl Idle {
 
     /// Parks scheduler `i` (on its own thread) unless `keep_running` says, after it
     /// registered as idle, that there is a reason not to (work, stopping). Returns when
-    /// woken (or at once).
-    pub(crate) fn park(&self, i: usize, keep_running: impl FnOnce() -> bool) {
+    /// woken (or at once), or after `timeout` if one is given.
+    pub(crate) fn park(
+        &self,
+        i: usize,
+        timeout: Option<Duration>,
+        keep_running: impl FnOnce() -> bool,
+    ) {
         if self.enter(i, keep_running) {
-            std::thread::park();
+            match timeout {
+                Some(t) => std::thread::park_timeout(t),
+                None => std::thread::park(),
+            }
         }
         self.leave(i);
     }
@@ -253,7 +261,7 @@ mod tests {
         let parked = {
             let (idle, work) = (idle.clone(), work.clone());
             std::thread::spawn(move || {
-                idle.park(66, || work.load(Ordering::SeqCst));
+                idle.park(66, None, || work.load(Ordering::SeqCst));
                 work.load(Ordering::SeqCst)
             })
         };
@@ -267,7 +275,7 @@ mod tests {
         assert_eq!(idle.num_idle.load(Ordering::SeqCst), 0);
         assert!(idle.bits.iter().all(|w| w.load(Ordering::SeqCst) == 0));
         // Re-check finds work: no park, bit cleared.
-        idle.park(3, || true);
+        idle.park(3, None, || true);
         assert_eq!(idle.num_idle.load(Ordering::SeqCst), 0);
         // Offline: scheduler 5 with 2 online is not picked.
         idle.set_online(2);

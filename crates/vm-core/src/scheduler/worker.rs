@@ -81,6 +81,15 @@ pub(crate) const IO_SPIN_POLL: u32 = 16;
 /// interrupts the wait); it bounds how long a lost one could go unnoticed, for ten
 /// idle wake-ups a second while sockets exist (the old poll thread's tick).
 pub(crate) const IO_PARK_TICK: Duration = Duration::from_millis(100);
+/// A scheduler idle this long after running something calls the embedder's idle hook
+/// once ([`crate::set_idle_hook`]: the Python binding returns the allocator's free pages
+/// to the OS). The allocator purges freed pages only on a thread that keeps allocating,
+/// so without this an idle VM kept a drained flood's ~180 MB forever. Half a second: a
+/// server between requests (gaps of milliseconds) never pays for it, a VM that went
+/// quiet gives its memory back before anyone looks twice. The hook's cost grows with
+/// the heap (mimalloc's forced collect visits its pages: ~10 ms with 200,000 live
+/// processes); work arriving meanwhile goes to another parked scheduler, if any.
+pub(crate) const IDLE_PURGE_AFTER: Duration = Duration::from_millis(500);
 
 /// One scheduler thread's state.
 pub(super) struct Sched<'a> {
@@ -104,6 +113,10 @@ pub(super) struct Sched<'a> {
     busy_since: Cell<Instant>,
     /// This scheduler's reduction count when it last polled the reactor.
     io_reductions: u64,
+    /// It ran something since it last called the idle hook (see [`IDLE_PURGE_AFTER`]).
+    ran_since_purge: bool,
+    /// When it last stopped finding work, while `ran_since_purge`.
+    idle_since: Option<Instant>,
 }
 
 impl Sched<'_> {
@@ -272,12 +285,13 @@ impl Sched<'_> {
         );
         let online = self.index < sh.online();
         let keep_running = || (online && sh.has_work()) || vm.stopping.load(Ordering::Acquire);
+        // With the idle hook due, sleep no longer than until it is (see `idle_purge`).
+        let purge_in = self.purge_due_in();
         let polled = match sh.idle.reactor() {
             Some(r) if online && r.socket_count() > 0 => {
+                let tick = purge_in.map_or(IO_PARK_TICK, |d| d.min(IO_PARK_TICK));
                 sh.idle
-                    .park_in_poll(self.index, IO_PARK_TICK, keep_running, || {
-                        self.busy_begins()
-                    })
+                    .park_in_poll(self.index, tick, keep_running, || self.busy_begins())
             }
             _ => None,
         };
@@ -286,10 +300,38 @@ impl Sched<'_> {
             // Nobody else polls now (an `epoll_wait` error, or another scheduler
             // holds the poller): the futex, as without sockets.
             Some(Err(_)) | None => {
-                sh.idle.park(self.index, keep_running);
+                sh.idle.park(self.index, purge_in, keep_running);
                 self.busy_begins();
             }
         }
+    }
+
+    /// How long until the idle hook is due (`None`: not due: nothing ran since it last
+    /// ran, or no hook). Starts the idle period on the first call after running.
+    fn purge_due_in(&mut self) -> Option<Duration> {
+        if !self.ran_since_purge || crate::stats::idle_hook().is_none() {
+            return None;
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        Some(IDLE_PURGE_AFTER.saturating_sub(since.elapsed()))
+    }
+
+    /// Called with no work found: runs the idle hook once this scheduler has been idle
+    /// for [`IDLE_PURGE_AFTER`] since it last ran something.
+    fn idle_purge(&mut self) {
+        if self.purge_due_in() == Some(Duration::ZERO) {
+            if let Some(hook) = crate::stats::idle_hook() {
+                hook();
+            }
+            self.ran_since_purge = false;
+            self.idle_since = None;
+        }
+    }
+
+    /// Notes that this scheduler ran something (the idle hook becomes due again).
+    fn ran(&mut self) {
+        self.ran_since_purge = true;
+        self.idle_since = None;
     }
 
     /// Opens a busy period for `statistics`.
@@ -332,6 +374,8 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         stash: None,
         busy_since: Cell::new(Instant::now()),
         io_reductions: 0,
+        ran_since_purge: false,
+        idle_since: None,
     };
     s.busy_begins();
     let st = &vm.router.sched.stats[index];
@@ -353,6 +397,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         match pick {
             Some((p, prio)) => {
                 s.spins = 0;
+                s.ran();
                 match hook {
                     Some(h) if p.hooked => s.run_batch(h, p, prio),
                     _ => s.run_one(p, prio),
@@ -368,6 +413,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
                     continue;
                 }
                 s.spins = 0;
+                s.idle_purge();
                 s.park();
             }
         }
