@@ -19,7 +19,11 @@ generator function with the same signature, globals, defaults and closure cells:
   implementation with ``yield from`` (a suspension point); anything else (builtins, C
   code, classes, generator functions, functions without source) is called plainly and runs
   to completion, like a NIF. ``time.sleep`` and the ``acquire`` of a ``threading`` lock
-  become process-aware (``_blocking``).
+  become process-aware (``_blocking``). beamvm's own hot calls may say how they are
+  called: a module function with ``__beamvm_plain__ = True`` never suspends and is
+  called plainly (``tcp.setopts``); one with ``__beamvm_fast__ = g`` is replaced by a
+  plain call of ``g``, whose result runs with ``yield from`` (an exhausted generator
+  when it is done, else the generator that waits: ``tcp.send``).
 * Comprehensions are compiled too: a list/set/dict comprehension, and a generator
   expression (or ``map``/``filter``) consumed by ``list``, ``tuple``, ``set``,
   ``frozenset``, ``sorted``, ``dict``, ``sum``, ``min``, ``max``, ``any``, ``all`` or

@@ -364,7 +364,7 @@ for _ in _DONE:
 
 
 def _send_fast(s: Socket, data: Any) -> Any:
-    """What process code calls for :func:`send`: queue, or return the wait to run.
+    """Queue for :func:`send` called from process code, or return the wait to run.
 
     Called plainly in place of ``send`` by compiled code (``send.__beamvm_fast__``), which
     runs the result with ``yield from``: ``_DONE`` once the data is queued (the common
