@@ -214,6 +214,38 @@ def test_rpc_both_ways(erl):
     assert run_node(main)
 
 
+class pyslow:
+    @staticmethod
+    def nap(ms):
+        receive(Atom("never"), timeout=ms / 1000, default=None)
+        return Atom("rested")
+
+
+def test_rpc_spawn_reply_comes_before_a_slow_answer(erl):
+    """The spawn reply of an rpc goes out when the call starts running, not with its
+    answer (the driver holds it only for the call's first slice)."""
+
+    def main():
+        me = beamvm.node()
+        assert dist.expose("pyslow", pyslow) == ["nap"]
+        got = erl_eval(
+            erl,
+            f"Ref = make_ref(), "
+            f"Req = spawn_request('{me}', erpc, execute_call, [Ref, pyslow, nap, [1500]], "
+            f"[monitor]), "
+            f"T0 = erlang:monotonic_time(millisecond), "
+            f"receive {{spawn_reply, Req, ok, Pid}} -> ok end, "
+            f"T1 = erlang:monotonic_time(millisecond), "
+            f"receive {{'DOWN', Req, process, Pid, {{Ref, return, R}}}} -> "
+            f"{{T1 - T0 < 1000, node(Pid), R, erlang:monotonic_time(millisecond) - T0 >= 1000}} "
+            f"after 10000 -> timeout end.",
+        )
+        assert got == (True, me, Atom("rested"), True), got
+        return True
+
+    assert run_node(main)
+
+
 def test_links_and_monitors_in_all_four_directions(erl):
     def main():
         me = beamvm.node()

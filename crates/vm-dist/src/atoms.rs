@@ -12,6 +12,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use crate::term::Atom;
+
 /// Default number of new atoms one connection may create before it is dropped.
 ///
 /// OTP's whole atom table holds 1,048,576 atoms by default; one peer may use at most a
@@ -56,6 +58,13 @@ impl AtomInterner for TrustAll {
 pub trait AtomGate {
     /// Accepts or refuses `name`.
     fn admit(&mut self, name: &str) -> Result<(), AtomRefusal>;
+
+    /// The atom `name`, admitted through [`AtomGate::admit`]. A gate may hand out an
+    /// atom it made before (sharing its text) instead of a fresh one.
+    fn atom(&mut self, name: &str) -> Result<Atom, AtomRefusal> {
+        self.admit(name)?;
+        Ok(Atom::new(name))
+    }
 }
 
 impl AtomGate for TrustAll {
@@ -141,12 +150,24 @@ pub enum AtomRefusal {
     },
 }
 
+/// Slots of [`AtomBudget`]'s cache of admitted atoms: a connection's traffic uses a
+/// handful of atoms over and over (the node names in pids, the registered names, the
+/// tags of the messages), and 256 slots of 8 bytes hold them with few collisions.
+const ATOM_CACHE_SLOTS: usize = 256;
+
 /// Counts the atoms a peer makes the node create, and refuses past a limit.
+///
+/// It also remembers the atoms it admitted (a direct-mapped cache keyed by a hash of
+/// the text): a hit hands out the same shared text again, with no lock of the table,
+/// no hashing of it and no allocation — most of a small message's decoding cost was
+/// its atoms. Atoms are never removed from the table, so an atom admitted once is
+/// admitted forever, and a hit needs no new look.
 #[derive(Debug)]
 pub struct AtomBudget<I> {
     table: I,
     created: u64,
     limit: u64,
+    cache: Box<[Option<Atom>]>,
 }
 
 impl<I: AtomInterner> AtomBudget<I> {
@@ -156,6 +177,7 @@ impl<I: AtomInterner> AtomBudget<I> {
             table,
             created: 0,
             limit,
+            cache: vec![None; ATOM_CACHE_SLOTS].into_boxed_slice(),
         }
     }
 
@@ -186,6 +208,29 @@ impl<I: AtomInterner> AtomGate for AtomBudget<I> {
         self.created += 1;
         Ok(())
     }
+
+    fn atom(&mut self, name: &str) -> Result<Atom, AtomRefusal> {
+        let slot = cache_slot(name);
+        if let Some(a) = &self.cache[slot] {
+            if a.as_str() == name {
+                return Ok(a.clone());
+            }
+        }
+        self.admit(name)?;
+        let a = Atom::new(name);
+        self.cache[slot] = Some(a.clone());
+        Ok(a)
+    }
+}
+
+/// The cache slot of `name`: FNV-1a over its bytes (atoms are short), folded to the
+/// slot count.
+fn cache_slot(name: &str) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in name.as_bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    (h ^ (h >> 16)) as usize % ATOM_CACHE_SLOTS
 }
 
 #[cfg(test)]
@@ -210,6 +255,40 @@ mod tests {
         );
         assert!(!table.contains("c"), "a refused atom is not created");
         assert_eq!(table.len(), 3);
+    }
+
+    #[test]
+    fn cached_atoms_share_their_text_and_new_ones_still_count() {
+        let table = LocalAtoms::with_capacity(1000);
+        let mut budget = AtomBudget::new(table.clone(), 301);
+        let a = budget.atom("sink").unwrap();
+        let b = budget.atom("sink").unwrap();
+        assert_eq!(a, b);
+        assert!(
+            std::ptr::eq(a.as_str(), b.as_str()),
+            "a hit hands out the same text"
+        );
+        assert_eq!(budget.created(), 1);
+        // Many distinct atoms: collisions evict, and each is counted exactly once.
+        for i in 0..300 {
+            let name = format!("atom{i}");
+            assert_eq!(budget.atom(&name).unwrap().as_str(), name);
+        }
+        assert_eq!(budget.created(), 301);
+        for i in 0..300 {
+            let name = format!("atom{i}");
+            assert_eq!(budget.atom(&name).unwrap().as_str(), name, "no stale slot");
+        }
+        assert_eq!(
+            budget.created(),
+            301,
+            "existing atoms cost nothing, cached or not"
+        );
+        assert_eq!(
+            budget.atom("one_too_many"),
+            Err(AtomRefusal::BudgetSpent { limit: 301 })
+        );
+        assert!(!table.contains("one_too_many"));
     }
 
     #[test]

@@ -32,6 +32,7 @@
 //! failed setup gives links and monitors `noconnection`. Exposed functions run in
 //! processes of their own ([`dist_expose`]).
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
@@ -89,6 +90,36 @@ struct Wire {
     utf8: bool,
 }
 
+/// Slots of each thread's cache of wire atoms already looked up in vm-core's table.
+const ATOM_MEMO_SLOTS: usize = 64;
+
+thread_local! {
+    /// A connection's decoder hands out the same shared text for an atom it saw before
+    /// (vm_dist's `AtomBudget`), so the text's address identifies the atom: a
+    /// direct-mapped cache from it to vm-core's atom spares each received atom a
+    /// look-up in the global table (a lock shared by every thread, and a hash of the
+    /// text). Each entry holds its wire atom, so the address cannot be reused by
+    /// another text while the entry lives.
+    static ATOM_MEMO: RefCell<Vec<Option<(wire::Atom, Atom)>>> =
+        RefCell::new(vec![None; ATOM_MEMO_SLOTS]);
+}
+
+/// vm-core's atom for a wire atom (see [`ATOM_MEMO`]).
+fn core_atom(a: &wire::Atom) -> Result<Atom, String> {
+    let text = a.as_str();
+    let slot = (text.as_ptr() as usize >> 4) % ATOM_MEMO_SLOTS;
+    let hit = ATOM_MEMO.with(|m| match &m.borrow()[slot] {
+        Some((w, core)) if std::ptr::eq(w.as_str(), text) => Some(*core),
+        _ => None,
+    });
+    if let Some(core) = hit {
+        return Ok(core);
+    }
+    let core = Atom::try_new(text).map_err(|e| e.to_string())?;
+    ATOM_MEMO.with(|m| m.borrow_mut()[slot] = Some((a.clone(), core)));
+    Ok(core)
+}
+
 fn bad(what: &str) -> String {
     format!("{what} has no term form here")
 }
@@ -102,7 +133,7 @@ impl Wire {
         if self.is_ours(&p.node, p.creation) {
             return Ok(Term::Pid(Pid::new(p.id, p.serial)));
         }
-        let node = Atom::try_new(p.node.as_str()).map_err(|e| e.to_string())?;
+        let node = core_atom(&p.node)?;
         Ok(Term::ExternalPid(ExternalPid::new(
             node,
             Pid::new(p.id, p.serial),
@@ -147,7 +178,7 @@ impl Wire {
             let n = u64::from(r.ids[0]) | u64::from(r.ids[1]) << 18 | u64::from(r.ids[2]) << 50;
             return Ok(Term::Ref(Ref(n)));
         }
-        let node = Atom::try_new(r.node.as_str()).map_err(|e| e.to_string())?;
+        let node = core_atom(&r.node)?;
         let words = &r.ids[..r.ids.len().min(MAX_REF_WORDS)];
         ExternalRef::new(node, r.creation, words)
             .map(Term::ExternalRef)
@@ -173,9 +204,7 @@ impl Wire {
             wire::Term::Int(i) => Term::Int(i),
             wire::Term::BigInt(b) => Term::bigint(b),
             wire::Term::Float(f) => Term::Float(f),
-            wire::Term::Atom(a) => {
-                Term::Atom(Atom::try_new(a.as_str()).map_err(|e| e.to_string())?)
-            }
+            wire::Term::Atom(a) => Term::Atom(core_atom(&a)?),
             wire::Term::Binary(b) => {
                 if !self.utf8 {
                     Term::binary(b)
@@ -964,10 +993,16 @@ struct RpcProcess {
 
 impl vm_core::Body for RpcProcess {
     fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
+        // Frames of this slice (the spawn reply below, the answer of a quick call) are
+        // written once, when it ends.
+        let _dist = vm_dist::node::DeferWrites::begin();
         if self.body.is_none() {
             let Some((fr, call)) = self.pending.take() else {
                 return Step::Exit(Fragment::from_term(&Term::Atom(Atom::NORMAL)));
             };
+            if let Some(r) = lock(&call.reply).as_mut() {
+                r.started();
+            }
             let made = crate::driver::with_batch_gil(|py| {
                 let (f, runner) = &*fr;
                 let args = PyTuple::new(py, [f.clone_ref(py), Py::new(py, call)?.into_any()])?;

@@ -473,24 +473,26 @@ impl<'a> Decoder<'a, '_, '_> {
             _ => usize::from(self.r.u8()?),
         };
         let bytes = self.r.take(n)?;
-        let atom = if tag == ATOM_EXT || tag == SMALL_ATOM_EXT {
+        if tag == ATOM_EXT || tag == SMALL_ATOM_EXT {
             if n > MAX_ATOM_CHARS {
                 return Err(DecodeError::BadAtom("longer than 255 characters"));
             }
+            if bytes.is_ascii() {
+                // ASCII is the same text in Latin-1 and UTF-8: no conversion.
+                let text =
+                    std::str::from_utf8(bytes).map_err(|_| DecodeError::BadAtom("not UTF-8"))?;
+                return self.atoms.atom(text).map_err(DecodeError::AtomLimit);
+            }
             // Latin-1: each byte is the code point.
             let text: String = bytes.iter().map(|&b| char::from(b)).collect();
-            Atom::new(&text)
-        } else {
-            let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::BadAtom("not UTF-8"))?;
-            if text.chars().count() > MAX_ATOM_CHARS {
-                return Err(DecodeError::BadAtom("longer than 255 characters"));
-            }
-            Atom::new(text)
-        };
-        self.atoms
-            .admit(atom.as_str())
-            .map_err(DecodeError::AtomLimit)?;
-        Ok(atom)
+            return self.atoms.atom(&text).map_err(DecodeError::AtomLimit);
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::BadAtom("not UTF-8"))?;
+        // Bytes >= chars: only long byte strings need counting.
+        if n > MAX_ATOM_CHARS && text.chars().count() > MAX_ATOM_CHARS {
+            return Err(DecodeError::BadAtom("longer than 255 characters"));
+        }
+        self.atoms.atom(text).map_err(DecodeError::AtomLimit)
     }
 
     /// An atom where the format requires one (node names, modules, functions).

@@ -93,21 +93,48 @@ pub type ExposedAsync = Arc<dyn Fn(Vec<Term>, Reply) + Send + Sync>;
 /// `Err(killed)`: the caller never waits forever.
 pub struct Reply {
     send: Option<Answer>,
+    started: Option<Started>,
 }
 
 /// Where a [`Reply`]'s result goes.
 type Answer = Box<dyn FnOnce(Result<Term, Term>) + Send>;
+
+/// What a [`Reply`] owes the caller once the call runs (see [`Reply::started`]).
+type Started = Box<dyn FnOnce() + Send>;
 
 impl Reply {
     /// A reply that hands the result to `f`.
     pub fn new(f: impl FnOnce(Result<Term, Term>) + Send + 'static) -> Self {
         Reply {
             send: Some(Box::new(f)),
+            started: None,
+        }
+    }
+
+    /// A reply that also owes the caller `started` once the call runs: the driver
+    /// sends a remote spawn's SPAWN_REPLY this way, so that a call answered within its
+    /// first slice has both frames written at once.
+    pub(crate) fn with_start(
+        f: impl FnOnce(Result<Term, Term>) + Send + 'static,
+        started: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        Reply {
+            send: Some(Box::new(f)),
+            started: Some(Box::new(started)),
+        }
+    }
+
+    /// The call began running (the host calls this at the start of the process that
+    /// runs it): what is owed then goes out now. Answering implies it, first.
+    pub fn started(&mut self) {
+        if let Some(f) = self.started.take() {
+            f();
         }
     }
 
     /// Answers the call.
     pub fn send(mut self, result: Result<Term, Term>) {
+        self.started();
         if let Some(f) = self.send.take() {
             f(result);
         }
@@ -116,6 +143,7 @@ impl Reply {
 
 impl Drop for Reply {
     fn drop(&mut self) {
+        self.started();
         if let Some(f) = self.send.take() {
             f(Err(Term::atom("killed")));
         }
