@@ -602,6 +602,98 @@ def test_outside_a_process_is_a_clear_error():
         beamvm.stop()
 
 
+def _plain_helper():
+    """Marked plain below: process code calls it without compiling it."""
+    return receive(timeout=0, default=None)
+
+
+_plain_helper.__beamvm_plain__ = True
+
+
+def test_calls_that_never_wait_run_plainly_from_process_code():
+    # setopts/getopts/peername/sockname/shutdown never suspend: a process calls them as
+    # it calls a native function (the re-arm of every active-once message). The marker
+    # they carry makes the call plain: a marked function that does try to suspend
+    # (receive) is refused as in any uncompiled code, and the tcp calls keep working.
+    from beamvm import _compiler
+
+    def main():
+        ls = tcp.listen(0, active=False)
+        c = tcp.connect("127.0.0.1", tcp.sockname(ls)[1], active=False)
+        s = tcp.accept(ls)
+        for _ in range(3):
+            tcp.setopts(s, active="once")
+            tcp.send(c, b"ping")
+            match receive(timeout=5):
+                case ("tcp", got, data):
+                    assert got == s and data == b"ping"
+        assert tcp.getopts(s)["active"] is False
+        assert tcp.peername(s) == tcp.sockname(c)
+        try:
+            _plain_helper()
+        except RuntimeError as e:
+            refused = str(e)
+        else:
+            refused = ""
+        tcp.close(c)
+        tcp.close(s)
+        tcp.close(ls)
+        return refused
+
+    refused = run(main)
+    assert "does not compile" in refused
+    for f in (tcp.setopts, tcp.getopts, tcp.shutdown, tcp.peername, tcp.sockname):
+        assert _compiler._DISPATCH[f] is f, f.__name__
+    assert _compiler._DISPATCH[tcp.send] is not tcp.send  # send may suspend: compiled
+
+
+def test_send_runs_without_a_generator_and_still_suspends_and_traces():
+    # Process code calls tcp.send's fast form (send.__beamvm_fast__): queued data costs
+    # no generator, a full kernel buffer still suspends the sender (the receiver that
+    # never re-arms test checks the blocking itself), and a call trace of tcp.send still
+    # sees every call (the trace makes process code run send's own code again).
+    from beamvm import trace
+
+    lines: list[str] = []
+    big = b"x" * (1 << 20)
+
+    def main():
+        ls = tcp.listen(0, active=False)
+        c = tcp.connect("127.0.0.1", tcp.sockname(ls)[1], active=False)
+        s = tcp.accept(ls)
+        me = self_pid()
+
+        def reader():
+            got = 0
+            while got < 8 * len(big):
+                got += len(tcp.recv(s))
+            send(me, ("read", got))
+            receive()  # keeps s open until told
+
+        r = spawn(reader)
+        tcp.controlling_process(s, r)
+        for _ in range(8):  # 8 MiB: far past the kernel's buffers, so send suspends
+            tcp.send(c, big)
+        match receive(timeout=30):
+            case ("read", n):
+                read = n
+        trace.calls(("beamvm.tcp", "send", 2), 10, io=lines.append)
+        try:
+            tcp.send(c, b"a")
+            tcp.send(c, b"b")
+        finally:
+            trace.clear()
+        tcp.send(c, b"c")
+        tcp.close(c)
+        tcp.close(ls)
+        send(r, "stop")
+        return read
+
+    assert run(main) == 8 * len(big)
+    sends = [ln for ln in lines if "beamvm.tcp:send(" in ln]
+    assert len(sends) == 2, lines
+
+
 # --------------------------------------------------------------------------- scale
 
 

@@ -19,7 +19,11 @@ generator function with the same signature, globals, defaults and closure cells:
   implementation with ``yield from`` (a suspension point); anything else (builtins, C
   code, classes, generator functions, functions without source) is called plainly and runs
   to completion, like a NIF. ``time.sleep`` and the ``acquire`` of a ``threading`` lock
-  become process-aware (``_blocking``).
+  become process-aware (``_blocking``). beamvm's own hot calls may say how they are
+  called: a module function with ``__beamvm_plain__ = True`` never suspends and is
+  called plainly (``tcp.setopts``); one with ``__beamvm_fast__ = g`` is replaced by a
+  plain call of ``g``, whose result runs with ``yield from`` (an exhausted generator
+  when it is done, else the generator that waits: ``tcp.send``).
 * Comprehensions are compiled too: a list/set/dict comprehension, and a generator
   expression (or ``map``/``filter``) consumed by ``list``, ``tuple``, ``set``,
   ``frozenset``, ``sorted``, ``dict``, ``sum``, ``min``, ``max``, ``any``, ``all`` or
@@ -958,7 +962,20 @@ class _Dispatch(dict):  # type: ignore[type-arg]
             if f.__module__ == "asyncio.runners" and f.__name__ == "run":
                 self._store(f, _asyncio_run_refused)
                 return _asyncio_run_refused
-            leaf = _is_leaf(f.__code__)
+            # beamvm's own calls may say how process code calls them (module functions,
+            # never a closure): ``__beamvm_plain__`` never suspends, so it is called
+            # plainly (``tcp.setopts``); ``__beamvm_fast__`` is called plainly in its
+            # place and returns what the call site runs with ``yield from``: an
+            # exhausted generator when it finished without waiting (``tcp.send`` into
+            # a socket with room), else the generator that waits. Either saves the
+            # generator and the entry check of a compiled call. Not while a call trace
+            # is set (TEMPLATE_HOOKS, 3.12+): the fast form runs other code than the
+            # traced function's (beamvm.trace drops the entries cached before it).
+            fast = getattr(f, "__beamvm_fast__", None)
+            if fast is not None and not TEMPLATE_HOOKS:
+                self._store(f, fast)
+                return fast
+            leaf = getattr(f, "__beamvm_plain__", False) is True or _is_leaf(f.__code__)
             if f.__closure__ or f.__name__ == "<lambda>":
                 if leaf:
                     return f

@@ -55,7 +55,7 @@ import ipaddress
 import socket as _socket
 from typing import Any
 
-from beamvm import _native
+from beamvm import _compiler, _native
 
 from beamvm import ANY, receive, self_pid  # isort: skip -- the package's receive (compiled fast path)
 from beamvm._native import Atom, Pid, Socket, Timeout
@@ -346,9 +346,36 @@ def send(s: Socket, data: Any) -> None:
     read). Raises :class:`TcpClosed` on a closed socket.
     """
     # The native half checks the socket and the data (naming them): no Python-level
-    # checks on this hot path.
+    # checks on this hot path. Process code calls _send_fast instead (below).
     if not _native._tcp_send(s, data):
         _wait(s, _SEND, None)
+
+
+def _finished() -> Any:
+    return
+    yield  # a generator function
+
+
+#: An exhausted generator: ``yield from _DONE`` is ``None`` at once (shared: a finished
+#: generator has no state left to change).
+_DONE = _finished()
+for _ in _DONE:
+    pass
+
+
+def _send_fast(s: Socket, data: Any) -> Any:
+    """Queue for :func:`send` called from process code, or return the wait to run.
+
+    Called plainly in place of ``send`` by compiled code (``send.__beamvm_fast__``), which
+    runs the result with ``yield from``: ``_DONE`` once the data is queued (the common
+    case: no generator made, no frame entered), else ``_wait``'s compiled generator.
+    """
+    if _native._tcp_send(s, data):
+        return _DONE
+    return _compiler._call_gen(_wait, (s, _SEND, None), {})
+
+
+send.__beamvm_fast__ = _send_fast  # type: ignore[attr-defined]
 
 
 def recv(s: Socket, length: int = 0, timeout: float | None = None) -> Any:
@@ -496,3 +523,12 @@ def sockname(s: Socket) -> Any:
 def socket_count() -> int:
     """Open sockets in the running VM (listeners included)."""
     return _native._tcp_socket_count()
+
+
+# Calls that never wait: process code calls them plainly, as it calls a native function
+# (no generator and ``yield from`` per call: ~0.6 us of the hot path's ``setopts``
+# re-arm). They make no loop and reach no receive, so no budget check could yield in
+# them anyway (see _compiler._Dispatch).
+for _f in (setopts, getopts, shutdown, peername, sockname, socket_count):
+    _f.__beamvm_plain__ = True  # type: ignore[attr-defined]
+del _f

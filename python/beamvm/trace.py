@@ -617,6 +617,9 @@ def calls(
                 _Monitor.watch(t, tmpl, key)
         if _template_hook not in _compiler.TEMPLATE_HOOKS:
             _compiler.TEMPLATE_HOOKS.append(_template_hook)
+        for fn in found:
+            if hasattr(fn, "__beamvm_fast__"):  # e.g. tcp.send: run its own code again
+                _compiler._DISPATCH.pop(fn, None)
     else:
         for fn in found:
             w = t.wrapped[fn] = _wrapper(t, fn, t.codes[fn.__code__])

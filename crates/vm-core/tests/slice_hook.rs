@@ -150,3 +150,53 @@ fn a_native_pick_past_batch_time_runs_after_the_batch() {
     assert!(eventually(5, || hook.open.load(Ordering::SeqCst) == 0));
     drop(vm);
 }
+
+/// A hook that is one exclusive lock, as the GIL is, but without CPython's switch
+/// interval: nothing but the scheduler hands it over.
+#[derive(Default)]
+struct ExclusiveHook(std::sync::Mutex<()>);
+
+impl SliceHook for ExclusiveHook {
+    fn batch(&self, run: &mut dyn FnMut()) {
+        let _held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        run();
+    }
+}
+
+#[test]
+fn a_batch_that_never_runs_dry_hands_the_hook_to_a_waiting_scheduler() {
+    // Two hooked processes that always have work, on two schedulers: each batch would
+    // go on for ever, so the scheduler that is not holding the exclusive hook would
+    // wait for it for ever with its process. A waiter that has waited YIELD_AFTER
+    // (1 ms) makes the running batch end after its current slice.
+    let vm = Vm::start(VmConfig {
+        schedulers: 2,
+        schedulers_online: 2,
+        slice_hook: Some(Arc::new(ExclusiveHook::default())),
+        ..VmConfig::default()
+    })
+    .expect("vm starts");
+    let slices: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    for i in 0..2 {
+        let s = slices.clone();
+        vm.spawn(Hooked(move |cx: &mut Cx<'_>| {
+            s[i].fetch_add(1, Ordering::Relaxed);
+            cx.bump(4000);
+            std::thread::sleep(Duration::from_micros(200)); // a CPU-bound slice
+            Step::Yield
+        }))
+        .unwrap();
+    }
+    // Generous: each needs only 20 slices (~4 ms of its own work) within 30 s.
+    assert!(
+        eventually(30, || slices
+            .iter()
+            .all(|n| n.load(Ordering::Relaxed) >= 20)),
+        "slices per process: {:?}",
+        slices
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect::<Vec<_>>()
+    );
+    drop(vm);
+}

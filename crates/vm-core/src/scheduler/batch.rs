@@ -9,13 +9,28 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::worker::Sched;
 
 /// Rounds a batch spins for work, holding the hook, before it ends: well under a
 /// microsecond, enough for a message already on its way.
 const BATCH_SPIN_ROUNDS: u32 = 64;
+/// How long another scheduler may wait to enter a batch before the running batch
+/// ends after its next hooked slice. Without it the waiter's processes wait for
+/// CPython's switch interval (5 ms) on every turn: with one CPU-bound Python process
+/// beside I/O-bound ones, the latter's round trips took two intervals at p99 (B11's
+/// hog variant: p99 10 ms). Counted from when the waiter began, not from the batch's
+/// start: a batch that ends by itself within it (its queue ran dry, the usual case
+/// under I/O load) hands over as before, with no extra GIL switch. A millisecond is
+/// the BEAM's own slice length; the GIL then changes hands at most about a thousand
+/// times a second.
+pub(crate) const YIELD_AFTER: Duration = Duration::from_millis(1);
+/// Rounds (each yielding the core) that a scheduler which ended its batch for a
+/// waiter gives the waiter to take the hook, before it competes for the hook again: a
+/// released GIL goes to whoever asks first, and the thread that just released it,
+/// already running, would nearly always win against one being woken.
+const HANDOFF_ROUNDS: u32 = 64;
 use crate::process::{Priority, Process};
 
 /// Wraps each batch of [`BodyClass::Hooked`](crate::BodyClass) slices on a scheduler
@@ -57,14 +72,37 @@ impl Sched<'_> {
     /// makes it change hands); a native pick past that ends the batch and runs right
     /// after it, so other threads get their turn. The batch also covers the spin for
     /// work, and ends before the scheduler parks, goes offline or stops.
+    ///
+    /// Other schedulers are not left to that interval: one about to enter a batch
+    /// counts itself in `hook_waiters` until it holds the hook; once one has waited
+    /// [`YIELD_AFTER`] the batch ends after its current hooked slice (a batch with no
+    /// work ends at once while anyone waits), then gives the waiter [`HANDOFF_ROUNDS`] to take
+    /// the hook before this scheduler competes again. Only schedulers count: a plain
+    /// Python thread still gets the GIL by CPython's own hand-over, as before.
     pub(super) fn run_batch(&mut self, hook: &dyn SliceHook, p: Arc<Process>, prio: Priority) {
         let mut first = Some((p, prio));
         let batch_time = self.vm.config.batch_time;
+        let vm = self.vm;
+        let (waiters, since) = &*vm.router.sched.hook_waiters;
+        let now_ns = || vm.started.elapsed().as_nanos() as u64;
+        let yield_after = YIELD_AFTER.as_nanos() as u64;
+        // Relaxed throughout: the count only decides when a batch ends early, and a
+        // stale read costs at most the old behaviour (the switch interval) or one
+        // early hand-over.
+        if waiters.fetch_add(1, Ordering::Relaxed) == 0 {
+            since.store(now_ns(), Ordering::Relaxed);
+        }
+        let mut entered = false;
+        let mut handed_off = false;
         // The hook is the embedder's code around the slices (each slice has its own
         // perimeter): if it panics, the batch ends, and a first pick it never ran runs
         // without it.
         let batch = catch_unwind(AssertUnwindSafe(|| {
             hook.batch(&mut || {
+                if !entered {
+                    entered = true;
+                    waiters.fetch_sub(1, Ordering::Relaxed);
+                }
                 let start = Instant::now();
                 let mut pick = first.take();
                 loop {
@@ -75,7 +113,22 @@ impl Sched<'_> {
                                 self.stash = Some((p, prio));
                                 return;
                             }
+                            let hooked = p.hooked;
                             self.run_one(p, prio);
+                            if hooked
+                                && waiters.load(Ordering::Relaxed) > 0
+                                && now_ns().saturating_sub(since.load(Ordering::Relaxed))
+                                    >= yield_after
+                            {
+                                handed_off = true;
+                                return;
+                            }
+                        }
+                        None if waiters.load(Ordering::Relaxed) > 0 => {
+                            // Nothing to run and a scheduler waits for the hook: no
+                            // spin holding it.
+                            self.spins = 0;
+                            return;
                         }
                         None => {
                             // A short spin with the hook held (no yield: a thread
@@ -100,9 +153,22 @@ impl Sched<'_> {
                 }
             })
         }));
+        if !entered {
+            // The hook never ran the batch (it panicked, or refused: the interpreter
+            // is exiting).
+            waiters.fetch_sub(1, Ordering::Relaxed);
+        }
         if batch.is_err() {
             if let Some((p, prio)) = first.take() {
                 self.run_one(p, prio);
+            }
+        }
+        if handed_off {
+            for _ in 0..HANDOFF_ROUNDS {
+                if waiters.load(Ordering::Relaxed) == 0 {
+                    break;
+                }
+                std::thread::yield_now();
             }
         }
     }

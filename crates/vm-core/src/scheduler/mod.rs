@@ -42,7 +42,7 @@ mod slot;
 pub(crate) mod watchdog;
 mod worker;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 
@@ -108,6 +108,10 @@ pub(crate) struct SchedStats {
 pub(crate) struct Shared {
     queues: RunQueues,
     idle: Idle,
+    /// Schedulers waiting to enter a [`SliceHook`] batch (blocked on the GIL), and when
+    /// the first of them began (ns since the VM started): a batch ends at its next
+    /// hooked slice once a waiter has waited [`batch::YIELD_AFTER`] (see `run_batch`).
+    pub(crate) hook_waiters: CachePadded<(AtomicUsize, AtomicU64)>,
     pub(crate) stats: Vec<CachePadded<SchedStats>>,
     pub(crate) slots: Vec<CachePadded<LifoSlot>>,
 }
@@ -120,6 +124,7 @@ impl Shared {
         let shared = Shared {
             queues,
             idle: Idle::new(n, online),
+            hook_waiters: CachePadded::new((AtomicUsize::new(0), AtomicU64::new(0))),
             stats: (0..n)
                 .map(|_| CachePadded::new(SchedStats::default()))
                 .collect(),
