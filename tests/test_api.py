@@ -60,6 +60,8 @@ def test_run_config_is_applied():
 def test_run_rejects_unknown_setting():
     with pytest.raises(TypeError, match="unknown beamvm setting"):
         beamvm.run(lambda: None, bogus=1)
+    with pytest.raises(TypeError, match="release_idle_memory must be True or False"):
+        beamvm.run(lambda: None, release_idle_memory="no")
     assert not beamvm.is_running()
 
 

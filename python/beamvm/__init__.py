@@ -307,7 +307,9 @@ def run(main: Callable[..., Any], /, *args: Any, **config: Any) -> Any:
     erl's): ``schedulers`` (threads, default: cores), ``schedulers_online``,
     ``process_limit`` (default 262,144), ``reductions`` (per slice, default 4000),
     ``dirty_cpu``, ``dirty_io`` (pool sizes), ``batch_time`` (seconds a scheduler keeps
-    the GIL across Python slices). An exception raised by main is re-raised here; if
+    the GIL across Python slices), ``release_idle_memory`` (default True: a scheduler
+    idle for half a second, or parking 5 s after it last did, returns free memory to
+    the OS, as :func:`release_memory` does). An exception raised by main is re-raised here; if
     main is killed by an exit signal, :class:`ProcessExit` is raised with the reason.
     Ctrl-C stops the VM and raises ``KeyboardInterrupt``. The OTP layer's reports
     emitted meanwhile have been written when this returns.

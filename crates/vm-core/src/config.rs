@@ -47,6 +47,9 @@ pub struct VmConfig {
     pub batch_time: Duration,
     /// Slices longer than this are reported as long_schedule.
     pub long_schedule: Duration,
+    /// Idle schedulers call the embedder's idle hook ([`crate::set_idle_hook`]: the
+    /// Python binding returns free memory to the OS). Default: on.
+    pub idle_release: bool,
 }
 
 impl Default for VmConfig {
@@ -64,6 +67,7 @@ impl Default for VmConfig {
             slice_hook: None,
             batch_time: DEFAULT_BATCH_TIME,
             long_schedule: DEFAULT_LONG_SCHEDULE,
+            idle_release: true,
         }
     }
 }

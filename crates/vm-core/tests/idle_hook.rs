@@ -1,6 +1,7 @@
 //! The embedder's idle hook (`vm_core::set_idle_hook`): a scheduler that ran something
 //! and then found no work for half a second calls it once, on its own thread; it is not
-//! called again until the scheduler has run something since. (Its own test binary: the
+//! called again until the scheduler has run something since. One that never idles that
+//! long but parks calls it every 5 s. (Its own test binary: the
 //! hook is process-wide, and other tests' schedulers would call it too.)
 
 mod common;
@@ -30,7 +31,7 @@ fn run_one(vm: &vm_core::Vm) {
 }
 
 #[test]
-fn an_idle_scheduler_calls_the_hook_once_per_idle_period() {
+fn an_idle_scheduler_calls_the_hook_once_per_idle_period_and_a_parking_one_every_5_s() {
     vm_core::set_idle_hook(hook);
     let vm = vm(1);
     // Freshly started, nothing run: no call however long it idles.
@@ -67,4 +68,18 @@ fn an_idle_scheduler_calls_the_hook_once_per_idle_period() {
     // Work again, then idle again: one more call.
     run_one(&vm);
     assert!(eventually(10, || CALLS.load(Ordering::SeqCst) == base + 2));
+
+    // Never idle for half a second (work every 50 ms) but parking in between: called
+    // once the last call is 5 s old (PURGE_EVERY), not at every park.
+    let before = CALLS.load(Ordering::SeqCst);
+    let until = Instant::now() + Duration::from_millis(6500);
+    while Instant::now() < until {
+        run_one(&vm);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let periodic = CALLS.load(Ordering::SeqCst) - before;
+    assert!(
+        (1..=2).contains(&periodic),
+        "{periodic} calls in 6.5 s of work every 50 ms"
+    );
 }

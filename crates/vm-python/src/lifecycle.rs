@@ -152,11 +152,18 @@ fn config_from(cfg: Option<&Bound<'_, PyDict>>) -> PyResult<VmConfig> {
                     c.batch_time =
                         parse_seconds(&v, "batch_time")?.unwrap_or(Duration::from_secs(1))
                 }
+                "release_idle_memory" => {
+                    c.idle_release = v.extract::<bool>().map_err(|_| {
+                        PyTypeError::new_err(format!(
+                            "release_idle_memory must be True or False, got {v}"
+                        ))
+                    })?
+                }
                 other => {
                     return Err(PyTypeError::new_err(format!(
                         "unknown beamvm setting {other:?} (known: schedulers, \
                          schedulers_online, process_limit, reductions, dirty_cpu, dirty_io, \
-                         batch_time)"
+                         batch_time, release_idle_memory)"
                     )))
                 }
             }
