@@ -230,6 +230,8 @@ def test_the_process_page_data(vm, http):
     for i in range(3):
         send(hog, ("job", i, b"payload"))
     assert wait_until(lambda: beamvm.process_info(hog)["message_queue_len"] == 3)
+    # The link is made when `linker` runs, which may be after the sends: wait for it.
+    assert wait_until(lambda: beamvm.process_info(hog)["links"] == [linked])
     d = get_json(http.url + f"api/process?pid={hog!r}")
     assert d["alive"] is True and d["locked"] is True
     assert d["info"]["links"] == [repr(linked)]
