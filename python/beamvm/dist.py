@@ -70,10 +70,23 @@ def ping(name: str | Atom, timeout: float = 5.0) -> Atom:
     n = name if isinstance(name, Atom) else Atom(str(name))
     if n == beamvm.node():
         return Atom("pong")
-    kernel = (Atom("net_kernel"), n)
-    mref = beamvm.monitor(kernel)
-    me = _native.self_pid()
-    beamvm.send(kernel, (Atom("$gen_call"), (me, mref), (Atom("is_auth"), beamvm.node())))
+    msg = _call_registered(Atom("net_kernel"), n, (Atom("is_auth"), beamvm.node()), timeout)
+    ok = msg is not None and len(msg) == 2 and msg[1] == Atom("yes")
+    return Atom("pong") if ok else Atom("pang")
+
+
+def _call_registered(name: Atom, node: Atom, request: Any, timeout: float) -> Any:
+    """Make a ``gen_server`` call of ``{name, node}`` from a process.
+
+    In the plain ``{Pid, Ref}`` form every node answers. Returns the reply message
+    ``(mref, reply)``, the monitor's ``DOWN`` message (5 items) if the server or its
+    node is gone, or None after ``timeout`` seconds.
+    """
+    import beamvm
+
+    dest = (name, node)
+    mref = beamvm.monitor(dest)
+    beamvm.send(dest, (Atom("$gen_call"), (_native.self_pid(), mref), request))
     msg = beamvm.receive(
         (mref, beamvm.ANY),
         (Atom("DOWN"), mref, beamvm.ANY, beamvm.ANY, beamvm.ANY),
@@ -81,8 +94,7 @@ def ping(name: str | Atom, timeout: float = 5.0) -> Atom:
         default=None,
     )
     beamvm.demonitor(mref, flush=True)
-    ok = msg is not None and len(msg) == 2 and msg[1] == Atom("yes")
-    return Atom("pong") if ok else Atom("pang")
+    return msg
 
 
 def monitor_node(name: str | Atom, flag: bool = True) -> bool:
@@ -148,9 +160,7 @@ def _options(config: dict[str, Any]) -> dict[str, Any] | None:
         # passing its own optional values through writes) do not ask for a node.
         given = sorted(k for k, v in opts.items() if v is not None and v is not False)
         if given:
-            raise TypeError(
-                f"distribution settings {given} need node='name@host' (or BEAMVM_NODE)"
-            )
+            raise TypeError(f"distribution settings {given} need node='name@host' (or BEAMVM_NODE)")
         return None
     cookie = opts.get("cookie") or os.environ.get("BEAMVM_COOKIE")
     return {

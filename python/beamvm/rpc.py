@@ -13,10 +13,10 @@ from typing import Any
 
 from beamvm import _native
 from beamvm._native import Atom
+from beamvm.dist import _call_registered
 
 __all__ = ["call"]
 
-_GEN_CALL = Atom("$gen_call")
 _CALL = Atom("call")
 _BADRPC = Atom("badrpc")
 
@@ -37,23 +37,13 @@ def call(
     timeout: float = 5.0,
 ) -> Any:
     """``rpc:call(Node, Module, Function, Args, Timeout)`` from a process."""
-    import beamvm
-
     n = _atom(node, "node")
     m = _atom(module, "module")
     f = _atom(function, "function")
     if not isinstance(args, list):
         raise TypeError(f"rpc.call's args must be a list, not {type(args).__name__}")
-    me = _native.self_pid()
-    mref = beamvm.monitor((Atom("rex"), n))
-    beamvm.send((Atom("rex"), n), (_GEN_CALL, (me, mref), (_CALL, m, f, args, me)))
-    msg = beamvm.receive(
-        (mref, beamvm.ANY),
-        (Atom("DOWN"), mref, beamvm.ANY, beamvm.ANY, beamvm.ANY),
-        timeout=timeout,
-        default=None,
-    )
-    beamvm.demonitor(mref, flush=True)
+    request = (_CALL, m, f, args, _native.self_pid())
+    msg = _call_registered(Atom("rex"), n, request, timeout)
     if msg is None:
         return (_BADRPC, Atom("timeout"))
     if len(msg) == 5:
