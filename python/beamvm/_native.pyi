@@ -312,13 +312,20 @@ def spawn_opt(
     priority: str | Atom | None = None,
     trap_exit: bool = False,
 ) -> Pid | tuple[Pid, Ref]: ...
-def send(dest: Pid | Ref | Atom | str | tuple[Any, Any, Any], msg: Any) -> Any:
-    """Send ``msg`` to a pid, an alias, a registered name or a via name; returns ``msg``."""
+def send(
+    dest: Pid | Ref | Atom | str | tuple[Atom | str, Atom | str] | tuple[Any, Any, Any],
+    msg: Any,
+) -> Any:
+    """Send ``msg`` to a pid, an alias, a name, ``(name, node)`` or a via name; returns it."""
 def self_pid() -> Pid: ...
 def link(pid: Pid) -> bool: ...
 def unlink(pid: Pid) -> bool: ...
-def monitor(target: Pid | Atom | str, *, alias: str | Atom | None = None) -> Ref:
-    """Monitor ``target``; with ``alias='demonitor'`` the ref is also an alias."""
+def monitor(
+    target: Pid | Atom | str | tuple[Atom | str, Atom | str],
+    *,
+    alias: str | Atom | None = None,
+) -> Ref:
+    """Monitor a pid, a name or ``(name, node)``; ``alias='demonitor'``: the ref aliases."""
 
 def demonitor(ref_: Ref, flush: bool = False) -> bool: ...
 def alias(*, reply: bool = False) -> Ref:
