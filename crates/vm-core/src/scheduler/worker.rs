@@ -284,7 +284,9 @@ impl Sched<'_> {
     /// Parks until woken: in the reactor's `epoll_wait` if the VM has sockets and no
     /// other scheduler is in it (then handles what it found), else on the futex.
     /// Closes the busy period for `statistics` and opens the next one on waking.
-    fn park(&mut self) {
+    /// `limit`: the longest sleep (until the idle hook is due, from
+    /// [`idle_purge`](Self::idle_purge)); `None`: until woken.
+    fn park(&mut self, limit: Option<Duration>) {
         let vm = self.vm;
         let sh = &vm.router.sched;
         let st = &sh.stats[self.index];
@@ -296,11 +298,9 @@ impl Sched<'_> {
         );
         let online = self.index < sh.online();
         let keep_running = || (online && sh.has_work()) || vm.stopping.load(Ordering::Acquire);
-        // With the idle hook due, sleep no longer than until it is (see `idle_purge`).
-        let purge_in = self.purge_due_in();
         let polled = match sh.idle.reactor() {
             Some(r) if online && r.socket_count() > 0 => {
-                let tick = purge_in.map_or(IO_PARK_TICK, |d| d.min(IO_PARK_TICK));
+                let tick = limit.map_or(IO_PARK_TICK, |d| d.min(IO_PARK_TICK));
                 sh.idle
                     .park_in_poll(self.index, tick, keep_running, || self.busy_begins())
             }
@@ -311,7 +311,7 @@ impl Sched<'_> {
             // Nobody else polls now (an `epoll_wait` error, or another scheduler
             // holds the poller): the futex, as without sockets.
             Some(Err(_)) | None => {
-                sh.idle.park(self.index, purge_in, keep_running);
+                sh.idle.park(self.index, limit, keep_running);
                 self.busy_begins();
             }
         }
@@ -336,16 +336,20 @@ impl Sched<'_> {
     }
 
     /// Called with no work found, before parking: runs the idle hook when it is due
-    /// (see [`purge_due_in`](Self::purge_due_in)).
-    fn idle_purge(&mut self) {
-        if self.purge_due_in() == Some(Duration::ZERO) {
-            if let Some(hook) = crate::stats::idle_hook() {
-                hook();
-            }
-            self.ran_since_purge = false;
-            self.last_purge = Instant::now();
-            self.idle_since = None;
+    /// (see [`purge_due_in`](Self::purge_due_in)). Returns how long the park may last
+    /// before the hook is due (`None`: no limit).
+    fn idle_purge(&mut self) -> Option<Duration> {
+        let due = self.purge_due_in();
+        if due != Some(Duration::ZERO) {
+            return due;
         }
+        if let Some(hook) = crate::stats::idle_hook() {
+            hook();
+        }
+        self.ran_since_purge = false;
+        self.last_purge = Instant::now();
+        self.idle_since = None;
+        None
     }
 
     /// Notes that this scheduler ran something (the idle hook becomes due again).
@@ -408,7 +412,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         if index >= vm.router.sched.online() {
             // Offline: hand local work to the others and sleep until brought back.
             s.hand_off_local_work();
-            s.park();
+            s.park(None);
             continue;
         }
         let pick = match s.stash.take() {
@@ -434,8 +438,8 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
                     continue;
                 }
                 s.spins = 0;
-                s.idle_purge();
-                s.park();
+                let limit = s.idle_purge();
+                s.park(limit);
             }
         }
     }
