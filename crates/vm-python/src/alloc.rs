@@ -149,49 +149,33 @@ pub(crate) fn release() -> usize {
 }
 
 /// A scheduler thread went idle (vm-core's idle hook, half a second after it last ran
-/// something): mimalloc purges freed pages only on threads that allocate, so this
-/// thread's heap would keep a burst's pages forever. `mi_collect(true)` frees what its
-/// heap holds free and purges at once; then glibc's heaps are trimmed, by one idle
-/// scheduler per [`TRIM_EVERY`] (the heaps are the process's, not the thread's).
+/// something, or every 5 s while it parks): mimalloc purges freed pages only on threads
+/// that allocate, so this thread's heap would keep a burst's pages forever.
+/// `mi_collect(true)` frees what its heap holds free and purges at once; then glibc's
+/// heaps are trimmed (a walk of its arenas: well under a millisecond when there is
+/// little to return, and no more often than the hook runs).
 pub(crate) fn on_idle() {
     // SAFETY: as in `release`; called on a scheduler thread outside any VM lock.
     unsafe { libmimalloc_sys::mi_collect(true) };
-    static LAST_TRIM_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let now = since_start_ms();
-    let last = LAST_TRIM_MS.load(std::sync::atomic::Ordering::Relaxed);
-    if (last == 0 || now.saturating_sub(last) >= TRIM_EVERY.as_millis() as u64)
-        && LAST_TRIM_MS
-            .compare_exchange(
-                last,
-                now.max(1),
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-            )
-            .is_ok()
-    {
-        trim_libc();
-    }
+    malloc_trim();
 }
 
-/// Least time between two idle trims of glibc's heaps (each walks every arena).
-const TRIM_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Milliseconds since the first call (a monotonic clock for [`on_idle`]'s rate limit).
-fn since_start_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
-}
-
-/// glibc's `malloc_trim(0)`; the resident bytes it gave back.
+/// glibc's `malloc_trim(0)`: returns the free pages of every arena to the OS.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim_libc() -> usize {
-    let before = process_rss();
+fn malloc_trim() {
     // SAFETY: malloc_trim takes each arena's lock itself and only returns free pages;
     // it is safe to call from any thread at any time.
     unsafe { libc::malloc_trim(0) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn malloc_trim() {}
+
+/// [`malloc_trim`]; the resident bytes it gave back.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_libc() -> usize {
+    let before = process_rss();
+    malloc_trim();
     before.saturating_sub(process_rss())
 }
 
