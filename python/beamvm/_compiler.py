@@ -790,6 +790,14 @@ _COMPILED_FNS: weakref.WeakKeyDictionary[types.FunctionType, types.FunctionType]
 )
 _DISPATCH_LIMIT = 100_000
 
+
+def _store_bounded(cache: dict[Any, Any], k: Any, v: Any) -> None:
+    """``cache[k] = v``, emptying the cache first once it holds ``_DISPATCH_LIMIT``."""
+    if len(cache) >= _DISPATCH_LIMIT:
+        cache.clear()
+    cache[k] = v
+
+
 _RUNTIME_CELLS: dict[str, types.CellType] = {}
 
 
@@ -900,9 +908,7 @@ def _is_leaf(code: types.CodeType) -> bool:
         leaf = not code.co_flags & _NON_PLAIN_FLAGS and not any(
             i.opname in _NOT_LEAF_OPS or "BACKWARD" in i.opname for i in dis.get_instructions(code)
         )
-        if len(_LEAVES) >= _DISPATCH_LIMIT:
-            _LEAVES.clear()
-        _LEAVES[code] = leaf
+        _store_bounded(_LEAVES, code, leaf)
     return leaf
 
 
@@ -1006,17 +1012,13 @@ class _Dispatch(dict):  # type: ignore[type-arg]
             call = self[meth] if isinstance(meth, types.FunctionType) and not plain else None
             if call is meth:
                 call = None
-            if len(_CALLERS) >= _DISPATCH_LIMIT:
-                _CALLERS.clear()
-            _CALLERS[tf] = call if call is not None else False
+            _store_bounded(_CALLERS, tf, call if call is not None else False)
         if call:
             return types.MethodType(call, f)
         return f
 
     def _store(self, k: Any, v: Any) -> None:
-        if len(self) >= _DISPATCH_LIMIT:
-            self.clear()
-        self[k] = v
+        _store_bounded(self, k, v)
 
 
 #: type -> the compiled ``__call__`` of its instances (False: none; called plainly).
@@ -1037,9 +1039,7 @@ class _PlainTypes(dict):  # type: ignore[type-arg]
             or issubclass(t, weakref.ReferenceType)
             or (ctypes_ is not None and issubclass(t, ctypes_.CFuncPtr.__mro__[1]))
         )
-        if len(self) >= _DISPATCH_LIMIT:
-            self.clear()
-        self[t] = plain
+        _store_bounded(self, t, plain)
         return plain
 
 
