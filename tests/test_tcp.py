@@ -443,6 +443,66 @@ def test_owner_death_closes_the_socket_and_the_peer_sees_eof():
     assert count == 4  # the listener and the three accepted ends (closed, not yet released)
 
 
+def test_sends_written_after_the_slice_arrive_whatever_the_sender_does_next():
+    # A Python process's sends are written when its scheduler's batch ends, outside the
+    # GIL (vm-core io::defer). Whatever the sender does right after (exit, crash,
+    # close, wait forever, send on many sockets at once), every byte it sent arrives,
+    # in order, before EOF.
+    def sender(parent, port, how):
+        socks = [tcp.connect("127.0.0.1", port) for _ in range(40 if how == "many" else 1)]
+        send(parent, ("connected", len(socks)))
+        receive(("go",))
+        for i in range(20):
+            for s in socks:
+                tcp.send(s, b"%d," % i)
+        if how == "crash":
+            raise RuntimeError("sender crashes")
+        if how == "close":
+            tcp.close(socks[0])
+        if how in ("wait", "many"):
+            receive()  # waits until killed; the sockets stay open
+        # "exit": a normal exit
+
+    want = b"".join(b"%d," % i for i in range(20))
+
+    def main():
+        ls = tcp.listen(0)
+        port = tcp.sockname(ls)[1]
+        out = {}
+        for how in ("exit", "crash", "close", "wait", "many"):
+            pid = spawn(sender, self_pid(), port, how)
+            n = receive(("connected", ANY), timeout=10)[1]
+            accepted = [tcp.accept(ls, timeout=10) for _ in range(n)]
+            send(pid, ("go",))
+            got = []
+            for s in accepted:
+                data = b""
+                while len(data) < len(want):
+                    data += tcp.recv(s, 0, timeout=10)
+                if how in ("exit", "crash", "close"):
+                    try:
+                        data += tcp.recv(s, 0, timeout=10)
+                    except tcp.TcpClosed:
+                        data += b"<eof>"
+                got.append(data)
+                tcp.close(s)
+            exit(pid, Atom("kill"))
+            out[how] = got
+        return out
+
+    import logging
+
+    logging.getLogger("beamvm").disabled = True
+    try:
+        out = run(main)
+    finally:
+        logging.getLogger("beamvm").disabled = False
+    for how in ("exit", "crash", "close"):
+        assert out[how] == [want + b"<eof>"], how
+    assert out["wait"] == [want]
+    assert out["many"] == [want] * 40
+
+
 def test_controlling_process_moves_delivery_and_queued_messages():
     def new_owner(parent):
         got = []

@@ -10,7 +10,7 @@
 //! - **Edge-triggered readiness is cached.** `readable`/`writable` record that the
 //!   kernel may have data / room: set by an edge, cleared only by `WouldBlock` (or a
 //!   short read, which on Linux means the queue was drained; any later arrival raises
-//!   a new edge). A socket re-armed by `setopts` with `readable` set is read at once,
+//!   a new edge). `writable` starts true (a new connection's buffer is empty). A socket re-armed by `setopts` with `readable` set is read at once,
 //!   since no new edge may ever come for bytes already waiting.
 //! - **Order.** Frames go out in stream order; `tcp_passive` right after the message
 //!   that used up the count; `tcp_error` before `tcp_closed`; nothing after it.
@@ -126,13 +126,16 @@ pub(super) struct ConnState {
     send_waiters: Vec<SendWaiter>,
     /// `shutdown(write)` asked while bytes were queued: done once they are written.
     shutdown_pending: bool,
+    /// A deferred send left bytes for the end of its batch (`io::defer`), and the
+    /// socket is noted there: later deferred sends need not note it again.
+    flush_due: bool,
     write_closed: bool,
     closed: bool,
 }
 
 impl ConnState {
     /// A connected socket with validated options ([`SocketOpts::validate`]);
-    /// `readable`/`writable` start unknown (false) until the first edge.
+    /// `readable` starts false until the first edge, `writable` true.
     pub(super) fn new(id: SocketId, owner: Pid, opts: SocketOpts) -> ConnState {
         let mut active = ActiveState::passive();
         // Validated options cannot fail here, and a fresh socket has no count to run
@@ -146,12 +149,18 @@ impl ConnState {
             framer: Framer::new(),
             sendq: SendQueue::new(),
             readable: false,
-            writable: false,
+            // A connected socket's send buffer starts empty: write at once rather than
+            // wait for the poller's first edge. Until a scheduler polled, a process
+            // that sent and then exited (or closed) had its bytes dropped by `close`,
+            // which only writes a socket known to be writable
+            // (tests/io_deferred_sends.rs). The first `WouldBlock` clears the flag.
+            writable: true,
             peer_closed: false,
             wants_turn: false,
             recv_waiter: None,
             send_waiters: Vec::new(),
             shutdown_pending: false,
+            flush_due: false,
             write_closed: false,
             closed: false,
         }
@@ -375,7 +384,8 @@ impl ConnState {
         }
     }
 
-    /// `send(data)` by `caller` (any process may send, as in Erlang).
+    /// `send(data)` by `caller` (any process may send, as in Erlang), written at once.
+    #[cfg_attr(not(test), allow(dead_code))] // used by tests
     pub(super) fn send<S: Transport>(
         &mut self,
         io: &mut S,
@@ -383,11 +393,41 @@ impl ConnState {
         data: Binary,
         out: &mut Out,
     ) -> Result<SendStatus, IoError> {
+        self.send_or_defer(io, caller, data, false, out)
+            .map(|(s, _)| s)
+    }
+
+    /// `send(data)` by `caller`. With `defer`
+    /// (the caller's thread writes deferred sockets later, `io::defer`), bytes that
+    /// keep the queue at or below the high watermark are only queued; the result says
+    /// whether the socket must be noted for that later write (it was not yet).
+    pub(super) fn send_or_defer<S: Transport>(
+        &mut self,
+        io: &mut S,
+        caller: Pid,
+        data: Binary,
+        defer: bool,
+        out: &mut Out,
+    ) -> Result<(SendStatus, bool), IoError> {
         if self.closed || self.write_closed || self.shutdown_pending {
             return Err(IoError::Closed);
         }
         let (hdr, n) = header(self.opts.packet, data.len())?;
         self.sendq.push(&hdr[..n], data);
+        if defer && self.sendq.queued() <= self.opts.high_watermark {
+            let note = !std::mem::replace(&mut self.flush_due, true);
+            return Ok((SendStatus::Sent, note));
+        }
+        self.send_now(io, caller, out).map(|s| (s, false))
+    }
+
+    /// The write half of [`ConnState::send`]: what is queued goes to the kernel now.
+    fn send_now<S: Transport>(
+        &mut self,
+        io: &mut S,
+        caller: Pid,
+        out: &mut Out,
+    ) -> Result<SendStatus, IoError> {
         if let Err(e) = self.flush(io, out) {
             let _ = self.fail(e, out);
             return Err(e);
@@ -397,6 +437,19 @@ impl ConnState {
             return Ok(SendStatus::Suspend);
         }
         Ok(SendStatus::Sent)
+    }
+
+    /// The end of the batch that deferred a send here (`io::defer`): writes what is
+    /// queued (a later send, an edge or `close` may have written it already).
+    pub(super) fn flush_deferred<S: Transport>(&mut self, io: &mut S, out: &mut Out) -> After {
+        self.flush_due = false;
+        if self.closed {
+            return After::Close;
+        }
+        match self.flush(io, out) {
+            Ok(()) => After::Keep,
+            Err(e) => self.fail(e, out),
+        }
     }
 
     fn flush<S: Transport>(&mut self, io: &mut S, out: &mut Out) -> Result<(), IoError> {

@@ -505,3 +505,86 @@ fn a_flood_on_an_active_true_socket_yields_after_a_turn_and_resumes() {
         "drained: nothing left to ask a turn for"
     );
 }
+
+#[test]
+fn a_deferred_send_is_queued_until_flushed_and_keeps_its_place_in_the_stream() {
+    let mut c = conn(Packet::Raw, ActiveOpt::False);
+    let mut io = Mock {
+        room: 1 << 20,
+        ..Mock::default()
+    };
+    let mut out = Out::new();
+    let _ = c.on_ready(&mut io, Ready::WRITE, &mut scratch(), &mut out);
+    let send = |c: &mut ConnState, io: &mut Mock, out: &mut Out, b: &[u8], defer| {
+        c.send_or_defer(io, OWNER, Binary::from_slice(b), defer, out)
+    };
+    // The first deferred send asks to be noted, the second does not (noted already).
+    assert_eq!(
+        send(&mut c, &mut io, &mut out, b"ab", true),
+        Ok((SendStatus::Sent, true))
+    );
+    assert_eq!(
+        send(&mut c, &mut io, &mut out, b"cd", true),
+        Ok((SendStatus::Sent, false))
+    );
+    assert!(io.written.is_empty(), "a deferred send does not write");
+    assert_eq!(c.buffered().1, 4);
+    // A send that writes at once writes what was deferred first.
+    assert_eq!(
+        send(&mut c, &mut io, &mut out, b"ef", false),
+        Ok((SendStatus::Sent, false))
+    );
+    assert_eq!(io.written, b"abcdef");
+    // The flush finds nothing left, and the next deferred send is noted again.
+    assert_eq!(c.flush_deferred(&mut io, &mut out), After::Keep);
+    assert_eq!(
+        send(&mut c, &mut io, &mut out, b"gh", true),
+        Ok((SendStatus::Sent, true))
+    );
+    assert_eq!(c.flush_deferred(&mut io, &mut out), After::Keep);
+    assert_eq!(io.written, b"abcdefgh");
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_deferred_send_past_the_high_watermark_writes_and_suspends_as_before() {
+    let mut c = conn(Packet::Raw, ActiveOpt::False);
+    let mut io = Mock {
+        room: 1000,
+        ..Mock::default()
+    };
+    let mut out = Out::new();
+    let _ = c.on_ready(&mut io, Ready::WRITE, &mut scratch(), &mut out);
+    let chunk = Binary::new(vec![1u8; 4096]);
+    let r = c.send_or_defer(&mut io, OWNER, chunk.clone(), true, &mut out);
+    assert_eq!(r, Ok((SendStatus::Sent, true)));
+    assert!(io.written.is_empty());
+    let r = c.send_or_defer(&mut io, OWNER, chunk.clone(), true, &mut out);
+    assert_eq!(r, Ok((SendStatus::Sent, false)));
+    // 12 KiB queued is past the high watermark (8 KiB): written now, and the kernel
+    // takes 1000 bytes only, so the sender suspends.
+    let r = c.send_or_defer(&mut io, OWNER, chunk, true, &mut out);
+    assert_eq!(r, Ok((SendStatus::Suspend, false)));
+    assert_eq!(io.written.len(), 1000);
+    io.room = 100_000;
+    let _ = c.on_ready(&mut io, Ready::WRITE, &mut scratch(), &mut out);
+    assert_eq!(summary(&out), ["send_ready Ok(())"]);
+    assert_eq!(io.written.len(), 3 * 4096);
+}
+
+#[test]
+fn deferred_bytes_are_written_by_close_and_a_closed_socket_flushes_nothing() {
+    let mut c = conn(Packet::Len(2), ActiveOpt::False);
+    let mut io = Mock {
+        room: 1 << 20,
+        ..Mock::default()
+    };
+    let mut out = Out::new();
+    let _ = c.on_ready(&mut io, Ready::WRITE, &mut scratch(), &mut out);
+    let r = c.send_or_defer(&mut io, OWNER, Binary::from_slice(b"hi"), true, &mut out);
+    assert_eq!(r, Ok((SendStatus::Sent, true)));
+    assert_eq!(c.close(&mut io, &mut out), After::Close);
+    assert_eq!(io.written, [0, 2, b'h', b'i']);
+    assert_eq!(c.flush_deferred(&mut io, &mut out), After::Close);
+    assert_eq!(io.written.len(), 4);
+}

@@ -16,6 +16,7 @@
 //! - `framing`: packet modes raw, 1, 2, 4 and line, with the `packet_size` limit.
 //! - `active`: the `{active, N}` counter (inet:setopts semantics).
 //! - `send_queue`: bytes accepted by `send` but not yet taken by the kernel.
+//! - `defer`: sends a scheduler's batch leaves for its end (written outside the GIL).
 //! - `stream`: TCP (IPv4/IPv6) and Unix domain sockets behind one type.
 //! - `table`: socket ids with generations; sockets by owner.
 //! - `event`, `error`, `options`: the vocabulary.
@@ -35,6 +36,7 @@
 
 mod active;
 mod conn;
+pub(crate) mod defer;
 mod driver;
 mod error;
 mod event;

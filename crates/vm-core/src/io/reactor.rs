@@ -32,6 +32,7 @@ use std::time::Duration;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use super::conn::{ConnState, Out, Ready, SendStatus, Transport, READ_CHUNK};
+use super::defer;
 use super::error::IoError;
 use super::event::{IoEvent, IoSink, SocketId};
 use super::options::{SetOpts, SocketOpts};
@@ -510,17 +511,41 @@ impl Reactor {
         self.adopt(io, owner, opts, Some(owner))
     }
 
-    /// `send` by `caller`.
+    /// `send` by `caller`. On a thread that defers its sends (a scheduler running a
+    /// batch, `io::defer`) small sends are queued and written when the batch ends.
     pub fn send(&self, sock: SocketId, caller: Pid, data: Binary) -> Result<SendStatus, IoError> {
-        self.with_entry(sock, |_, entry, out| match entry {
+        let defer = defer::active();
+        let (status, note) = self.with_entry(sock, |_, entry, out| match entry {
             Entry::Conn {
                 io,
                 st,
                 connecting: None,
-            } => st.send(io, caller, data, out),
+            } => st.send_or_defer(io, caller, data, defer, out),
             Entry::Conn { .. } | Entry::Listen(_) => Err(IoError::Enotconn),
             Entry::Closed { .. } => Err(IoError::Closed),
-        })
+        })?;
+        if note {
+            defer::note(sock);
+        }
+        Ok(status)
+    }
+
+    /// Writes what deferred sends left queued on `socks` (the end of a batch,
+    /// `io::defer`); closed sockets are skipped.
+    pub(crate) fn flush_deferred(&self, socks: &[SocketId]) {
+        for &id in socks {
+            let _ = self.with_entry(id, |_, entry, out| {
+                if let Entry::Conn {
+                    io,
+                    st,
+                    connecting: None,
+                } = entry
+                {
+                    let _ = st.flush_deferred(io, out);
+                }
+                Ok(())
+            });
+        }
     }
 
     /// Passive `recv(length)` by `caller`.

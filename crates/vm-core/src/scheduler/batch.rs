@@ -94,6 +94,8 @@ impl Sched<'_> {
         }
         let mut entered = false;
         let mut handed_off = false;
+        // Sends made in the batch are written after it, without the hook (io::defer).
+        crate::io::defer::begin();
         // The hook is the embedder's code around the slices (each slice has its own
         // perimeter): if it panics, the batch ends, and a first pick it never ran runs
         // without it.
@@ -121,6 +123,10 @@ impl Sched<'_> {
                                     >= yield_after
                             {
                                 handed_off = true;
+                                return;
+                            }
+                            if crate::io::defer::pending() >= crate::io::defer::FLUSH_AT {
+                                // Enough deferred writes: make them now, outside.
                                 return;
                             }
                         }
@@ -158,6 +164,7 @@ impl Sched<'_> {
             // is exiting).
             waiters.fetch_sub(1, Ordering::Relaxed);
         }
+        self.flush_deferred();
         if batch.is_err() {
             if let Some((p, prio)) = first.take() {
                 self.run_one(p, prio);
@@ -170,6 +177,18 @@ impl Sched<'_> {
                 }
                 std::thread::yield_now();
             }
+        }
+    }
+
+    /// Ends this thread's deferral and writes the sockets the batch deferred sends on
+    /// (io::defer), with the hook released.
+    fn flush_deferred(&self) {
+        let socks = crate::io::defer::end();
+        if socks.is_empty() {
+            return;
+        }
+        if let Some(r) = self.shared().idle.reactor() {
+            r.flush_deferred(&socks);
         }
     }
 }

@@ -1,0 +1,201 @@
+//! Sends made by hooked processes (Python's, in the binding) are written when their
+//! batch ends, outside the hook (io::defer): they still arrive, in order, whether the
+//! process then exits, waits, or sends more than a batch defers.
+
+use std::io::{ErrorKind, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vm_core::io::{Accept, Addr, ListenOpts, SockName, SocketId};
+use vm_core::term::Binary;
+use vm_core::{Body, BodyClass, Cx, Fragment, Pid, SliceHook, Step, Term, Vm, VmConfig};
+
+const LONG: Duration = Duration::from_secs(30);
+
+struct NoopHook;
+impl SliceHook for NoopHook {}
+
+/// A body of class `Hooked` (a Python process's class).
+struct Hooked<F>(F);
+
+impl<F> Body for Hooked<F>
+where
+    F: FnMut(&mut Cx<'_>) -> Step + Send + 'static,
+{
+    fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
+        (self.0)(cx)
+    }
+
+    fn class(&self) -> BodyClass {
+        BodyClass::Hooked
+    }
+}
+
+fn vm(schedulers: usize) -> Vm {
+    Vm::start(VmConfig {
+        schedulers,
+        schedulers_online: schedulers,
+        slice_hook: Some(Arc::new(NoopHook)),
+        ..VmConfig::default()
+    })
+    .expect("vm")
+}
+
+fn exit() -> Step {
+    Step::Exit(Fragment::from_term(&Term::atom("normal")))
+}
+
+/// `n` client connections and their accepted ends, owned by `owner`.
+fn connections(vm: &Vm, owner: Pid, n: usize) -> Vec<(TcpStream, SocketId)> {
+    let r = vm.handle().io().expect("io");
+    let any = Addr::Inet(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let l = r
+        .listen(owner, &any, ListenOpts::default())
+        .expect("listen");
+    let Ok(SockName::Inet(addr)) = r.sockname(l) else {
+        panic!("an inet listener has an inet name")
+    };
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let c = TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(LONG)).expect("timeout");
+        let deadline = std::time::Instant::now() + LONG;
+        let s = loop {
+            match r.accept(l, owner).expect("accept") {
+                Accept::Ready(s) => break s,
+                Accept::Pending => {
+                    // Not in the backlog yet: withdraw and look again.
+                    assert!(r.cancel(l, owner), "the accept was served meanwhile");
+                    assert!(std::time::Instant::now() < deadline, "no connection");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        };
+        out.push((c, s));
+    }
+    r.close(l).expect("close the listener");
+    out
+}
+
+/// A hooked process that waits for any message, then runs `f` once with the sockets
+/// in `slot`, then does what `f` returns.
+fn on_message(
+    slot: Arc<Mutex<Vec<SocketId>>>,
+    mut f: impl FnMut(&mut Cx<'_>, &[SocketId]) -> Step + Send + 'static,
+) -> Hooked<impl FnMut(&mut Cx<'_>) -> Step + Send + 'static> {
+    let mut done = false;
+    Hooked(move |cx: &mut Cx<'_>| {
+        while cx.recv().is_some() {
+            if !done {
+                done = true;
+                let socks = slot.lock().expect("slot").clone();
+                return f(cx, &socks);
+            }
+        }
+        Step::Wait
+    })
+}
+
+fn go(vm: &Vm, pid: Pid) {
+    assert!(vm.send(pid, Fragment::from_term(&Term::atom("go"))));
+}
+
+fn read_n(c: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    c.read_exact(&mut buf).expect("the bytes sent");
+    buf
+}
+
+/// The bytes a hooked slice sends are written after the slice (the peer has none of
+/// them while the slice still runs), then all of them arrive, in order, and the
+/// process's exit right after the sends closes the socket only after them.
+#[test]
+fn sends_of_a_hooked_slice_are_written_after_it_in_order_even_if_it_exits_at_once() {
+    let vm = vm(1);
+    let slot = Arc::new(Mutex::new(Vec::new()));
+    let seen_during = Arc::new(Mutex::new(None));
+    let client: Arc<Mutex<Option<TcpStream>>> = Arc::new(Mutex::new(None));
+    let (c2, seen) = (client.clone(), seen_during.clone());
+    let pid = vm
+        .spawn(on_message(slot.clone(), move |cx, socks| {
+            let r = cx.io().expect("io");
+            for i in 0..10u8 {
+                r.send(socks[0], cx.self_pid(), Binary::new(vec![i; 100]))
+                    .expect("send");
+            }
+            // Still inside the slice: nothing reached the peer yet.
+            let mut guard = c2.lock().expect("client");
+            let c = guard.as_mut().expect("client");
+            c.set_nonblocking(true).expect("nonblocking");
+            let mut b = [0u8; 1];
+            *seen.lock().expect("seen") = Some(matches!(
+                c.read(&mut b),
+                Err(e) if e.kind() == ErrorKind::WouldBlock
+            ));
+            c.set_nonblocking(false).expect("blocking");
+            exit()
+        }))
+        .expect("spawn");
+    let (c, s) = connections(&vm, pid, 1).pop().expect("one");
+    slot.lock().expect("slot").push(s);
+    *client.lock().expect("client") = Some(c);
+    go(&vm, pid);
+    let deadline = std::time::Instant::now() + LONG;
+    while seen_during.lock().expect("seen").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process never ran"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        *seen_during.lock().expect("seen"),
+        Some(true),
+        "the peer had data while the slice that sent it still ran"
+    );
+    let mut c = client.lock().expect("client").take().expect("client");
+    let got = read_n(&mut c, 1000);
+    let want: Vec<u8> = (0..10u8).flat_map(|i| [i; 100]).collect();
+    assert_eq!(got, want);
+    let mut rest = Vec::new();
+    assert_eq!(
+        c.read_to_end(&mut rest).expect("eof"),
+        0,
+        "EOF after the data"
+    );
+}
+
+/// A process that sends and then waits (an echo's shape) has its bytes written when
+/// the batch ends, and sends on more sockets than a batch defers ([`FLUSH_AT`] in
+/// io::defer) all arrive, on two schedulers.
+#[test]
+fn sends_then_a_wait_and_more_sockets_than_a_batch_defers_all_arrive() {
+    let vm = vm(2);
+    let slot = Arc::new(Mutex::new(Vec::new()));
+    let pid = vm
+        .spawn(on_message(slot.clone(), move |cx, socks| {
+            let r = cx.io().expect("io");
+            for round in 0..3u8 {
+                for (i, s) in socks.iter().enumerate() {
+                    let byte = (i as u8).wrapping_mul(3).wrapping_add(round);
+                    r.send(*s, cx.self_pid(), Binary::new(vec![byte; 10]))
+                        .expect("send");
+                }
+            }
+            Step::Wait // and never wakes again: its sockets stay open
+        }))
+        .expect("spawn");
+    let mut conns = connections(&vm, pid, 100);
+    slot.lock()
+        .expect("slot")
+        .extend(conns.iter().map(|(_, s)| *s));
+    go(&vm, pid);
+    for (i, (c, _)) in conns.iter_mut().enumerate() {
+        let got = read_n(c, 30);
+        let want: Vec<u8> = (0..3u8)
+            .flat_map(|round| [(i as u8).wrapping_mul(3).wrapping_add(round); 10])
+            .collect();
+        assert_eq!(got, want, "connection {i}");
+    }
+}
