@@ -9,28 +9,15 @@ use std::time::Duration;
 
 use vm_core::io::{Accept, Addr, ListenOpts, SockName, SocketId};
 use vm_core::term::Binary;
-use vm_core::{Body, BodyClass, Cx, Fragment, Pid, SliceHook, Step, Term, Vm, VmConfig};
+use vm_core::{Cx, Fragment, Pid, SliceHook, Step, Term, Vm, VmConfig};
+
+mod common;
+use common::Hooked;
 
 const LONG: Duration = Duration::from_secs(30);
 
 struct NoopHook;
 impl SliceHook for NoopHook {}
-
-/// A body of class `Hooked` (a Python process's class).
-struct Hooked<F>(F);
-
-impl<F> Body for Hooked<F>
-where
-    F: FnMut(&mut Cx<'_>) -> Step + Send + 'static,
-{
-    fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
-        (self.0)(cx)
-    }
-
-    fn class(&self) -> BodyClass {
-        BodyClass::Hooked
-    }
-}
 
 fn vm(schedulers: usize) -> Vm {
     Vm::start(VmConfig {

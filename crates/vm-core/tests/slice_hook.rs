@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::Duration;
 
-use vm_core::{Body, BodyClass, Cx, Pid, SliceHook, Step, Vm, VmConfig};
+use vm_core::{Cx, Pid, SliceHook, Step, Vm, VmConfig};
 
 thread_local! {
     static IN_BATCH: Cell<bool> = const { Cell::new(false) };
@@ -35,22 +35,6 @@ impl SliceHook for CountingHook {
         run();
         self.open.fetch_sub(1, Ordering::SeqCst);
         IN_BATCH.with(|c| c.set(false));
-    }
-}
-
-/// A body of class `Hooked`.
-struct Hooked<F>(F);
-
-impl<F> Body for Hooked<F>
-where
-    F: FnMut(&mut Cx<'_>) -> Step + Send + 'static,
-{
-    fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
-        (self.0)(cx)
-    }
-
-    fn class(&self) -> BodyClass {
-        BodyClass::Hooked
     }
 }
 

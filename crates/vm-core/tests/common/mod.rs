@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use std::time::Instant;
 
-use vm_core::{Cx, DirtyKind, Fragment, Pid, Step, Term, Vm, VmConfig};
+use vm_core::{Body, BodyClass, Cx, DirtyKind, Fragment, Pid, Step, Term, Vm, VmConfig};
 
 /// A VM with `n` schedulers.
 pub fn vm(n: usize) -> Vm {
@@ -136,4 +136,21 @@ pub fn dirty_caller(
             }
         }
     })
+}
+
+/// A body of class `Hooked` (what a Python process is): its slices run inside the
+/// VM's slice hook.
+pub struct Hooked<F>(pub F);
+
+impl<F> Body for Hooked<F>
+where
+    F: FnMut(&mut Cx<'_>) -> Step + Send + 'static,
+{
+    fn resume(&mut self, cx: &mut Cx<'_>) -> Step {
+        (self.0)(cx)
+    }
+
+    fn class(&self) -> BodyClass {
+        BodyClass::Hooked
+    }
 }
