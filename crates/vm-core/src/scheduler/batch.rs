@@ -5,6 +5,11 @@
 //! an acquisition per message and, worse, defeat CPython's hand-over (see
 //! `run_batch`), so the scheduler runs consecutive picks inside one
 //! [`SliceHook::batch`] call.
+//!
+//! Socket sends made inside a batch are deferred (`io::defer`): queued on the socket,
+//! written by this scheduler once the batch has ended and the hook is released, so a
+//! Python process's kernel writes happen without the GIL. A batch that has deferred
+//! `io::defer::FLUSH_AT` sockets ends after its current slice to write them.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
