@@ -413,3 +413,27 @@ def test_templates_build_once_when_threads_compile_at_once(tmp_path):
     assert errors == []
     assert all(t is not None for t in built[0]), "every function compiled"
     assert all(all(x is y for x, y in zip(b, built[0], strict=True)) for b in built)
+
+
+# --------------------------------------------------------------------------- names
+
+
+def make_nested():
+    class Db:
+        def m(self):
+            return 1
+
+    def inner():
+        return 2
+
+    return Db, inner
+
+
+def test_classes_and_functions_defined_in_compiled_code_keep_their_qualnames():
+    # Compiled code runs inside a generated factory: a nested class must not be named
+    # after it (``_bvm_factory.<locals>._bvm_def.<locals>.Db``) in reprs and reports.
+    db, inner = result(make_nested)
+    assert db.__qualname__ == "make_nested.<locals>.Db"
+    assert db.m.__qualname__ == "make_nested.<locals>.Db.m"
+    assert inner.__qualname__ == "make_nested.<locals>.inner"
+    assert repr(db()).startswith(f"<{__name__}.make_nested.<locals>.Db object")

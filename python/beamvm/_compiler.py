@@ -708,10 +708,11 @@ def _rename_hoisted(co: types.CodeType, names: dict[str, str], qual: str) -> typ
 
 
 def _fix_nested_qualnames(co: types.CodeType, qual: str) -> types.CodeType:
-    """Name nested functions after the function, not the factory (``f.<locals>.g``).
+    """Name nested functions and classes after the function, not the factory.
 
-    Without this, a ``def`` inside compiled code makes functions whose ``__qualname__``
-    is ``_bvm_factory.<locals>._bvm_def.<locals>.g`` (tracebacks, beamvm.trace specs).
+    Without this, a ``def`` or ``class`` inside compiled code makes functions or classes
+    whose ``__qualname__`` is ``_bvm_factory.<locals>._bvm_def.<locals>.g`` instead of
+    ``f.<locals>.g`` (tracebacks, reprs, pickling errors, beamvm.trace specs).
     """
     consts = []
     changed = False
@@ -721,7 +722,13 @@ def _fix_nested_qualnames(co: types.CodeType, qual: str) -> types.CodeType:
             q = new.co_qualname
             cut = q.find("_bvm_def.<locals>.")
             if cut >= 0 and q.startswith("_bvm_factory."):
-                new = new.replace(co_qualname=qual + q[cut + len("_bvm_def") :])
+                fixed = qual + q[cut + len("_bvm_def") :]
+                new = new.replace(co_qualname=fixed)
+                if "__qualname__" in new.co_names and q in new.co_consts:
+                    # a class body stores its ``__qualname__`` from a constant
+                    new = new.replace(
+                        co_consts=tuple(fixed if k == q else k for k in new.co_consts)
+                    )
             changed = changed or new is not c
             consts.append(new)
         else:
