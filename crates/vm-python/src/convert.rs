@@ -822,8 +822,10 @@ pub fn frag_to_py(py: Python<'_>, f: &Fragment) -> PyResult<PyObject> {
 /// `Pid` is immutable, so the object is shared instead of allocated and freed each time
 /// (~1% of a `gen_server.call` round trip). A static, never dropped: nothing is released
 /// after the interpreter has finalized.
-static LAST_PID: GILProtected<RefCell<Option<(PyPid, Py<PyPid>)>>> =
-    GILProtected::new(RefCell::new(None));
+static LAST_PID: GILProtected<RefCell<Option<SharedPid>>> = GILProtected::new(RefCell::new(None));
+
+/// A pid and the Python object made for it.
+type SharedPid = (PyPid, Py<PyPid>);
 
 /// `pid` (of this VM) as a Python `Pid`, shared with the previous conversion when it was
 /// the same pid.
