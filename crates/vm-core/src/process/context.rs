@@ -52,6 +52,8 @@ pub struct Cx<'a> {
     pub(crate) buf: &'a mut Vec<Signal>,
     /// Messages sent in this slice (the scheduler adds them to its counter).
     pub(crate) sent: u64,
+    /// The scheduler running this slice (its index).
+    pub(crate) sched: usize,
 }
 
 impl<'a> Cx<'a> {
@@ -274,7 +276,16 @@ impl<'a> Cx<'a> {
                 };
                 w.deadline = Some(at);
                 w.wait_gen += 1;
-                w.wait_timer = Some(timers.receive_timeout(at, pid, w.wait_gen));
+                // A long timeout is armed by the scheduler only if the wait outlives
+                // `ARM_AFTER` (most end in microseconds): see scheduler/deferred.rs.
+                let late = &self.vm.router.sched.deferred;
+                match late.get(self.sched) {
+                    Some(list) if t >= crate::scheduler::deferred::DEFER_FROM => {
+                        w.wait_timer = None;
+                        list.push(pid, w.wait_gen, at);
+                    }
+                    _ => w.wait_timer = Some(timers.receive_timeout(at, pid, w.wait_gen)),
+                }
             }
         }
         Step::Wait
