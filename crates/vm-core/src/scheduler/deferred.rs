@@ -7,7 +7,8 @@
 //! per call. So a wait whose timeout is at least [`DEFER_FROM`] only computes its
 //! deadline and leaves a note on its scheduler's list ([`Deferred`]); the scheduler
 //! arms the notes that are still waiting once they are [`ARM_AFTER`] old. A wait that
-//! ended before that costs a push onto an uncontended list and nothing else.
+//! ends before that withdraws its note: a push and a pop on an uncontended list, no
+//! clock read beyond the deadline's.
 //!
 //! ## Invariants
 //!
@@ -26,8 +27,9 @@
 //!   the timer is armed without being recorded: a `Timeout` signal whose generation is
 //!   no longer the process's is ignored (`signal::apply`), so a timer the wait did not
 //!   need only fires later, to no effect.
-//! - A process that exits leaves its notes; they are dropped when armed (no process)
-//!   or fire to nobody.
+//! - A wait that ends withdraws its note when it is among its list's newest; one that
+//!   is not, and the note of a process that exits waiting, is dropped when armed (the
+//!   wait is over, or there is no process) or fires to nobody.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, TryLockError};
@@ -51,9 +53,20 @@ struct Note {
     pid: Pid,
     generation: u64,
     deadline: Instant,
-    /// When the note was left (notes are in this order on a list).
+    /// When the wait began (notes are in this order on a list).
     at: Instant,
+    /// The scheduler's slice sequence number then: a note younger than
+    /// [`YOUNG_SLICES`] slices is not looked at by the clock.
+    seq: u64,
 }
+
+/// How many of a list's newest notes a wait that ended looks through for its own.
+const WITHDRAW_SCAN: usize = 16;
+
+/// A note is compared with the clock only once its scheduler has ended this many
+/// slices since: a call's note lives one or two slices (the server's, then the
+/// caller's own, which removes it), so the common slice end reads no clock.
+const YOUNG_SLICES: u64 = 8;
 
 /// One scheduler's notes.
 #[derive(Default)]
@@ -68,16 +81,34 @@ impl Deferred {
         self.notes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Leaves a note for `pid`'s wait number `generation`, ending at `deadline`.
-    pub(crate) fn push(&self, pid: Pid, generation: u64, deadline: Instant) {
+    /// Leaves a note for `pid`'s wait number `generation`, which began `at` (during
+    /// slice `seq` of this list's scheduler) and ends at `deadline`.
+    pub(crate) fn push(&self, pid: Pid, generation: u64, at: Instant, deadline: Instant, seq: u64) {
         let mut n = self.lock();
         n.push(Note {
             pid,
             generation,
             deadline,
-            at: Instant::now(),
+            at,
+            seq,
         });
         self.len.store(n.len(), Ordering::Release);
+    }
+
+    /// Withdraws the note of `pid`'s wait `generation`, which ended (looked for among
+    /// the last [`WITHDRAW_SCAN`] notes: a wait that ends soon is near the end; one
+    /// not found there is dropped when armed).
+    pub(crate) fn withdraw(&self, pid: Pid, generation: u64) {
+        let mut n = self.lock();
+        let len = n.len();
+        let from = len.saturating_sub(WITHDRAW_SCAN);
+        if let Some(k) = n[from..]
+            .iter()
+            .rposition(|x| x.pid == pid && x.generation == generation)
+        {
+            n.remove(from + k);
+            self.len.store(n.len(), Ordering::Release);
+        }
     }
 
     /// Whether any note waits (no lock).
@@ -139,17 +170,67 @@ fn arm_one(vm: &VmInner, note: Note) {
                 note.pid,
                 note.generation,
             ));
+            w.note = None;
         }
     }
 }
 
 /// Arms the notes of `list` older than [`ARM_AFTER`] (none if the clock cannot go
-/// back that far).
-pub(crate) fn arm_old(vm: &VmInner, list: &Deferred) {
+/// back that far). `seq`: the list's scheduler's slice sequence number now (`None`:
+/// read the clock whatever the notes' age in slices).
+pub(crate) fn arm_old(vm: &VmInner, list: &Deferred, seq: Option<u64>) {
     if !list.pending() {
         return;
     }
+    if let Some(seq) = seq {
+        let oldest = list.lock().first().map(|n| n.seq);
+        // Sequence numbers advance by two per slice.
+        if oldest.is_none_or(|o| seq < o.saturating_add(2 * YOUNG_SLICES)) {
+            return;
+        }
+    }
     if let Some(before) = Instant::now().checked_sub(ARM_AFTER) {
         arm(vm, list, Some(before));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(i: u32) -> Pid {
+        Pid::new(i, 0)
+    }
+
+    #[test]
+    fn a_wait_that_ends_withdraws_its_note_and_old_notes_come_out_in_order() {
+        let d = Deferred::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert!(!d.pending());
+        for i in 0..4u32 {
+            d.push(pid(i), 1, t0 + ms(u64::from(i)), t0 + ms(5_000), 0);
+        }
+        d.withdraw(pid(3), 1); // the newest: a call's reply came
+        d.withdraw(pid(1), 1); // one further back
+        d.withdraw(pid(0), 2); // another wait of that process: not this note
+        assert_eq!(d.len.load(Ordering::Relaxed), 2);
+        let old = d.take(Some(t0 + ms(1)));
+        assert_eq!(old.iter().map(|n| n.pid).collect::<Vec<_>>(), [pid(0)]);
+        assert!(d.pending(), "pid 2's note is younger");
+        let rest = d.take(None);
+        assert_eq!(rest.iter().map(|n| n.pid).collect::<Vec<_>>(), [pid(2)]);
+        assert!(!d.pending());
+    }
+
+    #[test]
+    fn a_note_past_the_scan_window_stays_until_armed() {
+        let d = Deferred::default();
+        let t0 = Instant::now();
+        for i in 0..(WITHDRAW_SCAN as u32 + 4) {
+            d.push(pid(i), 1, t0, t0, 0);
+        }
+        d.withdraw(pid(0), 1); // too far back: left for the sweep, which drops it
+        assert_eq!(d.len.load(Ordering::Relaxed), WITHDRAW_SCAN + 4);
     }
 }

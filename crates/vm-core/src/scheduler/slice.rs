@@ -57,7 +57,7 @@ impl Sched<'_> {
         // Receive timeouts whose waits outlived `ARM_AFTER` get their timers (one load
         // when there are none). Outside the perimeter: arming takes locks, runs no
         // process code, and cannot panic on a user's input.
-        super::deferred::arm_old(self.vm, &self.shared().deferred[self.index]);
+        super::deferred::arm_old(self.vm, &self.shared().deferred[self.index], Some(self.seq));
     }
 
     /// Ends `p` after a panic escaped its slice, and closes the slice. The exit path

@@ -361,7 +361,7 @@ impl Sched<'_> {
             if i == self.index {
                 super::deferred::arm(self.vm, list, None);
             } else {
-                super::deferred::arm_old(self.vm, list);
+                super::deferred::arm_old(self.vm, list, None);
             }
         }
     }
