@@ -372,8 +372,10 @@ impl Sched<'_> {
         self.idle_since = None;
     }
 
-    /// Opens a busy period for `statistics`.
+    /// Opens a busy period for `statistics` (and wakes the watchdog if it sleeps
+    /// through an idle period).
     fn busy_begins(&self) {
+        self.shared().watchdog.wake();
         let now = Instant::now();
         self.busy_since.set(now);
         let ns = now.duration_since(self.vm.started).as_nanos() as u64 + 1;
