@@ -35,6 +35,7 @@
 //! CPU.
 
 mod batch;
+pub(crate) mod deferred;
 mod idle;
 mod queue;
 mod slice;
@@ -114,6 +115,11 @@ pub(crate) struct Shared {
     pub(crate) hook_waiters: CachePadded<(AtomicUsize, AtomicU64)>,
     pub(crate) stats: Vec<CachePadded<SchedStats>>,
     pub(crate) slots: Vec<CachePadded<LifoSlot>>,
+    /// Each scheduler's receive timeouts not armed yet (see [`deferred`]).
+    pub(crate) deferred: Vec<CachePadded<deferred::Deferred>>,
+    /// The watchdog's thread, and whether it sleeps through an idle period (see
+    /// `watchdog`): a scheduler that wakes up wakes it.
+    pub(crate) watchdog: watchdog::Sleeper,
 }
 
 impl Shared {
@@ -131,6 +137,10 @@ impl Shared {
             slots: (0..n)
                 .map(|_| CachePadded::new(LifoSlot::default()))
                 .collect(),
+            deferred: (0..n)
+                .map(|_| CachePadded::new(deferred::Deferred::default()))
+                .collect(),
+            watchdog: watchdog::Sleeper::default(),
         };
         (shared, workers)
     }
@@ -206,8 +216,14 @@ impl Shared {
     }
 
     /// Wakes every scheduler (shutdown, a change of schedulers online).
+    /// Whether every scheduler is parked (see [`Idle::all_parked`]).
+    pub(crate) fn all_parked(&self) -> bool {
+        self.idle.all_parked()
+    }
+
     pub(crate) fn wake_all(&self) {
         self.idle.wake_all();
+        self.watchdog.wake();
     }
 
     /// Hands scheduler `i`'s unstealable work (its LIFO slot) to the global queue and
@@ -216,7 +232,9 @@ impl Shared {
         if let Some(p) = self.slots[i].take() {
             self.queues.inject(p, Priority::Normal);
         }
-        if self.queues.has_work() {
+        // A scheduler woken here also arms the stuck one's receive timeouts before it
+        // parks again (see `deferred`).
+        if self.queues.has_work() || self.deferred[i].pending() {
             self.wake_one();
         }
     }
