@@ -235,3 +235,51 @@ fn senders_on_two_schedulers_sharing_a_socket_keep_each_senders_order() {
     }
     assert_eq!(seen, [FRAMES; SENDERS as usize]);
 }
+
+/// A slice that blocks (a Python process inside a long C call) after another process
+/// of its batch deferred a send does not hold those bytes: the watchdog, handing the
+/// stuck scheduler's work over, writes its deferred sends too.
+#[test]
+fn a_stuck_slice_does_not_hold_the_sends_its_batch_deferred() {
+    let vm = vm(1);
+    let slot = Arc::new(Mutex::new(Vec::new()));
+    let blocked_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = blocked_done.clone();
+    let mut started = false;
+    let blocker = vm
+        .spawn(Hooked(move |cx: &mut Cx<'_>| {
+            while cx.recv().is_some() {
+                started = true;
+            }
+            if !started {
+                return Step::Wait;
+            }
+            // Stuck in one slice, far past the watchdog's 2 ms.
+            std::thread::sleep(Duration::from_secs(3));
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            exit()
+        }))
+        .expect("spawn");
+    let sender = vm
+        .spawn(on_message(slot.clone(), move |cx, socks| {
+            let r = cx.io().expect("io");
+            r.send(
+                socks[0],
+                cx.self_pid(),
+                Binary::from_slice(b"before the stall"),
+            )
+            .expect("send");
+            // The blocker runs next, in this batch, on this scheduler (its LIFO slot).
+            cx.send(blocker, Fragment::from_term(&Term::atom("go")));
+            Step::Wait
+        }))
+        .expect("spawn");
+    let (mut c, s) = connections(&vm, sender, 1).pop().expect("one");
+    slot.lock().expect("slot").push(s);
+    go(&vm, sender);
+    assert_eq!(read_n(&mut c, 16), b"before the stall");
+    assert!(
+        !blocked_done.load(std::sync::atomic::Ordering::SeqCst),
+        "the bytes waited for the stuck slice to end"
+    );
+}

@@ -21,6 +21,11 @@
 //!   whatever ended it (a panic in the hook included: the scheduler flushes after
 //!   `catch_unwind`); one that closed meanwhile (its owner exited and `close` wrote
 //!   what it could, as for any queued bytes) is skipped.
+//! - **Bytes wait little.** A batch ends to write its deferred sockets once it has
+//!   [`FLUSH_AT`] of them or its first is [`FLUSH_AFTER`] old (checked after each
+//!   slice, and slices are bounded by time), and the watchdog writes the list of a
+//!   scheduler stuck in one slice (a process blocked in a C call) when it hands its
+//!   work over: the list is per scheduler ([`DeferList`]), reachable from there.
 //! - **Backpressure is unchanged.** A send that would take the queue above the high
 //!   watermark is written at once, as before, and suspends the sender if the kernel
 //!   does not take it; a deferred send never returns `Suspend`.
@@ -28,6 +33,8 @@
 //!   [`end`] (a scheduler's batch); sends from anywhere else write at once.
 
 use std::cell::{Cell, RefCell};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::event::SocketId;
 
@@ -36,24 +43,55 @@ use super::event::SocketId;
 /// a waiting scheduler (`YIELD_AFTER`); a deferred echo waits at most that many other
 /// slices, each a few µs in an echo server.
 pub(crate) const FLUSH_AT: usize = 32;
+/// How long a batch may hold deferred bytes, checked after each slice: a batch of
+/// echoes reaches [`FLUSH_AT`] well before; one with a CPU-bound process in it ends
+/// after that process's slice instead of carrying the bytes through more of them.
+pub(crate) const FLUSH_AFTER: Duration = Duration::from_micros(200);
+
+/// One scheduler's deferred sockets (each once: `ConnState::flush_due`). Its thread
+/// notes them; it writes them when its batch ends, or the watchdog does if the
+/// scheduler is stuck in a slice.
+#[derive(Debug, Default)]
+pub(crate) struct DeferList {
+    socks: Mutex<Vec<SocketId>>,
+}
+
+impl DeferList {
+    fn lock(&self) -> MutexGuard<'_, Vec<SocketId>> {
+        // A Vec push or take cannot leave it inconsistent.
+        self.socks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sockets noted so far, leaving the list empty.
+    pub(crate) fn take(&self) -> Vec<SocketId> {
+        std::mem::take(&mut *self.lock())
+    }
+}
 
 thread_local! {
     /// Whether this thread defers its sends now.
     static ACTIVE: Cell<bool> = const { Cell::new(false) };
-    /// The sockets with deferred bytes, each once (`ConnState::flush_due`).
-    static DEFERRED: RefCell<Vec<SocketId>> = const { RefCell::new(Vec::new()) };
+    /// This scheduler thread's list (set once, when the thread starts).
+    static LIST: RefCell<Option<Arc<DeferList>>> = const { RefCell::new(None) };
 }
 
-/// This thread defers its sends from now on (a scheduler entering a batch).
+/// This thread is the scheduler that owns `list` (at its start).
+pub(crate) fn attach(list: Arc<DeferList>) {
+    LIST.with(|l| *l.borrow_mut() = Some(list));
+}
+
+/// This thread defers its sends from now on (a scheduler entering a batch); a thread
+/// with no list never defers.
 pub(crate) fn begin() {
-    ACTIVE.with(|a| a.set(true));
+    let has = LIST.with(|l| l.borrow().is_some());
+    ACTIVE.with(|a| a.set(has));
 }
 
 /// This thread stops deferring; returns the sockets to write (the caller writes them
 /// with [`Reactor::flush_deferred`](super::Reactor::flush_deferred)).
 pub(crate) fn end() -> Vec<SocketId> {
     ACTIVE.with(|a| a.set(false));
-    DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()))
+    LIST.with(|l| l.borrow().as_ref().map(|l| l.take()).unwrap_or_default())
 }
 
 /// Whether sends on this thread are deferred now.
@@ -63,10 +101,14 @@ pub(super) fn active() -> bool {
 
 /// Notes a socket whose bytes wait for the end of the batch.
 pub(super) fn note(id: SocketId) {
-    DEFERRED.with(|d| d.borrow_mut().push(id));
+    LIST.with(|l| {
+        if let Some(l) = l.borrow().as_ref() {
+            l.lock().push(id);
+        }
+    });
 }
 
 /// Sockets deferred so far in this batch.
 pub(crate) fn pending() -> usize {
-    DEFERRED.with(|d| d.borrow().len())
+    LIST.with(|l| l.borrow().as_ref().map_or(0, |l| l.lock().len()))
 }

@@ -99,6 +99,7 @@ impl Sched<'_> {
         }
         let mut entered = false;
         let mut handed_off = false;
+        let mut deferred_since: Option<Instant> = None;
         // Sends made in the batch are written after it, without the hook (io::defer).
         crate::io::defer::begin();
         // The hook is the embedder's code around the slices (each slice has its own
@@ -130,8 +131,8 @@ impl Sched<'_> {
                                 handed_off = true;
                                 return;
                             }
-                            if crate::io::defer::pending() >= crate::io::defer::FLUSH_AT {
-                                // Enough deferred writes: make them now, outside.
+                            if self.deferred_writes_due(&mut deferred_since) {
+                                // Make the deferred writes now, outside the hook.
                                 return;
                             }
                         }
@@ -183,6 +184,24 @@ impl Sched<'_> {
                 std::thread::yield_now();
             }
         }
+    }
+
+    /// Whether the batch should end to write its deferred sends: [`FLUSH_AT`] sockets,
+    /// or the first deferred [`FLUSH_AFTER`] ago (`since`: when this batch was first
+    /// seen holding some; a clock read per slice only while it does).
+    ///
+    /// [`FLUSH_AT`]: crate::io::defer::FLUSH_AT
+    /// [`FLUSH_AFTER`]: crate::io::defer::FLUSH_AFTER
+    fn deferred_writes_due(&self, since: &mut Option<Instant>) -> bool {
+        let n = crate::io::defer::pending();
+        if n == 0 {
+            return false;
+        }
+        if n >= crate::io::defer::FLUSH_AT {
+            return true;
+        }
+        let first = *since.get_or_insert_with(Instant::now);
+        first.elapsed() >= crate::io::defer::FLUSH_AFTER
     }
 
     /// Ends this thread's deferral and writes the sockets the batch deferred sends on

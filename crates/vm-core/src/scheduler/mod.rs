@@ -117,6 +117,9 @@ pub(crate) struct Shared {
     pub(crate) slots: Vec<CachePadded<LifoSlot>>,
     /// Each scheduler's receive timeouts not armed yet (see [`deferred`]).
     pub(crate) deferred: Vec<CachePadded<deferred::Deferred>>,
+    /// Each scheduler's socket sends deferred to the end of its batch (`io::defer`):
+    /// the watchdog writes a stuck scheduler's (see [`Shared::hand_over`]).
+    pub(crate) io_deferred: Vec<Arc<crate::io::defer::DeferList>>,
     /// The watchdog's thread, and whether it sleeps through an idle period (see
     /// `watchdog`): a scheduler that wakes up wakes it.
     pub(crate) watchdog: watchdog::Sleeper,
@@ -140,6 +143,7 @@ impl Shared {
             deferred: (0..n)
                 .map(|_| CachePadded::new(deferred::Deferred::default()))
                 .collect(),
+            io_deferred: (0..n).map(|_| Arc::default()).collect(),
             watchdog: watchdog::Sleeper::default(),
         };
         (shared, workers)
@@ -236,6 +240,13 @@ impl Shared {
         // parks again (see `deferred`).
         if self.queues.has_work() || self.deferred[i].pending() {
             self.wake_one();
+        }
+        // Sends its batch deferred would wait for the stuck slice: write them now.
+        let socks = self.io_deferred[i].take();
+        if !socks.is_empty() {
+            if let Some(r) = self.idle.reactor() {
+                r.flush_deferred(&socks);
+            }
         }
     }
 

@@ -400,6 +400,7 @@ impl Sched<'_> {
 /// The scheduler thread's main loop.
 pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
     queue::enter(vm.router.sched.id(), &workers);
+    crate::io::defer::attach(vm.router.sched.io_deferred[index].clone());
     let mut s = Sched {
         vm: &vm,
         index,
