@@ -22,8 +22,9 @@
 //!   `catch_unwind`); one that closed meanwhile (its owner exited and `close` wrote
 //!   what it could, as for any queued bytes) is skipped.
 //! - **Bytes wait little.** A batch ends to write its deferred sockets once it has
-//!   [`FLUSH_AT`] of them or its first is [`FLUSH_AFTER`] old (checked after each
-//!   slice, and slices are bounded by time), and the watchdog writes the list of a
+//!   [`FLUSH_AT`] of them or a default slice's worth of reductions ran since its
+//!   first (checked after each slice: a CPU-bound neighbour delays them by about one
+//!   of its slices), and the watchdog writes the list of a
 //!   scheduler stuck in one slice (a process blocked in a C call) when it hands its
 //!   work over: the list is per scheduler ([`DeferList`]), reachable from there.
 //! - **Backpressure is unchanged.** A send that would take the queue above the high
@@ -34,7 +35,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use super::event::SocketId;
 
@@ -43,11 +43,6 @@ use super::event::SocketId;
 /// a waiting scheduler (`YIELD_AFTER`); a deferred echo waits at most that many other
 /// slices, each a few µs in an echo server.
 pub(crate) const FLUSH_AT: usize = 32;
-/// How long a batch may hold deferred bytes, checked after each slice: a batch of
-/// echoes reaches [`FLUSH_AT`] well before; one with a CPU-bound process in it ends
-/// after that process's slice instead of carrying the bytes through more of them.
-pub(crate) const FLUSH_AFTER: Duration = Duration::from_micros(200);
-
 /// One scheduler's deferred sockets (each once: `ConnState::flush_due`). Its thread
 /// notes them; it writes them when its batch ends, or the watchdog does if the
 /// scheduler is stuck in a slice.
@@ -73,6 +68,9 @@ thread_local! {
     static ACTIVE: Cell<bool> = const { Cell::new(false) };
     /// This scheduler thread's list (set once, when the thread starts).
     static LIST: RefCell<Option<Arc<DeferList>>> = const { RefCell::new(None) };
+    /// Sockets this thread noted since its batch began (without the list's lock; the
+    /// watchdog may have taken them meanwhile, which only ends the batch early).
+    static NOTED: Cell<usize> = const { Cell::new(0) };
 }
 
 /// This thread is the scheduler that owns `list` (at its start).
@@ -91,6 +89,7 @@ pub(crate) fn begin() {
 /// with [`Reactor::flush_deferred`](super::Reactor::flush_deferred)).
 pub(crate) fn end() -> Vec<SocketId> {
     ACTIVE.with(|a| a.set(false));
+    NOTED.with(|n| n.set(0));
     LIST.with(|l| l.borrow().as_ref().map(|l| l.take()).unwrap_or_default())
 }
 
@@ -104,11 +103,12 @@ pub(super) fn note(id: SocketId) {
     LIST.with(|l| {
         if let Some(l) = l.borrow().as_ref() {
             l.lock().push(id);
+            NOTED.with(|n| n.set(n.get() + 1));
         }
     });
 }
 
 /// Sockets deferred so far in this batch.
 pub(crate) fn pending() -> usize {
-    LIST.with(|l| l.borrow().as_ref().map_or(0, |l| l.lock().len()))
+    NOTED.with(|n| n.get())
 }

@@ -9,7 +9,8 @@
 //! Socket sends made inside a batch are deferred (`io::defer`): queued on the socket,
 //! written by this scheduler once the batch has ended and the hook is released, so a
 //! Python process's kernel writes happen without the GIL. A batch that has deferred
-//! `io::defer::FLUSH_AT` sockets ends after its current slice to write them.
+//! `io::defer::FLUSH_AT` sockets, or has run a default slice's worth of reductions
+//! since its first deferral, ends after its current slice to write them.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -99,7 +100,7 @@ impl Sched<'_> {
         }
         let mut entered = false;
         let mut handed_off = false;
-        let mut deferred_since: Option<Instant> = None;
+        let mut deferred_since: Option<u64> = None;
         // Sends made in the batch are written after it, without the hook (io::defer).
         crate::io::defer::begin();
         // The hook is the embedder's code around the slices (each slice has its own
@@ -187,12 +188,13 @@ impl Sched<'_> {
     }
 
     /// Whether the batch should end to write its deferred sends: [`FLUSH_AT`] sockets,
-    /// or the first deferred [`FLUSH_AFTER`] ago (`since`: when this batch was first
-    /// seen holding some; a clock read per slice only while it does).
+    /// or a default slice's worth of reductions ran since the first was deferred
+    /// (`since`: the scheduler's reduction count then), so that bytes wait for at most
+    /// about one slice of other work (a CPU-bound process's), not for several. Two
+    /// loads per slice, no clock.
     ///
     /// [`FLUSH_AT`]: crate::io::defer::FLUSH_AT
-    /// [`FLUSH_AFTER`]: crate::io::defer::FLUSH_AFTER
-    fn deferred_writes_due(&self, since: &mut Option<Instant>) -> bool {
+    fn deferred_writes_due(&self, since: &mut Option<u64>) -> bool {
         let n = crate::io::defer::pending();
         if n == 0 {
             return false;
@@ -200,8 +202,11 @@ impl Sched<'_> {
         if n >= crate::io::defer::FLUSH_AT {
             return true;
         }
-        let first = *since.get_or_insert_with(Instant::now);
-        first.elapsed() >= crate::io::defer::FLUSH_AFTER
+        let ran = self.shared().stats[self.index]
+            .reductions
+            .load(Ordering::Relaxed);
+        let first = *since.get_or_insert(ran);
+        ran.wrapping_sub(first) >= u64::from(crate::config::DEFAULT_REDUCTIONS)
     }
 
     /// Ends this thread's deferral and writes the sockets the batch deferred sends on
