@@ -1132,7 +1132,7 @@ _RUNTIME_CELLS.update(
         # Placeholders until set_fast_receive: nothing is the fast receive.
         _RCV: types.CellType(object()),
         _RCV0: types.CellType(object()),
-        _RW: types.CellType(()),
+        _RW: types.CellType(frozenset()),
         _SX: types.CellType(_StopCarrier),
         _RR: types.CellType(_reraise),
         _IT: types.CellType(iter),
@@ -1179,7 +1179,9 @@ def set_fast_receive(
     _FAST[plain] = fast
     _RUNTIME_CELLS[_RCV].cell_contents = fast
     _RUNTIME_CELLS[_RCV0].cell_contents = fast if fast0 is None else fast0
-    _RUNTIME_CELLS[_RW].cell_contents = tuple(wait_types)
+    # A set: `type(r) not in RW` is a pointer hash, where a tuple made a rich comparison
+    # per type that is not the one found (two per receive that returned a message).
+    _RUNTIME_CELLS[_RW].cell_contents = frozenset(wait_types)
     _DISPATCH.pop(plain, None)
 
 
