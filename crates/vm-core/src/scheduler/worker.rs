@@ -359,7 +359,7 @@ impl Sched<'_> {
         let lists = &self.shared().deferred;
         for (i, list) in lists.iter().enumerate() {
             if i == self.index {
-                super::deferred::arm(self.vm, list, None);
+                super::deferred::arm(self.vm, list, None, usize::MAX);
             } else {
                 super::deferred::arm_old(self.vm, list, None);
             }
