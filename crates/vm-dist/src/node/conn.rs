@@ -212,6 +212,9 @@ impl Conn {
             // until that thread takes the batch, as erl suspends a sender on a busy
             // distribution port: the buffer stays near the limit instead of growing
             // (and being copied as it grows) by tens of MiB in a bulk send.
+            if o.buf.len() > BUSY_LIMIT && self.hosted {
+                return self.busy_hosted(o);
+            }
             if o.buf.len() > BUSY_LIMIT {
                 let deadline = Instant::now() + BUSY_WAIT;
                 while o.flushing && !o.closed && o.buf.len() > BUSY_LIMIT {
@@ -307,6 +310,8 @@ impl Conn {
     /// after that `EAGAIN` (and writes), or before it, and then the socket's next
     /// writability comes after its re-arming and wakes it again.
     fn write_nonblocking<'a>(&'a self, mut o: MutexGuard<'a, Out>) -> Result<(), DistError> {
+        // Claimed: this thread writes now (no other takes `rest` meanwhile).
+        o.handed = false;
         loop {
             let (batch, at) = if !o.rest.is_empty() {
                 (std::mem::take(&mut o.rest), o.rest_at)
@@ -329,6 +334,9 @@ impl Conn {
                     o.handed = true;
                     let more = conn_io::send_some(&self.stream, &batch[at + n..]);
                     r = more.map(|m| n + m);
+                    if matches!(r, Ok(m) if at + m == batch.len()) {
+                        o.handed = false;
+                    }
                 }
             }
             match r {
@@ -354,6 +362,36 @@ impl Conn {
                         o.spare = reuse(batch);
                     }
                 }
+            }
+        }
+    }
+
+    /// Host-run: a sender past [`BUSY_LIMIT`] waits (at most [`BUSY_WAIT`]) as with
+    /// the writer thread, but writes while it waits instead of waiting for the host
+    /// to run the connection: the host's thread may be the one this sender holds (a
+    /// scheduler running it), so waiting for it could only time out. It writes what
+    /// waits when nobody else is writing, and otherwise waits for the socket to take
+    /// more or for the writer to take the batch.
+    fn busy_hosted<'a>(&'a self, mut o: MutexGuard<'a, Out>) -> Result<(), DistError> {
+        let deadline = Instant::now() + BUSY_WAIT;
+        loop {
+            if !o.flushing || o.closed || o.buf.len() <= BUSY_LIMIT {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            if o.handed {
+                self.write_nonblocking(o)?;
+                conn_io::wait_writable(&self.stream, left);
+                o = lock(&self.out);
+            } else {
+                o = self
+                    .drained
+                    .wait_timeout(o, left)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
             }
         }
     }

@@ -163,6 +163,21 @@ pub(super) fn recv_some(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Waits until `s` can take more bytes, at most `timeout` (`poll` for `POLLOUT`;
+/// an error or a closed peer counts as ready: the next send says what it is).
+pub(super) fn wait_writable(s: &TcpStream, timeout: std::time::Duration) {
+    let mut p = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // Whole milliseconds, at least 1: a shorter wait would spin.
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd for the whole call; the descriptor is `s`'s, borrowed
+    // (open) for the whole call.
+    unsafe { libc::poll(&mut p, 1, ms) };
+}
+
 /// `send`s of `buf` that do not block (`MSG_DONTWAIT`, and `MSG_NOSIGNAL`: a closed
 /// peer is an error, not a signal) until it is all written or the socket is full:
 /// the bytes written (fewer than `buf.len()` when full).
