@@ -79,13 +79,8 @@ pub(crate) const IO_POLL_EVERY: u64 = 31;
 /// spinner, that can run the Python processes the readiness wakes at once.
 pub(crate) const IO_POLL_REDUCTIONS: u64 = crate::config::DEFAULT_REDUCTIONS as u64;
 /// A spinning scheduler polls the reactor once in this many rounds (the first round
-/// included): work that readiness brings is found without parking. 1, every round:
-/// an `epoll_wait` that finds nothing (~0.5 µs) is small beside the round's
-/// `sched_yield`, and readiness that comes during the spin (the answer of a round trip
-/// over a distribution connection, which is a process on the reactor) is taken at once
-/// by the warm scheduler. With 16, B12's beamvm<->beamvm round trip measured 79 µs
-/// p50, with 1, 65 µs (same run, release, 2 loaded cores).
-pub(crate) const IO_SPIN_POLL: u32 = 1;
+/// included): work that readiness brings is found without parking.
+pub(crate) const IO_SPIN_POLL: u32 = 16;
 /// Longest sleep in `epoll_wait`. Wake-ups do not depend on it (the reactor's waker
 /// interrupts the wait); it bounds how long a lost one could go unnoticed, for ten
 /// idle wake-ups a second while sockets exist (the old poll thread's tick).
