@@ -193,13 +193,14 @@ def call_methods(box, n):
 
 def test_bound_methods_run_compiled_without_a_dispatch_miss(monkeypatch):
     misses = []
-    orig = C._Dispatch.__missing__
+    orig = C._dispatch_miss
 
-    def counting(self, f):
+    def counting(f):
         misses.append(f)
-        return orig(self, f)
+        return orig(f)
 
-    monkeypatch.setattr(C._Dispatch, "__missing__", counting)
+    # compiled code reaches the miss function through its runtime cell
+    monkeypatch.setattr(C._RUNTIME_CELLS[C._DM], "cell_contents", counting)
     assert result(call_methods, Box(), 3) == 3
     misses.clear()
     assert result(call_methods, Box(), 50) == 50
@@ -314,8 +315,8 @@ def test_leaf_functions_are_called_plainly_and_others_compiled():
     assert C._is_leaf(leaf.__code__) and C._is_leaf(leaf_raises.__code__)
     for not_leaf in (looping, spin, call_methods, Counter.via_class, shadows, order):
         assert not C._is_leaf(not_leaf.__code__), not_leaf
-    assert C._DISPATCH[leaf] is leaf
-    assert C._DISPATCH[looping] is not looping
+    assert C._dispatch_get(leaf) is leaf
+    assert C._dispatch_get(looping) is not looping
     # compile_function still compiles a leaf (public API: a generator function)
     assert C.compile_function(leaf) is not leaf
 
@@ -412,3 +413,27 @@ def test_templates_build_once_when_threads_compile_at_once(tmp_path):
     assert errors == []
     assert all(t is not None for t in built[0]), "every function compiled"
     assert all(all(x is y for x, y in zip(b, built[0], strict=True)) for b in built)
+
+
+# --------------------------------------------------------------------------- names
+
+
+def make_nested():
+    class Db:
+        def m(self):
+            return 1
+
+    def inner():
+        return 2
+
+    return Db, inner
+
+
+def test_classes_and_functions_defined_in_compiled_code_keep_their_qualnames():
+    # Compiled code runs inside a generated factory: a nested class must not be named
+    # after it (``_bvm_factory.<locals>._bvm_def.<locals>.Db``) in reprs and reports.
+    db, inner = result(make_nested)
+    assert db.__qualname__ == "make_nested.<locals>.Db"
+    assert db.m.__qualname__ == "make_nested.<locals>.Db.m"
+    assert inner.__qualname__ == "make_nested.<locals>.inner"
+    assert repr(db()).startswith(f"<{__name__}.make_nested.<locals>.Db object")

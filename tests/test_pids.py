@@ -129,3 +129,37 @@ def test_stale_pid_outside_any_process():
             beamvm.set_system_monitor(old)
     finally:
         beamvm.stop()
+
+
+def _received_pids():
+    """Pids as messages carry them: two children, each sending its own pid three times,
+    interleaved (a received pid is converted from the message, not made by self_pid)."""
+    me = beamvm.self_pid()
+
+    def child():
+        for _ in range(3):
+            beamvm.send(me, ("pid", beamvm.self_pid()))
+            beamvm.receive("go")
+
+    kids = [beamvm.spawn(child) for _ in range(2)]
+    got = []
+    for _ in range(3):
+        for k in kids:
+            got.append(beamvm.receive(("pid", beamvm.ANY))[1])
+            beamvm.send(k, "go")
+    return kids, got
+
+
+def test_received_pids_are_the_senders_and_a_past_vms_stay_distinct():
+    # A received pid's object may be shared with the previous conversion of the same
+    # pid (convert.rs, LAST_PID): sharing must never hand out another pid's object,
+    # nor one of a past VM for the same slot of the next.
+    kids, got = beamvm.run(_received_pids, schedulers=1)
+    a, b = kids
+    assert a != b
+    assert sorted(got, key=lambda p: p.id) == sorted([a, b] * 3, key=lambda p: p.id)
+    assert got.count(a) == got.count(b) == 3
+    kids2, got2 = beamvm.run(_received_pids, schedulers=1)
+    assert [(p.id, p.serial) for p in kids2] == [(p.id, p.serial) for p in kids]
+    assert all(p.creation > a.creation for p in got2)
+    assert not set(got) & set(got2)

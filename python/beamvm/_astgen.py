@@ -18,7 +18,8 @@ from typing import Any
 # leading underscore). The cells are shared by every compiled function.
 _P = "_bvm_P"  # PREEMPT
 _TL = "_bvm_TL"  # thread-local holder of the budget cell (attribute .b)
-_D = "_bvm_D"  # dispatch table
+_D = "_bvm_D"  # dispatch table (an exact dict: its subscript is specialised)
+_DM = "_bvm_DM"  # computes (and caches) what a callee not yet in _D maps to
 _BFT = "_bvm_BFT"  # types.BuiltinFunctionType (fast plain path)
 _RF = "_bvm_refill"  # slow path of a budget check
 _WL = "_bvm_wl"  # with-item wrapper (thread locks: warning, process-aware wait)
@@ -57,7 +58,7 @@ _K = "_bvm_k"  # prefix: per-function cells holding a global callee's value at c
 RUNTIME_NAMES = (
     _P, _TL, _D, _BFT, _RF, _WL, _SET, _RCV, _RW, _Y,
     _SX, _RR, _IT, _GEN, _BI, _PB, _TS, _SG, _AQ, _MS, _RS, _T, _SI, _BE, _MT, _WR,
-    _FT, _OP, _RCV0,
+    _FT, _OP, _RCV0, _DM,
 )  # fmt: skip
 
 

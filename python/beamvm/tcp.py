@@ -528,7 +528,7 @@ def socket_count() -> int:
 # Calls that never wait: process code calls them plainly, as it calls a native function
 # (no generator and ``yield from`` per call: ~0.6 us of the hot path's ``setopts``
 # re-arm). They make no loop and reach no receive, so no budget check could yield in
-# them anyway (see _compiler._Dispatch).
+# them anyway (see _compiler._dispatch_miss).
 for _f in (setopts, getopts, shutdown, peername, sockname, socket_count):
     _f.__beamvm_plain__ = True  # type: ignore[attr-defined]
 del _f

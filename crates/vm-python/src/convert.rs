@@ -31,12 +31,13 @@
 //! No substitution: a term that cannot be read back as the Python value of its kind
 //! (which the VM never produces) is an error, never a made-up value.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex};
 
 use pyo3::exceptions::{PySystemError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::{GILOnceCell, GILProtected};
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use pyo3::{ffi, PyTypeInfo};
 use vm_core::term::{FragmentBuilder, Kind, ListIter, MapIter, RefcBin, TupleIter, WeakRefcBin};
@@ -664,7 +665,7 @@ fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Bu
         },
         Kind::Nil => PyList::empty(py).into_any().unbind(),
         Kind::Pid => match (v.as_pid(), v.as_external_pid()) {
-            (Some(p), _) => PyPid::local(p).into_py(py),
+            (Some(p), _) => local_pid_to_py(py, p),
             (None, Some(e)) => PyPid::external(e).into_py(py),
             (None, None) => return Err(missing()),
         },
@@ -814,4 +815,37 @@ fn to_py_deep(py: Python<'_>, first: Building<'_>) -> PyResult<PyObject> {
 /// Converts a fragment into fresh Python objects.
 pub fn frag_to_py(py: Python<'_>, f: &Fragment) -> PyResult<PyObject> {
     to_py(py, f.view())
+}
+
+/// The last local pid made into a Python object, with that object. A server answering
+/// one client converts the client's pid at every message (`from_` of each call), and a
+/// `Pid` is immutable, so the object is shared instead of allocated and freed each time
+/// (~1% of a `gen_server.call` round trip). A static, never dropped: nothing is released
+/// after the interpreter has finalized.
+static LAST_PID: GILProtected<RefCell<Option<SharedPid>>> = GILProtected::new(RefCell::new(None));
+
+/// A pid and the Python object made for it.
+type SharedPid = (PyPid, Py<PyPid>);
+
+/// `pid` (of this VM) as a Python `Pid`, shared with the previous conversion when it was
+/// the same pid.
+fn local_pid_to_py(py: Python<'_>, pid: Pid) -> PyObject {
+    let key = PyPid::local(pid);
+    // A conversion cannot re-enter this one (`Py::new` runs no Python code), but a
+    // borrow that fails is a cache miss, never a panic.
+    let Ok(mut last) = LAST_PID.get(py).try_borrow_mut() else {
+        return key.into_py(py);
+    };
+    if let Some((k, obj)) = last.as_ref() {
+        if *k == key {
+            return obj.clone_ref(py).into_any();
+        }
+    }
+    match Py::new(py, key) {
+        Ok(obj) => {
+            *last = Some((key, obj.clone_ref(py)));
+            obj.into_any()
+        }
+        Err(_) => key.into_py(py),
+    }
 }

@@ -117,7 +117,7 @@ pub(crate) enum PidTarget {
 /// from a VM that has stopped) as `<nonode@nohost.12.0.3>`, and it never reaches a
 /// process of the current VM.
 #[pyclass(frozen, name = "Pid", module = "beamvm")]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct PyPid {
     node: Atom,
     pid: Pid,

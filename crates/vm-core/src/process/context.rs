@@ -52,6 +52,8 @@ pub struct Cx<'a> {
     pub(crate) buf: &'a mut Vec<Signal>,
     /// Messages sent in this slice (the scheduler adds them to its counter).
     pub(crate) sent: u64,
+    /// The scheduler running this slice (its index).
+    pub(crate) sched: usize,
 }
 
 impl<'a> Cx<'a> {
@@ -274,7 +276,18 @@ impl<'a> Cx<'a> {
                 };
                 w.deadline = Some(at);
                 w.wait_gen += 1;
-                w.wait_timer = Some(timers.receive_timeout(at, pid, w.wait_gen));
+                // A long timeout is armed by the scheduler only if the wait outlives
+                // `ARM_AFTER` (most end in microseconds): see scheduler/deferred.rs.
+                let sh = &self.vm.router.sched;
+                match sh.deferred.get(self.sched) {
+                    Some(list) if t >= crate::scheduler::deferred::DEFER_FROM => {
+                        w.wait_timer = None;
+                        w.note = Some(self.sched);
+                        let seq = sh.stats[self.sched].slice_seq.load(Ordering::Relaxed);
+                        list.push(pid, w.wait_gen, at - t, at, seq);
+                    }
+                    _ => w.wait_timer = Some(timers.receive_timeout(at, pid, w.wait_gen)),
+                }
             }
         }
         Step::Wait
@@ -310,6 +323,11 @@ impl<'a> Cx<'a> {
             if w.deadline.take().is_some() {
                 if let Some(id) = w.wait_timer.take() {
                     self.vm.timers.remove(id);
+                }
+                if let Some(i) = w.note.take() {
+                    if let Some(list) = self.vm.router.sched.deferred.get(i) {
+                        list.withdraw(self.proc.pid, w.wait_gen);
+                    }
                 }
                 w.wait_gen += 1;
             }

@@ -193,6 +193,9 @@ pub(crate) struct Pending {
     /// Generation of the current timed wait, its timer id and deadline.
     pub wait_gen: u64,
     pub wait_timer: Option<u64>,
+    /// The scheduler whose list holds this wait's note while its timer is not armed
+    /// (scheduler/deferred.rs).
+    pub note: Option<usize>,
     pub deadline: Option<Instant>,
     pub timed_out: bool,
     /// `Cx::timed_out` moved messages into the mailbox that the body has not looked

@@ -35,6 +35,7 @@
 //! CPU.
 
 mod batch;
+pub(crate) mod deferred;
 mod idle;
 mod queue;
 mod slice;
@@ -114,6 +115,8 @@ pub(crate) struct Shared {
     pub(crate) hook_waiters: CachePadded<(AtomicUsize, AtomicU64)>,
     pub(crate) stats: Vec<CachePadded<SchedStats>>,
     pub(crate) slots: Vec<CachePadded<LifoSlot>>,
+    /// Each scheduler's receive timeouts not armed yet (see [`deferred`]).
+    pub(crate) deferred: Vec<CachePadded<deferred::Deferred>>,
 }
 
 impl Shared {
@@ -130,6 +133,9 @@ impl Shared {
                 .collect(),
             slots: (0..n)
                 .map(|_| CachePadded::new(LifoSlot::default()))
+                .collect(),
+            deferred: (0..n)
+                .map(|_| CachePadded::new(deferred::Deferred::default()))
                 .collect(),
         };
         (shared, workers)
@@ -216,7 +222,9 @@ impl Shared {
         if let Some(p) = self.slots[i].take() {
             self.queues.inject(p, Priority::Normal);
         }
-        if self.queues.has_work() {
+        // A scheduler woken here also arms the stuck one's receive timeouts before it
+        // parks again (see `deferred`).
+        if self.queues.has_work() || self.deferred[i].pending() {
             self.wake_one();
         }
     }

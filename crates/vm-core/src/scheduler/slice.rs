@@ -54,6 +54,10 @@ impl Sched<'_> {
         if let Err(e) = slice {
             self.recover(&p, seq, body, panic_reason(e));
         }
+        // Receive timeouts whose waits outlived `ARM_AFTER` get their timers (one load
+        // when there are none). Outside the perimeter: arming takes locks, runs no
+        // process code, and cannot panic on a user's input.
+        super::deferred::arm_old(self.vm, &self.shared().deferred[self.index], Some(self.seq));
     }
 
     /// Ends `p` after a panic escaped its slice, and closes the slice. The exit path
@@ -110,6 +114,7 @@ impl Sched<'_> {
             budget,
             buf: &mut self.buf,
             sent: 0,
+            sched: self.index,
         };
         cx.drain();
         let step = if cx.p.exiting.is_some() {

@@ -352,6 +352,20 @@ impl Sched<'_> {
         None
     }
 
+    /// Arms every receive timeout this scheduler deferred, and the other schedulers'
+    /// older than `ARM_AFTER` (one of them may be stuck in a long slice): a parked
+    /// scheduler arms nothing (see `deferred`).
+    fn arm_deferred_before_parking(&self) {
+        let lists = &self.shared().deferred;
+        for (i, list) in lists.iter().enumerate() {
+            if i == self.index {
+                super::deferred::arm(self.vm, list, None);
+            } else {
+                super::deferred::arm_old(self.vm, list, None);
+            }
+        }
+    }
+
     /// Notes that this scheduler ran something (the idle hook becomes due again).
     fn ran(&mut self) {
         self.ran_since_purge = true;
@@ -412,6 +426,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         if index >= vm.router.sched.online() {
             // Offline: hand local work to the others and sleep until brought back.
             s.hand_off_local_work();
+            s.arm_deferred_before_parking();
             s.park(None);
             continue;
         }
@@ -438,6 +453,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
                     continue;
                 }
                 s.spins = 0;
+                s.arm_deferred_before_parking();
                 let limit = s.idle_purge();
                 s.park(limit);
             }
