@@ -15,7 +15,8 @@
 //!
 //! ## Running out of work
 //!
-//! [`SPIN_ROUNDS`] rounds of looking (yielding the core between them), then park (see
+//! [`SPIN_ROUNDS`] rounds of looking (yielding the core between them; [`IO_SPIN_ROUNDS`]
+//! while the VM has sockets), then park (see
 //! `idle`). Before parking, the busy period is closed for `statistics`. A scheduler
 //! beyond `schedulers_online` hands its local work to the injectors and parks until
 //! brought back.
@@ -64,6 +65,18 @@ pub(crate) const GLOBAL_EVERY: u64 = 61;
 /// 8 ~21 µs; a ping-pong round trip between two Python processes was 1.38 / 1.25 /
 /// 1.34 µs and 1.54 µs with no spin at all. 16: most of the saving, none of the latency.
 pub(crate) const SPIN_ROUNDS: u32 = 16;
+/// [`SPIN_ROUNDS`] while the VM has sockets: a short spin, then park (in
+/// `epoll_wait`, or on the futex if another scheduler is in it). Readiness is the work
+/// a socket-using VM mostly waits for, and the kernel wakes a thread sleeping in
+/// `epoll_wait` at once, while a spinning scheduler sees it only at its next poll
+/// ([`IO_SPIN_POLL`]) and each round's `sched_yield` hands the core to whatever else
+/// runs (on a loaded machine, another process's whole time slice). Measured on B12's
+/// beamvm<->beamvm round trip (distribution connections are processes on the reactor;
+/// release, same run, 3 pairs each, 2 cores at load 3-5): p50 63-79 µs with 16 rounds
+/// (about 11 yields and 8 polls per round trip on the echoing node), 35.5 µs with 2,
+/// 42.6 µs with 4, against 39.6-39.7 µs with the driver's old reader threads. 4 keeps
+/// part of the spin for processes woken by other schedulers.
+pub(crate) const IO_SPIN_ROUNDS: u32 = 4;
 /// Consecutive picks from the LIFO slot before it must yield to the queue: a pair of
 /// processes bouncing a message would otherwise hold the scheduler forever.
 pub(crate) const LIFO_MAX: u32 = 16;
@@ -214,6 +227,16 @@ impl Sched<'_> {
             return self.pick();
         }
         pick
+    }
+
+    /// Rounds to spin before parking: [`IO_SPIN_ROUNDS`] while the VM has sockets,
+    /// else [`SPIN_ROUNDS`] (one relaxed load once a reactor exists).
+    #[inline]
+    fn spin_rounds(&self) -> u32 {
+        match self.shared().idle.reactor() {
+            Some(r) if r.socket_count() > 0 => IO_SPIN_ROUNDS,
+            _ => SPIN_ROUNDS,
+        }
     }
 
     /// [`IO_POLL_REDUCTIONS`] ran since the last poll (one load of this scheduler's
@@ -447,7 +470,7 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
                 // Spin (yielding the core, holding no hook) before parking; a batch
                 // that ran out of work spun only briefly, with the hook held.
                 s.spins += 1;
-                if s.spins < SPIN_ROUNDS {
+                if s.spins < s.spin_rounds() {
                     std::hint::spin_loop();
                     std::thread::yield_now();
                     continue;
