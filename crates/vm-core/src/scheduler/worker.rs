@@ -15,8 +15,7 @@
 //!
 //! ## Running out of work
 //!
-//! [`SPIN_ROUNDS`] rounds of looking (yielding the core between them; [`IO_SPIN_ROUNDS`]
-//! while the VM has sockets), then park (see
+//! [`SPIN_ROUNDS`] rounds of looking (yielding the core between them), then park (see
 //! `idle`). Before parking, the busy period is closed for `statistics`. A scheduler
 //! beyond `schedulers_online` hands its local work to the injectors and parks until
 //! brought back.
@@ -27,8 +26,9 @@
 //! out of work parks in `epoll_wait` if no other scheduler does (else on its futex),
 //! and handles the readiness it wakes for; the processes that readiness makes
 //! runnable land in its own queues, so an echo costs no thread hand-off. A busy
-//! scheduler looks without waiting every [`IO_POLL_EVERY`] picks, and every
-//! [`IO_SPIN_POLL`] rounds of its spin, so events are seen while no scheduler is idle.
+//! scheduler looks without waiting every [`IO_POLL_EVERY`] picks, every
+//! [`IO_SPIN_POLL`] rounds of a batch's spin and after every yield of its idle spin,
+//! so events are seen while no scheduler is idle.
 //! That keeps the invariant: while sockets exist, some scheduler is in `epoll_wait`
 //! or is running and will poll (a scheduler parks on its futex only when the poller
 //! is held by another, which either sleeps in epoll or is running). A VM without
@@ -65,18 +65,6 @@ pub(crate) const GLOBAL_EVERY: u64 = 61;
 /// 8 ~21 µs; a ping-pong round trip between two Python processes was 1.38 / 1.25 /
 /// 1.34 µs and 1.54 µs with no spin at all. 16: most of the saving, none of the latency.
 pub(crate) const SPIN_ROUNDS: u32 = 16;
-/// [`SPIN_ROUNDS`] while the VM has sockets: a short spin, then park (in
-/// `epoll_wait`, or on the futex if another scheduler is in it). Readiness is the work
-/// a socket-using VM mostly waits for, and the kernel wakes a thread sleeping in
-/// `epoll_wait` at once, while a spinning scheduler sees it only at its next poll
-/// ([`IO_SPIN_POLL`]) and each round's `sched_yield` hands the core to whatever else
-/// runs (on a loaded machine, another process's whole time slice). Measured on B12's
-/// beamvm<->beamvm round trip (distribution connections are processes on the reactor;
-/// release, same run, 3 pairs each, 2 cores at load 3-5): p50 63-79 µs with 16 rounds
-/// (about 11 yields and 8 polls per round trip on the echoing node), 35.5 µs with 2,
-/// 42.6 µs with 4, against 39.6-39.7 µs with the driver's old reader threads. 4 keeps
-/// part of the spin for processes woken by other schedulers.
-pub(crate) const IO_SPIN_ROUNDS: u32 = 4;
 /// Consecutive picks from the LIFO slot before it must yield to the queue: a pair of
 /// processes bouncing a message would otherwise hold the scheduler forever.
 pub(crate) const LIFO_MAX: u32 = 16;
@@ -91,8 +79,17 @@ pub(crate) const IO_POLL_EVERY: u64 = 31;
 /// slices behind it, and it is the scheduler holding the GIL, running a Python
 /// spinner, that can run the Python processes the readiness wakes at once.
 pub(crate) const IO_POLL_REDUCTIONS: u64 = crate::config::DEFAULT_REDUCTIONS as u64;
-/// A spinning scheduler polls the reactor once in this many rounds (the first round
-/// included): work that readiness brings is found without parking.
+/// A batch spinning with the hook held (the GIL) polls the reactor once in this many
+/// rounds (the first round included): work that readiness brings is found without
+/// parking, and the GIL is not held across many system calls. The yielding spin after
+/// a batch polls after every yield instead: readiness that arrives while a scheduler
+/// spins would otherwise wait for the spin to end and the scheduler to park in
+/// `epoll_wait`, behind up to 15 `sched_yield`s, each of which can hand the core to
+/// another process for its time slice on a loaded machine. Measured (release, same
+/// runs, 2 loaded cores): B12 beamvm<->beamvm round trip p50 34.7 µs polling every
+/// round, 63-79 µs polling once per spin, 40.3 µs with the old reader threads; B11
+/// beamvm-py echo 96k / 53k round trips/s at 100 / 1,000 connections, 68k / 46k
+/// before (back to back, `--quick`, 3 reps).
 pub(crate) const IO_SPIN_POLL: u32 = 16;
 /// Longest sleep in `epoll_wait`. Wake-ups do not depend on it (the reactor's waker
 /// interrupts the wait); it bounds how long a lost one could go unnoticed, for ten
@@ -227,16 +224,6 @@ impl Sched<'_> {
             return self.pick();
         }
         pick
-    }
-
-    /// Rounds to spin before parking: [`IO_SPIN_ROUNDS`] while the VM has sockets,
-    /// else [`SPIN_ROUNDS`] (one relaxed load once a reactor exists).
-    #[inline]
-    fn spin_rounds(&self) -> u32 {
-        match self.shared().idle.reactor() {
-            Some(r) if r.socket_count() > 0 => IO_SPIN_ROUNDS,
-            _ => SPIN_ROUNDS,
-        }
     }
 
     /// [`IO_POLL_REDUCTIONS`] ran since the last poll (one load of this scheduler's
@@ -470,9 +457,12 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
                 // Spin (yielding the core, holding no hook) before parking; a batch
                 // that ran out of work spun only briefly, with the hook held.
                 s.spins += 1;
-                if s.spins < s.spin_rounds() {
+                if s.spins < SPIN_ROUNDS {
                     std::hint::spin_loop();
                     std::thread::yield_now();
+                    // Readiness that came while the core was yielded is taken now,
+                    // by this warm scheduler (see IO_SPIN_POLL).
+                    s.poll_io();
                     continue;
                 }
                 s.spins = 0;
