@@ -618,3 +618,19 @@ def test_submodules_are_attributes_of_beamvm_without_their_own_import():
         "True True",
         "module 'beamvm' has no attribute 'spwan'",
     ]
+
+
+def test_down_and_exit_are_exported_as_the_atoms_monitors_and_trapped_exits_use():
+    assert beamvm.DOWN == beamvm.Atom("DOWN") and beamvm.EXIT == beamvm.Atom("EXIT")
+    assert beamvm.DOWN != "DOWN", "a str is not an atom"
+
+    def main():
+        beamvm.process_flag("trap_exit", True)
+        child = beamvm.spawn_link(lambda: beamvm.receive("go") and beamvm.exit("bye"))
+        ref = beamvm.monitor(child)
+        beamvm.send(child, "go")
+        down = beamvm.receive((beamvm.DOWN, ref, beamvm.ANY, beamvm.ANY, beamvm.ANY), timeout=5)
+        trapped = beamvm.receive((beamvm.EXIT, child, beamvm.ANY), timeout=5)
+        return down[4], trapped[2]
+
+    assert beamvm.run(main) == ("bye", "bye")

@@ -35,8 +35,10 @@ Exit reasons: a process that returns exits ``NORMAL`` (``Atom('normal')``); ``ex
 exits with ``reason``; ``exit(pid, KILL)`` kills (``NORMAL``, ``KILL`` and ``SHUTDOWN`` are
 the atoms exit signals give a meaning to; their str spellings are refused by ``exit``); an
 uncaught exception exits with ``(Atom('error'), 'ExceptionType', 'message')``, which is
-what linked processes (``('EXIT', pid, reason)`` when trapping exits) and monitors
-(``('DOWN', ref, Atom('process'), pid, reason)``) see. A crash with no linked process is
+what linked processes (``(EXIT, pid, reason)`` when trapping exits) and monitors
+(``(DOWN, ref, Atom('process'), pid, reason)``) see: ``DOWN`` and ``EXIT`` are the atoms
+``Atom('DOWN')`` and ``Atom('EXIT')`` (a str never equals an atom, so a pattern spelled
+``("DOWN", ref, ANY, ANY, ANY)`` matches nothing). A crash with no linked process is
 reported on the ``beamvm`` logger (to stderr by default) with its traceback.
 """
 
@@ -95,12 +97,14 @@ from beamvm._native import (
     unregister,
     whereis,
 )
-from beamvm._otp import CallError, StartError, SupervisorError  # OTP layer
+from beamvm._otp import DOWN, EXIT, CallError, StartError, SupervisorError  # OTP layer
 from beamvm._wire import Charlist, Fun, ImproperList  # distribution
 from beamvm.observer import proc_window, set_system_monitor, statistics_full, top  # observer
 
 __all__ = [
     "ANY",
+    "DOWN",
+    "EXIT",
     "KILL",
     "NORMAL",
     "SHUTDOWN",

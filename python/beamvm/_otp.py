@@ -51,7 +51,10 @@ KILLED = Atom("killed")
 NOPROC = Atom("noproc")
 TIMEOUT = Atom("timeout")
 INFINITY = Atom("infinity")
+#: The first element of a monitor's message: ``(DOWN, ref, Atom('process'), pid, reason)``
+#: (exported as ``beamvm.DOWN``).
 DOWN = Atom("DOWN")
+#: The first element of a trapped exit signal: ``(EXIT, pid, reason)`` (``beamvm.EXIT``).
 EXIT = Atom("EXIT")
 ERROR = Atom("error")
 VIA = Atom("via")

@@ -60,6 +60,11 @@ struct Note {
     seq: u64,
 }
 
+/// Notes armed at most at one slice end (the rest at the next ones, or all of them
+/// before the scheduler parks): a burst of a million timed waits does not stall a
+/// busy scheduler between two slices for the ~0.2 s arming them all takes.
+const ARM_BATCH: usize = 256;
+
 /// How many of a list's newest notes a wait that ended looks through for its own.
 const WITHDRAW_SCAN: usize = 16;
 
@@ -117,13 +122,15 @@ impl Deferred {
         self.len.load(Ordering::Acquire) > 0
     }
 
-    /// Takes the notes left at or before `before` (all of them for `None`).
-    fn take(&self, before: Option<Instant>) -> Vec<Note> {
+    /// Takes the notes left at or before `before` (all of them for `None`), at most
+    /// `max` of them (the oldest).
+    fn take(&self, before: Option<Instant>, max: usize) -> Vec<Note> {
         let mut n = self.lock();
         let k = match before {
             None => n.len(),
             Some(b) => n.partition_point(|x| x.at <= b),
-        };
+        }
+        .min(max);
         let out = if k == n.len() {
             std::mem::take(&mut *n)
         } else {
@@ -135,12 +142,12 @@ impl Deferred {
 }
 
 /// Arms the timers of the notes of `list` left at or before `before` (all for `None`)
-/// whose wait is still on.
-pub(crate) fn arm(vm: &VmInner, list: &Deferred, before: Option<Instant>) {
+/// whose wait is still on, at most `max` of them.
+pub(crate) fn arm(vm: &VmInner, list: &Deferred, before: Option<Instant>, max: usize) {
     if !list.pending() {
         return;
     }
-    for note in list.take(before) {
+    for note in list.take(before, max) {
         arm_one(vm, note);
     }
 }
@@ -190,7 +197,7 @@ pub(crate) fn arm_old(vm: &VmInner, list: &Deferred, seq: Option<u64>) {
         }
     }
     if let Some(before) = Instant::now().checked_sub(ARM_AFTER) {
-        arm(vm, list, Some(before));
+        arm(vm, list, Some(before), ARM_BATCH);
     }
 }
 
@@ -215,10 +222,11 @@ mod tests {
         d.withdraw(pid(1), 1); // one further back
         d.withdraw(pid(0), 2); // another wait of that process: not this note
         assert_eq!(d.len.load(Ordering::Relaxed), 2);
-        let old = d.take(Some(t0 + ms(1)));
+        let old = d.take(Some(t0 + ms(1)), usize::MAX);
         assert_eq!(old.iter().map(|n| n.pid).collect::<Vec<_>>(), [pid(0)]);
         assert!(d.pending(), "pid 2's note is younger");
-        let rest = d.take(None);
+        assert!(d.take(None, 0).is_empty(), "at most 0");
+        let rest = d.take(None, usize::MAX);
         assert_eq!(rest.iter().map(|n| n.pid).collect::<Vec<_>>(), [pid(2)]);
         assert!(!d.pending());
     }

@@ -105,6 +105,13 @@ impl Idle {
     }
 
     /// Call after making work available: wakes one parked online scheduler, if any.
+    /// Whether every scheduler is parked (or about to park), by the idle count (an
+    /// upper bound while a bit changes: good enough for the watchdog's idle sleep,
+    /// which a waking scheduler interrupts anyway).
+    pub(crate) fn all_parked(&self) -> bool {
+        self.num_idle.load(Ordering::SeqCst) >= self.threads.len()
+    }
+
     pub(crate) fn wake_one(&self) {
         // Paired with the fence in `park` (see the module docs).
         fence(Ordering::SeqCst);

@@ -117,6 +117,9 @@ pub(crate) struct Shared {
     pub(crate) slots: Vec<CachePadded<LifoSlot>>,
     /// Each scheduler's receive timeouts not armed yet (see [`deferred`]).
     pub(crate) deferred: Vec<CachePadded<deferred::Deferred>>,
+    /// The watchdog's thread, and whether it sleeps through an idle period (see
+    /// `watchdog`): a scheduler that wakes up wakes it.
+    pub(crate) watchdog: watchdog::Sleeper,
 }
 
 impl Shared {
@@ -137,6 +140,7 @@ impl Shared {
             deferred: (0..n)
                 .map(|_| CachePadded::new(deferred::Deferred::default()))
                 .collect(),
+            watchdog: watchdog::Sleeper::default(),
         };
         (shared, workers)
     }
@@ -212,8 +216,14 @@ impl Shared {
     }
 
     /// Wakes every scheduler (shutdown, a change of schedulers online).
+    /// Whether every scheduler is parked (see [`Idle::all_parked`]).
+    pub(crate) fn all_parked(&self) -> bool {
+        self.idle.all_parked()
+    }
+
     pub(crate) fn wake_all(&self) {
         self.idle.wake_all();
+        self.watchdog.wake();
     }
 
     /// Hands scheduler `i`'s unstealable work (its LIFO slot) to the global queue and

@@ -15,13 +15,60 @@
 //! watchdog's tick (about a millisecond). It needs only the schedulers' shared state
 //! (their counters, hand-off slots and run queues), not the VM.
 //!
-//! With every scheduler idle the watchdog sleeps [`IDLE_TICK`] between looks, a few
-//! hundred cheap wake-ups a second at most.
+//! With every scheduler idle the watchdog sleeps [`IDLE_TICK`] between looks, and
+//! once the VM has been idle for [`SLEEP_AFTER`] it sleeps until a scheduler wakes up
+//! (which wakes it: [`Sleeper::wake`], once per scheduler wake-up, not per slice), or
+//! [`SLEEP_TICK`] at most: an idle VM no longer wakes the CPU 200 times a second. The
+//! bound covers the one race the wake-up can lose (a scheduler that wakes just as the
+//! watchdog decides to sleep reads the old flag): a stuck slice then waits that long
+//! to be seen.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use super::Shared;
+
+/// Idle looks in a row (at [`IDLE_TICK`]) before the watchdog sleeps until woken, if
+/// every scheduler is parked then.
+pub(crate) const SLEEP_AFTER: u32 = 20;
+/// The longest sleep of an idle watchdog (see the module docs).
+pub(crate) const SLEEP_TICK: Duration = Duration::from_millis(100);
+
+/// The watchdog's thread and whether it sleeps until woken.
+#[derive(Default)]
+pub(crate) struct Sleeper {
+    thread: OnceLock<Thread>,
+    asleep: AtomicBool,
+}
+
+impl Sleeper {
+    /// Wakes the watchdog if it sleeps through an idle period (a scheduler woke up,
+    /// or the VM stops). One load when it does not.
+    #[inline]
+    pub(crate) fn wake(&self) {
+        if self.asleep.load(Ordering::Relaxed) && self.asleep.swap(false, Ordering::AcqRel) {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Sleeps until [`wake`](Self::wake) or [`SLEEP_TICK`]; `still_idle` is checked
+    /// after the flag is up, so a scheduler that began a slice meanwhile is seen.
+    /// Returns whether it slept (false: `still_idle` said no).
+    fn sleep(&self, still_idle: impl Fn() -> bool) -> bool {
+        let _ = self.thread.set(std::thread::current());
+        self.asleep.store(true, Ordering::SeqCst);
+        let idle = still_idle();
+        if idle {
+            std::thread::park_timeout(SLEEP_TICK);
+        }
+        self.asleep.store(false, Ordering::Release);
+        idle
+    }
+}
 
 /// How often a busy VM is checked.
 pub(crate) const TICK: Duration = Duration::from_millis(1);
@@ -42,10 +89,25 @@ pub(crate) fn run(
 ) {
     // Per scheduler: the slice sequence number seen last, and when it was first seen.
     let mut seen = vec![(0, 0); sched.stats.len()];
+    let mut idle_looks: u32 = 0;
     while !stopping.load(Ordering::Acquire) {
         let now = started.elapsed().as_nanos() as u64;
         let busy = check(sched, now, long_schedule, &mut seen);
-        std::thread::sleep(if busy { TICK } else { IDLE_TICK });
+        idle_looks = if busy {
+            0
+        } else {
+            idle_looks.saturating_add(1)
+        };
+        // Only with every scheduler parked: one that spins between short slices would
+        // start a long one without waking up, unseen for SLEEP_TICK. A sleep that
+        // ends by its timeout with the VM still idle is followed by another.
+        let slept = idle_looks >= SLEEP_AFTER
+            && sched
+                .watchdog
+                .sleep(|| !stopping.load(Ordering::Acquire) && sched.all_parked());
+        if !slept {
+            std::thread::sleep(if busy { TICK } else { IDLE_TICK });
+        }
     }
 }
 

@@ -369,7 +369,7 @@ impl Sched<'_> {
         let lists = &self.shared().deferred;
         for (i, list) in lists.iter().enumerate() {
             if i == self.index {
-                super::deferred::arm(self.vm, list, None);
+                super::deferred::arm(self.vm, list, None, usize::MAX);
             } else {
                 super::deferred::arm_old(self.vm, list, None);
             }
@@ -382,8 +382,10 @@ impl Sched<'_> {
         self.idle_since = None;
     }
 
-    /// Opens a busy period for `statistics`.
+    /// Opens a busy period for `statistics` (and wakes the watchdog if it sleeps
+    /// through an idle period).
     fn busy_begins(&self) {
+        self.shared().watchdog.wake();
         let now = Instant::now();
         self.busy_since.set(now);
         let ns = now.duration_since(self.vm.started).as_nanos() as u64 + 1;
