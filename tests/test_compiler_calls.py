@@ -9,8 +9,10 @@ bound methods, weak references, leaf functions.
 
 from __future__ import annotations
 
+import binascii
 import gc
 import sys
+import time
 import traceback
 import weakref
 
@@ -437,3 +439,37 @@ def test_classes_and_functions_defined_in_compiled_code_keep_their_qualnames():
     assert db.m.__qualname__ == "make_nested.<locals>.Db.m"
     assert inner.__qualname__ == "make_nested.<locals>.inner"
     assert repr(db()).startswith(f"<{__name__}.make_nested.<locals>.Db object")
+
+
+# --------------------------------------------------------------------------- module.name
+
+
+def hexes(n):
+    out = []
+    for i in range(n):
+        out.append(binascii.hexlify(bytes([i])))  # a guarded MODULE.NAME call
+    return out
+
+
+def test_a_module_attribute_call_is_guarded_and_follows_a_rebinding(monkeypatch):
+    # ``MODULE.NAME(...)`` of a plain callable is specialised like ``NAME(...)``: the
+    # guard compares the attribute with its compile-time value, so a module attribute
+    # rebound later (a monkeypatch, a reload) is called, not the old function.
+    assert result(hexes, 3) == [b"00", b"01", b"02"]
+    tmpl = C._compiled_for(hexes)
+    assert tmpl is not None
+    guards = C._GUARDS[tmpl.__code__]
+    assert "binascii.hexlify" in guards.values()
+    monkeypatch.setattr(binascii, "hexlify", lambda b: b"patched")
+    assert result(hexes, 2) == [b"patched", b"patched"]
+
+
+def sleeps_by_attribute():
+    time.sleep(0)  # time.sleep is never guarded as plain: it suspends the process
+    return "slept"
+
+
+def test_time_sleep_called_as_an_attribute_is_not_guarded_as_plain():
+    tmpl = C._compiled_for(sleeps_by_attribute)
+    assert tmpl is not None
+    assert "time.sleep" not in C._GUARDS.get(tmpl.__code__, {}).values()

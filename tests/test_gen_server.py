@@ -780,3 +780,49 @@ def _blocked_caller(parent, server):
         gs.call(server, ("delayed_answer", 30), timeout=None)
     except CallError as e:
         send(parent, ("failed", e.reason[0]))
+
+
+_MANY_ATOMS_FIRST = r"""
+import beamvm
+# Thousands of atoms before the OTP modules are imported: their tag atoms ('system'
+# here) are past the ones that share one Python object, so the server loop's identity
+# checks must fall back on equality.
+for i in range(5000):
+    beamvm.Atom(f"early_{i}")
+from beamvm import gen_server, sys as bsys
+from beamvm.gen_server import GenServer
+
+class Counter(GenServer):
+    def init(self):
+        self.n = 0
+    def handle_call(self, request, from_):
+        return self.n
+    def handle_cast(self, msg):
+        self.n += msg
+    def handle_info(self, msg):
+        self.n += 100
+
+def main():
+    pid = Counter.start()
+    gen_server.cast(pid, 2)
+    beamvm.send(pid, ("tick",))
+    assert gen_server.call(pid, "get") == 102
+    assert bsys.get_state(pid).n == 102
+    gen_server.stop(pid)
+    print("ok")
+
+beamvm.run(main)
+"""
+
+
+def test_tags_made_after_thousands_of_atoms_still_reach_their_handlers(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "many_atoms_first.py"  # a file: process code needs its source
+    script.write_text(_MANY_ATOMS_FIRST)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
