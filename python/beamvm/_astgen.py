@@ -45,7 +45,8 @@ _T = "_bvm_T"  # builtins.type
 _SI = "_bvm_SI"  # StopIteration
 _BE = "_bvm_BE"  # BaseException
 _MT = "_bvm_MT"  # types.MethodType (bound-method calls, see _compiler._Rewriter._dispatch)
-_WR = "_bvm_WR"  # type -> its callables are called plainly, unlooked-up (_PlainTypes)
+_WR = "_bvm_WR"  # type -> its callables are called plainly, unlooked-up (_PLAIN_TYPES)
+_WM = "_bvm_WM"  # decides (and caches) that for a type not yet in _WR
 _FT = "_bvm_FT"  # types.FunctionType (the dict lookup first, before the rarer shapes)
 _OP = "_bvm_OP"  # a native primitive whose op the frame yields itself (set_op_primitive)
 _B = "_bvm_B"  # local: this thread's budget cell
@@ -58,7 +59,7 @@ _K = "_bvm_k"  # prefix: per-function cells holding a global callee's value at c
 RUNTIME_NAMES = (
     _P, _TL, _D, _BFT, _RF, _WL, _SET, _RCV, _RW, _Y,
     _SX, _RR, _IT, _GEN, _BI, _PB, _TS, _SG, _AQ, _MS, _RS, _T, _SI, _BE, _MT, _WR,
-    _FT, _OP, _RCV0, _DM,
+    _FT, _OP, _RCV0, _DM, _WM,
 )  # fmt: skip
 
 

@@ -107,6 +107,7 @@ from ._astgen import (
     _TS,
     _W,
     _WL,
+    _WM,
     _WR,
     _Y,
     RUNTIME_NAMES,
@@ -373,9 +374,13 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
         )
         # Callables that cannot be hashed (a dead weak reference, a ctypes function, any
         # type with __hash__ = None) are called plainly, without the dict lookup that
-        # would raise: one lookup by type (_PlainTypes) decides.
+        # would raise: one lookup by type (_PLAIN_TYPES) decides.
         other = ast.IfExp(
-            test=ast.Subscript(value=_name(_WR), slice=_name(t), ctx=ast.Load()),
+            test=ast.IfExp(
+                test=ast.Compare(left=_name(t), ops=[ast.In()], comparators=[_name(_WR)]),
+                body=ast.Subscript(value=_name(_WR), slice=_name(t), ctx=ast.Load()),
+                orelse=_raw(_name(_WM), _name(t)),
+            ),
             body=_name(f),
             orelse=_dispatched(f),
         )
@@ -973,7 +978,7 @@ def _is_leaf(code: types.CodeType) -> bool:
 
 def _call_gen(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Generator[Any, Any, Any]:
     """Run ``f(*args, **kwargs)`` from process code: its compiled form, or plainly."""
-    h = f if _PLAIN_TYPES[type(f)] else _dispatch_get(f)
+    h = f if _plain_type(type(f)) else _dispatch_get(f)
     if h is f:
         try:
             return f(*args, **kwargs)
@@ -1097,25 +1102,28 @@ def _dispatch_miss(f: Any) -> Any:
 _CALLERS: dict[type, Any] = {}
 
 
-class _PlainTypes(dict):  # type: ignore[type-arg]
-    """type -> whether its instances are called plainly, without a ``_DISPATCH`` lookup.
-
-    Those that cannot be hashed (``__hash__ = None``, ctypes' foreign functions, whose
-    hash raises) and weak references (a dead one raises when hashed).
-    """
-
-    def __missing__(self, t: type) -> bool:
-        ctypes_ = sys.modules.get("_ctypes")
-        plain = (
-            getattr(t, "__hash__", None) is None
-            or issubclass(t, weakref.ReferenceType)
-            or (ctypes_ is not None and issubclass(t, ctypes_.CFuncPtr.__mro__[1]))
-        )
-        _store_bounded(self, t, plain)
-        return plain
+#: type -> whether its instances are called plainly, without a ``_DISPATCH`` lookup:
+#: those that cannot be hashed (``__hash__ = None``, ctypes' foreign functions, whose
+#: hash raises) and weak references (a dead one raises when hashed). An exact dict, as
+#: ``_DISPATCH`` (see ``_dispatched``); ``_plain_type_miss`` fills it.
+_PLAIN_TYPES: dict[type, bool] = {}
 
 
-_PLAIN_TYPES = _PlainTypes()
+def _plain_type_miss(t: type) -> bool:
+    """Decide (and cache) whether instances of ``t`` are called plainly."""
+    ctypes_ = sys.modules.get("_ctypes")
+    plain = (
+        getattr(t, "__hash__", None) is None
+        or issubclass(t, weakref.ReferenceType)
+        or (ctypes_ is not None and issubclass(t, ctypes_.CFuncPtr.__mro__[1]))
+    )
+    _store_bounded(_PLAIN_TYPES, t, plain)
+    return plain
+
+
+def _plain_type(t: type) -> bool:
+    """Return whether instances of ``t`` are called plainly (see ``_PLAIN_TYPES``)."""
+    return _PLAIN_TYPES[t] if t in _PLAIN_TYPES else _plain_type_miss(t)
 
 _RUNTIME_CELLS.update(
     {
@@ -1150,6 +1158,7 @@ _RUNTIME_CELLS.update(
         _BE: types.CellType(BaseException),
         _MT: types.CellType(types.MethodType),
         _WR: types.CellType(_PLAIN_TYPES),
+        _WM: types.CellType(_plain_type_miss),
         _FT: types.CellType(types.FunctionType),
         # Placeholder until set_op_primitive: nothing is the op primitive.
         _OP: types.CellType(object()),

@@ -15,7 +15,6 @@ use vm_dist::control::{Control, DistMessage};
 use vm_dist::cookie::Cookie;
 use vm_dist::etf;
 use vm_dist::flags;
-use vm_dist::handshake::{Handshake, HandshakeConfig, Progress};
 use vm_dist::node::{Node, NodeConfig};
 use vm_dist::{Atom, Pid, Term};
 
@@ -44,36 +43,7 @@ fn node(epmd: u16, atom_budget: u64) -> Stopped {
 
 /// Connects to `target` and completes a real handshake as `evil@localhost`.
 fn handshaken(target: &Node) -> TcpStream {
-    let mut s = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], target.port()))).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut hs = Handshake::initiator(
-        HandshakeConfig {
-            name: "evil@localhost".into(),
-            creation: 5,
-            flags: flags::ours(true),
-            cookie: Cookie::new(COOKIE),
-        },
-        target.name(),
-    );
-    let mut buf = [0u8; 1024];
-    loop {
-        let progress = hs.advance().unwrap();
-        s.write_all(&hs.take_output()).unwrap();
-        match progress {
-            Progress::Established(_) => return s,
-            // The node may not have noticed yet that our previous connection died.
-            Progress::AliveQuery => {
-                hs.answer_alive(true).unwrap();
-                s.write_all(&hs.take_output()).unwrap();
-            }
-            Progress::NeedInput => {
-                let n = s.read(&mut buf).unwrap();
-                assert!(n > 0, "closed during the handshake");
-                hs.receive(&buf[..n]);
-            }
-            other => panic!("{other:?}"),
-        }
-    }
+    common::handshaken(target, "evil@localhost", COOKIE)
 }
 
 /// Waits until the node closes `s` (reads EOF or an error), skipping ticks.

@@ -23,8 +23,8 @@
 //! improper lists, funs, ports, bitstrings) travel inside the VM as tagged tuples, as
 //! `str` does (`{'$str', Bin}`); convert.rs turns them into `beamvm.Charlist`, ... .
 //!
-//! Connections are the driver's threads (a reader and a writer per connection); the
-//! plan is to move them onto the VM's I/O reactor (docs/distribution.md).
+//! Connections are native processes on the VM's I/O reactor (`dist_conn.rs`), not
+//! threads.
 //! No scheduler thread waits on the network: the node runs with
 //! `background_connect`, so the first send (link, monitor, exit) to a node queues the
 //! message and a `dist-connect` thread sets the connection up (EPMD look-up and
@@ -451,6 +451,14 @@ impl Host for VmHost {
     fn watch(&self, p: &wire::Pid) -> bool {
         watch(self, Pid::new(p.id, p.serial))
     }
+
+    fn runs_connections(&self) -> bool {
+        true
+    }
+
+    fn run_connection(&self, io: vm_dist::node::ConnIo) -> std::io::Result<()> {
+        crate::dist_conn::run_connection(&self.vm, io)
+    }
 }
 
 /// Distribution's watchers: left out of `beamvm.processes()`, as system processes
@@ -458,7 +466,7 @@ impl Host for VmHost {
 /// comes, which cannot be earlier: its monitor is set after the add.
 static SYSTEM: RwLock<Option<HashSet<Pid>>> = RwLock::new(None);
 
-fn system_add(pid: Pid) {
+pub(crate) fn system_add(pid: Pid) {
     SYSTEM
         .write()
         .unwrap_or_else(|e| e.into_inner())
@@ -466,7 +474,7 @@ fn system_add(pid: Pid) {
         .insert(pid);
 }
 
-fn system_remove(pid: Pid) {
+pub(crate) fn system_remove(pid: Pid) {
     if let Some(s) = SYSTEM.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
         s.remove(&pid);
     }

@@ -44,6 +44,7 @@ mod args;
 mod compiled;
 pub mod convert;
 mod dist;
+mod dist_conn;
 mod driver;
 mod errors;
 mod finalize;

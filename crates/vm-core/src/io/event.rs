@@ -82,6 +82,13 @@ pub enum IoEvent {
         /// Queued below the low watermark, or the socket failed.
         result: Result<(), IoError>,
     },
+    /// A socket adopted with [`Reactor::watch`](super::Reactor::watch) may have become
+    /// readable or writable (or closed): its owner does its own I/O now, then re-arms
+    /// it ([`Reactor::rearm`](super::Reactor::rearm)).
+    Ready {
+        /// The socket.
+        sock: SocketId,
+    },
 }
 
 /// Where the reactor's events go: the only thing the reactor knows of the VM.

@@ -10,7 +10,8 @@
 //! - **Completions** of an operation a process is suspended in:
 //!   `{'$tcp', S, Op, Result}` with `Op` one of `accept`, `connect`, `recv`, `send` and
 //!   `Result` `{ok, Value}` or `{error, Reason}` (`Value`: the new socket for `accept`,
-//!   the data for `recv`, `ok` otherwise). Their first element is an atom, so a
+//!   the data for `recv`, `ok` otherwise). A watched socket's readiness
+//!   ([`IoEvent::Ready`]) is `{'$tcp', S, ready, {ok, ok}}`. Their first element is an atom, so a
 //!   receive for them is keyed (the mailbox index finds it without scanning).
 //!
 //! `S`, a socket in a term, is `{'$socket', Id}` (Id the [`SocketId`] as an integer):
@@ -58,6 +59,8 @@ pub struct Atoms {
     pub recv: Atom,
     /// `send`.
     pub send: Atom,
+    /// `ready` (a watched socket's readiness, see [`IoEvent::Ready`]).
+    pub ready: Atom,
     /// `ok`.
     pub ok: Atom,
     /// `error`.
@@ -78,6 +81,7 @@ pub fn atoms() -> &'static Atoms {
         connect: Atom::new("connect"),
         recv: Atom::new("recv"),
         send: Atom::new("send"),
+        ready: Atom::new("ready"),
         ok: Atom::new("ok"),
         error: Atom::new("error"),
     })
@@ -210,6 +214,15 @@ pub fn to_message(ev: IoEvent, style: TagStyle) -> Fragment {
             });
             4
         }
+        IoEvent::Ready { sock } => {
+            b.atom(a.completion);
+            push_socket(&mut b, sock);
+            b.atom(a.ready);
+            push_result(&mut b, Ok(()), |b| {
+                b.atom(a.ok);
+            });
+            4
+        }
     };
     let _ = b.tuple(arity);
     // Every push above is balanced by its tuple: the builder holds exactly one term.
@@ -236,6 +249,8 @@ pub enum IoMessage {
     Received(SocketId, Result<Vec<u8>, String>),
     /// `{'$tcp', S, send, Result}`.
     SendReady(SocketId, Result<(), String>),
+    /// `{'$tcp', S, ready, {ok, ok}}`: a watched socket's readiness.
+    Ready(SocketId),
 }
 
 fn tag_of(v: View<'_>) -> Option<Atom> {
@@ -292,6 +307,8 @@ pub fn parse(v: View<'_>) -> Option<IoMessage> {
             )
         } else if op == a.send {
             IoMessage::SendReady(sock, if ok { Ok(()) } else { Err(err()) })
+        } else if op == a.ready {
+            IoMessage::Ready(sock)
         } else {
             return None;
         });
@@ -374,6 +391,7 @@ mod tests {
                     },
                     IoMessage::SendReady(s, Ok(())),
                 ),
+                (IoEvent::Ready { sock: s }, IoMessage::Ready(s)),
             ];
             for (ev, want) in cases {
                 let m = to_message(ev, style);

@@ -101,6 +101,14 @@ enum Entry {
         connecting: Option<Pid>,
     },
     Listen(ListenState),
+    /// A socket its owner reads and writes itself ([`Reactor::watch`]): the reactor
+    /// only tells it of readiness, once per arming.
+    Watch {
+        io: mio::net::TcpStream,
+        owner: Pid,
+        /// The next readiness is told to the owner (cleared when it is).
+        armed: bool,
+    },
     /// Closed by EOF or error; the id stays `closed` until its owner closes it or exits.
     Closed {
         owner: Pid,
@@ -112,7 +120,7 @@ impl Entry {
         match self {
             Entry::Conn { st, .. } => st.owner,
             Entry::Listen(l) => l.owner,
-            Entry::Closed { owner } => *owner,
+            Entry::Watch { owner, .. } | Entry::Closed { owner } => *owner,
         }
     }
 }
@@ -308,6 +316,11 @@ impl Reactor {
                         this.serve_acceptors(id, l, out);
                     }
                 }
+                Entry::Watch { owner, armed, .. } => {
+                    if std::mem::take(armed) {
+                        out.push((*owner, IoEvent::Ready { sock: id }));
+                    }
+                }
                 Entry::Closed { .. } => {}
             }
             Ok(())
@@ -354,6 +367,9 @@ impl Reactor {
             Entry::Listen(mut l) => {
                 let _ = self.registry.deregister(&mut l.listener);
             }
+            Entry::Watch { mut io, .. } => {
+                let _ = self.registry.deregister(&mut io);
+            }
             Entry::Closed { .. } => {}
         }
     }
@@ -387,6 +403,7 @@ impl Reactor {
         let interest = Interest::READABLE | Interest::WRITABLE;
         let r = match &mut *lock(&cell) {
             Entry::Conn { io, .. } => self.registry.register(io, token, interest),
+            Entry::Watch { io, .. } => self.registry.register(io, token, interest),
             Entry::Listen(l) => self
                 .registry
                 .register(&mut l.listener, token, Interest::READABLE),
@@ -511,6 +528,40 @@ impl Reactor {
         self.adopt(io, owner, opts, Some(owner))
     }
 
+    /// Adopts a connected TCP socket that `owner` reads and writes itself, on its own
+    /// handle of it (a `try_clone`), without blocking (`MSG_DONTWAIT`): the reactor
+    /// does no I/O on it and only tells the owner, with [`IoEvent::Ready`], that the
+    /// socket may have become readable or writable or was closed by the peer. It
+    /// tells it once, then not again until the owner calls [`Reactor::rearm`]; the
+    /// owner re-arms *before* doing its I/O, so readiness that comes during that I/O is
+    /// told again and none is lost (readiness is edge-triggered). The socket starts
+    /// armed, and epoll reports at registration what is ready then. The file
+    /// description's blocking mode is left as it is, so other handles of it keep
+    /// their blocking reads and writes. `close` (or the owner's exit) deregisters it
+    /// and drops the reactor's handle; the connection itself lives as long as other
+    /// handles of it do. This is how a protocol with its own buffers (Erlang
+    /// distribution) runs on the reactor without a copy through active messages.
+    pub fn watch(&self, owner: Pid, stream: std::net::TcpStream) -> Result<SocketId, IoError> {
+        let io = mio::net::TcpStream::from_std(stream);
+        self.register(owner, |_| Entry::Watch {
+            io,
+            owner,
+            armed: true,
+        })
+    }
+
+    /// Arms a watched socket again (see [`Reactor::watch`]).
+    pub fn rearm(&self, sock: SocketId) -> Result<(), IoError> {
+        self.with_entry(sock, |_, entry, _| match entry {
+            Entry::Watch { armed, .. } => {
+                *armed = true;
+                Ok(())
+            }
+            Entry::Closed { .. } => Err(IoError::Closed),
+            _ => Err(IoError::Einval),
+        })
+    }
+
     /// `send` by `caller`. On a thread that defers its sends (a scheduler running a
     /// batch, `io::defer`) small sends are queued and written when the batch ends.
     pub fn send(&self, sock: SocketId, caller: Pid, data: Binary) -> Result<SendStatus, IoError> {
@@ -522,6 +573,7 @@ impl Reactor {
                 connecting: None,
             } => st.send_or_defer(io, caller, data, defer, out),
             Entry::Conn { .. } | Entry::Listen(_) => Err(IoError::Enotconn),
+            Entry::Watch { .. } => Err(IoError::Einval),
             Entry::Closed { .. } => Err(IoError::Closed),
         })?;
         if note {
@@ -560,6 +612,7 @@ impl Reactor {
                 None => Recv::Pending,
             }),
             Entry::Conn { .. } | Entry::Listen(_) => Err(IoError::Enotconn),
+            Entry::Watch { .. } => Err(IoError::Einval),
             Entry::Closed { .. } => Err(IoError::Closed),
         })
     }
@@ -582,6 +635,7 @@ impl Reactor {
                 l.accept_opts = o.validate()?;
                 Ok(())
             }
+            Entry::Watch { .. } => Err(IoError::Einval),
             Entry::Closed { .. } => Err(IoError::Closed),
         })
     }
@@ -591,6 +645,7 @@ impl Reactor {
         self.with_entry(sock, |_, entry, _| match entry {
             Entry::Conn { st, .. } => Ok(st.opts()),
             Entry::Listen(l) => Ok(l.accept_opts),
+            Entry::Watch { .. } => Err(IoError::Einval),
             Entry::Closed { .. } => Err(IoError::Closed),
         })
     }
@@ -605,7 +660,7 @@ impl Reactor {
             match entry {
                 Entry::Conn { st, .. } => st.set_owner(to),
                 Entry::Listen(l) => l.owner = to,
-                Entry::Closed { owner } => *owner = to,
+                Entry::Watch { owner, .. } | Entry::Closed { owner } => *owner = to,
             }
             Ok(owner)
         })?;
@@ -660,7 +715,7 @@ impl Reactor {
                         ));
                     }
                 }
-                Entry::Closed { .. } => {}
+                Entry::Watch { .. } | Entry::Closed { .. } => {}
             }
             self.release_os(&mut entry);
             entry.owner()
@@ -687,6 +742,7 @@ impl Reactor {
                 }
             },
             Entry::Conn { .. } | Entry::Listen(_) => Err(IoError::Enotconn),
+            Entry::Watch { .. } => Err(IoError::Einval),
             Entry::Closed { .. } => Err(IoError::Closed),
         })
     }
@@ -703,7 +759,7 @@ impl Reactor {
                     l.waiters.retain(|p| *p != caller);
                     l.waiters.len() != before
                 }
-                Entry::Closed { .. } => false,
+                Entry::Watch { .. } | Entry::Closed { .. } => false,
             })
         })
         .unwrap_or(false)
@@ -728,6 +784,7 @@ impl Reactor {
     pub fn peername(&self, sock: SocketId) -> Result<SockName, IoError> {
         self.with_entry(sock, |_, entry, _| match entry {
             Entry::Conn { io, .. } => io.peer_name().map_err(IoError::from),
+            Entry::Watch { io, .. } => io.peer_addr().map(SockName::Inet).map_err(IoError::from),
             Entry::Listen(_) => Err(IoError::Enotconn),
             Entry::Closed { .. } => Err(IoError::Closed),
         })
@@ -738,6 +795,7 @@ impl Reactor {
         self.with_entry(sock, |_, entry, _| match entry {
             Entry::Conn { io, .. } => io.sock_name().map_err(IoError::from),
             Entry::Listen(l) => l.listener.sock_name().map_err(IoError::from),
+            Entry::Watch { io, .. } => io.local_addr().map(SockName::Inet).map_err(IoError::from),
             Entry::Closed { .. } => Err(IoError::Closed),
         })
     }

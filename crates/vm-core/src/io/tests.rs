@@ -704,3 +704,79 @@ fn passive_echo_from_4_process_threads_beside_a_poller_thread() {
     poller.join().unwrap();
     assert_eq!(r.socket_count(), 0, "the owners' exits closed everything");
 }
+
+/// A std socket pair over loopback: (the end the reactor watches, the peer).
+fn std_pair() -> (TcpStream, TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (s, c)
+}
+
+fn ready_count(ev: &[(Pid, IoEvent)], s: SocketId) -> usize {
+    count(ev, |e| matches!(e, IoEvent::Ready { sock } if *sock == s))
+}
+
+#[test]
+fn a_watched_socket_tells_readiness_once_per_arming_and_reads_nothing() {
+    let (r, sink) = setup();
+    let (ours, mut peer) = std_pair();
+    let mine = ours.try_clone().unwrap();
+    let s = r.watch(A, ours).unwrap();
+    // Registered armed: epoll reports the socket writable at once.
+    let ev = poll_until(&r, &sink, |e| ready_count(e, s) == 1);
+    assert!(ev.iter().all(|(p, _)| *p == A));
+    // Not armed: data coming in is not told (and stays in the kernel for the owner).
+    peer.write_all(b"one").unwrap();
+    assert_eq!(
+        ready_count(&poll_for(&r, &sink, Duration::from_millis(100)), s),
+        0
+    );
+    r.rearm(s).unwrap();
+    peer.write_all(b"two").unwrap();
+    poll_until(&r, &sink, |e| ready_count(e, s) == 1);
+    let mut buf = [0u8; 16];
+    let n = (&mine).read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"onetwo", "the reactor read none of it");
+    // The owner's handle stays blocking: the reactor left the file description alone.
+    mine.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let e = (&mine).read(&mut buf).unwrap_err();
+    assert!(matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut
+    ));
+    // The peer closing is readiness too; gen_tcp's operations are refused on it.
+    r.rearm(s).unwrap();
+    drop(peer);
+    poll_until(&r, &sink, |e| ready_count(e, s) == 1);
+    assert_eq!(
+        r.send(s, A, Binary::new(b"x".to_vec())),
+        Err(IoError::Einval)
+    );
+    assert_eq!((&mine).read(&mut buf).unwrap(), 0);
+    assert!(r.peername(s).is_ok());
+}
+
+#[test]
+fn closing_a_watched_socket_keeps_the_owners_handle_and_owner_exit_closes_it() {
+    let (r, sink) = setup();
+    let (ours, mut peer) = std_pair();
+    let mine = ours.try_clone().unwrap();
+    let s = r.watch(A, ours).unwrap();
+    poll_until(&r, &sink, |e| ready_count(e, s) == 1);
+    r.owner_exited(A);
+    assert_eq!(r.socket_count(), 0);
+    assert_eq!(r.rearm(s), Err(IoError::Closed));
+    // The connection lives on through the owner's own handle, and nothing is told.
+    peer.write_all(b"still here").unwrap();
+    assert!(poll_for(&r, &sink, Duration::from_millis(100)).is_empty());
+    let mut buf = [0u8; 16];
+    let n = (&mine).read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"still here");
+    let (ours2, _peer2) = std_pair();
+    let s2 = r.watch(B, ours2).unwrap();
+    r.close(s2).unwrap();
+    r.close(s2).unwrap();
+    assert_eq!(r.socket_count(), 0);
+}

@@ -1,5 +1,19 @@
-//! The driver's connections: handshakes over blocking sockets, a reader and a writer
-//! thread per connection, dispatch of control messages, the ticker.
+//! The driver's connections: handshakes over blocking sockets, dispatch of control
+//! messages, the ticker, and who reads and writes an established connection.
+//!
+//! Two ways to run a connection, chosen when it is established:
+//! - **Threads** (the standalone driver, and any host that does not run connections):
+//!   a reader thread blocks in `read`, a writer thread writes the batches past
+//!   [`INLINE_LIMIT`].
+//! - **Host-run** ([`Host::runs_connections`]; the VM): no thread. The host polls the
+//!   socket and calls [`ConnIo::run`](super::ConnIo::run) when it is ready, on its own
+//!   thread (the VM: a native process woken by its reactor). Reads and writes use
+//!   `MSG_DONTWAIT` per call, so the socket's file description stays blocking for the
+//!   handshake and every other handle. A sender writes its batch itself whatever its
+//!   size; what a full socket does not take stays in [`Out::rest`] (`handed`), and
+//!   `ConnIo::run` writes it when the socket is writable again.
+//!
+//! In both, bytes go out in the order they were appended, one writer at a time.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -8,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::conn_io::{self, ConnIo};
 use super::{
     lock, resolve, Delivery, DistError, Inner, NodeEvent, Reply, SETUP_TIMEOUT, SYSTEM_ID,
 };
@@ -22,7 +37,7 @@ use crate::handshake::{
 use crate::term::{Atom, Pid, Ref, Term};
 
 /// Read buffer size: large enough that a bulk transfer takes few system calls.
-const READ_CHUNK: usize = 256 * 1024;
+pub(super) const READ_CHUNK: usize = 256 * 1024;
 /// A sender writes the pending bytes itself (no thread hand-off: the round trip's
 /// latency) while they are at most this many; past it the writer thread takes them, so
 /// a sender never blocks long in a write of a big batch (a scheduler thread, possibly
@@ -66,6 +81,8 @@ pub(crate) struct Conn {
     drained: Condvar,
     stream: TcpStream,
     state: Mutex<Connection<LocalAtoms>>,
+    /// Run by the host (no threads; non-blocking writes), see the module docs.
+    hosted: bool,
 }
 
 /// The bytes waiting to be written, and who writes them. Exactly one thread writes at a
@@ -80,9 +97,13 @@ struct Out {
     spare: Vec<u8>,
     /// A thread (a sender or the writer) is writing; appenders leave the bytes to it.
     flushing: bool,
-    /// The batch is the writer thread's to write.
+    /// The batch is the writer thread's to write (host-run: [`ConnIo::run`] writes
+    /// `rest`, then `buf`, when the socket is writable again).
     handed: bool,
     closed: bool,
+    /// Host-run only: the part of a batch a full socket did not take, from `rest_at`.
+    rest: Vec<u8>,
+    rest_at: usize,
 }
 
 thread_local! {
@@ -191,6 +212,9 @@ impl Conn {
             // until that thread takes the batch, as erl suspends a sender on a busy
             // distribution port: the buffer stays near the limit instead of growing
             // (and being copied as it grows) by tens of MiB in a bulk send.
+            if o.buf.len() > BUSY_LIMIT && self.hosted {
+                return self.busy_hosted(o);
+            }
             if o.buf.len() > BUSY_LIMIT {
                 let deadline = Instant::now() + BUSY_WAIT;
                 while o.flushing && !o.closed && o.buf.len() > BUSY_LIMIT {
@@ -239,9 +263,13 @@ impl Conn {
     }
 
     /// Becomes the writer (`flushing`) and writes batches until the buffer stays
-    /// empty, handing a big batch to the writer thread instead.
+    /// empty, handing a big batch to the writer thread instead (host-run: handing
+    /// what the socket does not take now to [`ConnIo::run`]).
     fn write_out<'a>(&'a self, mut o: MutexGuard<'a, Out>) -> Result<(), DistError> {
         o.flushing = true;
+        if self.hosted {
+            return self.write_nonblocking(o);
+        }
         loop {
             if o.buf.len() > INLINE_LIMIT {
                 o.handed = true;
@@ -269,6 +297,112 @@ impl Conn {
             }
             o.spare = reuse(batch);
         }
+    }
+
+    /// Host-run writing: batches go out with non-blocking sends until the buffer stays
+    /// empty or the socket is full; then the rest waits in `rest` (`handed`), for
+    /// [`Conn::write_pending`] when the socket is writable again. Called by a sender
+    /// (`flushing` just set) or by `write_pending` (`handed`).
+    ///
+    /// No readiness is lost: the last `EAGAIN` that leaves bytes in `rest` is seen
+    /// with `handed` set and the lock held. The host re-arms its readiness before it
+    /// calls `write_pending`, which looks at `handed` under this lock: either it looks
+    /// after that `EAGAIN` (and writes), or before it, and then the socket's next
+    /// writability comes after its re-arming and wakes it again.
+    fn write_nonblocking<'a>(&'a self, mut o: MutexGuard<'a, Out>) -> Result<(), DistError> {
+        // Claimed: this thread writes now (no other takes `rest` meanwhile).
+        o.handed = false;
+        loop {
+            let (batch, at) = if !o.rest.is_empty() {
+                (std::mem::take(&mut o.rest), o.rest_at)
+            } else if !o.buf.is_empty() {
+                let next = std::mem::take(&mut o.spare);
+                (std::mem::replace(&mut o.buf, next), 0)
+            } else {
+                o.handed = false;
+                o.flushing = false;
+                return Ok(());
+            };
+            drop(o);
+            self.drained.notify_all();
+            let mut r = conn_io::send_some(&self.stream, &batch[at..]);
+            o = lock(&self.out);
+            if let Ok(n) = r {
+                if at + n < batch.len() && !o.closed {
+                    // Full: try once more with `handed` set under the lock (the doc
+                    // comment's argument); what it does not take waits.
+                    o.handed = true;
+                    let more = conn_io::send_some(&self.stream, &batch[at + n..]);
+                    r = more.map(|m| n + m);
+                    if matches!(r, Ok(m) if at + m == batch.len()) {
+                        o.handed = false;
+                    }
+                }
+            }
+            match r {
+                Err(_) => {
+                    o.closed = true;
+                    o.flushing = false;
+                    o.rest = Vec::new();
+                    drop(o);
+                    self.close();
+                    return Err(closed());
+                }
+                Ok(n) if at + n < batch.len() => {
+                    o.rest = batch;
+                    o.rest_at = at + n;
+                    o.handed = true;
+                    return Ok(());
+                }
+                Ok(_) => {
+                    o.rest_at = 0;
+                    if o.buf.is_empty() {
+                        o.buf = reuse(batch);
+                    } else {
+                        o.spare = reuse(batch);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Host-run: a sender past [`BUSY_LIMIT`] waits (at most [`BUSY_WAIT`]) as with
+    /// the writer thread, but writes while it waits instead of waiting for the host
+    /// to run the connection: the host's thread may be the one this sender holds (a
+    /// scheduler running it), so waiting for it could only time out. It writes what
+    /// waits when nobody else is writing, and otherwise waits for the socket to take
+    /// more or for the writer to take the batch.
+    fn busy_hosted<'a>(&'a self, mut o: MutexGuard<'a, Out>) -> Result<(), DistError> {
+        let deadline = Instant::now() + BUSY_WAIT;
+        loop {
+            if !o.flushing || o.closed || o.buf.len() <= BUSY_LIMIT {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            if o.handed {
+                self.write_nonblocking(o)?;
+                conn_io::wait_writable(&self.stream, left);
+                o = lock(&self.out);
+            } else {
+                o = self
+                    .drained
+                    .wait_timeout(o, left)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+        }
+    }
+
+    /// Host-run: writes what a full socket left (see [`Conn::write_nonblocking`]).
+    pub(super) fn write_pending(&self) -> Result<(), DistError> {
+        let o = lock(&self.out);
+        if !o.handed || o.closed {
+            return Ok(());
+        }
+        self.write_nonblocking(o)
     }
 
     pub(crate) fn close(&self) {
@@ -471,12 +605,24 @@ fn start_conn(
         drained: Condvar::new(),
         stream: stream.try_clone()?,
         state: Mutex::new(state),
+        hosted: inner.host.as_ref().is_some_and(|h| h.runs_connections()),
     });
     {
         let mut t = lock(&inner.tables);
         if let Some(old) = t.conns.insert(est.peer.name.clone(), conn.clone()) {
             old.close();
         }
+    }
+    if conn.hosted {
+        let io = ConnIo::new(inner.clone(), conn.clone(), stream);
+        let adopted = inner.host.as_ref().map(|h| h.run_connection(io));
+        if let Some(Err(e)) = adopted {
+            // The ConnIo was dropped with the error: the connection is down already.
+            return Err(DistError::Io(e));
+        }
+        log::info!("{}: connected to {}", inner.name, est.peer.name);
+        inner.notify(NodeEvent::Up(est.peer.name));
+        return Ok(conn);
     }
     let c = conn.clone();
     std::thread::Builder::new()
@@ -539,26 +685,11 @@ fn reuse(mut batch: Vec<u8>) -> Vec<u8> {
 fn reader(inner: Arc<Inner>, mut stream: TcpStream, conn: Arc<Conn>) {
     let why = loop {
         // Frames that arrived with the handshake's last bytes.
-        let drained = drain(&inner, &conn);
-        if let Err(e) = drained {
-            log::error!(
-                "{}: closing connection to {}: {e}",
-                inner.name,
-                conn.peer.name
-            );
-            break e.to_string();
+        if let Err(why) = drain_logged(&inner, &conn) {
+            break why;
         }
-        // Read straight into the connection's input buffer (lent out meanwhile: the
-        // lock is not held across the blocking read, so senders and the ticker go on).
-        let mut input = lock(&conn.state).take_input();
-        let read = stream.read(input.spare(READ_CHUNK));
-        if let Ok(n) = read {
-            input.filled(n);
-        }
-        let fresh = *read.as_ref().unwrap_or(&0);
-        lock(&conn.state).restore_input(input, fresh, Instant::now());
-        match read {
-            Ok(0) => break "connection closed".to_owned(),
+        match fill(&conn, |b| stream.read(b)) {
+            Ok((0, _)) => break "connection closed".to_owned(),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => break e.to_string(),
@@ -566,6 +697,37 @@ fn reader(inner: Arc<Inner>, mut stream: TcpStream, conn: Arc<Conn>) {
     };
     conn.close();
     inner.conn_down(&conn, &why);
+}
+
+/// Reads once with `read` straight into the connection's input buffer (lent out
+/// meanwhile: the lock is not held across the read, so senders and the ticker go
+/// on): the bytes read and the room there was.
+pub(super) fn fill(
+    conn: &Conn,
+    read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+) -> io::Result<(usize, usize)> {
+    let mut input = lock(&conn.state).take_input();
+    let spare = input.spare(READ_CHUNK);
+    let room = spare.len();
+    let read = read(spare);
+    if let Ok(n) = read {
+        input.filled(n);
+    }
+    let fresh = *read.as_ref().unwrap_or(&0);
+    lock(&conn.state).restore_input(input, fresh, Instant::now());
+    read.map(|n| (n, room))
+}
+
+/// [`drain`], logging why it failed: the reason to close the connection with.
+pub(super) fn drain_logged(inner: &Arc<Inner>, conn: &Arc<Conn>) -> Result<(), String> {
+    drain(inner, conn).map_err(|e| {
+        log::error!(
+            "{}: closing connection to {}: {e}",
+            inner.name,
+            conn.peer.name
+        );
+        e.to_string()
+    })
 }
 
 fn drain(inner: &Arc<Inner>, conn: &Arc<Conn>) -> Result<(), ConnError> {

@@ -24,6 +24,7 @@
 //! the node and every other connection go on.
 
 mod conn;
+mod conn_io;
 mod mailbox;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -37,6 +38,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use conn::DeferWrites;
+pub use conn_io::{ConnIo, Readiness, READS_PER_RUN};
 pub use mailbox::{Delivery, Mailbox};
 
 use crate::atoms::LocalAtoms;
@@ -76,6 +78,24 @@ pub trait Host: Send + Sync + 'static {
     /// [`Node::local_exited`] when `pid` ends. `false` if it is not alive (the
     /// driver then answers `noproc`).
     fn watch(&self, pid: &Pid) -> bool;
+
+    /// Whether the host runs established connections itself ([`Host::run_connection`])
+    /// instead of the driver's reader and writer threads; asked once per connection.
+    fn runs_connections(&self) -> bool {
+        false
+    }
+
+    /// Runs an established connection (only when [`Host::runs_connections`]): poll
+    /// [`ConnIo::socket`] for readiness and call [`ConnIo::run`] on it, re-arming
+    /// first, until it says `Closed`. An `Err` means the host could not take it; the
+    /// `ConnIo` was dropped with it, which closed the connection and reported it down.
+    fn run_connection(&self, io: ConnIo) -> std::io::Result<()> {
+        drop(io);
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this host does not run connections",
+        ))
+    }
 }
 
 /// A function callable from other nodes with `rpc:call(Node, Module, Function, Args)`:

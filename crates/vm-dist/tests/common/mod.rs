@@ -49,3 +49,42 @@ pub fn unique(prefix: &str) -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Connects to `target` and completes a real handshake as `name` (flags of a hidden
+/// node, creation 5) with `cookie`: a raw peer for hostile tests.
+pub fn handshaken(target: &vm_dist::node::Node, name: &str, cookie: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    use vm_dist::handshake::{Handshake, HandshakeConfig, Progress};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], target.port()));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut hs = Handshake::initiator(
+        HandshakeConfig {
+            name: name.into(),
+            creation: 5,
+            flags: vm_dist::flags::ours(true),
+            cookie: vm_dist::cookie::Cookie::new(cookie),
+        },
+        target.name(),
+    );
+    let mut buf = [0u8; 1024];
+    loop {
+        let progress = hs.advance().unwrap();
+        s.write_all(&hs.take_output()).unwrap();
+        match progress {
+            Progress::Established(_) => return s,
+            // The node may not have noticed yet that our previous connection died.
+            Progress::AliveQuery => {
+                hs.answer_alive(true).unwrap();
+                s.write_all(&hs.take_output()).unwrap();
+            }
+            Progress::NeedInput => {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "closed during the handshake");
+                hs.receive(&buf[..n]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
