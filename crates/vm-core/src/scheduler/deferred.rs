@@ -185,10 +185,17 @@ fn arm_one(vm: &VmInner, note: Note) {
 /// Arms the notes of `list` older than [`ARM_AFTER`] (none if the clock cannot go
 /// back that far). `seq`: the list's scheduler's slice sequence number now (`None`:
 /// read the clock whatever the notes' age in slices).
+#[inline(always)]
 pub(crate) fn arm_old(vm: &VmInner, list: &Deferred, seq: Option<u64>) {
-    if !list.pending() {
-        return;
+    // One load at every slice end: the rest is out of line.
+    if list.pending() {
+        arm_old_notes(vm, list, seq);
     }
+}
+
+#[cold]
+#[inline(never)]
+fn arm_old_notes(vm: &VmInner, list: &Deferred, seq: Option<u64>) {
     if let Some(seq) = seq {
         let oldest = list.lock().first().map(|n| n.seq);
         // Sequence numbers advance by two per slice.
