@@ -206,21 +206,27 @@ class _Ctx:
         return name
 
 
-def _dispatched(key: str, first: ast.expr | None = None) -> ast.expr:
-    """``_D[key]`` as generated code spells it: ``(_D[key] if key in _D else _DM(key))``.
+def _cached(table: str, miss: str, key: str, first: ast.expr | None = None) -> ast.expr:
+    """``table[key]`` as generated code spells it: ``(T[key] if key in T else M(key))``.
 
-    ``_D`` is an exact dict so that CPython specialises the subscript (a dict subclass
-    with ``__missing__`` goes through a generic slot call: ~30 ns more per lookup, two
-    lookups per ``gen_server.call``); a callee seen for the first time goes to ``_DM``,
-    which computes what it maps to and caches it. ``first`` is the expression that binds
-    ``key`` (evaluated once, by the membership test).
+    The tables (``_D``, ``_WR``) are exact dicts so that CPython specialises the
+    subscript (a dict subclass with ``__missing__`` goes through a generic slot call:
+    ~30 ns more per lookup, two lookups per ``gen_server.call``); a key seen for the
+    first time goes to the table's miss function, which computes its value and caches
+    it. ``first`` is the expression that binds ``key`` (evaluated once, by the
+    membership test).
     """
     test_key = first if first is not None else _name(key)
     return ast.IfExp(
-        test=ast.Compare(left=test_key, ops=[ast.In()], comparators=[_name(_D)]),
-        body=ast.Subscript(value=_name(_D), slice=_name(key), ctx=ast.Load()),
-        orelse=_raw(_name(_DM), _name(key)),
+        test=ast.Compare(left=test_key, ops=[ast.In()], comparators=[_name(table)]),
+        body=ast.Subscript(value=_name(table), slice=_name(key), ctx=ast.Load()),
+        orelse=_raw(_name(miss), _name(key)),
     )
+
+
+def _dispatched(key: str, first: ast.expr | None = None) -> ast.expr:
+    """``_D[key]``, what compiled code calls for a callee (see ``_cached``)."""
+    return _cached(_D, _DM, key, first)
 
 
 class _Rewriter(CompiledForms, ast.NodeTransformer):
@@ -376,11 +382,7 @@ class _Rewriter(CompiledForms, ast.NodeTransformer):
         # type with __hash__ = None) are called plainly, without the dict lookup that
         # would raise: one lookup by type (_PLAIN_TYPES) decides.
         other = ast.IfExp(
-            test=ast.IfExp(
-                test=ast.Compare(left=_name(t), ops=[ast.In()], comparators=[_name(_WR)]),
-                body=ast.Subscript(value=_name(_WR), slice=_name(t), ctx=ast.Load()),
-                orelse=_raw(_name(_WM), _name(t)),
-            ),
+            test=_cached(_WR, _WM, t),
             body=_name(f),
             orelse=_dispatched(f),
         )
@@ -1105,7 +1107,7 @@ _CALLERS: dict[type, Any] = {}
 #: type -> whether its instances are called plainly, without a ``_DISPATCH`` lookup:
 #: those that cannot be hashed (``__hash__ = None``, ctypes' foreign functions, whose
 #: hash raises) and weak references (a dead one raises when hashed). An exact dict, as
-#: ``_DISPATCH`` (see ``_dispatched``); ``_plain_type_miss`` fills it.
+#: ``_DISPATCH`` (see ``_cached``); ``_plain_type_miss`` fills it.
 _PLAIN_TYPES: dict[type, bool] = {}
 
 
