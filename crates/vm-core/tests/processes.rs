@@ -3,7 +3,7 @@ mod common;
 use common::*;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vm_core::{Atom, Cx, Error, Priority, SpawnOpts, Step, Term, Vm, VmConfig};
@@ -304,18 +304,26 @@ fn panic_in_a_body_ends_only_that_process() {
 fn work_is_stolen_across_schedulers() {
     let vm = vm(2);
     let (tx, rx) = mpsc::channel();
-    // Many CPU-bound processes spawned from one process: both schedulers must run some.
-    let tx2 = tx.clone();
+    // Many CPU-bound processes spawned from one process (so all start in its
+    // scheduler's queue): another scheduler must steal and run some. Every slice
+    // records the thread it ran on, and the processes keep running until two
+    // schedulers were seen or 20 s passed: on a loaded machine the second scheduler's
+    // thread may get a core late, which must not read as "no stealing".
+    let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (tx2, seen2) = (tx.clone(), seen.clone());
     vm.spawn(body(move |cx: &mut Cx<'_>| {
         for _ in 0..8 {
-            let tx = tx2.clone();
-            let mut n = 0;
+            let (tx, seen) = (tx2.clone(), seen2.clone());
             cx.spawn(body(move |cx: &mut Cx<'_>| {
-                n += 1;
                 cx.bump(4000);
-                if n == 20 {
-                    tx.send(std::thread::current().name().map(String::from))
-                        .ok();
+                let both = {
+                    let mut s = seen.lock().unwrap();
+                    s.insert(std::thread::current().name().map(String::from));
+                    s.len() >= 2
+                };
+                if both || Instant::now() > deadline {
+                    tx.send(()).ok();
                     return Step::Exit(int(0));
                 }
                 let t = Instant::now();
@@ -327,7 +335,10 @@ fn work_is_stolen_across_schedulers() {
         Step::Exit(int(0))
     }))
     .unwrap();
-    let names: std::collections::HashSet<_> = (0..8).map(|_| recv_timeout(&rx, 10)).collect();
+    for _ in 0..8 {
+        recv_timeout(&rx, 30);
+    }
+    let names = seen.lock().unwrap().clone();
     assert!(
         names.len() >= 2,
         "only one scheduler ran processes: {names:?}"
