@@ -184,3 +184,52 @@ fn a_batch_that_never_runs_dry_hands_the_hook_to_a_waiting_scheduler() {
     );
     drop(vm);
 }
+
+#[test]
+fn a_cpu_bound_slice_hands_a_contended_hook_over_and_contended_slices_are_shorter() {
+    // Two hooked processes that always have work (CPU-bound: every slice ends in
+    // Yield), on two schedulers sharing one exclusive hook, as Python processes share
+    // the GIL. Each slice notes, under the hook, which process ran and the budget it
+    // was given. A batch that waited for the hook gives its slices a quarter of the
+    // default budget, and a CPU-bound slice ends its batch at once when the other
+    // scheduler waits: the hook changes hands about once per contended slice, where
+    // the 1 ms rule alone (YIELD_AFTER) would let ~50 of these 20 µs slices run in a
+    // row.
+    let vm = Vm::start(VmConfig {
+        schedulers: 2,
+        schedulers_online: 2,
+        slice_hook: Some(Arc::new(ExclusiveHook::default())),
+        ..VmConfig::default()
+    })
+    .expect("vm starts");
+    let full = i64::from(VmConfig::default().reductions);
+    let log: Arc<std::sync::Mutex<Vec<(usize, i64)>>> = Arc::default();
+    for i in 0..2 {
+        let log = log.clone();
+        vm.spawn(Hooked(move |cx: &mut Cx<'_>| {
+            let budget = cx.budget_left();
+            log.lock().unwrap().push((i, budget));
+            cx.bump(budget);
+            let t = std::time::Instant::now();
+            while t.elapsed() < Duration::from_micros(20) {}
+            Step::Yield
+        }))
+        .unwrap();
+    }
+    let enough = |l: &Vec<(usize, i64)>| l.iter().filter(|e| e.1 < full).count() >= 400;
+    assert!(
+        eventually(60, || enough(&log.lock().unwrap())),
+        "too few contended slices in 60 s"
+    );
+    drop(vm);
+    let log = log.lock().unwrap();
+    for &(_, b) in log.iter() {
+        assert!(b == full || b == full / 4, "a slice got budget {b}");
+    }
+    let contended = log.iter().filter(|e| e.1 < full).count();
+    let handovers = log.windows(2).filter(|w| w[0].0 != w[1].0).count();
+    assert!(
+        handovers * 4 >= contended,
+        "{handovers} hand-overs for {contended} contended slices"
+    );
+}

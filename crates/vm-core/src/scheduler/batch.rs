@@ -37,6 +37,19 @@ pub(crate) const YIELD_AFTER: Duration = Duration::from_millis(1);
 /// released GIL goes to whoever asks first, and the thread that just released it,
 /// already running, would nearly always win against one being woken.
 const HANDOFF_ROUNDS: u32 = 64;
+/// A batch that waited this long for the hook shares it: another scheduler was running
+/// hooked slices meanwhile. Well above an uncontended acquisition (under a
+/// microsecond) and a wake-up's latency is not needed: any real wait means the GIL is
+/// the resource the schedulers' Python processes queue for.
+const CONTENDED_WAIT: Duration = Duration::from_micros(10);
+/// In a contended batch a hooked slice gets the default budget divided by this. The
+/// GIL is then one core shared by every scheduler's Python processes, and a CPU-bound
+/// process holds it for its whole slice while the others' processes (each needing a
+/// few microseconds) wait: B11's echo with one spinning process kept 47% of its
+/// throughput with 4000-reduction slices (about 200 µs of a tight loop) and 67% with
+/// 1000 (with the hand-over after a CPU-bound slice; 500 gained nothing more). A
+/// process that waits in `receive` before its budget runs out never notices.
+pub(crate) const CONTENDED_DIVISOR: u32 = 4;
 use crate::process::{Priority, Process};
 
 /// Wraps each batch of [`BodyClass::Hooked`](crate::BodyClass) slices on a scheduler
@@ -85,6 +98,13 @@ impl Sched<'_> {
     /// work ends at once while anyone waits), then gives the waiter [`HANDOFF_ROUNDS`] to take
     /// the hook before this scheduler competes again. Only schedulers count: a plain
     /// Python thread still gets the GIL by CPython's own hand-over, as before.
+    ///
+    /// A hooked slice that ran out of budget (`Step::Yield`: a CPU-bound process) ends
+    /// the batch at once while another scheduler waits, whatever the wait: as on the
+    /// BEAM it gets one slice per turn, not a streak of them while other schedulers'
+    /// processes queue for the GIL. And a batch that had to wait for the hook gives its
+    /// hooked slices a budget divided by [`CONTENDED_DIVISOR`]: with the GIL shared, a
+    /// CPU-bound slice is everyone's latency.
     pub(super) fn run_batch(&mut self, hook: &dyn SliceHook, p: Arc<Process>, prio: Priority) {
         let mut first = Some((p, prio));
         let batch_time = self.vm.config.batch_time;
@@ -92,6 +112,7 @@ impl Sched<'_> {
         let (waiters, since) = &*vm.router.sched.hook_waiters;
         let now_ns = || vm.started.elapsed().as_nanos() as u64;
         let yield_after = YIELD_AFTER.as_nanos() as u64;
+        let asked = Instant::now();
         // Relaxed throughout: the count only decides when a batch ends early, and a
         // stale read costs at most the old behaviour (the switch interval) or one
         // early hand-over.
@@ -111,6 +132,7 @@ impl Sched<'_> {
                 if !entered {
                     entered = true;
                     waiters.fetch_sub(1, Ordering::Relaxed);
+                    self.contended = asked.elapsed() >= CONTENDED_WAIT;
                 }
                 let start = Instant::now();
                 let mut pick = first.take();
@@ -126,8 +148,9 @@ impl Sched<'_> {
                             self.run_one(p, prio);
                             if hooked
                                 && waiters.load(Ordering::Relaxed) > 0
-                                && now_ns().saturating_sub(since.load(Ordering::Relaxed))
-                                    >= yield_after
+                                && (self.yielded
+                                    || now_ns().saturating_sub(since.load(Ordering::Relaxed))
+                                        >= yield_after)
                             {
                                 handed_off = true;
                                 return;
@@ -166,6 +189,7 @@ impl Sched<'_> {
                 }
             })
         }));
+        self.contended = false;
         if !entered {
             // The hook never ran the batch (it panicked, or refused: the interpreter
             // is exiting).

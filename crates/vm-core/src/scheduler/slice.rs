@@ -40,6 +40,7 @@ impl Sched<'_> {
     /// that panicked during unwinding would abort).
     pub(super) fn run_one(&mut self, p: Arc<Process>, prio: Priority) {
         self.shared().queues.count_out(prio);
+        self.yielded = false;
         if !p.inbox.begin() {
             // Not QUEUED: it exited (shutdown race); nothing to run.
             return;
@@ -106,7 +107,10 @@ impl Sched<'_> {
             // Already finished (shutdown race); nothing to run.
             return;
         };
-        let budget = i64::from(self.vm.config.reductions);
+        let mut budget = i64::from(self.vm.config.reductions);
+        if self.contended && p.hooked {
+            budget = (budget / i64::from(super::batch::CONTENDED_DIVISOR)).max(1);
+        }
         let mut cx = Cx {
             vm: self.vm,
             proc: p,
@@ -156,6 +160,7 @@ impl Sched<'_> {
         p.publish_heap(&g);
         self.account(p, used, seq, &**body);
         g.body = slot.take();
+        self.yielded = matches!(step, Some(Step::Yield));
         match step {
             Some(Step::Exit(reason)) => self.end(p, g, reason),
             Some(Step::Yield) | None => {

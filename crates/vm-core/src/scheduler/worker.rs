@@ -138,6 +138,11 @@ pub(super) struct Sched<'a> {
     last_purge: Instant,
     /// When it last stopped finding work, while `ran_since_purge`.
     idle_since: Option<Instant>,
+    /// The last slice ended in `Step::Yield` (it ran out of budget or time: CPU-bound).
+    pub(super) yielded: bool,
+    /// The current batch waited for the hook (see `batch::CONTENDED_WAIT`): its hooked
+    /// slices get a shorter budget.
+    pub(super) contended: bool,
 }
 
 impl Sched<'_> {
@@ -428,6 +433,8 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         ran_since_purge: false,
         last_purge: Instant::now(),
         idle_since: None,
+        yielded: false,
+        contended: false,
     };
     s.busy_begins();
     let st = &vm.router.sched.stats[index];
