@@ -308,6 +308,10 @@ pub(crate) struct Process {
     /// changes), so the scheduler can batch the slice under the hook without taking
     /// the private lock first.
     pub(crate) hooked: bool,
+    /// Its last slice ended in `Step::Yield` (it used its whole budget: CPU-bound).
+    /// Written by the scheduler that ran it; read when a batch is about to start with
+    /// it (see `scheduler::batch`).
+    pub(crate) cpu_bound: AtomicBool,
     /// Links and monitors. Written only by the process itself (or at spawn, before it
     /// is published); behind a lock of their own, held for one update or one read and
     /// never across a slice, so introspection reads them without waiting for a slice.
@@ -349,6 +353,7 @@ impl Process {
             heap_words: [AtomicU32::new(0), AtomicU32::new(0)],
             queued_bytes: AtomicUsize::new(0),
             hooked,
+            cpu_bound: AtomicBool::new(false),
             private: Mutex::new(Private::new(body)),
         }
     }

@@ -13,7 +13,7 @@
 //! since its first deferral, ends after its current slice to write them.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,13 @@ use super::worker::Sched;
 /// Rounds a batch spins for work, holding the hook, before it ends: well under a
 /// microsecond, enough for a message already on its way.
 const BATCH_SPIN_ROUNDS: u32 = 64;
+/// How long the same spin lasts while only lazy waiters (schedulers with a CPU-bound
+/// process to run) wait for the hook, polling the reactor, so
+/// that a batch serving I/O-bound processes does not hand the GIL to a spinner each
+/// time its queue runs dry for a moment (each such turn costs the I/O-bound processes
+/// a CPU-bound slice and two wake-ups). The lazy waiter still gets its turn within
+/// [`YIELD_AFTER`].
+const LAZY_SPIN: Duration = Duration::from_micros(50);
 /// How long another scheduler may wait to enter a batch before the running batch
 /// ends after its next hooked slice. Without it the waiter's processes wait for
 /// CPython's switch interval (5 ms) on every turn: with one CPU-bound Python process
@@ -45,11 +52,13 @@ const CONTENDED_WAIT: Duration = Duration::from_micros(10);
 /// In a contended batch a hooked slice gets the default budget divided by this. The
 /// GIL is then one core shared by every scheduler's Python processes, and a CPU-bound
 /// process holds it for its whole slice while the others' processes (each needing a
-/// few microseconds) wait: B11's echo with one spinning process kept 47% of its
-/// throughput with 4000-reduction slices (about 200 µs of a tight loop) and 67% with
-/// 1000 (with the hand-over after a CPU-bound slice; 500 gained nothing more). A
-/// process that waits in `receive` before its budget runs out never notices.
-pub(crate) const CONTENDED_DIVISOR: u32 = 4;
+/// few microseconds) wait: B11's echo with one spinning process kept ~50% of its
+/// throughput with 4000-reduction slices (about 0.3 ms of that loop), ~67% at 1000,
+/// ~77% at 500 and ~81% at 250 (with the hand-over rules below). 500 (~40 µs of a
+/// tight loop) keeps the cost of the extra slices for CPU-bound work sharing the GIL
+/// to a few percent (a resume costs about a microsecond). A process that waits in
+/// `receive` before its budget runs out never notices.
+pub(crate) const CONTENDED_DIVISOR: u32 = 8;
 use crate::process::{Priority, Process};
 
 /// Wraps each batch of [`BodyClass::Hooked`](crate::BodyClass) slices on a scheduler
@@ -105,23 +114,43 @@ impl Sched<'_> {
     /// processes queue for the GIL. And a batch that had to wait for the hook gives its
     /// hooked slices a budget divided by [`CONTENDED_DIVISOR`]: with the GIL shared, a
     /// CPU-bound slice is everyone's latency.
+    ///
+    /// A scheduler whose batch would start with a CPU-bound process (`cpu_bound`: its
+    /// last slice ended in `Yield`) waits as a *lazy* waiter (`lazy_hook_waiters`): the
+    /// running batch owes it the hook only once it has waited [`YIELD_AFTER`], keeps
+    /// the hook through a dry moment for up to [`LAZY_SPIN`], and writes its deferred
+    /// sends with the hook held rather than release it to a spinner. Inside a batch, a
+    /// CPU-bound pick while another scheduler waits for the hook is not started: it is
+    /// stashed (it runs first in this scheduler's next batch) and the hook handed over.
+    /// So with the GIL contended, a CPU-bound Python process gets a short slice at
+    /// least every millisecond and whenever the I/O-bound ones leave the GIL idle.
     pub(super) fn run_batch(&mut self, hook: &dyn SliceHook, p: Arc<Process>, prio: Priority) {
         let mut first = Some((p, prio));
         let batch_time = self.vm.config.batch_time;
         let vm = self.vm;
-        let (waiters, since) = &*vm.router.sched.hook_waiters;
+        let sh = &vm.router.sched;
+        let (waiters, since) = &*sh.hook_waiters;
+        let (lazy, lazy_since) = &*sh.lazy_hook_waiters;
+        // Which count this scheduler waits in: lazy if its batch would start with a
+        // CPU-bound process (see the module docs).
+        let (mine, my_since) = match &first {
+            Some((p, _)) if p.cpu_bound.load(Ordering::Relaxed) => (lazy, lazy_since),
+            _ => (waiters, since),
+        };
         let now_ns = || vm.started.elapsed().as_nanos() as u64;
         let yield_after = YIELD_AFTER.as_nanos() as u64;
         let asked = Instant::now();
         // Relaxed throughout: the count only decides when a batch ends early, and a
         // stale read costs at most the old behaviour (the switch interval) or one
         // early hand-over.
-        if waiters.fetch_add(1, Ordering::Relaxed) == 0 {
-            since.store(now_ns(), Ordering::Relaxed);
+        if mine.fetch_add(1, Ordering::Relaxed) == 0 {
+            my_since.store(now_ns(), Ordering::Relaxed);
         }
         let mut entered = false;
         let mut handed_off = false;
         let mut deferred_since: Option<u64> = None;
+        let mut dry_since = 0;
+        let lazy_spin = LAZY_SPIN.as_nanos() as u64;
         // Sends made in the batch are written after it, without the hook (io::defer).
         crate::io::defer::begin();
         // The hook is the embedder's code around the slices (each slice has its own
@@ -131,14 +160,25 @@ impl Sched<'_> {
             hook.batch(&mut || {
                 if !entered {
                     entered = true;
-                    waiters.fetch_sub(1, Ordering::Relaxed);
+                    mine.fetch_sub(1, Ordering::Relaxed);
                     self.contended = asked.elapsed() >= CONTENDED_WAIT;
                 }
                 let start = Instant::now();
                 let mut pick = first.take();
+                let mut first_pick = true;
                 loop {
                     match pick {
                         Some((p, prio)) => {
+                            if !first_pick
+                                && p.hooked
+                                && p.cpu_bound.load(Ordering::Relaxed)
+                                && waiters.load(Ordering::Relaxed) > 0
+                            {
+                                self.stash = Some((p, prio));
+                                handed_off = true;
+                                return;
+                            }
+                            first_pick = false;
                             self.spins = 0;
                             if !p.hooked && start.elapsed() >= batch_time {
                                 self.stash = Some((p, prio));
@@ -146,18 +186,32 @@ impl Sched<'_> {
                             }
                             let hooked = p.hooked;
                             self.run_one(p, prio);
+                            let waited = |since: &AtomicU64| {
+                                now_ns().saturating_sub(since.load(Ordering::Relaxed))
+                                    >= yield_after
+                            };
                             if hooked
-                                && waiters.load(Ordering::Relaxed) > 0
-                                && (self.yielded
-                                    || now_ns().saturating_sub(since.load(Ordering::Relaxed))
-                                        >= yield_after)
+                                && ((waiters.load(Ordering::Relaxed) > 0
+                                    && (self.yielded || waited(since)))
+                                    || (lazy.load(Ordering::Relaxed) > 0 && waited(lazy_since)))
                             {
                                 handed_off = true;
                                 return;
                             }
                             if self.deferred_writes_due(&mut deferred_since) {
-                                // Make the deferred writes now, outside the hook.
-                                return;
+                                if waiters.load(Ordering::Relaxed) == 0
+                                    && lazy.load(Ordering::Relaxed) > 0
+                                {
+                                    // Only schedulers with a CPU-bound process wait:
+                                    // releasing the hook to write would hand it to
+                                    // one of them for a slice. Write with it held.
+                                    self.flush_deferred();
+                                    crate::io::defer::begin();
+                                    deferred_since = None;
+                                } else {
+                                    // Make the deferred writes now, outside the hook.
+                                    return;
+                                }
                             }
                         }
                         None if waiters.load(Ordering::Relaxed) > 0 => {
@@ -173,7 +227,15 @@ impl Sched<'_> {
                             // the OS when the machine is busy). The longer, yielding
                             // spin happens after the batch, without the GIL.
                             self.spins += 1;
-                            if self.spins >= BATCH_SPIN_ROUNDS {
+                            if self.spins == 1 {
+                                dry_since = now_ns();
+                            }
+                            let done = if lazy.load(Ordering::Relaxed) > 0 {
+                                now_ns().saturating_sub(dry_since) >= lazy_spin
+                            } else {
+                                self.spins >= BATCH_SPIN_ROUNDS
+                            };
+                            if done {
                                 self.spins = 0;
                                 return;
                             }
@@ -193,7 +255,7 @@ impl Sched<'_> {
         if !entered {
             // The hook never ran the batch (it panicked, or refused: the interpreter
             // is exiting).
-            waiters.fetch_sub(1, Ordering::Relaxed);
+            mine.fetch_sub(1, Ordering::Relaxed);
         }
         self.flush_deferred();
         if batch.is_err() {
@@ -203,7 +265,7 @@ impl Sched<'_> {
         }
         if handed_off {
             for _ in 0..HANDOFF_ROUNDS {
-                if waiters.load(Ordering::Relaxed) == 0 {
+                if waiters.load(Ordering::Relaxed) == 0 && lazy.load(Ordering::Relaxed) == 0 {
                     break;
                 }
                 std::thread::yield_now();

@@ -113,6 +113,9 @@ pub(crate) struct Shared {
     /// the first of them began (ns since the VM started): a batch ends at its next
     /// hooked slice once a waiter has waited [`batch::YIELD_AFTER`] (see `run_batch`).
     pub(crate) hook_waiters: CachePadded<(AtomicUsize, AtomicU64)>,
+    /// The same for schedulers whose batch would start with a CPU-bound process: the
+    /// running batch owes them a turn only after `YIELD_AFTER` (see `run_batch`).
+    pub(crate) lazy_hook_waiters: CachePadded<(AtomicUsize, AtomicU64)>,
     pub(crate) stats: Vec<CachePadded<SchedStats>>,
     pub(crate) slots: Vec<CachePadded<LifoSlot>>,
     /// Each scheduler's receive timeouts not armed yet (see [`deferred`]).
@@ -134,6 +137,7 @@ impl Shared {
             queues,
             idle: Idle::new(n, online),
             hook_waiters: CachePadded::new((AtomicUsize::new(0), AtomicU64::new(0))),
+            lazy_hook_waiters: CachePadded::new((AtomicUsize::new(0), AtomicU64::new(0))),
             stats: (0..n)
                 .map(|_| CachePadded::new(SchedStats::default()))
                 .collect(),

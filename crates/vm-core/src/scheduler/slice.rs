@@ -161,6 +161,9 @@ impl Sched<'_> {
         self.account(p, used, seq, &**body);
         g.body = slot.take();
         self.yielded = matches!(step, Some(Step::Yield));
+        if p.hooked {
+            p.cpu_bound.store(self.yielded, Ordering::Relaxed);
+        }
         match step {
             Some(Step::Exit(reason)) => self.end(p, g, reason),
             Some(Step::Yield) | None => {
