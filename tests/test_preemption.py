@@ -60,6 +60,28 @@ def test_fairness_one_scheduler_ticker_p99_and_spinners_advance():
     assert min(p99s) <= TICKER_P99_BOUND, f"ticker p99 lateness per run (ms): {per_run_ms}"
 
 
+def test_spinners_share_two_schedulers_evenly():
+    # Four CPU-bound processes on two schedulers (sharing the GIL): each gets about a
+    # quarter. Stealing alone could leave them split one and three (a scheduler with a
+    # spinner is never idle, so it never steals), and the one then got as much as the
+    # three together (ratio ~0.35); the schedulers now even their queues out through
+    # the global queue. A ratio, not a speed: a slow machine slows all four alike.
+    def main():
+        me = self_pid()
+        deadline = time.monotonic() + 1.5
+        for _ in range(4):
+            spawn(spinner, me, deadline)
+        return sorted(receive(timeout=10)[1] for _ in range(4))
+
+    ratios = []  # a second try for a run disturbed by other load
+    for _ in range(2):
+        counts = run(main, schedulers=2)
+        ratios.append(counts[0] / counts[-1])
+        if ratios[-1] >= 0.5:
+            break
+    assert max(ratios) >= 0.5, f"least/most iterations per run: {ratios}"
+
+
 #: Behaviour, not speed: unpreempted spinners would hold the only scheduler for good
 #: (the ticker starves); preempted, the ticker is a few ms late at worst (B7 measures
 #: that figure; 50 ms leaves room for a loaded CI machine).

@@ -193,7 +193,9 @@ impl Sched<'_> {
     fn pop(&mut self, prio: Priority) -> Option<Arc<Process>> {
         if prio == Priority::Normal {
             let inj = self.queues().injector(prio);
-            if !inj.is_empty() {
+            // A scheduler whose queue is the long one leaves the global queue to the
+            // others (it may have just put a process there to even them out).
+            if !inj.is_empty() && !self.longest_queue(prio) {
                 if self.ticks.is_multiple_of(GLOBAL_EVERY) {
                     if let Steal::Success(p) = inj.steal() {
                         self.lifo_streak = 0;
@@ -288,12 +290,40 @@ impl Sched<'_> {
 
     /// Puts a process that used its slice at the back of this scheduler's queue for
     /// its priority (never in the LIFO slot: that would let it run again at once).
+    ///
+    /// Unless this scheduler's queue is longer than another online scheduler's by more
+    /// than one: then it goes to the global queue, which every scheduler looks at
+    /// before its own, so CPU-bound processes spread evenly. Stealing alone never
+    /// evens them out, since only an idle scheduler steals and a scheduler with one
+    /// spinner is never idle: with four spinners split one and three, the one got as
+    /// much CPU as the three together. (The BEAM balances its run queues periodically
+    /// for the same reason.) Only a process that used its slice comes here, so this
+    /// costs a few loads per CPU-bound slice.
     pub(super) fn requeue(&self, p: Arc<Process>) {
         let prio = p.priority();
         self.queues().count_in(prio);
+        if self.longest_queue(prio) {
+            self.queues().inject(p, prio);
+            self.shared().wake_one();
+            return;
+        }
         if self.workers.push(p, prio) >= super::WAKE_SURPLUS {
             self.shared().wake_one();
         }
+    }
+
+    /// This scheduler's queue of `prio` is longer than some other online scheduler's
+    /// by more than one (see [`requeue`](Self::requeue)).
+    fn longest_queue(&self, prio: Priority) -> bool {
+        let mine = self.workers.queue(prio).len();
+        if mine < 2 {
+            return false;
+        }
+        let qs = self.queues();
+        let online = self.shared().online().min(qs.schedulers());
+        (0..online)
+            .filter(|&j| j != self.index)
+            .any(|j| qs.stealer(j, prio).len() + 1 < mine)
     }
 
     /// Parks until woken: in the reactor's `epoll_wait` if the VM has sockets and no
