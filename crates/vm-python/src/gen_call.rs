@@ -271,7 +271,16 @@ pub(crate) fn _gen_call(
         timeout: timeout_term,
     };
     let req = to_fragment(request)?;
-    let sent = match crate::dist::monitor_target(server)? {
+    // A pid of this VM (the common case) needs no look at distribution.
+    let local = match server.downcast_exact::<PyPid>() {
+        Ok(p) => local_pid(p.get()),
+        Err(_) => None,
+    };
+    let target = match local {
+        Some(_) => None,
+        None => crate::dist::monitor_target(server)?,
+    };
+    let sent = match target {
         // A server on another node: a remote monitor (whose DOWN uses a local ref) and
         // the request over the wire; the reply comes to our pid as `{Ref, Reply}`.
         Some(target) => {
@@ -296,7 +305,11 @@ pub(crate) fn _gen_call(
             Some(Some(mref))
         }
         None => {
-            let Some(pid) = resolve(py, server)? else {
+            let resolved = match local {
+                Some(pid) => Some(pid),
+                None => resolve(py, server)?,
+            };
+            let Some(pid) = resolved else {
                 return Err(call.error(py, PyAtom(Atom::NOPROC).into_py(py)));
             };
             with_cx(|cx| {

@@ -31,7 +31,7 @@
 //!   is not, and the note of a process that exits waiting, is dropped when armed (the
 //!   wait is over, or there is no process) or fires to nobody.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -74,16 +74,36 @@ const WITHDRAW_SCAN: usize = 16;
 const YOUNG_SLICES: u64 = 8;
 
 /// One scheduler's notes.
-#[derive(Default)]
 pub(crate) struct Deferred {
     notes: Mutex<Vec<Note>>,
     /// Notes on the list (read without the lock: the common "nothing to arm" check).
     len: AtomicUsize,
+    /// The oldest note's `seq` (`u64::MAX` when none): written under the lock, read
+    /// without it at slice ends, which then need no lock while every note is young
+    /// (a call's note, during the server's slice).
+    oldest_seq: AtomicU64,
+}
+
+impl Default for Deferred {
+    fn default() -> Self {
+        Deferred {
+            notes: Mutex::default(),
+            len: AtomicUsize::new(0),
+            oldest_seq: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 impl Deferred {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Note>> {
         self.notes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes the list's length and oldest `seq` (call with the lock held).
+    fn publish(&self, n: &[Note]) {
+        self.oldest_seq
+            .store(n.first().map_or(u64::MAX, |x| x.seq), Ordering::Release);
+        self.len.store(n.len(), Ordering::Release);
     }
 
     /// Leaves a note for `pid`'s wait number `generation`, which began `at` (during
@@ -97,7 +117,7 @@ impl Deferred {
             at,
             seq,
         });
-        self.len.store(n.len(), Ordering::Release);
+        self.publish(&n);
     }
 
     /// Withdraws the note of `pid`'s wait `generation`, which ended (looked for among
@@ -112,7 +132,7 @@ impl Deferred {
             .rposition(|x| x.pid == pid && x.generation == generation)
         {
             n.remove(from + k);
-            self.len.store(n.len(), Ordering::Release);
+            self.publish(&n);
         }
     }
 
@@ -136,7 +156,7 @@ impl Deferred {
         } else {
             n.drain(..k).collect()
         };
-        self.len.store(n.len(), Ordering::Release);
+        self.publish(&n);
         out
     }
 }
@@ -197,9 +217,9 @@ pub(crate) fn arm_old(vm: &VmInner, list: &Deferred, seq: Option<u64>) {
 #[inline(never)]
 fn arm_old_notes(vm: &VmInner, list: &Deferred, seq: Option<u64>) {
     if let Some(seq) = seq {
-        let oldest = list.lock().first().map(|n| n.seq);
+        let oldest = list.oldest_seq.load(Ordering::Acquire);
         // Sequence numbers advance by two per slice.
-        if oldest.is_none_or(|o| seq < o.saturating_add(2 * YOUNG_SLICES)) {
+        if seq < oldest.saturating_add(2 * YOUNG_SLICES) {
             return;
         }
     }
