@@ -116,7 +116,7 @@ impl Sched<'_> {
     /// CPU-bound slice is everyone's latency.
     ///
     /// A scheduler whose batch would start with a CPU-bound process (`cpu_bound`: its
-    /// last slice ended in `Yield`) waits as a *lazy* waiter (`lazy_hook_waiters`): the
+    /// last slice ended in `Yield`) waits as a *lazy* waiter (`hook_waiters[1]`): the
     /// running batch owes it the hook only once it has waited [`YIELD_AFTER`], keeps
     /// the hook through a dry moment for up to [`LAZY_SPIN`], and writes its deferred
     /// sends with the hook held rather than release it to a spinner. Inside a batch, a
@@ -129,8 +129,7 @@ impl Sched<'_> {
         let batch_time = self.vm.config.batch_time;
         let vm = self.vm;
         let sh = &vm.router.sched;
-        let (waiters, since) = &*sh.hook_waiters;
-        let (lazy, lazy_since) = &*sh.lazy_hook_waiters;
+        let [(waiters, since), (lazy, lazy_since)] = &*sh.hook_waiters;
         // Which count this scheduler waits in: lazy if its batch would start with a
         // CPU-bound process (see the module docs).
         let (mine, my_since) = match &first {

@@ -112,10 +112,10 @@ pub(crate) struct Shared {
     /// Schedulers waiting to enter a [`SliceHook`] batch (blocked on the GIL), and when
     /// the first of them began (ns since the VM started): a batch ends at its next
     /// hooked slice once a waiter has waited [`batch::YIELD_AFTER`] (see `run_batch`).
-    pub(crate) hook_waiters: CachePadded<(AtomicUsize, AtomicU64)>,
-    /// The same for schedulers whose batch would start with a CPU-bound process: the
-    /// running batch owes them a turn only after `YIELD_AFTER` (see `run_batch`).
-    pub(crate) lazy_hook_waiters: CachePadded<(AtomicUsize, AtomicU64)>,
+    /// `[0]`: urgent waiters; `[1]`: lazy ones, whose batch would start with a
+    /// CPU-bound process (the running batch owes them a turn only after
+    /// `YIELD_AFTER`). One cache line for both: a batch reads both after every slice.
+    pub(crate) hook_waiters: CachePadded<[(AtomicUsize, AtomicU64); 2]>,
     pub(crate) stats: Vec<CachePadded<SchedStats>>,
     pub(crate) slots: Vec<CachePadded<LifoSlot>>,
     /// Each scheduler's receive timeouts not armed yet (see [`deferred`]).
@@ -136,8 +136,9 @@ impl Shared {
         let shared = Shared {
             queues,
             idle: Idle::new(n, online),
-            hook_waiters: CachePadded::new((AtomicUsize::new(0), AtomicU64::new(0))),
-            lazy_hook_waiters: CachePadded::new((AtomicUsize::new(0), AtomicU64::new(0))),
+            hook_waiters: CachePadded::new(std::array::from_fn(|_| {
+                (AtomicUsize::new(0), AtomicU64::new(0))
+            })),
             stats: (0..n)
                 .map(|_| CachePadded::new(SchedStats::default()))
                 .collect(),

@@ -161,7 +161,8 @@ impl Sched<'_> {
         self.account(p, used, seq, &**body);
         g.body = slot.take();
         self.yielded = matches!(step, Some(Step::Yield));
-        if p.hooked {
+        // Written only when it changes: a store per slice would dirty the line.
+        if p.hooked && p.cpu_bound.load(Ordering::Relaxed) != self.yielded {
             p.cpu_bound.store(self.yielded, Ordering::Relaxed);
         }
         match step {
