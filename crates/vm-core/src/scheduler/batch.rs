@@ -148,7 +148,7 @@ impl Sched<'_> {
         let mut entered = false;
         let mut handed_off = false;
         let mut deferred_since: Option<u64> = None;
-        let mut dry_since = 0;
+        let mut dry_since: Option<u64> = None;
         let lazy_spin = LAZY_SPIN.as_nanos() as u64;
         // Sends made in the batch are written after it, without the hook (io::defer).
         crate::io::defer::begin();
@@ -227,10 +227,12 @@ impl Sched<'_> {
                             // spin happens after the batch, without the GIL.
                             self.spins += 1;
                             if self.spins == 1 {
-                                dry_since = now_ns();
+                                dry_since = None;
                             }
                             let done = if lazy.load(Ordering::Relaxed) > 0 {
-                                now_ns().saturating_sub(dry_since) >= lazy_spin
+                                // The clock only while a lazy waiter keeps us spinning.
+                                let t = *dry_since.get_or_insert_with(now_ns);
+                                now_ns().saturating_sub(t) >= lazy_spin
                             } else {
                                 self.spins >= BATCH_SPIN_ROUNDS
                             };

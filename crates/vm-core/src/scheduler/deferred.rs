@@ -31,7 +31,7 @@
 //!   is not, and the note of a process that exits waiting, is dropped when armed (the
 //!   wait is over, or there is no process) or fires to nobody.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -76,11 +76,10 @@ const YOUNG_SLICES: u64 = 8;
 /// One scheduler's notes.
 pub(crate) struct Deferred {
     notes: Mutex<Vec<Note>>,
-    /// Notes on the list (read without the lock: the common "nothing to arm" check).
-    len: AtomicUsize,
     /// The oldest note's `seq` (`u64::MAX` when none): written under the lock, read
-    /// without it at slice ends, which then need no lock while every note is young
-    /// (a call's note, during the server's slice).
+    /// without it at slice ends, for the common "nothing to arm" check and, while
+    /// every note is young (a call's note, during the server's slice), to need no
+    /// lock either.
     oldest_seq: AtomicU64,
 }
 
@@ -88,7 +87,6 @@ impl Default for Deferred {
     fn default() -> Self {
         Deferred {
             notes: Mutex::default(),
-            len: AtomicUsize::new(0),
             oldest_seq: AtomicU64::new(u64::MAX),
         }
     }
@@ -99,11 +97,10 @@ impl Deferred {
         self.notes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Publishes the list's length and oldest `seq` (call with the lock held).
+    /// Publishes the list's oldest `seq` (call with the lock held).
     fn publish(&self, n: &[Note]) {
         self.oldest_seq
             .store(n.first().map_or(u64::MAX, |x| x.seq), Ordering::Release);
-        self.len.store(n.len(), Ordering::Release);
     }
 
     /// Leaves a note for `pid`'s wait number `generation`, which began `at` (during
@@ -139,7 +136,7 @@ impl Deferred {
     /// Whether any note waits (no lock).
     #[inline]
     pub(crate) fn pending(&self) -> bool {
-        self.len.load(Ordering::Acquire) > 0
+        self.oldest_seq.load(Ordering::Acquire) != u64::MAX
     }
 
     /// Takes the notes left at or before `before` (all of them for `None`), at most
@@ -248,7 +245,7 @@ mod tests {
         d.withdraw(pid(3), 1); // the newest: a call's reply came
         d.withdraw(pid(1), 1); // one further back
         d.withdraw(pid(0), 2); // another wait of that process: not this note
-        assert_eq!(d.len.load(Ordering::Relaxed), 2);
+        assert_eq!(d.lock().len(), 2);
         let old = d.take(Some(t0 + ms(1)), usize::MAX);
         assert_eq!(old.iter().map(|n| n.pid).collect::<Vec<_>>(), [pid(0)]);
         assert!(d.pending(), "pid 2's note is younger");
@@ -266,6 +263,6 @@ mod tests {
             d.push(pid(i), 1, t0, t0, 0);
         }
         d.withdraw(pid(0), 1); // too far back: left for the sweep, which drops it
-        assert_eq!(d.len.load(Ordering::Relaxed), WITHDRAW_SCAN + 4);
+        assert_eq!(d.lock().len(), WITHDRAW_SCAN + 4);
     }
 }

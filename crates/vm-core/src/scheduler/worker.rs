@@ -297,8 +297,10 @@ impl Sched<'_> {
     /// evens them out, since only an idle scheduler steals and a scheduler with one
     /// spinner is never idle: with four spinners split one and three, the one got as
     /// much CPU as the three together. (The BEAM balances its run queues periodically
-    /// for the same reason.) Only a process that used its slice comes here, so this
-    /// costs a few loads per CPU-bound slice.
+    /// for the same reason.) Only a process that ran a slice and is runnable again
+    /// comes here (it yielded, or signals came as it was about to wait; a wake-up by
+    /// a message goes through `Shared::enqueue`), and a queue shorter than two costs
+    /// one load.
     pub(super) fn requeue(&self, p: Arc<Process>) {
         let prio = p.priority();
         self.queues().count_in(prio);
