@@ -147,19 +147,25 @@ impl SliceHook for ExclusiveHook {
     }
 }
 
+/// Two schedulers whose hooked slices share one [`ExclusiveHook`], as Python
+/// processes share the GIL.
+fn two_schedulers_one_exclusive_hook() -> Vm {
+    Vm::start(VmConfig {
+        schedulers: 2,
+        schedulers_online: 2,
+        slice_hook: Some(Arc::new(ExclusiveHook::default())),
+        ..VmConfig::default()
+    })
+    .expect("vm starts")
+}
+
 #[test]
 fn a_batch_that_never_runs_dry_hands_the_hook_to_a_waiting_scheduler() {
     // Two hooked processes that always have work, on two schedulers: each batch would
     // go on for ever, so the scheduler that is not holding the exclusive hook would
     // wait for it for ever with its process. A waiter that has waited YIELD_AFTER
     // (1 ms) makes the running batch end after its current slice.
-    let vm = Vm::start(VmConfig {
-        schedulers: 2,
-        schedulers_online: 2,
-        slice_hook: Some(Arc::new(ExclusiveHook::default())),
-        ..VmConfig::default()
-    })
-    .expect("vm starts");
+    let vm = two_schedulers_one_exclusive_hook();
     let slices: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
     for i in 0..2 {
         let s = slices.clone();
@@ -190,8 +196,8 @@ fn a_cpu_bound_slice_hands_a_contended_hook_over_and_contended_slices_are_shorte
     // Two hooked processes that always have work, on two schedulers sharing one
     // exclusive hook, as Python processes share the GIL: `cpu` ends every slice in
     // Yield (CPU-bound), `busy` sends itself a message and waits (a process that keeps
-    // receiving). Each slice notes, under the hook, who ran, the budget it got, its
-    // thread and when it started.
+    // receiving). Each slice notes, under the hook, who ran, the budget it got and its
+    // thread.
     // - Asserted: a batch that waited for the hook gives its slices an eighth of the
     //   budget, and no other budget is ever given; both keep running.
     // - Measured, not asserted: `cpu` runs one slice per turn and `busy` ~47 (its
@@ -214,7 +220,7 @@ fn a_cpu_bound_slice_hands_a_contended_hook_over_and_contended_slices_are_shorte
         }
         log = contended_log();
     }
-    for &(_, b, _, _) in log.iter() {
+    for &(_, b, _) in log.iter() {
         assert!(b == full || b == full / 8, "a slice got budget {b}");
     }
     assert!(
@@ -251,17 +257,11 @@ fn a_cpu_bound_slice_hands_a_contended_hook_over_and_contended_slices_are_shorte
     );
 }
 
-/// One run of the test above: every slice's (process, budget, thread, start), until
-/// the hook changed hands 200 times.
-fn contended_log() -> Vec<(usize, i64, std::thread::ThreadId, std::time::Instant)> {
-    let vm = Vm::start(VmConfig {
-        schedulers: 2,
-        schedulers_online: 2,
-        slice_hook: Some(Arc::new(ExclusiveHook::default())),
-        ..VmConfig::default()
-    })
-    .expect("vm starts");
-    type Log = Vec<(usize, i64, std::thread::ThreadId, std::time::Instant)>;
+/// One run of the test above: every slice's (process, budget, thread), until the hook
+/// changed hands 200 times.
+fn contended_log() -> Vec<(usize, i64, std::thread::ThreadId)> {
+    let vm = two_schedulers_one_exclusive_hook();
+    type Log = Vec<(usize, i64, std::thread::ThreadId)>;
     let log: Arc<std::sync::Mutex<Log>> = Arc::default();
     let spin = || {
         let t = std::time::Instant::now();
@@ -271,9 +271,7 @@ fn contended_log() -> Vec<(usize, i64, std::thread::ThreadId, std::time::Instant
     let l = log.clone();
     vm.spawn(Hooked(move |cx: &mut Cx<'_>| {
         let budget = cx.budget_left();
-        l.lock()
-            .unwrap()
-            .push((0, budget, me(), std::time::Instant::now()));
+        l.lock().unwrap().push((0, budget, me()));
         cx.bump(budget);
         spin();
         Step::Yield
@@ -281,9 +279,7 @@ fn contended_log() -> Vec<(usize, i64, std::thread::ThreadId, std::time::Instant
     .unwrap();
     let l = log.clone();
     vm.spawn(Hooked(move |cx: &mut Cx<'_>| {
-        l.lock()
-            .unwrap()
-            .push((1, cx.budget_left(), me(), std::time::Instant::now()));
+        l.lock().unwrap().push((1, cx.budget_left(), me()));
         cx.recv();
         let pid = cx.self_pid();
         cx.send(pid, int(1));
