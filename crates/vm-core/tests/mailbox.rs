@@ -403,3 +403,54 @@ fn keyed_receive_in_a_short_queue_finds_the_match() {
     assert_eq!(m, Some(Term::Tuple(vec![Term::Ref(r), Term::Int(2)])));
     assert_eq!(first, Some(Term::Int(1)));
 }
+
+/// A process that only takes messages in arrival order never pays for the index,
+/// however long its queue grows (a fan-in sink: B4); one that receives by key gets
+/// the queue indexed at its first keyed receive, and when it goes back to plain
+/// receives the index is dropped once stale entries dominate, so a steady flood keeps
+/// it bounded.
+#[test]
+fn only_a_process_that_receives_by_key_has_its_queue_indexed() {
+    use vm_core::process::mailbox::{Mailbox, INDEX_THRESHOLD};
+    let mut mb = Mailbox::default();
+    for i in 0..10_000 {
+        mb.push(term(Term::Tuple(vec![Term::atom("job"), Term::Int(i)])));
+        if i % 3 == 0 {
+            mb.pop_front();
+        }
+    }
+    assert!(!mb.is_indexed(), "arrival-order takes only: no index");
+    let live = mb.len();
+    let r = Ref::new();
+    mb.push(term(Term::Tuple(vec![Term::Ref(r), Term::Int(1)])));
+    assert!(mb.take_keyed(Key::of_ref(r), &mut |_| true).is_some());
+    assert!(
+        mb.is_indexed(),
+        "a keyed receive on a long queue indexes it"
+    );
+    assert!(
+        mb.examined() <= 1,
+        "the first keyed receive found its message through the index"
+    );
+    // Back to plain receives under a steady flood: the index goes once it is mostly
+    // stale, and its size stays bounded meanwhile.
+    let mut peak = 0;
+    for i in 0..50_000 {
+        mb.push(term(Term::Tuple(vec![Term::atom("job"), Term::Int(i)])));
+        mb.pop_front();
+        peak = peak.max(mb.heap_bytes());
+    }
+    assert_eq!(mb.len(), live);
+    assert!(!mb.is_indexed(), "plain receives dropped the stale index");
+    assert!(
+        peak < 64 * (live + 4 * INDEX_THRESHOLD) + (1 << 20),
+        "peak {peak} bytes"
+    );
+    // A keyed receive again indexes the whole queue again: still found by key.
+    let tag = Term::atom("rare");
+    mb.push(term(Term::Tuple(vec![tag.clone(), Term::Int(2)])));
+    let key = Key::Atom(vm_core::Atom::new("rare").index());
+    let before = mb.examined();
+    assert!(mb.take_keyed(key, &mut |_| true).is_some());
+    assert!(mb.examined() - before <= 1);
+}

@@ -29,27 +29,12 @@ pub(crate) const SPAWN_COST: i64 = 10;
 /// Reductions per received message.
 pub(crate) const RECV_COST: i64 = 1;
 
-/// Signals a scheduler's drain buffer keeps room for between drains; a flood that
-/// made it bigger gives the memory back (48 bytes per signal: 48 MB after a drain of a
-/// million messages, held for the life of the scheduler otherwise).
-const KEEP_DRAIN_BUF: usize = 4096;
-
-/// The (empty) drain buffer to keep: `sigs` itself unless a flood grew it.
-fn keep_small(sigs: Vec<Signal>) -> Vec<Signal> {
-    if sigs.capacity() > KEEP_DRAIN_BUF {
-        Vec::with_capacity(KEEP_DRAIN_BUF)
-    } else {
-        sigs
-    }
-}
-
 /// The running process's view of the VM. See the module docs.
 pub struct Cx<'a> {
     pub(crate) vm: &'a Arc<VmInner>,
     pub(crate) proc: &'a Arc<Process>,
     pub(crate) p: &'a mut Private,
     pub(crate) budget: i64,
-    pub(crate) buf: &'a mut Vec<Signal>,
     /// Messages sent in this slice (the scheduler adds them to its counter).
     pub(crate) sent: u64,
     /// The scheduler running this slice (its index).
@@ -111,13 +96,10 @@ impl<'a> Cx<'a> {
         if self.proc.inbox.is_empty() {
             return;
         }
-        self.buf.clear();
-        self.proc.inbox.take_all(self.buf);
-        let mut sigs = std::mem::take(self.buf);
-        for s in sigs.drain(..) {
+        let proc = self.proc;
+        for s in proc.inbox.drain() {
             self.handle_signal(s);
         }
-        *self.buf = keep_small(sigs);
         self.publish_queue_len();
     }
 
@@ -181,11 +163,9 @@ impl<'a> Cx<'a> {
         if self.proc.inbox.is_empty() {
             return None;
         }
-        self.buf.clear();
-        self.proc.inbox.take_all(self.buf);
-        let mut sigs = std::mem::take(self.buf);
+        let proc = self.proc;
         let mut first = None;
-        for s in sigs.drain(..) {
+        for s in proc.inbox.drain() {
             match s {
                 Signal::Message(m) if first.is_none() && self.p.mailbox.is_empty() => {
                     first = Some(m);
@@ -193,7 +173,6 @@ impl<'a> Cx<'a> {
                 other => self.handle_signal(other),
             }
         }
-        *self.buf = keep_small(sigs);
         self.publish_queue_len();
         first
     }

@@ -25,7 +25,9 @@
 //!   process starts QUEUED and is enqueued by its spawner.
 //! * `take_all` (owner, RUNNING) swaps the head out, keeping the state, and reverses the
 //!   detached chain into push order. The owner detaches the *whole* chain at once, so a
-//!   node is never popped individually while others push: no ABA.
+//!   node is never popped individually while others push: no ABA. `drain` detaches the
+//!   same way and relinks the chain in place, handing the signals out as an iterator
+//!   (what a process's drain uses: no buffer to grow for a flood).
 //! * `park` (owner, end of a slice that waits) CASes `null | RUNNING` to `null | IDLE`;
 //!   if anything was pushed since the owner last looked, the CAS fails and the process
 //!   is QUEUED again instead.
@@ -270,6 +272,46 @@ impl<T> Inbox<T> {
         self.detached(head(old), out)
     }
 
+    /// Like [`Inbox::take_all`], without a buffer: detaches the chain and hands its
+    /// signals out in push order as an iterator. The chain is reversed in place (no
+    /// allocation: a drain of a flood used to grow a buffer of a million signals, and
+    /// page in fresh memory for it, on every drain once the buffer gave memory back).
+    /// Signals the iterator has not handed out when it is dropped are dropped with it.
+    pub fn drain(&self) -> Drain<T> {
+        let running = RunState::Running as usize;
+        if self.word.load(Ordering::Relaxed) == running {
+            return Drain::empty();
+        }
+        // While RUNNING only the owner changes the state, so the swap keeps it.
+        let old = self.word.swap(running, Ordering::Acquire);
+        debug_assert_eq!(RunState::of(old), RunState::Running);
+        let mut cur = head::<T>(old);
+        let mut oldest = std::ptr::null_mut();
+        let (mut n, mut bytes) = (0usize, 0usize);
+        while !cur.is_null() {
+            // SAFETY: the acquire swap above detached this chain: every node in it was
+            // created by `push` with `Box::into_raw` and published by a release CAS, and
+            // no other thread can reach it any more, so this thread owns the nodes
+            // exclusively and may relink them.
+            unsafe {
+                let next = (*cur).next;
+                (*cur).next = oldest;
+                bytes += (*cur).bytes;
+                oldest = cur;
+                cur = next;
+            }
+            n += 1;
+        }
+        self.len.fetch_sub(n as u32, Ordering::Relaxed);
+        if bytes > 0 {
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        Drain {
+            cur: oldest,
+            _owns: PhantomData,
+        }
+    }
+
     /// Closes the inbox (DONE): later pushes fail. Returns what was pushed before, in
     /// order.
     pub fn close(&self, out: &mut Vec<T>) -> usize {
@@ -324,6 +366,50 @@ impl<T> Inbox<T> {
     }
 }
 
+/// The signals detached by [`Inbox::drain`], oldest first. Owns the nodes it has not
+/// handed out yet and frees them when dropped.
+pub struct Drain<T> {
+    cur: *mut Node<T>,
+    _owns: PhantomData<Box<Node<T>>>,
+}
+
+impl<T> Drain<T> {
+    fn empty() -> Self {
+        Drain {
+            cur: std::ptr::null_mut(),
+            _owns: PhantomData,
+        }
+    }
+}
+
+impl<T> Iterator for Drain<T> {
+    type Item = T;
+
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        if self.cur.is_null() {
+            return None;
+        }
+        // SAFETY: `cur` is a node of the chain `Inbox::drain` detached and relinked
+        // (created by `push` with `Box::into_raw`, owned exclusively by this iterator);
+        // each node is taken out of the chain and freed exactly once, here or in `drop`.
+        let node = unsafe { Box::from_raw(self.cur) };
+        self.cur = node.next;
+        Some(node.value)
+    }
+}
+
+impl<T> Drop for Drain<T> {
+    fn drop(&mut self) {
+        for _ in self.by_ref() {}
+    }
+}
+
+// SAFETY: a `Drain` owns its nodes exclusively (no other thread can reach a detached
+// chain) and hands out `T`s by value, as a `Vec<T>` would: it may move to another
+// thread when `T` may.
+unsafe impl<T: Send> Send for Drain<T> {}
+
 impl<T> Drop for Inbox<T> {
     fn drop(&mut self) {
         let mut sink = Vec::new();
@@ -358,6 +444,39 @@ mod tests {
         assert_eq!(ib.push(11), Err(11));
         assert_eq!(ib.state(), RunState::Done);
         assert!(!ib.begin(), "a done process is not run");
+    }
+
+    #[test]
+    fn drain_hands_signals_out_in_push_order_and_frees_what_it_did_not_hand_out() {
+        let ib = running();
+        let token = Arc::new(());
+        for i in 0..5 {
+            ib.push_sized((i, token.clone()), 3).unwrap();
+        }
+        assert_eq!((ib.len(), ib.bytes()), (5, 15));
+        let mut d = ib.drain();
+        assert_eq!((ib.len(), ib.bytes()), (0, 0), "counters drop at detach");
+        assert_eq!(d.next().map(|(i, _)| i), Some(0));
+        assert_eq!(d.next().map(|(i, _)| i), Some(1));
+        drop(d);
+        assert_eq!(
+            Arc::strong_count(&token),
+            1,
+            "the 3 signals not handed out were freed"
+        );
+        assert!(ib.is_empty());
+        assert_eq!(
+            ib.drain().count(),
+            0,
+            "nothing pushed since: an empty drain"
+        );
+        ib.push((9, token.clone())).unwrap();
+        assert_eq!(ib.drain().map(|(i, _)| i).collect::<Vec<_>>(), vec![9]);
+        assert_eq!(
+            ib.state(),
+            RunState::Running,
+            "draining keeps the owner running"
+        );
     }
 
     #[test]

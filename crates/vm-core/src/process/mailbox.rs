@@ -21,14 +21,23 @@
 //!   tuple's tag — its first element when that is an atom, small integer or text;
 //!   the policy is [`Key::of_elem`], which receive patterns use too) to the
 //!   sequence numbers of messages carrying them. It exists only while the queue is long
-//!   (`INDEX_THRESHOLD`): arrivals from then on are indexed, the few older messages are
-//!   scanned. Entries of messages taken by other receives go stale and are skipped and
-//!   dropped lazily; the index is rebuilt when stale entries dominate and dropped when
-//!   the queue empties. A keyed receive thus costs a hash lookup plus a scan of at most
-//!   `INDEX_THRESHOLD` unindexed messages, whatever the queue length — BEAM gets this
-//!   only for references created after a receive marker; we get it for tags too.
+//!   (`INDEX_THRESHOLD`) *and* the process receives by key: a process that only takes
+//!   messages in arrival order (a fan-in sink, a worker) never pays for it. The first
+//!   keyed receive on a long queue indexes the queue once; from then on arrivals are
+//!   indexed as they come, and when the queue next grows long, arrivals from the
+//!   threshold on are indexed and the few older messages are scanned. Entries of
+//!   messages taken by other receives go stale and are skipped and dropped lazily; the
+//!   index is rebuilt when stale entries dominate a keyed take, dropped when stale
+//!   entries dominate arrival-order takes (the process has gone back to plain
+//!   receives: the next keyed receive indexes again) and when the queue empties. A
+//!   keyed receive thus costs a hash lookup plus a scan of at most `INDEX_THRESHOLD`
+//!   unindexed messages, whatever the queue length (amortised: the first one on a long
+//!   queue examines it once) — BEAM gets this only for references created after a
+//!   receive marker; we get it for tags too.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::OnceLock;
 
 use crate::term::{Atom, Fragment, Kind, Ref, Term, View};
 
@@ -48,7 +57,7 @@ pub const KEEP_SLOTS: usize = 1024;
 pub const REF_SCAN_ELEMS: usize = 3;
 
 /// What a keyed receive looks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Key {
     /// A reference among the first [`REF_SCAN_ELEMS`] elements of a tuple message.
     Ref(u64),
@@ -155,6 +164,78 @@ impl Key {
     }
 }
 
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // One word per key: the variant in the top bits' stead (an odd multiple per
+        // variant), the value below. Equality still compares variants.
+        let (tag, v) = match *self {
+            Key::Ref(r) => (0u64, r),
+            Key::Atom(a) => (1, u64::from(a)),
+            Key::Int(i) => (2, i as u64),
+            Key::Str(h) => (3, h),
+            Key::Bare(h) => (4, h),
+        };
+        state.write_u64(v ^ tag.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    }
+}
+
+/// The index's hasher: one folded multiply of the key's word with a per-run random
+/// seed. Keys are single words (see `impl Hash for Key`), and text keys are FNV values
+/// of what senders chose, so the seed is what keeps a sender from aiming many keys at
+/// one bucket; SipHash (the standard map's default) cost ~20 ns per arrival of an
+/// indexed mailbox, which a fan-in to a keyed receiver pays on every message.
+#[derive(Clone, Copy)]
+struct KeyHasher {
+    seed: u64,
+    h: u64,
+}
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.h
+    }
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `Key`; fold anything else in word by word.
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        let p = u128::from(n ^ self.h ^ self.seed) * 0x5851_F42D_4C95_7F2D_u128;
+        self.h = (p as u64) ^ ((p >> 64) as u64);
+    }
+}
+
+/// Builds [`KeyHasher`]s with the run's seed.
+#[derive(Clone, Copy)]
+struct KeyHashBuilder(u64);
+
+impl Default for KeyHashBuilder {
+    fn default() -> Self {
+        static SEED: OnceLock<u64> = OnceLock::new();
+        KeyHashBuilder(*SEED.get_or_init(|| {
+            // The standard library's per-process random keys, drawn once.
+            std::collections::hash_map::RandomState::new().hash_one(0x6b65_7973_u64) | 1
+        }))
+    }
+}
+
+impl BuildHasher for KeyHashBuilder {
+    type Hasher = KeyHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher { seed: self.0, h: 0 }
+    }
+}
+
 /// FNV-1a over a text's bytes (or another value's: see [`Key::of_bare`]): a key for the index, equal for equal texts in any
 /// representation (inline, refcounted, owned).
 fn str_hash(b: &[u8]) -> u64 {
@@ -191,7 +272,7 @@ fn has_key(v: View<'_>, key: Key) -> bool {
 #[derive(Default)]
 struct Index {
     /// Sequence numbers per key, ascending.
-    by_key: HashMap<Key, VecDeque<u64>>,
+    by_key: HashMap<Key, VecDeque<u64>, KeyHashBuilder>,
     /// First sequence number that was indexed; older messages are scanned.
     start: u64,
     /// Total entries (live + stale), to decide when to rebuild.
@@ -210,6 +291,9 @@ pub struct Mailbox {
     bytes: usize,
     save: u64,
     index: Option<Box<Index>>,
+    /// A keyed receive was made and the index has not been dropped since: a long queue
+    /// is indexed as it grows. False for a process that takes messages in arrival order.
+    keyed: bool,
 }
 
 impl Mailbox {
@@ -255,6 +339,12 @@ impl Mailbox {
         self.index.as_deref().map_or(0, |ix| ix.examined)
     }
 
+    /// True while the queue is indexed for keyed receives (see the module docs: only
+    /// a long queue of a process that receives by key is).
+    pub fn is_indexed(&self) -> bool {
+        self.index.is_some()
+    }
+
     fn count_examined(&mut self, n: u64) {
         if let Some(ix) = self.index.as_deref_mut() {
             ix.examined += n;
@@ -266,7 +356,9 @@ impl Mailbox {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += m.byte_size();
-        if self.index.is_none() && self.live >= INDEX_THRESHOLD {
+        if self.keyed && self.index.is_none() && self.live >= INDEX_THRESHOLD {
+            // Only at the threshold: `keyed` is cleared whenever the index is dropped
+            // from a long queue, and a keyed receive on a long queue indexes it whole.
             self.index = Some(Box::new(Index {
                 start: seq,
                 ..Index::default()
@@ -287,6 +379,16 @@ impl Mailbox {
         while let Some((_, slot)) = self.q.pop_front() {
             if let Some(m) = slot {
                 self.after_take(&m);
+                if self
+                    .index
+                    .as_deref()
+                    .is_some_and(|ix| ix.entries > 2 * self.live + 2 * INDEX_THRESHOLD)
+                {
+                    // Arrival-order takes leave their entries stale: the process has gone
+                    // back to plain receives. Stop indexing until it receives by key again.
+                    self.index = None;
+                    self.keyed = false;
+                }
                 if self.q.is_empty() {
                     self.release_storage();
                 }
@@ -348,6 +450,13 @@ impl Mailbox {
         keys: &[Key],
         pred: &mut dyn FnMut(View<'_>) -> bool,
     ) -> Option<Fragment> {
+        if !self.keyed {
+            self.keyed = true;
+            if self.index.is_none() && self.live > INDEX_THRESHOLD {
+                // The first keyed receive on a long queue: index it once, whole.
+                self.rebuild_index();
+            }
+        }
         let unindexed_end = match self.index.as_deref() {
             None => self.next_seq,
             Some(ix) => ix.start,
@@ -441,6 +550,7 @@ impl Mailbox {
     pub fn clear(&mut self) {
         self.q = VecDeque::new();
         self.index = None;
+        self.keyed = false;
         self.live = 0;
         self.bytes = 0;
         self.save = 0;

@@ -71,7 +71,6 @@ impl Sched<'_> {
         body: Option<Box<dyn Body>>,
         reason: Fragment,
     ) {
-        self.buf.clear();
         let (vm, index) = (self.vm, self.index);
         let done = catch_unwind(AssertUnwindSafe(|| {
             let mut g = p.lock();
@@ -116,7 +115,6 @@ impl Sched<'_> {
             proc: p,
             p: &mut g,
             budget,
-            buf: &mut self.buf,
             sent: 0,
             sched: self.index,
         };

@@ -43,7 +43,6 @@ use crossbeam_deque::Steal;
 
 use super::queue::{self, RunQueues, Workers};
 use super::Shared;
-use crate::process::signal::Signal;
 use crate::process::{Priority, Process};
 use crate::vm::VmInner;
 
@@ -121,8 +120,6 @@ pub(super) struct Sched<'a> {
     /// Slices run (the slice sequence number is derived from it).
     pub(super) seq: u64,
     rng: u64,
-    /// Reused buffer for draining inboxes.
-    pub(super) buf: Vec<Signal>,
     /// Rounds spent looking for work since the last pick (see [`SPIN_ROUNDS`]).
     pub(super) spins: u32,
     /// A native process picked inside a batch past `batch_time`: it runs next, after
@@ -457,7 +454,6 @@ pub(crate) fn run(vm: Arc<VmInner>, index: usize, workers: Workers) {
         lifo_streak: 0,
         seq: 0,
         rng: 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1),
-        buf: Vec::new(),
         spins: 0,
         stash: None,
         busy_since: Cell::new(Instant::now()),
