@@ -81,9 +81,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // lazily would fail inside a scheduler thread, issue 9 s.3), and a `str` is text,
     // not an atom-tagged tuple.
     gen_call::init_atoms()?;
-    // The tags of wire-only values (dist.rs), made now: a full atom table later
-    // cannot make receiving a charlist or a fun panic.
-    dist::tags();
+    // (The tags of wire-only values, dist.rs, are predefined atoms too.)
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Types and exceptions.
     m.add_class::<PyAtom>()?;
