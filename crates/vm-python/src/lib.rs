@@ -32,8 +32,10 @@
 //! The module itself is declared here, in one place ([`_native`]).
 //!
 //! Locking rule: never wait for a process's lock while holding the GIL (a scheduler
-//! holds a process's lock while it waits for the GIL to run it): calls that lock a
-//! process (`process_info`) and the VM's start/stop release the GIL first.
+//! holds a process's lock while it waits for the GIL to run it). No call here waits
+//! for one: introspection (`process_info`, `process_summary`, a body's label) reads
+//! published counters and only *tries* the process's lock (vm-core's stats.rs), and the
+//! VM's start and stop, which wait for its threads, release the GIL first.
 
 #![allow(deprecated)] // IntoPy::into_py: still the plain way in pyo3 0.23
 
