@@ -51,7 +51,8 @@ SERVERS = [
     "gevent",
     "erlang",
 ]
-# BENCHMARKS.md, same machine class: round trips/s at 100 / 1,000 / 10,000 connections.
+# The brief's reference figures (the project's benchmark brief, not in this repository),
+# same machine class: round trips/s at 100 / 1,000 / 10,000 connections.
 REFERENCE = {
     "asyncio-streams": "102k / 81k / 42k",
     "asyncio-protocol": "185k / 159k / 93k",
@@ -285,7 +286,7 @@ def report(results: list[dict], statuses: dict, meta: dict) -> str:
         md.append(
             "| server | "
             + " | ".join(f"C={c:,}: round trips/s | p50 / p99 (ms) | CPU ms/1k" for c in conns)
-            + " | BENCHMARKS.md (100 / 1k / 10k) |"
+            + " | the brief's reference figures (100 / 1k / 10k) |"
         )
         md.append("|---" * (1 + 3 * len(conns) + 1) + "|")
         for s in systems:

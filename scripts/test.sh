@@ -15,9 +15,9 @@ apt_install() { # package command
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
       if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq || true; APT_UPDATED=1; fi
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null \
-        || echo "warning: could not install $1; the tests that need $2 will be skipped"
+        || echo "warning: could not install $1; the tests that need $2 will be skipped (fail under CI=true)"
     else
-      echo "warning: $2 missing and cannot be installed here; the tests that need it will be skipped"
+      echo "warning: $2 missing and cannot be installed here; the tests that need it will be skipped (fail under CI=true)"
     fi
   fi
 }
@@ -27,6 +27,12 @@ apt_install chromium chromium
 if command -v erl >/dev/null 2>&1; then
   # erl is here: the distribution tests must run, not skip.
   export VM_DIST_REQUIRE_ERL=1
+fi
+if [ "${CI:-}" = "true" ]; then
+  # In CI the browser and terminal tests must run: a failed install above makes
+  # tests/test_observer_browser.py and tests/test_top_cli.py::test_top_in_a_terminal
+  # fail instead of skipping silently.
+  export VM_REQUIRE_BROWSER=1 VM_REQUIRE_TMUX=1
 fi
 
 echo "== cargo fmt --check"

@@ -65,6 +65,14 @@ def test_run_rejects_unknown_setting():
     assert not beamvm.is_running()
 
 
+def test_run_rejects_a_negative_time_setting_with_its_name():
+    with pytest.raises(ValueError, match=r"^batch_time must be >= 0 seconds, got -1$"):
+        beamvm.run(lambda: None, batch_time=-1)
+    with pytest.raises(TypeError, match=r"^batch_time must be a number of seconds or None, not"):
+        beamvm.run(lambda: None, batch_time="1ms")
+    assert not beamvm.is_running()
+
+
 def test_start_stop_embedding():
     beamvm.start(schedulers=1)
     try:

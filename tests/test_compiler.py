@@ -590,7 +590,7 @@ def test_kill_preempted_busy_process():
     exc = R.kill(p.gen)
     assert isinstance(exc, R.ProcessKilled)
     assert log == ["enter cm", "finally", "exit cm ProcessKilled"]
-    assert R.budget_cell()[1] == 0  # kill mode is over
+    assert R.budget_cell()[R.KILL_STATE] == 0  # kill mode is over
 
 
 def swallow_kill(log):

@@ -34,14 +34,20 @@ PROCESSES = int(os.environ.get("BEAMVM_OBSERVER_TEST_PROCESSES", "1000000"))
 
 
 def chromium() -> str:
+    """The browser to drive. Missing, the test is skipped, unless VM_REQUIRE_BROWSER is
+    set (scripts/test.sh sets it under CI=true, where its install must not fail silently):
+    then it fails."""
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         path = shutil.which(name)
         if path:
             return path
-    pytest.skip(
+    why = (
         "no Chromium to drive: install Debian's package (apt-get install -y chromium); "
         "scripts/test.sh installs it when it can"
     )
+    if os.environ.get("VM_REQUIRE_BROWSER"):
+        pytest.fail(f"{why} (VM_REQUIRE_BROWSER is set: a browser is required here)")
+    pytest.skip(why)
 
 
 _EXEC_ON_FDS_3_4 = (

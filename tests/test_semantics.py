@@ -273,6 +273,34 @@ def test_send_after_to_a_name_outside_a_process():
         beamvm.stop()
 
 
+def test_a_timeout_too_large_for_a_float_is_forever_and_a_negative_one_says_so():
+    def waiter(parent):
+        send(parent, ("got", receive(timeout=10**400)))
+
+    def main():
+        me = self_pid()
+        w, ref = spawn_monitor(waiter, me)
+        # Still waiting after a while (no Timeout, no crash), then served.
+        early = receive(("got", ANY), (DOWN, ref, ANY, ANY, ANY), timeout=0.2, default=None)
+        send(w, "late")
+        late = receive(("got", ANY), timeout=5)
+        errors = []
+        for bad in (-(10**400), -1, float("nan")):
+            try:
+                receive(timeout=bad)
+            except ValueError as e:
+                errors.append(str(e))
+        return early, late, errors
+
+    early, late, errors = run(main)
+    assert early is None and late == ("got", "late")
+    assert errors[0].startswith("timeout must be >= 0 seconds, got -1000")
+    assert errors[1:] == [
+        "timeout must be >= 0 seconds, got -1",
+        "timeout must be >= 0 seconds, got NaN",
+    ]
+
+
 # --------------------------------------------------------------------------- messages
 
 

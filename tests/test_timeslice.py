@@ -230,6 +230,7 @@ def test_asyncio_run_in_a_process_is_a_clear_error():
 
     msg = beamvm.run(main)
     assert "asyncio.run() cannot be called inside a beamvm process" in msg
+    assert "beamvm.await_(coro)" in msg and "planned" not in msg
 
 
 # --------------------------------------------------------------------------- threading

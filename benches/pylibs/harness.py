@@ -33,7 +33,8 @@ ns = time.perf_counter_ns
 Metrics = dict[str, tuple[float, str]]
 Workload = Callable[[dict], Metrics]
 
-# workload -> param -> (full size, quick size).  Full sizes follow BENCHMARKS.md.
+# workload -> param -> (full size, quick size).  Full sizes follow the workload
+# definitions (docs/benchmarks.md, 'Workloads').
 SIZES: dict[str, dict[str, tuple[int, int]]] = {
     "B1": {"n": (1_000_000, 20_000)},
     "B2": {"ring": (10_000, 1_000), "laps": (100, 10)},
@@ -45,7 +46,8 @@ SIZES: dict[str, dict[str, tuple[int, int]]] = {
     "B7": {"spinners": (4, 4), "period_ms": (10, 10), "duration_ms": (2_000, 500)},
     # B8: the allocator holds live_nodes small cyclic structures (~400 B each, ~100 MB)
     # and replaces them in turn while it makes cyclic garbage, so CPython runs full
-    # (generation 2) collections over a realistic heap, as BENCHMARKS.md observed.
+    # (generation 2) collections over a realistic heap, as the project's benchmark brief
+    # observed.
     "B8": {
         "period_ms": (10, 10),
         "duration_ms": (2_000, 500),

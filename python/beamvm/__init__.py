@@ -400,6 +400,8 @@ _native._setup(
     missing=_MISSING,
     report=_report_crash,
     tl=_runtime._TL,
+    cell_remaining=_runtime.REMAINING,
+    cell_slice_start=_runtime.SLICE_START,
 )
 
 

@@ -14,6 +14,8 @@ import ast
 import copy
 from typing import Any
 
+from ._runtime import REMAINING
+
 # Names of the helpers compiled code reaches through closure cells (never mangled: one
 # leading underscore). The cells are shared by every compiled function.
 _P = "_bvm_P"  # PREEMPT
@@ -98,9 +100,13 @@ def _tl_b() -> ast.Attribute:
     return _attr(_name(_TL), "b")
 
 
+# In the sketches below, B[0] stands for B[REMAINING] (the budget cell's layout is
+# _runtime's).
+
+
 def _publish() -> ast.stmt:
     # _bvm_B[0] = _bvm_n
-    return ast.Assign(targets=[_sub(_name(_B), 0, store=True)], value=_name(_N))
+    return ast.Assign(targets=[_sub(_name(_B), REMAINING, store=True)], value=_name(_N))
 
 
 def _slow_path() -> ast.stmt:
@@ -121,7 +127,7 @@ def _slow_path() -> ast.stmt:
                 body=[
                     ast.Expr(value=ast.Yield(value=_name(_P))),
                     ast.Expr(value=_raw(_name(_RS))),
-                    _assign(_N, _sub(_name(_B), 0)),
+                    _assign(_N, _sub(_name(_B), REMAINING)),
                 ],
                 orelse=[],
             ),
@@ -141,8 +147,10 @@ def _resync() -> list[ast.stmt]:
     # if _bvm_B[0] < _bvm_n: _bvm_n = _bvm_B[0]
     return [
         ast.If(
-            test=ast.Compare(left=_sub(_name(_B), 0), ops=[ast.Lt()], comparators=[_name(_N)]),
-            body=[_assign(_N, _sub(_name(_B), 0))],
+            test=ast.Compare(
+                left=_sub(_name(_B), REMAINING), ops=[ast.Lt()], comparators=[_name(_N)]
+            ),
+            body=[_assign(_N, _sub(_name(_B), REMAINING))],
             orelse=[],
         ),
     ]
@@ -153,9 +161,9 @@ def _suspend(wait: ast.expr) -> ast.expr:
     return _sub(
         ast.Tuple(
             elts=[
-                _raw(_name(_SET), _name(_B), _const(0), _name(_N)),
+                _raw(_name(_SET), _name(_B), _const(REMAINING), _name(_N)),
                 wait,
-                ast.NamedExpr(target=_name(_N, True), value=_sub(_name(_B), 0)),
+                ast.NamedExpr(target=_name(_N, True), value=_sub(_name(_B), REMAINING)),
             ],
             ctx=ast.Load(),
         ),
@@ -185,11 +193,11 @@ def _wrap_body(body: list[ast.stmt], loc: ast.AST) -> list[ast.stmt]:
     """Entry check, the body, and the handlers that publish the count on the way out."""
     entry: list[ast.stmt] = [
         _assign(_B, _tl_b()),
-        _assign(_N, ast.BinOp(left=_sub(_name(_B), 0), op=ast.Sub(), right=_const(1))),
+        _assign(_N, ast.BinOp(left=_sub(_name(_B), REMAINING), op=ast.Sub(), right=_const(1))),
         _slow_path(),
     ]
     publish_if_lower = ast.If(
-        test=ast.Compare(left=_name(_N), ops=[ast.Lt()], comparators=[_sub(_name(_B), 0)]),
+        test=ast.Compare(left=_name(_N), ops=[ast.Lt()], comparators=[_sub(_name(_B), REMAINING)]),
         body=[_publish()],
         orelse=[],
     )

@@ -1001,9 +1001,9 @@ def _asyncio_run_refused(main: Any, *args: Any, **kwargs: Any) -> Any:
     raise RuntimeError(
         "asyncio.run() cannot be called inside a beamvm process: a process is not a thread "
         "with an event loop of its own (it shares its scheduler thread with other "
-        "processes). Run the coroutine on a loop in a plain thread and send the result to "
-        "the process, or call a blocking version of the work with beamvm.dirty_io(...); "
-        "an asyncio bridge that lets processes await coroutines is planned"
+        "processes). Await the coroutine with beamvm.await_(coro) instead: it runs on an "
+        "event loop beside the VM and suspends only this process (see beamvm.aio); or "
+        "spawn an async function, which runs as a process on that loop"
     )
 
 

@@ -239,6 +239,8 @@ def _setup(
     missing: object,
     report: Callable[..., Any],
     tl: Any,
+    cell_remaining: int,
+    cell_slice_start: int,
 ) -> None: ...
 def _receive(*patterns: Any, timeout: float | None = None, default: Any = ...) -> _ReceiveOp:
     """Start a receive: the iterator process code runs with ``yield from`` (``receive``)."""

@@ -10,7 +10,10 @@ and interprets what it yields:
 * ``StopIteration`` -- the process returned; its value is ``exc.value``. Any other exception
   ends the process with that exception as exit reason.
 
-Reductions. A budget cell is a list ``[remaining, kill_state, slice_start]``. Each process
+Reductions. A budget cell is a list ``[remaining, kill_state, slice_start]``, at the
+indices ``REMAINING``, ``KILL_STATE`` and ``SLICE_START`` defined here once: the code
+generator (``_astgen``) and the native driver (crates/vm-python/src/driver/budget.rs, handed
+them by ``_native._setup``) index the cell by these names, never by numbers. Each process
 should own one (``new_cell()``); before every resume the driver calls ``enter(cell, n)`` on the
 thread that resumes, which points this thread's ``_TL.b`` at the cell and grants ``n``
 reductions; after the generator yields or finishes, ``used(cell)`` is what the slice
@@ -124,6 +127,17 @@ class ProcessKilled(BaseException):
 # --------------------------------------------------------------------------- budget cell
 
 
+#: The budget cell's layout (the module docs): the only place its indices are written.
+#: Reductions left in the slice, as last published by compiled code.
+REMAINING = 0
+#: 0 normal, > 0 kill grace slices left, -1 grace exhausted.
+KILL_STATE = 1
+#: The reductions granted to the slice (plus resume grants): ``used`` subtracts from it.
+SLICE_START = 2
+#: The cell's length.
+CELL_LEN = 3
+
+
 class _ThreadCells(threading.local):
     def __init__(self) -> None:
         self.b = new_cell()
@@ -131,8 +145,9 @@ class _ThreadCells(threading.local):
 
 def new_cell(budget: int = DEFAULT_BUDGET) -> list[int]:
     """Return a fresh budget cell ``[remaining, kill_state, slice_start]`` for one process."""
-    # kill_state: 0 normal, > 0 kill grace slices left, -1 grace exhausted.
-    return [budget, 0, budget]
+    cell = [0] * CELL_LEN
+    cell[REMAINING] = cell[SLICE_START] = budget
+    return cell
 
 
 #: Per-thread pointer to the running process's cell; compiled code reads ``_TL.b``.
@@ -144,7 +159,7 @@ def enter(cell: list[int], n: int) -> None:
 
     Call on the scheduler thread right before resuming the process that owns ``cell``.
     """
-    cell[0] = cell[2] = n if n > 0 else 1
+    cell[REMAINING] = cell[SLICE_START] = n if n > 0 else 1
     _TL.b = cell
 
 
@@ -156,19 +171,19 @@ def budget_cell() -> list[int]:
 def set_budget(n: int) -> None:
     """Grant ``n`` (>= 1) reductions to this thread's current cell (single-threaded drivers)."""
     b = _TL.b
-    b[0] = b[2] = n if n > 0 else 1
+    b[REMAINING] = b[SLICE_START] = n if n > 0 else 1
 
 
 def remaining(cell: list[int] | None = None) -> int:
     """Reductions left in the slice (as last published by compiled code)."""
-    return (cell if cell is not None else _TL.b)[0]
+    return (cell if cell is not None else _TL.b)[REMAINING]
 
 
 def used(cell: list[int] | None = None) -> int:
     """Reductions consumed since the last ``enter``/``set_budget`` (default: this thread's)."""
     b = cell if cell is not None else _TL.b
-    r = b[0]
-    return b[2] - (r if r > 0 else 0)
+    r = b[REMAINING]
+    return b[SLICE_START] - (r if r > 0 else 0)
 
 
 def _never(first_check: bool = False) -> bool:
@@ -192,40 +207,40 @@ RESUME_GRANT = 1000
 def _refill(b: list[int]) -> int:
     """Slow path of a budget check; returns the frame's new count, or 0 to yield now.
 
-    Compiled code calls it with its count published in ``b[0]`` when the count ran out
+    Compiled code calls it with its count published in ``b[REMAINING]`` when the count ran out
     or the yield-now flag was raised (then the count may still be positive). Outside a
     kill: 0 when the reductions are spent or the slice has run past its time, else the
     count unchanged. During a kill nothing yields: the cleanup gets ``KILL_SLICE``
     reductions at a time, ``KILL_GRACE_SLICES`` times in all (a slice past its time
     counts as one), and after that ``ProcessKilled`` is raised at every check.
     """
-    n = b[0]
-    state = b[1]
+    n = b[REMAINING]
+    state = b[KILL_STATE]
     if not state:
         if n > 0:
-            # b[2] - n == 1: this is the slice's first budget check (see _overdue).
-            return 0 if overdue(b[2] - n <= 1) else n
+            # b[SLICE_START] - n == 1: this is the slice's first budget check (see _overdue).
+            return 0 if overdue(b[SLICE_START] - n <= 1) else n
         if resume_grace():
             # Resuming this slice took longer than a look (a deep chain of frames): it
             # runs until its time is up, not until its reductions are (see
             # timeslice.rs's _resumed), or deep recursion would cost O(depth^2). The
             # grant is added to the slice's budget so the reductions used stay exact.
-            b[2] += RESUME_GRANT
-            b[0] = n + RESUME_GRANT
-            return b[0]
+            b[SLICE_START] += RESUME_GRANT
+            b[REMAINING] = n + RESUME_GRANT
+            return b[REMAINING]
         return 0
     if state > 0:
         if n > 0 and not overdue():
             return n
         state -= 1
         if state:
-            b[1] = state
-            b[0] = KILL_SLICE
+            b[KILL_STATE] = state
+            b[REMAINING] = KILL_SLICE
             return KILL_SLICE
-        b[1] = -1
+        b[KILL_STATE] = -1
     # Grace exhausted: the count stays at 0, so every later check raises again (frames
     # that catch the exception take the cell's count when their handler starts).
-    b[0] = 0
+    b[REMAINING] = 0
     raise ProcessKilled("cleanup ran past the kill grace budget")
 
 
@@ -249,8 +264,8 @@ def kill(
     b = cell if cell is not None else prev
     _TL.b = b
     saved = b[:]
-    b[0] = KILL_SLICE
-    b[1] = KILL_GRACE_SLICES
+    b[REMAINING] = KILL_SLICE
+    b[KILL_STATE] = KILL_GRACE_SLICES
     try:
         out = gen.throw(exc)
         while True:

@@ -1,4 +1,5 @@
-//! The native workloads of ../shared/BENCHMARKS.md, for beamvm's Rust processes.
+//! The native workloads defined in docs/benchmarks.md ('Workloads'), for beamvm's Rust
+//! processes.
 //!
 //! `cargo run --release -p vm-core --example workloads -- [--quick] [--reps N] [NAME ...]`
 //! prints one JSON object per line:

@@ -79,7 +79,8 @@ pub(crate) struct VmInner {
     /// The I/O reactor, made with the first socket and polled by the schedulers
     /// (io/driver.rs).
     pub(crate) io: crate::io::IoState,
-    /// VM threads (schedulers, timer, watchdog) that have returned, for shutdown.
+    /// VM threads (schedulers, timer, watchdog) that have returned or unwound from a
+    /// panic ([`ExitCount`]), for shutdown.
     pub(crate) exited: (Mutex<usize>, std::sync::Condvar),
 }
 
@@ -88,6 +89,17 @@ impl VmInner {
         let mut n = self.exited.0.lock().unwrap_or_else(|e| e.into_inner());
         *n += 1;
         self.exited.1.notify_all();
+    }
+}
+
+/// Counts a VM thread out ([`VmInner::thread_exited`]) when dropped: held for the
+/// whole of a thread's loop, so a panic that escapes the loop still counts the thread
+/// out and shutdown, which waits for every thread's count, does not wait forever.
+struct ExitCount<'a>(&'a VmInner);
+
+impl Drop for ExitCount<'_> {
+    fn drop(&mut self) {
+        self.0.thread_exited();
     }
 }
 
@@ -505,15 +517,15 @@ impl Vm {
         let v = inner.clone();
         vm.threads
             .push(spawn_thread("beamvm-timer".into(), None, move || {
+                let _count = ExitCount(&v);
                 v.timers.run(&v.router, &v.registry);
-                v.thread_exited();
             })?);
         let v = inner.clone();
         vm.threads
             .push(spawn_thread("beamvm-watchdog".into(), None, move || {
+                let _count = ExitCount(&v);
                 let long = v.config.long_schedule;
                 crate::scheduler::watchdog::run(&v.router.sched, v.started, long, &v.stopping);
-                v.thread_exited();
             })?);
         for kind in [DirtyKind::Cpu, DirtyKind::Io] {
             for i in 0..inner.dirty.pool(kind).size() {
@@ -532,8 +544,8 @@ impl Vm {
             let v = inner.clone();
             let stack = Some(crate::config::THREAD_STACK_SIZE);
             let t = spawn_thread(format!("beamvm-sched-{i}"), stack, move || {
+                let _count = ExitCount(&v);
                 crate::scheduler::run(v.clone(), i, w);
-                v.thread_exited();
             })?;
             inner.router.sched.register_thread(i, t.thread().clone());
             vm.threads.push(t);

@@ -69,17 +69,20 @@ pub(crate) struct Tags {
     noconnection: Atom,
 }
 
+/// The tags: all predefined (vm-core's term/atom.rs), so no conversion ever interns
+/// one, whatever the state of the atom table.
+static TAGS: Tags = Tags {
+    charlist: Atom::CHARLIST_TAG,
+    improper: Atom::IMPROPER_TAG,
+    fun: Atom::FUN_TAG,
+    port: Atom::PORT_TAG,
+    bits: Atom::BITS_TAG,
+    nodedown: Atom::NODEDOWN,
+    noconnection: Atom::NOCONNECTION,
+};
+
 pub(crate) fn tags() -> &'static Tags {
-    static T: OnceLock<Tags> = OnceLock::new();
-    T.get_or_init(|| Tags {
-        charlist: Atom::new("$charlist"),
-        improper: Atom::new("$improper"),
-        fun: Atom::new("$fun"),
-        port: Atom::new("$port"),
-        bits: Atom::new("$bits"),
-        nodedown: Atom::new("nodedown"),
-        noconnection: Atom::new("noconnection"),
-    })
+    &TAGS
 }
 
 /// How terms cross between the wire and the VM for one node.

@@ -32,8 +32,10 @@
 //! The module itself is declared here, in one place ([`_native`]).
 //!
 //! Locking rule: never wait for a process's lock while holding the GIL (a scheduler
-//! holds a process's lock while it waits for the GIL to run it): calls that lock a
-//! process (`process_info`) and the VM's start/stop release the GIL first.
+//! holds a process's lock while it waits for the GIL to run it). No call here waits
+//! for one: introspection (`process_info`, `process_summary`, a body's label) reads
+//! published counters and only *tries* the process's lock (vm-core's stats.rs), and the
+//! VM's start and stop, which wait for its threads, release the GIL first.
 
 #![allow(deprecated)] // IntoPy::into_py: still the plain way in pyo3 0.23
 
@@ -81,9 +83,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // lazily would fail inside a scheduler thread, issue 9 s.3), and a `str` is text,
     // not an atom-tagged tuple.
     gen_call::init_atoms()?;
-    // The tags of wire-only values (dist.rs), made now: a full atom table later
-    // cannot make receiving a charlist or a fun panic.
-    dist::tags();
+    // (The tags of wire-only values, dist.rs, are predefined atoms too.)
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Types and exceptions.
     m.add_class::<PyAtom>()?;

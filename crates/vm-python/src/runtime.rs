@@ -1,7 +1,7 @@
 //! The Python objects the driver needs (from beamvm._runtime, beamvm._compiler and the
 //! public package), handed over once by `beamvm/__init__.py` through `_setup`.
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 
@@ -17,6 +17,10 @@ pub(crate) struct Runtime {
     pub(crate) report: PyObject,
     /// `_runtime._TL`: the per-thread holder of the current budget cell (`.b`).
     pub(crate) tl: PyObject,
+    /// `_runtime.REMAINING` and `_runtime.SLICE_START`: where the budget cell holds
+    /// what the driver grants and reads (driver/budget.rs; the layout is `_runtime`'s).
+    pub(crate) cell_remaining: usize,
+    pub(crate) cell_slice_start: usize,
 }
 
 static RT: GILOnceCell<Runtime> = GILOnceCell::new();
@@ -40,7 +44,10 @@ pub(crate) fn ready(py: Python<'_>) -> PyResult<()> {
 
 /// Installs the runtime objects (called once by beamvm/__init__.py, by keyword).
 #[pyfunction]
-#[pyo3(signature = (*, kill, new_cell, compile_process, preempt, request, any, missing, report, tl))]
+#[pyo3(signature = (
+    *, kill, new_cell, compile_process, preempt, request, any, missing, report, tl,
+    cell_remaining, cell_slice_start
+))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn _setup(
     py: Python<'_>,
@@ -53,7 +60,14 @@ pub(crate) fn _setup(
     missing: PyObject,
     report: PyObject,
     tl: PyObject,
+    cell_remaining: usize,
+    cell_slice_start: usize,
 ) -> PyResult<()> {
+    if cell_remaining == cell_slice_start {
+        return Err(PyValueError::new_err(
+            "the budget cell's remaining and slice_start indices must differ",
+        ));
+    }
     let _ = RT.set(
         py,
         Runtime {
@@ -66,6 +80,8 @@ pub(crate) fn _setup(
             missing,
             report,
             tl,
+            cell_remaining,
+            cell_slice_start,
         },
     );
     Ok(())

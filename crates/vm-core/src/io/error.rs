@@ -9,6 +9,8 @@
 use std::fmt;
 use std::io;
 
+use crate::term::Atom;
+
 /// Why a socket operation failed, as gen_tcp names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IoError {
@@ -65,31 +67,37 @@ pub enum IoError {
 impl IoError {
     /// The Erlang reason atom's text.
     pub fn reason(&self) -> &'static str {
+        self.reason_atom().as_str()
+    }
+
+    /// The Erlang reason atom: predefined (term/atom.rs), so a message carrying it can
+    /// be built with the atom table full.
+    pub fn reason_atom(&self) -> Atom {
         match self {
-            IoError::Closed => "closed",
-            IoError::Timeout => "timeout",
-            IoError::NotOwner => "not_owner",
-            IoError::Ealready => "ealready",
-            IoError::Emsgsize => "emsgsize",
-            IoError::Einval => "einval",
-            IoError::Econnrefused => "econnrefused",
-            IoError::Econnreset => "econnreset",
-            IoError::Econnaborted => "econnaborted",
-            IoError::Eaddrinuse => "eaddrinuse",
-            IoError::Eaddrnotavail => "eaddrnotavail",
-            IoError::Eacces => "eacces",
-            IoError::Emfile => "emfile",
-            IoError::Enfile => "enfile",
-            IoError::Enobufs => "enobufs",
-            IoError::Enomem => "enomem",
-            IoError::Enotconn => "enotconn",
-            IoError::Enoent => "enoent",
-            IoError::Ehostunreach => "ehostunreach",
-            IoError::Enetunreach => "enetunreach",
-            IoError::Enetdown => "enetdown",
-            IoError::Etimedout => "etimedout",
-            IoError::Eafnosupport => "eafnosupport",
-            IoError::Posix(_) => "unknown",
+            IoError::Closed => Atom::CLOSED,
+            IoError::Timeout => Atom::TIMEOUT,
+            IoError::NotOwner => Atom::NOT_OWNER,
+            IoError::Ealready => Atom::EALREADY,
+            IoError::Emsgsize => Atom::EMSGSIZE,
+            IoError::Einval => Atom::EINVAL,
+            IoError::Econnrefused => Atom::ECONNREFUSED,
+            IoError::Econnreset => Atom::ECONNRESET,
+            IoError::Econnaborted => Atom::ECONNABORTED,
+            IoError::Eaddrinuse => Atom::EADDRINUSE,
+            IoError::Eaddrnotavail => Atom::EADDRNOTAVAIL,
+            IoError::Eacces => Atom::EACCES,
+            IoError::Emfile => Atom::EMFILE,
+            IoError::Enfile => Atom::ENFILE,
+            IoError::Enobufs => Atom::ENOBUFS,
+            IoError::Enomem => Atom::ENOMEM,
+            IoError::Enotconn => Atom::ENOTCONN,
+            IoError::Enoent => Atom::ENOENT,
+            IoError::Ehostunreach => Atom::EHOSTUNREACH,
+            IoError::Enetunreach => Atom::ENETUNREACH,
+            IoError::Enetdown => Atom::ENETDOWN,
+            IoError::Etimedout => Atom::ETIMEDOUT,
+            IoError::Eafnosupport => Atom::EAFNOSUPPORT,
+            IoError::Posix(_) => Atom::UNKNOWN,
         }
     }
 

@@ -18,11 +18,9 @@
 //! Erlang's own socket backend represents sockets as tagged tuples too
 //! (`{'$socket', Ref}`); it can be sent between processes and matched like any term.
 //!
-//! Invariant: every message is built with atoms made once ([`Atoms`]), so building
-//! one can never fail on a full atom table, and data above 64 bytes is shared
+//! Invariant: every message is built with predefined atoms ([`Atoms`], and
+//! [`IoError::reason_atom`]), so building one can never fail on a full atom table, and data above 64 bytes is shared
 //! (refcounted), never copied again after the read.
-
-use std::sync::OnceLock;
 
 use super::error::IoError;
 use super::event::{IoEvent, SocketId};
@@ -67,24 +65,27 @@ pub struct Atoms {
     pub error: Atom,
 }
 
-/// The message atoms (made on first use; every later use is a load).
+/// The message atoms: all predefined (term/atom.rs), so building or parsing a message
+/// never interns one, whatever the state of the atom table.
+static ATOMS: Atoms = Atoms {
+    socket: Atom::SOCKET_TAG,
+    completion: Atom::TCP_TAG,
+    tcp: Atom::TCP,
+    tcp_closed: Atom::TCP_CLOSED,
+    tcp_error: Atom::TCP_ERROR,
+    tcp_passive: Atom::TCP_PASSIVE,
+    accept: Atom::ACCEPT,
+    connect: Atom::CONNECT,
+    recv: Atom::RECV,
+    send: Atom::SEND,
+    ready: Atom::READY,
+    ok: Atom::OK,
+    error: Atom::ERROR,
+};
+
+/// The message atoms (see [`ATOMS`]).
 pub fn atoms() -> &'static Atoms {
-    static A: OnceLock<Atoms> = OnceLock::new();
-    A.get_or_init(|| Atoms {
-        socket: Atom::new("$socket"),
-        completion: Atom::new("$tcp"),
-        tcp: Atom::new("tcp"),
-        tcp_closed: Atom::new("tcp_closed"),
-        tcp_error: Atom::new("tcp_error"),
-        tcp_passive: Atom::new("tcp_passive"),
-        accept: Atom::new("accept"),
-        connect: Atom::new("connect"),
-        recv: Atom::new("recv"),
-        send: Atom::new("send"),
-        ready: Atom::new("ready"),
-        ok: Atom::new("ok"),
-        error: Atom::new("error"),
-    })
+    &ATOMS
 }
 
 /// Pushes `{'$socket', Id}`.
@@ -125,9 +126,8 @@ fn push_data(b: &mut FragmentBuilder, data: Binary) {
 }
 
 fn push_reason(b: &mut FragmentBuilder, e: IoError) {
-    // Reasons are a fixed set of names; an atom table full to the brim cannot make
-    // them, so fall back to the generic one rather than fail a delivery.
-    b.atom(Atom::try_new(e.reason()).unwrap_or(atoms().error));
+    // Reasons are predefined atoms: a full atom table cannot fail a delivery.
+    b.atom(e.reason_atom());
 }
 
 fn push_result(
@@ -259,7 +259,8 @@ fn tag_of(v: View<'_>) -> Option<Atom> {
     }
     // The string form: text "tcp" (a Python str).
     if let Some(s) = v.as_str() {
-        return Atom::try_new(s).ok();
+        // Only looked up: every tag is predefined, and parsing never interns.
+        return Atom::existing(s);
     }
     None
 }

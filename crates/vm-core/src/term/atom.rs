@@ -13,7 +13,8 @@
 //!   slot filled. Interning (name -> index) goes through an `RwLock<HashMap>`:
 //!   lookups of existing names take the read side, only new names take the write
 //!   side.
-//! - The well-known atoms the runtime itself needs (`ok`, `'EXIT'`, `normal`, ...)
+//! - The well-known atoms the runtime itself needs (`ok`, `'EXIT'`, `normal`, the I/O
+//!   reactor's message tags and error reasons, the binding's distribution tags, ...)
 //!   sit at fixed indices `0..PREDEFINED.len()` and are `pub const`s on [`Atom`];
 //!   their names are served from a static array, so they work before the table is
 //!   ever touched — and after it is full: the runtime never interns an atom itself
@@ -134,6 +135,47 @@ predefined! {
     PANIC = 69 => "panic",
     IN = 70 => "in",
     LONG_SCHEDULE = 71 => "long_schedule",
+    // The I/O reactor's messages (io/messages.rs) and error reasons (io/error.rs).
+    SOCKET_TAG = 72 => "$socket",
+    TCP_TAG = 73 => "$tcp",
+    TCP = 74 => "tcp",
+    TCP_CLOSED = 75 => "tcp_closed",
+    TCP_ERROR = 76 => "tcp_error",
+    TCP_PASSIVE = 77 => "tcp_passive",
+    ACCEPT = 78 => "accept",
+    CONNECT = 79 => "connect",
+    RECV = 80 => "recv",
+    SEND = 81 => "send",
+    READY = 82 => "ready",
+    CLOSED = 83 => "closed",
+    NOT_OWNER = 84 => "not_owner",
+    EALREADY = 85 => "ealready",
+    EMSGSIZE = 86 => "emsgsize",
+    EINVAL = 87 => "einval",
+    ECONNREFUSED = 88 => "econnrefused",
+    ECONNRESET = 89 => "econnreset",
+    ECONNABORTED = 90 => "econnaborted",
+    EADDRINUSE = 91 => "eaddrinuse",
+    EADDRNOTAVAIL = 92 => "eaddrnotavail",
+    EACCES = 93 => "eacces",
+    EMFILE = 94 => "emfile",
+    ENFILE = 95 => "enfile",
+    ENOBUFS = 96 => "enobufs",
+    ENOMEM = 97 => "enomem",
+    ENOTCONN = 98 => "enotconn",
+    ENOENT = 99 => "enoent",
+    EHOSTUNREACH = 100 => "ehostunreach",
+    ENETUNREACH = 101 => "enetunreach",
+    ENETDOWN = 102 => "enetdown",
+    ETIMEDOUT = 103 => "etimedout",
+    EAFNOSUPPORT = 104 => "eafnosupport",
+    UNKNOWN = 105 => "unknown",
+    // Tags of the values only distribution carries (the Python binding's dist.rs).
+    CHARLIST_TAG = 106 => "$charlist",
+    IMPROPER_TAG = 107 => "$improper",
+    FUN_TAG = 108 => "$fun",
+    PORT_TAG = 109 => "$port",
+    BITS_TAG = 110 => "$bits",
 }
 
 /// An interned atom. Equality and hashing are by index (O(1)); term order compares

@@ -1,6 +1,9 @@
 //! The budget cell: the process's `[remaining, kill_state, slice_start]` list that
-//! compiled code counts reductions in (layout defined in `beamvm._runtime`). The driver
-//! grants a slice's budget and reads what it used natively, without calling Python.
+//! compiled code counts reductions in. Its layout is defined once, in `beamvm._runtime`
+//! (`REMAINING`, `SLICE_START`, ...), and handed to `_setup`: this module indexes the cell
+//! by those (runtime.rs's `Runtime::cell_remaining` and `cell_slice_start`), never by
+//! numbers of its own. The driver grants a slice's budget and reads what it used
+//! natively, without calling Python.
 
 use std::cell::{Cell, RefCell};
 
@@ -45,7 +48,7 @@ thread_local! {
 }
 
 /// `_runtime.enter(cell, n)` done natively: grant `n` (>= 1) reductions to the
-/// process's budget cell (`[remaining, kill_state, slice_start]`) and make it this
+/// process's budget cell (`remaining` and `slice_start`) and make it this
 /// thread's current cell (`_runtime._TL.b`), which compiled code reads at entry.
 ///
 /// `_TL.b` is only assigned when this thread last assigned a different cell: on a
@@ -58,13 +61,15 @@ thread_local! {
 /// ([`forget_tl_if_new_thread_state`], once per GIL hold rather than per slice).
 pub(crate) fn enter_cell(py: Python<'_>, cell: &Bound<'_, PyAny>, n: i64) -> PyResult<()> {
     let list = cell.downcast_exact::<PyList>()?;
+    let r = rt(py);
+    let (remaining, slice_start) = (r.cell_remaining, r.cell_slice_start);
     TL.with(|tl| {
         let n = budget_int(py, tl, n.max(1))?;
-        list.set_item(0, &n)?;
+        list.set_item(remaining, &n)?;
         // `slice_start` usually holds this very object already (the same grant as last
         // slice, from the cached int): then there is nothing to write.
-        if item_ptr(list, 2) != Some(n.as_ptr()) {
-            list.set_item(2, &n)?;
+        if item_ptr(list, slice_start) != Some(n.as_ptr()) {
+            list.set_item(slice_start, &n)?;
         }
         let p = cell.as_ptr();
         if tl.cell.get() != p {
@@ -120,7 +125,8 @@ pub(crate) fn used_cell(cell: &Bound<'_, PyAny>) -> i64 {
             v
         }
     };
-    get(2) - get(0).max(0)
+    let r = rt(cell.py());
+    get(r.cell_slice_start) - get(r.cell_remaining).max(0)
 }
 
 /// The item at `i` of `list` as a borrowed pointer, without the reference count
