@@ -642,3 +642,40 @@ def test_down_and_exit_are_exported_as_the_atoms_monitors_and_trapped_exits_use(
         return down[4], trapped[2]
 
     assert beamvm.run(main) == ("bye", "bye")
+
+
+class _SendsWhenReleased:
+    def __init__(self, to, n):
+        self.to, self.n = to, n
+
+    def __del__(self):
+        send(self.to, ("released", self.n))
+
+
+def _holder(obj):
+    receive(Atom("stop"))
+
+
+def _spawn_past_the_limit():
+    me = self_pid()
+    pids = []
+    try:
+        for i in range(20):
+            pids.append(spawn(_holder, _SendsWhenReleased(me, i)))
+    except beamvm.SystemLimit:
+        pass
+    refused = len(pids)
+    got = receive(("released", refused), timeout=5)
+    for p in pids:
+        beamvm.exit(p, Atom("kill"))
+    return refused, got
+
+
+def test_a_spawn_refused_at_the_limit_releases_its_arguments_after_the_call():
+    # Issue 8, fault 5: a spawn refused inside the native call drops the new process's
+    # function and arguments while the caller's context is in use. An argument whose
+    # __del__ calls the API (here: send) must not run then (it would make a second,
+    # aliasing use of the context): it runs once the spawn has returned, and its send
+    # is delivered. (Helpers at module level: the spawn is then the guarded direct call
+    # of the native function, whose refusal drops the arguments natively.)
+    assert run(_spawn_past_the_limit, process_limit=10) == (9, ("released", 9))
