@@ -822,3 +822,23 @@ def shadows(len):  # a parameter named like a builtin is never guarded as the bu
 
 def test_locals_named_like_builtins_are_not_specialised():
     assert result(shadows, lambda x: x * 2) == 6
+
+
+# --------------------------------------------------------------------------- source texts
+
+
+class Texts:
+    def banner(self):
+        for _ in range(2):
+            pass
+        return """a
+        b
+    c"""
+
+
+def test_a_method_keeps_the_text_of_its_string_literals():
+    # The method's block is parsed as it stands (not dedented, which changed the lines
+    # of a multi-line string literal inside it).
+    t = Texts()
+    assert C.is_compilable(Texts.banner)
+    assert result(t.banner) == t.banner() == "a\n        b\n    c"

@@ -65,7 +65,6 @@ import operator
 import os
 import sys
 import sysconfig
-import textwrap
 import threading
 import time
 import types
@@ -559,18 +558,13 @@ def _class_for_mangling(qualname: str) -> str | None:
     return None
 
 
-def _shift_columns(tree: ast.AST, indent: int) -> None:
-    if not indent:
-        return
-    for node in ast.walk(tree):
-        if hasattr(node, "col_offset") and getattr(node, "lineno", None) is not None:
-            node.col_offset += indent
-            if getattr(node, "end_col_offset", None) is not None:
-                node.end_col_offset += indent
-
-
 def _def_node(fn: types.FunctionType) -> ast.FunctionDef | None:
-    """Return the ``def`` of ``fn`` from its source, positioned as in the file."""
+    """Return the ``def`` of ``fn`` from its source, positioned as in the file.
+
+    The block is parsed as it stands (an indented one inside ``if 1:``): columns stay the
+    file's and string literals keep their text, which dedenting the block would change
+    (the lines of a multi-line string are indented like the code around them).
+    """
     code = fn.__code__
     try:
         # The code object, not the function: inspect follows __wrapped__ (functools.wraps)
@@ -578,21 +572,20 @@ def _def_node(fn: types.FunctionType) -> ast.FunctionDef | None:
         lines, lnum = inspect.getsourcelines(code)
     except (OSError, TypeError):
         return None
-    src = "".join(lines)
-    dedented = textwrap.dedent(src)
-    first = next((ln for ln in lines if ln.strip()), "")
-    indent = len(first) - len(first.lstrip()) if dedented != src else 0
+    if not lines:
+        return None
+    indented = lines[0][:1].isspace()
     try:
-        mod = ast.parse(dedented)
+        mod = ast.parse("".join(["if 1:\n", *lines] if indented else lines))
     except SyntaxError:
         return None
-    if not mod.body or not isinstance(mod.body[0], ast.FunctionDef):
+    body = mod.body[0].body if indented and isinstance(mod.body[0], ast.If) else mod.body
+    if not body or not isinstance(body[0], ast.FunctionDef):
         return None
-    fdef = mod.body[0]
+    fdef = body[0]
     if fdef.name != code.co_name:
         return None
-    ast.increment_lineno(mod, max(lnum, 1) - 1)
-    _shift_columns(mod, indent)
+    ast.increment_lineno(mod, max(lnum, 1) - (2 if indented else 1))
     return fdef
 
 
