@@ -624,12 +624,15 @@ def _lambda_node(fn: types.FunctionType) -> ast.FunctionDef | None:
     line = code.co_firstlineno
     found = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda) and n.lineno == line]
     if len(found) > 1:
-        # several lambdas on the line: the one whose body holds the code's first position
+        # Several lambdas on the line: the one whose body holds the code's first position
+        # in a body. The code's first positions are its RESUME's (on 3.11-3.13 at column
+        # 0, columns 0-0: in no lambda's body, so it would rule out every candidate) and,
+        # for a closure, positionless ones: both skipped.
         pos = next(
             (
                 (ln, col)
-                for ln, _, col, _ in code.co_positions()
-                if ln is not None and col is not None
+                for ln, _, col, end in code.co_positions()
+                if ln is not None and col is not None and (col, end) != (0, 0)
             ),
             None,
         )
