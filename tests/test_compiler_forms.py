@@ -556,6 +556,8 @@ def test_the_same_lambda_compiled_from_two_code_objects():
     from_compiled = result(make_lambda)
     assert from_compiled.__code__ is not plain.__code__
     assert result(from_compiled, 10) == 11
+    # a lambda made by compiled code has the template's code object: it compiles too
+    assert C.is_compilable(from_compiled)
 
 
 def test_a_plain_function_runs_uncompiled_so_its_thread_lock_does_not_warn():
