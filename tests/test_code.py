@@ -5,12 +5,14 @@ new code, and suspend/change_code/resume without a lost call."""
 
 from __future__ import annotations
 
+import linecache
+import logging
 import sys
 import textwrap
 
 import beamvm
 import pytest
-from beamvm import ANY, Atom, CallError, code, gen_server, receive, self_pid, send, spawn
+from beamvm import ANY, Atom, CallError, _compiler, code, gen_server, receive, self_pid, send, spawn
 from beamvm import sys as bsys
 from proc_helpers import wait_until
 from trace_helpers import make_module, rewrite
@@ -184,8 +186,86 @@ def test_an_import_error_keeps_the_current_namespace(tmp_path):
         code.load(mod.__name__)
     assert isinstance(e.value.__cause__, ImportError)
     assert mod.version() == 1 and mod.VSN == 1 and not hasattr(mod, "ADDED")
-    # the compiler reads the restored source: a process still runs version 1
+    # a process still runs version 1 (never the rejected text: see the tests below)
     assert run(lambda: mod.version()) == 1
+
+
+HOT = """
+    def g(i):
+        return i
+
+    def f():
+        x = 0
+        for i in range(3):
+            x += g(i)
+        return x
+
+    def h():
+        y = 0
+        for i in range(3):
+            y += g(i)
+        return y
+"""
+#: the same functions on the same lines, their bodies changed
+HOT_EDITED = HOT.replace("+= g(i)", "+= 100 * g(i)")
+
+
+def _compiled(fn):
+    return _compiler.cached_template(fn.__code__) is not None
+
+
+def test_a_failed_load_keeps_process_code_on_the_loaded_version(tmp_path):
+    mod = make_module(tmp_path, HOT)
+    assert run(mod.f) == 3 and _compiled(mod.f)
+    rewrite(mod, HOT_EDITED + "\nimport no_such_module_anywhere\n")
+    with pytest.raises(code.LoadError):
+        code.load(mod)
+    # h was never compiled: it compiles now, from the text that was loaded (not the
+    # rejected one on disk), and runs preemptibly as the plain call does
+    assert mod.h() == 3
+    assert run(mod.h) == 3 and _compiled(mod.h)
+
+
+def test_an_edit_not_loaded_does_not_run_in_processes(tmp_path):
+    mod = make_module(tmp_path, HOT)
+    assert run(mod.f) == 3
+    rewrite(mod, HOT_EDITED)
+    linecache.checkcache()  # a traceback printed meanwhile reads the edited file
+    assert mod.h() == 3 and run(mod.h) == 3 and _compiled(mod.h)
+    # loaded, the edit is the running version: new calls run it compiled in processes
+    code.load(mod)
+    assert run(mod.h) == 300 and _compiled(mod.h)
+    assert run(mod.f) == 300 and _compiled(mod.f)
+
+
+def test_a_function_whose_file_changed_before_it_was_compiled_runs_plainly_and_says_so(
+    tmp_path, caplog
+):
+    mod = make_module(tmp_path, HOT)
+    rewrite(mod, HOT_EDITED + "\nimport no_such_module_anywhere\n")
+    with pytest.raises(code.LoadError):
+        code.load(mod)
+    # no text of the loaded version is known: f runs as loaded, not compiled
+    with caplog.at_level(logging.WARNING, logger="beamvm"):
+        assert run(mod.f) == 3
+        assert run(mod.f) == 3
+    assert not _compiled(mod.f) and not _compiler.is_compilable(mod.f)
+    said = [r.getMessage() for r in caplog.records if "without preemption" in r.getMessage()]
+    assert len(said) == 1, said  # once per function
+    assert "f (" in said[0] and mod.__file__ in said[0]
+    assert f"beamvm.code.load({mod.__name__!r})" in said[0]
+    rewrite(mod, HOT_EDITED)
+    code.load(mod)  # the fix loaded: the new f compiles
+    assert run(mod.f) == 300 and _compiled(mod.f)
+
+
+def test_a_loaded_version_compiles_from_the_text_loaded_not_a_later_edit(tmp_path):
+    mod = make_module(tmp_path, HOT)
+    rewrite(mod, HOT_EDITED)
+    code.load(mod)
+    rewrite(mod, HOT.replace("+= g(i)", "+= 7 * g(i)"))  # edited again, not loaded
+    linecache.checkcache()
+    assert run(mod.h) == 300 and _compiled(mod.h)
 
 
 def test_load_errors_name_what_is_wrong():

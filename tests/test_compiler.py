@@ -822,3 +822,54 @@ def shadows(len):  # a parameter named like a builtin is never guarded as the bu
 
 def test_locals_named_like_builtins_are_not_specialised():
     assert result(shadows, lambda x: x * 2) == 6
+
+
+# --------------------------------------------------------------------------- source texts
+# A function is compiled from its file's text only if that text compiles to its code
+# object (what runs is what was loaded: tests/test_code.py for edited files).
+
+
+def imported_receivers(n):
+    # a method call on a name the module imports compiles differently (no method load)
+    total = functools.reduce(lambda a, b: a + b, range(n))
+    parts = {"k": n}  # a method call on a local: a method load
+    return total, parts.get("k"), sys.getrecursionlimit() > 0
+
+
+class Texts:
+    def banner(self):
+        for _ in range(2):
+            pass
+        return """a
+        b
+    c"""
+
+
+def test_functions_compile_from_the_text_that_reproduces_them():
+    assert C.is_compilable(imported_receivers)
+    assert result(imported_receivers, 4) == (6, 4, True)
+
+
+def test_a_method_keeps_the_text_of_its_string_literals():
+    # The method's block is parsed as it stands (not dedented, which changed the lines
+    # of a multi-line string literal inside it).
+    t = Texts()
+    assert C.is_compilable(Texts.banner)
+    assert result(t.banner) == t.banner() == "a\n        b\n    c"
+
+
+def test_process_code_with_asserts_in_a_pytest_module_is_compiled():
+    # pytest rewrote this module's asserts: its functions are compared with the same
+    # rewriting done (they still compile from the source text, with plain asserts).
+    if "@pytest_ar" not in globals():
+        pytest.skip("pytest's assertion rewriting is off")
+
+    def checks(n):
+        total = 0
+        for i in range(n):
+            assert i >= 0, i
+            total += i
+        return total
+
+    assert C.is_compilable(checks)
+    assert result(checks, 5) == 10

@@ -556,6 +556,8 @@ def test_the_same_lambda_compiled_from_two_code_objects():
     from_compiled = result(make_lambda)
     assert from_compiled.__code__ is not plain.__code__
     assert result(from_compiled, 10) == 11
+    # a lambda made by compiled code has the template's code object: it compiles too
+    assert C.is_compilable(from_compiled)
 
 
 def test_a_plain_function_runs_uncompiled_so_its_thread_lock_does_not_warn():
@@ -577,3 +579,24 @@ def test_a_plain_function_runs_uncompiled_so_its_thread_lock_does_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert result(body) == 1000
+
+
+def lambdas_on_one_line():
+    a, b = (lambda: fake_receive(1)), (lambda: fake_receive(2))  # noqa: E731
+    nested = lambda: lambda q: fake_receive(q)  # noqa: E731
+    picky = lambda: fake_receive(timeout=(lambda: 4)())  # noqa: E731
+    return a, b, nested, nested(), picky, (a(), b(), nested()(3), picky())
+
+
+def test_lambdas_sharing_a_line_are_each_compiled():
+    # Several lambdas on one line used to leave every one of them plain (the code's
+    # first position, its RESUME at column 0, is in no lambda's body): a primitive
+    # called in one then returned a generator instead of suspending the process.
+    p = run(lambdas_on_one_line, answer=lambda req: ("got", req.args[0]))
+    *fns, got = p.result
+    assert got == (("got", 1), ("got", 2), ("got", 3), ("got", 4))
+    assert [r.args[0] for r in p.requests] == [1, 2, 3, 4]
+    assert all(C.is_compilable(f) for f in fns)
+    # each compiled from its own text: the body of b asks for 2, not a's 1
+    b = fns[1]
+    assert run(b, answer=lambda req: req.args[0]).result == 2

@@ -12,8 +12,9 @@ generator function with the same signature, globals, defaults and closure cells:
   budget cell and yields ``PREEMPT`` when the budget is spent or the slice is overdue.
 * Calls: every call expression in the function's own body becomes a dispatch. The callee is
   looked up once per object in ``_DISPATCH`` (builtin functions skip even that): a Python
-  function or lambda with source and without ``yield``/``await`` is compiled (lazily,
-  cached) and run with ``yield from``; a bound method of one runs as its compiled function
+  function or lambda with source (a text that compiles to its code object: what runs is
+  what was loaded, see ``_source_def``) and without ``yield``/``await`` is compiled
+  (lazily, cached) and run with ``yield from``; a bound method of one runs as its compiled function
   bound to the same ``self``; a ``functools.partial`` and an instance with a Python
   ``__call__`` run their compiled target; a registered primitive runs its generator
   implementation with ``yield from`` (a suspension point); anything else (builtins, C
@@ -60,12 +61,13 @@ import copy
 import dis
 import functools
 import inspect
+import io
 import linecache
+import logging
 import operator
 import os
 import sys
 import sysconfig
-import textwrap
 import threading
 import time
 import types
@@ -151,6 +153,8 @@ _LOCK_ADVICE = (
 
 
 _STDLIB = sysconfig.get_paths()["stdlib"]
+
+log = logging.getLogger("beamvm")
 
 
 def _warn_lock(cm: Any) -> Any:
@@ -559,107 +563,447 @@ def _class_for_mangling(qualname: str) -> str | None:
     return None
 
 
-def _shift_columns(tree: ast.AST, indent: int) -> None:
-    if not indent:
+# --------------------------------------------------------------------------- sources
+#
+# What runs is what was loaded (Erlang: the code of a module is the version loaded, not
+# the file). A function is compiled from a text only once that text, compiled as Python
+# compiled the function, reproduces the function's code object (``_reproduces``): a
+# file edited since the function was loaded (an edit not loaded yet, a ``code.load``
+# that failed) must not put its new text into processes while plain calls run the old
+# code.
+
+#: filename -> the texts (tuples of lines) that reproduced functions of that file, most
+#: recently used first, at most ``VERSIONS_KEPT``: the text of the running version stays
+#: here after the file changes on disk, so functions of that version still compile from
+#: it. ``code.load`` puts the text it ran first (``register_source``).
+_VERIFIED: dict[str, list[tuple[str, ...]]] = {}
+VERSIONS_KEPT = 3
+#: (filename, qualname, first line) of the functions warned about (``_warn_stale``)
+_WARNED: set[tuple[str, str, int]] = set()
+_CO_NESTED = inspect.CO_NESTED
+_STALE_ADVICE = (
+    "%s (%s, line %d) runs without preemption: no text of its source file compiles to the "
+    "code it runs (the file changed since the module was loaded, or the code was not "
+    "compiled from the file as it stands), and beamvm compiles process code only from the "
+    "text that produced it. beamvm.code.load(%r) makes the file's text the running "
+    "version; restarting the program does too"
+)
+
+
+def _pin(filename: str, lines: tuple[str, ...]) -> None:
+    """Record ``lines`` as a text that reproduced code of ``filename`` (tried first)."""
+    versions = _VERIFIED.setdefault(filename, [])
+    if versions and versions[0] is lines:
         return
-    for node in ast.walk(tree):
-        if hasattr(node, "col_offset") and getattr(node, "lineno", None) is not None:
-            node.col_offset += indent
-            if getattr(node, "end_col_offset", None) is not None:
-                node.end_col_offset += indent
+    for i, v in enumerate(versions):
+        if v == lines:
+            del versions[i]
+            break
+    versions.insert(0, lines)
+    del versions[VERSIONS_KEPT:]
 
 
-def _def_node(fn: types.FunctionType) -> ast.FunctionDef | None:
-    """Return the ``def`` of ``fn`` from its source, positioned as in the file."""
-    code = fn.__code__
+def register_source(filename: str, source: str) -> None:
+    """Record ``source`` as the text the code of ``filename`` was just compiled from.
+
+    ``code.load`` calls this after running the text it read: functions of the new version
+    compile from exactly that text, whatever the file holds by the time they are first
+    called.
+    """
+    lines = io.StringIO(source).readlines()
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"  # as linecache reads a file
+    with _BUILD_LOCK:
+        _pin(filename, tuple(lines))
+
+
+def _texts(filename: str, module_globals: dict[str, Any]) -> Generator[tuple[str, ...]]:
+    """Yield the texts to try for a function of ``filename``, the likeliest first.
+
+    The texts that reproduced functions of the file before, then linecache's lines, then
+    (only if those do not reproduce it either) the file as it is now on disk.
+    """
+    seen = list(_VERIFIED.get(filename, ()))
+    yield from seen
+    for fresh in (False, True):
+        if fresh:
+            linecache.checkcache(filename)
+        lines = tuple(linecache.getlines(filename, module_globals))
+        if lines and lines not in seen:
+            seen.append(lines)
+            yield lines
+
+
+def _def_node(code: types.CodeType, lines: tuple[str, ...]) -> ast.FunctionDef | None:
+    """Return the ``def`` of ``code`` in ``lines``, positioned as in the file.
+
+    The block that starts at ``code.co_firstlineno`` (its first decorator) is parsed as
+    it stands (an indented one inside ``if 1:``): columns stay the file's and string
+    literals keep their text, which dedenting would change.
+    """
+    start = code.co_firstlineno
+    if not 0 < start <= len(lines):
+        return None
     try:
-        # The code object, not the function: inspect follows __wrapped__ (functools.wraps)
-        # from a function to the wrapped one's source.
-        lines, lnum = inspect.getsourcelines(code)
-    except (OSError, TypeError):
+        block = inspect.getblock(lines[start - 1 :])
+    except Exception:  # noqa: BLE001 -- tokenize errors of a text that is not Python
         return None
-    src = "".join(lines)
-    dedented = textwrap.dedent(src)
-    first = next((ln for ln in lines if ln.strip()), "")
-    indent = len(first) - len(first.lstrip()) if dedented != src else 0
+    if not block:
+        return None
+    indented = block[0][:1].isspace()
     try:
-        mod = ast.parse(dedented)
-    except SyntaxError:
+        mod = ast.parse("".join(["if 1:\n", *block] if indented else block))
+    except (SyntaxError, ValueError):
         return None
-    if not mod.body or not isinstance(mod.body[0], ast.FunctionDef):
+    body = mod.body[0].body if indented and isinstance(mod.body[0], ast.If) else mod.body
+    if not body or not isinstance(body[0], ast.FunctionDef) or body[0].name != code.co_name:
         return None
-    fdef = mod.body[0]
-    if fdef.name != code.co_name:
-        return None
-    ast.increment_lineno(mod, max(lnum, 1) - 1)
-    _shift_columns(mod, indent)
-    return fdef
+    ast.increment_lineno(mod, start - 2 if indented else start - 1)
+    return body[0]
 
 
-#: filename -> (hash of its lines, its parsed module): the files lambdas were found in,
-#: most recent last. Templates are cached per code object, so a file is parsed again only
-#: for lambdas not compiled yet; ``FILE_TREES_KEPT`` bounds what is kept meanwhile.
-_FILE_TREES: dict[str, tuple[int, ast.Module | None]] = {}
+#: (filename, hash of its lines) -> (the lines, their lambdas by first line): the texts
+#: lambdas were looked up in, most recent last. Templates are cached per code object, so
+#: a text is parsed again only for lambdas not compiled yet; ``FILE_TREES_KEPT`` bounds
+#: what is kept meanwhile.
+_FILE_TREES: dict[tuple[str, int], tuple[tuple[str, ...], dict[int, list[ast.Lambda]]]] = {}
 FILE_TREES_KEPT = 16
 
 
-def _file_tree(filename: str, module_globals: dict[str, Any]) -> ast.Module | None:
-    lines = linecache.getlines(filename, module_globals)
-    if not lines:
-        return None
-    key = hash(tuple(lines))
-    hit = _FILE_TREES.pop(filename, None)
-    if hit is not None and hit[0] == key:
-        _FILE_TREES[filename] = hit
+def _file_lambdas(filename: str, lines: tuple[str, ...]) -> dict[int, list[ast.Lambda]]:
+    """Return the lambdas of the text ``lines`` of ``filename`` by their first line."""
+    key = (filename, hash(lines))
+    hit = _FILE_TREES.pop(key, None)
+    if hit is not None and (hit[0] is lines or hit[0] == lines):
+        _FILE_TREES[key] = hit
         return hit[1]
+    index: dict[int, list[ast.Lambda]] = {}
     try:
-        tree: ast.Module | None = ast.parse("".join(lines), filename)
+        tree = ast.parse("".join(lines), filename)
     except (SyntaxError, ValueError):
-        tree = None
-    _FILE_TREES[filename] = (key, tree)
+        pass
+    else:
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Lambda):
+                index.setdefault(n.lineno, []).append(n)
+    _FILE_TREES[key] = (lines, index)
     while len(_FILE_TREES) > FILE_TREES_KEPT:
         del _FILE_TREES[next(iter(_FILE_TREES))]
-    return tree
+    return index
 
 
-def _lambda_node(fn: types.FunctionType) -> ast.FunctionDef | None:
-    """Return a ``def`` equivalent to the lambda ``fn`` (``return <body>``)."""
-    code = fn.__code__
-    tree = _file_tree(code.co_filename, fn.__globals__)
-    if tree is None:
-        return None
-    line = code.co_firstlineno
-    found = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda) and n.lineno == line]
+def _lambda_nodes(code: types.CodeType, filename: str, lines: tuple[str, ...]) -> list[ast.Lambda]:
+    """Return the lambdas of ``lines`` that may be ``code``: those on its first line.
+
+    The likeliest first: the innermost one whose body holds the code's first position in
+    the body. The first positions of a lambda's code are its ``RESUME`` (on 3.11-3.13 at
+    column 0, in no lambda's body: skipped) and, for a closure, positionless ones. Which
+    one it is (if any), ``_reproduces`` decides.
+    """
+    found = _file_lambdas(filename, lines).get(code.co_firstlineno, [])
     if len(found) > 1:
-        # several lambdas on the line: the one whose body holds the code's first position
         pos = next(
             (
                 (ln, col)
-                for ln, _, col, _ in code.co_positions()
-                if ln is not None and col is not None
+                for ln, _, col, end in code.co_positions()
+                if ln is not None and col is not None and (col, end) != (0, 0)
             ),
             None,
         )
-        if pos is not None:
-            found = [
-                n
-                for n in found
-                if (n.body.lineno, n.body.col_offset)
-                <= pos
-                <= (n.body.end_lineno or 0, n.body.end_col_offset or 0)
-            ]
-        if len(found) > 1:  # nested lambdas: the innermost one that holds the position
-            found.sort(key=lambda n: (n.body.lineno, n.body.col_offset))
-            found = found[-1:]
-    if len(found) != 1:
-        return None
-    lam = copy.deepcopy(found[0])  # the rewriter changes nodes in place; the tree is shared
+
+        def rank(n: ast.Lambda) -> tuple[bool, int, int]:
+            b = n.body
+            holds = pos is not None and (
+                (b.lineno, b.col_offset) <= pos <= (b.end_lineno or 0, b.end_col_offset or 0)
+            )
+            # holding lambdas first, the innermost (the latest start) of them first
+            return (not holds, -b.lineno, -b.col_offset)
+
+        found = sorted(found, key=rank)
+    return found
+
+
+def _lambda_def(lam: ast.Lambda) -> ast.FunctionDef:
+    """Return a ``def`` equivalent to ``lam`` (``return <body>``), named ``_bvm_def``."""
+    lam = copy.deepcopy(lam)  # the rewriter changes nodes in place; the index is shared
     ret = ast.Return(value=lam.body)
     ast.copy_location(ret, lam.body)
-    fdef = _def("<lambda>", [], [ret])
+    fdef = _def("_bvm_def", [], [ret])
     fdef.args = lam.args
     ast.copy_location(fdef, lam)
     return fdef
+
+
+def _scaffold(
+    code: types.CodeType,
+    node: ast.FunctionDef | ast.Lambda,
+    params: list[str],
+    imports: list[str] | None = None,
+) -> ast.Module:
+    """Rebuild the scopes ``code`` was compiled in, around ``node`` (a def or a lambda).
+
+    A factory function whose parameters are ``params`` (the free variables first, so
+    they stay free in ``node``), and for a method (or a function nested in one) a class
+    around ``node`` named as the innermost class of ``code.co_qualname``: names are
+    mangled as there and ``super()``/``__class__`` get their cell. ``imports``: names
+    the module imports at its top level (see ``_imported_names``).
+    """
+    fdef: ast.stmt = node if isinstance(node, ast.FunctionDef) else ast.Expr(value=node)
+    ast.copy_location(fdef, node)
+    inner: list[ast.stmt] = [fdef]
+    cls = _class_for_mangling(code.co_qualname)
+    if cls is not None:
+        wrapper = ast.ClassDef(
+            name=cls, bases=[], keywords=[], body=[fdef], decorator_list=[], type_params=[]
+        )
+        ast.copy_location(wrapper, fdef)
+        inner = [wrapper]
+        if cls not in params:
+            # The wrapper class binds its name in the factory, which would make the
+            # method's own ``Counter.helper(self)`` a closure variable; declared global
+            # there, the name stays the module's. (The factory never runs: only the
+            # function's code object is taken.)
+            inner.insert(0, ast.copy_location(ast.Global(names=[cls]), fdef))
+    factory = _def("_bvm_factory", params, inner)
+    ast.copy_location(factory, fdef)
+    for a in factory.args.args:
+        ast.copy_location(a, fdef)
+    top: list[ast.stmt] = [factory]
+    if imports:
+        top.insert(0, ast.copy_location(ast.Import(names=[ast.alias(n) for n in imports]), fdef))
+        for a in top[0].names:  # type: ignore[attr-defined]
+            ast.copy_location(a, fdef)
+    return ast.Module(body=top, type_ignores=[])
+
+
+def _free_params(code: types.CodeType) -> list[str]:
+    return [v for v in code.co_freevars if v != "__class__"]
+
+
+_OPS = dis.opmap
+_LOAD_ATTR = _OPS["LOAD_ATTR"]
+#: 3.11 loads a method with LOAD_METHOD, 3.12+ with LOAD_ATTR and bit 0 of its argument
+_LOAD_METHOD = _OPS.get("LOAD_METHOD", -1) if sys.version_info < (3, 12) else -1
+_ATTR_OPS = (_LOAD_ATTR,) if _LOAD_METHOD < 0 else (_LOAD_ATTR, _LOAD_METHOD)
+_EXTENDED_ARG = _OPS["EXTENDED_ARG"]
+_NAME_OPS = frozenset(
+    _OPS[n] for n in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS") if n in _OPS
+)
+_LOCAL_OPS = frozenset(
+    _OPS[n]
+    for n in (
+        "LOAD_FAST",
+        "LOAD_FAST_CHECK",
+        "LOAD_FAST_AND_CLEAR",
+        "LOAD_DEREF",
+        "LOAD_CLASSDEREF",
+        "LOAD_FROM_DICT_OR_DEREF",
+    )
+    if n in _OPS
+)
+_LOAD_FAST_LOAD_FAST = _OPS.get("LOAD_FAST_LOAD_FAST", -1)
+
+
+def _loaded_name(code: types.CodeType, co: bytes, j: int) -> str | None:
+    """Return the name the instruction before unit ``j + 1`` loads (None: not a name load)."""
+    while j >= 0 and co[2 * j] == 0:  # CACHE units
+        j -= 1
+    if j < 0:
+        return None
+    op, arg = co[2 * j], co[2 * j + 1]
+    k, shift = j - 1, 8
+    while k >= 0 and co[2 * k] == _EXTENDED_ARG:
+        arg |= co[2 * k + 1] << shift
+        k, shift = k - 1, shift + 8
+    try:
+        if op in _NAME_OPS:
+            return code.co_names[arg >> 1 if op == _OPS["LOAD_GLOBAL"] else arg]
+        if op in _LOCAL_OPS:
+            return code._varname_from_oparg(arg)  # type: ignore[attr-defined]
+        if op == _LOAD_FAST_LOAD_FAST:
+            return code._varname_from_oparg(arg & 15)  # type: ignore[attr-defined]
+    except (IndexError, AttributeError):
+        pass
+    return None
+
+
+def _attribute_receivers(code: types.CodeType, attr: set[str], method: set[str]) -> None:
+    """Collect the names ``code`` (and its nested code) loads an attribute or method of."""
+    co = code.co_code
+    ops = co[::2]
+    for op in _ATTR_OPS:
+        i = ops.find(op)
+        while i >= 0:
+            name = _loaded_name(code, co, i - 1)
+            if name is not None:
+                is_method = op == _LOAD_METHOD or (_LOAD_METHOD < 0 and co[2 * i + 1] & 1)
+                (method if is_method else attr).add(name)
+            i = ops.find(op, i + 1)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            _attribute_receivers(c, attr, method)
+
+
+def _imported_names(code: types.CodeType) -> list[str]:
+    """Names to import at the top of the scaffold so that method calls compile as in ``code``.
+
+    CPython compiles ``NAME.attr(args)`` as a method call (no bound method made) unless
+    the module imports ``NAME`` at its top level (``import json``, ``from x import C``:
+    a module's function is no method), whatever ``NAME`` is in the function. That is the
+    module's, not the function's: ``code`` tells which receivers were loaded as methods
+    and which as attributes. Those never loaded as methods are imported (for one
+    without a call that could be a method call, importing it changes nothing).
+    """
+    attr: set[str] = set()
+    method: set[str] = set()
+    _attribute_receivers(code, attr, method)
+    return sorted(attr - method)
+
+
+def _compiled_code(
+    module: ast.Module, code: types.CodeType, name: str, lineno: int, gen: bool
+) -> types.CodeType | None:
+    """Compile ``module`` as ``code`` was compiled; return the code ``name`` at ``lineno``."""
+    try:
+        top = compile(
+            module, code.co_filename, "exec", flags=code.co_flags & _FUTURE_MASK, dont_inherit=True
+        )
+    except (SyntaxError, ValueError, TypeError):
+        return None
+    return _find_code(top, name, lineno, gen)
+
+
+def _reproduces(
+    fn: types.FunctionType, node: ast.FunctionDef | ast.Lambda, lines: tuple[str, ...]
+) -> bool:
+    """Whether ``node``, compiled in ``fn``'s scopes, is ``fn``'s code.
+
+    A def (named ``_bvm_def``) is compiled with its decorators (they give
+    ``co_firstlineno``), a lambda as the lambda it is; the result is compared with
+    ``fn.__code__`` field by field (``_same_code``). A module whose asserts pytest
+    rewrote (its globals hold ``@pytest_ar``) is compared with the same rewriting done.
+    """
+    code = fn.__code__
+    name = "<lambda>" if isinstance(node, ast.Lambda) else "_bvm_def"
+    module = _scaffold(code, node, _free_params(code), _imported_names(code))
+    got = _compiled_code(module, code, name, code.co_firstlineno, False)
+    if got is not None and _same_code(got, code):
+        return True
+    rewrite = sys.modules.get("_pytest.assertion.rewrite")
+    if (
+        rewrite is None
+        or "@pytest_ar" not in fn.__globals__
+        or not any(isinstance(n, ast.Assert) for n in ast.walk(node))
+    ):
+        return False
+    module = copy.deepcopy(module)
+    try:
+        with warnings.catch_warnings():  # pytest warned of its asserts at import already
+            warnings.simplefilter("ignore")
+            rewrite.rewrite_asserts(module, "".join(lines).encode(), code.co_filename, None)
+    except Exception:  # noqa: BLE001 -- another pytest's rewriter: not comparable
+        return False
+    got = _compiled_code(module, code, name, code.co_firstlineno, False)
+    return got is not None and _same_code(got, code)
+
+
+_CODE_FIELDS = (
+    "co_argcount",
+    "co_posonlyargcount",
+    "co_kwonlyargcount",
+    "co_nlocals",
+    "co_stacksize",
+    "co_firstlineno",
+    "co_code",
+    "co_names",
+    "co_varnames",
+    "co_freevars",
+    "co_cellvars",
+    "co_linetable",
+    "co_exceptiontable",
+)
+
+
+def _same_code(a: types.CodeType, b: types.CodeType) -> bool:
+    """Whether ``a`` and ``b`` are the same code, names and file aside.
+
+    Bytecode, constants (code objects compared the same way), names, positions, flags but
+    ``CO_NESTED`` (the scaffold nests every function). ``co_code`` is the bytecode as
+    compiled: specialised (3.11+) or instrumented (3.12+ monitoring) code reads back the
+    same. A class body's ``__qualname__`` constant names its nesting: the scaffold's.
+    """
+    if (a.co_flags ^ b.co_flags) & ~_CO_NESTED:
+        return False
+    for f in _CODE_FIELDS:
+        if getattr(a, f) != getattr(b, f):
+            return False
+    if len(a.co_consts) != len(b.co_consts):
+        return False
+    for x, y in zip(a.co_consts, b.co_consts, strict=True):
+        if not _same_const(x, y) and not (
+            x == a.co_qualname and y == b.co_qualname and "__qualname__" in a.co_names
+        ):
+            return False
+    return True
+
+
+def _same_const(x: Any, y: Any) -> bool:
+    if x is y:
+        return True
+    t = type(x)
+    if t is not type(y):
+        return False
+    if t is types.CodeType:
+        return _same_code(x, y)
+    if t is tuple:
+        return len(x) == len(y) and all(map(_same_const, x, y))
+    if t is float or t is complex:
+        return repr(x) == repr(y)  # -0.0 is not 0.0; nan is nan
+    return bool(x == y)
+
+
+def _warn_stale(fn: types.FunctionType) -> None:
+    code = fn.__code__
+    key = (code.co_filename, code.co_qualname, code.co_firstlineno)
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    log.warning(
+        _STALE_ADVICE, code.co_qualname, code.co_filename, code.co_firstlineno, fn.__module__
+    )
+
+
+def _source_def(fn: types.FunctionType) -> ast.FunctionDef | None:
+    """Return ``fn``'s ``def`` (a lambda's as a ``def``) from a text that reproduces it.
+
+    Named ``_bvm_def``, decorators kept. None when ``fn`` has no source, or when no text
+    of its file reproduces its code: then ``fn`` runs plainly, and is named in a warning
+    (once) if its file has a text (it changed since the function was loaded).
+    """
+    code = fn.__code__
+    filename = code.co_filename
+    is_lambda = code.co_name == "<lambda>"
+    had_text = False
+    for lines in _texts(filename, fn.__globals__):
+        had_text = True
+        candidates: list[ast.FunctionDef] | list[ast.Lambda]
+        if is_lambda:
+            candidates = _lambda_nodes(code, filename, lines)
+        else:
+            fdef = _def_node(code, lines)
+            candidates = [] if fdef is None else [fdef]
+        for node in candidates:
+            if isinstance(node, ast.FunctionDef):
+                node.name = "_bvm_def"
+            if _reproduces(fn, node, lines):
+                _pin(filename, lines)
+                return node if isinstance(node, ast.FunctionDef) else _lambda_def(node)
+    if had_text:
+        _warn_stale(fn)
+    return None
+
+
+# --------------------------------------------------------------------------- building
 
 
 def _build_template(fn: types.FunctionType) -> types.CodeType | None:
@@ -667,13 +1011,13 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
     code = fn.__code__
     if code.co_flags & _NON_PLAIN_FLAGS:
         return None
-    fdef = _lambda_node(fn) if code.co_name == "<lambda>" else _def_node(fn)
+    # Named _bvm_def so that the factory scope does not bind the function's own name (a
+    # recursive call must still look the name up in the globals); co_name is restored
+    # below.
+    fdef = _source_def(fn)
     if fdef is None:
         return None
     fdef.decorator_list = []
-    # Renamed so that the factory scope does not bind the function's own name (a recursive
-    # call must still look the name up in the globals); co_name is restored below.
-    fdef.name = "_bvm_def"
 
     local_names = frozenset((*code.co_varnames, *code.co_cellvars, *code.co_freevars))
     env = {n: _global_value(fn, n) for n in code.co_names}
@@ -683,32 +1027,10 @@ def _build_template(fn: types.FunctionType) -> types.CodeType | None:
     body = rewriter.visit(ast.Module(body=fdef.body, type_ignores=[])).body
     fdef.body = _wrap_body(body, fdef.body[0])
 
-    freevars = [v for v in code.co_freevars if v != "__class__"]
-    inner: list[ast.stmt] = [fdef]
-    cls = _class_for_mangling(fn.__qualname__)
-    if cls is not None:
-        wrapper = ast.ClassDef(
-            name=cls, bases=[], keywords=[], body=[fdef], decorator_list=[], type_params=[]
-        )
-        ast.copy_location(wrapper, fdef)
-        inner = [wrapper]
-        if cls not in freevars:
-            # The wrapper class (there for name mangling and super()) binds its name in
-            # the factory, which would make the method's own ``Counter.helper(self)`` a
-            # closure variable; declared global there, the name stays the module's.
-            # (The factory never runs: only the method's code object is taken.)
-            inner.insert(0, ast.copy_location(ast.Global(names=[cls]), fdef))
-    factory = _def("_bvm_factory", [*freevars, *RUNTIME_NAMES, *ctx.guards.values()], inner)
-    ast.copy_location(factory, fdef)
-    module = ast.Module(body=[factory], type_ignores=[])
+    params = [*_free_params(code), *RUNTIME_NAMES, *ctx.guards.values()]
+    module = _scaffold(code, fdef, params)
     _fix_locations(module)
-    try:
-        top = compile(
-            module, code.co_filename, "exec", flags=code.co_flags & _FUTURE_MASK, dont_inherit=True
-        )
-    except SyntaxError:
-        return None
-    tmpl = _find_code(top, fdef.name, fdef.lineno)
+    tmpl = _compiled_code(module, code, "_bvm_def", fdef.lineno, True)
     if tmpl is None or not _same_signature(tmpl, code):
         return None
     tmpl = _rename_hoisted(tmpl, ctx.code_names, code.co_qualname)
@@ -766,12 +1088,17 @@ def _fix_nested_qualnames(co: types.CodeType, qual: str) -> types.CodeType:
     return co.replace(co_consts=tuple(consts)) if changed else co
 
 
-def _find_code(co: types.CodeType, name: str, lineno: int) -> types.CodeType | None:
+def _find_code(co: types.CodeType, name: str, lineno: int, gen: bool) -> types.CodeType | None:
+    """Return the code named ``name`` at ``lineno`` in ``co``: a generator's if ``gen``."""
     for c in co.co_consts:
         if isinstance(c, types.CodeType):
-            if c.co_name == name and c.co_firstlineno == lineno and c.co_flags & 0x20:
+            if (
+                c.co_name == name
+                and c.co_firstlineno == lineno
+                and bool(c.co_flags & inspect.CO_GENERATOR) is gen
+            ):
                 return c
-            found = _find_code(c, name, lineno)
+            found = _find_code(c, name, lineno, gen)
             if found is not None:
                 return found
     return None
@@ -1127,6 +1454,7 @@ def _plain_type(t: type) -> bool:
     """Return whether instances of ``t`` are called plainly (see ``_PLAIN_TYPES``)."""
     return _PLAIN_TYPES[t] if t in _PLAIN_TYPES else _plain_type_miss(t)
 
+
 _RUNTIME_CELLS.update(
     {
         _P: types.CellType(_runtime.PREEMPT),
@@ -1253,7 +1581,8 @@ def compile_function(fn: Callable[..., Any]) -> Callable[..., Generator[Any, Any
     g = _compiled_for(fn)
     if g is None:
         raise CompileError(
-            f"{fn.__qualname__} cannot be compiled (no source, or a generator/coroutine function)"
+            f"{fn.__qualname__} cannot be compiled (no source, a source file that no longer "
+            "holds its text, or a generator/coroutine function)"
         )
     return g
 

@@ -29,6 +29,15 @@ Erlang does (those processes are killed).
 error), leaves the current version in place (the namespace is restored as it was) and
 raises :class:`LoadError` with the error as its cause.
 
+**Which text runs.** Process code is compiled from a file's text only if that text
+compiles to the function's code object (``_compiler._source_def``): the rejected text of
+a failed load, or an edit not loaded yet, never runs in a process. A successful load
+registers the text it executed (``_compiler.register_source``), so the new version's
+functions compile from it whatever the file holds later; the compiler keeps the text of
+the versions it compiled from. A function whose text is not known (its file changed
+before anything of its version was compiled) runs plainly, not preemptible, and is
+named once in a warning of the ``beamvm`` logger.
+
 Limits: a function object held directly (a closure, a callback stored in a data
 structure, a bound method kept by a process) keeps running the version it came from
 until it is looked up again; a class's existing instances keep their class unless
@@ -159,7 +168,8 @@ def load(module: Any) -> types.ModuleType:
         purge(name)  # Erlang: loading a third version purges the old one
     old_fns = _functions(mod)
     snapshot = dict(mod.__dict__)
-    # The compiler reads function sources through linecache: the file has changed.
+    # Tracebacks read sources through linecache (so does the compiler, after the texts it
+    # verified: register_source below): the file has changed.
     linecache.cache.pop(filename, None)
     try:
         exec(new_code, mod.__dict__)  # noqa: S102 -- loading the module's own source
@@ -172,6 +182,9 @@ def load(module: Any) -> types.ModuleType:
             f"{type(e).__name__}: {e}",
             name=name,
         ) from e
+    # What runs is what was loaded: process code compiles the new version's functions
+    # from this text, whatever the file holds when they are first called.
+    _compiler.register_source(filename, source)
     new_codes = _codes(_functions(mod))
     old_codes = _codes(old_fns) - new_codes
     _OLD[name] = _Old(old_codes, old_fns)
