@@ -539,7 +539,7 @@ def test_asyncio_run_in_process_code_says_what_to_do():
     def body():
         return asyncio.run(coro_fn())
 
-    with pytest.raises(RuntimeError, match="asyncio.run.*beamvm process.*dirty_io"):
+    with pytest.raises(RuntimeError, match="asyncio.run.*beamvm process.*beamvm.await_"):
         result(body)
 
 
