@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::inbox::Drain;
 use super::mailbox::Key;
 use super::signal::Signal;
 use super::signal::{self, DirtyJob, DirtyResult};
@@ -97,7 +98,13 @@ impl<'a> Cx<'a> {
             return;
         }
         let proc = self.proc;
-        for s in proc.inbox.drain() {
+        self.apply_drained(proc.inbox.drain());
+    }
+
+    /// Handles signals already detached from the inbox (the scheduler's fused start of
+    /// a slice, `Inbox::begin_drain`), in order, as `drain` does.
+    pub(crate) fn apply_drained(&mut self, chain: Drain<Signal>) {
+        for s in chain {
             self.handle_signal(s);
         }
         self.publish_queue_len();

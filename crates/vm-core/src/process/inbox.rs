@@ -201,6 +201,30 @@ impl<T> Inbox<T> {
         self.set_state(RunState::Queued, RunState::Running)
     }
 
+    /// [`Inbox::begin`] and [`Inbox::drain`] in one atomic step, as a slice starts:
+    /// QUEUED -> RUNNING with the chain detached, so the owner pays one read-modify-write
+    /// of the word instead of two (a slice of ping-pong is a few of them plus its
+    /// work). `None` (and no change) if the process is not QUEUED.
+    pub fn begin_drain(&self) -> Option<Drain<T>> {
+        let running = RunState::Running as usize;
+        let mut cur = self.word.load(Ordering::Relaxed);
+        loop {
+            if RunState::of(cur) != RunState::Queued {
+                return None;
+            }
+            // Acquire: the chain detached here is read by the owner (as in `drain`).
+            match self.word.compare_exchange_weak(
+                cur,
+                running,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(self.detached_drain(head(cur))),
+                Err(w) => cur = w,
+            }
+        }
+    }
+
     /// RUNNING -> QUEUED, when the slice ends with a yield: the caller requeues it.
     pub fn yielded(&self) {
         let ok = self.set_state(RunState::Running, RunState::Queued);
@@ -285,11 +309,17 @@ impl<T> Inbox<T> {
         // While RUNNING only the owner changes the state, so the swap keeps it.
         let old = self.word.swap(running, Ordering::Acquire);
         debug_assert_eq!(RunState::of(old), RunState::Running);
-        let mut cur = head::<T>(old);
+        self.detached_drain(head(old))
+    }
+
+    /// Relinks a chain detached by an acquire RMW of the word into push order, takes it
+    /// off the counters and hands it out as a [`Drain`].
+    fn detached_drain(&self, newest: *mut Node<T>) -> Drain<T> {
+        let mut cur = newest;
         let mut oldest = std::ptr::null_mut();
         let (mut n, mut bytes) = (0usize, 0usize);
         while !cur.is_null() {
-            // SAFETY: the acquire swap above detached this chain: every node in it was
+            // SAFETY: the caller's acquire RMW detached this chain: every node in it was
             // created by `push` with `Box::into_raw` and published by a release CAS, and
             // no other thread can reach it any more, so this thread owns the nodes
             // exclusively and may relink them.
@@ -477,6 +507,30 @@ mod tests {
             RunState::Running,
             "draining keeps the owner running"
         );
+    }
+
+    #[test]
+    fn begin_drain_starts_a_queued_process_with_its_signals_and_nothing_else() {
+        let ib = Inbox::new(RunState::Idle);
+        assert!(ib.begin_drain().is_none(), "an idle process is not started");
+        assert_eq!(
+            ib.push(1),
+            Ok(true),
+            "the push that finds it idle queues it"
+        );
+        assert_eq!(ib.push(2), Ok(false));
+        let got: Vec<_> = ib.begin_drain().expect("queued").collect();
+        assert_eq!(got, vec![1, 2]);
+        assert_eq!(ib.state(), RunState::Running);
+        assert_eq!(ib.len(), 0);
+        assert!(
+            ib.begin_drain().is_none(),
+            "a running process is not started again"
+        );
+        assert!(ib.park());
+        let mut rest = Vec::new();
+        ib.close(&mut rest);
+        assert!(ib.begin_drain().is_none(), "a done process is not run");
     }
 
     #[test]
@@ -700,8 +754,13 @@ mod loom_tests {
                     return;
                 }
                 queued.fetch_sub(1, Ordering::AcqRel);
-                assert!(ib.begin(), "a queued process is QUEUED");
-                ib.take_all(got);
+                if yield_first {
+                    // The scheduler's fused start of a slice.
+                    got.extend(ib.begin_drain().expect("a queued process is QUEUED"));
+                } else {
+                    assert!(ib.begin(), "a queued process is QUEUED");
+                    ib.take_all(got);
+                }
                 if yield_first {
                     ib.yielded();
                     assert_eq!(queued.fetch_add(1, Ordering::AcqRel), 0, "queued twice");

@@ -27,6 +27,8 @@ use std::time::Duration;
 use super::worker::Sched;
 use super::{bump, watchdog};
 use crate::process::context::Cx;
+use crate::process::inbox::Drain;
+use crate::process::signal::Signal;
 use crate::process::{Body, Priority, Process, Step};
 use crate::term::{Atom, Fragment, Term};
 
@@ -41,17 +43,17 @@ impl Sched<'_> {
     pub(super) fn run_one(&mut self, p: Arc<Process>, prio: Priority) {
         self.shared().queues.count_out(prio);
         self.yielded = false;
-        if !p.inbox.begin() {
+        let Some(arrived) = p.inbox.begin_drain() else {
             // Not QUEUED: it exited (shutdown race); nothing to run.
             return;
-        }
+        };
         self.seq += 2;
         let seq = self.seq + 1; // odd: in a slice
         self.vm.router.sched.stats[self.index]
             .slice_seq
             .store(seq, Ordering::Release);
         let mut body = None;
-        let slice = catch_unwind(AssertUnwindSafe(|| self.slice(&p, seq, &mut body)));
+        let slice = catch_unwind(AssertUnwindSafe(|| self.slice(&p, seq, &mut body, arrived)));
         if let Err(e) = slice {
             self.recover(&p, seq, body, panic_reason(e));
         }
@@ -99,7 +101,13 @@ impl Sched<'_> {
 
     /// One slice of `p` (see [`run_one`](Self::run_one)); `slot` holds the body while
     /// it is out of the process.
-    fn slice(&mut self, p: &Arc<Process>, seq: u64, slot: &mut Option<Box<dyn Body>>) {
+    fn slice(
+        &mut self,
+        p: &Arc<Process>,
+        seq: u64,
+        slot: &mut Option<Box<dyn Body>>,
+        arrived: Drain<Signal>,
+    ) {
         let mut g = p.lock();
         *slot = g.body.take();
         let Some(body) = slot.as_mut() else {
@@ -118,7 +126,7 @@ impl Sched<'_> {
             sent: 0,
             sched: self.index,
         };
-        cx.drain();
+        cx.apply_drained(arrived);
         let step = if cx.p.exiting.is_some() {
             None
         } else {
