@@ -395,7 +395,7 @@ mod tests {
         let mut wire = Vec::new();
         for (i, &n) in sizes.iter().enumerate() {
             let bytes: Vec<u8> = (0..n).map(|k| (k * 7 + i) as u8).collect();
-            tx.frame(&send(i as u32, Term::Binary(bytes)), &mut wire, now)
+            tx.frame(&send(i as u32, Term::binary(bytes)), &mut wire, now)
                 .expect("frame");
             wire.extend_from_slice(&TICK);
         }
@@ -428,7 +428,7 @@ mod tests {
             match &m.control {
                 Control::Send { to, message } => {
                     assert_eq!(to.id, i as u32);
-                    assert_eq!(message, &Term::Binary(expect), "frame {i}");
+                    assert_eq!(message, &Term::binary(expect), "frame {i}");
                 }
                 other => panic!("frame {i} became {other:?}"),
             }

@@ -18,7 +18,7 @@ use std::fmt;
 use crate::atoms::AtomGate;
 use crate::etf::{self, DecodeError, DecodeOptions, EncodeError};
 use crate::flags;
-use crate::term::{Atom, Pid, Ref, Term};
+use crate::term::{Atom, Pid, Ref, SharedBuf, Term};
 
 /// The pass-through tag that starts every data frame we send and accept.
 pub const PASS_THROUGH: u8 = 112;
@@ -366,17 +366,29 @@ impl DistMessage {
         opts: &DecodeOptions,
         atoms: &mut dyn AtomGate,
     ) -> Result<DistMessage, ControlError> {
+        DistMessage::decode_shared(frame, opts, atoms, None)
+    }
+
+    /// [`DistMessage::decode`] of a frame that lies in `share` (the connection's input
+    /// buffer, made shareable): large binaries become ranges of it instead of copies
+    /// (see [`etf::decode_prefix_shared`]).
+    pub fn decode_shared(
+        frame: &[u8],
+        opts: &DecodeOptions,
+        atoms: &mut dyn AtomGate,
+        share: Option<&SharedBuf>,
+    ) -> Result<DistMessage, ControlError> {
         let (&first, rest) = frame.split_first().ok_or(ControlError::Empty)?;
         if first != PASS_THROUGH {
             return Err(ControlError::NotPassThrough(first));
         }
-        let (ctl, used) = etf::decode_prefix(rest, opts, atoms)?;
+        let (ctl, used) = etf::decode_prefix_shared(rest, opts, atoms, share)?;
         let rest = &rest[used..];
         let mut payload = |what: &'static str| -> Result<Term, ControlError> {
             if rest.is_empty() {
                 return Err(ControlError::MissingPayload(what));
             }
-            Ok(etf::decode_with(rest, opts, atoms)?)
+            Ok(etf::decode_with_shared(rest, opts, atoms, share)?)
         };
         let code = match &ctl {
             Term::Tuple(v) if !v.is_empty() => v[0].as_int(),
@@ -583,8 +595,9 @@ impl DistMessage {
         Ok(DistMessage { control, token })
     }
 
-    /// Appends the frame body (112, control term, payload) to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>, style: Style) -> Result<(), EncodeError> {
+    /// Appends the frame body (112, control term, payload) to `out`. Into a [`etf::Segments`], large shared binaries stay references (written from
+    /// their own buffers); into a `Vec<u8>`, everything is copied.
+    pub fn encode_into<S: etf::Sink>(&self, out: &mut S, style: Style) -> Result<(), EncodeError> {
         let tt = self.token.is_some();
         if tt
             && matches!(
@@ -785,8 +798,8 @@ impl DistMessage {
     }
 }
 
-fn finish(
-    out: &mut Vec<u8>,
+fn finish<S: etf::Sink>(
+    out: &mut S,
     code: i64,
     elems: Vec<Term>,
     payload: Option<&Term>,

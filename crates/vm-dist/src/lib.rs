@@ -27,4 +27,4 @@ pub mod node;
 mod random;
 pub mod term;
 
-pub use term::{Atom, BitBinary, Fun, FunKind, Pid, Port, Ref, Term};
+pub use term::{Atom, BitBinary, Bytes, Fun, FunKind, Pid, Port, Ref, SharedBuf, Term};

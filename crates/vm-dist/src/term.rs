@@ -24,6 +24,7 @@
 //! what they encode. Compare encodings where Erlang's equality is meant.
 
 use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use num_bigint::BigInt;
@@ -171,6 +172,140 @@ impl Fun {
     }
 }
 
+/// A buffer shared by the binaries that are ranges of it: a received frame, or a
+/// binary of the VM being sent. Its bytes must never change while it lives (every
+/// holder reads them without a lock, and the writer reads them after the encoder
+/// measured them).
+pub type SharedBuf = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// A binary's bytes: owned, or a range of a [`SharedBuf`] held by a refcount, so that
+/// a large binary goes from the VM to the socket, and from the received frame to the
+/// VM, without a copy. Equality, hashing and `Debug` are the bytes'.
+#[derive(Clone)]
+pub struct Bytes(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Owned(Vec<u8>),
+    Shared {
+        owner: SharedBuf,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl Bytes {
+    /// All of `owner`'s bytes, shared (a refcount, no copy).
+    pub fn shared(owner: SharedBuf) -> Bytes {
+        let len = (*owner).as_ref().len();
+        Bytes(Repr::Shared {
+            owner,
+            start: 0,
+            len,
+        })
+    }
+
+    /// `owner`'s bytes at `start..start + len`, shared; `None` when that range is not
+    /// inside them.
+    pub fn shared_range(owner: SharedBuf, start: usize, len: usize) -> Option<Bytes> {
+        let end = start.checked_add(len)?;
+        if end > (*owner).as_ref().len() {
+            return None;
+        }
+        Some(Bytes(Repr::Shared { owner, start, len }))
+    }
+
+    /// `part` shared from `owner` when it lies inside `owner`'s bytes, `None` otherwise
+    /// (a decoder's slice of a frame: its position is found from its address).
+    pub fn shared_slice(owner: &SharedBuf, part: &[u8]) -> Option<Bytes> {
+        let whole = (**owner).as_ref();
+        let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+        Bytes::shared_range(owner.clone(), start, part.len())
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Owned(v) => v,
+            // In range when made (checked above) and the owner never changes; an owner
+            // that broke that contract reads as empty rather than panicking.
+            Repr::Shared { owner, start, len } => {
+                (**owner).as_ref().get(*start..*start + *len).unwrap_or(&[])
+            }
+        }
+    }
+
+    /// Whether the bytes are a shared buffer's (not owned).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.0, Repr::Shared { .. })
+    }
+
+    /// The owned bytes without a copy, or `self` back when they are shared.
+    pub fn try_into_vec(self) -> Result<Vec<u8>, Bytes> {
+        match self.0 {
+            Repr::Owned(v) => Ok(v),
+            shared => Err(Bytes(shared)),
+        }
+    }
+
+    /// The bytes as a `Vec` (a copy when they are shared).
+    pub fn into_vec(self) -> Vec<u8> {
+        self.try_into_vec()
+            .unwrap_or_else(|b| b.as_slice().to_vec())
+    }
+}
+
+impl Default for Bytes {
+    fn default() -> Self {
+        Bytes(Repr::Owned(Vec::new()))
+    }
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Self {
+        Bytes(Repr::Owned(v))
+    }
+}
+
+impl From<&[u8]> for Bytes {
+    fn from(v: &[u8]) -> Self {
+        Bytes(Repr::Owned(v.to_vec()))
+    }
+}
+
+impl PartialEq for Bytes {
+    fn eq(&self, other: &Bytes) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Bytes {}
+
+impl std::hash::Hash for Bytes {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_slice().hash(h)
+    }
+}
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_slice(), f)
+    }
+}
+
 /// A bitstring whose length is not a whole number of bytes (BIT_BINARY_EXT).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BitBinary {
@@ -218,8 +353,8 @@ pub enum Term {
     Float(f64),
     /// An atom.
     Atom(Atom),
-    /// A binary.
-    Binary(Vec<u8>),
+    /// A binary (large ones may share a buffer: [`Bytes`]).
+    Binary(Bytes),
     /// A bitstring that is not a binary.
     BitBinary(BitBinary),
     /// A tuple.
@@ -286,7 +421,7 @@ impl Term {
 
     /// A binary.
     pub fn binary(bytes: impl Into<Vec<u8>>) -> Term {
-        Term::Binary(bytes.into())
+        Term::Binary(Bytes::from(bytes.into()))
     }
 
     /// The atom's text when this is an atom.

@@ -378,7 +378,7 @@ fn random_erlang_terms_echo_back_exactly() {
             let [Term::Pid(p), term, Term::Binary(otp)] = t.as_slice() else {
                 break;
             };
-            let same = vm_dist::etf::encode(term).ok().as_ref() == Some(otp);
+            let same = vm_dist::etf::encode(term).ok().as_deref() == Some(otp.as_slice());
             if !same {
                 mismatches += 1;
                 eprintln!("encoding differs from OTP's for {term:?}");

@@ -124,7 +124,7 @@ fn host_run_connections_have_no_threads_and_carry_big_messages_in_order() {
     let mb2 = b.0.mailbox();
     let (to_b, to_a) = (mb.pid().clone(), ma2.pid().clone());
     const N: u8 = 12;
-    let big = |i: u8| Term::Binary(vec![i; 4 << 20]);
+    let big = |i: u8| Term::binary(vec![i; 4 << 20]);
     let t = std::thread::spawn(move || {
         for i in 0..N {
             mb2.send(&to_a, big(i)).unwrap();

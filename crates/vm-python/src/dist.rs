@@ -41,7 +41,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use vm_core::term::{ExternalPid, ExternalRef, MAX_REF_WORDS};
+use vm_core::term::{Binary, ExternalPid, ExternalRef, RefcBin, MAX_REF_WORDS};
 use vm_core::{Atom, Cx, Fragment, Pid, Ref, Step, Term, VmRef};
 use vm_dist::control::ProcRef;
 use vm_dist::cookie::Cookie;
@@ -209,13 +209,10 @@ impl Wire {
             wire::Term::Float(f) => Term::Float(f),
             wire::Term::Atom(a) => Term::Atom(core_atom(&a)?),
             wire::Term::Binary(b) => {
-                if !self.utf8 {
-                    Term::binary(b)
+                if self.utf8 && std::str::from_utf8(&b).is_ok() {
+                    Term::Str(core_bin(b))
                 } else {
-                    match String::from_utf8(b) {
-                        Ok(text) => Term::str(&text),
-                        Err(e) => Term::binary(e.into_bytes()),
-                    }
+                    Term::Binary(core_bin(b))
                 }
             }
             wire::Term::BitBinary(b) => Term::Tuple(vec![
@@ -282,7 +279,7 @@ impl Wire {
             Term::Float(f) => wire::Term::Float(*f),
             Term::Atom(a) => wire::Term::Atom(wire::Atom::new(a.as_str())),
             // A str (text) goes on the wire as a UTF-8 binary.
-            Term::Binary(b) | Term::Str(b) => wire::Term::Binary(b.as_slice().to_vec()),
+            Term::Binary(b) | Term::Str(b) => wire::Term::Binary(wire_bin(b)),
             Term::Tuple(v) => {
                 if let Some(w) = self.tagged_out(v, d)? {
                     return Ok(w);
@@ -362,6 +359,44 @@ impl Wire {
 
     fn frag_in(&self, t: wire::Term) -> Result<Fragment, String> {
         Ok(Fragment::from_term(&self.term_in(t, 0)?))
+    }
+}
+
+/// A received binary as the VM's without a copy: owned bytes move in, and a large
+/// binary that is a range of its received frame ([`wire::Bytes`]) stays one, the
+/// frame's buffer living as long as the binary does.
+fn core_bin(b: wire::Bytes) -> Binary {
+    match b.try_into_vec() {
+        Ok(v) => Binary::new(v),
+        Err(shared) => {
+            let (ptr, len) = (shared.as_ptr(), shared.len());
+            // SAFETY: `ptr`/`len` are `shared`'s bytes: a range of a buffer that
+            // `shared` (the owner passed in) keeps alive by its refcount and that is
+            // never written while shared (wire::SharedBuf's contract: a received frame
+            // is only read once it is shared).
+            Binary::Refc(unsafe { RefcBin::from_foreign(ptr, len, Box::new(shared)) })
+        }
+    }
+}
+
+/// A VM binary, as a buffer the wire encoder can share: sent binaries at least
+/// [`vm_dist::etf::SPLICE_MIN`] long go to the socket from their own bytes.
+struct CoreBin(RefcBin);
+
+impl AsRef<[u8]> for CoreBin {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+/// A VM binary on the wire: a large refcounted one shared (a refcount, no copy), a
+/// smaller one copied.
+fn wire_bin(b: &Binary) -> wire::Bytes {
+    match b {
+        Binary::Refc(r) if r.len() >= vm_dist::etf::SPLICE_MIN => {
+            wire::Bytes::shared(Arc::new(CoreBin(r.clone())))
+        }
+        _ => wire::Bytes::from(b.as_slice()),
     }
 }
 

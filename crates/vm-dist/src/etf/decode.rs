@@ -19,7 +19,7 @@ use num_bigint::{BigInt, Sign};
 use super::tags::*;
 use super::{encode_term_into, MAX_ATOM_CHARS, VERSION};
 use crate::atoms::{AtomGate, AtomRefusal, TrustAll};
-use crate::term::{Atom, BitBinary, Fun, FunKind, Pid, Port, Ref, Term};
+use crate::term::{Atom, BitBinary, Bytes, Fun, FunKind, Pid, Port, Ref, SharedBuf, Term};
 
 /// Default nesting bound of [`DecodeOptions`].
 ///
@@ -142,7 +142,17 @@ pub fn decode_with(
     opts: &DecodeOptions,
     atoms: &mut dyn AtomGate,
 ) -> Result<Term, DecodeError> {
-    let (term, used) = decode_prefix(bytes, opts, atoms)?;
+    decode_with_shared(bytes, opts, atoms, None)
+}
+
+/// [`decode_with`] sharing large binaries with `share` (see [`decode_prefix_shared`]).
+pub fn decode_with_shared(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+    atoms: &mut dyn AtomGate,
+    share: Option<&SharedBuf>,
+) -> Result<Term, DecodeError> {
+    let (term, used) = decode_prefix_shared(bytes, opts, atoms, share)?;
     match bytes.len() - used {
         0 => Ok(term),
         n => Err(DecodeError::TrailingBytes(n)),
@@ -155,6 +165,21 @@ pub fn decode_prefix(
     bytes: &[u8],
     opts: &DecodeOptions,
     atoms: &mut dyn AtomGate,
+) -> Result<(Term, usize), DecodeError> {
+    decode_prefix_shared(bytes, opts, atoms, None)
+}
+
+/// [`decode_prefix`] of bytes that lie in `share` (a received frame's buffer): each
+/// binary of at least [`SPLICE_MIN`] bytes becomes a range of that buffer (a
+/// refcount, no copy). Bytes outside `share` (an inflated compressed term) are copied
+/// as usual.
+///
+/// [`SPLICE_MIN`]: super::SPLICE_MIN
+pub fn decode_prefix_shared(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+    atoms: &mut dyn AtomGate,
+    share: Option<&SharedBuf>,
 ) -> Result<(Term, usize), DecodeError> {
     let mut r = Reader { buf: bytes, pos: 0 };
     let version = r.u8()?;
@@ -176,6 +201,8 @@ pub fn decode_prefix(
             opts,
             atoms,
             depth: 0,
+            // The inflated bytes are a buffer of their own: copied as before.
+            share: None,
         };
         let term = inner.term()?;
         if inner.r.pos != inflated.len() {
@@ -188,6 +215,7 @@ pub fn decode_prefix(
         opts,
         atoms,
         depth: 0,
+        share,
     };
     let term = d.term()?;
     Ok((term, d.r.pos))
@@ -302,6 +330,8 @@ struct Decoder<'a, 'o, 'g> {
     opts: &'o DecodeOptions,
     atoms: &'g mut dyn AtomGate,
     depth: usize,
+    /// The buffer `r`'s bytes lie in, when large binaries may share it.
+    share: Option<&'o SharedBuf>,
 }
 
 impl<'a> Decoder<'a, '_, '_> {
@@ -315,6 +345,17 @@ impl<'a> Decoder<'a, '_, '_> {
 
     fn leave(&mut self) {
         self.depth -= 1;
+    }
+
+    /// A binary's bytes: a range of the shared frame when large and inside it, else
+    /// a copy.
+    fn binary(&self, data: &[u8]) -> Bytes {
+        if data.len() >= super::SPLICE_MIN {
+            if let Some(b) = self.share.and_then(|s| Bytes::shared_slice(s, data)) {
+                return b;
+            }
+        }
+        Bytes::from(data)
     }
 
     /// One term. Kept small: the recursive path (term -> tuple/list/map/fun -> term)
@@ -366,7 +407,8 @@ impl<'a> Decoder<'a, '_, '_> {
             }
             BINARY_EXT => {
                 let n = self.r.u32()? as usize;
-                Ok(Term::Binary(self.r.take(n)?.to_vec()))
+                let data = self.r.take(n)?;
+                Ok(Term::Binary(self.binary(data)))
             }
             BIT_BINARY_EXT => {
                 let n = self.r.u32()? as usize;
@@ -375,9 +417,9 @@ impl<'a> Decoder<'a, '_, '_> {
                 match (n, bits) {
                     // An empty bitstring is sent as zero bytes with bits 0 by some
                     // encoders; it is the empty binary.
-                    (0, 0) => Ok(Term::Binary(Vec::new())),
+                    (0, 0) => Ok(Term::Binary(Bytes::default())),
                     (0, _) => Err(DecodeError::BadValue("BIT_BINARY_EXT bit count")),
-                    (_, 8) => Ok(Term::Binary(data.to_vec())),
+                    (_, 8) => Ok(Term::Binary(self.binary(data))),
                     (_, 1..=7) => BitBinary::new(data.to_vec(), bits)
                         .map(Term::BitBinary)
                         .ok_or(DecodeError::BadValue("BIT_BINARY_EXT bit count")),

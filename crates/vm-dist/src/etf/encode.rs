@@ -13,7 +13,34 @@ use num_bigint::Sign;
 
 use super::tags::*;
 use super::{MAX_ATOM_CHARS, VERSION};
-use crate::term::{Pid, Term};
+use crate::term::{Bytes, Pid, Term};
+
+/// Where an encoding goes: a contiguous `Vec<u8>`, or [`Segments`], which keeps large
+/// shared binaries as references instead of copying their bytes.
+///
+/// [`Segments`]: super::Segments
+pub trait Sink {
+    /// Appends one byte.
+    fn push(&mut self, byte: u8);
+    /// Appends bytes (copied).
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+    /// Appends a binary's bytes (after its header): copied unless the sink can keep a
+    /// reference to them.
+    fn binary(&mut self, bytes: &Bytes) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for Vec<u8> {
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        Vec::push(self, byte);
+    }
+    #[inline]
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes);
+    }
+}
 
 /// Largest port number NEW_PORT_EXT is used for (OTP's ERTS_MAX_V3_PORT_NUMBER).
 const MAX_V3_PORT_NUMBER: u64 = (1 << 28) - 1;
@@ -60,7 +87,7 @@ pub fn encode(term: &Term) -> Result<Vec<u8>, EncodeError> {
 }
 
 /// Appends `term`'s encoding, version byte first, to `out`.
-pub fn encode_into(out: &mut Vec<u8>, term: &Term) -> Result<(), EncodeError> {
+pub fn encode_into<S: Sink>(out: &mut S, term: &Term) -> Result<(), EncodeError> {
     out.push(VERSION);
     encode_term_into(out, term)
 }
@@ -69,7 +96,7 @@ pub fn encode_into(out: &mut Vec<u8>, term: &Term) -> Result<(), EncodeError> {
 ///
 /// Kept small: the recursive path must cost little stack per nesting level, so every
 /// term that holds no other term is encoded out of line.
-pub fn encode_term_into(out: &mut Vec<u8>, term: &Term) -> Result<(), EncodeError> {
+pub fn encode_term_into<S: Sink>(out: &mut S, term: &Term) -> Result<(), EncodeError> {
     match term {
         Term::Tuple(elems) => encode_tuple(out, elems),
         Term::List { .. } => encode_list(out, term),
@@ -79,7 +106,7 @@ pub fn encode_term_into(out: &mut Vec<u8>, term: &Term) -> Result<(), EncodeErro
 }
 
 #[inline(never)]
-fn encode_tuple(out: &mut Vec<u8>, elems: &[Term]) -> Result<(), EncodeError> {
+fn encode_tuple<S: Sink>(out: &mut S, elems: &[Term]) -> Result<(), EncodeError> {
     if elems.len() <= 0xff {
         out.push(SMALL_TUPLE_EXT);
         out.push(elems.len() as u8);
@@ -94,7 +121,7 @@ fn encode_tuple(out: &mut Vec<u8>, elems: &[Term]) -> Result<(), EncodeError> {
 }
 
 #[inline(never)]
-fn encode_map(out: &mut Vec<u8>, pairs: &[(Term, Term)]) -> Result<(), EncodeError> {
+fn encode_map<S: Sink>(out: &mut S, pairs: &[(Term, Term)]) -> Result<(), EncodeError> {
     out.push(MAP_EXT);
     out.extend_from_slice(&len32(pairs.len(), "map")?.to_be_bytes());
     for (k, v) in pairs {
@@ -105,7 +132,7 @@ fn encode_map(out: &mut Vec<u8>, pairs: &[(Term, Term)]) -> Result<(), EncodeErr
 }
 
 #[inline(never)]
-fn encode_scalar(out: &mut Vec<u8>, term: &Term) -> Result<(), EncodeError> {
+fn encode_scalar<S: Sink>(out: &mut S, term: &Term) -> Result<(), EncodeError> {
     match term {
         Term::Int(i) => encode_int(out, *i),
         Term::BigInt(b) => {
@@ -123,7 +150,7 @@ fn encode_scalar(out: &mut Vec<u8>, term: &Term) -> Result<(), EncodeError> {
         Term::Binary(b) => {
             out.push(BINARY_EXT);
             out.extend_from_slice(&len32(b.len(), "binary")?.to_be_bytes());
-            out.extend_from_slice(b);
+            out.binary(b);
         }
         Term::BitBinary(b) => {
             out.push(BIT_BINARY_EXT);
@@ -168,7 +195,7 @@ fn len32(n: usize, what: &'static str) -> Result<u32, EncodeError> {
     u32::try_from(n).map_err(|_| EncodeError::TooLarge(what))
 }
 
-fn encode_int(out: &mut Vec<u8>, i: i64) {
+fn encode_int<S: Sink>(out: &mut S, i: i64) {
     if (0..=255).contains(&i) {
         out.push(SMALL_INTEGER_EXT);
         out.push(i as u8);
@@ -185,7 +212,7 @@ fn encode_int(out: &mut Vec<u8>, i: i64) {
     }
 }
 
-fn encode_big(out: &mut Vec<u8>, negative: bool, digits: &[u8]) -> Result<(), EncodeError> {
+fn encode_big<S: Sink>(out: &mut S, negative: bool, digits: &[u8]) -> Result<(), EncodeError> {
     if digits.len() <= 0xff {
         out.push(SMALL_BIG_EXT);
         out.push(digits.len() as u8);
@@ -199,7 +226,7 @@ fn encode_big(out: &mut Vec<u8>, negative: bool, digits: &[u8]) -> Result<(), En
 }
 
 /// Appends an atom as OTP does toward a UTF8_ATOMS peer.
-pub(crate) fn encode_atom_into(out: &mut Vec<u8>, text: &str) -> Result<(), EncodeError> {
+pub(crate) fn encode_atom_into<S: Sink>(out: &mut S, text: &str) -> Result<(), EncodeError> {
     if text.len() > MAX_ATOM_CHARS && text.chars().count() > MAX_ATOM_CHARS {
         return Err(EncodeError::AtomTooLong);
     }
@@ -214,7 +241,7 @@ pub(crate) fn encode_atom_into(out: &mut Vec<u8>, text: &str) -> Result<(), Enco
     Ok(())
 }
 
-fn encode_pid(out: &mut Vec<u8>, p: &Pid) -> Result<(), EncodeError> {
+fn encode_pid<S: Sink>(out: &mut S, p: &Pid) -> Result<(), EncodeError> {
     out.push(NEW_PID_EXT);
     encode_atom_into(out, p.node.as_str())?;
     out.extend_from_slice(&p.id.to_be_bytes());
@@ -223,7 +250,7 @@ fn encode_pid(out: &mut Vec<u8>, p: &Pid) -> Result<(), EncodeError> {
     Ok(())
 }
 
-fn encode_bytes_list(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), EncodeError> {
+fn encode_bytes_list<S: Sink>(out: &mut S, bytes: &[u8]) -> Result<(), EncodeError> {
     if bytes.is_empty() {
         out.push(NIL_EXT);
     } else if bytes.len() <= MAX_STRING_EXT {
@@ -251,7 +278,7 @@ enum Elem<'t> {
 /// Encodes a `List`, folding tails that are themselves lists into one LIST_EXT (or one
 /// STRING_EXT), as the cons cells they stand for would be encoded.
 #[inline(never)]
-fn encode_list(out: &mut Vec<u8>, list: &Term) -> Result<(), EncodeError> {
+fn encode_list<S: Sink>(out: &mut S, list: &Term) -> Result<(), EncodeError> {
     let mut elems: Vec<Elem<'_>> = Vec::new();
     let mut cur = list;
     let tail = loop {

@@ -18,14 +18,16 @@
 
 mod decode;
 mod encode;
+mod segments;
 pub mod tags;
 
 pub use decode::{
-    decode, decode_prefix, decode_with, DecodeError, DecodeOptions, DEFAULT_MAX_DECOMPRESSED,
-    DEFAULT_MAX_DEPTH,
+    decode, decode_prefix, decode_prefix_shared, decode_with, decode_with_shared, DecodeError,
+    DecodeOptions, DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_DEPTH,
 };
 pub(crate) use encode::encode_atom_into;
-pub use encode::{encode, encode_into, encode_term_into, EncodeError};
+pub use encode::{encode, encode_into, encode_term_into, EncodeError, Sink};
+pub use segments::{Mark, Segments, SPLICE_MIN};
 
 /// The version byte every external term starts with.
 pub const VERSION: u8 = 131;

@@ -30,6 +30,7 @@ use crate::atoms::LocalAtoms;
 use crate::connection::{ConnError, Connection, Incoming, TimerAction, TICK};
 use crate::control::{Control, DistMessage, ProcRef, Style, SPAWN_FLAG_MONITOR};
 use crate::epmd;
+use crate::etf::{Segments, Sink};
 use crate::handshake::{
     simultaneous, Decision, Established, Handshake, HandshakeConfig, HandshakeError, PeerInfo,
     Progress,
@@ -89,12 +90,16 @@ pub(crate) struct Conn {
 /// time (`flushing`), and it takes the whole buffer each time, so bytes go out in the
 /// order they were appended: per-pair order is the order of sends. Several senders'
 /// frames coalesce into one write when they pile up while one is being written.
+///
+/// A batch is a [`Segments`]: a big shared binary (a Python `bytes` sent, a binary
+/// received and passed on) is not copied into it but written from its own buffer by
+/// a vectored write; the batch holds a refcount until the bytes are out.
 #[derive(Default)]
 struct Out {
-    buf: Vec<u8>,
+    buf: Segments,
     /// The buffer of the batch written before, emptied: the next batch's `buf`, so a
     /// stream of big messages alternates between two buffers (see [`reuse`]).
-    spare: Vec<u8>,
+    spare: Segments,
     /// A thread (a sender or the writer) is writing; appenders leave the bytes to it.
     flushing: bool,
     /// The batch is the writer thread's to write (host-run: [`ConnIo::run`] writes
@@ -102,7 +107,7 @@ struct Out {
     handed: bool,
     closed: bool,
     /// Host-run only: the part of a batch a full socket did not take, from `rest_at`.
-    rest: Vec<u8>,
+    rest: Segments,
     rest_at: usize,
 }
 
@@ -166,19 +171,23 @@ impl Drop for DeferWrites {
 impl Conn {
     /// Frames `msg` straight into the output buffer (no frame of its own: a fresh
     /// buffer per big message costs the kernel's zeroing of its pages, which was most
-    /// of a 1 MiB send), then goes on as [`Conn::write`].
+    /// of a 1 MiB send; a big shared binary is kept by reference, not copied), then
+    /// goes on as [`Conn::write`].
     pub(crate) fn send(self: &Arc<Self>, msg: &DistMessage) -> Result<(), DistError> {
         lock(&self.state).wrote(Instant::now());
         let mut o = lock(&self.out);
         if o.closed {
             return Err(closed());
         }
-        let at = o.buf.len();
+        let at = o.buf.mark();
         o.buf.extend_from_slice(&[0; 4]);
         let encoded = msg.encode_into(&mut o.buf, self.style);
-        let len = u32::try_from(o.buf.len() - at - 4);
+        let len = u32::try_from(o.buf.len_since(at) - 4);
         match (encoded, len) {
-            (Ok(()), Ok(len)) => o.buf[at..at + 4].copy_from_slice(&len.to_be_bytes()),
+            (Ok(()), Ok(len)) => {
+                // The length word was appended as owned bytes at `at`: always there.
+                o.buf.patch_u32(at, len);
+            }
             (Err(e), _) => {
                 o.buf.truncate(at);
                 return Err(e.into());
@@ -281,7 +290,7 @@ impl Conn {
             let batch = std::mem::replace(&mut o.buf, next);
             drop(o);
             self.drained.notify_all();
-            let r = (&self.stream).write_all(&batch);
+            let r = conn_io::write_all_segments(&self.stream, &batch);
             o = lock(&self.out);
             if r.is_err() {
                 o.closed = true;
@@ -325,14 +334,14 @@ impl Conn {
             };
             drop(o);
             self.drained.notify_all();
-            let mut r = conn_io::send_some(&self.stream, &batch[at..]);
+            let mut r = conn_io::send_segments(&self.stream, &batch, at);
             o = lock(&self.out);
             if let Ok(n) = r {
                 if at + n < batch.len() && !o.closed {
                     // Full: try once more with `handed` set under the lock (the doc
                     // comment's argument); what it does not take waits.
                     o.handed = true;
-                    let more = conn_io::send_some(&self.stream, &batch[at + n..]);
+                    let more = conn_io::send_segments(&self.stream, &batch, at + n);
                     r = more.map(|m| n + m);
                     if matches!(r, Ok(m) if at + m == batch.len()) {
                         o.handed = false;
@@ -343,7 +352,7 @@ impl Conn {
                 Err(_) => {
                     o.closed = true;
                     o.flushing = false;
-                    o.rest = Vec::new();
+                    o.rest = Segments::new();
                     drop(o);
                     self.close();
                     return Err(closed());
@@ -652,7 +661,7 @@ fn writer(conn: Arc<Conn>) {
         let batch = std::mem::replace(&mut o.buf, next);
         drop(o);
         conn.drained.notify_all();
-        let r = (&conn.stream).write_all(&batch);
+        let r = conn_io::write_all_segments(&conn.stream, &batch);
         o = lock(&conn.out);
         if r.is_err() {
             o.closed = true;
@@ -674,9 +683,9 @@ fn writer(conn: Arc<Conn>) {
 /// A written batch's buffer, emptied, to be the next one: bulk sends reuse one buffer
 /// instead of each getting fresh pages. One past [`RETAIN_MAX`] is let go, so an idle
 /// connection gives back what a burst took.
-fn reuse(mut batch: Vec<u8>) -> Vec<u8> {
+fn reuse(mut batch: Segments) -> Segments {
     if batch.capacity() > RETAIN_MAX {
-        return Vec::new();
+        return Segments::new();
     }
     batch.clear();
     batch

@@ -23,13 +23,14 @@
 //!   timeout, replaced, node stopped) is shut down, which the host sees as readiness,
 //!   and `run` then reads EOF.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use super::conn::{drain_logged, fill, Conn};
 use super::Inner;
+use crate::etf::Segments;
 
 /// Reads per [`ConnIo::run`] at most (each up to 256 KiB, more when a big frame's
 /// length is known): a bulk transfer gets a few MiB per turn, then other processes
@@ -178,35 +179,63 @@ pub(super) fn wait_writable(s: &TcpStream, timeout: std::time::Duration) {
     unsafe { libc::poll(&mut p, 1, ms) };
 }
 
-/// `send`s of `buf` that do not block (`MSG_DONTWAIT`, and `MSG_NOSIGNAL`: a closed
-/// peer is an error, not a signal) until it is all written or the socket is full:
-/// the bytes written (fewer than `buf.len()` when full).
-pub(super) fn send_some(s: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+/// Most slices handed to one vectored write (well under every system's IOV_MAX,
+/// 1024 on Linux); a batch with more is written in several calls.
+const MAX_IOV: usize = 64;
+
+/// Writes all of `out` to `s` (blocking) with vectored writes: the big shared binaries
+/// it holds go from their own buffers, not through a copy. A partial write resumes
+/// where it stopped.
+pub(super) fn write_all_segments(mut s: &TcpStream, out: &Segments) -> io::Result<()> {
     let mut at = 0;
-    while at < buf.len() {
-        let rest = &buf[at..];
-        // SAFETY: `rest` is valid for reads of `rest.len()` bytes for the whole call,
-        // and the descriptor belongs to `s`, borrowed (open) for the whole call.
-        let n = unsafe {
-            libc::send(
-                s.as_raw_fd(),
-                rest.as_ptr().cast(),
-                rest.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
+    let mut slices = Vec::with_capacity(MAX_IOV);
+    while at < out.len() {
+        slices.clear();
+        out.io_slices(at, &mut slices, MAX_IOV);
+        match s.write_vectored(&slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Vectored `send`s (`sendmsg`) of `out` from position `from` that do not block
+/// (`MSG_DONTWAIT`, and `MSG_NOSIGNAL`: a closed peer is an error, not a signal) until
+/// it is all written or the socket is full: the bytes written from `from` (fewer than
+/// the rest when full). The big shared binaries `out` holds go from their own
+/// buffers.
+pub(super) fn send_segments(s: &TcpStream, out: &Segments, from: usize) -> io::Result<usize> {
+    let mut at = from;
+    let mut slices = Vec::with_capacity(MAX_IOV);
+    while at < out.len() {
+        slices.clear();
+        out.io_slices(at, &mut slices, MAX_IOV);
+        // SAFETY: an all-zero msghdr is valid (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // IoSlice is ABI-compatible with iovec on Unix (std's documented guarantee);
+        // sendmsg only reads the array and the buffers it points to.
+        msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = slices.len() as _;
+        // SAFETY: `msg` points to `slices.len()` iovecs, each valid for reads of its
+        // length for the whole call (borrowed from `out`, alive until after it), and
+        // the descriptor belongs to `s`, borrowed (open) for the whole call.
+        let n =
+            unsafe { libc::sendmsg(s.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
         if n < 0 {
             let e = io::Error::last_os_error();
             match e.kind() {
-                io::ErrorKind::WouldBlock => return Ok(at),
+                io::ErrorKind::WouldBlock => return Ok(at - from),
                 io::ErrorKind::Interrupted => continue,
                 _ => return Err(e),
             }
         }
-        // Non-negative and at most rest.len().
+        // Non-negative and at most the slices' total.
         at += n as usize;
     }
-    Ok(at)
+    Ok(at - from)
 }
 
 #[cfg(test)]
@@ -245,30 +274,69 @@ mod tests {
         assert_eq!(recv_some(&a, &mut buf).unwrap(), 0);
     }
 
+    /// A batch of owned bytes and big shared binaries (64 MiB in all) fills a socket
+    /// whose peer does not read: the send stops part-way, possibly inside a binary,
+    /// and resuming from where it stopped delivers exactly the contiguous stream.
     #[test]
-    fn send_some_stops_at_a_full_socket_and_the_rest_goes_later() {
+    fn send_segments_stops_at_a_full_socket_and_the_rest_goes_later() {
+        use crate::etf::Sink;
+        use crate::term::{Bytes, SharedBuf};
         let (a, mut b) = pair();
-        let big = vec![7u8; 64 << 20];
-        let n = send_some(&a, &big).unwrap();
-        assert!(n < big.len(), "a peer that does not read fills the socket");
-        // The socket is still blocking for other handles: a plain read waits.
+        let mut out = Segments::new();
+        let mut expect = Vec::new();
+        for i in 0..16u8 {
+            let head = vec![i; 1000 + usize::from(i)];
+            out.extend_from_slice(&head);
+            expect.extend_from_slice(&head);
+            let body: Vec<u8> = (0..4 << 20).map(|k: usize| (k as u8) ^ i).collect();
+            expect.extend_from_slice(&body);
+            let owner: SharedBuf = Arc::new(body);
+            out.binary(&Bytes::shared(owner));
+        }
+        assert_eq!(out.splice_count(), 16);
+        assert_eq!(out.to_vec(), expect);
+        let total = expect.len();
+        let n = send_segments(&a, &out, 0).unwrap();
+        assert!(n < total, "a peer that does not read fills the socket");
         let reader = std::thread::spawn(move || {
-            let mut got = 0usize;
+            let mut got = Vec::with_capacity(total);
             let mut buf = vec![0u8; 1 << 20];
-            while got < 64 << 20 {
+            while got.len() < total {
                 let k = b.read(&mut buf).unwrap();
                 assert!(k > 0);
-                assert!(buf[..k].iter().all(|&x| x == 7));
-                got += k;
+                got.extend_from_slice(&buf[..k]);
             }
             got
         });
         let mut at = n;
-        while at < big.len() {
-            at += send_some(&a, &big[at..]).unwrap();
+        while at < total {
+            at += send_segments(&a, &out, at).unwrap();
             std::thread::yield_now();
         }
-        assert_eq!(reader.join().unwrap(), 64 << 20);
-        assert!(a.set_nonblocking(false).is_ok());
+        assert_eq!(send_segments(&a, &out, total).unwrap(), 0);
+        assert!(reader.join().unwrap() == expect, "the stream arrives whole");
+    }
+
+    /// The blocking writer's vectored writes deliver the same stream.
+    #[test]
+    fn write_all_segments_writes_the_whole_stream() {
+        use crate::etf::Sink;
+        use crate::term::{Bytes, SharedBuf};
+        let (a, mut b) = pair();
+        let mut out = Segments::new();
+        for i in 0..200u8 {
+            out.extend_from_slice(&[i; 3]);
+            let owner: SharedBuf = Arc::new(vec![i; 70_000]);
+            out.binary(&Bytes::shared(owner));
+        }
+        let expect = out.to_vec();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).unwrap();
+            got
+        });
+        write_all_segments(&a, &out).unwrap();
+        drop(a);
+        assert!(reader.join().unwrap() == expect);
     }
 }
