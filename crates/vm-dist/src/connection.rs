@@ -17,14 +17,20 @@
 //!   and the node lives on. After an error the connection stays failed.
 //! * Atoms decoded from this peer pass its [`AtomBudget`], whose allowance spans the
 //!   connection's life.
+//! * A big frame's binaries are not copied out of it: the input buffer that holds
+//!   the frame becomes their shared buffer (see [`Connection::next`]), and the
+//!   connection reads on into a new one. It is shared only while the frame is at least
+//!   half of it, so a binary never keeps alive more than twice the frame.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::atoms::{AtomBudget, AtomInterner, DEFAULT_ATOM_BUDGET};
 use crate::control::{ControlError, DistMessage, Style};
-use crate::etf::{DecodeOptions, EncodeError};
+use crate::etf::{DecodeOptions, EncodeError, SPLICE_MIN};
 use crate::handshake::PeerInfo;
+use crate::term::SharedBuf;
 
 /// Default net_ticktime, as erl's: 60 seconds.
 pub const DEFAULT_NET_TICKTIME: Duration = Duration::from_secs(60);
@@ -176,6 +182,11 @@ impl InBuf {
 
     /// Room for at least `min` more bytes, and for the rest of the incomplete frame:
     /// write into it, then call [`InBuf::filled`] with the count.
+    ///
+    /// While a big frame (at least [`SPLICE_MIN`]) is incomplete, the room ends where
+    /// it ends (or `min` bytes on, if further): a read then stops at the frame's end,
+    /// so the buffer can be given to the frame's binaries whole, with no bytes of the
+    /// next frame to move out of it.
     pub fn spare(&mut self, min: usize) -> &mut [u8] {
         if self.start == self.end {
             self.start = 0;
@@ -198,7 +209,12 @@ impl InBuf {
                 self.data.resize(size.max(self.data.len() * 2), 0);
             }
         }
-        &mut self.data[self.end..]
+        let room = if self.want >= SPLICE_MIN && rest > 0 {
+            (self.end + rest.max(min)).min(self.data.len())
+        } else {
+            self.data.len()
+        };
+        &mut self.data[self.end..room]
     }
 
     /// `n` bytes were written at the front of [`InBuf::spare`].
@@ -300,8 +316,13 @@ impl<I: AtomInterner> Connection<I> {
             self.input.consume(4);
             return Ok(Some(Incoming::Tick));
         }
-        let result = DistMessage::decode(&avail[4..4 + len], &self.cfg.decode, &mut self.atoms);
-        self.input.consume(4 + len);
+        let result = if len >= SPLICE_MIN && 2 * (4 + len) >= self.input.data.capacity() {
+            self.decode_shared(len)
+        } else {
+            let r = DistMessage::decode(&avail[4..4 + len], &self.cfg.decode, &mut self.atoms);
+            self.input.consume(4 + len);
+            r
+        };
         match result {
             Ok(m) => Ok(Some(Incoming::Message(m))),
             Err(e) => {
@@ -309,6 +330,45 @@ impl<I: AtomInterner> Connection<I> {
                 Err(ConnError::Control(e))
             }
         }
+    }
+
+    /// Decodes the complete frame of `len` bytes at the input's start with the input
+    /// buffer as its binaries' shared buffer, and consumes it. The buffer comes back
+    /// when no binary kept it; otherwise the input goes on in a new buffer of the same
+    /// size (the next frame of a bulk stream is likely as big), with the bytes after
+    /// the frame moved there (none, usually: [`InBuf::spare`] stops a read at a big
+    /// frame's end).
+    fn decode_shared(&mut self, len: usize) -> Result<DistMessage, ControlError> {
+        let data = Arc::new(std::mem::take(&mut self.input.data));
+        let (start, end) = (self.input.start, self.input.end);
+        let frame_end = start + 4 + len;
+        let result = {
+            let share: SharedBuf = data.clone();
+            DistMessage::decode_shared(
+                &data[start + 4..frame_end],
+                &self.cfg.decode,
+                &mut self.atoms,
+                Some(&share),
+            )
+        };
+        match Arc::try_unwrap(data) {
+            Ok(data) => {
+                self.input.data = data;
+                self.input.consume(4 + len);
+            }
+            Err(shared) => {
+                let tail = &shared[frame_end..end];
+                let mut fresh = vec![0u8; shared.len().max(tail.len())];
+                fresh[..tail.len()].copy_from_slice(tail);
+                self.input = InBuf {
+                    data: fresh,
+                    start: 0,
+                    end: tail.len(),
+                    want: 0,
+                };
+            }
+        }
+        result
     }
 
     /// Appends `msg` as a complete frame (length prefix included) to `out`, noting a
@@ -442,6 +502,68 @@ mod tests {
             "a burst's buffer goes back ({} bytes kept)",
             input.data.len()
         );
+    }
+
+    /// A stream of big frames read as a reader does (room as `spare` gives it, which
+    /// stops at a big frame's end): each frame's binary is a range of the buffer it
+    /// was read into, not a copy, and stays intact while later frames are read into
+    /// new buffers; small binaries are copied.
+    #[test]
+    fn big_binaries_share_the_frame_they_arrived_in() {
+        let now = Instant::now();
+        let mut tx = conn(now);
+        let mut rx = conn(now);
+        let sizes = [
+            1usize << 20,
+            100,
+            1 << 20,
+            SPLICE_MIN,
+            SPLICE_MIN - 1,
+            3 << 20,
+            1 << 20,
+        ];
+        let mut wire = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let bytes: Vec<u8> = (0..n).map(|k| (k * 13 + i) as u8).collect();
+            tx.frame(&send(i as u32, Term::binary(bytes)), &mut wire, now)
+                .expect("frame");
+        }
+        let mut got = Vec::new();
+        let mut rest = wire.as_slice();
+        while !rest.is_empty() {
+            let mut input = rx.take_input();
+            let room = input.spare(256 * 1024);
+            let k = room.len().min(rest.len());
+            room[..k].copy_from_slice(&rest[..k]);
+            input.filled(k);
+            rx.restore_input(input, k, now);
+            rest = &rest[k..];
+            while let Some(inc) = rx.next().expect("valid frames") {
+                if let Incoming::Message(m) = inc {
+                    got.push(m);
+                }
+            }
+        }
+        assert_eq!(got.len(), sizes.len());
+        for (i, (m, &n)) in got.iter().zip(&sizes).enumerate() {
+            let Control::Send { message, .. } = &m.control else {
+                panic!("frame {i} became {m:?}");
+            };
+            let Term::Binary(b) = message else {
+                panic!("frame {i} is not a binary");
+            };
+            let expect: Vec<u8> = (0..n).map(|k| (k * 13 + i) as u8).collect();
+            assert!(b.as_slice() == expect.as_slice(), "frame {i} intact");
+            // A 64 KiB frame read into the 1 MiB buffer left by the one before is
+            // copied (it would keep 16 times its size alive); the others are read
+            // into a buffer they fill at least half of.
+            if n >= 1 << 20 {
+                assert!(b.is_shared(), "frame {i} ({n} bytes) shared");
+            }
+            if n < SPLICE_MIN {
+                assert!(!b.is_shared(), "frame {i} ({n} bytes) copied");
+            }
+        }
     }
 
     /// A peer announcing a huge frame and sending nothing more gets a bounded buffer.
