@@ -376,6 +376,57 @@ def test_a_100_mb_binary_round_trips(erl):
     assert run_node(main)
 
 
+def test_large_binaries_echo_through_erl_intact(erl):
+    """Binaries around the 64 KiB size above which they are written from their own
+    buffers and received as ranges of their frames, and a stream of 1 MiB ones, go to
+    erl and back intact; ones received earlier stay intact while later frames arrive,
+    and one object sent twice arrives twice."""
+
+    def main():
+        echo = erl_eval(
+            erl,
+            "spawn(fun L() -> receive {F, B} -> F ! {echo, B}, L(); stop -> ok end end).",
+        )
+        sizes = [65535, 65536, 65537, 200_000] + [1 << 20] * 16 + [3 << 20]
+        sent = [os.urandom(n) for n in sizes]
+        sent += [sent[-1], sent[-1]]
+        for d in sent:
+            send(echo, (self_pid(), d))
+        got = [receive((Atom("echo"), ANY), timeout=60)[1] for _ in sent]
+        for i, (a, b) in enumerate(zip(sent, got)):
+            assert len(b) == len(a) and bytes(b) == a, f"binary {i} ({len(a)} bytes)"
+        # Received binaries passed on as they are (shared ranges of their frames).
+        for b in got[:6]:
+            send(echo, (self_pid(), b))
+        again = [receive((Atom("echo"), ANY), timeout=60)[1] for _ in range(6)]
+        assert [bytes(b) for b in again] == sent[:6]
+        send(echo, Atom("stop"))
+        return True
+
+    assert run_node(main)
+
+
+def test_large_utf8_binaries_decode_to_str(erl):
+    """decode_binaries='utf8': a 1 MiB UTF-8 binary from erl is a str, a 1 MiB one that
+    is not UTF-8 stays bytes."""
+
+    def main():
+        echo = erl_eval(
+            erl,
+            "spawn(fun L() -> receive {F, B} -> F ! {echo, B}, L(); stop -> ok end end).",
+        )
+        text = "h\u00e9llo " * (1 << 17)
+        raw = b"\xff" + os.urandom(1 << 20)
+        send(echo, (self_pid(), text))
+        send(echo, (self_pid(), raw))
+        assert receive((Atom("echo"), ANY), timeout=60)[1] == text
+        assert bytes(receive((Atom("echo"), ANY), timeout=60)[1]) == raw
+        send(echo, Atom("stop"))
+        return True
+
+    assert run_node(main, decode_binaries="utf8")
+
+
 TWO_NODES = textwrap.dedent(
     """
     import sys, beamvm
