@@ -52,6 +52,7 @@ __all__ = [
     "MAJOR_MIN_INTERVAL",
     "install",
     "stats",
+    "uninstall",
 ]
 
 #: A major (whole-heap) collection happens no sooner than this many times the duration
@@ -159,6 +160,12 @@ def install(running: Any) -> None:
     _running = running
     if _callback not in gc.callbacks:
         gc.callbacks.append(_callback)
+
+
+def uninstall() -> None:
+    """Remove the policy (CPython's own schedule; benches/gc_policy.py's "off")."""
+    if _callback in gc.callbacks:
+        gc.callbacks.remove(_callback)
 
 
 def stats() -> dict[str, float]:
