@@ -2,11 +2,12 @@
 
 The problem. CPython has one heap for every process. Its full (generation 2) collection
 traverses every tracked object -- a 3M-element list of lists costs hundreds of ms, a
-3M-int list (one object, 3M items traversed) about 20 ms -- and runs whenever the objects
-that survived young collections since the last one exceed 25% of the old generation. It
-runs inside whichever slice allocates at that moment, so a process holding a large heap
-makes every other process late, again and again (B8's figures; a ticker beside a 3M-item
-heap: p99 20-30 ms, 0.1 ms with the GC off).
+3M-int list (one object, 3M items traversed) about 15-20 ms -- and runs whenever the
+objects that survived young collections since the last one exceed 25% of the old
+generation. It runs inside whichever slice allocates at that moment, so a process holding
+a large heap makes every other process late, again and again (B8's figures; a ticker
+beside a 3M-int list and a process allocating records that live a while: a full
+collection every ~30 ms, each traversing the list, p99 15-30 ms).
 
 The policy (installed while a VM runs):
 
@@ -20,15 +21,22 @@ The policy (installed while a VM runs):
   ``MAJOR_MIN_INTERVAL``, and leaves every collection alone until then).
 * Frozen objects that later become cyclic garbage are not collected while frozen. So the
   policy unfreezes everything and lets the next full collection traverse the whole heap
-  (a "major") once the objects frozen since the last major outnumber twice those it left
-  alive (``MAJOR_GROWTH``: memory stays within about three times the live set), and now
-  and then: no sooner than ``MAJOR_EVERY`` times the last major's duration after it
-  (whole-heap collections then take at most ~0.5% of the time), and at least
-  ``MAJOR_MIN_INTERVAL`` apart. A large heap that holds still therefore pauses the VM for
-  one whole traversal every ``MAJOR_EVERY`` x that traversal's time (a 20 ms traversal:
-  once every 4 s; 400 ms: once every 80 s) instead of at every 25% growth or promotion
-  burst, and cyclic garbage that survived a full collection is reclaimed within that
-  interval or at the next doubling, whichever comes first.
+  (a "major") once the frozen heap has outgrown three times what the last major left
+  (``MAJOR_GROWTH``): objects frozen since are counted, and when they outnumber twice
+  the live set, the policy looks at what is still there -- it counts the permanent
+  generation's objects (one walk) up to a live set of ``WALK_BELOW`` objects, and above
+  that compares the small-object memory blocks in use with what the last major left
+  (freed objects give theirs back, frozen garbage keeps them) -- so that records which
+  lived through a full collection and were then freed by their reference count do not
+  start majors. The frozen heap stays within about three times what the last major left
+  (in objects, or in blocks). And now and then: no sooner than ``MAJOR_EVERY`` times
+  the last major's duration after it (whole-heap collections then take at most ~0.5% of
+  the time), and at least ``MAJOR_MIN_INTERVAL`` apart. A large heap that holds still
+  therefore pauses the VM for one whole traversal every ``MAJOR_EVERY`` x that
+  traversal's time (a 15 ms traversal: once every 3 s; 400 ms: once every 80 s) instead
+  of at every 25% growth or promotion burst, and cyclic garbage that survived a full
+  collection is reclaimed within that interval or at the next tripling, whichever comes
+  first.
 * When no VM runs, the permanent generation is handed back (``gc.unfreeze()``) at the
   next full collection, so plain Python code sees CPython's usual behaviour.
 
@@ -42,6 +50,7 @@ slices moves the pause without shortening it.
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from typing import Any
 
@@ -50,6 +59,7 @@ __all__ = [
     "MAJOR_EVERY",
     "MAJOR_GROWTH",
     "MAJOR_MIN_INTERVAL",
+    "WALK_BELOW",
     "install",
     "stats",
     "uninstall",
@@ -60,11 +70,20 @@ __all__ = [
 MAJOR_EVERY = 200
 #: Seconds between two majors at the least (a small heap's majors are cheap anyway).
 MAJOR_MIN_INTERVAL = 1.0
-#: A major also happens once the objects frozen since the last one outnumber this times
-#: those it left alive: a heap that starts promoting objects which then die in cycles is
-#: swept before it holds more than about three times its live set (and that major, finding
-#: the garbage, stops the freezing). Lower values sweep a growing heap more often.
+#: A major also happens once the frozen heap has grown by this times what the last one
+#: left: the objects frozen since outnumber this times those it left alive, and the
+#: small-object memory in use has grown by as much (the count alone also takes in objects
+#: freed since by their reference count). A heap that starts promoting objects which then
+#: die in cycles is swept before it holds more than about three times its live set (and
+#: that major, finding the garbage, stops the freezing). Lower values sweep a growing heap
+#: more often.
 MAJOR_GROWTH = 2.0
+#: Up to this many objects left alive by the last major, the growth rule counts the
+#: permanent generation's objects (exact, ~8 ns an object); above, it compares the
+#: small-object memory blocks in use (a pass over the allocator's pools, ~0.4 ms for
+#: 300 MB, but blocks also hold numbers and strings: a heap of 3M ints would let 2x3M
+#: blocks of frozen garbage pile up before a major).
+WALK_BELOW = 200_000
 #: Freeze only after a major that found less cyclic garbage than this fraction of what it
 #: kept: a heap that is (nearly) all alive. Where old objects keep dying in cycles (B8's
 #: allocator replaces its live set continuously), freezing would only delay them into
@@ -86,6 +105,8 @@ class _State:
         "majors",
         "freezes",
         "idle_until",
+        "blocks",
+        "checks",
     )
 
     def __init__(self) -> None:
@@ -94,11 +115,13 @@ class _State:
         self.last_major = _clock()
         self.major_s = 0.0
         self.heap = 0  # objects the last major left alive
-        self.since = 0  # objects frozen since the last major
+        self.since = 0  # objects frozen since the last major (an upper bound)
         self.started = 0.0
         self.majors = 0
         self.freezes = 0
         self.idle_until = 0.0  # leave collections alone until then (garbage-heavy heap)
+        self.blocks = 0  # small-object memory blocks the last major left in use
+        self.checks = 0
 
 
 _state = _State()
@@ -130,6 +153,7 @@ def _callback(phase: str, info: dict[str, Any]) -> None:
         s.major_s = now - s.started
         s.last_major = now
         s.heap = survivors
+        s.blocks = sys.getallocatedblocks()
         s.since = 0
         s.major_pending = False
         s.majors += 1
@@ -142,9 +166,25 @@ def _callback(phase: str, info: dict[str, Any]) -> None:
             return
     else:
         s.since += survivors
-        if s.since > s.heap * MAJOR_GROWTH or now - s.last_major >= max(
-            MAJOR_MIN_INTERVAL, MAJOR_EVERY * s.major_s
-        ):
+        due = now - s.last_major >= max(MAJOR_MIN_INTERVAL, MAJOR_EVERY * s.major_s)
+        if not due and s.since > s.heap * MAJOR_GROWTH:
+            # `since` counts every object frozen since the last major, also those their
+            # reference count has freed since (records that live a while): before paying
+            # for a major, look at what is still there.
+            if s.heap <= WALK_BELOW:
+                # Count the permanent generation's objects (one walk of it, ~8 ns an
+                # object: under ~2 ms here).
+                s.since = max(gc.get_freeze_count() + survivors - s.heap, 0)
+            else:
+                # Too long a walk (25 ms for 3M objects): compare the small-object blocks
+                # in use with what the last major left instead (a pass over the
+                # allocator's pools, ~0.4 ms for 300 MB). Freed objects give their blocks
+                # back, frozen garbage keeps them.
+                grown = sys.getallocatedblocks() / max(s.blocks, 1) - 1.0
+                s.since = int(s.heap * max(grown, 0.0))
+            s.checks += 1
+            due = s.since > s.heap * MAJOR_GROWTH
+        if due:
             gc.unfreeze()  # the next full collection traverses everything
             s.frozen = False
             s.major_pending = True
@@ -169,10 +209,11 @@ def uninstall() -> None:
 
 
 def stats() -> dict[str, float]:
-    """Majors run, freezes made, and the last major's duration (seconds)."""
+    """Majors run, freezes made, growth checks, the last major's duration (seconds)."""
     return {
         "majors": _state.majors,
         "freezes": _state.freezes,
         "last_major_s": _state.major_s,
         "frozen": float(_state.frozen),
+        "checks": _state.checks,
     }
