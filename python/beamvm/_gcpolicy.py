@@ -36,10 +36,10 @@ The policy (installed while a VM runs):
   start majors. The frozen heap stays within about three times what the last major left
   (in objects, or in blocks). And now and then: no sooner than ``MAJOR_EVERY`` times
   the expected major duration (the last one's, plus the largest container frozen
-  unexamined since) after it (whole-heap collections then take at most ~0.5% of the
+  unexamined since) after it (whole-heap collections then take at most ~0.2% of the
   time), and at least ``MAJOR_MIN_INTERVAL`` apart. A large heap that holds still
   therefore pauses the VM for one whole traversal every ``MAJOR_EVERY`` x that
-  traversal's time (a 15 ms traversal: once every 3 s; 400 ms: once every 80 s)
+  traversal's time (a 15 ms traversal: once every 7.5 s; 400 ms: once every 200 s)
   instead of at every 25% growth or promotion burst, and cyclic garbage that survived a
   young collection is reclaimed within that interval or at the next tripling, whichever
   comes first.
@@ -76,8 +76,9 @@ __all__ = [
 
 #: A major (whole-heap) collection happens no sooner than this many times its expected
 #: duration (the previous one's, plus the largest container frozen unexamined since) after
-#: the previous one: whole-heap traversals take at most ~0.5% of the time.
-MAJOR_EVERY = 200
+#: the previous one: whole-heap traversals take at most ~0.2% of the time. Memory is
+#: bounded by MAJOR_GROWTH; this only bounds how long frozen cyclic garbage waits.
+MAJOR_EVERY = 500
 #: Seconds between two majors at the least (a small heap's majors are cheap anyway).
 MAJOR_MIN_INTERVAL = 1.0
 #: A major also happens once the frozen heap has grown by this times what the last one
