@@ -459,6 +459,18 @@ def hog_large_heap():
     return live, nodes  # never reached: keeps the heap alive
 
 
+def hog_int_heap():
+    live = list(range(3_000_000))  # one object whose 3M items a full collection traverses
+    keep = []
+    i = 0
+    while True:  # records that live a while: young collections promote some of them
+        keep.append({"i": i, "tags": [i]})  # tracked (a dict of ints alone is not)
+        if len(keep) > 2000:
+            keep = []
+        i += 1
+    return live  # never reached: keeps the heap alive
+
+
 def hog_long_c_call():
     while True:
         sum(range(5 * 10**6))  # one C call of ~0.1 s
@@ -558,6 +570,7 @@ FORMS: list[Form] = [
     _f("with_block", True, "a `with` block in a loop"),
     _f("dirty_cpu", True, "`beamvm.dirty_cpu(hashlib.sha256, 50 MB)` in a loop"),
     _f("large_heap", True, "holds a 3M-element list and 300k lists, allocates (cyclic GC)"),
+    _f("int_heap", True, "holds a 3M-int list, allocates records that live a while (cyclic GC)"),
     _f("long_c_call", False, "one C call of ~0.1 s (`sum(range(5 * 10**6))`)"),
     _f("big_int", False, "one arithmetic operation of ~0.1 s (`3 ** 10**6`)"),
     _f("property", False, "a property getter that loops ~0.1 s"),
