@@ -179,7 +179,9 @@ def test_a_large_container_from_the_young_collections_is_frozen_before_a_full_on
     fresh, later, frozen, skips, reclaimed, n = beamvm.run(main, schedulers=1)
     assert n == 1_000_000
     assert not fresh and not later  # frozen when each full collection began
-    assert frozen and skips == 2
+    # At least the two full collections above were skipped (in a long test session the
+    # heap holds more, and other collections of the run may find slow young ones too).
+    assert frozen and skips >= 2
     assert reclaimed  # the next major examined the dropped cycle and freed it
 
 
