@@ -393,7 +393,7 @@ def test_large_binaries_echo_through_erl_intact(erl):
         for d in sent:
             send(echo, (self_pid(), d))
         got = [receive((Atom("echo"), ANY), timeout=60)[1] for _ in sent]
-        for i, (a, b) in enumerate(zip(sent, got)):
+        for i, (a, b) in enumerate(zip(sent, got, strict=True)):
             assert len(b) == len(a) and bytes(b) == a, f"binary {i} ({len(a)} bytes)"
         # Received binaries passed on as they are (shared ranges of their frames).
         for b in got[:6]:

@@ -476,7 +476,16 @@ def test_attach_serves_a_running_programs_page(tmp_path):
             fams = parse_metrics(url)
             assert value(fams["beamvm_processes"]) == 22
             web.send_signal(signal.SIGINT)
-            assert web.wait(10) == 0
+            # communicate, not wait: it drains the pipes (a child whose stderr pipe fills
+            # blocks on its write and would never exit), and shows what it printed.
+            try:
+                _, err = web.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                web.kill()
+                _, err = web.communicate(timeout=5)
+                msg = f"the observer did not stop on Ctrl-C: {err[-4000:]}"
+                raise AssertionError(msg) from None
+            assert web.returncode == 0, err[-4000:]
         finally:
             if web is not None and web.poll() is None:
                 web.kill()
