@@ -280,7 +280,11 @@ def test_allocator_cache_is_reported_and_released():
     assert held > 50e6, f"the allocator reported only {held / 1e6:.0f} MB held"
     # mimalloc also purges on its own (its delayed purge may run between the two reads):
     # what counts is that the held pages are gone afterwards, whoever returned them.
-    assert after < 0.2 * held, (held, released, after)
+    # release_memory() collects the calling thread's heap and the abandoned pages; free
+    # pages cached in a scheduler thread's own heap go back when that scheduler idles
+    # (its idle hook, off here), so a part may stay: 13-25 MB of 54-74 MB was seen on
+    # CPython 3.13 (1 run in 6).
+    assert after < 0.5 * held, (held, released, after)
     assert released <= held + 50e6, (held, released)
     if released > 0.5 * held:  # the explicit release did the work: RSS must show it
         assert r0 - r1 > 0.8 * released, "the released memory left the resident set"
