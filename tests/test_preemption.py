@@ -4,6 +4,9 @@ tracebacks)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import traceback
 
@@ -60,23 +63,41 @@ def test_fairness_one_scheduler_ticker_p99_and_spinners_advance():
     assert min(p99s) <= TICKER_P99_BOUND, f"ticker p99 lateness per run (ms): {per_run_ms}"
 
 
+def four_spinners():
+    """Four spinners for 1.5 s; their iteration counts, sorted."""
+    me = self_pid()
+    deadline = time.monotonic() + 1.5
+    for _ in range(4):
+        spawn(spinner, me, deadline)
+    return sorted(receive(timeout=10)[1] for _ in range(4))
+
+
 def test_spinners_share_two_schedulers_evenly():
     # Four CPU-bound processes on two schedulers (sharing the GIL): each gets about a
     # quarter. Stealing alone could leave them split one and three (a scheduler with a
     # spinner is never idle, so it never steals), and the one then got as much as the
     # three together (ratio ~0.35); the schedulers now even their queues out through
     # the global queue. A ratio, not a speed: a slow machine slows all four alike.
-    def main():
-        me = self_pid()
-        deadline = time.monotonic() + 1.5
-        for _ in range(4):
-            spawn(spinner, me, deadline)
-        return sorted(receive(timeout=10)[1] for _ in range(4))
-
-    ratios = []  # a second try for a run disturbed by other load
-    for _ in range(2):
-        counts = run(main, schedulers=2)
-        ratios.append(counts[0] / counts[-1])
+    # Each try runs in a fresh interpreter: in a long test session (CI on 3.12, late in
+    # the suite) both tries once came out split one and three (0.31, 0.30), never alone;
+    # what an earlier test leaves in the process (threads that take the GIL) is not
+    # what this checks.
+    code = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import beamvm
+from test_preemption import four_spinners
+c = beamvm.run(four_spinners, schedulers=2)
+print(c[0] / c[-1])
+"""
+    here = os.path.dirname(os.path.abspath(__file__))
+    ratios = []  # more tries for a run disturbed by other load
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, "-c", code, here], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        ratios.append(float(out.stdout.strip().splitlines()[-1]))
         if ratios[-1] >= 0.5:
             break
     assert max(ratios) >= 0.5, f"least/most iterations per run: {ratios}"
