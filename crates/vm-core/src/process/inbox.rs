@@ -23,11 +23,11 @@
 //!   that made that move, and only it, enqueues the process (a process is in at most
 //!   one run queue). Pushing to QUEUED or RUNNING leaves the state alone. A spawned
 //!   process starts QUEUED and is enqueued by its spawner.
-//! * `take_all` (owner, RUNNING) swaps the head out, keeping the state, and reverses the
-//!   detached chain into push order. The owner detaches the *whole* chain at once, so a
-//!   node is never popped individually while others push: no ABA. `drain` detaches the
-//!   same way and relinks the chain in place, handing the signals out as an iterator
-//!   (what a process's drain uses: no buffer to grow for a flood).
+//! * `drain` (owner, RUNNING) swaps the head out, keeping the state, and relinks the
+//!   detached chain in place into push order, handing the signals out as an iterator
+//!   (no buffer to grow for a flood; `take_all` collects it into a `Vec`). The owner
+//!   detaches the *whole* chain at once, so a node is never popped individually while
+//!   others push: no ABA.
 //! * `park` (owner, end of a slice that waits) CASes `null | RUNNING` to `null | IDLE`;
 //!   if anything was pushed since the owner last looked, the CAS fails and the process
 //!   is QUEUED again instead.
@@ -46,8 +46,8 @@
 //! RUNNING then read the inbox" is a store-buffering pattern that needs SeqCst on both
 //! sides.) The loom models at the bottom check every interleaving.
 //!
-//! Orderings: a successful push releases the node it publishes, and `take_all`/`close`
-//! acquire the chain they detach. State changes publish nothing else (the private half
+//! Orderings: a successful push releases the node it publishes, and `drain`,
+//! `begin_drain` and `close` acquire the chain they detach. State changes publish nothing else (the private half
 //! of a process is behind its own lock), so they need only coherence.
 //!
 //! Ordering of signals: pushes by one thread are linearised by their CASes in program
@@ -129,7 +129,7 @@ pub struct Inbox<T> {
 // sound exactly when `T: Send`. All shared mutation goes through atomics.
 unsafe impl<T: Send> Send for Inbox<T> {}
 // SAFETY: `push` may be called from many threads at once (atomic CAS on the word);
-// `take_all`/`close` detach the chain with an atomic swap, so concurrent callers each
+// `drain`, `begin_drain` and `close` detach the chain with one atomic RMW, so callers each
 // get disjoint chains. No `&T` is ever handed out to other threads.
 unsafe impl<T: Send> Sync for Inbox<T> {}
 
@@ -286,18 +286,13 @@ impl<T> Inbox<T> {
     /// Detaches everything pushed so far, appending it to `out` in push order.
     /// Returns how many signals were appended. Only the owner calls it, while RUNNING.
     pub fn take_all(&self, out: &mut Vec<T>) -> usize {
-        let running = RunState::Running as usize;
-        if self.word.load(Ordering::Relaxed) == running {
-            return 0;
-        }
-        // While RUNNING only the owner changes the state, so the swap keeps it.
-        let old = self.word.swap(running, Ordering::Acquire);
-        debug_assert_eq!(RunState::of(old), RunState::Running);
-        self.detached(head(old), out)
+        let start = out.len();
+        out.extend(self.drain());
+        out.len() - start
     }
 
-    /// Like [`Inbox::take_all`], without a buffer: detaches the chain and hands its
-    /// signals out in push order as an iterator. The chain is reversed in place (no
+    /// Detaches everything pushed so far and hands it out in push order as an
+    /// iterator, without a buffer. The chain is reversed in place (no
     /// allocation: a drain of a flood used to grow a buffer of a million signals, and
     /// page in fresh memory for it, on every drain once the buffer gave memory back).
     /// Signals the iterator has not handed out when it is dropped are dropped with it.
@@ -312,8 +307,9 @@ impl<T> Inbox<T> {
         self.detached_drain(head(old))
     }
 
-    /// Relinks a chain detached by an acquire RMW of the word into push order, takes it
-    /// off the counters and hands it out as a [`Drain`].
+    /// Relinks a chain detached by an acquire RMW of the word (`drain`, `begin_drain`,
+    /// `close`) into push order, takes it off the counters and hands it out as a
+    /// [`Drain`].
     fn detached_drain(&self, newest: *mut Node<T>) -> Drain<T> {
         let mut cur = newest;
         let mut oldest = std::ptr::null_mut();
@@ -348,17 +344,9 @@ impl<T> Inbox<T> {
         // SeqCst: the exit path's Dekker pair with `send_after` (see `VmInner::finish`);
         // on x86 the same xchg as Acquire.
         let old = self.word.swap(RunState::Done as usize, Ordering::SeqCst);
-        self.detached(head(old), out)
-    }
-
-    /// Moves a detached chain into `out` and takes it off the counters.
-    fn detached(&self, head: *mut Node<T>, out: &mut Vec<T>) -> usize {
-        let (n, bytes) = Self::drain_chain(head, out);
-        self.len.fetch_sub(n as u32, Ordering::Relaxed);
-        if bytes > 0 {
-            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-        }
-        n
+        let start = out.len();
+        out.extend(self.detached_drain(head(old)));
+        out.len() - start
     }
 
     /// True when nothing is waiting (a racy hint for the owner).
@@ -374,25 +362,6 @@ impl<T> Inbox<T> {
     /// Heap bytes held by the signals pushed and not yet taken (advisory, as `len`).
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
-    }
-
-    /// Returns (signals, their declared bytes).
-    fn drain_chain(mut cur: *mut Node<T>, out: &mut Vec<T>) -> (usize, usize) {
-        // The chain is newest-first; collect then reverse the appended part.
-        let start = out.len();
-        let mut bytes = 0;
-        while !cur.is_null() {
-            // SAFETY: every node in a detached chain was created by `push` with
-            // `Box::into_raw`, published once by a release CAS, and detached by exactly
-            // one acquire swap, so this thread now owns it exclusively and sees its
-            // contents; each node is freed exactly once here.
-            let node = unsafe { Box::from_raw(cur) };
-            cur = node.next;
-            bytes += node.bytes;
-            out.push(node.value);
-        }
-        out[start..].reverse();
-        (out.len() - start, bytes)
     }
 }
 
