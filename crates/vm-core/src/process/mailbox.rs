@@ -379,11 +379,7 @@ impl Mailbox {
         while let Some((_, slot)) = self.q.pop_front() {
             if let Some(m) = slot {
                 self.after_take(&m);
-                if self
-                    .index
-                    .as_deref()
-                    .is_some_and(|ix| ix.entries > 2 * self.live + 2 * INDEX_THRESHOLD)
-                {
+                if self.index_mostly_stale() {
                     // Arrival-order takes leave their entries stale: the process has gone
                     // back to plain receives. Stop indexing until it receives by key again.
                     self.index = None;
@@ -590,11 +586,17 @@ impl Mailbox {
             self.q.retain(|e| e.1.is_some());
         }
         self.release_storage();
-        if let Some(ix) = self.index.as_deref() {
-            if ix.entries > 2 * self.live + 2 * INDEX_THRESHOLD {
-                self.rebuild_index();
-            }
+        if self.index_mostly_stale() {
+            self.rebuild_index();
         }
+    }
+
+    /// True when stale entries (of messages taken since they were indexed) dominate
+    /// the index: a keyed take rebuilds it then, an arrival-order take drops it.
+    fn index_mostly_stale(&self) -> bool {
+        self.index
+            .as_deref()
+            .is_some_and(|ix| ix.entries > 2 * self.live + 2 * INDEX_THRESHOLD)
     }
 
     fn rebuild_index(&mut self) {
