@@ -35,13 +35,16 @@ def _drain_and_exit(parent, n):
 
 
 def _flood_and_drain(n):
-    """Queues ``n`` messages to a process that waits, lets it drain them all and exit."""
+    """Queues ``n`` messages to a process that waits, lets it drain them all and exit;
+    returns the RSS while they were all queued (the flood's peak)."""
     pid, ref = spawn_monitor(_drain_and_exit, self_pid(), n)
     for i in range(n):
         send(pid, (i, "payload"))
+    peak = rss()
     send(pid, "go")
     receive("drained", timeout=300)
     receive((DOWN, ref, ANY, ANY, ANY), timeout=30)
+    return peak
 
 
 def test_rss_after_ten_flood_rounds_stays_within_1_5x_of_the_first():
@@ -177,13 +180,7 @@ def test_an_idle_vm_returns_a_drained_floods_memory_by_itself():
         # The flood's peak is measured while it is queued: once drained, how much of it
         # is still resident depends on what the allocator already gave back (a drain
         # needs no buffer now, so ~40 MB can be all that is left to see).
-        pid, ref = spawn_monitor(_drain_and_exit, self_pid(), 1_000_000)
-        for i in range(1_000_000):
-            send(pid, (i, "payload"))
-        peak = rss()
-        send(pid, "go")
-        receive("drained", timeout=300)
-        receive((DOWN, ref, ANY, ANY, ANY), timeout=30)
+        peak = _flood_and_drain(1_000_000)
         # Up to 15 s: due after 0.5 s idle, or 5 s after the last, as this process's own
         # scheduler wakes every 0.1 s for it.
         for _ in range(150):
