@@ -12,7 +12,7 @@ import traceback
 
 import beamvm
 from beamvm import ANY, Atom, receive, self_pid, send, spawn
-from proc_helpers import ticker
+from proc_helpers import env_with, ticker
 
 
 def run(fn, *args, **cfg):
@@ -94,7 +94,11 @@ print(c[0] / c[-1])
     ratios = []  # more tries for a run disturbed by other load
     for _ in range(3):
         out = subprocess.run(
-            [sys.executable, "-c", code, here], capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", code, here],
+            env=env_with(),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert out.returncode == 0, out.stderr[-2000:]
         ratios.append(float(out.stdout.strip().splitlines()[-1]))
