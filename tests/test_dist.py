@@ -4,6 +4,7 @@ start (`erl -sname ... -setcookie ...`) and stop. Skipped only when `erl` is abs
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -58,6 +59,36 @@ def test_ping_pong_nodes_epmd_and_wrong_cookie_pang(erl):
         return True
 
     assert run_node(wrong, cookie="not_the_cookie")
+
+    def refusing():
+        # An erl with another cookie calling us is refused, and the refusal logged.
+        me = str(beamvm.node())
+        out = subprocess.run(
+            [ERL or "erl", "-sname", unique("bad") + "@localhost", "-setcookie", "wrong_one",
+             "-noshell", "-noinput", "-eval",
+             f"io:format(\"~p~n\", [net_adm:ping('{me}')]), halt()."],
+            capture_output=True, text=True, timeout=60,
+        ).stdout
+        assert out.strip().endswith("pang"), out
+        return me
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    dist_log = logging.getLogger("beamvm.dist")
+    dist_log.addHandler(handler)
+    try:
+        me = run_node(refusing)
+        deadline = time.monotonic() + 10
+        refused: list[logging.LogRecord] = []
+        while not refused and time.monotonic() < deadline:
+            refused = [r for r in records if "wrong cookie" in r.getMessage()]
+            time.sleep(0.02)
+    finally:
+        dist_log.removeHandler(handler)
+    assert refused, [r.getMessage() for r in records]
+    assert refused[0].levelno == logging.ERROR
+    assert me in refused[0].getMessage()
     assert beamvm.node() == Atom("nonode@nohost")
 
 
@@ -246,6 +277,43 @@ def test_rpc_spawn_reply_comes_before_a_slow_answer(erl):
     assert run_node(main)
 
 
+def test_erl_spawns_exposed_functions_directly_with_monitor_and_link(erl):
+    """spawn/4 and spawn_request/5 of an exposed function (not through erpc): the
+    spawned process ends `normal` when the function returns, with the failure's reason
+    when it raises, with `undef` when nothing is exposed under that name; `monitor`
+    gives a DOWN and `link` an EXIT."""
+
+    def main():
+        me = beamvm.node()
+        dist.expose("pymath", pymath)
+        dist.expose("pyslow", pyslow)
+        assert beamvm.node(erl_eval(erl, f"spawn('{me}', pymath, add, [1, 2]).")) == me
+        got = erl_eval(
+            erl,
+            f"process_flag(trap_exit, true), "
+            f"Req = spawn_request('{me}', pyslow, nap, [50], [monitor, link]), "
+            f"receive {{spawn_reply, Req, ok, Pid}} -> ok end, "
+            f"D = receive {{'DOWN', Req, process, Pid, R}} -> R after 10000 -> timeout end, "
+            f"E = receive {{'EXIT', Pid, X}} -> X after 10000 -> timeout end, "
+            f"process_flag(trap_exit, false), {{D, E}}.",
+        )
+        assert got == (Atom("normal"), Atom("normal")), got
+        reasons = []
+        for fn in ("fail", "nope"):
+            reasons.append(erl_eval(
+                erl,
+                f"Req = spawn_request('{me}', pymath, {fn}, [], [monitor]), "
+                f"receive {{spawn_reply, Req, ok, Pid}} -> ok end, "
+                f"receive {{'DOWN', Req, process, Pid, R}} -> R after 10000 -> timeout end.",
+            ))
+        failed, undef = reasons
+        assert failed != Atom("timeout") and failed != Atom("normal"), failed
+        assert undef == Atom("undef"), undef
+        return True
+
+    assert run_node(main)
+
+
 def test_links_and_monitors_in_all_four_directions(erl):
     def main():
         me = beamvm.node()
@@ -298,6 +366,21 @@ def test_links_and_monitors_in_all_four_directions(erl):
         send(victim, Atom("die"))
         send(watched, Atom("die"))
         assert receive((ref, ANY), timeout=20)[1] == (Atom("py_reason"), Atom("py_down"))
+        # erl monitors a Python process by its registered name: the DOWN names it
+        # {Name, Node}, as between erl nodes.
+        beamvm.register("py_named", beamvm.spawn(die_with, Atom("named_reason")))
+        ref = beamvm.make_ref()
+        src = (
+            f"R = monitor(process, {{py_named, '{me}'}}), Py ! {{ready, self()}}, "
+            "receive {'DOWN', R, process, Who, Why} -> {Who, Why} after 10000 -> timeout end."
+        )
+        send(agent, (Atom("eval"), self_pid(), ref, src))
+        receive((Atom("ready"), ANY), timeout=10)
+        send(Atom("py_named"), Atom("die"))
+        assert receive((ref, ANY), timeout=20)[1] == (
+            (Atom("py_named"), me),
+            Atom("named_reason"),
+        )
         # exit(remote, reason) from Python: a trapping erl process sees it.
         ref = beamvm.make_ref()
         send(
@@ -682,6 +765,11 @@ def test_decode_binaries_utf8_hidden_and_the_environment(erl, monkeypatch):
         assert receive(ANY, timeout=10) == ("héllo", b"\xff\x00")
         assert me not in erl_eval(erl, "nodes().")
         assert me in erl_eval(erl, "nodes(hidden).")
+        # And on this side, as on a hidden erl node: every connection is hidden.
+        assert beamvm.nodes() == []
+        assert beamvm.nodes("hidden") == [erl.atom] == beamvm.nodes("connected")
+        with pytest.raises(ValueError, match="kind"):
+            beamvm.nodes("all")
         return True
 
     assert beamvm.run(main, decode_binaries="utf8", hidden=True, dist_listen="127.0.0.1")

@@ -51,9 +51,14 @@ def node() -> Atom:
     return _native.node()
 
 
-def nodes() -> list[Atom]:
-    """Return the nodes this one is connected to."""
-    return _native.nodes()
+def nodes(kind: str = "visible") -> list[Atom]:
+    """Return the nodes this node is connected to, sorted, as ``erlang:nodes/1`` does.
+
+    ``kind``: ``"visible"`` (the default, ``nodes()``), ``"hidden"`` (``nodes(hidden)``:
+    connections to or from a hidden node; on a hidden node every connection is one) or
+    ``"connected"`` (both).
+    """
+    return _native.nodes(kind)
 
 
 def ping(name: str | Atom, timeout: float = 5.0) -> Atom:

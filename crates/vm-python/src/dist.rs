@@ -957,19 +957,31 @@ pub(crate) fn node() -> PyAtom {
     PyAtom(crate::lifecycle::local_node())
 }
 
-/// The connected nodes (visible and hidden), sorted.
+/// The connected nodes, sorted: `kind` is `"visible"` (erlang:nodes()), `"hidden"`
+/// (nodes(hidden)) or `"connected"` (both).
 #[pyfunction]
-pub(crate) fn nodes() -> Vec<PyAtom> {
-    match current() {
+#[pyo3(signature = (kind="visible"))]
+pub(crate) fn nodes(kind: &str) -> PyResult<Vec<PyAtom>> {
+    let which = match kind {
+        "visible" => Some(true),
+        "hidden" => Some(false),
+        "connected" => None,
+        _ => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "nodes(kind={kind:?}): kind must be 'visible', 'hidden' or 'connected'"
+            )))
+        }
+    };
+    Ok(match current() {
         Some(g) => g
             .node
-            .nodes()
+            .nodes_of(which)
             .iter()
             .filter_map(|n| Atom::try_new(n).ok())
             .map(PyAtom)
             .collect(),
         None => Vec::new(),
-    }
+    })
 }
 
 fn node_name(obj: &Bound<'_, PyAny>) -> PyResult<String> {

@@ -53,6 +53,7 @@ mod finalize;
 mod gen_call;
 mod introspect;
 mod lifecycle;
+mod logbridge;
 mod msgtrace;
 mod observer_http;
 pub mod pattern;
@@ -83,6 +84,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // lazily would fail inside a scheduler thread, issue 9 s.3), and a `str` is text,
     // not an atom-tagged tuple.
     gen_call::init_atoms()?;
+    // The Rust crates' `log` records (a connection refused for a wrong cookie, a
+    // peer declared down) go to Python's `logging` (logbridge.rs).
+    logbridge::install();
     // (The tags of wire-only values, dist.rs, are predefined atoms too.)
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Types and exceptions.

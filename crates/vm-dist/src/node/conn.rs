@@ -28,7 +28,7 @@ use super::{
 };
 use crate::atoms::LocalAtoms;
 use crate::connection::{ConnError, Connection, Incoming, TimerAction, TICK};
-use crate::control::{Control, DistMessage, ProcRef, Style, SPAWN_FLAG_MONITOR};
+use crate::control::{Control, DistMessage, ProcRef, Style, SPAWN_FLAG_LINK, SPAWN_FLAG_MONITOR};
 use crate::epmd;
 use crate::etf::{Segments, Sink};
 use crate::handshake::{
@@ -977,7 +977,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &Arc<Conn>, m: DistMessage) {
             } else if let Some(p) = watched(inner, &to) {
                 lock(&inner.tables)
                     .monitors_in
-                    .insert(reference.clone(), (p, from));
+                    .insert(reference.clone(), (p, from, to));
             } else {
                 let _ = conn.send(
                     &Control::MonitorPExit {
@@ -1067,11 +1067,16 @@ fn rex(inner: &Arc<Inner>, conn: &Arc<Conn>, message: Term) {
     }
 }
 
-/// SPAWN_REQUEST: only `erpc:execute_call(Ref, M, F, A)` of an exposed function (what
-/// `rpc:call` and `erpc:call` send). SPAWN_REPLY with a fresh pid goes at once; the
-/// function runs as the exposer arranged (a process, in the VM), and when it answers
-/// and the caller monitors, the exit `{Ref, return, Result}` (or
-/// `{Ref, error, Reason, []}`) goes as erpc's execute_call would exit.
+/// SPAWN_REQUEST of an exposed function: `erpc:execute_call(Ref, M, F, A)` (what
+/// `rpc:call` and `erpc:call` send) or `M:F(A...)` itself (`spawn(Node, M, F, A)`,
+/// `spawn_request`). SPAWN_REPLY with a fresh pid goes when the call starts; the
+/// function runs as the exposer arranged (a process, in the VM). The spawned process
+/// "exits" when the function answers: for execute_call with `{Ref, return, Result}` (or
+/// `{Ref, error, Reason, []}`), as erpc's execute_call exits; for a direct call with
+/// `normal`, or the failure's reason (`undef` for a function nobody exposed). That exit
+/// goes to the caller as a MONITOR_P_EXIT if it asked for `monitor`, and as an EXIT if
+/// it asked for `link` (a link the caller breaks does not stop a call already running:
+/// exposed functions are not cancellable).
 #[allow(clippy::too_many_arguments)]
 fn spawn_request(
     inner: &Arc<Inner>,
@@ -1083,30 +1088,33 @@ fn spawn_request(
     opts: Term,
     args: Term,
 ) {
-    let monitor = list_elems(&opts)
-        .unwrap_or_default()
-        .iter()
-        .any(|o| o.as_atom() == Some("monitor"));
-    let call = (module.as_str(), function.as_str());
+    let opts = list_elems(&opts).unwrap_or_default();
+    let monitor = opts.iter().any(|o| o.as_atom() == Some("monitor"));
+    let link = opts.iter().any(|o| o.as_atom() == Some("link"));
     let parts = list_elems(&args);
-    let call = match (call, parts.as_deref()) {
-        (("erpc", "execute_call"), Some([r, m, f, a])) => Some((r, m, f, a)),
-        _ => None,
-    };
-    let Some((tag, m, f, a)) = call else {
-        let _ = conn.send(
-            &Control::SpawnReply {
-                req_id,
-                to: from,
-                flags: 0,
-                result: Term::atom("badarg"),
-            }
-            .into(),
-        );
-        return;
+    // erpc's wrapper: `{Tag, ...}` exit reasons; anything else is the function itself.
+    let (tag, m, f, a) = match ((module.as_str(), function.as_str()), parts.as_deref()) {
+        (("erpc", "execute_call"), Some([r, m, f, a])) => {
+            (Some(r.clone()), m.clone(), f.clone(), a.clone())
+        }
+        _ if parts.is_some() => (None, Term::Atom(module), Term::Atom(function), args),
+        _ => {
+            // An improper argument list: erlang:spawn_request/5 raises badarg here too.
+            let _ = conn.send(
+                &Control::SpawnReply {
+                    req_id,
+                    to: from,
+                    flags: 0,
+                    result: Term::atom("badarg"),
+                }
+                .into(),
+            );
+            return;
+        }
     };
     let pid = inner.pid(inner.next_id.fetch_add(1, Ordering::Relaxed));
-    let flags = if monitor { SPAWN_FLAG_MONITOR } else { 0 };
+    let flags =
+        (if monitor { SPAWN_FLAG_MONITOR } else { 0 }) | (if link { SPAWN_FLAG_LINK } else { 0 });
     // The SPAWN_REPLY goes out when the call starts running (Reply::started), not
     // from here: a call answered in its first slice then has its reply and its result
     // written together, one write and one wake-up of the caller's node fewer per rpc.
@@ -1122,29 +1130,40 @@ fn spawn_request(
     let started = move || {
         let _ = conn1.send(&spawn_reply);
     };
-    let (tag, conn2) = (tag.clone(), conn.clone());
+    let conn2 = conn.clone();
     let reply = Reply::with_start(
         move |result| {
-            if !monitor {
-                return;
-            }
-            let reason = match result {
-                Ok(v) => Term::tuple(vec![tag, Term::atom("return"), v]),
-                Err(e) => Term::tuple(vec![tag, Term::atom("error"), e, Term::Nil]),
+            let reason = match (tag, result) {
+                (Some(tag), Ok(v)) => Term::tuple(vec![tag, Term::atom("return"), v]),
+                (Some(tag), Err(e)) => Term::tuple(vec![tag, Term::atom("error"), e, Term::Nil]),
+                (None, Ok(_)) => Term::atom("normal"),
+                (None, Err(e)) => e,
             };
-            let _ = conn2.send(
-                &Control::MonitorPExit {
-                    from: ProcRef::Pid(pid),
-                    to: from,
-                    reference: req_id,
-                    reason,
-                }
-                .into(),
-            );
+            if link {
+                let _ = conn2.send(
+                    &Control::Exit {
+                        from: pid.clone(),
+                        to: from.clone(),
+                        reason: reason.clone(),
+                    }
+                    .into(),
+                );
+            }
+            if monitor {
+                let _ = conn2.send(
+                    &Control::MonitorPExit {
+                        from: ProcRef::Pid(pid),
+                        to: from,
+                        reference: req_id,
+                        reason,
+                    }
+                    .into(),
+                );
+            }
         },
         started,
     );
-    call_exposed(inner, m, f, a, reply);
+    call_exposed(inner, &m, &f, &a, reply);
 }
 
 pub(super) fn ticker(inner: Arc<Inner>) {

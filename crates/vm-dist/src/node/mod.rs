@@ -291,8 +291,10 @@ struct Tables {
     links: HashSet<(Pid, Pid)>,
     /// Monitors we hold on remote processes: ref → (local pid, remote, its node).
     monitors_out: HashMap<Ref, (Pid, ProcRef, String)>,
-    /// Monitors remote processes hold on our processes: ref → (local pid, watcher).
-    monitors_in: HashMap<Ref, (Pid, Pid)>,
+    /// Monitors remote processes hold on our processes: ref → (local pid, watcher, the
+    /// process as the watcher named it: a monitor of a registered name is owed a
+    /// MONITOR_P_EXIT from that name, so erl's DOWN says `{Name, Node}`).
+    monitors_in: HashMap<Ref, (Pid, Pid, ProcRef)>,
     node_watchers: Vec<Sender<NodeEvent>>,
     exposed: HashMap<(String, String), ExposedAsync>,
     /// What waits for a connection being set up in the background, by node.
@@ -357,6 +359,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The address the built-in EPMD listens on: loopback for a node that listens on
+/// loopback only (`dist_listen="127.0.0.1"`: nothing of such a node is reachable from
+/// other hosts, its name service included), all interfaces (as erl's epmd) otherwise.
+/// Nodes started later on this host register with it through loopback either way.
+fn epmd_address(listen: IpAddr) -> IpAddr {
+    if listen.is_loopback() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }
+}
+
 /// Registers with EPMD at `addr`, starting the built-in server there when nothing
 /// answers (and `start` allows). Returns the registration and the server if we
 /// started one.
@@ -366,6 +380,7 @@ fn register_with_epmd(
     port: u16,
     hidden: bool,
     start: bool,
+    listen: IpAddr,
 ) -> Result<(Registration, Option<EpmdServer>), DistError> {
     let local = SocketAddr::from(([127, 0, 0, 1], epmd_port));
     let mut last_err = None;
@@ -373,9 +388,8 @@ fn register_with_epmd(
         match epmd::register(local, alive, port, hidden) {
             Ok(r) => return Ok((r, None)),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && start => {
-                // Nobody on the port: serve it ourselves. Bound to all interfaces, as
-                // erl's epmd is, so peers on other hosts can look us up.
-                match EpmdServer::start(SocketAddr::from(([0, 0, 0, 0], epmd_port))) {
+                // Nobody on the port: serve it ourselves, where `epmd_address` says.
+                match EpmdServer::start(SocketAddr::new(epmd_address(listen), epmd_port)) {
                     Ok(server) => {
                         let r = epmd::register(local, alive, port, hidden)?;
                         return Ok((r, Some(server)));
@@ -417,8 +431,14 @@ impl Node {
         };
         let listener = TcpListener::bind(SocketAddr::new(cfg.listen, 0))?;
         let port = listener.local_addr()?.port();
-        let (registration, server) =
-            register_with_epmd(cfg.epmd_port, alive, port, cfg.hidden, cfg.start_epmd)?;
+        let (registration, server) = register_with_epmd(
+            cfg.epmd_port,
+            alive,
+            port,
+            cfg.hidden,
+            cfg.start_epmd,
+            cfg.listen,
+        )?;
         let inner = Arc::new(Inner {
             name: Atom::new(&cfg.name),
             creation: registration.creation(),
@@ -511,11 +531,28 @@ impl Node {
             .insert((module.to_owned(), function.to_owned()), f);
     }
 
-    /// Connected nodes.
-    pub fn nodes(&self) -> Vec<String> {
-        let mut v: Vec<String> = lock(&self.inner.tables).conns.keys().cloned().collect();
+    /// Connected nodes, sorted: every one (`None`), or those whose connection is
+    /// visible (`Some(true)`: erlang:nodes(), both sides published) or hidden
+    /// (`Some(false)`: erlang:nodes(hidden); a hidden node's connections are all
+    /// hidden, as are those to a peer that did not publish itself).
+    pub fn nodes_of(&self, visible: Option<bool>) -> Vec<String> {
+        let ours = !self.inner.cfg.hidden;
+        let mut v: Vec<String> = lock(&self.inner.tables)
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                let vis = ours && c.peer.flags & crate::flags::PUBLISHED != 0;
+                visible.is_none_or(|want| want == vis)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
         v.sort();
         v
+    }
+
+    /// Every connected node, visible or hidden, sorted ([`Node::nodes_of`]).
+    pub fn nodes(&self) -> Vec<String> {
+        self.nodes_of(None)
     }
 
     /// Subscribes to node up/down events.
@@ -797,9 +834,9 @@ impl Inner {
                 .collect();
             t.links.retain(|(l, _)| l != pid);
             let mut watchers = Vec::new();
-            t.monitors_in.retain(|r, (l, w)| {
+            t.monitors_in.retain(|r, (l, w, named)| {
                 if l == pid {
-                    watchers.push((r.clone(), w.clone()));
+                    watchers.push((r.clone(), w.clone(), named.clone()));
                     false
                 } else {
                     true
@@ -818,11 +855,11 @@ impl Inner {
                 },
             );
         }
-        for (reference, watcher) in watchers {
+        for (reference, watcher, named) in watchers {
             let _ = self.send_control(
                 watcher.node.as_str(),
                 Control::MonitorPExit {
-                    from: ProcRef::Pid(pid.clone()),
+                    from: named,
                     to: watcher.clone(),
                     reference,
                     reason: reason.clone(),
@@ -1180,7 +1217,7 @@ impl Inner {
                     true
                 }
             });
-            t.monitors_in.retain(|_, (_, w)| w.node.as_str() != node);
+            t.monitors_in.retain(|_, (_, w, _)| w.node.as_str() != node);
             (exits, downs)
         };
         let noconnection = Term::atom("noconnection");
@@ -1276,6 +1313,7 @@ fn epmd_keeper(inner: Arc<Inner>) {
                 inner.port,
                 inner.cfg.hidden,
                 inner.cfg.start_epmd,
+                inner.cfg.listen,
             ) {
                 Ok((r, server)) => {
                     // Under the registration's lock, so that `stop` (which sets
