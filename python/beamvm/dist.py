@@ -34,6 +34,10 @@ __all__ = [
     "ping",
 ]
 
+_ALIAS = Atom("alias")
+_GEN_CALL = Atom("$gen_call")
+_DOWN = Atom("DOWN")
+
 #: The keyword arguments of beamvm.run / beamvm.start that configure distribution.
 OPTIONS = (
     "node",
@@ -83,22 +87,27 @@ def ping(name: str | Atom, timeout: float = 5.0) -> Atom:
 def _call_registered(name: Atom, node: Atom, request: Any, timeout: float) -> Any:
     """Make a ``gen_server`` call of ``{name, node}`` from a process.
 
-    In the plain ``{Pid, Ref}`` form every node answers. Returns the reply message
-    ``(mref, reply)``, the monitor's ``DOWN`` message (5 items) if the server or its
-    node is gone, or None after ``timeout`` seconds.
+    The tag is gen.erl's ``[alias | Alias]`` (OTP 24+): the server (erl's, or a beamvm
+    node's, its built-in net_kernel and rex included) answers through the alias, which
+    is deactivated when the call ends, so a reply that comes after the timeout is
+    dropped rather than left in the mailbox (Erlang's ``rpc:call`` never leaks one
+    either). Returns the reply message ``(tag, reply)``, the monitor's ``DOWN`` message
+    (5 items) if the server or its node is gone, or None after ``timeout`` seconds.
     """
     import beamvm
 
     dest = (name, node)
+    alias = beamvm.alias()
+    tag = ImproperList([_ALIAS], alias)
     mref = beamvm.monitor(dest)
-    beamvm.send(dest, (Atom("$gen_call"), (_native.self_pid(), mref), request))
-    msg = beamvm.receive(
-        (mref, beamvm.ANY),
-        (Atom("DOWN"), mref, beamvm.ANY, beamvm.ANY, beamvm.ANY),
-        timeout=timeout,
-        default=None,
-    )
+    beamvm.send(dest, (_GEN_CALL, (_native.self_pid(), tag), request))
+    down = (_DOWN, mref, beamvm.ANY, beamvm.ANY, beamvm.ANY)
+    msg = beamvm.receive((tag, beamvm.ANY), down, timeout=timeout, default=None)
+    beamvm.unalias(alias)
     beamvm.demonitor(mref, flush=True)
+    if msg is None:
+        # After the unalias no reply arrives; one that came just before is still ours.
+        msg = beamvm.receive((tag, beamvm.ANY), timeout=0, default=None)
     return msg
 
 

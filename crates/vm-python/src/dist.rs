@@ -490,6 +490,25 @@ impl Host for VmHost {
         watch(self, Pid::new(p.id, p.serial))
     }
 
+    /// ALIAS_SEND to one of our references: the VM queues it only while the alias is
+    /// active in its owner (alias.rs), so a reply after `unalias` (or after a call gave
+    /// up) is dropped. A reference of another incarnation of this node, or one the
+    /// VM never made (the driver's own), is no alias: dropped. The sender is not
+    /// passed on, as with SEND_SENDER.
+    fn deliver_alias(&self, _from: &wire::Pid, alias: &wire::Ref, message: wire::Term) -> bool {
+        let Some(w) = self.wire() else { return false };
+        let Ok(Term::Ref(r)) = w.ref_in(alias) else {
+            return false;
+        };
+        match w.frag_in(message) {
+            Ok(m) => self.vm.send_alias(r, m),
+            Err(e) => {
+                log::warn!("a message for alias {r:?} from another node was dropped: {e}");
+                false
+            }
+        }
+    }
+
     fn runs_connections(&self) -> bool {
         true
     }
@@ -683,7 +702,12 @@ impl Glue {
     /// `monitor(remote_pid)` or `monitor((name, node))`: the reference is a local one,
     /// so the DOWN and `demonitor` use the value Python holds.
     pub(crate) fn monitor(&self, from: Pid, to: MonitorTarget) -> Ref {
-        let r = Ref::new();
+        self.monitor_as(from, to, Ref::new())
+    }
+
+    /// [`Glue::monitor`] with the reference `r`, a fresh one (a remote `gen_server.call`
+    /// gives its alias, so that the DOWN and the reply share it, as in gen.erl).
+    pub(crate) fn monitor_as(&self, from: Pid, to: MonitorTarget, r: Ref) -> Ref {
         let w = self.wire();
         let wr = w.local_ref(r);
         let f = w.local_pid(from);

@@ -16,6 +16,14 @@
 //!
 //! `mfa` is `('gen_server', 'call', [server, request, timeout])` with the server and the
 //! timeout as the caller wrote them (`infinity` for None): OTP's exit reason exactly.
+//!
+//! A server on another node is monitored through the distribution layer, so there the
+//! alias is made apart (`alias()`, explicit) and given as the monitor's reference, and
+//! the tag is gen.erl's `[alias | Ref]`: OTP 24+ servers (and beamvm's) answer `(Tag,
+//! Reply)` through the alias (ALIAS_SEND), which the call deactivates when it ends
+//! however it ends, so a late reply is dropped there too. Such a reply carries the ref
+//! inside its tag, out of the mailbox index's reach, so a remote call's receive scans
+//! ([`CallMode::take`]); the ref is unique, so the scan is exact.
 
 use std::sync::OnceLock;
 
@@ -61,6 +69,7 @@ struct CallAtoms {
     timeout: Atom,
     infinity: Atom,
     calling_self: Atom,
+    alias: Atom,
 }
 
 static ATOMS: OnceLock<CallAtoms> = OnceLock::new();
@@ -74,6 +83,7 @@ fn make_atoms() -> Result<CallAtoms, vm_core::term::TermError> {
         timeout: Atom::try_new("timeout")?,
         infinity: Atom::try_new("infinity")?,
         calling_self: Atom::try_new("calling_self")?,
+        alias: Atom::try_new("alias")?,
     })
 }
 
@@ -92,6 +102,7 @@ fn atoms() -> PyResult<&'static CallAtoms> {
 
 static CALL_ERROR: GILOnceCell<PyObject> = GILOnceCell::new();
 static WHEREIS: GILOnceCell<PyObject> = GILOnceCell::new();
+static IMPROPER_LIST: GILOnceCell<PyObject> = GILOnceCell::new();
 
 fn otp_attr(py: Python<'_>, cell: &GILOnceCell<PyObject>, name: &str) -> PyResult<PyObject> {
     cell.get_or_try_init(py, || Ok(py.import("beamvm._otp")?.getattr(name)?.unbind()))
@@ -99,11 +110,6 @@ fn otp_attr(py: Python<'_>, cell: &GILOnceCell<PyObject>, name: &str) -> PyResul
 }
 
 impl CallMode {
-    /// The call's monitor reference (also its alias).
-    pub(crate) fn mref(&self) -> Ref {
-        self.mref
-    }
-
     fn mfa(&self, py: Python<'_>) -> PyResult<PyObject> {
         let args = PyList::new(
             py,
@@ -131,13 +137,15 @@ impl CallMode {
         }
     }
 
-    /// Removes the monitor (and a DOWN of it already queued).
+    /// Removes the monitor (and a DOWN of it already queued) and deactivates the alias:
+    /// from then on no reply reaches the mailbox.
     fn demonitor(&self) {
         let mref = self.mref;
         if !self.remote {
             with_cx(|cx| cx.demonitor(mref, true));
             return;
         }
+        self.unalias_remote();
         let me = with_cx(|cx| cx.self_pid());
         if let (Some(me), Some(g)) = (me, crate::dist::current()) {
             g.demonitor(me, mref);
@@ -145,17 +153,45 @@ impl CallMode {
         with_cx(|cx| cx.recv_keyed(Key::of_ref(mref), |m| m.tuple_len() == Some(5)));
     }
 
+    /// A remote call's alias is not its monitor's (which lives in the distribution
+    /// layer): it ends here, when the call ends, whatever ended it.
+    fn unalias_remote(&self) {
+        if self.remote {
+            with_cx(|cx| cx.unalias(self.mref));
+        }
+    }
+
+    /// Takes the call's reply or its server's DOWN from the mailbox, if one is there
+    /// (see [`answers`]; a remote call's reply is found by a scan, module docs).
+    pub(crate) fn take(&self, cx: &mut vm_core::Cx<'_>) -> Option<Fragment> {
+        let mref = self.mref;
+        if self.remote {
+            return cx.recv_where(|v| answers_remote(v, mref));
+        }
+        cx.recv_keyed(Key::of_ref(mref), |v| answers(v, mref))
+    }
+
+    /// A reply already queued when the call timed out (after [`CallMode::demonitor`]).
+    fn take_late_reply(&self) -> Option<Fragment> {
+        let mref = self.mref;
+        with_cx(|cx| {
+            if self.remote {
+                cx.recv_where(|v| v.tuple_len() == Some(2) && answers_remote(v, mref))
+            } else {
+                cx.recv_keyed(Key::of_ref(mref), |m| m.tuple_len() == Some(2))
+            }
+        })
+        .flatten()
+    }
+
     /// The outcome of the call, given what the receive finished with (see the module
     /// docs): the reply, or the `CallError` to raise.
     pub(crate) fn outcome(&self, py: Python<'_>, v: PyObject) -> PyResult<PyObject> {
-        let mref = self.mref;
         if v.is(&rt(py).missing) {
             // Timed out: after the demonitor no reply reaches the mailbox; one that is
             // already there is still ours.
             self.demonitor();
-            let late = with_cx(|cx| cx.recv_keyed(Key::of_ref(mref), |m| m.tuple_len() == Some(2)))
-                .flatten();
-            if let Some(m) = late {
+            if let Some(m) = self.take_late_reply() {
                 return self.reply_of(py, &m);
             }
             return Err(self.error(py, PyAtom(atoms()?.timeout).into_py(py)));
@@ -165,6 +201,7 @@ impl CallMode {
             self.demonitor();
             return Ok(t.get_item(1)?.unbind());
         }
+        self.unalias_remote();
         Err(self.error(py, t.get_item(4)?.unbind()))
     }
 
@@ -178,6 +215,7 @@ impl CallMode {
                 .tuple_get(1)
                 .map_or_else(|| Ok(py.None()), |r| to_py(py, r));
         }
+        self.unalias_remote();
         let reason = match v.tuple_get(4) {
             Some(r) => to_py(py, r)?,
             None => py.None(),
@@ -281,27 +319,45 @@ pub(crate) fn _gen_call(
         None => crate::dist::monitor_target(server)?,
     };
     let sent = match target {
-        // A server on another node: a remote monitor (whose DOWN uses a local ref) and
-        // the request over the wire; the reply comes to our pid as `{Ref, Reply}`.
+        // A server on another node: a remote monitor (whose DOWN uses a local ref) on
+        // the call's alias, and the request over the wire with the tag `[alias | Ref]`;
+        // the reply comes through the alias as `{[alias | Ref], Reply}` (module docs).
         Some(target) => {
-            call.remote = true;
             let g = crate::dist::current()
                 .ok_or_else(|| PyRuntimeError::new_err("this VM is not a node"))?;
+            let improper = IMPROPER_LIST
+                .get_or_try_init(py, || {
+                    Ok::<_, PyErr>(py.import("beamvm._wire")?.getattr("ImproperList")?.unbind())
+                })?
+                .bind(py);
             let Some((me, mref)) = with_cx(|cx| {
                 let me = cx.self_pid();
-                (me, g.monitor(me, target))
+                let alias = cx.alias(AliasMode::Explicit);
+                (me, g.monitor_as(me, target, alias))
             }) else {
                 return Err(call.error(py, PyAtom(a.calling_self).into_py(py)));
             };
-            let msg = PyTuple::new(
-                py,
-                [
-                    PyAtom(a.gen_call).into_py(py),
-                    (PyPid::local(me), crate::types::PyRef::local(mref)).into_py(py),
-                    request.clone().unbind(),
-                ],
-            )?;
-            crate::api::send(server, msg.as_any())?;
+            // From here the alias is the call's: ended by `outcome` however it ends.
+            call.remote = true;
+            call.mref = mref;
+            let sent = (|| -> PyResult<()> {
+                let elems = PyList::new(py, [PyAtom(a.alias)])?;
+                let tag = improper.call1((elems, crate::types::PyRef::local(mref)))?;
+                let from = PyTuple::new(py, [PyPid::local(me).into_py(py), tag.unbind()])?;
+                let msg = PyTuple::new(
+                    py,
+                    [
+                        PyAtom(a.gen_call).into_py(py),
+                        from.into_any().unbind(),
+                        request.clone().unbind(),
+                    ],
+                )?;
+                crate::api::send(server, msg.as_any()).map(drop)
+            })();
+            if let Err(e) = sent {
+                call.demonitor();
+                return Err(e);
+            }
             Some(Some(mref))
         }
         None => {
@@ -354,6 +410,21 @@ pub(crate) fn answers(v: View<'_>, mref: Ref) -> bool {
         }
         _ => false,
     }
+}
+
+/// [`answers`] for a call to another node, whose reply's tag is `[alias | mref]`
+/// (in the VM the tagged tuple `('$improper', [alias], mref)`); a reply tagged with
+/// `mref` itself, or a server's DOWN, as for a local call.
+fn answers_remote(v: View<'_>, mref: Ref) -> bool {
+    if answers(v, mref) {
+        return true;
+    }
+    let is_tag = |t: View<'_>| {
+        t.tuple_len() == Some(3)
+            && t.tuple_get(0).and_then(|e| e.as_atom()) == Some(crate::dist::tags().improper)
+            && t.tuple_get(2).and_then(|e| e.as_ref()) == Some(mref)
+    };
+    v.tuple_len() == Some(2) && v.tuple_get(0).is_some_and(is_tag)
 }
 
 /// The server's half of answering a call: for `from_ = (Pid, Tag)` whose tag is an

@@ -881,12 +881,14 @@ fn dispatch(inner: &Arc<Inner>, conn: &Arc<Conn>, m: DistMessage) {
             alias,
             message,
         } => {
-            // Mailboxes make no aliases in this driver, so no alias of ours is
-            // active: dropped, as Erlang drops a message to an inactive alias.
-            log::debug!(
-                "{}: alias send from {from:?} to {alias:?} dropped: {message:?}",
-                inner.name
-            );
+            // Mailboxes make no aliases: only a host's processes have them, and the
+            // host drops a message to an inactive alias, as Erlang does.
+            if !inner.deliver_alias(&from, &alias, message) {
+                log::debug!(
+                    "{}: alias send from {from:?} to {alias:?} dropped",
+                    inner.name
+                );
+            }
         }
         Control::RegSend {
             from,

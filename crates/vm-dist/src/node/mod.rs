@@ -79,6 +79,16 @@ pub trait Host: Send + Sync + 'static {
     /// driver then answers `noproc`).
     fn watch(&self, pid: &Pid) -> bool;
 
+    /// Delivers `message`, which a peer sent through `alias` (ALIAS_SEND, OTP 24), to
+    /// the local process whose alias it is, if the alias is still active there; `false`
+    /// if it is not (the message is dropped, as Erlang drops one to an inactive alias).
+    /// `from` is the sender, as SEND_SENDER's. The default drops: a host that makes no
+    /// aliases (and the standalone driver, whose mailboxes make none).
+    fn deliver_alias(&self, from: &Pid, alias: &Ref, message: Term) -> bool {
+        let _ = (from, alias, message);
+        false
+    }
+
     /// Whether the host runs established connections itself ([`Host::run_connection`])
     /// instead of the driver's reader and writer threads; asked once per connection.
     fn runs_connections(&self) -> bool {
@@ -787,6 +797,15 @@ impl Inner {
         match &self.host {
             Some(h) => h.deliver(to, d),
             None => false,
+        }
+    }
+
+    /// A message a peer sent through `alias` (ALIAS_SEND): to the host, the only one
+    /// that makes aliases; dropped if the alias is not one of this node's.
+    fn deliver_alias(&self, from: &Pid, alias: &Ref, message: Term) -> bool {
+        match &self.host {
+            Some(h) if alias.node == self.name => h.deliver_alias(from, alias, message),
+            _ => false,
         }
     }
 

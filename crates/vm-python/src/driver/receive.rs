@@ -354,8 +354,7 @@ impl ReceiveOp {
         if let Some(c) = &self.call {
             // A call's reply or DOWN, found by the ref's index entry; matched by shape
             // here rather than by patterns (no pattern to build and free per call).
-            let mref = c.mref();
-            return cx.recv_keyed(Key::of_ref(mref), |v| crate::gen_call::answers(v, mref));
+            return c.take(cx);
         }
         if !self.alts.is_empty() {
             let pats = (&self.pat, &self.alts);
