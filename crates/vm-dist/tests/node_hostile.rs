@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -46,13 +46,18 @@ fn handshaken(target: &Node) -> TcpStream {
     common::handshaken(target, "evil@localhost", COOKIE)
 }
 
-/// Waits until the node closes `s` (reads EOF or an error), skipping ticks.
+/// Waits until the node closes `s` (reads EOF or a reset), skipping ticks; `false`
+/// if the socket's read timeout passes first (the node kept it open).
 fn closed_by_node(mut s: TcpStream) -> bool {
     let mut buf = [0u8; 4096];
     loop {
         match s.read(&mut buf) {
-            Ok(0) | Err(_) => return true,
+            Ok(0) => return true,
             Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
         }
     }
 }
@@ -100,12 +105,30 @@ fn hostile_connections_close_alone_and_the_node_keeps_serving() {
     assert!(closed_by_node(s));
 
     // An atom flood: new atoms in messages to a registered name.
-    let mut s = handshaken(&a.0);
+    let s = handshaken(&a.0);
+    let s = flood(&a.0, s, 0..500);
+    assert!(closed_by_node(s));
+
+    // The hostile connections are gone (the node forgets each right after closing
+    // it), and the real peer never noticed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while a.0.nodes().len() > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(a.0.nodes(), vec![b.0.name().to_owned()]);
+    assert!(a.0.ping(b.0.name(), Duration::from_secs(5)));
+    assert!(b.0.ping(a.0.name(), Duration::from_secs(5)));
+}
+
+/// Writes messages carrying the new atoms `flood_atom_{i}` for `i` in `range` to a
+/// registered name on `target` over `s` (the node may close it meanwhile: that is
+/// the point), and hands `s` back.
+fn flood(target: &Node, mut s: TcpStream, range: std::ops::Range<u32>) -> TcpStream {
     let mut tx = Connection::new(
         vm_dist::handshake::PeerInfo {
-            name: a.0.name().into(),
+            name: target.name().into(),
             flags: flags::ours(false),
-            creation: a.0.creation(),
+            creation: target.creation(),
         },
         ConnConfig::default(),
         vm_dist::atoms::TrustAll,
@@ -118,7 +141,7 @@ fn hostile_connections_close_alone_and_the_node_keeps_serving() {
         creation: 5,
     };
     let mut wire = Vec::new();
-    for i in 0..500 {
+    for i in range {
         let m: DistMessage = Control::RegSend {
             from: from.clone(),
             to_name: Atom::new("nobody"),
@@ -127,19 +150,44 @@ fn hostile_connections_close_alone_and_the_node_keeps_serving() {
         .into();
         tx.frame(&m, &mut wire, std::time::Instant::now()).unwrap();
     }
-    // The node may close while we write: that is the point.
     let _ = s.write_all(&wire);
-    assert!(closed_by_node(s));
+    s
+}
 
-    // The hostile connections are gone (the node forgets each right after closing
-    // it), and the real peer never noticed.
+/// Waits up to 5 s for `node`'s connected nodes to be `want`.
+fn nodes_become(node: &Node, want: &[&str]) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while a.0.nodes().len() > 1 && std::time::Instant::now() < deadline {
+    while node.nodes() != want && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(a.0.nodes(), vec![b.0.name().to_owned()]);
-    assert!(a.0.ping(b.0.name(), Duration::from_secs(5)));
-    assert!(b.0.ping(a.0.name(), Duration::from_secs(5)));
+    node.nodes() == want
+}
+
+#[test]
+fn peers_share_one_atom_allowance_that_reconnecting_does_not_renew() {
+    let port = free_port();
+    let mut cfg = NodeConfig::new(&unique("rs"));
+    cfg.cookie = Some(Cookie::new(COOKIE));
+    cfg.listen = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    cfg.epmd_port = port;
+    cfg.conn.atom_budget = 1000;
+    cfg.peer_atoms = 300;
+    let a = Stopped(Node::start(cfg).expect("node starts"));
+    // 200 new atoms: within this connection's budget and the node's allowance.
+    let s = flood(&a.0, handshaken(&a.0), 0..200);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        a.0.nodes(),
+        vec!["evil@localhost".to_owned()],
+        "not dropped"
+    );
+    drop(s);
+    assert!(nodes_become(&a.0, &[]));
+    // The same peer again, with 200 more: a fresh connection budget, but the node's
+    // allowance is spent, so this connection is closed.
+    let s = flood(&a.0, handshaken(&a.0), 200..400);
+    assert!(closed_by_node(s));
+    assert!(nodes_become(&a.0, &[]));
 }
 
 #[test]

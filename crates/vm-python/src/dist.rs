@@ -861,6 +861,9 @@ pub(crate) fn _dist_start(
     cfg.hidden = hidden;
     // Scheduler threads send, link and monitor: they must never wait on a handshake.
     cfg.background_connect = true;
+    // Peers may fill at most a quarter of the VM's atom table, whatever they send and
+    // however often they reconnect: the rest stays for this node's own code.
+    cfg.peer_atoms = vm_core::term::MAX_ATOMS / 4;
     if let Some(l) = listen {
         cfg.listen = l.parse().map_err(|_| {
             PyValueError::new_err(format!("dist_listen {l:?} is not an IP address"))

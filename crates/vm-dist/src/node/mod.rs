@@ -212,6 +212,11 @@ pub struct NodeConfig {
     /// Off, the caller sets the connection up itself (and sees its error). A VM
     /// embedding the driver turns it on, so no scheduler thread waits on a handshake.
     pub background_connect: bool,
+    /// Atoms all peers together may create in this node's table (each connection also
+    /// within its own `conn.atom_budget`): reconnecting does not renew it. OTP's whole
+    /// table by default; a node embedded in a VM whose own code needs atoms too gives
+    /// peers a share of it.
+    pub peer_atoms: usize,
 }
 
 impl NodeConfig {
@@ -227,6 +232,7 @@ impl NodeConfig {
             start_epmd: true,
             conn: ConnConfig::default(),
             background_connect: false,
+            peer_atoms: crate::atoms::DEFAULT_ATOM_TABLE_SIZE,
         }
     }
 }
@@ -455,7 +461,7 @@ impl Node {
             flags: flags::ours(cfg.hidden),
             cookie,
             port,
-            atoms: LocalAtoms::default(),
+            atoms: LocalAtoms::with_capacity(cfg.peer_atoms),
             tables: Mutex::new(Tables::default()),
             next_id: AtomicU32::new(FIRST_MAILBOX_ID),
             next_ref: AtomicU64::new(1),
