@@ -113,7 +113,7 @@ def client(sock, opts):
 
 
 def selftest(port: int) -> None:
-    """Two clients: join a room, talk, list, leave."""
+    """Two clients: join a room, talk, list, leave; a third sends an overlong line."""
     a = tcp.connect("127.0.0.1", port, packet="line")
     b = tcp.connect("127.0.0.1", port, packet="line")
 
@@ -139,11 +139,25 @@ def selftest(port: int) -> None:
     print(until(a, "in #beam"))
     tcp.close(b)
     print(until(a, "bob"))
+    # A client that sends a line past the limit is dropped, with nothing broadcast.
+    c = tcp.connect("127.0.0.1", port, packet="raw")
+    tcp.recv(c, timeout=10)  # its welcome
+    tcp.send(c, b"x" * 10_000)
+    try:
+        while tcp.recv(c, timeout=10):
+            pass
+    except tcp.TcpError as e:
+        print(f"a 10,000-byte line: {e.reason}")
+    tcp.close(c)
 
 
 def main(port: int, test: bool) -> None:
     """Start the listener; serve forever (or run the self-test)."""
-    listener.start("chat", port=port, handler=client, num_acceptors=4, packet="line")
+    # A line longer than 4 KiB is an error (tcp_error emsgsize: the client is dropped),
+    # not megabytes buffered and broadcast to the room.
+    listener.start(
+        "chat", port=port, handler=client, num_acceptors=4, packet="line", packet_size=4096
+    )
     port = listener.info("chat")["port"]
     print(f"chat server on 127.0.0.1:{port} (try: nc localhost {port})", flush=True)
     if test:

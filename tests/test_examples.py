@@ -41,4 +41,5 @@ def test_chat_server_example_rooms_and_nicks():
         "<bob> hello ann",
         "in #beam: ann, bob",
         "* bob left #beam",
+        "a 10,000-byte line: closed",
     ]
