@@ -14,7 +14,20 @@ import time
 
 import beamvm
 import pytest
-from beamvm import ANY, Atom, Charlist, ImproperList, dist, gen_server, receive, rpc, self_pid, send
+from beamvm import (
+    ANY,
+    Atom,
+    Charlist,
+    ImproperList,
+    ListKey,
+    MapKey,
+    dist,
+    gen_server,
+    receive,
+    rpc,
+    self_pid,
+    send,
+)
 from dist_helpers import COOKIE, ERL, ErlNode, epmd_names, erl_eval, unique
 
 pytestmark = pytest.mark.skipif(
@@ -139,9 +152,11 @@ def test_send_and_registered_send_both_ways(erl):
 RANDOM_TERMS = r"""
 rand:seed(exsss, {1, 2, 3}),
 Atom = fun() -> element(rand:uniform(5), {a, 'hello world', 'ünïcødé', '日本', true}) end,
-%% Map keys that Python can hash (a list or map key has no dict form there).
+%% Map keys of every kind: lists and maps arrive in Python as ListKey / MapKey.
 Key = fun() ->
-        element(rand:uniform(5), {rand:uniform(1 bsl 70), Atom(), <<"k">>, {1, 2.5}, self()})
+        element(rand:uniform(12), {rand:uniform(1 bsl 70), Atom(), <<"k">>, {1, 2.5}, self(),
+                                   [1, Atom()], [], "key", #{k => [3]}, {[4], #{}},
+                                   [[5] | 6], #{[7] => #{8 => "x"}}})
       end,
 Gen = fun G(0) -> rand:uniform(100);
           G(D) ->
@@ -180,6 +195,40 @@ def test_random_erlang_terms_echo_through_a_python_process_exactly(erl):
         n, bad = erl_eval(erl, src, timeout=120)
         assert n == 300
         assert bad == [], bad[:3]
+        return True
+
+    assert run_node(main)
+
+
+def test_maps_with_list_and_map_keys_echo_through_a_python_process(erl):
+    """A map whose keys are lists or maps reaches a Python process (as ListKey /
+    MapKey keys) and goes back `=:=`; no message is lost to an unhashable key."""
+
+    def main():
+        beamvm.register("echo", beamvm.spawn(echo))
+        me = beamvm.node()
+        back = erl_eval(
+            erl,
+            f"M = #{{[1,2] => a, #{{k => [3]}} => b, [[4]] => c}}, "
+            f"{{echo, '{me}'}} ! {{self(), M}}, "
+            "receive {echo, Back} -> Back =:= M after 10000 -> timeout end.",
+        )
+        assert back is True
+        # Sent from Python, built with the key forms: erl sees the same map.
+        agent = erl_eval(erl, "self().")
+        send(agent, {ListKey([1, 2]): Atom("a"), MapKey({Atom("k"): [3]}): Atom("b"),
+                     ListKey([[4]]): Atom("c")})
+        assert erl_eval(
+            erl,
+            "receive M -> M =:= #{[1,2] => a, #{k => [3]} => b, [[4]] => c} "
+            "after 5000 -> timeout end.",
+        ) is True
+        # And what a Python process receives from erl.
+        erl_eval(erl, "Py ! #{[1,2] => a, #{k => [3]} => b, [[4]] => c, \"s\" => d}, ok.")
+        got = receive(ANY, timeout=10)
+        assert got == {ListKey([1, 2]): Atom("a"), MapKey({Atom("k"): ListKey([3])}): Atom("b"),
+                       ListKey([ListKey([4])]): Atom("c"), ListKey([115]): Atom("d")}
+        assert all(type(k) in (ListKey, MapKey) for k in got)
         return True
 
     assert run_node(main)

@@ -8,7 +8,7 @@ import enum
 
 import beamvm
 import pytest
-from beamvm import Atom, Binary, Pid, Ref, receive, self_pid, send, spawn
+from beamvm import Atom, Binary, ListKey, MapKey, Pid, Ref, receive, self_pid, send, spawn
 from beamvm._native import roundtrip
 
 
@@ -357,3 +357,77 @@ def test_a_100k_deep_exit_reason_reaches_links_and_monitors():
         ("EXIT", (100_000, Atom("bottom"))),
     ]
 
+
+
+# Lists and maps as map keys: a dict needs hashable keys, so they arrive as
+# beamvm.ListKey / beamvm.MapKey and go back as the same list and map.
+
+
+def test_list_and_map_keys_arrive_in_key_form_and_go_back_the_same():
+    msg = {
+        ListKey([1, 2]): Atom("a"),
+        MapKey({Atom("k"): [3]}): Atom("b"),
+        ListKey([[4]]): Atom("c"),
+        ListKey([]): 0,
+        (ListKey([5]), 6): "tuple key holding a list",
+        (5, 6): "the tuple key, another key",
+        "value": [ListKey([7]), MapKey({8: 9})],
+    }
+
+    def main():
+        me = self_pid()
+        spawn(lambda: send(me, msg))
+        got = receive(beamvm.ANY, timeout=5)
+        # Keys keep (or take) their key form, recursively; values are plain again.
+        assert got == msg and len(got) == len(msg)
+        keys = {repr(k): k for k in got}
+        mk = keys["MapKey({Atom('k'): ListKey([3])})"]
+        assert type(mk) is MapKey and mk.to_dict() == {Atom("k"): ListKey([3])}
+        assert type(keys["ListKey([ListKey([4])])"][0]) is ListKey
+        assert type(keys["(ListKey([5]), 6)"]) is tuple and keys["ListKey([])"] == []
+        assert got["value"] == [[7], {8: 9}]
+        assert [type(v) for v in got["value"]] == [list, dict]
+        # And back: the same message again.
+        send(me, got)
+        assert receive(beamvm.ANY, timeout=5) == msg
+        return True
+
+    assert run(main)
+    assert roundtrip(ListKey([1, [2]])) == [1, [2]] and roundtrip(MapKey({1: 2})) == {1: 2}
+
+
+def test_a_key_nested_deeper_than_recursion_converts_and_hashes():
+    key = ListKey([1])
+    for _ in range(3000):
+        key = ListKey([key])
+    mkey = MapKey({1: 2})
+    for _ in range(3000):
+        mkey = MapKey({mkey: ListKey([])})
+    back = roundtrip({key: 1, mkey: 2})
+    assert set(back.values()) == {1, 2}
+    assert {hash(k) for k in back} == {hash(key), hash(mkey)}
+
+
+def test_key_forms_equality_hash_repr_and_pickle():
+    import pickle
+
+    assert ListKey([1, 2]) == ListKey((1, 2)) == [1, 2]
+    assert ListKey([1, 2]) != (1, 2) and (1, 2) != ListKey([1, 2])
+    assert hash(ListKey([1, 2])) != hash((1, 2))
+    assert len({ListKey([1, 2]): 1, (1, 2): 2}) == 2
+    assert ListKey([[1], {2: 3}]) == [[1], {2: 3}]
+    assert type(ListKey([[1]])[0]) is ListKey and type(ListKey([{2: 3}])[0]) is MapKey
+    assert ListKey([]) == [] and ListKey([]) != ()
+    # A map key's order does not matter; it equals a dict with the same items.
+    a, b = MapKey({1: 2, 3: [4]}), MapKey([(3, [4]), (1, 2)])
+    assert a == b and hash(a) == hash(b) and a == {1: 2, 3: [4]} and a != {1: 2}
+    assert not (a != b) and a != ListKey([(1, 2), (3, ListKey([4]))])
+    assert MapKey([(1, 2), (1, 3)]) == {1: 3}  # the last value wins, as maps:from_list
+    assert a.to_dict() == {1: 2, 3: ListKey([4])}
+    assert repr(ListKey([1, [2]])) == "ListKey([1, ListKey([2])])"
+    assert repr(MapKey({1: [2]})) == "MapKey({1: ListKey([2])})"
+    for k in (ListKey([1, [2]]), MapKey({Atom("a"): {1: [2]}}), ListKey([])):
+        back = pickle.loads(pickle.dumps(k))
+        assert back == k and type(back) is type(k) and hash(back) == hash(k)
+    with pytest.raises(ValueError, match="pairs"):
+        roundtrip(tuple.__new__(MapKey, [(1, 2, 3)]))

@@ -98,7 +98,7 @@ from beamvm._native import (
     whereis,
 )
 from beamvm._otp import DOWN, EXIT, CallError, StartError, SupervisorError  # OTP layer
-from beamvm._wire import Charlist, Fun, ImproperList  # distribution
+from beamvm._wire import Charlist, Fun, ImproperList, ListKey, MapKey  # distribution
 from beamvm.observer import proc_window, set_system_monitor, statistics_full, top  # observer
 
 __all__ = [
@@ -112,6 +112,8 @@ __all__ = [
     "Charlist",
     "Fun",
     "ImproperList",
+    "ListKey",
+    "MapKey",
     "BadArg",
     "Binary",
     "CallError",

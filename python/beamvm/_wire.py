@@ -5,10 +5,15 @@ A Python process sees them when another node sends them (docs/distribution.md,
 are tagged tuples (``('$charlist', [...])``, ...), as ``str`` is ``('$str', b'...')``;
 the atoms ``'$charlist'``, ``'$improper'``, ``'$fun'``, ``'$port'`` and ``'$bits'`` in
 that position are reserved.
+
+``ListKey`` and ``MapKey`` are the hashable forms of an Erlang list and map where
+Python needs a hashable value: a map key, and anything inside one. They are plain
+lists and maps in the VM and on the wire.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from beamvm._native import Atom
@@ -71,6 +76,148 @@ class ImproperList:
 
     def __beamvm_term__(self) -> tuple[Any, ...]:
         return (_IMPROPER, self.elems, self.tail)
+
+
+# Salts the hashes of the key forms, so that ListKey((1, 2)) and the tuple (1, 2) (in
+# Erlang [1, 2] and {1, 2}, two keys) do not even share a hash.
+_LIST_KEY_SALT = "beamvm.ListKey"
+_MAP_KEY_SALT = "beamvm.MapKey"
+
+
+def _sealed(k: Any) -> Any:
+    """Return ``k`` (a new ListKey or MapKey) with its hash computed now and kept.
+
+    Key forms are made inside out (a received key, or ``_freeze``), so each hash is
+    computed from the kept hashes of the keys inside: hashing a key nested thousands
+    deep recurses once, not once per level (which would reach Python's recursion
+    limit). An element with no hash leaves it to ``hash()`` to raise later.
+    """
+    try:
+        k.__dict__["_hash"] = k._compute_hash()
+    except TypeError:
+        pass
+    return k
+
+
+def _freeze(v: Any) -> Any:
+    """``v`` with every list inside made a ListKey and every dict a MapKey (hashable)."""
+    if isinstance(v, (ListKey, MapKey)):
+        return v
+    if isinstance(v, list):  # list, Charlist
+        return ListKey(v)
+    if isinstance(v, dict):
+        return MapKey(v)
+    if type(v) is tuple:
+        return tuple(map(_freeze, v))
+    return v
+
+
+class ListKey(tuple):  # type: ignore[type-arg]
+    """An Erlang list used as a map key (or inside one): a hashable, immutable list.
+
+    A Python ``dict`` cannot have a ``list`` key, so where Erlang sends a map whose key
+    is a list (``#{[1, 2] => x}``) the Python process receives ``{ListKey([1, 2]): x}``.
+    It is a ``tuple`` of the elements, each itself in key form (a list inside is a
+    ``ListKey``, a map a :class:`MapKey`), and it goes back to Erlang as the proper list
+    it came as, wherever it is put. ``[]`` and strings (``"abc"``) as keys arrive as
+    ``ListKey`` too (``ListKey([])``, ``ListKey([97, 98, 99])``): Erlang has one term for
+    each.
+
+    It equals another ``ListKey`` or a ``list`` with equal elements, never a ``tuple``
+    (Erlang's ``[1, 2]`` and ``{1, 2}`` are different keys); ``ListKey([1, [2]])``
+    makes the inner list a ``ListKey`` too.
+    """
+
+    # No __slots__: a tuple subclass cannot have any, and the hash is kept in __dict__.
+
+    def __new__(cls, items: Iterable[Any] = ()) -> ListKey:
+        return _sealed(tuple.__new__(cls, map(_freeze, items)))  # type: ignore[no-any-return]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Not the kept hash: str hashes differ from one interpreter to the next.
+        return (type(self), (tuple(self),))
+
+    def _compute_hash(self) -> int:
+        return hash((_LIST_KEY_SALT, tuple(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ListKey):
+            return tuple.__eq__(self, other)
+        if isinstance(other, list):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return False
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        h = self.__dict__.get("_hash")
+        return self._compute_hash() if h is None else h
+
+    def __repr__(self) -> str:
+        return f"ListKey({list(self)!r})"
+
+
+class MapKey(tuple):  # type: ignore[type-arg]
+    """An Erlang map used as a map key (or inside one): a hashable, immutable mapping.
+
+    Where Erlang sends ``#{#{a => 1} => x}`` the Python process receives
+    ``{MapKey({Atom('a'): 1}): x}``. It is a ``tuple`` of ``(key, value)`` pairs, keys
+    unique, each key and value in key form (lists inside are :class:`ListKey`, maps
+    ``MapKey``); one received keeps the map's order (Erlang's term order of its keys).
+    ``.to_dict()`` gives a ``dict``. It goes back to Erlang as the map it came as,
+    wherever it is put.
+
+    Equality and hash do not depend on the order of the pairs: it equals another
+    ``MapKey`` or a ``dict`` with the same items.
+    """
+
+    # No __slots__: a tuple subclass cannot have any, and the hash is kept in __dict__.
+
+    def __new__(cls, items: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = ()) -> MapKey:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        d: dict[Any, Any] = {}
+        for k, v in pairs:  # a repeated key: the last value wins, as in maps:from_list/1
+            d[_freeze(k)] = _freeze(v)
+        return _sealed(tuple.__new__(cls, d.items()))  # type: ignore[no-any-return]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Not the kept hash: str hashes differ from one interpreter to the next.
+        return (type(self), (tuple(self),))
+
+    def _compute_hash(self) -> int:
+        return hash((_MAP_KEY_SALT, frozenset(self)))
+
+    def to_dict(self) -> dict[Any, Any]:
+        """Return the pairs as a ``dict`` (keys and values stay in key form)."""
+        return dict(self)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MapKey):
+            return len(self) == len(other) and dict(self) == dict(other)
+        if isinstance(other, dict):
+            return dict(self) == other
+        return False
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        h = self.__dict__.get("_hash")
+        return self._compute_hash() if h is None else h
+
+    def __repr__(self) -> str:
+        return f"MapKey({dict(self)!r})"
+
+
+def _list_key(items: tuple[Any, ...]) -> ListKey:
+    """Return a ListKey of elements already in key form (for the native converter)."""
+    return _sealed(tuple.__new__(ListKey, items))  # type: ignore[no-any-return]
+
+
+def _map_key(pairs: tuple[tuple[Any, Any], ...]) -> MapKey:
+    """Return a MapKey of pairs already in key form, keys unique (for the native converter)."""
+    return _sealed(tuple.__new__(MapKey, pairs))  # type: ignore[no-any-return]
 
 
 class _Opaque:

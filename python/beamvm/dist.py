@@ -17,7 +17,7 @@ from typing import Any
 
 from beamvm import _native
 from beamvm._native import Atom, binary_to_term, term_to_binary
-from beamvm._wire import BitString, Charlist, Fun, ImproperList, Port
+from beamvm._wire import BitString, Charlist, Fun, ImproperList, ListKey, MapKey, Port
 
 __all__ = [
     "BitString",
@@ -26,6 +26,8 @@ __all__ = [
     "term_to_binary",
     "Fun",
     "ImproperList",
+    "ListKey",
+    "MapKey",
     "Port",
     "expose",
     "monitor_node",

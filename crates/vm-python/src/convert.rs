@@ -13,6 +13,12 @@
 //! | `tuple` (and subclasses: namedtuple) / `list` (and subclasses) | tuple / list | `tuple` / `list` |
 //! | `dict` and its subclasses (`OrderedDict`, `defaultdict`, `Counter`, ...) | map | `dict` |
 //! | `Atom`, `Pid`, `Ref` | atom, pid, reference | the same |
+//! | `beamvm.ListKey` / `beamvm.MapKey` (hashable `tuple` subclasses) | list / map | `list` / `dict` |
+//!
+//! A map's keys, and everything inside them, convert in *key form*: a list there is a
+//! `beamvm.ListKey`, a map a `beamvm.MapKey`, a charlist the `ListKey` of its codes
+//! (python/beamvm/_wire.py), since a `dict` key must be hashable; both go back as the
+//! list and map they stand for, so a map with list or map keys round-trips exactly.
 //!
 //! So Python values round-trip exactly, except that the atoms `true`, `false` and
 //! `undefined` arrive as `True`, `False` and `None`, subclasses arrive as their base
@@ -184,6 +190,18 @@ enum Open<'py> {
         t: Bound<'py, PyTuple>,
         i: usize,
     },
+    /// A `beamvm.ListKey`: a tuple of the elements of a list.
+    ListKey {
+        t: Bound<'py, PyTuple>,
+        i: usize,
+    },
+    /// A `beamvm.MapKey`: a tuple of a map's `(key, value)` pairs (the value of the
+    /// last pair taken waits in `value`).
+    MapKey {
+        t: Bound<'py, PyTuple>,
+        i: usize,
+        value: Option<Bound<'py, PyAny>>,
+    },
     List {
         l: Bound<'py, PyList>,
         i: usize,
@@ -200,7 +218,9 @@ enum Open<'py> {
 impl<'py> Open<'py> {
     fn ptr(&self) -> usize {
         match self {
-            Open::Tuple { t, .. } => t.as_ptr() as usize,
+            Open::Tuple { t, .. } | Open::ListKey { t, .. } | Open::MapKey { t, .. } => {
+                t.as_ptr() as usize
+            }
             Open::List { l, .. } => l.as_ptr() as usize,
             Open::Map { d, .. } => d.as_ptr() as usize,
         }
@@ -209,7 +229,7 @@ impl<'py> Open<'py> {
     /// The next child to convert, or None when all were pushed.
     fn next_child(&mut self) -> PyResult<Option<Bound<'py, PyAny>>> {
         Ok(match self {
-            Open::Tuple { t, i } => {
+            Open::Tuple { t, i } | Open::ListKey { t, i } => {
                 // Checked first: reading past the end would build (and drop) an
                 // IndexError, which costs more than the whole conversion.
                 if *i >= t.len() {
@@ -232,6 +252,23 @@ impl<'py> Open<'py> {
                     Some(e)
                 }
             }
+            Open::MapKey { t, i, value } => match value.take() {
+                Some(v) => Some(v),
+                None if *i >= t.len() => None,
+                None => {
+                    let pair = t.get_item(*i)?;
+                    *i += 1;
+                    match pair.downcast_exact::<PyTuple>() {
+                        Ok(p) if p.len() == 2 => {
+                            *value = Some(p.get_item(1)?);
+                            Some(p.get_item(0)?)
+                        }
+                        _ => {
+                            return Err(PyValueError::new_err("a MapKey holds (key, value) pairs"))
+                        }
+                    }
+                }
+            },
             Open::Map { it, value, .. } => match value.take() {
                 Some(v) => Some(v),
                 None => match it.next() {
@@ -249,6 +286,8 @@ impl<'py> Open<'py> {
     fn close(self, b: &mut FragmentBuilder) -> PyResult<()> {
         match self {
             Open::Tuple { t, .. } => b.tuple(t.len()).map(|_| ()).map_err(bad),
+            Open::ListKey { t, .. } => b.list(t.len()).map(|_| ()).map_err(bad),
+            Open::MapKey { t, .. } => b.map(t.len()).map(|_| ()).map_err(bad),
             Open::List { l, n, .. } => {
                 if l.len() != n {
                     return Err(PyValueError::new_err("list changed size during conversion"));
@@ -275,8 +314,24 @@ fn scalar_or_open<'py>(
     } else if let Ok(s) = obj.downcast::<PyString>() {
         b.str(s.to_str()?);
     } else if let Ok(t) = obj.downcast::<PyTuple>() {
-        // Tuple subclasses (namedtuples, ...) travel as plain tuples.
-        return Ok(Some(Open::Tuple { t: t.clone(), i: 0 }));
+        // Tuple subclasses (namedtuples, ...) travel as plain tuples, except the key
+        // forms of a list and a map (python/beamvm/_wire.py), which travel as what they
+        // stand for.
+        let t = t.clone();
+        if !t.is_exact_instance_of::<PyTuple>() {
+            let k = key_forms(obj.py())?;
+            if obj.is_instance(k.list_key.bind(obj.py()))? {
+                return Ok(Some(Open::ListKey { t, i: 0 }));
+            }
+            if obj.is_instance(k.map_key.bind(obj.py()))? {
+                return Ok(Some(Open::MapKey {
+                    t,
+                    i: 0,
+                    value: None,
+                }));
+            }
+        }
+        return Ok(Some(Open::Tuple { t, i: 0 }));
     } else if let Ok(l) = obj.downcast::<PyList>() {
         let n = l.len();
         return Ok(Some(Open::List {
@@ -357,9 +412,50 @@ fn wire_from_term(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     .map(|f| f.bind(py))
 }
 
+/// The key forms of lists and maps (`beamvm._wire`): the classes, which `to_fragment`
+/// recognises, and the functions that make them from values already in key form.
+struct KeyForms {
+    list_key: PyObject,
+    map_key: PyObject,
+    make_list_key: PyObject,
+    make_map_key: PyObject,
+}
+
+fn key_forms(py: Python<'_>) -> PyResult<&KeyForms> {
+    static K: GILOnceCell<KeyForms> = GILOnceCell::new();
+    K.get_or_try_init(py, || {
+        let m = py.import("beamvm._wire")?;
+        Ok::<_, PyErr>(KeyForms {
+            list_key: m.getattr("ListKey")?.unbind(),
+            map_key: m.getattr("MapKey")?.unbind(),
+            make_list_key: m.getattr("_list_key")?.unbind(),
+            make_map_key: m.getattr("_map_key")?.unbind(),
+        })
+    })
+}
+
+/// A `beamvm.ListKey` of `items` (a list in a map key).
+fn list_key(py: Python<'_>, items: Vec<PyObject>) -> PyResult<PyObject> {
+    let t = PyTuple::new(py, items)?;
+    key_forms(py)?.make_list_key.call1(py, (t,))
+}
+
+/// A `beamvm.MapKey` of a map's pairs, given as key, value, key, value, ... (a map in a
+/// map key).
+fn map_key(py: Python<'_>, kvs: Vec<PyObject>) -> PyResult<PyObject> {
+    let mut pairs = Vec::with_capacity(kvs.len() / 2);
+    let mut it = kvs.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        pairs.push(PyTuple::new(py, [k, v])?);
+    }
+    let t = PyTuple::new(py, pairs)?;
+    key_forms(py)?.make_map_key.call1(py, (t,))
+}
+
 /// The Python value of a wire-only tagged tuple (`{'$charlist', L}`, ...: dist.rs), or
-/// `None` for any other term.
-fn wire_to_py(py: Python<'_>, v: View<'_>) -> PyResult<Option<PyObject>> {
+/// `None` for any other term. In a map key (`key`), a charlist is the `ListKey` of its
+/// codes and an improper list's parts are in key form.
+fn wire_to_py(py: Python<'_>, v: View<'_>, key: bool) -> PyResult<Option<PyObject>> {
     let n = v.tuple_len().unwrap_or(0);
     if n != 2 && n != 3 {
         return Ok(None);
@@ -370,8 +466,12 @@ fn wire_to_py(py: Python<'_>, v: View<'_>) -> PyResult<Option<PyObject>> {
     if !is_wire_tag(tag) {
         return Ok(None);
     }
-    let a = v.tuple_get(1).map(|x| to_py(py, x)).transpose()?;
-    let c = v.tuple_get(2).map(|x| to_py(py, x)).transpose()?;
+    let a = v.tuple_get(1).map(|x| to_py_as(py, x, key)).transpose()?;
+    let c = v.tuple_get(2).map(|x| to_py_as(py, x, key)).transpose()?;
+    if key && tag == crate::dist::tags().charlist {
+        // Erlang has one term for "abc" and [97, 98, 99]: as a key, it is a ListKey.
+        return a.map(Some).ok_or_else(|| unreadable(Kind::Tuple));
+    }
     let f = wire_from_term(py)?;
     Ok(Some(
         f.call1((
@@ -575,12 +675,14 @@ fn unreadable(kind: Kind) -> PyErr {
 /// A container being rebuilt: its children's Python values collect on the value stack
 /// and the container is made from them when its iterator is done. `got` counts the
 /// children taken; `want` is what the container's header promised (None for a list,
-/// whose length is its spine's).
+/// whose length is its spine's). `key`: the container is in a map key, so it is built
+/// in key form (a list as `ListKey`, a map as `MapKey`).
 struct Building<'a> {
     kind: Kind,
     children: Children<'a>,
     got: usize,
     want: Option<usize>,
+    key: bool,
 }
 
 enum Children<'a> {
@@ -591,15 +693,19 @@ enum Children<'a> {
 }
 
 impl<'a> Building<'a> {
-    fn next_child(&mut self) -> Option<View<'a>> {
+    /// The next child, and whether it is to be converted in key form (it is a map's
+    /// key, or inside a key).
+    fn next_child(&mut self) -> Option<(View<'a>, bool)> {
         let e = match &mut self.children {
-            Children::Tuple(it) => it.next(),
-            Children::List(it) => it.next(),
-            Children::Map(it, value) => value.take().or_else(|| {
-                let (k, v) = it.next()?;
-                *value = Some(v);
-                Some(k)
-            }),
+            Children::Tuple(it) => it.next().map(|e| (e, self.key)),
+            Children::List(it) => it.next().map(|e| (e, self.key)),
+            Children::Map(it, value) => match value.take() {
+                Some(v) => Some((v, self.key)),
+                None => it.next().map(|(k, v)| {
+                    *value = Some(v);
+                    (k, true)
+                }),
+            },
         };
         self.got += e.is_some() as usize;
         e
@@ -613,7 +719,9 @@ impl<'a> Building<'a> {
         let items = vals.split_off(vals.len() - self.got);
         Ok(match self.children {
             Children::Tuple(_) => PyTuple::new(py, items)?.into_any().unbind(),
+            Children::List(_) if self.key => list_key(py, items)?,
             Children::List(_) => PyList::new(py, items)?.into_any().unbind(),
+            Children::Map(..) if self.key => map_key(py, items)?,
             Children::Map(..) => {
                 let d = PyDict::new(py);
                 let mut it = items.into_iter();
@@ -626,8 +734,12 @@ impl<'a> Building<'a> {
     }
 }
 
-/// A scalar's Python value, or the container to rebuild.
-fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Building<'a>>> {
+/// A scalar's Python value, or the container to rebuild (in key form if `key`).
+fn leaf_or_open<'a>(
+    py: Python<'_>,
+    v: View<'a>,
+    key: bool,
+) -> PyResult<Result<PyObject, Building<'a>>> {
     let kind = v.kind();
     let missing = || unreadable(kind);
     Ok(Ok(match kind {
@@ -663,6 +775,7 @@ fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Bu
                 .into_any()
                 .unbind(),
         },
+        Kind::Nil if key => list_key(py, Vec::new())?,
         Kind::Nil => PyList::empty(py).into_any().unbind(),
         Kind::Pid => match (v.as_pid(), v.as_external_pid()) {
             (Some(p), _) => local_pid_to_py(py, p),
@@ -679,7 +792,7 @@ fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Bu
             if let Some(id) = vm_core::io::messages::socket_of(v) {
                 return Ok(Ok(PySocket(id.0).into_py(py)));
             }
-            if let Some(w) = wire_to_py(py, v)? {
+            if let Some(w) = wire_to_py(py, v, key)? {
                 return Ok(Ok(w));
             }
             return Ok(Err(Building {
@@ -687,6 +800,7 @@ fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Bu
                 children: Children::Tuple(v.tuple_iter().ok_or_else(missing)?),
                 got: 0,
                 want: Some(v.tuple_len().ok_or_else(missing)?),
+                key,
             }));
         }
         Kind::List => {
@@ -695,6 +809,7 @@ fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Bu
                 children: Children::List(v.list_iter().ok_or_else(missing)?),
                 got: 0,
                 want: None,
+                key,
             }))
         }
         Kind::Map => {
@@ -703,6 +818,7 @@ fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Bu
                 children: Children::Map(v.map_iter().ok_or_else(missing)?, None),
                 got: 0,
                 want: Some(2 * v.map_len().ok_or_else(missing)?),
+                key,
             }))
         }
     }))
@@ -710,10 +826,19 @@ fn leaf_or_open<'a>(py: Python<'_>, v: View<'a>) -> PyResult<Result<PyObject, Bu
 
 /// Converts a term into fresh Python objects, depth-first (see the module docs).
 pub fn to_py(py: Python<'_>, v: View<'_>) -> PyResult<PyObject> {
-    to_py_rec(py, v, 0)
+    to_py_rec(py, v, 0, false)
 }
 
-fn to_py_rec(py: Python<'_>, v: View<'_>, depth: usize) -> PyResult<PyObject> {
+/// [`to_py`], in key form if `key` (see [`to_py_rec`]).
+fn to_py_as(py: Python<'_>, v: View<'_>, key: bool) -> PyResult<PyObject> {
+    to_py_rec(py, v, 0, key)
+}
+
+/// Converts `v` at nesting `depth`. A map's keys, and everything inside them, are
+/// converted in key form (`key`): Python's `dict` needs hashable keys, so a list there
+/// becomes a `beamvm.ListKey` and a map a `beamvm.MapKey` (python/beamvm/_wire.py),
+/// which `to_fragment` turns back into the same list and map.
+fn to_py_rec(py: Python<'_>, v: View<'_>, depth: usize, key: bool) -> PyResult<PyObject> {
     // Tuples, the common message shape, first, without building a `Building`.
     if depth < RECURSION_DEPTH {
         if let Some(it) = v.tuple_iter() {
@@ -721,14 +846,14 @@ fn to_py_rec(py: Python<'_>, v: View<'_>, depth: usize) -> PyResult<PyObject> {
                 if let Some(id) = vm_core::io::messages::socket_of(v) {
                     return Ok(PySocket(id.0).into_py(py));
                 }
-                if let Some(w) = wire_to_py(py, v)? {
+                if let Some(w) = wire_to_py(py, v, key)? {
                     return Ok(w);
                 }
             }
-            return tuple_to_py(py, it, depth);
+            return tuple_to_py(py, it, depth, key);
         }
     }
-    let mut open = match leaf_or_open(py, v)? {
+    let mut open = match leaf_or_open(py, v, key)? {
         Ok(leaf) => return Ok(leaf),
         Err(open) => open,
     };
@@ -736,22 +861,36 @@ fn to_py_rec(py: Python<'_>, v: View<'_>, depth: usize) -> PyResult<PyObject> {
         return to_py_deep(py, open);
     }
     match open.children {
-        Children::Tuple(it) => tuple_to_py(py, it, depth),
+        Children::Tuple(it) => tuple_to_py(py, it, depth, key),
+        // In a key: the children's values, then the key form made from them.
+        Children::List(_) | Children::Map(..) if key => {
+            let mut items = Vec::new();
+            while let Some((child, k)) = open.next_child() {
+                items.push(to_py_rec(py, child, depth + 1, k)?);
+            }
+            if open.want.is_some_and(|w| w != open.got) {
+                return Err(unreadable(open.kind));
+            }
+            match open.children {
+                Children::List(_) => list_key(py, items),
+                _ => map_key(py, items),
+            }
+        }
         Children::List(_) => {
             let l = PyList::empty(py);
-            while let Some(child) = open.next_child() {
-                l.append(to_py_rec(py, child, depth + 1)?)?;
+            while let Some((child, k)) = open.next_child() {
+                l.append(to_py_rec(py, child, depth + 1, k)?)?;
             }
             Ok(l.into_any().unbind())
         }
         Children::Map(..) => {
             let d = PyDict::new(py);
-            while let Some(k) = open.next_child() {
-                let k = to_py_rec(py, k, depth + 1)?;
-                let Some(val) = open.next_child() else {
+            while let Some((k, key_form)) = open.next_child() {
+                let k = to_py_rec(py, k, depth + 1, key_form)?;
+                let Some((val, key_form)) = open.next_child() else {
                     return Err(unreadable(open.kind));
                 };
-                d.set_item(k, to_py_rec(py, val, depth + 1)?)?;
+                d.set_item(k, to_py_rec(py, val, depth + 1, key_form)?)?;
             }
             if open.want.is_some_and(|w| w != open.got) {
                 return Err(unreadable(open.kind));
@@ -761,8 +900,8 @@ fn to_py_rec(py: Python<'_>, v: View<'_>, depth: usize) -> PyResult<PyObject> {
     }
 }
 
-/// A tuple's elements converted into a new tuple.
-fn tuple_to_py(py: Python<'_>, it: TupleIter<'_>, depth: usize) -> PyResult<PyObject> {
+/// A tuple's elements converted into a new tuple (in key form if `key`).
+fn tuple_to_py(py: Python<'_>, it: TupleIter<'_>, depth: usize, key: bool) -> PyResult<PyObject> {
     let n = it.len();
     // SAFETY: PyTuple_New returns a new tuple of `n` empty (NULL) slots, or NULL with an
     // exception set (reported by `from_owned_ptr_or_err`).
@@ -772,7 +911,7 @@ fn tuple_to_py(py: Python<'_>, it: TupleIter<'_>, depth: usize) -> PyResult<PyOb
         if filled >= n {
             return Err(unreadable(Kind::Tuple));
         }
-        let item = to_py_rec(py, child, depth + 1)?;
+        let item = to_py_rec(py, child, depth + 1, key)?;
         // SAFETY: `t` is a fresh tuple no one else references; slot `filled < n` is
         // still empty and is set exactly once; SET_ITEM steals `item`'s reference.
         unsafe { ffi::PyTuple_SET_ITEM(t.as_ptr(), filled as ffi::Py_ssize_t, item.into_ptr()) };
@@ -794,7 +933,7 @@ fn to_py_deep(py: Python<'_>, first: Building<'_>) -> PyResult<PyObject> {
     let mut vals: Vec<PyObject> = Vec::new();
     while let Some(top) = stack.last_mut() {
         match top.next_child() {
-            Some(child) => match leaf_or_open(py, child)? {
+            Some((child, key)) => match leaf_or_open(py, child, key)? {
                 Ok(leaf) => vals.push(leaf),
                 Err(open) => stack.push(open),
             },
