@@ -13,7 +13,7 @@ import time
 
 import beamvm
 import pytest
-from beamvm import Atom, exit, listener, receive, sleep, tcp
+from beamvm import ANY, Atom, exit, listener, receive, sleep, tcp
 from beamvm.supervisor import DynamicSupervisor
 
 
@@ -137,9 +137,9 @@ def test_killing_random_connection_processes_for_5_s_leaves_the_listener_accepti
     def main():
         sup = listener.start("t3", handler=echo_conn, num_acceptors=4)
         port = listener.info("t3")["port"]
+        own = tcp.socket_count()  # the listening socket
         stop_at = time.monotonic() + 5.0
-        for _ in range(20):
-            beamvm.spawn(client, port, stop_at)
+        clients = [beamvm.spawn_monitor(client, port, stop_at)[1] for _ in range(20)]
         conns = beamvm.whereis("beamvm.listener.t3.conns")
         killed = 0
         while time.monotonic() < stop_at:
@@ -149,15 +149,23 @@ def test_killing_random_connection_processes_for_5_s_leaves_the_listener_accepti
                 exit(random.choice(kids), Atom("kill"))
                 killed += 1
             sleep(0.005)
-        sleep(0.5)
+        for ref in clients:
+            receive((Atom("DOWN"), ref, ANY, ANY, ANY), timeout=30)
         ok = [roundtrip(port, b"after %d" % k) for k in range(5)]
         i = listener.info("t3")
-        return sup, killed, ok, i
+        # Every client closed: each server-side socket is closed by its connection
+        # (tcp_closed) or by its owner's death, including one whose connection process
+        # was killed while the acceptor handed the socket over. None may leak.
+        deadline = time.monotonic() + 20.0
+        while tcp.socket_count() != own and time.monotonic() < deadline:
+            sleep(0.01)
+        return sup, killed, ok, i, own, tcp.socket_count()
 
-    sup, killed, ok, i = run(main)
+    sup, killed, ok, i, own, left = run(main)
     assert killed > 50, f"only {killed} kills: the stampede did not happen"
     assert ok == [b"after %d" % k for k in range(5)]
     assert i["supervisor"] == sup and i["acceptors"] == 4
+    assert left == own, f"{left - own} server sockets leaked after every client closed"
 
 
 _EMFILE_SERVER = textwrap.dedent(

@@ -390,6 +390,24 @@ def test_packet_4_survives_one_byte_writes_and_rejects_oversize():
     assert run(main) == (b"hello world", "emsgsize")
 
 
+def test_an_active_errors_reason_is_a_str_that_matches_as_written():
+    def main():
+        ls = tcp.listen(0, packet=4, packet_size=100, active=True)
+        c = tcp.connect("127.0.0.1", tcp.sockname(ls)[1])
+        s = tcp.accept(ls, timeout=10)
+        tcp.send(c, struct.pack(">I", 1_000_000) + b"x")
+        msg = receive(("tcp_error", s, ANY), timeout=10)
+        match msg:
+            case ("tcp_error", got, "emsgsize") if got == s:
+                matched = True
+            case _:
+                matched = False
+        closed = receive(("tcp_closed", s), timeout=10)
+        return msg[2], type(msg[2]), matched, closed == ("tcp_closed", s)
+
+    assert run(main) == ("emsgsize", str, True, True)
+
+
 def test_packet_2_adds_the_header_on_send():
     def main():
         ls = tcp.listen(0)
@@ -651,6 +669,74 @@ def test_bad_options_name_the_option():
         ("ValueError", "active"),
         ("TypeError", True),
     ]
+
+
+def test_bad_addresses_and_huge_or_none_options_name_the_option():
+    def main():
+        errs = []
+        ls = tcp.listen(0)
+        for call in (
+            lambda: tcp.setopts(ls, active=2**70),  # the native fast path
+            lambda: tcp.setopts(ls, active=-(2**70)),
+            lambda: tcp.setopts(ls, active=None),
+            lambda: tcp.setopts(ls, active=None, nodelay=True),
+            lambda: tcp.listen(0, active=2**70),
+            lambda: tcp.listen(path="/tmp/beamvm-a\0b"),
+            lambda: tcp.connect(path="/tmp/beamvm-a\0b"),
+            lambda: tcp.listen(1234, path="/tmp/beamvm-never-bound"),
+            lambda: tcp.connect("127.0.0.1", 1234, path="/tmp/beamvm-never-bound"),
+        ):
+            try:
+                call()
+                errs.append(None)
+            except (TypeError, ValueError) as e:
+                errs.append((type(e).__name__, str(e).split(" ")[0]))
+        return errs, tcp.getopts(ls)["active"], tcp.socket_count()
+
+    errs, active, count = run(main)
+    assert errs == [
+        ("ValueError", "active"),
+        ("ValueError", "active"),
+        ("TypeError", "active"),
+        ("TypeError", "active"),
+        ("ValueError", "active"),
+        ("ValueError", "path"),
+        ("ValueError", "path"),
+        ("ValueError", "port"),
+        ("ValueError", "port"),
+    ]
+    assert active is False and count == 1, "nothing changed, nothing opened"
+
+
+def test_controlling_process_to_a_dead_process_is_badarg_and_the_socket_stays():
+    def main():
+        ls = tcp.listen(0)
+        c = tcp.connect("127.0.0.1", tcp.sockname(ls)[1])
+        s = tcp.accept(ls, timeout=10)
+        tcp.setopts(s, active="once")
+        pid, ref = beamvm.spawn_monitor(lambda: None)
+        receive((DOWN, ref, ANY, ANY, ANY), timeout=10)
+        try:
+            tcp.controlling_process(s, pid)
+            reason = None
+        except tcp.TcpError as e:
+            reason = e.reason
+        still = (tcp.getopts(s)["active"], tcp.socket_count())
+        tcp.send(c, b"to the caller")
+        got = receive(("tcp", s, ANY), timeout=10)[2]
+        tcp.close(s)
+        try:
+            tcp.recv(c, 0, timeout=10)
+            eof = None
+        except tcp.TcpClosed as e:
+            eof = e.reason
+        return reason, still, bytes(got), eof
+
+    reason, still, got, eof = run(main)
+    assert reason == "badarg"
+    assert still == ("once", 3), "still the caller's, active as it was"
+    assert got == b"to the caller"
+    assert eof == "closed", "the caller closed it: the peer sees EOF"
 
 
 def test_outside_a_process_is_a_clear_error():

@@ -209,6 +209,11 @@ def _address(host: Any, port: Any, path: Any) -> tuple[str | None, int, str | No
     if path is not None:
         if not isinstance(path, str):
             raise TypeError(f"path must be a str, not {type(path).__name__}")
+        if "\0" in path:
+            raise ValueError(f"path must not contain a NUL byte, not {path!r}")
+        if port not in (None, 0):
+            # listen's default port is 0, connect's None: either means "not given".
+            raise ValueError(f"port and path are exclusive (port={port!r}, path={path!r})")
         return None, 0, path
     if port is None:
         raise TypeError("port is required (or path= for a Unix socket)")
@@ -408,7 +413,9 @@ def setopts(
     """
     if packet is _MISSING and packet_size is _MISSING and nodelay is _MISSING:
         # The hot path (re-arming active once): the native half checks the socket and
-        # the value, naming the option.
+        # the value, naming the option. None would read there as "not given".
+        if active is None:
+            _check_active(active)
         _native._tcp_setopts(s, None, None, None if active is _MISSING else active, None)
         return
     _check_sock(s, "setopts's socket")
@@ -436,7 +443,9 @@ def controlling_process(s: Socket, pid: Pid) -> None:
     """Make ``pid`` the owner of ``s`` (only the owner may: :class:`TcpError` ``not_owner``).
 
     Messages for ``s`` already in the caller's mailbox move to ``pid``, in order, as
-    gen_tcp does.
+    gen_tcp does. A ``pid`` that is not alive is :class:`TcpError` ``badarg`` (gen_tcp's
+    ``{error, badarg}``): ``s`` stays the caller's, to use or close. If ``pid`` dies
+    during the hand-over, ``s`` is closed, as its exit would have closed it.
     """
     _check_sock(s, "controlling_process's socket")
     if type(pid) is not Pid:
@@ -451,7 +460,13 @@ def controlling_process(s: Socket, pid: Pid) -> None:
     active = _native._tcp_getopts(s)["active"]
     if active is not False:
         _native._tcp_setopts(s, active=False)
-    _native._tcp_controlling_process(s, pid)
+    try:
+        _native._tcp_controlling_process(s, pid)
+    except TcpError:
+        # Still the caller's socket, as it was.
+        if active is not False:
+            _native._tcp_setopts(s, active=active)
+        raise
     while True:
         m = receive(
             ("tcp", s, ANY),

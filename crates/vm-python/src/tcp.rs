@@ -109,12 +109,12 @@ fn parse_packet(obj: &Bound<'_, PyAny>) -> PyResult<Packet> {
         };
     }
     if obj.downcast::<PyInt>().is_ok() && obj.downcast::<PyBool>().is_err() {
-        let n: i64 = obj.extract()?;
-        return match n {
-            0 => Ok(Packet::Raw),
-            1 | 2 | 4 => Ok(Packet::Len(n as u8)),
+        // An int beyond i64 is just another wrong value, not an OverflowError.
+        return match obj.extract::<i64>() {
+            Ok(0) => Ok(Packet::Raw),
+            Ok(n @ (1 | 2 | 4)) => Ok(Packet::Len(n as u8)),
             _ => Err(PyValueError::new_err(format!(
-                "packet must be 'raw', 1, 2, 4 or 'line', not {n}"
+                "packet must be 'raw', 1, 2, 4 or 'line', not {obj}"
             ))),
         };
     }
@@ -142,13 +142,14 @@ fn parse_active(obj: &Bound<'_, PyAny>) -> PyResult<ActiveOpt> {
         )));
     }
     if obj.downcast::<PyInt>().is_ok() {
-        let n: i64 = obj.extract()?;
-        return i32::try_from(n)
+        // An int beyond i32 (even beyond i64) is out of range, not an OverflowError.
+        return obj
+            .extract::<i32>()
             .ok()
             .map(ActiveOpt::N)
             .and_then(|a| a.validate().ok())
             .ok_or_else(|| {
-                PyValueError::new_err(format!("active must be in -32768..32767, not {n}"))
+                PyValueError::new_err(format!("active must be in -32768..32767, not {obj}"))
             });
     }
     Err(PyTypeError::new_err(format!(
@@ -176,6 +177,10 @@ fn packet_py(py: Python<'_>, p: Packet) -> PyObject {
 
 fn addr_of(ip: Option<&str>, port: u16, path: Option<PathBuf>) -> PyResult<Addr> {
     if let Some(p) = path {
+        // The kernel would stop at the NUL and bind a different path.
+        if p.as_os_str().as_encoded_bytes().contains(&0) {
+            return Err(PyValueError::new_err("path must not contain a NUL byte"));
+        }
         return Ok(Addr::Unix(p));
     }
     let ip = ip.unwrap_or("127.0.0.1");

@@ -59,6 +59,14 @@ impl IoSink for VmSink {
         let msg = to_message(event, self.style);
         vm.router.send(to, Signal::Message(msg)).delivered
     }
+
+    fn is_alive(&self, pid: Pid) -> bool {
+        // `VmInner::finish` removes the process from the table before it calls
+        // `owner_exited`, as the trait asks.
+        self.vm
+            .upgrade()
+            .is_some_and(|vm| vm.router.table.with(pid, |_| ()).is_some())
+    }
 }
 
 impl IoState {

@@ -20,6 +20,9 @@ pub enum IoError {
     Timeout,
     /// Only the controlling process may do this (`controlling_process`).
     NotOwner,
+    /// A bad argument where Erlang says `badarg` (`controlling_process` to a process
+    /// that does not exist).
+    Badarg,
     /// A second `recv`/`accept` while one is pending on the same socket.
     Ealready,
     /// A frame or line longer than `packet_size`, or a bad length header.
@@ -77,6 +80,7 @@ impl IoError {
             IoError::Closed => Atom::CLOSED,
             IoError::Timeout => Atom::TIMEOUT,
             IoError::NotOwner => Atom::NOT_OWNER,
+            IoError::Badarg => Atom::BADARG,
             IoError::Ealready => Atom::EALREADY,
             IoError::Emsgsize => Atom::EMSGSIZE,
             IoError::Einval => Atom::EINVAL,

@@ -102,4 +102,14 @@ pub enum IoEvent {
 pub trait IoSink: Send + Sync + 'static {
     /// Hands `event` to process `to`; `false` if `to` does not exist.
     fn deliver(&self, to: Pid, event: IoEvent) -> bool;
+
+    /// Whether process `pid` exists (`controlling_process` hands a socket only to a
+    /// live process). Once it returns `false` for a pid, it must never return `true`
+    /// for it again, and a process must read as dead before its exit calls
+    /// [`Reactor::owner_exited`](super::Reactor::owner_exited). The default says
+    /// `true` (for sinks whose pids never exit): hand-overs are then unchecked.
+    fn is_alive(&self, pid: Pid) -> bool {
+        let _ = pid;
+        true
+    }
 }

@@ -7,13 +7,16 @@
 //!   cost nothing here), and a consumed buffer is released, not kept at its peak.
 //! - A length header announcing more than the socket's limit is [`IoError::Emsgsize`]
 //!   as soon as the header is complete: the body is never buffered, so a hostile
-//!   4-byte header cannot make us allocate 4 GiB. A line longer than the limit
-//!   without its `\n` is the same error.
+//!   4-byte header cannot make us allocate 4 GiB. A header within the limit does not
+//!   reserve its body either: the buffer grows as the bytes arrive (at most one
+//!   [`READ_CHUNK`] ahead), so 40 peers announcing 60 MiB each cost what they sent.
+//!   A line longer than the limit without its `\n` is the same error.
 //! - Frames come out in stream order, whatever the read boundaries were: a frame
 //!   split over 1-byte reads is the same frame.
 //! - The scan for `\n` resumes where it stopped, so a long line arriving in small
 //!   pieces costs linear, not quadratic, time.
 
+use super::conn::READ_CHUNK;
 use super::error::IoError;
 use super::options::Packet;
 use crate::term::Binary;
@@ -74,8 +77,10 @@ impl Framer {
                     return Err(IoError::Emsgsize);
                 }
                 if have < h + len {
-                    // Reserve once for the whole body instead of doubling towards it.
-                    self.buf.reserve(h + len - have);
+                    // Room for the next read, not the whole body: a header may
+                    // announce up to `limit` bytes that never come, so the buffer
+                    // grows (amortized) as they arrive instead.
+                    self.buf.reserve((h + len - have).min(READ_CHUNK));
                     return Ok(None);
                 }
                 Ok(Some(self.take(h, len)))
@@ -209,6 +214,30 @@ mod tests {
             f.next_frame(Packet::Len(4), 1000).unwrap().unwrap().len(),
             1000
         );
+    }
+
+    #[test]
+    fn a_huge_announced_frame_is_not_reserved_before_its_bytes_arrive() {
+        let mut f = Framer::new();
+        let limit = 64 << 20;
+        f.push(&(60u32 << 20).to_be_bytes());
+        assert_eq!(f.next_frame(Packet::Len(4), limit), Ok(None));
+        // What arrived plus one read, at most doubled by the Vec's growth.
+        let bound = |f: &Framer| 2 * (f.buffered() + READ_CHUNK);
+        assert!(f.capacity() <= bound(&f), "reserved {} bytes", f.capacity());
+        f.push(&[7; 1000]);
+        assert_eq!(f.next_frame(Packet::Len(4), limit), Ok(None));
+        assert!(f.capacity() <= bound(&f), "reserved {} bytes", f.capacity());
+        // The frame still comes out whole once its bytes are in.
+        let body = vec![9u8; 3 * READ_CHUNK];
+        let mut f = Framer::new();
+        f.push(&framed(4, &body)[..4]);
+        assert_eq!(f.next_frame(Packet::Len(4), limit), Ok(None));
+        for piece in body.chunks(1000) {
+            f.push(piece);
+        }
+        let got = f.next_frame(Packet::Len(4), limit).unwrap().unwrap();
+        assert_eq!(got.as_slice(), &body[..]);
     }
 
     #[test]

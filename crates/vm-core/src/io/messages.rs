@@ -6,7 +6,9 @@
 //!   `{TcpError, S, Reason}`, `{TcpPassive, S}`. The tag is the atom `tcp` (...) for
 //!   native bodies ([`TagStyle::Atoms`]) or the Python binding's string form
 //!   `{'$str', <<"tcp">>}` ([`TagStyle::Strings`]), so Python code matches
-//!   `("tcp", s, data)` as the issue writes it. `Reason` is an atom (`closed`, ...).
+//!   `("tcp", s, data)` as the issue writes it. `Reason` is spelled as the tag is:
+//!   an atom (`econnreset`, ...) for native bodies, a `str` for Python, so
+//!   `("tcp_error", s, "econnreset")` matches there as `TcpError.reason` would.
 //! - **Completions** of an operation a process is suspended in:
 //!   `{'$tcp', S, Op, Result}` with `Op` one of `accept`, `connect`, `recv`, `send` and
 //!   `Result` `{ok, Value}` or `{error, Reason}` (`Value`: the new socket for `accept`,
@@ -168,7 +170,8 @@ pub fn to_message(ev: IoEvent, style: TagStyle) -> Fragment {
         IoEvent::TcpError { sock, reason } => {
             push_tag(&mut b, style, a.tcp_error);
             push_socket(&mut b, sock);
-            push_reason(&mut b, reason);
+            // Spelled as the tag is: Python matches ("tcp_error", s, "econnreset").
+            push_tag(&mut b, style, reason.reason_atom());
             3
         }
         IoEvent::TcpPassive { sock } => {
@@ -266,9 +269,11 @@ fn tag_of(v: View<'_>) -> Option<Atom> {
 }
 
 fn reason_of(v: View<'_>) -> String {
-    v.as_atom()
-        .map(|a| a.as_str().to_owned())
-        .unwrap_or_default()
+    match v.as_atom() {
+        Some(a) => a.as_str().to_owned(),
+        // An active `tcp_error`'s reason in the string style.
+        None => v.as_str().map(str::to_owned).unwrap_or_default(),
+    }
 }
 
 /// Parses a reactor message; `None` for any other term.
@@ -397,6 +402,19 @@ mod tests {
             for (ev, want) in cases {
                 let m = to_message(ev, style);
                 assert_eq!(parse(m.view()), Some(want));
+            }
+            // An active error's reason is spelled as its tag: text for Python.
+            let m = to_message(
+                IoEvent::TcpError {
+                    sock: s,
+                    reason: IoError::Econnreset,
+                },
+                style,
+            );
+            let reason = m.view().tuple_get(2).unwrap();
+            match style {
+                TagStyle::Atoms => assert_eq!(reason.as_atom(), Some(Atom::ECONNRESET)),
+                TagStyle::Strings => assert_eq!(reason.as_str(), Some("econnreset")),
             }
         }
         let m = to_message(

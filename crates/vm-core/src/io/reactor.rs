@@ -15,7 +15,9 @@
 //!   the reactor (an echo handler that sends and re-arms from `deliver` works).
 //! - **Sockets never outlive their owner's interest.** `owner_exited` closes every
 //!   socket the process owns (the peer sees EOF); an accepted or connected socket
-//!   whose new owner died before the event reached it is closed too.
+//!   whose new owner died before the event reached it is closed too, and
+//!   `controlling_process` refuses a dead target (`badarg`) and closes a socket
+//!   whose new owner died during the hand-over.
 //! - **Bounded work per socket per poll.** A socket reads at most `READS_PER_TURN`
 //!   times per turn; one with more waiting is queued (`again`) and served at the next
 //!   poll, which then does not sleep: a flooding peer cannot hold a scheduler.
@@ -650,12 +652,23 @@ impl Reactor {
         })
     }
 
-    /// `controlling_process`: only the owner may hand a socket over.
+    /// `controlling_process`: only the owner may hand a socket over, and only to a
+    /// live process: a target that does not exist (it exited, and its exit already
+    /// closed what it owned) is refused with `badarg`, as gen_tcp returns, and the
+    /// socket stays the caller's. A target that dies while the socket is handed over
+    /// gets it closed, as its exit would have: the liveness check after the owner
+    /// index is updated pairs with `owner_exited`, which runs after the process left
+    /// the process table, so one of the two always sees the other.
     pub fn controlling_process(&self, sock: SocketId, caller: Pid, to: Pid) -> Result<(), IoError> {
+        // Asked before the socket's lock is taken (the sink never runs under one).
+        let alive = to == caller || self.sink.is_alive(to);
         let from = self.with_entry(sock, |_, entry, _| {
             let owner = entry.owner();
             if owner != caller {
                 return Err(IoError::NotOwner);
+            }
+            if !alive {
+                return Err(IoError::Badarg);
             }
             match entry {
                 Entry::Conn { st, .. } => st.set_owner(to),
@@ -665,6 +678,11 @@ impl Reactor {
             Ok(owner)
         })?;
         self.table.set_owner(sock, from, to);
+        if to != caller && !self.sink.is_alive(to) {
+            // `to` exited after the check above; its exit may have looked for its
+            // sockets before this one was indexed under it.
+            let _ = self.close(sock);
+        }
         Ok(())
     }
 

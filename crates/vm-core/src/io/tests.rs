@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::term::{Binary, Pid};
 
-/// Records every event; pids in `dead` are "no such process".
+/// Records every event; pids in `dead` are "no such process". A pid in `dies_after`
+/// reads as alive that many more times, then joins `dead`.
 #[derive(Default)]
 struct Sink {
     events: Mutex<Vec<(Pid, IoEvent)>>,
     dead: Mutex<HashSet<Pid>>,
+    dies_after: Mutex<Vec<(Pid, usize)>>,
 }
 
 impl IoSink for Sink {
@@ -26,6 +28,19 @@ impl IoSink for Sink {
         }
         self.events.lock().unwrap().push((to, event));
         true
+    }
+
+    fn is_alive(&self, pid: Pid) -> bool {
+        let mut dying = self.dies_after.lock().unwrap();
+        if let Some(i) = dying.iter().position(|(p, _)| *p == pid) {
+            if dying[i].1 == 0 {
+                dying.remove(i);
+                self.dead.lock().unwrap().insert(pid);
+            } else {
+                dying[i].1 -= 1;
+            }
+        }
+        !self.dead.lock().unwrap().contains(&pid)
     }
 }
 
@@ -328,6 +343,38 @@ fn controlling_process_moves_delivery_and_only_the_owner_may_do_it() {
     );
     r.owner_exited(B);
     assert_eq!(r.owner(s), None);
+}
+
+#[test]
+fn controlling_process_to_a_dead_process_is_badarg_and_the_socket_stays() {
+    let (r, sink) = setup();
+    let (mut client, s) = pair(&r, &sink, A, opts(Packet::Raw, ActiveOpt::False));
+    sink.dead.lock().unwrap().insert(B);
+    // Not the owner comes first, as in gen_tcp.
+    assert_eq!(r.controlling_process(s, B, B), Err(IoError::NotOwner));
+    assert_eq!(r.controlling_process(s, A, B), Err(IoError::Badarg));
+    assert_eq!(r.owner(s), Some(A), "still the caller's");
+    r.send(s, A, Binary::from_slice(b"ok")).unwrap();
+    let mut buf = [0u8; 2];
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ok");
+    r.owner_exited(A);
+    assert_eq!(r.socket_count(), 0, "the caller's exit closes it");
+}
+
+#[test]
+fn a_new_owner_that_dies_during_the_hand_over_gets_its_socket_closed() {
+    let (r, sink) = setup();
+    let (mut client, s) = pair(&r, &sink, A, opts(Packet::Raw, ActiveOpt::False));
+    // B is alive at the check, then exits (its exit finds nothing of its own yet)
+    // before the owner index names it.
+    sink.dies_after.lock().unwrap().push((B, 1));
+    r.controlling_process(s, A, B).unwrap();
+    assert_eq!(r.owner(s), None, "closed, as B's exit would have");
+    assert_eq!(r.socket_count(), 0);
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert_eq!(client.read(&mut [0u8; 4]).unwrap(), 0, "the peer sees EOF");
 }
 
 #[test]
