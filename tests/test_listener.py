@@ -90,6 +90,56 @@ def test_bad_arguments_are_refused_before_anything_starts():
     assert run(main) == ["TypeError", "ValueError", "ValueError", "ValueError"]
 
 
+def test_bad_addresses_name_the_option_before_anything_starts():
+    def main():
+        errs = []
+        for kwargs in (
+            {"port": "80"},
+            {"port": -1},
+            {"port": 70000},
+            {"host": 5},
+            {"host": "no.such.invalid"},
+            {"path": "/tmp/beamvm-a\0b"},
+            {"port": 1234, "path": "/tmp/beamvm-never-bound"},
+        ):
+            try:
+                listener.start("bad", handler=echo_conn, **kwargs)
+                errs.append(None)
+            except tcp.TcpError as e:
+                errs.append(("TcpError", e.reason))
+            except (TypeError, ValueError) as e:
+                errs.append((type(e).__name__, str(e).split(" ")[0]))
+        return errs, beamvm.whereis("beamvm.listener.bad")
+
+    errs, left = run(main)
+    assert errs == [
+        ("TypeError", "port"),
+        ("ValueError", "port"),
+        ("ValueError", "port"),
+        ("TypeError", "host"),
+        ("TcpError", "nxdomain"),
+        ("ValueError", "path"),
+        ("ValueError", "port"),
+    ]
+    assert left is None, "nothing started"
+
+
+def test_info_reports_the_limit():
+    def main():
+        listener.start("lim", handler=echo_conn, num_acceptors=2, max_connections=7)
+        i = listener.info("lim")
+        listener.stop("lim")
+        listener.start("nolim", handler=echo_conn, num_acceptors=1, max_connections=None)
+        j = listener.info("nolim")
+        listener.stop("nolim")
+        return i, j
+
+    i, j = run(main)
+    assert i["limit"] == i["max_connections"] == 7
+    assert i["connections"] == 0 and i["acceptors"] == 2
+    assert j["limit"] is None
+
+
 def test_max_connections_pauses_accepting_and_never_rejects():
     def main():
         listener.start("t2", handler=echo_conn, num_acceptors=1, max_connections=3)

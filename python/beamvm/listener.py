@@ -16,7 +16,7 @@
 
     listener.start("echo", port=5555, handler=echo_conn, num_acceptors=10,
                    max_connections=10_000)
-    listener.info("echo")   # {'port', 'connections', 'acceptors', 'max_connections', ...}
+    listener.info("echo")   # {'port', 'connections', 'acceptors', 'limit', ...}
     listener.stop("echo")
 
 **The tree.** ``start`` starts a supervisor (``rest_for_one``) with three children:
@@ -34,10 +34,12 @@
 
 **max_connections is a soft limit**: an acceptor that finds the count at the limit
 stops accepting until a connection ends (the kernel's backlog holds newcomers); it never
-accepts and closes. **Out of descriptors** (``emfile``/``enfile``) an acceptor logs once
-per burst and sleeps (10 ms doubling to 1 s, reset by the next success) instead of
-crashing: the supervisor's restart intensity is never spent on descriptor exhaustion
-(the ranch / thousand_island failure where a crash loop kills the listener).
+accepts and closes. Acceptors that found room wait in ``accept`` meanwhile, so the count
+may pass the limit by up to ``num_acceptors - 1``. **Out of descriptors**
+(``emfile``/``enfile``) an acceptor logs once per burst and sleeps (10 ms doubling to
+1 s, reset by the next success) instead of crashing: the supervisor's restart intensity
+is never spent on descriptor exhaustion (the ranch / thousand_island failure where a
+crash loop kills the listener).
 
 Every function must be called inside a beamvm process (``beamvm.run``'s main will do);
 the listener itself is not linked to its caller.
@@ -123,6 +125,7 @@ class _Manager(GenServer):
                     "connections": len(self.conns),
                     "accepted": self.accepted,
                     "max_connections": self.limit,
+                    "limit": self.limit,
                     "acceptors_waiting_for_capacity": len(self.parked),
                     "acceptors_backing_off": len(self.backing_off),
                     "emfile_backoffs": self.emfile_backoffs,
@@ -227,8 +230,13 @@ def start(
     ``handler(sock, handler_opts)`` runs in a new process per connection, which owns
     ``sock`` (passive at first, with the ``packet`` options given). ``num_acceptors``
     processes accept in parallel; ``max_connections`` (None: no limit) pauses accepting
-    while that many connections are alive. Raises :class:`beamvm.tcp.TcpError` if the
-    port cannot be bound, ``ValueError``/``TypeError`` for bad options.
+    while that many connections are alive. It is a soft limit: acceptors that found room
+    are already waiting in ``accept``, so the count may pass it by up to
+    ``num_acceptors - 1``. ``host``, ``port`` and ``path`` are checked before anything
+    starts, as :func:`beamvm.tcp.listen` checks them (``TypeError``/``ValueError``
+    naming the option, :class:`beamvm.tcp.TcpError` ``nxdomain`` for a name that does
+    not resolve). Raises :class:`beamvm.tcp.TcpError` if the port cannot be bound,
+    ``ValueError``/``TypeError`` for bad options.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"listener name must be a non-empty str, not {name!r}")
@@ -245,7 +253,9 @@ def start(
     base, manager, conns = _names(name)
     if _native.whereis(base) is not None:
         raise ValueError(f"a listener named {name!r} is running already")
-    # Checked here, naming the option, before anything starts.
+    # Checked here, naming the option, before anything starts (a name is resolved
+    # once, here: the manager listens on the address it resolved to).
+    ip, port, path = tcp._address(host, port, path)
     listen_opts = {
         "backlog": tcp._check_int("backlog", backlog, 1, 1 << 20),
         "packet": tcp._check_packet(packet),
@@ -257,7 +267,7 @@ def start(
         child_spec(
             "manager",
             _start_manager,
-            (name, port, host, path, listen_opts, max_connections),
+            (name, port, ip or host, path, listen_opts, max_connections),
             {"name": manager},
         ),
         child_spec("connections", _start_conns, (conns,), type="supervisor"),
@@ -273,7 +283,7 @@ def start(
         # The manager's listen failed: raise what tcp.listen raised.
         reason = e.args[0] if e.args else None
         text = repr(reason)
-        for why in ("eaddrinuse", "eacces", "emfile", "eaddrnotavail", "enoent"):
+        for why in ("eaddrinuse", "eacces", "emfile", "eaddrnotavail", "enoent", "nxdomain"):
             if why in text:
                 raise tcp.TcpError(why) from e
         raise
@@ -292,9 +302,10 @@ def info(name: str) -> dict[str, Any]:
     """Return the listener's state.
 
     Keys: ``port``, ``address``, ``connections`` (alive now), ``accepted`` (in
-    total), ``max_connections``, ``acceptors`` (running), ``acceptors_backing_off``
-    (on emfile now), ``emfile_backoffs`` (bursts so far), ``acceptors_waiting_for_capacity``,
-    ``supervisor`` (its pid).
+    total), ``limit`` and ``max_connections`` (the same: the soft limit, None for none;
+    ``connections`` may pass it by up to ``num_acceptors - 1``), ``acceptors``
+    (running), ``acceptors_backing_off`` (on emfile now), ``emfile_backoffs`` (bursts
+    so far), ``acceptors_waiting_for_capacity``, ``supervisor`` (its pid).
     """
     base, manager, _ = _names(name)
     pid = _native.whereis(base)
@@ -307,4 +318,3 @@ def info(name: str) -> dict[str, Any]:
     )
     out["supervisor"] = pid
     return out
-
