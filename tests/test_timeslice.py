@@ -266,6 +266,54 @@ def test_threading_lock_shared_by_processes_on_one_scheduler_does_not_deadlock(c
     assert "waits on a threading lock" in caplog.text and repr(w) in caplog.text
 
 
+class _SlowHandler(logging.Handler):
+    """Records when each emit starts and ends, working long enough in between that a
+    compiled emit would be preempted inside (its budget runs out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.events.append(("enter", record.getMessage()))
+        x = 0
+        for i in range(20_000):
+            x += i
+        self.events.append(("exit", record.getMessage()))
+
+
+def _chatty(log, tag, n, parent):
+    for i in range(n):
+        log.warning("%s %d", tag, i)
+    send(parent, "done")
+
+
+def test_logging_from_processes_is_never_preempted_inside_a_handler():
+    """Two processes logging through a handler that works a while, on one scheduler:
+    each record is emitted whole (logging holds the handler's RLock, which the other
+    process on the same OS thread could re-enter if a call were preempted inside)."""
+    handler = _SlowHandler()
+    log = logging.getLogger("beamvm.test.chatty")
+    log.propagate = False
+    log.addHandler(handler)
+
+    def main():
+        me = self_pid()
+        spawn(_chatty, log, "a", 20, me)
+        spawn(_chatty, log, "b", 20, me)
+        receive("done", timeout=30)
+        receive("done", timeout=30)
+
+    try:
+        beamvm.run(main, schedulers=1)
+    finally:
+        log.removeHandler(handler)
+    ev = handler.events
+    assert len(ev) == 80
+    # enter/exit strictly alternate, each pair for one record: nothing interleaved.
+    assert all(ev[i][0] == "enter" and ev[i + 1] == ("exit", ev[i][1]) for i in range(0, 80, 2))
+
+
 def consumer(q, parent):
     send(parent, ("got", q.get()))
 

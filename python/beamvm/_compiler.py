@@ -1334,6 +1334,16 @@ def _asyncio_run_refused(main: Any, *args: Any, **kwargs: Any) -> Any:
     )
 
 
+#: Modules whose functions process code calls plainly, to completion, as it calls C:
+#: ``logging`` holds a handler's ``RLock`` (owned by the OS thread) while it formats
+#: and emits a record. Compiled, a call could be preempted with that lock held, and the
+#: next process on the same scheduler thread would re-enter it (an ``RLock`` lets its
+#: thread in again: two records emitted at once, interleaved), or the holder, resumed
+#: on another scheduler thread, could not release it. A log call is short, so running
+#: it whole costs a latency no longer than a ``print``. What logging calls (a user's
+#: ``Handler.emit``, a filter) runs plainly with it.
+PLAIN_MODULES = frozenset({"logging", "logging.handlers", "logging.config"})
+
 #: callee -> what compiled code calls: the callee itself (plain) or a generator function.
 #: An exact dict (see ``_dispatched``); ``_dispatch_get`` fills it.
 _DISPATCH: dict[Any, Any] = {}
@@ -1377,6 +1387,9 @@ def _dispatch_miss(f: Any) -> Any:
         if f.__module__ == "asyncio.runners" and f.__name__ == "run":
             _dispatch_store(f, _asyncio_run_refused)
             return _asyncio_run_refused
+        if f.__module__ in PLAIN_MODULES:
+            _dispatch_store(f, f)
+            return f
         # beamvm's own calls may say how process code calls them (module functions,
         # never a closure): ``__beamvm_plain__`` never suspends, so it is called
         # plainly (``tcp.setopts``); ``__beamvm_fast__`` is called plainly in its
