@@ -739,6 +739,29 @@ def test_controlling_process_to_a_dead_process_is_badarg_and_the_socket_stays():
     assert eof == "closed", "the caller closed it: the peer sees EOF"
 
 
+def test_a_socket_kept_from_a_stopped_vm_names_nothing_in_the_next_one():
+    """Socket ids start afresh in each VM: one kept from a stopped VM is closed there
+    and never reaches the new VM's socket of the same number."""
+    old = run(lambda: tcp.listen(0))
+
+    def main():
+        ls = tcp.listen(0)
+        same_number = ls.id == old.id
+        tcp.close(old)  # closing a closed socket: nothing happens
+        with pytest.raises(tcp.TcpError) as e:
+            tcp.sockname(old)
+        send(self_pid(), ("kept", old))
+        travelled = receive(("kept", ANY), timeout=5)[1]
+        with pytest.raises(tcp.TcpError):
+            tcp.sockname(travelled)
+        return same_number, e.value.reason, ls != old, tcp.sockname(ls)[1] > 0
+
+    same_number, reason, differ, alive = run(main)
+    assert same_number, "the new VM's first socket has the old one's number"
+    assert reason == "closed"
+    assert differ and alive, "the new socket is distinct, and the old one's close missed it"
+
+
 def test_outside_a_process_is_a_clear_error():
     beamvm.start(schedulers=1)
     try:

@@ -381,7 +381,7 @@ fn scalar_or_open<'py>(
     } else if let Ok(bin) = obj.downcast_exact::<PyBinary>() {
         b.refc_binary(bin.get().0.clone());
     } else if let Ok(s) = obj.downcast_exact::<PySocket>() {
-        vm_core::io::messages::push_socket(b, vm_core::io::SocketId(s.get().0));
+        vm_core::io::messages::push_socket(b, vm_core::io::SocketId(s.get().current_id()));
     } else if let Ok(ba) = obj.downcast::<PyByteArray>() {
         let v = ba.to_vec();
         if v.len() > vm_core::term::HEAP_BINARY_MAX {
@@ -790,7 +790,7 @@ fn leaf_or_open<'a>(
         Kind::Tuple => {
             // {'$socket', Id}: a beamvm.tcp socket (crates/vm-core/src/io/messages.rs).
             if let Some(id) = vm_core::io::messages::socket_of(v) {
-                return Ok(Ok(PySocket(id.0).into_py(py)));
+                return Ok(Ok(PySocket::new(id.0).into_py(py)));
             }
             if let Some(w) = wire_to_py(py, v, key)? {
                 return Ok(Ok(w));
@@ -844,7 +844,7 @@ fn to_py_rec(py: Python<'_>, v: View<'_>, depth: usize, key: bool) -> PyResult<P
         if let Some(it) = v.tuple_iter() {
             if it.len() == 2 || it.len() == 3 {
                 if let Some(id) = vm_core::io::messages::socket_of(v) {
-                    return Ok(PySocket(id.0).into_py(py));
+                    return Ok(PySocket::new(id.0).into_py(py));
                 }
                 if let Some(w) = wire_to_py(py, v, key)? {
                     return Ok(w);

@@ -38,27 +38,59 @@ use crate::types::{PidTarget, PyBinary};
 
 /// A socket owned by a process (gen_tcp's port). Immutable; equal by identity of the
 /// socket it names; sent in messages as `('$socket', id)`.
+///
+/// It also carries the creation of the VM that made it (as pids do): socket ids start
+/// afresh in each VM, so a socket kept from a stopped VM must not name the new VM's
+/// socket of the same number. Used after its VM stopped (whose sockets all closed), it
+/// is `closed`.
 #[pyclass(frozen, eq, hash, name = "Socket", module = "beamvm.tcp")]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PySocket(pub u64);
+pub struct PySocket {
+    id: u64,
+    creation: u32,
+}
+
+/// The id a socket of a stopped VM travels as in a term: no socket ever has it (slot
+/// index `u32::MAX`: the table would need 4 billion slots), so every operation finds it
+/// closed; and it is a small integer, so it travels in a term as a socket.
+const STALE_SOCKET: u64 = u32::MAX as u64;
+
+impl PySocket {
+    /// Socket `id` of the current VM.
+    pub(crate) fn new(id: u64) -> PySocket {
+        PySocket {
+            id,
+            creation: crate::lifecycle::creation(),
+        }
+    }
+
+    /// The id this socket has in the current VM: [`STALE_SOCKET`] if its VM stopped.
+    pub(crate) fn current_id(&self) -> u64 {
+        if self.creation == crate::lifecycle::creation() {
+            self.id
+        } else {
+            STALE_SOCKET
+        }
+    }
+}
 
 #[pymethods]
 impl PySocket {
     fn __repr__(&self) -> String {
-        let id = SocketId(self.0);
+        let id = SocketId(self.id);
         format!("#Socket<{}.{}>", id.0 & 0xffff_ffff, id.0 >> 32)
     }
 
-    /// The socket's number (unique in this VM, never reused).
+    /// The socket's number (unique in its VM, never reused there).
     #[getter]
     fn id(&self) -> u64 {
-        self.0
+        self.id
     }
 }
 
 fn sock_of(obj: &Bound<'_, PyAny>) -> PyResult<SocketId> {
     obj.downcast::<PySocket>()
-        .map(|s| SocketId(s.get().0))
+        .map(|s| SocketId(s.get().current_id()))
         .map_err(|_| {
             PyTypeError::new_err(format!(
                 "expected a beamvm.tcp socket (what listen, accept or connect returned), not {}",
@@ -237,7 +269,7 @@ pub(crate) fn _tcp_listen(
         socket: socket_opts(packet, packet_size, active, nodelay)?,
     };
     let (me, r) = caller(py, "tcp.listen")?;
-    io_result(py, r.listen(me, &addr, opts)).map(|s| PySocket(s.0))
+    io_result(py, r.listen(me, &addr, opts)).map(|s| PySocket::new(s.0))
 }
 
 /// `accept`: the new socket, or `None` (wait for `('$tcp', ls, 'accept', result)`).
@@ -246,7 +278,7 @@ pub(crate) fn _tcp_accept(py: Python<'_>, ls: &Bound<'_, PyAny>) -> PyResult<Opt
     let ls = sock_of(ls)?;
     let (me, r) = caller(py, "tcp.accept")?;
     Ok(match io_result(py, r.accept(ls, me))? {
-        Accept::Ready(s) => Some(PySocket(s.0)),
+        Accept::Ready(s) => Some(PySocket::new(s.0)),
         Accept::Pending => None,
     })
 }
@@ -269,7 +301,7 @@ pub(crate) fn _tcp_connect(
     let addr = addr_of(ip, port, path)?;
     let opts = socket_opts(packet, packet_size, active, nodelay)?;
     let (me, r) = caller(py, "tcp.connect")?;
-    io_result(py, r.connect(me, &addr, opts)).map(|s| PySocket(s.0))
+    io_result(py, r.connect(me, &addr, opts)).map(|s| PySocket::new(s.0))
 }
 
 fn data_of(data: &Bound<'_, PyAny>) -> PyResult<Binary> {
