@@ -377,6 +377,9 @@ def test_links_and_monitors_in_all_four_directions(erl):
         erl_eval(erl, "register(named, spawn(fun() -> receive die -> exit(named_bye) end end)).")
         r1 = beamvm.monitor(p)
         r2 = beamvm.monitor((Atom("named"), erl.atom))
+        # A monitor alias of a remote process is refused, not made a plain monitor.
+        with pytest.raises(NotImplementedError, match="another node"):
+            beamvm.monitor(p, alias="demonitor")
         send(p, Atom("die"))
         send((Atom("named"), erl.atom), Atom("die"))
         assert receive((Atom("DOWN"), r1, ANY, ANY, ANY), timeout=10)[3:] == (p, Atom("bye"))

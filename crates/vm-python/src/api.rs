@@ -376,7 +376,8 @@ pub(crate) fn unlink(pid: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// (`Atom('nonode@nohost')`).
 /// With `alias='demonitor'` (or `'reply_demonitor'`, `'explicit_unalias'`) the
 /// returned reference is also an alias of the caller (OTP's `{alias, Mode}` option;
-/// not for a name no process has: its DOWN is already there).
+/// not for a name no process has: its DOWN is already there; for a process on another
+/// node it raises `NotImplementedError`).
 #[pyfunction]
 #[pyo3(signature = (target, *, alias=None))]
 pub(crate) fn monitor(
@@ -386,6 +387,13 @@ pub(crate) fn monitor(
     let mode = crate::alias::parse_monitor_alias(alias)?;
     if let Some(remote) = crate::dist::monitor_target(target)? {
         let me = with_cx(|cx| cx.self_pid()).ok_or_else(|| outside("monitor"))?;
+        if mode.is_some() {
+            // Not silently a plain monitor: the alias would never be made.
+            return Err(pyo3::exceptions::PyNotImplementedError::new_err(
+                "monitor(..., alias=...) of a process on another node is not supported; \
+                 make the alias with beamvm.alias() and monitor without alias=",
+            ));
+        }
         if let Some(g) = crate::dist::current() {
             return Ok(PyRef::local(g.monitor(me, remote)));
         }
