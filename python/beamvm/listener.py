@@ -194,6 +194,13 @@ def _acceptor(name: str, handler: Callable[..., Any], opts: Any) -> None:
                 conns, child_spec("conn", _start_conn, (handler, opts), restart="temporary")
             )
             tcp.controlling_process(s, pid)
+        except tcp.TcpError as exc:
+            # badarg: the connection process died (was killed) before it got its
+            # socket; an expected race under kills, not a fault of the listener.
+            level = logging.INFO if exc.reason == "badarg" else logging.ERROR
+            _log(level, "listener %r: connection dropped before its hand-over: %r", name, exc)
+            tcp.close(s)
+            continue
         except Exception as exc:  # noqa: BLE001 - the connection is lost, not the acceptor
             _log(logging.ERROR, "listener %r: could not start a connection process: %r", name, exc)
             tcp.close(s)
