@@ -475,7 +475,7 @@ def test_killing_erl_gives_noconnection_to_links_monitors_and_nodedown():
         q = erl_eval(erl, "spawn(fun() -> receive _ -> ok end end).")
         beamvm.link(p)
         r = beamvm.monitor(q)
-        dist.monitor_node(erl.name)
+        beamvm.monitor_node(erl.name)  # the top-level name, as dist.monitor_node
         killed = time.monotonic()
         erl.proc.kill()
         assert receive((Atom("EXIT"), p, ANY), timeout=30)[2] == Atom("noconnection")

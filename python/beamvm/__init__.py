@@ -142,6 +142,7 @@ __all__ = [
     "monitor",
     "node",
     "nodes",
+    "monitor_node",
     "process_flag",
     "proc_window",  # observer
     "process_info",
@@ -376,6 +377,16 @@ def nodes(kind: str = "visible") -> list[Atom]:
     ``"connected"`` (both).
     """
     return _native.nodes(kind)
+
+
+def monitor_node(node: str | Atom, flag: bool = True) -> bool:
+    """Monitor the connection to ``node`` (``erlang:monitor_node(Node, Flag)``).
+
+    The calling process gets ``(Atom('nodedown'), node)`` when the connection is lost
+    (at once if it cannot be made); ``flag=False`` removes one such monitor. The same
+    as :func:`beamvm.dist.monitor_node`.
+    """
+    return _native.dist_monitor_node(node, flag)
 
 
 def _report_crash(pid: Pid, exc: BaseException) -> None:
