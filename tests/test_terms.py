@@ -8,7 +8,19 @@ import enum
 
 import beamvm
 import pytest
-from beamvm import Atom, Binary, ListKey, MapKey, Pid, Ref, receive, self_pid, send, spawn
+from beamvm import (
+    Atom,
+    Binary,
+    ImproperList,
+    ListKey,
+    MapKey,
+    Pid,
+    Ref,
+    receive,
+    self_pid,
+    send,
+    spawn,
+)
 from beamvm._native import roundtrip
 
 
@@ -431,3 +443,8 @@ def test_key_forms_equality_hash_repr_and_pickle():
         assert back == k and type(back) is type(k) and hash(back) == hash(k)
     with pytest.raises(ValueError, match="pairs"):
         roundtrip(tuple.__new__(MapKey, [(1, 2, 3)]))
+    # Equal improper lists hash equal, whatever the reprs of their parts (a dict in
+    # another order, 1 and 1.0), and those holding lists and dicts are hashable.
+    x = ImproperList([{"x": 1, "y": 2}, [1, 2]], 1.0)
+    y = ImproperList([{"y": 2, "x": 1}, [1, 2]], 1)
+    assert x == y and hash(x) == hash(y) and len({x, y}) == 1

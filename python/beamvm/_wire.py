@@ -69,7 +69,9 @@ class ImproperList:
         )
 
     def __hash__(self) -> int:
-        return hash(("improper", tuple(map(repr, self.elems)), repr(self.tail)))
+        # Through the key forms, so that equal lists hash equal whatever their reprs
+        # (dicts in another order, 1 and 1.0), and lists and dicts inside are hashable.
+        return hash(("improper", tuple(map(_freeze, self.elems)), _freeze(self.tail)))
 
     def __repr__(self) -> str:
         return f"ImproperList({self.elems!r}, {self.tail!r})"
