@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Stopped;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -33,14 +35,6 @@ impl Host for AliasHost {
     fn deliver_alias(&self, from: &Pid, alias: &Ref, message: Term) -> bool {
         let tx = self.0.lock().unwrap_or_else(|e| e.into_inner());
         tx.send((from.clone(), alias.clone(), message)).is_ok()
-    }
-}
-
-struct Stopped(Node);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        self.0.stop();
     }
 }
 

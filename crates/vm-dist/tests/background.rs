@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::Stopped;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -18,14 +20,6 @@ use vm_dist::node::{Delivery, Node, NodeConfig, Reply, SETUP_TIMEOUT};
 use vm_dist::{Pid, Term};
 
 const COOKIE: &str = "background_test_cookie";
-
-struct Stopped(Node);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        self.0.stop();
-    }
-}
 
 fn node(epmd: u16, background: bool) -> Stopped {
     let mut cfg = NodeConfig::new(&unique("bg"));

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::Stopped;
+
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
@@ -63,14 +65,6 @@ impl Host for PollHost {
                 }
             })?;
         Ok(())
-    }
-}
-
-struct Stopped(Node);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        self.0.stop();
     }
 }
 

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::Stopped;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
@@ -19,14 +21,6 @@ use vm_dist::node::{Node, NodeConfig};
 use vm_dist::{Atom, Pid, Term};
 
 const COOKIE: &str = "hostile_test_cookie";
-
-struct Stopped(Node);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        self.0.stop();
-    }
-}
 
 fn node(epmd: u16, atom_budget: u64) -> Stopped {
     let mut cfg = NodeConfig::new(&unique("rs"));

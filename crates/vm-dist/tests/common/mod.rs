@@ -31,6 +31,15 @@ pub fn have_erl() -> bool {
     ok
 }
 
+/// A node that is stopped when the test lets go of it (even when an assertion fails).
+pub struct Stopped(pub vm_dist::node::Node);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
