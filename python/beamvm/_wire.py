@@ -114,7 +114,31 @@ def _freeze(v: Any) -> Any:
     return v
 
 
-class ListKey(tuple):  # type: ignore[type-arg]
+class _KeyForm(tuple):  # type: ignore[type-arg]
+    """What :class:`ListKey` and :class:`MapKey` share.
+
+    A hash kept from their making (see ``_sealed``), pickling by their items, and ``!=``
+    as the negation of ``==``.
+    """
+
+    # No __slots__: a tuple subclass cannot have any, and the hash is kept in __dict__.
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Not the kept hash: str hashes differ from one interpreter to the next.
+        return (type(self), (tuple(self),))
+
+    def _compute_hash(self) -> int:
+        raise NotImplementedError
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        h = self.__dict__.get("_hash")
+        return self._compute_hash() if h is None else h
+
+
+class ListKey(_KeyForm):
     """An Erlang list used as a map key (or inside one): a hashable, immutable list.
 
     A Python ``dict`` cannot have a ``list`` key, so where Erlang sends a map whose key
@@ -130,14 +154,11 @@ class ListKey(tuple):  # type: ignore[type-arg]
     makes the inner list a ``ListKey`` too.
     """
 
-    # No __slots__: a tuple subclass cannot have any, and the hash is kept in __dict__.
+    # Defining __eq__ would otherwise set __hash__ to None in this class.
+    __hash__ = _KeyForm.__hash__
 
     def __new__(cls, items: Iterable[Any] = ()) -> ListKey:
         return _sealed(tuple.__new__(cls, map(_freeze, items)))  # type: ignore[no-any-return]
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Not the kept hash: str hashes differ from one interpreter to the next.
-        return (type(self), (tuple(self),))
 
     def _compute_hash(self) -> int:
         return hash((_LIST_KEY_SALT, tuple(self)))
@@ -149,18 +170,11 @@ class ListKey(tuple):  # type: ignore[type-arg]
             return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
         return False
 
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    def __hash__(self) -> int:
-        h = self.__dict__.get("_hash")
-        return self._compute_hash() if h is None else h
-
     def __repr__(self) -> str:
         return f"ListKey({list(self)!r})"
 
 
-class MapKey(tuple):  # type: ignore[type-arg]
+class MapKey(_KeyForm):
     """An Erlang map used as a map key (or inside one): a hashable, immutable mapping.
 
     Where Erlang sends ``#{#{a => 1} => x}`` the Python process receives
@@ -174,7 +188,7 @@ class MapKey(tuple):  # type: ignore[type-arg]
     ``MapKey`` or a ``dict`` with the same items.
     """
 
-    # No __slots__: a tuple subclass cannot have any, and the hash is kept in __dict__.
+    __hash__ = _KeyForm.__hash__  # as in ListKey
 
     def __new__(cls, items: Mapping[Any, Any] | Iterable[tuple[Any, Any]] = ()) -> MapKey:
         pairs = items.items() if isinstance(items, Mapping) else items
@@ -182,10 +196,6 @@ class MapKey(tuple):  # type: ignore[type-arg]
         for k, v in pairs:  # a repeated key: the last value wins, as in maps:from_list/1
             d[_freeze(k)] = _freeze(v)
         return _sealed(tuple.__new__(cls, d.items()))  # type: ignore[no-any-return]
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Not the kept hash: str hashes differ from one interpreter to the next.
-        return (type(self), (tuple(self),))
 
     def _compute_hash(self) -> int:
         return hash((_MAP_KEY_SALT, frozenset(self)))
@@ -200,13 +210,6 @@ class MapKey(tuple):  # type: ignore[type-arg]
         if isinstance(other, dict):
             return dict(self) == other
         return False
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    def __hash__(self) -> int:
-        h = self.__dict__.get("_hash")
-        return self._compute_hash() if h is None else h
 
     def __repr__(self) -> str:
         return f"MapKey({dict(self)!r})"
