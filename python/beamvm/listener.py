@@ -51,7 +51,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from beamvm import _native, _otp, tcp
+from beamvm import _native, tcp
 from beamvm import gen_server as gs
 from beamvm import supervisor as sup
 from beamvm._native import Atom, Pid, monitor, send, spawn_link
@@ -140,11 +140,6 @@ class _Manager(GenServer):
         return None
 
 
-@_otp.plain  # logging takes its handlers' locks: never preempted inside
-def _log(level: int, msg: str, *args: Any) -> None:
-    log.log(level, msg, *args)
-
-
 def _start_manager(*args: Any, name: Any = None) -> Any:
     return gs.start_link(_Manager, *args, name=name)
 
@@ -171,8 +166,7 @@ def _acceptor(name: str, handler: Callable[..., Any], opts: Any) -> None:
         except tcp.TcpError as e:
             if e.reason in ("emfile", "enfile"):
                 if backoff == 0.0:
-                    _log(
-                        logging.WARNING,
+                    log.warning(
                         "listener %r: out of file descriptors (%s); acceptors back off",
                         name, e.reason,
                     )  # fmt: skip
@@ -198,11 +192,11 @@ def _acceptor(name: str, handler: Callable[..., Any], opts: Any) -> None:
             # badarg: the connection process died (was killed) before it got its
             # socket; an expected race under kills, not a fault of the listener.
             level = logging.INFO if exc.reason == "badarg" else logging.ERROR
-            _log(level, "listener %r: connection dropped before its hand-over: %r", name, exc)
+            log.log(level, "listener %r: connection dropped before its hand-over: %r", name, exc)
             tcp.close(s)
             continue
         except Exception as exc:  # noqa: BLE001 - the connection is lost, not the acceptor
-            _log(logging.ERROR, "listener %r: could not start a connection process: %r", name, exc)
+            log.error("listener %r: could not start a connection process: %r", name, exc)
             tcp.close(s)
             continue
         gs.call(manager, ("started", pid), timeout=None)
